@@ -1,0 +1,45 @@
+// Package checkpoint reads and writes model files: safetensors (single and sharded) and torch's
+// zip .pt/.pth/.bin (state dicts, nested containers and whole pickled modules), never running code
+// from them, and writes the quantized checkpoint format described in docs/FORMAT.md.
+package checkpoint
+
+import "github.com/monoquant/monoquant/core/tensor"
+
+// Entry describes one tensor of a checkpoint without reading its data.
+type Entry struct {
+	Name  string // dotted path, as in a state_dict: "encoder.layers.0.linear1.weight"
+	DType tensor.DType
+	Shape []int
+}
+
+// Reader gives access to the tensors of a checkpoint, one at a time, so that a model larger than
+// memory can be processed tensor by tensor.
+type Reader interface {
+	// Entries lists the tensors in file order.
+	Entries() []Entry
+	// Tensor returns one tensor's data, contiguous and row-major: a view into the mapped file
+	// when possible, else a copy. The data stays valid until Release(name) or Close.
+	Tensor(name string) (*tensor.Tensor, error)
+	// Release tells the reader that a tensor's data is no longer needed, so mapped pages can be
+	// dropped from memory.
+	Release(name string)
+	// Metadata is the file's string metadata (safetensors __metadata__, or the metadata dict a
+	// monoquant .pt stores); never nil.
+	Metadata() map[string]string
+	// ModuleTypes maps a module path ("features.0", "" for the root) to its qualified class name
+	// ("torch.nn.modules.conv.Conv2d") for files holding a whole pickled nn.Module; nil otherwise.
+	ModuleTypes() map[string]string
+	Close() error
+}
+
+// Writer streams tensors into a new file. All entries are declared up front (safetensors needs
+// every offset in its header); tensors are then written one at a time in the declared order.
+// Nothing appears at the target path until Commit succeeds: the file is written to a temporary
+// file in the same folder, synced and renamed over the target.
+type Writer interface {
+	Write(name string, data []byte) error
+	// Commit finishes the file and moves it into place.
+	Commit() error
+	// Abort removes the temporary file; safe after Commit (then it does nothing).
+	Abort() error
+}

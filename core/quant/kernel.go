@@ -1,0 +1,507 @@
+package quant
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+
+	"github.com/monoquant/monoquant/core/tensor"
+)
+
+// ErrNonFinite is wrapped by the error for an input that holds NaN or ±Inf.
+var ErrNonFinite = errors.New("tensor holds NaN or Inf")
+
+// Stats reports what a kernel saw.
+type Stats struct {
+	NonFinite      int // NaN and ±Inf inputs
+	FirstNonFinite int // flat index of the first one, -1 if none
+	Overflow       int // finite inputs that became ±Inf in a Float16 cast
+}
+
+func (s *Stats) merge(o Stats) {
+	if o.NonFinite > 0 && (s.FirstNonFinite < 0 || o.FirstNonFinite < s.FirstNonFinite) {
+		s.FirstNonFinite = o.FirstNonFinite
+	}
+	s.NonFinite += o.NonFinite
+	s.Overflow += o.Overflow
+}
+
+func nonFiniteErr(st Stats) error {
+	return fmt.Errorf("%w: %d non-finite values, the first at flat index %d (pass the clamp option to quantize anyway)",
+		ErrNonFinite, st.NonFinite, st.FirstNonFinite)
+}
+
+// layout maps a flat element index to its granule (the index of its scale). Elements come in
+// runs of runLen consecutive values that share a granule: run r belongs to granule r % nchan for
+// per-channel, r for per-group, 0 for per-tensor.
+type layout struct {
+	n      int
+	runLen int
+	nchan  int // granules; the modulus for per-channel
+	perCh  bool
+}
+
+func newLayout(shape []int, s *Spec) layout {
+	n := tensor.NumElements(shape)
+	switch s.Granularity {
+	case PerChannel:
+		inner := tensor.NumElements(shape[s.Axis+1:])
+		return layout{n: n, runLen: max(inner, 1), nchan: shape[s.Axis], perCh: true}
+	case PerGroup:
+		return layout{n: n, runLen: s.GroupSize, nchan: n / s.GroupSize}
+	}
+	return layout{n: n, runLen: max(n, 1), nchan: 1}
+}
+
+func (l layout) granule(run int) int {
+	if l.perCh {
+		return run % l.nchan
+	}
+	if l.nchan == 1 {
+		return 0
+	}
+	return run
+}
+
+// eachRun calls fn for every maximal span of xs (holding elements base..base+len(xs)) that
+// lies in one run.
+func (l layout) eachRun(base int, xs []float32, fn func(g, off int, xs []float32)) {
+	for i := 0; i < len(xs); {
+		run := (base + i) / l.runLen
+		end := min((run+1)*l.runLen-base, len(xs))
+		fn(l.granule(run), base+i, xs[i:end])
+		i = end
+	}
+}
+
+// minChunk is the smallest share of a tensor worth a goroutine.
+const minChunk = 1 << 15
+
+// parallel splits [0, n) into contiguous even-aligned ranges, one per worker, and runs fn on
+// each. Even alignment lets 4-bit kernels own whole bytes.
+func parallel(n int, fn func(worker, lo, hi int)) int {
+	w := min(runtime.GOMAXPROCS(0), max(n/minChunk, 1))
+	if w <= 1 {
+		fn(0, 0, n)
+		return 1
+	}
+	per := (n/w + 1) &^ 1
+	var wg sync.WaitGroup
+	for i := 0; i < w; i++ {
+		lo, hi := min(i*per, n), min((i+1)*per, n)
+		if i == w-1 {
+			hi = n
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(i, lo, hi)
+		}()
+	}
+	wg.Wait()
+	return w
+}
+
+// convChunk is how many non-float32 values are converted at a time into a worker's scratch.
+const convChunk = 4096
+
+// floats calls fn with float32 views of src's elements lo..hi: the caller's memory itself for F32,
+// converted chunks in one scratch buffer for F16, BF16 and F64.
+func floats(src *tensor.Tensor, lo, hi int, fn func(base int, xs []float32)) {
+	if src.DType == tensor.F32 {
+		all := tensor.View[float32](src.Data)
+		fn(lo, all[lo:hi])
+		return
+	}
+	es := src.DType.Size()
+	buf := make([]float32, min(convChunk, hi-lo))
+	for b := lo; b < hi; b += convChunk {
+		e := min(b+convChunk, hi)
+		xs := buf[:e-b]
+		tensor.ConvertToFloat32(xs, src.DType, src.Data[b*es:e*es])
+		fn(b, xs)
+	}
+}
+
+func checkInput(src *tensor.Tensor) error {
+	if src == nil {
+		return fmt.Errorf("%w: nil tensor", ErrSpec)
+	}
+	if err := src.Validate(); err != nil {
+		return err
+	}
+	if !src.DType.IsFloat() {
+		return fmt.Errorf("%w: input dtype %v is not F32, F16, BF16 or F64", ErrSpec, src.DType)
+	}
+	return nil
+}
+
+// MinMax computes the minimum and maximum of every granule of src (torch's aminmax per tensor,
+// channel or group) into mins and maxs, which must hold spec.NumParams values. spec must be
+// normalized. Non-finite values are counted; with ClampNonFinite they are left out of the
+// ranges, otherwise the result is an error wrapping ErrNonFinite.
+func MinMax(src *tensor.Tensor, spec *Spec, mins, maxs []float32) (Stats, error) {
+	l := newLayout(src.Shape, spec)
+	var mu sync.Mutex
+	st := Stats{FirstNonFinite: -1}
+	parts := make([][2][]float32, runtime.GOMAXPROCS(0))
+	used := parallel(l.n, func(w, lo, hi int) {
+		mn, mx := mins, maxs
+		if w > 0 {
+			mn, mx = make([]float32, len(mins)), make([]float32, len(maxs))
+			parts[w] = [2][]float32{mn, mx}
+		}
+		for i := range mn {
+			mn[i], mx[i] = float32(math.Inf(1)), float32(math.Inf(-1))
+		}
+		local := Stats{FirstNonFinite: -1}
+		floats(src, lo, hi, func(base int, xs []float32) {
+			l.eachRun(base, xs, func(g, off int, run []float32) {
+				a, b := minMaxRun(run)
+				if !isFinite(a) || !isFinite(b) {
+					local.merge(countNonFinite(off, run))
+					a, b = minMaxFinite(run)
+				}
+				mn[g] = min(mn[g], a)
+				mx[g] = max(mx[g], b)
+			})
+		})
+		mu.Lock()
+		st.merge(local)
+		mu.Unlock()
+	})
+	for w := 1; w < used; w++ {
+		for i, v := range parts[w][0] {
+			mins[i] = min(mins[i], v)
+		}
+		for i, v := range parts[w][1] {
+			maxs[i] = max(maxs[i], v)
+		}
+	}
+	if st.NonFinite > 0 && spec.NonFinite != ClampNonFinite {
+		return st, nonFiniteErr(st)
+	}
+	return st, nil
+}
+
+func isFinite(f float32) bool { return f-f == 0 }
+
+// minMaxRun uses Go's min/max, which propagate NaN, with four accumulators to keep the loop off
+// one dependency chain.
+func minMaxRun(xs []float32) (float32, float32) {
+	if len(xs) == 0 {
+		return float32(math.Inf(1)), float32(math.Inf(-1))
+	}
+	mn0, mx0 := xs[0], xs[0]
+	mn1, mx1, mn2, mx2, mn3, mx3 := mn0, mx0, mn0, mx0, mn0, mx0
+	i := 0
+	for ; i+4 <= len(xs); i += 4 {
+		x := xs[i : i+4 : i+4]
+		mn0, mx0 = min(mn0, x[0]), max(mx0, x[0])
+		mn1, mx1 = min(mn1, x[1]), max(mx1, x[1])
+		mn2, mx2 = min(mn2, x[2]), max(mx2, x[2])
+		mn3, mx3 = min(mn3, x[3]), max(mx3, x[3])
+	}
+	for ; i < len(xs); i++ {
+		mn0, mx0 = min(mn0, xs[i]), max(mx0, xs[i])
+	}
+	return min(mn0, mn1, mn2, mn3), max(mx0, mx1, mx2, mx3)
+}
+
+// minMaxFinite is the slow path for a run that holds NaN or Inf.
+func minMaxFinite(xs []float32) (float32, float32) {
+	mn, mx := float32(math.Inf(1)), float32(math.Inf(-1))
+	for _, x := range xs {
+		if isFinite(x) {
+			mn, mx = min(mn, x), max(mx, x)
+		}
+	}
+	return mn, mx
+}
+
+func countNonFinite(off int, xs []float32) Stats {
+	st := Stats{FirstNonFinite: -1}
+	for i, x := range xs {
+		if !isFinite(x) {
+			if st.NonFinite == 0 {
+				st.FirstNonFinite = off + i
+			}
+			st.NonFinite++
+		}
+	}
+	return st
+}
+
+// magic rounds a float32 of magnitude below 2^22 to an integer, half to even, by addition.
+const magic = 12582912 // 1.5 * 2^23
+
+// Quantize quantizes src into dst with qparams computed from the data, exactly as torch's
+// MinMax observers followed by torch.quantize_per_tensor / quantize_per_channel would: per
+// granule min/max → CalculateQParams → q = clamp(zp + round_half_even(x * (1/scale))).
+//
+// src is any contiguous float tensor (F32 is read in place, never copied). dst must hold
+// PackedLen(spec.Format, n) bytes; scale and zp receive spec.NumParams values (unused for the
+// float formats, which may pass nil). Int4 packs two values per byte, the even flat index in the
+// low nibble; signed values are stored as two's-complement nibbles.
+func Quantize(dst []byte, src *tensor.Tensor, spec Spec, scale []float32, zp []int32) (Stats, error) {
+	if err := checkInput(src); err != nil {
+		return Stats{}, err
+	}
+	r, err := spec.Normalize(src.Shape)
+	if err != nil {
+		return Stats{}, err
+	}
+	if !spec.Format.IsInteger() {
+		return castFloat(dst, src, &spec)
+	}
+	np := spec.NumParams(src.Shape)
+	if len(scale) < np || len(zp) < np {
+		return Stats{}, fmt.Errorf("%w: need %d scales and zero points, have %d and %d", ErrSpec, np, len(scale), len(zp))
+	}
+	mins, maxs := make([]float32, np), make([]float32, np)
+	st, err := MinMax(src, &spec, mins, maxs)
+	if err != nil {
+		return st, err
+	}
+	if err := CalculateQParams(mins, maxs, spec.QDType, spec.Scheme, r, spec.Eps, scale, zp); err != nil {
+		return st, err
+	}
+	return st, quantizeInto(dst, src, &spec, scale, zp, st.NonFinite > 0)
+}
+
+// QuantizeWithParams quantizes src with qparams the caller already has (from an observer, or
+// from a previous call): one scale and zero point per granule of spec.
+func QuantizeWithParams(dst []byte, src *tensor.Tensor, spec Spec, scale []float32, zp []int32) error {
+	if err := checkInput(src); err != nil {
+		return err
+	}
+	if _, err := spec.Normalize(src.Shape); err != nil {
+		return err
+	}
+	if !spec.Format.IsInteger() {
+		return fmt.Errorf("%w: %v has no qparams", ErrSpec, spec.Format)
+	}
+	np := spec.NumParams(src.Shape)
+	if len(scale) < np || len(zp) < np {
+		return fmt.Errorf("%w: need %d scales and zero points, have %d and %d", ErrSpec, np, len(scale), len(zp))
+	}
+	lo, hi := spec.QDType.Limits()
+	for i := 0; i < np; i++ {
+		if !(scale[i] > 0) || math.IsInf(float64(scale[i]), 0) {
+			return fmt.Errorf("%w: scale %d is %v; scales must be positive and finite", ErrSpec, i, scale[i])
+		}
+		if zp[i] < lo || zp[i] > hi {
+			return fmt.Errorf("%w: zero point %d is %d, outside %v [%d, %d]", ErrSpec, i, zp[i], spec.QDType, lo, hi)
+		}
+	}
+	st := Stats{FirstNonFinite: -1}
+	var mu sync.Mutex
+	parallel(tensor.NumElements(src.Shape), func(_, a, b int) {
+		floats(src, a, b, func(base int, xs []float32) {
+			if s := countNonFinite(base, xs); s.NonFinite > 0 {
+				mu.Lock()
+				st.merge(s)
+				mu.Unlock()
+			}
+		})
+	})
+	if st.NonFinite > 0 && spec.NonFinite != ClampNonFinite {
+		return nonFiniteErr(st)
+	}
+	return quantizeInto(dst, src, &spec, scale, zp, st.NonFinite > 0)
+}
+
+func quantizeInto(dst []byte, src *tensor.Tensor, spec *Spec, scale []float32, zp []int32, slow bool) error {
+	l := newLayout(src.Shape, spec)
+	if need := PackedLen(spec.Format, l.n); len(dst) < need {
+		return fmt.Errorf("%w: output buffer has %d bytes, need %d", ErrSpec, len(dst), need)
+	}
+	qlo, qhi := spec.QDType.Limits()
+	four := spec.Format == Int4
+	parallel(l.n, func(_, a, b int) {
+		floats(src, a, b, func(base int, xs []float32) {
+			l.eachRun(base, xs, func(g, off int, run []float32) {
+				inv := 1 / scale[g]
+				z := zp[g]
+				lo, hi := float32(qlo-z), float32(qhi-z)
+				switch {
+				case slow:
+					quantRunSlow(dst, off, run, inv, z, lo, hi, four)
+				case four:
+					quantRun4(dst, off, run, inv, z, lo, hi)
+				default:
+					quantRun8(dst[off:off+len(run)], run, inv, z, lo, hi)
+				}
+			})
+		})
+	})
+	return nil
+}
+
+// quantRun8: clamping x*inv to [qmin-zp, qmax-zp] before rounding equals clamping after (the
+// bounds are integers and rounding is monotonic) and keeps the magic-number rounding exact.
+func quantRun8(dst []byte, xs []float32, inv float32, z int32, lo, hi float32) {
+	dst = dst[:len(xs)]
+	for i, x := range xs {
+		v := float32(x * inv)
+		if v < lo {
+			v = lo
+		}
+		if v > hi {
+			v = hi
+		}
+		v = float32(v+magic) - magic
+		dst[i] = byte(int32(v) + z)
+	}
+}
+
+func quantRun4(dst []byte, off int, xs []float32, inv float32, z int32, lo, hi float32) {
+	for i, x := range xs {
+		v := float32(x * inv)
+		if v < lo {
+			v = lo
+		}
+		if v > hi {
+			v = hi
+		}
+		v = float32(v+magic) - magic
+		nib := byte(int32(v)+z) & 0xF
+		if j := off + i; j&1 == 0 {
+			dst[j>>1] = nib
+		} else {
+			dst[j>>1] |= nib << 4
+		}
+	}
+}
+
+// quantRunSlow handles inputs with NaN (→ zero point) and ±Inf (→ the ends of the grid).
+func quantRunSlow(dst []byte, off int, xs []float32, inv float32, z int32, lo, hi float32, four bool) {
+	for i, x := range xs {
+		v := float32(x * inv)
+		switch {
+		case v != v:
+			v = 0
+		case v < lo:
+			v = lo
+		case v > hi:
+			v = hi
+		}
+		v = float32(v+magic) - magic
+		q := byte(int32(v) + z)
+		j := off + i
+		switch {
+		case !four:
+			dst[j] = q
+		case j&1 == 0:
+			dst[j>>1] = q & 0xF
+		default:
+			dst[j>>1] |= (q & 0xF) << 4
+		}
+	}
+}
+
+// Dequantize writes float32 values (q - zp) * scale for every element of a quantized tensor of the
+// given shape: the inverse of Quantize, with torch's rounding (one float32 rounding per value).
+// For the float formats it widens the stored halves; scale and zp are then unused.
+func Dequantize(dst []float32, q []byte, shape []int, spec Spec, scale []float32, zp []int32) error {
+	if _, err := spec.Normalize(shape); err != nil {
+		return err
+	}
+	n := tensor.NumElements(shape)
+	if n < 0 {
+		return fmt.Errorf("%w: bad shape %v", ErrSpec, shape)
+	}
+	if len(dst) < n {
+		return fmt.Errorf("%w: output buffer has room for %d values, need %d", ErrSpec, len(dst), n)
+	}
+	if need := PackedLen(spec.Format, n); len(q) < need {
+		return fmt.Errorf("%w: quantized data has %d bytes, need %d", ErrSpec, len(q), need)
+	}
+	switch spec.Format {
+	case Float16:
+		parallel(n, func(_, a, b int) { tensor.ConvertToFloat32(dst[a:b], tensor.F16, q[2*a:2*b]) })
+		return nil
+	case BFloat16:
+		parallel(n, func(_, a, b int) { tensor.ConvertToFloat32(dst[a:b], tensor.BF16, q[2*a:2*b]) })
+		return nil
+	}
+	np := spec.NumParams(shape)
+	if len(scale) < np || len(zp) < np {
+		return fmt.Errorf("%w: need %d scales and zero points, have %d and %d", ErrSpec, np, len(scale), len(zp))
+	}
+	l := newLayout(shape, &spec)
+	signed := !spec.QDType.Unsigned()
+	parallel(n, func(_, a, b int) {
+		l.eachRun(a, dst[a:b], func(g, off int, out []float32) {
+			s, z := scale[g], zp[g]
+			switch {
+			case spec.Format == Int8 && signed:
+				for i := range out {
+					out[i] = float32(int32(int8(q[off+i]))-z) * s
+				}
+			case spec.Format == Int8:
+				for i := range out {
+					out[i] = float32(int32(q[off+i])-z) * s
+				}
+			default:
+				for i := range out {
+					out[i] = float32(Nibble(q, off+i, signed)-z) * s
+				}
+			}
+		})
+	})
+	return nil
+}
+
+// Nibble reads element i of packed 4-bit data: the low nibble of byte i/2 for even i, the high
+// nibble for odd i; signed nibbles are two's complement (-8..7).
+func Nibble(q []byte, i int, signed bool) int32 {
+	b := q[i>>1]
+	if i&1 == 1 {
+		b >>= 4
+	}
+	b &= 0xF
+	if signed {
+		return int32(int8(b<<4) >> 4)
+	}
+	return int32(b)
+}
+
+// Quantized is a tensor after Quantize, with its own buffers.
+type Quantized struct {
+	Spec      Spec // normalized
+	Shape     []int
+	Data      []byte
+	Scale     []float32 // spec.ParamShape(Shape), row-major; nil for float formats
+	ZeroPoint []int32
+	Stats     Stats
+}
+
+// QuantizeTensor is Quantize with buffers it allocates.
+func QuantizeTensor(src *tensor.Tensor, spec Spec) (*Quantized, error) {
+	if err := checkInput(src); err != nil {
+		return nil, err
+	}
+	if _, err := spec.Normalize(src.Shape); err != nil {
+		return nil, err
+	}
+	q := &Quantized{Spec: spec, Shape: append([]int(nil), src.Shape...), Data: make([]byte, PackedLen(spec.Format, src.Len()))}
+	if spec.Format.IsInteger() {
+		np := spec.NumParams(src.Shape)
+		q.Scale, q.ZeroPoint = make([]float32, np), make([]int32, np)
+	}
+	st, err := Quantize(q.Data, src, spec, q.Scale, q.ZeroPoint)
+	q.Stats = st
+	if err != nil {
+		return nil, err
+	}
+	return q, nil
+}
+
+// Dequantize returns the float32 values the quantized tensor stands for.
+func (q *Quantized) Dequantize() ([]float32, error) {
+	out := make([]float32, tensor.NumElements(q.Shape))
+	return out, Dequantize(out, q.Data, q.Shape, q.Spec, q.Scale, q.ZeroPoint)
+}
