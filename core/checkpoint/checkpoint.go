@@ -5,12 +5,9 @@ package checkpoint
 
 import "github.com/monoquant/monoquant/core/tensor"
 
-// Entry describes one tensor of a checkpoint without reading its data.
-type Entry struct {
-	Name  string // dotted path, as in a state_dict: "encoder.layers.0.linear1.weight"
-	DType tensor.DType
-	Shape []int
-}
+// Entry describes one tensor of a checkpoint without reading its data (an alias, so that the
+// format packages below this one need not import it).
+type Entry = tensor.Info
 
 // Reader gives access to the tensors of a checkpoint, one at a time, so that a model larger than
 // memory can be processed tensor by tensor.

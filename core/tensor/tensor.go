@@ -74,6 +74,13 @@ func ParseDType(s string) (DType, error) {
 	return Invalid, fmt.Errorf("unknown dtype %q", s)
 }
 
+// Info describes a named tensor without its data, as a checkpoint lists it.
+type Info struct {
+	Name  string // dotted path, as in a state_dict: "encoder.layers.0.linear1.weight"
+	DType DType
+	Shape []int
+}
+
 // Tensor is a dense, row-major tensor.
 type Tensor struct {
 	DType DType
