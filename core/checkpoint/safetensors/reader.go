@@ -1,0 +1,114 @@
+package safetensors
+
+import (
+	"fmt"
+	"maps"
+	"sync"
+
+	"github.com/monoquant/monoquant/core/checkpoint/mapped"
+	"github.com/monoquant/monoquant/core/tensor"
+)
+
+// File is an open safetensors file. It implements checkpoint.Reader. Tensor and Release may be
+// called from several goroutines; the data of a tensor must not be used after Close.
+type File struct {
+	path  string
+	hdr   *Header
+	index map[string]int
+	mu    sync.RWMutex
+	m     *mapped.File // nil once closed
+}
+
+// Open maps path and validates its header. The tensor data is not read until used.
+func Open(path string) (*File, error) {
+	m, err := mapped.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("safetensors %s: %w", path, err)
+	}
+	hdr, err := ParseHeader(m.Bytes())
+	if err != nil {
+		m.Close()
+		return nil, fmt.Errorf("safetensors %s: %w", path, err)
+	}
+	f := &File{path: path, hdr: hdr, m: m, index: make(map[string]int, len(hdr.Entries))}
+	for i, e := range hdr.Entries {
+		f.index[e.Name] = i
+	}
+	return f, nil
+}
+
+// Path is the file's path as given to Open.
+func (f *File) Path() string { return f.path }
+
+// Entries lists the tensors in file order (by data offset). The slice is a copy.
+func (f *File) Entries() []tensor.Info {
+	out := make([]tensor.Info, len(f.hdr.Entries))
+	for i, e := range f.hdr.Entries {
+		out[i] = tensor.Info{Name: e.Name, DType: e.DType, Shape: append([]int{}, e.Shape...)}
+	}
+	return out
+}
+
+// Has reports whether the file holds a tensor of that name.
+func (f *File) Has(name string) bool {
+	_, ok := f.index[name]
+	return ok
+}
+
+// Tensor returns a tensor whose Data is a read-only slice of the mapping: writing to it faults.
+func (f *File) Tensor(name string) (*tensor.Tensor, error) {
+	i, ok := f.index[name]
+	if !ok {
+		return nil, fmt.Errorf("safetensors %s: no tensor named %q", f.path, name)
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.m == nil {
+		return nil, fmt.Errorf("safetensors %s: file is closed", f.path)
+	}
+	e, off := f.hdr.Entries[i], f.hdr.Offsets[i]
+	data, err := f.m.Slice(f.hdr.DataStart+off[0], off[1]-off[0])
+	if err != nil {
+		// ParseHeader checked every range against the file, so this means the file changed size.
+		return nil, fmt.Errorf("safetensors %s: tensor %q: %w", f.path, name, err)
+	}
+	return &tensor.Tensor{DType: e.DType, Shape: append([]int{}, e.Shape...), Data: data}, nil
+}
+
+// Release drops the resident pages of a tensor; unknown names and a closed file are ignored.
+// Reading the tensor's data afterwards still works (the kernel reads it from disk again).
+func (f *File) Release(name string) {
+	i, ok := f.index[name]
+	if !ok {
+		return
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.m == nil {
+		return
+	}
+	off := f.hdr.Offsets[i]
+	f.m.Release(f.hdr.DataStart+off[0], off[1]-off[0])
+}
+
+// Metadata is a copy of __metadata__ (empty, never nil, when the file has none).
+func (f *File) Metadata() map[string]string { return maps.Clone(f.hdr.Metadata) }
+
+// ModuleTypes is always nil: safetensors files hold no module structure.
+func (f *File) ModuleTypes() map[string]string { return nil }
+
+// Close unmaps the file; tensors handed out before are invalid afterwards. Closing twice is
+// harmless.
+func (f *File) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m == nil {
+		return nil
+	}
+	err := f.m.Close()
+	f.m = nil
+	if err != nil {
+		return fmt.Errorf("safetensors %s: %w", f.path, err)
+	}
+	return nil
+}

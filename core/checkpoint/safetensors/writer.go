@@ -1,0 +1,358 @@
+package safetensors
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"math"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/monoquant/monoquant/core/checkpoint/atomicfile"
+	"github.com/monoquant/monoquant/core/tensor"
+)
+
+// Writer streams a safetensors file. It implements checkpoint.Writer: the header (every offset)
+// is written at Create, then tensors one at a time in the declared order; nothing appears at the
+// target path until Commit. Always `defer w.Abort()`: after Commit it does nothing.
+type Writer struct {
+	path    string
+	f       *atomicfile.File
+	bw      *bufio.Writer
+	entries []tensor.Info
+	sizes   []int64
+	next    int
+	err     error // a failed write leaves the file unusable; every later call reports it
+	done    bool
+}
+
+// Create validates the entries, writes the header to a temporary file beside path and returns a
+// Writer waiting for the first tensor. Names must be non-empty, valid UTF-8, unique and not
+// "__metadata__"; dtypes valid; shapes non-negative. The metadata (may be nil) goes into
+// __metadata__.
+func Create(path string, entries []tensor.Info, metadata map[string]string) (*Writer, error) {
+	hdr, sizes, err := encodeHeader(entries, metadata)
+	if err != nil {
+		return nil, fmt.Errorf("safetensors %s: %w", path, err)
+	}
+	f, err := atomicfile.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("safetensors %s: %w", path, err)
+	}
+	w := &Writer{path: path, f: f, bw: bufio.NewWriterSize(f, 1<<20), sizes: sizes}
+	w.entries = make([]tensor.Info, len(entries))
+	for i, e := range entries {
+		w.entries[i] = tensor.Info{Name: e.Name, DType: e.DType, Shape: slices.Clone(e.Shape)}
+	}
+	if _, err := w.bw.Write(hdr); err != nil {
+		f.Abort()
+		return nil, fmt.Errorf("safetensors %s: writing header: %w", path, err)
+	}
+	return w, nil
+}
+
+// encodeHeader builds the length prefix and JSON header, padded with spaces to a multiple of 8
+// bytes as the official library pads it, so that the data area starts 8-byte aligned.
+func encodeHeader(entries []tensor.Info, metadata map[string]string) ([]byte, []int64, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	first := true
+	sep := func() {
+		if !first {
+			b.WriteByte(',')
+		}
+		first = false
+	}
+	if len(metadata) > 0 {
+		sep()
+		b.WriteString(`"` + metadataKey + `":{`)
+		keys := slices.Sorted(maps.Keys(metadata))
+		for i, k := range keys {
+			v := metadata[k]
+			if !utf8.ValidString(k) || !utf8.ValidString(v) {
+				return nil, nil, fmt.Errorf("%w: metadata %q: keys and values must be valid UTF-8", ErrInvalid, k)
+			}
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			writeJSONString(&b, k)
+			b.WriteByte(':')
+			writeJSONString(&b, v)
+		}
+		b.WriteByte('}')
+	}
+	sizes := make([]int64, len(entries))
+	seen := make(map[string]bool, len(entries))
+	var off int64
+	for i, e := range entries {
+		switch {
+		case e.Name == "":
+			return nil, nil, fmt.Errorf("%w: entry %d has an empty name", ErrInvalid, i)
+		case e.Name == metadataKey:
+			return nil, nil, fmt.Errorf("%w: %q is reserved and cannot name a tensor", ErrInvalid, metadataKey)
+		case !utf8.ValidString(e.Name):
+			return nil, nil, fmt.Errorf("%w: tensor name %q is not valid UTF-8", ErrInvalid, e.Name)
+		case seen[e.Name]:
+			return nil, nil, fmt.Errorf("%w: tensor %q is declared twice", ErrInvalid, e.Name)
+		case !e.DType.Valid():
+			return nil, nil, fmt.Errorf("%w: tensor %q: invalid dtype %v", ErrInvalid, e.Name, e.DType)
+		}
+		seen[e.Name] = true
+		n := tensor.NumElements(e.Shape)
+		if n < 0 || n > math.MaxInt64/e.DType.Size() {
+			return nil, nil, fmt.Errorf("%w: tensor %q: invalid shape %v", ErrInvalid, e.Name, e.Shape)
+		}
+		size := int64(n) * int64(e.DType.Size())
+		if off > math.MaxInt64-size {
+			return nil, nil, fmt.Errorf("%w: tensor %q: total size overflows", ErrInvalid, e.Name)
+		}
+		sizes[i] = size
+		sep()
+		writeJSONString(&b, e.Name)
+		b.WriteString(`:{"dtype":"` + e.DType.String() + `","shape":[`)
+		for j, d := range e.Shape {
+			if j > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(strconv.Itoa(d))
+		}
+		b.WriteString(`],"data_offsets":[` + strconv.FormatInt(off, 10) + "," + strconv.FormatInt(off+size, 10) + "]}")
+		off += size
+	}
+	b.WriteByte('}')
+	for b.Len()%8 != 0 {
+		b.WriteByte(' ')
+	}
+	if b.Len() > MaxHeaderSize {
+		return nil, nil, fmt.Errorf("%w: header of %d bytes exceeds the %d-byte limit readers enforce", ErrInvalid, b.Len(), MaxHeaderSize)
+	}
+	out := make([]byte, 8, 8+b.Len())
+	binary.LittleEndian.PutUint64(out, uint64(b.Len()))
+	return append(out, b.Bytes()...), sizes, nil
+}
+
+func writeJSONString(b *bytes.Buffer, s string) {
+	enc := json.NewEncoder(b)
+	enc.SetEscapeHTML(false)
+	enc.Encode(s)           // a valid UTF-8 string always encodes
+	b.Truncate(b.Len() - 1) // Encode appends a newline
+}
+
+// Write appends the next tensor's bytes (little-endian, row-major). name must be the next
+// declared entry and data exactly its size; a mismatch is an error that leaves the Writer usable.
+func (w *Writer) Write(name string, data []byte) error {
+	if w.done {
+		return fmt.Errorf("safetensors %s: write of %q after Commit or Abort", w.path, name)
+	}
+	if w.err != nil {
+		return w.err
+	}
+	if w.next >= len(w.entries) {
+		return fmt.Errorf("safetensors %s: all %d declared tensors are written; %q is one too many", w.path, len(w.entries), name)
+	}
+	e := w.entries[w.next]
+	if name != e.Name {
+		return fmt.Errorf("safetensors %s: expected tensor %q (number %d in declared order), got %q", w.path, e.Name, w.next+1, name)
+	}
+	if int64(len(data)) != w.sizes[w.next] {
+		return fmt.Errorf("safetensors %s: tensor %q: shape %v of %v needs %d bytes, got %d", w.path, name, e.Shape, e.DType, w.sizes[w.next], len(data))
+	}
+	if _, err := w.bw.Write(data); err != nil {
+		w.err = fmt.Errorf("safetensors %s: writing %q: %w", w.path, name, err)
+		return w.err
+	}
+	w.next++
+	return nil
+}
+
+// Commit checks every declared tensor was written, then syncs the file and renames it into
+// place. On error nothing is left at the target's place (the old file stays).
+func (w *Writer) Commit() error {
+	if w.done {
+		return fmt.Errorf("safetensors %s: already committed or aborted", w.path)
+	}
+	if w.err != nil {
+		w.Abort()
+		return w.err
+	}
+	if w.next < len(w.entries) {
+		err := fmt.Errorf("safetensors %s: only %d of %d tensors written; next missing is %q", w.path, w.next, len(w.entries), w.entries[w.next].Name)
+		w.Abort()
+		return err
+	}
+	w.done = true
+	if err := w.bw.Flush(); err != nil {
+		w.f.Abort()
+		return fmt.Errorf("safetensors %s: %w", w.path, err)
+	}
+	if err := w.f.Commit(); err != nil {
+		return fmt.Errorf("safetensors %s: %w", w.path, err)
+	}
+	return nil
+}
+
+// Abort drops the temporary file. It does nothing after Commit and is safe to call twice.
+func (w *Writer) Abort() error {
+	if w.done {
+		return nil
+	}
+	w.done = true
+	if err := w.f.Abort(); err != nil {
+		return fmt.Errorf("safetensors %s: removing temporary file: %w", w.path, err)
+	}
+	return nil
+}
+
+// ShardedWriter writes a checkpoint as Hugging Face lays out a sharded one: shards named
+// `<base>-00001-of-0000N.safetensors` and an index `<base>.safetensors.index.json`. It implements
+// checkpoint.Writer. Shards are written to temporary files; Commit renames them into place one
+// by one and the index last, so a reader that goes through the index never sees a half-written
+// set (a crash during Commit can leave some new shards beside the old index).
+type ShardedWriter struct {
+	dir, base string
+	shards    []*Writer
+	names     []string // shard file names
+	owner     []int    // entry index → shard index
+	entries   []tensor.Info
+	next      int
+	meta      map[string]string
+	total     int64
+	done      bool
+}
+
+// CreateSharded plans the shards (in declared order, a new shard whenever the next tensor would
+// take the current one past maxShardBytes of tensor data; a tensor larger than that gets a shard
+// of its own) and opens a temporary file for each. metadata goes into every shard's __metadata__
+// and into the index's "metadata", beside "total_size".
+func CreateSharded(dir, basename string, entries []tensor.Info, metadata map[string]string, maxShardBytes int64) (*ShardedWriter, error) {
+	if basename == "" || !filepath.IsLocal(basename) || strings.ContainsAny(basename, `/\`) {
+		return nil, fmt.Errorf("safetensors: %w: shard base name %q must be a plain file name", ErrInvalid, basename)
+	}
+	if maxShardBytes <= 0 {
+		return nil, fmt.Errorf("safetensors: %w: maxShardBytes %d must be positive", ErrInvalid, maxShardBytes)
+	}
+	if _, metaHasTotal := metadata["total_size"]; metaHasTotal {
+		return nil, fmt.Errorf("safetensors: %w: metadata key \"total_size\" is reserved for the index", ErrInvalid)
+	}
+	// Validate everything once, as one file, so errors name the tensor before any file exists.
+	_, sizes, err := encodeHeader(entries, metadata)
+	if err != nil {
+		return nil, fmt.Errorf("safetensors %s: %w", filepath.Join(dir, basename), err)
+	}
+	sw := &ShardedWriter{dir: dir, base: basename, owner: make([]int, len(entries)), meta: metadata}
+	var groups [][]tensor.Info
+	var cur int64
+	for i, e := range entries {
+		if len(groups) == 0 || (cur > 0 && cur+sizes[i] > maxShardBytes) {
+			groups = append(groups, nil)
+			cur = 0
+		}
+		groups[len(groups)-1] = append(groups[len(groups)-1], e)
+		cur += sizes[i]
+		sw.owner[i] = len(groups) - 1
+		sw.total += sizes[i]
+	}
+	if len(groups) == 0 {
+		groups = append(groups, nil)
+	}
+	sw.entries = slices.Clone(entries)
+	for i, g := range groups {
+		name := fmt.Sprintf("%s-%05d-of-%05d.safetensors", basename, i+1, len(groups))
+		w, err := Create(filepath.Join(dir, name), g, metadata)
+		if err != nil {
+			sw.Abort()
+			return nil, err
+		}
+		sw.names = append(sw.names, name)
+		sw.shards = append(sw.shards, w)
+	}
+	return sw, nil
+}
+
+// IndexPath is where Commit puts the index file.
+func (sw *ShardedWriter) IndexPath() string {
+	return filepath.Join(sw.dir, sw.base+IndexSuffix)
+}
+
+// ShardNames lists the shard file names, in order.
+func (sw *ShardedWriter) ShardNames() []string { return slices.Clone(sw.names) }
+
+// Write appends the next declared tensor to the shard planned for it.
+func (sw *ShardedWriter) Write(name string, data []byte) error {
+	if sw.done {
+		return fmt.Errorf("safetensors %s: write of %q after Commit or Abort", sw.IndexPath(), name)
+	}
+	if sw.next >= len(sw.entries) {
+		return fmt.Errorf("safetensors %s: all %d declared tensors are written; %q is one too many", sw.IndexPath(), len(sw.entries), name)
+	}
+	if err := sw.shards[sw.owner[sw.next]].Write(name, data); err != nil {
+		return err
+	}
+	sw.next++
+	return nil
+}
+
+// Commit moves every shard into place, then writes the index.
+func (sw *ShardedWriter) Commit() error {
+	if sw.done {
+		return fmt.Errorf("safetensors %s: already committed or aborted", sw.IndexPath())
+	}
+	if sw.next < len(sw.entries) {
+		err := fmt.Errorf("safetensors %s: only %d of %d tensors written; next missing is %q", sw.IndexPath(), sw.next, len(sw.entries), sw.entries[sw.next].Name)
+		sw.Abort()
+		return err
+	}
+	for _, w := range sw.shards {
+		if err := w.Commit(); err != nil {
+			sw.Abort()
+			return err
+		}
+	}
+	sw.done = true
+	weightMap := make(map[string]string, len(sw.entries))
+	for i, e := range sw.entries {
+		weightMap[e.Name] = sw.names[sw.owner[i]]
+	}
+	meta := map[string]any{"total_size": sw.total}
+	for k, v := range sw.meta {
+		meta[k] = v
+	}
+	// Same shape as transformers' save_pretrained: 2-space indent, sorted keys.
+	idx, err := json.MarshalIndent(map[string]any{"metadata": meta, "weight_map": weightMap}, "", "  ")
+	if err != nil {
+		return fmt.Errorf("safetensors %s: encoding index: %w", sw.IndexPath(), err)
+	}
+	f, err := atomicfile.Create(sw.IndexPath())
+	if err != nil {
+		return fmt.Errorf("safetensors %s: %w", sw.IndexPath(), err)
+	}
+	if _, err := f.Write(append(idx, '\n')); err != nil {
+		f.Abort()
+		return fmt.Errorf("safetensors %s: %w", sw.IndexPath(), err)
+	}
+	if err := f.Commit(); err != nil {
+		return fmt.Errorf("safetensors %s: %w", sw.IndexPath(), err)
+	}
+	return nil
+}
+
+// Abort removes the temporary files of shards not yet committed; it does nothing after Commit.
+func (sw *ShardedWriter) Abort() error {
+	if sw.done {
+		return nil
+	}
+	sw.done = true
+	var first error
+	for _, w := range sw.shards {
+		if err := w.Abort(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
