@@ -1,0 +1,181 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/observer"
+	"github.com/monoquant/monoquant/core/tensor"
+)
+
+// newObserver builds an activation observer; it is observer.New (linked in observer_link.go).
+var newObserver func(observer.Options) (observer.Observer, error)
+
+// ErrCalibration is wrapped by errors about calibration data.
+var ErrCalibration = errors.New("calibration")
+
+// Calibration holds one activation observer per quantized layer (static mode). It is safe for
+// concurrent use.
+type Calibration struct {
+	mu      sync.Mutex
+	opts    observer.Options
+	layers  []string // quantized layers, file order
+	allowed map[string]bool
+	obs     map[string]observer.Observer
+	batches map[string]int
+}
+
+// NewCalibration prepares observers for the quantized layers of a static-mode plan.
+func NewCalibration(p *Plan) (*Calibration, error) {
+	if p == nil || p.opts == nil {
+		return nil, fmt.Errorf("%w: nil plan", ErrCalibration)
+	}
+	if p.opts.mode != Static {
+		return nil, optErr("mode", "calibration needs static mode")
+	}
+	if newObserver == nil {
+		return nil, fmt.Errorf("%w: activation observers are not linked into this build", ErrCalibration)
+	}
+	if _, err := newObserver(p.opts.actObs); err != nil {
+		return nil, optErr("observer", "%v", err)
+	}
+	c := &Calibration{opts: p.opts.actObs, layers: p.LayerNames(), allowed: map[string]bool{},
+		obs: map[string]observer.Observer{}, batches: map[string]int{}}
+	for _, l := range c.layers {
+		c.allowed[l] = true
+	}
+	return c, nil
+}
+
+// Calibrate feeds one batch of a layer's input activations to the layer's observer.
+func (c *Calibration) Calibrate(layer string, x *tensor.Tensor) error {
+	if c == nil {
+		return fmt.Errorf("%w: nil calibration", ErrCalibration)
+	}
+	if !c.allowed[layer] {
+		return fmt.Errorf("%w: layer %q is not quantized by this plan (quantized layers: %s)", ErrCalibration, layer, shortList(c.layers, 8))
+	}
+	if x == nil {
+		return fmt.Errorf("%w: layer %q: nil activation", ErrCalibration, layer)
+	}
+	if err := x.Validate(); err != nil {
+		return fmt.Errorf("%w: layer %q: activation: %v", ErrCalibration, layer, err)
+	}
+	if !x.DType.IsFloat() {
+		return fmt.Errorf("%w: layer %q: activation dtype %v is not a floating-point type", ErrCalibration, layer, x.DType)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o, ok := c.obs[layer]
+	if !ok {
+		var err error
+		if o, err = newObserver(c.opts); err != nil {
+			return fmt.Errorf("%w: layer %q: %v", ErrCalibration, layer, err)
+		}
+		c.obs[layer] = o
+	}
+	if err := o.Observe(x); err != nil {
+		return fmt.Errorf("%w: layer %q: %v", ErrCalibration, layer, err)
+	}
+	c.batches[layer]++
+	return nil
+}
+
+// CalibrateReader feeds recorded activations from a checkpoint (the CLI's --calibration file):
+// a tensor named after a layer is one batch of its input; "<layer>.<i>" (a list in a .pt, or
+// numbered keys in a safetensors file) are batches fed in ascending i.
+func (c *Calibration) CalibrateReader(r checkpoint.Reader) error {
+	type batch struct {
+		name  string
+		layer string
+		index int
+	}
+	var all []batch
+	for _, e := range r.Entries() {
+		if c.allowed[e.Name] {
+			all = append(all, batch{e.Name, e.Name, -1})
+			continue
+		}
+		layer, idx := splitName(e.Name)
+		if i, err := strconv.Atoi(idx); err == nil && i >= 0 && c.allowed[layer] {
+			all = append(all, batch{e.Name, layer, i})
+			continue
+		}
+		return fmt.Errorf("%w: calibration tensor %q names no quantized layer (want <layer> or <layer>.<batch>; quantized layers: %s)", ErrCalibration, e.Name, shortList(c.layers, 8))
+	}
+	if len(all) == 0 {
+		return fmt.Errorf("%w: the calibration file holds no tensors", ErrCalibration)
+	}
+	// Group batches by layer (in order of first appearance), then by batch index: safetensors
+	// files list keys sorted as strings, where "x.10" comes before "x.2".
+	order := map[string]int{}
+	for _, b := range all {
+		if _, ok := order[b.layer]; !ok {
+			order[b.layer] = len(order)
+		}
+	}
+	sort.SliceStable(all, func(i, j int) bool {
+		if oi, oj := order[all[i].layer], order[all[j].layer]; oi != oj {
+			return oi < oj
+		}
+		return all[i].index < all[j].index
+	})
+	for _, b := range all {
+		t, err := r.Tensor(b.name)
+		if err != nil {
+			return fmt.Errorf("%w: calibration tensor %q: %v", ErrCalibration, b.name, err)
+		}
+		err = c.Calibrate(b.layer, t)
+		r.Release(b.name)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Params returns the activation qparams of every layer that saw data, and a warning for each
+// quantized layer that saw none. No data at all is an error: static mode without calibration
+// has nothing to store.
+func (c *Calibration) Params() (map[string]ActivationParams, []Warning, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.obs) == 0 {
+		return nil, nil, fmt.Errorf("%w: static mode needs calibration data, and no layer has seen any (quantized layers: %s)", ErrCalibration, shortList(c.layers, 8))
+	}
+	out := map[string]ActivationParams{}
+	var warns []Warning
+	for _, l := range c.layers {
+		o, ok := c.obs[l]
+		if !ok {
+			warns = append(warns, Warning{Code: WarnNoCalibration, Layer: l,
+				Message: fmt.Sprintf("layer %q saw no calibration data; its activations stay float", l)})
+			continue
+		}
+		s, z, err := o.QParams()
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: layer %q: %v", ErrCalibration, l, err)
+		}
+		mn, mx := o.Range()
+		a := ActivationParams{Observer: c.opts.Kind.String(), QDType: o.Options().DType.String(), Scheme: o.Options().Scheme.String(),
+			Scale: s, ZeroPoint: z, Batches: c.batches[l]}
+		if len(mn) > 0 && len(mx) > 0 && !math.IsInf(float64(mn[0]), 0) && !math.IsInf(float64(mx[0]), 0) {
+			a.Min, a.Max = mn[0], mx[0]
+		}
+		out[l] = a
+	}
+	return out, warns, nil
+}
+
+func shortList(s []string, n int) string {
+	if len(s) <= n {
+		return strings.Join(s, ", ")
+	}
+	return strings.Join(s[:n], ", ") + fmt.Sprintf(", … (%d in all)", len(s))
+}

@@ -1,0 +1,285 @@
+package model
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+
+	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/quant"
+	"github.com/monoquant/monoquant/core/tensor"
+)
+
+// MetadataKey is the metadata key under which a quantized checkpoint stores its Config as JSON.
+const MetadataKey = "monoquant"
+
+// FormatVersion is the version of the quantized checkpoint format this package writes and reads
+// (docs/FORMAT.md).
+const FormatVersion = 1
+
+// ErrFormat is wrapped by every error about a quantized checkpoint that does not match its config.
+var ErrFormat = errors.New("invalid quantized checkpoint")
+
+// Config is the quantization config stored in a quantized checkpoint (docs/FORMAT.md).
+type Config struct {
+	FormatVersion int                         `json:"format_version"`
+	Tool          string                      `json:"tool"`
+	ToolVersion   string                      `json:"tool_version"`
+	Mode          string                      `json:"mode"` // "weight_only" or "static"
+	Tensors       map[string]*TensorConfig    `json:"tensors"`
+	Activations   map[string]ActivationParams `json:"activations,omitempty"`
+}
+
+// TensorConfig records how one tensor was quantized.
+type TensorConfig struct {
+	Bits        int    `json:"bits"`
+	Format      string `json:"format"`                // int8, int4, fp16, bf16
+	Scheme      string `json:"scheme,omitempty"`      // symmetric, asymmetric (integer formats)
+	Granularity string `json:"granularity,omitempty"` // per_tensor, per_channel, per_group
+	Axis        int    `json:"axis"`                  // per_channel: the channel dimension
+	GroupSize   int    `json:"group_size,omitempty"`  // per_group
+	QDType      string `json:"qdtype,omitempty"`      // qint8, quint8, qint4, quint4
+	ReduceRange bool   `json:"reduce_range,omitempty"`
+	QuantMin    *int   `json:"quant_min,omitempty"` // a custom range, when one was used
+	QuantMax    *int   `json:"quant_max,omitempty"`
+	// Observer that produced the weight qparams: per-tensor or per-channel min/max, as torch's
+	// MinMaxObserver / PerChannelMinMaxObserver ("none" for float casts).
+	Observer   string `json:"observer"`
+	DType      string `json:"dtype"`       // the original dtype
+	Shape      []int  `json:"shape"`       // the original shape
+	QuantShape []int  `json:"quant_shape"` // the shape the quantizer saw (per_group: [shape[0], rest])
+	ZeroPoint  bool   `json:"zero_point"`  // whether <name>.zero_point is stored
+	Layer      string `json:"layer"`
+	LayerType  string `json:"layer_type"`
+}
+
+// ActivationParams are the input qparams of one layer in static mode.
+type ActivationParams struct {
+	Observer  string    `json:"observer"`
+	QDType    string    `json:"qdtype"`
+	Scheme    string    `json:"scheme"`
+	Scale     []float32 `json:"scale"`
+	ZeroPoint []int32   `json:"zero_point"`
+	Min       float32   `json:"min"`
+	Max       float32   `json:"max"`
+	Batches   int       `json:"batches"`
+}
+
+func tensorConfig(tp *TensorPlan) *TensorConfig {
+	s := tp.Spec
+	tc := &TensorConfig{
+		Bits: s.Format.Bits(), Format: s.Format.String(), DType: tp.DType.String(),
+		Shape: append([]int{}, tp.Shape...), QuantShape: append([]int{}, tp.QuantShape...),
+		Layer: tp.Layer, LayerType: string(tp.LayerType), Observer: "none",
+	}
+	if s.Format.IsInteger() {
+		tc.Scheme, tc.Granularity, tc.QDType = s.Scheme.String(), s.Granularity.String(), s.QDType.String()
+		tc.ReduceRange = s.ReduceRange
+		if s.QuantRange != nil {
+			lo, hi := s.QuantRange[0], s.QuantRange[1]
+			tc.QuantMin, tc.QuantMax = &lo, &hi
+		}
+		tc.ZeroPoint = s.StoresZeroPoint()
+		switch s.Granularity {
+		case quant.PerTensor:
+			tc.Observer = "minmax"
+		case quant.PerChannel:
+			tc.Observer, tc.Axis = "per_channel_minmax", s.Axis
+		case quant.PerGroup:
+			tc.Observer, tc.GroupSize = "per_group_minmax", s.GroupSize
+		}
+	}
+	return tc
+}
+
+var (
+	formats       = map[string]quant.Format{"int8": quant.Int8, "int4": quant.Int4, "fp16": quant.Float16, "bf16": quant.BFloat16}
+	schemes       = map[string]quant.Scheme{"symmetric": quant.Symmetric, "asymmetric": quant.Asymmetric}
+	granularities = map[string]quant.Granularity{"per_tensor": quant.PerTensor, "per_channel": quant.PerChannel, "per_group": quant.PerGroup}
+	qdtypes       = map[string]quant.QDType{"qint8": quant.QInt8, "quint8": quant.QUInt8, "qint4": quant.QInt4, "quint4": quant.QUInt4}
+)
+
+// Spec rebuilds the normalized quant.Spec a tensor was quantized with.
+func (tc *TensorConfig) Spec() (quant.Spec, error) {
+	f, ok := formats[tc.Format]
+	if !ok {
+		return quant.Spec{}, fmt.Errorf("unknown format %q", tc.Format)
+	}
+	if tc.Bits != f.Bits() {
+		return quant.Spec{}, fmt.Errorf("bits %d do not match format %s", tc.Bits, tc.Format)
+	}
+	s := quant.Spec{Format: f}
+	if f.IsInteger() {
+		if s.Scheme, ok = schemes[tc.Scheme]; !ok {
+			return s, fmt.Errorf("unknown scheme %q", tc.Scheme)
+		}
+		if s.Granularity, ok = granularities[tc.Granularity]; !ok {
+			return s, fmt.Errorf("unknown granularity %q", tc.Granularity)
+		}
+		if s.QDType, ok = qdtypes[tc.QDType]; !ok {
+			return s, fmt.Errorf("unknown qdtype %q", tc.QDType)
+		}
+		s.Axis, s.GroupSize, s.ReduceRange = tc.Axis, tc.GroupSize, tc.ReduceRange
+		if s.Granularity == quant.PerGroup && tc.GroupSize <= 0 {
+			return s, fmt.Errorf("per_group needs a positive group_size, have %d", tc.GroupSize)
+		}
+		if (tc.QuantMin == nil) != (tc.QuantMax == nil) {
+			return s, fmt.Errorf("quant_min and quant_max must be given together")
+		}
+		if tc.QuantMin != nil {
+			s.QuantRange = &[2]int{*tc.QuantMin, *tc.QuantMax}
+		}
+	}
+	if tensor.NumElements(tc.QuantShape) != tensor.NumElements(tc.Shape) || tensor.NumElements(tc.Shape) < 0 {
+		return s, fmt.Errorf("quant_shape %v does not hold the elements of shape %v", tc.QuantShape, tc.Shape)
+	}
+	if _, err := s.Normalize(tc.QuantShape); err != nil {
+		return s, err
+	}
+	if f.IsInteger() && tc.ZeroPoint != s.StoresZeroPoint() {
+		return s, fmt.Errorf("zero_point is %v but scheme %s with %s needs %v", tc.ZeroPoint, tc.Scheme, tc.QDType, s.StoresZeroPoint())
+	}
+	return s, nil
+}
+
+// packedShape is the shape of a quantized tensor's stored values: the original shape for
+// INT8, FP16 and BF16; for packed INT4 the original shape with the last dimension halved when
+// it is even (every row starts on a byte), else one dimension of ceil(n/2) bytes.
+func packedShape(f quant.Format, shape []int) []int {
+	if f != quant.Int4 {
+		return append([]int{}, shape...)
+	}
+	if len(shape) > 0 && shape[len(shape)-1]%2 == 0 {
+		out := append([]int{}, shape...)
+		out[len(out)-1] /= 2
+		return out
+	}
+	return []int{(tensor.NumElements(shape) + 1) / 2}
+}
+
+// storedDType is the dtype of the stored values.
+func storedDType(s *quant.Spec) tensor.DType {
+	switch s.Format {
+	case quant.Int8:
+		if s.QDType == quant.QUInt8 {
+			return tensor.U8
+		}
+		return tensor.I8
+	case quant.Int4:
+		return tensor.U8
+	case quant.Float16:
+		return tensor.F16
+	}
+	return tensor.BF16
+}
+
+// Entries returns the tensors a quantized tensor is stored as, in order: values, scale, and
+// zero point when the scheme needs one.
+func storedEntries(name string, s *quant.Spec, shape, qshape []int) []checkpoint.Entry {
+	out := []checkpoint.Entry{{Name: name, DType: storedDType(s), Shape: packedShape(s.Format, shape)}}
+	if s.Format.IsInteger() {
+		ps := s.ParamShape(qshape)
+		out = append(out, checkpoint.Entry{Name: name + ".scale", DType: tensor.F32, Shape: ps})
+		if s.StoresZeroPoint() {
+			out = append(out, checkpoint.Entry{Name: name + ".zero_point", DType: tensor.I32, Shape: append([]int{}, ps...)})
+		}
+	}
+	return out
+}
+
+// Marshal encodes the config as the JSON stored under MetadataKey.
+func (c *Config) Marshal() (string, error) {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return "", fmt.Errorf("encoding the quantization config: %w", err)
+	}
+	return string(b), nil
+}
+
+// IsQuantized reports whether checkpoint metadata carries a monoquant config.
+func IsQuantized(metadata map[string]string) bool {
+	_, ok := metadata[MetadataKey]
+	return ok
+}
+
+// ReadConfig parses and validates the config of a quantized checkpoint against its entries:
+// every configured tensor must be stored with the dtype and shape its config implies, with a
+// scale tensor (and a zero point exactly when the scheme needs one). Errors wrap ErrFormat and
+// name the tensor.
+func ReadConfig(entries []checkpoint.Entry, metadata map[string]string) (*Config, error) {
+	raw, ok := metadata[MetadataKey]
+	if !ok {
+		return nil, fmt.Errorf("%w: no %q metadata key; this is not a monoquant checkpoint", ErrFormat, MetadataKey)
+	}
+	var c Config
+	if err := json.Unmarshal([]byte(raw), &c); err != nil {
+		return nil, fmt.Errorf("%w: the %q metadata is not valid JSON: %v", ErrFormat, MetadataKey, err)
+	}
+	if c.FormatVersion != FormatVersion {
+		return nil, fmt.Errorf("%w: format_version %d is not supported (this build reads version %d)", ErrFormat, c.FormatVersion, FormatVersion)
+	}
+	if len(c.Tensors) == 0 {
+		return nil, fmt.Errorf("%w: the config lists no quantized tensors", ErrFormat)
+	}
+	byName := map[string]checkpoint.Entry{}
+	for _, e := range entries {
+		byName[e.Name] = e
+	}
+	names := make([]string, 0, len(c.Tensors))
+	for n := range c.Tensors {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		tc := c.Tensors[name]
+		if tc == nil {
+			return nil, fmt.Errorf("%w: tensor %q: null config", ErrFormat, name)
+		}
+		s, err := tc.Spec()
+		if err != nil {
+			return nil, fmt.Errorf("%w: tensor %q: %v", ErrFormat, name, err)
+		}
+		if _, err := tensor.ParseDType(tc.DType); err != nil {
+			return nil, fmt.Errorf("%w: tensor %q: original dtype: %v", ErrFormat, name, err)
+		}
+		for _, want := range storedEntries(name, &s, tc.Shape, tc.QuantShape) {
+			got, ok := byName[want.Name]
+			if !ok {
+				return nil, fmt.Errorf("%w: tensor %q: the checkpoint has no tensor %q", ErrFormat, name, want.Name)
+			}
+			if got.DType != want.DType || !equalShape(got.Shape, want.Shape) {
+				return nil, fmt.Errorf("%w: tensor %q is %v %v, the config implies %v %v", ErrFormat, want.Name, got.DType, got.Shape, want.DType, want.Shape)
+			}
+		}
+		if !s.StoresZeroPoint() {
+			if _, ok := byName[name+".zero_point"]; ok && s.Format.IsInteger() {
+				return nil, fmt.Errorf("%w: tensor %q has a zero_point tensor but its %s %s scheme stores none", ErrFormat, name, tc.Scheme, tc.QDType)
+			}
+		}
+	}
+	for layer, a := range c.Activations {
+		if len(a.Scale) == 0 || len(a.Scale) != len(a.ZeroPoint) {
+			return nil, fmt.Errorf("%w: activations of layer %q: %d scales and %d zero points", ErrFormat, layer, len(a.Scale), len(a.ZeroPoint))
+		}
+		for _, v := range a.Scale {
+			if !(v > 0) || math.IsInf(float64(v), 0) {
+				return nil, fmt.Errorf("%w: activations of layer %q: scale %v is not positive and finite", ErrFormat, layer, v)
+			}
+		}
+	}
+	return &c, nil
+}
+
+func equalShape(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,179 @@
+package model
+
+import (
+	"context"
+	"fmt"
+	"maps"
+
+	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/tensor"
+)
+
+// Model is a set of named tensors held in memory — the form the C ABI and the Python package
+// use, handing tensors over by pointer. A Model keeps the tensors it is given without copying:
+// their Data must stay valid and unchanged until the Model is no longer used (callers whose
+// memory is only lent for one call copy it first).
+type Model struct {
+	ck  *memCheckpoint
+	cal *Calibration
+}
+
+// NewModel returns an empty model.
+func NewModel() *Model { return &Model{ck: newMemCheckpoint()} }
+
+// Add appends a named tensor; names are unique and the order of Add is the file order.
+func (m *Model) Add(name string, t *tensor.Tensor) error { return m.ck.add(name, t) }
+
+// SetModuleType records a module's class ("torch.nn.modules.linear.Linear", or just "Linear")
+// for the module at path ("" for the root), so layer types come from classes rather than shapes.
+func (m *Model) SetModuleType(path, class string) error {
+	if class == "" {
+		return fmt.Errorf("module %q: empty class name", path)
+	}
+	if m.ck.moduleTypes == nil {
+		m.ck.moduleTypes = map[string]string{}
+	}
+	m.ck.moduleTypes[path] = class
+	return nil
+}
+
+// SetMetadata records a metadata entry copied into saved files.
+func (m *Model) SetMetadata(key, value string) error {
+	if key == MetadataKey {
+		return fmt.Errorf("metadata key %q is reserved for the quantization config", key)
+	}
+	m.ck.metadata[key] = value
+	return nil
+}
+
+// Entries lists the tensors in order.
+func (m *Model) Entries() []checkpoint.Entry { return m.ck.Entries() }
+
+// Tensor returns a tensor by name.
+func (m *Model) Tensor(name string) (*tensor.Tensor, error) { return m.ck.Tensor(name) }
+
+// Reader views the model as a checkpoint.
+func (m *Model) Reader() checkpoint.Reader { return m.ck }
+
+// Plan decides what Quantize would do with these options.
+func (m *Model) Plan(opts Options) (*Plan, error) {
+	return NewPlan(m.ck.Entries(), m.ck.moduleTypes, opts)
+}
+
+// StartCalibration prepares one activation observer per quantized layer of the static-mode
+// options; Calibrate then feeds them, and Quantize with the same options uses them.
+func (m *Model) StartCalibration(opts Options) error {
+	p, err := m.Plan(opts)
+	if err != nil {
+		return err
+	}
+	c, err := NewCalibration(p)
+	if err != nil {
+		return err
+	}
+	m.cal = c
+	return nil
+}
+
+// Calibrate feeds a batch of a layer's input activations to its observer.
+func (m *Model) Calibrate(layer string, x *tensor.Tensor) error {
+	if m.cal == nil {
+		return fmt.Errorf("%w: call StartCalibration with static-mode options first", ErrCalibration)
+	}
+	return m.cal.Calibrate(layer, x)
+}
+
+// Quantize quantizes the model in memory. In static mode the observers fed by Calibrate give
+// the activation qparams.
+func (m *Model) Quantize(ctx context.Context, opts Options, progress ProgressFunc) (*Result, error) {
+	p, err := m.Plan(opts)
+	if err != nil {
+		return nil, err
+	}
+	run := Run{Progress: progress}
+	if p.opts.mode == Static {
+		if m.cal == nil {
+			return nil, fmt.Errorf("%w: static mode needs calibration data: call StartCalibration and Calibrate first", ErrCalibration)
+		}
+		run.Calibration = m.cal
+	}
+	var mw *memWriter
+	create := func(entries []checkpoint.Entry, md map[string]string) (checkpoint.Writer, error) {
+		mw = newMemWriter(entries, md)
+		return mw, nil
+	}
+	rep, err := Quantize(ctx, m.ck, create, p, run)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := ReadConfig(mw.out.Entries(), mw.out.Metadata())
+	if err != nil {
+		return nil, fmt.Errorf("internal: the quantized model does not validate: %w", err)
+	}
+	return &Result{Report: rep, Config: cfg, ck: mw.out}, nil
+}
+
+// Result is a quantized model in memory: the stored tensors of the quantized checkpoint format
+// (docs/FORMAT.md), the config and the report.
+type Result struct {
+	Report *Report
+	Config *Config
+	ck     *memCheckpoint
+}
+
+// Entries lists the stored tensors in order (<name>, <name>.scale, <name>.zero_point, …).
+func (r *Result) Entries() []checkpoint.Entry { return r.ck.Entries() }
+
+// Tensor returns a stored tensor by name; its Data belongs to the Result.
+func (r *Result) Tensor(name string) (*tensor.Tensor, error) { return r.ck.Tensor(name) }
+
+// Metadata returns the metadata a saved file carries, with the config under "monoquant".
+func (r *Result) Metadata() map[string]string { return maps.Clone(r.ck.metadata) }
+
+// Reader views the result as a checkpoint.
+func (r *Result) Reader() checkpoint.Reader { return r.ck }
+
+// Dequantize returns the float32 model the result stands for.
+func (r *Result) Dequantize(ctx context.Context) (*Model, error) { return DequantizeToModel(ctx, r.ck) }
+
+// DequantizeToModel dequantizes a quantized checkpoint into memory.
+func DequantizeToModel(ctx context.Context, r checkpoint.Reader) (*Model, error) {
+	var mw *memWriter
+	create := func(entries []checkpoint.Entry, md map[string]string) (checkpoint.Writer, error) {
+		mw = newMemWriter(entries, md)
+		return mw, nil
+	}
+	if err := Dequantize(ctx, r, create, nil); err != nil {
+		return nil, err
+	}
+	return &Model{ck: mw.out}, nil
+}
+
+// Copy writes every tensor of r, with its metadata, through create (saving an in-memory model
+// or result to a file).
+func Copy(ctx context.Context, r checkpoint.Reader, create CreateFunc) (err error) {
+	w, err := create(r.Entries(), maps.Clone(r.Metadata()))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			w.Abort()
+		}
+	}()
+	for _, e := range r.Entries() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		t, err := r.Tensor(e.Name)
+		if err != nil {
+			return fmt.Errorf("tensor %q: %w", e.Name, err)
+		}
+		err = w.Write(e.Name, t.Data)
+		r.Release(e.Name)
+		if err != nil {
+			return fmt.Errorf("writing tensor %q: %w", e.Name, err)
+		}
+	}
+	return w.Commit()
+}

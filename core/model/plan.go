@@ -1,0 +1,450 @@
+package model
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/quant"
+	"github.com/monoquant/monoquant/core/tensor"
+)
+
+// LayerType is what kind of layer a tensor belongs to.
+type LayerType string
+
+// Layer types. Only the quantizable ones may be selected in Options.LayerTypes.
+const (
+	Linear    LayerType = "linear"
+	Conv1d    LayerType = "conv1d"
+	Conv2d    LayerType = "conv2d"
+	Conv3d    LayerType = "conv3d"
+	LSTM      LayerType = "lstm"
+	GRU       LayerType = "gru"
+	RNN       LayerType = "rnn"
+	Embedding LayerType = "embedding"
+	Norm      LayerType = "norm"  // LayerNorm, BatchNorm, GroupNorm, RMSNorm…: never quantized
+	Other     LayerType = "other" // biases, buffers, unknown tensors: never quantized
+)
+
+var allLayerTypes = []LayerType{Linear, Conv1d, Conv2d, Conv3d, LSTM, GRU, RNN, Embedding, Norm, Other}
+
+// DefaultLayerTypes is the selection when Options.LayerTypes is nil.
+var DefaultLayerTypes = []LayerType{Linear, Conv2d, LSTM}
+
+// Quantizable reports whether weights of this layer type can be selected for quantization.
+func (t LayerType) Quantizable() bool {
+	switch t {
+	case Linear, Conv1d, Conv2d, Conv3d, LSTM, GRU, RNN, Embedding:
+		return true
+	}
+	return false
+}
+
+// ParseLayerType maps a name ("linear", "conv2d", "lstm", …; case-insensitive) to a LayerType.
+func ParseLayerType(s string) (LayerType, error) {
+	l := LayerType(strings.ToLower(strings.TrimSpace(s)))
+	for _, t := range allLayerTypes {
+		if t == l {
+			return t, nil
+		}
+	}
+	return "", optErr("layers", "unknown layer type %q", s)
+}
+
+// Action is what the plan does with one tensor.
+type Action string
+
+const (
+	// ActionQuantize: the tensor is replaced by quantized values (+ scale, zero point).
+	ActionQuantize Action = "quantize"
+	// ActionKeep: copied as it is.
+	ActionKeep Action = "keep"
+)
+
+// TensorPlan is the decision for one tensor of the input.
+type TensorPlan struct {
+	Name      string      `json:"name"`
+	DType     tensor.DType `json:"-"`
+	Shape     []int       `json:"shape"`
+	Layer     string      `json:"layer"`      // module path ("encoder.layers.0.linear1"), "" when none
+	LayerType LayerType   `json:"layer_type"` // what the tensor's layer is
+	Action    Action      `json:"action"`
+	Reason    string      `json:"reason,omitempty"` // why a tensor is kept
+	// Spec is the normalized spec for quantized tensors; QuantShape the shape the kernel sees
+	// (the tensor viewed as [shape[0], rest] for group-wise quantization).
+	Spec       quant.Spec `json:"-"`
+	QuantShape []int      `json:"-"`
+	Warnings   []Warning  `json:"-"`
+}
+
+// Plan lists every tensor of a checkpoint in file order with what will happen to it.
+type Plan struct {
+	Tensors []TensorPlan
+	// Layers maps each layer that has at least one quantized tensor to its type.
+	Layers   map[string]LayerType
+	Warnings []Warning
+	opts     *normalized
+}
+
+// Quantized returns the plans of the tensors to quantize, in file order.
+func (p *Plan) Quantized() []*TensorPlan {
+	var out []*TensorPlan
+	for i := range p.Tensors {
+		if p.Tensors[i].Action == ActionQuantize {
+			out = append(out, &p.Tensors[i])
+		}
+	}
+	return out
+}
+
+// LayerNames returns the quantized layers in file order.
+func (p *Plan) LayerNames() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, t := range p.Quantized() {
+		if !seen[t.Layer] {
+			seen[t.Layer] = true
+			out = append(out, t.Layer)
+		}
+	}
+	return out
+}
+
+// NewPlan decides, for every tensor a checkpoint lists, which layer it belongs to, what type
+// that layer is and whether it is quantized. Layer types come from ModuleTypes when the file
+// holds a pickled nn.Module, and from names and shapes otherwise (see classify). It fails with
+// ErrNothingToQuantize when the selection leaves no tensor.
+func NewPlan(entries []checkpoint.Entry, moduleTypes map[string]string, opts Options) (*Plan, error) {
+	n, err := opts.normalize()
+	if err != nil {
+		return nil, err
+	}
+	return newPlan(entries, moduleTypes, n)
+}
+
+func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *normalized) (*Plan, error) {
+	p := &Plan{Layers: map[string]LayerType{}, opts: n}
+	c := newClassifier(entries, moduleTypes)
+	names := map[string]bool{}
+	for _, e := range entries {
+		names[e.Name] = true
+	}
+	for _, e := range entries {
+		layer, lt, param := c.classify(e)
+		tp := TensorPlan{Name: e.Name, DType: e.DType, Shape: append([]int(nil), e.Shape...), Layer: layer, LayerType: lt, Action: ActionKeep}
+		switch {
+		case !e.DType.IsFloat():
+			tp.Reason = fmt.Sprintf("%v is not a floating-point dtype", e.DType)
+		case !lt.Quantizable() || !isWeightParam(lt, param):
+			tp.Reason = fmt.Sprintf("%s of a %s layer is not a quantized weight", paramOrName(param, e.Name), lt)
+		case !n.types[lt]:
+			tp.Reason = fmt.Sprintf("layer type %s is not selected", lt)
+		case len(e.Shape) < 2:
+			tp.Reason = "fewer than 2 dimensions"
+		case tensor.NumElements(e.Shape) == 0:
+			tp.Reason = "empty tensor"
+		default:
+			if pat, ok := n.skipped(layer, e.Name); ok {
+				tp.Reason = fmt.Sprintf("skipped by pattern %q", pat)
+				break
+			}
+			if err := planSpec(&tp, n.spec, c.channelAxis(layer, lt)); err != nil {
+				return nil, fmt.Errorf("tensor %q: %w", e.Name, err)
+			}
+			for _, suffix := range []string{".scale", ".zero_point"} {
+				if names[e.Name+suffix] {
+					return nil, fmt.Errorf("tensor %q: the checkpoint already has a tensor %q, which the quantized format needs for itself", e.Name, e.Name+suffix)
+				}
+			}
+			tp.Action = ActionQuantize
+			p.Layers[layer] = lt
+		}
+		p.Tensors = append(p.Tensors, tp)
+	}
+	q := p.Quantized()
+	if len(q) == 0 {
+		return nil, fmt.Errorf("%w: no tensor of the selected layer types (%s) is left after the skip patterns; the checkpoint has %d tensors", ErrNothingToQuantize, typeList(n.types), len(entries))
+	}
+	for _, t := range q {
+		p.Warnings = append(p.Warnings, t.Warnings...)
+	}
+	p.Warnings = append(p.Warnings, firstLastWarnings(p)...)
+	return p, nil
+}
+
+func paramOrName(param, name string) string {
+	if param != "" {
+		return param
+	}
+	return name
+}
+
+func typeList(m map[LayerType]bool) string {
+	var out []string
+	for _, t := range allLayerTypes {
+		if m[t] {
+			out = append(out, string(t))
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+// minFallbackGroup is the smallest group the group-size fallback accepts: below it the scales
+// cost more than INT8 per-channel (16 values share 32 bits of scale, 2 bits per weight).
+const minFallbackGroup = 16
+
+// smallInt4Elements: INT4 on a tensor with fewer weights than this draws a warning; small
+// layers have little redundancy and cost little memory, so 4 bits save little and lose much.
+const smallInt4Elements = 1 << 16
+
+// planSpec fills the tensor's spec from the (normalized) template: the channel axis for
+// per-channel, the 2-D view [shape[0], rest] and the group size (with its fallback) for
+// group-wise.
+func planSpec(tp *TensorPlan, tmpl quant.Spec, axis int) error {
+	s := tmpl
+	shape := tp.Shape
+	qshape := append([]int(nil), shape...)
+	switch {
+	case !s.Format.IsInteger():
+	case s.Granularity == quant.PerChannel:
+		s.Axis = axis
+	case s.Granularity == quant.PerGroup:
+		rows, k := shape[0], tensor.NumElements(shape[1:])
+		qshape = []int{rows, k}
+		if gs := s.GroupSize; k%gs != 0 {
+			fb := 0
+			for d := min(gs, k); d >= minFallbackGroup; d-- {
+				if k%d == 0 {
+					fb = d
+					break
+				}
+			}
+			w := Warning{Code: WarnGroupFallback, Tensor: tp.Name, Layer: tp.Layer}
+			if fb > 0 {
+				w.Message = fmt.Sprintf("group size %d does not divide the row length %d; using group size %d", gs, k, fb)
+				s.GroupSize = fb
+			} else {
+				w.Message = fmt.Sprintf("group size %d does not divide the row length %d and no divisor in [%d, %d] does; using INT8 per-channel", gs, k, minFallbackGroup, gs)
+				s = quant.Spec{Format: quant.Int8, Scheme: tmpl.Scheme, Granularity: quant.PerChannel, Axis: axis,
+					Eps: tmpl.Eps, NonFinite: tmpl.NonFinite, ReduceRange: tmpl.ReduceRange, QDType: quant.QInt8}
+				if tmpl.QDType == quant.QUInt4 {
+					s.QDType = quant.QUInt8
+				}
+				qshape = append([]int(nil), shape...)
+			}
+			tp.Warnings = append(tp.Warnings, w)
+		}
+	}
+	if s.Format == quant.Int4 && tensor.NumElements(shape) < smallInt4Elements {
+		tp.Warnings = append(tp.Warnings, Warning{Code: WarnInt4Small, Tensor: tp.Name, Layer: tp.Layer,
+			Message: fmt.Sprintf("INT4 on a small tensor (%d weights < %d): the saving is small and the error large", tensor.NumElements(shape), smallInt4Elements)})
+	}
+	if _, err := s.Normalize(qshape); err != nil {
+		return err
+	}
+	tp.Spec, tp.QuantShape = s, qshape
+	return nil
+}
+
+// firstLastWarnings: the first and last layers (the ones touching the input and the output)
+// are the most sensitive to quantization error.
+func firstLastWarnings(p *Plan) []Warning {
+	var cand []string
+	seen := map[string]bool{}
+	for _, t := range p.Tensors {
+		if t.LayerType.Quantizable() && t.LayerType != Embedding && !seen[t.Layer] && len(t.Shape) >= 2 && t.DType.IsFloat() {
+			seen[t.Layer] = true
+			cand = append(cand, t.Layer)
+		}
+	}
+	if len(cand) == 0 {
+		return nil
+	}
+	var out []Warning
+	first, last := cand[0], cand[len(cand)-1]
+	if _, ok := p.Layers[first]; ok {
+		out = append(out, Warning{Code: WarnFirstLayer, Layer: first,
+			Message: fmt.Sprintf("the first layer %q is quantized; it sees the raw input and is often the most sensitive (skip it if accuracy drops)", first)})
+	}
+	if _, ok := p.Layers[last]; ok && last != first {
+		out = append(out, Warning{Code: WarnLastLayer, Layer: last,
+			Message: fmt.Sprintf("the last layer %q is quantized; it produces the output and is often the most sensitive (skip it if accuracy drops)", last)})
+	}
+	return out
+}
+
+// classifier assigns tensors to layers.
+type classifier struct {
+	modules map[string]string // module path → class name (last component)
+	rnnH    map[string]int    // recurrent module → hidden size, from weight_hh / weight_hr
+	byName  map[string]checkpoint.Entry
+}
+
+var rnnParam = regexp.MustCompile(`^(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$`)
+
+func newClassifier(entries []checkpoint.Entry, moduleTypes map[string]string) *classifier {
+	c := &classifier{rnnH: map[string]int{}, byName: map[string]checkpoint.Entry{}}
+	if len(moduleTypes) > 0 {
+		c.modules = map[string]string{}
+		for k, v := range moduleTypes {
+			c.modules[k] = v[strings.LastIndex(v, ".")+1:]
+		}
+	}
+	for _, e := range entries {
+		c.byName[e.Name] = e
+	}
+	for _, e := range entries {
+		mod, param := splitName(e.Name)
+		m := rnnParam.FindStringSubmatch(param)
+		if m == nil || m[1] != "weight" || len(e.Shape) != 2 {
+			continue
+		}
+		switch m[2] {
+		case "hr": // LSTM with proj_size: weight_hr is [proj, H]
+			c.rnnH[mod] = e.Shape[1]
+		case "hh":
+			if _, ok := c.rnnH[mod]; !ok {
+				if _, proj := c.byName[prefixed(mod, "weight_hr_l"+m[3]+m[4])]; !proj {
+					c.rnnH[mod] = e.Shape[1]
+				}
+			}
+		}
+	}
+	return c
+}
+
+func prefixed(mod, param string) string {
+	if mod == "" {
+		return param
+	}
+	return mod + "." + param
+}
+
+// splitName splits "a.b.weight" into module "a.b" and parameter "weight".
+func splitName(name string) (string, string) {
+	i := strings.LastIndex(name, ".")
+	if i < 0 {
+		return "", name
+	}
+	return name[:i], name[i+1:]
+}
+
+func isWeightParam(lt LayerType, param string) bool {
+	switch lt {
+	case LSTM, GRU, RNN:
+		m := rnnParam.FindStringSubmatch(param)
+		return m != nil && m[1] == "weight"
+	case Linear:
+		return param == "weight" || param == "in_proj_weight" || strings.HasSuffix(param, "_proj_weight")
+	}
+	return param == "weight"
+}
+
+// classTypes maps torch.nn class names to layer types. NonDynamicallyQuantizableLinear is the
+// out_proj of MultiheadAttention; Conv1D is Hugging Face's transposed linear (GPT-2).
+var classTypes = map[string]LayerType{
+	"Linear": Linear, "LazyLinear": Linear, "NonDynamicallyQuantizableLinear": Linear, "Conv1D": Linear,
+	"MultiheadAttention": Linear,
+	"Conv1d": Conv1d, "LazyConv1d": Conv1d, "ConvTranspose1d": Conv1d,
+	"Conv2d": Conv2d, "LazyConv2d": Conv2d, "ConvTranspose2d": Conv2d,
+	"Conv3d": Conv3d, "LazyConv3d": Conv3d, "ConvTranspose3d": Conv3d,
+	"LSTM": LSTM, "GRU": GRU, "RNN": RNN,
+	"Embedding": Embedding, "EmbeddingBag": Embedding,
+	"LayerNorm": Norm, "RMSNorm": Norm, "GroupNorm": Norm, "LocalResponseNorm": Norm,
+	"BatchNorm1d": Norm, "BatchNorm2d": Norm, "BatchNorm3d": Norm, "SyncBatchNorm": Norm,
+	"InstanceNorm1d": Norm, "InstanceNorm2d": Norm, "InstanceNorm3d": Norm,
+}
+
+// classify returns a tensor's layer (module path), layer type and parameter name.
+func (c *classifier) classify(e checkpoint.Entry) (string, LayerType, string) {
+	mod, param := splitName(e.Name)
+	if c.modules != nil {
+		if cls, ok := c.modules[mod]; ok {
+			if lt, ok := classTypes[cls]; ok {
+				return mod, lt, param
+			}
+			// A subclass or a class torch does not ship: decide by the tensor's shape.
+		}
+	}
+	return mod, c.byShape(mod, param, e), param
+}
+
+var embeddingName = regexp.MustCompile(`(?i)(^|[._])(embed|embeds|embedding|embeddings|embed_tokens|wte|wpe|tok_embeddings|word_embeddings|position_embeddings|token_type_embeddings|shared|emb)$`)
+var normName = regexp.MustCompile(`(?i)(norm|ln_?\d*|bn\d*)$`)
+
+// byShape types a tensor of a bare state_dict (or of an unknown module class) from its name
+// and shape: recurrent weights by their parameter names (4H rows → LSTM, 3H → GRU, H → RNN),
+// ".weight" by rank (2-D → linear unless the module name says embedding, 3-D → conv1d,
+// 4-D → conv2d, 5-D → conv3d, 1-D → norm).
+func (c *classifier) byShape(mod, param string, e checkpoint.Entry) LayerType {
+	if m := rnnParam.FindStringSubmatch(param); m != nil {
+		h, ok := c.rnnH[mod]
+		if !ok || h == 0 || len(e.Shape) == 0 {
+			return Other
+		}
+		rows := e.Shape[0]
+		if m[2] == "hr" {
+			return LSTM // only LSTM has projections
+		}
+		switch rows / h {
+		case 4:
+			if rows%h == 0 {
+				return LSTM
+			}
+		case 3:
+			if rows%h == 0 {
+				return GRU
+			}
+		case 1:
+			if rows == h {
+				return RNN
+			}
+		}
+		return Other
+	}
+	if param == "in_proj_weight" && len(e.Shape) == 2 {
+		return Linear
+	}
+	if param != "weight" {
+		// A bias or buffer belongs to the layer its sibling weight says.
+		if w, ok := c.byName[prefixed(mod, "weight")]; ok {
+			return c.byShape(mod, "weight", w)
+		}
+		return Other
+	}
+	leaf := mod[strings.LastIndex(mod, ".")+1:]
+	switch len(e.Shape) {
+	case 1:
+		if normName.MatchString(leaf) {
+			return Norm
+		}
+		return Other
+	case 2:
+		if embeddingName.MatchString(mod) {
+			return Embedding
+		}
+		return Linear
+	case 3:
+		return Conv1d
+	case 4:
+		return Conv2d
+	case 5:
+		return Conv3d
+	}
+	return Other
+}
+
+// channelAxis is the output-channel axis of a layer's weight: 1 for transposed convolutions
+// and Hugging Face's Conv1D (stored [in, out]), 0 for everything else.
+func (c *classifier) channelAxis(layer string, _ LayerType) int {
+	if c.modules == nil {
+		return 0
+	}
+	switch c.modules[layer] {
+	case "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "Conv1D":
+		return 1
+	}
+	return 0
+}
+

@@ -1,0 +1,330 @@
+package model
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/quant"
+	"github.com/monoquant/monoquant/core/tensor"
+)
+
+func ent(name string, dt tensor.DType, shape ...int) checkpoint.Entry {
+	return checkpoint.Entry{Name: name, DType: dt, Shape: shape}
+}
+
+// stateDict is a bare state_dict of a small model with one tensor of each kind.
+var stateDict = []checkpoint.Entry{
+	ent("embed_tokens.weight", tensor.F32, 100, 32),
+	ent("transformer.wte.weight", tensor.F32, 100, 32),
+	ent("conv1.weight", tensor.F32, 8, 3, 3, 3),
+	ent("conv1.bias", tensor.F32, 8),
+	ent("bn1.weight", tensor.F32, 8),
+	ent("bn1.running_mean", tensor.F32, 8),
+	ent("bn1.num_batches_tracked", tensor.I64),
+	ent("tcn.weight", tensor.F32, 16, 8, 5),
+	ent("lstm.weight_ih_l0", tensor.F32, 64, 32),
+	ent("lstm.weight_hh_l0", tensor.F32, 64, 16),
+	ent("lstm.bias_ih_l0", tensor.F32, 64),
+	ent("lstm.weight_ih_l0_reverse", tensor.F32, 64, 32),
+	ent("lstm.weight_hh_l0_reverse", tensor.F32, 64, 16),
+	ent("gru.weight_ih_l0", tensor.F32, 48, 32),
+	ent("gru.weight_hh_l0", tensor.F32, 48, 16),
+	ent("rnn.weight_ih_l0", tensor.F32, 16, 32),
+	ent("rnn.weight_hh_l0", tensor.F32, 16, 16),
+	ent("plstm.weight_ih_l0", tensor.F32, 64, 32),
+	ent("plstm.weight_hh_l0", tensor.F32, 64, 8),
+	ent("plstm.weight_hr_l0", tensor.F32, 8, 16),
+	ent("attn.in_proj_weight", tensor.F32, 96, 32),
+	ent("layers.0.norm.weight", tensor.F32, 32),
+	ent("layers.0.fc.weight", tensor.F32, 64, 32),
+	ent("layers.0.fc.bias", tensor.F32, 64),
+	ent("layers.0.fc_int.weight", tensor.I8, 64, 32),
+	ent("head.weight", tensor.F16, 10, 64),
+	ent("pos", tensor.F32, 1, 32),
+}
+
+func TestPlanStateDict(t *testing.T) {
+	p, err := NewPlan(stateDict, nil, Options{LayerTypes: []LayerType{Linear, Conv1d, Conv2d, LSTM, GRU, RNN, Embedding}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]struct {
+		layer string
+		lt    LayerType
+		act   Action
+	}{
+		"embed_tokens.weight":       {"embed_tokens", Embedding, ActionQuantize},
+		"transformer.wte.weight":    {"transformer.wte", Embedding, ActionQuantize},
+		"conv1.weight":              {"conv1", Conv2d, ActionQuantize},
+		"conv1.bias":                {"conv1", Conv2d, ActionKeep},
+		"bn1.weight":                {"bn1", Norm, ActionKeep},
+		"bn1.running_mean":          {"bn1", Norm, ActionKeep},
+		"bn1.num_batches_tracked":   {"bn1", Norm, ActionKeep},
+		"tcn.weight":                {"tcn", Conv1d, ActionQuantize},
+		"lstm.weight_ih_l0":         {"lstm", LSTM, ActionQuantize},
+		"lstm.weight_hh_l0":         {"lstm", LSTM, ActionQuantize},
+		"lstm.bias_ih_l0":           {"lstm", LSTM, ActionKeep},
+		"lstm.weight_ih_l0_reverse": {"lstm", LSTM, ActionQuantize},
+		"gru.weight_ih_l0":          {"gru", GRU, ActionQuantize},
+		"gru.weight_hh_l0":          {"gru", GRU, ActionQuantize},
+		"rnn.weight_ih_l0":          {"rnn", RNN, ActionQuantize},
+		"plstm.weight_ih_l0":        {"plstm", LSTM, ActionQuantize},
+		"plstm.weight_hh_l0":        {"plstm", LSTM, ActionQuantize},
+		"plstm.weight_hr_l0":        {"plstm", LSTM, ActionQuantize},
+		"attn.in_proj_weight":       {"attn", Linear, ActionQuantize},
+		"layers.0.norm.weight":      {"layers.0.norm", Norm, ActionKeep},
+		"layers.0.fc.weight":        {"layers.0.fc", Linear, ActionQuantize},
+		"layers.0.fc.bias":          {"layers.0.fc", Linear, ActionKeep},
+		"layers.0.fc_int.weight":    {"layers.0.fc_int", Linear, ActionKeep},
+		"head.weight":               {"head", Linear, ActionQuantize},
+		"pos":                       {"", Other, ActionKeep},
+	}
+	for _, tp := range p.Tensors {
+		w, ok := want[tp.Name]
+		if !ok {
+			continue
+		}
+		if tp.Layer != w.layer || tp.LayerType != w.lt || tp.Action != w.act {
+			t.Errorf("plan(%q) = layer %q type %s action %s (%s), want %q %s %s", tp.Name, tp.Layer, tp.LayerType, tp.Action, tp.Reason, w.layer, w.lt, w.act)
+		}
+	}
+}
+
+func TestPlanDefaultSelection(t *testing.T) {
+	p, err := NewPlan(stateDict, nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, tp := range p.Quantized() {
+		got[tp.Name] = true
+	}
+	for name, want := range map[string]bool{
+		"embed_tokens.weight": false, "tcn.weight": false, "gru.weight_ih_l0": false, "rnn.weight_ih_l0": false,
+		"conv1.weight": true, "lstm.weight_hh_l0": true, "layers.0.fc.weight": true, "head.weight": true,
+	} {
+		if got[name] != want {
+			t.Errorf("default selection quantizes %q = %v, want %v", name, got[name], want)
+		}
+	}
+}
+
+func TestPlanModuleTypes(t *testing.T) {
+	entries := []checkpoint.Entry{
+		ent("features.0.weight", tensor.F32, 8, 3, 3, 3),
+		ent("features.1.weight", tensor.F32, 8),
+		ent("up.weight", tensor.F32, 8, 4, 2, 2),
+		ent("emb.weight", tensor.F32, 50, 16),
+		ent("table.weight", tensor.F32, 50, 16),
+		ent("mine.weight", tensor.F32, 16, 16),
+		ent("attn.in_proj_weight", tensor.F32, 48, 16),
+		ent("attn.out_proj.weight", tensor.F32, 16, 16),
+		ent("rec.weight_ih_l0", tensor.F32, 48, 16),
+		ent("rec.weight_hh_l0", tensor.F32, 48, 16),
+		ent("gpt.c_attn.weight", tensor.F32, 16, 48),
+		ent("classifier.weight", tensor.F32, 10, 16),
+	}
+	mt := map[string]string{
+		"":                 "__main__.Net",
+		"features":         "torch.nn.modules.container.Sequential",
+		"features.0":       "torch.nn.modules.conv.Conv2d",
+		"features.1":       "torch.nn.modules.batchnorm.BatchNorm2d",
+		"up":               "torch.nn.modules.conv.ConvTranspose2d",
+		"emb":              "torch.nn.modules.sparse.Embedding",
+		"table":            "torch.nn.modules.linear.Linear", // the class beats the shape/name heuristics
+		"mine":             "__main__.MyLinear",              // a subclass: typed by shape
+		"attn":             "torch.nn.modules.activation.MultiheadAttention",
+		"attn.out_proj":    "torch.nn.modules.linear.NonDynamicallyQuantizableLinear",
+		"rec":              "torch.nn.modules.rnn.GRU",
+		"gpt.c_attn":       "transformers.pytorch_utils.Conv1D",
+		"classifier":       "torch.nn.modules.linear.Linear",
+	}
+	p, err := NewPlan(entries, mt, Options{LayerTypes: []LayerType{Linear, Conv2d, GRU, Embedding}, Skip: []string{"classifier"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]struct {
+		lt   LayerType
+		act  Action
+		axis int
+	}{
+		"features.0.weight":    {Conv2d, ActionQuantize, 0},
+		"features.1.weight":    {Norm, ActionKeep, 0},
+		"up.weight":            {Conv2d, ActionQuantize, 1},
+		"emb.weight":           {Embedding, ActionQuantize, 0},
+		"table.weight":         {Linear, ActionQuantize, 0},
+		"mine.weight":          {Linear, ActionQuantize, 0},
+		"attn.in_proj_weight":  {Linear, ActionQuantize, 0},
+		"attn.out_proj.weight": {Linear, ActionQuantize, 0},
+		"rec.weight_ih_l0":     {GRU, ActionQuantize, 0},
+		"rec.weight_hh_l0":     {GRU, ActionQuantize, 0},
+		"gpt.c_attn.weight":    {Linear, ActionQuantize, 1},
+		"classifier.weight":    {Linear, ActionKeep, 0},
+	}
+	for _, tp := range p.Tensors {
+		w := want[tp.Name]
+		if tp.LayerType != w.lt || tp.Action != w.act {
+			t.Errorf("plan(%q) = %s %s (%s), want %s %s", tp.Name, tp.LayerType, tp.Action, tp.Reason, w.lt, w.act)
+		}
+		if tp.Action == ActionQuantize && tp.Spec.Axis != w.axis {
+			t.Errorf("plan(%q) axis = %d, want %d", tp.Name, tp.Spec.Axis, w.axis)
+		}
+	}
+}
+
+func TestSkipPatterns(t *testing.T) {
+	entries := []checkpoint.Entry{
+		ent("encoder.layers.0.fc.weight", tensor.F32, 8, 8),
+		ent("encoder.layers.1.fc.weight", tensor.F32, 8, 8),
+		ent("decoder.fc.weight", tensor.F32, 8, 8),
+		ent("classifier.0.weight", tensor.F32, 8, 8),
+		ent("classifier.1.weight", tensor.F32, 8, 8),
+		ent("model.lm_head.weight", tensor.F32, 8, 8),
+		ent("lm_head.weight", tensor.F32, 8, 8),
+		ent("encoderx.fc.weight", tensor.F32, 8, 8),
+	}
+	tests := []struct {
+		skip []string
+		kept []string
+	}{
+		{[]string{"decoder.fc"}, []string{"decoder.fc.weight"}},
+		{[]string{"encoder"}, []string{"encoder.layers.0.fc.weight", "encoder.layers.1.fc.weight"}},
+		{[]string{"encoder."}, []string{"encoder.layers.0.fc.weight", "encoder.layers.1.fc.weight"}},
+		{[]string{"classifier.*"}, []string{"classifier.0.weight", "classifier.1.weight"}},
+		{[]string{"*.lm_head"}, []string{"model.lm_head.weight", "lm_head.weight"}},
+		{[]string{"encoder.layers.*.fc"}, []string{"encoder.layers.0.fc.weight", "encoder.layers.1.fc.weight"}},
+		{[]string{"decoder.fc.weight"}, []string{"decoder.fc.weight"}},
+		{[]string{"encoder.layers.1"}, []string{"encoder.layers.1.fc.weight"}},
+	}
+	for _, tt := range tests {
+		p, err := NewPlan(entries, nil, Options{Skip: tt.skip})
+		if err != nil {
+			t.Fatalf("Skip %q: %v", tt.skip, err)
+		}
+		var kept []string
+		for _, tp := range p.Tensors {
+			if tp.Action == ActionKeep {
+				kept = append(kept, tp.Name)
+			}
+		}
+		if strings.Join(kept, ",") != strings.Join(tt.kept, ",") {
+			t.Errorf("Skip %q kept %q, want %q", tt.skip, kept, tt.kept)
+		}
+	}
+}
+
+func TestGroupSizeFallback(t *testing.T) {
+	tests := []struct {
+		shape     []int
+		gs        int
+		wantGS    int
+		wantInt8  bool
+		wantWarns int
+	}{
+		{[]int{4, 256}, 128, 128, false, 0},
+		{[]int{4, 96}, 128, 96, false, 1},
+		{[]int{4, 200}, 128, 100, false, 1},
+		{[]int{4, 131}, 128, 0, true, 1},
+		{[]int{8, 4, 3, 3}, 32, 18, false, 1}, // conv viewed as [8, 36]: 36 % 32 ≠ 0 → 18
+		{[]int{8, 16, 2, 2}, 64, 64, false, 0},
+		{[]int{4, 24}, 32, 24, false, 1},
+		{[]int{4, 34}, 32, 17, false, 1},
+		{[]int{4, 30}, 32, 30, false, 1},
+		{[]int{4, 15}, 32, 0, true, 1}, // shorter than the smallest fallback group
+	}
+	for _, tt := range tests {
+		entries := []checkpoint.Entry{ent("fc.weight", tensor.F32, tt.shape...)}
+		lt := []LayerType{Linear, Conv2d}
+		p, err := NewPlan(entries, nil, Options{Bits: 4, Spec: quant.Spec{GroupSize: tt.gs}, LayerTypes: lt})
+		if err != nil {
+			t.Fatalf("shape %v gs %d: %v", tt.shape, tt.gs, err)
+		}
+		tp := p.Tensors[0]
+		var warns int
+		for _, w := range tp.Warnings {
+			if w.Code == WarnGroupFallback {
+				warns++
+			}
+		}
+		if tt.wantInt8 {
+			if tp.Spec.Format != quant.Int8 || tp.Spec.Granularity != quant.PerChannel {
+				t.Errorf("shape %v gs %d: spec %v %v, want int8 per_channel", tt.shape, tt.gs, tp.Spec.Format, tp.Spec.Granularity)
+			}
+		} else if tp.Spec.Format != quant.Int4 || tp.Spec.GroupSize != tt.wantGS {
+			t.Errorf("shape %v gs %d: %v group %d, want int4 group %d", tt.shape, tt.gs, tp.Spec.Format, tp.Spec.GroupSize, tt.wantGS)
+		}
+		if warns != tt.wantWarns {
+			t.Errorf("shape %v gs %d: %d fallback warnings, want %d", tt.shape, tt.gs, warns, tt.wantWarns)
+		}
+	}
+}
+
+func TestPlanErrors(t *testing.T) {
+	entries := []checkpoint.Entry{ent("fc.weight", tensor.F32, 8, 8), ent("fc.bias", tensor.F32, 8)}
+	tests := []struct {
+		name    string
+		entries []checkpoint.Entry
+		opts    Options
+		is      error
+		want    string
+	}{
+		{"bits", entries, Options{Bits: 3}, ErrOption, "bits"},
+		{"layer type", entries, Options{LayerTypes: []LayerType{"attention"}}, ErrOption, "layers"},
+		{"norm not quantizable", entries, Options{LayerTypes: []LayerType{Norm}}, ErrOption, "layers"},
+		{"empty layer list", entries, Options{LayerTypes: []LayerType{}}, ErrOption, "layers"},
+		{"bad glob", entries, Options{Skip: []string{"[a"}}, ErrOption, "skip"},
+		{"empty pattern", entries, Options{Skip: []string{""}}, ErrOption, "skip"},
+		{"negative group", entries, Options{Bits: 4, Spec: quant.Spec{GroupSize: -2}}, ErrOption, "group_size"},
+		{"bad qdtype", entries, Options{Spec: quant.Spec{Format: quant.Int8, QDType: quant.QInt4}}, ErrOption, "spec"},
+		{"observer", entries, Options{Mode: Static, Observer: "median"}, ErrOption, "observer"},
+		{"per-channel observer", entries, Options{Mode: Static, Observer: "per_channel_minmax"}, ErrOption, "observer"},
+		{"mode", entries, Options{Mode: 7}, ErrOption, "mode"},
+		{"nothing selected", entries, Options{LayerTypes: []LayerType{Conv2d}}, ErrNothingToQuantize, "no tensor"},
+		{"all skipped", entries, Options{Skip: []string{"fc"}}, ErrNothingToQuantize, "no tensor"},
+		{"only biases", []checkpoint.Entry{ent("fc.bias", tensor.F32, 8)}, Options{}, ErrNothingToQuantize, "no tensor"},
+		{"name clash", []checkpoint.Entry{ent("fc.weight", tensor.F32, 8, 8), ent("fc.weight.scale", tensor.F32, 8)}, Options{}, nil, "fc.weight.scale"},
+	}
+	for _, tt := range tests {
+		_, err := NewPlan(tt.entries, nil, tt.opts)
+		if err == nil {
+			t.Errorf("%s: NewPlan succeeded, want an error", tt.name)
+			continue
+		}
+		if tt.is != nil && !errors.Is(err, tt.is) {
+			t.Errorf("%s: error %q does not wrap %v", tt.name, err, tt.is)
+		}
+		if !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: error %q does not mention %q", tt.name, err, tt.want)
+		}
+	}
+}
+
+func TestFirstLastWarnings(t *testing.T) {
+	entries := []checkpoint.Entry{
+		ent("emb.weight", tensor.F32, 100, 8), // embeddings are not the "first layer" here
+		ent("l0.weight", tensor.F32, 8, 8), ent("l1.weight", tensor.F32, 8, 8), ent("l2.weight", tensor.F32, 8, 8),
+	}
+	codes := func(opts Options) map[WarningCode]string {
+		p, err := NewPlan(entries, nil, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[WarningCode]string{}
+		for _, w := range p.Warnings {
+			out[w.Code] = w.Layer
+		}
+		return out
+	}
+	if got := codes(Options{}); got[WarnFirstLayer] != "l0" || got[WarnLastLayer] != "l2" {
+		t.Errorf("all quantized: warnings %v, want first l0 and last l2", got)
+	}
+	got := codes(Options{Skip: []string{"l0", "l2"}})
+	if _, ok := got[WarnFirstLayer]; ok {
+		t.Errorf("first and last skipped: warnings %v, want none about them", got)
+	}
+	if _, ok := got[WarnLastLayer]; ok {
+		t.Errorf("first and last skipped: warnings %v, want none about them", got)
+	}
+}
