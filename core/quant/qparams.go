@@ -26,7 +26,7 @@ func CalculateQParams(minV, maxV []float32, dt QDType, scheme Scheme, r Range, e
 			symZP = int32(floorDiv(int(qmin)+int(qmax), 2))
 		} else {
 			_, hi := dt.Limits()
-			symZP = (hi + 1) / 2 // 128 for quint8, as torch; 8 for quint4
+			symZP = (hi + 1) / 2 // 128 for quint8, as torch
 		}
 	}
 	for i := range minV {

@@ -171,11 +171,15 @@ func ResolveRange(dt QDType, reduceRange bool, custom *[2]int) (Range, error) {
 		}
 		return Range{Min: int32(qmin), Max: int32(qmax), Custom: true}, nil
 	}
+	// torch has no 4-bit dtype: its observers reach 4 bits only through quant_min/quant_max
+	// (qint8 with [-8, 7], quint8 with [0, 15]), so a 4-bit range is always a custom one. That
+	// makes the symmetric zero point of quint4 (0+15)//2 = 7, not 8.
+	custom4 := dt == QInt4 || dt == QUInt4
 	if reduceRange && dt != QInt32 {
-		// torch: qint8 -> (-64, 63), quint8 -> (0, 127); the same halving for 4-bit.
-		return Range{Min: int32(floorDiv(int(lo), 2)), Max: int32(floorDiv(int(hi), 2))}, nil
+		// torch: qint8 -> (-64, 63), quint8 -> (0, 127); the same floor halving for 4-bit.
+		return Range{Min: int32(floorDiv(int(lo), 2)), Max: int32(floorDiv(int(hi), 2)), Custom: custom4}, nil
 	}
-	return Range{Min: lo, Max: hi}, nil
+	return Range{Min: lo, Max: hi, Custom: custom4}, nil
 }
 
 // floorDiv is Python's //.
