@@ -64,13 +64,13 @@ const (
 
 // TensorPlan is the decision for one tensor of the input.
 type TensorPlan struct {
-	Name      string      `json:"name"`
+	Name      string       `json:"name"`
 	DType     tensor.DType `json:"-"`
-	Shape     []int       `json:"shape"`
-	Layer     string      `json:"layer"`      // module path ("encoder.layers.0.linear1"), "" when none
-	LayerType LayerType   `json:"layer_type"` // what the tensor's layer is
-	Action    Action      `json:"action"`
-	Reason    string      `json:"reason,omitempty"` // why a tensor is kept
+	Shape     []int        `json:"shape"`
+	Layer     string       `json:"layer"`      // module path ("encoder.layers.0.linear1"), "" when none
+	LayerType LayerType    `json:"layer_type"` // what the tensor's layer is
+	Action    Action       `json:"action"`
+	Reason    string       `json:"reason,omitempty"` // why a tensor is kept
 	// Spec is the normalized spec for quantized tensors; QuantShape the shape the kernel sees
 	// (the tensor viewed as [shape[0], rest] for group-wise quantization).
 	Spec       quant.Spec `json:"-"`
@@ -346,7 +346,7 @@ func isWeightParam(lt LayerType, param string) bool {
 var classTypes = map[string]LayerType{
 	"Linear": Linear, "LazyLinear": Linear, "NonDynamicallyQuantizableLinear": Linear, "Conv1D": Linear,
 	"MultiheadAttention": Linear,
-	"Conv1d": Conv1d, "LazyConv1d": Conv1d, "ConvTranspose1d": Conv1d,
+	"Conv1d":             Conv1d, "LazyConv1d": Conv1d, "ConvTranspose1d": Conv1d,
 	"Conv2d": Conv2d, "LazyConv2d": Conv2d, "ConvTranspose2d": Conv2d,
 	"Conv3d": Conv3d, "LazyConv3d": Conv3d, "ConvTranspose3d": Conv3d,
 	"LSTM": LSTM, "GRU": GRU, "RNN": RNN,
@@ -447,4 +447,3 @@ func (c *classifier) channelAxis(layer string, _ LayerType) int {
 	}
 	return 0
 }
-

@@ -127,19 +127,19 @@ func TestPlanModuleTypes(t *testing.T) {
 		ent("classifier.weight", tensor.F32, 10, 16),
 	}
 	mt := map[string]string{
-		"":                 "__main__.Net",
-		"features":         "torch.nn.modules.container.Sequential",
-		"features.0":       "torch.nn.modules.conv.Conv2d",
-		"features.1":       "torch.nn.modules.batchnorm.BatchNorm2d",
-		"up":               "torch.nn.modules.conv.ConvTranspose2d",
-		"emb":              "torch.nn.modules.sparse.Embedding",
-		"table":            "torch.nn.modules.linear.Linear", // the class beats the shape/name heuristics
-		"mine":             "__main__.MyLinear",              // a subclass: typed by shape
-		"attn":             "torch.nn.modules.activation.MultiheadAttention",
-		"attn.out_proj":    "torch.nn.modules.linear.NonDynamicallyQuantizableLinear",
-		"rec":              "torch.nn.modules.rnn.GRU",
-		"gpt.c_attn":       "transformers.pytorch_utils.Conv1D",
-		"classifier":       "torch.nn.modules.linear.Linear",
+		"":              "__main__.Net",
+		"features":      "torch.nn.modules.container.Sequential",
+		"features.0":    "torch.nn.modules.conv.Conv2d",
+		"features.1":    "torch.nn.modules.batchnorm.BatchNorm2d",
+		"up":            "torch.nn.modules.conv.ConvTranspose2d",
+		"emb":           "torch.nn.modules.sparse.Embedding",
+		"table":         "torch.nn.modules.linear.Linear", // the class beats the shape/name heuristics
+		"mine":          "__main__.MyLinear",              // a subclass: typed by shape
+		"attn":          "torch.nn.modules.activation.MultiheadAttention",
+		"attn.out_proj": "torch.nn.modules.linear.NonDynamicallyQuantizableLinear",
+		"rec":           "torch.nn.modules.rnn.GRU",
+		"gpt.c_attn":    "transformers.pytorch_utils.Conv1D",
+		"classifier":    "torch.nn.modules.linear.Linear",
 	}
 	p, err := NewPlan(entries, mt, Options{LayerTypes: []LayerType{Linear, Conv2d, GRU, Embedding}, Skip: []string{"classifier"}})
 	if err != nil {

@@ -1,0 +1,469 @@
+package model
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/quant"
+	"github.com/monoquant/monoquant/core/tensor"
+)
+
+func randTensor(rng *rand.Rand, shape ...int) *tensor.Tensor {
+	n := tensor.NumElements(shape)
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(rng.NormFloat64() * 0.05)
+	}
+	return tensor.FromFloat32(v, shape...)
+}
+
+// testModel is a small model: two linears, a conv, an LSTM, norms and biases.
+func testModel(t *testing.T) *Model {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(1, 2))
+	m := NewModel()
+	add := func(name string, x *tensor.Tensor) {
+		if err := m.Add(name, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add("conv.weight", randTensor(rng, 16, 3, 3, 3))
+	add("conv.bias", randTensor(rng, 16))
+	add("lstm.weight_ih_l0", randTensor(rng, 128, 64))
+	add("lstm.weight_hh_l0", randTensor(rng, 128, 32))
+	add("lstm.bias_ih_l0", randTensor(rng, 128))
+	add("fc1.weight", randTensor(rng, 64, 256))
+	add("fc1.bias", randTensor(rng, 64))
+	add("norm.weight", randTensor(rng, 64))
+	add("fc2.weight", randTensor(rng, 10, 64))
+	add("steps", &tensor.Tensor{DType: tensor.I64, Shape: []int{}, Data: make([]byte, 8)})
+	return m
+}
+
+// naiveSymmetricPerRow is an independent INT8 symmetric per-row quantize-dequantize, in
+// float64 where torch's float32 arithmetic cannot matter for the checked tolerance.
+func naiveSymmetricPerRow(x []float32, rows int, qmax float64) []float32 {
+	out := make([]float32, len(x))
+	k := len(x) / rows
+	for r := 0; r < rows; r++ {
+		row := x[r*k : (r+1)*k]
+		amax := 0.0
+		for _, v := range row {
+			amax = math.Max(amax, math.Abs(float64(v)))
+		}
+		s := float64(float32(amax / ((qmax*2 + 1) / 2)))
+		for i, v := range row {
+			q := math.RoundToEven(float64(v) / s)
+			q = math.Max(-qmax-1, math.Min(qmax, q))
+			out[r*k+i] = float32(q * s)
+		}
+	}
+	return out
+}
+
+func energyOf(x, y []float32) (float64, float64) {
+	var s, n float64
+	for i := range x {
+		a := float64(x[i])
+		d := a - float64(y[i])
+		s += a * a
+		n += d * d
+	}
+	return s, n
+}
+
+func TestQuantizeInMemoryReport(t *testing.T) {
+	m := testModel(t)
+	res, err := m.Quantize(context.Background(), Options{Bits: 8}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := res.Report
+	if rep.TensorsQuantized != 5 || rep.TensorsKept != 5 {
+		t.Fatalf("quantized %d kept %d tensors, want 5 and 5", rep.TensorsQuantized, rep.TensorsKept)
+	}
+	var sig, noise float64
+	var before, after, total int64
+	for _, e := range m.Entries() {
+		total += entryBytes(e.DType, e.Shape)
+	}
+	for _, tr := range rep.Tensors {
+		src, _ := m.Tensor(tr.Name)
+		x, _ := src.Float32s()
+		rows := src.Shape[0]
+		want := naiveSymmetricPerRow(x, rows, 127)
+		ws, wn := energyOf(x, want)
+		if math.Abs(tr.SignalEnergy-ws) > 1e-9*ws || math.Abs(tr.NoiseEnergy-wn) > 1e-6*wn {
+			t.Errorf("%s: energies (%g, %g), want (%g, %g)", tr.Name, tr.SignalEnergy, tr.NoiseEnergy, ws, wn)
+		}
+		// torch's compute_sqnr, through core/quant on the stored values.
+		q, _ := res.Tensor(tr.Name)
+		sc, _ := res.Tensor(tr.Name + ".scale")
+		deq := make([]float32, len(x))
+		spec := quant.Spec{Format: quant.Int8, Granularity: quant.PerChannel}
+		if err := quant.Dequantize(deq, q.Data, src.Shape, spec, tensor.View[float32](sc.Data), make([]int32, rows)); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := float64(tr.SQNR), quant.SQNR(x, deq); math.Abs(got-want) > 1e-9 {
+			t.Errorf("%s: SQNR %v dB, compute_sqnr gives %v", tr.Name, got, want)
+		}
+		nel := int64(len(x))
+		wantAfter := nel + 4*int64(rows) // int8 values + one float32 scale per row, no zero points
+		if tr.BytesBefore != 4*nel || tr.BytesAfter != wantAfter {
+			t.Errorf("%s: bytes %d → %d, want %d → %d", tr.Name, tr.BytesBefore, tr.BytesAfter, 4*nel, wantAfter)
+		}
+		if want := float64(8*wantAfter) / float64(nel); math.Abs(tr.BitsPerWeight-want) > 1e-12 {
+			t.Errorf("%s: %v bits per weight, want %v", tr.Name, tr.BitsPerWeight, want)
+		}
+		sig += ws
+		noise += wn
+		before += 4 * nel
+		after += wantAfter
+	}
+	if want := 10 * math.Log10(sig/noise); math.Abs(float64(rep.SQNR)-want) > 1e-6 {
+		t.Errorf("overall SQNR %v, want %v", rep.SQNR, want)
+	}
+	if rep.QuantizedBytesBefore != before || rep.QuantizedBytesAfter != after {
+		t.Errorf("quantized bytes %d → %d, want %d → %d", rep.QuantizedBytesBefore, rep.QuantizedBytesAfter, before, after)
+	}
+	if rep.TotalBytesBefore != total || rep.TotalBytesAfter != total-before+after {
+		t.Errorf("total bytes %d → %d, want %d → %d", rep.TotalBytesBefore, rep.TotalBytesAfter, total, total-before+after)
+	}
+	for i := 1; i < len(rep.Tensors); i++ {
+		if rep.Tensors[i].SQNR < rep.Tensors[i-1].SQNR {
+			t.Errorf("tensors not worst first: %v before %v", rep.Tensors[i-1].SQNR, rep.Tensors[i].SQNR)
+		}
+	}
+	if _, err := json.Marshal(rep); err != nil {
+		t.Errorf("report does not marshal: %v", err)
+	}
+}
+
+func TestQuantizeStoredTensors(t *testing.T) {
+	m := testModel(t)
+	tests := []struct {
+		name  string
+		opts  Options
+		check map[string]checkpoint.Entry // stored name → dtype/shape
+		absent []string
+	}{
+		{"int8", Options{Bits: 8}, map[string]checkpoint.Entry{
+			"fc1.weight":       ent("fc1.weight", tensor.I8, 64, 256),
+			"fc1.weight.scale": ent("fc1.weight.scale", tensor.F32, 64),
+			"conv.weight":      ent("conv.weight", tensor.I8, 16, 3, 3, 3),
+			"fc1.bias":         ent("fc1.bias", tensor.F32, 64),
+			"steps":            ent("steps", tensor.I64),
+		}, []string{"fc1.weight.zero_point"}},
+		{"int8 asym quint8", Options{Bits: 8, Spec: quant.Spec{Scheme: quant.Asymmetric, QDType: quant.QUInt8}}, map[string]checkpoint.Entry{
+			"fc1.weight":            ent("fc1.weight", tensor.U8, 64, 256),
+			"fc1.weight.zero_point": ent("fc1.weight.zero_point", tensor.I32, 64),
+		}, nil},
+		{"int4 g64", Options{Bits: 4, Spec: quant.Spec{GroupSize: 64}}, map[string]checkpoint.Entry{
+			"fc1.weight":       ent("fc1.weight", tensor.U8, 64, 128),
+			"fc1.weight.scale": ent("fc1.weight.scale", tensor.F32, 64, 4),
+		}, nil},
+		{"fp16", Options{Bits: 16}, map[string]checkpoint.Entry{
+			"fc1.weight": ent("fc1.weight", tensor.F16, 64, 256),
+		}, []string{"fc1.weight.scale"}},
+		{"bf16", Options{Bits: 16, BFloat16: true}, map[string]checkpoint.Entry{
+			"fc2.weight": ent("fc2.weight", tensor.BF16, 10, 64),
+		}, []string{"fc2.weight.scale"}},
+	}
+	// conv.weight [16,3,3,3] under INT4 g64: its rows have 27 values, no divisor in [16, 64]
+	// divides 27 except 27 itself → group size 27, odd last dimension → flat packed bytes.
+	tests[2].check["conv.weight"] = ent("conv.weight", tensor.U8, (16*27+1)/2)
+	for _, tt := range tests {
+		res, err := m.Quantize(context.Background(), tt.opts, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		got := map[string]checkpoint.Entry{}
+		for _, e := range res.Entries() {
+			got[e.Name] = e
+		}
+		for name, want := range tt.check {
+			g, ok := got[name]
+			if !ok || g.DType != want.DType || !equalShape(g.Shape, want.Shape) {
+				t.Errorf("%s: stored %q = %v %v (present %v), want %v %v", tt.name, name, g.DType, g.Shape, ok, want.DType, want.Shape)
+			}
+		}
+		for _, name := range tt.absent {
+			if _, ok := got[name]; ok {
+				t.Errorf("%s: stored %q, want it absent", tt.name, name)
+			}
+		}
+		cfg, err := ReadConfig(res.Entries(), res.Metadata())
+		if err != nil {
+			t.Errorf("%s: ReadConfig: %v", tt.name, err)
+			continue
+		}
+		if cfg.FormatVersion != 1 || cfg.Tool != "monoquant" || cfg.ToolVersion != ToolVersion || len(cfg.Tensors) != 5 {
+			t.Errorf("%s: config %+v", tt.name, cfg)
+		}
+	}
+}
+
+// TestDequantizeMatchesKernel: the model-level dequantization gives exactly what the kernel's
+// own quantize → dequantize gives for each tensor.
+func TestDequantizeMatchesKernel(t *testing.T) {
+	m := testModel(t)
+	for _, opts := range []Options{{Bits: 8}, {Bits: 4, Spec: quant.Spec{GroupSize: 32}}, {Bits: 8, Spec: quant.Spec{Scheme: quant.Asymmetric}}, {Bits: 16}, {Bits: 16, BFloat16: true}} {
+		res, err := m.Quantize(context.Background(), opts, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dq, err := res.Dequantize(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(dq.Entries()) != len(m.Entries()) {
+			t.Fatalf("bits %d: dequantized model has %d tensors, want %d", opts.Bits, len(dq.Entries()), len(m.Entries()))
+		}
+		p, _ := m.Plan(opts)
+		for _, tp := range p.Tensors {
+			src, _ := m.Tensor(tp.Name)
+			got, err := dq.Tensor(tp.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tp.Action == ActionKeep {
+				if got.DType != src.DType || string(got.Data) != string(src.Data) {
+					t.Errorf("bits %d: kept tensor %q changed", opts.Bits, tp.Name)
+				}
+				continue
+			}
+			q, err := quant.QuantizeTensor(&tensor.Tensor{DType: src.DType, Shape: tp.QuantShape, Data: src.Data}, tp.Spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := q.Dequantize()
+			if got.DType != tensor.F32 || !equalShape(got.Shape, src.Shape) {
+				t.Errorf("bits %d: %q dequantized as %v %v, want F32 %v", opts.Bits, tp.Name, got.DType, got.Shape, src.Shape)
+				continue
+			}
+			g := tensor.View[float32](got.Data)
+			for i := range want {
+				if g[i] != want[i] {
+					t.Errorf("bits %d: %q[%d] = %v, want %v", opts.Bits, tp.Name, i, g[i], want[i])
+					break
+				}
+			}
+		}
+		if _, ok := dq.Reader().Metadata()[MetadataKey]; ok {
+			t.Errorf("bits %d: dequantized metadata still has %q", opts.Bits, MetadataKey)
+		}
+	}
+}
+
+func TestQuantizeErrors(t *testing.T) {
+	nan := []float32{1, 2, float32(math.NaN()), 4}
+	m := NewModel()
+	m.Add("fc.weight", tensor.FromFloat32(nan, 2, 2))
+	_, err := m.Quantize(context.Background(), Options{}, nil)
+	if err == nil || !errors.Is(err, quant.ErrNonFinite) || !strings.Contains(err.Error(), `"fc.weight"`) {
+		t.Errorf("NaN weight: error %v, want ErrNonFinite naming \"fc.weight\"", err)
+	}
+	// With the clamp option the NaN becomes the zero point and a warning says so.
+	res, err := m.Quantize(context.Background(), Options{Spec: quant.Spec{NonFinite: quant.ClampNonFinite}}, nil)
+	if err != nil {
+		t.Fatalf("NaN weight with clamp: %v", err)
+	}
+	if !hasWarning(res.Report, WarnNonFiniteClamp, "fc.weight") {
+		t.Errorf("NaN weight with clamp: warnings %v, want %s for fc.weight", res.Report.Warnings, WarnNonFiniteClamp)
+	}
+
+	big := NewModel()
+	big.Add("fc.weight", tensor.FromFloat32([]float32{1e5, 1, 2, 3}, 2, 2))
+	res, err = big.Quantize(context.Background(), Options{Bits: 16}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasWarning(res.Report, WarnFP16Overflow, "fc.weight") || res.Report.Tensors[0].Overflow != 1 {
+		t.Errorf("FP16 overflow: report %+v, want one overflow and a warning", res.Report)
+	}
+
+	if err := NewModel().Add("x", nil); err == nil {
+		t.Error("Add(nil) succeeded")
+	}
+	bad := &tensor.Tensor{DType: tensor.F32, Shape: []int{3}, Data: make([]byte, 8)}
+	if err := NewModel().Add("x", bad); err == nil || !strings.Contains(err.Error(), `"x"`) {
+		t.Errorf("Add of a short tensor: error %v, want one naming \"x\"", err)
+	}
+	dup := NewModel()
+	dup.Add("x", tensor.New(tensor.F32, 2))
+	if err := dup.Add("x", tensor.New(tensor.F32, 2)); err == nil {
+		t.Error("duplicate Add succeeded")
+	}
+	if _, err := testModel(t).Quantize(context.Background(), Options{Mode: Static}, nil); !errors.Is(err, ErrCalibration) {
+		t.Errorf("static mode without calibration: error %v, want ErrCalibration", err)
+	}
+	// Quantizing a quantized checkpoint is refused.
+	res, _ = testModel(t).Quantize(context.Background(), Options{}, nil)
+	p, err := NewPlan(res.Entries(), nil, Options{LayerTypes: []LayerType{Linear, Conv2d, LSTM}})
+	if err == nil {
+		_, err = Quantize(context.Background(), res.Reader(), memCreate(new(*memWriter)), p, Run{})
+	}
+	if err == nil {
+		t.Error("quantizing a quantized checkpoint succeeded")
+	}
+}
+
+func hasWarning(r *Report, code WarningCode, tensorName string) bool {
+	for _, w := range r.Warnings {
+		if w.Code == code && (tensorName == "" || w.Tensor == tensorName) {
+			return true
+		}
+	}
+	return false
+}
+
+func memCreate(out **memWriter) CreateFunc {
+	return func(e []checkpoint.Entry, md map[string]string) (checkpoint.Writer, error) {
+		*out = newMemWriter(e, md)
+		return *out, nil
+	}
+}
+
+func TestProgressAndCancel(t *testing.T) {
+	m := testModel(t)
+	var seen []Progress
+	_, err := m.Quantize(context.Background(), Options{}, func(p Progress) { seen = append(seen, p) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(m.Entries())
+	if len(seen) != n {
+		t.Fatalf("%d progress calls, want %d", len(seen), n)
+	}
+	last := seen[n-1]
+	if last.TensorsDone != n || last.TensorsTotal != n || last.BytesDone != last.BytesTotal {
+		t.Errorf("last progress %+v, want all tensors and bytes done", last)
+	}
+	for i := 1; i < n; i++ {
+		if seen[i].BytesDone < seen[i-1].BytesDone || seen[i].TensorsDone != i+1 {
+			t.Errorf("progress %d: %+v after %+v", i, seen[i], seen[i-1])
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var mw *memWriter
+	p, _ := m.Plan(Options{})
+	calls := 0
+	_, err = Quantize(ctx, m.Reader(), memCreate(&mw), p, Run{Progress: func(Progress) {
+		calls++
+		if calls == 2 {
+			cancel()
+		}
+	}})
+	if !errors.Is(err, context.Canceled) || calls != 2 {
+		t.Errorf("cancelled run: error %v after %d tensors, want context.Canceled after 2", err, calls)
+	}
+}
+
+func TestReadConfigErrors(t *testing.T) {
+	res, err := testModel(t).Quantize(context.Background(), Options{Bits: 8, Spec: quant.Spec{Scheme: quant.Asymmetric}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := res.Metadata()[MetadataKey]
+	edit := func(f func(c map[string]any)) string {
+		var c map[string]any
+		json.Unmarshal([]byte(good), &c)
+		f(c)
+		b, _ := json.Marshal(c)
+		return string(b)
+	}
+	fc1 := func(c map[string]any) map[string]any { return c["tensors"].(map[string]any)["fc1.weight"].(map[string]any) }
+	entries := res.Entries()
+	drop := func(name string) []checkpoint.Entry {
+		var out []checkpoint.Entry
+		for _, e := range entries {
+			if e.Name != name {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	reshape := func(name string, shape ...int) []checkpoint.Entry {
+		out := append([]checkpoint.Entry(nil), entries...)
+		for i := range out {
+			if out[i].Name == name {
+				out[i].Shape = shape
+			}
+		}
+		return out
+	}
+	tests := []struct {
+		name    string
+		entries []checkpoint.Entry
+		meta    string
+		want    string
+	}{
+		{"not json", entries, "{", "not valid JSON"},
+		{"version", entries, edit(func(c map[string]any) { c["format_version"] = 2 }), "format_version 2"},
+		{"no tensors", entries, edit(func(c map[string]any) { c["tensors"] = map[string]any{} }), "no quantized tensors"},
+		{"missing scale", drop("fc1.weight.scale"), good, `"fc1.weight.scale"`},
+		{"missing zero point", drop("fc1.weight.zero_point"), good, `"fc1.weight.zero_point"`},
+		{"scale shape", reshape("fc1.weight.scale", 32), good, `"fc1.weight.scale"`},
+		{"values shape", reshape("fc1.weight", 64, 128), good, `"fc1.weight"`},
+		{"format", entries, edit(func(c map[string]any) { fc1(c)["format"] = "int3" }), "int3"},
+		{"bits", entries, edit(func(c map[string]any) { fc1(c)["bits"] = 4 }), "bits 4"},
+		{"scheme", entries, edit(func(c map[string]any) { fc1(c)["scheme"] = "odd" }), "odd"},
+		{"axis", entries, edit(func(c map[string]any) { fc1(c)["axis"] = 5 }), "axis"},
+		{"zero point flag", entries, edit(func(c map[string]any) { fc1(c)["zero_point"] = false }), "zero_point"},
+		{"quant shape", entries, edit(func(c map[string]any) { fc1(c)["quant_shape"] = []int{3} }), "quant_shape"},
+	}
+	for _, tt := range tests {
+		_, err := ReadConfig(tt.entries, map[string]string{MetadataKey: tt.meta})
+		if err == nil || !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: ReadConfig error %v, want ErrFormat mentioning %s", tt.name, err, tt.want)
+		}
+	}
+	if _, err := ReadConfig(entries, map[string]string{}); !errors.Is(err, ErrFormat) {
+		t.Errorf("no metadata: error %v, want ErrFormat", err)
+	}
+}
+
+// TestDequantizeRejectsBadParams: values that the config cannot catch (a zero scale, a zero
+// point outside the range) are caught while dequantizing, naming the tensor.
+func TestDequantizeRejectsBadParams(t *testing.T) {
+	res, err := testModel(t).Quantize(context.Background(), Options{Bits: 8, Spec: quant.Spec{Scheme: quant.Asymmetric, QDType: quant.QInt8}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, _ := res.Tensor("fc2.weight.scale")
+	saved := tensor.View[float32](sc.Data)[3]
+	tensor.View[float32](sc.Data)[3] = 0
+	_, err = res.Dequantize(context.Background())
+	if err == nil || !strings.Contains(err.Error(), `"fc2.weight.scale"`) {
+		t.Errorf("zero scale: error %v, want one naming fc2.weight.scale", err)
+	}
+	tensor.View[float32](sc.Data)[3] = saved
+	zp, _ := res.Tensor("fc1.weight.zero_point")
+	tensor.View[int32](zp.Data)[0] = 300
+	_, err = res.Dequantize(context.Background())
+	if err == nil || !strings.Contains(err.Error(), `"fc1.weight.zero_point"`) {
+		t.Errorf("zero point 300: error %v, want one naming fc1.weight.zero_point", err)
+	}
+}
+
+func TestDecibelsJSON(t *testing.T) {
+	for _, v := range []float64{math.Inf(1), math.Inf(-1), 42.5, math.NaN()} {
+		b, err := json.Marshal(Decibels(v))
+		if err != nil {
+			t.Fatalf("Marshal(%v): %v", v, err)
+		}
+		var d Decibels
+		if err := json.Unmarshal(b, &d); err != nil {
+			t.Fatalf("Unmarshal(%s): %v", b, err)
+		}
+		if !(float64(d) == v || (math.IsNaN(v) && math.IsNaN(float64(d)))) {
+			t.Errorf("round trip of %v via %s = %v", v, b, d)
+		}
+	}
+}
