@@ -1,0 +1,204 @@
+// Package pickle reads Python pickles without running any code from them.
+//
+// A pickle is a small program: GLOBAL names a Python callable, REDUCE calls it. A normal
+// unpickler imports and calls whatever the file names, which is how a .pt file runs
+// os.system. This package never calls anything the file names. Each global is sorted into one of
+// three kinds:
+//
+//   - refused: a callable that can reach the operating system or the interpreter (os.*,
+//     subprocess.*, builtins.eval/exec/getattr/__import__, pickle.*, torch.load, …; see
+//     Refused). The whole pickle fails with a *RefusedError naming it.
+//   - provided: the caller passes Go values for the globals it understands (torch's tensor
+//     rebuild functions, storage types, …) in Options.Globals; those implement gopickle's
+//     types.Callable / types.PyNewable in Go.
+//   - inert: anything else (a model's own classes, numpy's reconstruct, …) becomes a *Class;
+//     "calling" it just records the arguments in an *Object, and BUILD/SETITEMS/APPENDS record
+//     state, so a caller can walk a pickled nn.Module's _modules/_parameters without running it.
+//
+// Before the unpickler runs, Scan checks every opcode and length against the bytes present, so
+// no buffer is ever sized by a claim in the file, and Limits bound the opcode count, MARK
+// nesting and memo. The opcode engine is github.com/nlpodyssey/gopickle's Unpickler.
+package pickle
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	gopickle "github.com/nlpodyssey/gopickle/pickle"
+	"github.com/nlpodyssey/gopickle/types"
+)
+
+// Options configure Unpickle.
+type Options struct {
+	// Globals maps qualified names ("torch._utils._rebuild_tensor_v2") to Go values that stand
+	// for them. Refused globals cannot be provided.
+	Globals map[string]any
+	// PersistentLoad resolves persistent ids (torch uses them for storages). Nil refuses them.
+	PersistentLoad func(pid any) (any, error)
+	Limits         Limits
+}
+
+// Class is a global that is neither provided nor refused, kept by name only.
+type Class struct {
+	Module, Name string
+}
+
+// QualifiedName is "module.Name", e.g. "torch.nn.modules.linear.Linear".
+func (c *Class) QualifiedName() string { return QualifiedName(c.Module, c.Name) }
+
+// PyNew records an instantiation (NEWOBJ, copyreg._reconstructor) without running anything.
+func (c *Class) PyNew(args ...any) (any, error) { return &Object{Class: c, Args: args}, nil }
+
+// Call records a REDUCE of the global; nothing is called.
+func (c *Class) Call(args ...any) (any, error) { return &Object{Class: c, Args: args}, nil }
+
+// Object is an inert instance of a Class: the constructor arguments and whatever state the
+// pickle set on it.
+type Object struct {
+	Class *Class
+	Args  []any
+	// State is the BUILD argument (for plain classes the __dict__ as a *types.Dict).
+	State any
+	// Items are key/value pairs added by SETITEM(S) (dict subclasses such as defaultdict).
+	Items []types.DictEntry
+	// Elems are values added by APPEND(S) (list subclasses).
+	Elems []any
+}
+
+// PySetState records BUILD's state.
+func (o *Object) PySetState(state any) error {
+	o.State = state
+	return nil
+}
+
+// Set records a SETITEM on a dict-like object.
+func (o *Object) Set(k, v any) { o.Items = append(o.Items, types.DictEntry{Key: k, Value: v}) }
+
+// Append records an APPEND on a list-like object.
+func (o *Object) Append(v any) { o.Elems = append(o.Elems, v) }
+
+// Attr returns a key of the object's __dict__ state, or nil.
+func (o *Object) Attr(name string) any {
+	switch s := o.State.(type) {
+	case *types.Dict:
+		for _, e := range *s {
+			if k, ok := e.Key.(string); ok && k == name {
+				return e.Value
+			}
+		}
+	case *types.Tuple:
+		// (state, slotstate) form.
+		if s.Len() == 2 {
+			if d, ok := s.Get(0).(*types.Dict); ok {
+				return (&Object{State: d}).Attr(name)
+			}
+		}
+	}
+	return nil
+}
+
+// builtinValue builds the plain values Python pickles through harmless builtins.
+type builtinValue struct{ name string }
+
+func (b *builtinValue) Call(args ...any) (any, error) {
+	switch b.name {
+	case "builtins.set", "builtins.frozenset":
+		s := types.NewSet()
+		if len(args) == 1 {
+			for _, v := range sequence(args[0]) {
+				if !hashable(v) {
+					return nil, fmt.Errorf("%s: element of type %T cannot be a set member", b.name, v)
+				}
+				s.Add(v)
+			}
+		}
+		return s, nil
+	case "_codecs.encode":
+		// Protocol 2 spells bytes as _codecs.encode(text, "latin1").
+		if len(args) >= 1 {
+			if s, ok := args[0].(string); ok {
+				out := make([]byte, 0, len(s))
+				for _, r := range s {
+					if r > 0xff {
+						return nil, fmt.Errorf("_codecs.encode: character %U is not latin-1", r)
+					}
+					out = append(out, byte(r))
+				}
+				return out, nil
+			}
+		}
+		return nil, fmt.Errorf("_codecs.encode: unexpected arguments")
+	}
+	return &Object{Class: &Class{Module: "builtins", Name: b.name[len("builtins."):]}, Args: args}, nil
+}
+
+func (b *builtinValue) PyNew(args ...any) (any, error) { return b.Call(args...) }
+
+func sequence(v any) []any {
+	switch s := v.(type) {
+	case *types.List:
+		return *s
+	case *types.Tuple:
+		return *s
+	}
+	return nil
+}
+
+func hashable(v any) bool {
+	switch v.(type) {
+	case []byte, *types.Set, *types.FrozenSet:
+		return false
+	}
+	return true
+}
+
+// Unpickle decodes one pickle that starts at data[0] and returns its value and its length in
+// bytes (pickles can be followed by more data, as in torch's legacy format).
+func Unpickle(data []byte, opt Options) (value any, n int, err error) {
+	lim := opt.Limits.withDefaults()
+	n, err = Scan(data, lim)
+	if err != nil {
+		return nil, 0, err
+	}
+	u := gopickle.NewUnpickler(bytes.NewReader(data[:n]))
+	u.FindClass = func(module, name string) (any, error) {
+		if err := Refused(module, name); err != nil {
+			return nil, err
+		}
+		q := QualifiedName(module, name)
+		if v, ok := opt.Globals[q]; ok {
+			return v, nil
+		}
+		switch q {
+		case "_codecs.encode":
+			return &builtinValue{name: q}, nil
+		}
+		if module == "builtins" || module == "__builtin__" {
+			return &builtinValue{name: q}, nil
+		}
+		return &Class{Module: module, Name: name}, nil
+	}
+	if opt.PersistentLoad != nil {
+		u.PersistentLoad = opt.PersistentLoad
+	} else {
+		u.PersistentLoad = func(any) (any, error) {
+			return nil, errors.New("pickle uses persistent ids, which this file type does not allow")
+		}
+	}
+	u.GetExtension = func(int) (any, error) { return nil, errors.New("pickle uses the extension registry") }
+	defer func() {
+		// gopickle trusts the stream in a few places (odd SETITEMS, unhashable dict keys);
+		// Scan removes the allocation hazards, this turns the rest into errors.
+		if r := recover(); r != nil {
+			value, n, err = nil, 0, fmt.Errorf("malformed pickle: %v", r)
+		}
+	}()
+	value, err = u.Load()
+	if err != nil {
+		// Errors come from the caller's globals (already specific), from FindClass
+		// (*RefusedError) or from gopickle's own checks, which name the opcode.
+		return nil, 0, err
+	}
+	return value, n, nil
+}
