@@ -1,0 +1,137 @@
+package safetensors
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/monoquant/monoquant/core/tensor"
+)
+
+// rssBytes reads VmRSS from /proc/self/status (0 when unavailable).
+func rssBytes() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if rest, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// makeBigFile writes n F32 tensors of tensorBytes each with the Writer, reusing one buffer, so
+// writing it does not itself grow the heap past one tensor.
+func makeBigFile(tb testing.TB, dir string, n, tensorBytes int) string {
+	tb.Helper()
+	path := filepath.Join(dir, "big.safetensors")
+	var infos []tensor.Info
+	for i := range n {
+		infos = append(infos, tensor.Info{Name: fmt.Sprintf("blk.%03d.weight", i), DType: tensor.F32, Shape: []int{tensorBytes / 4}})
+	}
+	w, err := Create(path, infos, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer w.Abort()
+	buf := make([]byte, tensorBytes)
+	for i, e := range infos {
+		for j := range buf {
+			buf[j] = byte(i + j)
+		}
+		if err := w.Write(e.Name, buf); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := w.Commit(); err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}
+
+// passOverFile reads every tensor of path the way the quantizer does (touching every page) and
+// returns the largest resident-set growth seen over the starting RSS, sampled right after each
+// tensor was read, when it is at its largest.
+func passOverFile(tb testing.TB, path string, release bool) (peakGrowth int64, checksum uint64) {
+	tb.Helper()
+	f, err := Open(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	base := rssBytes()
+	for _, e := range f.Entries() {
+		t, err := f.Tensor(e.Name)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for i := 0; i < len(t.Data); i += 512 {
+			checksum += uint64(t.Data[i])
+		}
+		if g := rssBytes() - base; g > peakGrowth {
+			peakGrowth = g
+		}
+		if release {
+			f.Release(e.Name)
+		}
+	}
+	return peakGrowth, checksum
+}
+
+// TestReleaseBoundsResidentMemory checks the property the 25%-of-input memory goal rests on: a
+// pass that Releases each tensor keeps resident memory near one tensor, while the same pass
+// without Release keeps the whole file resident (which shows the measurement can see growth).
+func TestReleaseBoundsResidentMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 64 MB")
+	}
+	const n, size = 16, 4 << 20
+	path := makeBigFile(t, t.TempDir(), n, size)
+	withRelease, sum1 := passOverFile(t, path, true)
+	without, sum2 := passOverFile(t, path, false)
+	if sum1 != sum2 {
+		t.Fatalf("checksums differ after Release: %d vs %d", sum1, sum2)
+	}
+	if rssBytes() == 0 {
+		t.Skip("no /proc/self/status")
+	}
+	file := int64(n * size)
+	t.Logf("peak RSS growth over a %d MB file: %.1f MB with Release, %.1f MB without", file>>20, float64(withRelease)/(1<<20), float64(without)/(1<<20))
+	if withRelease > file/4 {
+		t.Errorf("with Release the RSS grew by %d bytes, more than 25%% of the %d-byte file", withRelease, file)
+	}
+	if without < file/2 {
+		t.Errorf("without Release the RSS grew by only %d bytes of a %d-byte file: the measurement does not see mapped pages", without, file)
+	}
+}
+
+// BenchmarkReadReleaseRSS reads a 384 MB file tensor after tensor and reports the peak RSS growth
+// (MB and % of the file) with and without Release, and the read throughput.
+//
+//	go test -run XXX -bench ReadReleaseRSS -benchtime 3x ./core/checkpoint/safetensors/
+func BenchmarkReadReleaseRSS(b *testing.B) {
+	const n, size = 48, 8 << 20
+	path := makeBigFile(b, b.TempDir(), n, size)
+	file := int64(n * size)
+	for _, release := range []bool{true, false} {
+		b.Run(fmt.Sprintf("release=%v", release), func(b *testing.B) {
+			b.SetBytes(file)
+			var peak int64
+			for b.Loop() {
+				g, _ := passOverFile(b, path, release)
+				peak = max(peak, g)
+			}
+			b.ReportMetric(float64(peak)/(1<<20), "peakRSS-MB")
+			b.ReportMetric(100*float64(peak)/float64(file), "peakRSS-%file")
+		})
+	}
+}
