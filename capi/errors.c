@@ -2,20 +2,50 @@
  * buffer. They are in C because the error buffer must be thread-local for the OS thread that
  * called in (a Go goroutine may move between threads, the C caller does not), and because strings
  * returned to C must live in C memory. */
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include "capi.h"
 
 #define MQ_ERRBUF 2048
 
-static __thread char mq__errbuf[MQ_ERRBUF];
+/* The buffer is per thread but lives on the heap behind a pthread key, not in a __thread array:
+ * a Go c-shared library is marked STATIC_TLS, so all of its thread-local data must fit in the
+ * small surplus glibc reserves for libraries loaded with dlopen (Python's ctypes loads it that
+ * way). A 2 KiB __thread array does not fit there ("cannot allocate memory in static TLS block");
+ * a key costs no TLS at all, and its destructor frees the buffer when the thread exits. */
+static pthread_key_t mq__errkey;
+static pthread_once_t mq__erronce = PTHREAD_ONCE_INIT;
+static int mq__errkey_ok;
 
-void mq__set_last_error(const char* msg, size_t n) {
-    if (n >= MQ_ERRBUF) n = MQ_ERRBUF - 1;
-    memcpy(mq__errbuf, msg, n);
-    mq__errbuf[n] = '\0';
+static void mq__errkey_init(void) { mq__errkey_ok = pthread_key_create(&mq__errkey, free) == 0; }
+
+static char* mq__errbuf(int create) {
+    pthread_once(&mq__erronce, mq__errkey_init);
+    if (!mq__errkey_ok) return NULL;
+    char* buf = pthread_getspecific(mq__errkey);
+    if (!buf && create) {
+        buf = calloc(1, MQ_ERRBUF);
+        if (buf && pthread_setspecific(mq__errkey, buf) != 0) {
+            free(buf);
+            buf = NULL;
+        }
+    }
+    return buf;
 }
 
-const char* mq_last_error(void) { return mq__errbuf; }
+void mq__set_last_error(const char* msg, size_t n) {
+    char* buf = mq__errbuf(1);
+    if (!buf) return; /* out of memory: keep the previous message rather than crash */
+    if (n >= MQ_ERRBUF) n = MQ_ERRBUF - 1;
+    memcpy(buf, msg, n);
+    buf[n] = '\0';
+}
+
+const char* mq_last_error(void) {
+    const char* buf = mq__errbuf(0);
+    return buf ? buf : "";
+}
 
 unsigned mq_version_number(void) { return MQ_VERSION_NUMBER; }
 
