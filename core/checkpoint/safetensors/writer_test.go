@@ -113,7 +113,9 @@ func sortedCopy(s []string) []string { s = slices.Clone(s); slices.Sort(s); retu
 
 func TestCreateRejects(t *testing.T) {
 	dir := t.TempDir()
-	f32 := func(name string, shape ...int) tensor.Info { return tensor.Info{Name: name, DType: tensor.F32, Shape: shape} }
+	f32 := func(name string, shape ...int) tensor.Info {
+		return tensor.Info{Name: name, DType: tensor.F32, Shape: shape}
+	}
 	cases := []struct {
 		name    string
 		entries []tensor.Info
