@@ -1,0 +1,294 @@
+package observer
+
+import (
+	"math"
+	"runtime"
+	"sync"
+
+	"github.com/monoquant/monoquant/core/quant"
+	"github.com/monoquant/monoquant/core/tensor"
+)
+
+// upsampleRate is torch's HistogramObserver.upsample_rate (hard-coded 16 since torch 2.5).
+const upsampleRate = 16
+
+// minChunk is the smallest share of a batch worth its own goroutine.
+const minChunk = 1 << 15
+
+// HistogramObserver is torch's HistogramObserver (torch ≥ 2.5 algorithm): a running histogram
+// of Bins float32 counts over [min, max], re-binned whenever a batch widens the range, and an
+// L2 search over it for the range that quantizes best.
+type HistogramObserver struct {
+	opts     Options
+	rng      quant.Range
+	dstBins  float64 // 2^bits of the dtype: the destination grid of the error model
+	min, max float32
+	hist     []float32
+
+	// Scratch reused across batches so the steady state allocates nothing per element.
+	conv   []float32  // non-F32 input converted to float32
+	upd    []float32  // this batch's histogram
+	tmp    []float32  // the old histogram re-binned into the new range
+	edges  []float32  // linspace edges of the new range
+	counts [][]uint32 // one integer histogram per worker
+	spec   quant.Spec
+}
+
+func newHistogram(o Options, r quant.Range) *HistogramObserver {
+	bits := 8
+	if o.DType == quant.QInt32 {
+		bits = 32
+	}
+	h := &HistogramObserver{opts: o, rng: r, dstBins: math.Ldexp(1, bits),
+		hist: make([]float32, o.Bins), upd: make([]float32, o.Bins),
+		spec: quant.Spec{Granularity: quant.PerTensor, NonFinite: quant.ClampNonFinite}}
+	h.Reset()
+	return h
+}
+
+// Observe folds x into the histogram (torch's forward). ±Inf values are left out, as torch
+// does; NaN is an error and leaves the state as it was.
+func (h *HistogramObserver) Observe(x *tensor.Tensor) error {
+	if err := checkTensor(x); err != nil {
+		return err
+	}
+	n := x.Len()
+	if n == 0 {
+		return nil
+	}
+	xs := h.float32s(x)
+	xt := x
+	if x.DType != tensor.F32 {
+		xt = &tensor.Tensor{DType: tensor.F32, Shape: x.Shape, Data: tensor.Float32Bytes(xs)}
+	}
+	xmin, xmax, _, err := batchMinMax(xt, &h.spec, true)
+	if err != nil {
+		return err
+	}
+	if math.IsInf(float64(xmin), 1) {
+		return nil // nothing but infinities: torch ignores the batch
+	}
+	if math.IsInf(float64(h.min), 1) || math.IsInf(float64(h.max), -1) {
+		h.min, h.max = xmin, xmax
+		h.histc(h.hist, xs, xmin, xmax)
+		return nil
+	}
+	newMin, newMax := min(h.min, xmin), max(h.max, xmax)
+	h.histc(h.upd, xs, newMin, newMax)
+	if newMin == h.min && newMax == h.max {
+		for i, v := range h.upd {
+			h.hist[i] += v
+		}
+		return nil
+	}
+	h.combine(newMin, newMax)
+	h.min, h.max = newMin, newMax
+	return nil
+}
+
+// float32s returns x's values as float32: the caller's memory for F32, else one conversion into
+// a buffer kept for the next batch (torch's x.to(float32)).
+func (h *HistogramObserver) float32s(x *tensor.Tensor) []float32 {
+	n := x.Len()
+	if x.DType == tensor.F32 {
+		return tensor.View[float32](x.Data)
+	}
+	if cap(h.conv) < n {
+		h.conv = make([]float32, n)
+	}
+	out := h.conv[:n]
+	es := x.DType.Size()
+	parallelRange(n, func(_, lo, hi int) {
+		tensor.ConvertToFloat32(out[lo:hi], x.DType, x.Data[lo*es:hi*es])
+	})
+	return out
+}
+
+// parallelRange splits [0, n) into one contiguous range per worker (at most GOMAXPROCS, and none
+// smaller than minChunk) and waits for all of them.
+func parallelRange(n int, fn func(w, lo, hi int)) int {
+	w := min(runtime.GOMAXPROCS(0), max(n/minChunk, 1))
+	if w <= 1 {
+		fn(0, 0, n)
+		return 1
+	}
+	per := (n + w - 1) / w
+	var wg sync.WaitGroup
+	for i := 0; i < w; i++ {
+		lo, hi := min(i*per, n), min((i+1)*per, n)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(i, lo, hi)
+		}()
+	}
+	wg.Wait()
+	return w
+}
+
+// histBounds is histc's choice of outer edges for the range [lo, hi] (Histogram.cpp): a
+// degenerate range is widened by one on each side, or by one float32 ulp where one is lost in
+// float64 (huge magnitudes).
+func histBounds(lo, hi float32) (left, right float32) {
+	l, r := float64(lo), float64(hi)
+	if l == r {
+		l = min(float64(math.Nextafter32(lo, -math.MaxFloat32)), l-1)
+		r = max(float64(math.Nextafter32(hi, math.MaxFloat32)), r+1)
+	}
+	return float32(l), float32(r)
+}
+
+// histc is torch.histc(x, bins, lo, hi) on CPU into dst: values outside [left, right] (and so
+// ±Inf) are dropped, the bin is trunc((x-left)*bins/(right-left)) in float32, and the right edge
+// falls into the last bin. Counting runs in parallel on integer per-worker histograms; torch's
+// float32 per-thread counts are the same integers below 2^24 per bin and batch.
+func (h *HistogramObserver) histc(dst, xs []float32, lo, hi float32) {
+	bins := len(dst)
+	left, right := histBounds(lo, hi)
+	width := right - left
+	nb := float32(bins)
+	workers := min(runtime.GOMAXPROCS(0), max(len(xs)/minChunk, 1))
+	for len(h.counts) < workers {
+		h.counts = append(h.counts, make([]uint32, bins))
+	}
+	used := parallelRange(len(xs), func(w, a, b int) {
+		c := h.counts[w][:bins]
+		clear(c)
+		last := bins - 1
+		for _, e := range xs[a:b] {
+			if !(e >= left && e <= right) {
+				continue
+			}
+			q := float32(float32(e-left)*nb) / width
+			// q is in [0, bins] for any range torch itself can histogram; the guard only keeps
+			// an overflowing range (wider than ~1e35) from indexing out of bounds.
+			if q < nb {
+				c[int(q)]++
+			} else {
+				c[last]++
+			}
+		}
+	})
+	for i := range dst {
+		var s uint64
+		for w := 0; w < used; w++ {
+			s += uint64(h.counts[w][i])
+		}
+		dst[i] = float32(s)
+	}
+}
+
+// combine merges the old histogram over [h.min, h.max] into h.upd, computed over the wider
+// [newMin, newMax], and stores the result as the histogram (torch's _combine_histograms).
+func (h *HistogramObserver) combine(newMin, newMax float32) {
+	bins := len(h.hist)
+	if h.min == h.max {
+		// All earlier data was one value: its whole mass lands in that value's new bin.
+		mass := cascadeSum(h.hist, sumLanes)
+		left, right := histBounds(newMin, newMax)
+		q := float32(float32(h.min-left)*float32(bins)) / (right - left)
+		at := bins - 1
+		if q < float32(bins) {
+			at = int(q)
+		}
+		for i := range h.hist {
+			var one float32
+			if i == at {
+				one = 1
+			}
+			h.hist[i] = float32(one*mass) + h.upd[i]
+		}
+		return
+	}
+	h.upscale(newMin, newMax)
+	for i := range h.hist {
+		h.hist[i] = h.upd[i] + h.tmp[i]
+	}
+}
+
+// upscale is torch's _upscale_histogram: every old bin is split into 16 equal parts whose
+// mid-points are placed (torch.bucketize) into the new range's bins, in float32 throughout.
+func (h *HistogramObserver) upscale(newMin, newMax float32) {
+	bins := len(h.hist)
+	if cap(h.tmp) < bins {
+		h.tmp = make([]float32, bins)
+		h.edges = make([]float32, bins+1)
+	}
+	out, edges := h.tmp[:bins], h.edges[:bins+1]
+	clear(out)
+	stepE := linspaceStep(newMin, newMax, bins+1)
+	sorted := true
+	for i := range edges {
+		edges[i] = linspaceAt(newMin, newMax, stepE, bins+1, i)
+		if i > 0 && edges[i] < edges[i-1] {
+			sorted = false
+		}
+	}
+	nu := bins * upsampleRate
+	binSize := (h.max - h.min) / float32(nu)
+	half := float32(0.5) * binSize
+	stepM := linspaceStep(h.min, h.max, nu+1)
+	k := 0 // edges[:k] are <= the current mid-point
+	for j := 0; j < nu; j++ {
+		mid := linspaceAt(h.min, h.max, stepM, nu+1, j) + half
+		if sorted {
+			// Mid-points rise, so the count of edges <= mid moves a step or two at a time; the
+			// two loops give exactly upper_bound's answer on a sorted array, whichever way mid moves.
+			for k > 0 && edges[k-1] > mid {
+				k--
+			}
+			for k <= bins && !(edges[k] > mid) {
+				k++
+			}
+		} else {
+			k = upperBound(edges, mid)
+		}
+		idx := min(max(k-1, 0), bins-1)
+		out[idx] += h.hist[j/upsampleRate] / upsampleRate
+	}
+}
+
+// upperBound is ATen's cus_upper_bound (bucketize with right=True): a plain binary search, which
+// defines the answer even on an array that rounding left unsorted.
+func upperBound(bd []float32, v float32) int {
+	lo, hi := 0, len(bd)
+	for lo < hi {
+		mid := lo + (hi-lo)>>1
+		if !(bd[mid] > v) {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo
+}
+
+// QParams runs torch's _non_linear_param_search over the histogram and turns the range it picks
+// into a scale and zero point. Before any data it returns torch's defaults, scale 1 and zero
+// point 0.
+func (h *HistogramObserver) QParams() ([]float32, []int32, error) {
+	if math.IsInf(float64(h.min), 1) && math.IsInf(float64(h.max), -1) {
+		return defaultQParams()
+	}
+	lo, hi := h.search()
+	scale, zp := make([]float32, 1), make([]int32, 1)
+	err := quant.CalculateQParams([]float32{lo}, []float32{hi}, h.opts.DType, h.opts.Scheme, h.rng, h.opts.Eps, scale, zp)
+	return scale, zp, err
+}
+
+// Histogram returns a copy of the running histogram (Bins counts over [min, max]).
+func (h *HistogramObserver) Histogram() []float32 { return append([]float32(nil), h.hist...) }
+
+// Range returns the running min and max (+Inf and -Inf before any data).
+func (h *HistogramObserver) Range() (min, max []float32) {
+	return []float32{h.min}, []float32{h.max}
+}
+
+// Reset forgets everything observed.
+func (h *HistogramObserver) Reset() {
+	h.min, h.max = float32(math.Inf(1)), float32(math.Inf(-1))
+	clear(h.hist)
+}
+
+// Options returns the normalized options.
+func (h *HistogramObserver) Options() Options { return h.opts }
