@@ -1,0 +1,89 @@
+"""monoquant: post-training quantization of PyTorch models by the Mono Quant engine.
+
+Quick start::
+
+    import torch, monoquant
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    qmodel = monoquant.quantize(model, bits=8, dynamic=True)     # INT8 weights, dynamic activations
+    y = qmodel(torch.randn(4, 64))                               # runs with plain torch ops
+    monoquant.report(model, qmodel)                              # sizes and SQNR per layer
+    monoquant.save(qmodel, "model.q.safetensors")                # or .pt
+
+The package is a ctypes layer over libmonoquant.so (include/monoquant.h). Tensors go to the
+engine by pointer (``data_ptr()``): contiguous CPU float tensors without a copy, anything else
+made contiguous on the CPU once. See ``monoquant.quantize`` for the options.
+"""
+
+from . import _lib
+from ._engine import QTensor, QuantSpec, dequantize_tensor, live_handles, quantize_tensor
+from ._errors import (
+    BufferTooSmallError,
+    DTypeError,
+    EnginePanicError,
+    FormatError,
+    InternalError,
+    InvalidArgumentError,
+    InvalidHandleError,
+    MonoquantError,
+    MonoquantIOError,
+    MonoquantWarning,
+    NonFiniteError,
+    ShapeError,
+    UnsupportedError,
+)
+from .api import SQNR_WARN_DB, Report, dequantize, quantize, record_activations, report, sqnr
+from .files import load, save
+from .nn import QuantizedConv2d, QuantizedLinear, QuantizedLSTM
+from .observers import (
+    HistogramObserver,
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    MovingAveragePerChannelMinMaxObserver,
+    PerChannelMinMaxObserver,
+)
+
+__version__ = "0.1.0"
+#: The version of the loaded engine library, "major.minor.patch".
+library_version = ".".join(map(str, _lib.LIBRARY_VERSION))
+#: Where the engine library was loaded from.
+library_path = _lib.LIBRARY_PATH
+
+__all__ = [
+    "quantize",
+    "dequantize",
+    "save",
+    "load",
+    "report",
+    "Report",
+    "sqnr",
+    "record_activations",
+    "quantize_tensor",
+    "dequantize_tensor",
+    "QTensor",
+    "QuantSpec",
+    "QuantizedLinear",
+    "QuantizedConv2d",
+    "QuantizedLSTM",
+    "MinMaxObserver",
+    "MovingAverageMinMaxObserver",
+    "HistogramObserver",
+    "PerChannelMinMaxObserver",
+    "MovingAveragePerChannelMinMaxObserver",
+    "MonoquantWarning",
+    "MonoquantError",
+    "InvalidArgumentError",
+    "InvalidHandleError",
+    "DTypeError",
+    "ShapeError",
+    "BufferTooSmallError",
+    "NonFiniteError",
+    "MonoquantIOError",
+    "FormatError",
+    "UnsupportedError",
+    "InternalError",
+    "EnginePanicError",
+    "SQNR_WARN_DB",
+    "live_handles",
+    "library_version",
+    "library_path",
+]

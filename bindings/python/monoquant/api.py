@@ -1,0 +1,626 @@
+"""The user-facing functions: quantize, dequantize, report, sqnr, record_activations, save, load.
+
+Python does what needs a live nn.Module — finding layers, forward hooks for calibration, the
+quantized module classes — and hands every number to the engine: weights and activations go to
+it by pointer, and qparams, quantized values, observers and SQNR come back from it.
+"""
+
+import copy
+import fnmatch
+import inspect
+import math
+import warnings
+from collections.abc import Mapping
+
+import torch
+import torch.nn as nn
+from torch.nn.utils.rnn import PackedSequence
+
+from . import _engine
+from ._engine import QuantSpec
+from ._errors import MonoquantWarning
+from ._progress import Progress
+from .nn import QUANTIZED_TYPES, QuantizedConv2d, QuantizedLinear, QuantizedLSTM
+from .observers import OBSERVERS
+
+__all__ = ["quantize", "dequantize", "report", "sqnr", "record_activations", "Report", "SQNR_WARN_DB"]
+
+# A layer whose weight SQNR (dB) falls below this, by format, draws a MonoquantWarning. The same
+# floors as the engine's report (core/model LowSQNR): INT8 per-channel of trained weights lands
+# near 40 dB, INT4 g128 near 20 dB; FP16 and BF16 keep 11 and 8 significant bits.
+SQNR_WARN_DB = {"int8": 20.0, "int4": 10.0, "bf16": 35.0, "fp16": 50.0}
+# INT4 on a weight with fewer elements than this draws a warning (the engine's threshold too).
+SMALL_INT4_ELEMENTS = 1 << 16
+# Static calibration over fewer samples (rows of the first input) than this draws a warning.
+MIN_CALIBRATION_SAMPLES = 32
+# An activation whose largest magnitude exceeds this multiple of its 99.9th percentile has heavy
+# outliers: a per-tensor int8 grid stretched to cover them leaves few levels for the rest.
+OUTLIER_RATIO = 16.0
+# The engine's group-size fallback: the smallest group it accepts before giving up on INT4.
+MIN_FALLBACK_GROUP = 16
+
+DEFAULT_LAYERS = (nn.Linear, nn.Conv2d, nn.LSTM)
+
+
+# ------------------------------------------------------------------------------------------------
+# Layer selection
+
+def _matches(name, patterns):
+    for p in patterns:
+        if name == p or name.startswith(p + ".") or fnmatch.fnmatchcase(name, p):
+            return True
+    return False
+
+
+def _select(model, layers, skip):
+    """Returns (candidates, selected): [(name, module)] of layers of the given types, in
+    module order, and the ones not skipped."""
+    cands = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, QUANTIZED_TYPES):
+            continue
+        # Subclasses quantize like their base (nn.MultiheadAttention's out_proj is an nn.Linear
+        # subclass whose weight the attention reads; quantized modules expose the dequantized
+        # weight under that name).
+        if isinstance(mod, layers) and _builder_for(mod) is not None:
+            cands.append((name, mod))
+    sel = [(n, m) for n, m in cands if not _matches(n, skip)]
+    return cands, sel
+
+
+def _builder_for(mod):
+    if isinstance(mod, nn.Linear):
+        return QuantizedLinear
+    if isinstance(mod, nn.Conv2d):
+        return QuantizedConv2d
+    if isinstance(mod, nn.LSTM):
+        return QuantizedLSTM
+    return None
+
+
+def _set_module(root, name, new):
+    parent = root
+    parts = name.split(".")
+    for p in parts[:-1]:
+        parent = getattr(parent, p)
+    setattr(parent, parts[-1], new)
+
+
+# ------------------------------------------------------------------------------------------------
+# Calibration
+
+def _run_batches(model, data, max_batches=None):
+    """Feeds calibration data through the model: tensors as model(t), dicts as model(**d),
+    tuples/lists as model(*batch[:n]) where n is the number of positional arguments forward
+    takes (so a DataLoader's (inputs, labels) pairs feed only the inputs). Returns
+    (batches, samples)."""
+    try:
+        it = iter(data)
+    except TypeError:
+        raise TypeError(f"calibration_data must be an iterable of tensors, tuples or dicts (a list or a DataLoader), got {type(data).__name__}") from None
+    npos = _positional_count(model)
+    batches = samples = 0
+    with torch.no_grad():
+        for batch in it:
+            if max_batches is not None and batches >= max_batches:
+                break
+            if isinstance(batch, torch.Tensor):
+                args, kwargs = (batch,), {}
+            elif isinstance(batch, Mapping):
+                args, kwargs = (), dict(batch)
+            elif isinstance(batch, (tuple, list)):
+                if not batch:
+                    raise ValueError("calibration_data yielded an empty tuple")
+                args, kwargs = tuple(batch[: max(1, npos)]), {}
+            else:
+                raise TypeError(f"calibration_data yielded a {type(batch).__name__}; expected a tensor, a tuple/list of tensors or a dict")
+            model(*args, **kwargs)
+            first = args[0] if args else next(iter(kwargs.values()), None)
+            if isinstance(first, PackedSequence):
+                samples += int(first.batch_sizes[0])
+            elif isinstance(first, torch.Tensor) and first.dim() > 0:
+                samples += first.shape[0]
+            else:
+                samples += 1
+            batches += 1
+    return batches, samples
+
+
+def _positional_count(model):
+    try:
+        sig = inspect.signature(model.forward)
+    except (TypeError, ValueError):
+        return 1
+    n = 0
+    for p in sig.parameters.values():
+        if p.kind == p.VAR_POSITIONAL:
+            return 1 << 30
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty:
+            n += 1
+    return n
+
+
+def _layer_input(args):
+    x = args[0] if args else None
+    if isinstance(x, PackedSequence):
+        x = x.data
+    return x
+
+
+def _has_outliers(x):
+    flat = x.detach().reshape(-1)
+    if flat.numel() < 64:
+        return False
+    if flat.numel() > 65536:
+        flat = flat[:: flat.numel() // 65536]
+    a = flat.float().abs()
+    q = torch.quantile(a, 0.999).item()
+    m = a.max().item()
+    return q > 0 and m > OUTLIER_RATIO * q
+
+
+def _calibrate(model, selected, data, observer, observer_kwargs, max_batches):
+    """Runs the data through the float model with a forward pre-hook on every selected layer
+    that hands the layer's input to its engine observer. Returns {name: (scale, zp)}."""
+    cls = OBSERVERS[observer]
+    kw = dict(observer_kwargs or {})
+    kw.setdefault("dtype", torch.quint8)
+    kw.setdefault("qscheme", torch.per_tensor_affine)
+    observers = {name: cls(**kw) for name, _ in selected}
+    outliers = set()
+    seen = {name: 0 for name, _ in selected}
+    hooks = []
+
+    def make_hook(name):
+        def hook(_mod, args):
+            x = _layer_input(args)
+            if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+                return
+            observers[name](x)
+            seen[name] += 1
+            if name not in outliers and _has_outliers(x):
+                outliers.add(name)
+
+        return hook
+
+    was_training = model.training
+    try:
+        for name, mod in selected:
+            hooks.append(mod.register_forward_pre_hook(make_hook(name)))
+        model.eval()
+        batches, samples = _run_batches(model, data, max_batches)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    try:
+        if batches == 0:
+            raise ValueError("calibration_data yielded no batches; static quantization needs at least one")
+        if samples < MIN_CALIBRATION_SAMPLES:
+            warnings.warn(f"static quantization calibrated on only {samples} samples (fewer than {MIN_CALIBRATION_SAMPLES}); activation ranges may not be representative", MonoquantWarning, stacklevel=3)
+        if outliers:
+            warnings.warn(f"activations with heavy outliers (max > {OUTLIER_RATIO:g}x the 99.9th percentile) at the input of {', '.join(sorted(outliers))}; per-tensor INT8 activations will lose precision there: consider skip=[...] or observer='histogram'", MonoquantWarning, stacklevel=3)
+        unseen = [n for n, c in seen.items() if c == 0]
+        if unseen:
+            warnings.warn(f"layers {', '.join(unseen)} saw no calibration data; they run with dynamic activation quantization", MonoquantWarning, stacklevel=3)
+        qparams = {}
+        for name, obs in observers.items():
+            if seen[name]:
+                s, z = obs.calculate_qparams()
+                qparams[name] = (s.reshape(1), z.to(torch.int32).reshape(1))
+        return qparams
+    finally:
+        for obs in observers.values():
+            obs.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# quantize
+
+def _weight_spec(bits, dtype, scheme, group_size, k):
+    """The spec for one weight whose rows have k values; INT4 falls back as the engine does."""
+    if bits == 16:
+        return QuantSpec(dtype), None
+    if bits == 8:
+        return QuantSpec("int8", scheme, "per_channel", axis=0), None
+    gs = group_size
+    if k % gs == 0:
+        return QuantSpec("int4", scheme, "per_group", group_size=gs), None
+    for d in range(min(gs, k), MIN_FALLBACK_GROUP - 1, -1):
+        if k % d == 0:
+            return QuantSpec("int4", scheme, "per_group", group_size=d), f"group size {gs} does not divide the row length {k}; using group size {d}"
+    return QuantSpec("int8", scheme, "per_channel", axis=0), (
+        f"group size {gs} does not divide the row length {k} and no divisor in [{MIN_FALLBACK_GROUP}, {gs}] does; using INT8 per-channel"
+    )
+
+
+def _row_length(mod):
+    if isinstance(mod, nn.LSTM):
+        return {n: getattr(mod, n).shape[1] for n in mod._flat_weights_names if n.startswith("weight")}
+    w = mod.weight
+    return {"weight": w[0].numel() if w.dim() > 1 else w.numel()}
+
+
+def _check_args(bits, dtype, scheme, observer, group_size, layers, skip):
+    if bits not in (4, 8, 16):
+        raise ValueError(f"bits must be 8 (INT8 per-channel), 4 (INT4 group-wise) or 16 (FP16/BF16), got {bits!r}")
+    if dtype is not None and bits != 16:
+        raise ValueError(f"dtype={dtype!r} applies to bits=16 only; pass bits=16")
+    names = {None: "fp16", "fp16": "fp16", "float16": "fp16", torch.float16: "fp16", "bf16": "bf16", "bfloat16": "bf16", torch.bfloat16: "bf16"}
+    if dtype not in names:
+        raise ValueError(f"dtype must be 'fp16' or 'bf16' (or torch.float16/torch.bfloat16), got {dtype!r}")
+    if scheme not in ("symmetric", "asymmetric", "sym", "asym", "affine"):
+        raise ValueError(f"scheme must be 'symmetric' or 'asymmetric', got {scheme!r}")
+    if observer not in OBSERVERS:
+        raise ValueError(f"observer must be one of {sorted(OBSERVERS)}, got {observer!r}")
+    if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1:
+        raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
+    if isinstance(layers, type):
+        layers = (layers,)
+    layers = tuple(layers)
+    for t in layers:
+        if not (isinstance(t, type) and issubclass(t, (nn.Linear, nn.Conv2d, nn.LSTM))):
+            raise TypeError(f"layers must be nn.Linear, nn.Conv2d, nn.LSTM (or subclasses), got {t!r}")
+    if isinstance(skip, str):
+        skip = (skip,)
+    skip = tuple(skip)
+    for s in skip:
+        if not isinstance(s, str):
+            raise TypeError(f"skip takes module names or glob patterns (strings), got {s!r}")
+    return names[dtype], {"sym": "symmetric", "asym": "asymmetric", "affine": "asymmetric"}.get(scheme, scheme), layers, skip
+
+
+def quantize(model, bits=8, dynamic=None, calibration_data=None, scheme="symmetric", observer="minmax",
+             group_size=128, layers=DEFAULT_LAYERS, skip=(), inplace=False, progress=None, dtype=None,
+             observer_kwargs=None, max_calibration_batches=None, check_sqnr=True):
+    """Quantizes a model (or a state dict) with the engine.
+
+    Args:
+        model: an ``nn.Module`` (its selected layers are replaced by QuantizedLinear /
+            QuantizedConv2d / QuantizedLSTM) or a state dict (a mapping of names to tensors;
+            returns a quantized state dict, see ``quantize_state_dict``).
+        bits: 8 → INT8 per-channel weights; 4 → INT4 group-wise weights (``group_size`` values
+            per scale along each row; when it does not divide a row, the largest divisor ≥ 16
+            is used, else INT8 per-channel, with a warning); 16 → FP16 (or ``dtype="bf16"``).
+        dynamic: for bits 8 and 4, how activations are quantized. True: per batch at run time
+            (no data needed). False: static, with qparams calibrated by running
+            ``calibration_data`` through the model. None (default): static when
+            ``calibration_data`` is given, dynamic otherwise. bits=16 is weight-only.
+        calibration_data: a list of tensors or any iterable / DataLoader yielding tensors,
+            tuples (the leading positional arguments of ``forward``) or dicts (keyword arguments).
+        scheme: "symmetric" or "asymmetric" (weights).
+        observer: activation observer for static mode: "minmax", "moving_average" or
+            "histogram"; ``observer_kwargs`` passes torch's constructor arguments to it.
+        group_size: INT4 values per scale.
+        layers: the layer types to quantize.
+        skip: module names or glob patterns (``"classifier.*"``) to leave in float.
+        inplace: modify ``model`` instead of returning a quantized copy.
+        progress: None (a bar on stderr when it is a terminal), True/False, or a callable
+            ``progress(done, total, name)``.
+        max_calibration_batches: stop calibrating after this many batches.
+        check_sqnr: compute each layer's weight SQNR and warn below ``SQNR_WARN_DB``.
+
+    Returns:
+        the quantized model (or quantized state dict).
+
+    Raises:
+        ValueError: static mode without calibration data, bad options.
+        TypeError: a model that is neither an nn.Module nor a state dict, bad layer types.
+        NonFiniteError: a weight holding NaN or Inf (the message names it).
+    """
+    fmt16, scheme, layers, skip = _check_args(bits, dtype, scheme, observer, group_size, layers, skip)
+    if isinstance(model, Mapping):
+        from .files import quantize_state_dict
+
+        return quantize_state_dict(model, bits=bits, dynamic=dynamic, calibration_data=calibration_data, scheme=scheme,
+                                   group_size=group_size, skip=skip, progress=progress, dtype=fmt16)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"quantize() takes an nn.Module or a state dict (a mapping of names to tensors), got {type(model).__name__}")
+    if dynamic is None:
+        dynamic = calibration_data is None
+    weight_only = bits == 16
+    if not weight_only and not dynamic and calibration_data is None:
+        raise ValueError("static quantization (dynamic=False) needs calibration_data: a list of input tensors or a DataLoader; pass dynamic=True to quantize activations per batch at run time instead")
+    if isinstance(calibration_data, torch.Tensor):
+        calibration_data = [calibration_data]
+
+    cands, selected = _select(model, layers, skip)
+    if not selected:
+        raise ValueError(f"nothing to quantize: the model has no {', '.join(t.__name__ for t in layers)} layers" + (" outside skip" if cands else ""))
+
+    act_qparams = {}
+    if not weight_only and not dynamic:
+        act_qparams = _calibrate(model, selected, calibration_data, observer, observer_kwargs, max_calibration_batches)
+
+    if len(cands) >= 2 and len(selected) == len(cands):
+        warnings.warn(f"every layer is quantized, including the first ({cands[0][0]}) and the last ({cands[-1][0]}), which are often the most sensitive; consider skip=[{cands[-1][0]!r}]", MonoquantWarning, stacklevel=2)
+
+    if inplace:
+        out = model
+    else:
+        # Share the layers about to be replaced instead of copying their weights: the copy drops
+        # them anyway, and copying a large model's weights would double its memory for nothing.
+        memo = {id(m): m for _, m in selected}
+        out = copy.deepcopy(model, memo)
+
+    low, small, fallbacks = [], [], []
+    with Progress(progress, len(selected)) as bar:
+        for name, mod in selected:
+            qmod = _quantize_layer(name, mod, bits, fmt16, scheme, group_size, dynamic, act_qparams, fallbacks, small)
+            if check_sqnr:
+                worst = _layer_sqnr(mod, qmod)
+                spec_fmt = next(iter(qmod._qweights.values()))[0].format
+                if worst < SQNR_WARN_DB[spec_fmt]:
+                    low.append(f"{name} ({worst:.1f} dB)")
+            _set_module(out, name, qmod)
+            bar.step(name)
+    for msg in fallbacks:
+        warnings.warn(msg, MonoquantWarning, stacklevel=2)
+    if small:
+        warnings.warn(f"INT4 on small layers ({', '.join(small)}: fewer than {SMALL_INT4_ELEMENTS} weights): little memory saved for much accuracy lost; consider skip=[...]", MonoquantWarning, stacklevel=2)
+    if low:
+        warnings.warn(f"weight SQNR below the threshold ({SQNR_WARN_DB}) for {', '.join(low)}", MonoquantWarning, stacklevel=2)
+    out._monoquant = {
+        "bits": bits, "format": fmt16 if weight_only else ("int8" if bits == 8 else "int4"), "scheme": scheme,
+        "group_size": group_size, "mode": "weight_only" if weight_only else ("dynamic" if dynamic else "static"),
+        "observer": observer if (not weight_only and not dynamic) else None,
+    }
+    return out
+
+
+def _quantize_layer(name, mod, bits, fmt16, scheme, group_size, dynamic, act_qparams, fallbacks, small):
+    if bits == 16:
+        activation = None
+    elif dynamic or name not in act_qparams:
+        activation = "dynamic"
+    else:
+        activation = "static"
+    iq = act_qparams.get(name)
+    builder = _builder_for(mod)
+    if isinstance(mod, nn.LSTM):
+        qw = {}
+        for wname, k in _row_length(mod).items():
+            spec, note = _weight_spec(bits, fmt16, scheme, group_size, k)
+            if note:
+                fallbacks.append(f"{name}.{wname}: {note}")
+            w = getattr(mod, wname).detach()
+            if spec.format == "int4" and w.numel() < SMALL_INT4_ELEMENTS:
+                small.append(f"{name}.{wname}")
+            qw[wname] = _engine.quantize_tensor(w, spec, what=f"{name}.{wname}")
+        return QuantizedLSTM(mod, qw, activation, iq)
+    k = _row_length(mod)["weight"]
+    spec, note = _weight_spec(bits, fmt16, scheme, group_size, k)
+    if note:
+        fallbacks.append(f"{name}.weight: {note}")
+    if spec.format == "int4" and mod.weight.numel() < SMALL_INT4_ELEMENTS:
+        small.append(name)
+    w = mod.weight.detach()
+    if isinstance(mod, nn.Conv2d):
+        qw = _engine.quantize_tensor(w.reshape(w.shape[0], -1) if spec.format == "int4" else w, spec, what=f"{name}.weight")
+        return QuantizedConv2d(mod, qw, activation, iq)
+    qw = _engine.quantize_tensor(w, spec, what=f"{name}.weight")
+    return builder(mod.in_features, mod.out_features, qw, mod.bias, activation, iq)
+
+
+def _layer_sqnr(fmod, qmod):
+    """The worst weight SQNR (dB) of a quantized layer against its float original."""
+    worst = math.inf
+    for wname, (_spec, shape, _q) in qmod._qweights.items():
+        w = getattr(fmod, wname).detach()
+        worst = min(worst, _engine.sqnr(w.reshape(-1), qmod.dequantized(wname).reshape(-1)))
+    return worst
+
+
+# ------------------------------------------------------------------------------------------------
+# dequantize
+
+def _float_module(qmod):
+    if isinstance(qmod, QuantizedLinear):
+        m = nn.Linear(qmod.in_features, qmod.out_features, bias=qmod.bias is not None, device="meta")
+        m.weight = nn.Parameter(qmod.dequantized("weight"))
+        if qmod.bias is not None:
+            m.bias = nn.Parameter(qmod.bias.clone())
+        return m
+    if isinstance(qmod, QuantizedConv2d):
+        m = nn.Conv2d(qmod.in_channels, qmod.out_channels, qmod.kernel_size, qmod.stride, qmod.padding, qmod.dilation,
+                      qmod.groups, bias=qmod.bias is not None, padding_mode=qmod.padding_mode, device="meta")
+        m.weight = nn.Parameter(qmod.dequantized("weight"))
+        if qmod.bias is not None:
+            m.bias = nn.Parameter(qmod.bias.clone())
+        return m
+    m = nn.LSTM(qmod.input_size, qmod.hidden_size, qmod.num_layers, bias=qmod.bias, batch_first=qmod.batch_first,
+                dropout=qmod.dropout, bidirectional=qmod.bidirectional, proj_size=qmod.proj_size, device="meta")
+    for n in m._flat_weights_names:
+        setattr(m, n, nn.Parameter(qmod.dequantized(n) if n in qmod._qweights else getattr(qmod, n).clone()))
+    return m
+
+
+def dequantize(qmodel_or_path):
+    """Returns a float32 copy of a quantized model (quantized modules → nn.Linear / nn.Conv2d /
+    nn.LSTM with the dequantized weights), or the float32 state dict of a quantized state dict
+    or quantized checkpoint file."""
+    if isinstance(qmodel_or_path, nn.Module):
+        out = copy.deepcopy(qmodel_or_path)
+        for name, mod in list(out.named_modules()):
+            if isinstance(mod, QUANTIZED_TYPES):
+                _set_module(out, name, _float_module(mod))
+        out.__dict__.pop("_monoquant", None)
+        return out
+    from .files import dequantize_file_or_state_dict
+
+    return dequantize_file_or_state_dict(qmodel_or_path)
+
+
+# ------------------------------------------------------------------------------------------------
+# report and sqnr
+
+def sqnr(a, b):
+    """torch's compute_sqnr: 20·log10(‖a‖ / ‖a − b‖) in dB (float), computed by the engine.
+
+    ``a`` is the reference. Identical tensors give inf. Float tensors only.
+    """
+    return _engine.sqnr(a, b)
+
+
+def _nbytes(tensors):
+    seen, total = set(), 0
+    for t in tensors:
+        if not isinstance(t, torch.Tensor):
+            continue
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel(), t.dtype) if t.device.type != "meta" else id(t)
+        if key in seen:
+            continue
+        seen.add(key)
+        total += t.numel() * t.element_size()
+    return total
+
+
+class Report:
+    """The outcome of ``report()``: sizes and SQNR, as data and as a printable table.
+
+    Attributes:
+        layers: one dict per quantized layer (worst SQNR first) with name, type, format,
+            params, bytes_before, bytes_after, sqnr_db.
+        size_before, size_after: bytes of the whole model's state before and after.
+        quantized_bytes_before, quantized_bytes_after: the quantized weights only.
+        sqnr_db: overall SQNR, 10·log10(Σ signal energy / Σ noise energy) over all quantized
+            weights (the SQNR of all of them seen as one vector).
+    """
+
+    def __init__(self, layers, size_before, size_after, qbefore, qafter, signal, noise):
+        self.layers = sorted(layers, key=lambda r: r["sqnr_db"])
+        self.size_before, self.size_after = size_before, size_after
+        self.quantized_bytes_before, self.quantized_bytes_after = qbefore, qafter
+        if noise == 0:
+            self.sqnr_db = math.inf if signal > 0 else math.nan
+        else:
+            self.sqnr_db = 10 * math.log10(signal / noise) if signal > 0 else -math.inf
+
+    @property
+    def compression(self):
+        return self.size_before / self.size_after if self.size_after else math.inf
+
+    def to_dict(self):
+        return {
+            "size_before": self.size_before, "size_after": self.size_after, "compression": self.compression,
+            "quantized_bytes_before": self.quantized_bytes_before, "quantized_bytes_after": self.quantized_bytes_after,
+            "sqnr_db": self.sqnr_db, "layers": [dict(r) for r in self.layers],
+        }
+
+    def __str__(self):
+        rows = [("layer", "type", "format", "params", "before", "after", "SQNR dB")]
+        for r in self.layers:
+            rows.append((r["name"], r["type"], r["format"], f"{r['params']:,}", _human(r["bytes_before"]), _human(r["bytes_after"]), f"{r['sqnr_db']:.2f}"))
+        w = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w[i]) if i < 3 else c.rjust(w[i]) for i, c in enumerate(row)) for row in rows]
+        lines.insert(1, "  ".join("-" * x for x in w))
+        lines.append("")
+        lines.append(f"model size {_human(self.size_before)} -> {_human(self.size_after)} ({self.compression:.2f}x smaller); "
+                     f"quantized weights {_human(self.quantized_bytes_before)} -> {_human(self.quantized_bytes_after)}; overall SQNR {self.sqnr_db:.2f} dB")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return f"Report(layers={len(self.layers)}, size {self.size_before} -> {self.size_after} bytes, sqnr {self.sqnr_db:.2f} dB)"
+
+
+def _human(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def report(model, qmodel, verbose=True):
+    """Compares a float model with its quantized version: size before/after, per-layer weight
+    SQNR and overall SQNR. Prints a table when ``verbose`` and returns a ``Report``.
+
+    ``model`` must be the float model ``qmodel`` was made from (layers are matched by name).
+    """
+    if not isinstance(model, nn.Module) or not isinstance(qmodel, nn.Module):
+        raise TypeError(f"report() takes the float nn.Module and its quantized version, got {type(model).__name__} and {type(qmodel).__name__}")
+    fmods = dict(model.named_modules())
+    rows, signal, noise, qb, qa = [], 0.0, 0.0, 0, 0
+    for name, qmod in qmodel.named_modules():
+        if not isinstance(qmod, QUANTIZED_TYPES):
+            continue
+        fmod = fmods.get(name)
+        if fmod is None or isinstance(fmod, QUANTIZED_TYPES):
+            raise ValueError(f"report(): the float model has no float layer {name!r}; pass the model qmodel was quantized from")
+        before = after = params = 0
+        ls, ln = 0.0, 0.0
+        for wname, (spec, shape, _q) in qmod._qweights.items():
+            w = getattr(fmod, wname).detach()
+            if tuple(w.shape) != shape:
+                raise ValueError(f"report(): {name}.{wname} has shape {list(w.shape)} in the float model but {list(shape)} in the quantized one")
+            s = _engine.sqnr(w.reshape(-1), qmod.dequantized(wname).reshape(-1))
+            e = float(w.double().pow(2).sum())
+            ls += e
+            ln += e / 10 ** (s / 10) if math.isfinite(s) else 0.0
+            params += w.numel()
+            before += w.numel() * w.element_size()
+            after += qmod.qtensor(wname).nbytes
+        signal += ls
+        noise += ln
+        qb += before
+        qa += after
+        fmt = ",".join(sorted({sp.format for sp, _, _ in qmod._qweights.values()}))
+        layer_sqnr = (math.inf if ls > 0 else math.nan) if ln == 0 else 10 * math.log10(ls / ln)
+        rows.append({"name": name, "type": type(fmod).__name__, "format": fmt, "activation": qmod.activation, "params": params,
+                     "bytes_before": before, "bytes_after": after, "sqnr_db": layer_sqnr})
+    if not rows:
+        raise ValueError("report(): qmodel has no quantized layers")
+    r = Report(rows, _nbytes(model.state_dict().values()), _nbytes(qmodel.state_dict().values()), qb, qa, signal, noise)
+    if verbose:
+        print(r)
+    return r
+
+
+# ------------------------------------------------------------------------------------------------
+# record_activations
+
+def record_activations(model, calibration_data, path, layers=DEFAULT_LAYERS, skip=(), max_batches=None):
+    """Runs calibration data through the model and writes each selected layer's inputs to
+    ``path`` (.pt or .safetensors by suffix) as tensors ``<layer>.<batch>``, the layout the
+    CLI's ``--calibration`` reads, so static qparams can be made later without Python.
+
+    Returns the list of layer names recorded.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"record_activations() takes an nn.Module, got {type(model).__name__}")
+    _, layers, skip = _check_args(8, None, "symmetric", "minmax", 128, layers, skip)[1:]
+    _, selected = _select(model, layers, skip)
+    if not selected:
+        raise ValueError("record_activations(): the model has no layers of the selected types")
+    if isinstance(calibration_data, torch.Tensor):
+        calibration_data = [calibration_data]
+    recorded = {name: [] for name, _ in selected}
+    hooks = []
+
+    def make_hook(name):
+        def hook(_mod, args):
+            x = _layer_input(args)
+            if isinstance(x, torch.Tensor) and x.is_floating_point():
+                recorded[name].append(x.detach().to("cpu", torch.float32).contiguous().clone())
+
+        return hook
+
+    was_training = model.training
+    try:
+        for name, mod in selected:
+            hooks.append(mod.register_forward_pre_hook(make_hook(name)))
+        model.eval()
+        batches, _ = _run_batches(model, calibration_data, max_batches)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    if batches == 0:
+        raise ValueError("record_activations(): calibration_data yielded no batches")
+    tensors = {}
+    for name, xs in recorded.items():
+        for i, x in enumerate(xs):
+            tensors[f"{name}.{i}"] = x
+    from .files import write_tensors
+
+    write_tensors(tensors, path)
+    return [n for n, xs in recorded.items() if xs]

@@ -1,0 +1,345 @@
+"""Quantized modules that run on the CPU with plain torch ops.
+
+``QuantizedLinear``, ``QuantizedConv2d`` and ``QuantizedLSTM`` hold their weights as stored by
+the engine — int8 values (int4: two per byte), float32 scales and int32 zero points, or
+float16/bfloat16 values — and compute by dequantizing the weights with the engine and calling
+``F.linear`` / ``F.conv2d`` / torch's LSTM kernel. Activations (the module's input) are
+quantized too, to quint8 per tensor:
+
+* ``activation="dynamic"``: qparams from each batch's own min/max (as torch's dynamic
+  quantization), computed by the engine at run time;
+* ``activation="static"``: the qparams calibrated ahead of time (``input_scale``,
+  ``input_zero_point`` buffers);
+* ``activation=None``: weight-only (the FP16/BF16 formats).
+
+The quantized modules are for inference: the forward pass does not propagate gradients into the
+quantized weights.
+
+State dicts follow the quantized checkpoint format (docs/FORMAT.md): ``<layer>.weight`` holds the
+stored values, ``<layer>.weight.scale`` and (when the scheme needs it) ``<layer>.weight.zero_point``
+the qparams; static layers add ``<layer>.input_scale`` and ``<layer>.input_zero_point``.
+The ``weight`` attribute of a quantized module is the dequantized float32 weight, so code that
+reads ``module.weight`` (nn.MultiheadAttention reads ``out_proj.weight``) keeps working.
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.rnn import PackedSequence
+
+from ._engine import QTensor, QuantSpec, dequantize_tensor, quantize_tensor, quantize_with_params
+
+__all__ = ["QuantizedLinear", "QuantizedConv2d", "QuantizedLSTM", "ACTIVATION_SPEC"]
+
+# Activations: quint8 per tensor, affine (torch's default activation dtype and scheme).
+ACTIVATION_SPEC = QuantSpec("int8", scheme="asymmetric", granularity="per_tensor", qdtype="quint8")
+
+_ACT_MODES = (None, "dynamic", "static")
+
+
+class _QuantizedWeights(nn.Module):
+    """Shared machinery: quantized weight storage, activation quantization, state dict naming."""
+
+    def _init_quant(self, activation, input_qparams=None):
+        if activation not in _ACT_MODES:
+            raise ValueError(f"activation must be None, 'dynamic' or 'static', got {activation!r}")
+        self.activation = activation
+        self._qweights = {}  # weight name -> (spec, shape, quant_shape)
+        if activation == "static":
+            if input_qparams is None:
+                raise ValueError("static activation quantization needs calibrated input qparams (scale, zero_point)")
+            s, z = input_qparams
+            self.register_buffer("input_scale", torch.as_tensor(s, dtype=torch.float32).reshape(1).clone())
+            self.register_buffer("input_zero_point", torch.as_tensor(z, dtype=torch.int32).reshape(1).clone())
+
+    def _add_weight(self, name, qt, shape):
+        """Registers the stored values/qparams of weight `name` from a QTensor made from the
+        (possibly 2-D reshaped) float weight of original shape `shape`."""
+        self._qweights[name] = (qt.spec, tuple(shape), tuple(qt.shape))
+        self.register_buffer(name + "_q", qt.data.reshape(qt.spec.data_shape(tuple(shape))))
+        self.register_buffer(name + "_scale", qt.scale)
+        self.register_buffer(name + "_zero_point", qt.zero_point)
+
+    def qtensor(self, name="weight"):
+        """The QTensor of a quantized weight (views of this module's buffers, no copy)."""
+        spec, _shape, qshape = self._qweights[name]
+        return QTensor(getattr(self, name + "_q"), getattr(self, name + "_scale"), getattr(self, name + "_zero_point"), qshape, spec)
+
+    def dequantized(self, name="weight"):
+        """The float32 weight, dequantized by the engine."""
+        _spec, shape, _ = self._qweights[name]
+        return dequantize_tensor(self.qtensor(name)).reshape(shape)
+
+    def weight_spec(self, name="weight"):
+        return self._qweights[name][0]
+
+    def _quant_input(self, x):
+        if self.activation is None:
+            return x
+        src = x.detach()
+        if src.dtype != torch.float32:
+            src = src.float()
+        if self.activation == "dynamic":
+            q = quantize_tensor(src, ACTIVATION_SPEC, what=f"input of {type(self).__name__}")
+        else:
+            data = quantize_with_params(src, ACTIVATION_SPEC, self.input_scale, self.input_zero_point, what=f"input of {type(self).__name__}")
+            q = QTensor(data, self.input_scale, self.input_zero_point, tuple(src.shape), ACTIVATION_SPEC)
+        return dequantize_tensor(q).to(x.dtype if x.is_floating_point() else torch.float32)
+
+    # State dict: names as in the quantized checkpoint format.
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        for name, (spec, _shape, _q) in self._qweights.items():
+            destination[prefix + name] = getattr(self, name + "_q")
+            if spec.is_integer:
+                destination[prefix + name + ".scale"] = getattr(self, name + "_scale")
+                if spec.stores_zero_point:
+                    destination[prefix + name + ".zero_point"] = getattr(self, name + "_zero_point")
+        skip = {n + s for n in self._qweights for s in ("_q", "_scale", "_zero_point")}
+        for name, buf in self._buffers.items():
+            if buf is not None and name not in skip and name not in self._non_persistent_buffers_set:
+                destination[prefix + name] = buf if keep_vars else buf.detach()
+        for name, p in self._parameters.items():
+            if p is not None:
+                destination[prefix + name] = p if keep_vars else p.detach()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        expected = set()
+        for name, (spec, shape, _q) in self._qweights.items():
+            pairs = [(name, name + "_q")]
+            if spec.is_integer:
+                pairs.append((name + ".scale", name + "_scale"))
+                if spec.stores_zero_point:
+                    pairs.append((name + ".zero_point", name + "_zero_point"))
+            for key, attr in pairs:
+                expected.add(prefix + key)
+                if prefix + key not in state_dict:
+                    missing_keys.append(prefix + key)
+                    continue
+                src = state_dict[prefix + key]
+                cur = getattr(self, attr)
+                if src.dtype != cur.dtype or src.numel() != cur.numel():
+                    error_msgs.append(f"{prefix + key}: got {src.dtype} {list(src.shape)}, expected {cur.dtype} {list(cur.shape)}")
+                    continue
+                with torch.no_grad():
+                    cur.copy_(src.reshape(cur.shape))
+            if spec.is_integer and not spec.stores_zero_point:
+                getattr(self, name + "_zero_point").zero_()
+        skip = {n + s for n in self._qweights for s in ("_q", "_scale", "_zero_point")}
+        for name in list(self._buffers) + list(self._parameters):
+            if name in skip:
+                continue
+            t = self._buffers.get(name, self._parameters.get(name))
+            if t is None:
+                continue
+            key = prefix + name
+            expected.add(key)
+            if key not in state_dict:
+                missing_keys.append(key)
+                continue
+            src = state_dict[key]
+            if src.shape != t.shape:
+                error_msgs.append(f"{key}: shape {list(src.shape)} does not match {list(t.shape)}")
+                continue
+            with torch.no_grad():
+                t.copy_(src)
+        if strict:
+            # These modules have no children: every key under the prefix is theirs.
+            unexpected_keys.extend(k for k in state_dict if k.startswith(prefix) and k not in expected)
+
+    def _format_extra(self):
+        specs = {spec.format for spec, _, _ in self._qweights.values()}
+        s = "weights=" + ",".join(sorted(specs))
+        spec = next(iter(self._qweights.values()))[0]
+        if spec.is_integer:
+            s += f", scheme={spec.scheme}, granularity={spec.granularity}"
+            if spec.granularity == "per_group":
+                s += f", group_size={spec.group_size}"
+        return s + f", activation={self.activation}"
+
+
+def _bias_buffer(mod, b):
+    mod.register_buffer("bias", None if b is None else b.detach().to(torch.float32).clone())
+
+
+class QuantizedLinear(_QuantizedWeights):
+    """nn.Linear with a quantized weight.
+
+    Build one with ``QuantizedLinear.from_float(linear, spec, activation=...)``; the weight is
+    quantized by the engine (INT8 per-channel along the output dimension, INT4 group-wise along
+    the input dimension, or an FP16/BF16 cast, as ``spec`` says).
+    """
+
+    def __init__(self, in_features, out_features, qweight, bias=None, activation="dynamic", input_qparams=None):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self._init_quant(activation, input_qparams)
+        self._add_weight("weight", qweight, (out_features, in_features))
+        _bias_buffer(self, bias)
+
+    @classmethod
+    def from_float(cls, mod, spec, activation="dynamic", input_qparams=None):
+        """Quantizes ``mod.weight`` (an nn.Linear) with ``spec``; keeps the bias in float32."""
+        qt = quantize_tensor(mod.weight.detach(), spec, what="weight")
+        return cls(mod.in_features, mod.out_features, qt, mod.bias, activation, input_qparams)
+
+    @property
+    def weight(self):
+        """The dequantized float32 weight [out_features, in_features]."""
+        return self.dequantized("weight")
+
+    def forward(self, x):
+        return F.linear(self._quant_input(x), self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, " + self._format_extra()
+
+
+class QuantizedConv2d(_QuantizedWeights):
+    """nn.Conv2d with a quantized weight; supports stride, padding (numbers, 'same', 'valid'),
+    dilation, groups and every padding mode.
+
+    INT4 groups run along the flattened [in_channels/groups · kh · kw] dimension of each output
+    channel (the engine sees the weight as a 2-D [out_channels, rest] matrix).
+    """
+
+    def __init__(self, conv, qweight, activation="dynamic", input_qparams=None):
+        super().__init__()
+        for k in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "padding_mode"):
+            setattr(self, k, getattr(conv, k))
+        self._reversed_padding_repeated_twice = list(getattr(conv, "_reversed_padding_repeated_twice", []))
+        self._init_quant(activation, input_qparams)
+        self._add_weight("weight", qweight, tuple(conv.weight.shape))
+        _bias_buffer(self, conv.bias)
+
+    @classmethod
+    def from_float(cls, mod, spec, activation="dynamic", input_qparams=None):
+        """Quantizes ``mod.weight`` (an nn.Conv2d) with ``spec``."""
+        w = mod.weight.detach()
+        if spec.format == "int4":
+            w = w.reshape(w.shape[0], -1)
+        qt = quantize_tensor(w, spec, what="weight")
+        return cls(mod, qt, activation, input_qparams)
+
+    @property
+    def weight(self):
+        """The dequantized float32 weight [out, in/groups, kh, kw]."""
+        return self.dequantized("weight")
+
+    def forward(self, x):
+        x = self._quant_input(x)
+        if self.padding_mode != "zeros":
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def extra_repr(self):
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
+        return s + ", " + self._format_extra()
+
+
+class QuantizedLSTM(_QuantizedWeights):
+    """nn.LSTM with quantized weights (every ``weight_*`` of every layer and direction; biases
+    stay float32). Multi-layer, bidirectional, batch_first, proj_size and PackedSequence inputs
+    work as in nn.LSTM. The input sequence is quantized as a whole (per tensor); the hidden
+    state is not.
+    """
+
+    def __init__(self, lstm, qweights, activation="dynamic", input_qparams=None):
+        super().__init__()
+        for k in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional", "proj_size"):
+            setattr(self, k, getattr(lstm, k))
+        self._init_quant(activation, input_qparams)
+        self._flat_names = list(lstm._flat_weights_names)
+        for name in self._flat_names:
+            p = getattr(lstm, name)
+            if name.startswith("weight"):
+                self._add_weight(name, qweights[name], tuple(p.shape))
+            else:
+                self.register_buffer(name, p.detach().to(torch.float32).clone())
+
+    @classmethod
+    def from_float(cls, mod, spec, activation="dynamic", input_qparams=None):
+        """Quantizes every weight matrix of ``mod`` (an nn.LSTM) with ``spec``."""
+        qw = {}
+        for name in mod._flat_weights_names:
+            if name.startswith("weight"):
+                qw[name] = quantize_tensor(getattr(mod, name).detach(), spec, what=name)
+        return cls(mod, qw, activation, input_qparams)
+
+    def flat_weights(self):
+        """The weights in nn.LSTM's order, dequantized to float32."""
+        return [self.dequantized(n) if n in self._qweights else getattr(self, n) for n in self._flat_names]
+
+    def __getattr__(self, name):
+        # nn.LSTM exposes weight_ih_l0 & co. as attributes; give the dequantized values.
+        if name.startswith("weight_"):
+            q = self.__dict__.get("_qweights")
+            if q is not None and name in q:
+                return self.dequantized(name)
+        return super().__getattr__(name)
+
+    def forward(self, input, hx=None):
+        orig = input
+        num_dir = 2 if self.bidirectional else 1
+        real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
+        weights = self.flat_weights()
+        if isinstance(orig, PackedSequence):
+            data, batch_sizes, sorted_indices, unsorted_indices = orig
+            data = self._quant_input(data)
+            max_batch = int(batch_sizes[0])
+            if hx is None:
+                hx = self._zeros(num_dir, max_batch, real_hidden, data)
+            elif sorted_indices is not None:
+                hx = (hx[0].index_select(1, sorted_indices), hx[1].index_select(1, sorted_indices))
+            out = torch._VF.lstm(data, batch_sizes, hx, weights, self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
+            output = PackedSequence(out[0], batch_sizes, sorted_indices, unsorted_indices)
+            h = out[1:]
+            if unsorted_indices is not None:
+                h = (h[0].index_select(1, unsorted_indices), h[1].index_select(1, unsorted_indices))
+            return output, tuple(h)
+        if input.dim() not in (2, 3):
+            raise ValueError(f"QuantizedLSTM: expected a 2-D or 3-D input, got {input.dim()}-D")
+        batched = input.dim() == 3
+        batch_dim = 0 if self.batch_first else 1
+        if not batched:
+            input = input.unsqueeze(batch_dim)
+            if hx is not None:
+                hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+        input = self._quant_input(input)
+        if input.shape[-1] != self.input_size:
+            raise ValueError(f"QuantizedLSTM: input has {input.shape[-1]} features, expected {self.input_size}")
+        if hx is None:
+            hx = self._zeros(num_dir, input.size(batch_dim), real_hidden, input)
+        out = torch._VF.lstm(input, hx, weights, self.bias, self.num_layers, self.dropout, self.training, self.bidirectional, self.batch_first)
+        output, h = out[0], (out[1], out[2])
+        if not batched:
+            output = output.squeeze(batch_dim)
+            h = (h[0].squeeze(1), h[1].squeeze(1))
+        return output, h
+
+    def _zeros(self, num_dir, batch, real_hidden, like):
+        h = torch.zeros(self.num_layers * num_dir, batch, real_hidden, dtype=like.dtype, device=like.device)
+        c = torch.zeros(self.num_layers * num_dir, batch, self.hidden_size, dtype=like.dtype, device=like.device)
+        return h, c
+
+    def extra_repr(self):
+        s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"
+        return s + ", " + self._format_extra()
+
+
+QUANTIZED_TYPES = (QuantizedLinear, QuantizedConv2d, QuantizedLSTM)

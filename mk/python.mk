@@ -1,0 +1,31 @@
+# The Python package (bindings/python). Owner: bindings/python/**.
+#   make test-python    pytest suite against build/libmonoquant.so (includes the wheel install test)
+#   make wheel          build/dist/monoquant-<v>-py3-none-<platform>.whl carrying libmonoquant.so
+#   make bench-python   quantize() vs torch quantize_dynamic, HistogramObserver vs torch's
+
+PY_PKG      := bindings/python
+PY_SOURCES  := $(shell find $(PY_PKG)/monoquant -name '*.py' 2>/dev/null) $(PY_PKG)/pyproject.toml $(PY_PKG)/setup.py
+WHEEL_STAGE := $(BUILD)/wheel-src
+WHEEL_DIR   := $(BUILD)/dist
+
+.PHONY: test-python wheel bench-python
+TEST_TARGETS  += test-python
+BENCH_TARGETS += bench-python
+
+test-python: venv lib wheel
+	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so MONOQUANT_WHEEL_DIR=$(CURDIR)/$(WHEEL_DIR) \
+		$(PYTEST) -q $(PY_PKG)/tests
+
+# The wheel is built from a staging copy so the .so never lands in the source tree; pip runs
+# offline with the venv's own setuptools (no build isolation, no dependency download).
+wheel: $(BUILD)/libmonoquant.so $(PY_SOURCES) venv
+	rm -rf $(WHEEL_STAGE) && mkdir -p $(WHEEL_STAGE) $(WHEEL_DIR)
+	cp -r $(PY_PKG)/pyproject.toml $(PY_PKG)/setup.py $(PY_PKG)/README.md $(PY_PKG)/monoquant $(WHEEL_STAGE)/
+	find $(WHEEL_STAGE) -name __pycache__ -prune -exec rm -rf {} +
+	cp $(BUILD)/libmonoquant.so $(WHEEL_STAGE)/monoquant/
+	rm -f $(WHEEL_DIR)/monoquant-*.whl
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation --no-index -w $(WHEEL_DIR) $(WHEEL_STAGE)
+	@ls $(WHEEL_DIR)/monoquant-*.whl
+
+bench-python: venv lib
+	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so $(PY) $(PY_PKG)/bench/bench_python.py
