@@ -55,6 +55,12 @@ func newLayout(shape []int, s *Spec) layout {
 	return layout{n: n, runLen: max(n, 1), nchan: 1}
 }
 
+// shortRun is the run length below which per-channel kernels step the channel index per
+// element instead of calling a function per run.
+const shortRun = 16
+
+func (l layout) short() bool { return l.perCh && l.runLen < shortRun }
+
 func (l layout) granule(run int) int {
 	if l.perCh {
 		return run % l.nchan
@@ -141,15 +147,25 @@ func checkInput(src *tensor.Tensor) error {
 // MinMax computes the minimum and maximum of every granule of src (torch's aminmax per tensor,
 // channel or group) into mins and maxs, which must hold spec.NumParams values. spec must be
 // normalized. Non-finite values are counted; with ClampNonFinite they are left out of the
-// ranges, otherwise the result is an error wrapping ErrNonFinite.
+// ranges, otherwise the result is an error wrapping ErrNonFinite. A granule with no elements
+// keeps min = +Inf and max = -Inf (CalculateQParams turns that into scale 1, zero point 0).
 func MinMax(src *tensor.Tensor, spec *Spec, mins, maxs []float32) (Stats, error) {
+	if err := checkInput(src); err != nil {
+		return Stats{}, err
+	}
 	l := newLayout(src.Shape, spec)
+	if len(mins) < l.nchan || len(maxs) < l.nchan {
+		return Stats{}, fmt.Errorf("%w: MinMax needs room for %d mins and maxes, have %d and %d", ErrSpec, l.nchan, len(mins), len(maxs))
+	}
+	mins, maxs = mins[:l.nchan], maxs[:l.nchan]
 	var mu sync.Mutex
 	st := Stats{FirstNonFinite: -1}
 	parts := make([][2][]float32, runtime.GOMAXPROCS(0))
 	used := parallel(l.n, func(w, lo, hi int) {
 		mn, mx := mins, maxs
 		if w > 0 {
+			// Each worker reduces into its own buffers; they are merged below, so no two
+			// goroutines ever write the same granule.
 			mn, mx = make([]float32, len(mins)), make([]float32, len(maxs))
 			parts[w] = [2][]float32{mn, mx}
 		}
@@ -158,6 +174,10 @@ func MinMax(src *tensor.Tensor, spec *Spec, mins, maxs []float32) (Stats, error)
 		}
 		local := Stats{FirstNonFinite: -1}
 		floats(src, lo, hi, func(base int, xs []float32) {
+			if l.short() {
+				local.merge(minMaxChannels(l, base, xs, mn, mx))
+				return
+			}
 			l.eachRun(base, xs, func(g, off int, run []float32) {
 				a, b := minMaxRun(run)
 				if !isFinite(a) || !isFinite(b) {
@@ -210,6 +230,36 @@ func minMaxRun(xs []float32) (float32, float32) {
 	return min(mn0, mn1, mn2, mn3), max(mx0, mx1, mx2, mx3)
 }
 
+// minMaxChannels is the per-channel reduction for short runs (a channel axis near the end, such
+// as axis 1 of a [N, C] matrix, where every run is one element): calling a function per run
+// would cost more than the work, so the channel index is stepped element by element instead.
+func minMaxChannels(l layout, base int, xs []float32, mn, mx []float32) Stats {
+	st := Stats{FirstNonFinite: -1}
+	c, k := (base/l.runLen)%l.nchan, base%l.runLen
+	for i, x := range xs {
+		if isFinite(x) {
+			if x < mn[c] {
+				mn[c] = x
+			}
+			if x > mx[c] {
+				mx[c] = x
+			}
+		} else {
+			if st.NonFinite == 0 {
+				st.FirstNonFinite = base + i
+			}
+			st.NonFinite++
+		}
+		if k++; k == l.runLen {
+			k = 0
+			if c++; c == l.nchan {
+				c = 0
+			}
+		}
+	}
+	return st
+}
+
 // minMaxFinite is the slow path for a run that holds NaN or Inf.
 func minMaxFinite(xs []float32) (float32, float32) {
 	mn, mx := float32(math.Inf(1)), float32(math.Inf(-1))
@@ -234,8 +284,53 @@ func countNonFinite(off int, xs []float32) Stats {
 	return st
 }
 
-// magic rounds a float32 of magnitude below 2^22 to an integer, half to even, by addition.
+// magic rounds a float32 of magnitude below 2^22 to an integer, half to even, by addition: in
+// [2^23, 2^24) the float32 spacing is exactly 1, so v + magic is v rounded as torch rounds.
 const magic = 12582912 // 1.5 * 2^23
+
+// magicBits is math.Float32bits(magic): the bits of v + magic are magicBits + round(v).
+const magicBits = 0x4B400000
+
+// grid holds one granule's quantization constants in the form the inner loops want. The
+// rounding and the clamp both happen on the bits of x*inv + magic: for positive floats the bits
+// grow with the value, negative floats (and -Inf) have negative int32 bits, +Inf and larger
+// values have bits above hiB. So clamping the bits to [loB, hiB] equals clamping the value to
+// [qmin-zp, qmax-zp], whatever x is (±Inf included), and the result is then just bits + zb.
+type grid struct {
+	inv      float32 // 1/scale in float32, as ATen (multiply, never divide)
+	loB, hiB int32   // bits of (qmin-zp)+magic and (qmax-zp)+magic
+	zb       int32   // zp - magicBits
+	z        int32
+}
+
+func newGrid(scale float32, z, qlo, qhi int32) grid {
+	return grid{
+		inv: 1 / scale,
+		loB: int32(math.Float32bits(float32(qlo-z) + magic)),
+		hiB: int32(math.Float32bits(float32(qhi-z) + magic)),
+		zb:  z - magicBits,
+		z:   z,
+	}
+}
+
+// q is torch's clamp(zp + round_half_even(x * inv), qmin, qmax). The explicit float32() keeps
+// the compiler from fusing the multiply and the add into an FMA, which would round only once.
+func (g *grid) q(x float32) int32 { return quantOne(x, g.inv, g.loB, g.hiB, g.zb) }
+
+// quantOne is grid.q on loose values: hot loops copy the grid's fields into locals first, since
+// the compiler otherwise reloads (or copies) the struct on every element.
+func quantOne(x, inv float32, loB, hiB, zb int32) int32 {
+	b := int32(math.Float32bits(float32(x*inv) + magic))
+	return min(max(b, loB), hiB) + zb
+}
+
+// qNaN is q with NaN mapped to the zero point (the ClampNonFinite policy).
+func (g *grid) qNaN(x float32) int32 {
+	if x != x {
+		return g.z
+	}
+	return g.q(x)
+}
 
 // Quantize quantizes src into dst with qparams computed from the data, exactly as torch's
 // MinMax observers followed by torch.quantize_per_tensor / quantize_per_channel would: per
@@ -244,7 +339,8 @@ const magic = 12582912 // 1.5 * 2^23
 // src is any contiguous float tensor (F32 is read in place, never copied). dst must hold
 // PackedLen(spec.Format, n) bytes; scale and zp receive spec.NumParams values (unused for the
 // float formats, which may pass nil). Int4 packs two values per byte, the even flat index in the
-// low nibble; signed values are stored as two's-complement nibbles.
+// low nibble; signed values are stored as two's-complement nibbles. On error the contents of
+// dst, scale and zp are unspecified.
 func Quantize(dst []byte, src *tensor.Tensor, spec Spec, scale []float32, zp []int32) (Stats, error) {
 	if err := checkInput(src); err != nil {
 		return Stats{}, err
@@ -259,6 +355,9 @@ func Quantize(dst []byte, src *tensor.Tensor, spec Spec, scale []float32, zp []i
 	np := spec.NumParams(src.Shape)
 	if len(scale) < np || len(zp) < np {
 		return Stats{}, fmt.Errorf("%w: need %d scales and zero points, have %d and %d", ErrSpec, np, len(scale), len(zp))
+	}
+	if need := PackedLen(spec.Format, src.Len()); len(dst) < need {
+		return Stats{}, errShortOutput(len(dst), need)
 	}
 	mins, maxs := make([]float32, np), make([]float32, np)
 	st, err := MinMax(src, &spec, mins, maxs)
@@ -287,6 +386,9 @@ func QuantizeWithParams(dst []byte, src *tensor.Tensor, spec Spec, scale []float
 	if len(scale) < np || len(zp) < np {
 		return fmt.Errorf("%w: need %d scales and zero points, have %d and %d", ErrSpec, np, len(scale), len(zp))
 	}
+	if need := PackedLen(spec.Format, src.Len()); len(dst) < need {
+		return errShortOutput(len(dst), need)
+	}
 	lo, hi := spec.QDType.Limits()
 	for i := 0; i < np; i++ {
 		if !(scale[i] > 0) || math.IsInf(float64(scale[i]), 0) {
@@ -313,26 +415,37 @@ func QuantizeWithParams(dst []byte, src *tensor.Tensor, spec Spec, scale []float
 	return quantizeInto(dst, src, &spec, scale, zp, st.NonFinite > 0)
 }
 
-func quantizeInto(dst []byte, src *tensor.Tensor, spec *Spec, scale []float32, zp []int32, slow bool) error {
+func quantizeInto(dst []byte, src *tensor.Tensor, spec *Spec, scale []float32, zp []int32, hasNaN bool) error {
 	l := newLayout(src.Shape, spec)
 	if need := PackedLen(spec.Format, l.n); len(dst) < need {
-		return fmt.Errorf("%w: output buffer has %d bytes, need %d", ErrSpec, len(dst), need)
+		return errShortOutput(len(dst), need)
 	}
 	qlo, qhi := spec.QDType.Limits()
 	four := spec.Format == Int4
+	var grids []grid
+	if l.short() {
+		// Short runs step through channels element by element: precompute every channel's
+		// constants once (one per channel, never per element).
+		grids = make([]grid, l.nchan)
+		for c := range grids {
+			grids[c] = newGrid(scale[c], zp[c], qlo, qhi)
+		}
+	}
 	parallel(l.n, func(_, a, b int) {
 		floats(src, a, b, func(base int, xs []float32) {
+			if grids != nil {
+				quantChannels(dst, l, base, xs, grids, four, hasNaN)
+				return
+			}
 			l.eachRun(base, xs, func(g, off int, run []float32) {
-				inv := 1 / scale[g]
-				z := zp[g]
-				lo, hi := float32(qlo-z), float32(qhi-z)
+				gr := newGrid(scale[g], zp[g], qlo, qhi)
 				switch {
-				case slow:
-					quantRunSlow(dst, off, run, inv, z, lo, hi, four)
+				case hasNaN:
+					quantRunNaN(dst, off, run, &gr, four)
 				case four:
-					quantRun4(dst, off, run, inv, z, lo, hi)
+					quantRun4(dst, off, run, gr)
 				default:
-					quantRun8(dst[off:off+len(run)], run, inv, z, lo, hi)
+					quantRun8(dst[off:off+len(run)], run, gr)
 				}
 			})
 		})
@@ -340,64 +453,81 @@ func quantizeInto(dst []byte, src *tensor.Tensor, spec *Spec, scale []float32, z
 	return nil
 }
 
-// quantRun8: clamping x*inv to [qmin-zp, qmax-zp] before rounding equals clamping after (the
-// bounds are integers and rounding is monotonic) and keeps the magic-number rounding exact.
-func quantRun8(dst []byte, xs []float32, inv float32, z int32, lo, hi float32) {
+func quantRun8(dst []byte, xs []float32, g grid) {
+	inv, loB, hiB, zb := g.inv, g.loB, g.hiB, g.zb
 	dst = dst[:len(xs)]
 	for i, x := range xs {
-		v := float32(x * inv)
-		if v < lo {
-			v = lo
-		}
-		if v > hi {
-			v = hi
-		}
-		v = float32(v+magic) - magic
-		dst[i] = byte(int32(v) + z)
+		dst[i] = byte(quantOne(x, inv, loB, hiB, zb))
 	}
 }
 
-func quantRun4(dst []byte, off int, xs []float32, inv float32, z int32, lo, hi float32) {
-	for i, x := range xs {
-		v := float32(x * inv)
-		if v < lo {
-			v = lo
-		}
-		if v > hi {
-			v = hi
-		}
-		v = float32(v+magic) - magic
-		nib := byte(int32(v)+z) & 0xF
-		if j := off + i; j&1 == 0 {
-			dst[j>>1] = nib
-		} else {
-			dst[j>>1] |= nib << 4
-		}
+// quantRun4 packs pairs. A run may start on an odd flat index (odd group sizes): its first value
+// is then the high nibble of a byte whose low nibble the previous run, in the same worker,
+// already wrote (workers own whole bytes: parallel splits at even indices).
+func quantRun4(dst []byte, off int, xs []float32, g grid) {
+	i := 0
+	if off&1 == 1 && len(xs) > 0 {
+		dst[off>>1] |= byte(g.q(xs[0])) << 4
+		i = 1
+	}
+	inv, loB, hiB, zb := g.inv, g.loB, g.hiB, g.zb
+	j := (off + i) >> 1
+	pairs := xs[i:]
+	out := dst[j : j+len(pairs)/2]
+	for k := range out {
+		a := quantOne(pairs[2*k], inv, loB, hiB, zb)
+		b := quantOne(pairs[2*k+1], inv, loB, hiB, zb)
+		out[k] = byte(a)&0xF | byte(b)<<4
+	}
+	i += 2 * len(out)
+	j += len(out)
+	if i < len(xs) {
+		dst[j] = byte(g.q(xs[i])) & 0xF
 	}
 }
 
-// quantRunSlow handles inputs with NaN (→ zero point) and ±Inf (→ the ends of the grid).
-func quantRunSlow(dst []byte, off int, xs []float32, inv float32, z int32, lo, hi float32, four bool) {
+// quantRunNaN is the path for inputs that hold NaN (→ the zero point) under ClampNonFinite.
+func quantRunNaN(dst []byte, off int, xs []float32, g *grid, four bool) {
 	for i, x := range xs {
-		v := float32(x * inv)
-		switch {
-		case v != v:
-			v = 0
-		case v < lo:
-			v = lo
-		case v > hi:
-			v = hi
+		putQ(dst, off+i, byte(g.qNaN(x)), four)
+	}
+}
+
+func putQ(dst []byte, j int, q byte, four bool) {
+	switch {
+	case !four:
+		dst[j] = q
+	case j&1 == 0:
+		dst[j>>1] = q & 0xF
+	default:
+		dst[j>>1] |= q << 4
+	}
+}
+
+// quantChannels is quantizeInto for short per-channel runs; see minMaxChannels.
+func quantChannels(dst []byte, l layout, base int, xs []float32, grids []grid, four, hasNaN bool) {
+	c, k := (base/l.runLen)%l.nchan, base%l.runLen
+	if !four && !hasNaN {
+		d := dst[base : base+len(xs)]
+		for i, x := range xs {
+			g := &grids[c]
+			d[i] = byte(quantOne(x, g.inv, g.loB, g.hiB, g.zb))
+			if k++; k == l.runLen {
+				k = 0
+				if c++; c == l.nchan {
+					c = 0
+				}
+			}
 		}
-		v = float32(v+magic) - magic
-		q := byte(int32(v) + z)
-		j := off + i
-		switch {
-		case !four:
-			dst[j] = q
-		case j&1 == 0:
-			dst[j>>1] = q & 0xF
-		default:
-			dst[j>>1] |= (q & 0xF) << 4
+		return
+	}
+	for i, x := range xs {
+		putQ(dst, base+i, byte(grids[c].qNaN(x)), four)
+		if k++; k == l.runLen {
+			k = 0
+			if c++; c == l.nchan {
+				c = 0
+			}
 		}
 	}
 }
