@@ -403,11 +403,28 @@ func (w *walker) seq(s []any, prefix string, depth int) error {
 	return nil
 }
 
+// items lists a dict's or OrderedDict's entries in order (torch ≥ 2.0 keeps a module's
+// _parameters/_buffers/_modules in plain dicts, older versions in OrderedDicts).
+func items(v any) ([]types.DictEntry, bool) {
+	switch d := v.(type) {
+	case *types.Dict:
+		return *d, true
+	case *types.OrderedDict:
+		out := make([]types.DictEntry, 0, d.Len())
+		for e := d.List.Front(); e != nil; e = e.Next() {
+			ent := e.Value.(*types.OrderedDictEntry)
+			out = append(out, types.DictEntry{Key: ent.Key, Value: ent.Value})
+		}
+		return out, true
+	}
+	return nil, false
+}
+
 // isModule recognises a pickled nn.Module by the attributes every Module has.
 func isModule(o *pickle.Object) bool {
-	_, p := o.Attr("_parameters").(*types.OrderedDict)
-	_, m := o.Attr("_modules").(*types.OrderedDict)
-	return p || m
+	_, p := items(o.Attr("_parameters"))
+	_, m := items(o.Attr("_modules"))
+	return p && m
 }
 
 // module adds a module's state_dict entries in torch's order: parameters, persistent buffers,
@@ -426,12 +443,8 @@ func (w *walker) module(o *pickle.Object, prefix string, depth int) error {
 		}
 	}
 	for _, attr := range []string{"_parameters", "_buffers"} {
-		od, ok := o.Attr(attr).(*types.OrderedDict)
-		if !ok {
-			continue
-		}
-		for e := od.List.Front(); e != nil; e = e.Next() {
-			ent := e.Value.(*types.OrderedDictEntry)
+		ents, _ := items(o.Attr(attr))
+		for _, ent := range ents {
 			name, ok := ent.Key.(string)
 			if !ok || (attr == "_buffers" && nonPersistent[name]) {
 				continue
@@ -443,16 +456,14 @@ func (w *walker) module(o *pickle.Object, prefix string, depth int) error {
 			}
 		}
 	}
-	if od, ok := o.Attr("_modules").(*types.OrderedDict); ok {
-		for e := od.List.Front(); e != nil; e = e.Next() {
-			ent := e.Value.(*types.OrderedDictEntry)
-			name, ok := ent.Key.(string)
-			if !ok || ent.Value == nil {
-				continue
-			}
-			if err := w.walk(ent.Value, join(prefix, name), depth+1); err != nil {
-				return err
-			}
+	ents, _ := items(o.Attr("_modules"))
+	for _, ent := range ents {
+		name, ok := ent.Key.(string)
+		if !ok || ent.Value == nil {
+			continue
+		}
+		if err := w.walk(ent.Value, join(prefix, name), depth+1); err != nil {
+			return err
 		}
 	}
 	return nil
