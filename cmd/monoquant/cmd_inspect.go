@@ -1,0 +1,255 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/tensor"
+)
+
+func init() {
+	register(&command{
+		name:     "inspect",
+		synopsis: "inspect FILE [--json]",
+		summary:  "list a checkpoint's tensors, layer types and quantization config",
+		help: `Lists the tensors of a checkpoint (name, dtype, shape, bytes), the layer each belongs to and
+its detected type, and what 'monoquant quantize' with default flags would do with it. Layer
+types come from the module classes when the file holds a pickled nn.Module, else from tensor
+names and shapes. For a quantized checkpoint it shows the stored config instead: each quantized
+tensor's format, scheme, granularity, axis or group size and original dtype and shape, and the
+activation qparams of a static-mode file.
+
+Examples:
+  monoquant inspect model.pt
+  monoquant inspect model.int8.safetensors
+  monoquant inspect model.safetensors.index.json --json | jq '.tensors[] | select(.action == "quantize")'`,
+		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+			asJSON := fs.Bool("json", false, "print one JSON document on stdout")
+			return func(ctx context.Context, e *env, args []string) error {
+				if len(args) != 1 {
+					return usageErr("inspect: want exactly one FILE, got %d arguments", len(args))
+				}
+				res, err := inspectFile(args[0])
+				if err != nil {
+					return err
+				}
+				if *asJSON {
+					return writeJSON(e.stdout, res)
+				}
+				res.print(e.stdout)
+				return nil
+			}
+		},
+	})
+}
+
+type inspectTensor struct {
+	Name      string `json:"name"`
+	DType     string `json:"dtype"`
+	Shape     []int  `json:"shape"`
+	Bytes     int64  `json:"bytes"`
+	Layer     string `json:"layer"`
+	LayerType string `json:"layer_type"`
+	// Action is what `quantize` with default flags would do (plain checkpoints); Role is what
+	// a stored tensor is in a quantized checkpoint (values, scale, zero_point, kept).
+	Action string `json:"action,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	Role   string `json:"role,omitempty"`
+	Of     string `json:"of,omitempty"` // the quantized tensor a scale or zero point belongs to
+}
+
+type inspectResult struct {
+	File        string            `json:"file"`
+	Format      string            `json:"format"`
+	FileBytes   int64             `json:"file_bytes"`
+	TensorBytes int64             `json:"tensor_bytes"`
+	Quantized   bool              `json:"quantized"`
+	Tensors     []inspectTensor   `json:"tensors"`
+	Metadata    map[string]string `json:"metadata"`
+	ModuleTypes map[string]string `json:"module_types,omitempty"`
+	Config      *model.Config     `json:"config,omitempty"`
+	// Note explains an empty default action column (nothing quantizable with default flags).
+	Note string `json:"note,omitempty"`
+}
+
+func inspectFile(path string) (*inspectResult, error) {
+	r, err := openInput("input", path)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	entries := r.Entries()
+	md := r.Metadata()
+	res := &inspectResult{File: path, Format: describeFormat(r, path), FileBytes: fileBytes(r, path),
+		Metadata: map[string]string{}, ModuleTypes: r.ModuleTypes(), Tensors: []inspectTensor{}}
+	for k, v := range md {
+		if k != model.MetadataKey {
+			res.Metadata[k] = v
+		}
+	}
+	// Layer types: a plan over every quantizable type classifies each tensor; a plan with the
+	// default options says what `quantize` would do.
+	var all []model.LayerType
+	for _, c := range layerChoices() {
+		all = append(all, model.LayerType(c))
+	}
+	classified := map[string]*model.TensorPlan{}
+	if p, err := model.NewPlan(entries, r.ModuleTypes(), model.Options{LayerTypes: all}); err == nil {
+		for i := range p.Tensors {
+			classified[p.Tensors[i].Name] = &p.Tensors[i]
+		}
+	}
+	for _, e := range entries {
+		n := tensor.NumElements(e.Shape)
+		res.TensorBytes += int64(n) * int64(e.DType.Size())
+	}
+
+	if model.IsQuantized(md) {
+		cfg, err := model.ReadConfig(entries, md)
+		if err != nil {
+			return nil, classifyCoreErr(fmt.Errorf("%s: %w", path, err))
+		}
+		res.Quantized, res.Config = true, cfg
+		for _, e := range entries {
+			it := inspectTensor{Name: e.Name, DType: e.DType.String(), Shape: e.Shape, Bytes: int64(tensor.NumElements(e.Shape)) * int64(e.DType.Size()), Role: "kept"}
+			base, suffix := e.Name, ""
+			for _, s := range []string{".scale", ".zero_point"} {
+				if b := strings.TrimSuffix(e.Name, s); b != e.Name {
+					if _, ok := cfg.Tensors[b]; ok {
+						base, suffix = b, s[1:]
+					}
+				}
+			}
+			if tc, ok := cfg.Tensors[base]; ok {
+				it.Layer, it.LayerType = tc.Layer, tc.LayerType
+				if suffix != "" {
+					it.Role, it.Of = suffix, base
+				} else {
+					it.Role = tc.Format + " values"
+				}
+			} else if tp, ok := classified[e.Name]; ok {
+				it.Layer, it.LayerType = tp.Layer, string(tp.LayerType)
+			}
+			res.Tensors = append(res.Tensors, it)
+		}
+		return res, nil
+	}
+
+	p, err := model.NewPlan(entries, r.ModuleTypes(), model.Options{})
+	var actions map[string]*model.TensorPlan
+	switch {
+	case err == nil:
+		actions = map[string]*model.TensorPlan{}
+		for i := range p.Tensors {
+			actions[p.Tensors[i].Name] = &p.Tensors[i]
+		}
+	case errors.Is(err, model.ErrNothingToQuantize):
+		res.Note = "nothing to quantize with the default layer types (linear, conv2d, lstm)"
+	default:
+		return nil, classifyCoreErr(fmt.Errorf("%s: %w", path, err))
+	}
+	for _, e := range entries {
+		it := inspectTensor{Name: e.Name, DType: e.DType.String(), Shape: e.Shape, Bytes: int64(tensor.NumElements(e.Shape)) * int64(e.DType.Size()), Action: string(model.ActionKeep)}
+		if tp, ok := classified[e.Name]; ok {
+			it.Layer, it.LayerType = tp.Layer, string(tp.LayerType)
+		}
+		if tp, ok := actions[e.Name]; ok {
+			it.Layer, it.LayerType = tp.Layer, string(tp.LayerType)
+			it.Action, it.Reason = string(tp.Action), tp.Reason
+		}
+		res.Tensors = append(res.Tensors, it)
+	}
+	return res, nil
+}
+
+func (res *inspectResult) print(w io.Writer) {
+	fmt.Fprintf(w, "File        %s\n", res.File)
+	fmt.Fprintf(w, "Format      %s\n", res.Format)
+	fmt.Fprintf(w, "Size        %s on disk, %s in %s\n", humanBytes(res.FileBytes), humanBytes(res.TensorBytes), plural(len(res.Tensors), "tensor", "tensors"))
+	if res.Quantized {
+		c := res.Config
+		fmt.Fprintf(w, "Quantized   yes: monoquant format %d, written by %s %s, %s, %s\n", c.FormatVersion, c.Tool, c.ToolVersion,
+			strings.ReplaceAll(c.Mode, "_", "-"), plural(len(c.Tensors), "quantized tensor", "quantized tensors"))
+	} else {
+		fmt.Fprintln(w, "Quantized   no")
+	}
+	if len(res.ModuleTypes) > 0 {
+		fmt.Fprintf(w, "Modules     %d (classes read from the pickled nn.Module)\n", len(res.ModuleTypes))
+	}
+	for _, k := range sortedKeys(res.Metadata) {
+		v := res.Metadata[k]
+		if len(v) > 60 {
+			v = v[:57] + "..."
+		}
+		fmt.Fprintf(w, "Metadata    %s = %s\n", k, v)
+	}
+	fmt.Fprintln(w)
+	if res.Quantized {
+		t := newTable("tensor", "dtype", "shape", "layer type", "role").alignRight()
+		for _, it := range res.Tensors {
+			role := it.Role
+			if it.Of != "" {
+				role += " of " + it.Of
+			}
+			t.add(it.Name, it.DType, shapeString(it.Shape), dash(it.LayerType), role)
+		}
+		t.write(w)
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "Quantization config:")
+		ct := newTable("tensor", "format", "scheme", "granularity", "axis/group", "qdtype", "original")
+		for _, name := range sortedKeys(res.Config.Tensors) {
+			tc := res.Config.Tensors[name]
+			ag := "-"
+			switch tc.Granularity {
+			case "per_channel":
+				ag = fmt.Sprintf("axis %d", tc.Axis)
+			case "per_group":
+				ag = fmt.Sprintf("group %d", tc.GroupSize)
+			}
+			ct.add(name, tc.Format, dash(tc.Scheme), dash(tc.Granularity), ag, dash(tc.QDType), tc.DType+" "+shapeString(tc.Shape))
+		}
+		ct.write(w)
+		if len(res.Config.Activations) > 0 {
+			fmt.Fprintln(w)
+			fmt.Fprintln(w, "Activation qparams (static mode):")
+			at := newTable("layer", "observer", "qdtype", "scale", "zero point", "batches").alignRight(3, 4, 5)
+			for _, l := range sortedKeys(res.Config.Activations) {
+				a := res.Config.Activations[l]
+				sc, zp := "-", "-"
+				if len(a.Scale) > 0 {
+					sc, zp = fmt.Sprintf("%.6g", a.Scale[0]), fmt.Sprint(a.ZeroPoint[0])
+				}
+				at.add(l, a.Observer, a.QDType, sc, zp, fmt.Sprint(a.Batches))
+			}
+			at.write(w)
+		}
+		return
+	}
+	t := newTable("tensor", "dtype", "shape", "layer type", "quantize (defaults)")
+	for _, it := range res.Tensors {
+		act := it.Action
+		if it.Reason != "" {
+			act += ": " + it.Reason
+		}
+		t.add(it.Name, it.DType, shapeString(it.Shape), dash(it.LayerType), act)
+	}
+	t.write(w)
+	if res.Note != "" {
+		fmt.Fprintf(w, "\nNote: %s\n", res.Note)
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+var _ checkpoint.Reader = (*inputReader)(nil)

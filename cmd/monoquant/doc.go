@@ -1,0 +1,40 @@
+// Command monoquant quantizes PyTorch checkpoints without Python: a thin command line over the
+// engine in core/ (core/checkpoint reads and writes the files, core/model plans, quantizes,
+// dequantizes and reports). The CLI only translates flags into core options and core results into
+// tables, JSON and exit codes; it holds no quantization logic.
+//
+// Commands (each has --help with examples):
+//
+//	monoquant quantize   --model IN --bits 8|4|16 [--out OUT] [--format pt|safetensors] ...
+//	monoquant inspect    FILE [--json]
+//	monoquant dequantize IN [--out OUT]
+//	monoquant compare    A B [--json]
+//	monoquant version    [--json]
+//
+// IN may be a torch .pt/.pth/.bin file (a state_dict or a whole pickled nn.Module), a
+// .safetensors file or a sharded *.safetensors.index.json. The default output sits next to the
+// input with a suffix naming what was done (model.int8.safetensors, model.int4.pt,
+// model.dequantized.safetensors); the input is never overwritten. Every file is written to a
+// temporary file in the target folder and renamed into place, so a failed or interrupted run
+// leaves no partial output.
+//
+// While quantizing, a progress bar (tensors done/total, bytes, rate, ETA) is drawn on stderr when
+// stderr is a terminal, and never with --quiet or when stderr is redirected. The report (size
+// before and after, bits per weight, per-layer SQNR worst first, warnings) goes to stdout as a
+// table, or as one JSON document with --json.
+//
+// Exit codes, so that scripts can tell failures apart:
+//
+//	0    success
+//	1    internal error (a bug: please report the message)
+//	2    usage: unknown command or flag, bad flag value, missing or extra argument
+//	3    input missing or unreadable
+//	4    input rejected: not a checkpoint, corrupt, or unsafe (a pickle naming a forbidden global)
+//	5    output cannot be written (folder missing or read-only, or it would overwrite the input)
+//	6    nothing to quantize: no tensor matches the selected layer types and skip patterns
+//	7    data cannot be quantized or dequantized: NaN/Inf in a tensor, inconsistent quantized file
+//	8    the written output failed validation (it is removed)
+//	130  interrupted (SIGINT/SIGTERM); no output is left behind
+//
+// Every failure prints one line on stderr, "monoquant: <cause>", and never a Go stack trace.
+package main

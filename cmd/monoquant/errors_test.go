@@ -1,0 +1,321 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/monoquant/monoquant/core/checkpoint/safetensors"
+	"github.com/monoquant/monoquant/core/tensor"
+)
+
+// writeSafetensors makes a small checkpoint for a test from float32 tensors.
+func writeSafetensors(t testing.TB, path string, tensors map[string]*tensor.Tensor, order ...string) {
+	t.Helper()
+	var entries []tensor.Info
+	for _, n := range order {
+		tt := tensors[n]
+		entries = append(entries, tensor.Info{Name: n, DType: tt.DType, Shape: tt.Shape})
+	}
+	w, err := safetensors.Create(path, entries, map[string]string{"source": "cli test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range order {
+		if err := w.Write(n, tensors[n].Data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func ramp(n int, scale float32) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = scale * float32(math.Sin(float64(i)*0.7))
+	}
+	return v
+}
+
+func TestUsageErrors(t *testing.T) {
+	root := repoRoot(t)
+	model := filepath.Join(root, "examples", "digits_cnn.safetensors")
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{nil, "no command given"},
+		{[]string{"quantise"}, `unknown command "quantise"`},
+		{[]string{"--bits", "8"}, "flag --bits must come after a command"},
+		{[]string{"quantize"}, "--model is required"},
+		{[]string{"quantize", "--model", model, "--bits", "7"}, `invalid value "7" for --bits: want 8, 4 or 16`},
+		{[]string{"quantize", "--model", model, "--bits"}, "flag needs an argument: --bits"},
+		{[]string{"quantize", "--model", model, "--scheme", "affine"}, `invalid value "affine" for --scheme`},
+		{[]string{"quantize", "--model", model, "--format", "onnx"}, `invalid value "onnx" for --format: want pt or safetensors`},
+		{[]string{"quantize", "--model", model, "--observer", "kmeans"}, `invalid value "kmeans" for --observer`},
+		{[]string{"quantize", "--model", model, "--layers", "linear,attention"}, `"attention" is not one of`},
+		{[]string{"quantize", "--model", model, "--layers", "linear,,conv2d"}, "empty item"},
+		{[]string{"quantize", "--model", model, "--group-size", "64"}, "--group-size applies to --bits 4 only"},
+		{[]string{"quantize", "--model", model, "--bits", "4", "--group-size", "0"}, "--group-size 0 must be a positive number"},
+		{[]string{"quantize", "--model", model, "--bits", "4", "--group-size", "x"}, `invalid value "x" for --group-size`},
+		{[]string{"quantize", "--model", model, "--dtype", "bf16"}, "--dtype applies to --bits 16 only"},
+		{[]string{"quantize", "--model", model, "--bits", "16", "--scheme", "asymmetric"}, "--scheme applies to the integer formats"},
+		{[]string{"quantize", "--model", model, "--observer", "minmax"}, "--observer chooses the activation observer and needs --calibration"},
+		{[]string{"quantize", "--model", model, "--nonfinite", "ignore"}, `invalid value "ignore" for --nonfinite`},
+		{[]string{"quantize", "--model", model, "--frobnicate"}, "unknown flag --frobnicate"},
+		{[]string{"quantize", "--model", model, "extra.pt"}, `unexpected argument "extra.pt"`},
+		{[]string{"quantize", "--model", model, "--out", "q.onnx"}, "--out q.onnx: unknown extension"},
+		{[]string{"quantize", "--model", model, "--out", "q.pt", "--format", "safetensors"}, "--out q.pt is a pt file but --format is safetensors"},
+		{[]string{"inspect"}, "inspect: want exactly one FILE, got 0 arguments"},
+		{[]string{"inspect", "a", "b"}, "inspect: want exactly one FILE, got 2 arguments"},
+		{[]string{"compare", model}, "compare: want two files A and B, got 1 arguments"},
+		{[]string{"dequantize"}, "dequantize: want exactly one input file"},
+		{[]string{"version", "now"}, `version: takes no arguments, got "now"`},
+		{[]string{"help", "frob"}, `unknown command "frob"`},
+	}
+	for _, tc := range tests {
+		r := runCLI(t, tc.args...)
+		assertOneLineError(t, tc.args, r, exitUsage, tc.want)
+		if r.stdout != "" {
+			t.Errorf("monoquant %s: stdout %q, want nothing", strings.Join(tc.args, " "), r.stdout)
+		}
+	}
+}
+
+func TestHelpEveryCommand(t *testing.T) {
+	for _, name := range []string{"quantize", "inspect", "dequantize", "compare", "version"} {
+		for _, args := range [][]string{{name, "--help"}, {name, "-h"}, {"help", name}} {
+			r := runCLI(t, args...)
+			if r.code != exitOK || r.stderr != "" {
+				t.Errorf("monoquant %s: exit %d, stderr %q; want 0 and nothing", strings.Join(args, " "), r.code, r.stderr)
+			}
+			for _, want := range []string{"Usage: monoquant " + name, "Examples:", "Exit codes:", "  130  interrupted", "--help"} {
+				if !strings.Contains(r.stdout, want) {
+					t.Errorf("monoquant %s: help lacks %q:\n%s", strings.Join(args, " "), want, r.stdout)
+				}
+			}
+		}
+	}
+	r := runCLI(t, "--help")
+	for _, want := range []string{"quantize ", "inspect ", "dequantize ", "compare ", "version ", "Exit codes:"} {
+		if r.code != 0 || !strings.Contains(r.stdout, want) {
+			t.Errorf("monoquant --help: exit %d, output lacks %q:\n%s", r.code, want, r.stdout)
+		}
+	}
+	// Every flag of quantize the issue names is there.
+	q := runCLI(t, "quantize", "--help").stdout
+	for _, f := range []string{"--model", "--bits", "--out", "--format", "--scheme", "--group-size", "--layers", "--skip", "--observer", "--calibration", "--dtype", "--json", "--quiet"} {
+		if !strings.Contains(q, "  "+f+" ") {
+			t.Errorf("quantize --help does not list %s", f)
+		}
+	}
+}
+
+func TestExitCodesDocumented(t *testing.T) {
+	doc, err := os.ReadFile("doc.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, code := range []int{exitOK, exitInternal, exitUsage, exitInput, exitFormat, exitOutput, exitNothing, exitData, exitValidation, exitInterrupted} {
+		line := "\t" + strconv.Itoa(code) + " "
+		if !strings.Contains(string(doc), "//"+line) {
+			t.Errorf("doc.go does not document exit code %d", code)
+		}
+		if !strings.Contains(exitCodesHelp, "  "+strconv.Itoa(code)+" ") {
+			t.Errorf("--help does not document exit code %d", code)
+		}
+	}
+}
+
+func TestInputErrors(t *testing.T) {
+	root := repoRoot(t)
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "notes.safetensors")
+	os.WriteFile(garbage, []byte("these are not tensors, just some text that is long enough"), 0o644)
+	text := filepath.Join(dir, "notes.pt")
+	os.WriteFile(text, []byte("plain text, neither zip nor pickle"), 0o644)
+	tests := []struct {
+		name, path string
+		code       int
+		want       string
+	}{
+		{"missing", filepath.Join(dir, "nope.pt"), exitInput, "no such file"},
+		{"folder", dir, exitInput, "is a folder"},
+		{"garbage safetensors", garbage, exitFormat, "notes.safetensors"},
+		{"text as .pt", text, exitFormat, "notes.pt"},
+	}
+	bad, _ := filepath.Glob(filepath.Join(root, "testdata", "checkpoints", "safetensors", "bad", "*.safetensors"))
+	for _, b := range bad {
+		tests = append(tests, struct {
+			name, path string
+			code       int
+			want       string
+		}{"bad/" + filepath.Base(b), b, exitFormat, ""})
+	}
+	// The malicious fixtures come with a manifest of what each must be refused for.
+	var manifest map[string]struct{ Refused, Error string }
+	if b, err := os.ReadFile(filepath.Join(root, "testdata", "malicious", "manifest.json")); err == nil {
+		if err := json.Unmarshal(b, &manifest); err != nil {
+			t.Fatalf("testdata/malicious/manifest.json: %v", err)
+		}
+	} else {
+		t.Log("no testdata/malicious fixtures yet")
+	}
+	for _, name := range sortedKeys(manifest) {
+		m := manifest[name]
+		want := m.Error
+		if m.Refused != "" {
+			want = "refusing to unpickle " + m.Refused
+		}
+		tests = append(tests, struct {
+			name, path string
+			code       int
+			want       string
+		}{"malicious/" + name, filepath.Join(root, "testdata", "malicious", name), exitFormat, want})
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out := t.TempDir()
+			for _, args := range [][]string{
+				{"quantize", "--model", tc.path, "--out", filepath.Join(out, "q.safetensors")},
+				{"inspect", tc.path},
+				{"dequantize", tc.path, "--out", filepath.Join(out, "d.safetensors")},
+				{"compare", tc.path, tc.path},
+			} {
+				r := runCLI(t, args...)
+				assertOneLineError(t, args, r, tc.code, tc.want)
+				if got := listDir(t, out); len(got) != 0 {
+					t.Errorf("monoquant %s left %v behind", strings.Join(args, " "), got)
+				}
+			}
+		})
+	}
+}
+
+func TestOutputErrors(t *testing.T) {
+	root := repoRoot(t)
+	dir := t.TempDir()
+	in := copyFile(t, filepath.Join(root, "examples", "digits_cnn.safetensors"), dir)
+	file := filepath.Join(dir, "plainfile")
+	os.WriteFile(file, []byte("x"), 0o644)
+	os.Mkdir(filepath.Join(dir, "sub.safetensors"), 0o755)
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing folder", []string{"--out", filepath.Join(dir, "no", "such", "q.safetensors")}, "output folder " + filepath.Join(dir, "no", "such") + " does not exist"},
+		{"folder is a file", []string{"--out", filepath.Join(file, "q.safetensors")}, "is not a folder"},
+		{"read-only folder", []string{"--out", "/proc/q.safetensors"}, "/proc"},
+		{"out is the input", []string{"--out", in}, "is the input"},
+		{"out is the input by another path", []string{"--out", filepath.Join(dir, ".", "digits_cnn.safetensors")}, "is the input"},
+		{"out is a folder", []string{"--out", filepath.Join(dir, "sub.safetensors")}, "is a folder"},
+	}
+	before := listDir(t, dir)
+	for _, tc := range tests {
+		args := append([]string{"quantize", "--model", in}, tc.args...)
+		r := runCLI(t, args...)
+		assertOneLineError(t, args, r, exitOutput, tc.want)
+		if got := listDir(t, dir); !slices.Equal(got, before) {
+			t.Errorf("%s: folder holds %v after the failure, want %v", tc.name, got, before)
+		}
+	}
+	if os.Geteuid() != 0 {
+		ro := filepath.Join(dir, "ro")
+		os.Mkdir(ro, 0o555)
+		args := []string{"quantize", "--model", in, "--out", filepath.Join(ro, "q.safetensors")}
+		assertOneLineError(t, args, runCLI(t, args...), exitOutput, "not writable")
+	}
+}
+
+func TestNothingToQuantize(t *testing.T) {
+	root := repoRoot(t)
+	dir := t.TempDir()
+	norms := filepath.Join(dir, "norms.safetensors")
+	writeSafetensors(t, norms, map[string]*tensor.Tensor{
+		"ln.weight": tensor.FromFloat32(ramp(8, 1), 8),
+		"ln.bias":   tensor.FromFloat32(ramp(8, 1), 8),
+	}, "ln.weight", "ln.bias")
+	cnn := copyFile(t, filepath.Join(root, "examples", "digits_cnn.safetensors"), dir)
+	tests := [][]string{
+		{"quantize", "--model", norms},
+		{"quantize", "--model", cnn, "--layers", "embedding"},
+		{"quantize", "--model", cnn, "--skip", "features", "--skip", "classifier.*"},
+		{"quantize", "--model", cnn, "--layers", "lstm", "--json"},
+	}
+	before := listDir(t, dir)
+	for _, args := range tests {
+		r := runCLI(t, args...)
+		assertOneLineError(t, args, r, exitNothing, "nothing to quantize")
+		if got := listDir(t, dir); !slices.Equal(got, before) {
+			t.Errorf("monoquant %s: folder holds %v, want %v", strings.Join(args, " "), got, before)
+		}
+	}
+}
+
+func TestNonFiniteWeights(t *testing.T) {
+	dir := t.TempDir()
+	w := ramp(64*32, 0.1)
+	w[77] = float32(math.NaN())
+	w[100] = float32(math.Inf(1))
+	in := filepath.Join(dir, "nan.safetensors")
+	writeSafetensors(t, in, map[string]*tensor.Tensor{
+		"fc.weight": tensor.FromFloat32(w, 64, 32),
+		"fc.bias":   tensor.FromFloat32(ramp(64, 1), 64),
+	}, "fc.bias", "fc.weight")
+	args := []string{"quantize", "--model", in}
+	assertOneLineError(t, args, runCLI(t, args...), exitData, `"fc.weight"`)
+	if got := listDir(t, dir); !slices.Equal(got, []string{"nan.safetensors"}) {
+		t.Errorf("after a refused NaN tensor the folder holds %v", got)
+	}
+	r := runCLI(t, "quantize", "--model", in, "--nonfinite", "clamp")
+	if r.code != 0 || !strings.Contains(r.stdout, "non_finite_clamped") {
+		t.Errorf("--nonfinite clamp: exit %d, stdout lacks the non_finite_clamped warning:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+func TestAlreadyQuantizedAndNotQuantized(t *testing.T) {
+	root := repoRoot(t)
+	dir := t.TempDir()
+	in := copyFile(t, filepath.Join(root, "examples", "digits_cnn.safetensors"), dir)
+	if r := runCLI(t, "quantize", "--model", in, "--quiet"); r.code != 0 {
+		t.Fatalf("quantize: exit %d: %s", r.code, r.stderr)
+	}
+	q := filepath.Join(dir, "digits_cnn.int8.safetensors")
+	args := []string{"quantize", "--model", q, "--out", filepath.Join(dir, "again.safetensors")}
+	assertOneLineError(t, args, runCLI(t, args...), exitFormat, "already quantized")
+	args = []string{"dequantize", in}
+	assertOneLineError(t, args, runCLI(t, args...), exitFormat, "not a monoquant quantized checkpoint")
+}
+
+func TestInterruptedLeavesNothing(t *testing.T) {
+	root := repoRoot(t)
+	dir := t.TempDir()
+	in := copyFile(t, filepath.Join(root, "examples", "tiny_transformer.safetensors"), dir)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	args := []string{"quantize", "--model", in}
+	r := runCLIctx(t, ctx, false, args...)
+	assertOneLineError(t, args, r, exitInterrupted, "interrupted")
+	if got := listDir(t, dir); !slices.Equal(got, []string{"tiny_transformer.safetensors"}) {
+		t.Errorf("after an interrupted run the folder holds %v", got)
+	}
+}
+
+func TestPanicIsOneLine(t *testing.T) {
+	register(&command{name: "test-panic", summary: "test only", setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+		return func(context.Context, *env, []string) error { panic("boom\nsecond line") }
+	}})
+	defer delete(commands, "test-panic")
+	args := []string{"test-panic"}
+	assertOneLineError(t, args, runCLI(t, args...), exitInternal, "internal error: boom; second line")
+}

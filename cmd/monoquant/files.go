@@ -1,0 +1,249 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/checkpoint/pickle"
+	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/quant"
+	"github.com/monoquant/monoquant/core/tensor"
+	"golang.org/x/sys/unix"
+)
+
+// Output formats, named as the --format flag spells them.
+const (
+	formatPT          = "pt"
+	formatSafetensors = "safetensors"
+)
+
+// checkInputPath fails early, with the input's own words, before any parsing starts.
+func checkInputPath(what, path string) error {
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fail(exitInput, "%s %s: no such file", what, path)
+	case err != nil:
+		return wrapExit(exitInput, err, "%s", what)
+	case st.IsDir():
+		return fail(exitInput, "%s %s is a folder, not a checkpoint file", what, path)
+	}
+	if unix.Access(path, unix.R_OK) != nil {
+		return fail(exitInput, "%s %s: permission denied", what, path)
+	}
+	return nil
+}
+
+// openInput opens a checkpoint and tags its failures (and later ones while reading tensors)
+// with the input exit codes: a file that is there but cannot be parsed, or that names a
+// forbidden pickle global, is rejected (exit 4).
+func openInput(what, path string) (checkpoint.Reader, error) {
+	if err := checkInputPath(what, path); err != nil {
+		return nil, err
+	}
+	r, err := checkpoint.Open(path)
+	if err != nil {
+		var refused *pickle.RefusedError
+		if errors.As(err, &refused) {
+			return nil, wrapExit(exitFormat, err, "unsafe %s", what)
+		}
+		return nil, inputErr(err)
+	}
+	return &inputReader{Reader: r}, nil
+}
+
+// inputReader marks errors of lazily read tensors as input errors, so that the exit code says
+// "the input is corrupt" and not "internal error".
+type inputReader struct{ checkpoint.Reader }
+
+func (r *inputReader) Tensor(name string) (*tensor.Tensor, error) {
+	t, err := r.Reader.Tensor(name)
+	if err != nil {
+		return nil, inputErr(err)
+	}
+	return t, nil
+}
+
+// outputWriter marks write failures (disk full, I/O error) as output errors.
+type outputWriter struct{ checkpoint.Writer }
+
+func (w *outputWriter) Write(name string, data []byte) error {
+	return wrapExit(exitOutput, w.Writer.Write(name, data), "")
+}
+
+func (w *outputWriter) Commit() error {
+	return wrapExit(exitOutput, w.Writer.Commit(), "")
+}
+
+// createOutput returns the model.CreateFunc for a file target.
+func createOutput(path string) model.CreateFunc {
+	return func(entries []checkpoint.Entry, md map[string]string) (checkpoint.Writer, error) {
+		w, err := checkpoint.Create(path, entries, md)
+		if err != nil {
+			return nil, wrapExit(exitOutput, err, "output %s", path)
+		}
+		return &outputWriter{w}, nil
+	}
+}
+
+// formatOf names the checkpoint format a path's suffix implies ("" when it implies none).
+func formatOf(path string) string {
+	p := strings.ToLower(path)
+	switch {
+	case strings.HasSuffix(p, ".safetensors.index.json"), strings.HasSuffix(p, ".safetensors"):
+		return formatSafetensors
+	case strings.HasSuffix(p, ".pt"), strings.HasSuffix(p, ".pth"), strings.HasSuffix(p, ".bin"):
+		return formatPT
+	}
+	return ""
+}
+
+// stem strips the checkpoint suffix: "dir/model.safetensors.index.json" → "dir/model".
+func stem(path string) string {
+	lower := strings.ToLower(path)
+	for _, s := range []string{".safetensors.index.json", ".safetensors", ".pt", ".pth", ".bin"} {
+		if strings.HasSuffix(lower, s) {
+			return path[:len(path)-len(s)]
+		}
+	}
+	return path
+}
+
+func extension(format string) string {
+	if format == formatPT {
+		return ".pt"
+	}
+	return ".safetensors"
+}
+
+// formatTag is the suffix of a default quantized output name: what the weights became.
+func formatTag(f quant.Format) string { return f.String() }
+
+// resolveOutput picks the output path and format from --out, --format and the input, and
+// refuses a target that is the input itself. tag names what was done ("int8", "dequantized").
+func resolveOutput(in, out, format, tag string) (string, string, error) {
+	if out == "" {
+		if format == "" {
+			format = formatOf(in)
+			if format == "" {
+				format = formatSafetensors
+			}
+		}
+		out = stem(in) + "." + tag + extension(format)
+	} else {
+		implied := formatOf(out)
+		if implied == "" || strings.HasSuffix(strings.ToLower(out), ".index.json") {
+			return "", "", usageErr("--out %s: unknown extension (want .safetensors, .pt, .pth or .bin)", out)
+		}
+		if format != "" && format != implied {
+			return "", "", usageErr("--out %s is a %s file but --format is %s", out, implied, format)
+		}
+		format = implied
+	}
+	if samePath(in, out) {
+		return "", "", fail(exitOutput, "output %s is the input; choose another --out (monoquant never overwrites its input)", out)
+	}
+	if err := checkOutputDir(out); err != nil {
+		return "", "", err
+	}
+	return out, format, nil
+}
+
+func samePath(a, b string) bool {
+	aa, err1 := filepath.Abs(a)
+	bb, err2 := filepath.Abs(b)
+	if err1 == nil && err2 == nil && aa == bb {
+		return true
+	}
+	sa, err1 := os.Stat(a)
+	sb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
+}
+
+// checkOutputDir fails before any work is done when the output cannot be written.
+func checkOutputDir(out string) error {
+	dir := filepath.Dir(out)
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fail(exitOutput, "output folder %s does not exist", dir)
+	case err != nil:
+		return wrapExit(exitOutput, err, "output folder %s", dir)
+	case !st.IsDir():
+		return fail(exitOutput, "output folder %s is not a folder", dir)
+	}
+	if unix.Access(dir, unix.W_OK) != nil {
+		return fail(exitOutput, "output folder %s is not writable", dir)
+	}
+	if st, err := os.Stat(out); err == nil && st.IsDir() {
+		return fail(exitOutput, "output %s is a folder", out)
+	}
+	return nil
+}
+
+// fileBytes is the size on disk of a checkpoint: all shards for a sharded index.
+func fileBytes(r checkpoint.Reader, path string) int64 {
+	var n int64
+	if sh, ok := unwrapReader(r).(interface{ Shards() []string }); ok {
+		for _, s := range sh.Shards() {
+			if st, err := os.Stat(s); err == nil {
+				n += st.Size()
+			}
+		}
+	}
+	if st, err := os.Stat(path); err == nil {
+		n += st.Size()
+	}
+	return n
+}
+
+func unwrapReader(r checkpoint.Reader) checkpoint.Reader {
+	if ir, ok := r.(*inputReader); ok {
+		return ir.Reader
+	}
+	return r
+}
+
+// describeFormat names the container a reader was opened from, for inspect.
+func describeFormat(r checkpoint.Reader, path string) string {
+	f, err := checkpoint.Sniff(path)
+	if err != nil {
+		return "unknown"
+	}
+	if r.ModuleTypes() != nil {
+		return f.String() + " (pickled nn.Module)"
+	}
+	return f.String()
+}
+
+// classifyCoreErr picks the exit code of an error from core/model that carries none yet.
+func classifyCoreErr(err error) error {
+	var ee *exitError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ee):
+		return err
+	case errors.Is(err, model.ErrNothingToQuantize):
+		return wrapExit(exitNothing, err, "")
+	case errors.Is(err, model.ErrOption):
+		return wrapExit(exitUsage, err, "")
+	case errors.Is(err, model.ErrFormat):
+		return wrapExit(exitFormat, err, "")
+	case errors.Is(err, quant.ErrNonFinite), errors.Is(err, model.ErrCalibration), errors.Is(err, quant.ErrSpec):
+		return wrapExit(exitData, err, "")
+	}
+	return wrapExit(exitData, err, "")
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, one)
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"regexp"
+	"sort"
+	"strings"
+	"syscall"
+
+	"golang.org/x/term"
+)
+
+// env is what a command may touch besides its arguments, so tests can run commands in-process
+// with buffers and a chosen terminal-ness.
+type env struct {
+	stdout, stderr io.Writer
+	// stderrTTY: the progress bar is drawn only on a terminal; redirected stderr (a log file,
+	// a CI runner) must stay free of carriage-return noise.
+	stderrTTY bool
+}
+
+// command is one verb. setup registers the verb's flags and returns the function that runs it
+// with the positional arguments once the flags are parsed.
+type command struct {
+	name     string
+	synopsis string // the usage line after "monoquant "
+	summary  string // one line for the command list
+	help     string // description and examples, shown by --help
+	setup    func(fs *flag.FlagSet) func(ctx context.Context, e *env, args []string) error
+}
+
+var commands = map[string]*command{}
+
+func register(c *command) { commands[c.name] = c }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	e := &env{stdout: os.Stdout, stderr: os.Stderr, stderrTTY: term.IsTerminal(int(os.Stderr.Fd()))}
+	code := run(ctx, e, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+// run executes one command line and returns the exit code. Every failure is reported here, as
+// one line, so commands only return errors.
+func run(ctx context.Context, e *env, args []string) (code int) {
+	defer func() {
+		if r := recover(); r != nil {
+			// A panic is a bug in monoquant; the user gets one line, not a stack trace.
+			fmt.Fprintf(e.stderr, "monoquant: internal error: %s\n", oneLine(fmt.Sprint(r)))
+			code = exitInternal
+		}
+	}()
+	err := dispatch(ctx, e, args)
+	if err != nil {
+		code = exitCode(err)
+		msg := err.Error()
+		if code == exitInternal {
+			msg = "internal error: " + msg
+		}
+		if code == exitInterrupted {
+			msg = "interrupted; no output was written"
+		}
+		fmt.Fprintf(e.stderr, "monoquant: %s\n", oneLine(msg))
+	}
+	return code
+}
+
+func dispatch(ctx context.Context, e *env, args []string) error {
+	if len(args) == 0 {
+		return usageErr("no command given: want quantize, inspect, dequantize, compare or version (run 'monoquant --help')")
+	}
+	name := args[0]
+	switch name {
+	case "-h", "-help", "--help", "help":
+		if len(args) > 1 && name == "help" {
+			c, ok := commands[args[1]]
+			if !ok {
+				return usageErr("unknown command %q (run 'monoquant --help')", args[1])
+			}
+			printCommandUsage(e.stdout, c)
+			return nil
+		}
+		printMainUsage(e.stdout)
+		return nil
+	case "-version", "--version":
+		name = "version"
+	}
+	c, ok := commands[name]
+	if !ok {
+		if strings.HasPrefix(name, "-") {
+			return usageErr("flag %s must come after a command (run 'monoquant --help')", name)
+		}
+		return usageErr("unknown command %q (run 'monoquant --help')", name)
+	}
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	runCmd := c.setup(fs)
+	pos, err := parseArgs(fs, args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		printCommandUsage(e.stdout, c)
+		return nil
+	}
+	if err != nil {
+		return usageErr("%s: %s (run 'monoquant %s --help')", c.name, flagMessage(err), c.name)
+	}
+	return runCmd(ctx, e, pos)
+}
+
+// parseArgs lets flags and positional arguments mix ("inspect model.pt --json"), which the flag
+// package alone does not: it stops at the first positional argument. "--" ends the flags.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		consumed := len(args) - len(rest)
+		if consumed > 0 && args[consumed-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+var (
+	reSingleDashFlag = regexp.MustCompile(`(^|[\s:])-([A-Za-z][\w-]*)`)
+	reForFlag        = regexp.MustCompile(`for flag -+`)
+	reUndefined      = regexp.MustCompile(`^flag provided but not defined: -+(.+)$`)
+)
+
+// flagMessage rewrites the flag package's wording into the --long style the help shows.
+func flagMessage(err error) string {
+	msg := err.Error()
+	if m := reUndefined.FindStringSubmatch(msg); m != nil {
+		return "unknown flag --" + m[1]
+	}
+	msg = reForFlag.ReplaceAllString(msg, "for -")
+	return reSingleDashFlag.ReplaceAllString(msg, "$1--$2")
+}
+
+func printMainUsage(w io.Writer) {
+	fmt.Fprint(w, `monoquant quantizes PyTorch checkpoints (.pt/.pth/.bin, .safetensors, sharded index)
+to INT8, INT4, FP16 or BF16 without Python.
+
+Usage:
+  monoquant <command> [flags] [arguments]
+
+Commands:
+`)
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-11s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprint(w, `
+Run 'monoquant <command> --help' for the command's flags and examples.
+
+Example:
+  monoquant quantize --model model.pt --bits 8
+
+`)
+	fmt.Fprint(w, exitCodesHelp)
+}
+
+func printCommandUsage(w io.Writer, c *command) {
+	fmt.Fprintf(w, "Usage: monoquant %s\n\n%s\n", c.synopsis, strings.TrimSpace(c.help))
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+	c.setup(fs)
+	var lines [][2]string
+	width := 0
+	fs.VisitAll(func(f *flag.Flag) {
+		name, usage := flag.UnquoteUsage(f)
+		left := "--" + f.Name
+		if name != "" {
+			left += " " + name
+		}
+		if def := f.DefValue; def != "" && def != "false" && def != "0" && def != "[]" {
+			usage += fmt.Sprintf(" (default %s)", def)
+		}
+		width = max(width, len(left))
+		lines = append(lines, [2]string{left, usage})
+	})
+	lines = append(lines, [2]string{"-h, --help", "show this help"})
+	width = max(width, len("-h, --help"))
+	fmt.Fprint(w, "\nFlags:\n")
+	for _, l := range lines {
+		fmt.Fprintf(w, "  %-*s  %s\n", width, l[0], l[1])
+	}
+	fmt.Fprint(w, "\n"+exitCodesHelp)
+}

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/monoquant/monoquant/core/model"
+)
+
+// quantizeResult is what `quantize` prints: as a table, or as this JSON document with --json.
+type quantizeResult struct {
+	Input        string        `json:"input"`
+	Output       string        `json:"output"`
+	OutputFormat string        `json:"output_format"`
+	Bits         int           `json:"bits"`
+	Format       string        `json:"format"`
+	Mode         string        `json:"mode"`
+	Note         string        `json:"note,omitempty"`
+	Report       *model.Report `json:"report"`
+	Validation   *validation   `json:"validation"`
+}
+
+func (r *quantizeResult) print(e *env) {
+	w := e.stdout
+	rep := r.Report
+	fmt.Fprintf(w, "Quantized %s → %s (%s, %s)\n", r.Input, r.Output, strings.ToUpper(r.Format), strings.ReplaceAll(r.Mode, "_", "-"))
+	if r.Note != "" {
+		fmt.Fprintf(w, "Note: %s\n", r.Note)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "Size        %s → %s of tensors (%s)", humanBytes(rep.TotalBytesBefore), humanBytes(rep.TotalBytesAfter), ratio(rep.TotalBytesAfter, rep.TotalBytesBefore))
+	if rep.FileBytesBefore > 0 && rep.FileBytesAfter > 0 {
+		fmt.Fprintf(w, "; files %s → %s (%s)", humanBytes(rep.FileBytesBefore), humanBytes(rep.FileBytesAfter), ratio(rep.FileBytesAfter, rep.FileBytesBefore))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "Quantized   %s, %d weights: %s → %s, %.2f bits per weight; %s kept as they were\n",
+		plural(rep.TensorsQuantized, "tensor", "tensors"), rep.QuantizedElements,
+		humanBytes(rep.QuantizedBytesBefore), humanBytes(rep.QuantizedBytesAfter), rep.BitsPerWeight,
+		plural(rep.TensorsKept, "tensor", "tensors"))
+	fmt.Fprintf(w, "SQNR        %s overall (summed signal over summed noise energy of all quantized weights)\n", dB(float64(rep.SQNR)))
+	fmt.Fprintln(w)
+
+	outSQNR := map[string]model.Decibels{}
+	if r.Validation != nil {
+		for _, l := range r.Validation.LayerOutputs {
+			outSQNR[l.Tensor] = l.OutputSQNR
+		}
+	}
+	t := newTable("tensor", "layer type", "shape", "format", "bits/w", "SQNR", "output SQNR").alignRight(4, 5, 6)
+	for _, tr := range rep.Tensors {
+		f := tr.Format
+		switch {
+		case tr.GroupSize > 0:
+			f += fmt.Sprintf(" g%d", tr.GroupSize)
+		case tr.Granularity != "":
+			f += " " + strings.ReplaceAll(tr.Granularity, "_", "-")
+		}
+		if tr.Scheme == "asymmetric" {
+			f += " asym"
+		}
+		o := "-"
+		if v, ok := outSQNR[tr.Name]; ok {
+			o = dB(float64(v))
+		}
+		t.add(tr.Name, tr.LayerType, shapeString(tr.Shape), f, fmt.Sprintf("%.2f", tr.BitsPerWeight), dB(float64(tr.SQNR)), o)
+	}
+	fmt.Fprintln(w, "Per tensor, worst SQNR first (output SQNR: the layer run on a random input, original vs dequantized weights):")
+	t.write(w)
+
+	if len(rep.Activations) > 0 {
+		fmt.Fprintln(w)
+		at := newTable("layer", "observer", "qdtype", "scale", "zero point", "min", "max", "batches").alignRight(3, 4, 5, 6, 7)
+		for _, l := range sortedKeys(rep.Activations) {
+			a := rep.Activations[l]
+			sc, zp := "-", "-"
+			if len(a.Scale) > 0 {
+				sc = fmt.Sprintf("%.6g", a.Scale[0])
+				zp = fmt.Sprint(a.ZeroPoint[0])
+			}
+			at.add(l, a.Observer, a.QDType, sc, zp, fmt.Sprintf("%.4g", a.Min), fmt.Sprintf("%.4g", a.Max), fmt.Sprint(a.Batches))
+		}
+		fmt.Fprintln(w, "Activation qparams (static mode):")
+		at.write(w)
+	}
+
+	fmt.Fprintln(w)
+	if len(rep.Warnings) == 0 {
+		fmt.Fprintln(w, "Warnings: none")
+	} else {
+		fmt.Fprintf(w, "Warnings (%d):\n", len(rep.Warnings))
+		for _, wr := range rep.Warnings {
+			fmt.Fprintf(w, "  - %s: %s\n", wr.Code, wr.Message)
+		}
+	}
+	if v := r.Validation; v != nil {
+		fmt.Fprintf(w, "Validated: reopened %s; %s and the config checked; SQNR of %s recomputed from the file (max deviation %.2g dB); %s run on a random input\n",
+			r.Output, plural(v.TensorsChecked, "tensor", "tensors"), plural(v.SQNRConfirmed, "quantized tensor", "quantized tensors"),
+			v.MaxSQNRDeviation, plural(len(v.LayerOutputs), "layer", "layers"))
+	}
+}
+
+func ratio(after, before int64) string {
+	if before == 0 {
+		return "n/a"
+	}
+	r := float64(after) / float64(before)
+	if r > 0 && r < 1 {
+		return fmt.Sprintf("%.3f×, %.2f× smaller", r, 1/r)
+	}
+	return fmt.Sprintf("%.3f×", r)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && out[j] < out[j-1]; j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	return out
+}
