@@ -32,23 +32,23 @@ type goldenTensor struct {
 }
 
 type goldenCase struct {
-	Name        string   `json:"name"`
-	Tensor      string   `json:"tensor"`
-	Format      string   `json:"format"`
-	Scheme      string   `json:"scheme"`
-	Granularity string   `json:"granularity"`
-	QDType      string   `json:"qdtype"`
-	Axis        int      `json:"axis"`
-	GroupSize   int      `json:"group_size"`
-	ReduceRange bool     `json:"reduce_range"`
-	QuantRange  *[2]int  `json:"quant_range"`
-	Eps         *float64 `json:"eps"`
-	Scale       *blobRef `json:"scale"`
-	ZeroPoint   *blobRef `json:"zero_point"`
-	Q           blobRef  `json:"q"`
-	Dequantized *blobRef `json:"dequantized"`
+	Name        string     `json:"name"`
+	Tensor      string     `json:"tensor"`
+	Format      string     `json:"format"`
+	Scheme      string     `json:"scheme"`
+	Granularity string     `json:"granularity"`
+	QDType      string     `json:"qdtype"`
+	Axis        int        `json:"axis"`
+	GroupSize   int        `json:"group_size"`
+	ReduceRange bool       `json:"reduce_range"`
+	QuantRange  *[2]int    `json:"quant_range"`
+	Eps         *float64   `json:"eps"`
+	Scale       *blobRef   `json:"scale"`
+	ZeroPoint   *blobRef   `json:"zero_point"`
+	Q           blobRef    `json:"q"`
+	Dequantized *blobRef   `json:"dequantized"`
 	SQNR        *jsonFloat `json:"sqnr"`
-	Overflow    int      `json:"overflow"`
+	Overflow    int        `json:"overflow"`
 }
 
 // jsonFloat reads a number, or "inf"/"-inf"/"nan" (JSON has no literals for them).

@@ -1,6 +1,14 @@
 package quant
 
-import "math"
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/monoquant/monoquant/core/tensor"
+	"github.com/x448/float16"
+)
 
 // SQNR is torch's compute_sqnr (torch.ao.ns.fx.utils): 20·log10(‖x‖ / ‖x − y‖) in decibels, with
 // the norms accumulated in float64. Equal inputs give +Inf; x = y = 0 gives NaN, as in torch.
@@ -61,4 +69,134 @@ func SizeOf(shape []int, origElemBytes int, spec *Spec) Size {
 // schemes, whose zero points are all 0.
 func (s *Spec) StoresZeroPoint() bool {
 	return s.Format.IsInteger() && (s.Scheme == Asymmetric || s.QDType.Unsigned())
+}
+
+// SQNRQuantized is SQNR(src, dequantized) without materialising the dequantized tensor: one
+// parallel pass reads src and the quantized bytes q (as Quantize wrote them for spec, scale and
+// zp) and accumulates both norms in float64. It works for every format; Float16 and BFloat16
+// ignore scale and zp.
+//
+// The result equals SQNR(x, y) up to the order of the float64 additions. A src holding NaN or
+// ±Inf is an error wrapping ErrNonFinite, unless spec.NonFinite is ClampNonFinite: then those
+// elements are left out of both norms (torch's SQNR would be NaN).
+func SQNRQuantized(src *tensor.Tensor, q []byte, spec Spec, scale []float32, zp []int32) (float64, error) {
+	if err := checkInput(src); err != nil {
+		return 0, err
+	}
+	if _, err := spec.Normalize(src.Shape); err != nil {
+		return 0, err
+	}
+	n := src.Len()
+	if need := PackedLen(spec.Format, n); len(q) < need {
+		return 0, fmt.Errorf("%w: quantized data has %d bytes, need %d", ErrSpec, len(q), need)
+	}
+	if spec.Format.IsInteger() {
+		if np := spec.NumParams(src.Shape); len(scale) < np || len(zp) < np {
+			return 0, fmt.Errorf("%w: need %d scales and zero points, have %d and %d", ErrSpec, np, len(scale), len(zp))
+		}
+	}
+	l := newLayout(src.Shape, &spec)
+	var (
+		mu     sync.Mutex
+		ps, pn float64
+		st     = Stats{FirstNonFinite: -1}
+	)
+	parallel(n, func(_, a, b int) {
+		var acc normAcc
+		local := Stats{FirstNonFinite: -1}
+		floats(src, a, b, func(base int, xs []float32) {
+			switch spec.Format {
+			case Float16, BFloat16:
+				acc.halves(base, xs, q[2*base:2*(base+len(xs))], spec.Format == BFloat16)
+			default:
+				if l.short() {
+					acc.channels(l, base, xs, q, &spec, scale, zp)
+					return
+				}
+				l.eachRun(base, xs, func(g, off int, run []float32) {
+					acc.run(off, run, q, &spec, scale[g], zp[g])
+				})
+			}
+		})
+		if acc.bad > 0 {
+			local.NonFinite, local.FirstNonFinite = acc.bad, acc.firstBad
+		}
+		mu.Lock()
+		ps += acc.ps
+		pn += acc.pn
+		st.merge(local)
+		mu.Unlock()
+	})
+	if st.NonFinite > 0 && spec.NonFinite != ClampNonFinite {
+		return 0, nonFiniteErr(st)
+	}
+	return 20 * math.Log10(math.Sqrt(ps)/math.Sqrt(pn)), nil
+}
+
+// normAcc holds one worker's float64 sums: ‖x‖² in ps, ‖x − y‖² in pn.
+type normAcc struct {
+	ps, pn   float64
+	bad      int // non-finite inputs, left out of the sums
+	firstBad int
+}
+
+func (a *normAcc) add(i int, x, y float32) {
+	if !isFinite(x) {
+		if a.bad == 0 {
+			a.firstBad = i
+		}
+		a.bad++
+		return
+	}
+	v := float64(x)
+	d := v - float64(y)
+	a.ps += v * v
+	a.pn += d * d
+}
+
+func (a *normAcc) halves(base int, xs []float32, h []byte, bf16 bool) {
+	for i, x := range xs {
+		b := binary.LittleEndian.Uint16(h[2*i:])
+		var y float32
+		if bf16 {
+			y = math.Float32frombits(uint32(b) << 16)
+		} else {
+			y = float16.Frombits(b).Float32()
+		}
+		a.add(base+i, x, y)
+	}
+}
+
+// run accumulates one run of a granule: y = (q − zp)·scale, one float32 rounding, as Dequantize.
+func (a *normAcc) run(off int, xs []float32, q []byte, spec *Spec, s float32, z int32) {
+	signed := !spec.QDType.Unsigned()
+	for i, x := range xs {
+		a.add(off+i, x, float32(qAt(q, off+i, spec.Format, signed)-z)*s)
+	}
+}
+
+func (a *normAcc) channels(l layout, base int, xs []float32, q []byte, spec *Spec, scale []float32, zp []int32) {
+	signed := !spec.QDType.Unsigned()
+	c, k := (base/l.runLen)%l.nchan, base%l.runLen
+	for i, x := range xs {
+		j := base + i
+		a.add(j, x, float32(qAt(q, j, spec.Format, signed)-zp[c])*scale[c])
+		if k++; k == l.runLen {
+			k = 0
+			if c++; c == l.nchan {
+				c = 0
+			}
+		}
+	}
+}
+
+// qAt reads quantized element i of Int8 or Int4 data.
+func qAt(q []byte, i int, f Format, signed bool) int32 {
+	switch {
+	case f == Int4:
+		return Nibble(q, i, signed)
+	case signed:
+		return int32(int8(q[i]))
+	}
+	return int32(q[i])
 }
