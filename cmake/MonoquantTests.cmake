@@ -36,20 +36,53 @@ set_tests_properties(example PROPERTIES PASS_REGULAR_EXPRESSION "SQNR: [0-9]")
 
 # Memory checking. valgrind is of little use here: the Go runtime's own threads, signal-based
 # preemption and a garbage collector that scans memory it never initialised produce reports that
-# are not bugs. What can be wrong on our side of the ABI is C memory: reads or writes past caller
-# buffers, leaks of library-allocated C strings (C.CString in capi), use of freed memory. So the C
-# test programs are instrumented with AddressSanitizer + UBSan (the Go code is not; ASan checks
-# every C buffer access, and LeakSanitizer, on by detect_leaks=1, sees every malloc including the
-# library's C side). No suppressions are needed today; add them to tests/c/lsan.supp with a reason
-# if a Go runtime allocation ever shows up.
+# are not bugs. Instead both sides are built with AddressSanitizer: the C test programs with
+# -fsanitize=address,undefined, and a second copy of the library with `go build -asan`, which
+# instruments the Go code's loads and stores too, so an engine write past a caller's buffer is
+# caught, not only C's own mistakes. LeakSanitizer (detect_leaks=1) sees every malloc, including
+# the library's C.CString error messages. No suppressions are needed today; should a Go runtime
+# allocation ever show up, add it to a tests/c/lsan.supp with the reason. asan_canary proves the
+# setup works: it overruns a buffer through the ABI and must be stopped.
 if(MONOQUANT_SANITIZERS AND CMAKE_C_COMPILER_ID MATCHES "GNU|Clang")
-  foreach(t test_api test_threads test_observer)
-    mq_c_test(${t}_asan "${MQ_TEST_DIR}/${t}.c")
-    target_compile_options(${t}_asan PRIVATE -fsanitize=address,undefined -fno-omit-frame-pointer -g)
-    target_link_options(${t}_asan PRIVATE -fsanitize=address,undefined)
-    set_tests_properties(${t}_asan PROPERTIES
-      ENVIRONMENT "ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1;UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1")
+  find_program(GO_EXECUTABLE go REQUIRED)
+  set(MQ_ASAN_LIB "${CMAKE_CURRENT_BINARY_DIR}/asan/libmonoquant.so")
+  file(GLOB_RECURSE MQ_GO_SOURCES_ASAN CONFIGURE_DEPENDS
+       "${PROJECT_SOURCE_DIR}/core/*.go" "${PROJECT_SOURCE_DIR}/capi/*.go"
+       "${PROJECT_SOURCE_DIR}/capi/*.c" "${PROJECT_SOURCE_DIR}/capi/*.h")
+  add_custom_command(
+    OUTPUT "${MQ_ASAN_LIB}"
+    COMMAND ${CMAKE_COMMAND} -E env CGO_ENABLED=1
+            ${GO_EXECUTABLE} build -asan -buildmode=c-shared -o "${MQ_ASAN_LIB}" ./capi
+    COMMAND ${CMAKE_COMMAND} -E remove "${CMAKE_CURRENT_BINARY_DIR}/asan/libmonoquant.h"
+    DEPENDS ${MQ_GO_SOURCES_ASAN} "${PROJECT_SOURCE_DIR}/include/monoquant.h"
+    WORKING_DIRECTORY "${PROJECT_SOURCE_DIR}"
+    COMMENT "go build -asan -buildmode=c-shared asan/libmonoquant.so"
+    VERBATIM)
+  add_custom_target(monoquant_go_asan ALL DEPENDS "${MQ_ASAN_LIB}")
+  add_library(monoquant_asan SHARED IMPORTED GLOBAL)
+  set_target_properties(monoquant_asan PROPERTIES
+    IMPORTED_LOCATION "${MQ_ASAN_LIB}"
+    IMPORTED_NO_SONAME TRUE
+    INTERFACE_INCLUDE_DIRECTORIES "${PROJECT_SOURCE_DIR}/include")
+
+  set(MQ_ASAN_ENV "ASAN_OPTIONS=detect_leaks=1:halt_on_error=1;UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1")
+  foreach(t test_api test_threads test_observer asan_canary)
+    set(name ${t}_asan)
+    if(t STREQUAL "asan_canary")
+      set(name asan_canary)
+    endif()
+    add_executable(${name} "${MQ_TEST_DIR}/${t}.c")
+    target_include_directories(${name} PRIVATE "${MQ_TEST_DIR}")
+    target_link_libraries(${name} PRIVATE monoquant_asan Threads::Threads m)
+    target_compile_options(${name} PRIVATE ${MQ_WARNINGS} -fsanitize=address,undefined -fno-omit-frame-pointer -g)
+    target_link_options(${name} PRIVATE -fsanitize=address,undefined)
+    set_target_properties(${name} PROPERTIES C_STANDARD 99 C_STANDARD_REQUIRED ON C_EXTENSIONS ON)
+    add_dependencies(${name} monoquant_go_asan)
+    add_test(NAME ${name} COMMAND ${name})
+    set_tests_properties(${name} PROPERTIES ENVIRONMENT "${MQ_ASAN_ENV}")
   endforeach()
+  set_tests_properties(asan_canary PROPERTIES
+    PASS_REGULAR_EXPRESSION "heap-buffer-overflow.*core/quant")
 endif()
 
 # find_package(monoquant) from a separate project against a fresh install prefix.

