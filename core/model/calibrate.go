@@ -14,9 +14,6 @@ import (
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
-// newObserver builds an activation observer; it is observer.New (linked in observer_link.go).
-var newObserver func(observer.Options) (observer.Observer, error)
-
 // ErrCalibration is wrapped by errors about calibration data.
 var ErrCalibration = errors.New("calibration")
 
@@ -39,10 +36,7 @@ func NewCalibration(p *Plan) (*Calibration, error) {
 	if p.opts.mode != Static {
 		return nil, optErr("mode", "calibration needs static mode")
 	}
-	if newObserver == nil {
-		return nil, fmt.Errorf("%w: activation observers are not linked into this build", ErrCalibration)
-	}
-	if _, err := newObserver(p.opts.actObs); err != nil {
+	if _, err := observer.New(p.opts.actObs); err != nil {
 		return nil, optErr("observer", "%v", err)
 	}
 	c := &Calibration{opts: p.opts.actObs, layers: p.LayerNames(), allowed: map[string]bool{},
@@ -75,14 +69,16 @@ func (c *Calibration) Calibrate(layer string, x *tensor.Tensor) error {
 	o, ok := c.obs[layer]
 	if !ok {
 		var err error
-		if o, err = newObserver(c.opts); err != nil {
+		if o, err = observer.New(c.opts); err != nil {
 			return fmt.Errorf("%w: layer %q: %v", ErrCalibration, layer, err)
 		}
-		c.obs[layer] = o
 	}
+	// A refused batch (NaN) leaves the observer as it was; a layer counts as calibrated only
+	// once a batch has been accepted.
 	if err := o.Observe(x); err != nil {
 		return fmt.Errorf("%w: layer %q: %v", ErrCalibration, layer, err)
 	}
+	c.obs[layer] = o
 	c.batches[layer]++
 	return nil
 }

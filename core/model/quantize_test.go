@@ -148,9 +148,9 @@ func TestQuantizeInMemoryReport(t *testing.T) {
 func TestQuantizeStoredTensors(t *testing.T) {
 	m := testModel(t)
 	tests := []struct {
-		name  string
-		opts  Options
-		check map[string]checkpoint.Entry // stored name → dtype/shape
+		name   string
+		opts   Options
+		check  map[string]checkpoint.Entry // stored name → dtype/shape
 		absent []string
 	}{
 		{"int8", Options{Bits: 8}, map[string]checkpoint.Entry{
@@ -378,7 +378,9 @@ func TestReadConfigErrors(t *testing.T) {
 		b, _ := json.Marshal(c)
 		return string(b)
 	}
-	fc1 := func(c map[string]any) map[string]any { return c["tensors"].(map[string]any)["fc1.weight"].(map[string]any) }
+	fc1 := func(c map[string]any) map[string]any {
+		return c["tensors"].(map[string]any)["fc1.weight"].(map[string]any)
+	}
 	entries := res.Entries()
 	drop := func(name string) []checkpoint.Entry {
 		var out []checkpoint.Entry

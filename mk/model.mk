@@ -1,0 +1,15 @@
+# core/model: end-to-end quantization of a large checkpoint (see BENCHMARKS.md,
+# "End to end: 2 GB checkpoint"). BENCH_MODEL_SIZE=512MiB for a quicker run.
+BENCH_MODEL_SIZE ?= 2GiB
+
+.PHONY: bench-model test-model
+bench-model: venv
+	@mkdir -p $(BUILD)
+	$(GO) build -o $(BUILD)/bench-model ./bench/model
+	$(BUILD)/bench-model run -size $(BENCH_MODEL_SIZE) -python $(PY) -torch-script bench/model/torch_quantize.py
+
+test-model:
+	$(GO) test -race ./core/model/...
+
+TEST_TARGETS  += test-model
+BENCH_TARGETS += bench-model
