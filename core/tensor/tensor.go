@@ -1,10 +1,3 @@
-// Package tensor holds the one tensor type every part of the engine shares: a dtype, a shape and
-// little-endian bytes in row-major (C-contiguous) order.
-//
-// A Tensor does not own its memory in any special way: Data may be a Go slice, a view into a
-// memory-mapped file, or (for the length of one C call) a view over caller memory. Readers produce
-// contiguous tensors; strides exist only at the edges (the C ABI and the torch reader), which make
-// data contiguous before it reaches the engine.
 package tensor
 
 import (
