@@ -191,6 +191,8 @@ def per_tensor_cases(kind):
     if kind != "histogram":
         cases.append(run_case(kind, "cfg/qint32_affine", {"dtype": "qint32"}, seq_running()[:3]))
         cases.append(run_case(kind, "cfg/qint32_symmetric", {"dtype": "qint32", "scheme": "symmetric"}, seq_running()[:3]))
+        cases.append(run_case(kind, "cfg/qint32_negative_only", {"dtype": "qint32"}, [uniform(8, 8, lo=-6, hi=-0.5)]))
+        cases.append(run_case(kind, "cfg/qint32_positive_only", {"dtype": "qint32"}, [uniform(8, 8, lo=0.5, hi=6)]))
     d = {}
     inputs = {
         "gaussian": [gauss(64, 64) for _ in range(3)],
@@ -215,6 +217,11 @@ def per_tensor_cases(kind):
         "f64": [torch.randn(32, 16, dtype=torch.float64) * 1.7, torch.randn(32, 16, dtype=torch.float64)],
     }
     if kind == "histogram":
+        inputs["constant_huge"] = [torch.full((4, 4), 1e30), torch.full((3,), 1e30)]
+        inputs["constant_tiny"] = [torch.full((4, 4), -1e-30), torch.full((3,), -1e-30)]
+        inputs["constant_zero_then_data"] = [torch.zeros(6), gauss(8, 8), torch.zeros(5)]
+        # more than one worker's share (2^15 values): the parallel histc and its merge
+        inputs["large_batches"] = [gauss(40000, scale=2.0), student(40000), uniform(40000, lo=-30, hi=-20)]
         inputs["with_inf"] = [gauss(32, 16), torch.tensor([1.0, float("inf"), -2.0, float("-inf"), 7.5]), gauss(32, 16)]
         inputs["all_inf_batch"] = [gauss(16, 16), torch.tensor([float("inf"), float("-inf")])]
     for name, bs in inputs.items():
@@ -240,6 +247,7 @@ def per_channel_cases(kind):
         c = dict(c)
         cases.append(run_case(kind, "cfg/" + cfg_name(c), c, [gauss(6, 20), gauss(6, 20, scale=3), gauss(6, 20, scale=0.2)]))
     cases.append(run_case(kind, "cfg/qint32_affine", {"dtype": "qint32"}, [gauss(4, 10), gauss(4, 10)]))
+    cases.append(run_case(kind, "cfg/qint32_negative_only", {"dtype": "qint32"}, [uniform(4, 10, lo=-6, hi=-0.5)]))
     inputs = {
         "axis0_2d": (0, [gauss(8, 33), gauss(8, 33, scale=2, shift=1)]),
         "axis1_2d": (1, [gauss(33, 8), gauss(33, 8, scale=2, shift=1)]),

@@ -1,0 +1,80 @@
+package observer
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/monoquant/monoquant/core/quant"
+	"github.com/monoquant/monoquant/core/tensor"
+)
+
+// benchBatches returns n batches of rows×cols gaussian float32 with a slowly growing spread,
+// so that most batches widen the range and go through the histogram combine, as in calibration.
+func benchBatches(n, rows, cols int) []*tensor.Tensor {
+	rng := rand.New(rand.NewPCG(7, 8))
+	out := make([]*tensor.Tensor, n)
+	for b := range out {
+		v := make([]float32, rows*cols)
+		s := 1 + float64(b)/50
+		for i := range v {
+			v[i] = float32(rng.NormFloat64() * s)
+		}
+		out[b] = tensor.FromFloat32(v, rows, cols)
+	}
+	return out
+}
+
+// BenchmarkHistogram100x64x4096 is the calibration the Python package is measured on against
+// torch: 100 batches of 64×4096 float32 through a HistogramObserver, then calculate_qparams.
+func BenchmarkHistogram100x64x4096(b *testing.B) {
+	batches := benchBatches(100, 64, 4096)
+	b.SetBytes(int64(100 * 64 * 4096 * 4))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		obs, _ := New(Options{Kind: Histogram})
+		for _, x := range batches {
+			if err := obs.Observe(x); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, _, err := obs.QParams(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkObserve measures one 64×4096 batch per kind, in the steady state.
+func BenchmarkObserve(b *testing.B) {
+	batches := benchBatches(4, 64, 4096)
+	for _, kind := range allKinds {
+		b.Run(kind.String(), func(b *testing.B) {
+			obs, _ := New(Options{Kind: kind})
+			for _, x := range batches {
+				_ = obs.Observe(x)
+			}
+			b.SetBytes(64 * 4096 * 4)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := obs.Observe(batches[i%len(batches)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkHistogramQParams is _non_linear_param_search plus _calculate_qparams on a histogram
+// of 100 calibration batches.
+func BenchmarkHistogramQParams(b *testing.B) {
+	obs, _ := New(Options{Kind: Histogram, DType: quant.QUInt8})
+	for _, x := range benchBatches(20, 64, 4096) {
+		_ = obs.Observe(x)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, _, err := obs.QParams(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
