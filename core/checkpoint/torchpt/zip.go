@@ -48,7 +48,8 @@ func (r *record) bytes() ([]byte, error) {
 		return nil, fmt.Errorf("record %s inflates to less than its declared %d bytes: %w", r.name, r.size, err)
 	}
 	var one [1]byte
-	if n, err := rc.Read(one[:]); n > 0 {
+	// archive/zip reports output past the declared size as ErrFormat.
+	if n, err := rc.Read(one[:]); n > 0 || errors.Is(err, zip.ErrFormat) {
 		return nil, fmt.Errorf("record %s inflates beyond its declared %d bytes (a zip bomb?)", r.name, r.size)
 	} else if err != nil && err != io.EOF {
 		return nil, fmt.Errorf("record %s: %w", r.name, err)
