@@ -52,14 +52,14 @@ func (l Limits) withDefaults() Limits {
 
 // Argument kinds of the pickle opcodes (see CPython's Lib/pickletools.py).
 const (
-	argNone   = iota
-	argFixed  // n bytes
-	argLen1   // 1-byte length, then that many bytes
-	argLen4   // 4-byte little-endian length (unsigned unless noted), then bytes
-	argLen4S  // signed 4-byte length
-	argLen8   // 8-byte length
-	argLine   // one '\n'-terminated line
-	argLine2  // two lines (GLOBAL, INST)
+	argNone  = iota
+	argFixed // n bytes
+	argLen1  // 1-byte length, then that many bytes
+	argLen4  // 4-byte little-endian length (unsigned unless noted), then bytes
+	argLen4S // signed 4-byte length
+	argLen8  // 8-byte length
+	argLine  // one '\n'-terminated line
+	argLine2 // two lines (GLOBAL, INST)
 	argInvalid
 )
 

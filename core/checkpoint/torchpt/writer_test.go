@@ -201,7 +201,9 @@ print("ok")`
 
 func TestWriterErrors(t *testing.T) {
 	dir := t.TempDir()
-	f32 := func(name string, shape ...int) tensor.Info { return tensor.Info{Name: name, DType: tensor.F32, Shape: shape} }
+	f32 := func(name string, shape ...int) tensor.Info {
+		return tensor.Info{Name: name, DType: tensor.F32, Shape: shape}
+	}
 	createErrs := []struct {
 		name    string
 		entries []tensor.Info
