@@ -288,26 +288,18 @@ func abbreviate(b []byte) string {
 
 func parseEntry(dec *json.Decoder, name string) (rawEntry, error) {
 	e := rawEntry{name: name}
-	var raw json.RawMessage
-	if err := dec.Decode(&raw); err != nil {
+	// One Decode per entry into exact-key members: headers of real models list thousands of
+	// tensors, and a token-by-token walk costs tens of microseconds each.
+	var members map[string]json.RawMessage
+	if err := dec.Decode(&members); err != nil || members == nil {
+		var typeErr *json.UnmarshalTypeError
+		if members == nil && (err == nil || errors.As(err, &typeErr)) {
+			return e, fmt.Errorf("%w: tensor %q: not a JSON object", ErrInvalid, name)
+		}
 		return e, fmt.Errorf("%w: tensor %q: invalid JSON: %v", ErrInvalid, name, err)
 	}
-	members, err := decodeObject(raw)
-	if err != nil {
-		return e, fmt.Errorf("%w: tensor %q: %v", ErrInvalid, name, err)
-	}
-	var dtypeRaw, shapeRaw, offRaw json.RawMessage
-	for _, kv := range members {
-		// Other members are ignored, as the official library ignores them.
-		switch kv.key {
-		case "dtype":
-			dtypeRaw = kv.val
-		case "shape":
-			shapeRaw = kv.val
-		case "data_offsets":
-			offRaw = kv.val
-		}
-	}
+	// Other members are ignored, as the official library ignores them.
+	dtypeRaw, shapeRaw, offRaw := members["dtype"], members["shape"], members["data_offsets"]
 	for _, f := range []struct {
 		name string
 		v    json.RawMessage
@@ -318,9 +310,10 @@ func parseEntry(dec *json.Decoder, name string) (rawEntry, error) {
 	}
 
 	var dt string
-	if err := json.Unmarshal(dtypeRaw, &dt); err != nil {
+	if dtypeRaw[0] != '"' || json.Unmarshal(dtypeRaw, &dt) != nil {
 		return e, fmt.Errorf("%w: tensor %q: dtype %s is not a string", ErrInvalid, name, abbreviate(dtypeRaw))
 	}
+	var err error
 	e.dtype, err = tensor.ParseDType(dt)
 	if err != nil {
 		if slices.Contains(knownDTypes, dt) {
@@ -374,40 +367,13 @@ func parseEntry(dec *json.Decoder, name string) (rawEntry, error) {
 	return e, nil
 }
 
-// parseUints reads a JSON array of non-negative integers; want < 0 means any length. Strings
-// that look like numbers are refused (encoding/json would accept "5" into a json.Number).
+// parseUints reads a JSON array of non-negative integers; want < 0 means any length.
+// Unmarshalling into uint64 refuses negatives, fractions, exponents, quoted numbers and values
+// past 2^64-1, as serde's usize does.
 func parseUints(raw json.RawMessage, want int) ([]uint64, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if err := expectDelim(dec, '['); err != nil {
-		return nil, fmt.Errorf("%s is not an array of integers", abbreviate(raw))
-	}
-	out := []uint64{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, err
-		}
-		n, ok := tok.(json.Number)
-		if !ok {
-			return nil, fmt.Errorf("element %v is not a non-negative integer", tok)
-		}
-		s := n.String()
-		if strings.ContainsAny(s, ".eE-+") {
-			return nil, fmt.Errorf("element %s is not a non-negative integer", s)
-		}
-		var v uint64
-		for _, c := range []byte(s) {
-			d := uint64(c - '0')
-			if v > (math.MaxUint64-d)/10 {
-				return nil, fmt.Errorf("element %s is too large", s)
-			}
-			v = v*10 + d
-		}
-		out = append(out, v)
-	}
-	if err := expectDelim(dec, ']'); err != nil {
-		return nil, err
+	var out []uint64
+	if raw[0] != '[' || json.Unmarshal(raw, &out) != nil {
+		return nil, fmt.Errorf("%s is not an array of non-negative integers", abbreviate(raw))
 	}
 	if want >= 0 && len(out) != want {
 		return nil, fmt.Errorf("%s has %d elements, want %d", abbreviate(raw), len(out), want)

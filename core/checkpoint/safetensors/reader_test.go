@@ -197,13 +197,13 @@ func TestErrorsNameTheTensor(t *testing.T) {
 		{`{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"y":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}`, 12, `tensor "y": data_offsets [4, 12] overlap`},
 		{`{"k":{"dtype":"F32","shape":"2","data_offsets":[0,8]}}`, 8, `tensor "k": shape`},
 		{`{"k":{"dtype":"F32","shape":[2],"data_offsets":[0]}}`, 8, `tensor "k": data_offsets: [0] has 1 elements, want 2`},
-		{`{"k":{"dtype":"F32","shape":[2],"data_offsets":["0","8"]}}`, 8, `tensor "k": data_offsets: element 0 is not`},
+		{`{"k":{"dtype":"F32","shape":[2],"data_offsets":["0","8"]}}`, 8, `tensor "k": data_offsets: ["0","8"] is not an array of non-negative integers`},
 		{`{"k":[1]}`, 0, `tensor "k": not a JSON object`},
 		{`{"__metadata__":{"a":"b"},"__metadata__":{"a":"b"}}`, 0, `__metadata__ appears twice`},
 		{`{"__metadata__":{"a":null}}`, 0, `__metadata__["a"] is null, not a string`},
 		{`{"__metadata__":[]}`, 0, `__metadata__ must be an object`},
 		{`{"k":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`, 4, `tensor "k": data_offsets [0, 8] run past the 4-byte data area`},
-		{`{"k":{"dtype":"F32","shape":[18446744073709551616],"data_offsets":[0,8]}}`, 8, `element 18446744073709551616 is too large`},
+		{`{"k":{"dtype":"F32","shape":[18446744073709551616],"data_offsets":[0,8]}}`, 8, `shape: [18446744073709551616] is not an array`},
 		{`{"k":{"dtype":"F32","shape":[9223372036854775808,0],"data_offsets":[0,0]}}`, 0, `dimension 9223372036854775808 is too large`},
 	}
 	for _, c := range cases {
