@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -80,6 +81,10 @@ func OpenSharded(indexPath string) (*Sharded, error) {
 		f, err := Open(filepath.Join(dir, shard))
 		if err != nil {
 			s.Close()
+			if isZip(filepath.Join(dir, shard)) {
+				// transformers' pytorch_model.bin.index.json has the same layout as ours.
+				return nil, wrap("%w: shard %s is a torch zip file; sharded .bin checkpoints are not supported (open the shards one by one)", ErrUnsupported, shard)
+			}
 			return nil, wrap("shard %s: %w", shard, err)
 		}
 		s.shards = append(s.shards, f)
@@ -218,4 +223,15 @@ func (s *Sharded) Close() error {
 		}
 	}
 	return first
+}
+
+func isZip(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	magic := make([]byte, 4)
+	_, err = io.ReadFull(f, magic)
+	return err == nil && string(magic) == "PK\x03\x04"
 }

@@ -340,6 +340,7 @@ func TestShardedBadIndexes(t *testing.T) {
 	writeShard(t, filepath.Join(dir, "s1.safetensors"), "a", "b")
 	writeShard(t, filepath.Join(dir, "s2.safetensors"), "b", "c")
 	writeShard(t, filepath.Join(dir, "s3.safetensors"), "c")
+	os.WriteFile(filepath.Join(dir, "pytorch_model-00001-of-00001.bin"), []byte("PK\x03\x04 a torch zip"), 0o644)
 	cases := []struct {
 		index string
 		want  string
@@ -356,6 +357,7 @@ func TestShardedBadIndexes(t *testing.T) {
 		{`{"metadata":{}}`, "no weight_map"},
 		{`{"weight_map":`, "not a valid JSON object"},
 		{`[]`, "not a valid JSON object"},
+		{`{"weight_map":{"a":"pytorch_model-00001-of-00001.bin"}}`, "shard pytorch_model-00001-of-00001.bin is a torch zip file; sharded .bin checkpoints are not supported"},
 	}
 	for i, c := range cases {
 		p := filepath.Join(dir, fmt.Sprintf("case%d.safetensors.index.json", i))
