@@ -135,3 +135,13 @@ func BenchmarkReadReleaseRSS(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkWrite streams a 64 MB file (16 tensors) through Create/Write/Commit, fsync included.
+func BenchmarkWrite(b *testing.B) {
+	const n, size = 16, 4 << 20
+	dir := b.TempDir()
+	b.SetBytes(n * size)
+	for b.Loop() {
+		makeBigFile(b, dir, n, size)
+	}
+}
