@@ -245,7 +245,7 @@ func CreateSharded(dir, basename string, entries []tensor.Info, metadata map[str
 	if err != nil {
 		return nil, fmt.Errorf("safetensors %s: %w", filepath.Join(dir, basename), err)
 	}
-	sw := &ShardedWriter{dir: dir, base: basename, owner: make([]int, len(entries)), meta: metadata}
+	sw := &ShardedWriter{dir: dir, base: basename, owner: make([]int, len(entries)), meta: maps.Clone(metadata)}
 	var groups [][]tensor.Info
 	var cur int64
 	for i, e := range entries {
