@@ -371,7 +371,7 @@ func (c *classifier) classify(e checkpoint.Entry) (string, LayerType, string) {
 }
 
 var embeddingName = regexp.MustCompile(`(?i)(^|[._])(embed|embeds|embedding|embeddings|embed_tokens|wte|wpe|tok_embeddings|word_embeddings|position_embeddings|token_type_embeddings|shared|emb)$`)
-var normName = regexp.MustCompile(`(?i)(norm|ln_?\d*|bn\d*)$`)
+var normName = regexp.MustCompile(`(?i)(norm_?\d*|ln_?\d*|bn\d*)$`)
 
 // byShape types a tensor of a bare state_dict (or of an unknown module class) from its name
 // and shape: recurrent weights by their parameter names (4H rows → LSTM, 3H → GRU, H → RNN),
