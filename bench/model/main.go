@@ -78,7 +78,9 @@ func parseSize(s string) (int64, error) {
 func layout(size int64) []tensor.Info {
 	const d, f, vocab = 2048, 5632, 32000
 	var out []tensor.Info
-	add := func(name string, shape ...int) { out = append(out, tensor.Info{Name: name, DType: tensor.F32, Shape: shape}) }
+	add := func(name string, shape ...int) {
+		out = append(out, tensor.Info{Name: name, DType: tensor.F32, Shape: shape})
+	}
 	perLayer := int64(4*(4*d*d+3*d*f) + 2*4*d)
 	fixed := int64(4 * (2*vocab*d + d))
 	layers := max(1, int((size-fixed+perLayer/2)/perLayer))

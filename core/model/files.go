@@ -77,10 +77,14 @@ func DequantizeFile(ctx context.Context, in, out string, progress ProgressFunc) 
 }
 
 // Save writes the quantized model to a file (.safetensors, or .pt/.pth/.bin).
-func (r *Result) Save(ctx context.Context, path string) error { return Copy(ctx, r.ck, CreateFile(path)) }
+func (r *Result) Save(ctx context.Context, path string) error {
+	return Copy(ctx, r.ck, CreateFile(path))
+}
 
 // Save writes the model's tensors to a file (.safetensors, or .pt/.pth/.bin).
-func (m *Model) Save(ctx context.Context, path string) error { return Copy(ctx, m.ck, CreateFile(path)) }
+func (m *Model) Save(ctx context.Context, path string) error {
+	return Copy(ctx, m.ck, CreateFile(path))
+}
 
 // LoadModel reads a whole checkpoint into memory (tensors copied out of the file), with its
 // module types and metadata.
