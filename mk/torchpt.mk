@@ -26,3 +26,9 @@ golden-torchpt: venv
 	$(PY) testdata/gen_torch_fixtures.py
 
 TEST_TARGETS += test-fuzz-torchpt
+
+.PHONY: bench-torchpt
+# Write and read (open, touch every page, release) a 64 MiB 16-tensor .pt.
+bench-torchpt:
+	$(GO) test ./core/checkpoint/torchpt -run '^$$' -bench . -benchtime 5x
+BENCH_TARGETS += bench-torchpt

@@ -297,7 +297,7 @@ func (f *File) parseLegacy(b []byte) error {
 // collect walks the unpickled root, validates every tensor against its storage and records
 // entries in walk order.
 func (f *File) collect(root any) error {
-	w := &walker{f: f, lim: pickle.DefaultLimits}
+	w := &walker{f: f, lim: walkLimits}
 	if err := w.walk(root, "", 0); err != nil {
 		return err
 	}
@@ -319,6 +319,9 @@ func (f *File) collect(root any) error {
 	}
 	return nil
 }
+
+// walkLimits bound the walk over the unpickled structure (a variable so tests can lower it).
+var walkLimits = pickle.DefaultLimits
 
 type walker struct {
 	f      *File

@@ -363,3 +363,28 @@ func TestConcurrentReads(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestHostileStructures: pickles that are valid but would make a naive walk loop forever or
+// visit 2^40 nodes must fail with an error naming the problem.
+func TestHostileStructures(t *testing.T) {
+	old := walkLimits
+	walkLimits.MaxObjects = 1 << 16
+	defer func() { walkLimits = old }()
+	laughs := "\x80\x02]q\x00"
+	for i := 0; i < 40; i++ {
+		laughs += fmt.Sprintf("](h%ch%ceq%c", byte(i), byte(i), byte(i+1))
+	}
+	laughs += "."
+	tests := []struct{ name, pkl, want string }{
+		{"self-containing list", "\x80\x02]q\x00h\x00a.", "nested deeper than"},
+		{"self-containing dict", "\x80\x02}q\x00X\x01\x00\x00\x00ah\x00s.", "nested deeper than"},
+		{"2^40 shared references", laughs, "more than 65536 containers"},
+	}
+	for _, tt := range tests {
+		p := zipWith(t, stored("a/data.pkl", []byte(tt.pkl)))
+		_, err := Open(p)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: Open error = %v, want one containing %q", tt.name, err, tt.want)
+		}
+	}
+}
