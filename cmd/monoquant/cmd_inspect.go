@@ -116,6 +116,11 @@ func inspectFile(path string) (*inspectResult, error) {
 			return nil, classifyCoreErr(fmt.Errorf("%s: %w", path, err))
 		}
 		res.Quantized, res.Config = true, cfg
+		// Kept tensors of a quantized layer (its bias) belong to the layer the config names.
+		layerTypes := map[string]string{}
+		for _, tc := range cfg.Tensors {
+			layerTypes[tc.Layer] = tc.LayerType
+		}
 		for _, e := range entries {
 			it := inspectTensor{Name: e.Name, DType: e.DType.String(), Shape: e.Shape, Bytes: int64(tensor.NumElements(e.Shape)) * int64(e.DType.Size()), Role: "kept"}
 			base, suffix := e.Name, ""
@@ -135,6 +140,8 @@ func inspectFile(path string) (*inspectResult, error) {
 				}
 			} else if tp, ok := classified[e.Name]; ok {
 				it.Layer, it.LayerType = tp.Layer, string(tp.LayerType)
+			} else if i := strings.LastIndex(e.Name, "."); i > 0 && layerTypes[e.Name[:i]] != "" {
+				it.Layer, it.LayerType = e.Name[:i], layerTypes[e.Name[:i]]
 			}
 			res.Tensors = append(res.Tensors, it)
 		}

@@ -38,6 +38,10 @@ func writeSafetensors(t testing.TB, path string, tensors map[string]*tensor.Tens
 	}
 }
 
+type tensorT = tensor.Tensor
+
+func tf(v []float32, shape ...int) *tensor.Tensor { return tensor.FromFloat32(v, shape...) }
+
 func ramp(n int, scale float32) []float32 {
 	v := make([]float32, n)
 	for i := range v {

@@ -32,10 +32,13 @@ func (p *progress) update(tensorsDone, tensorsTotal int, bytesDone, bytesTotal i
 	if p == nil {
 		return
 	}
+	desc := fmt.Sprintf("%s [%d/%d tensors]", p.verb, tensorsDone, tensorsTotal)
 	if p.bar == nil || p.total != bytesTotal {
 		p.total = bytesTotal
 		p.bar = progressbar.NewOptions64(max(bytesTotal, 1),
 			progressbar.OptionSetWriter(p.w),
+			progressbar.OptionSetDescription(desc),
+			progressbar.OptionShowCount(),
 			progressbar.OptionShowBytes(true),
 			progressbar.OptionShowTotalBytes(true),
 			progressbar.OptionSetPredictTime(true),
@@ -46,7 +49,7 @@ func (p *progress) update(tensorsDone, tensorsTotal int, bytesDone, bytesTotal i
 			progressbar.OptionOnCompletion(func() { fmt.Fprintln(p.w) }),
 		)
 	}
-	p.bar.Describe(fmt.Sprintf("%s [%d/%d tensors]", p.verb, tensorsDone, tensorsTotal))
+	p.bar.Describe(desc)
 	_ = p.bar.Set64(min(bytesDone, max(bytesTotal, 1)))
 }
 

@@ -89,7 +89,11 @@ func (r *quantizeResult) print(e *env) {
 	} else {
 		fmt.Fprintf(w, "Warnings (%d):\n", len(rep.Warnings))
 		for _, wr := range rep.Warnings {
-			fmt.Fprintf(w, "  - %s: %s\n", wr.Code, wr.Message)
+			if wr.Tensor != "" {
+				fmt.Fprintf(w, "  - %s %s: %s\n", wr.Code, wr.Tensor, wr.Message)
+			} else {
+				fmt.Fprintf(w, "  - %s: %s\n", wr.Code, wr.Message)
+			}
 		}
 	}
 	if v := r.Validation; v != nil {
