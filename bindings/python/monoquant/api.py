@@ -351,8 +351,11 @@ def quantize(model, bits=8, dynamic=None, calibration_data=None, scheme="symmetr
                 worst = _layer_sqnr(mod, qmod)
                 spec_fmt = next(iter(qmod._qweights.values()))[0].format
                 if worst < SQNR_WARN_DB[spec_fmt]:
-                    low.append(f"{name} ({worst:.1f} dB)")
-            _set_module(out, name, qmod)
+                    low.append(f"{name or type(mod).__name__} ({worst:.1f} dB)")
+            if name == "":
+                out = qmod  # the model is itself a layer
+            else:
+                _set_module(out, name, qmod)
             bar.step(name)
     for msg in fallbacks:
         warnings.warn(msg, MonoquantWarning, stacklevel=2)
@@ -360,7 +363,7 @@ def quantize(model, bits=8, dynamic=None, calibration_data=None, scheme="symmetr
         warnings.warn(f"INT4 on small layers ({', '.join(small)}: fewer than {SMALL_INT4_ELEMENTS} weights): little memory saved for much accuracy lost; consider skip=[...]", MonoquantWarning, stacklevel=2)
     if low:
         warnings.warn(f"weight SQNR below the threshold ({SQNR_WARN_DB}) for {', '.join(low)}", MonoquantWarning, stacklevel=2)
-    out._monoquant = {
+    out.__dict__["_monoquant"] = {
         "bits": bits, "format": fmt16 if weight_only else ("int8" if bits == 8 else "int4"), "scheme": scheme,
         "group_size": group_size, "mode": "weight_only" if weight_only else ("dynamic" if dynamic else "static"),
         "observer": observer if (not weight_only and not dynamic) else None,
@@ -382,18 +385,18 @@ def _quantize_layer(name, mod, bits, fmt16, scheme, group_size, dynamic, act_qpa
         for wname, k in _row_length(mod).items():
             spec, note = _weight_spec(bits, fmt16, scheme, group_size, k)
             if note:
-                fallbacks.append(f"{name}.{wname}: {note}")
+                fallbacks.append(f"{name + '.' if name else ''}{wname}: {note}")
             w = getattr(mod, wname).detach()
             if spec.format == "int4" and w.numel() < SMALL_INT4_ELEMENTS:
-                small.append(f"{name}.{wname}")
+                small.append(f"{name}.{wname}" if name else wname)
             qw[wname] = _engine.quantize_tensor(w, spec, what=f"{name}.{wname}")
         return QuantizedLSTM(mod, qw, activation, iq)
     k = _row_length(mod)["weight"]
     spec, note = _weight_spec(bits, fmt16, scheme, group_size, k)
     if note:
-        fallbacks.append(f"{name}.weight: {note}")
+        fallbacks.append(f"{name + '.' if name else ''}weight: {note}")
     if spec.format == "int4" and mod.weight.numel() < SMALL_INT4_ELEMENTS:
-        small.append(name)
+        small.append(name or type(mod).__name__)
     w = mod.weight.detach()
     if isinstance(mod, nn.Conv2d):
         qw = _engine.quantize_tensor(w.reshape(w.shape[0], -1) if spec.format == "int4" else w, spec, what=f"{name}.weight")
@@ -441,6 +444,8 @@ def dequantize(qmodel_or_path):
     or quantized checkpoint file."""
     if isinstance(qmodel_or_path, nn.Module):
         out = copy.deepcopy(qmodel_or_path)
+        if isinstance(out, QUANTIZED_TYPES):
+            return _float_module(out)
         for name, mod in list(out.named_modules()):
             if isinstance(mod, QUANTIZED_TYPES):
                 _set_module(out, name, _float_module(mod))

@@ -110,10 +110,13 @@ class ObserverBase(nn.Module):
             cfg.has_quant_range = 1
             cfg.quant_min, cfg.quant_max = int(quant_min), int(quant_max)
         cfg.eps = float(self.eps.item())
-        cfg.averaging_constant = float(averaging_constant)
-        cfg.ch_axis = self.ch_axis
-        cfg.bins = self.bins
-        # Store the raw config so a copy (copy.deepcopy) can make a fresh native observer.
+        # The engine refuses options that do not belong to the kind, so set only the kind's own.
+        if self._kind in (_lib.MQ_OBSERVER_MOVING_AVERAGE, _lib.MQ_OBSERVER_PER_CHANNEL_MOVING_AVERAGE):
+            cfg.averaging_constant = float(averaging_constant)
+        if self._per_channel:
+            cfg.ch_axis = self.ch_axis
+        if self._kind == _lib.MQ_OBSERVER_HISTOGRAM:
+            cfg.bins = self.bins
         self._native = _NativeObserver(cfg)
         # Zero points come back as int32 from torch's affine branch and int64 otherwise.
         self._zp_dtype = torch.int32 if schemes[qscheme] == _lib.MQ_ASYMMETRIC else torch.int64
