@@ -188,11 +188,10 @@ def per_tensor_cases(kind):
     cases = []
     for c in CONFIGS:
         cases.append(run_case(kind, "cfg/" + cfg_name(c), c, seq_running()))
-    if kind != "histogram":
-        cases.append(run_case(kind, "cfg/qint32_affine", {"dtype": "qint32"}, seq_running()[:3]))
-        cases.append(run_case(kind, "cfg/qint32_symmetric", {"dtype": "qint32", "scheme": "symmetric"}, seq_running()[:3]))
-        cases.append(run_case(kind, "cfg/qint32_negative_only", {"dtype": "qint32"}, [uniform(8, 8, lo=-6, hi=-0.5)]))
-        cases.append(run_case(kind, "cfg/qint32_positive_only", {"dtype": "qint32"}, [uniform(8, 8, lo=0.5, hi=6)]))
+    cases.append(run_case(kind, "cfg/qint32_affine", {"dtype": "qint32"}, seq_running()[:3]))
+    cases.append(run_case(kind, "cfg/qint32_symmetric", {"dtype": "qint32", "scheme": "symmetric"}, seq_running()[:3]))
+    cases.append(run_case(kind, "cfg/qint32_negative_only", {"dtype": "qint32"}, [uniform(8, 8, lo=-6, hi=-0.5)]))
+    cases.append(run_case(kind, "cfg/qint32_positive_only", {"dtype": "qint32"}, [uniform(8, 8, lo=0.5, hi=6)]))
     d = {}
     inputs = {
         "gaussian": [gauss(64, 64) for _ in range(3)],

@@ -408,3 +408,36 @@ func TestFloorDivF32(t *testing.T) {
 		t.Errorf("floorDivF32(1, 0) = %v, want +Inf", got)
 	}
 }
+
+// The search skips empty bins when nothing can overflow; that shortcut must not change a bit of
+// the error torch would compute over every bin.
+func TestQuantErrorSkipsEmptyBinsExactly(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for trial := 0; trial < 200; trial++ {
+		bins := []int{2048, 100, 7, 256}[trial%4]
+		hist := make([]float32, bins)
+		for i := range hist {
+			if rng.IntN(3) == 0 {
+				hist[i] = float32(rng.IntN(1000)) + float32(rng.IntN(16))/16
+			}
+		}
+		lo := float32(rng.NormFloat64() * math.Pow(10, float64(rng.IntN(12)-6)))
+		hi := lo + float32(rng.ExpFloat64()*math.Pow(10, float64(rng.IntN(12)-6)))
+		if !(hi > lo) {
+			continue
+		}
+		fast := newErrorModel(hist, lo, hi, 256)
+		if !fast.finite {
+			t.Fatalf("range [%v, %v] should take the fast path", lo, hi)
+		}
+		slow := newErrorModel(hist, lo, hi, 256)
+		slow.finite = false
+		for k := 0; k < 20; k++ {
+			ns := rng.IntN(bins)
+			ne := ns + rng.IntN(bins-ns)
+			if got, want := fast.quantError(ns, ne), slow.quantError(ns, ne); math.Float64bits(got) != math.Float64bits(want) {
+				t.Fatalf("bins %d range [%v, %v]: quantError(%d, %d) = %v skipping empty bins, %v over all bins", bins, lo, hi, ns, ne, got, want)
+			}
+		}
+	}
+}

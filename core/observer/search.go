@@ -70,6 +70,7 @@ type errorModel struct {
 	nonEmpty []int32   // bins whose count is not zero
 	norm     []float32 // the per-bin error vector torch sums
 	finite   bool      // no intermediate can overflow: empty bins then add exactly +0
+	dirty    bool      // a full pass wrote the empty bins' entries: clear before skipping them
 }
 
 func newErrorModel(hist []float32, minV, maxV float32, dst float64) *errorModel {
@@ -109,10 +110,15 @@ func (e *errorModel) quantError(ns, ne int) float64 {
 	inner := float32(float32(half3-negHalf3) / 3) // _get_norm(-dbw/2, dbw/2, ·) / density
 	fast := e.finite && db32 > 0 && isFinite(inner)
 	if fast {
+		if e.dirty {
+			clear(e.norm)
+			e.dirty = false
+		}
 		for _, i := range e.nonEmpty {
 			e.norm[i] = e.binError(int(i), ns, db32, half, negHalf3, half3, inner)
 		}
 	} else {
+		e.dirty = true
 		for i := range e.norm {
 			e.norm[i] = e.binError(i, ns, db32, half, negHalf3, half3, inner)
 		}
