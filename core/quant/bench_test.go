@@ -46,11 +46,13 @@ func BenchmarkQuantize(b *testing.B) {
 			scale, zp := make([]float32, np), make([]int32, np)
 			b.SetBytes(int64(len(x.Data)))
 			b.ReportAllocs()
+			cpu0 := processCPU()
 			for b.Loop() {
 				if _, err := Quantize(dst, x, spec, scale, zp); err != nil {
 					b.Fatal(err)
 				}
 			}
+			reportCPU(b, cpu0, len(x.Data))
 		})
 	}
 }
@@ -67,11 +69,21 @@ func BenchmarkDequantize(b *testing.B) {
 			out := make([]float32, x.Len())
 			b.SetBytes(int64(len(x.Data)))
 			b.ReportAllocs()
+			cpu0 := processCPU()
+			defer func() { reportCPU(b, cpu0, len(x.Data)) }()
 			for b.Loop() {
 				if err := Dequantize(out, q.Data, q.Shape, q.Spec, q.Scale, q.ZeroPoint); err != nil {
 					b.Fatal(err)
 				}
 			}
 		})
+	}
+}
+
+// reportCPU adds MB per CPU-second (all cores together): the throughput one core would reach if
+// the work were spread perfectly, unaffected by other processes competing for the machine.
+func reportCPU(b *testing.B, cpu0 int64, bytesPerOp int) {
+	if cpu := processCPU() - cpu0; cpu > 0 {
+		b.ReportMetric(float64(bytesPerOp)*float64(b.N)/(float64(cpu)/1e9)/1e6, "MB/cpu-s")
 	}
 }

@@ -1,6 +1,7 @@
 package quant
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -359,6 +360,9 @@ func Quantize(dst []byte, src *tensor.Tensor, spec Spec, scale []float32, zp []i
 	if need := PackedLen(spec.Format, src.Len()); len(dst) < need {
 		return Stats{}, errShortOutput(len(dst), need)
 	}
+	if l := newLayout(src.Shape, &spec); src.DType == tensor.F32 && l.contiguousGranules() {
+		return quantizeFused(dst, src, &spec, r, scale, zp, l)
+	}
 	mins, maxs := make([]float32, np), make([]float32, np)
 	st, err := MinMax(src, &spec, mins, maxs)
 	if err != nil {
@@ -453,12 +457,111 @@ func quantizeInto(dst []byte, src *tensor.Tensor, spec *Spec, scale []float32, z
 	return nil
 }
 
+// quantRun8 stores four values at a time: one 32-bit store instead of four byte stores.
 func quantRun8(dst []byte, xs []float32, g grid) {
 	inv, loB, hiB, zb := g.inv, g.loB, g.hiB, g.zb
 	dst = dst[:len(xs)]
-	for i, x := range xs {
-		dst[i] = byte(quantOne(x, inv, loB, hiB, zb))
+	i := 0
+	for ; i+4 <= len(xs); i += 4 {
+		x := xs[i : i+4 : i+4]
+		a := uint32(byte(quantOne(x[0], inv, loB, hiB, zb)))
+		b := uint32(byte(quantOne(x[1], inv, loB, hiB, zb)))
+		c := uint32(byte(quantOne(x[2], inv, loB, hiB, zb)))
+		d := uint32(byte(quantOne(x[3], inv, loB, hiB, zb)))
+		binary.LittleEndian.PutUint32(dst[i:], a|b<<8|c<<16|d<<24)
 	}
+	for ; i < len(xs); i++ {
+		dst[i] = byte(quantOne(xs[i], inv, loB, hiB, zb))
+	}
+}
+
+// contiguousGranules reports whether every granule is one contiguous run (groups, or channels
+// of a leading axis), so that a single pass can reduce, compute qparams and quantize each
+// granule while it is still in cache. Per-tensor has one granule and gains nothing.
+func (l layout) contiguousGranules() bool {
+	return l.nchan > 1 && l.runLen >= shortRun && l.nchan*l.runLen == l.n
+}
+
+// quantizeFused is Quantize for contiguous granules of F32 input: one read of the data instead
+// of two. Workers take whole granules (split at even element indices so that Int4 workers own
+// whole bytes); the results are identical to the two-pass path.
+func quantizeFused(dst []byte, src *tensor.Tensor, spec *Spec, r Range, scale []float32, zp []int32, l layout) (Stats, error) {
+	xs := tensor.View[float32](src.Data)
+	calc := newQParamCalc(spec.QDType, spec.Scheme, r, spec.Eps)
+	qlo, qhi := spec.QDType.Limits()
+	four := spec.Format == Int4
+	clamp := spec.NonFinite == ClampNonFinite
+	st := Stats{FirstNonFinite: -1}
+	var (
+		mu       sync.Mutex
+		firstErr error
+	)
+	step := 1
+	if four && l.runLen%2 == 1 {
+		step = 2
+	}
+	parallelGranules(l.nchan, l.runLen, step, func(glo, ghi int) {
+		local := Stats{FirstNonFinite: -1}
+		var err error
+		for g := glo; g < ghi; g++ {
+			off := g * l.runLen
+			run := xs[off : off+l.runLen]
+			a, b := minMaxRun(run)
+			bad := !isFinite(a) || !isFinite(b)
+			if bad {
+				local.merge(countNonFinite(off, run))
+				if !clamp {
+					continue // the call fails; no point quantizing
+				}
+				a, b = minMaxFinite(run)
+			}
+			s, z, e := calc.calc(a, b)
+			if e != nil && err == nil {
+				err = fmt.Errorf("%w (granule %d)", e, g)
+			}
+			scale[g], zp[g] = s, z
+			gr := newGrid(s, z, qlo, qhi)
+			switch {
+			case bad:
+				quantRunNaN(dst, off, run, &gr, four)
+			case four:
+				quantRun4(dst, off, run, gr)
+			default:
+				quantRun8(dst[off:off+len(run)], run, gr)
+			}
+		}
+		mu.Lock()
+		st.merge(local)
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+	})
+	if st.NonFinite > 0 && !clamp {
+		return st, nonFiniteErr(st)
+	}
+	return st, firstErr
+}
+
+// parallelGranules splits [0, ng) granules of runLen elements into one contiguous share per
+// worker, each starting at a multiple of step granules.
+func parallelGranules(ng, runLen, step int, fn func(glo, ghi int)) {
+	w := min(runtime.GOMAXPROCS(0), max(ng*runLen/minChunk, 1))
+	if w <= 1 {
+		fn(0, ng)
+		return
+	}
+	per := ((ng+w-1)/w + step - 1) / step * step
+	var wg sync.WaitGroup
+	for lo := 0; lo < ng; lo += per {
+		hi := min(lo+per, ng)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(lo, hi)
+		}()
+	}
+	wg.Wait()
 }
 
 // quantRun4 packs pairs. A run may start on an odd flat index (odd group sizes): its first value

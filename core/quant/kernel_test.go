@@ -96,6 +96,9 @@ func TestQuantizeMatchesReference(t *testing.T) {
 		{[]int{301, 50, 7}, Spec{Format: Int8, Granularity: PerChannel, Axis: 1, QDType: QUInt8}, tensor.F64},
 		{[]int{301, 50, 7}, Spec{Format: Int4, Granularity: PerGroup, GroupSize: 7}, tensor.F16},
 		{[]int{300, 257}, Spec{Format: Int8, Granularity: PerChannel, Axis: 1}, 0},
+		{[]int{2001, 51}, Spec{Format: Int4, Granularity: PerGroup, GroupSize: 17, Scheme: Asymmetric}, 0},
+		{[]int{3001, 35}, Spec{Format: Int4, Granularity: PerChannel, Axis: 0}, 0},
+		{[]int{1, 3001, 35}, Spec{Format: Int8, Granularity: PerChannel, Axis: 1, QDType: QUInt8}, 0},
 		{[]int{300, 257}, Spec{Format: Int8, Granularity: PerChannel, Axis: 0, Scheme: Asymmetric, QDType: QUInt8}, 0},
 		{[]int{40, 30, 7, 5}, Spec{Format: Int8, Granularity: PerChannel, Axis: 2, Scheme: Asymmetric}, 0},
 		{[]int{40, 30, 7, 5}, Spec{Format: Int4, Granularity: PerChannel, Axis: 3}, 0},
@@ -602,6 +605,52 @@ func TestResolveRange(t *testing.T) {
 		got, err := ResolveRange(c.dt, c.reduce, c.custom)
 		if err != nil || got != c.want {
 			t.Errorf("ResolveRange(%v, %v, %v) = %+v, %v; want %+v", c.dt, c.reduce, c.custom, got, err, c.want)
+		}
+	}
+}
+
+// TestFusedMatchesTwoPass: F32 input with contiguous granules takes the one-pass kernel, other
+// dtypes the two-pass one; on the same values (F64 holds every float32 exactly) both must agree,
+// non-finite values and errors included.
+func TestFusedMatchesTwoPass(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(3))
+	x := randTensor(5, 0.3, 1001, 96)
+	v := f32s(x)
+	withBad := append([]float32(nil), v...)
+	withBad[777] = float32(math.NaN())
+	withBad[50000] = float32(math.Inf(-1))
+	withBad[90001] = float32(math.Inf(1))
+	specs := []Spec{
+		{Format: Int8, Granularity: PerChannel, Axis: 0},
+		{Format: Int8, Granularity: PerChannel, Axis: 0, Scheme: Asymmetric, QDType: QUInt8},
+		{Format: Int4, Granularity: PerGroup, GroupSize: 32},
+		{Format: Int4, Granularity: PerGroup, GroupSize: 48, Scheme: Asymmetric, QDType: QUInt4},
+		{Format: Int4, Granularity: PerChannel, Axis: 0, Scheme: Asymmetric},
+	}
+	for _, vals := range [][]float32{v, withBad} {
+		for _, policy := range []NonFinitePolicy{RejectNonFinite, ClampNonFinite} {
+			for _, spec := range specs {
+				spec.NonFinite = policy
+				name := fmt.Sprintf("%v %v %v policy %d bad %v", spec.Format, spec.Granularity, spec.QDType, policy, &vals[0] == &withBad[0])
+				fused, errF := QuantizeTensor(tensor.FromFloat32(vals, 1001, 96), spec)
+				twoPass, errT := QuantizeTensor(encode(t, vals, tensor.F64, 1001, 96), spec)
+				if (errF == nil) != (errT == nil) || (errF != nil && errF.Error() != errT.Error()) {
+					t.Errorf("%s: errors differ: fused %v, two-pass %v", name, errF, errT)
+					continue
+				}
+				if errF != nil {
+					continue
+				}
+				if string(fused.Data) != string(twoPass.Data) || fused.Stats != twoPass.Stats {
+					t.Errorf("%s: fused and two-pass results differ (stats %+v vs %+v)", name, fused.Stats, twoPass.Stats)
+				}
+				for i := range fused.Scale {
+					if fused.Scale[i] != twoPass.Scale[i] || fused.ZeroPoint[i] != twoPass.ZeroPoint[i] {
+						t.Errorf("%s: qparams %d differ", name, i)
+						break
+					}
+				}
+			}
 		}
 	}
 }

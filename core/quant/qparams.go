@@ -17,45 +17,63 @@ func CalculateQParams(minV, maxV []float32, dt QDType, scheme Scheme, r Range, e
 	if len(maxV) != len(minV) || len(scale) < len(minV) || len(zp) < len(minV) {
 		return fmt.Errorf("CalculateQParams: %d mins, %d maxes, %d scales, %d zero points", len(minV), len(maxV), len(scale), len(zp))
 	}
-	qmin, qmax := r.Min, r.Max
-	halfRange := float32(float64(int64(qmax)-int64(qmin)) / 2)
-	fullRange := float32(int64(qmax) - int64(qmin))
-	var symZP int32
-	if dt.Unsigned() {
-		if r.Custom {
-			symZP = int32(floorDiv(int(qmin)+int(qmax), 2))
-		} else {
-			_, hi := dt.Limits()
-			symZP = (hi + 1) / 2 // 128 for quint8, as torch
-		}
-	}
+	c := newQParamCalc(dt, scheme, r, eps)
 	for i := range minV {
-		mn, mx := minV[i], maxV[i]
-		if math.IsInf(float64(mn), 1) && math.IsInf(float64(mx), -1) {
-			scale[i], zp[i] = 1, 0
-			continue
+		s, z, err := c.calc(minV[i], maxV[i])
+		if err != nil {
+			return fmt.Errorf("%w (index %d)", err, i)
 		}
-		if mn != mn || mx != mx {
-			return fmt.Errorf("min/max %d is NaN (min %v, max %v)", i, mn, mx)
-		}
-		if mn > mx {
-			return fmt.Errorf("min %v > max %v at index %d", mn, mx, i)
-		}
-		minNeg := min(mn, 0)
-		maxPos := max(mx, 0)
-		if scheme == Symmetric {
-			maxPos = max(-minNeg, maxPos)
-			s := maxPos / halfRange
-			scale[i] = max(s, eps)
-			zp[i] = symZP
-			continue
-		}
-		s := (maxPos - minNeg) / fullRange
-		s = max(s, eps)
-		scale[i] = s
-		q := math.RoundToEven(float64(minNeg / s))
-		z := int64(qmin) - int64(q)
-		zp[i] = int32(min(max(z, int64(qmin)), int64(qmax)))
+		scale[i], zp[i] = s, z
 	}
 	return nil
+}
+
+// qparamCalc holds what CalculateQParams derives once from the dtype, scheme and range, so that
+// the fused kernels can compute one granule's qparams at a time.
+type qparamCalc struct {
+	qmin, qmax int32
+	halfRange  float32 // f32((qmax-qmin)/2): 127.5 for 8 bits, as torch
+	fullRange  float32
+	eps        float32
+	symZP      int32
+	symmetric  bool
+}
+
+func newQParamCalc(dt QDType, scheme Scheme, r Range, eps float32) qparamCalc {
+	c := qparamCalc{
+		qmin: r.Min, qmax: r.Max, eps: eps, symmetric: scheme == Symmetric,
+		halfRange: float32(float64(int64(r.Max)-int64(r.Min)) / 2),
+		fullRange: float32(int64(r.Max) - int64(r.Min)),
+	}
+	if dt.Unsigned() {
+		if r.Custom {
+			c.symZP = int32(floorDiv(int(r.Min)+int(r.Max), 2))
+		} else {
+			_, hi := dt.Limits()
+			c.symZP = (hi + 1) / 2 // 128 for quint8, as torch
+		}
+	}
+	return c
+}
+
+func (c *qparamCalc) calc(mn, mx float32) (float32, int32, error) {
+	if math.IsInf(float64(mn), 1) && math.IsInf(float64(mx), -1) {
+		return 1, 0, nil
+	}
+	if mn != mn || mx != mx {
+		return 0, 0, fmt.Errorf("min/max is NaN (min %v, max %v)", mn, mx)
+	}
+	if mn > mx {
+		return 0, 0, fmt.Errorf("min %v > max %v", mn, mx)
+	}
+	minNeg := min(mn, 0)
+	maxPos := max(mx, 0)
+	if c.symmetric {
+		maxPos = max(-minNeg, maxPos)
+		return max(float32(maxPos/c.halfRange), c.eps), c.symZP, nil
+	}
+	s := max(float32(float32(maxPos-minNeg)/c.fullRange), c.eps)
+	q := math.RoundToEven(float64(float32(minNeg / s)))
+	z := int64(c.qmin) - int64(q)
+	return s, int32(min(max(z, int64(c.qmin)), int64(c.qmax))), nil
 }
