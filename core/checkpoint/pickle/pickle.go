@@ -133,7 +133,16 @@ func (b *builtinValue) Call(args ...any) (any, error) {
 	return &Object{Class: &Class{Module: "builtins", Name: b.name[len("builtins."):]}, Args: args}, nil
 }
 
-func (b *builtinValue) PyNew(args ...any) (any, error) { return b.Call(args...) }
+// PyNew serves object.__new__(cls) (copyreg._reconstructor's base argument): the instance is
+// of cls, not of object.
+func (b *builtinValue) PyNew(args ...any) (any, error) {
+	if b.name == "builtins.object" && len(args) > 0 {
+		if cls, ok := args[0].(types.PyNewable); ok {
+			return cls.PyNew()
+		}
+	}
+	return b.Call(args...)
+}
 
 func sequence(v any) []any {
 	switch s := v.(type) {

@@ -39,6 +39,10 @@ func TestRefused(t *testing.T) {
 		{"numpy.core.multiarray", "_reconstruct", ""},
 		{"torch._utils", "_rebuild_tensor_v2", ""},
 		{"osmosis", "Thing", ""}, // a prefix of a name is not the module "os"
+		{"pathlib", "PosixPath", ""},
+		{"types", "SimpleNamespace", ""},
+		{"types", "FunctionType", "types.FunctionType"},
+		{"pathlib", "Path.write_text", "pathlib.Path.write_text"},
 	}
 	for _, tt := range tests {
 		err := Refused(tt.module, tt.name)

@@ -64,11 +64,22 @@ var harmlessBuiltins = map[string]bool{
 	"dict": true, "slice": true, "range": true, "object": true,
 }
 
+// harmlessInDenied are value classes that live in denied modules but only hold data; real
+// checkpoints carry them (Lightning saves hyper-parameters with paths and namespaces).
+var harmlessInDenied = map[string]bool{
+	"types.SimpleNamespace": true, "pathlib.Path": true, "pathlib.PosixPath": true,
+	"pathlib.WindowsPath": true, "pathlib.PurePath": true, "pathlib.PurePosixPath": true,
+	"pathlib.PureWindowsPath": true,
+}
+
 // Refused reports whether the global module.name must never be resolved, with the error that
 // names it; nil means the global may be resolved or kept inert.
 func Refused(module, name string) error {
 	q := QualifiedName(module, name)
 	m := q[:len(q)-len(name)-1]
+	if harmlessInDenied[q] {
+		return nil
+	}
 	if m == "builtins" {
 		if harmlessBuiltins[name] {
 			return nil
