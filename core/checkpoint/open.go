@@ -99,7 +99,9 @@ func firstNonSpace(b []byte) byte {
 }
 
 // Open opens a checkpoint of any supported format, chosen by content (see Sniff): a
-// safetensors file, a sharded safetensors index, or a torch .pt/.pth/.bin (zip or legacy).
+// safetensors file, a torch .pt/.pth/.bin (zip or legacy), or the index of a sharded checkpoint
+// (`model.safetensors.index.json`, or transformers' `pytorch_model.bin.index.json` over torch
+// shards), read as one checkpoint.
 func Open(path string) (Reader, error) {
 	format, err := Sniff(path)
 	if err != nil {
@@ -109,7 +111,7 @@ func Open(path string) (Reader, error) {
 	case Safetensors:
 		return safetensors.Open(path)
 	case SafetensorsIndex:
-		return safetensors.OpenSharded(path)
+		return openIndex(path)
 	case TorchZip, TorchLegacy:
 		return torchpt.Open(path)
 	}

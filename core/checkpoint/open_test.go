@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -195,5 +196,99 @@ func TestCreateBySuffix(t *testing.T) {
 	}
 	if _, err := Create(filepath.Join(dir, "m.onnx"), entries, nil); err == nil || !strings.Contains(err.Error(), "use .safetensors, .pt, .pth or .bin") {
 		t.Errorf("Create(m.onnx) error = %v", err)
+	}
+}
+
+// writeFile writes F32 tensors named names (values i+1 for the i-th) with Create (format by suffix).
+func writeFile(t *testing.T, path string, names ...string) {
+	t.Helper()
+	var entries []Entry
+	for _, n := range names {
+		entries = append(entries, Entry{Name: n, DType: tensor.F32, Shape: []int{2}})
+	}
+	w, err := Create(path, entries, map[string]string{"format": "pt"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	for i, n := range names {
+		if err := w.Write(n, tensor.Float32Bytes([]float32{float32(i + 1), -float32(i + 1)})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// transformers writes pytorch_model.bin.index.json over torch shards with the safetensors index
+// layout; Open reads such sets (and mixed ones) as one checkpoint, with the same checks.
+func TestOpenShardedTorch(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "pytorch_model-00001-of-00002.bin"), "a", "b")
+	writeFile(t, filepath.Join(dir, "pytorch_model-00002-of-00002.bin"), "c")
+	writeFile(t, filepath.Join(dir, "extra.safetensors"), "d")
+	writeFile(t, filepath.Join(dir, "dup.bin"), "a")
+	os.WriteFile(filepath.Join(dir, "nested.index.json"), []byte(`{"weight_map":{}}`), 0o644)
+	index := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(body), 0o644)
+		return p
+	}
+	good := index("pytorch_model.bin.index.json", `{"metadata":{"total_size":24},"weight_map":{"a":"pytorch_model-00001-of-00002.bin","b":"pytorch_model-00001-of-00002.bin","c":"pytorch_model-00002-of-00002.bin"}}`)
+	mixed := index("mixed.index.json", `{"weight_map":{"c":"pytorch_model-00002-of-00002.bin","d":"extra.safetensors"}}`)
+	for _, p := range []string{good, mixed} {
+		r, err := Open(p)
+		if err != nil {
+			t.Fatalf("Open(%s): %v", p, err)
+		}
+		for _, e := range r.Entries() {
+			got, err := r.Tensor(e.Name)
+			if err != nil {
+				t.Fatalf("%s: Tensor(%s): %v", p, e.Name, err)
+			}
+			v, _ := got.Float32s()
+			if len(v) != 2 || v[0] != -v[1] || v[0] < 1 {
+				t.Errorf("%s: %s = %v, want [k -k]", p, e.Name, v)
+			}
+			r.Release(e.Name)
+		}
+		if md := r.Metadata(); md["format"] != "pt" {
+			t.Errorf("%s: metadata %v lacks the shards' format=pt", p, md)
+		}
+		r.Close()
+	}
+	r, _ := Open(good)
+	if n := len(r.Entries()); n != 3 || r.Metadata()["total_size"] != "24" {
+		t.Errorf("Open(%s): %d entries, metadata %v; want 3 and total_size 24", good, n, r.Metadata())
+	}
+	if _, err := r.Tensor("zzz"); err == nil || !strings.Contains(err.Error(), `no tensor named "zzz"`) {
+		t.Errorf("Tensor(zzz) error = %v", err)
+	}
+	r.Close()
+
+	cases := []struct {
+		body, want string
+	}{
+		{`{"weight_map":{"a":"dup.bin","b":"pytorch_model-00001-of-00002.bin"}}`, `tensor "a" appears in both shard dup.bin and shard pytorch_model-00001-of-00002.bin`},
+		{`{"weight_map":{"a":"pytorch_model-00001-of-00002.bin","b":"pytorch_model-00001-of-00002.bin","x":"dup.bin"}}`, `tensor "a" is in shard dup.bin but weight_map says pytorch_model-00001-of-00002.bin`},
+		{`{"weight_map":{"a":"pytorch_model-00001-of-00002.bin"}}`, `tensor "b" of shard pytorch_model-00001-of-00002.bin is not listed`},
+		{`{"weight_map":{"c":"pytorch_model-00002-of-00002.bin","z":"pytorch_model-00002-of-00002.bin"}}`, `lists tensor "z" in shard pytorch_model-00002-of-00002.bin, which has no such tensor`},
+		{`{"weight_map":{"c":"../x.bin"}}`, "leaves the index's folder"},
+		{`{"weight_map":{"c":"nested.index.json"}}`, "is itself an index"},
+		{`{"weight_map":{"c":"missing.bin"}}`, "shard missing.bin"},
+		{`{"weight_map":[]}`, "weight_map"},
+	}
+	for i, c := range cases {
+		p := index(fmt.Sprintf("bad%d.index.json", i), c.body)
+		r, err := Open(p)
+		if err == nil {
+			r.Close()
+			t.Errorf("Open(%s) succeeded, want error containing %q", c.body, c.want)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), p) {
+			t.Errorf("Open(%s) error = %q, want it to contain %q and the index path", c.body, err, c.want)
+		}
 	}
 }

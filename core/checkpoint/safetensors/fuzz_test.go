@@ -64,7 +64,7 @@ func FuzzParseIndex(f *testing.F) {
 	f.Add([]byte(`{"metadata":{"total_size":12,"x":"y","n":null},"weight_map":{"a":"s1.safetensors"}}`))
 	f.Add([]byte(`{"weight_map":{"a":"../x","a":"y"}}`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		wm, meta, err := parseIndex(raw)
+		wm, meta, err := ParseIndex(raw)
 		if err != nil {
 			return
 		}

@@ -59,22 +59,16 @@ func OpenSharded(indexPath string) (*Sharded, error) {
 	if err != nil {
 		return nil, wrap("%w", err)
 	}
-	weightMap, indexMeta, err := parseIndex(raw)
+	weightMap, indexMeta, err := ParseIndex(raw)
 	if err != nil {
 		return nil, wrap("%w", err)
 	}
 
 	dir := filepath.Dir(indexPath)
-	var shardNames []string
-	for name, shard := range weightMap {
-		if !filepath.IsLocal(shard) || strings.Contains(shard, `\`) {
-			return nil, wrap("%w: tensor %q: shard path %q leaves the index's folder", ErrInvalid, name, shard)
-		}
-		if !slices.Contains(shardNames, shard) {
-			shardNames = append(shardNames, shard)
-		}
+	shardNames, err := ShardFiles(weightMap)
+	if err != nil {
+		return nil, wrap("%w", err)
 	}
-	slices.Sort(shardNames)
 
 	s := &Sharded{indexPath: indexPath, where: map[string]*File{}, meta: map[string]string{}}
 	for _, shard := range shardNames {
@@ -83,7 +77,7 @@ func OpenSharded(indexPath string) (*Sharded, error) {
 			s.Close()
 			if isZip(filepath.Join(dir, shard)) {
 				// transformers' pytorch_model.bin.index.json has the same layout as ours.
-				return nil, wrap("%w: shard %s is a torch zip file; sharded .bin checkpoints are not supported (open the shards one by one)", ErrUnsupported, shard)
+				return nil, wrap("%w: shard %s is a torch zip file, which this safetensors reader does not read (checkpoint.Open reads sharded .bin sets)", ErrUnsupported, shard)
 			}
 			return nil, wrap("shard %s: %w", shard, err)
 		}
@@ -121,7 +115,11 @@ func OpenSharded(indexPath string) (*Sharded, error) {
 	return s, nil
 }
 
-func parseIndex(raw []byte) (weightMap, meta map[string]string, err error) {
+// ParseIndex parses a sharded checkpoint's index JSON: the weight_map (tensor → shard file name,
+// as written, not yet checked against the file system) and the "metadata" object (non-string
+// values as their JSON text). Duplicate keys, a missing weight_map and non-string shard names are
+// errors. transformers writes the same layout for sharded torch .bin checkpoints.
+func ParseIndex(raw []byte) (weightMap, meta map[string]string, err error) {
 	members, err := decodeObject(raw)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: index is not a valid JSON object: %v", ErrInvalid, err)
@@ -169,6 +167,22 @@ func parseIndex(raw []byte) (weightMap, meta map[string]string, err error) {
 		weightMap[kv.key] = s
 	}
 	return weightMap, meta, nil
+}
+
+// ShardFiles lists the distinct shard files of a weight_map, sorted, after checking that each is
+// a relative path that stays inside the index's folder (no "../", no absolute paths).
+func ShardFiles(weightMap map[string]string) ([]string, error) {
+	var names []string
+	for name, shard := range weightMap {
+		if !filepath.IsLocal(shard) || strings.Contains(shard, `\`) {
+			return nil, fmt.Errorf("%w: tensor %q: shard path %q leaves the index's folder", ErrInvalid, name, shard)
+		}
+		if !slices.Contains(names, shard) {
+			names = append(names, shard)
+		}
+	}
+	slices.Sort(names)
+	return names, nil
 }
 
 // Path is the index file's path.
