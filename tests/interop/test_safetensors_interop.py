@@ -153,3 +153,22 @@ def test_bad_files(sttool, name):
     except Exception:
         official_rejects = True
     assert official_rejects == MANIFEST[name]["official_rejects"]
+
+
+def test_go_reads_torch_bin_shards(sttool, tmp_path):
+    """transformers' sharded torch layout (pytorch_model-0000k-of-0000N.bin + index) through
+    checkpoint.Open, value-exact, like the safetensors one."""
+    tensors = {k: v for k, v in sample_tensors(5).items() if v.numel() > 0}
+    names = sorted(tensors)
+    groups = [names[: len(names) // 2], names[len(names) // 2:]]
+    weight_map = {}
+    for i, grp in enumerate(groups):
+        fname = f"pytorch_model-{i + 1:05d}-of-{len(groups):05d}.bin"
+        torch.save({k: tensors[k] for k in grp}, tmp_path / fname)
+        weight_map.update({k: fname for k in grp})
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    (tmp_path / "pytorch_model.bin.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
+    dump = sttool.json("dump", tmp_path / "pytorch_model.bin.index.json")
+    assert dump["metadata"]["total_size"] == str(total)
+    assert_same_tensors({t["name"]: t for t in dump["tensors"]}, tensors)

@@ -95,7 +95,9 @@ func dump(path string) error {
 		if err != nil {
 			return err
 		}
-		out.Tensors = append(out.Tensors, jsonTensor{Name: e.Name, DType: t.DType.String(), Shape: t.Shape, Hex: hex.EncodeToString(t.Data)})
+		// A scalar's shape may be nil or empty depending on the reader; both print as [].
+		shape := append([]int{}, t.Shape...)
+		out.Tensors = append(out.Tensors, jsonTensor{Name: e.Name, DType: t.DType.String(), Shape: shape, Hex: hex.EncodeToString(t.Data)})
 		r.Release(e.Name)
 	}
 	enc := json.NewEncoder(os.Stdout)
