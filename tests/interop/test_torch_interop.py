@@ -171,3 +171,15 @@ def test_torch_agrees_the_corpus_is_unsafe():
         if "refused" in want:
             with pytest.raises(Exception):
                 torch.load(MALICIOUS / name, weights_only=True)
+
+
+def test_reads_parameters_and_tensor_subclass_paths(tmp_path, pttool):
+    # A tensor with Python attributes pickles through torch._tensor._rebuild_from_type_v2, a
+    # Parameter through _rebuild_parameter; both must come back as plain tensors.
+    tagged = torch.randn(3)
+    tagged.tag = "calibrated"
+    obj = collections.OrderedDict(tagged=tagged, param=nn.Parameter(torch.randn(2, 2)),
+                                  frozen=nn.Parameter(torch.randn(2), requires_grad=False))
+    p = tmp_path / "subclass.pt"
+    torch.save(obj, p)
+    check_dump(pttool.json("dump", p), list(obj.items()))

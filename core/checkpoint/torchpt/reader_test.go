@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -410,5 +411,44 @@ func TestBigEndianArchive(t *testing.T) {
 	// The mapped file itself must be untouched by the swap.
 	if !bytes.Equal(f.refs["w"].st.rec.data, be) {
 		t.Errorf("reading swapped the mapped bytes in place")
+	}
+}
+
+// TestRebuildTensorV3 reads the _rebuild_tensor_v3 form: an untyped (byte) storage with the
+// dtype passed separately.
+func TestRebuildTensorV3(t *testing.T) {
+	pkl := "\x80\x02ccollections\nOrderedDict\n)R(X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v3\n" +
+		"((X\x07\x00\x00\x00storagectorch\nUntypedStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x08tQ" +
+		"K\x01K\x03\x85K\x01\x85\x89ccollections\nOrderedDict\n)Rctorch\nfloat16\ntRu."
+	data := []byte{0, 0x3c, 0, 0x40, 0, 0x42, 0, 0x44} // f16 1, 2, 3, 4
+	f, err := Open(zipWith(t, stored("a/data.pkl", []byte(pkl)), stored("a/data/0", data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tt, err := f.Tensor("w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tt.DType != tensor.F16 || !reflect.DeepEqual(tt.Shape, []int{3}) || !bytes.Equal(tt.Data, data[2:]) {
+		t.Errorf("v3 tensor = %v %v % x, want F16 [3] % x", tt.DType, tt.Shape, tt.Data, data[2:])
+	}
+}
+
+// TestHostileClaimsAllocateLittle: files claiming 10^15-element shapes or 10^12-element
+// storages are refused without allocating anything near those sizes.
+func TestHostileClaimsAllocateLittle(t *testing.T) {
+	for _, name := range []string{"huge_shape.pt", "huge_2d_shape.pt", "lying_numel.pt", "lying_string_length.pt"} {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		_, err := Open(filepath.Join(malicious, name))
+		runtime.ReadMemStats(&after)
+		if err == nil {
+			t.Errorf("Open(%s) succeeded", name)
+		}
+		if got := after.TotalAlloc - before.TotalAlloc; got > 4<<20 {
+			t.Errorf("Open(%s) allocated %d bytes, want under 4 MiB", name, got)
+		}
 	}
 }
