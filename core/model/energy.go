@@ -3,6 +3,7 @@ package model
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
@@ -114,4 +115,126 @@ func blockEnergy(src *tensor.Tensor, q []byte, spec *quant.Spec, scale []float32
 		pn += d * d
 	}
 	return ps, pn, nil
+}
+
+// blockElems is about how many elements one block of the fused pass covers: small enough that
+// the block's float32 input stays in a core's L2 cache across its three touches (min/max,
+// quantize, error), so the tensor is read from memory once instead of three times.
+const blockElems = 1 << 15
+
+// blockable reports whether a spec's qparams depend on whole rows only, so the tensor can be
+// quantized one block of rows at a time with the same result as in one piece.
+func blockable(s *quant.Spec, shape []int) bool {
+	if len(shape) == 0 || shape[0] < 2 {
+		return false
+	}
+	switch {
+	case !s.Format.IsInteger():
+		return true
+	case s.Granularity == quant.PerGroup:
+		return true
+	case s.Granularity == quant.PerChannel && s.Axis == 0:
+		return true
+	}
+	return false
+}
+
+// quantizeMeasured quantizes src into data/scale/zp and measures Σx² and Σ(x−x̂)². For specs
+// whose qparams are per row (per-channel on axis 0, group-wise, float casts) it works on blocks
+// of rows spread over the cores, each block quantized and measured while it is in cache;
+// otherwise it quantizes the whole tensor and measures it in a second pass. The bytes written
+// are identical either way.
+func quantizeMeasured(data []byte, src *tensor.Tensor, s quant.Spec, scale []float32, zp []int32) (quant.Stats, float64, float64, error) {
+	if !blockable(&s, src.Shape) {
+		st, err := quant.Quantize(data, src, s, scale, zp)
+		if err != nil {
+			return st, 0, 0, err
+		}
+		sig, noise, err := energies(src, data, &s, scale, zp)
+		return st, sig, noise, err
+	}
+	rows := src.Shape[0]
+	n := src.Len()
+	rowLen := n / rows
+	step := max(1, blockElems/max(rowLen, 1))
+	if s.Format == quant.Int4 && rowLen%2 == 1 && step%2 == 1 {
+		step++ // blocks start on a byte of the packed output
+	}
+	nblocks := (rows + step - 1) / step
+	type result struct {
+		st         quant.Stats
+		sig, noise float64
+		err        error
+	}
+	res := make([]result, nblocks)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	es := src.DType.Size()
+	gpr := 1 // qparams per row
+	if s.Format.IsInteger() && s.Granularity == quant.PerGroup {
+		gpr = rowLen / s.GroupSize
+	}
+	for w := 0; w < min(runtime.GOMAXPROCS(0), nblocks); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			deq := make([]float32, min(step, rows)*rowLen)
+			var conv []float32
+			if src.DType != tensor.F32 {
+				conv = make([]float32, len(deq))
+			}
+			for {
+				b := int(next.Add(1) - 1)
+				if b >= nblocks {
+					return
+				}
+				r0, r1 := b*step, min((b+1)*step, rows)
+				e0, e1 := r0*rowLen, r1*rowLen
+				sub := &tensor.Tensor{DType: src.DType, Shape: append([]int{r1 - r0}, src.Shape[1:]...), Data: src.Data[es*e0 : es*e1]}
+				var out []byte
+				switch s.Format {
+				case quant.Int8:
+					out = data[e0:e1]
+				case quant.Int4:
+					out = data[e0/2 : (e1+1)/2]
+				default:
+					out = data[2*e0 : 2*e1]
+				}
+				var sc []float32
+				var z []int32
+				if s.Format.IsInteger() {
+					sc, z = scale[r0*gpr:r1*gpr], zp[r0*gpr:r1*gpr]
+				}
+				st, err := quant.Quantize(out, sub, s, sc, z)
+				if err != nil {
+					res[b].err = err
+					continue
+				}
+				sig, noise, err := blockEnergy(src, data, &s, scale, zp, r0, r1, rowLen, deq, conv)
+				res[b] = result{st: st, sig: sig, noise: noise, err: err}
+			}
+		}()
+	}
+	wg.Wait()
+	st := quant.Stats{FirstNonFinite: -1}
+	var sig, noise float64
+	for b := range res {
+		if res[b].err != nil {
+			// Quantize the whole tensor for the canonical error (flat indices of the tensor,
+			// not of a block); this path only runs for bad input.
+			if st2, err := quant.Quantize(data, src, s, scale, zp); err != nil {
+				return st2, 0, 0, err
+			}
+			return st, 0, 0, res[b].err
+		}
+		r := res[b].st
+		if r.NonFinite > 0 && st.FirstNonFinite < 0 {
+			st.FirstNonFinite = b*step*rowLen + r.FirstNonFinite
+		}
+		st.NonFinite += r.NonFinite
+		st.Overflow += r.Overflow
+		sig += res[b].sig
+		noise += res[b].noise
+	}
+	return st, sig, noise, nil
 }

@@ -108,14 +108,37 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 	for _, t := range p.Tensors {
 		total += entryBytes(t.DType, t.Shape)
 	}
+	pl := newPipeline(w)
+	defer pl.stop()
 	prog := Progress{TensorsTotal: len(p.Tensors), BytesTotal: total}
-	var buf []byte
-	var scale []float32
-	var zp []int32
+	// finish runs on this goroutine once the writer is done with a tensor: its pages are
+	// released (a kept tensor is written straight from the reader's memory) and progress
+	// is reported in order.
+	finish := func(j *writeJob) error {
+		if j.tp.Action == ActionKeep {
+			r.Release(j.tp.Name)
+		}
+		if j.out != nil {
+			pl.free = append(pl.free, j.out)
+		}
+		if j.err != nil {
+			return j.err
+		}
+		prog.Tensor, prog.TensorsDone, prog.BytesDone = j.tp.Name, prog.TensorsDone+1, prog.BytesDone+entryBytes(j.tp.DType, j.tp.Shape)
+		if run.Progress != nil {
+			run.Progress(prog)
+		}
+		return nil
+	}
 	for i := range p.Tensors {
 		tp := &p.Tensors[i]
 		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+		for tp.Action == ActionQuantize && len(pl.free) == 0 {
+			if err := finish(pl.wait()); err != nil {
+				return nil, err
+			}
 		}
 		t, err := r.Tensor(tp.Name)
 		if err != nil {
@@ -125,19 +148,17 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 			r.Release(tp.Name)
 			return nil, fmt.Errorf("tensor %q is %v %v, the checkpoint listed it as %v %v", tp.Name, t.DType, t.Shape, tp.DType, tp.Shape)
 		}
-		in := entryBytes(t.DType, t.Shape)
+		j := &writeJob{tp: tp}
 		if tp.Action == ActionKeep {
-			err = w.Write(tp.Name, t.Data)
-			r.Release(tp.Name)
-			if err != nil {
-				return nil, fmt.Errorf("writing tensor %q: %w", tp.Name, err)
-			}
+			in := entryBytes(t.DType, t.Shape)
+			j.data = t.Data
 			rep.TotalBytesBefore += in
 			rep.TotalBytesAfter += in
 			rep.TensorsKept++
 		} else {
-			tr, err := quantizeOne(w, tp, t, &buf, &scale, &zp)
-			r.Release(tp.Name)
+			j.out = pl.buffers()
+			tr, err := quantizeOne(tp, t, j.out)
+			r.Release(tp.Name) // the writer needs only the quantized form
 			if err != nil {
 				return nil, err
 			}
@@ -146,11 +167,21 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 			rep.Tensors = append(rep.Tensors, tr)
 			rep.Warnings = append(rep.Warnings, tensorWarnings(tp, &tr)...)
 		}
-		prog.Tensor, prog.TensorsDone, prog.BytesDone = tp.Name, i+1, prog.BytesDone+in
-		if run.Progress != nil {
-			run.Progress(prog)
+		// One tensor is written while the next one is computed: the pipeline hides the write
+		// behind the arithmetic and holds at most two tensors.
+		for pl.inflight >= maxInflight {
+			if err := finish(pl.wait()); err != nil {
+				return nil, err
+			}
+		}
+		pl.send(j)
+	}
+	for pl.inflight > 0 {
+		if err := finish(pl.wait()); err != nil {
+			return nil, err
 		}
 	}
+	pl.stop()
 	if err := w.Commit(); err != nil {
 		return nil, err
 	}
@@ -158,47 +189,130 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 	return rep, nil
 }
 
-// quantizeOne quantizes one tensor into the reused buffers, writes its stored tensors and
-// measures its error.
-func quantizeOne(w checkpoint.Writer, tp *TensorPlan, t *tensor.Tensor, buf *[]byte, scale *[]float32, zp *[]int32) (TensorReport, error) {
+// maxInflight is how many tensors may wait for the writer.
+const maxInflight = 1
+
+// quantBuffers hold one tensor's quantized form; the pipeline reuses two sets.
+type quantBuffers struct {
+	data  []byte
+	scale []float32
+	zp    []int32
+	// the slices of the current tensor
+	d  []byte
+	sc []float32
+	z  []int32
+}
+
+// writeJob is one tensor handed to the writer goroutine.
+type writeJob struct {
+	tp   *TensorPlan
+	data []byte        // a kept tensor's bytes
+	out  *quantBuffers // a quantized tensor's stored form
+	err  error
+}
+
+// pipeline writes tensors on its own goroutine while the caller computes the next one.
+type pipeline struct {
+	jobs     chan *writeJob
+	done     chan *writeJob
+	free     []*quantBuffers
+	inflight int
+	stopped  bool
+}
+
+func newPipeline(w checkpoint.Writer) *pipeline {
+	pl := &pipeline{jobs: make(chan *writeJob, maxInflight), done: make(chan *writeJob, maxInflight+1),
+		free: []*quantBuffers{{}, {}}}
+	go func() {
+		var failed error
+		for j := range pl.jobs {
+			if failed == nil {
+				failed = writeTensor(w, j)
+			}
+			j.err = failed
+			pl.done <- j
+		}
+		close(pl.done)
+	}()
+	return pl
+}
+
+func (pl *pipeline) buffers() *quantBuffers {
+	b := pl.free[len(pl.free)-1]
+	pl.free = pl.free[:len(pl.free)-1]
+	return b
+}
+
+func (pl *pipeline) send(j *writeJob) {
+	pl.inflight++
+	pl.jobs <- j
+}
+
+func (pl *pipeline) wait() *writeJob {
+	pl.inflight--
+	return <-pl.done
+}
+
+// stop ends the writer goroutine after the jobs already sent; safe to call twice.
+func (pl *pipeline) stop() {
+	if pl.stopped {
+		return
+	}
+	pl.stopped = true
+	close(pl.jobs)
+	for range pl.done {
+	}
+}
+
+func writeTensor(w checkpoint.Writer, j *writeJob) error {
+	name := j.tp.Name
+	if j.out == nil {
+		if err := w.Write(name, j.data); err != nil {
+			return fmt.Errorf("writing tensor %q: %w", name, err)
+		}
+		return nil
+	}
+	if err := w.Write(name, j.out.d); err != nil {
+		return fmt.Errorf("writing tensor %q: %w", name, err)
+	}
+	s := &j.tp.Spec
+	if s.Format.IsInteger() {
+		if err := w.Write(name+".scale", tensor.Float32Bytes(j.out.sc)); err != nil {
+			return fmt.Errorf("writing tensor %q: %w", name+".scale", err)
+		}
+		if s.StoresZeroPoint() {
+			if err := w.Write(name+".zero_point", int32Bytes(j.out.z)); err != nil {
+				return fmt.Errorf("writing tensor %q: %w", name+".zero_point", err)
+			}
+		}
+	}
+	return nil
+}
+
+// quantizeOne quantizes one tensor into reused buffers and measures its error.
+func quantizeOne(tp *TensorPlan, t *tensor.Tensor, b *quantBuffers) (TensorReport, error) {
 	view := &tensor.Tensor{DType: t.DType, Shape: tp.QuantShape, Data: t.Data}
 	s := tp.Spec
 	n := t.Len()
 	need := quant.PackedLen(s.Format, n)
-	if cap(*buf) < need {
-		*buf = make([]byte, need)
+	if cap(b.data) < need {
+		b.data = make([]byte, need)
 	}
-	data := (*buf)[:need]
+	data := b.data[:need]
 	var sc []float32
 	var z []int32
 	if s.Format.IsInteger() {
 		np := s.NumParams(tp.QuantShape)
-		if cap(*scale) < np {
-			*scale, *zp = make([]float32, np), make([]int32, np)
+		if cap(b.scale) < np {
+			b.scale, b.zp = make([]float32, np), make([]int32, np)
 		}
-		sc, z = (*scale)[:np], (*zp)[:np]
+		sc, z = b.scale[:np], b.zp[:np]
 	}
-	st, err := quant.Quantize(data, view, s, sc, z)
+	st, sig, noise, err := quantizeMeasured(data, view, s, sc, z)
 	if err != nil {
 		return TensorReport{}, fmt.Errorf("tensor %q: %w", tp.Name, err)
 	}
-	sig, noise, err := energies(view, data, &s, sc, z)
-	if err != nil {
-		return TensorReport{}, fmt.Errorf("tensor %q: measuring the error: %w", tp.Name, err)
-	}
-	if err := w.Write(tp.Name, data); err != nil {
-		return TensorReport{}, fmt.Errorf("writing tensor %q: %w", tp.Name, err)
-	}
-	if s.Format.IsInteger() {
-		if err := w.Write(tp.Name+".scale", tensor.Float32Bytes(sc)); err != nil {
-			return TensorReport{}, fmt.Errorf("writing tensor %q: %w", tp.Name+".scale", err)
-		}
-		if s.StoresZeroPoint() {
-			if err := w.Write(tp.Name+".zero_point", int32Bytes(z)); err != nil {
-				return TensorReport{}, fmt.Errorf("writing tensor %q: %w", tp.Name+".zero_point", err)
-			}
-		}
-	}
+	b.d, b.sc, b.z = data, sc, z
 	size := quant.SizeOf(tp.QuantShape, t.DType.Size(), &s)
 	tr := TensorReport{
 		Name: tp.Name, Layer: tp.Layer, LayerType: string(tp.LayerType), DType: t.DType.String(),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -467,5 +468,68 @@ func TestDecibelsJSON(t *testing.T) {
 		if !(float64(d) == v || (math.IsNaN(v) && math.IsNaN(float64(d)))) {
 			t.Errorf("round trip of %v via %s = %v", v, b, d)
 		}
+	}
+}
+
+// TestBlockedMatchesWhole: quantizing in cache-sized blocks of rows gives the very bytes, stats
+// and energies of quantizing the tensor in one piece, for every blockable spec, odd row
+// lengths with INT4 and non-F32 input included.
+func TestBlockedMatchesWhole(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	big := randTensor(rng, 301, 999)
+	tensor.View[float32](big.Data)[5] = 3e5 // overflows FP16
+	h := tensor.New(tensor.BF16, 130, 512)
+	for i := range h.Data {
+		h.Data[i] = byte(rng.IntN(256) & 0xBF)
+	}
+	specs := []quant.Spec{
+		{Format: quant.Int8, Granularity: quant.PerChannel},
+		{Format: quant.Int8, Scheme: quant.Asymmetric, QDType: quant.QUInt8, Granularity: quant.PerChannel},
+		{Format: quant.Int4, Granularity: quant.PerGroup, GroupSize: 333},
+		{Format: quant.Int4, Granularity: quant.PerChannel},
+		{Format: quant.Float16},
+		{Format: quant.BFloat16},
+	}
+	for _, x := range []*tensor.Tensor{big, h} {
+		for _, s := range specs {
+			if s.Granularity == quant.PerGroup && x.Shape[1]%s.GroupSize != 0 {
+				s.GroupSize = 128
+			}
+			if !blockable(&s, x.Shape) {
+				t.Fatalf("%v %v: not blockable", s.Format, s.Granularity)
+			}
+			want, err := quant.QuantizeTensor(x, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data := make([]byte, len(want.Data))
+			np := len(want.Scale)
+			sc, zp := make([]float32, np), make([]int32, np)
+			st, sig, noise, err := quantizeMeasured(data, x, s, sc, zp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			name := fmt.Sprintf("%v %v %v %v", x.DType, x.Shape, s.Format, s.Granularity)
+			if string(data) != string(want.Data) || fmt.Sprint(sc) != fmt.Sprint(want.Scale) || fmt.Sprint(zp) != fmt.Sprint(want.ZeroPoint) {
+				t.Errorf("%s: blocked bytes or qparams differ from the whole-tensor kernel", name)
+			}
+			if st.Overflow != want.Stats.Overflow {
+				t.Errorf("%s: overflow %d, want %d", name, st.Overflow, want.Stats.Overflow)
+			}
+			ws, wn, _ := energies(x, want.Data, &want.Spec, want.Scale, want.ZeroPoint)
+			if !relClose(sig, ws, 1e-12) || !relClose(noise, wn, 1e-12) {
+				t.Errorf("%s: energies (%v, %v), whole-tensor pass (%v, %v)", name, sig, noise, ws, wn)
+			}
+			if db, err := quant.SQNRQuantized(x, data, s, sc, zp); err == nil && !math.IsInf(db, 0) && math.Abs(db-OverallSQNR(sig, noise)) > 1e-9 {
+				t.Errorf("%s: SQNR %v from energies, quant.SQNRQuantized %v", name, OverallSQNR(sig, noise), db)
+			}
+		}
+	}
+	// A NaN in a late block is reported with its flat index in the whole tensor.
+	v := tensor.View[float32](big.Data)
+	v[250*999+7] = float32(math.NaN())
+	_, _, _, err := quantizeMeasured(make([]byte, len(big.Data)/4), big, specs[0], make([]float32, 301), make([]int32, 301))
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprint(250*999+7)) {
+		t.Errorf("NaN at %d: error %v, want one naming that flat index", 250*999+7, err)
 	}
 }
