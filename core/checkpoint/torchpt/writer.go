@@ -25,6 +25,10 @@ const alignment = 64
 // can force zip64 on small files.
 var zip64Limit uint64 = 0xFFFFFFFF
 
+// maxNameLen bounds a tensor name: names are pickled strings, but record names are not (they
+// are data/<i>), so this is only a sanity limit well below anything pickle or zip cap.
+const maxNameLen = 1 << 16
+
 // archiveName is the folder every record lives in; torch uses the same name for file objects.
 const archiveName = "archive"
 
@@ -66,6 +70,9 @@ func Create(path string, entries []tensor.Info, metadata map[string]string) (*Wr
 		if e.Name == "" || !utf8.ValidString(e.Name) {
 			return nil, fmt.Errorf("torch writer: entry %d has an empty or non-UTF-8 name %q", i, e.Name)
 		}
+		if len(e.Name) > maxNameLen {
+			return nil, fmt.Errorf("torch writer: entry %d has a %d-byte name (limit %d)", i, len(e.Name), maxNameLen)
+		}
 		if seen[e.Name] {
 			return nil, fmt.Errorf("torch writer: two entries are named %q", e.Name)
 		}
@@ -92,6 +99,8 @@ func Create(path string, entries []tensor.Info, metadata map[string]string) (*Wr
 	if err != nil {
 		return nil, fmt.Errorf("torch writer: %w", err)
 	}
+	// The caller may reuse its slice; the declared order must not change under us.
+	entries = append([]tensor.Info(nil), entries...)
 	w := &Writer{af: af, bw: bufio.NewWriterSize(af, 1<<20), entries: entries, sizes: sizes}
 	w.record("data.pkl", pkl)
 	w.record(".format_version", []byte("1"))

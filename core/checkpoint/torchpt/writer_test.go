@@ -213,6 +213,7 @@ func TestWriterErrors(t *testing.T) {
 		{"duplicate", []tensor.Info{f32("a", 1), f32("a", 2)}, nil, `two entries are named "a"`},
 		{"empty name", []tensor.Info{f32("", 1)}, nil, "empty or non-UTF-8 name"},
 		{"bad utf8 name", []tensor.Info{f32("\xff", 1)}, nil, "non-UTF-8"},
+		{"huge name", []tensor.Info{f32(strings.Repeat("n", 1<<17), 1)}, nil, "131072-byte name"},
 		{"invalid dtype", []tensor.Info{{Name: "x", DType: tensor.Invalid, Shape: []int{1}}}, nil, "torch storages cannot hold"},
 		{"negative dim", []tensor.Info{f32("x", -1)}, nil, "invalid shape"},
 		{"overflowing shape", []tensor.Info{f32("x", 1<<40, 1<<40)}, nil, "invalid shape"},
