@@ -192,3 +192,22 @@ func TestUnpickleMalformedIsError(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryWayToNameAGlobal: GLOBAL, STACK_GLOBAL (protocol 4+) and INST (protocol 0) all go
+// through the same refusal.
+func TestEveryWayToNameAGlobal(t *testing.T) {
+	tests := []struct{ name, pkl, want string }{
+		{"GLOBAL", "\x80\x02cos\nsystem\nX\x04\x00\x00\x00echo\x85R.", "os.system"},
+		{"STACK_GLOBAL", "\x80\x04\x8c\x02os\x8c\x06system\x93\x8c\x04echo\x85R.", "os.system"},
+		{"INST", "(S'echo'\nios\nsystem\n.", "os.system"},
+		{"OBJ with refused class", "(c__builtin__\neval\nS'1'\no.", "builtins.eval"},
+		{"NEWOBJ", "\x80\x02csubprocess\nPopen\n)\x81.", "subprocess.Popen"},
+	}
+	for _, tt := range tests {
+		_, _, err := Unpickle([]byte(tt.pkl), Options{})
+		var re *RefusedError
+		if !errors.As(err, &re) || re.Global != tt.want {
+			t.Errorf("%s: Unpickle(%q) error = %v, want a refusal naming %s", tt.name, tt.pkl, err, tt.want)
+		}
+	}
+}
