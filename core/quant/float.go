@@ -8,9 +8,6 @@ import (
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
-// maxF16 is the largest finite IEEE half.
-const maxF16 = 65504
-
 // castFloat converts src to Float16 or BFloat16 (little-endian, two bytes each), rounding to
 // nearest even like torch's .to(). Finite values that overflow become ±Inf and are counted in
 // Stats.Overflow, or are clamped to ±65504 with SaturateFloat16.
@@ -21,29 +18,30 @@ func castFloat(dst []byte, src *tensor.Tensor, spec *Spec) (Stats, error) {
 	}
 	st := Stats{FirstNonFinite: -1}
 	var mu sync.Mutex
+	bf16 := spec.Format == BFloat16
 	parallel(n, func(_, a, b int) {
 		local := Stats{FirstNonFinite: -1}
 		floats(src, a, b, func(base int, xs []float32) {
 			out := dst[2*base : 2*(base+len(xs))]
 			for i, x := range xs {
-				if !isFinite(x) {
-					if local.NonFinite == 0 {
-						local.FirstNonFinite = base + i
-					}
-					local.NonFinite++
-				}
 				var h uint16
-				if spec.Format == BFloat16 {
+				if bf16 {
 					h = tensor.Float32ToBF16(x)
-					if h&0x7F80 == 0x7F80 && h&0x7F == 0 && isFinite(x) {
-						local.Overflow++
-					}
 				} else {
-					if spec.SaturateFloat16 && isFinite(x) {
-						x = max(min(x, maxF16), -maxF16)
-					}
 					h = tensor.Float32ToF16(x)
-					if h&0x7FFF == 0x7C00 && isFinite(x) {
+				}
+				// An all-ones exponent in the output is the only sign of trouble: the input
+				// was NaN or ±Inf, or a finite value overflowed. Everything else needs no check.
+				if (bf16 && h&0x7F80 == 0x7F80) || (!bf16 && h&0x7C00 == 0x7C00) {
+					switch {
+					case !isFinite(x):
+						if local.NonFinite == 0 {
+							local.FirstNonFinite = base + i
+						}
+						local.NonFinite++
+					case !bf16 && spec.SaturateFloat16:
+						h = h&0x8000 | 0x7BFF // ±65504
+					default:
 						local.Overflow++
 					}
 				}

@@ -17,8 +17,8 @@ func SQNR(x, y []float32) float64 {
 	for i := range x {
 		a := float64(x[i])
 		d := a - float64(y[i])
-		ps += a * a
-		pn += d * d
+		ps += float64(a * a) // float64(...) stops FMA fusion: the same sums on every platform
+		pn += float64(d * d)
 	}
 	return 20 * math.Log10(math.Sqrt(ps)/math.Sqrt(pn))
 }
@@ -150,8 +150,8 @@ func (a *normAcc) add(i int, x, y float32) {
 	}
 	v := float64(x)
 	d := v - float64(y)
-	a.ps += v * v
-	a.pn += d * d
+	a.ps += float64(v * v)
+	a.pn += float64(d * d)
 }
 
 func (a *normAcc) halves(base int, xs []float32, h []byte, bf16 bool) {

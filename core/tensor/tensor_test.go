@@ -6,6 +6,8 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/x448/float16"
 )
 
 func TestDTypeNames(t *testing.T) {
@@ -201,4 +203,50 @@ func ExampleTensor_Float32s() {
 	v, err := x.Float32s()
 	fmt.Println(v, err)
 	// Output: [1 3.140625] <nil>
+}
+
+// TestFloat32ToF16MatchesLibrary sweeps float32 bit patterns (every 2^k-th one plus the
+// neighbourhood of every half boundary) and checks the hand-written conversion against
+// x448/float16 bit for bit; NaN only has to stay a NaN.
+func TestFloat32ToF16MatchesLibrary(t *testing.T) {
+	check := func(b uint32) bool {
+		f := math.Float32frombits(b)
+		got, want := Float32ToF16(f), float16Reference(f)
+		if f != f {
+			if got&0x7C00 != 0x7C00 || got&0x3FF == 0 || got&0x8000 != uint16(b>>16)&0x8000 {
+				t.Errorf("Float32ToF16(NaN %#08x) = %#04x, want a NaN of the same sign", b, got)
+				return false
+			}
+			return true
+		}
+		if got != want {
+			t.Errorf("Float32ToF16(%v = %#08x) = %#04x, want %#04x", f, b, got, want)
+			return false
+		}
+		return true
+	}
+	fails := 0
+	for b := uint64(0); b <= math.MaxUint32 && fails < 10; b += 251 {
+		if !check(uint32(b)) {
+			fails++
+		}
+	}
+	// Around every representable half: the value itself, the ties either side, one ulp off.
+	for h := uint32(0); h < 0x7C00 && fails < 10; h++ {
+		for _, sign := range []uint32{0, 0x80000000} {
+			c := math.Float32bits(float16.Frombits(uint16(h)).Float32())
+			for d := int32(-2); d <= 2; d++ {
+				if !check(sign | uint32(int32(c)+d)) {
+					fails++
+				}
+			}
+			next := math.Float32bits(float16.Frombits(uint16(h + 1)).Float32())
+			mid := math.Float32bits((float16.Frombits(uint16(h)).Float32() + float16.Frombits(uint16(h+1)).Float32()) / 2)
+			for _, b := range []uint32{mid - 1, mid, mid + 1, next} {
+				if !check(sign | b) {
+					fails++
+				}
+			}
+		}
+	}
 }
