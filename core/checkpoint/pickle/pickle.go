@@ -165,7 +165,7 @@ func hashable(v any) bool {
 // Unpickle decodes one pickle that starts at data[0] and returns its value and its length in
 // bytes (pickles can be followed by more data, as in torch's legacy format).
 func Unpickle(data []byte, opt Options) (value any, n int, err error) {
-	lim := opt.Limits.withDefaults()
+	lim := opt.Limits.WithDefaults()
 	n, err = Scan(data, lim)
 	if err != nil {
 		return nil, 0, err

@@ -27,7 +27,8 @@ var DefaultLimits = Limits{
 	MaxObjects:  1 << 24,
 }
 
-func (l Limits) withDefaults() Limits {
+// WithDefaults fills zero fields from DefaultLimits.
+func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits
 	if l.MaxOps > 0 {
 		d.MaxOps = l.MaxOps
@@ -137,7 +138,7 @@ const maxLine = 4096
 // stay within lim. It returns the length of the pickle up to and including STOP. Checking
 // first means the unpickler never allocates a buffer sized by a claim in the file.
 func Scan(data []byte, lim Limits) (int, error) {
-	lim = lim.withDefaults()
+	lim = lim.WithDefaults()
 	memo := make(map[uint64]struct{})
 	marks := 0
 	pos := 0

@@ -297,7 +297,7 @@ func (f *File) parseLegacy(b []byte) error {
 // collect walks the unpickled root, validates every tensor against its storage and records
 // entries in walk order.
 func (f *File) collect(root any) error {
-	w := &walker{f: f, lim: walkLimits}
+	w := &walker{f: f, lim: walkLimits.WithDefaults()}
 	if err := w.walk(root, "", 0); err != nil {
 		return err
 	}
@@ -321,7 +321,10 @@ func (f *File) collect(root any) error {
 }
 
 // walkLimits bound the walk over the unpickled structure (a variable so tests can lower it).
-var walkLimits = pickle.DefaultLimits
+// Real checkpoints nest a few dozen levels and hold well under a million containers; a pickle
+// that shares one container many times (a DAG of memo references) could otherwise make the
+// walk, and the dotted names it builds, exponential.
+var walkLimits = pickle.Limits{MaxDepth: 100, MaxObjects: 1 << 21}
 
 type walker struct {
 	f      *File

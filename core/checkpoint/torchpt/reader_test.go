@@ -452,3 +452,16 @@ func TestHostileClaimsAllocateLittle(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedReferenceBlowupDefaultLimits runs the 2^40-node DAG against the shipped limits
+// (TestHostileStructures lowers them): the walk must stop at the container limit.
+func TestSharedReferenceBlowupDefaultLimits(t *testing.T) {
+	laughs := "\x80\x02]q\x00"
+	for i := 0; i < 40; i++ {
+		laughs += fmt.Sprintf("](h%ch%ceq%c", byte(i), byte(i), byte(i+1))
+	}
+	p := zipWith(t, stored("a/data.pkl", []byte(laughs+".")))
+	if _, err := Open(p); err == nil || !strings.Contains(err.Error(), "containers") {
+		t.Errorf("Open(2^40-node DAG) error = %v, want the container limit", err)
+	}
+}
