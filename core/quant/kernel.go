@@ -667,25 +667,83 @@ func Dequantize(dst []float32, q []byte, shape []int, spec Spec, scale []float32
 	l := newLayout(shape, &spec)
 	signed := !spec.QDType.Unsigned()
 	parallel(n, func(_, a, b int) {
+		if l.short() {
+			dequantChannels(dst[a:b], q, a, l, spec.Format, signed, scale, zp)
+			return
+		}
 		l.eachRun(a, dst[a:b], func(g, off int, out []float32) {
-			s, z := scale[g], zp[g]
-			switch {
-			case spec.Format == Int8 && signed:
-				for i := range out {
-					out[i] = float32(int32(int8(q[off+i]))-z) * s
-				}
-			case spec.Format == Int8:
-				for i := range out {
-					out[i] = float32(int32(q[off+i])-z) * s
-				}
-			default:
-				for i := range out {
-					out[i] = float32(Nibble(q, off+i, signed)-z) * s
-				}
-			}
+			dequantRun(out, q, off, spec.Format, signed, scale[g], zp[g])
 		})
 	})
 	return nil
+}
+
+// lutMin is the run length from which a table of every possible value beats computing each
+// one: (q - zp)·scale has only 256 (Int8) or 16 (Int4) outcomes per granule. The table holds
+// the very same float32 products, so results are bit-identical either way.
+const lutMin = 512
+
+// dequantRun writes (q − zp)·scale for elements off..off+len(out) of one granule.
+func dequantRun(out []float32, q []byte, off int, f Format, signed bool, s float32, z int32) {
+	if f == Int8 {
+		src := q[off : off+len(out)]
+		if len(out) < lutMin {
+			for i, b := range src {
+				out[i] = float32(byteValue(b, signed)-z) * s
+			}
+			return
+		}
+		var lut [256]float32
+		for b := range lut {
+			lut[b] = float32(byteValue(byte(b), signed)-z) * s
+		}
+		for i, b := range src {
+			out[i] = lut[b]
+		}
+		return
+	}
+	var lut [16]float32
+	for b := range lut {
+		v := int32(b)
+		if signed {
+			v = int32(int8(byte(b)<<4) >> 4)
+		}
+		lut[b] = float32(v-z) * s
+	}
+	i := 0
+	if off&1 == 1 && len(out) > 0 {
+		out[0] = lut[q[off>>1]>>4]
+		i = 1
+	}
+	pairs := q[(off+i)>>1 : (off+i)>>1+(len(out)-i)/2]
+	for k, b := range pairs {
+		out[i+2*k] = lut[b&0xF]
+		out[i+2*k+1] = lut[b>>4]
+	}
+	if i += 2 * len(pairs); i < len(out) {
+		out[i] = lut[q[(off+i)>>1]&0xF]
+	}
+}
+
+func byteValue(b byte, signed bool) int32 {
+	if signed {
+		return int32(int8(b))
+	}
+	return int32(b)
+}
+
+// dequantChannels is Dequantize for short per-channel runs; see minMaxChannels.
+func dequantChannels(out []float32, q []byte, base int, l layout, f Format, signed bool, scale []float32, zp []int32) {
+	c, k := (base/l.runLen)%l.nchan, base%l.runLen
+	for i := range out {
+		out[i] = float32(qAt(q, base+i, f, signed)-zp[c]) * scale[c]
+		if k++; k == l.runLen {
+			k = 0
+			if c++; c == l.nchan {
+				c = 0
+			}
+		}
+	}
 }
 
 // Nibble reads element i of packed 4-bit data: the low nibble of byte i/2 for even i, the high

@@ -654,3 +654,41 @@ func TestFusedMatchesTwoPass(t *testing.T) {
 		}
 	}
 }
+
+// TestDequantizeMatchesFormula checks Dequantize (table-driven for long runs, stepped for short
+// channel runs) against (q - zp) * scale computed element by element.
+func TestDequantizeMatchesFormula(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(3))
+	cases := []struct {
+		shape []int
+		spec  Spec
+	}{
+		{[]int{300, 700}, Spec{Format: Int8, Granularity: PerTensor}},
+		{[]int{300, 700}, Spec{Format: Int8, Granularity: PerChannel, Axis: 0, Scheme: Asymmetric, QDType: QUInt8}},
+		{[]int{300, 700}, Spec{Format: Int8, Granularity: PerChannel, Axis: 1, Scheme: Asymmetric}},
+		{[]int{301, 77}, Spec{Format: Int4, Granularity: PerGroup, GroupSize: 11, Scheme: Asymmetric}},
+		{[]int{301, 77}, Spec{Format: Int4, Granularity: PerChannel, Axis: 1, QDType: QUInt4}},
+		{[]int{3001, 35}, Spec{Format: Int4, Granularity: PerChannel, Axis: 0, Scheme: Asymmetric}},
+		{[]int{77777}, Spec{Format: Int4, Granularity: PerTensor, Scheme: Asymmetric, QDType: QUInt4}},
+	}
+	for i, c := range cases {
+		x := randTensor(uint64(100+i), 2, c.shape...)
+		q, err := QuantizeTensor(x, c.spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := q.Dequantize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		signed := !q.Spec.QDType.Unsigned()
+		for j := range got {
+			g := refGranule(j, c.shape, &q.Spec)
+			want := float32(qAt(q.Data, j, q.Spec.Format, signed)-q.ZeroPoint[g]) * q.Scale[g]
+			if math.Float32bits(got[j]) != math.Float32bits(want) {
+				t.Errorf("%v %v %v: deq[%d] = %v, want %v", c.shape, c.spec.Format, c.spec.Granularity, j, got[j], want)
+				break
+			}
+		}
+	}
+}

@@ -103,6 +103,7 @@ func SQNRQuantized(src *tensor.Tensor, q []byte, spec Spec, scale []float32, zp 
 	)
 	parallel(n, func(_, a, b int) {
 		var acc normAcc
+		var scratch [sqnrChunk]float32
 		local := Stats{FirstNonFinite: -1}
 		floats(src, a, b, func(base int, xs []float32) {
 			switch spec.Format {
@@ -114,7 +115,7 @@ func SQNRQuantized(src *tensor.Tensor, q []byte, spec Spec, scale []float32, zp 
 					return
 				}
 				l.eachRun(base, xs, func(g, off int, run []float32) {
-					acc.run(off, run, q, &spec, scale[g], zp[g])
+					acc.run(off, run, q, &spec, scale[g], zp[g], &scratch)
 				})
 			}
 		})
@@ -167,11 +168,20 @@ func (a *normAcc) halves(base int, xs []float32, h []byte, bf16 bool) {
 	}
 }
 
-// run accumulates one run of a granule: y = (q − zp)·scale, one float32 rounding, as Dequantize.
-func (a *normAcc) run(off int, xs []float32, q []byte, spec *Spec, s float32, z int32) {
+// sqnrChunk is how many dequantized values a worker holds at a time (on its stack).
+const sqnrChunk = 2048
+
+// run accumulates one run of a granule: y = (q − zp)·scale, one float32 rounding, as Dequantize,
+// produced chunk by chunk into scratch by the same code Dequantize uses.
+func (a *normAcc) run(off int, xs []float32, q []byte, spec *Spec, s float32, z int32, scratch *[sqnrChunk]float32) {
 	signed := !spec.QDType.Unsigned()
-	for i, x := range xs {
-		a.add(off+i, x, float32(qAt(q, off+i, spec.Format, signed)-z)*s)
+	for i := 0; i < len(xs); i += sqnrChunk {
+		part := xs[i:min(i+sqnrChunk, len(xs))]
+		ys := scratch[:len(part)]
+		dequantRun(ys, q, off+i, spec.Format, signed, s, z)
+		for j, x := range part {
+			a.add(off+i+j, x, ys[j])
+		}
 	}
 }
 
