@@ -178,6 +178,7 @@ type Result struct {
 	SQNR          float64 `json:"sqnr_db"`
 	BitsPerWeight float64 `json:"bits_per_weight"`
 	Tensors       int     `json:"tensors_quantized"`
+	CPU           float64 `json:"cpu_seconds"` // user + system, filled in by the parent
 }
 
 func quantizeCmd(args []string) error {
@@ -286,6 +287,7 @@ func runAll(args []string) error {
 	if err != nil {
 		return err
 	}
+	load0 := loadAvg()
 	in := filepath.Join(work, "model.safetensors")
 	t0 := time.Now()
 	if err := generate(in, layout(size)); err != nil {
@@ -315,6 +317,7 @@ func runAll(args []string) error {
 		if err := json.Unmarshal(b, &r); err != nil {
 			return fmt.Errorf("quantize %d bits printed %q: %w", bits, b, err)
 		}
+		r.CPU = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
 		results = append(results, r)
 		os.Remove(out)
 	}
@@ -344,9 +347,11 @@ func runAll(args []string) error {
 		if err := json.Unmarshal(lastLine(b), torch); err != nil {
 			return fmt.Errorf("torch script printed %q: %w", b, err)
 		}
+		torch.CPU = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
 		os.Remove(out)
 	}
 	printMarkdown(os.Stdout, st.Size(), ddRead, ddWrite, results, torch)
+	fmt.Printf("\nLoad average (1 min) at the start: %s, at the end: %s (2 cores).\n", load0, loadAvg())
 	return nil
 }
 
@@ -355,11 +360,20 @@ type torchResult struct {
 	PeakRSS int64   `json:"peak_rss_bytes"`
 	SQNR    float64 `json:"sqnr_db"`
 	Torch   string  `json:"torch"`
+	CPU     float64 `json:"-"`
 }
 
 func lastLine(b []byte) []byte {
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	return []byte(lines[len(lines)-1])
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(b))[0]
 }
 
 func syncAll() { exec.Command("sync").Run() }
@@ -383,21 +397,21 @@ func ddTime(args ...string) (float64, error) {
 func printMarkdown(w *os.File, input int64, ddRead float64, ddWrite map[int]float64, rs []Result, torch *torchResult) {
 	gb := func(b int64) float64 { return float64(b) / 1e9 }
 	fmt.Fprintf(w, "Input: %.2f GB float32 safetensors (Llama-like shapes: hidden 2048, MLP 5632, vocab 32000; embeddings not quantized, lm_head is). Generated into a temp folder and deleted after; it stays in the page cache, as it would right after a download.\n\n", gb(input))
-	fmt.Fprintf(w, "| run | wall (s) | throughput (GB/s of input) | peak RSS (MB) | peak RSS / input | output (GB) | dd read+write (s) | wall / dd | SQNR (dB) | bits/weight |\n")
-	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "| run | wall (s) | CPU (s) | throughput (GB/s of input) | peak RSS (MB) | peak RSS / input | output (GB) | dd read+write (s) | wall / dd | SQNR (dB) | bits/weight |\n")
+	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
 		dd := ddRead + ddWrite[r.Bits]
 		name := "monoquant INT8 per-channel"
 		if r.Bits == 4 {
 			name = "monoquant INT4 g128"
 		}
-		fmt.Fprintf(w, "| %s | %.2f | %.2f | %.0f | %.1f%% | %.2f | %.2f | %.2f× | %.2f | %.3f |\n", name, r.Seconds, gb(r.InputBytes)/r.Seconds,
+		fmt.Fprintf(w, "| %s | %.2f | %.2f | %.2f | %.0f | %.1f%% | %.2f | %.2f | %.2f× | %.2f | %.3f |\n", name, r.Seconds, r.CPU, gb(r.InputBytes)/r.Seconds,
 			float64(r.PeakRSS)/1e6, 100*float64(r.PeakRSS)/float64(r.InputBytes), gb(r.OutputBytes), dd, r.Seconds/dd, r.SQNR, r.BitsPerWeight)
 	}
 	if torch != nil && len(rs) > 0 {
 		r := rs[0]
-		fmt.Fprintf(w, "| torch %s INT8 per-channel (PerChannelMinMaxObserver + quantize_per_channel) | %.2f | %.2f | %.0f | %.1f%% | | | | %.2f | |\n",
-			torch.Torch, torch.Seconds, gb(r.InputBytes)/torch.Seconds, float64(torch.PeakRSS)/1e6, 100*float64(torch.PeakRSS)/float64(r.InputBytes), torch.SQNR)
+		fmt.Fprintf(w, "| torch %s INT8 per-channel (PerChannelMinMaxObserver + quantize_per_channel) | %.2f | %.2f | %.2f | %.0f | %.1f%% | | | | %.2f | |\n",
+			torch.Torch, torch.Seconds, torch.CPU, gb(r.InputBytes)/torch.Seconds, float64(torch.PeakRSS)/1e6, 100*float64(torch.PeakRSS)/float64(r.InputBytes), torch.SQNR)
 		fmt.Fprintf(w, "\nINT8: monoquant is %.1f× faster than torch with %.1f× less peak RSS.\n", torch.Seconds/r.Seconds, float64(torch.PeakRSS)/float64(r.PeakRSS))
 	}
 	fmt.Fprintf(w, "\ndd: read the input `dd if=model.safetensors of=/dev/null bs=16M` %.2f s; write the output's size `dd if=/dev/zero bs=1M conv=fsync`: INT8 %.2f s, INT4 %.2f s.\n", ddRead, ddWrite[8], ddWrite[4])
