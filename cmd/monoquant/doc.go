@@ -29,10 +29,11 @@
 //	1    internal error (a bug: please report the message)
 //	2    usage: unknown command or flag, bad flag value, missing or extra argument
 //	3    input missing or unreadable
-//	4    input rejected: not a checkpoint, corrupt, or unsafe (a pickle naming a forbidden global)
+//	4    input rejected: not a checkpoint, corrupt, unsafe (a pickle naming a forbidden global),
+//	     or a quantized file whose config does not match its tensors
 //	5    output cannot be written (folder missing or read-only, or it would overwrite the input)
 //	6    nothing to quantize: no tensor matches the selected layer types and skip patterns
-//	7    data cannot be quantized or dequantized: NaN/Inf in a tensor, inconsistent quantized file
+//	7    data cannot be quantized: NaN/Inf in a weight, calibration data that fits no layer
 //	8    the written output failed validation (it is removed)
 //	130  interrupted (SIGINT/SIGTERM); no output is left behind
 //

@@ -27,10 +27,10 @@ const exitCodesHelp = `Exit codes:
   1    internal error (a bug: please report the message)
   2    usage: unknown command or flag, bad flag value, missing or extra argument
   3    input missing or unreadable
-  4    input rejected: not a checkpoint, corrupt, or unsafe
+  4    input rejected: not a checkpoint, corrupt, unsafe, or an inconsistent quantized file
   5    output cannot be written (or it would overwrite the input)
   6    nothing to quantize
-  7    data cannot be quantized or dequantized (NaN/Inf, inconsistent quantized file)
+  7    data cannot be quantized: NaN/Inf in a weight, calibration data that fits no layer
   8    the written output failed validation (it is removed)
   130  interrupted; no output is left behind
 `

@@ -38,6 +38,21 @@ func writeSafetensors(t testing.TB, path string, tensors map[string]*tensor.Tens
 	}
 }
 
+// writeSafetensorsMeta writes one tensor with the given metadata.
+func writeSafetensorsMeta(t testing.TB, path string, md map[string]string, name string, x *tensor.Tensor) {
+	t.Helper()
+	w, err := safetensors.Create(path, []tensor.Info{{Name: name, DType: x.DType, Shape: x.Shape}}, md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(name, x.Data); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 type tensorT = tensor.Tensor
 
 func tf(v []float32, shape ...int) *tensor.Tensor { return tensor.FromFloat32(v, shape...) }
@@ -147,11 +162,20 @@ func TestInputErrors(t *testing.T) {
 	os.WriteFile(garbage, []byte("these are not tensors, just some text that is long enough"), 0o644)
 	text := filepath.Join(dir, "notes.pt")
 	os.WriteFile(text, []byte("plain text, neither zip nor pickle"), 0o644)
+	// Quantized files whose config lies about their tensors.
+	badJSON := filepath.Join(dir, "badjson.safetensors")
+	writeSafetensorsMeta(t, badJSON, map[string]string{"monoquant": "{not json"}, "fc.weight", tf(ramp(8, 1), 2, 4))
+	badShape := filepath.Join(dir, "badshape.safetensors")
+	writeSafetensorsMeta(t, badShape, map[string]string{"monoquant": `{"format_version":1,"tool":"monoquant","mode":"weight_only","tensors":{"fc.weight":` +
+		`{"bits":8,"format":"int8","scheme":"symmetric","granularity":"per_channel","axis":0,"qdtype":"qint8","observer":"per_channel_minmax",` +
+		`"dtype":"F32","shape":[4,4],"quant_shape":[4,4],"zero_point":false,"layer":"fc","layer_type":"linear"}}}`}, "fc.weight", tf(ramp(8, 1), 2, 4))
 	tests := []struct {
 		name, path string
 		code       int
 		want       string
 	}{
+		{"quantized config not JSON", badJSON, exitFormat, "not valid JSON"},
+		{"quantized config lies about a shape", badShape, exitFormat, `"fc.weight"`},
 		{"missing", filepath.Join(dir, "nope.pt"), exitInput, "no such file"},
 		{"folder", dir, exitInput, "is a folder"},
 		{"garbage safetensors", garbage, exitFormat, "notes.safetensors"},
@@ -196,7 +220,11 @@ func TestInputErrors(t *testing.T) {
 				{"compare", tc.path, tc.path},
 			} {
 				r := runCLI(t, args...)
-				assertOneLineError(t, args, r, tc.code, tc.want)
+				want := tc.want
+				if args[0] == "quantize" && strings.HasPrefix(tc.name, "quantized config") {
+					want = "already quantized" // refused before the config is read
+				}
+				assertOneLineError(t, args, r, tc.code, want)
 				if got := listDir(t, out); len(got) != 0 {
 					t.Errorf("monoquant %s left %v behind", strings.Join(args, " "), got)
 				}

@@ -28,6 +28,9 @@ func roundFloats(v any) any {
 			x[i] = roundFloats(e)
 		}
 	case float64:
+		if math.Abs(x) < 1e-9 { // e.g. the SQNR deviation: summation-order noise around 0
+			return 0.0
+		}
 		if x == math.Trunc(x) && math.Abs(x) < 1e15 {
 			return x
 		}

@@ -97,9 +97,9 @@ func (r *quantizeResult) print(e *env) {
 		}
 	}
 	if v := r.Validation; v != nil {
-		fmt.Fprintf(w, "Validated: reopened %s; %s and the config checked; SQNR of %s recomputed from the file (max deviation %.2g dB); %s run on a random input\n",
+		fmt.Fprintf(w, "Validated: reopened %s; %s and the config checked; SQNR of %s recomputed from the file (agrees within %g dB); %s run on a random input\n",
 			r.Output, plural(v.TensorsChecked, "tensor", "tensors"), plural(v.SQNRConfirmed, "quantized tensor", "quantized tensors"),
-			v.MaxSQNRDeviation, plural(len(v.LayerOutputs), "layer", "layers"))
+			sqnrTolerance, plural(len(v.LayerOutputs), "layer", "layers"))
 	}
 }
 
