@@ -24,6 +24,7 @@ checkpoint is dequantized tensor by tensor first, so a model can be compared wit
 quantized form directly; its .scale and .zero_point tensors are not listed. Integer and bool
 tensors are compared for equality. Tensors found in only one file, or with different shapes,
 are listed too. The overall SQNR sums the signal and noise energies of all compared tensors.
+compare exits 0 whenever both files could be read: the differences are in the report.
 
 Examples:
   monoquant compare model.pt model.int8.safetensors

@@ -80,6 +80,9 @@ func runDequantize(ctx context.Context, e *env, in, out, format string, asJSON, 
 		return err
 	}
 	defer r.Close()
+	if err := checkNotInput(r, out); err != nil {
+		return err
+	}
 	if !model.IsQuantized(r.Metadata()) {
 		return fail(exitFormat, "input %s is not a monoquant quantized checkpoint (no %q metadata); nothing to dequantize", in, model.MetadataKey)
 	}

@@ -178,6 +178,9 @@ func runQuantize(ctx context.Context, e *env, a *quantizeArgs, pos []string) err
 		return err
 	}
 	defer r.Close()
+	if err := checkNotInput(r, out, a.calibration); err != nil {
+		return err
+	}
 	if model.IsQuantized(r.Metadata()) {
 		return fail(exitFormat, "input %s is already quantized by monoquant; dequantize it first ('monoquant dequantize %s')", a.model, a.model)
 	}

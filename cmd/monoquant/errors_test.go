@@ -252,6 +252,18 @@ func TestOutputErrors(t *testing.T) {
 		{"out is the input by another path", []string{"--out", filepath.Join(dir, ".", "digits_cnn.safetensors")}, "is the input"},
 		{"out is a folder", []string{"--out", filepath.Join(dir, "sub.safetensors")}, "is a folder"},
 	}
+	// A shard of a sharded input is an input too.
+	shards := t.TempDir()
+	for _, f := range []string{"model.safetensors.index.json", "model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors"} {
+		copyFile(t, filepath.Join(root, "testdata", "checkpoints", "safetensors", "sharded", f), shards)
+	}
+	shard := filepath.Join(shards, "model-00002-of-00003.safetensors")
+	shardHash := fileHash(t, shard)
+	args := []string{"quantize", "--model", filepath.Join(shards, "model.safetensors.index.json"), "--out", shard}
+	assertOneLineError(t, args, runCLI(t, args...), exitOutput, "is one of the input files")
+	if fileHash(t, shard) != shardHash {
+		t.Errorf("quantize --out <a shard of the input> changed the shard")
+	}
 	before := listDir(t, dir)
 	for _, tc := range tests {
 		args := append([]string{"quantize", "--model", in}, tc.args...)

@@ -186,6 +186,21 @@ func checkOutputDir(out string) error {
 	return nil
 }
 
+// checkNotInput refuses an output path that is one of the files the input was read from: the
+// shards of a sharded checkpoint, or the calibration file.
+func checkNotInput(r checkpoint.Reader, out string, others ...string) error {
+	var inputs []string
+	if sh, ok := unwrapReader(r).(interface{ Shards() []string }); ok {
+		inputs = append(inputs, sh.Shards()...)
+	}
+	for _, in := range append(inputs, others...) {
+		if in != "" && samePath(in, out) {
+			return fail(exitOutput, "output %s is one of the input files; choose another --out (monoquant never overwrites its input)", out)
+		}
+	}
+	return nil
+}
+
 // fileBytes is the size on disk of a checkpoint: all shards for a sharded index.
 func fileBytes(r checkpoint.Reader, path string) int64 {
 	var n int64
