@@ -336,8 +336,12 @@ func quantizeOne(tp *TensorPlan, t *tensor.Tensor, b *quantBuffers) (TensorRepor
 func tensorWarnings(tp *TensorPlan, tr *TensorReport) []Warning {
 	var out []Warning
 	if tr.Overflow > 0 {
+		rng := "the FP16 range (±65504)"
+		if tp.Spec.Format == quant.BFloat16 {
+			rng = "the BF16 range (±3.39e38)"
+		}
 		out = append(out, Warning{Code: WarnFP16Overflow, Tensor: tp.Name, Layer: tp.Layer,
-			Message: fmt.Sprintf("%d values exceed the FP16 range (±65504) and became ±Inf", tr.Overflow)})
+			Message: fmt.Sprintf("%d values exceed %s and became ±Inf", tr.Overflow, rng)})
 	}
 	if tr.NonFinite > 0 {
 		out = append(out, Warning{Code: WarnNonFiniteClamp, Tensor: tp.Name, Layer: tp.Layer,
