@@ -46,6 +46,10 @@ type layout struct {
 
 func newLayout(shape []int, s *Spec) layout {
 	n := tensor.NumElements(shape)
+	if !s.Format.IsInteger() {
+		// Float formats have no granules; Normalize leaves their Granularity and Axis unchecked.
+		return layout{n: n, runLen: max(n, 1), nchan: 1}
+	}
 	switch s.Granularity {
 	case PerChannel:
 		inner := tensor.NumElements(shape[s.Axis+1:])
@@ -236,6 +240,9 @@ func minMaxRun(xs []float32) (float32, float32) {
 // would cost more than the work, so the channel index is stepped element by element instead.
 func minMaxChannels(l layout, base int, xs []float32, mn, mx []float32) Stats {
 	st := Stats{FirstNonFinite: -1}
+	if len(xs) == 0 {
+		return st // an empty tensor may have no channels to step through
+	}
 	c, k := (base/l.runLen)%l.nchan, base%l.runLen
 	for i, x := range xs {
 		if isFinite(x) {
@@ -609,6 +616,9 @@ func putQ(dst []byte, j int, q byte, four bool) {
 
 // quantChannels is quantizeInto for short per-channel runs; see minMaxChannels.
 func quantChannels(dst []byte, l layout, base int, xs []float32, grids []grid, four, hasNaN bool) {
+	if len(xs) == 0 {
+		return // an empty tensor may have no channels to step through
+	}
 	c, k := (base/l.runLen)%l.nchan, base%l.runLen
 	if !four && !hasNaN {
 		d := dst[base : base+len(xs)]
@@ -734,6 +744,9 @@ func byteValue(b byte, signed bool) int32 {
 
 // dequantChannels is Dequantize for short per-channel runs; see minMaxChannels.
 func dequantChannels(out []float32, q []byte, base int, l layout, f Format, signed bool, scale []float32, zp []int32) {
+	if len(out) == 0 {
+		return // an empty tensor may have no channels to step through
+	}
 	c, k := (base/l.runLen)%l.nchan, base%l.runLen
 	for i := range out {
 		out[i] = float32(qAt(q, base+i, f, signed)-zp[c]) * scale[c]

@@ -379,6 +379,16 @@ func TestSpecAndBufferErrors(t *testing.T) {
 			_, err := SQNRQuantized(x, make([]byte, 10), Spec{Format: Int8}, make([]float32, 4), make([]int32, 4))
 			return err
 		}, "quantized data has 10 bytes, need 24"},
+		{"range overflows float32", func() error {
+			_, err := QuantizeTensor(tensor.FromFloat32([]float32{3e38, -3e38}, 2), Spec{Format: Int8, Granularity: PerTensor, Scheme: Asymmetric})
+			return err
+		}, "range [-3e+38, 3e+38] is too wide"},
+		{"range overflows float32, fused", func() error {
+			v := make([]float32, 64)
+			v[3], v[9] = 3e38, -3e38
+			_, err := QuantizeTensor(tensor.FromFloat32(v, 2, 32), Spec{Format: Int4, GroupSize: 32, Scheme: Asymmetric})
+			return err
+		}, "is too wide: max - min overflows float32 (granule 0)"},
 		{"minmax short", func() error {
 			s := Spec{Format: Int8}
 			if _, err := s.Normalize(x.Shape); err != nil {
@@ -689,6 +699,41 @@ func TestDequantizeMatchesFormula(t *testing.T) {
 				t.Errorf("%v %v %v: deq[%d] = %v, want %v", c.shape, c.spec.Format, c.spec.Granularity, j, got[j], want)
 				break
 			}
+		}
+	}
+}
+
+// TestEmptyTensors: zero-sized tensors quantize to nothing; channels that saw no data get torch's
+// untouched-observer qparams (scale 1, zero point 0).
+func TestEmptyTensors(t *testing.T) {
+	cases := []struct {
+		shape []int
+		spec  Spec
+		np    int
+	}{
+		{[]int{0}, Spec{Format: Int8, Granularity: PerChannel}, 0},
+		{[]int{3, 0}, Spec{Format: Int8, Granularity: PerChannel, Axis: 0}, 3},
+		{[]int{0, 5}, Spec{Format: Int4, Granularity: PerChannel, Axis: 1}, 5},
+		{[]int{4, 0}, Spec{Format: Int4, Granularity: PerGroup, GroupSize: 8}, 0},
+		{[]int{0, 2}, Spec{Format: Int8, Granularity: PerTensor}, 1},
+		{[]int{0}, Spec{Format: Float16}, 0},
+	}
+	for _, c := range cases {
+		q, err := QuantizeTensor(tensor.New(tensor.F32, c.shape...), c.spec)
+		if err != nil {
+			t.Errorf("QuantizeTensor(empty %v, %v %v): %v", c.shape, c.spec.Format, c.spec.Granularity, err)
+			continue
+		}
+		if len(q.Data) != 0 || len(q.Scale) != c.np {
+			t.Errorf("QuantizeTensor(empty %v): %d bytes, %d scales; want 0 and %d", c.shape, len(q.Data), len(q.Scale), c.np)
+		}
+		for i := range q.Scale {
+			if q.Scale[i] != 1 || q.ZeroPoint[i] != 0 {
+				t.Errorf("QuantizeTensor(empty %v): qparams %d = %v/%d, want 1/0", c.shape, i, q.Scale[i], q.ZeroPoint[i])
+			}
+		}
+		if _, err := q.Dequantize(); err != nil {
+			t.Errorf("Dequantize(empty %v): %v", c.shape, err)
 		}
 	}
 }

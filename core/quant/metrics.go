@@ -186,6 +186,9 @@ func (a *normAcc) run(off int, xs []float32, q []byte, spec *Spec, s float32, z 
 }
 
 func (a *normAcc) channels(l layout, base int, xs []float32, q []byte, spec *Spec, scale []float32, zp []int32) {
+	if len(xs) == 0 {
+		return // an empty tensor may have no channels to step through
+	}
 	signed := !spec.QDType.Unsigned()
 	c, k := (base/l.runLen)%l.nchan, base%l.runLen
 	for i, x := range xs {

@@ -73,6 +73,10 @@ func (c *qparamCalc) calc(mn, mx float32) (float32, int32, error) {
 		return max(float32(maxPos/c.halfRange), c.eps), c.symZP, nil
 	}
 	s := max(float32(float32(maxPos-minNeg)/c.fullRange), c.eps)
+	if math.IsInf(float64(s), 0) {
+		// torch would carry an infinite scale on and quantize everything to the zero point.
+		return 0, 0, fmt.Errorf("%w: range [%v, %v] is too wide: max - min overflows float32", ErrSpec, mn, mx)
+	}
 	q := math.RoundToEven(float64(float32(minNeg / s)))
 	z := int64(c.qmin) - int64(q)
 	return s, int32(min(max(z, int64(c.qmin)), int64(c.qmax))), nil
