@@ -533,3 +533,37 @@ func TestBlockedMatchesWhole(t *testing.T) {
 		t.Errorf("NaN at %d: error %v, want one naming that flat index", 250*999+7, err)
 	}
 }
+
+// failingWriter fails its n-th Write and records Abort.
+type failingWriter struct {
+	n, writes       int
+	aborted, commit bool
+}
+
+func (f *failingWriter) Write(name string, _ []byte) error {
+	f.writes++
+	if f.writes == f.n {
+		return fmt.Errorf("disk full while writing %s", name)
+	}
+	return nil
+}
+func (f *failingWriter) Commit() error { f.commit = true; return nil }
+func (f *failingWriter) Abort() error  { f.aborted = true; return nil }
+
+// TestWriterFailure: a write error anywhere stops the run with the error, aborts the output and
+// never commits, whichever tensor (kept or quantized) it hits.
+func TestWriterFailure(t *testing.T) {
+	m := testModel(t)
+	p, _ := m.Plan(Options{})
+	total := len(p.OutputEntries())
+	for n := 1; n <= total; n++ {
+		fw := &failingWriter{n: n}
+		_, err := Quantize(context.Background(), m.Reader(), func([]checkpoint.Entry, map[string]string) (checkpoint.Writer, error) { return fw, nil }, p, Run{})
+		if err == nil || !strings.Contains(err.Error(), "disk full") {
+			t.Errorf("write %d of %d fails: error %v, want the writer's error", n, total, err)
+		}
+		if !fw.aborted || fw.commit {
+			t.Errorf("write %d of %d fails: aborted %v, committed %v; want aborted, not committed", n, total, fw.aborted, fw.commit)
+		}
+	}
+}
