@@ -27,7 +27,7 @@ bench-c: $(BUILD)/bench_quantize venv
 	@echo "== 4096x4096 float32, best of 10 ($$(lscpu | sed -n 's/^Model name: *//p'), $$(nproc) cores)"
 	@$(BUILD)/bench_quantize 10 | tee $(BUILD)/bench-c.txt
 	@$(PY) bench/torch_per_channel.py 10 | tee -a $(BUILD)/bench-c.txt
-	@awk '/engine int8/ {e=$$4} /torch int8/ {t=$$4} END {if (e > 0) printf "int8 per-channel: engine is %.2fx as fast as torch\n", t/e}' $(BUILD)/bench-c.txt
+	@awk '/engine int8/ {e=$$4; ec=$$9} /torch int8/ {t=$$4; tc=$$9} END {if (e > 0 && ec > 0) printf "int8 per-channel: engine is %.2fx as fast as torch (wall), %.2fx (CPU time)\n", t/e, tc/ec}' $(BUILD)/bench-c.txt
 
 golden-c: venv
 	$(PY) tests/c/testdata/gen_golden.py

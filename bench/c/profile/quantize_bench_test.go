@@ -47,3 +47,44 @@ func BenchmarkQuantize(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPhases splits Quantize into its passes over the input: the per-granule min/max scan
+// (quant.MinMax) and QuantizeWithParams, which is a NaN/Inf scan plus the rounding pass. Copying
+// the matrix once (memmove) is the floor any pass over 64 MiB pays on this machine.
+func BenchmarkPhases(b *testing.B) {
+	x := matrix()
+	spec := quant.Spec{Format: quant.Int8}
+	if _, err := spec.Normalize(x.Shape); err != nil {
+		b.Fatal(err)
+	}
+	np := spec.NumParams(x.Shape)
+	mins, maxs := make([]float32, np), make([]float32, np)
+	scale, zp := make([]float32, np), make([]int32, np)
+	dst := make([]byte, x.Len())
+	if _, err := quant.Quantize(dst, x, spec, scale, zp); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("minmax", func(b *testing.B) {
+		b.SetBytes(int64(len(x.Data)))
+		for b.Loop() {
+			if _, err := quant.MinMax(x, &spec, mins, maxs); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("quantize-with-params", func(b *testing.B) {
+		b.SetBytes(int64(len(x.Data)))
+		for b.Loop() {
+			if err := quant.QuantizeWithParams(dst, x, spec, scale, zp); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("memmove", func(b *testing.B) {
+		cp := make([]byte, len(x.Data))
+		b.SetBytes(int64(len(x.Data)))
+		for b.Loop() {
+			copy(cp, x.Data)
+		}
+	})
+}
