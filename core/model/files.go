@@ -32,7 +32,7 @@ func QuantizeFile(ctx context.Context, in, out string, opts Options, run FileRun
 		return nil, err
 	}
 	defer r.Close()
-	p, err := NewPlan(r.Entries(), r.ModuleTypes(), opts)
+	p, err := PlanReader(r, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -123,6 +123,14 @@ func NewPlan(entries []checkpoint.Entry, moduleTypes map[string]string, opts Opt
 	return newPlan(entries, moduleTypes, n)
 }
 
+// PlanReader is NewPlan for the tensors and module types of an open checkpoint.
+func PlanReader(r checkpoint.Reader, opts Options) (*Plan, error) {
+	if r == nil {
+		return nil, fmt.Errorf("model.PlanReader: nil reader")
+	}
+	return NewPlan(r.Entries(), r.ModuleTypes(), opts)
+}
+
 func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *normalized) (*Plan, error) {
 	p := &Plan{Layers: map[string]LayerType{}, opts: n}
 	c := newClassifier(entries, moduleTypes)
