@@ -405,12 +405,42 @@ def _quantize_layer(name, mod, bits, fmt16, scheme, group_size, dynamic, act_qpa
     return builder(mod.in_features, mod.out_features, qw, mod.bias, activation, iq)
 
 
-def _layer_sqnr(fmod, qmod):
-    """The worst weight SQNR (dB) of a quantized layer against its float original."""
+# quantize() checks each layer's SQNR on at most this many weights (whole rows, evenly spaced):
+# enough for a stable estimate, and it keeps the check from doubling the time of a large model.
+# report() measures every weight.
+SQNR_CHECK_ELEMENTS = 1 << 20
+
+
+def _row_sample(qt, w, limit):
+    """The same evenly spaced rows of a QTensor (2-D view: rows × rest) and of its float
+    original; rows are independent under per-channel (axis 0), per-group and float formats."""
+    spec = qt.spec
+    rows = qt.shape[0] if len(qt.shape) > 1 else 1
+    n = w.numel()
+    if n <= limit or rows < 2 or (spec.granularity == "per_channel" and spec.axis != 0) or spec.granularity == "per_tensor":
+        return qt, w
+    per_row = n // rows
+    if spec.format == "int4" and per_row % 2:
+        return qt, w  # rows do not start on a byte
+    take = max(1, limit // per_row)
+    idx = torch.linspace(0, rows - 1, take).round().long().unique()
+    data = qt.data.reshape(rows, -1)[idx]
+    scale = zp = None
+    if spec.is_integer:
+        scale = qt.scale.reshape(rows, -1)[idx].reshape((-1,) if spec.granularity == "per_channel" else (len(idx), -1))
+        zp = qt.zero_point.reshape(rows, -1)[idx].reshape(scale.shape)
+    sub = _engine.QTensor(data, scale, zp, (len(idx),) + tuple(qt.shape[1:]), spec)
+    return sub, w.reshape(rows, -1)[idx]
+
+
+def _layer_sqnr(fmod, qmod, limit=SQNR_CHECK_ELEMENTS):
+    """The worst weight SQNR (dB) of a quantized layer against its float original, estimated
+    on up to ``limit`` weights per tensor."""
     worst = math.inf
-    for wname, (_spec, shape, _q) in qmod._qweights.items():
+    for wname in qmod._qweights:
         w = getattr(fmod, wname).detach()
-        worst = min(worst, _engine.sqnr(w.reshape(-1), qmod.dequantized(wname).reshape(-1)))
+        qt, ref = _row_sample(qmod.qtensor(wname), w.reshape(w.shape[0], -1) if w.dim() > 1 else w, limit)
+        worst = min(worst, _engine.sqnr(ref.reshape(-1), qt.dequantize().reshape(-1)))
     return worst
 
 

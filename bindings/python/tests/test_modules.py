@@ -383,3 +383,16 @@ def test_bad_arguments():
         monoquant.quantize(nn.Sequential(nan))
     with pytest.raises(TypeError, match="float nn.Module"):
         monoquant.report(m, "q")
+
+
+@pytest.mark.parametrize("bits,kw", [(8, {}), (4, {"group_size": 64}), (16, {})], ids=["int8", "int4", "fp16"])
+def test_sqnr_check_estimate_is_close_to_the_full_measure(bits, kw):
+    from monoquant.api import _layer_sqnr
+
+    torch.manual_seed(11)
+    lin = nn.Linear(2048, 1024)
+    q = monoquant.quantize(lin, bits=bits, **kw)
+    full = monoquant.sqnr(lin.weight.detach(), q.weight)
+    est = _layer_sqnr(lin, q, limit=1 << 16)
+    assert abs(est - full) < 0.5, f"{bits}-bit: estimate {est:.2f} dB on 32 rows, full {full:.2f} dB"
+    assert _layer_sqnr(lin, q, limit=1 << 30) == pytest.approx(full, abs=1e-9)

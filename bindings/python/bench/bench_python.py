@@ -1,0 +1,105 @@
+"""Speed of the Python package against torch, side by side in one run, same thread count.
+
+    make bench-python            (or: MONOQUANT_LIBRARY=build/libmonoquant.so .venv/bin/python bindings/python/bench/bench_python.py)
+
+1. monoquant.quantize(bits=8, dynamic=True) of a ~100M-parameter MLP vs
+   torch.ao.quantization.quantize_dynamic on the same model (both return a copy).
+2. HistogramObserver over 100 batches of 64x4096 float32: monoquant's vs torch's, with the
+   qparams compared.
+Prints a markdown table (pasted into BENCHMARKS.md, section "Python").
+"""
+
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+
+THREADS = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1))
+# The engine sizes its worker pool from GOMAXPROCS when the library loads: set it first.
+os.environ["GOMAXPROCS"] = str(THREADS)
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import monoquant  # noqa: E402
+
+torch.set_num_threads(THREADS)
+warnings.simplefilter("ignore")
+
+
+def best(fn, n):
+    times = []
+    out = None
+    for _ in range(n):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+        del out
+    return min(times)
+
+
+def mlp():
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(6):
+        layers += [nn.Linear(4096, 4096), nn.ReLU()]
+    m = nn.Sequential(*layers).eval()
+    return m, sum(p.numel() for p in m.parameters())
+
+
+def bench_quantize(reps):
+    m, n = mlp()
+    t_mq = best(lambda: monoquant.quantize(m, bits=8, dynamic=True), reps)
+    t_mq_nosqnr = best(lambda: monoquant.quantize(m, bits=8, dynamic=True, check_sqnr=False), reps)
+    t_torch = best(lambda: torch.ao.quantization.quantize_dynamic(m, {nn.Linear}, dtype=torch.qint8), reps)
+    return n, t_mq, t_mq_nosqnr, t_torch
+
+
+def bench_histogram(batches=100):
+    torch.manual_seed(1)
+    xs = [torch.randn(64, 4096) * (1 + i / 50) for i in range(batches)]
+
+    def run(cls):
+        obs = cls()
+        t0 = time.perf_counter()
+        for x in xs:
+            obs(x)
+        qp = obs.calculate_qparams()
+        return time.perf_counter() - t0, qp
+
+    t_mq, qp_mq = run(monoquant.HistogramObserver)
+    t_torch, qp_torch = run(torch.ao.quantization.HistogramObserver)
+    same = torch.equal(qp_mq[0], qp_torch[0]) and torch.equal(qp_mq[1], qp_torch[1])
+    return t_mq, t_torch, same, qp_mq, qp_torch
+
+
+def machine():
+    try:
+        cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        model = next(line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name"))
+    except Exception:
+        model = platform.processor()
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}, {THREADS} threads (torch.set_num_threads and GOMAXPROCS)"
+
+
+def main():
+    reps = int(os.environ.get("BENCH_REPS", 3))
+    n, t_mq, t_mq_ns, t_torch = bench_quantize(reps)
+    h_mq, h_torch, same, qp_mq, qp_torch = bench_histogram()
+    print(f"machine: {machine()}")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    print()
+    print("| job | monoquant | torch | speed-up |")
+    print("|---|---|---|---|")
+    print(f"| quantize {n / 1e6:.1f}M-param MLP, INT8 dynamic (best of {reps}) | {t_mq:.3f} s | {t_torch:.3f} s (quantize_dynamic) | {t_torch / t_mq:.1f}x |")
+    print(f"| same, check_sqnr=False | {t_mq_ns:.3f} s | {t_torch:.3f} s | {t_torch / t_mq_ns:.1f}x |")
+    print(f"| HistogramObserver, 100 batches of 64x4096 + calculate_qparams | {h_mq:.3f} s | {h_torch:.3f} s | {h_torch / h_mq:.1f}x |")
+    print()
+    print(f"histogram qparams equal: {same} (monoquant scale {qp_mq[0].item():.9g} zp {qp_mq[1].item()}, torch scale {qp_torch[0].item():.9g} zp {qp_torch[1].item()})")
+
+
+if __name__ == "__main__":
+    main()
