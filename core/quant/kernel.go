@@ -213,27 +213,38 @@ func MinMax(src *tensor.Tensor, spec *Spec, mins, maxs []float32) (Stats, error)
 
 func isFinite(f float32) bool { return f-f == 0 }
 
-// minMaxRun uses Go's min/max, which propagate NaN, with four accumulators to keep the loop off
-// one dependency chain.
+// minMaxRun reduces on sortable integer keys of the float bits instead of Go's float min/max,
+// which must order NaN and ±0 and compile to several instructions each: key(b) flips the
+// magnitude bits of negative floats, so keys order like the values (-0 just below +0). NaNs get
+// keys beyond ±Inf, so a NaN anywhere comes back as the min or max and the caller's isFinite
+// check sends the run to the slow path, as for ±Inf.
 func minMaxRun(xs []float32) (float32, float32) {
 	if len(xs) == 0 {
 		return float32(math.Inf(1)), float32(math.Inf(-1))
 	}
-	mn0, mx0 := xs[0], xs[0]
-	mn1, mx1, mn2, mx2, mn3, mx3 := mn0, mx0, mn0, mx0, mn0, mx0
+	k := floatKey(xs[0])
+	mn0, mx0, mn1, mx1 := k, k, k, k
 	i := 0
 	for ; i+4 <= len(xs); i += 4 {
 		x := xs[i : i+4 : i+4]
-		mn0, mx0 = min(mn0, x[0]), max(mx0, x[0])
-		mn1, mx1 = min(mn1, x[1]), max(mx1, x[1])
-		mn2, mx2 = min(mn2, x[2]), max(mx2, x[2])
-		mn3, mx3 = min(mn3, x[3]), max(mx3, x[3])
+		a, b, c, d := floatKey(x[0]), floatKey(x[1]), floatKey(x[2]), floatKey(x[3])
+		mn0, mx0 = min(mn0, a, c), max(mx0, a, c)
+		mn1, mx1 = min(mn1, b, d), max(mx1, b, d)
 	}
 	for ; i < len(xs); i++ {
-		mn0, mx0 = min(mn0, xs[i]), max(mx0, xs[i])
+		a := floatKey(xs[i])
+		mn0, mx0 = min(mn0, a), max(mx0, a)
 	}
-	return min(mn0, mn1, mn2, mn3), max(mx0, mx1, mx2, mx3)
+	return keyFloat(min(mn0, mn1)), keyFloat(max(mx0, mx1))
 }
+
+func floatKey(f float32) int32 {
+	k := int32(math.Float32bits(f))
+	return k ^ (k>>31)&0x7FFFFFFF
+}
+
+// keyFloat inverts floatKey (the map is its own inverse).
+func keyFloat(k int32) float32 { return math.Float32frombits(uint32(k ^ (k>>31)&0x7FFFFFFF)) }
 
 // minMaxChannels is the per-channel reduction for short runs (a channel axis near the end, such
 // as axis 1 of a [N, C] matrix, where every run is one element): calling a function per run

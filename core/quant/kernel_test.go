@@ -737,3 +737,33 @@ func TestEmptyTensors(t *testing.T) {
 		}
 	}
 }
+
+func TestMinMaxRun(t *testing.T) {
+	nan, inf := float32(math.NaN()), float32(math.Inf(1))
+	negNaN := math.Float32frombits(0xFFC00000)
+	cases := []struct {
+		in               []float32
+		wantMin, wantMax float32 // NaN means "must be non-finite"
+	}{
+		{[]float32{1}, 1, 1},
+		{[]float32{3, -2, 5, 0.5, -7, 2}, -7, 5},
+		{[]float32{-1e-45, 1e-45, -3e38, 3e38, 0}, -3e38, 3e38},
+		{[]float32{float32(math.Copysign(0, -1)), 0, 0, 0, 0}, 0, 0},
+		{[]float32{1, 2, 3, 4, 5, 6, 7, nan}, nan, nan},
+		{[]float32{1, negNaN, 3, 4, 5}, nan, nan},
+		{[]float32{1, 2, -inf, 4}, -inf, 4},
+		{[]float32{1, inf, 3, 4, 0}, 0, inf},
+	}
+	for _, c := range cases {
+		mn, mx := minMaxRun(c.in)
+		if c.wantMin != c.wantMin || c.wantMax != c.wantMax {
+			if isFinite(mn) && isFinite(mx) {
+				t.Errorf("minMaxRun(%v) = %v, %v; want a non-finite result", c.in, mn, mx)
+			}
+			continue
+		}
+		if mn != c.wantMin || mx != c.wantMax {
+			t.Errorf("minMaxRun(%v) = %v, %v; want %v, %v", c.in, mn, mx, c.wantMin, c.wantMax)
+		}
+	}
+}
