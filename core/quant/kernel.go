@@ -254,6 +254,9 @@ func minMaxChannels(l layout, base int, xs []float32, mn, mx []float32) Stats {
 	if len(xs) == 0 {
 		return st // an empty tensor may have no channels to step through
 	}
+	if l.runLen == 1 {
+		return minMaxLastAxis(l.nchan, base, xs, mn, mx)
+	}
 	c, k := (base/l.runLen)%l.nchan, base%l.runLen
 	for i, x := range xs {
 		if isFinite(x) {
@@ -275,6 +278,31 @@ func minMaxChannels(l layout, base int, xs []float32, mn, mx []float32) Stats {
 				c = 0
 			}
 		}
+	}
+	return st
+}
+
+// minMaxLastAxis is minMaxChannels when the channel axis is the last one (runs of one element):
+// the data is rows of nchan values, element c of a row belonging to channel c, so each row
+// segment lines up with a slice of the min/max buffers and needs no channel counter.
+func minMaxLastAxis(nchan, base int, xs []float32, mn, mx []float32) Stats {
+	st := Stats{FirstNonFinite: -1}
+	for i := 0; i < len(xs); {
+		c := (base + i) % nchan
+		seg := xs[i : i+min(nchan-c, len(xs)-i)]
+		mns, mxs := mn[c:c+len(seg)], mx[c:c+len(seg)]
+		for j, x := range seg {
+			if x-x != 0 { // NaN or ±Inf
+				if st.NonFinite == 0 {
+					st.FirstNonFinite = base + i + j
+				}
+				st.NonFinite++
+				continue
+			}
+			mns[j] = min(mns[j], x)
+			mxs[j] = max(mxs[j], x)
+		}
+		i += len(seg)
 	}
 	return st
 }
@@ -629,6 +657,21 @@ func putQ(dst []byte, j int, q byte, four bool) {
 func quantChannels(dst []byte, l layout, base int, xs []float32, grids []grid, four, hasNaN bool) {
 	if len(xs) == 0 {
 		return // an empty tensor may have no channels to step through
+	}
+	if !four && !hasNaN && l.runLen == 1 {
+		// Channels on the last axis: row segments line up with the grids (see minMaxLastAxis).
+		for i := 0; i < len(xs); {
+			c := (base + i) % l.nchan
+			seg := xs[i : i+min(l.nchan-c, len(xs)-i)]
+			gs := grids[c : c+len(seg)]
+			d := dst[base+i : base+i+len(seg)]
+			for j, x := range seg {
+				g := &gs[j]
+				d[j] = byte(quantOne(x, g.inv, g.loB, g.hiB, g.zb))
+			}
+			i += len(seg)
+		}
+		return
 	}
 	c, k := (base/l.runLen)%l.nchan, base%l.runLen
 	if !four && !hasNaN {

@@ -96,6 +96,8 @@ func TestQuantizeMatchesReference(t *testing.T) {
 		{[]int{301, 50, 7}, Spec{Format: Int8, Granularity: PerChannel, Axis: 1, QDType: QUInt8}, tensor.F64},
 		{[]int{301, 50, 7}, Spec{Format: Int4, Granularity: PerGroup, GroupSize: 7}, tensor.F16},
 		{[]int{300, 257}, Spec{Format: Int8, Granularity: PerChannel, Axis: 1}, 0},
+		{[]int{777, 131}, Spec{Format: Int8, Granularity: PerChannel, Axis: 1, Scheme: Asymmetric}, 0},
+		{[]int{777, 131}, Spec{Format: Int8, Granularity: PerChannel, Axis: -1}, tensor.BF16},
 		{[]int{2001, 51}, Spec{Format: Int4, Granularity: PerGroup, GroupSize: 17, Scheme: Asymmetric}, 0},
 		{[]int{3001, 35}, Spec{Format: Int4, Granularity: PerChannel, Axis: 0}, 0},
 		{[]int{1, 3001, 35}, Spec{Format: Int8, Granularity: PerChannel, Axis: 1, QDType: QUInt8}, 0},
