@@ -35,16 +35,34 @@ func LinearForward(x []float32, batch int, w []float32, out, in int, bias []floa
 	parallelRows(out, func(lo, hi int) {
 		for o := lo; o < hi; o++ {
 			wr := w[o*in : (o+1)*in]
-			for b := 0; b < batch; b++ {
+			var bo float64
+			if bias != nil {
+				bo = float64(bias[o])
+			}
+			// Four input rows per pass over the weight row: each weight is loaded and widened
+			// once for four independent sums (a weight matrix is read once per four rows, and
+			// the four chains keep the FPU busy).
+			b := 0
+			for ; b+4 <= batch; b += 4 {
+				x0, x1, x2, x3 := x[b*in:(b+1)*in], x[(b+1)*in:(b+2)*in], x[(b+2)*in:(b+3)*in], x[(b+3)*in:(b+4)*in]
+				var a0, a1, a2, a3 float64
+				for i, v := range wr {
+					wv := float64(v)
+					a0 += wv * float64(x0[i])
+					a1 += wv * float64(x1[i])
+					a2 += wv * float64(x2[i])
+					a3 += wv * float64(x3[i])
+				}
+				y[b*out+o], y[(b+1)*out+o] = float32(a0+bo), float32(a1+bo)
+				y[(b+2)*out+o], y[(b+3)*out+o] = float32(a2+bo), float32(a3+bo)
+			}
+			for ; b < batch; b++ {
 				xr := x[b*in : (b+1)*in]
 				var acc float64
 				for i, v := range wr {
 					acc += float64(v) * float64(xr[i])
 				}
-				if bias != nil {
-					acc += float64(bias[o])
-				}
-				y[b*out+o] = float32(acc)
+				y[b*out+o] = float32(acc + bo)
 			}
 		}
 	})

@@ -102,3 +102,21 @@ func TestForwardErrors(t *testing.T) {
 
 func errOf(_ []float32, err error) error            { return err }
 func errOf3(_ []float32, _ [4]int, err error) error { return err }
+
+// BenchmarkLinearForward is the CLI's output check of one 2048×5632 Linear layer (batch 4).
+func BenchmarkLinearForward(b *testing.B) {
+	const batch, in, out = 4, 5632, 2048
+	x, w := make([]float32, batch*in), make([]float32, out*in)
+	for i := range w {
+		w[i] = float32(i%17) * 0.01
+	}
+	for i := range x {
+		x[i] = float32(i%13) * 0.1
+	}
+	b.SetBytes(int64(4 * len(w)))
+	for b.Loop() {
+		if _, err := LinearForward(x, batch, w, out, in, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
