@@ -303,10 +303,10 @@ MQ_API int mq_observer_config_init(mq_observer_config* cfg);
 MQ_API int mq_observer_new(mq_observer** out, const mq_observer_config* cfg);
 
 /* Folds one batch into the observer (torch's forward). Float dtypes only (MQ_EDTYPE otherwise);
- * an empty tensor is ignored. Input the observer refuses fails with MQ_EINVAL and leaves the state
- * unchanged: NaN (and +-Inf for the min/max kinds), a per-channel batch without ch_axis or with a
- * different channel count than earlier batches; the message names the problem. (NaN/Inf will
- * report MQ_ENONFINITE once the engine tags them so.) MQ_EHANDLE for a NULL/stale handle,
+ * an empty tensor is ignored. Input the observer refuses leaves the state unchanged and the
+ * message names the problem: NaN (and +-Inf for the min/max kinds) fails with MQ_ENONFINITE; a
+ * per-channel batch without ch_axis or with a different channel count than earlier batches with
+ * MQ_EINVAL. MQ_EHANDLE for a NULL/stale handle,
  * MQ_ESHAPE for a malformed shape. */
 MQ_API int mq_observer_update(mq_observer* obs, const mq_tensor* input);
 

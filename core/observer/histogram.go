@@ -41,7 +41,7 @@ func newHistogram(o Options, r quant.Range) *HistogramObserver {
 	}
 	h := &HistogramObserver{opts: o, rng: r, dstBins: math.Ldexp(1, bits),
 		hist: make([]float32, o.Bins), upd: make([]float32, o.Bins),
-		spec: quant.Spec{Granularity: quant.PerTensor, NonFinite: quant.ClampNonFinite}}
+		spec: quant.Spec{Format: quant.Int8, Granularity: quant.PerTensor, NonFinite: quant.ClampNonFinite}}
 	h.Reset()
 	return h
 }

@@ -18,7 +18,7 @@ type MinMaxObserver struct {
 }
 
 func newMinMax(o Options, r quant.Range) *MinMaxObserver {
-	m := &MinMaxObserver{opts: o, rng: r, spec: quant.Spec{Granularity: quant.PerTensor, NonFinite: quant.ClampNonFinite}}
+	m := &MinMaxObserver{opts: o, rng: r, spec: quant.Spec{Format: quant.Int8, Granularity: quant.PerTensor, NonFinite: quant.ClampNonFinite}}
 	m.Reset()
 	return m
 }

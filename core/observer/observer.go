@@ -217,10 +217,10 @@ func nonFinite(x *tensor.Tensor, allowInf bool) error {
 		}
 	}
 	if nan > 0 {
-		return fmt.Errorf("%w: tensor %v %v holds %d NaN value(s), the first at flat index %d; the batch was not observed", ErrInput, x.DType, x.Shape, nan, firstNaN)
+		return fmt.Errorf("%w: %w: tensor %v %v holds %d NaN value(s), the first at flat index %d; the batch was not observed", ErrInput, quant.ErrNonFinite, x.DType, x.Shape, nan, firstNaN)
 	}
 	if inf > 0 && !allowInf {
-		return fmt.Errorf("%w: tensor %v %v holds %d infinite value(s), the first (%v) at flat index %d; a min/max observer would get an infinite range (torch would give scale inf/NaN), so the batch was not observed", ErrInput, x.DType, x.Shape, inf, v[firstInf], firstInf)
+		return fmt.Errorf("%w: %w: tensor %v %v holds %d infinite value(s), the first (%v) at flat index %d; a min/max observer would get an infinite range (torch would give scale inf/NaN), so the batch was not observed", ErrInput, quant.ErrNonFinite, x.DType, x.Shape, inf, v[firstInf], firstInf)
 	}
 	return nil
 }

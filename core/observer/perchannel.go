@@ -21,7 +21,7 @@ type PerChannelMinMaxObserver struct {
 
 func newPerChannel(o Options, r quant.Range) *PerChannelMinMaxObserver {
 	return &PerChannelMinMaxObserver{opts: o, rng: r,
-		spec: quant.Spec{Granularity: quant.PerChannel, NonFinite: quant.ClampNonFinite}}
+		spec: quant.Spec{Format: quant.Int8, Granularity: quant.PerChannel, NonFinite: quant.ClampNonFinite}}
 }
 
 // Observe folds x into the per-channel ranges. torch swaps axis 0 and ChAxis and flattens the
