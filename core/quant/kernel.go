@@ -121,11 +121,13 @@ const convChunk = 4096
 // floats calls fn with float32 views of src's elements lo..hi: the caller's memory itself for F32,
 // converted chunks in one scratch buffer for F16, BF16 and F64.
 func floats(src *tensor.Tensor, lo, hi int, fn func(base int, xs []float32)) {
-	if src.DType == tensor.F32 {
+	if src.DType == tensor.F32 && tensor.Aligned[float32](src.Data) {
 		all := tensor.View[float32](src.Data)
 		fn(lo, all[lo:hi])
 		return
 	}
+	// Other dtypes, and F32 at an unaligned address (which View would copy whole), go through
+	// the worker's small scratch buffer.
 	es := src.DType.Size()
 	buf := make([]float32, min(convChunk, hi-lo))
 	for b := lo; b < hi; b += convChunk {
@@ -406,7 +408,7 @@ func Quantize(dst []byte, src *tensor.Tensor, spec Spec, scale []float32, zp []i
 	if need := PackedLen(spec.Format, src.Len()); len(dst) < need {
 		return Stats{}, errShortOutput(len(dst), need)
 	}
-	if l := newLayout(src.Shape, &spec); src.DType == tensor.F32 && l.contiguousGranules() {
+	if l := newLayout(src.Shape, &spec); src.DType == tensor.F32 && tensor.Aligned[float32](src.Data) && l.contiguousGranules() {
 		return quantizeFused(dst, src, &spec, r, scale, zp, l)
 	}
 	mins, maxs := make([]float32, np), make([]float32, np)

@@ -769,3 +769,30 @@ func TestMinMaxRun(t *testing.T) {
 		}
 	}
 }
+
+// TestUnalignedF32: F32 data at an odd address (as a memory-mapped file may place it) gives the
+// same results as aligned data.
+func TestUnalignedF32(t *testing.T) {
+	x := randTensor(11, 1, 300, 256)
+	buf := make([]byte, len(x.Data)+1)
+	copy(buf[1:], x.Data)
+	un := &tensor.Tensor{DType: tensor.F32, Shape: x.Shape, Data: buf[1:]}
+	for _, spec := range []Spec{
+		{Format: Int8, Granularity: PerChannel, Axis: 0},
+		{Format: Int4, Granularity: PerGroup, GroupSize: 64, Scheme: Asymmetric},
+		{Format: Int8, Granularity: PerChannel, Axis: 1},
+		{Format: Float16},
+	} {
+		a, err := QuantizeTensor(x, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := QuantizeTensor(un, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(a.Data) != string(b.Data) || fmt.Sprint(a.Scale) != fmt.Sprint(b.Scale) {
+			t.Errorf("%v %v: unaligned input quantizes differently", spec.Format, spec.Granularity)
+		}
+	}
+}

@@ -157,6 +157,12 @@ func View[T any](b []byte) []T {
 	return out
 }
 
+// Aligned reports whether b can be viewed as []T in place (View then copies nothing).
+func Aligned[T any](b []byte) bool {
+	var zero T
+	return len(b) == 0 || uintptr(unsafe.Pointer(&b[0]))%uintptr(unsafe.Alignof(zero)) == 0
+}
+
 // Float32s returns the tensor's values as float32: a view for F32 data (when aligned), a
 // converted copy for the other float types. Integer and bool tensors are an error.
 func (t *Tensor) Float32s() ([]float32, error) {
@@ -179,7 +185,13 @@ func (t *Tensor) Float32s() ([]float32, error) {
 func ConvertToFloat32(dst []float32, dt DType, src []byte) {
 	switch dt {
 	case F32:
-		copy(dst, View[float32](src[:4*len(dst)]))
+		if Aligned[float32](src) {
+			copy(dst, View[float32](src[:4*len(dst)]))
+			return
+		}
+		for i := range dst { // unaligned (a memory-mapped file): decode without allocating
+			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
+		}
 	case F64:
 		for i := range dst {
 			dst[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(src[8*i:])))
