@@ -86,6 +86,9 @@ func blockEnergy(src *tensor.Tensor, q []byte, spec *quant.Spec, scale []float32
 			sc, z = scale[r0*g:r1*g], zp[r0*g:r1*g]
 		}
 	}
+	if e, ok := granuleEnergy(src, q, &s, sc, z, r0, r1, rowLen); ok {
+		return e[0], e[1], nil
+	}
 	var qb []byte
 	switch s.Format {
 	case quant.Int8:
@@ -237,4 +240,77 @@ func quantizeMeasured(data []byte, src *tensor.Tensor, s quant.Spec, scale []flo
 		noise += res[b].noise
 	}
 	return st, sig, noise, nil
+}
+
+// granuleEnergy is the fast path of blockEnergy for F32 input and integer formats whose scales
+// go by rows (per-channel on axis 0, group-wise): it dequantizes each value in a register, with
+// Dequantize's exact float32 rounding, instead of through a scratch buffer. sc and z are the
+// block's own qparams. ok is false when the case is not covered.
+func granuleEnergy(src *tensor.Tensor, q []byte, s *quant.Spec, sc []float32, z []int32, r0, r1, rowLen int) (e [2]float64, ok bool) {
+	if src.DType != tensor.F32 || !s.Format.IsInteger() {
+		return e, false
+	}
+	runLen := rowLen
+	switch {
+	case s.Granularity == quant.PerGroup:
+		runLen = s.GroupSize
+	case s.Granularity == quant.PerChannel && s.Axis == 0:
+	default:
+		return e, false
+	}
+	e0, e1 := r0*rowLen, r1*rowLen
+	x := tensor.View[float32](src.Data[4*e0 : 4*e1])
+	signed := !s.QDType.Unsigned()
+	var ps, pn float64
+	for g := 0; g < len(x)/runLen; g++ {
+		sg, zg := sc[g], z[g]
+		xs := x[g*runLen : (g+1)*runLen]
+		base := e0 + g*runLen
+		switch {
+		case s.Format == quant.Int8 && signed:
+			qs := q[base : base+runLen]
+			for i, v := range xs {
+				y := float32(float32(int32(int8(qs[i]))-zg) * sg)
+				a := float64(v)
+				d := a - float64(y)
+				ps += a * a
+				pn += d * d
+			}
+		case s.Format == quant.Int8:
+			qs := q[base : base+runLen]
+			for i, v := range xs {
+				y := float32(float32(int32(qs[i])-zg) * sg)
+				a := float64(v)
+				d := a - float64(y)
+				ps += a * a
+				pn += d * d
+			}
+		case base%2 == 0 && runLen%2 == 0:
+			// Two values per byte: the even index in the low nibble.
+			qs := q[base/2 : (base+runLen)/2]
+			for i, b := range qs {
+				var lo, hi int32
+				if signed {
+					lo, hi = int32(int8(b<<4)>>4), int32(int8(b)>>4)
+				} else {
+					lo, hi = int32(b&0xF), int32(b>>4)
+				}
+				y0 := float32(float32(lo-zg) * sg)
+				y1 := float32(float32(hi-zg) * sg)
+				a0, a1 := float64(xs[2*i]), float64(xs[2*i+1])
+				d0, d1 := a0-float64(y0), a1-float64(y1)
+				ps += a0*a0 + a1*a1
+				pn += d0*d0 + d1*d1
+			}
+		default:
+			for i, v := range xs {
+				y := float32(float32(quant.Nibble(q, base+i, signed)-zg) * sg)
+				a := float64(v)
+				d := a - float64(y)
+				ps += a * a
+				pn += d * d
+			}
+		}
+	}
+	return [2]float64{ps, pn}, true
 }

@@ -486,6 +486,8 @@ func TestBlockedMatchesWhole(t *testing.T) {
 		{Format: quant.Int8, Granularity: quant.PerChannel},
 		{Format: quant.Int8, Scheme: quant.Asymmetric, QDType: quant.QUInt8, Granularity: quant.PerChannel},
 		{Format: quant.Int4, Granularity: quant.PerGroup, GroupSize: 333},
+		{Format: quant.Int4, Granularity: quant.PerGroup, GroupSize: 128},
+		{Format: quant.Int4, Scheme: quant.Asymmetric, QDType: quant.QUInt4, Granularity: quant.PerGroup, GroupSize: 32},
 		{Format: quant.Int4, Granularity: quant.PerChannel},
 		{Format: quant.Float16},
 		{Format: quant.BFloat16},
@@ -493,7 +495,7 @@ func TestBlockedMatchesWhole(t *testing.T) {
 	for _, x := range []*tensor.Tensor{big, h} {
 		for _, s := range specs {
 			if s.Granularity == quant.PerGroup && x.Shape[1]%s.GroupSize != 0 {
-				s.GroupSize = 128
+				continue
 			}
 			if !blockable(&s, x.Shape) {
 				t.Fatalf("%v %v: not blockable", s.Format, s.Granularity)
@@ -516,9 +518,18 @@ func TestBlockedMatchesWhole(t *testing.T) {
 			if st.Overflow != want.Stats.Overflow {
 				t.Errorf("%s: overflow %d, want %d", name, st.Overflow, want.Stats.Overflow)
 			}
-			ws, wn, _ := energies(x, want.Data, &want.Spec, want.Scale, want.ZeroPoint)
+			// Independently: the kernel's own dequantization, summed in one sequential pass.
+			xs, _ := x.Float32s()
+			deq, err := want.Dequantize()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ws, wn := energyOf(xs, deq)
 			if !relClose(sig, ws, 1e-12) || !relClose(noise, wn, 1e-12) {
-				t.Errorf("%s: energies (%v, %v), whole-tensor pass (%v, %v)", name, sig, noise, ws, wn)
+				t.Errorf("%s: energies (%v, %v), from quant.Dequantize (%v, %v)", name, sig, noise, ws, wn)
+			}
+			if es, en, _ := energies(x, want.Data, &want.Spec, want.Scale, want.ZeroPoint); !relClose(es, ws, 1e-12) || !relClose(en, wn, 1e-12) {
+				t.Errorf("%s: second-pass energies (%v, %v), from quant.Dequantize (%v, %v)", name, es, en, ws, wn)
 			}
 			if db, err := quant.SQNRQuantized(x, data, s, sc, zp); err == nil && !math.IsInf(db, 0) && math.Abs(db-OverallSQNR(sig, noise)) > 1e-9 {
 				t.Errorf("%s: SQNR %v from energies, quant.SQNRQuantized %v", name, OverallSQNR(sig, noise), db)
