@@ -492,7 +492,8 @@ func TestBlockedMatchesWhole(t *testing.T) {
 		{Format: quant.Float16},
 		{Format: quant.BFloat16},
 	}
-	for _, x := range []*tensor.Tensor{big, h} {
+	even := randTensor(rng, 257, 512)
+	for _, x := range []*tensor.Tensor{big, h, even} {
 		for _, s := range specs {
 			if s.Granularity == quant.PerGroup && x.Shape[1]%s.GroupSize != 0 {
 				continue
