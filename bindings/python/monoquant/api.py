@@ -207,7 +207,8 @@ def _calibrate(model, selected, data, observer, observer_kwargs, max_batches):
         for name, obs in observers.items():
             if seen[name]:
                 s, z = obs.calculate_qparams()
-                qparams[name] = (s.reshape(1), z.to(torch.int32).reshape(1))
+                info = {"observer": observer, "min": float(obs.min_val), "max": float(obs.max_val), "batches": seen[name]}
+                qparams[name] = (s.reshape(1), z.to(torch.int32).reshape(1), info)
         return qparams
     finally:
         for obs in observers.values():
@@ -378,7 +379,17 @@ def _quantize_layer(name, mod, bits, fmt16, scheme, group_size, dynamic, act_qpa
         activation = "dynamic"
     else:
         activation = "static"
-    iq = act_qparams.get(name)
+    iq, info = None, None
+    if activation == "static":
+        s, z, info = act_qparams[name]
+        iq = (s, z)
+    qmod = _build_layer(name, mod, bits, fmt16, scheme, group_size, activation, iq, fallbacks, small)
+    if info is not None:
+        qmod.input_info = info  # recorded in saved checkpoints (docs/FORMAT.md "activations")
+    return qmod
+
+
+def _build_layer(name, mod, bits, fmt16, scheme, group_size, activation, iq, fallbacks, small):
     builder = _builder_for(mod)
     if isinstance(mod, nn.LSTM):
         qw = {}
@@ -406,14 +417,14 @@ def _quantize_layer(name, mod, bits, fmt16, scheme, group_size, dynamic, act_qpa
 
 
 # quantize() checks each layer's SQNR on at most this many weights (whole rows, evenly spaced):
-# enough for a stable estimate, and it keeps the check from doubling the time of a large model.
-# report() measures every weight.
-SQNR_CHECK_ELEMENTS = 1 << 20
+# enough for an estimate within a few tenths of a dB, and it keeps the check a small fraction of
+# the quantization time of a large model. report() measures every weight.
+SQNR_CHECK_ELEMENTS = 1 << 18
 
 
 def _row_sample(qt, w, limit):
-    """The same evenly spaced rows of a QTensor (2-D view: rows × rest) and of its float
-    original; rows are independent under per-channel (axis 0), per-group and float formats."""
+    """Every step-th row of a QTensor (2-D view: rows × rest) and of its float original; rows
+    are independent under per-channel (axis 0), per-group and float formats."""
     spec = qt.spec
     rows = qt.shape[0] if len(qt.shape) > 1 else 1
     n = w.numel()
@@ -422,15 +433,18 @@ def _row_sample(qt, w, limit):
     per_row = n // rows
     if spec.format == "int4" and per_row % 2:
         return qt, w  # rows do not start on a byte
-    take = max(1, limit // per_row)
-    idx = torch.linspace(0, rows - 1, take).round().long().unique()
-    data = qt.data.reshape(rows, -1)[idx]
+    step = -(-rows // max(1, limit // per_row))
+    data = qt.data.reshape(rows, -1)[::step].contiguous()
+    taken = data.shape[0]
     scale = zp = None
     if spec.is_integer:
-        scale = qt.scale.reshape(rows, -1)[idx].reshape((-1,) if spec.granularity == "per_channel" else (len(idx), -1))
-        zp = qt.zero_point.reshape(rows, -1)[idx].reshape(scale.shape)
-    sub = _engine.QTensor(data, scale, zp, (len(idx),) + tuple(qt.shape[1:]), spec)
-    return sub, w.reshape(rows, -1)[idx]
+        cols = -1 if spec.granularity == "per_group" else None
+        scale = qt.scale.reshape(rows, -1)[::step].contiguous()
+        zp = qt.zero_point.reshape(rows, -1)[::step].contiguous()
+        if cols is None:
+            scale, zp = scale.reshape(-1), zp.reshape(-1)
+    sub = _engine.QTensor(data, scale, zp, (taken,) + tuple(qt.shape[1:]), spec)
+    return sub, w.reshape(rows, -1)[::step]
 
 
 def _layer_sqnr(fmod, qmod, limit=SQNR_CHECK_ELEMENTS):
