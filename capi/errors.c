@@ -65,6 +65,7 @@ const char* mq_status_string(int status) {
     case MQ_EUNSUPPORTED: return "unsupported";
     case MQ_EINTERNAL: return "internal error";
     case MQ_EPANIC: return "internal error (panic)";
+    case MQ_ECANCELED: return "canceled";
     }
     return "unknown status";
 }

@@ -75,7 +75,8 @@ typedef enum mq_status {
     MQ_EFORMAT = -8,       /* a file or byte stream is corrupt or not in the expected format */
     MQ_EUNSUPPORTED = -9,  /* valid request the library does not support */
     MQ_EINTERNAL = -10,    /* unexpected engine error (a bug: please report it with the message) */
-    MQ_EPANIC = -11        /* the engine panicked; the call was abandoned, the message says why */
+    MQ_EPANIC = -11,       /* the engine panicked; the call was abandoned, the message says why */
+    MQ_ECANCELED = -12     /* a progress callback asked to stop; nothing was produced */
 } mq_status;
 
 /* A short constant description of a status code ("invalid argument", ...), "unknown status" for
@@ -330,16 +331,196 @@ MQ_API int mq_observer_reset(mq_observer* obs);
 MQ_API int mq_observer_free(mq_observer* obs);
 
 /* ==================================================================================================
- * Models (reserved)
+ * Models
  *
- * Loading checkpoints, building a model from caller tensors, calibrating named layers,
- * quantizing with a progress callback, saving, reading tensors back and reporting will appear in
- * this section as mq_model_* / mq_report_* functions over the opaque handles below. They are
- * declared now so the handle types are stable; no function takes them yet.
+ * A model is a set of named tensors (a state_dict) behind an opaque handle: built from caller
+ * tensors (mq_model_new + mq_model_add_tensor) or read from a checkpoint file (mq_model_load).
+ * mq_model_quantize turns a float model into a NEW quantized model handle (the tensors of the
+ * quantized checkpoint format of docs/FORMAT.md: <name>, <name>.scale, <name>.zero_point, with
+ * the config in the "monoquant" metadata entry); the input model is left unchanged. Every handle
+ * is freed with mq_model_free.
+ *
+ * A model is either float (built, or loaded from a file without monoquant metadata) or quantized
+ * (returned by mq_model_quantize, or loaded from a file monoquant wrote). Quantized models are
+ * read-only: adding tensors, module types, metadata and calibrating them fail with MQ_EINVAL, and
+ * quantizing them again too (dequantize first).
+ *
+ * Common failures of the functions below: MQ_EHANDLE for a NULL, stale, freed or non-model
+ * handle; MQ_EINVAL for a NULL pointer argument or a call made from inside the same model's
+ * progress callback (which would otherwise deadlock).
  * ================================================================================================ */
 
 typedef struct mq_model mq_model;
+/* Reserved for a future report handle; reports are read as JSON with mq_model_report_json. */
 typedef struct mq_report mq_report;
+
+/* Layer types selected for quantization (a bitmask; values are part of the ABI). */
+typedef enum mq_layer_type {
+    MQ_LAYER_LINEAR = 1 << 0,    /* torch.nn.Linear (and weights shaped like one in a bare state_dict) */
+    MQ_LAYER_CONV1D = 1 << 1,
+    MQ_LAYER_CONV2D = 1 << 2,
+    MQ_LAYER_CONV3D = 1 << 3,
+    MQ_LAYER_LSTM = 1 << 4,
+    MQ_LAYER_GRU = 1 << 5,
+    MQ_LAYER_RNN = 1 << 6,
+    MQ_LAYER_EMBEDDING = 1 << 7, /* opt-in: not in the default selection */
+    MQ_LAYER_DEFAULT = MQ_LAYER_LINEAR | MQ_LAYER_CONV2D | MQ_LAYER_LSTM
+} mq_layer_type;
+
+typedef enum mq_mode {
+    MQ_MODE_WEIGHT_ONLY = 0, /* weights only; activations stay float (torch's dynamic quantization) */
+    MQ_MODE_STATIC = 1       /* also activation qparams per layer, from mq_model_calibrate data */
+} mq_mode;
+
+#define MQ_MODEL_CONFIG_VERSION 1
+
+/* What mq_model_quantize quantizes and how. Fill it with mq_model_config_init, then change what
+ * you need. The strings and the skip array are read during each call that takes the config and
+ * never kept. */
+typedef struct mq_model_config {
+    uint32_t size;       /* sizeof(mq_model_config), set by _init; checked by every call */
+    uint32_t version;    /* MQ_MODEL_CONFIG_VERSION, set by _init; checked by every call */
+    int32_t bits;        /* 8: INT8 per-channel symmetric (default); 4: INT4 group-wise symmetric,
+                            group size 128; 16: FP16 (BF16 when bf16 is non-zero). Of `spec`, only
+                            scheme, group_size, qdtype, nonfinite and saturate_fp16 then apply
+                            (a group size that does not divide a row falls back per tensor).
+                            0: `spec` is used whole, format included. Other values: MQ_EINVAL. */
+    int32_t bf16;        /* with bits 16: BF16 instead of FP16 */
+    mq_config spec;      /* tensor-level settings (mq_config_init defaults, set by _init); the
+                            channel axis is chosen per layer */
+    uint32_t layers;     /* mq_layer_type bitmask; default MQ_LAYER_DEFAULT; 0 is MQ_EINVAL */
+    const char* const* skip; /* n_skip module or tensor names to leave alone: exact ("fc"),
+                            prefixes ("encoder." or "encoder") or globs ("classifier.*"); may be
+                            NULL when n_skip is 0; an empty or malformed pattern is MQ_EINVAL */
+    size_t n_skip;
+    int32_t mode;        /* mq_mode; default MQ_MODE_WEIGHT_ONLY */
+    const char* observer;/* static mode's activation observer: "minmax", "moving_average" or
+                            "histogram"; NULL means "histogram" (torch's x86 default) */
+} mq_model_config;
+
+/* Fills *cfg with the defaults (INT8 per-channel, the default layers, no skips, weight only) and
+ * sets size and version. MQ_EINVAL if cfg is NULL. */
+MQ_API int mq_model_config_init(mq_model_config* cfg);
+
+/* Progress of mq_model_quantize, called once per tensor of the input, in file order, on the
+ * calling thread: tensors and input bytes done so far and in all. Return 0 to go on, non-zero to
+ * cancel: mq_model_quantize then returns MQ_ECANCELED and no model. It must not call functions
+ * on the model being quantized (they fail with MQ_EINVAL); other handles are fine. */
+typedef int (*mq_progress_fn)(uint64_t tensors_done, uint64_t tensors_total, uint64_t bytes_done,
+                              uint64_t bytes_total, void* user);
+
+/* Creates an empty float model in *out (NULL on failure). MQ_EINVAL if out is NULL. */
+MQ_API int mq_model_new(mq_model** out);
+
+/* Reads a whole checkpoint into a new model in *out (NULL on failure): .safetensors, a sharded
+ * *.safetensors.index.json, torch.save files (.pt/.pth/.bin: a state_dict, nested containers or a
+ * pickled nn.Module, whose module classes are kept for layer detection), chosen by content. The
+ * tensors are copied into the model; the file is closed before the call returns. Pickles are
+ * never executed: a file that would run code fails with MQ_EFORMAT naming the global. A file
+ * monoquant quantized loads as a quantized model (see mq_model_dequantize).
+ * Fails with MQ_EINVAL for NULL out/path, MQ_EIO when the file cannot be opened or read (missing,
+ * no permission), MQ_EFORMAT when its content is corrupt, malicious or not a checkpoint, and
+ * MQ_EUNSUPPORTED for valid content this library does not handle; the message names the file and
+ * the problem. */
+MQ_API int mq_model_load(mq_model** out, const char* path);
+
+/* Appends a tensor named `name` (unique, non-empty; the order of the calls is the file order).
+ * Any dtype. BORROWED: contiguous data (strides NULL or the row-major ones) is NOT copied; the
+ * model keeps a pointer to it, so the caller's buffer must stay valid and unchanged until
+ * mq_model_free of this model (models made from it by mq_model_quantize own their data and do
+ * not need it). Strided data is copied once.
+ * MQ_EINVAL for a NULL/empty name, a duplicate name, NULL data with elements, a quantized model;
+ * MQ_EDTYPE / MQ_ESHAPE as for the tensor functions. */
+MQ_API int mq_model_add_tensor(mq_model* m, const char* name, const mq_tensor* t);
+
+/* Records the torch class of the module at `path` ("" for the root; "features.0"), full
+ * ("torch.nn.modules.conv.Conv2d") or short ("Conv2d"), so layer types come from classes rather
+ * than from tensor names and shapes. MQ_EINVAL for NULL path/class_name, an empty class name or
+ * a quantized model. */
+MQ_API int mq_model_set_module_type(mq_model* m, const char* path, const char* class_name);
+
+/* Sets a metadata entry (a string) that saved files carry (safetensors __metadata__; the .pt
+ * metadata). MQ_EINVAL for NULL key/value, the reserved key "monoquant" or a quantized model. */
+MQ_API int mq_model_set_metadata(mq_model* m, const char* key, const char* value);
+
+/* Static mode: starts calibration for the layers cfg would quantize, one activation observer per
+ * layer (forgetting any earlier calibration). cfg must have mode MQ_MODE_STATIC and must be
+ * the config later given to mq_model_quantize. MQ_EINVAL for a bad config (the message names
+ * the field), a weight-only config, a quantized model, or nothing to quantize. */
+MQ_API int mq_model_calibrate_begin(mq_model* m, const mq_model_config* cfg);
+
+/* Feeds one batch of the input activations of `layer` (a module path as in the report, e.g.
+ * "classifier.1") to its observer. Float dtypes only (MQ_EDTYPE). The tensor is read during the
+ * call only. MQ_EINVAL for NULL layer/activation, no mq_model_calibrate_begin before, a layer the
+ * config does not quantize (the message lists the quantized ones) or a batch the observer refuses
+ * (NaN/Inf included; the message says which and the batch is not observed). */
+MQ_API int mq_model_calibrate(mq_model* m, const char* layer, const mq_tensor* activation);
+
+/* Quantizes the float model m with cfg into a NEW quantized model in *out (NULL on failure); m is
+ * unchanged and stays usable. progress may be NULL; user is passed to it as is. In static mode
+ * the observers fed by mq_model_calibrate give the activation qparams.
+ * Fails with MQ_EINVAL for NULL cfg/out, a bad config (size, version or a field: the message
+ * names it), a quantized m, nothing to quantize (no tensor of the selected layer types left after
+ * the skips), static mode without mq_model_calibrate_begin and data for a layer, or a weight that
+ * does not fit the spec; MQ_ENONFINITE when a weight holds NaN/Inf (see spec.nonfinite);
+ * MQ_ECANCELED when progress returned non-zero. */
+MQ_API int mq_model_quantize(mq_model* m, const mq_model_config* cfg, mq_progress_fn progress,
+                             void* user, mq_model** out);
+
+/* Writes every tensor and the metadata to `path`, the format chosen by its suffix: .safetensors,
+ * or .pt/.pth/.bin (torch.save's zip format, loadable with torch.load(weights_only=True)).
+ * Atomic: the data goes to a temporary file in the same folder, is fsynced and renamed over
+ * path, so a failed or killed save leaves the old file or none. MQ_EINVAL for a NULL path or an
+ * unknown suffix, MQ_EIO when writing fails (the message names the file). */
+MQ_API int mq_model_save(mq_model* m, const char* path);
+
+/* The number of tensors in *count (for a quantized model: the stored tensors, scales and zero
+ * points included). */
+MQ_API int mq_model_tensor_count(mq_model* m, size_t* count);
+
+/* Describes a tensor in the order of the model. */
+typedef struct mq_tensor_info {
+    const char* name;            /* owned by the model: valid until mq_model_free */
+    int32_t dtype;               /* an mq_dtype */
+    int32_t ndim;
+    int64_t shape[MQ_MAX_DIMS];  /* ndim sizes; the rest 0 */
+    uint64_t nbytes;             /* bytes mq_model_tensor_read writes (INT4 values: packed) */
+} mq_tensor_info;
+
+/* Describes tensor i (0 .. count-1) in *info. MQ_EINVAL for NULL info or i out of range,
+ * MQ_EUNSUPPORTED for a loaded tensor with more than MQ_MAX_DIMS dimensions. */
+MQ_API int mq_model_tensor_info(mq_model* m, size_t i, mq_tensor_info* info);
+
+/* Copies the tensor named `name` (row-major, little-endian) into buf, which holds `bytes` bytes.
+ * MQ_EINVAL for a NULL name, an unknown name or a NULL buf for a non-empty tensor; MQ_EBUFFER when
+ * bytes < the tensor's nbytes. */
+MQ_API int mq_model_tensor_read(mq_model* m, const char* name, void* buf, size_t bytes);
+
+/* The model's metadata as a JSON object of strings ({"monoquant": "<config JSON>", ...} for a
+ * quantized model), NUL-terminated. *len is set to its length without the NUL; if cap < *len + 1
+ * nothing is written and the call returns MQ_EBUFFER, so (m, NULL, 0, &len) asks for the length.
+ * MQ_EINVAL for NULL len, or a NULL buf with cap > 0. */
+MQ_API int mq_model_metadata_json(mq_model* m, char* buf, size_t cap, size_t* len);
+
+/* The report of the mq_model_quantize call that made m, as JSON: total_bytes_before/after,
+ * bits_per_weight, sqnr_db (overall; "inf" for an exact round trip, null when undefined),
+ * tensors_quantized, tensors_kept, "tensors" (per tensor: name, layer, layer_type, format,
+ * sqnr_db, bytes_before/after, ...), "warnings" (code, message) and, in static mode,
+ * "activations" (per layer scale and zero point). Buffer convention as mq_model_metadata_json.
+ * MQ_EINVAL for a model that no mq_model_quantize call made (built or loaded: no report). */
+MQ_API int mq_model_report_json(mq_model* m, char* buf, size_t cap, size_t* len);
+
+/* Dequantizes the quantized model m into a NEW float32 model in *out (NULL on failure): every
+ * quantized tensor back as (q - zero_point) * scale in its original shape, the scales and zero
+ * points gone, the other tensors as they are. MQ_EINVAL for NULL out or a model that is not
+ * quantized; MQ_EFORMAT for a loaded quantized checkpoint that is inconsistent. */
+MQ_API int mq_model_dequantize(mq_model* m, mq_model** out);
+
+/* Frees the model and everything it owns (tensor names included). Accepts NULL (MQ_OK, no-op) and
+ * a stale or already-freed handle (MQ_EHANDLE, nothing else happens). Borrowed caller buffers
+ * may be released once this returns. Waits for a call running on the same handle in another
+ * thread. */
+MQ_API int mq_model_free(mq_model* m);
 
 /* ==================================================================================================
  * Debugging and testing (experimental: may change in any release)

@@ -1,0 +1,425 @@
+package main
+
+/*
+#include "model.h"
+*/
+import "C"
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"unsafe"
+
+	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/tensor"
+)
+
+// modelState is what a model handle holds: exactly one of m (a float model, which may borrow
+// caller memory) and res (a quantized model, which owns its data).
+type modelState struct {
+	m   *model.Model
+	res *model.Result
+	// names holds the C copies of tensor names handed out by mq_model_tensor_info, so each
+	// pointer stays valid until mq_model_free, which frees them.
+	names  map[string]*C.char
+	closed bool
+}
+
+func (s *modelState) reader() checkpoint.Reader {
+	if s.res != nil {
+		return s.res.Reader()
+	}
+	return s.m.Reader()
+}
+
+// floatModel refuses the calls that would change a quantized model.
+func (s *modelState) floatModel(call string) (*model.Model, error) {
+	if s.res != nil {
+		return nil, fail(mqEINVAL, "%s: the model is quantized and read-only (mq_model_dequantize gives a float model)", call)
+	}
+	return s.m, nil
+}
+
+func modelID(h *C.mq_model) uintptr { return uintptr(C.mq__id_from_model(h)) }
+
+func newModelHandle(s *modelState) *C.mq_model {
+	return C.mq__model_from_id(C.uintptr_t(addHandle(kindModel, s)))
+}
+
+// inCallback maps a model id to the OS thread running mq_model_quantize on it while its
+// progress callback may run. A call on that model from that same thread comes from inside the
+// callback and would wait forever for the handle's lock, so it is refused instead; other threads
+// wait as usual.
+var inCallback sync.Map // uintptr -> C.uint64_t
+
+// lockModel looks up a model handle, locked; the caller unlocks e.mu.
+func lockModel(h *C.mq_model, call string) (*entry, *modelState, error) {
+	id := modelID(h)
+	if t, ok := inCallback.Load(id); ok && t.(C.uint64_t) == C.mq__thread_id() {
+		return nil, nil, fail(mqEINVAL, "%s: called from inside this model's progress callback", call)
+	}
+	e, err := lockHandle(id, kindModel)
+	if err != nil {
+		return nil, nil, err
+	}
+	s := e.value.(*modelState)
+	if s.closed {
+		e.mu.Unlock()
+		return nil, nil, fail(mqEHANDLE, "%s: model handle %#x was freed", call, id)
+	}
+	return e, s, nil
+}
+
+// goString reads a NUL-terminated caller string, naming the argument when it is NULL.
+func goString(p *C.mq_cchar, call, arg string) (string, error) {
+	if p == nil {
+		return "", fail(mqEINVAL, "%s: %s is NULL", call, arg)
+	}
+	return C.GoString((*C.char)(unsafe.Pointer(p))), nil
+}
+
+//export mq_model_new
+func mq_model_new(out **C.mq_model) (rc C.int) {
+	defer guard(&rc)
+	if out == nil {
+		return mapErr(fail(mqEINVAL, "mq_model_new: out is NULL"), mqEINVAL)
+	}
+	*out = newModelHandle(&modelState{m: model.NewModel()})
+	return mqOK
+}
+
+//export mq_model_load
+func mq_model_load(out **C.mq_model, path *C.mq_cchar) (rc C.int) {
+	defer guard(&rc)
+	if out == nil {
+		return mapErr(fail(mqEINVAL, "mq_model_load: out is NULL"), mqEINVAL)
+	}
+	*out = nil
+	p, err := goString(path, "mq_model_load", "path")
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	// Opening reads only headers; it tells which loader to run, so the tensors are read once.
+	r, err := checkpoint.Open(p)
+	if err != nil {
+		return modelErr(err, mqEFORMAT)
+	}
+	quantized := model.IsQuantized(r.Metadata())
+	r.Close()
+	var s *modelState
+	if quantized {
+		res, err := model.LoadResult(p)
+		if err != nil {
+			return modelErr(err, mqEFORMAT)
+		}
+		s = &modelState{res: res}
+	} else {
+		m, err := model.LoadModel(p)
+		if err != nil {
+			return modelErr(err, mqEFORMAT)
+		}
+		s = &modelState{m: m}
+	}
+	*out = newModelHandle(s)
+	return mqOK
+}
+
+//export mq_model_add_tensor
+func mq_model_add_tensor(h *C.mq_model, name *C.mq_cchar, t *C.mq_ctensor) (rc C.int) {
+	defer guard(&rc)
+	e, s, err := lockModel(h, "mq_model_add_tensor")
+	if err != nil {
+		return mapErr(err, mqEHANDLE)
+	}
+	defer e.mu.Unlock()
+	m, err := s.floatModel("mq_model_add_tensor")
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	n, err := goString(name, "mq_model_add_tensor", "name")
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	if n == "" {
+		return mapErr(fail(mqEINVAL, "mq_model_add_tensor: name is empty"), mqEINVAL)
+	}
+	// tensorFromC wraps contiguous caller memory in place (the borrow the header documents)
+	// and gathers strided data into a Go buffer the model then owns.
+	src, err := tensorFromC(t, true)
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	if err := m.Add(n, src); err != nil {
+		return modelErr(err, mqEINVAL)
+	}
+	return mqOK
+}
+
+//export mq_model_set_module_type
+func mq_model_set_module_type(h *C.mq_model, path, class *C.mq_cchar) (rc C.int) {
+	defer guard(&rc)
+	e, s, err := lockModel(h, "mq_model_set_module_type")
+	if err != nil {
+		return mapErr(err, mqEHANDLE)
+	}
+	defer e.mu.Unlock()
+	m, err := s.floatModel("mq_model_set_module_type")
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	p, err := goString(path, "mq_model_set_module_type", "path")
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	c, err := goString(class, "mq_model_set_module_type", "class_name")
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	return modelErr(m.SetModuleType(p, c), mqEINVAL)
+}
+
+//export mq_model_set_metadata
+func mq_model_set_metadata(h *C.mq_model, key, value *C.mq_cchar) (rc C.int) {
+	defer guard(&rc)
+	e, s, err := lockModel(h, "mq_model_set_metadata")
+	if err != nil {
+		return mapErr(err, mqEHANDLE)
+	}
+	defer e.mu.Unlock()
+	m, err := s.floatModel("mq_model_set_metadata")
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	k, err := goString(key, "mq_model_set_metadata", "key")
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	v, err := goString(value, "mq_model_set_metadata", "value")
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	return modelErr(m.SetMetadata(k, v), mqEINVAL)
+}
+
+//export mq_model_save
+func mq_model_save(h *C.mq_model, path *C.mq_cchar) (rc C.int) {
+	defer guard(&rc)
+	e, s, err := lockModel(h, "mq_model_save")
+	if err != nil {
+		return mapErr(err, mqEHANDLE)
+	}
+	defer e.mu.Unlock()
+	p, err := goString(path, "mq_model_save", "path")
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	// OS errors are MQ_EIO (modelErr); what remains is the request itself, such as a
+	// suffix that names no format.
+	if s.res != nil {
+		return modelErr(s.res.Save(context.Background(), p), mqEINVAL)
+	}
+	return modelErr(s.m.Save(context.Background(), p), mqEINVAL)
+}
+
+//export mq_model_tensor_count
+func mq_model_tensor_count(h *C.mq_model, count *C.size_t) (rc C.int) {
+	defer guard(&rc)
+	if count == nil {
+		return mapErr(fail(mqEINVAL, "mq_model_tensor_count: count is NULL"), mqEINVAL)
+	}
+	e, s, err := lockModel(h, "mq_model_tensor_count")
+	if err != nil {
+		return mapErr(err, mqEHANDLE)
+	}
+	defer e.mu.Unlock()
+	*count = C.size_t(len(s.reader().Entries()))
+	return mqOK
+}
+
+//export mq_model_tensor_info
+func mq_model_tensor_info(h *C.mq_model, i C.size_t, info *C.mq_tensor_info) (rc C.int) {
+	defer guard(&rc)
+	if info == nil {
+		return mapErr(fail(mqEINVAL, "mq_model_tensor_info: info is NULL"), mqEINVAL)
+	}
+	e, s, err := lockModel(h, "mq_model_tensor_info")
+	if err != nil {
+		return mapErr(err, mqEHANDLE)
+	}
+	defer e.mu.Unlock()
+	entries := s.reader().Entries()
+	if uint64(i) >= uint64(len(entries)) {
+		return mapErr(fail(mqEINVAL, "mq_model_tensor_info: index %d is out of range (the model has %d tensors)", uint64(i), len(entries)), mqEINVAL)
+	}
+	en := entries[i]
+	if len(en.Shape) > C.MQ_MAX_DIMS {
+		return mapErr(fail(C.MQ_EUNSUPPORTED, "mq_model_tensor_info: tensor %q has %d dimensions, more than MQ_MAX_DIMS (%d)", en.Name, len(en.Shape), C.MQ_MAX_DIMS), C.MQ_EUNSUPPORTED)
+	}
+	cname, ok := s.names[en.Name]
+	if !ok {
+		if s.names == nil {
+			s.names = map[string]*C.char{}
+		}
+		cname = C.CString(en.Name)
+		s.names[en.Name] = cname
+	}
+	*info = C.mq_tensor_info{name: cname, dtype: C.int32_t(en.DType), ndim: C.int32_t(len(en.Shape))}
+	for d, n := range en.Shape {
+		info.shape[d] = C.int64_t(n)
+	}
+	info.nbytes = C.uint64_t(entryBytes(en))
+	return mqOK
+}
+
+// entryBytes is the stored size of a tensor; checkpoint entries were checked for overflow
+// when they were added or read.
+func entryBytes(en checkpoint.Entry) int64 {
+	return int64(tensor.NumElements(en.Shape)) * int64(en.DType.Size())
+}
+
+//export mq_model_tensor_read
+func mq_model_tensor_read(h *C.mq_model, name *C.mq_cchar, buf unsafe.Pointer, bytes C.size_t) (rc C.int) {
+	defer guard(&rc)
+	e, s, err := lockModel(h, "mq_model_tensor_read")
+	if err != nil {
+		return mapErr(err, mqEHANDLE)
+	}
+	defer e.mu.Unlock()
+	n, err := goString(name, "mq_model_tensor_read", "name")
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	r := s.reader()
+	var en *checkpoint.Entry
+	for _, x := range r.Entries() {
+		if x.Name == n {
+			en = &x
+			break
+		}
+	}
+	if en == nil {
+		return mapErr(fail(mqEINVAL, "mq_model_tensor_read: the model has no tensor named %q", n), mqEINVAL)
+	}
+	need := entryBytes(*en)
+	if uint64(bytes) < uint64(need) {
+		return mapErr(fail(mqEBUFFER, "mq_model_tensor_read: buffer has %d bytes, tensor %q needs %d", uint64(bytes), n, need), mqEBUFFER)
+	}
+	if need == 0 {
+		return mqOK
+	}
+	if buf == nil {
+		return mapErr(fail(mqEINVAL, "mq_model_tensor_read: buf is NULL"), mqEINVAL)
+	}
+	t, err := r.Tensor(n)
+	if err != nil {
+		return modelErr(err, mqEINTERNAL)
+	}
+	copy(bytesOut(buf, int(need)), t.Data)
+	return mqOK
+}
+
+// copyJSON hands a JSON document to a caller buffer, NUL-terminated, with the size-query
+// convention of the header.
+func copyJSON(js []byte, buf *C.char, cap C.size_t, length *C.size_t) error {
+	*length = C.size_t(len(js))
+	if uint64(cap) < uint64(len(js))+1 {
+		return fail(mqEBUFFER, "buffer has %d bytes, the JSON needs %d (with its NUL)", uint64(cap), len(js)+1)
+	}
+	if buf == nil {
+		return fail(mqEINVAL, "buf is NULL but cap is %d", uint64(cap))
+	}
+	out := bytesOut(unsafe.Pointer(buf), len(js)+1)
+	copy(out, js)
+	out[len(js)] = 0
+	return nil
+}
+
+//export mq_model_metadata_json
+func mq_model_metadata_json(h *C.mq_model, buf *C.char, cap C.size_t, length *C.size_t) (rc C.int) {
+	defer guard(&rc)
+	if length == nil {
+		return mapErr(fail(mqEINVAL, "mq_model_metadata_json: len is NULL"), mqEINVAL)
+	}
+	e, s, err := lockModel(h, "mq_model_metadata_json")
+	if err != nil {
+		return mapErr(err, mqEHANDLE)
+	}
+	defer e.mu.Unlock()
+	md := s.reader().Metadata()
+	if md == nil {
+		md = map[string]string{}
+	}
+	js, err := json.Marshal(md)
+	if err != nil {
+		return mapErr(fail(mqEINTERNAL, "mq_model_metadata_json: %v", err), mqEINTERNAL)
+	}
+	return mapErr(copyJSON(js, buf, cap, length), mqEINVAL)
+}
+
+//export mq_model_report_json
+func mq_model_report_json(h *C.mq_model, buf *C.char, cap C.size_t, length *C.size_t) (rc C.int) {
+	defer guard(&rc)
+	if length == nil {
+		return mapErr(fail(mqEINVAL, "mq_model_report_json: len is NULL"), mqEINVAL)
+	}
+	e, s, err := lockModel(h, "mq_model_report_json")
+	if err != nil {
+		return mapErr(err, mqEHANDLE)
+	}
+	defer e.mu.Unlock()
+	if s.res == nil || s.res.Report == nil {
+		return mapErr(fail(mqEINVAL, "mq_model_report_json: the model has no report (only models made by mq_model_quantize have one)"), mqEINVAL)
+	}
+	js, err := json.Marshal(s.res.Report)
+	if err != nil {
+		return mapErr(fail(mqEINTERNAL, "mq_model_report_json: %v", err), mqEINTERNAL)
+	}
+	return mapErr(copyJSON(js, buf, cap, length), mqEINVAL)
+}
+
+//export mq_model_dequantize
+func mq_model_dequantize(h *C.mq_model, out **C.mq_model) (rc C.int) {
+	defer guard(&rc)
+	if out == nil {
+		return mapErr(fail(mqEINVAL, "mq_model_dequantize: out is NULL"), mqEINVAL)
+	}
+	*out = nil
+	e, s, err := lockModel(h, "mq_model_dequantize")
+	if err != nil {
+		return mapErr(err, mqEHANDLE)
+	}
+	defer e.mu.Unlock()
+	if s.res == nil {
+		return mapErr(fail(mqEINVAL, "mq_model_dequantize: the model is not quantized"), mqEINVAL)
+	}
+	m, err := s.res.Dequantize(context.Background())
+	if err != nil {
+		// The config was validated when the result was made or loaded, so what remains is
+		// stored data that does not agree with it.
+		return modelErr(err, mqEFORMAT)
+	}
+	*out = newModelHandle(&modelState{m: m})
+	return mqOK
+}
+
+//export mq_model_free
+func mq_model_free(h *C.mq_model) (rc C.int) {
+	defer guard(&rc)
+	if h == nil {
+		return mqOK
+	}
+	e, s, err := lockModel(h, "mq_model_free")
+	if err != nil {
+		return mapErr(err, mqEHANDLE)
+	}
+	// The names are C memory the collector does not see; closed keeps a call that was waiting
+	// for the lock from handing out new ones between this unlock and the removal.
+	for _, p := range s.names {
+		C.free(unsafe.Pointer(p))
+	}
+	s.names, s.closed = nil, true
+	e.mu.Unlock()
+	return mapErr(removeHandle(modelID(h), kindModel), mqEHANDLE)
+}

@@ -1,0 +1,261 @@
+package main
+
+/*
+#include "model.h"
+*/
+import "C"
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"syscall"
+	"unsafe"
+
+	"github.com/monoquant/monoquant/core/checkpoint/safetensors"
+	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/quant"
+)
+
+const (
+	mqEIO          = C.MQ_EIO
+	mqEFORMAT      = C.MQ_EFORMAT
+	mqEUNSUPPORTED = C.MQ_EUNSUPPORTED
+	mqECANCELED    = C.MQ_ECANCELED
+)
+
+// modelErr classifies an error of core/model or core/checkpoint by its sentinels: the engine's
+// file and option errors carry them, and the same failure must get the same code from every
+// call. fallback covers errors without one, which each export knows the meaning of.
+func modelErr(err error, fallback C.int) C.int {
+	if err == nil {
+		return mqOK
+	}
+	code := fallback
+	var se *statusError
+	var pe *fs.PathError
+	var le *os.LinkError
+	var errno syscall.Errno
+	switch {
+	case errors.As(err, &se):
+		code = se.code
+	case errors.Is(err, context.Canceled):
+		code = mqECANCELED
+	case errors.Is(err, quant.ErrNonFinite):
+		code = mqENONFINITE
+	case errors.Is(err, model.ErrOption), errors.Is(err, model.ErrNothingToQuantize),
+		errors.Is(err, model.ErrCalibration), errors.Is(err, quant.ErrSpec):
+		code = mqEINVAL
+	case errors.Is(err, model.ErrFormat), errors.Is(err, safetensors.ErrInvalid):
+		code = mqEFORMAT
+	case errors.Is(err, safetensors.ErrUnsupported):
+		code = mqEUNSUPPORTED
+	case errors.As(err, &pe), errors.As(err, &le), errors.As(err, &errno):
+		code = mqEIO
+	}
+	return mapErr(&statusError{code: code, msg: err.Error()}, code)
+}
+
+//export mq_model_config_init
+func mq_model_config_init(cfg *C.mq_model_config) (rc C.int) {
+	defer guard(&rc)
+	if cfg == nil {
+		return mapErr(fail(mqEINVAL, "mq_model_config_init: cfg is NULL"), mqEINVAL)
+	}
+	*cfg = C.mq_model_config{
+		size:    C.uint32_t(unsafe.Sizeof(*cfg)),
+		version: C.MQ_MODEL_CONFIG_VERSION,
+		bits:    8,
+		layers:  C.MQ_LAYER_DEFAULT,
+		mode:    C.MQ_MODE_WEIGHT_ONLY,
+	}
+	if rc := mq_config_init(&cfg.spec); rc != mqOK {
+		return rc
+	}
+	return mqOK
+}
+
+// layerBits lists the mq_layer_type bits in the order of their values.
+var layerBits = []struct {
+	bit uint32
+	t   model.LayerType
+}{
+	{C.MQ_LAYER_LINEAR, model.Linear},
+	{C.MQ_LAYER_CONV1D, model.Conv1d},
+	{C.MQ_LAYER_CONV2D, model.Conv2d},
+	{C.MQ_LAYER_CONV3D, model.Conv3d},
+	{C.MQ_LAYER_LSTM, model.LSTM},
+	{C.MQ_LAYER_GRU, model.GRU},
+	{C.MQ_LAYER_RNN, model.RNN},
+	{C.MQ_LAYER_EMBEDDING, model.Embedding},
+}
+
+// optionsFromC checks the config's size and version and converts it to model.Options; the
+// engine validates the values themselves and names the bad option.
+func optionsFromC(cfg *C.mq_cmodel_config) (model.Options, error) {
+	var o model.Options
+	if cfg == nil {
+		return o, fail(mqEINVAL, "model config is NULL")
+	}
+	if cfg.size != C.uint32_t(unsafe.Sizeof(C.mq_model_config{})) || cfg.version < 1 || cfg.version > C.MQ_MODEL_CONFIG_VERSION {
+		return o, fail(mqEINVAL, "model config has size %d and version %d; this library wants size %d and version 1..%d (call mq_model_config_init)",
+			cfg.size, cfg.version, unsafe.Sizeof(C.mq_model_config{}), C.MQ_MODEL_CONFIG_VERSION)
+	}
+	spec, err := specFromC((*C.mq_cconfig)(unsafe.Pointer(&cfg.spec)))
+	if err != nil {
+		return o, fail(mqEINVAL, "model config spec: %v", err)
+	}
+	switch cfg.bits {
+	case 0:
+		o.Spec = spec
+	case 4, 8, 16:
+		o.Bits, o.BFloat16 = int(cfg.bits), cfg.bf16 != 0
+		// Format unset: the engine builds the template for Bits and takes these from it.
+		o.Spec = quant.Spec{Scheme: spec.Scheme, GroupSize: spec.GroupSize, QDType: spec.QDType,
+			NonFinite: spec.NonFinite, SaturateFloat16: spec.SaturateFloat16}
+	default:
+		return o, fail(mqEINVAL, "model config bits is %d; want 8, 4, 16, or 0 to use spec.format", int(cfg.bits))
+	}
+	layers := uint32(cfg.layers)
+	if layers == 0 {
+		return o, fail(mqEINVAL, "model config layers is 0: no layer type selected (MQ_LAYER_DEFAULT selects linear, conv2d and lstm)")
+	}
+	var known uint32
+	for _, lb := range layerBits {
+		known |= lb.bit
+		if layers&lb.bit != 0 {
+			o.LayerTypes = append(o.LayerTypes, lb.t)
+		}
+	}
+	if layers&^known != 0 {
+		return o, fail(mqEINVAL, "model config layers %#x has unknown bits %#x (want MQ_LAYER_* values)", layers, layers&^known)
+	}
+	if cfg.n_skip > 0 {
+		if cfg.skip == nil {
+			return o, fail(mqEINVAL, "model config skip is NULL but n_skip is %d", uint64(cfg.n_skip))
+		}
+		if uint64(cfg.n_skip) > 1<<20 {
+			return o, fail(mqEINVAL, "model config n_skip is %d; more than 2^20 skip patterns is surely a mistake", uint64(cfg.n_skip))
+		}
+		ps := unsafe.Slice((**C.char)(unsafe.Pointer(cfg.skip)), int(cfg.n_skip))
+		for i, p := range ps {
+			if p == nil {
+				return o, fail(mqEINVAL, "model config skip[%d] is NULL", i)
+			}
+			o.Skip = append(o.Skip, C.GoString(p))
+		}
+	}
+	switch cfg.mode {
+	case C.MQ_MODE_WEIGHT_ONLY:
+		o.Mode = model.WeightOnly
+	case C.MQ_MODE_STATIC:
+		o.Mode = model.Static
+	default:
+		return o, fail(mqEINVAL, "model config mode is %d; want MQ_MODE_WEIGHT_ONLY or MQ_MODE_STATIC", int(cfg.mode))
+	}
+	if cfg.observer != nil {
+		o.Observer = C.GoString(cfg.observer)
+	}
+	return o, nil
+}
+
+//export mq_model_calibrate_begin
+func mq_model_calibrate_begin(h *C.mq_model, cfg *C.mq_cmodel_config) (rc C.int) {
+	defer guard(&rc)
+	e, s, err := lockModel(h, "mq_model_calibrate_begin")
+	if err != nil {
+		return mapErr(err, mqEHANDLE)
+	}
+	defer e.mu.Unlock()
+	m, err := s.floatModel("mq_model_calibrate_begin")
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	opts, err := optionsFromC(cfg)
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	if opts.Mode != model.Static {
+		return mapErr(fail(mqEINVAL, "mq_model_calibrate_begin: the config's mode is weight-only; calibration is for MQ_MODE_STATIC"), mqEINVAL)
+	}
+	return modelErr(m.StartCalibration(opts), mqEINVAL)
+}
+
+//export mq_model_calibrate
+func mq_model_calibrate(h *C.mq_model, layer *C.mq_cchar, act *C.mq_ctensor) (rc C.int) {
+	defer guard(&rc)
+	e, s, err := lockModel(h, "mq_model_calibrate")
+	if err != nil {
+		return mapErr(err, mqEHANDLE)
+	}
+	defer e.mu.Unlock()
+	m, err := s.floatModel("mq_model_calibrate")
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	l, err := goString(layer, "mq_model_calibrate", "layer")
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	x, err := tensorFromC(act, true)
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	if !x.DType.IsFloat() {
+		return mapErr(fail(mqEDTYPE, "mq_model_calibrate: activation dtype %v is not F32, F16, BF16 or F64", x.DType), mqEDTYPE)
+	}
+	return modelErr(m.Calibrate(l, x), mqEINVAL)
+}
+
+//export mq_model_quantize
+func mq_model_quantize(h *C.mq_model, cfg *C.mq_cmodel_config, progress C.mq_progress_fn, user unsafe.Pointer, out **C.mq_model) (rc C.int) {
+	defer guard(&rc)
+	if out == nil {
+		return mapErr(fail(mqEINVAL, "mq_model_quantize: out is NULL"), mqEINVAL)
+	}
+	*out = nil
+	e, s, err := lockModel(h, "mq_model_quantize")
+	if err != nil {
+		return mapErr(err, mqEHANDLE)
+	}
+	defer e.mu.Unlock()
+	m, err := s.floatModel("mq_model_quantize")
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	opts, err := optionsFromC(cfg)
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var fn model.ProgressFunc
+	canceled := false
+	if progress != nil {
+		id := modelID(h)
+		inCallback.Store(id, C.mq__thread_id())
+		defer inCallback.Delete(id)
+		fn = func(p model.Progress) {
+			if canceled {
+				return
+			}
+			if C.mq__call_progress(progress, C.uint64_t(p.TensorsDone), C.uint64_t(p.TensorsTotal),
+				C.uint64_t(p.BytesDone), C.uint64_t(p.BytesTotal), user) != 0 {
+				canceled = true
+				cancel()
+			}
+		}
+	}
+	res, err := m.Quantize(ctx, opts, fn)
+	// The engine looks at ctx between tensors, so a stop asked for at the last one would
+	// otherwise go unheard; the caller was promised no model after asking.
+	if canceled {
+		return mapErr(fail(mqECANCELED, "mq_model_quantize: canceled by the progress callback"), mqECANCELED)
+	}
+	if err != nil {
+		return modelErr(err, mqEINVAL)
+	}
+	*out = newModelHandle(&modelState{res: res})
+	return mqOK
+}

@@ -1,0 +1,546 @@
+/* Model handles: build from caller tensors, quantize (INT8, INT4, static) with a progress callback
+ * and cancellation, cross-check against the tensor-level ABI, save/load .safetensors and .pt,
+ * dequantize, JSON, the bundled example checkpoint and every error path. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "monoquant.h"
+
+#ifndef MQ_SOURCE_DIR
+#error "MQ_SOURCE_DIR must name the source tree (set by CMake)"
+#endif
+
+/* A small Linear + Conv2d state_dict. fc's rows are two INT4 groups of 128. */
+#define FC_OUT 16
+#define FC_IN 256
+#define CV_OUT 8
+#define CV_IN 4
+static float fc_w[FC_OUT * FC_IN], fc_b[FC_OUT], cv_w[CV_OUT * CV_IN * 3 * 3], cv_b[CV_OUT];
+/* conv.weight is handed over transposed in memory (strides), so the library must copy it. */
+static float cv_w_t[CV_OUT * CV_IN * 3 * 3];
+static const int64_t FC_W_SHAPE[2] = {FC_OUT, FC_IN}, FC_B_SHAPE[1] = {FC_OUT};
+static const int64_t CV_W_SHAPE[4] = {CV_OUT, CV_IN, 3, 3}, CV_B_SHAPE[1] = {CV_OUT};
+/* cv_w_t is laid out [3][3][CV_IN][CV_OUT]: element (o, i, y, x) lives at ((y*3+x)*CV_IN+i)*CV_OUT+o. */
+static const int64_t CV_W_T_STRIDES[4] = {1, CV_OUT, 3 * CV_IN * CV_OUT, CV_IN * CV_OUT};
+
+static char tmpdir[256];
+
+static void fill(void) {
+    /* deterministic, varied per row so per-channel scales differ */
+    for (int i = 0; i < FC_OUT * FC_IN; i++) fc_w[i] = sinf(0.37f * (float)i) * (1.0f + (float)(i / FC_IN) * 0.25f);
+    for (int i = 0; i < FC_OUT; i++) fc_b[i] = 0.01f * (float)i;
+    for (int o = 0; o < CV_OUT; o++)
+        for (int i = 0; i < CV_IN; i++)
+            for (int k = 0; k < 9; k++) {
+                float v = cosf(0.11f * (float)(o * 36 + i * 9 + k)) * (0.5f + 0.1f * (float)o);
+                cv_w[(o * CV_IN + i) * 9 + k] = v;
+                cv_w_t[(k * CV_IN + i) * CV_OUT + o] = v;
+            }
+    for (int i = 0; i < CV_OUT; i++) cv_b[i] = -0.02f * (float)i;
+}
+
+static mq_tensor tens(const void* data, int32_t dtype, int32_t ndim, const int64_t* shape, const int64_t* strides) {
+    mq_tensor t;
+    memset(&t, 0, sizeof t);
+    t.data = data;
+    t.dtype = dtype;
+    t.ndim = ndim;
+    t.shape = shape;
+    t.strides = strides;
+    return t;
+}
+
+static mq_model* build(void) {
+    mq_model* m = NULL;
+    CHECK_RC(mq_model_new(&m), MQ_OK);
+    mq_tensor a = tens(fc_w, MQ_DTYPE_F32, 2, FC_W_SHAPE, NULL), b = tens(fc_b, MQ_DTYPE_F32, 1, FC_B_SHAPE, NULL);
+    mq_tensor c = tens(cv_w_t, MQ_DTYPE_F32, 4, CV_W_SHAPE, CV_W_T_STRIDES), d = tens(cv_b, MQ_DTYPE_F32, 1, CV_B_SHAPE, NULL);
+    CHECK_RC(mq_model_add_tensor(m, "fc.weight", &a), MQ_OK);
+    CHECK_RC(mq_model_add_tensor(m, "fc.bias", &b), MQ_OK);
+    CHECK_RC(mq_model_add_tensor(m, "conv.weight", &c), MQ_OK);
+    CHECK_RC(mq_model_add_tensor(m, "conv.bias", &d), MQ_OK);
+    CHECK_RC(mq_model_set_module_type(m, "fc", "torch.nn.modules.linear.Linear"), MQ_OK);
+    CHECK_RC(mq_model_set_module_type(m, "conv", "Conv2d"), MQ_OK);
+    CHECK_RC(mq_model_set_metadata(m, "author", "test_model.c"), MQ_OK);
+    return m;
+}
+
+/* Reads a tensor into a fresh malloc'd buffer (NULL on failure), checking info and read agree. */
+static void* read_tensor(mq_model* m, const char* name, size_t* nbytes) {
+    size_t n = 0;
+    *nbytes = 0;
+    CHECK_RC(mq_model_tensor_count(m, &n), MQ_OK);
+    for (size_t i = 0; i < n; i++) {
+        mq_tensor_info info;
+        if (mq_model_tensor_info(m, i, &info) != MQ_OK || strcmp(info.name, name) != 0) continue;
+        void* buf = malloc(info.nbytes ? info.nbytes : 1);
+        if (!buf) return NULL;
+        int rc = mq_model_tensor_read(m, name, buf, info.nbytes);
+        CHECK(rc == MQ_OK, "read %s = %d: %s", name, rc, mq_last_error());
+        *nbytes = info.nbytes;
+        return buf;
+    }
+    CHECK(0, "tensor %s not found among %zu", name, n);
+    return NULL;
+}
+
+static char* json_of(mq_model* m, int report) {
+    size_t len = 12345;
+    int rc = report ? mq_model_report_json(m, NULL, 0, &len) : mq_model_metadata_json(m, NULL, 0, &len);
+    CHECK(rc == MQ_EBUFFER && len > 2 && len != 12345, "size query = %d, len %zu; want MQ_EBUFFER and a length", rc, len);
+    char* buf = malloc(len + 1);
+    if (!buf) return NULL;
+    size_t len2 = 0;
+    /* one byte short of the NUL */
+    rc = report ? mq_model_report_json(m, buf, len, &len2) : mq_model_metadata_json(m, buf, len, &len2);
+    CHECK(rc == MQ_EBUFFER && len2 == len, "cap = len gave %d (len %zu), want MQ_EBUFFER (%zu)", rc, len2, len);
+    rc = report ? mq_model_report_json(m, buf, len + 1, &len2) : mq_model_metadata_json(m, buf, len + 1, &len2);
+    CHECK(rc == MQ_OK && len2 == len && strlen(buf) == len, "json = %d, len %zu strlen %zu, want OK and %zu", rc, len2, strlen(buf), len);
+    return buf;
+}
+
+/* ---- progress callbacks ---- */
+typedef struct progress_log {
+    int calls;
+    int cancel_at;      /* cancel on this call (1-based); 0 never */
+    uint64_t last_td, last_tt, last_bd, last_bt;
+    int monotonic;
+    mq_model* self;     /* the model being quantized, to try a reentrant call */
+    int reentrant_rc;
+} progress_log;
+
+static int on_progress(uint64_t td, uint64_t tt, uint64_t bd, uint64_t bt, void* user) {
+    progress_log* p = user;
+    if (td < p->last_td || bd < p->last_bd) p->monotonic = 0;
+    p->calls++;
+    p->last_td = td, p->last_tt = tt, p->last_bd = bd, p->last_bt = bt;
+    if (p->self) {
+        size_t n;
+        p->reentrant_rc = mq_model_tensor_count(p->self, &n);
+    }
+    return p->cancel_at && p->calls == p->cancel_at;
+}
+
+/* The stored scales of `name` must be the tensor-level ABI's for the same weights and spec. */
+static void check_against_tensor_api(mq_model* q, const char* name, const float* w, int32_t ndim, const int64_t* shape, const mq_config* cfg) {
+    mq_tensor in = tens(w, MQ_DTYPE_F32, ndim, shape, NULL);
+    size_t data_bytes = 0, np = 0;
+    CHECK_RC(mq_quantized_size(cfg, &in, &data_bytes, &np), MQ_OK);
+    uint8_t* want_q = malloc(data_bytes);
+    float* want_s = malloc(np * sizeof(float));
+    int32_t* want_z = malloc(np * sizeof(int32_t));
+    if (!want_q || !want_s || !want_z) goto out;
+    CHECK_RC(mq_quantize_tensor(cfg, &in, want_q, data_bytes, want_s, want_z, np, NULL), MQ_OK);
+    char sname[128];
+    snprintf(sname, sizeof sname, "%s.scale", name);
+    size_t qb = 0, sb = 0;
+    uint8_t* got_q = read_tensor(q, name, &qb);
+    float* got_s = read_tensor(q, sname, &sb);
+    CHECK(qb == data_bytes, "%s: %zu quantized bytes, tensor API says %zu", name, qb, data_bytes);
+    CHECK(sb == np * sizeof(float), "%s: %zu scale bytes, tensor API says %zu scales", name, sb, np);
+    if (got_q && got_s && qb == data_bytes && sb == np * sizeof(float)) {
+        size_t bad = 0;
+        for (size_t i = 0; i < np; i++)
+            if (got_s[i] != want_s[i]) {
+                if (!bad) CHECK(0, "%s scale[%zu] = %.9g, tensor API gives %.9g", name, i, got_s[i], want_s[i]);
+                bad++;
+            }
+        CHECK(memcmp(got_q, want_q, data_bytes) == 0, "%s: quantized values differ from mq_quantize_tensor's", name);
+    }
+    free(got_q);
+    free(got_s);
+out:
+    free(want_q);
+    free(want_s);
+    free(want_z);
+}
+
+static void test_build_and_errors(void) {
+    mq_model* m = build();
+    mq_tensor a = tens(fc_w, MQ_DTYPE_F32, 2, FC_W_SHAPE, NULL);
+    CHECK_RC(mq_model_new(NULL), MQ_EINVAL);
+    CHECK_RC(mq_model_add_tensor(m, "fc.weight", &a), MQ_EINVAL); /* duplicate */
+    CHECK_RC(mq_model_add_tensor(m, NULL, &a), MQ_EINVAL);
+    CHECK_RC(mq_model_add_tensor(m, "", &a), MQ_EINVAL);
+    CHECK_RC(mq_model_add_tensor(m, "x", NULL), MQ_EINVAL);
+    mq_tensor bad = a;
+    bad.dtype = 77;
+    CHECK_RC(mq_model_add_tensor(m, "x", &bad), MQ_EDTYPE);
+    bad = a;
+    bad.ndim = MQ_MAX_DIMS + 1;
+    CHECK_RC(mq_model_add_tensor(m, "x", &bad), MQ_ESHAPE);
+    bad = a;
+    bad.data = NULL;
+    CHECK_RC(mq_model_add_tensor(m, "x", &bad), MQ_EINVAL);
+    CHECK_RC(mq_model_add_tensor(NULL, "x", &a), MQ_EHANDLE);
+    CHECK_RC(mq_model_set_module_type(m, "fc", ""), MQ_EINVAL);
+    CHECK_RC(mq_model_set_module_type(m, NULL, "Linear"), MQ_EINVAL);
+    CHECK_RC(mq_model_set_metadata(m, "monoquant", "x"), MQ_EINVAL);
+    CHECK_RC(mq_model_set_metadata(m, "k", NULL), MQ_EINVAL);
+
+    size_t n = 0;
+    CHECK_RC(mq_model_tensor_count(m, NULL), MQ_EINVAL);
+    CHECK_RC(mq_model_tensor_count(m, &n), MQ_OK);
+    CHECK(n == 4, "tensor count = %zu, want 4", n);
+    mq_tensor_info info;
+    CHECK_RC(mq_model_tensor_info(m, 4, &info), MQ_EINVAL);
+    CHECK_RC(mq_model_tensor_info(m, 0, NULL), MQ_EINVAL);
+    CHECK_RC(mq_model_tensor_info(m, 2, &info), MQ_OK);
+    CHECK(strcmp(info.name, "conv.weight") == 0 && info.dtype == MQ_DTYPE_F32 && info.ndim == 4 && info.shape[0] == CV_OUT &&
+              info.shape[3] == 3 && info.shape[4] == 0 && info.nbytes == sizeof cv_w,
+          "info(2) = %s dtype %d ndim %d shape[0] %lld nbytes %llu, want conv.weight F32 4 %d %zu", info.name, info.dtype,
+          info.ndim, (long long)info.shape[0], (unsigned long long)info.nbytes, CV_OUT, sizeof cv_w);
+    const char* first_name = info.name;
+    CHECK_RC(mq_model_tensor_info(m, 2, &info), MQ_OK);
+    CHECK(info.name == first_name, "tensor name pointer changed between calls (%p, %p)", (const void*)first_name, (const void*)info.name);
+
+    /* strided input was gathered into row-major order */
+    size_t nb = 0;
+    float* got = read_tensor(m, "conv.weight", &nb);
+    CHECK(got && nb == sizeof cv_w && memcmp(got, cv_w, sizeof cv_w) == 0, "conv.weight read back differs from the row-major original");
+    free(got);
+    /* contiguous input is borrowed: the model sees the caller's later writes */
+    float saved = fc_b[3];
+    fc_b[3] = 42.0f;
+    got = read_tensor(m, "fc.bias", &nb);
+    CHECK(got && got[3] == 42.0f, "fc.bias[3] = %g after the caller wrote 42, want 42 (borrowed, not copied)", got ? got[3] : -1.0f);
+    free(got);
+    fc_b[3] = saved;
+
+    float small[4];
+    CHECK_RC(mq_model_tensor_read(m, "fc.bias", small, sizeof small), MQ_EBUFFER);
+    CHECK(strstr(mq_last_error(), "needs 64") != NULL, "short-buffer message %s does not say the size", mq_last_error());
+    CHECK_RC(mq_model_tensor_read(m, "nope", small, sizeof small), MQ_EINVAL);
+    CHECK(strstr(mq_last_error(), "nope") != NULL, "unknown-tensor message %s does not name it", mq_last_error());
+    CHECK_RC(mq_model_tensor_read(m, NULL, small, sizeof small), MQ_EINVAL);
+    CHECK_RC(mq_model_tensor_read(m, "fc.bias", NULL, 1 << 20), MQ_EINVAL);
+
+    char* md = json_of(m, 0);
+    CHECK(md && strstr(md, "\"author\":\"test_model.c\""), "metadata JSON %s lacks the author entry", md ? md : "(null)");
+    free(md);
+    CHECK_RC(mq_model_metadata_json(m, NULL, 0, NULL), MQ_EINVAL);
+    size_t len;
+    CHECK_RC(mq_model_report_json(m, NULL, 0, &len), MQ_EINVAL); /* float model: no report */
+    mq_model* d = (mq_model*)1;
+    CHECK_RC(mq_model_dequantize(m, &d), MQ_EINVAL);
+    CHECK(d == NULL, "failed dequantize left *out = %p", (void*)d);
+
+    /* a handle of another kind is refused */
+    mq_observer_config oc;
+    mq_observer* obs = NULL;
+    CHECK_RC(mq_observer_config_init(&oc), MQ_OK);
+    CHECK_RC(mq_observer_new(&obs, &oc), MQ_OK);
+    CHECK_RC(mq_model_tensor_count((mq_model*)obs, &n), MQ_EHANDLE);
+    CHECK_RC(mq_model_free((mq_model*)obs), MQ_EHANDLE);
+    CHECK_RC(mq_observer_free(obs), MQ_OK);
+    CHECK_RC(mq_observer_free((mq_observer*)m), MQ_EHANDLE);
+
+    CHECK_RC(mq_model_free(m), MQ_OK);
+    CHECK_RC(mq_model_free(m), MQ_EHANDLE);
+    CHECK_RC(mq_model_free(NULL), MQ_OK);
+    CHECK_RC(mq_model_tensor_count(m, &n), MQ_EHANDLE);
+    CHECK_RC(mq_model_tensor_count((mq_model*)(uintptr_t)0x7fffffff, &n), MQ_EHANDLE);
+}
+
+static void test_config_errors(void) {
+    mq_model* m = build();
+    mq_model* q = (mq_model*)1;
+    mq_model_config cfg;
+    CHECK_RC(mq_model_config_init(NULL), MQ_EINVAL);
+    CHECK_RC(mq_model_config_init(&cfg), MQ_OK);
+    CHECK(cfg.bits == 8 && cfg.layers == MQ_LAYER_DEFAULT && cfg.mode == MQ_MODE_WEIGHT_ONLY && cfg.spec.format == MQ_INT8,
+          "defaults: bits %d layers %#x mode %d format %d", cfg.bits, cfg.layers, cfg.mode, cfg.spec.format);
+    CHECK_RC(mq_model_quantize(m, NULL, NULL, NULL, &q), MQ_EINVAL);
+    CHECK(q == NULL, "failed quantize left *out = %p", (void*)q);
+    CHECK_RC(mq_model_quantize(m, &cfg, NULL, NULL, NULL), MQ_EINVAL);
+    mq_model_config c;
+    c = cfg; c.version = 0;
+    CHECK_RC(mq_model_quantize(m, &c, NULL, NULL, &q), MQ_EINVAL);
+    c = cfg; c.size = 8;
+    CHECK_RC(mq_model_quantize(m, &c, NULL, NULL, &q), MQ_EINVAL);
+    c = cfg; c.bits = 7;
+    CHECK_RC(mq_model_quantize(m, &c, NULL, NULL, &q), MQ_EINVAL);
+    CHECK(strstr(mq_last_error(), "bits") != NULL, "bits message: %s", mq_last_error());
+    c = cfg; c.layers = 0;
+    CHECK_RC(mq_model_quantize(m, &c, NULL, NULL, &q), MQ_EINVAL);
+    c = cfg; c.layers = 1u << 20;
+    CHECK_RC(mq_model_quantize(m, &c, NULL, NULL, &q), MQ_EINVAL);
+    c = cfg; c.n_skip = 1;
+    CHECK_RC(mq_model_quantize(m, &c, NULL, NULL, &q), MQ_EINVAL);
+    const char* null_skip[1] = {NULL};
+    c = cfg; c.skip = null_skip; c.n_skip = 1;
+    CHECK_RC(mq_model_quantize(m, &c, NULL, NULL, &q), MQ_EINVAL);
+    const char* bad_glob[1] = {"fc["};
+    c = cfg; c.skip = bad_glob; c.n_skip = 1;
+    CHECK_RC(mq_model_quantize(m, &c, NULL, NULL, &q), MQ_EINVAL);
+    c = cfg; c.mode = 9;
+    CHECK_RC(mq_model_quantize(m, &c, NULL, NULL, &q), MQ_EINVAL);
+    c = cfg; c.spec.scheme = 99;
+    CHECK_RC(mq_model_quantize(m, &c, NULL, NULL, &q), MQ_EINVAL);
+    c = cfg; c.spec.version = 0;
+    CHECK_RC(mq_model_quantize(m, &c, NULL, NULL, &q), MQ_EINVAL);
+    /* nothing to quantize: every layer skipped, or only embeddings selected */
+    const char* skip_all[2] = {"fc", "conv"};
+    c = cfg; c.skip = skip_all; c.n_skip = 2;
+    CHECK_RC(mq_model_quantize(m, &c, NULL, NULL, &q), MQ_EINVAL);
+    CHECK(strstr(mq_last_error(), "nothing to quantize") != NULL, "skip-all message: %s", mq_last_error());
+    c = cfg; c.layers = MQ_LAYER_EMBEDDING;
+    CHECK_RC(mq_model_quantize(m, &c, NULL, NULL, &q), MQ_EINVAL);
+    /* static mode needs calibration */
+    c = cfg; c.mode = MQ_MODE_STATIC;
+    CHECK_RC(mq_model_quantize(m, &c, NULL, NULL, &q), MQ_EINVAL);
+    CHECK(strstr(mq_last_error(), "calibrat") != NULL, "static-without-calibration message: %s", mq_last_error());
+    c.observer = "bogus";
+    CHECK_RC(mq_model_calibrate_begin(m, &c), MQ_EINVAL);
+    CHECK(strstr(mq_last_error(), "bogus") != NULL, "bad observer message: %s", mq_last_error());
+    CHECK(q == NULL, "failed quantize left *out = %p", (void*)q);
+    /* NaN in a weight */
+    float saved = fc_w[5];
+    fc_w[5] = NAN;
+    CHECK_RC(mq_model_quantize(m, &cfg, NULL, NULL, &q), MQ_ENONFINITE);
+    fc_w[5] = saved;
+    CHECK(mq_debug_live_handles() == 1, "live handles = %lld after failed quantizes, want 1", (long long)mq_debug_live_handles());
+    CHECK_RC(mq_model_free(m), MQ_OK);
+}
+
+static void test_quantize(int bits) {
+    mq_model* m = build();
+    mq_model_config cfg;
+    CHECK_RC(mq_model_config_init(&cfg), MQ_OK);
+    cfg.bits = bits;
+    mq_model* q = NULL;
+
+    /* cancel on the first and on the last progress call: no model either way */
+    for (int at = 1; at <= 4; at += 3) {
+        progress_log p = {0};
+        p.cancel_at = at;
+        p.monotonic = 1;
+        CHECK_RC(mq_model_quantize(m, &cfg, on_progress, &p, &q), MQ_ECANCELED);
+        CHECK(q == NULL && p.calls == at, "cancel at call %d: out %p, %d calls", at, (void*)q, p.calls);
+    }
+    CHECK(mq_debug_live_handles() == 1, "canceled quantize left %lld handles, want 1", (long long)mq_debug_live_handles());
+
+    progress_log p = {0};
+    p.monotonic = 1;
+    p.self = m;
+    CHECK_RC(mq_model_quantize(m, &cfg, on_progress, &p, &q), MQ_OK);
+    CHECK(p.calls == 4 && p.last_td == 4 && p.last_tt == 4 && p.last_bd == p.last_bt &&
+              p.last_bt == sizeof fc_w + sizeof fc_b + sizeof cv_w + sizeof cv_b && p.monotonic,
+          "progress: %d calls, last (%llu/%llu tensors, %llu/%llu bytes), monotonic %d; want 4 calls ending at 4/4 and all bytes",
+          p.calls, (unsigned long long)p.last_td, (unsigned long long)p.last_tt, (unsigned long long)p.last_bd,
+          (unsigned long long)p.last_bt, p.monotonic);
+    CHECK(p.reentrant_rc == MQ_EINVAL, "a call on the model from its own progress callback = %d, want MQ_EINVAL", p.reentrant_rc);
+
+    /* compare with the tensor-level ABI */
+    mq_config tc;
+    CHECK_RC(mq_config_init(&tc), MQ_OK);
+    if (bits == 8) {
+        check_against_tensor_api(q, "fc.weight", fc_w, 2, FC_W_SHAPE, &tc);
+        check_against_tensor_api(q, "conv.weight", cv_w, 4, CV_W_SHAPE, &tc);
+    } else {
+        tc.format = MQ_INT4;
+        tc.granularity = MQ_PER_GROUP;
+        tc.group_size = 128;
+        check_against_tensor_api(q, "fc.weight", fc_w, 2, FC_W_SHAPE, &tc);
+    }
+    size_t n = 0;
+    CHECK_RC(mq_model_tensor_count(q, &n), MQ_OK);
+    CHECK(n == 6, "quantized model has %zu tensors, want 6 (two weights + scales, two biases)", n);
+
+    char* rep = json_of(q, 1);
+    if (rep) {
+        CHECK(strstr(rep, "\"tensors_quantized\":2") && strstr(rep, "\"sqnr_db\":") && strstr(rep, "\"name\":\"fc.weight\"") &&
+                  strstr(rep, bits == 8 ? "\"format\":\"int8\"" : "\"format\":\"int4\""),
+              "report JSON lacks expected fields: %.300s", rep);
+    }
+    free(rep);
+    char* md = json_of(q, 0);
+    CHECK(md && strstr(md, "\"monoquant\":") && strstr(md, "\"author\":"), "quantized metadata %.200s lacks monoquant/author", md ? md : "");
+    free(md);
+
+    /* quantized models are read-only */
+    mq_tensor a = tens(fc_b, MQ_DTYPE_F32, 1, FC_B_SHAPE, NULL);
+    mq_model* q2 = NULL;
+    CHECK_RC(mq_model_add_tensor(q, "extra", &a), MQ_EINVAL);
+    CHECK_RC(mq_model_set_metadata(q, "k", "v"), MQ_EINVAL);
+    CHECK_RC(mq_model_quantize(q, &cfg, NULL, NULL, &q2), MQ_EINVAL);
+
+    /* in memory: dequantize and measure */
+    mq_model* d = NULL;
+    CHECK_RC(mq_model_dequantize(q, &d), MQ_OK);
+    size_t nb = 0;
+    float* w = read_tensor(d, "fc.weight", &nb);
+    double sqnr = 0;
+    if (w && nb == sizeof fc_w) CHECK_RC(mq_sqnr(fc_w, w, FC_OUT * FC_IN, &sqnr), MQ_OK);
+    double floor_db = bits == 8 ? 35.0 : 15.0;
+    CHECK(sqnr > floor_db, "INT%d fc.weight SQNR after dequantize = %.2f dB, want > %.0f", bits, sqnr, floor_db);
+
+    /* files: save both kinds, load back, the dequantized weights are identical */
+    const char* suffixes[2] = {".safetensors", ".pt"};
+    for (int k = 0; k < 2; k++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/q%d%s", tmpdir, bits, suffixes[k]);
+        CHECK_RC(mq_model_save(q, path), MQ_OK);
+        mq_model* l = NULL;
+        CHECK_RC(mq_model_load(&l, path), MQ_OK);
+        size_t ln = 0;
+        CHECK_RC(mq_model_tensor_count(l, &ln), MQ_OK);
+        CHECK(ln == n, "%s: %zu tensors loaded, %zu saved", path, ln, n);
+        mq_model* ld = NULL;
+        CHECK_RC(mq_model_dequantize(l, &ld), MQ_OK);
+        size_t lnb = 0;
+        float* lw = ld ? read_tensor(ld, "fc.weight", &lnb) : NULL;
+        CHECK(w && lw && lnb == nb && memcmp(w, lw, nb) == 0, "%s: dequantized fc.weight differs from the in-memory one", path);
+        free(lw);
+        char* lmd = json_of(l, 0);
+        CHECK(lmd && strstr(lmd, "\"author\":\"test_model.c\""), "%s: metadata lost: %.200s", path, lmd ? lmd : "");
+        free(lmd);
+        size_t len;
+        CHECK_RC(mq_model_report_json(l, NULL, 0, &len), MQ_EINVAL); /* loaded: no report */
+        CHECK_RC(mq_model_free(ld), MQ_OK);
+        CHECK_RC(mq_model_free(l), MQ_OK);
+    }
+    /* the float model saves too, and reloads value-exact */
+    char path[512];
+    snprintf(path, sizeof path, "%s/float%d.safetensors", tmpdir, bits);
+    CHECK_RC(mq_model_save(m, path), MQ_OK);
+    mq_model* lf = NULL;
+    CHECK_RC(mq_model_load(&lf, path), MQ_OK);
+    float* lw = lf ? read_tensor(lf, "conv.weight", &nb) : NULL;
+    CHECK(lw && nb == sizeof cv_w && memcmp(lw, cv_w, nb) == 0, "float save/load changed conv.weight");
+    free(lw);
+    mq_model* dd = NULL;
+    CHECK_RC(mq_model_dequantize(lf, &dd), MQ_EINVAL);
+    CHECK_RC(mq_model_free(lf), MQ_OK);
+
+    free(w);
+    CHECK_RC(mq_model_free(d), MQ_OK);
+    CHECK_RC(mq_model_free(q), MQ_OK);
+    CHECK_RC(mq_model_free(m), MQ_OK);
+}
+
+static void test_static(void) {
+    mq_model* m = build();
+    mq_model_config cfg;
+    CHECK_RC(mq_model_config_init(&cfg), MQ_OK);
+    float act[4 * FC_IN];
+    for (int i = 0; i < 4 * FC_IN; i++) act[i] = (float)(i % 17) * 0.1f - 0.3f;
+    const int64_t act_shape[2] = {4, FC_IN};
+    mq_tensor x = tens(act, MQ_DTYPE_F32, 2, act_shape, NULL);
+
+    CHECK_RC(mq_model_calibrate(m, "fc", &x), MQ_EINVAL); /* before begin */
+    CHECK_RC(mq_model_calibrate_begin(m, &cfg), MQ_EINVAL); /* weight-only config */
+    CHECK_RC(mq_model_calibrate_begin(m, NULL), MQ_EINVAL);
+    cfg.mode = MQ_MODE_STATIC;
+    cfg.observer = "minmax";
+    CHECK_RC(mq_model_calibrate_begin(m, &cfg), MQ_OK);
+    CHECK_RC(mq_model_calibrate(m, "fc", &x), MQ_OK);
+    CHECK_RC(mq_model_calibrate(m, "nope", &x), MQ_EINVAL);
+    CHECK(strstr(mq_last_error(), "nope") != NULL, "unknown layer message %s does not name it", mq_last_error());
+    CHECK_RC(mq_model_calibrate(m, NULL, &x), MQ_EINVAL);
+    CHECK_RC(mq_model_calibrate(m, "fc", NULL), MQ_EINVAL);
+    int32_t ints[4] = {1, 2, 3, 4};
+    const int64_t four[1] = {4};
+    mq_tensor xi = tens(ints, MQ_DTYPE_I32, 1, four, NULL);
+    CHECK_RC(mq_model_calibrate(m, "fc", &xi), MQ_EDTYPE);
+    float nan4[4] = {0, NAN, 1, 2};
+    mq_tensor xn = tens(nan4, MQ_DTYPE_F32, 1, four, NULL);
+    /* core/model reports an observer's refusal as a calibration error, NaN included */
+    CHECK_RC(mq_model_calibrate(m, "fc", &xn), MQ_EINVAL);
+    CHECK(strstr(mq_last_error(), "NaN") != NULL, "NaN activation message %s does not say NaN", mq_last_error());
+
+    mq_model* q = NULL;
+    CHECK_RC(mq_model_quantize(m, &cfg, NULL, NULL, &q), MQ_OK);
+    char* rep = q ? json_of(q, 1) : NULL;
+    CHECK(rep && strstr(rep, "\"activations\":") && strstr(rep, "\"fc\":"), "static report lacks fc's activation qparams: %.400s", rep ? rep : "");
+    free(rep);
+    char* md = q ? json_of(q, 0) : NULL;
+    CHECK(md && strstr(md, "static"), "static metadata does not say the mode: %.300s", md ? md : "");
+    free(md);
+    CHECK_RC(mq_model_calibrate_begin(q, &cfg), MQ_EINVAL); /* quantized: read-only */
+    CHECK_RC(mq_model_free(q), MQ_OK);
+    CHECK_RC(mq_model_free(m), MQ_OK);
+}
+
+static void test_files(void) {
+    mq_model* m = (mq_model*)1;
+    char path[1024];
+    CHECK_RC(mq_model_load(NULL, "x.pt"), MQ_EINVAL);
+    CHECK_RC(mq_model_load(&m, NULL), MQ_EINVAL);
+    CHECK(m == NULL, "failed load left *out = %p", (void*)m);
+    snprintf(path, sizeof path, "%s/does-not-exist.safetensors", tmpdir);
+    CHECK_RC(mq_model_load(&m, path), MQ_EIO);
+    CHECK(strstr(mq_last_error(), "does-not-exist") != NULL, "missing-file message %s does not name the file", mq_last_error());
+    /* garbage and truncated content */
+    snprintf(path, sizeof path, "%s/garbage.safetensors", tmpdir);
+    FILE* f = fopen(path, "wb");
+    if (f) {
+        fputs("\xff\xff\xff\xff\xff\xff\x00\x00{not json", f);
+        fclose(f);
+    }
+    CHECK_RC(mq_model_load(&m, path), MQ_EFORMAT);
+    snprintf(path, sizeof path, "%s/garbage.pt", tmpdir);
+    f = fopen(path, "wb");
+    if (f) {
+        fputs("PK\x03\x04 this is not a zip", f);
+        fclose(f);
+    }
+    CHECK_RC(mq_model_load(&m, path), MQ_EFORMAT);
+    /* a pickle that would call eval is refused, naming the global */
+    snprintf(path, sizeof path, "%s/testdata/malicious/eval.pt", MQ_SOURCE_DIR);
+    CHECK_RC(mq_model_load(&m, path), MQ_EFORMAT);
+    CHECK(strstr(mq_last_error(), "eval") != NULL, "malicious pickle message %s does not name eval", mq_last_error());
+    CHECK(m == NULL && mq_debug_live_handles() == 0, "failed loads left a handle");
+
+    /* the bundled example: a torch.save state_dict of a small CNN */
+    snprintf(path, sizeof path, "%s/examples/digits_cnn.pt", MQ_SOURCE_DIR);
+    CHECK_RC(mq_model_load(&m, path), MQ_OK);
+    size_t n = 0;
+    CHECK_RC(mq_model_tensor_count(m, &n), MQ_OK);
+    CHECK(n == 8, "digits_cnn.pt has %zu tensors, want 8", n);
+    mq_model_config cfg;
+    CHECK_RC(mq_model_config_init(&cfg), MQ_OK);
+    mq_model* q = NULL;
+    CHECK_RC(mq_model_quantize(m, &cfg, NULL, NULL, &q), MQ_OK);
+    char* rep = q ? json_of(q, 1) : NULL;
+    CHECK(rep && strstr(rep, "\"tensors_quantized\":4") && strstr(rep, "classifier.1.weight") && strstr(rep, "features.2.weight"),
+          "digits_cnn report: %.300s", rep ? rep : "");
+    free(rep);
+    /* save errors: unknown suffix, missing folder */
+    snprintf(path, sizeof path, "%s/out.txt", tmpdir);
+    CHECK_RC(mq_model_save(q, path), MQ_EINVAL);
+    snprintf(path, sizeof path, "%s/no/such/dir/out.safetensors", tmpdir);
+    CHECK_RC(mq_model_save(q, path), MQ_EIO);
+    CHECK_RC(mq_model_save(q, NULL), MQ_EINVAL);
+    CHECK_RC(mq_model_free(q), MQ_OK);
+    CHECK_RC(mq_model_free(m), MQ_OK);
+}
+
+static void rm_tmpdir(void) {
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+}
+
+int main(void) {
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/mq_test_model_XXXXXX");
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    fill();
+    test_build_and_errors();
+    test_config_errors();
+    test_quantize(8);
+    test_quantize(4);
+    test_static();
+    test_files();
+    CHECK(mq_debug_live_handles() == 0, "live handles at the end = %lld, want 0", (long long)mq_debug_live_handles());
+    rm_tmpdir();
+    TEST_EXIT();
+}
