@@ -262,55 +262,137 @@ func granuleEnergy(src *tensor.Tensor, q []byte, s *quant.Spec, sc []float32, z 
 	x := tensor.View[float32](src.Data[4*e0 : 4*e1])
 	signed := !s.QDType.Unsigned()
 	var ps, pn float64
+	var tbl [256]float32
 	for g := 0; g < len(x)/runLen; g++ {
 		sg, zg := sc[g], z[g]
 		xs := x[g*runLen : (g+1)*runLen]
 		base := e0 + g*runLen
+		var a, b float64
 		switch {
-		case s.Format == quant.Int8 && signed:
-			qs := q[base : base+runLen]
-			for i, v := range xs {
-				y := float32(float32(int32(int8(qs[i]))-zg) * sg)
-				a := float64(v)
-				d := a - float64(y)
-				ps += a * a
-				pn += d * d
-			}
-		case s.Format == quant.Int8:
-			qs := q[base : base+runLen]
-			for i, v := range xs {
-				y := float32(float32(int32(qs[i])-zg) * sg)
-				a := float64(v)
-				d := a - float64(y)
-				ps += a * a
-				pn += d * d
-			}
-		case base%2 == 0 && runLen%2 == 0:
-			// Two values per byte: the even index in the low nibble.
-			qs := q[base/2 : (base+runLen)/2]
-			for i, b := range qs {
-				var lo, hi int32
+		case s.Format == quant.Int8 && runLen >= 1024:
+			// A 256-entry table per granule holds Dequantize's exact value of every byte;
+			// it pays for itself on long rows.
+			for v := range tbl {
+				q := int32(v)
 				if signed {
-					lo, hi = int32(int8(b<<4)>>4), int32(int8(b)>>4)
-				} else {
-					lo, hi = int32(b&0xF), int32(b>>4)
+					q = int32(int8(v))
 				}
-				y0 := float32(float32(lo-zg) * sg)
-				y1 := float32(float32(hi-zg) * sg)
-				a0, a1 := float64(xs[2*i]), float64(xs[2*i+1])
-				d0, d1 := a0-float64(y0), a1-float64(y1)
-				ps += a0*a0 + a1*a1
-				pn += d0*d0 + d1*d1
+				tbl[v] = float32(float32(q-zg) * sg)
 			}
+			a, b = accum(xs, q[base:base+runLen], &tbl)
+		case s.Format == quant.Int8:
+			a, b = accumDirect8(xs, q[base:base+runLen], signed, sg, zg)
+		case base%2 == 0 && runLen%2 == 0:
+			// Two values per byte, the even index in the low nibble.
+			var t16 [16]float32
+			for v := range t16 {
+				n := int32(v)
+				if signed {
+					n = int32(int8(byte(v)<<4) >> 4)
+				}
+				t16[v] = float32(float32(n-zg) * sg)
+			}
+			a, b = accumPacked(xs, q[base/2:(base+runLen)/2], &t16)
 		default:
 			for i, v := range xs {
 				y := float32(float32(quant.Nibble(q, base+i, signed)-zg) * sg)
-				a := float64(v)
-				d := a - float64(y)
-				ps += a * a
-				pn += d * d
+				av := float64(v)
+				d := av - float64(y)
+				a += av * av
+				b += d * d
 			}
 		}
+		ps += a
+		pn += b
 	}
 	return [2]float64{ps, pn}, true
+}
+
+// accum returns Σx² and Σ(x − tbl[q])² with four independent accumulators each, so the loop is
+// not bound by the latency of one chain of float64 additions.
+func accum(xs []float32, qs []byte, tbl *[256]float32) (float64, float64) {
+	var s0, s1, s2, s3, n0, n1, n2, n3 float64
+	qs = qs[:len(xs)]
+	i := 0
+	for ; i+4 <= len(xs); i += 4 {
+		x := xs[i : i+4 : i+4]
+		q := qs[i : i+4 : i+4]
+		a0, a1, a2, a3 := float64(x[0]), float64(x[1]), float64(x[2]), float64(x[3])
+		d0, d1, d2, d3 := a0-float64(tbl[q[0]]), a1-float64(tbl[q[1]]), a2-float64(tbl[q[2]]), a3-float64(tbl[q[3]])
+		s0 += a0 * a0
+		s1 += a1 * a1
+		s2 += a2 * a2
+		s3 += a3 * a3
+		n0 += d0 * d0
+		n1 += d1 * d1
+		n2 += d2 * d2
+		n3 += d3 * d3
+	}
+	for ; i < len(xs); i++ {
+		a := float64(xs[i])
+		d := a - float64(tbl[qs[i]])
+		s0 += a * a
+		n0 += d * d
+	}
+	return (s0 + s1) + (s2 + s3), (n0 + n1) + (n2 + n3)
+}
+
+// accumPacked is accum over packed 4-bit values: byte i holds elements 2i (low nibble) and
+// 2i+1 (high nibble); t16 maps a nibble to its value; len(xs) is even.
+func accumPacked(xs []float32, qs []byte, t16 *[16]float32) (float64, float64) {
+	var s0, s1, s2, s3, n0, n1, n2, n3 float64
+	qs = qs[:len(xs)/2]
+	i := 0
+	for ; i+2 <= len(qs); i += 2 {
+		x := xs[2*i : 2*i+4 : 2*i+4]
+		b0, b1 := qs[i], qs[i+1]
+		a0, a1, a2, a3 := float64(x[0]), float64(x[1]), float64(x[2]), float64(x[3])
+		d0, d1 := a0-float64(t16[b0&0xF]), a1-float64(t16[b0>>4])
+		d2, d3 := a2-float64(t16[b1&0xF]), a3-float64(t16[b1>>4])
+		s0 += a0 * a0
+		s1 += a1 * a1
+		s2 += a2 * a2
+		s3 += a3 * a3
+		n0 += d0 * d0
+		n1 += d1 * d1
+		n2 += d2 * d2
+		n3 += d3 * d3
+	}
+	for ; i < len(qs); i++ {
+		b := qs[i]
+		a0, a1 := float64(xs[2*i]), float64(xs[2*i+1])
+		d0, d1 := a0-float64(t16[b&0xF]), a1-float64(t16[b>>4])
+		s0 += a0*a0 + a1*a1
+		n0 += d0*d0 + d1*d1
+	}
+	return (s0 + s1) + (s2 + s3), (n0 + n1) + (n2 + n3)
+}
+
+// accumDirect8 is accum for short INT8 runs, where building a table would cost more than it
+// saves: each value is dequantized with Dequantize's one float32 rounding.
+func accumDirect8(xs []float32, qs []byte, signed bool, sg float32, zg int32) (float64, float64) {
+	var s0, s1, n0, n1 float64
+	qs = qs[:len(xs)]
+	deq := func(b byte) float64 {
+		if signed {
+			return float64(float32(float32(int32(int8(b))-zg) * sg))
+		}
+		return float64(float32(float32(int32(b)-zg) * sg))
+	}
+	i := 0
+	for ; i+2 <= len(xs); i += 2 {
+		a0, a1 := float64(xs[i]), float64(xs[i+1])
+		d0, d1 := a0-deq(qs[i]), a1-deq(qs[i+1])
+		s0 += a0 * a0
+		s1 += a1 * a1
+		n0 += d0 * d0
+		n1 += d1 * d1
+	}
+	for ; i < len(xs); i++ {
+		a := float64(xs[i])
+		d := a - deq(qs[i])
+		s0 += a * a
+		n0 += d * d
+	}
+	return s0 + s1, n0 + n1
 }

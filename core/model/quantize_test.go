@@ -493,7 +493,8 @@ func TestBlockedMatchesWhole(t *testing.T) {
 		{Format: quant.BFloat16},
 	}
 	even := randTensor(rng, 257, 512)
-	for _, x := range []*tensor.Tensor{big, h, even} {
+	wide := randTensor(rng, 40, 2048) // rows long enough for the per-row lookup table
+	for _, x := range []*tensor.Tensor{big, h, even, wide} {
 		for _, s := range specs {
 			if s.Granularity == quant.PerGroup && x.Shape[1]%s.GroupSize != 0 {
 				continue
