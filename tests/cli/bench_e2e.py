@@ -28,7 +28,7 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 
 
 def measured(cmd):
-    """Run cmd, return (seconds, peak RSS bytes, stdout)."""
+    """Run cmd, return (seconds, peak RSS bytes, stdout, CPU seconds)."""
     start = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out = p.stdout.read()
@@ -38,7 +38,7 @@ def measured(cmd):
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         sys.exit(f"{' '.join(cmd)}: exit {code}\n{err.decode(errors='replace')}")
-    return secs, ru.ru_maxrss * 1024, out.decode()
+    return secs, ru.ru_maxrss * 1024, out.decode(), ru.ru_utime + ru.ru_stime
 
 
 def cpu_name():
@@ -72,30 +72,32 @@ def main():
         rows = []
         for bits in (8, 4):
             out = os.path.join(tmp, f"q{bits}.safetensors")
-            secs, rss, doc = measured([mq, "quantize", "--model", src, "--bits", str(bits), "--out", out, "--json", "--quiet"])
+            secs, rss, doc, cpu = measured([mq, "quantize", "--model", src, "--bits", str(bits), "--out", out, "--json", "--quiet"])
             rep = json.loads(doc)
             worst = min((l["output_sqnr_db"] for l in rep["validation"]["layer_outputs"]), default=None)
             rows.append({"what": f"monoquant quantize --bits {bits}", "seconds": secs, "rss": rss,
-                         "out": os.path.getsize(out), "sqnr": rep["report"]["sqnr_db"], "worst_out": worst})
+                         "out": os.path.getsize(out), "sqnr": rep["report"]["sqnr_db"], "worst_out": worst, "cpu": cpu})
             print(f"monoquant --bits {bits}: {secs:.1f}s, peak RSS {rss / 1e6:.0f} MB", file=sys.stderr)
             os.remove(out)
         out = os.path.join(tmp, "torch8.safetensors")
-        secs, rss, doc = measured([sys.executable, os.path.join(ROOT, "bench", "model", "torch_quantize.py"), src, out])
+        secs, rss, doc, cpu = measured([sys.executable, os.path.join(ROOT, "bench", "model", "torch_quantize.py"), src, out])
         t = json.loads(doc.strip().splitlines()[-1])
         rows.append({"what": f"torch {t['torch']} script, INT8 per-channel", "seconds": secs, "rss": rss,
-                     "out": os.path.getsize(out), "sqnr": t["sqnr_db"], "worst_out": None})
+                     "out": os.path.getsize(out), "sqnr": t["sqnr_db"], "worst_out": None, "cpu": cpu})
         print(f"torch: {secs:.1f}s, peak RSS {rss / 1e6:.0f} MB", file=sys.stderr)
 
         print(f"\nInput: {size / 1e9:.2f} GB float32 safetensors (Llama-shaped, bench/model generator); "
-              f"{cpu_name()}, {os.cpu_count()} cores; page cache warm (the file was just written).\n")
-        print("| run | wall time | throughput | peak RSS | RSS / input | output | overall SQNR |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+              f"{cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
+              f"page cache warm (the file was just written).\n")
+        print("| run | wall time | CPU time | throughput | peak RSS | RSS / input | output | overall SQNR |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for r in rows:
-            print(f"| {r['what']} | {r['seconds']:.1f} s | {size / r['seconds'] / 1e9:.2f} GB/s | {r['rss'] / 1e6:.0f} MB | "
+            print(f"| {r['what']} | {r['seconds']:.1f} s | {r['cpu']:.1f} s | {size / r['seconds'] / 1e9:.2f} GB/s | {r['rss'] / 1e6:.0f} MB | "
                   f"{100 * r['rss'] / size:.0f}% | {r['out'] / 1e9:.2f} GB | {r['sqnr']:.2f} dB |")
         torch_s = rows[-1]["seconds"]
         for r in rows[:-1]:
-            print(f"\n{r['what']}: {torch_s / r['seconds']:.2f}× the torch script's speed, "
+            print(f"\n{r['what']}: {torch_s / r['seconds']:.2f}× the torch script's speed "
+                  f"({rows[-1]['cpu'] / r['cpu']:.2f}× in CPU time), "
                   f"{rows[-1]['rss'] / r['rss']:.2f}× less peak memory; worst Linear output SQNR on a random input "
                   f"{r['worst_out']:.2f} dB")
     finally:
