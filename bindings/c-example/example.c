@@ -1,5 +1,6 @@
 /* Quantizes a 64x256 float32 matrix per-channel INT8 and group-wise INT4 (groups of 32) through
- * libmonoquant, dequantizes it back, and prints scales, sizes and SQNR. Uses only monoquant.h.
+ * libmonoquant, dequantizes it back, and prints scales, sizes and SQNR; then does the same as a
+ * one-layer model (mq_model_*) and prints its report. Uses only monoquant.h.
  *
  *   make example && build/c-example        (or: cmake -B build/cmake && cmake --build build/cmake)
  */
@@ -50,6 +51,44 @@ static void run(const char* name, const mq_config* cfg, const mq_tensor* w, cons
     free(back);
 }
 
+static int on_progress(uint64_t done, uint64_t total, uint64_t bytes, uint64_t bytes_total, void* user) {
+    (void)user;
+    printf("  quantized %llu/%llu tensors (%llu/%llu bytes)\n", (unsigned long long)done, (unsigned long long)total,
+           (unsigned long long)bytes, (unsigned long long)bytes_total);
+    return 0; /* non-zero would cancel */
+}
+
+/* The same matrix as the weight of a Linear layer: quantize the model, read the report, and
+ * dequantize it back. The model borrows `values` until mq_model_free. */
+static void run_model(const mq_tensor* w, const float* values) {
+    mq_model *m, *q, *back;
+    mq_model_config cfg;
+    must(mq_model_new(&m), "mq_model_new");
+    must(mq_model_add_tensor(m, "fc.weight", w), "mq_model_add_tensor");
+    must(mq_model_set_module_type(m, "fc", "torch.nn.modules.linear.Linear"), "mq_model_set_module_type");
+    must(mq_model_config_init(&cfg), "mq_model_config_init"); /* INT8 per-channel, weight only */
+    printf("model INT8 (mq_model_quantize)\n");
+    must(mq_model_quantize(m, &cfg, on_progress, NULL, &q), "mq_model_quantize");
+    size_t len;
+    if (mq_model_report_json(q, NULL, 0, &len) != MQ_EBUFFER) must(MQ_EINTERNAL, "mq_model_report_json size");
+    char* report = malloc(len + 1);
+    if (!report) exit(1);
+    must(mq_model_report_json(q, report, len + 1, &len), "mq_model_report_json");
+    printf("  report: %.120s...\n", report);
+    free(report);
+    must(mq_model_dequantize(q, &back), "mq_model_dequantize");
+    float* deq = malloc((size_t)ROWS * COLS * sizeof *deq);
+    if (!deq) exit(1);
+    must(mq_model_tensor_read(back, "fc.weight", deq, (size_t)ROWS * COLS * sizeof *deq), "mq_model_tensor_read");
+    double sqnr;
+    must(mq_sqnr(values, deq, (size_t)ROWS * COLS, &sqnr), "mq_sqnr");
+    printf("  SQNR: %.2f dB\n", sqnr);
+    free(deq);
+    mq_model_free(back);
+    mq_model_free(q);
+    mq_model_free(m);
+}
+
 int main(void) {
     if (mq_version_number() / 10000 != MQ_VERSION_MAJOR) {
         fprintf(stderr, "libmonoquant %s does not match monoquant.h %s\n", mq_version_string(), MQ_VERSION_STRING);
@@ -79,6 +118,7 @@ int main(void) {
     cfg.group_size = 32;
     run("INT4 group-wise (symmetric, groups of 32)", &cfg, &w, values);
 
+    run_model(&w, values);
     free(values);
     return 0;
 }

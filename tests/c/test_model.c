@@ -2,6 +2,7 @@
  * and cancellation, cross-check against the tensor-level ABI, save/load .safetensors and .pt,
  * dequantize, JSON, the bundled example checkpoint and every error path. */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -521,6 +522,45 @@ static void test_files(void) {
     CHECK_RC(mq_model_free(m), MQ_OK);
 }
 
+/* Two threads quantize the same model at once: calls on one handle are serialised, and a thread
+ * waiting for the handle while the other is inside its progress callback is not mistaken for a
+ * call from inside the callback. */
+typedef struct worker {
+    mq_model* m;
+    int failures;
+    int reentrant_seen;
+} worker;
+
+static void* quantize_loop(void* arg) {
+    worker* w = arg;
+    mq_model_config cfg;
+    if (mq_model_config_init(&cfg) != MQ_OK) w->failures++;
+    for (int i = 0; i < 5; i++) {
+        progress_log p = {0};
+        p.monotonic = 1;
+        p.self = w->m;
+        mq_model* q = NULL;
+        if (mq_model_quantize(w->m, &cfg, on_progress, &p, &q) != MQ_OK || p.calls != 4) w->failures++;
+        if (p.reentrant_rc == MQ_EINVAL) w->reentrant_seen++;
+        size_t n = 0;
+        if (mq_model_tensor_count(w->m, &n) != MQ_OK || n != 4) w->failures++;
+        if (mq_model_free(q) != MQ_OK) w->failures++;
+    }
+    return NULL;
+}
+
+static void test_threads(void) {
+    mq_model* m = build();
+    worker w[2] = {{m, 0, 0}, {m, 0, 0}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) CHECK(pthread_create(&t[i], NULL, quantize_loop, &w[i]) == 0, "pthread_create %d", i);
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 2; i++)
+        CHECK(w[i].failures == 0 && w[i].reentrant_seen == 5, "thread %d: %d failed calls, %d/5 reentrant calls refused", i,
+              w[i].failures, w[i].reentrant_seen);
+    CHECK_RC(mq_model_free(m), MQ_OK);
+}
+
 static void rm_tmpdir(void) {
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
@@ -540,6 +580,7 @@ int main(void) {
     test_quantize(4);
     test_static();
     test_files();
+    test_threads();
     CHECK(mq_debug_live_handles() == 0, "live handles at the end = %lld, want 0", (long long)mq_debug_live_handles());
     rm_tmpdir();
     TEST_EXIT();
