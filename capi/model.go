@@ -8,6 +8,7 @@ import "C"
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"sync"
 	"unsafe"
 
@@ -100,6 +101,11 @@ func mq_model_load(out **C.mq_model, path *C.mq_cchar) (rc C.int) {
 	p, err := goString(path, "mq_model_load", "path")
 	if err != nil {
 		return mapErr(err, mqEINVAL)
+	}
+	// A path that is not a file is the caller's path, not the content's fault: MQ_EIO, as for
+	// a missing file, rather than the MQ_EFORMAT the reader's own check would map to.
+	if st, err := os.Stat(p); err == nil && !st.Mode().IsRegular() {
+		return mapErr(fail(mqEIO, "mq_model_load: %s is not a regular file", p), mqEIO)
 	}
 	// Opening reads only headers; it tells which loader to run, so the tensors are read once.
 	r, err := checkpoint.Open(p)

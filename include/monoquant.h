@@ -419,7 +419,7 @@ MQ_API int mq_model_new(mq_model** out);
  * never executed: a file that would run code fails with MQ_EFORMAT naming the global. A file
  * monoquant quantized loads as a quantized model (see mq_model_dequantize).
  * Fails with MQ_EINVAL for NULL out/path, MQ_EIO when the file cannot be opened or read (missing,
- * no permission), MQ_EFORMAT when its content is corrupt, malicious or not a checkpoint, and
+ * no permission, a folder), MQ_EFORMAT when its content is corrupt, malicious or not a checkpoint, and
  * MQ_EUNSUPPORTED for valid content this library does not handle; the message names the file and
  * the problem. */
 MQ_API int mq_model_load(mq_model** out, const char* path);

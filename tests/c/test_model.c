@@ -468,6 +468,8 @@ static void test_static(void) {
     CHECK_RC(mq_model_free(m), MQ_OK);
 }
 
+static void check_manifest(const char* dir);
+
 static void test_files(void) {
     mq_model* m = (mq_model*)1;
     char path[1024];
@@ -497,6 +499,14 @@ static void test_files(void) {
     CHECK_RC(mq_model_load(&m, path), MQ_EFORMAT);
     CHECK(strstr(mq_last_error(), "eval") != NULL, "malicious pickle message %s does not name eval", mq_last_error());
     CHECK(m == NULL && mq_debug_live_handles() == 0, "failed loads left a handle");
+    check_manifest("testdata/malicious");
+    check_manifest("testdata/checkpoints/safetensors/bad");
+    CHECK_RC(mq_model_load(&m, tmpdir), MQ_EIO); /* a folder */
+    CHECK(mq_debug_live_handles() == 0, "refused files left %lld handles", (long long)mq_debug_live_handles());
+    /* a sharded checkpoint loads through its index */
+    snprintf(path, sizeof path, "%s/testdata/checkpoints/safetensors/sharded/model.safetensors.index.json", MQ_SOURCE_DIR);
+    CHECK_RC(mq_model_load(&m, path), MQ_OK);
+    CHECK_RC(mq_model_free(m), MQ_OK);
 
     /* the bundled example: a torch.save state_dict of a small CNN */
     snprintf(path, sizeof path, "%s/examples/digits_cnn.pt", MQ_SOURCE_DIR);
@@ -559,6 +569,52 @@ static void test_threads(void) {
         CHECK(w[i].failures == 0 && w[i].reentrant_seen == 5, "thread %d: %d failed calls, %d/5 reentrant calls refused", i,
               w[i].failures, w[i].reentrant_seen);
     CHECK_RC(mq_model_free(m), MQ_OK);
+}
+
+/* Every fixture of a manifest (testdata/malicious, testdata/checkpoints/safetensors/bad) must be
+ * refused by mq_model_load with MQ_EFORMAT or MQ_EUNSUPPORTED and a message holding the
+ * manifest's expected text (the refused global, or the problem). The manifests are flat JSON
+ * written one key per line by the fixture generators, so a line scanner reads them. */
+static void check_manifest(const char* dir) {
+    char path[1024], line[512], name[256] = "";
+    snprintf(path, sizeof path, "%s/%s/manifest.json", MQ_SOURCE_DIR, dir);
+    FILE* f = fopen(path, "r");
+    CHECK(f != NULL, "cannot open %s", path);
+    if (!f) return;
+    int seen = 0;
+    while (fgets(line, sizeof line, f)) {
+        char* p = line;
+        while (*p == ' ') p++;
+        size_t indent = (size_t)(p - line);
+        if (*p != '"') continue;
+        char* end = strchr(p + 1, '"');
+        if (!end) continue;
+        if (indent == 1) {
+            snprintf(name, sizeof name, "%.*s", (int)(end - p - 1), p + 1);
+            continue;
+        }
+        if (strncmp(p, "\"refused\"", 9) && strncmp(p, "\"error\"", 7) && strncmp(p, "\"want\"", 6)) continue;
+        char* v = strchr(end + 1, '"');
+        if (!v) continue;
+        /* the value up to its closing quote, with \" unescaped */
+        char want[256];
+        size_t n = 0;
+        for (v++; *v && *v != '"' && n + 1 < sizeof want; v++) {
+            if (*v == '\\' && v[1]) v++;
+            want[n++] = *v;
+        }
+        want[n] = '\0';
+        snprintf(path, sizeof path, "%s/%s/%s", MQ_SOURCE_DIR, dir, name);
+        mq_model* m = (mq_model*)1;
+        int rc = mq_model_load(&m, path);
+        CHECK((rc == MQ_EFORMAT || rc == MQ_EUNSUPPORTED) && m == NULL && strstr(mq_last_error(), want) != NULL,
+              "mq_model_load(%s/%s) = %d (%s), message \"%s\"; want MQ_EFORMAT or MQ_EUNSUPPORTED naming \"%s\"", dir, name,
+              rc, mq_status_string(rc), mq_last_error(), want);
+        if (rc == MQ_OK) mq_model_free(m);
+        seen++;
+    }
+    fclose(f);
+    CHECK(seen >= 20, "%s: only %d fixtures checked, want the whole manifest", dir, seen);
 }
 
 static void rm_tmpdir(void) {
