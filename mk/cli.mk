@@ -2,6 +2,8 @@
 #   make cli            build/monoquant (top-level Makefile)
 #   make test-cli       Go tests of the CLI, with -race: golden output, end-to-end runs on the
 #                       fixtures and examples, every error case, the progress bar on a pty
+#   make test-cli-py    the CLI's output files judged by torch and safetensors (pytest tests/cli):
+#                       INT8 bit-exact with torch's observer + quantize_per_channel, dequantize exact
 #   make demo-cli       quantize the bundled example models to INT8 and INT4 into build/demo/
 #   make bench-cli      end to end on a generated 2 GB checkpoint vs a torch script (BENCH_GB=2)
 #   make golden-cli     rewrite the CLI's golden files (cmd/monoquant/testdata/golden) after a
@@ -10,12 +12,15 @@
 DEMO_DIR := $(BUILD)/demo
 BENCH_GB ?= 2
 
-.PHONY: test-cli demo-cli bench-cli golden-cli
+.PHONY: test-cli test-cli-py demo-cli bench-cli golden-cli
 
 test-cli:
 	$(GO) vet ./cmd/monoquant
 	$(GO) test -race -count=1 ./cmd/monoquant
 	$(GO) test -race -count=1 -run 'Forward' ./core/model
+
+test-cli-py: cli venv
+	MONOQUANT_CLI=$(CURDIR)/$(BUILD)/monoquant $(PYTEST) tests/cli -q
 
 # The README's first command: every example model to INT8 and INT4, with the report.
 demo-cli: cli
@@ -36,6 +41,6 @@ bench-cli: cli venv
 golden-cli:
 	$(GO) test ./cmd/monoquant -run 'Golden' -update
 
-TEST_TARGETS  += test-cli
+TEST_TARGETS  += test-cli test-cli-py
 DEMO_TARGETS  += demo-cli
 BENCH_TARGETS += bench-cli
