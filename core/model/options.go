@@ -63,7 +63,8 @@ type Options struct {
 	// Mode and the activation observer used in Static mode.
 	Mode Mode
 	// Observer names the activation observer: "minmax", "moving_average" or "histogram"
-	// (the default, torch's x86 default). ActivationObserver overrides every field when its
+	// (the default; quint8, affine, full range — torch's x86 qconfig adds reduce_range, which
+	// ActivationObserver can ask for). ActivationObserver overrides every field when its
 	// Kind is set.
 	Observer           string
 	ActivationObserver observer.Options
