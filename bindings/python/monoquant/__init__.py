@@ -18,6 +18,7 @@ from . import _lib
 from ._engine import QTensor, QuantSpec, dequantize_tensor, live_handles, quantize_tensor
 from ._errors import (
     BufferTooSmallError,
+    CanceledError,
     DTypeError,
     EnginePanicError,
     FormatError,
@@ -31,8 +32,8 @@ from ._errors import (
     ShapeError,
     UnsupportedError,
 )
-from .api import SQNR_WARN_DB, Report, dequantize, quantize, record_activations, report, sqnr
-from .files import load, save
+from .api import Report, dequantize, quantize, record_activations, report, sqnr
+from .files import QuantizedStateDict, load, save
 from .nn import QuantizedConv2d, QuantizedLinear, QuantizedLSTM
 from .observers import (
     HistogramObserver,
@@ -82,7 +83,8 @@ __all__ = [
     "UnsupportedError",
     "InternalError",
     "EnginePanicError",
-    "SQNR_WARN_DB",
+    "QuantizedStateDict",
+    "CanceledError",
     "live_handles",
     "library_version",
     "library_path",

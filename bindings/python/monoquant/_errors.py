@@ -19,6 +19,7 @@ __all__ = [
     "UnsupportedError",
     "InternalError",
     "EnginePanicError",
+    "CanceledError",
     "MonoquantWarning",
 ]
 
@@ -129,6 +130,15 @@ def error_for_status(status, message, function=None):
     cls = _BY_STATUS.get(status, MonoquantError)
     text = f"{function}: {message}" if function else message
     return cls(text, status=status, function=function)
+
+
+class CanceledError(MonoquantError):
+    """MQ_ECANCELED: a progress callback asked to stop; nothing was produced."""
+
+    status = -12
+
+
+_BY_STATUS[CanceledError.status] = CanceledError
 
 
 class MonoquantWarning(UserWarning):

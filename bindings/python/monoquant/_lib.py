@@ -139,6 +139,7 @@ MQ_EFORMAT = -8
 MQ_EUNSUPPORTED = -9
 MQ_EINTERNAL = -10
 MQ_EPANIC = -11
+MQ_ECANCELED = -12
 
 # const char* mq_status_string(int status);
 _fn("mq_status_string", [c_int], c_char_p)
@@ -361,6 +362,97 @@ _fn("mq_observer_minmax", [mq_observer_p, c_void_p, c_void_p, c_size_t, POINTER(
 _fn("mq_observer_reset", [mq_observer_p], c_int)
 # int mq_observer_free(mq_observer* obs);
 _fn("mq_observer_free", [mq_observer_p], c_int)
+
+# ------------------------------------------------------------------------------------------------
+# Models
+
+MQ_LAYER_LINEAR = 1 << 0
+MQ_LAYER_CONV1D = 1 << 1
+MQ_LAYER_CONV2D = 1 << 2
+MQ_LAYER_CONV3D = 1 << 3
+MQ_LAYER_LSTM = 1 << 4
+MQ_LAYER_GRU = 1 << 5
+MQ_LAYER_RNN = 1 << 6
+MQ_LAYER_EMBEDDING = 1 << 7
+MQ_LAYER_DEFAULT = MQ_LAYER_LINEAR | MQ_LAYER_CONV2D | MQ_LAYER_LSTM
+
+MQ_MODE_WEIGHT_ONLY = 0
+MQ_MODE_STATIC = 1
+
+MQ_MODEL_CONFIG_VERSION = 1
+
+
+class mq_model_config(Structure):
+    """typedef struct mq_model_config { uint32_t size; uint32_t version; int32_t bits;
+    int32_t bf16; mq_config spec; uint32_t layers; const char* const* skip; size_t n_skip;
+    int32_t mode; const char* observer; } mq_model_config;"""
+
+    _fields_ = [
+        ("size", c_uint32),
+        ("version", c_uint32),
+        ("bits", c_int32),
+        ("bf16", c_int32),
+        ("spec", mq_config),
+        ("layers", c_uint32),
+        ("skip", POINTER(c_char_p)),
+        ("n_skip", c_size_t),
+        ("mode", c_int32),
+        ("observer", c_char_p),
+    ]
+
+
+class mq_tensor_info(Structure):
+    """typedef struct mq_tensor_info { const char* name; int32_t dtype; int32_t ndim;
+    int64_t shape[MQ_MAX_DIMS]; uint64_t nbytes; } mq_tensor_info;"""
+
+    _fields_ = [
+        ("name", c_char_p),
+        ("dtype", c_int32),
+        ("ndim", c_int32),
+        ("shape", c_int64 * MQ_MAX_DIMS),
+        ("nbytes", c_uint64),
+    ]
+
+
+# typedef int (*mq_progress_fn)(uint64_t tensors_done, uint64_t tensors_total,
+#                               uint64_t bytes_done, uint64_t bytes_total, void* user);
+mq_progress_fn = CFUNCTYPE(c_int, c_uint64, c_uint64, c_uint64, c_uint64, c_void_p)
+
+# int mq_model_config_init(mq_model_config* cfg);
+_fn("mq_model_config_init", [POINTER(mq_model_config)], c_int)
+# int mq_model_new(mq_model** out);
+_fn("mq_model_new", [POINTER(mq_model_p)], c_int)
+# int mq_model_load(mq_model** out, const char* path);
+_fn("mq_model_load", [POINTER(mq_model_p), c_char_p], c_int)
+# int mq_model_add_tensor(mq_model* m, const char* name, const mq_tensor* t);
+_fn("mq_model_add_tensor", [mq_model_p, c_char_p, POINTER(mq_tensor)], c_int)
+# int mq_model_set_module_type(mq_model* m, const char* path, const char* class_name);
+_fn("mq_model_set_module_type", [mq_model_p, c_char_p, c_char_p], c_int)
+# int mq_model_set_metadata(mq_model* m, const char* key, const char* value);
+_fn("mq_model_set_metadata", [mq_model_p, c_char_p, c_char_p], c_int)
+# int mq_model_calibrate_begin(mq_model* m, const mq_model_config* cfg);
+_fn("mq_model_calibrate_begin", [mq_model_p, POINTER(mq_model_config)], c_int)
+# int mq_model_calibrate(mq_model* m, const char* layer, const mq_tensor* activation);
+_fn("mq_model_calibrate", [mq_model_p, c_char_p, POINTER(mq_tensor)], c_int)
+# int mq_model_quantize(mq_model* m, const mq_model_config* cfg, mq_progress_fn progress,
+#                       void* user, mq_model** out);
+_fn("mq_model_quantize", [mq_model_p, POINTER(mq_model_config), mq_progress_fn, c_void_p, POINTER(mq_model_p)], c_int)
+# int mq_model_save(mq_model* m, const char* path);
+_fn("mq_model_save", [mq_model_p, c_char_p], c_int)
+# int mq_model_tensor_count(mq_model* m, size_t* count);
+_fn("mq_model_tensor_count", [mq_model_p, POINTER(c_size_t)], c_int)
+# int mq_model_tensor_info(mq_model* m, size_t i, mq_tensor_info* info);
+_fn("mq_model_tensor_info", [mq_model_p, c_size_t, POINTER(mq_tensor_info)], c_int)
+# int mq_model_tensor_read(mq_model* m, const char* name, void* buf, size_t bytes);
+_fn("mq_model_tensor_read", [mq_model_p, c_char_p, c_void_p, c_size_t], c_int)
+# int mq_model_metadata_json(mq_model* m, char* buf, size_t cap, size_t* len);
+_fn("mq_model_metadata_json", [mq_model_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_model_report_json(mq_model* m, char* buf, size_t cap, size_t* len);
+_fn("mq_model_report_json", [mq_model_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_model_dequantize(mq_model* m, mq_model** out);
+_fn("mq_model_dequantize", [mq_model_p, POINTER(mq_model_p)], c_int)
+# int mq_model_free(mq_model* m);
+_fn("mq_model_free", [mq_model_p], c_int)
 
 # ------------------------------------------------------------------------------------------------
 # Debugging and testing (experimental)

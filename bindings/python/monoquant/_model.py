@@ -1,25 +1,233 @@
-"""The engine's model API (mq_model_* in monoquant.h): files and state dicts.
+"""The engine's model API (mq_model_* in monoquant.h) as a Python handle class.
 
-Bound to the header's model section as it lands; until the loaded library exports it, these
-functions raise UnsupportedError naming what is missing."""
+A ModelHandle owns one mq_model: built from caller tensors (borrowed by pointer: the handle
+keeps the torch tensors alive until it is freed), loaded from a checkpoint, or produced by
+quantize()/dequantize(). It is freed in close(), __exit__ or __del__, safely more than once.
+"""
+
+import ctypes
+import json
+import os
+import threading
+from collections import OrderedDict
+
+import torch
 
 from . import _lib
-from ._errors import UnsupportedError
+from ._engine import CTensor, Handle, QuantSpec, _dense_cpu
+from ._lib import check
+
+_DTYPES = {
+    _lib.MQ_DTYPE_F32: torch.float32,
+    _lib.MQ_DTYPE_F16: torch.float16,
+    _lib.MQ_DTYPE_BF16: torch.bfloat16,
+    _lib.MQ_DTYPE_F64: torch.float64,
+    _lib.MQ_DTYPE_I8: torch.int8,
+    _lib.MQ_DTYPE_U8: torch.uint8,
+    _lib.MQ_DTYPE_I16: torch.int16,
+    _lib.MQ_DTYPE_I32: torch.int32,
+    _lib.MQ_DTYPE_I64: torch.int64,
+    _lib.MQ_DTYPE_BOOL: torch.bool,
+}
+
+_LAYER_BITS = {"linear": _lib.MQ_LAYER_LINEAR, "conv2d": _lib.MQ_LAYER_CONV2D, "lstm": _lib.MQ_LAYER_LSTM}
 
 
-def _require(*names):
-    missing = [n for n in names if not hasattr(_lib, n) or n in _lib.MISSING]
-    if missing:
-        raise UnsupportedError(f"the loaded libmonoquant ({_lib.LIBRARY_PATH}) has no model API ({', '.join(missing)}); rebuild it with `make lib`")
+def _b(s):
+    return s.encode("utf-8")
+
+
+class ModelConfig:
+    """An mq_model_config plus the memory its pointers refer to (kept alive with it)."""
+
+    def __init__(self, bits=8, fmt16="fp16", scheme="symmetric", group_size=128, layers=("linear", "conv2d", "lstm"), skip=(), static=False, observer="histogram"):
+        cfg = _lib.mq_model_config()
+        check(_lib.mq_model_config_init(ctypes.byref(cfg)), "mq_model_config_init")
+        cfg.bits = bits
+        cfg.bf16 = int(bits == 16 and fmt16 == "bf16")
+        if bits in (4, 8):
+            spec = QuantSpec("int4" if bits == 4 else "int8", scheme, group_size=group_size).c_config()
+            cfg.spec.scheme = spec.scheme
+            cfg.spec.group_size = group_size
+        mask = 0
+        for name in layers:
+            mask |= _LAYER_BITS[name]
+        cfg.layers = mask
+        self._skip = (ctypes.c_char_p * max(len(skip), 1))(*[_b(s) for s in skip])
+        cfg.skip = ctypes.cast(self._skip, ctypes.POINTER(ctypes.c_char_p)) if skip else None
+        cfg.n_skip = len(skip)
+        cfg.mode = _lib.MQ_MODE_STATIC if static else _lib.MQ_MODE_WEIGHT_ONLY
+        self._observer = _b(observer)
+        cfg.observer = self._observer
+        self.struct = cfg
+
+    @property
+    def ref(self):
+        return ctypes.byref(self.struct)
+
+
+class ModelHandle(Handle):
+    """One native mq_model."""
+
+    _free_fn = staticmethod(lambda h: _lib.mq_model_free(h))
+    _kind = "model"
+
+    def __init__(self):
+        super().__init__()
+        self._borrowed = []  # tensors whose memory the native model points at
+
+    def close(self):
+        """Frees the native model, then lets go of the borrowed tensors. Safe twice."""
+        super().close()
+        self._borrowed = []
+
+    def __deepcopy__(self, memo):
+        # Quantized models are read-only: copies of a module tree may share the snapshot.
+        return self
+
+    def __reduce__(self):
+        raise TypeError("a monoquant model handle holds native memory and cannot be pickled")
+
+    @classmethod
+    def new(cls):
+        h = cls()
+        check(_lib.mq_model_new(ctypes.byref(h._h)), "mq_model_new")
+        return h
+
+    @classmethod
+    def load(cls, path):
+        h = cls()
+        check(_lib.mq_model_load(ctypes.byref(h._h), _b(os.fspath(path))), "mq_model_load")
+        return h
+
+    def add_tensor(self, name, t):
+        """Adds t by pointer (a dense CPU tensor is borrowed as is; others are copied once here)."""
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: expected a tensor, got {type(t).__name__}")
+        if t.is_complex():
+            raise TypeError(f"{name}: complex tensors ({t.dtype}) cannot be stored")
+        src = _dense_cpu(t, name)
+        if src.dtype not in _DTYPES.values():
+            raise TypeError(f"{name}: dtype {src.dtype} cannot be stored (float, int8/16/32/64, uint8 and bool can)")
+        ct = CTensor(src)
+        self._borrowed.append(src)
+        check(_lib.mq_model_add_tensor(self._h, _b(name), ct.ref), f"mq_model_add_tensor({name})")
+
+    def set_module_type(self, path, class_name):
+        check(_lib.mq_model_set_module_type(self._h, _b(path), _b(class_name)), "mq_model_set_module_type")
+
+    def set_metadata(self, key, value):
+        check(_lib.mq_model_set_metadata(self._h, _b(key), _b(value)), "mq_model_set_metadata")
+
+    def calibrate_begin(self, cfg):
+        check(_lib.mq_model_calibrate_begin(self._h, cfg.ref), "mq_model_calibrate_begin")
+
+    def calibrate(self, layer, x):
+        from ._engine import c_float_input
+
+        ct = c_float_input(x, f"input of {layer}")
+        check(_lib.mq_model_calibrate(self._h, _b(layer), ct.ref), "mq_model_calibrate")
+
+    def quantize(self, cfg, progress=None):
+        """A new quantized ModelHandle. ``progress(tensors_done, tensors_total)`` is called per
+        tensor; an exception in it cancels the run and is re-raised here."""
+        out = ModelHandle()
+        err = []
+
+        def cb(done, total, _bd, _bt, _user):
+            try:
+                if progress is not None:
+                    progress(int(done), int(total))
+                return 0
+            except BaseException as e:  # noqa: B902 (KeyboardInterrupt too: cancel cleanly)
+                err.append(e)
+                return 1
+
+        c_cb = _lib.mq_progress_fn(cb)
+        st = _lib.mq_model_quantize(self._h, cfg.ref, c_cb, None, ctypes.byref(out._h))
+        if err:
+            out.close()
+            raise err[0]
+        check(st, "mq_model_quantize")
+        return out
+
+    def dequantize(self):
+        out = ModelHandle()
+        check(_lib.mq_model_dequantize(self._h, ctypes.byref(out._h)), "mq_model_dequantize")
+        return out
+
+    def save(self, path):
+        check(_lib.mq_model_save(self._h, _b(os.fspath(path))), "mq_model_save")
+
+    def infos(self):
+        """[(name, dtype, shape, nbytes)] in the model's order."""
+        n = ctypes.c_size_t()
+        check(_lib.mq_model_tensor_count(self._h, ctypes.byref(n)), "mq_model_tensor_count")
+        out = []
+        info = _lib.mq_tensor_info()
+        for i in range(n.value):
+            check(_lib.mq_model_tensor_info(self._h, i, ctypes.byref(info)), "mq_model_tensor_info")
+            dt = _DTYPES.get(info.dtype)
+            name = info.name.decode("utf-8")
+            if dt is None:
+                from ._errors import UnsupportedError
+
+                raise UnsupportedError(f"tensor {name}: element type {info.dtype} has no torch dtype")
+            out.append((name, dt, tuple(info.shape[: info.ndim]), int(info.nbytes)))
+        return out
+
+    def read(self, name, dtype, shape, nbytes):
+        """Copies one tensor into a new torch tensor."""
+        t = torch.empty(shape, dtype=dtype)
+        if t.numel() * t.element_size() != nbytes:
+            # Packed INT4 values may not fill whole elements of the nominal shape.
+            t = torch.empty(nbytes, dtype=torch.uint8)
+        ptr = ctypes.c_void_p(t.data_ptr()) if nbytes else None
+        check(_lib.mq_model_tensor_read(self._h, _b(name), ptr, nbytes), f"mq_model_tensor_read({name})")
+        return t
+
+    def tensors(self, names=None):
+        """OrderedDict name → tensor (all, or those in ``names``), copied out of the model."""
+        want = None if names is None else set(names)
+        out = OrderedDict()
+        for name, dt, shape, nbytes in self.infos():
+            if want is None or name in want:
+                out[name] = self.read(name, dt, shape, nbytes)
+        return out
+
+    def _json(self, fn, what):
+        n = ctypes.c_size_t()
+        st = fn(self._h, None, 0, ctypes.byref(n))
+        if st not in (_lib.MQ_OK, _lib.MQ_EBUFFER):
+            check(st, what)
+        buf = ctypes.create_string_buffer(n.value + 1)
+        check(fn(self._h, buf, n.value + 1, ctypes.byref(n)), what)
+        return json.loads(buf.value.decode("utf-8"))
+
+    def metadata(self):
+        """The metadata entries (str → str)."""
+        return self._json(_lib.mq_model_metadata_json, "mq_model_metadata_json")
+
+    def report(self):
+        """The quantization report (a dict) of the mq_model_quantize call that made this model."""
+        return self._json(_lib.mq_model_report_json, "mq_model_report_json")
 
 
 def write_checkpoint(tensors, metadata, path):
-    _require("mq_model_new", "mq_model_save")
+    """Writes plain named tensors (and string metadata) to path through the engine."""
+    with ModelHandle.new() as m:
+        for name, t in tensors.items():
+            m.add_tensor(name, t)
+        for k, v in metadata.items():
+            m.set_metadata(k, v)
+        m.save(path)
 
 
 def read_checkpoint(path):
-    _require("mq_model_load")
-
-
-def quantize_tensors(sd, **kw):
-    _require("mq_model_new", "mq_model_quantize")
+    """(OrderedDict of tensors, metadata dict, the handle) of a checkpoint file."""
+    m = ModelHandle.load(path)
+    try:
+        return m.tensors(), m.metadata(), m
+    except BaseException:
+        m.close()
+        raise

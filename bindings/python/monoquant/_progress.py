@@ -42,6 +42,12 @@ class Progress:
                 self._last = now
                 self._draw(name)
 
+    def update(self, done, total, name=""):
+        """Sets the count (for engines that report done/total themselves)."""
+        self.total = max(int(total), 0)
+        self.done = int(done) - 1
+        self.step(name)
+
     def _draw(self, name):
         width = 30
         frac = self.done / self.total if self.total else 1.0

@@ -8,6 +8,7 @@ it by pointer, and qparams, quantized values, observers and SQNR come back from 
 import copy
 import fnmatch
 import inspect
+import json
 import math
 import warnings
 from collections.abc import Mapping
@@ -17,28 +18,18 @@ import torch.nn as nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import _engine
-from ._engine import QuantSpec
 from ._errors import MonoquantWarning
 from ._progress import Progress
 from .nn import QUANTIZED_TYPES, QuantizedConv2d, QuantizedLinear, QuantizedLSTM
 from .observers import OBSERVERS
 
-__all__ = ["quantize", "dequantize", "report", "sqnr", "record_activations", "Report", "SQNR_WARN_DB"]
+__all__ = ["quantize", "dequantize", "report", "sqnr", "record_activations", "Report"]
 
-# A layer whose weight SQNR (dB) falls below this, by format, draws a MonoquantWarning. The same
-# floors as the engine's report (core/model LowSQNR): INT8 per-channel of trained weights lands
-# near 40 dB, INT4 g128 near 20 dB; FP16 and BF16 keep 11 and 8 significant bits.
-SQNR_WARN_DB = {"int8": 20.0, "int4": 10.0, "bf16": 35.0, "fp16": 50.0}
-# INT4 on a weight with fewer elements than this draws a warning (the engine's threshold too).
-SMALL_INT4_ELEMENTS = 1 << 16
 # Static calibration over fewer samples (rows of the first input) than this draws a warning.
 MIN_CALIBRATION_SAMPLES = 32
 # An activation whose largest magnitude exceeds this multiple of its 99.9th percentile has heavy
 # outliers: a per-tensor int8 grid stretched to cover them leaves few levels for the rest.
 OUTLIER_RATIO = 16.0
-# The engine's group-size fallback: the smallest group it accepts before giving up on INT4.
-MIN_FALLBACK_GROUP = 16
-
 DEFAULT_LAYERS = (nn.Linear, nn.Conv2d, nn.LSTM)
 
 
@@ -159,14 +150,9 @@ def _has_outliers(x):
     return q > 0 and m > OUTLIER_RATIO * q
 
 
-def _calibrate(model, selected, data, observer, observer_kwargs, max_batches):
+def _calibrate(model, selected, data, feed, max_batches):
     """Runs the data through the float model with a forward pre-hook on every selected layer
-    that hands the layer's input to its engine observer. Returns {name: (scale, zp)}."""
-    cls = OBSERVERS[observer]
-    kw = dict(observer_kwargs or {})
-    kw.setdefault("dtype", torch.quint8)
-    kw.setdefault("qscheme", torch.per_tensor_affine)
-    observers = {name: cls(**kw) for name, _ in selected}
+    that hands the layer's input to ``feed(layer, tensor)`` (the engine's observer)."""
     outliers = set()
     seen = {name: 0 for name, _ in selected}
     hooks = []
@@ -176,7 +162,7 @@ def _calibrate(model, selected, data, observer, observer_kwargs, max_batches):
             x = _layer_input(args)
             if not isinstance(x, torch.Tensor) or not x.is_floating_point():
                 return
-            observers[name](x)
+            feed(name, x)
             seen[name] += 1
             if name not in outliers and _has_outliers(x):
                 outliers.add(name)
@@ -193,53 +179,28 @@ def _calibrate(model, selected, data, observer, observer_kwargs, max_batches):
         for h in hooks:
             h.remove()
         model.train(was_training)
-    try:
-        if batches == 0:
-            raise ValueError("calibration_data yielded no batches; static quantization needs at least one")
-        if samples < MIN_CALIBRATION_SAMPLES:
-            warnings.warn(f"static quantization calibrated on only {samples} samples (fewer than {MIN_CALIBRATION_SAMPLES}); activation ranges may not be representative", MonoquantWarning, stacklevel=3)
-        if outliers:
-            warnings.warn(f"activations with heavy outliers (max > {OUTLIER_RATIO:g}x the 99.9th percentile) at the input of {', '.join(sorted(outliers))}; per-tensor INT8 activations will lose precision there: consider skip=[...] or observer='histogram'", MonoquantWarning, stacklevel=3)
-        unseen = [n for n, c in seen.items() if c == 0]
-        if unseen:
-            warnings.warn(f"layers {', '.join(unseen)} saw no calibration data; they run with dynamic activation quantization", MonoquantWarning, stacklevel=3)
-        qparams = {}
-        for name, obs in observers.items():
-            if seen[name]:
-                s, z = obs.calculate_qparams()
-                info = {"observer": observer, "min": float(obs.min_val), "max": float(obs.max_val), "batches": seen[name]}
-                qparams[name] = (s.reshape(1), z.to(torch.int32).reshape(1), info)
-        return qparams
-    finally:
-        for obs in observers.values():
-            obs.close()
+    if batches == 0:
+        raise ValueError("calibration_data yielded no batches; static quantization needs at least one")
+    if samples < MIN_CALIBRATION_SAMPLES:
+        warnings.warn(f"static quantization calibrated on only {samples} samples (fewer than {MIN_CALIBRATION_SAMPLES}); activation ranges may not be representative", MonoquantWarning, stacklevel=3)
+    if outliers:
+        warnings.warn(f"activations with heavy outliers (max > {OUTLIER_RATIO:g}x the 99.9th percentile) at the input of {', '.join(sorted(outliers))}; per-tensor INT8 activations will lose precision there: consider skip=[...] or observer='histogram'", MonoquantWarning, stacklevel=3)
+    return seen
 
 
 # ------------------------------------------------------------------------------------------------
 # quantize
 
-def _weight_spec(bits, dtype, scheme, group_size, k):
-    """The spec for one weight whose rows have k values; INT4 falls back as the engine does."""
-    if bits == 16:
-        return QuantSpec(dtype), None
-    if bits == 8:
-        return QuantSpec("int8", scheme, "per_channel", axis=0), None
-    gs = group_size
-    if k % gs == 0:
-        return QuantSpec("int4", scheme, "per_group", group_size=gs), None
-    for d in range(min(gs, k), MIN_FALLBACK_GROUP - 1, -1):
-        if k % d == 0:
-            return QuantSpec("int4", scheme, "per_group", group_size=d), f"group size {gs} does not divide the row length {k}; using group size {d}"
-    return QuantSpec("int8", scheme, "per_channel", axis=0), (
-        f"group size {gs} does not divide the row length {k} and no divisor in [{MIN_FALLBACK_GROUP}, {gs}] does; using INT8 per-channel"
-    )
+_ENGINE_CLASS = ((nn.Linear, "torch.nn.modules.linear.Linear"), (nn.Conv2d, "torch.nn.modules.conv.Conv2d"), (nn.LSTM, "torch.nn.modules.rnn.LSTM"))
 
 
-def _row_length(mod):
-    if isinstance(mod, nn.LSTM):
-        return {n: getattr(mod, n).shape[1] for n in mod._flat_weights_names if n.startswith("weight")}
-    w = mod.weight
-    return {"weight": w[0].numel() if w.dim() > 1 else w.numel()}
+def _engine_class(mod):
+    # Subclasses (nn.MultiheadAttention's NonDynamicallyQuantizableLinear, user classes) are
+    # quantized as their base: tell the engine the base class it knows.
+    for base, name in _ENGINE_CLASS:
+        if isinstance(mod, base):
+            return name
+    raise AssertionError(type(mod))
 
 
 def _check_args(bits, dtype, scheme, observer, group_size, layers, skip):
@@ -273,39 +234,44 @@ def _check_args(bits, dtype, scheme, observer, group_size, layers, skip):
 
 def quantize(model, bits=8, dynamic=None, calibration_data=None, scheme="symmetric", observer="minmax",
              group_size=128, layers=DEFAULT_LAYERS, skip=(), inplace=False, progress=None, dtype=None,
-             observer_kwargs=None, max_calibration_batches=None, check_sqnr=True):
+             max_calibration_batches=None):
     """Quantizes a model (or a state dict) with the engine.
 
     Args:
         model: an ``nn.Module`` (its selected layers are replaced by QuantizedLinear /
             QuantizedConv2d / QuantizedLSTM) or a state dict (a mapping of names to tensors;
-            returns a quantized state dict, see ``quantize_state_dict``).
+            returns a ``QuantizedStateDict``, layers found by the engine from names and shapes).
         bits: 8 → INT8 per-channel weights; 4 → INT4 group-wise weights (``group_size`` values
-            per scale along each row; when it does not divide a row, the largest divisor ≥ 16
-            is used, else INT8 per-channel, with a warning); 16 → FP16 (or ``dtype="bf16"``).
+            per scale along each row; when it does not divide a row, the engine uses the largest
+            divisor ≥ 16, else INT8 per-channel, with a warning); 16 → FP16 (or ``dtype="bf16"``).
         dynamic: for bits 8 and 4, how activations are quantized. True: per batch at run time
             (no data needed). False: static, with qparams calibrated by running
             ``calibration_data`` through the model. None (default): static when
             ``calibration_data`` is given, dynamic otherwise. bits=16 is weight-only.
         calibration_data: a list of tensors or any iterable / DataLoader yielding tensors,
             tuples (the leading positional arguments of ``forward``) or dicts (keyword arguments).
-        scheme: "symmetric" or "asymmetric" (weights).
+        scheme: "symmetric" or "asymmetric" (weights; activations are quint8 affine).
         observer: activation observer for static mode: "minmax", "moving_average" or
-            "histogram"; ``observer_kwargs`` passes torch's constructor arguments to it.
+            "histogram" (torch's defaults for their arguments).
         group_size: INT4 values per scale.
-        layers: the layer types to quantize.
-        skip: module names or glob patterns (``"classifier.*"``) to leave in float.
-        inplace: modify ``model`` instead of returning a quantized copy.
+        layers: the layer types to quantize (subclasses count as their base).
+        skip: module names, prefixes or glob patterns (``"classifier.*"``) to leave in float.
+        inplace: replace the layers of ``model`` itself instead of returning a quantized copy.
         progress: None (a bar on stderr when it is a terminal), True/False, or a callable
             ``progress(done, total, name)``.
         max_calibration_batches: stop calibrating after this many batches.
-        check_sqnr: compute each layer's weight SQNR and warn below ``SQNR_WARN_DB``.
 
     Returns:
-        the quantized model (or quantized state dict).
+        the quantized model (or QuantizedStateDict). The engine's report is in
+        ``qmodel.monoquant_report`` (a dict); ``monoquant.save`` writes the model.
+
+    Warns:
+        MonoquantWarning for every warning of the engine's report (first/last layer quantized,
+        low SQNR, INT4 on small layers, group-size fallbacks, FP16 overflow, layers without
+        calibration data) and for thin or outlier-heavy calibration data.
 
     Raises:
-        ValueError: static mode without calibration data, bad options.
+        ValueError: static mode without calibration data, bad options, nothing to quantize.
         TypeError: a model that is neither an nn.Module nor a state dict, bad layer types.
         NonFiniteError: a weight holding NaN or Inf (the message names it).
     """
@@ -319,8 +285,8 @@ def quantize(model, bits=8, dynamic=None, calibration_data=None, scheme="symmetr
         raise TypeError(f"quantize() takes an nn.Module or a state dict (a mapping of names to tensors), got {type(model).__name__}")
     if dynamic is None:
         dynamic = calibration_data is None
-    weight_only = bits == 16
-    if not weight_only and not dynamic and calibration_data is None:
+    static = bits != 16 and not dynamic
+    if static and calibration_data is None:
         raise ValueError("static quantization (dynamic=False) needs calibration_data: a list of input tensors or a DataLoader; pass dynamic=True to quantize activations per batch at run time instead")
     if isinstance(calibration_data, torch.Tensor):
         calibration_data = [calibration_data]
@@ -329,133 +295,44 @@ def quantize(model, bits=8, dynamic=None, calibration_data=None, scheme="symmetr
     if not selected:
         raise ValueError(f"nothing to quantize: the model has no {', '.join(t.__name__ for t in layers)} layers" + (" outside skip" if cands else ""))
 
-    act_qparams = {}
-    if not weight_only and not dynamic:
-        act_qparams = _calibrate(model, selected, calibration_data, observer, observer_kwargs, max_calibration_batches)
+    from . import _model
+    from .files import build_quantized
 
-    if len(cands) >= 2 and len(selected) == len(cands):
-        warnings.warn(f"every layer is quantized, including the first ({cands[0][0]}) and the last ({cands[-1][0]}), which are often the most sensitive; consider skip=[{cands[-1][0]!r}]", MonoquantWarning, stacklevel=2)
-
-    if inplace:
-        out = model
-    else:
-        # Share the layers about to be replaced instead of copying their weights: the copy drops
-        # them anyway, and copying a large model's weights would double its memory for nothing.
-        memo = {id(m): m for _, m in selected}
-        out = copy.deepcopy(model, memo)
-
-    low, small, fallbacks = [], [], []
-    with Progress(progress, len(selected)) as bar:
+    sd = model.state_dict(keep_vars=False)
+    mine = set()
+    for name, mod in selected:
+        prefix = name + "." if name else ""
+        mine.update(prefix + k for k in mod.state_dict().keys())
+    # The engine quantizes exactly the layers chosen here: every other tensor is skipped by name.
+    engine_skip = [k for k in sd if k not in mine]
+    cfg = _model.ModelConfig(bits, fmt16, scheme, group_size, skip=engine_skip, static=static, observer=observer)
+    with _model.ModelHandle.new() as m:
+        for k, v in sd.items():
+            m.add_tensor(k, v)
         for name, mod in selected:
-            qmod = _quantize_layer(name, mod, bits, fmt16, scheme, group_size, dynamic, act_qparams, fallbacks, small)
-            if check_sqnr:
-                worst = _layer_sqnr(mod, qmod)
-                spec_fmt = next(iter(qmod._qweights.values()))[0].format
-                if worst < SQNR_WARN_DB[spec_fmt]:
-                    low.append(f"{name or type(mod).__name__} ({worst:.1f} dB)")
-            if name == "":
-                out = qmod  # the model is itself a layer
-            else:
-                _set_module(out, name, qmod)
-            bar.step(name)
-    for msg in fallbacks:
-        warnings.warn(msg, MonoquantWarning, stacklevel=2)
-    if small:
-        warnings.warn(f"INT4 on small layers ({', '.join(small)}: fewer than {SMALL_INT4_ELEMENTS} weights): little memory saved for much accuracy lost; consider skip=[...]", MonoquantWarning, stacklevel=2)
-    if low:
-        warnings.warn(f"weight SQNR below the threshold ({SQNR_WARN_DB}) for {', '.join(low)}", MonoquantWarning, stacklevel=2)
-    out.__dict__["_monoquant"] = {
-        "bits": bits, "format": fmt16 if weight_only else ("int8" if bits == 8 else "int4"), "scheme": scheme,
-        "group_size": group_size, "mode": "weight_only" if weight_only else ("dynamic" if dynamic else "static"),
-        "observer": observer if (not weight_only and not dynamic) else None,
-    }
+            m.set_module_type(name, _engine_class(mod))
+        if static:
+            m.calibrate_begin(cfg)
+            _calibrate(model, selected, calibration_data, m.calibrate, max_calibration_batches)
+        with Progress(progress, len(sd)) as bar:
+            names = list(sd)
+            q = m.quantize(cfg, lambda done, total: bar.update(done, total, names[done - 1] if 0 < done <= len(names) else ""))
+    try:
+        config = json.loads(q.metadata()["monoquant"])
+        stored = set()
+        for n in config["tensors"]:
+            stored.update((n, n + ".scale", n + ".zero_point"))
+        tensors = q.tensors(stored)
+        rep = q.report()
+        out = build_quantized(model, tensors, config, strict=False, inplace=inplace)
+    except BaseException:
+        q.close()
+        raise
+    for w in rep.get("warnings") or []:
+        warnings.warn(f"{w.get('code')}: {w.get('message')}", MonoquantWarning, stacklevel=2)
+    out.__dict__["monoquant_report"] = rep
+    out.__dict__["_monoquant_handle"] = q  # what save() writes
     return out
-
-
-def _quantize_layer(name, mod, bits, fmt16, scheme, group_size, dynamic, act_qparams, fallbacks, small):
-    if bits == 16:
-        activation = None
-    elif dynamic or name not in act_qparams:
-        activation = "dynamic"
-    else:
-        activation = "static"
-    iq, info = None, None
-    if activation == "static":
-        s, z, info = act_qparams[name]
-        iq = (s, z)
-    qmod = _build_layer(name, mod, bits, fmt16, scheme, group_size, activation, iq, fallbacks, small)
-    if info is not None:
-        qmod.input_info = info  # recorded in saved checkpoints (docs/FORMAT.md "activations")
-    return qmod
-
-
-def _build_layer(name, mod, bits, fmt16, scheme, group_size, activation, iq, fallbacks, small):
-    builder = _builder_for(mod)
-    if isinstance(mod, nn.LSTM):
-        qw = {}
-        for wname, k in _row_length(mod).items():
-            spec, note = _weight_spec(bits, fmt16, scheme, group_size, k)
-            if note:
-                fallbacks.append(f"{name + '.' if name else ''}{wname}: {note}")
-            w = getattr(mod, wname).detach()
-            if spec.format == "int4" and w.numel() < SMALL_INT4_ELEMENTS:
-                small.append(f"{name}.{wname}" if name else wname)
-            qw[wname] = _engine.quantize_tensor(w, spec, what=f"{name}.{wname}")
-        return QuantizedLSTM(mod, qw, activation, iq)
-    k = _row_length(mod)["weight"]
-    spec, note = _weight_spec(bits, fmt16, scheme, group_size, k)
-    if note:
-        fallbacks.append(f"{name + '.' if name else ''}weight: {note}")
-    if spec.format == "int4" and mod.weight.numel() < SMALL_INT4_ELEMENTS:
-        small.append(name or type(mod).__name__)
-    w = mod.weight.detach()
-    if isinstance(mod, nn.Conv2d):
-        qw = _engine.quantize_tensor(w.reshape(w.shape[0], -1) if spec.format == "int4" else w, spec, what=f"{name}.weight")
-        return QuantizedConv2d(mod, qw, activation, iq)
-    qw = _engine.quantize_tensor(w, spec, what=f"{name}.weight")
-    return builder(mod.in_features, mod.out_features, qw, mod.bias, activation, iq)
-
-
-# quantize() checks each layer's SQNR on at most this many weights (whole rows, evenly spaced):
-# enough for an estimate within a few tenths of a dB, and it keeps the check a small fraction of
-# the quantization time of a large model. report() measures every weight.
-SQNR_CHECK_ELEMENTS = 1 << 18
-
-
-def _row_sample(qt, w, limit):
-    """Every step-th row of a QTensor (2-D view: rows × rest) and of its float original; rows
-    are independent under per-channel (axis 0), per-group and float formats."""
-    spec = qt.spec
-    rows = qt.shape[0] if len(qt.shape) > 1 else 1
-    n = w.numel()
-    if n <= limit or rows < 2 or (spec.granularity == "per_channel" and spec.axis != 0) or spec.granularity == "per_tensor":
-        return qt, w
-    per_row = n // rows
-    if spec.format == "int4" and per_row % 2:
-        return qt, w  # rows do not start on a byte
-    step = -(-rows // max(1, limit // per_row))
-    data = qt.data.reshape(rows, -1)[::step].contiguous()
-    taken = data.shape[0]
-    scale = zp = None
-    if spec.is_integer:
-        cols = -1 if spec.granularity == "per_group" else None
-        scale = qt.scale.reshape(rows, -1)[::step].contiguous()
-        zp = qt.zero_point.reshape(rows, -1)[::step].contiguous()
-        if cols is None:
-            scale, zp = scale.reshape(-1), zp.reshape(-1)
-    sub = _engine.QTensor(data, scale, zp, (taken,) + tuple(qt.shape[1:]), spec)
-    return sub, w.reshape(rows, -1)[::step]
-
-
-def _layer_sqnr(fmod, qmod, limit=SQNR_CHECK_ELEMENTS):
-    """The worst weight SQNR (dB) of a quantized layer against its float original, estimated
-    on up to ``limit`` weights per tensor."""
-    worst = math.inf
-    for wname in qmod._qweights:
-        w = getattr(fmod, wname).detach()
-        qt, ref = _row_sample(qmod.qtensor(wname), w.reshape(w.shape[0], -1) if w.dim() > 1 else w, limit)
-        worst = min(worst, _engine.sqnr(ref.reshape(-1), qt.dequantize().reshape(-1)))
-    return worst
 
 
 # ------------------------------------------------------------------------------------------------

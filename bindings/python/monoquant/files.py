@@ -36,9 +36,17 @@ class QuantizedStateDict(OrderedDict):
         super().__init__(*args, **kw)
         self.config = config or {}
 
+    handle = None  # the engine's model (what save() writes); set by quantize() and load()
+    report = None
+
     def __reduce__(self):
         # Pickle as a plain OrderedDict so torch.load(weights_only=True) can read it back.
         return (OrderedDict, (list(self.items()),))
+
+    def __deepcopy__(self, memo):
+        out = QuantizedStateDict(((k, v.clone()) for k, v in self.items()), config=copy.deepcopy(self.config))
+        out.handle, out.report = self.handle, self.report
+        return out
 
 
 def _check_path(path):
@@ -84,57 +92,13 @@ def qtensor_from(tensors, name, tc):
     return QTensor(data, scale, zp, tuple(tc["quant_shape"]), spec, orig_dtype=torch.float32)
 
 
-def _observer_name(spec):
-    if not spec.is_integer:
-        return "none"
-    return {"per_tensor": "minmax", "per_channel": "per_channel_minmax", "per_group": "per_group_minmax"}[spec.granularity]
-
-
-def module_config(qmodel):
-    """The stored tensors (OrderedDict) and the config (dict) of a quantized nn.Module."""
-    sd = qmodel.state_dict()
-    tensors_cfg, acts = {}, {}
-    for name, mod in qmodel.named_modules():
-        if not isinstance(mod, QUANTIZED_TYPES):
-            continue
-        prefix = name + "." if name else ""
-        for wname, (spec, shape, qshape) in mod._qweights.items():
-            tc = {"bits": spec.bits, "format": spec.format, "axis": spec.axis if spec.granularity == "per_channel" else 0,
-                  "observer": _observer_name(spec), "dtype": "F32", "shape": list(shape), "quant_shape": list(qshape),
-                  "zero_point": spec.stores_zero_point, "layer": name, "layer_type": _LAYER_TYPES[type(mod)]}
-            if spec.is_integer:
-                tc.update(scheme=spec.scheme, granularity=spec.granularity, qdtype=spec.qdtype)
-                if spec.granularity == "per_group":
-                    tc["group_size"] = spec.group_size
-                if spec.reduce_range:
-                    tc["reduce_range"] = True
-                if spec.quant_range is not None:
-                    tc["quant_min"], tc["quant_max"] = spec.quant_range
-            tensors_cfg[prefix + wname] = tc
-        if mod.activation == "static":
-            info = getattr(mod, "input_info", {}) or {}
-            acts[name] = {"observer": info.get("observer", "minmax"), "qdtype": "quint8", "scheme": "asymmetric",
-                          "scale": [float(mod.input_scale.item())], "zero_point": [int(mod.input_zero_point.item())],
-                          "min": float(info.get("min", 0.0)), "max": float(info.get("max", 0.0)), "batches": int(info.get("batches", 0))}
-            sd.pop(prefix + "input_scale", None)
-            sd.pop(prefix + "input_zero_point", None)
-    if not tensors_cfg:
-        raise ValueError("the model has no quantized layers (QuantizedLinear, QuantizedConv2d, QuantizedLSTM); run monoquant.quantize first")
-    from . import __version__
-
-    config = {"format_version": FORMAT_VERSION, "tool": "monoquant-python", "tool_version": __version__,
-              "mode": "static" if acts else "weight_only", "tensors": tensors_cfg}
-    if acts:
-        config["activations"] = acts
-    return OrderedDict((k, v.detach().contiguous()) for k, v in sd.items()), config
-
-
 def _get_module(root, name):
     return root if name == "" else root.get_submodule(name)
 
 
-def build_quantized(model, tensors, config, strict=True):
-    """A runnable quantized copy of the float skeleton ``model`` from stored tensors and config."""
+def build_quantized(model, tensors, config, strict=True, inplace=False):
+    """A runnable quantized copy of the float skeleton ``model`` (or, with ``inplace``, the model
+    itself) from stored tensors and config."""
     from ._errors import FormatError, UnsupportedError
 
     by_layer = OrderedDict()
@@ -178,11 +142,13 @@ def build_quantized(model, tensors, config, strict=True):
         if layer in acts:
             qmod.input_info = {k: acts[layer].get(k) for k in ("observer", "min", "max", "batches")}
         replaced[layer] = qmod
-    memo = {id(_get_module(model, layer)): None for layer in replaced}
-    out = copy.deepcopy(model, memo) if "" not in replaced else None
-    if out is None:
+    if "" in replaced:
         out = replaced[""]
     else:
+        # Leave the replaced layers out of the copy instead of copying their float weights only
+        # to drop them (a large model's weights would briefly double its memory).
+        memo = {id(_get_module(model, layer)): None for layer in replaced}
+        out = model if inplace else copy.deepcopy(model, memo)
         for layer, qmod in replaced.items():
             parent, _, child = layer.rpartition(".")
             setattr(_get_module(out, parent), child, qmod)
@@ -214,20 +180,37 @@ def dequantize_state_dict(sd, config):
 # ------------------------------------------------------------------------------------------------
 # Public functions
 
+def _handle_of(obj):
+    h = obj.__dict__.get("_monoquant_handle") if isinstance(obj, nn.Module) else getattr(obj, "handle", None)
+    if h is None or h.closed:
+        raise ValueError(
+            "save() writes the engine's snapshot of a quantized model, and this object has none: save the model "
+            "returned by monoquant.quantize() or monoquant.load() (a copy made with copy.deepcopy keeps it; one "
+            "rebuilt from torch.save/torch.load does not)"
+        )
+    return h
+
+
 def save(obj, path):
-    """Writes a quantized model or quantized state dict to ``path``: ``.safetensors``, or a
-    torch zip file for ``.pt``/``.pth`` (readable with ``torch.load(weights_only=True)``). The
-    write is atomic (a temporary file renamed into place)."""
+    """Writes a quantized model (as ``monoquant.quantize``/``load`` returned it) or a
+    QuantizedStateDict to ``path``: ``.safetensors``, or a torch zip file for ``.pt``/``.pth``
+    (readable with ``torch.load(weights_only=True)``), in the format of docs/FORMAT.md. The
+    engine writes a temporary file in the same folder and renames it into place.
+
+    What is written is the engine's snapshot of the quantization result: the stored weights and
+    qparams and every other tensor the model had when it was quantized or loaded.
+    """
     path = _check_path(path)
     if isinstance(obj, nn.Module):
-        tensors, config = module_config(obj)
+        if not any(isinstance(m, QUANTIZED_TYPES) for m in obj.modules()):
+            raise ValueError("the model has no quantized layers (QuantizedLinear, QuantizedConv2d, QuantizedLSTM); run monoquant.quantize first")
     elif isinstance(obj, QuantizedStateDict):
-        tensors, config = obj, obj.config
+        pass
     elif isinstance(obj, Mapping):
         raise TypeError("save() takes a quantized model or the QuantizedStateDict that quantize()/load() return; a plain dict has no quantization config")
     else:
         raise TypeError(f"save() takes a quantized nn.Module or a QuantizedStateDict, got {type(obj).__name__}")
-    _model.write_checkpoint(tensors, {METADATA_KEY: json.dumps(config)}, path)
+    _handle_of(obj).save(path)
 
 
 def load(path, model=None, strict=True):
@@ -238,39 +221,85 @@ def load(path, model=None, strict=True):
     model is left unchanged. Without it, returns a QuantizedStateDict.
     """
     path = _check_path(path)
-    tensors, metadata = _model.read_checkpoint(path)
-    if METADATA_KEY not in metadata:
-        from ._errors import FormatError
-
-        raise FormatError(f"{path} is not a monoquant quantized checkpoint (no {METADATA_KEY!r} metadata)")
-    config = json.loads(metadata[METADATA_KEY])
-    if model is None:
-        return QuantizedStateDict(tensors, config=config)
-    if not isinstance(model, nn.Module):
+    if model is not None and not isinstance(model, nn.Module):
         raise TypeError(f"load(model=...) takes a float nn.Module skeleton, got {type(model).__name__}")
-    return build_quantized(model, tensors, config, strict=strict)
+    h = _model.ModelHandle.load(path)
+    try:
+        metadata = h.metadata()
+        if METADATA_KEY not in metadata:
+            from ._errors import FormatError
+
+            raise FormatError(f"{path} is not a monoquant quantized checkpoint (no {METADATA_KEY!r} metadata): quantize it first")
+        config = json.loads(metadata[METADATA_KEY])
+        tensors = h.tensors()
+        if model is None:
+            sd = QuantizedStateDict(tensors, config=config)
+            sd.handle = h
+            return sd
+        out = build_quantized(model, tensors, config, strict=strict)
+    except BaseException:
+        h.close()
+        raise
+    out.__dict__["_monoquant_handle"] = h
+    return out
 
 
 def quantize_state_dict(sd, bits=8, dynamic=None, calibration_data=None, scheme="symmetric", group_size=128, skip=(), progress=None, dtype="fp16"):
     """quantize() for a state dict: the engine's planner picks the layers from names and shapes
     (2-D ``.weight`` → linear, 4-D → conv2d, ``weight_ih_l*``/``weight_hh_l*`` → lstm) and
-    quantizes them; returns a QuantizedStateDict."""
+    quantizes them; returns a QuantizedStateDict (weights-only: a state dict has no forward pass
+    to calibrate or to quantize activations in)."""
+    from ._progress import Progress
+
     if calibration_data is not None or dynamic is False:
-        raise ValueError("a state dict has no forward pass to calibrate: quantize the nn.Module for static mode (or use monoquant.record_activations and the CLI)")
+        raise ValueError("a state dict has no forward pass to calibrate: quantize the nn.Module for static mode (or use monoquant.record_activations and the CLI's --calibration)")
     for k, v in sd.items():
         if not isinstance(k, str) or not isinstance(v, torch.Tensor):
             raise TypeError(f"a state dict maps names to tensors; got {type(k).__name__} -> {type(v).__name__}")
-    return _model.quantize_tensors(sd, bits=bits, scheme=scheme, group_size=group_size, skip=skip, progress=progress, dtype=dtype)
+    cfg = _model.ModelConfig(bits, dtype, scheme, group_size, skip=list(skip))
+    names = list(sd)
+    with _model.ModelHandle.new() as m:
+        for k, v in sd.items():
+            m.add_tensor(k, v)
+        with Progress(progress, len(sd)) as bar:
+            q = m.quantize(cfg, lambda done, total: bar.update(done, total, names[done - 1] if 0 < done <= len(names) else ""))
+    try:
+        config = json.loads(q.metadata()[METADATA_KEY])
+        out = QuantizedStateDict(q.tensors(), config=config)
+        rep = q.report()
+    except BaseException:
+        q.close()
+        raise
+    import warnings
+
+    from ._errors import MonoquantWarning
+
+    for w in rep.get("warnings") or []:
+        warnings.warn(f"{w.get('code')}: {w.get('message')}", MonoquantWarning, stacklevel=3)
+    out.handle = q
+    out.report = rep
+    return out
 
 
 def dequantize_file_or_state_dict(x):
-    """Float32 state dict of a quantized checkpoint file or QuantizedStateDict."""
+    """Float32 state dict (OrderedDict) of a quantized checkpoint file or QuantizedStateDict,
+    dequantized by the engine."""
     if isinstance(x, QuantizedStateDict):
-        return dequantize_state_dict(x, x.config)
+        h = getattr(x, "handle", None)
+        if h is None or h.closed:
+            return dequantize_state_dict(x, x.config)
+        with h.dequantize() as f:
+            return f.tensors()
     if isinstance(x, Mapping):
         raise TypeError("dequantize() takes a quantized model, a QuantizedStateDict or a checkpoint path; a plain dict has no quantization config")
-    sd = load(x)
-    return dequantize_state_dict(sd, sd.config)
+    path = _check_path(x)
+    with _model.ModelHandle.load(path) as h:
+        if METADATA_KEY not in h.metadata():
+            from ._errors import FormatError
+
+            raise FormatError(f"{path} is not a monoquant quantized checkpoint (no {METADATA_KEY!r} metadata)")
+        with h.dequantize() as f:
+            return f.tensors()
 
 
 def write_tensors(tensors, path):

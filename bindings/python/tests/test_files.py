@@ -192,8 +192,16 @@ def test_bad_files_and_paths(tmp_path):
         monoquant.load(plain)
     good = tmp_path / "good.pt"
     monoquant.save(q, good)
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match="no such module"):
         monoquant.load(good, model=nn.Sequential())
+    other = fresh()
+    other.fc = nn.Linear(32, 7)
+    with pytest.raises(ValueError, match=r"fc.weight has shape \[5, 32\] in the checkpoint but \[7, 32\]"):
+        monoquant.load(good, model=other)
+    other = fresh()
+    other.fc = nn.Conv2d(32, 5, 1)
+    with pytest.raises(ValueError, match="Conv2d in the model but linear"):
+        monoquant.load(good, model=other)
     with pytest.raises(TypeError):
         monoquant.load(good, model="net")
     with pytest.raises(monoquant.MonoquantIOError):
