@@ -8,7 +8,6 @@ import (
 	"io"
 	"strings"
 
-	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/tensor"
 )
@@ -258,5 +257,3 @@ func dash(s string) string {
 	}
 	return s
 }
-
-var _ checkpoint.Reader = (*inputReader)(nil)

@@ -61,6 +61,8 @@ func openInput(what, path string) (checkpoint.Reader, error) {
 // "the input is corrupt" and not "internal error".
 type inputReader struct{ checkpoint.Reader }
 
+var _ checkpoint.Reader = (*inputReader)(nil)
+
 func (r *inputReader) Tensor(name string) (*tensor.Tensor, error) {
 	t, err := r.Reader.Tensor(name)
 	if err != nil {

@@ -108,20 +108,3 @@ func shapeString(shape []int) string {
 	}
 	return "[" + strings.Join(parts, ", ") + "]"
 }
-
-// jsonFloat keeps ±Inf and NaN (exact reconstruction, 0/0) encodable: encoding/json refuses
-// them, and a script must still get a document.
-type jsonFloat float64
-
-func (f jsonFloat) MarshalJSON() ([]byte, error) {
-	v := float64(f)
-	switch {
-	case math.IsInf(v, 1):
-		return []byte(`"inf"`), nil
-	case math.IsInf(v, -1):
-		return []byte(`"-inf"`), nil
-	case math.IsNaN(v):
-		return []byte(`null`), nil
-	}
-	return json.Marshal(v)
-}
