@@ -23,7 +23,11 @@ const (
 	mqEFORMAT      = C.MQ_EFORMAT
 	mqEUNSUPPORTED = C.MQ_EUNSUPPORTED
 	mqECANCELED    = C.MQ_ECANCELED
+	layerDefault   = C.MQ_LAYER_DEFAULT
 )
+
+// status is C.int under a name that Go test files, which cannot import "C", can write.
+type status = C.int
 
 // modelErr classifies an error of core/model or core/checkpoint by its sentinels: the engine's
 // file and option errors carry them, and the same failure must get the same code from every
