@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -140,28 +141,41 @@ func TestProgressWrapper(t *testing.T) {
 }
 
 func TestSignalInterruptsCleanly(t *testing.T) {
-	root := repoRoot(t)
 	dir := t.TempDir()
-	in := copyFile(t, filepath.Join(root, "examples", "tiny_transformer.safetensors"), dir)
+	// 64 MB of Linear weights: long enough for the signal to land mid-run.
+	tensors := map[string]*tensorT{}
+	var order []string
+	for i := 0; i < 16; i++ {
+		n := "layers." + strconv.Itoa(i) + ".weight"
+		tensors[n] = tf(ramp(1024*1024, 0.05), 1024, 1024)
+		order = append(order, n)
+	}
+	in := filepath.Join(dir, "big.safetensors")
+	writeSafetensors(t, in, tensors, order...)
 	cmd := exec.Command(binPath, "quantize", "--model", in)
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	time.Sleep(100 * time.Millisecond)
 	cmd.Process.Signal(syscall.SIGINT)
 	err := cmd.Wait()
 	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		// Either the signal arrived before the handler was installed (killed by SIGINT) or the
-		// run stopped and said so; in both cases nothing may be left but the input.
-		if ee.ExitCode() == exitInterrupted && !strings.Contains(errb.String(), "interrupted") {
-			t.Errorf("exit 130 without saying so: %q", errb.String())
+	switch {
+	case err == nil:
+		t.Log("the run finished before the signal arrived")
+		if _, err := os.Stat(filepath.Join(dir, "big.int8.safetensors")); err != nil {
+			t.Errorf("exit 0 but no output: %v", err)
 		}
-	}
-	for _, f := range listDir(t, dir) {
-		if f != "tiny_transformer.safetensors" && f != "tiny_transformer.int8.safetensors" {
-			t.Errorf("after SIGINT the folder holds %s", f)
+	case errors.As(err, &ee) && ee.ExitCode() == exitInterrupted:
+		if got := strings.TrimSpace(errb.String()); got != "monoquant: interrupted; no output was written" {
+			t.Errorf("interrupted run: stderr %q", got)
 		}
+		if got := listDir(t, dir); len(got) != 1 || got[0] != "big.safetensors" {
+			t.Errorf("after SIGINT the folder holds %v, want only the input", got)
+		}
+	default:
+		t.Errorf("SIGINT during quantize: %v (stderr %q), want exit %d", err, errb.String(), exitInterrupted)
 	}
 }
