@@ -92,17 +92,9 @@ func inspectFile(path string) (*inspectResult, error) {
 			res.Metadata[k] = v
 		}
 	}
-	// Layer types: a plan over every quantizable type classifies each tensor; a plan with the
-	// default options says what `quantize` would do.
-	var all []model.LayerType
-	for _, c := range layerChoices() {
-		all = append(all, model.LayerType(c))
-	}
-	classified := map[string]*model.TensorPlan{}
-	if p, err := model.NewPlan(entries, r.ModuleTypes(), model.Options{LayerTypes: all}); err == nil {
-		for i := range p.Tensors {
-			classified[p.Tensors[i].Name] = &p.Tensors[i]
-		}
+	classified := map[string]model.TensorClass{}
+	for _, c := range model.Classify(entries, r.ModuleTypes()) {
+		classified[c.Name] = c
 	}
 	for _, e := range entries {
 		n := tensor.NumElements(e.Shape)
@@ -137,10 +129,10 @@ func inspectFile(path string) (*inspectResult, error) {
 				} else {
 					it.Role = tc.Format + " values"
 				}
-			} else if tp, ok := classified[e.Name]; ok {
-				it.Layer, it.LayerType = tp.Layer, string(tp.LayerType)
 			} else if i := strings.LastIndex(e.Name, "."); i > 0 && layerTypes[e.Name[:i]] != "" {
 				it.Layer, it.LayerType = e.Name[:i], layerTypes[e.Name[:i]]
+			} else if c, ok := classified[e.Name]; ok {
+				it.Layer, it.LayerType = c.Layer, string(c.LayerType)
 			}
 			res.Tensors = append(res.Tensors, it)
 		}
@@ -162,8 +154,8 @@ func inspectFile(path string) (*inspectResult, error) {
 	}
 	for _, e := range entries {
 		it := inspectTensor{Name: e.Name, DType: e.DType.String(), Shape: e.Shape, Bytes: int64(tensor.NumElements(e.Shape)) * int64(e.DType.Size()), Action: string(model.ActionKeep)}
-		if tp, ok := classified[e.Name]; ok {
-			it.Layer, it.LayerType = tp.Layer, string(tp.LayerType)
+		if c, ok := classified[e.Name]; ok {
+			it.Layer, it.LayerType = c.Layer, string(c.LayerType)
 		}
 		if tp, ok := actions[e.Name]; ok {
 			it.Layer, it.LayerType = tp.Layer, string(tp.LayerType)

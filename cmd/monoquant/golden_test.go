@@ -93,6 +93,7 @@ func TestGoldenInspect(t *testing.T) {
 		{"inspect_digits_cnn_module.txt", []string{"inspect", "../../examples/digits_cnn_module.pt"}},
 		{"inspect_tiny_transformer.txt", []string{"inspect", "../../examples/tiny_transformer.safetensors"}},
 		{"inspect_torch_module.txt", []string{"inspect", "../../testdata/checkpoints/torch/module.pt"}},
+		{"inspect_nothing_to_quantize.txt", []string{"inspect", "../../testdata/checkpoints/torch/nested.pt"}},
 		{"inspect_sharded.json", []string{"inspect", "../../testdata/checkpoints/safetensors/sharded/model.safetensors.index.json", "--json"}},
 		{"inspect_digits_cnn_module.json", []string{"inspect", "--json", "../../examples/digits_cnn_module.pt"}},
 	}
