@@ -12,10 +12,11 @@
  *    The reason, in words, is then available from mq_last_error() on the same thread.
  *  - Output parameters of constructors come first (mq_observer_new(&obs, &cfg)).
  *  - The caller owns every buffer it passes in; the library reads or writes it only for the
- *    length of the call and never keeps a pointer to it. Strings returned by the library are
+ *    length of the call and never keeps a pointer to it, with one exception: mq_model_add_tensor
+ *    borrows contiguous tensor data until mq_model_free. Strings returned by the library are
  *    owned by the library.
- *  - Handles (mq_observer*) are opaque. Every _new has a _free that accepts NULL and a stale or
- *    already-freed handle without crashing. Any other function given a NULL, stale, freed or
+ *  - Handles (mq_observer*, mq_model*) are opaque. Every _new has a _free that accepts NULL and a
+ *    stale or already-freed handle without crashing. Any other function given a NULL, stale, freed or
  *    foreign handle returns MQ_EHANDLE.
  *  - All functions are thread-safe. Calls on one handle from several threads are serialised by the
  *    library; calls on different handles and the stateless functions run in parallel.
