@@ -7,23 +7,53 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
-// File is a file being written. Use it as an io.Writer (it is an *os.File underneath, so
-// io.Copy and positioned writes work), then Commit or Abort.
+// File is a file being written. Use it as an io.Writer, then Commit or Abort.
+//
+// Sequential writes are handed to the disk as they go (sync_file_range in windows of
+// writebackWindow bytes) instead of piling up as dirty pages for Commit's fsync: that fsync then
+// has little left to do, the disk works while the caller computes the next tensor, and the page
+// cache holds at most two windows of unwritten data.
 type File struct {
 	*os.File
 	target string
 	done   bool
+
+	written int64 // bytes written through Write, in order
+	started int64 // writeback has been started for [0, started)
+	waited  int64 // and has completed for [0, waited)
+}
+
+// writebackWindow is how much written data is handed to the disk at a time.
+const writebackWindow = 32 << 20
+
+// Write appends p and starts writeback of each full window; before starting one it waits for
+// the window before it, so unwritten data stays bounded.
+func (f *File) Write(p []byte) (int, error) {
+	n, err := f.File.Write(p)
+	f.written += int64(n)
+	if f.written-f.started >= writebackWindow {
+		fd := int(f.Fd())
+		// Errors are ignored on purpose: this is an optimisation hint (tmpfs, for one, does not
+		// support it); Commit's fsync reports any real write error.
+		if f.started > f.waited {
+			unix.SyncFileRange(fd, f.waited, f.started-f.waited,
+				unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+			f.waited = f.started
+		}
+		unix.SyncFileRange(fd, f.started, f.written-f.started, unix.SYNC_FILE_RANGE_WRITE)
+		f.started = f.written
+	}
+	return n, err
 }
 
 // Create starts writing path. The folder must exist and be writable; nothing at path changes
 // until Commit.
 func Create(path string) (*File, error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
+	dir, base := filepath.Dir(path), filepath.Base(path)
 	st, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("output folder %s: %w", dir, err)
