@@ -425,6 +425,55 @@ static void test_quantize(int bits) {
     CHECK_RC(mq_model_free(m), MQ_OK);
 }
 
+/* bits 16 (BF16 casts, no scales) and bits 0 (the spec used whole: INT8 per-tensor asymmetric,
+ * so zero points are stored and match the tensor-level ABI's). */
+static void test_other_formats(void) {
+    mq_model* m = build();
+    mq_model_config cfg;
+    CHECK_RC(mq_model_config_init(&cfg), MQ_OK);
+    cfg.bits = 16;
+    cfg.bf16 = 1;
+    mq_model *q = NULL, *d = NULL;
+    CHECK_RC(mq_model_quantize(m, &cfg, NULL, NULL, &q), MQ_OK);
+    size_t n = 0, nb = 0;
+    CHECK_RC(mq_model_tensor_count(q, &n), MQ_OK);
+    CHECK(n == 4, "BF16 model has %zu tensors, want 4 (no scales)", n);
+    mq_tensor_info info;
+    CHECK_RC(mq_model_tensor_info(q, 0, &info), MQ_OK);
+    CHECK(info.dtype == MQ_DTYPE_BF16 && info.nbytes == sizeof fc_w / 2, "BF16 fc.weight: dtype %d, %llu bytes; want BF16, %zu",
+          info.dtype, (unsigned long long)info.nbytes, sizeof fc_w / 2);
+    CHECK_RC(mq_model_dequantize(q, &d), MQ_OK);
+    float* w = d ? read_tensor(d, "fc.weight", &nb) : NULL;
+    double sqnr = 0;
+    if (w && nb == sizeof fc_w) CHECK_RC(mq_sqnr(fc_w, w, FC_OUT * FC_IN, &sqnr), MQ_OK);
+    CHECK(sqnr > 40, "BF16 fc.weight SQNR = %.2f dB, want > 40", sqnr);
+    free(w);
+    mq_model_free(d);
+    mq_model_free(q);
+
+    CHECK_RC(mq_model_config_init(&cfg), MQ_OK);
+    cfg.bits = 0;
+    cfg.spec.scheme = MQ_ASYMMETRIC;
+    cfg.spec.granularity = MQ_PER_TENSOR;
+    cfg.spec.qdtype = MQ_QUINT8;
+    q = NULL;
+    CHECK_RC(mq_model_quantize(m, &cfg, NULL, NULL, &q), MQ_OK);
+    check_against_tensor_api(q, "fc.weight", fc_w, 2, FC_W_SHAPE, &cfg.spec);
+    check_against_tensor_api(q, "conv.weight", cv_w, 4, CV_W_SHAPE, &cfg.spec);
+    size_t zb = 0;
+    int32_t* z = read_tensor(q, "fc.weight.zero_point", &zb);
+    mq_tensor in = tens(fc_w, MQ_DTYPE_F32, 2, FC_W_SHAPE, NULL);
+    uint8_t* qv = malloc(sizeof fc_w / 4);
+    float s1;
+    int32_t z1 = -1;
+    if (qv) CHECK_RC(mq_quantize_tensor(&cfg.spec, &in, qv, sizeof fc_w / 4, &s1, &z1, 1, NULL), MQ_OK);
+    CHECK(z && zb == 4 && z[0] == z1, "fc.weight.zero_point = %d (%zu bytes), tensor API gives %d", z ? z[0] : -1, zb, z1);
+    free(qv);
+    free(z);
+    mq_model_free(q);
+    mq_model_free(m);
+}
+
 static void test_static(void) {
     mq_model* m = build();
     mq_model_config cfg;
@@ -634,6 +683,7 @@ int main(void) {
     test_config_errors();
     test_quantize(8);
     test_quantize(4);
+    test_other_formats();
     test_static();
     test_files();
     test_threads();
