@@ -453,8 +453,9 @@ MQ_API int mq_model_calibrate_begin(mq_model* m, const mq_model_config* cfg);
 /* Feeds one batch of the input activations of `layer` (a module path as in the report, e.g.
  * "classifier.1") to its observer. Float dtypes only (MQ_EDTYPE). The tensor is read during the
  * call only. MQ_EINVAL for NULL layer/activation, no mq_model_calibrate_begin before, a layer the
- * config does not quantize (the message lists the quantized ones) or a batch the observer refuses
- * (NaN/Inf included; the message says which and the batch is not observed). */
+ * config does not quantize (the message lists the quantized ones) or a batch the observer refuses;
+ * MQ_ENONFINITE for a batch holding NaN (or +-Inf for the min/max observers). A refused batch is
+ * not observed and the message says why. */
 MQ_API int mq_model_calibrate(mq_model* m, const char* layer, const mq_tensor* activation);
 
 /* Quantizes the float model m with cfg into a NEW quantized model in *out (NULL on failure); m is

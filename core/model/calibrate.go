@@ -70,13 +70,13 @@ func (c *Calibration) Calibrate(layer string, x *tensor.Tensor) error {
 	if !ok {
 		var err error
 		if o, err = observer.New(c.opts); err != nil {
-			return fmt.Errorf("%w: layer %q: %v", ErrCalibration, layer, err)
+			return fmt.Errorf("%w: layer %q: %w", ErrCalibration, layer, err)
 		}
 	}
 	// A refused batch (NaN) leaves the observer as it was; a layer counts as calibrated only
 	// once a batch has been accepted.
 	if err := o.Observe(x); err != nil {
-		return fmt.Errorf("%w: layer %q: %v", ErrCalibration, layer, err)
+		return fmt.Errorf("%w: layer %q: %w", ErrCalibration, layer, err)
 	}
 	c.obs[layer] = o
 	c.batches[layer]++

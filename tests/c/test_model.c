@@ -500,8 +500,8 @@ static void test_static(void) {
     CHECK_RC(mq_model_calibrate(m, "fc", &xi), MQ_EDTYPE);
     float nan4[4] = {0, NAN, 1, 2};
     mq_tensor xn = tens(nan4, MQ_DTYPE_F32, 1, four, NULL);
-    /* core/model reports an observer's refusal as a calibration error, NaN included */
-    CHECK_RC(mq_model_calibrate(m, "fc", &xn), MQ_EINVAL);
+    /* NaN: refused as non-finite, the batch not observed */
+    CHECK_RC(mq_model_calibrate(m, "fc", &xn), MQ_ENONFINITE);
     CHECK(strstr(mq_last_error(), "NaN") != NULL, "NaN activation message %s does not say NaN", mq_last_error());
 
     mq_model* q = NULL;
