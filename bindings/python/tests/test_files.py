@@ -207,3 +207,80 @@ def test_bad_files_and_paths(tmp_path):
     with pytest.raises(monoquant.MonoquantIOError):
         monoquant.save(q, tmp_path / "no" / "such" / "dir" / "m.pt")
     assert not os.path.exists(tmp_path / "no")
+
+
+def test_closed_engine_snapshot_and_freed_handles_give_clear_errors(tmp_path, no_leaks):
+    from monoquant._model import ModelHandle
+
+    _, q = quantized(dict(bits=8))
+    q._monoquant_handle.close()
+    q._monoquant_handle.close()  # twice is fine
+    with pytest.raises(ValueError, match="has none"):
+        monoquant.save(q, tmp_path / "m.pt")
+    with torch.no_grad():
+        q(torch.randn(1, 3, 4, 4))  # the module itself does not need the snapshot to run
+    h = ModelHandle.new()
+    h.close()
+    with pytest.raises(monoquant.InvalidHandleError):
+        h.add_tensor("w", torch.zeros(2))
+    with pytest.raises(monoquant.InvalidHandleError):
+        h.save(tmp_path / "x.pt")
+    with ModelHandle.new() as h2:
+        h2.add_tensor("w", torch.zeros(2))
+        with pytest.raises(monoquant.InvalidArgumentError, match="w"):
+            h2.add_tensor("w", torch.zeros(2))  # duplicate name
+    assert h2.closed
+
+
+def test_progress_callback_exception_cancels_and_propagates():
+    m = fresh()
+
+    class Stop(Exception):
+        pass
+
+    def progress(done, total, name):
+        if done == 2:
+            raise Stop("stop here")
+
+    with pytest.raises(Stop, match="stop here"):
+        monoquant.quantize(m, progress=progress)
+
+
+def test_two_threads_quantizing_models_at_once_get_the_same_results():
+    import threading
+
+    models = [fresh(seed=s) for s in (1, 2)]
+    want = [monoquant.quantize(mm, bits=4, group_size=16).state_dict() for mm in models]
+    got = [None, None]
+    errors = []
+
+    def work(i):
+        try:
+            for _ in range(3):
+                got[i] = monoquant.quantize(models[i], bits=4, group_size=16).state_dict()
+        except Exception as e:  # surfaced below with the thread's index
+            errors.append((i, e))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for i in range(2):
+        assert set(got[i]) == set(want[i])
+        for k in want[i]:
+            assert torch.equal(got[i][k], want[i][k]), f"thread {i}: {k} differs"
+
+
+def test_results_carry_the_engine_report():
+    model = fresh()
+    qsd = monoquant.quantize(model.state_dict(), bits=8)
+    q = monoquant.quantize(model, bits=8)
+    for rep in (qsd.report, q.monoquant_report):
+        names = {t["name"] for t in rep["tensors"]}
+        assert {"fc.weight", "conv.weight", "dw.weight", "lstm.weight_ih_l0"} <= names, names
+        assert rep["tensors_quantized"] == len(names) and rep["sqnr_db"] > 30
+    # The engine's per-tensor SQNR agrees with monoquant.sqnr on the module's weights.
+    fc = next(t for t in q.monoquant_report["tensors"] if t["name"] == "fc.weight")
+    assert fc["sqnr_db"] == pytest.approx(monoquant.sqnr(model.fc.weight.detach(), q.fc.weight), abs=1e-4)

@@ -9,6 +9,9 @@ import torch.ao.quantization as tq
 
 import monoquant
 
+# torch deprecates reduce_range in favour of explicit ranges; the cases still use it on purpose.
+pytestmark = pytest.mark.filterwarnings("ignore:Please use quant_min and quant_max")
+
 PAIRS = [
     (monoquant.MinMaxObserver, tq.MinMaxObserver),
     (monoquant.MovingAverageMinMaxObserver, tq.MovingAverageMinMaxObserver),
