@@ -370,7 +370,8 @@ def dequantize(qmodel_or_path):
         for name, mod in list(out.named_modules()):
             if isinstance(mod, QUANTIZED_TYPES):
                 _set_module(out, name, _float_module(mod))
-        out.__dict__.pop("_monoquant", None)
+        out.__dict__.pop("_monoquant_handle", None)  # a float model has no quantized snapshot
+        out.__dict__.pop("monoquant_report", None)
         return out
     from .files import dequantize_file_or_state_dict
 

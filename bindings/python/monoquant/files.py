@@ -145,13 +145,18 @@ def build_quantized(model, tensors, config, strict=True, inplace=False):
     if "" in replaced:
         out = replaced[""]
     else:
-        # Leave the replaced layers out of the copy instead of copying their float weights only
-        # to drop them (a large model's weights would briefly double its memory).
-        memo = {id(_get_module(model, layer)): None for layer in replaced}
-        out = model if inplace else copy.deepcopy(model, memo)
-        for layer, qmod in replaced.items():
-            parent, _, child = layer.rpartition(".")
-            setattr(_get_module(out, parent), child, qmod)
+        swap = {id(_get_module(model, layer)): qmod for layer, qmod in replaced.items()}
+        if inplace:
+            out = model
+            # Every reference to a replaced layer, including a layer registered under two names.
+            for mod in list(model.modules()):
+                for child_name, child in list(mod._modules.items()):
+                    if child is not None and id(child) in swap:
+                        mod._modules[child_name] = swap[id(child)]
+        else:
+            # The copy takes the quantized layers in place of the float ones instead of copying
+            # float weights only to drop them (a large model's weights would briefly double).
+            out = copy.deepcopy(model, dict(swap))
     full = OrderedDict(tensors)
     for layer in acts:
         if layer in replaced:

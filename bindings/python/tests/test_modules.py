@@ -386,3 +386,14 @@ def test_bad_arguments():
         monoquant.quantize(nn.Sequential(nan))
     with pytest.raises(TypeError, match="float nn.Module"):
         monoquant.report(m, "q")
+
+
+def test_a_layer_registered_twice_is_quantized_once_and_shared():
+    for inplace in (False, True):
+        shared = nn.Linear(8, 8)
+        m = nn.Sequential(shared, nn.ReLU(), shared)
+        q = monoquant.quantize(m, inplace=inplace)
+        assert isinstance(q[0], monoquant.QuantizedLinear) and q[0] is q[2]
+        assert (q is m) == inplace and (m[0] is shared) != inplace
+        with torch.no_grad():
+            assert q(torch.randn(2, 8)).shape == (2, 8)
