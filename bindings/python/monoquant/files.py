@@ -139,8 +139,6 @@ def build_quantized(model, tensors, config, strict=True, inplace=False):
             qmod = QuantizedConv2d(mod, qts["weight"], activation, iq)
         else:
             qmod = QuantizedLinear(mod.in_features, mod.out_features, qts["weight"], mod.bias, activation, iq)
-        if layer in acts:
-            qmod.input_info = {k: acts[layer].get(k) for k in ("observer", "min", "max", "batches")}
         replaced[layer] = qmod
     if "" in replaced:
         out = replaced[""]

@@ -397,3 +397,32 @@ def test_a_layer_registered_twice_is_quantized_once_and_shared():
         assert (q is m) == inplace and (m[0] is shared) != inplace
         with torch.no_grad():
             assert q(torch.randn(2, 8)).shape == (2, 8)
+
+
+def test_progress_bar_appears_on_a_terminal_by_default():
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from conftest import PKG_ROOT
+
+    code = ("import warnings, torch.nn as nn, monoquant\nwarnings.simplefilter('ignore')\n"
+            "monoquant.quantize(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)))\n")
+    master, slave = pty.openpty()
+    env = dict(os.environ, PYTHONPATH=PKG_ROOT)
+    p = subprocess.Popen([sys.executable, "-c", code], stderr=slave, stdout=subprocess.DEVNULL, env=env)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert p.wait(timeout=300) == 0, out.decode(errors="replace")
+    text = out.decode(errors="replace")
+    assert "quantizing [" in text and "4/4" in text, text

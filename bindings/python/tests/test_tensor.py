@@ -154,3 +154,13 @@ def test_sqnr_matches_torch_formula():
     assert monoquant.sqnr(a, a) == float("inf")
     with pytest.raises(ValueError, match="elements"):
         monoquant.sqnr(a, a[:10])
+
+
+def test_sparse_and_expanded_inputs_are_densified_once():
+    dense = torch.randn(16, 32)
+    dense[dense.abs() < 1] = 0
+    a = monoquant.quantize_tensor(dense.to_sparse())
+    b = monoquant.quantize_tensor(dense)
+    assert torch.equal(a.data, b.data) and torch.equal(a.scale, b.scale)
+    row = torch.randn(1, 32).expand(8, 32)  # stride 0 along dim 0
+    assert torch.equal(monoquant.quantize_tensor(row).data, monoquant.quantize_tensor(row.contiguous()).data)
