@@ -86,7 +86,9 @@ class ModelHandle(Handle):
         return self
 
     def __reduce__(self):
-        raise TypeError("a monoquant model handle holds native memory and cannot be pickled")
+        # Native memory cannot travel through pickle: a pickled quantized model (torch.save of the
+        # whole module) comes back runnable but without a snapshot, and save() says so.
+        return (_detached, ())
 
     @classmethod
     def new(cls):
@@ -211,6 +213,11 @@ class ModelHandle(Handle):
     def report(self):
         """The quantization report (a dict) of the mq_model_quantize call that made this model."""
         return self._json(_lib.mq_model_report_json, "mq_model_report_json")
+
+
+def _detached():
+    """A closed handle: what an unpickled quantized model carries instead of the snapshot."""
+    return ModelHandle()
 
 
 def write_checkpoint(tensors, metadata, path):

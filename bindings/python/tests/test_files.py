@@ -284,3 +284,28 @@ def test_results_carry_the_engine_report():
     # The engine's per-tensor SQNR agrees with monoquant.sqnr on the module's weights.
     fc = next(t for t in q.monoquant_report["tensors"] if t["name"] == "fc.weight")
     assert fc["sqnr_db"] == pytest.approx(monoquant.sqnr(model.fc.weight.detach(), q.fc.weight), abs=1e-4)
+
+
+def test_copies_and_pickles_of_a_quantized_model(tmp_path):
+    import copy
+    import io
+
+    _, q = quantized(dict(bits=8, calibration=True))
+    x = torch.randn(2, 3, 4, 4)
+    c = copy.deepcopy(q)  # shares the engine snapshot: save still works
+    monoquant.save(c, tmp_path / "c.safetensors")
+    buf = io.BytesIO()
+    torch.save(q, buf)  # the whole module, pickled
+    buf.seek(0)
+    r = torch.load(buf, weights_only=False)
+    with torch.no_grad():
+        assert torch.equal(r(x), q(x))
+        assert torch.equal(monoquant.load(tmp_path / "c.safetensors", model=fresh())(x), q(x))
+    with pytest.raises(ValueError, match="has none"):
+        monoquant.save(r, tmp_path / "r.pt")
+    sd = monoquant.load(tmp_path / "c.safetensors")
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    buf.seek(0)
+    plain = torch.load(buf, weights_only=True)
+    assert set(plain) == set(sd) and all(torch.equal(plain[k], sd[k]) for k in sd)
