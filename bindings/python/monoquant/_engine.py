@@ -316,7 +316,10 @@ def quantize_tensor(x, spec=None, out=None, what="input"):
     if spec.is_integer:
         scale = torch.empty(spec.param_shape(shape), dtype=torch.float32)
         zp = torch.empty(spec.param_shape(shape), dtype=torch.int32)
-        assert scale.numel() == nparams, (scale.shape, nparams)
+        if scale.numel() != nparams:
+            from ._errors import InternalError
+
+            raise InternalError(f"{what}: the engine sizes {nparams} scales for {spec!r} on shape {list(shape)}, this package {scale.numel()}")
     else:
         scale = zp = None
     stats = _lib.mq_quant_stats()

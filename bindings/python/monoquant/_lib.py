@@ -469,6 +469,4 @@ __all__ = [n for n in list(globals()) if n.startswith(("mq_", "MQ_"))] + [
     "LIBRARY_PATH",
     "LIBRARY_VERSION",
     "MISSING",
-    "CFUNCTYPE",
-    "c_char_p",
 ]

@@ -2,6 +2,7 @@
 
 import copy
 import random
+import zlib
 
 import pytest
 import torch
@@ -62,8 +63,15 @@ def random_batch(rng, shape, kind):
 
 
 def assert_same_qparams(ours, theirs, ctx):
+    try:
+        s2, z2 = theirs.calculate_qparams()
+    except AssertionError:
+        # torch refuses min > max, which a moving average of constant batches can produce by
+        # float32 rounding; the engine must refuse it too.
+        with pytest.raises(monoquant.InvalidArgumentError, match="min .* > max"):
+            ours.calculate_qparams()
+        return
     s1, z1 = ours.calculate_qparams()
-    s2, z2 = theirs.calculate_qparams()
     assert s1.dtype == s2.dtype and z1.dtype == z2.dtype, f"{ctx}: dtypes {s1.dtype},{z1.dtype} vs torch {s2.dtype},{z2.dtype}"
     assert s1.shape == s2.shape and z1.shape == z2.shape, f"{ctx}: shapes {s1.shape} vs torch {s2.shape}"
     assert torch.equal(s1, s2), f"{ctx}: scale got {s1.tolist()} want {s2.tolist()}"
@@ -72,7 +80,7 @@ def assert_same_qparams(ours, theirs, ctx):
 
 @pytest.mark.parametrize("ours,theirs", PAIRS, ids=[p[0].__name__ for p in PAIRS])
 def test_random_cases_and_multi_batch_sequences_match_torch(ours, theirs, no_leaks):
-    rng = random.Random(hash(ours.__name__) & 0xFFFF)
+    rng = random.Random(zlib.crc32(ours.__name__.encode()))  # str hash() changes per process
     n_cases = 6 if ours is monoquant.HistogramObserver else 40
     for case in range(n_cases):
         kw = random_kwargs(rng, ours)
