@@ -68,15 +68,15 @@ func sniff(head []byte, size int64, path string) Format {
 	switch {
 	case bytes.HasPrefix(head, []byte("PK\x03\x04")) || bytes.HasPrefix(head, []byte("PK\x05\x06")):
 		return TorchZip
+	// Safetensors before pickle: a header length such as 640 (0x0280) starts with the bytes
+	// 0x80 0x02, which also open a protocol-2 pickle.
+	case len(head) >= 9 && firstNonSpace(head[8:]) == '{' && binary.LittleEndian.Uint64(head) <= safetensors.MaxHeaderSize &&
+		binary.LittleEndian.Uint64(head) <= uint64(size-8):
+		return Safetensors
 	// A pickle stream starts with PROTO (0x80) and a protocol number; legacy torch files are a
 	// series of protocol-2 pickles.
 	case len(head) >= 2 && head[0] == 0x80 && head[1] >= 2 && head[1] <= 5:
 		return TorchLegacy
-	case len(head) >= 9 && firstNonSpace(head[8:]) == '{':
-		n := binary.LittleEndian.Uint64(head)
-		if n <= safetensors.MaxHeaderSize && n <= uint64(size-8) {
-			return Safetensors
-		}
 	case firstNonSpace(head) == '{':
 		return SafetensorsIndex
 	}
