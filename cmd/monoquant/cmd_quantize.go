@@ -24,7 +24,8 @@ the quantization config is stored in the file's metadata.
 IN is a torch .pt/.pth/.bin file (a state_dict or a whole pickled nn.Module), a .safetensors
 file or a sharded *.safetensors.index.json. Layer types come from the module classes when the
 file holds a pickled module, else from tensor names and shapes. OUT defaults to the input's
-name with the format as suffix, next to it (model.pt → model.int8.pt); the input is never
+name with the format as suffix, next to it, as safetensors unless --format pt says otherwise
+(model.pt → model.int8.safetensors: plain tensors that load without unpickling); the input is never
 overwritten and nothing appears at OUT unless the whole run succeeds.
 
 --bits 8 is INT8 per-channel, 4 is INT4 group-wise (--group-size values per scale along each
@@ -71,7 +72,7 @@ func setupQuantize(fs *flag.FlagSet) func(context.Context, *env, []string) error
 	a.layers.choices = layerChoices()
 	fs.StringVar(&a.model, "model", "", "the `checkpoint` to quantize (.pt/.pth/.bin, .safetensors, .safetensors.index.json)")
 	fs.StringVar(&a.out, "out", "", "output `file` (.safetensors, .pt, .pth or .bin); default: next to IN, e.g. model.int8.safetensors")
-	fs.Var(a.format, "format", "output `format`: pt or safetensors (default: OUT's extension, else IN's format)")
+	fs.Var(a.format, "format", "output `format`: pt or safetensors (default: OUT's extension, else safetensors)")
 	fs.Var(a.bits, "bits", "`bits` per weight: 8 (INT8 per-channel), 4 (INT4 group-wise) or 16 (FP16/BF16)")
 	fs.Var(a.scheme, "scheme", "integer `scheme`: symmetric or asymmetric")
 	fs.IntVar(&a.groupSize, "group-size", 128, "INT4 `values` per scale along a row (--bits 4 only)")
@@ -163,7 +164,11 @@ func runQuantize(ctx context.Context, e *env, a *quantizeArgs, pos []string) err
 	if err := checkInputPath("input", a.model); err != nil {
 		return err
 	}
-	out, format, err := resolveOutput(a.model, a.out, a.format.value, formatTag(spec.Format))
+	format := a.format.value
+	if format == "" && a.out == "" {
+		format = formatSafetensors // the default output: no pickle, opens anywhere
+	}
+	out, format, err := resolveOutput(a.model, a.out, format, formatTag(spec.Format))
 	if err != nil {
 		return err
 	}

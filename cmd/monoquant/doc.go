@@ -13,10 +13,11 @@
 //
 // IN may be a torch .pt/.pth/.bin file (a state_dict or a whole pickled nn.Module), a
 // .safetensors file or a sharded *.safetensors.index.json. The default output sits next to the
-// input with a suffix naming what was done (model.int8.safetensors, model.int4.pt,
-// model.dequantized.safetensors); the input is never overwritten. Every file is written to a
-// temporary file in the target folder and renamed into place, so a failed or interrupted run
-// leaves no partial output.
+// input with a suffix naming what was done: quantize writes safetensors unless --format pt is
+// given (model.pt → model.int8.safetensors), dequantize keeps the input's format
+// (model.int8.safetensors → model.dequantized.safetensors); the input is never overwritten.
+// Every file is written to a temporary file in the target folder and renamed into place, so a
+// failed or interrupted run leaves no partial output.
 //
 // While quantizing, a progress bar (tensors done/total, bytes, rate, ETA) is drawn on stderr when
 // stderr is a terminal, and never with --quiet or when stderr is redirected. The report (size

@@ -181,7 +181,8 @@ func TestDefaultOutputNames(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"quantize", "--model", pt, "--quiet"}, "digits_cnn.int8.pt"},
+		{[]string{"quantize", "--model", pt, "--quiet"}, "digits_cnn.int8.safetensors"},
+		{[]string{"quantize", "--model", pt, "--format", "pt", "--quiet"}, "digits_cnn.int8.pt"},
 		{[]string{"quantize", "--model", pt, "--bits", "4", "--format", "safetensors", "--quiet"}, "digits_cnn.int4.safetensors"},
 		{[]string{"quantize", st, "--bits", "16", "--dtype", "bf16", "--quiet"}, "digits_cnn.bf16.safetensors"},
 		{[]string{"quantize", "--model", st, "--bits", "16", "--quiet"}, "digits_cnn.fp16.safetensors"},
@@ -324,4 +325,27 @@ func maxOf(v []float32) float32 {
 		m = max(m, x)
 	}
 	return m
+}
+
+// TestReadmeFlow runs the README's CLI quick start as written (in a copy of examples/).
+func TestReadmeFlow(t *testing.T) {
+	root := repoRoot(t)
+	dir := t.TempDir()
+	ex := filepath.Join(dir, "examples")
+	os.Mkdir(ex, 0o755)
+	for _, f := range []string{"digits_cnn_module.pt", "tiny_transformer.safetensors", "digits_cnn.safetensors"} {
+		copyFile(t, filepath.Join(root, "examples", f), ex)
+	}
+	float := filepath.Join(dir, "float.safetensors")
+	for _, args := range [][]string{
+		{"quantize", "--model", filepath.Join(ex, "digits_cnn_module.pt"), "--bits", "8"},
+		{"quantize", "--model", filepath.Join(ex, "tiny_transformer.safetensors"), "--bits", "4", "--group-size", "64", "--skip", "lm_head"},
+		{"inspect", filepath.Join(ex, "digits_cnn_module.int8.safetensors")},
+		{"dequantize", filepath.Join(ex, "digits_cnn_module.int8.safetensors"), "--out", float},
+		{"compare", filepath.Join(ex, "digits_cnn.safetensors"), float},
+	} {
+		if r := runCLI(t, args...); r.code != 0 {
+			t.Errorf("monoquant %s: exit %d: %s", strings.Join(args, " "), r.code, r.stderr)
+		}
+	}
 }
