@@ -19,7 +19,7 @@ test-cli:
 	$(GO) test -race -count=1 ./cmd/monoquant
 	$(GO) test -race -count=1 -run 'Forward' ./core/model
 
-test-cli-py: cli venv
+test-cli-py: cli lib venv
 	MONOQUANT_CLI=$(CURDIR)/$(BUILD)/monoquant $(PYTEST) tests/cli -q
 
 # The README's first command: every example model to INT8 and INT4, with the report.

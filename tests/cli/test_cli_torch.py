@@ -132,3 +132,41 @@ def test_dequantize_is_q_minus_zp_times_scale(bits, scheme, tmp_path):
         assert compute_sqnr(orig[name], d[name]).item() > (30 if bits == "8" else 12)
     for name in set(orig) - set(cfg["tensors"]):
         assert torch.equal(d[name], orig[name]), f"{name} should be copied unchanged"
+
+
+def test_static_calibration_from_python_recording(tmp_path):
+    """Activations recorded by the Python package feed the CLI's --calibration; the stored
+    activation qparams equal torch's MinMaxObserver (quint8, affine) over the same tensors."""
+    lib = os.environ.get("MONOQUANT_LIBRARY", os.path.join(ROOT, "build", "libmonoquant.so"))
+    if not os.path.exists(lib):
+        pytest.skip(f"{lib} is not built (make lib)")
+    os.environ["MONOQUANT_LIBRARY"] = lib
+    sys.path.insert(0, os.path.join(ROOT, "bindings", "python"))
+    import monoquant
+    from torch.ao.quantization.observer import MinMaxObserver
+
+    model_path = os.path.join(ROOT, "examples", "digits_cnn_module.pt")
+    model = torch.load(model_path, weights_only=False)
+    g = torch.Generator().manual_seed(7)
+    batches = [torch.rand(8, 1, 8, 8, generator=g) for _ in range(3)]
+    acts = str(tmp_path / "acts.safetensors")
+    layers = monoquant.record_activations(model, batches, acts)
+    out = str(tmp_path / "q.safetensors")
+    rep = json.loads(cli("quantize", "--model", model_path, "--calibration", acts, "--observer", "minmax",
+                         "--out", out, "--json", "--quiet"))
+    assert rep["mode"] == "static"
+    got = rep["report"]["activations"]
+    assert sorted(got) == sorted(layers)
+    recorded = load_file(acts)
+    for layer in layers:
+        obs = MinMaxObserver(dtype=torch.quint8, qscheme=torch.per_tensor_affine)
+        for i in range(len(batches)):
+            obs(recorded[f"{layer}.{i}"])
+        scale, zp = obs.calculate_qparams()
+        assert got[layer]["batches"] == len(batches)
+        # JSON holds the float32 scale in its shortest form: compare as float32.
+        mine = torch.tensor(got[layer]["scale"], dtype=torch.float32)
+        assert torch.equal(mine, scale.to(torch.float32)), f"{layer}: scale {mine} vs torch {scale}"
+        assert got[layer]["zero_point"][0] == zp.item(), f"{layer}: zero point"
+    with safe_open(out, framework="pt") as f:
+        assert json.loads(f.metadata()["monoquant"])["activations"] == got
