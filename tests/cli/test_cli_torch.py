@@ -134,16 +134,19 @@ def test_dequantize_is_q_minus_zp_times_scale(bits, scheme, tmp_path):
         assert torch.equal(d[name], orig[name]), f"{name} should be copied unchanged"
 
 
-def test_static_calibration_from_python_recording(tmp_path):
+@pytest.mark.parametrize("observer", ["minmax", "moving_average", "histogram"])
+def test_static_calibration_from_python_recording(observer, tmp_path):
     """Activations recorded by the Python package feed the CLI's --calibration; the stored
-    activation qparams equal torch's MinMaxObserver (quint8, affine) over the same tensors."""
+    activation qparams equal torch's observer of the same name (quint8, affine, defaults) fed
+    the same tensors in the same order."""
     lib = os.environ.get("MONOQUANT_LIBRARY", os.path.join(ROOT, "build", "libmonoquant.so"))
     if not os.path.exists(lib):
         pytest.skip(f"{lib} is not built (make lib)")
     os.environ["MONOQUANT_LIBRARY"] = lib
     sys.path.insert(0, os.path.join(ROOT, "bindings", "python"))
     import monoquant
-    from torch.ao.quantization.observer import MinMaxObserver
+    from torch.ao.quantization.observer import HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver
+    torch_observer = {"minmax": MinMaxObserver, "moving_average": MovingAverageMinMaxObserver, "histogram": HistogramObserver}[observer]
 
     model_path = os.path.join(ROOT, "examples", "digits_cnn_module.pt")
     model = torch.load(model_path, weights_only=False)
@@ -152,14 +155,14 @@ def test_static_calibration_from_python_recording(tmp_path):
     acts = str(tmp_path / "acts.safetensors")
     layers = monoquant.record_activations(model, batches, acts)
     out = str(tmp_path / "q.safetensors")
-    rep = json.loads(cli("quantize", "--model", model_path, "--calibration", acts, "--observer", "minmax",
+    rep = json.loads(cli("quantize", "--model", model_path, "--calibration", acts, "--observer", observer,
                          "--out", out, "--json", "--quiet"))
     assert rep["mode"] == "static"
     got = rep["report"]["activations"]
     assert sorted(got) == sorted(layers)
     recorded = load_file(acts)
     for layer in layers:
-        obs = MinMaxObserver(dtype=torch.quint8, qscheme=torch.per_tensor_affine)
+        obs = torch_observer(dtype=torch.quint8, qscheme=torch.per_tensor_affine)
         for i in range(len(batches)):
             obs(recorded[f"{layer}.{i}"])
         scale, zp = obs.calculate_qparams()
