@@ -161,6 +161,13 @@ func optionsFromC(cfg *C.mq_cmodel_config) (model.Options, error) {
 	if cfg.observer != nil {
 		o.Observer = C.GoString(cfg.observer)
 	}
+	if cfg.activation_observer != nil {
+		ao, err := observerOptionsFromC(cfg.activation_observer)
+		if err != nil {
+			return o, err
+		}
+		o.ActivationObserver = ao
+	}
 	return o, nil
 }
 

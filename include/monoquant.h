@@ -397,6 +397,12 @@ typedef struct mq_model_config {
     int32_t mode;        /* mq_mode; default MQ_MODE_WEIGHT_ONLY */
     const char* observer;/* static mode's activation observer: "minmax", "moving_average" or
                             "histogram"; NULL means "histogram" (torch's x86 default) */
+    const mq_observer_config* activation_observer; /* static mode: NULL, or the activation
+                            observer with torch's constructor arguments (a per-tensor kind:
+                            minmax, moving average or histogram; filled by
+                            mq_observer_config_init and edited); it replaces `observer` whole.
+                            Read during the call only. Options torch would refuse, or a
+                            per-channel kind, are MQ_EINVAL. */
 } mq_model_config;
 
 /* Fills *cfg with the defaults (INT8 per-channel, the default layers, no skips, weight only) and

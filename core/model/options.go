@@ -188,6 +188,10 @@ func activationOptions(name string, tmpl observer.Options) (observer.Options, er
 		if tmpl.Kind.PerChannel() {
 			return tmpl, optErr("observer", "%v keeps one range per channel; activations need a per-tensor observer", tmpl.Kind)
 		}
+		// Refuse what torch's constructor would refuse now, not at the first calibration batch.
+		if _, err := observer.New(tmpl); err != nil {
+			return tmpl, optErr("observer", "%v", err)
+		}
 		return tmpl, nil
 	}
 	if name == "" {

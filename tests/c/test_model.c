@@ -514,6 +514,43 @@ static void test_static(void) {
     free(md);
     CHECK_RC(mq_model_calibrate_begin(q, &cfg), MQ_EINVAL); /* quantized: read-only */
     CHECK_RC(mq_model_free(q), MQ_OK);
+
+    /* An activation observer with torch's constructor arguments: its qparams must be those of a
+     * standalone observer with the same config fed the same batch. */
+    mq_observer_config oc;
+    CHECK_RC(mq_observer_config_init(&oc), MQ_OK);
+    oc.kind = MQ_OBSERVER_PER_CHANNEL_MINMAX;
+    cfg.activation_observer = &oc;
+    CHECK_RC(mq_model_calibrate_begin(m, &cfg), MQ_EINVAL);
+    CHECK(strstr(mq_last_error(), "per-tensor") != NULL, "per-channel activation observer message %s does not say why", mq_last_error());
+    oc.kind = MQ_OBSERVER_HISTOGRAM;
+    oc.bins = -3;
+    CHECK_RC(mq_model_calibrate_begin(m, &cfg), MQ_EINVAL);
+    CHECK(strstr(mq_last_error(), "bins") != NULL, "bad bins message %s does not name bins", mq_last_error());
+    oc.bins = 256;
+    oc.reduce_range = 1;
+    CHECK_RC(mq_model_calibrate_begin(m, &cfg), MQ_OK);
+    CHECK_RC(mq_model_calibrate(m, "fc", &x), MQ_OK);
+    CHECK_RC(mq_model_quantize(m, &cfg, NULL, NULL, &q), MQ_OK);
+    mq_observer* obs = NULL;
+    CHECK_RC(mq_observer_new(&obs, &oc), MQ_OK);
+    CHECK_RC(mq_observer_update(obs, &x), MQ_OK);
+    float want_scale = 0;
+    int32_t want_zp = -1;
+    size_t n = 0;
+    CHECK_RC(mq_observer_qparams(obs, &want_scale, &want_zp, 1, &n), MQ_OK);
+    rep = q ? json_of(q, 1) : NULL;
+    const char* fc = rep ? strstr(rep, "\"activations\":") : NULL;
+    fc = fc ? strstr(fc, "\"fc\":") : NULL;
+    const char* sc = fc ? strstr(fc, "\"scale\":[") : NULL;
+    const char* zp = fc ? strstr(fc, "\"zero_point\":[") : NULL;
+    CHECK(sc && zp && strtof(sc + strlen("\"scale\":["), NULL) == want_scale &&
+              strtol(zp + strlen("\"zero_point\":["), NULL, 10) == want_zp,
+          "fc activation qparams in %.300s, want scale %.9g zero point %d (a histogram observer, bins 256, reduce_range)",
+          fc ? fc : "(none)", want_scale, want_zp);
+    free(rep);
+    CHECK_RC(mq_observer_free(obs), MQ_OK);
+    CHECK_RC(mq_model_free(q), MQ_OK);
     CHECK_RC(mq_model_free(m), MQ_OK);
 }
 

@@ -385,7 +385,8 @@ MQ_MODEL_CONFIG_VERSION = 1
 class mq_model_config(Structure):
     """typedef struct mq_model_config { uint32_t size; uint32_t version; int32_t bits;
     int32_t bf16; mq_config spec; uint32_t layers; const char* const* skip; size_t n_skip;
-    int32_t mode; const char* observer; } mq_model_config;"""
+    int32_t mode; const char* observer; const mq_observer_config* activation_observer; }
+    mq_model_config;"""
 
     _fields_ = [
         ("size", c_uint32),
@@ -398,6 +399,7 @@ class mq_model_config(Structure):
         ("n_skip", c_size_t),
         ("mode", c_int32),
         ("observer", c_char_p),
+        ("activation_observer", POINTER(mq_observer_config)),
     ]
 
 

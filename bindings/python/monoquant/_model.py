@@ -57,8 +57,13 @@ class ModelConfig:
         cfg.skip = ctypes.cast(self._skip, ctypes.POINTER(ctypes.c_char_p)) if skip else None
         cfg.n_skip = len(skip)
         cfg.mode = _lib.MQ_MODE_STATIC if static else _lib.MQ_MODE_WEIGHT_ONLY
-        self._observer = _b(observer)
-        cfg.observer = self._observer
+        if isinstance(observer, _lib.mq_observer_config):
+            # torch's constructor arguments, as an engine observer config (read during the call)
+            self._obs_config = observer
+            cfg.activation_observer = ctypes.pointer(self._obs_config)
+        else:
+            self._observer = _b(observer)
+            cfg.observer = self._observer
         self.struct = cfg
 
     @property

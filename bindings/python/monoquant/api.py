@@ -213,8 +213,10 @@ def _check_args(bits, dtype, scheme, observer, group_size, layers, skip):
         raise ValueError(f"dtype must be 'fp16' or 'bf16' (or torch.float16/torch.bfloat16), got {dtype!r}")
     if scheme not in ("symmetric", "asymmetric", "sym", "asym", "affine"):
         raise ValueError(f"scheme must be 'symmetric' or 'asymmetric', got {scheme!r}")
-    if observer not in OBSERVERS:
-        raise ValueError(f"observer must be one of {sorted(OBSERVERS)}, got {observer!r}")
+    if not isinstance(observer, str):
+        _activation_observer_config(observer)  # raises on anything but a per-tensor observer
+    elif observer not in OBSERVERS:
+        raise ValueError(f"observer must be one of {sorted(OBSERVERS)} or an observer instance/factory, got {observer!r}")
     if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1:
         raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
     if isinstance(layers, type):
@@ -230,6 +232,22 @@ def _check_args(bits, dtype, scheme, observer, group_size, layers, skip):
         if not isinstance(s, str):
             raise TypeError(f"skip takes module names or glob patterns (strings), got {s!r}")
     return names[dtype], {"sym": "symmetric", "asym": "asymmetric", "affine": "asymmetric"}.get(scheme, scheme), layers, skip
+
+
+def _activation_observer_config(observer):
+    """The engine config of an activation observer given as an instance of one of monoquant's
+    per-tensor observer classes, or as a factory making one (a class, or ``Cls.with_args(...)``
+    as in torch's QConfig)."""
+    from .observers import ObserverBase
+
+    obs = observer
+    if not isinstance(obs, ObserverBase) and callable(obs):
+        obs = obs()
+    if not isinstance(obs, ObserverBase):
+        raise TypeError(f"observer must be a name, a monoquant observer or a factory of one (e.g. monoquant.HistogramObserver.with_args(reduce_range=True)), got {observer!r}")
+    if obs._per_channel:
+        raise ValueError(f"{type(obs).__name__} keeps one range per channel; activations need a per-tensor observer (MinMaxObserver, MovingAverageMinMaxObserver or HistogramObserver)")
+    return obs._config
 
 
 def quantize(model, bits=8, dynamic=None, calibration_data=None, scheme="symmetric", observer="minmax",
@@ -252,7 +270,9 @@ def quantize(model, bits=8, dynamic=None, calibration_data=None, scheme="symmetr
             tuples (the leading positional arguments of ``forward``) or dicts (keyword arguments).
         scheme: "symmetric" or "asymmetric" (weights; activations are quint8 affine).
         observer: activation observer for static mode: "minmax", "moving_average" or
-            "histogram" (torch's defaults for their arguments).
+            "histogram" (quint8 affine, torch's defaults for the other arguments), or, for
+            torch's constructor arguments, an instance or factory of monoquant's per-tensor
+            observers: ``monoquant.HistogramObserver.with_args(reduce_range=True, bins=1024)``.
         group_size: INT4 values per scale.
         layers: the layer types to quantize (subclasses count as their base).
         skip: module names, prefixes or glob patterns (``"classifier.*"``) to leave in float.
@@ -305,7 +325,8 @@ def quantize(model, bits=8, dynamic=None, calibration_data=None, scheme="symmetr
         mine.update(prefix + k for k in mod.state_dict().keys())
     # The engine quantizes exactly the layers chosen here: every other tensor is skipped by name.
     engine_skip = [k for k in sd if k not in mine]
-    cfg = _model.ModelConfig(bits, fmt16, scheme, group_size, skip=engine_skip, static=static, observer=observer)
+    cfg = _model.ModelConfig(bits, fmt16, scheme, group_size, skip=engine_skip, static=static,
+                             observer=observer if isinstance(observer, str) else _activation_observer_config(observer))
     with _model.ModelHandle.new() as m:
         for k, v in sd.items():
             m.add_tensor(k, v)

@@ -118,6 +118,7 @@ class ObserverBase(nn.Module):
         if self._kind == _lib.MQ_OBSERVER_HISTOGRAM:
             cfg.bins = self.bins
         self._native = _NativeObserver(cfg)
+        self._config = cfg  # also what quantize(observer=<this observer>) hands the engine
         # Zero points come back as int32 from torch's affine branch and int64 otherwise.
         self._zp_dtype = torch.int32 if schemes[qscheme] == _lib.MQ_ASYMMETRIC else torch.int64
 

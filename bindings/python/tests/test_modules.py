@@ -426,3 +426,37 @@ def test_progress_bar_appears_on_a_terminal_by_default():
     assert p.wait(timeout=300) == 0, out.decode(errors="replace")
     text = out.decode(errors="replace")
     assert "quantizing [" in text and "4/4" in text, text
+
+
+@pytest.mark.parametrize("make", [
+    lambda: monoquant.HistogramObserver.with_args(reduce_range=True, bins=512),
+    lambda: monoquant.MinMaxObserver(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric),
+    lambda: monoquant.MovingAverageMinMaxObserver.with_args(averaging_constant=0.25, quant_min=0, quant_max=127),
+])
+def test_static_observer_with_torch_arguments(make):
+    """observer= takes a monoquant observer (or factory) with torch's constructor arguments; the
+    calibrated input qparams equal those of the torch observer built with the same arguments."""
+    torch.manual_seed(11)
+    m = nn.Sequential(nn.Linear(8, 8))
+    data = [torch.randn(16, 8) * (1 + i) for i in range(4)]
+    spec = make()
+    q = monoquant.quantize(m, calibration_data=data, observer=spec)
+    mine = spec() if not isinstance(spec, monoquant.observers.ObserverBase) else spec
+    ref = getattr(torch.ao.quantization, type(mine).__name__)(
+        dtype=mine.dtype, qscheme=mine.qscheme, reduce_range=mine.reduce_range, quant_min=mine.quant_min,
+        quant_max=mine.quant_max, **({"bins": mine.bins} if isinstance(mine, monoquant.HistogramObserver) else {}),
+        **({"averaging_constant": mine.averaging_constant} if isinstance(mine, monoquant.MovingAverageMinMaxObserver) else {}))
+    for x in data:
+        ref(x)
+    scale, zp = ref.calculate_qparams()
+    assert q[0].activation == "static"
+    assert torch.equal(q[0].input_scale.reshape(-1), scale.reshape(-1)), (q[0].input_scale, scale)
+    assert torch.equal(q[0].input_zero_point.reshape(-1).to(torch.int64), zp.reshape(-1).to(torch.int64)), (q[0].input_zero_point, zp)
+
+
+def test_static_observer_per_channel_refused():
+    m = nn.Sequential(nn.Linear(8, 8))
+    with pytest.raises(ValueError, match="per-tensor"):
+        monoquant.quantize(m, calibration_data=[torch.randn(4, 8)], observer=monoquant.PerChannelMinMaxObserver())
+    with pytest.raises(TypeError, match="observer must be"):
+        monoquant.quantize(m, calibration_data=[torch.randn(4, 8)], observer=42)
