@@ -31,10 +31,24 @@ type File struct {
 const writebackWindow = 32 << 20
 
 // Write appends p and starts writeback of each full window; before starting one it waits for
-// the window before it, so unwritten data stays bounded.
+// the window before it, so unwritten data stays bounded. A large p (one big tensor) is written
+// window by window so its writeback starts while the rest is still being copied.
 func (f *File) Write(p []byte) (int, error) {
-	n, err := f.File.Write(p)
-	f.written += int64(n)
+	done := 0
+	for done < len(p) {
+		chunk := p[done:min(len(p), done+writebackWindow)]
+		n, err := f.File.Write(chunk)
+		done += n
+		f.written += int64(n)
+		f.writeback()
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+func (f *File) writeback() {
 	if f.written-f.started >= writebackWindow {
 		fd := int(f.Fd())
 		// Errors are ignored on purpose: this is an optimisation hint (tmpfs, for one, does not
@@ -47,7 +61,6 @@ func (f *File) Write(p []byte) (int, error) {
 		unix.SyncFileRange(fd, f.started, f.written-f.started, unix.SYNC_FILE_RANGE_WRITE)
 		f.started = f.written
 	}
-	return n, err
 }
 
 // Create starts writing path. The folder must exist and be writable; nothing at path changes
