@@ -13,10 +13,11 @@ import (
 
 // File is a file being written. Use it as an io.Writer, then Commit or Abort.
 //
-// Sequential writes are handed to the disk as they go (sync_file_range in windows of
-// writebackWindow bytes) instead of piling up as dirty pages for Commit's fsync: that fsync then
-// has little left to do, the disk works while the caller computes the next tensor, and the page
-// cache holds at most two windows of unwritten data.
+// Sequential writes are handed to the disk as they go (sync_file_range(SYNC_FILE_RANGE_WRITE)
+// on each window of writebackWindow bytes) instead of piling up as dirty pages until Commit's
+// fsync: the disk works while the caller computes what comes next, and the fsync finds little
+// left to do. Nothing waits for that writeback before Commit, so a caller faster than the disk
+// is never slowed below it.
 type File struct {
 	*os.File
 	target string
@@ -24,43 +25,30 @@ type File struct {
 
 	written int64 // bytes written through Write, in order
 	started int64 // writeback has been started for [0, started)
-	waited  int64 // and has completed for [0, waited)
 }
 
 // writebackWindow is how much written data is handed to the disk at a time.
 const writebackWindow = 32 << 20
 
-// Write appends p and starts writeback of each full window; before starting one it waits for
-// the window before it, so unwritten data stays bounded. A large p (one big tensor) is written
-// window by window so its writeback starts while the rest is still being copied.
+// Write appends p, starting writeback of each full window. A large p (one big tensor) is
+// written window by window so its writeback starts while the rest is still being copied.
 func (f *File) Write(p []byte) (int, error) {
 	done := 0
 	for done < len(p) {
-		chunk := p[done:min(len(p), done+writebackWindow)]
-		n, err := f.File.Write(chunk)
+		n, err := f.File.Write(p[done:min(len(p), done+writebackWindow)])
 		done += n
 		f.written += int64(n)
-		f.writeback()
+		if f.written-f.started >= writebackWindow {
+			// The error is ignored on purpose: this is a hint (tmpfs, for one, does not support
+			// it); Commit's fsync reports any real write error.
+			unix.SyncFileRange(int(f.Fd()), f.started, f.written-f.started, unix.SYNC_FILE_RANGE_WRITE)
+			f.started = f.written
+		}
 		if err != nil {
 			return done, err
 		}
 	}
 	return done, nil
-}
-
-func (f *File) writeback() {
-	if f.written-f.started >= writebackWindow {
-		fd := int(f.Fd())
-		// Errors are ignored on purpose: this is an optimisation hint (tmpfs, for one, does not
-		// support it); Commit's fsync reports any real write error.
-		if f.started > f.waited {
-			unix.SyncFileRange(fd, f.waited, f.started-f.waited,
-				unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
-			f.waited = f.started
-		}
-		unix.SyncFileRange(fd, f.started, f.written-f.started, unix.SYNC_FILE_RANGE_WRITE)
-		f.started = f.written
-	}
 }
 
 // Create starts writing path. The folder must exist and be writable; nothing at path changes
