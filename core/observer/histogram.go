@@ -149,25 +149,13 @@ func (h *HistogramObserver) histc(dst, xs []float32, lo, hi float32) {
 	nb := float32(bins)
 	workers := min(runtime.GOMAXPROCS(0), max(len(xs)/minChunk, 1))
 	for len(h.counts) < workers {
-		h.counts = append(h.counts, make([]uint32, bins))
+		// One slot past the last bin takes the values the vector kernel drops.
+		h.counts = append(h.counts, make([]uint32, bins+1))
 	}
 	used := parallelRange(len(xs), func(w, a, b int) {
-		c := h.counts[w][:bins]
+		c := h.counts[w][:bins+1]
 		clear(c)
-		last := bins - 1
-		for _, e := range xs[a:b] {
-			if !(e >= left && e <= right) {
-				continue
-			}
-			q := float32(float32(e-left)*nb) / width
-			// q is in [0, bins] for any range torch itself can histogram; the guard only keeps
-			// an overflowing range (wider than ~1e35) from indexing out of bounds.
-			if q < nb {
-				c[int(q)]++
-			} else {
-				c[last]++
-			}
-		}
+		countBins(c, xs[a:b], left, right, nb, width)
 	})
 	for i := range dst {
 		var s uint64
@@ -203,6 +191,37 @@ func (h *HistogramObserver) combine(newMin, newMax float32) {
 	h.upscale(newMin, newMax)
 	for i := range h.hist {
 		h.hist[i] = h.upd[i] + h.tmp[i]
+	}
+}
+
+// countBins adds xs's histc bins (see histc) into c[:len(c)-1]; c[len(c)-1] is scratch.
+func countBins(c []uint32, xs []float32, left, right, nb, width float32) {
+	bins := len(c) - 1
+	if haveHistcAVX2 {
+		n8 := len(xs) &^ 7
+		if n8 > 0 {
+			histcAVX2(&c[0], &xs[0], n8, left, right, nb, width, float32(bins-1), uint32(bins))
+		}
+		xs = xs[n8:]
+	}
+	countBinsScalar(c[:bins], xs, left, right, nb, width)
+}
+
+// countBinsScalar is countBins one value at a time.
+func countBinsScalar(c []uint32, xs []float32, left, right, nb, width float32) {
+	last := len(c) - 1
+	for _, e := range xs {
+		if !(e >= left && e <= right) {
+			continue
+		}
+		q := float32(float32(e-left)*nb) / width
+		// q is in [0, bins] for any range torch itself can histogram; the guard only keeps
+		// an overflowing range (wider than ~1e35) from indexing out of bounds.
+		if q < nb {
+			c[int(q)]++
+		} else {
+			c[last]++
+		}
 	}
 }
 
