@@ -227,6 +227,12 @@ func minMaxRun(xs []float32) (float32, float32) {
 	k := floatKey(xs[0])
 	mn0, mx0, mn1, mx1 := k, k, k, k
 	i := 0
+	if haveMinMaxAVX2 && len(xs) >= 8 {
+		// The same keys reduced eight at a time; the scalar loops below take the remainder.
+		i = len(xs) &^ 7
+		mn0, mx0 = minMaxKeysAVX2(&xs[0], i)
+		mn1, mx1 = mn0, mx0
+	}
 	for ; i+4 <= len(xs); i += 4 {
 		x := xs[i : i+4 : i+4]
 		a, b, c, d := floatKey(x[0]), floatKey(x[1]), floatKey(x[2]), floatKey(x[3])
