@@ -137,6 +137,13 @@ func fmaF32(a, b, c float32) float32 {
 	p := float64(a) * float64(b)
 	cc := float64(c)
 	s := p + cc
+	// Rounding s again can only go wrong when s sits exactly on a float32 tie (the low 29 of
+	// its 52 mantissa bits are 1000…0): float32 ties are float64 numbers, so s and the exact sum
+	// lie on the same side of every other one. Below the float32 normal range (exponent field
+	// under 1023-126) ties sit elsewhere, so that range takes the careful path too.
+	if sb := math.Float64bits(s); sb&(1<<29-1) != 1<<28 && (sb>>52)&0x7FF >= 1023-126 {
+		return float32(s)
+	}
 	if math.IsInf(s, 0) || math.IsNaN(s) {
 		return float32(s)
 	}

@@ -360,11 +360,22 @@ func TestFMAF32Exact(t *testing.T) {
 		{1.3333334, 5, -1e-30},         // ... and downwards
 		{3, 0.1, 0.7},                  // ordinary
 		{1 << 20, 1 << 20, -(1 << 40)}, // exact cancellation
+		// (2^-150 - 2^-196) + 129·2^-149 rounds in float64 onto the subnormal tie 129.5·2^-149;
+		// the exact sum is below it.
+		{float32(math.Ldexp(1+0x1p-23, -100)), float32(math.Ldexp(1-0x1p-23, -50)), float32(math.Ldexp(129, -149))},
 	}
 	for i := 0; i < 200000; i++ {
 		a := float32(rng.NormFloat64() * math.Pow(10, float64(rng.IntN(20)-10)))
 		b := float32(rng.IntN(40000))
 		c := float32(rng.NormFloat64() * math.Pow(10, float64(rng.IntN(40)-20)))
+		cases = append(cases, [3]float32{a, b, c})
+	}
+	// Results near and below the float32 normal range, where ties are not where the fast
+	// path looks for them.
+	for i := 0; i < 50000; i++ {
+		a := float32(rng.NormFloat64() * math.Pow(10, float64(-rng.IntN(12)-34)))
+		b := float32(rng.IntN(40000))
+		c := float32(rng.NormFloat64() * math.Pow(10, float64(-rng.IntN(12)-34)))
 		cases = append(cases, [3]float32{a, b, c})
 	}
 	for _, c := range cases {
