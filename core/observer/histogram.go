@@ -74,8 +74,20 @@ func (h *HistogramObserver) Observe(x *tensor.Tensor) error {
 		return nil
 	}
 	newMin, newMax := min(h.min, xmin), max(h.max, xmax)
+	widened := newMin != h.min || newMax != h.max
+	var wg sync.WaitGroup
+	if widened && h.min != h.max {
+		// Re-binning the old histogram needs only the new range, so it runs beside the batch's
+		// counting (whose workers leave a core idle while they wait for each other otherwise).
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h.upscale(newMin, newMax)
+		}()
+	}
 	h.histc(h.upd, xs, newMin, newMax)
-	if newMin == h.min && newMax == h.max {
+	wg.Wait()
+	if !widened {
 		for i, v := range h.upd {
 			h.hist[i] += v
 		}
@@ -167,7 +179,8 @@ func (h *HistogramObserver) histc(dst, xs []float32, lo, hi float32) {
 }
 
 // combine merges the old histogram over [h.min, h.max] into h.upd, computed over the wider
-// [newMin, newMax], and stores the result as the histogram (torch's _combine_histograms).
+// [newMin, newMax], and stores the result as the histogram (torch's _combine_histograms). Unless
+// the old range is a single value, the caller has already run upscale into h.tmp.
 func (h *HistogramObserver) combine(newMin, newMax float32) {
 	bins := len(h.hist)
 	if h.min == h.max {
@@ -188,7 +201,6 @@ func (h *HistogramObserver) combine(newMin, newMax float32) {
 		}
 		return
 	}
-	h.upscale(newMin, newMax)
 	for i := range h.hist {
 		h.hist[i] = h.upd[i] + h.tmp[i]
 	}
