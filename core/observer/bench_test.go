@@ -78,3 +78,19 @@ func BenchmarkHistogramQParams(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkUpscale is one re-binning of a calibrated histogram into a range 10% wider (the
+// work a range-widening batch adds besides counting its own values).
+func BenchmarkUpscale(b *testing.B) {
+	obs, _ := New(Options{Kind: Histogram})
+	for _, x := range benchBatches(20, 64, 4096) {
+		_ = obs.Observe(x)
+	}
+	h := obs.(*HistogramObserver)
+	lo, hi := h.min*1.1, h.max*1.1
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		h.upscale(lo, hi)
+	}
+}

@@ -130,20 +130,33 @@ func scalarRowSum(v []float32) float32 {
 	return 0 + s
 }
 
-// fmaF32 is C's fmaf: a*b+c rounded once to float32. The product of two float32 is exact in
-// float64; the sum is made exact with TwoSum so that a float64 result sitting on a float32 tie is
-// pushed the way the exact value lies (plain float64 arithmetic would round twice).
+// fmaF32 is C's fmaf: a*b+c rounded once to float32.
 func fmaF32(a, b, c float32) float32 {
+	if r, ok := fmaF32Fast(a, b, c); ok {
+		return r
+	}
+	return fmaF32Tie(a, b, c)
+}
+
+// fmaF32Fast is fmaF32 where rounding the float64 sum to float32 is rounding once, reporting
+// false where it may not be. The product of two float32 is exact in float64, so only the sum
+// rounds before the conversion, and that can only go wrong when the sum sits exactly on a
+// float32 tie (the low 29 of its 52 mantissa bits are 1000…0): float32 ties are float64
+// numbers, so the sum and the exact value lie on the same side of every other one. Below the
+// float32 normal range (exponent field under 1023-126) ties sit elsewhere, so that range is
+// left to fmaF32Tie too. Small enough to inline into loops over many values.
+func fmaF32Fast(a, b, c float32) (float32, bool) {
+	s := float64(a)*float64(b) + float64(c)
+	sb := math.Float64bits(s)
+	return float32(s), sb&(1<<29-1) != 1<<28 && sb<<1 >= (1023-126)<<53
+}
+
+// fmaF32Tie is fmaF32 for a float64 sum on a float32 tie or in the subnormal range: the sum is
+// made exact with TwoSum, so that a tie is pushed the way the exact value lies.
+func fmaF32Tie(a, b, c float32) float32 {
 	p := float64(a) * float64(b)
 	cc := float64(c)
 	s := p + cc
-	// Rounding s again can only go wrong when s sits exactly on a float32 tie (the low 29 of
-	// its 52 mantissa bits are 1000…0): float32 ties are float64 numbers, so s and the exact sum
-	// lie on the same side of every other one. Below the float32 normal range (exponent field
-	// under 1023-126) ties sit elsewhere, so that range takes the careful path too.
-	if sb := math.Float64bits(s); sb&(1<<29-1) != 1<<28 && (sb>>52)&0x7FF >= 1023-126 {
-		return float32(s)
-	}
 	if math.IsInf(s, 0) || math.IsNaN(s) {
 		return float32(s)
 	}
@@ -180,6 +193,23 @@ func linspaceAt(start, end, step float32, steps, i int) float32 {
 		return fmaF32(step, float32(i), start)
 	}
 	return fmaF32(-step, float32(steps-i-1), end)
+}
+
+// linspaceFill sets dst[t] to linspaceAt(start, end, step, steps, from+t), with the rounding
+// check inlined (the upscale's mid-points are its hot loop).
+func linspaceFill(dst []float32, start, end, step float32, steps, from int) {
+	for t := range dst {
+		i := from + t
+		a, b, c := step, float32(i), start
+		if i >= steps/2 {
+			a, b, c = -step, float32(steps-i-1), end
+		}
+		r, ok := fmaF32Fast(a, b, c)
+		if !ok {
+			r = fmaF32Tie(a, b, c)
+		}
+		dst[t] = r
+	}
 }
 
 // linspaceStep is the float32 step torch.linspace uses.

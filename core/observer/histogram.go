@@ -260,23 +260,39 @@ func (h *HistogramObserver) upscale(newMin, newMax float32) {
 	half := float32(0.5) * binSize
 	stepM := linspaceStep(h.min, h.max, nu+1)
 	k := 0 // edges[:k] are <= the current mid-point
-	for j := 0; j < nu; j++ {
-		mid := linspaceAt(h.min, h.max, stepM, nu+1, j) + half
-		if sorted {
-			// Mid-points rise, so the count of edges <= mid moves a step or two at a time; the
-			// two loops give exactly upper_bound's answer on a sorted array, whichever way mid moves.
-			for k > 0 && edges[k-1] > mid {
-				k--
-			}
-			for k <= bins && !(edges[k] > mid) {
-				k++
-			}
-		} else {
-			k = upperBound(edges, mid)
+	// out[cur] lives in acc while consecutive mid-points land in the same bin: the additions
+	// into each bin stay one float32 rounding each, in torch's order, without a store and reload
+	// per mid-point.
+	cur, acc := 0, out[0]
+	for i, c := range h.hist[:bins] {
+		if c == 0 {
+			continue // adding zero leaves every (non-negative) bin as it is
 		}
-		idx := min(max(k-1, 0), bins-1)
-		out[idx] += h.hist[j/upsampleRate] / upsampleRate
+		w := c / upsampleRate
+		var mids [upsampleRate]float32
+		linspaceFill(mids[:], h.min, h.max, stepM, nu+1, i*upsampleRate)
+		for _, m := range mids {
+			mid := m + half
+			if sorted {
+				// Mid-points rise, so the count of edges <= mid moves a step or two at a time;
+				// the two loops give exactly upper_bound's answer on a sorted array, whichever
+				// way mid moves and wherever k starts.
+				for k > 0 && edges[k-1] > mid {
+					k--
+				}
+				for k <= bins && !(edges[k] > mid) {
+					k++
+				}
+			} else {
+				k = upperBound(edges, mid)
+			}
+			if idx := min(max(k-1, 0), bins-1); idx != cur {
+				out[cur], cur, acc = acc, idx, out[idx]
+			}
+			acc += w
+		}
 	}
+	out[cur] = acc
 }
 
 // upperBound is ATen's cus_upper_bound (bucketize with right=True): a plain binary search, which
