@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/model"
@@ -173,7 +174,7 @@ func compareFiles(ctx context.Context, pa, pb string) (*compareResult, error) {
 			continue
 		}
 		row.DTypeB = ib.DType.String()
-		if !equalInts(ia.Shape, ib.Shape) {
+		if !slices.Equal(ia.Shape, ib.Shape) {
 			row.Status = fmt.Sprintf("shape_mismatch: %v vs %v", ia.Shape, ib.Shape)
 			res.Mismatched++
 			res.Tensors = append(res.Tensors, row)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
@@ -65,7 +66,7 @@ func validateOutput(ctx context.Context, in checkpoint.Reader, outPath string, p
 		if !ok {
 			return nil, fmt.Errorf("tensor %q is missing from the output", w.Name)
 		}
-		if g.DType != w.DType || !equalInts(g.Shape, w.Shape) {
+		if g.DType != w.DType || !slices.Equal(g.Shape, w.Shape) {
 			return nil, fmt.Errorf("tensor %q is %v %v in the output, the plan wrote %v %v", w.Name, g.DType, g.Shape, w.DType, w.Shape)
 		}
 	}
@@ -250,16 +251,4 @@ func runLayer(in checkpoint.Reader, tp *model.TensorPlan, orig, dq []float32, rn
 		return nil, nil
 	}
 	return lc, nil
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
@@ -249,7 +250,7 @@ func ReadConfig(entries []checkpoint.Entry, metadata map[string]string) (*Config
 			if !ok {
 				return nil, fmt.Errorf("%w: tensor %q: the checkpoint has no tensor %q", ErrFormat, name, want.Name)
 			}
-			if got.DType != want.DType || !equalShape(got.Shape, want.Shape) {
+			if got.DType != want.DType || !slices.Equal(got.Shape, want.Shape) {
 				return nil, fmt.Errorf("%w: tensor %q is %v %v, the config implies %v %v", ErrFormat, want.Name, got.DType, got.Shape, want.DType, want.Shape)
 			}
 		}
@@ -270,16 +271,4 @@ func ReadConfig(entries []checkpoint.Entry, metadata map[string]string) (*Config
 		}
 	}
 	return &c, nil
-}
-
-func equalShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -89,15 +89,7 @@ func blockEnergy(src *tensor.Tensor, q []byte, spec *quant.Spec, scale []float32
 	if e, ok := granuleEnergy(src, q, &s, sc, z, r0, r1, rowLen); ok {
 		return e[0], e[1], nil
 	}
-	var qb []byte
-	switch s.Format {
-	case quant.Int8:
-		qb = q[e0:e1]
-	case quant.Int4:
-		qb = q[e0/2 : (e1+1)/2]
-	default:
-		qb = q[2*e0 : 2*e1]
-	}
+	qb := quant.PackedRange(s.Format, q, e0, e1)
 	out := deq[:e1-e0]
 	if err := quant.Dequantize(out, qb, sub, s, sc, z); err != nil {
 		return 0, 0, err
@@ -194,15 +186,7 @@ func quantizeMeasured(data []byte, src *tensor.Tensor, s quant.Spec, scale []flo
 				r0, r1 := b*step, min((b+1)*step, rows)
 				e0, e1 := r0*rowLen, r1*rowLen
 				sub := &tensor.Tensor{DType: src.DType, Shape: append([]int{r1 - r0}, src.Shape[1:]...), Data: src.Data[es*e0 : es*e1]}
-				var out []byte
-				switch s.Format {
-				case quant.Int8:
-					out = data[e0:e1]
-				case quant.Int4:
-					out = data[e0/2 : (e1+1)/2]
-				default:
-					out = data[2*e0 : 2*e1]
-				}
+				out := quant.PackedRange(s.Format, data, e0, e1)
 				var sc []float32
 				var z []int32
 				if s.Format.IsInteger() {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -40,7 +41,7 @@ func TestSaveLoadDequantize(t *testing.T) {
 			for _, e := range res.Entries() {
 				a, _ := res.Tensor(e.Name)
 				b, err := back.Tensor(e.Name)
-				if err != nil || b.DType != a.DType || !equalShape(a.Shape, b.Shape) || string(a.Data) != string(b.Data) {
+				if err != nil || b.DType != a.DType || !slices.Equal(a.Shape, b.Shape) || string(a.Data) != string(b.Data) {
 					t.Errorf("%s: tensor %q did not survive save/load (err %v)", suffix, e.Name, err)
 				}
 			}

@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -62,7 +63,7 @@ func TestForwardMatchesTorch(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: %v", c.Name, err)
 			}
-			if !equalShape(shape, c.YShape) || len(y) != len(c.Y) {
+			if !slices.Equal(shape, c.YShape) || len(y) != len(c.Y) {
 				t.Fatalf("%s: output shape %v (%d values), torch %v (%d values)", c.Name, shape, len(y), c.YShape, len(c.Y))
 			}
 			for i := range y {

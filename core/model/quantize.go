@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"unsafe"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
@@ -144,7 +145,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 		if err != nil {
 			return nil, fmt.Errorf("tensor %q: %w", tp.Name, err)
 		}
-		if t.DType != tp.DType || !equalShape(t.Shape, tp.Shape) {
+		if t.DType != tp.DType || !slices.Equal(t.Shape, tp.Shape) {
 			r.Release(tp.Name)
 			return nil, fmt.Errorf("tensor %q is %v %v, the checkpoint listed it as %v %v", tp.Name, t.DType, t.Shape, tp.DType, tp.Shape)
 		}
@@ -360,7 +361,7 @@ func checkPlanMatches(p *Plan, entries []checkpoint.Entry) error {
 	}
 	for i, e := range entries {
 		t := &p.Tensors[i]
-		if e.Name != t.Name || e.DType != t.DType || !equalShape(e.Shape, t.Shape) {
+		if e.Name != t.Name || e.DType != t.DType || !slices.Equal(e.Shape, t.Shape) {
 			return fmt.Errorf("tensor %d of the checkpoint is %q %v %v, the plan has %q %v %v: make the plan from this checkpoint", i, e.Name, e.DType, e.Shape, t.Name, t.DType, t.Shape)
 		}
 	}

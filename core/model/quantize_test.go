@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -190,7 +191,7 @@ func TestQuantizeStoredTensors(t *testing.T) {
 		}
 		for name, want := range tt.check {
 			g, ok := got[name]
-			if !ok || g.DType != want.DType || !equalShape(g.Shape, want.Shape) {
+			if !ok || g.DType != want.DType || !slices.Equal(g.Shape, want.Shape) {
 				t.Errorf("%s: stored %q = %v %v (present %v), want %v %v", tt.name, name, g.DType, g.Shape, ok, want.DType, want.Shape)
 			}
 		}
@@ -244,7 +245,7 @@ func TestDequantizeMatchesKernel(t *testing.T) {
 				t.Fatal(err)
 			}
 			want, _ := q.Dequantize()
-			if got.DType != tensor.F32 || !equalShape(got.Shape, src.Shape) {
+			if got.DType != tensor.F32 || !slices.Equal(got.Shape, src.Shape) {
 				t.Errorf("bits %d: %q dequantized as %v %v, want F32 %v", opts.Bits, tp.Name, got.DType, got.Shape, src.Shape)
 				continue
 			}

@@ -336,6 +336,18 @@ func (s *Spec) ParamShape(shape []int) []int {
 	return []int{1}
 }
 
+// PackedRange returns the bytes of packed data q (format f) that hold elements [e0, e1); for
+// Int4, e0 must be even so the range starts on a byte.
+func PackedRange(f Format, q []byte, e0, e1 int) []byte {
+	switch f {
+	case Int4:
+		return q[e0/2 : (e1+1)/2]
+	case Float16, BFloat16:
+		return q[2*e0 : 2*e1]
+	}
+	return q[e0:e1]
+}
+
 // PackedLen is the number of bytes that n quantized values of format f occupy.
 func PackedLen(f Format, n int) int {
 	switch f {
