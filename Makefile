@@ -57,5 +57,14 @@ bench: venv lib cli $(BENCH_TARGETS)
 golden: venv
 	@set -e; for s in testdata/gen_*.py; do echo "== $$s"; $(PY) $$s; done
 
+# Installs the library, the header, the CMake package files and monoquant.pc (through CMake),
+# and the CLI, under PREFIX (default /usr/local; DESTDIR is honoured).
+PREFIX ?= /usr/local
+install: lib cli
+	cmake -S . -B $(BUILD)/cmake -DMONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so >/dev/null
+	cmake --build $(BUILD)/cmake -j2 >/dev/null
+	cmake --install $(BUILD)/cmake --prefix $(DESTDIR)$(PREFIX)
+	install -D -m 755 $(BUILD)/monoquant $(DESTDIR)$(PREFIX)/bin/monoquant
+
 clean:
 	rm -rf $(BUILD)
