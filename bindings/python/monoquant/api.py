@@ -150,35 +150,45 @@ def _has_outliers(x):
     return q > 0 and m > OUTLIER_RATIO * q
 
 
-def _calibrate(model, selected, data, feed, max_batches):
-    """Runs the data through the float model with a forward pre-hook on every selected layer
-    that hands the layer's input to ``feed(layer, tensor)`` (the engine's observer)."""
-    outliers = set()
-    seen = {name: 0 for name, _ in selected}
-    hooks = []
+def _run_with_input_hooks(model, selected, on_input, data, max_batches):
+    """Runs the data through the model in eval mode with a forward pre-hook on every selected
+    layer calling ``on_input(layer, tensor)`` for its floating-point input; the hooks are removed
+    and the training mode restored afterwards. Returns (batches, samples)."""
 
     def make_hook(name):
         def hook(_mod, args):
             x = _layer_input(args)
-            if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-                return
-            feed(name, x)
-            seen[name] += 1
-            if name not in outliers and _has_outliers(x):
-                outliers.add(name)
+            if isinstance(x, torch.Tensor) and x.is_floating_point():
+                on_input(name, x)
 
         return hook
 
+    hooks = []
     was_training = model.training
     try:
         for name, mod in selected:
             hooks.append(mod.register_forward_pre_hook(make_hook(name)))
         model.eval()
-        batches, samples = _run_batches(model, data, max_batches)
+        return _run_batches(model, data, max_batches)
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
+
+
+def _calibrate(model, selected, data, feed, max_batches):
+    """Runs the data through the float model with a forward pre-hook on every selected layer
+    that hands the layer's input to ``feed(layer, tensor)`` (the engine's observer)."""
+    outliers = set()
+    seen = {name: 0 for name, _ in selected}
+
+    def on_input(name, x):
+        feed(name, x)
+        seen[name] += 1
+        if name not in outliers and _has_outliers(x):
+            outliers.add(name)
+
+    batches, samples = _run_with_input_hooks(model, selected, on_input, data, max_batches)
     if batches == 0:
         raise ValueError("calibration_data yielded no batches; static quantization needs at least one")
     if samples < MIN_CALIBRATION_SAMPLES:
@@ -542,26 +552,11 @@ def record_activations(model, calibration_data, path, layers=DEFAULT_LAYERS, ski
     if isinstance(calibration_data, torch.Tensor):
         calibration_data = [calibration_data]
     recorded = {name: [] for name, _ in selected}
-    hooks = []
 
-    def make_hook(name):
-        def hook(_mod, args):
-            x = _layer_input(args)
-            if isinstance(x, torch.Tensor) and x.is_floating_point():
-                recorded[name].append(x.detach().to("cpu", torch.float32).contiguous().clone())
+    def on_input(name, x):
+        recorded[name].append(x.detach().to("cpu", torch.float32).contiguous().clone())
 
-        return hook
-
-    was_training = model.training
-    try:
-        for name, mod in selected:
-            hooks.append(mod.register_forward_pre_hook(make_hook(name)))
-        model.eval()
-        batches, _ = _run_batches(model, calibration_data, max_batches)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    batches, _ = _run_with_input_hooks(model, selected, on_input, calibration_data, max_batches)
     if batches == 0:
         raise ValueError("record_activations(): calibration_data yielded no batches")
     tensors = {}
