@@ -69,14 +69,8 @@ func Dequantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, pro
 		done := 1
 		bytes := entryBytes(e.DType, e.Shape)
 		if !quantized {
-			t, err := r.Tensor(e.Name)
-			if err != nil {
-				return fmt.Errorf("tensor %q: %w", e.Name, err)
-			}
-			err = w.Write(e.Name, t.Data)
-			r.Release(e.Name)
-			if err != nil {
-				return fmt.Errorf("writing tensor %q: %w", e.Name, err)
+			if err := copyTensor(r, w, e.Name); err != nil {
+				return err
 			}
 		} else {
 			n, b, err := dequantizeOne(r, w, e.Name, tc, &buf)

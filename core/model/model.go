@@ -165,15 +165,23 @@ func Copy(ctx context.Context, r checkpoint.Reader, create CreateFunc) (err erro
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		t, err := r.Tensor(e.Name)
-		if err != nil {
-			return fmt.Errorf("tensor %q: %w", e.Name, err)
-		}
-		err = w.Write(e.Name, t.Data)
-		r.Release(e.Name)
-		if err != nil {
-			return fmt.Errorf("writing tensor %q: %w", e.Name, err)
+		if err := copyTensor(r, w, e.Name); err != nil {
+			return err
 		}
 	}
 	return w.Commit()
+}
+
+// copyTensor writes one tensor of r unchanged through w and drops it from r's memory.
+func copyTensor(r checkpoint.Reader, w checkpoint.Writer, name string) error {
+	t, err := r.Tensor(name)
+	if err != nil {
+		return fmt.Errorf("tensor %q: %w", name, err)
+	}
+	err = w.Write(name, t.Data)
+	r.Release(name)
+	if err != nil {
+		return fmt.Errorf("writing tensor %q: %w", name, err)
+	}
+	return nil
 }
