@@ -37,13 +37,6 @@ func BenchmarkQuantizeOne(b *testing.B) {
 				quant.Quantize(q.Data, x, tp.Spec, q.Scale, q.ZeroPoint)
 			}
 		})
-		b.Run(c.name+"/energies_only", func(b *testing.B) {
-			b.SetBytes(int64(len(x.Data)))
-			q, _ := quant.QuantizeTensor(x, tp.Spec)
-			for i := 0; i < b.N; i++ {
-				energies(x, q.Data, &q.Spec, q.Scale, q.ZeroPoint)
-			}
-		})
 		b.Run(c.name+"/sqnr_quantized_only", func(b *testing.B) {
 			b.SetBytes(int64(len(x.Data)))
 			q, _ := quant.QuantizeTensor(x, tp.Spec)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/monoquant/monoquant/core/tensor"
@@ -356,15 +357,17 @@ type grid struct {
 	loB, hiB int32   // bits of (qmin-zp)+magic and (qmax-zp)+magic
 	zb       int32   // zp - magicBits
 	z        int32
+	scale    float32
 }
 
 func newGrid(scale float32, z, qlo, qhi int32) grid {
 	return grid{
-		inv: 1 / scale,
-		loB: int32(math.Float32bits(float32(qlo-z) + magic)),
-		hiB: int32(math.Float32bits(float32(qhi-z) + magic)),
-		zb:  z - magicBits,
-		z:   z,
+		inv:   1 / scale,
+		loB:   int32(math.Float32bits(float32(qlo-z) + magic)),
+		hiB:   int32(math.Float32bits(float32(qhi-z) + magic)),
+		zb:    z - magicBits,
+		z:     z,
+		scale: scale,
 	}
 }
 
@@ -415,7 +418,7 @@ func Quantize(dst []byte, src *tensor.Tensor, spec Spec, scale []float32, zp []i
 		return Stats{}, errShortOutput(len(dst), need)
 	}
 	if l := newLayout(src.Shape, &spec); src.DType == tensor.F32 && tensor.Aligned[float32](src.Data) && l.contiguousGranules() {
-		return quantizeFused(dst, src, &spec, r, scale, zp, l)
+		return quantizeFused(dst, src, &spec, r, scale, zp, l, nil)
 	}
 	mins, maxs := make([]float32, np), make([]float32, np)
 	st, err := MinMax(src, &spec, mins, maxs)
@@ -500,10 +503,8 @@ func quantizeInto(dst []byte, src *tensor.Tensor, spec *Spec, scale []float32, z
 				switch {
 				case hasNaN:
 					quantRunNaN(dst, off, run, &gr, four)
-				case four:
-					quantRun4(dst, off, run, gr)
 				default:
-					quantRun8(dst[off:off+len(run)], run, gr)
+					quantRunMeasured(dst, off, run, gr, four)
 				}
 			})
 		})
@@ -538,17 +539,24 @@ func (l layout) contiguousGranules() bool {
 
 // quantizeFused is Quantize for contiguous granules of F32 input: one read of the data instead
 // of two. Workers take whole granules (split at even element indices so that Int4 workers own
-// whole bytes); the results are identical to the two-pass path.
-func quantizeFused(dst []byte, src *tensor.Tensor, spec *Spec, r Range, scale []float32, zp []int32, l layout) (Stats, error) {
+// whole bytes); the results are identical to the two-pass path. When en is not nil it receives
+// Σx² and Σ(x − x̂)², measured in the same pass (non-finite inputs, which only a
+// ClampNonFinite call gets this far with, are left out of both sums).
+func quantizeFused(dst []byte, src *tensor.Tensor, spec *Spec, r Range, scale []float32, zp []int32, l layout, en *Energy) (Stats, error) {
 	xs := tensor.View[float32](src.Data)
 	calc := newQParamCalc(spec.QDType, spec.Scheme, r, spec.Eps)
 	qlo, qhi := spec.QDType.Limits()
 	four := spec.Format == Int4
 	clamp := spec.NonFinite == ClampNonFinite
 	st := Stats{FirstNonFinite: -1}
+	type share struct {
+		first int
+		e     Energy
+	}
 	var (
 		mu       sync.Mutex
 		firstErr error
+		shares   []share
 	)
 	step := 1
 	if four && l.runLen%2 == 1 {
@@ -556,6 +564,8 @@ func quantizeFused(dst []byte, src *tensor.Tensor, spec *Spec, r Range, scale []
 	}
 	parallelGranules(l.nchan, l.runLen, step, func(glo, ghi int) {
 		local := Stats{FirstNonFinite: -1}
+		var acc normAcc
+		var scratch *[sqnrChunk]float32
 		var err error
 		for g := glo; g < ghi; g++ {
 			off := g * l.runLen
@@ -575,24 +585,39 @@ func quantizeFused(dst []byte, src *tensor.Tensor, spec *Spec, r Range, scale []
 			}
 			scale[g], zp[g] = s, z
 			gr := newGrid(s, z, qlo, qhi)
-			switch {
-			case bad:
+			if bad {
 				quantRunNaN(dst, off, run, &gr, four)
-			case four:
-				quantRun4(dst, off, run, gr)
-			default:
-				quantRun8(dst[off:off+len(run)], run, gr)
+				if en != nil {
+					if scratch == nil {
+						scratch = new([sqnrChunk]float32)
+					}
+					acc.run(off, run, dst, spec, s, z, scratch)
+				}
+				continue
 			}
+			ps, pn := quantRunMeasured(dst, off, run, gr, four)
+			acc.ps += ps
+			acc.pn += pn
 		}
 		mu.Lock()
 		st.merge(local)
 		if err != nil && firstErr == nil {
 			firstErr = err
 		}
+		shares = append(shares, share{glo, Energy{acc.ps, acc.pn}})
 		mu.Unlock()
 	})
 	if st.NonFinite > 0 && !clamp {
 		return st, nonFiniteErr(st)
+	}
+	if en != nil {
+		// In granule order, so the sums do not depend on which worker finished first.
+		slices.SortFunc(shares, func(a, b share) int { return a.first - b.first })
+		*en = Energy{}
+		for _, sh := range shares {
+			en.Signal += sh.e.Signal
+			en.Noise += sh.e.Noise
+		}
 	}
 	return st, firstErr
 }

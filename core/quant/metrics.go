@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"sync"
 
 	"github.com/monoquant/monoquant/core/tensor"
 	"github.com/x448/float16"
@@ -95,43 +94,11 @@ func SQNRQuantized(src *tensor.Tensor, q []byte, spec Spec, scale []float32, zp 
 			return 0, fmt.Errorf("%w: need %d scales and zero points, have %d and %d", ErrSpec, np, len(scale), len(zp))
 		}
 	}
-	l := newLayout(src.Shape, &spec)
-	var (
-		mu     sync.Mutex
-		ps, pn float64
-		st     = Stats{FirstNonFinite: -1}
-	)
-	parallel(n, func(_, a, b int) {
-		var acc normAcc
-		var scratch [sqnrChunk]float32
-		local := Stats{FirstNonFinite: -1}
-		floats(src, a, b, func(base int, xs []float32) {
-			switch spec.Format {
-			case Float16, BFloat16:
-				acc.halves(base, xs, q[2*base:2*(base+len(xs))], spec.Format == BFloat16)
-			default:
-				if l.short() {
-					acc.channels(l, base, xs, q, &spec, scale, zp)
-					return
-				}
-				l.eachRun(base, xs, func(g, off int, run []float32) {
-					acc.run(off, run, q, &spec, scale[g], zp[g], &scratch)
-				})
-			}
-		})
-		if acc.bad > 0 {
-			local.NonFinite, local.FirstNonFinite = acc.bad, acc.firstBad
-		}
-		mu.Lock()
-		ps += acc.ps
-		pn += acc.pn
-		st.merge(local)
-		mu.Unlock()
-	})
-	if st.NonFinite > 0 && spec.NonFinite != ClampNonFinite {
-		return 0, nonFiniteErr(st)
+	en, _, err := measure(src, q, &spec, scale, zp)
+	if err != nil {
+		return 0, err
 	}
-	return 20 * math.Log10(math.Sqrt(ps)/math.Sqrt(pn)), nil
+	return 20 * math.Log10(math.Sqrt(en.Signal)/math.Sqrt(en.Noise)), nil
 }
 
 // normAcc holds one worker's float64 sums: ‖x‖² in ps, ‖x − y‖² in pn.

@@ -1,0 +1,152 @@
+package quant
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+
+	"github.com/monoquant/monoquant/core/tensor"
+)
+
+// Energy holds the two sums behind SQNR: Signal = Σx² and Noise = Σ(x − x̂)², in float64, where
+// x̂ is the value Dequantize gives back for x. SQNR in decibels is 10·log10(Signal/Noise).
+type Energy struct {
+	Signal, Noise float64
+}
+
+// QuantizeMeasured is Quantize that also measures the quantization error: it returns what
+// Quantize returns, plus the Energy of src against its dequantized form. For F32 input with
+// contiguous granules (per-channel on a leading axis, group-wise) the error is measured in the
+// quantizing pass, while each value is in a register; otherwise in a second pass over src and
+// dst. The stored bytes and qparams are Quantize's.
+//
+// Non-finite inputs fail as in Quantize; under ClampNonFinite they are left out of both sums.
+// The sums equal a sequential float64 loop up to the order of the additions.
+func QuantizeMeasured(dst []byte, src *tensor.Tensor, spec Spec, scale []float32, zp []int32) (Stats, Energy, error) {
+	if err := checkInput(src); err != nil {
+		return Stats{}, Energy{}, err
+	}
+	r, err := spec.Normalize(src.Shape)
+	if err != nil {
+		return Stats{}, Energy{}, err
+	}
+	if spec.Format.IsInteger() {
+		np := spec.NumParams(src.Shape)
+		if len(scale) < np || len(zp) < np {
+			return Stats{}, Energy{}, fmt.Errorf("%w: need %d scales and zero points, have %d and %d", ErrSpec, np, len(scale), len(zp))
+		}
+		if need := PackedLen(spec.Format, src.Len()); len(dst) < need {
+			return Stats{}, Energy{}, errShortOutput(len(dst), need)
+		}
+		if l := newLayout(src.Shape, &spec); src.DType == tensor.F32 && tensor.Aligned[float32](src.Data) && l.contiguousGranules() {
+			var en Energy
+			st, err := quantizeFused(dst, src, &spec, r, scale, zp, l, &en)
+			return st, en, err
+		}
+	}
+	st, err := Quantize(dst, src, spec, scale, zp)
+	if err != nil {
+		return st, Energy{}, err
+	}
+	en, _, err := measure(src, dst, &spec, scale, zp)
+	return st, en, err
+}
+
+// quantRunMeasured quantizes one run of a granule (finite values, as quantRun8 and quantRun4
+// do, into the same bytes) and returns Σx² and Σ(x − x̂)² over it. The bulk goes through the
+// AVX2 kernel where the CPU has one; a leading odd nibble, the tail and other CPUs take the
+// scalar loops.
+func quantRunMeasured(dst []byte, off int, xs []float32, g grid, four bool) (sig, noise float64) {
+	i := 0
+	if haveQuantAVX2 {
+		h := 0
+		if four && off&1 == 1 {
+			h = 1 // the first value is the high nibble of a byte the previous run began
+		}
+		if n := (len(xs) - h) &^ 7; n > 0 {
+			if h == 1 {
+				quantRun4(dst, off, xs[:1], g)
+				sig, noise = measureRun(xs[:1], &g)
+			}
+			j := off + h
+			var s, e float64
+			if four {
+				s, e = quantMeasure4AVX2(&dst[j>>1], &xs[h], n, g.inv, g.scale, g.loB, g.hiB, g.zb)
+			} else {
+				s, e = quantMeasure8AVX2(&dst[j], &xs[h], n, g.inv, g.scale, g.loB, g.hiB, g.zb)
+			}
+			sig, noise = sig+s, noise+e
+			i = h + n
+		}
+	}
+	rest := xs[i:]
+	if four {
+		quantRun4(dst, off+i, rest, g)
+	} else {
+		quantRun8(dst[off+i:off+len(xs)], rest, g)
+	}
+	s, e := measureRun(rest, &g)
+	return sig + s, noise + e
+}
+
+// measureRun returns Σx² and Σ(x − x̂)² over finite xs, x̂ = (q(x) − zp)·scale with Dequantize's
+// one float32 rounding.
+func measureRun(xs []float32, g *grid) (sig, noise float64) {
+	inv, loB, hiB, zb := g.inv, g.loB, g.hiB, g.zb
+	for _, x := range xs {
+		y := float32(quantOne(x, inv, loB, hiB, zb)-g.z) * g.scale
+		v := float64(x)
+		d := v - float64(y)
+		sig += v * v
+		noise += d * d
+	}
+	return sig, noise
+}
+
+// measure is the second-pass measurement: one parallel pass reads src and the quantized bytes
+// q (as Quantize wrote them for spec, scale and zp; any format) and accumulates both sums in
+// float64, each worker's share added in order. Non-finite inputs are counted in the Stats and
+// left out of the sums. spec is normalized for src.Shape and the lengths checked.
+func measure(src *tensor.Tensor, q []byte, spec *Spec, scale []float32, zp []int32) (Energy, Stats, error) {
+	l := newLayout(src.Shape, spec)
+	var (
+		mu     sync.Mutex
+		st     = Stats{FirstNonFinite: -1}
+		shares = make([]Energy, runtime.GOMAXPROCS(0))
+	)
+	parallel(src.Len(), func(w, a, b int) {
+		var acc normAcc
+		var scratch [sqnrChunk]float32
+		local := Stats{FirstNonFinite: -1}
+		floats(src, a, b, func(base int, xs []float32) {
+			switch spec.Format {
+			case Float16, BFloat16:
+				acc.halves(base, xs, q[2*base:2*(base+len(xs))], spec.Format == BFloat16)
+			default:
+				if l.short() {
+					acc.channels(l, base, xs, q, spec, scale, zp)
+					return
+				}
+				l.eachRun(base, xs, func(g, off int, run []float32) {
+					acc.run(off, run, q, spec, scale[g], zp[g], &scratch)
+				})
+			}
+		})
+		if acc.bad > 0 {
+			local.NonFinite, local.FirstNonFinite = acc.bad, acc.firstBad
+		}
+		mu.Lock()
+		shares[w] = Energy{acc.ps, acc.pn}
+		st.merge(local)
+		mu.Unlock()
+	})
+	var en Energy
+	for _, s := range shares {
+		en.Signal += s.Signal
+		en.Noise += s.Noise
+	}
+	if st.NonFinite > 0 && spec.NonFinite != ClampNonFinite {
+		return Energy{}, st, nonFiniteErr(st)
+	}
+	return en, st, nil
+}

@@ -1,0 +1,177 @@
+package quant
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/monoquant/monoquant/core/tensor"
+)
+
+// measureRef is what quantRunMeasured must return: one value at a time, sequential float64
+// sums, x̂ from the stored bytes through Dequantize's own loop.
+func measureRef(xs []float32, q []byte, off int, f Format, signed bool, s float32, z int32) (float64, float64) {
+	ys := make([]float32, len(xs))
+	dequantRun(ys, q, off, f, signed, s, z)
+	var a, b float64
+	for i, x := range xs {
+		v := float64(x)
+		d := v - float64(ys[i])
+		a += v * v
+		b += d * d
+	}
+	return a, b
+}
+
+// TestQuantRunMeasuredMatchesScalar holds the quantize-and-measure path (the AVX2 kernel where
+// the CPU has it, with its scalar head and tail) to the scalar loops: the same bytes, bit for
+// bit, for every length remainder and start parity, signed and unsigned, values far outside the
+// range, ties at .5 and -0; and the same sums up to the order of additions. On a CPU without
+// AVX2 it checks the scalar path against itself through Dequantize.
+func TestQuantRunMeasuredMatchesScalar(t *testing.T) {
+	if !haveQuantAVX2 {
+		t.Log("no AVX2+FMA here: only the scalar path runs")
+	}
+	rng := rand.New(rand.NewPCG(7, 8))
+	type qd struct {
+		f       Format
+		lo, hi  int32
+		signed  bool
+		zeroPts []int32
+	}
+	for _, d := range []qd{
+		{Int8, -128, 127, true, []int32{0, -5, 17}},
+		{Int8, 0, 255, false, []int32{0, 128, 255}},
+		{Int4, -8, 7, true, []int32{0, -3, 2}},
+		{Int4, 0, 15, false, []int32{0, 8, 15}},
+	} {
+		four := d.f == Int4
+		for _, n := range []int{1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 1000} {
+			for _, off := range []int{0, 1, 2, 3} {
+				if !four && off > 0 {
+					continue
+				}
+				for _, z := range d.zeroPts {
+					scale := float32(0.01 + rng.Float64()*0.1)
+					xs := make([]float32, n)
+					for i := range xs {
+						switch rng.IntN(10) {
+						case 0: // exactly half-way between two steps: round half to even
+							xs[i] = (float32(rng.IntN(21)-10) + 0.5) * scale
+						case 1: // far outside the range
+							xs[i] = float32(rng.NormFloat64() * 1e6)
+						case 2:
+							xs[i] = float32(math.Copysign(0, -1))
+						case 3:
+							xs[i] = float32(rng.NormFloat64()) * 3e38
+						default:
+							xs[i] = float32(rng.NormFloat64()) * scale * 6
+						}
+					}
+					g := newGrid(scale, z, d.lo, d.hi)
+					size := PackedLen(d.f, off+n)
+					want := make([]byte, size)
+					got := make([]byte, size)
+					if four && off&1 == 1 {
+						// The previous run's low nibble, which the high-nibble store must keep.
+						want[off>>1], got[off>>1] = 0x05, 0x05
+					}
+					if four {
+						quantRun4(want, off, xs, g)
+					} else {
+						quantRun8(want[off:off+n], xs, g)
+					}
+					sig, noise := quantRunMeasured(got, off, xs, g, four)
+					name := fmt.Sprintf("%v signed=%v n=%d off=%d zp=%d", d.f, d.signed, n, off, z)
+					if string(got) != string(want) {
+						t.Fatalf("%s: bytes differ from the scalar loop:\n got %x\nwant %x", name, got, want)
+					}
+					ws, wn := measureRef(xs, want, off, d.f, d.signed, scale, z)
+					if !closeRel(sig, ws, 1e-12) || !closeRel(noise, wn, 1e-12) {
+						t.Fatalf("%s: sums (%v, %v), sequential (%v, %v)", name, sig, noise, ws, wn)
+					}
+				}
+			}
+		}
+	}
+}
+
+func closeRel(a, b, tol float64) bool {
+	return a == b || math.Abs(a-b) <= tol*math.Max(math.Abs(a), math.Abs(b))
+}
+
+// TestQuantizeMeasured checks the exported call on the fused path (F32, groups and channels), the
+// two-pass path (per-tensor, F16 input, a float cast) and the clamp policy: Quantize's bytes and
+// qparams, and the sums of a sequential loop over Dequantize's output, with non-finite inputs
+// left out.
+func TestQuantizeMeasured(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	x := make([]float32, 48*256)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	f32 := tensor.FromFloat32(x, 48, 256)
+	f16 := &tensor.Tensor{DType: tensor.F16, Shape: []int{48, 256}, Data: make([]byte, 2*len(x))}
+	for i, v := range x {
+		binary.LittleEndian.PutUint16(f16.Data[2*i:], tensor.Float32ToF16(v))
+	}
+	withNaN := append([]float32(nil), x...)
+	withNaN[300], withNaN[5000] = float32(math.NaN()), float32(math.Inf(1))
+	nan := tensor.FromFloat32(withNaN, 48, 256)
+	for _, c := range []struct {
+		name string
+		src  *tensor.Tensor
+		spec Spec
+	}{
+		{"int8 per-channel", f32, Spec{Format: Int8, Granularity: PerChannel}},
+		{"int8 asym per-channel", f32, Spec{Format: Int8, Scheme: Asymmetric, QDType: QUInt8, Granularity: PerChannel}},
+		{"int4 g128", f32, Spec{Format: Int4, Granularity: PerGroup, GroupSize: 128}},
+		{"int4 asym g32", f32, Spec{Format: Int4, Scheme: Asymmetric, QDType: QUInt4, Granularity: PerGroup, GroupSize: 32}},
+		{"int8 per-tensor", f32, Spec{Format: Int8}},
+		{"int4 g64 from f16", f16, Spec{Format: Int4, Granularity: PerGroup, GroupSize: 64}},
+		{"fp16 cast", f32, Spec{Format: Float16}},
+		{"int8 per-channel clamp", nan, Spec{Format: Int8, Granularity: PerChannel, NonFinite: ClampNonFinite}},
+		{"int4 g128 clamp", nan, Spec{Format: Int4, Granularity: PerGroup, GroupSize: 128, NonFinite: ClampNonFinite}},
+	} {
+		want, err := QuantizeTensor(c.src, c.spec)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		dst := make([]byte, len(want.Data))
+		sc, zp := make([]float32, len(want.Scale)), make([]int32, len(want.ZeroPoint))
+		st, en, err := QuantizeMeasured(dst, c.src, c.spec, sc, zp)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if string(dst) != string(want.Data) || fmt.Sprint(sc) != fmt.Sprint(want.Scale) || fmt.Sprint(zp) != fmt.Sprint(want.ZeroPoint) {
+			t.Errorf("%s: bytes or qparams differ from Quantize", c.name)
+		}
+		if st.NonFinite != want.Stats.NonFinite {
+			t.Errorf("%s: %d non-finite, Quantize counted %d", c.name, st.NonFinite, want.Stats.NonFinite)
+		}
+		xs, _ := c.src.Float32s()
+		deq, err := want.Dequantize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ws, wn float64
+		for i, v := range xs {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				continue
+			}
+			d := float64(v) - float64(deq[i])
+			ws += float64(v) * float64(v)
+			wn += d * d
+		}
+		if !closeRel(en.Signal, ws, 1e-12) || !closeRel(en.Noise, wn, 1e-12) || !(wn > 0) {
+			t.Errorf("%s: energy %+v, sequential (%v, %v)", c.name, en, ws, wn)
+		}
+	}
+	// Non-finite input without the clamp fails as Quantize does.
+	_, _, err := QuantizeMeasured(make([]byte, len(x)), nan, Spec{Format: Int8, Granularity: PerChannel}, make([]float32, 48), make([]int32, 48))
+	if err == nil {
+		t.Error("NaN input without ClampNonFinite: no error")
+	}
+}

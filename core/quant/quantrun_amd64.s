@@ -1,0 +1,137 @@
+#include "textflag.h"
+
+// The quantize-and-measure kernels. For each x of xs[:n] (n a positive multiple of 8, every x
+// finite) they compute exactly what grid.q does on the bits of x*inv + magic:
+//
+//	b = clamp(bits(float32(x*inv) + magic), loB, hiB)
+//	q = b + zb                 (the stored value)
+//	y = float32(b - magicBits) * scale   (Dequantize's value of q: (q - zp)·scale, one rounding)
+//
+// store q (a byte per value, or two's-complement nibbles packed two per byte, the even index in
+// the low nibble) and return Σx² and Σ(x − y)² accumulated in float64.
+//
+// Shared register use:
+//   Y15 inv  Y14 magic  Y13 loB  Y12 hiB  Y11 magicBits  Y10 zb  Y9 scale
+//   Y8  pack mask/shuffle  Y7 second pack constant
+//   Y6  Σx² accumulator  Y5 Σ(x − y)² accumulator  Y0–Y4 scratch
+
+#define SETUP \
+	MOVQ dst+0(FP), DI \
+	MOVQ xs+8(FP), SI \
+	MOVQ n+16(FP), CX \
+	VBROADCASTSS inv+24(FP), Y15 \
+	MOVL $0x4B400000, AX \
+	VMOVD AX, X14 \
+	VPBROADCASTD X14, Y14 \
+	VMOVDQA Y14, Y11 \
+	VPBROADCASTD loB+32(FP), Y13 \
+	VPBROADCASTD hiB+36(FP), Y12 \
+	VPBROADCASTD zb+40(FP), Y10 \
+	VBROADCASTSS scale+28(FP), Y9 \
+	VXORPD Y6, Y6, Y6 \
+	VXORPD Y5, Y5, Y5
+
+// QUANT8: Y0 = x (8 floats at SI), Y1 = q (int32), Y2 = y (float32).
+#define QUANT8 \
+	VMOVUPS (SI), Y0 \
+	VMULPS Y15, Y0, Y1 \
+	VADDPS Y14, Y1, Y1 \
+	VPMAXSD Y13, Y1, Y1 \
+	VPMINSD Y12, Y1, Y1 \
+	VPSUBD Y11, Y1, Y2 \
+	VPADDD Y10, Y1, Y1 \
+	VCVTDQ2PS Y2, Y2 \
+	VMULPS Y9, Y2, Y2
+
+// MEASURE: Y6 += x², Y5 += (x − y)² for the 8 values in Y0 (x) and Y2 (y), in float64.
+#define MEASURE \
+	VCVTPS2PD X0, Y3 \
+	VEXTRACTF128 $1, Y0, X0 \
+	VCVTPS2PD X0, Y0 \
+	VCVTPS2PD X2, Y4 \
+	VEXTRACTF128 $1, Y2, X2 \
+	VCVTPS2PD X2, Y2 \
+	VSUBPD Y4, Y3, Y4 \
+	VSUBPD Y2, Y0, Y2 \
+	VMULPD Y3, Y3, Y3 \
+	VFMADD231PD Y0, Y0, Y3 \
+	VADDPD Y3, Y6, Y6 \
+	VMULPD Y4, Y4, Y4 \
+	VFMADD231PD Y2, Y2, Y4 \
+	VADDPD Y4, Y5, Y5
+
+// RESULT: horizontal sums of Y6 and Y5 into sig and noise.
+#define RESULT \
+	VEXTRACTF128 $1, Y6, X0 \
+	VADDPD X0, X6, X6 \
+	VPERMILPD $1, X6, X0 \
+	VADDSD X0, X6, X6 \
+	VEXTRACTF128 $1, Y5, X0 \
+	VADDPD X0, X5, X5 \
+	VPERMILPD $1, X5, X0 \
+	VADDSD X0, X5, X5 \
+	VMOVSD X6, sig+48(FP) \
+	VMOVSD X5, noise+56(FP) \
+	VZEROUPPER
+
+// func quantMeasure8AVX2(dst *byte, xs *float32, n int, inv, scale float32, loB, hiB, zb int32) (sig, noise float64)
+TEXT ·quantMeasure8AVX2(SB), NOSPLIT, $0-64
+	SETUP
+	// Y8: in each 128-bit lane, bytes 0, 4, 8, 12 (the low byte of each int32) to bytes 0–3.
+	MOVQ $0x808080800C080400, AX
+	VMOVQ AX, X8
+	VPBROADCASTQ X8, Y8
+	MOVQ $0x8080808080808080, AX
+	VMOVQ AX, X7
+	VPBROADCASTQ X7, Y7
+	VPUNPCKLQDQ Y7, Y8, Y8
+
+loop8:
+	QUANT8
+	VPSHUFB Y8, Y1, Y1
+	VEXTRACTI128 $1, Y1, X3
+	VPUNPCKLDQ X3, X1, X1
+	VMOVQ X1, (DI)
+	MEASURE
+	ADDQ $32, SI
+	ADDQ $8, DI
+	SUBQ $8, CX
+	JNZ  loop8
+
+	RESULT
+	RET
+
+// func quantMeasure4AVX2(dst *byte, xs *float32, n int, inv, scale float32, loB, hiB, zb int32) (sig, noise float64)
+TEXT ·quantMeasure4AVX2(SB), NOSPLIT, $0-64
+	SETUP
+	// Y7: 0x0F in every int32 (the nibble); Y8: in each lane, bytes 0 and 8 to bytes 0–1.
+	MOVL $0x0F, AX
+	VMOVD AX, X7
+	VPBROADCASTD X7, Y7
+	MOVQ $0x8080808080800800, AX
+	VMOVQ AX, X8
+	VPBROADCASTQ X8, Y8
+	MOVQ $0x8080808080808080, AX
+	VMOVQ AX, X0
+	VPBROADCASTQ X0, Y0
+	VPUNPCKLQDQ Y0, Y8, Y8
+
+loop4:
+	QUANT8
+	// Each 64-bit pair (even, odd) becomes one byte: even | odd<<4 in its low byte.
+	VPAND Y7, Y1, Y1
+	VPSRLQ $28, Y1, Y3
+	VPOR Y3, Y1, Y1
+	VPSHUFB Y8, Y1, Y1
+	VEXTRACTI128 $1, Y1, X3
+	VPUNPCKLWD X3, X1, X1
+	VMOVD X1, AX
+	MOVL AX, (DI)
+	MEASURE
+	ADDQ $32, SI
+	ADDQ $4, DI
+	SUBQ $8, CX
+	JNZ  loop4
+
+	RESULT
+	RET
