@@ -70,10 +70,14 @@ func quantRunMeasured(dst []byte, off int, xs []float32, g grid, four bool) (sig
 			}
 			j := off + h
 			var s, e float64
+			// The kernels index raw pointers: these slicings are their bounds checks.
+			in := xs[h : h+n]
 			if four {
-				s, e = quantMeasure4AVX2(&dst[j>>1], &xs[h], n, g.inv, g.scale, g.loB, g.hiB, g.zb)
+				out := dst[j>>1 : (j+n)>>1]
+				s, e = quantMeasure4AVX2(&out[0], &in[0], n, g.inv, g.scale, g.loB, g.hiB, g.zb)
 			} else {
-				s, e = quantMeasure8AVX2(&dst[j], &xs[h], n, g.inv, g.scale, g.loB, g.hiB, g.zb)
+				out := dst[j : j+n]
+				s, e = quantMeasure8AVX2(&out[0], &in[0], n, g.inv, g.scale, g.loB, g.hiB, g.zb)
 			}
 			sig, noise = sig+s, noise+e
 			i = h + n
