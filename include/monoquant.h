@@ -478,7 +478,9 @@ MQ_API int mq_model_quantize(mq_model* m, const mq_model_config* cfg, mq_progres
 /* Writes every tensor and the metadata to `path`, the format chosen by its suffix: .safetensors,
  * or .pt/.pth/.bin (torch.save's zip format, loadable with torch.load(weights_only=True)).
  * Atomic: the data goes to a temporary file in the same folder, is fsynced and renamed over
- * path, so a failed or killed save leaves the old file or none. MQ_EINVAL for a NULL path or an
+ * path, so a failed or killed save leaves the old file or none. On Linux file systems with
+ * O_TMPFILE (ext4, xfs, btrfs, tmpfs) the temporary file has no name until the rename, so even
+ * a SIGKILLed save leaves nothing else in the folder. MQ_EINVAL for a NULL path or an
  * unknown suffix, MQ_EIO when writing fails (the message names the file). */
 MQ_API int mq_model_save(mq_model* m, const char* path);
 

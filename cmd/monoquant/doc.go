@@ -17,7 +17,8 @@
 // given (model.pt → model.int8.safetensors), dequantize keeps the input's format
 // (model.int8.safetensors → model.dequantized.safetensors); the input is never overwritten.
 // Every file is written to a temporary file in the target folder and renamed into place, so a
-// failed or interrupted run leaves no partial output.
+// failed or interrupted run leaves no partial output; where the file system supports O_TMPFILE
+// (ext4, xfs, btrfs, tmpfs) that file is unnamed until then, so even a killed run leaves nothing.
 //
 // While quantizing, a progress bar (tensors done/total, bytes, rate, ETA) is drawn on stderr when
 // stderr is a terminal, and never with --quiet or when stderr is redirected. The report (size

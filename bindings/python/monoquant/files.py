@@ -198,7 +198,8 @@ def save(obj, path):
     """Writes a quantized model (as ``monoquant.quantize``/``load`` returned it) or a
     QuantizedStateDict to ``path``: ``.safetensors``, or a torch zip file for ``.pt``/``.pth``
     (readable with ``torch.load(weights_only=True)``), in the format of docs/FORMAT.md. The
-    engine writes a temporary file in the same folder and renames it into place.
+    engine writes a temporary file in the same folder (unnamed until then where the file system
+    supports O_TMPFILE, so a killed process leaves nothing) and renames it into place.
 
     What is written is the engine's snapshot of the quantization result: the stored weights and
     qparams and every other tensor the model had when it was quantized or loaded.

@@ -1,12 +1,22 @@
 // Package atomicfile writes a file so that readers see the old file or the complete new one,
 // never a torn one: data goes to a temporary file in the target's folder, which is synced and
 // renamed over the target, and the folder is synced so the rename survives a crash.
+//
+// The temporary file is unnamed while it is written (O_TMPFILE): a writer that is killed, even
+// with SIGKILL, or a machine that loses power leaves nothing behind in the folder, since the
+// kernel frees an inode no name points to. Only at Commit does it get a name (".<target>.tmp-*",
+// linked through /proc/self/fd) and that name is at once renamed over the target. Where the
+// file system or the system cannot do that (no O_TMPFILE support, no /proc), the file is a
+// named ".<target>.tmp-*" from the start, and a killed writer leaves it behind.
 package atomicfile
 
 import (
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -20,8 +30,9 @@ import (
 // is never slowed below it.
 type File struct {
 	*os.File
-	target string
-	done   bool
+	target  string
+	done    bool
+	unnamed bool // O_TMPFILE: no name until Commit links one
 
 	written int64 // bytes written through Write, in order
 	started int64 // writeback has been started for [0, started)
@@ -62,11 +73,65 @@ func Create(path string) (*File, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("output folder %s is not a folder", dir)
 	}
+	if !forceNamed {
+		if f, ok := createUnnamed(dir, path); ok {
+			return f, nil
+		}
+	}
 	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
 	if err != nil {
 		return nil, fmt.Errorf("cannot write in %s: %w", dir, err)
 	}
 	return &File{File: f, target: path}, nil
+}
+
+// Unnamed reports whether files written in dir stay unnamed until Commit, so that a killed
+// writer leaves nothing behind there (see the package comment).
+func Unnamed(dir string) bool {
+	if forceNamed {
+		return false
+	}
+	f, ok := createUnnamed(dir, filepath.Join(dir, "probe"))
+	if ok {
+		f.Close()
+	}
+	return ok
+}
+
+// forceNamed makes Create use a named temporary file, as on systems without O_TMPFILE; tests
+// set it to cover that path.
+var forceNamed = false
+
+// createUnnamed opens an unnamed file in dir, if the system can later give it a name.
+func createUnnamed(dir, target string) (*File, bool) {
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, false // the file system does not support it (or the kernel predates it)
+	}
+	f := os.NewFile(uintptr(fd), target+" (being written)")
+	if _, err := os.Stat(procPath(f)); err != nil {
+		f.Close() // no /proc: Commit could not link it
+		return nil, false
+	}
+	return &File{File: f, target: target, unnamed: true}, true
+}
+
+func procPath(f *os.File) string { return "/proc/self/fd/" + strconv.Itoa(int(f.Fd())) }
+
+// link gives an unnamed file a temporary name next to the target and returns it.
+func (f *File) link() (string, error) {
+	dir, base := filepath.Dir(f.target), filepath.Base(f.target)
+	for range 100 {
+		tmp := filepath.Join(dir, "."+base+".tmp-"+strconv.FormatUint(rand.Uint64()%1e10, 10))
+		err := unix.Linkat(unix.AT_FDCWD, procPath(f.File), unix.AT_FDCWD, tmp, unix.AT_SYMLINK_FOLLOW)
+		if err == nil {
+			return tmp, nil
+		}
+		if !errors.Is(err, unix.EEXIST) {
+			return "", fmt.Errorf("naming the written file in %s: %w", dir, err)
+		}
+	}
+	return "", fmt.Errorf("naming the written file in %s: no free temporary name", dir)
 }
 
 // Commit syncs the data, renames the temporary file over the target and syncs the folder.
@@ -75,19 +140,25 @@ func (f *File) Commit() error {
 		return fmt.Errorf("%s: already committed or aborted", f.target)
 	}
 	f.done = true
-	tmp := f.Name()
 	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(tmp)
+		f.discard()
 		return fmt.Errorf("sync %s: %w", f.target, err)
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.discard()
+		return err
+	}
+	tmp := f.Name()
+	if f.unnamed {
+		var err error
+		if tmp, err = f.link(); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	if err := f.Close(); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("close %s: %w", f.target, err)
-	}
-	if err := os.Chmod(tmp, 0o644); err != nil {
-		os.Remove(tmp)
-		return err
 	}
 	if err := os.Rename(tmp, f.target); err != nil {
 		os.Remove(tmp)
@@ -106,6 +177,14 @@ func (f *File) Abort() error {
 		return nil
 	}
 	f.done = true
+	return f.discard()
+}
+
+// discard closes the file and removes its temporary name, if it has one.
+func (f *File) discard() error {
 	f.Close()
+	if f.unnamed {
+		return nil // the kernel frees it with the last descriptor
+	}
 	return os.Remove(f.Name())
 }

@@ -8,7 +8,58 @@ import (
 	"testing"
 )
 
-func TestCommitReplacesTarget(t *testing.T) {
+// both runs a test with the unnamed temporary file (where the file system supports it) and with
+// the named fallback.
+func both(t *testing.T, fn func(t *testing.T)) {
+	for _, named := range []bool{false, true} {
+		t.Run(map[bool]string{false: "unnamed", true: "named"}[named], func(t *testing.T) {
+			forceNamed = named
+			defer func() { forceNamed = false }()
+			fn(t)
+		})
+	}
+}
+
+func TestCommitReplacesTarget(t *testing.T) { both(t, testCommitReplacesTarget) }
+func TestAbortLeavesOldFile(t *testing.T)   { both(t, testAbortLeavesOldFile) }
+
+// TestNothingNamedWhileWriting: while an unnamed file is written, the folder holds only the old
+// target; the committed file is readable by everyone (0644 before umask, like os.Create).
+func TestNothingNamedWhileWriting(t *testing.T) {
+	dir := t.TempDir()
+	if !Unnamed(dir) {
+		t.Skipf("%s does not support O_TMPFILE here; the named fallback is what runs", dir)
+	}
+	path := filepath.Join(dir, "m.pt")
+	os.WriteFile(path, []byte("old"), 0o600)
+	f, err := Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("new contents"))
+	assertOnly(t, dir, "m.pt")
+	if err := f.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	assertOnly(t, dir, "m.pt")
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o644 {
+		t.Errorf("committed file: %v %v, want mode 0644", st.Mode(), err)
+	}
+	if got, _ := os.ReadFile(path); string(got) != "new contents" {
+		t.Errorf("committed file holds %q", got)
+	}
+	// A file dropped without Commit or Abort (as by a killed process) leaves nothing either.
+	g, err := Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Write([]byte("lost"))
+	g.File.Close()
+	assertOnly(t, dir, "m.pt")
+}
+
+func testCommitReplacesTarget(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "model.bin")
 	if err := os.WriteFile(path, []byte("old"), 0o644); err != nil {
@@ -44,7 +95,7 @@ func TestCommitReplacesTarget(t *testing.T) {
 	assertOnly(t, dir, "model.bin")
 }
 
-func TestAbortLeavesOldFile(t *testing.T) {
+func testAbortLeavesOldFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "x.safetensors")
 	os.WriteFile(path, []byte("old"), 0o644)

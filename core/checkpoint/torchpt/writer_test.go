@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/monoquant/monoquant/core/checkpoint/atomicfile"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
@@ -337,6 +338,10 @@ func TestKillMidWrite(t *testing.T) {
 			checkRoundTrip(t, target, old, map[string]string{"old": "yes"})
 		} else if _, err := os.Stat(target); !os.IsNotExist(err) {
 			t.Errorf("killed writer with no old file left %s (stat err %v), want nothing", target, err)
+		}
+		// The temporary file had no name: nothing of the killed write is left in the folder.
+		if left, _ := filepath.Glob(filepath.Join(dir, ".model.pt.tmp-*")); atomicfile.Unnamed(dir) && len(left) != 0 {
+			t.Errorf("the killed writer left %v behind", left)
 		}
 	}
 }
