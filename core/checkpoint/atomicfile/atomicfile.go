@@ -11,14 +11,9 @@
 package atomicfile
 
 import (
-	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strconv"
-
-	"golang.org/x/sys/unix"
 )
 
 // File is a file being written. Use it as an io.Writer, then Commit or Abort.
@@ -50,9 +45,7 @@ func (f *File) Write(p []byte) (int, error) {
 		done += n
 		f.written += int64(n)
 		if f.written-f.started >= writebackWindow {
-			// The error is ignored on purpose: this is a hint (tmpfs, for one, does not support
-			// it); Commit's fsync reports any real write error.
-			unix.SyncFileRange(int(f.Fd()), f.started, f.written-f.started, unix.SYNC_FILE_RANGE_WRITE)
+			startWriteback(f.File, f.started, f.written-f.started)
 			f.started = f.written
 		}
 		if err != nil {
@@ -101,38 +94,6 @@ func Unnamed(dir string) bool {
 // forceNamed makes Create use a named temporary file, as on systems without O_TMPFILE; tests
 // set it to cover that path.
 var forceNamed = false
-
-// createUnnamed opens an unnamed file in dir, if the system can later give it a name.
-func createUnnamed(dir, target string) (*File, bool) {
-	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return nil, false // the file system does not support it (or the kernel predates it)
-	}
-	f := os.NewFile(uintptr(fd), target+" (being written)")
-	if _, err := os.Stat(procPath(f)); err != nil {
-		f.Close() // no /proc: Commit could not link it
-		return nil, false
-	}
-	return &File{File: f, target: target, unnamed: true}, true
-}
-
-func procPath(f *os.File) string { return "/proc/self/fd/" + strconv.Itoa(int(f.Fd())) }
-
-// link gives an unnamed file a temporary name next to the target and returns it.
-func (f *File) link() (string, error) {
-	dir, base := filepath.Dir(f.target), filepath.Base(f.target)
-	for range 100 {
-		tmp := filepath.Join(dir, "."+base+".tmp-"+strconv.FormatUint(rand.Uint64()%1e10, 10))
-		err := unix.Linkat(unix.AT_FDCWD, procPath(f.File), unix.AT_FDCWD, tmp, unix.AT_SYMLINK_FOLLOW)
-		if err == nil {
-			return tmp, nil
-		}
-		if !errors.Is(err, unix.EEXIST) {
-			return "", fmt.Errorf("naming the written file in %s: %w", dir, err)
-		}
-	}
-	return "", fmt.Errorf("naming the written file in %s: no free temporary name", dir)
-}
 
 // Commit syncs the data, renames the temporary file over the target and syncs the folder.
 func (f *File) Commit() error {
