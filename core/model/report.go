@@ -92,7 +92,8 @@ type TensorReport struct {
 	BytesAfter    int64    `json:"bytes_after"` // values + scales + zero points
 	BitsPerWeight float64  `json:"bits_per_weight"`
 	SQNR          Decibels `json:"sqnr_db"`
-	// SignalEnergy Σx² and NoiseEnergy Σ(x−x̂)², float64, over the tensor's elements.
+	// SignalEnergy Σx² and NoiseEnergy Σ(x−x̂)², float64, over the tensor's finite elements (NaN/Inf
+	// inputs, which only the ClampNonFinite option lets through, are left out: see NonFinite).
 	SignalEnergy float64 `json:"signal_energy"`
 	NoiseEnergy  float64 `json:"noise_energy"`
 	Overflow     int     `json:"fp16_overflow,omitempty"`
