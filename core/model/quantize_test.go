@@ -279,6 +279,10 @@ func TestQuantizeErrors(t *testing.T) {
 	if !hasWarning(res.Report, WarnNonFiniteClamp, "fc.weight") {
 		t.Errorf("NaN weight with clamp: warnings %v, want %s for fc.weight", res.Report.Warnings, WarnNonFiniteClamp)
 	}
+	// The report's SQNR is over the finite values: 1, 2 and 4 (the row [1 2] and the 4 of [NaN 4]).
+	if tr := res.Report.Tensors[0]; tr.NonFinite != 1 || tr.SignalEnergy != 1+4+16 || math.IsNaN(float64(tr.SQNR)) || math.IsNaN(float64(res.Report.SQNR)) {
+		t.Errorf("NaN weight with clamp: %d clamped, signal %v, SQNR %v (overall %v); want 1, 21 and finite", tr.NonFinite, tr.SignalEnergy, tr.SQNR, res.Report.SQNR)
+	}
 
 	big := NewModel()
 	big.Add("fc.weight", tensor.FromFloat32([]float32{1e5, 1, 2, 3}, 2, 2))
