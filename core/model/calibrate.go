@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,6 +27,7 @@ type Calibration struct {
 	allowed map[string]bool
 	obs     map[string]observer.Observer
 	batches map[string]int
+	spiky   map[string]float32 // layers whose input had heavy outliers: max |x| / 99.9th percentile
 }
 
 // NewCalibration prepares observers for the quantized layers of a static-mode plan.
@@ -40,7 +42,7 @@ func NewCalibration(p *Plan) (*Calibration, error) {
 		return nil, optErr("observer", "%v", err)
 	}
 	c := &Calibration{opts: p.opts.actObs, layers: p.LayerNames(), allowed: map[string]bool{},
-		obs: map[string]observer.Observer{}, batches: map[string]int{}}
+		obs: map[string]observer.Observer{}, batches: map[string]int{}, spiky: map[string]float32{}}
 	for _, l := range c.layers {
 		c.allowed[l] = true
 	}
@@ -80,7 +82,70 @@ func (c *Calibration) Calibrate(layer string, x *tensor.Tensor) error {
 	}
 	c.obs[layer] = o
 	c.batches[layer]++
+	if _, seen := c.spiky[layer]; !seen {
+		if r := outlierRatio(x); r > OutlierRatio {
+			c.spiky[layer] = r
+		}
+	}
 	return nil
+}
+
+// OutlierRatio is the activation outlier threshold: a layer whose input has max |x| above this
+// many times the 99.9th percentile of |x| gets a WarnActivationOutliers warning, since one
+// per-tensor INT8 scale must then stretch over values the rest of the data never reaches.
+const OutlierRatio = 16
+
+// outlierSample is how many values of a batch the outlier check looks at, at most: an evenly
+// strided sample, as in x.reshape(-1)[::n // outlierSample].
+const outlierSample = 65536
+
+// outlierRatio returns max |x| / q999(|x|) over an evenly strided sample of x, q999 the 99.9th
+// percentile with linear interpolation (torch.quantile's default), or 0 when the batch is too
+// small (fewer than 64 values) to say, the percentile is 0, or a value is not finite.
+func outlierRatio(x *tensor.Tensor) float32 {
+	n := x.Len()
+	if n < 64 {
+		return 0
+	}
+	step := 1
+	if n > outlierSample {
+		step = n / outlierSample
+	}
+	m := (n + step - 1) / step
+	// The percentile needs the two order statistics at floor(0.999·(m−1)) and the one above:
+	// they are among the top `keep` values, kept sorted ascending in top.
+	pos := 0.999 * float64(m-1)
+	lo := int(pos)
+	keep := m - lo
+	top := make([]float32, 0, keep)
+	es := x.DType.Size()
+	var one [1]float32
+	for i := 0; i < n; i += step {
+		tensor.ConvertToFloat32(one[:], x.DType, x.Data[i*es:(i+1)*es])
+		v := float32(math.Abs(float64(one[0])))
+		if v != v || math.IsInf(float64(v), 0) {
+			return 0
+		}
+		if len(top) == keep && v <= top[0] {
+			continue
+		}
+		j, _ := slices.BinarySearch(top, v)
+		if len(top) == keep {
+			copy(top[:j-1], top[1:j]) // drop the smallest, insert v in order
+			top[j-1] = v
+		} else {
+			top = slices.Insert(top, j, v)
+		}
+	}
+	a := float64(top[0])
+	q := a
+	if len(top) > 1 {
+		q = a + (float64(top[1])-a)*(pos-float64(lo))
+	}
+	if !(q > 0) {
+		return 0
+	}
+	return float32(float64(top[len(top)-1]) / q)
 }
 
 // CalibrateReader feeds recorded activations from a checkpoint (the CLI's --calibration file):
@@ -165,6 +230,10 @@ func (c *Calibration) Params() (map[string]ActivationParams, []Warning, error) {
 			a.Min, a.Max = mn[0], mx[0]
 		}
 		out[l] = a
+		if r, ok := c.spiky[l]; ok {
+			warns = append(warns, Warning{Code: WarnActivationOutliers, Layer: l,
+				Message: fmt.Sprintf("the input of layer %q has heavy outliers (max |x| is %.0f× its 99.9th percentile, above %d×); one per-tensor INT8 activation scale loses precision there: consider skipping the layer or the histogram observer", l, r, OutlierRatio)})
+		}
 	}
 	return out, warns, nil
 }

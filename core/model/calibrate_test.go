@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"sort"
 	"strings"
 	"testing"
 
@@ -168,5 +170,75 @@ func TestCalibrateReader(t *testing.T) {
 	}
 	if err := c.CalibrateReader(NewModel().Reader()); !errors.Is(err, ErrCalibration) {
 		t.Errorf("empty calibration file: %v, want ErrCalibration", err)
+	}
+}
+
+// outlierRatioRef is the definition: sort the strided sample of |x|, take torch.quantile's
+// linear interpolation at 0.999.
+func outlierRatioRef(v []float32) float64 {
+	step := 1
+	if len(v) > outlierSample {
+		step = len(v) / outlierSample
+	}
+	var a []float64
+	for i := 0; i < len(v); i += step {
+		a = append(a, math.Abs(float64(v[i])))
+	}
+	sort.Float64s(a)
+	pos := 0.999 * float64(len(a)-1)
+	lo := int(pos)
+	q := a[lo]
+	if lo+1 < len(a) {
+		q += (a[lo+1] - a[lo]) * (pos - float64(lo))
+	}
+	return a[len(a)-1] / q
+}
+
+func TestOutlierRatio(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	for _, n := range []int{64, 100, 1000, 4097, 65536, 65537, 200000, 1 << 20} {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64())
+		}
+		v[rng.IntN(n)/7*7] = 300 // a spike (on the stride for the large sizes)
+		got := float64(outlierRatio(tensor.FromFloat32(v, n)))
+		if want := outlierRatioRef(v); math.Abs(got-want) > 1e-5*want {
+			t.Errorf("n=%d: ratio %v, want %v", n, got, want)
+		}
+	}
+	if r := outlierRatio(tensor.FromFloat32(make([]float32, 63), 63)); r != 0 {
+		t.Errorf("63 values: ratio %v, want 0 (too few to say)", r)
+	}
+	if r := outlierRatio(tensor.FromFloat32(make([]float32, 100), 100)); r != 0 {
+		t.Errorf("all zeros: ratio %v, want 0", r)
+	}
+}
+
+// TestActivationOutlierWarning: a layer whose calibration input holds one spike gets the
+// warning, naming the layer; smooth inputs get none.
+func TestActivationOutlierWarning(t *testing.T) {
+	for _, spike := range []bool{false, true} {
+		m := testModel(t)
+		opts := Options{Mode: Static, Observer: "histogram"}
+		if err := m.StartCalibration(opts); err != nil {
+			t.Fatal(err)
+		}
+		xs := batches(5, 3, 8, 256)
+		if spike {
+			tensor.View[float32](xs[1].Data)[77] = 1e5
+		}
+		for _, x := range xs {
+			if err := m.Calibrate("fc1", x); err != nil {
+				t.Fatal(err)
+			}
+		}
+		res, err := m.Quantize(context.Background(), opts, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := hasLayerWarning(res.Report, WarnActivationOutliers, "fc1"); got != spike {
+			t.Errorf("spike=%v: %s warning for fc1 = %v; warnings %v", spike, WarnActivationOutliers, got, res.Report.Warnings)
+		}
 	}
 }

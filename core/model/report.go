@@ -22,6 +22,8 @@ const (
 	WarnGroupFallback  WarningCode = "group_size_fallback"
 	WarnNoCalibration  WarningCode = "no_calibration_data"
 	WarnNonFiniteClamp WarningCode = "non_finite_clamped"
+	// WarnActivationOutliers: a layer's calibration input has heavy outliers (see OutlierRatio).
+	WarnActivationOutliers WarningCode = "activation_outliers"
 )
 
 // Warning is a fact about a likely accuracy loss, as data.

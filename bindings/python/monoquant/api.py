@@ -27,9 +27,6 @@ __all__ = ["quantize", "dequantize", "report", "sqnr", "record_activations", "Re
 
 # Static calibration over fewer samples (rows of the first input) than this draws a warning.
 MIN_CALIBRATION_SAMPLES = 32
-# An activation whose largest magnitude exceeds this multiple of its 99.9th percentile has heavy
-# outliers: a per-tensor int8 grid stretched to cover them leaves few levels for the rest.
-OUTLIER_RATIO = 16.0
 DEFAULT_LAYERS = (nn.Linear, nn.Conv2d, nn.LSTM)
 
 
@@ -138,18 +135,6 @@ def _layer_input(args):
     return x
 
 
-def _has_outliers(x):
-    flat = x.detach().reshape(-1)
-    if flat.numel() < 64:
-        return False
-    if flat.numel() > 65536:
-        flat = flat[:: flat.numel() // 65536]
-    a = flat.float().abs()
-    q = torch.quantile(a, 0.999).item()
-    m = a.max().item()
-    return q > 0 and m > OUTLIER_RATIO * q
-
-
 def _run_with_input_hooks(model, selected, on_input, data, max_batches):
     """Runs the data through the model in eval mode with a forward pre-hook on every selected
     layer calling ``on_input(layer, tensor)`` for its floating-point input; the hooks are removed
@@ -178,23 +163,20 @@ def _run_with_input_hooks(model, selected, on_input, data, max_batches):
 
 def _calibrate(model, selected, data, feed, max_batches):
     """Runs the data through the float model with a forward pre-hook on every selected layer
-    that hands the layer's input to ``feed(layer, tensor)`` (the engine's observer)."""
-    outliers = set()
+    that hands the layer's input to ``feed(layer, tensor)`` (the engine's observer). Layers
+    whose input has heavy outliers are flagged by the engine: an ``activation_outliers`` warning
+    in the report."""
     seen = {name: 0 for name, _ in selected}
 
     def on_input(name, x):
         feed(name, x)
         seen[name] += 1
-        if name not in outliers and _has_outliers(x):
-            outliers.add(name)
 
     batches, samples = _run_with_input_hooks(model, selected, on_input, data, max_batches)
     if batches == 0:
         raise ValueError("calibration_data yielded no batches; static quantization needs at least one")
     if samples < MIN_CALIBRATION_SAMPLES:
         warnings.warn(f"static quantization calibrated on only {samples} samples (fewer than {MIN_CALIBRATION_SAMPLES}); activation ranges may not be representative", MonoquantWarning, stacklevel=3)
-    if outliers:
-        warnings.warn(f"activations with heavy outliers (max > {OUTLIER_RATIO:g}x the 99.9th percentile) at the input of {', '.join(sorted(outliers))}; per-tensor INT8 activations will lose precision there: consider skip=[...] or observer='histogram'", MonoquantWarning, stacklevel=3)
     return seen
 
 
