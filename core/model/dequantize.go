@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"math"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
-	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
@@ -90,64 +88,21 @@ func Dequantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, pro
 // dequantizeOne reads a quantized tensor with its parameters, checks them and writes the
 // float32 values. It returns how many stored tensors and bytes it consumed.
 func dequantizeOne(r checkpoint.Reader, w checkpoint.Writer, name string, tc *TensorConfig, buf *[]float32) (int, int64, error) {
-	s, err := tc.Spec()
+	d, err := openRows(r, name, tc)
 	if err != nil {
-		return 0, 0, fmt.Errorf("%w: tensor %q: %v", ErrFormat, name, err)
+		return 0, 0, err
 	}
-	n := tensor.NumElements(tc.Shape)
-	if cap(*buf) < n {
-		*buf = make([]float32, n)
+	if cap(*buf) < d.n {
+		*buf = make([]float32, d.n)
 	}
-	out := (*buf)[:n]
-	used, bytes := 1, int64(0)
-	var scale []float32
-	var zp []int32
-	if s.Format.IsInteger() {
-		np := s.NumParams(tc.QuantShape)
-		st, err := r.Tensor(name + ".scale")
-		if err != nil {
-			return 0, 0, fmt.Errorf("tensor %q: %w", name+".scale", err)
-		}
-		scale = append([]float32(nil), tensor.View[float32](st.Data)...)
-		r.Release(name + ".scale")
-		used, bytes = used+1, bytes+int64(len(st.Data))
-		if len(scale) != np {
-			return 0, 0, fmt.Errorf("%w: tensor %q has %d scales, its config needs %d", ErrFormat, name+".scale", len(scale), np)
-		}
-		for i, v := range scale {
-			if !(v > 0) || math.IsInf(float64(v), 0) {
-				return 0, 0, fmt.Errorf("%w: tensor %q: scale %d is %v; scales must be positive and finite", ErrFormat, name+".scale", i, v)
-			}
-		}
-		zp = make([]int32, np)
-		if s.StoresZeroPoint() {
-			zt, err := r.Tensor(name + ".zero_point")
-			if err != nil {
-				return 0, 0, fmt.Errorf("tensor %q: %w", name+".zero_point", err)
-			}
-			copy(zp, tensor.View[int32](zt.Data))
-			r.Release(name + ".zero_point")
-			used, bytes = used+1, bytes+int64(len(zt.Data))
-			lo, hi := s.QDType.Limits()
-			for i, v := range zp {
-				if v < lo || v > hi {
-					return 0, 0, fmt.Errorf("%w: tensor %q: zero point %d is %d, outside %v [%d, %d]", ErrFormat, name+".zero_point", i, v, s.QDType, lo, hi)
-				}
-			}
-		}
-	}
-	qt, err := r.Tensor(name)
+	out := (*buf)[:d.n]
+	err = d.Dequantize(0, d.rows, out)
+	d.Close()
 	if err != nil {
-		return 0, 0, fmt.Errorf("tensor %q: %w", name, err)
-	}
-	bytes += int64(len(qt.Data))
-	err = quant.Dequantize(out, qt.Data, tc.QuantShape, s, scale, zp)
-	r.Release(name)
-	if err != nil {
-		return 0, 0, fmt.Errorf("%w: tensor %q: %v", ErrFormat, name, err)
+		return 0, 0, err
 	}
 	if err := w.Write(name, tensor.Float32Bytes(out)); err != nil {
 		return 0, 0, fmt.Errorf("writing tensor %q: %w", name, err)
 	}
-	return used, bytes, nil
+	return d.used, d.bytes, nil
 }

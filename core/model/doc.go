@@ -1,7 +1,8 @@
 // Package model works on whole checkpoints: it decides which tensors to quantize (a Plan),
 // quantizes them tensor by tensor from a checkpoint.Reader to a checkpoint.Writer, stores the
 // result in the quantized checkpoint format of docs/FORMAT.md, reads that format back
-// (ReadConfig, Dequantize) and reports what quantization cost (Report: sizes, bits per weight,
+// (ReadConfig; Dequantize for a whole file, DequantizeTensor for one tensor, RowDequantizer for
+// a block of rows at a time) and reports what quantization cost (Report: sizes, bits per weight,
 // SQNR per tensor and overall, warnings).
 //
 // # Plans
