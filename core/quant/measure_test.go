@@ -175,3 +175,55 @@ func TestQuantizeMeasured(t *testing.T) {
 		t.Error("NaN input without ClampNonFinite: no error")
 	}
 }
+
+// FuzzQuantRunMeasured is a differential fuzz of the quantize-and-measure path (the AVX2 kernel
+// where the CPU has it) against the scalar loops: arbitrary float32 bit patterns (NaN and ±Inf
+// left out: runs holding them take quantRunNaN), scales, zero points, ranges and start offsets.
+func FuzzQuantRunMeasured(f *testing.F) {
+	f.Add([]byte{0, 0, 128, 63, 0, 0, 0, 64, 0, 0, 64, 192}, float32(0.01), int8(0), uint8(0), uint8(0))
+	f.Add([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36}, float32(3e-5), int8(-3), uint8(3), uint8(1))
+	f.Fuzz(func(t *testing.T, raw []byte, scale float32, zp int8, kind, off uint8) {
+		if !(scale > 0) || math.IsInf(float64(scale), 0) || math.IsInf(float64(1/scale), 0) {
+			return
+		}
+		xs := make([]float32, len(raw)/4)
+		for i := range xs {
+			v := math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+			if v != v || math.IsInf(float64(v), 0) {
+				v = 0
+			}
+			xs[i] = v
+		}
+		lims := [][2]int32{{-128, 127}, {0, 255}, {-8, 7}, {0, 15}}[kind%4]
+		four := kind%4 >= 2
+		z := min(max(int32(zp), lims[0]), lims[1])
+		o := 0
+		if four {
+			o = int(off % 4)
+		}
+		g := newGrid(scale, z, lims[0], lims[1])
+		size := PackedLen(map[bool]Format{false: Int8, true: Int4}[four], o+len(xs))
+		want, got := make([]byte, size), make([]byte, size)
+		if four {
+			quantRun4(want, o, xs, g)
+		} else {
+			quantRun8(want[o:o+len(xs)], xs, g)
+		}
+		sig, noise := quantRunMeasured(got, o, xs, g, four)
+		if string(got) != string(want) {
+			t.Fatalf("scale %v zp %d lims %v off %d: bytes\n got %x\nwant %x", scale, z, lims, o, got, want)
+		}
+		var ws, wn float64
+		for _, x := range xs {
+			y := float32(g.q(x)-z) * scale
+			d := float64(x) - float64(y)
+			ws += float64(x) * float64(x)
+			wn += d * d
+		}
+		if !closeRel(sig, ws, 1e-9) || !closeRel(noise, wn, 1e-9) {
+			if !(math.IsInf(ws, 0) || math.IsInf(wn, 0)) {
+				t.Fatalf("scale %v zp %d lims %v off %d: sums (%v, %v), want (%v, %v)", scale, z, lims, o, sig, noise, ws, wn)
+			}
+		}
+	})
+}
