@@ -11,7 +11,6 @@ import (
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/model"
-	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
@@ -124,61 +123,115 @@ func sameBytes(in, out checkpoint.Reader, name string) error {
 	return nil
 }
 
-// checkQuantized dequantizes one tensor from the written file, recomputes its SQNR against the
-// input and, for Linear and Conv2d weights, compares the layer's outputs. It returns the layer
-// check (nil for other layer types) and the SQNR deviation from the report.
+// validateBlock is how many values (4 MB of float32) the check dequantizes at a time: enough
+// rows of a tensor that the per-block work dominates, few enough that the check holds a block
+// and not a float32 copy of the largest tensor beside its mapped input.
+var validateBlock = 1 << 20
+
+// checkQuantized dequantizes one tensor from the written file block of rows by block of rows,
+// recomputes its SQNR against the input and, for Linear and Conv2d weights, compares the
+// layer's outputs. It returns the layer check (nil for other layer types) and the SQNR
+// deviation from the report.
 func checkQuantized(in, out checkpoint.Reader, cfg *model.Config, tp *model.TensorPlan, tr model.TensorReport, rng *rand.Rand) (*layerCheck, float64, error) {
 	if tr.Name == "" {
 		return nil, 0, fmt.Errorf("tensor %q was quantized but the report does not list it", tp.Name)
 	}
-	deq, err := model.DequantizeTensor(out, cfg, tp.Name)
+	deq, err := model.NewRowDequantizer(out, cfg, tp.Name)
 	if err != nil {
 		return nil, 0, fmt.Errorf("dequantizing %q from the output: %w", tp.Name, err)
 	}
-	dq, err := deq.Float32s()
-	if err != nil {
-		return nil, 0, err
+	defer deq.Close()
+	if !slices.Equal(deq.Shape(), tp.Shape) {
+		return nil, 0, fmt.Errorf("tensor %q has shape %v in the output's config, the plan says %v", tp.Name, deq.Shape(), tp.Shape)
 	}
 	src, err := in.Tensor(tp.Name)
 	if err != nil {
 		return nil, 0, fmt.Errorf("rereading input tensor %q: %w", tp.Name, err)
 	}
+	// The input's pages that the blocks touch stay resident until this Release: the reader
+	// releases whole tensors only, and the quantizing pass held as much of this tensor anyway.
 	defer in.Release(tp.Name)
-	orig, err := src.Float32s()
-	if err != nil {
+	if err := src.Validate(); err != nil {
 		return nil, 0, fmt.Errorf("input tensor %q: %w", tp.Name, err)
 	}
-	if len(orig) != len(dq) {
-		return nil, 0, fmt.Errorf("tensor %q dequantizes to %d values, the input has %d", tp.Name, len(dq), len(orig))
+	if !src.DType.IsFloat() {
+		return nil, 0, fmt.Errorf("input tensor %q: dtype %v is not a floating-point type", tp.Name, src.DType)
 	}
-	got := quant.SQNR(orig, dq)
-	if tr.NonFinite > 0 {
-		// The report leaves the clamped NaN/Inf inputs out of its sums; so does the check.
-		got = finiteSQNR(orig, dq)
+	rowLen := deq.RowLen()
+	if n := deq.NumRows() * rowLen; src.Len() != n {
+		return nil, 0, fmt.Errorf("tensor %q dequantizes to %d values, the input has %d", tp.Name, n, src.Len())
 	}
+	layer, err := newLayerRun(in, tp, rng)
+	if err != nil {
+		return nil, 0, err
+	}
+	per := max(1, validateBlock/max(rowLen, 1))
+	dq := make([]float32, min(per, deq.NumRows())*rowLen)
+	var conv []float32 // input rows as float32, when they cannot be viewed in place
+	var weight energy
+	for r0 := 0; r0 < deq.NumRows(); r0 += per {
+		r1 := min(r0+per, deq.NumRows())
+		d := dq[:(r1-r0)*rowLen]
+		if err := deq.Dequantize(r0, r1, d); err != nil {
+			return nil, 0, fmt.Errorf("dequantizing %q from the output: %w", tp.Name, err)
+		}
+		orig := inputRows(src, r0*rowLen, r1*rowLen, &conv)
+		// The report leaves clamped NaN/Inf inputs out of its sums; so does the check.
+		weight.add(orig, d, tr.NonFinite > 0)
+		if layer != nil {
+			if err := layer.block(r0, r1, orig, d); err != nil {
+				return nil, 0, err
+			}
+		}
+	}
+	got := weight.sqnr()
 	dev, ok := sqnrDeviation(got, float64(tr.SQNR))
 	if !ok {
 		return nil, 0, fmt.Errorf("tensor %q: SQNR recomputed from the file is %s, the report says %s", tp.Name, dB(got), dB(float64(tr.SQNR)))
 	}
-	lc, err := runLayer(in, tp, orig, dq, rng)
-	if err != nil {
-		return nil, 0, err
+	if layer == nil {
+		return nil, dev, nil
 	}
-	if lc != nil {
-		lc.WeightSQNR = model.Decibels(got)
-	}
-	return lc, dev, nil
+	layer.lc.OutputSQNR = model.Decibels(layer.out.sqnr())
+	layer.lc.WeightSQNR = model.Decibels(got)
+	return &layer.lc, dev, nil
 }
 
-// finiteSQNR is quant.SQNR over the elements whose input is finite.
-func finiteSQNR(x, y []float32) float64 {
-	var fx, fy []float32
-	for i, v := range x {
-		if !math.IsNaN(float64(v)) && !math.IsInf(float64(v), 0) {
-			fx, fy = append(fx, v), append(fy, y[i])
-		}
+// inputRows returns elements [e0, e1) of a float tensor as float32: a view of the (mapped)
+// input for aligned F32, else converted into *buf.
+func inputRows(src *tensor.Tensor, e0, e1 int, buf *[]float32) []float32 {
+	es := src.DType.Size()
+	if src.DType == tensor.F32 && tensor.Aligned[float32](src.Data) {
+		return tensor.View[float32](src.Data[e0*es : e1*es])
 	}
-	return quant.SQNR(fx, fy)
+	if cap(*buf) < e1-e0 {
+		*buf = make([]float32, e1-e0)
+	}
+	out := (*buf)[:e1-e0]
+	tensor.ConvertToFloat32(out, src.DType, src.Data[e0*es:e1*es])
+	return out
+}
+
+// energy holds the sums behind quant.SQNR — Σx² and Σ(x − y)² in float64, with the same
+// arithmetic — so that blocks added in order give quant.SQNR of the whole, bit for bit.
+type energy struct{ signal, noise float64 }
+
+// add sums one block; finiteOnly leaves out the elements whose x is NaN or ±Inf.
+func (e *energy) add(x, y []float32, finiteOnly bool) {
+	for i := range x {
+		a := float64(x[i])
+		if finiteOnly && (math.IsNaN(a) || math.IsInf(a, 0)) {
+			continue
+		}
+		d := a - float64(y[i])
+		e.signal += float64(a * a) // float64(...) stops FMA fusion, as in quant.SQNR
+		e.noise += float64(d * d)
+	}
+}
+
+// sqnr is quant.SQNR's formula: +Inf for no noise, NaN when both sums are 0.
+func (e *energy) sqnr() float64 {
+	return 20 * math.Log10(math.Sqrt(e.signal)/math.Sqrt(e.noise))
 }
 
 // sqnrDeviation compares two SQNRs, treating equal infinities (exact) and NaN (all-zero) as equal.
@@ -193,11 +246,24 @@ func sqnrDeviation(a, b float64) (float64, bool) {
 	return d, d <= sqnrTolerance
 }
 
-// runLayer runs a Linear ([out, in]) or Conv2d ([O, C, kH, kW]) weight on a random normal
-// input, with the original and the dequantized weights and the layer's own bias. A convolution
+// layerRun runs a Linear ([out, in]) or Conv2d ([O, C, kH, kW]) weight on a random normal
+// input, with the original and the dequantized weights and the layer's own bias, one block of
+// output rows (Linear) or output channels (Conv2d) at a time: output o only needs row o of the
+// weight, so the block's outputs are those of the whole layer, value for value. A convolution
 // is run with stride 1, no padding and groups 1: the geometry is not stored in a state dict,
 // and the error each output sees does not depend on it.
-func runLayer(in checkpoint.Reader, tp *model.TensorPlan, orig, dq []float32, rng *rand.Rand) (*layerCheck, error) {
+type layerRun struct {
+	lc     layerCheck
+	linear bool
+	x      []float32
+	xs, ws [4]int // Conv2d input and weight shapes
+	bias   []float32
+	out    energy // the two outputs' sums, over the blocks
+}
+
+// newLayerRun draws the random input and reads the bias; nil for other layer types. The input
+// comes from rng in the same order for every tensor, so reruns give the same figures.
+func newLayerRun(in checkpoint.Reader, tp *model.TensorPlan, rng *rand.Rand) (*layerRun, error) {
 	bias := func(n int) ([]float32, error) {
 		name := strings.TrimSuffix(tp.Name, "weight") + "bias"
 		if name == tp.Name || !strings.HasSuffix(tp.Name, "weight") {
@@ -224,46 +290,57 @@ func runLayer(in checkpoint.Reader, tp *model.TensorPlan, orig, dq []float32, rn
 		}
 		return x
 	}
-	lc := &layerCheck{Tensor: tp.Name, Layer: tp.Layer, LayerType: string(tp.LayerType)}
+	l := &layerRun{lc: layerCheck{Tensor: tp.Name, Layer: tp.Layer, LayerType: string(tp.LayerType)}}
+	var err error
 	switch {
 	case tp.LayerType == model.Linear && len(tp.Shape) == 2:
-		const batch = 4
 		o, k := tp.Shape[0], tp.Shape[1]
-		b, err := bias(o)
-		if err != nil {
+		if l.bias, err = bias(o); err != nil {
 			return nil, err
 		}
-		x := randn(batch * k)
-		y1, err := model.LinearForward(x, batch, orig, o, k, b)
-		if err != nil {
-			return nil, fmt.Errorf("layer %q: %w", tp.Layer, err)
-		}
-		y2, err := model.LinearForward(x, batch, dq, o, k, b)
-		if err != nil {
-			return nil, fmt.Errorf("layer %q: %w", tp.Layer, err)
-		}
-		lc.InputShape = []int{batch, k}
-		lc.OutputSQNR = model.Decibels(quant.SQNR(y1, y2))
+		l.linear, l.x = true, randn(linearBatch*k)
+		l.lc.InputShape = []int{linearBatch, k}
 	case tp.LayerType == model.Conv2d && len(tp.Shape) == 4:
-		ws := [4]int{tp.Shape[0], tp.Shape[1], tp.Shape[2], tp.Shape[3]}
-		xs := [4]int{1, ws[1], ws[2] + 3, ws[3] + 3}
-		b, err := bias(ws[0])
-		if err != nil {
+		l.ws = [4]int{tp.Shape[0], tp.Shape[1], tp.Shape[2], tp.Shape[3]}
+		l.xs = [4]int{1, l.ws[1], l.ws[2] + 3, l.ws[3] + 3}
+		if l.bias, err = bias(l.ws[0]); err != nil {
 			return nil, err
 		}
-		x := randn(tensor.NumElements(xs[:]))
-		y1, _, err := model.Conv2dForward(x, xs, orig, ws, b, model.Conv2dParams{})
-		if err != nil {
-			return nil, fmt.Errorf("layer %q: %w", tp.Layer, err)
-		}
-		y2, _, err := model.Conv2dForward(x, xs, dq, ws, b, model.Conv2dParams{})
-		if err != nil {
-			return nil, fmt.Errorf("layer %q: %w", tp.Layer, err)
-		}
-		lc.InputShape = xs[:]
-		lc.OutputSQNR = model.Decibels(quant.SQNR(y1, y2))
+		l.x = randn(tensor.NumElements(l.xs[:]))
+		l.lc.InputShape = l.xs[:]
 	default:
 		return nil, nil
 	}
-	return lc, nil
+	return l, nil
+}
+
+// linearBatch is the number of random input rows a Linear layer is run on.
+const linearBatch = 4
+
+// block runs output rows [r0, r1) of the layer with the original and the dequantized weight
+// rows and adds the two outputs to the sums.
+func (l *layerRun) block(r0, r1 int, orig, dq []float32) error {
+	var b []float32
+	if l.bias != nil {
+		b = l.bias[r0:r1]
+	}
+	run := func(w []float32) ([]float32, error) {
+		if l.linear {
+			return model.LinearForward(l.x, linearBatch, w, r1-r0, len(l.x)/linearBatch, b)
+		}
+		ws := l.ws
+		ws[0] = r1 - r0
+		y, _, err := model.Conv2dForward(l.x, l.xs, w, ws, b, model.Conv2dParams{})
+		return y, err
+	}
+	y1, err := run(orig)
+	if err != nil {
+		return fmt.Errorf("layer %q: %w", l.lc.Layer, err)
+	}
+	y2, err := run(dq)
+	if err != nil {
+		return fmt.Errorf("layer %q: %w", l.lc.Layer, err)
+	}
+	l.out.add(y1, y2, false)
+	return nil
 }
