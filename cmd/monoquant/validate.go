@@ -106,26 +106,93 @@ func validateOutput(ctx context.Context, in checkpoint.Reader, outPath string, p
 	return v, nil
 }
 
+// sameBytes compares a tensor that was to be copied unchanged, window by window, so that a
+// large one (an embedding table) is not resident twice, once per file.
 func sameBytes(in, out checkpoint.Reader, name string) error {
-	a, err := in.Tensor(name)
+	a, err := openStream(in, name)
 	if err != nil {
 		return fmt.Errorf("rereading input tensor %q: %w", name, err)
 	}
-	defer in.Release(name)
-	b, err := out.Tensor(name)
+	defer a.close()
+	b, err := openStream(out, name)
 	if err != nil {
 		return fmt.Errorf("reading output tensor %q: %w", name, err)
 	}
-	defer out.Release(name)
-	if !bytes.Equal(a.Data, b.Data) {
-		return fmt.Errorf("tensor %q was to be copied unchanged but its bytes differ in the output", name)
+	defer b.close()
+	differ := fmt.Errorf("tensor %q was to be copied unchanged but its bytes differ in the output", name)
+	n := len(a.t.Data)
+	if len(b.t.Data) != n {
+		return differ
 	}
-	return nil
+	for off := 0; ; off += releaseEvery {
+		end := min(off+releaseEvery, n)
+		x, err := a.bytes(off, end)
+		if err != nil {
+			return fmt.Errorf("rereading input tensor %q: %w", name, err)
+		}
+		y, err := b.bytes(off, end)
+		if err != nil {
+			return fmt.Errorf("reading output tensor %q: %w", name, err)
+		}
+		if !bytes.Equal(x, y) {
+			return differ
+		}
+		if end == n {
+			return nil
+		}
+	}
 }
+
+// releaseEvery is how many bytes of one tensor the check reads between two releases of its
+// pages (a variable so that tests can make it small).
+var releaseEvery = 64 << 20
+
+// stream reads one tensor of a reader front to back and keeps about releaseEvery bytes of it
+// resident: every releaseEvery bytes it releases the tensor's pages (checkpoint.Reader has no
+// range release: the whole tensor is released, which drops the pages read so far) and fetches
+// the tensor again, since data is valid only until Release. For a mapped reader the new view
+// costs nothing; a reader that returns copies (a strided or big-endian .pt tensor) has nothing
+// to release, so after the first fetch shows a new copy its data is kept as it is.
+type stream struct {
+	r        checkpoint.Reader
+	name     string
+	t        *tensor.Tensor
+	released int  // offset of the last release
+	copies   bool // the reader copies: keep t
+}
+
+func openStream(r checkpoint.Reader, name string) (*stream, error) {
+	t, err := r.Tensor(name)
+	if err != nil {
+		return nil, err
+	}
+	return &stream{r: r, name: name, t: t}, nil
+}
+
+// bytes returns the tensor's bytes [off, end); off must not decrease from call to call, and
+// the slice is valid until the next call.
+func (s *stream) bytes(off, end int) ([]byte, error) {
+	if !s.copies && off-s.released >= releaseEvery {
+		s.r.Release(s.name)
+		t, err := s.r.Tensor(s.name)
+		if err != nil {
+			return nil, err
+		}
+		if len(t.Data) != len(s.t.Data) {
+			return nil, fmt.Errorf("tensor %q changed size while it was read", s.name)
+		}
+		s.copies = len(t.Data) > 0 && &t.Data[0] != &s.t.Data[0]
+		s.t, s.released = t, off
+	}
+	return s.t.Data[off:end], nil
+}
+
+func (s *stream) close() { s.r.Release(s.name) }
 
 // validateBlock is how many values (4 MB of float32) the check dequantizes at a time: enough
 // rows of a tensor that the per-block work dominates, few enough that the check holds a block
-// and not a float32 copy of the largest tensor beside its mapped input.
+// and not a float32 copy of the largest tensor beside its mapped input. A variable so that
+// tests can make it small.
 var validateBlock = 1 << 20
 
 // checkQuantized dequantizes one tensor from the written file block of rows by block of rows,
@@ -144,13 +211,12 @@ func checkQuantized(in, out checkpoint.Reader, cfg *model.Config, tp *model.Tens
 	if !slices.Equal(deq.Shape(), tp.Shape) {
 		return nil, 0, fmt.Errorf("tensor %q has shape %v in the output's config, the plan says %v", tp.Name, deq.Shape(), tp.Shape)
 	}
-	src, err := in.Tensor(tp.Name)
+	st, err := openStream(in, tp.Name)
 	if err != nil {
 		return nil, 0, fmt.Errorf("rereading input tensor %q: %w", tp.Name, err)
 	}
-	// The input's pages that the blocks touch stay resident until this Release: the reader
-	// releases whole tensors only, and the quantizing pass held as much of this tensor anyway.
-	defer in.Release(tp.Name)
+	defer st.close()
+	src := st.t
 	if err := src.Validate(); err != nil {
 		return nil, 0, fmt.Errorf("input tensor %q: %w", tp.Name, err)
 	}
@@ -175,7 +241,12 @@ func checkQuantized(in, out checkpoint.Reader, cfg *model.Config, tp *model.Tens
 		if err := deq.Dequantize(r0, r1, d); err != nil {
 			return nil, 0, fmt.Errorf("dequantizing %q from the output: %w", tp.Name, err)
 		}
-		orig := inputRows(src, r0*rowLen, r1*rowLen, &conv)
+		es := src.DType.Size()
+		raw, err := st.bytes(r0*rowLen*es, r1*rowLen*es)
+		if err != nil {
+			return nil, 0, fmt.Errorf("rereading input tensor %q: %w", tp.Name, err)
+		}
+		orig := inputFloats(raw, src.DType, &conv)
 		// The report leaves clamped NaN/Inf inputs out of its sums; so does the check.
 		weight.add(orig, d, tr.NonFinite > 0)
 		if layer != nil {
@@ -197,18 +268,18 @@ func checkQuantized(in, out checkpoint.Reader, cfg *model.Config, tp *model.Tens
 	return &layer.lc, dev, nil
 }
 
-// inputRows returns elements [e0, e1) of a float tensor as float32: a view of the (mapped)
-// input for aligned F32, else converted into *buf.
-func inputRows(src *tensor.Tensor, e0, e1 int, buf *[]float32) []float32 {
-	es := src.DType.Size()
-	if src.DType == tensor.F32 && tensor.Aligned[float32](src.Data) {
-		return tensor.View[float32](src.Data[e0*es : e1*es])
+// inputFloats returns input values of dtype dt as float32: a view of raw (the mapped input)
+// for aligned F32, else converted into *buf.
+func inputFloats(raw []byte, dt tensor.DType, buf *[]float32) []float32 {
+	if dt == tensor.F32 && tensor.Aligned[float32](raw) {
+		return tensor.View[float32](raw)
 	}
-	if cap(*buf) < e1-e0 {
-		*buf = make([]float32, e1-e0)
+	n := len(raw) / dt.Size()
+	if cap(*buf) < n {
+		*buf = make([]float32, n)
 	}
-	out := (*buf)[:e1-e0]
-	tensor.ConvertToFloat32(out, src.DType, src.Data[e0*es:e1*es])
+	out := (*buf)[:n]
+	tensor.ConvertToFloat32(out, dt, raw)
 	return out
 }
 
