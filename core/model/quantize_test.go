@@ -499,7 +499,16 @@ func TestBlockedMatchesWhole(t *testing.T) {
 	}
 	even := randTensor(rng, 257, 512)
 	wide := randTensor(rng, 40, 2048) // rows long enough for the per-row lookup table
-	for _, x := range []*tensor.Tensor{big, h, even, wide} {
+	half := tensor.New(tensor.F16, 64, 384)
+	for i := 0; i < len(half.Data); i += 2 {
+		half.Data[i], half.Data[i+1] = byte(rng.IntN(256)), byte(rng.IntN(0x78)) // finite halves
+	}
+	// F32 at an odd address, as in a memory-mapped file whose header length is not a multiple of 4.
+	odd := randTensor(rng, 96, 256)
+	buf := make([]byte, len(odd.Data)+1)
+	copy(buf[1:], odd.Data)
+	odd.Data = buf[1:]
+	for _, x := range []*tensor.Tensor{big, h, even, wide, half, odd} {
 		for _, s := range specs {
 			if s.Granularity == quant.PerGroup && x.Shape[1]%s.GroupSize != 0 {
 				continue
