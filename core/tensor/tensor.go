@@ -197,10 +197,31 @@ func ConvertToFloat32(dst []float32, dt DType, src []byte) {
 			dst[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(src[8*i:])))
 		}
 	case F16:
-		for i := range dst {
+		i := 0
+		if haveF16C && len(dst) >= 16 && Aligned[uint16](src) {
+			hs := View[uint16](src[:2*len(dst)])
+			i = len(dst) &^ 15
+			// VCVTPH2PS gives the scalar conversion's bits for all 65536 halves (a signaling
+			// NaN comes out quiet in both): TestConvertHalvesExhaustive.
+			f16ToF32F16C(&dst[0], &hs[0], i)
+		}
+		for ; i < len(dst); i++ {
 			dst[i] = float16.Frombits(binary.LittleEndian.Uint16(src[2*i:])).Float32()
 		}
 	case BF16:
+		if Aligned[uint16](src) {
+			// The common case (checkpoints are mostly BF16): a plain loop over the halves.
+			hs := View[uint16](src[:2*len(dst)])
+			i := 0
+			if haveAVX2 && len(dst) >= 16 {
+				i = len(dst) &^ 15
+				bf16ToF32AVX2(&dst[0], &hs[0], i)
+			}
+			for ; i < len(dst); i++ {
+				dst[i] = math.Float32frombits(uint32(hs[i]) << 16)
+			}
+			return
+		}
 		for i := range dst {
 			dst[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(src[2*i:])) << 16)
 		}
