@@ -7,6 +7,8 @@ bench-model: venv
 	@mkdir -p $(BUILD)
 	$(GO) build -o $(BUILD)/bench-model ./bench/model
 	$(BUILD)/bench-model run -size $(BENCH_MODEL_SIZE) -python $(PY) -torch-script bench/model/torch_quantize.py
+	# The same shapes as BF16, as most large checkpoints are stored (no torch step).
+	$(BUILD)/bench-model run -size $(BENCH_MODEL_SIZE) -dtype BF16 -python ''
 
 test-model:
 	$(GO) test -race ./core/model/...

@@ -75,11 +75,11 @@ func parseSize(s string) (int64, error) {
 
 // layout returns Llama-like tensors (hidden 2048, MLP 5632, vocab 32000) with as many decoder
 // layers as fit in about size bytes of float32.
-func layout(size int64) []tensor.Info {
+func layout(size int64, dt tensor.DType) []tensor.Info {
 	const d, f, vocab = 2048, 5632, 32000
 	var out []tensor.Info
 	add := func(name string, shape ...int) {
-		out = append(out, tensor.Info{Name: name, DType: tensor.F32, Shape: shape})
+		out = append(out, tensor.Info{Name: name, DType: dt, Shape: shape})
 	}
 	perLayer := int64(4*(4*d*d+3*d*f) + 2*4*d)
 	fixed := int64(4 * (2*vocab*d + d))
@@ -105,12 +105,17 @@ func genCmd(args []string) error {
 	fs := flag.NewFlagSet("gen", flag.ExitOnError)
 	out := fs.String("out", "", "output .safetensors path")
 	sizeS := fs.String("size", "2GiB", "approximate size")
+	dtS := fs.String("dtype", "F32", "weight dtype: F32, or BF16/F16 (the same shapes at half the bytes)")
 	fs.Parse(args)
 	size, err := parseSize(*sizeS)
 	if err != nil {
 		return err
 	}
-	return generate(*out, layout(size))
+	dt, err := parseDType(*dtS)
+	if err != nil {
+		return err
+	}
+	return generate(*out, layout(size, dt))
 }
 
 // generate writes the checkpoint with Gaussian-like weights (a sum of four uniforms, cheap to
@@ -135,7 +140,19 @@ func generate(path string, entries []tensor.Info) error {
 		} else {
 			fill(v, uint64(i+1), float32(1/math.Sqrt(float64(e.Shape[1]))))
 		}
-		if err := w.Write(e.Name, tensor.Float32Bytes(v)); err != nil {
+		data := tensor.Float32Bytes(v)
+		if e.DType != tensor.F32 {
+			half := make([]byte, 2*n)
+			for j, f := range v {
+				h := tensor.Float32ToBF16(f)
+				if e.DType == tensor.F16 {
+					h = tensor.Float32ToF16(f)
+				}
+				half[2*j], half[2*j+1] = byte(h), byte(h>>8)
+			}
+			data = half
+		}
+		if err := w.Write(e.Name, data); err != nil {
 			return err
 		}
 	}
@@ -166,6 +183,18 @@ func fill(v []float32, seed uint64, std float32) {
 		}()
 	}
 	wg.Wait()
+}
+
+func parseDType(s string) (tensor.DType, error) {
+	switch strings.ToUpper(s) {
+	case "F32", "FLOAT32":
+		return tensor.F32, nil
+	case "BF16", "BFLOAT16":
+		return tensor.BF16, nil
+	case "F16", "FLOAT16":
+		return tensor.F16, nil
+	}
+	return 0, fmt.Errorf("dtype %q: want F32, BF16 or F16", s)
 }
 
 // Result of one quantize run, printed as JSON by the child.
@@ -271,8 +300,13 @@ func runAll(args []string) error {
 	dir := fs.String("dir", "", "work folder (default: a new temp folder, deleted after)")
 	python := fs.String("python", ".venv/bin/python", "python with torch and safetensors ('' to skip torch)")
 	torchScript := fs.String("torch-script", "bench/model/torch_quantize.py", "torch comparison script")
+	dtS := fs.String("dtype", "F32", "weight dtype of the generated checkpoint: F32, BF16 or F16 (the same shapes)")
 	fs.Parse(args)
 	size, err := parseSize(*sizeS)
+	if err != nil {
+		return err
+	}
+	dt, err := parseDType(*dtS)
 	if err != nil {
 		return err
 	}
@@ -290,7 +324,7 @@ func runAll(args []string) error {
 	load0 := loadAvg()
 	in := filepath.Join(work, "model.safetensors")
 	t0 := time.Now()
-	if err := generate(in, layout(size)); err != nil {
+	if err := generate(in, layout(size, dt)); err != nil {
 		return err
 	}
 	st, _ := os.Stat(in)
@@ -350,7 +384,7 @@ func runAll(args []string) error {
 		torch.CPU = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
 		os.Remove(out)
 	}
-	printMarkdown(os.Stdout, st.Size(), ddRead, ddWrite, results, torch)
+	printMarkdown(os.Stdout, dt, st.Size(), ddRead, ddWrite, results, torch)
 	fmt.Printf("\nLoad average (1 min) at the start: %s, at the end: %s (2 cores).\n", load0, loadAvg())
 	return nil
 }
@@ -394,9 +428,9 @@ func ddTime(args ...string) (float64, error) {
 	return strconv.ParseFloat(string(m[1]), 64)
 }
 
-func printMarkdown(w *os.File, input int64, ddRead float64, ddWrite map[int]float64, rs []Result, torch *torchResult) {
+func printMarkdown(w *os.File, dt tensor.DType, input int64, ddRead float64, ddWrite map[int]float64, rs []Result, torch *torchResult) {
 	gb := func(b int64) float64 { return float64(b) / 1e9 }
-	fmt.Fprintf(w, "Input: %.2f GB float32 safetensors (Llama-like shapes: hidden 2048, MLP 5632, vocab 32000; embeddings not quantized, lm_head is). Generated into a temp folder and deleted after; it stays in the page cache, as it would right after a download.\n\n", gb(input))
+	fmt.Fprintf(w, "Input: %.2f GB %s safetensors (Llama-like shapes: hidden 2048, MLP 5632, vocab 32000; embeddings not quantized, lm_head is). Generated into a temp folder and deleted after; it stays in the page cache, as it would right after a download.\n\n", gb(input), strings.ToLower(dt.String()))
 	fmt.Fprintf(w, "| run | wall (s) | CPU (s) | throughput (GB/s of input) | peak RSS (MB) | peak RSS / input | output (GB) | dd read+write (s) | wall / dd | SQNR (dB) | bits/weight |\n")
 	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
