@@ -46,7 +46,15 @@ func LinearForward(x []float32, batch int, w []float32, out, in int, bias []floa
 			for ; b+4 <= batch; b += 4 {
 				x0, x1, x2, x3 := x[b*in:(b+1)*in], x[(b+1)*in:(b+2)*in], x[(b+2)*in:(b+3)*in], x[(b+3)*in:(b+4)*in]
 				var a0, a1, a2, a3 float64
-				for i, v := range wr {
+				i0 := 0
+				if haveDotAVX2 && len(wr) >= 8 {
+					// The bulk eight at a time; the products are exact in float64, so only the
+					// order of the additions differs from the loop below.
+					i0 = len(wr) &^ 7
+					a0, a1, a2, a3 = dot4AVX2(&wr[0], &x0[0], &x1[0], &x2[0], &x3[0], i0)
+				}
+				for i := i0; i < len(wr); i++ {
+					v := wr[i]
 					wv := float64(v)
 					a0 += wv * float64(x0[i])
 					a1 += wv * float64(x1[i])

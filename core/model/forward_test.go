@@ -3,6 +3,7 @@ package model
 import (
 	"encoding/json"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -118,6 +119,40 @@ func BenchmarkLinearForward(b *testing.B) {
 	for b.Loop() {
 		if _, err := LinearForward(x, batch, w, out, in, nil); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestLinearForwardVectorPath holds LinearForward (the AVX2 dot products where the CPU has them,
+// with scalar tails) to a plain float64 loop for every remainder of the input width and of the
+// batch: only the order of float64 additions differs, so the float32 outputs agree to an ulp.
+func TestLinearForwardVectorPath(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, in := range []int{1, 7, 8, 9, 15, 16, 17, 31, 64, 100, 257} {
+		for _, batch := range []int{1, 3, 4, 5, 8, 9} {
+			const out = 6
+			x, w, b := make([]float32, batch*in), make([]float32, out*in), make([]float32, out)
+			for _, v := range [][]float32{x, w, b} {
+				for i := range v {
+					v[i] = float32(rng.NormFloat64())
+				}
+			}
+			y, err := LinearForward(x, batch, w, out, in, b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for r := 0; r < batch; r++ {
+				for o := 0; o < out; o++ {
+					var acc float64
+					for i := 0; i < in; i++ {
+						acc += float64(w[o*in+i]) * float64(x[r*in+i])
+					}
+					want := float32(acc + float64(b[o]))
+					if got := y[r*out+o]; math.Abs(float64(got-want)) > 1e-6*max(1, math.Abs(float64(want))) {
+						t.Fatalf("in %d batch %d: y[%d,%d] = %v, want %v", in, batch, r, o, got, want)
+					}
+				}
+			}
 		}
 	}
 }
