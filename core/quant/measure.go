@@ -52,6 +52,39 @@ func QuantizeMeasured(dst []byte, src *tensor.Tensor, spec Spec, scale []float32
 	return st, en, err
 }
 
+// Energies returns the Energy of y against the reference x (equal lengths): Σx² and Σ(x − y)²
+// in float64, the sums behind SQNR(x, y), for callers that measure a tensor block by block and
+// add the blocks up. With skipNonFinite, the pairs whose x is NaN or ±Inf are left out (as the
+// report does for clamped inputs). The sums equal a sequential float64 loop up to the order of
+// the additions.
+func Energies(x, y []float32, skipNonFinite bool) Energy {
+	y = y[:len(x)]
+	var e Energy
+	i := 0
+	if skipNonFinite {
+		for j, v := range x {
+			if isFinite(v) {
+				a := float64(v)
+				d := a - float64(y[j])
+				e.Signal += a * a
+				e.Noise += d * d
+			}
+		}
+		return e
+	}
+	if haveQuantAVX2 && len(x) >= 8 {
+		i = len(x) &^ 7
+		e.Signal, e.Noise = energyAVX2(&x[0], &y[0], i)
+	}
+	for ; i < len(x); i++ {
+		a := float64(x[i])
+		d := a - float64(y[i])
+		e.Signal += a * a
+		e.Noise += d * d
+	}
+	return e
+}
+
 // quantRunMeasured quantizes one run of a granule (finite values, as quantRun8 and quantRun4
 // do, into the same bytes) and returns Σx² and Σ(x − x̂)² over it. The bulk goes through the
 // AVX2 kernel where the CPU has one; a leading odd nibble, the tail and other CPUs take the

@@ -227,3 +227,39 @@ func FuzzQuantRunMeasured(f *testing.F) {
 		}
 	})
 }
+
+// TestEnergies: the vector sums against a sequential loop, every length remainder, and the
+// non-finite pairs left out on request.
+func TestEnergies(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	for _, n := range []int{0, 1, 7, 8, 9, 16, 31, 1000} {
+		x, y := make([]float32, n), make([]float32, n)
+		for i := range x {
+			x[i] = float32(rng.NormFloat64())
+			y[i] = x[i] + float32(rng.NormFloat64()*0.01)
+		}
+		var ws, wn float64
+		for i := range x {
+			d := float64(x[i]) - float64(y[i])
+			ws += float64(x[i]) * float64(x[i])
+			wn += d * d
+		}
+		if e := Energies(x, y, false); !closeRel(e.Signal, ws, 1e-12) || !closeRel(e.Noise, wn, 1e-12) {
+			t.Errorf("n=%d: %+v, sequential (%v, %v)", n, e, ws, wn)
+		}
+		if n > 3 {
+			for _, i := range []int{2, 3} {
+				d := float64(x[i]) - float64(y[i])
+				ws -= float64(x[i]) * float64(x[i])
+				wn -= d * d
+			}
+			x[2], x[3] = float32(math.NaN()), float32(math.Inf(-1))
+			if e := Energies(x, y, true); !closeRel(e.Signal, ws, 1e-9) || !closeRel(e.Noise, wn, 1e-9) {
+				t.Errorf("n=%d skipping non-finite: %+v, want (%v, %v)", n, e, ws, wn)
+			}
+			if e := Energies(x, y, false); !math.IsNaN(e.Signal) && !math.IsInf(e.Signal, 0) {
+				t.Errorf("n=%d keeping non-finite: %+v, want a NaN or Inf sum", n, e)
+			}
+		}
+	}
+}

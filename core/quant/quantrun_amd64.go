@@ -10,3 +10,8 @@ func quantMeasure8AVX2(dst *byte, xs *float32, n int, inv, scale float32, loB, h
 //
 //go:noescape
 func quantMeasure4AVX2(dst *byte, xs *float32, n int, inv, scale float32, loB, hiB, zb int32) (sig, noise float64)
+
+// energyAVX2 returns Σx² and Σ(x − y)² over n pairs (a positive multiple of 8).
+//
+//go:noescape
+func energyAVX2(x, y *float32, n int) (sig, noise float64)

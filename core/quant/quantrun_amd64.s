@@ -135,3 +135,36 @@ loop4:
 
 	RESULT
 	RET
+
+// func energyAVX2(x, y *float32, n int) (sig, noise float64)
+//
+// Σx² and Σ(x − y)² over n pairs (n a positive multiple of 8), widened to float64 and
+// accumulated with FMA: the MEASURE step of the kernels above on caller data.
+TEXT ·energyAVX2(SB), NOSPLIT, $0-40
+	MOVQ x+0(FP), SI
+	MOVQ y+8(FP), DI
+	MOVQ n+16(FP), CX
+	VXORPD Y6, Y6, Y6
+	VXORPD Y5, Y5, Y5
+
+loope:
+	VMOVUPS (SI), Y0
+	VMOVUPS (DI), Y2
+	MEASURE
+	ADDQ $32, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JNZ  loope
+
+	VEXTRACTF128 $1, Y6, X0
+	VADDPD X0, X6, X6
+	VPERMILPD $1, X6, X0
+	VADDSD X0, X6, X6
+	VEXTRACTF128 $1, Y5, X0
+	VADDPD X0, X5, X5
+	VPERMILPD $1, X5, X0
+	VADDSD X0, X5, X5
+	VMOVSD X6, sig+24(FP)
+	VMOVSD X5, noise+32(FP)
+	VZEROUPPER
+	RET

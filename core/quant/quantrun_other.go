@@ -13,3 +13,5 @@ func quantMeasure8AVX2(dst *byte, xs *float32, n int, inv, scale float32, loB, h
 func quantMeasure4AVX2(dst *byte, xs *float32, n int, inv, scale float32, loB, hiB, zb int32) (sig, noise float64) {
 	return 0, 0
 }
+
+func energyAVX2(x, y *float32, n int) (sig, noise float64) { return 0, 0 }
