@@ -1,0 +1,121 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+
+	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/tensor"
+)
+
+// Reading tensors a window at a time, shared by the post-write validation of quantize and by
+// compare: neither holds a float32 copy, or every mapped page, of a large tensor at once.
+
+// releaseEvery is how many bytes of one tensor a stream reads between two releases of its
+// pages (a variable so that tests can make it small).
+var releaseEvery = 64 << 20
+
+// stream reads one tensor of a reader front to back and keeps about releaseEvery bytes of it
+// resident: every releaseEvery bytes it releases the tensor's pages (checkpoint.Reader has no
+// range release: the whole tensor is released, which drops the pages read so far) and fetches
+// the tensor again, since data is valid only until Release. For a mapped reader the new view
+// costs nothing; a reader that returns copies (a strided or big-endian .pt tensor) has nothing
+// to release, so after the first fetch shows a new copy its data is kept as it is.
+type stream struct {
+	r        checkpoint.Reader
+	name     string
+	t        *tensor.Tensor
+	released int  // offset of the last release
+	copies   bool // the reader copies: keep t
+}
+
+func openStream(r checkpoint.Reader, name string) (*stream, error) {
+	t, err := r.Tensor(name)
+	if err != nil {
+		return nil, err
+	}
+	return &stream{r: r, name: name, t: t}, nil
+}
+
+// bytes returns the tensor's bytes [off, end); off must not decrease from call to call, and
+// the slice is valid until the next call.
+func (s *stream) bytes(off, end int) ([]byte, error) {
+	if !s.copies && off-s.released >= releaseEvery {
+		s.r.Release(s.name)
+		t, err := s.r.Tensor(s.name)
+		if err != nil {
+			return nil, err
+		}
+		if len(t.Data) != len(s.t.Data) {
+			return nil, fmt.Errorf("tensor %q changed size while it was read", s.name)
+		}
+		s.copies = len(t.Data) > 0 && &t.Data[0] != &s.t.Data[0]
+		s.t, s.released = t, off
+	}
+	return s.t.Data[off:end], nil
+}
+
+func (s *stream) close() { s.r.Release(s.name) }
+
+// equalStreams reports whether two tensors hold the same bytes, compared releaseEvery bytes at
+// a time so that neither is resident whole. A read error is returned through wrapA or wrapB,
+// after the stream it came from.
+func equalStreams(a, b *stream, wrapA, wrapB func(error) error) (bool, error) {
+	n := len(a.t.Data)
+	if len(b.t.Data) != n {
+		return false, nil
+	}
+	for off := 0; off < n; off += releaseEvery {
+		end := min(off+releaseEvery, n)
+		x, err := a.bytes(off, end)
+		if err != nil {
+			return false, wrapA(err)
+		}
+		y, err := b.bytes(off, end)
+		if err != nil {
+			return false, wrapB(err)
+		}
+		if !bytes.Equal(x, y) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// inputFloats returns stored values of dtype dt (a float type) as float32: a view of raw (the
+// mapped file) for aligned F32, else converted into *buf.
+func inputFloats(raw []byte, dt tensor.DType, buf *[]float32) []float32 {
+	if dt == tensor.F32 && tensor.Aligned[float32](raw) {
+		return tensor.View[float32](raw)
+	}
+	n := len(raw) / dt.Size()
+	if cap(*buf) < n {
+		*buf = make([]float32, n)
+	}
+	out := (*buf)[:n]
+	tensor.ConvertToFloat32(out, dt, raw)
+	return out
+}
+
+// energy holds the sums behind quant.SQNR — Σx² and Σ(x − y)² in float64, with the same
+// arithmetic — so that blocks added in order give quant.SQNR of the whole, bit for bit.
+type energy struct{ signal, noise float64 }
+
+// add sums one block; finiteOnly leaves out the elements whose x is NaN or ±Inf.
+func (e *energy) add(x, y []float32, finiteOnly bool) {
+	for i := range x {
+		a := float64(x[i])
+		if finiteOnly && (math.IsNaN(a) || math.IsInf(a, 0)) {
+			continue
+		}
+		d := a - float64(y[i])
+		e.signal += float64(a * a) // float64(...) stops FMA fusion, as in quant.SQNR
+		e.noise += float64(d * d)
+	}
+}
+
+// sqnr is quant.SQNR's formula: +Inf for no noise, NaN when both sums are 0.
+func (e *energy) sqnr() float64 {
+	return 20 * math.Log10(math.Sqrt(e.signal)/math.Sqrt(e.noise))
+}
