@@ -115,6 +115,24 @@ func (e *energy) add(x, y []float32, finiteOnly bool) {
 	}
 }
 
+// addMaxAbs is add(x, y, false) that also returns the larger of maxAbs and the block's largest
+// |x − y| (NaN once any difference is NaN), in the same pass.
+func (e *energy) addMaxAbs(x, y []float32, maxAbs float64) float64 {
+	y = y[:len(x)]
+	sig, noise := e.signal, e.noise
+	for i := range x {
+		a := float64(x[i])
+		d := a - float64(y[i])
+		sig += float64(a * a) // as in add
+		noise += float64(d * d)
+		if ad := math.Abs(d); ad > maxAbs || math.IsNaN(ad) {
+			maxAbs = ad
+		}
+	}
+	e.signal, e.noise = sig, noise
+	return maxAbs
+}
+
 // sqnr is quant.SQNR's formula: +Inf for no noise, NaN when both sums are 0.
 func (e *energy) sqnr() float64 {
 	return 20 * math.Log10(math.Sqrt(e.signal)/math.Sqrt(e.noise))

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/model"
-	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
@@ -120,31 +118,86 @@ func openSide(what, path string) (*side, error) {
 	return s, nil
 }
 
-// values returns a tensor's float32 values (dequantized when quantized), or nil and the raw
-// tensor for non-float tensors. release must be called when done.
-func (s *side) values(name string) ([]float32, *tensor.Tensor, error) {
+// compareBlock is how many values (4 MB of float32) compare reads of each side at a time:
+// whole rows of the tensor (a row is an index along axis 0; a single row larger than this is
+// one block), so that it holds a block of each side, and of a float side the last releaseEvery
+// bytes of pages, instead of a float32 copy of a large tensor. A variable so that tests can
+// make it small.
+var compareBlock = 1 << 20
+
+// sideTensor is one side's tensor, open for compare: a quantized tensor read through a
+// RowDequantizer, or a stored tensor through a stream (read as float32 a block at a time when
+// it is a float tensor, compared byte for byte otherwise).
+type sideTensor struct {
+	deq *model.RowDequantizer
+	st  *stream
+	buf []float32 // one block as float32, when it cannot be a view of the stored bytes
+}
+
+// open opens a tensor of the side. Errors are those the whole-tensor read gave: a quantized
+// tensor's scales, zero points and stored length are checked here (NewRowDequantizer), a float
+// tensor's length against its shape.
+func (s *side) open(name string) (*sideTensor, error) {
 	if s.cfg != nil {
 		if _, ok := s.cfg.Tensors[name]; ok {
-			t, err := model.DequantizeTensor(s.r, s.cfg, name)
+			d, err := model.NewRowDequantizer(s.r, s.cfg, name)
 			if err != nil {
-				return nil, nil, classifyCoreErr(err)
+				return nil, classifyCoreErr(err)
 			}
-			v, err := t.Float32s()
-			return v, t, err
+			return &sideTensor{deq: d}, nil
 		}
 	}
-	t, err := s.r.Tensor(name)
+	st, err := openStream(s.r, name)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	if !t.DType.IsFloat() {
-		return nil, t, nil
+	if st.t.DType.IsFloat() {
+		if err := st.t.Validate(); err != nil {
+			st.close()
+			return nil, wrapExit(exitFormat, err, "tensor %q", name)
+		}
 	}
-	v, err := t.Float32s()
+	return &sideTensor{st: st}, nil
+}
+
+// float reports whether the tensor is read as float32 values (quantized or a float dtype).
+func (t *sideTensor) float() bool { return t.deq != nil || t.st.t.DType.IsFloat() }
+
+// len is the number of values.
+func (t *sideTensor) len() int {
+	if t.deq != nil {
+		return t.deq.NumRows() * t.deq.RowLen()
+	}
+	return t.st.t.Len()
+}
+
+// rows returns rows [r0, r1) of rowLen values each as float32, valid until the next call; r0
+// must not decrease from call to call.
+func (t *sideTensor) rows(r0, r1, rowLen int) ([]float32, error) {
+	n := (r1 - r0) * rowLen
+	if t.deq != nil {
+		if cap(t.buf) < n {
+			t.buf = make([]float32, n)
+		}
+		if err := t.deq.Dequantize(r0, r1, t.buf[:n]); err != nil {
+			return nil, classifyCoreErr(err)
+		}
+		return t.buf[:n], nil
+	}
+	dt := t.st.t.DType
+	raw, err := t.st.bytes(r0*rowLen*dt.Size(), r1*rowLen*dt.Size())
 	if err != nil {
-		return nil, nil, wrapExit(exitFormat, err, "tensor %q", name)
+		return nil, err
 	}
-	return v, t, nil
+	return inputFloats(raw, dt, &t.buf), nil
+}
+
+func (t *sideTensor) close() {
+	if t.deq != nil {
+		t.deq.Close()
+	} else {
+		t.st.close()
+	}
 }
 
 func compareFiles(ctx context.Context, pa, pb string) (*compareResult, error) {
@@ -180,7 +233,7 @@ func compareFiles(ctx context.Context, pa, pb string) (*compareResult, error) {
 			res.Tensors = append(res.Tensors, row)
 			continue
 		}
-		if err := compareOne(a, b, name, &row); err != nil {
+		if err := compareOne(ctx, a, b, name, ia.Shape, &row); err != nil {
 			return nil, err
 		}
 		if row.Status == "different" {
@@ -203,35 +256,64 @@ func compareFiles(ctx context.Context, pa, pb string) (*compareResult, error) {
 	return res, nil
 }
 
-func compareOne(a, b *side, name string, row *compareRow) error {
-	va, ta, err := a.values(name)
+// compareOne compares one tensor present in both files with the same shape, a block of rows
+// at a time: the SQNR sums run over the blocks in order, so the figures are those of the whole
+// tensor (quant.SQNR), bit for bit.
+func compareOne(ctx context.Context, a, b *side, name string, shape []int, row *compareRow) error {
+	ta, err := a.open(name)
 	if err != nil {
 		return wrapExit(exitFormat, err, "A %s", name)
 	}
-	defer a.r.Release(name)
-	vb, tb, err := b.values(name)
+	defer ta.close()
+	tb, err := b.open(name)
 	if err != nil {
 		return wrapExit(exitFormat, err, "B %s", name)
 	}
-	defer b.r.Release(name)
-	if va == nil || vb == nil {
+	defer tb.close()
+	if !ta.float() || !tb.float() {
 		// Integer, bool or mixed float/non-float: only equality is meaningful.
 		row.Status = "different"
-		if ta.DType == tb.DType && bytes.Equal(ta.Data, tb.Data) {
-			row.Status = "identical"
+		if ta.st != nil && tb.st != nil && ta.st.t.DType == tb.st.t.DType {
+			same, err := equalStreams(ta.st, tb.st, func(err error) error {
+				return wrapExit(exitFormat, err, "A %s", name)
+			}, func(err error) error {
+				return wrapExit(exitFormat, err, "B %s", name)
+			})
+			if err != nil {
+				return err
+			}
+			if same {
+				row.Status = "identical"
+			}
 		}
 		return nil
 	}
-	for i := range va {
-		x, y := float64(va[i]), float64(vb[i])
-		d := x - y
-		row.signal += x * x
-		row.noise += d * d
-		if ad := math.Abs(d); ad > row.MaxError || math.IsNaN(ad) {
-			row.MaxError = ad
-		}
+	if n, na, nb := tensor.NumElements(shape), ta.len(), tb.len(); na != n || nb != n {
+		return fail(exitFormat, "tensor %q has %d values in A and %d in B, its shape %v has %d", name, na, nb, shape, n)
 	}
-	row.SQNR = model.Decibels(quant.SQNR(va, vb))
+	rows, rowLen := 1, 1
+	if len(shape) > 0 {
+		rows, rowLen = shape[0], tensor.NumElements(shape[1:])
+	}
+	per := max(1, compareBlock/max(rowLen, 1))
+	var e energy
+	for r0 := 0; r0 < rows; r0 += per {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		r1 := min(r0+per, rows)
+		x, err := ta.rows(r0, r1, rowLen)
+		if err != nil {
+			return wrapExit(exitFormat, err, "A %s", name)
+		}
+		y, err := tb.rows(r0, r1, rowLen)
+		if err != nil {
+			return wrapExit(exitFormat, err, "B %s", name)
+		}
+		row.MaxError = e.addMaxAbs(x, y, row.MaxError)
+	}
+	row.signal, row.noise = e.signal, e.noise
+	row.SQNR = model.Decibels(e.sqnr())
 	row.Status = "compared"
 	return nil
 }
