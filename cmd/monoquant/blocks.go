@@ -6,6 +6,7 @@ import (
 	"math"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
@@ -98,21 +99,18 @@ func inputFloats(raw []byte, dt tensor.DType, buf *[]float32) []float32 {
 	return out
 }
 
-// energy holds the sums behind quant.SQNR — Σx² and Σ(x − y)² in float64, with the same
-// arithmetic — so that blocks added in order give quant.SQNR of the whole, bit for bit.
+// energy holds the sums behind quant.SQNR — Σx² and Σ(x − y)² in float64 — added up over the
+// blocks of a tensor. compare's addMaxAbs keeps quant.SQNR's sequential order, so that its
+// figures are quant.SQNR's of the whole, bit for bit; the validation's add trades that for speed.
 type energy struct{ signal, noise float64 }
 
-// add sums one block; finiteOnly leaves out the elements whose x is NaN or ±Inf.
+// add sums one block (quant.Energies: vector sums, so the order of the float64 additions
+// differs from quant.SQNR's sequential loop, far below the validation's sqnrTolerance);
+// finiteOnly leaves out the elements whose x is NaN or ±Inf.
 func (e *energy) add(x, y []float32, finiteOnly bool) {
-	for i := range x {
-		a := float64(x[i])
-		if finiteOnly && (math.IsNaN(a) || math.IsInf(a, 0)) {
-			continue
-		}
-		d := a - float64(y[i])
-		e.signal += float64(a * a) // float64(...) stops FMA fusion, as in quant.SQNR
-		e.noise += float64(d * d)
-	}
+	s := quant.Energies(x, y, finiteOnly)
+	e.signal += s.Signal
+	e.noise += s.Noise
 }
 
 // addMaxAbs is add(x, y, false) that also returns the larger of maxAbs and the block's largest
