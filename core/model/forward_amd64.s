@@ -1,5 +1,13 @@
 #include "textflag.h"
 
+// HSUM stores the sum of the four doubles of ymm (whose low half is xmm) at dst.
+#define HSUM(ymm, xmm, dst) \
+	VEXTRACTF128 $1, ymm, X0 \
+	VADDPD X0, xmm, X0 \
+	VPERMILPD $1, X0, X1 \
+	VADDSD X1, X0, X0 \
+	VMOVSD X0, dst
+
 // func dot4AVX2(w, x0, x1, x2, x3 *float32, n int) (a0, a1, a2, a3 float64)
 //
 // The four dot products Σ w[i]·xk[i] over i < n (n a positive multiple of 8), in float64: each
@@ -50,25 +58,9 @@ loop:
 	VADDPD Y13, Y9, Y9
 	VADDPD Y14, Y10, Y10
 	VADDPD Y15, Y11, Y11
-	VEXTRACTF128 $1, Y8, X0
-	VADDPD X0, X8, X0
-	VPERMILPD $1, X0, X1
-	VADDSD X1, X0, X0
-	VMOVSD X0, a0+48(FP)
-	VEXTRACTF128 $1, Y9, X0
-	VADDPD X0, X9, X0
-	VPERMILPD $1, X0, X1
-	VADDSD X1, X0, X0
-	VMOVSD X0, a1+56(FP)
-	VEXTRACTF128 $1, Y10, X0
-	VADDPD X0, X10, X0
-	VPERMILPD $1, X0, X1
-	VADDSD X1, X0, X0
-	VMOVSD X0, a2+64(FP)
-	VEXTRACTF128 $1, Y11, X0
-	VADDPD X0, X11, X0
-	VPERMILPD $1, X0, X1
-	VADDSD X1, X0, X0
-	VMOVSD X0, a3+72(FP)
+	HSUM(Y8, X8, a0+48(FP))
+	HSUM(Y9, X9, a1+56(FP))
+	HSUM(Y10, X10, a2+64(FP))
+	HSUM(Y11, X11, a3+72(FP))
 	VZEROUPPER
 	RET
