@@ -19,7 +19,9 @@ State dicts follow the quantized checkpoint format (docs/FORMAT.md): ``<layer>.w
 stored values, ``<layer>.weight.scale`` and (when the scheme needs it) ``<layer>.weight.zero_point``
 the qparams; static layers add ``<layer>.input_scale`` and ``<layer>.input_zero_point``.
 The ``weight`` attribute of a quantized module is the dequantized float32 weight, so code that
-reads ``module.weight`` (nn.MultiheadAttention reads ``out_proj.weight``) keeps working.
+reads ``module.weight`` (nn.MultiheadAttention reads ``out_proj.weight``) keeps working. On a
+BF16 or FP16 input the module computes in that dtype, as the float model it came from did: the
+dequantized weights and the bias are cast to it.
 """
 
 import torch
@@ -157,6 +159,14 @@ class _QuantizedWeights(nn.Module):
         return s + f", activation={self.activation}"
 
 
+def _like(x, t):
+    """``t`` (a float32 weight or bias, or None) in the floating dtype of the input ``x``, so that a
+    BF16/FP16 model keeps running in its own dtype: torch's kernels want one dtype throughout."""
+    if t is None or not x.is_floating_point() or t.dtype == x.dtype:
+        return t
+    return t.to(x.dtype)
+
+
 def _bias_buffer(mod, b):
     mod.register_buffer("bias", None if b is None else b.detach().to(torch.float32).clone())
 
@@ -189,7 +199,8 @@ class QuantizedLinear(_QuantizedWeights):
         return self.dequantized("weight")
 
     def forward(self, x):
-        return F.linear(self._quant_input(x), self.weight, self.bias)
+        x = self._quant_input(x)
+        return F.linear(x, _like(x, self.weight), _like(x, self.bias))
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, " + self._format_extra()
@@ -228,10 +239,11 @@ class QuantizedConv2d(_QuantizedWeights):
 
     def forward(self, x):
         x = self._quant_input(x)
+        w, b = _like(x, self.weight), _like(x, self.bias)
         if self.padding_mode != "zeros":
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            return F.conv2d(x, w, b, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
@@ -295,6 +307,7 @@ class QuantizedLSTM(_QuantizedWeights):
         if isinstance(orig, PackedSequence):
             data, batch_sizes, sorted_indices, unsorted_indices = orig
             data = self._quant_input(data)
+            weights = [_like(data, w) for w in weights]
             max_batch = int(batch_sizes[0])
             if hx is None:
                 hx = self._zeros(num_dir, max_batch, real_hidden, data)
@@ -319,6 +332,7 @@ class QuantizedLSTM(_QuantizedWeights):
             raise ValueError(f"QuantizedLSTM: input has {input.shape[-1]} features, expected {self.input_size}")
         if hx is None:
             hx = self._zeros(num_dir, input.size(batch_dim), real_hidden, input)
+        weights = [_like(input, w) for w in weights]
         out = torch._VF.lstm(input, hx, weights, self.bias, self.num_layers, self.dropout, self.training, self.bidirectional, self.batch_first)
         output, h = out[0], (out[1], out[2])
         if not batched:

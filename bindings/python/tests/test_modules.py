@@ -460,3 +460,30 @@ def test_static_observer_per_channel_refused():
         monoquant.quantize(m, calibration_data=[torch.randn(4, 8)], observer=monoquant.PerChannelMinMaxObserver())
     with pytest.raises(TypeError, match="observer must be"):
         monoquant.quantize(m, calibration_data=[torch.randn(4, 8)], observer=42)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_models_run_in_their_dtype(dtype):
+    """A BF16/FP16 model stays a BF16/FP16 model: the quantized layers take its inputs and return
+    its dtype (dequantized weights and biases cast to it), for every scheme and both activation
+    modes, with the error of the scheme, not of a dtype mix-up."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 16)).to(dtype).eval()
+    x = torch.randn(4, 3, 8, 8, dtype=dtype)
+    with torch.no_grad():
+        want = m(x).float()
+    cases = [dict(bits=8), dict(bits=4, group_size=32), dict(bits=16), dict(bits=8, calibration_data=[torch.randn(32, 3, 8, 8, dtype=dtype)])]
+    for kw in cases:
+        q = monoquant.quantize(m, **kw)
+        with torch.no_grad():
+            y = q(x)
+        assert y.dtype == dtype, (kw, y.dtype)
+        err = ((y.float() - want).norm() / want.norm()).item()
+        assert err < (0.15 if kw["bits"] == 4 else 0.03), (kw, err)
+    lstm = nn.LSTM(8, 16, num_layers=2, bidirectional=True).to(dtype).eval()
+    seq = torch.randn(5, 2, 8, dtype=dtype)
+    with torch.no_grad():
+        want, _ = lstm(seq)
+        out, (h, c) = monoquant.quantize(lstm, bits=8)(seq)
+    assert out.dtype == h.dtype == c.dtype == dtype
+    assert ((out.float() - want.float()).norm() / want.float().norm()).item() < 0.05
