@@ -478,6 +478,8 @@ def report(model, qmodel, verbose=True):
     """
     if not isinstance(model, nn.Module) or not isinstance(qmodel, nn.Module):
         raise TypeError(f"report() takes the float nn.Module and its quantized version, got {type(model).__name__} and {type(qmodel).__name__}")
+    if any(isinstance(m, QUANTIZED_TYPES) for m in model.modules()) and not any(isinstance(m, QUANTIZED_TYPES) for m in qmodel.modules()):
+        raise ValueError("report(model, qmodel): the arguments are swapped; pass the float model first, then the quantized one")
     fmods = dict(model.named_modules())
     rows, signal, noise, qb, qa = [], 0.0, 0.0, 0, 0
     for name, qmod in qmodel.named_modules():

@@ -386,6 +386,8 @@ def test_bad_arguments():
         monoquant.quantize(nn.Sequential(nan))
     with pytest.raises(TypeError, match="float nn.Module"):
         monoquant.report(m, "q")
+    with pytest.raises(ValueError, match="swapped"):
+        monoquant.report(monoquant.quantize(m), m)
 
 
 def test_a_layer_registered_twice_is_quantized_once_and_shared():
