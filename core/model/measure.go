@@ -63,18 +63,12 @@ func quantizeMeasured(data []byte, src *tensor.Tensor, s quant.Spec, scale []flo
 	if s.Format.IsInteger() && s.Granularity == quant.PerGroup {
 		gpr = rowLen / s.GroupSize
 	}
-	// F16/BF16/F64 input (most large checkpoints are BF16), and F32 at an address not aligned
-	// for float32, is converted a block at a time into a worker's scratch, exactly as Quantize
-	// itself would convert it: the block then takes the fused float32 path.
-	convert := src.DType != tensor.F32 || !tensor.Aligned[float32](src.Data)
+	// F16/BF16/F64 blocks (most large checkpoints are BF16) take the fused path too: quant
+	// converts them a chunk at a time as it goes.
 	for w := 0; w < min(runtime.GOMAXPROCS(0), nblocks); w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var scratch []float32
-			if convert {
-				scratch = make([]float32, min(step, rows)*rowLen)
-			}
 			for {
 				b := int(next.Add(1) - 1)
 				if b >= nblocks {
@@ -83,11 +77,6 @@ func quantizeMeasured(data []byte, src *tensor.Tensor, s quant.Spec, scale []flo
 				r0, r1 := b*step, min((b+1)*step, rows)
 				e0, e1 := r0*rowLen, r1*rowLen
 				sub := &tensor.Tensor{DType: src.DType, Shape: append([]int{r1 - r0}, src.Shape[1:]...), Data: src.Data[es*e0 : es*e1]}
-				if convert {
-					x := scratch[:e1-e0]
-					tensor.ConvertToFloat32(x, src.DType, sub.Data)
-					sub = &tensor.Tensor{DType: tensor.F32, Shape: sub.Shape, Data: tensor.Float32Bytes(x)}
-				}
 				out := quant.PackedRange(s.Format, data, e0, e1)
 				var sc []float32
 				var z []int32

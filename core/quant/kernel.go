@@ -417,7 +417,7 @@ func Quantize(dst []byte, src *tensor.Tensor, spec Spec, scale []float32, zp []i
 	if need := PackedLen(spec.Format, src.Len()); len(dst) < need {
 		return Stats{}, errShortOutput(len(dst), need)
 	}
-	if l := newLayout(src.Shape, &spec); src.DType == tensor.F32 && tensor.Aligned[float32](src.Data) && l.contiguousGranules() {
+	if l := newLayout(src.Shape, &spec); l.contiguousGranules() {
 		return quantizeFused(dst, src, &spec, r, scale, zp, l, nil)
 	}
 	mins, maxs := make([]float32, np), make([]float32, np)
@@ -537,13 +537,20 @@ func (l layout) contiguousGranules() bool {
 	return l.nchan > 1 && l.runLen >= shortRun && l.nchan*l.runLen == l.n
 }
 
-// quantizeFused is Quantize for contiguous granules of F32 input: one read of the data instead
-// of two. Workers take whole granules (split at even element indices so that Int4 workers own
-// whole bytes); the results are identical to the two-pass path. When en is not nil it receives
-// Σx² and Σ(x − x̂)², measured in the same pass (non-finite inputs, which only a
-// ClampNonFinite call gets this far with, are left out of both sums).
+// quantizeFused is Quantize for contiguous granules: one read of the data instead of two.
+// Workers take whole granules (split at even element indices so that Int4 workers own whole
+// bytes); the results are identical to the two-pass path. F32 input is read in place; other
+// float dtypes (and F32 at an address not aligned for float32) are converted a chunk of
+// granules at a time into each worker's scratch, as the two-pass path converts them. When en
+// is not nil it receives Σx² and Σ(x − x̂)², measured in the same pass (non-finite inputs,
+// which only a ClampNonFinite call gets this far with, are left out of both sums).
 func quantizeFused(dst []byte, src *tensor.Tensor, spec *Spec, r Range, scale []float32, zp []int32, l layout, en *Energy) (Stats, error) {
-	xs := tensor.View[float32](src.Data)
+	convert := src.DType != tensor.F32 || !tensor.Aligned[float32](src.Data)
+	var xs []float32
+	if !convert {
+		xs = tensor.View[float32](src.Data)
+	}
+	es := src.DType.Size()
 	calc := newQParamCalc(spec.QDType, spec.Scheme, r, spec.Eps)
 	qlo, qhi := spec.QDType.Limits()
 	four := spec.Format == Int4
@@ -567,9 +574,28 @@ func quantizeFused(dst []byte, src *tensor.Tensor, spec *Spec, r Range, scale []
 		var acc normAcc
 		var scratch *[sqnrChunk]float32
 		var err error
+		// base holds the values of granules [g0, g0+chunk): the input itself, or its
+		// conversion into conv.
+		chunk := ghi - glo
+		var conv []float32
+		if convert {
+			chunk = max(1, convChunkGranules/l.runLen)
+			buf := convPool.Get().(*[]float32)
+			defer convPool.Put(buf)
+			if need := min(chunk, ghi-glo) * l.runLen; cap(*buf) < need {
+				*buf = make([]float32, need)
+			}
+			conv = (*buf)[:cap(*buf)]
+		}
+		base, baseOff := xs, 0
 		for g := glo; g < ghi; g++ {
 			off := g * l.runLen
-			run := xs[off : off+l.runLen]
+			if convert && (g-glo)%chunk == 0 {
+				n := min(chunk, ghi-g) * l.runLen
+				base, baseOff = conv[:n], off
+				tensor.ConvertToFloat32(base, src.DType, src.Data[es*off:es*(off+n)])
+			}
+			run := base[off-baseOff : off-baseOff+l.runLen]
 			a, b := minMaxRun(run)
 			bad := !isFinite(a) || !isFinite(b)
 			if bad {
@@ -621,6 +647,14 @@ func quantizeFused(dst []byte, src *tensor.Tensor, spec *Spec, r Range, scale []
 	}
 	return st, firstErr
 }
+
+// convChunkGranules is about how many elements of non-F32 input a fused worker converts at a
+// time: small enough to stay in its L2 cache until quantized.
+const convChunkGranules = 1 << 15
+
+// convPool recycles the fused workers' conversion scratch: callers such as core/model quantize
+// a large tensor as many blocks, and a fresh 128 KiB buffer per block would keep the GC busy.
+var convPool = sync.Pool{New: func() any { b := make([]float32, convChunkGranules); return &b }}
 
 // parallelGranules splits [0, ng) granules of runLen elements into one contiguous share per
 // worker, each starting at a multiple of step granules.

@@ -15,9 +15,9 @@ type Energy struct {
 }
 
 // QuantizeMeasured is Quantize that also measures the quantization error: it returns what
-// Quantize returns, plus the Energy of src against its dequantized form. For F32 input with
-// contiguous granules (per-channel on a leading axis, group-wise) the error is measured in the
-// quantizing pass, while each value is in a register; otherwise in a second pass over src and
+// Quantize returns, plus the Energy of src against its dequantized form. For contiguous
+// granules (per-channel on a leading axis, group-wise) the error is measured in the quantizing
+// pass, while each value is in a register; otherwise in a second pass over src and
 // dst. The stored bytes and qparams are Quantize's.
 //
 // Non-finite inputs fail as in Quantize; under ClampNonFinite they are left out of both sums.
@@ -38,7 +38,7 @@ func QuantizeMeasured(dst []byte, src *tensor.Tensor, spec Spec, scale []float32
 		if need := PackedLen(spec.Format, src.Len()); len(dst) < need {
 			return Stats{}, Energy{}, errShortOutput(len(dst), need)
 		}
-		if l := newLayout(src.Shape, &spec); src.DType == tensor.F32 && tensor.Aligned[float32](src.Data) && l.contiguousGranules() {
+		if l := newLayout(src.Shape, &spec); l.contiguousGranules() {
 			var en Energy
 			st, err := quantizeFused(dst, src, &spec, r, scale, zp, l, &en)
 			return st, en, err
