@@ -3,6 +3,8 @@ package model
 import (
 	"fmt"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
@@ -269,17 +271,92 @@ func firstLastWarnings(p *Plan) []Warning {
 	if len(cand) == 0 {
 		return nil
 	}
+	cand, inferred := layerOrder(cand)
+	note := ""
+	if inferred {
+		note = "; the file lists its tensors sorted by name, so this order was inferred from the names"
+	}
 	var out []Warning
 	first, last := cand[0], cand[len(cand)-1]
 	if _, ok := p.Layers[first]; ok {
 		out = append(out, Warning{Code: WarnFirstLayer, Layer: first,
-			Message: fmt.Sprintf("the first layer %q is quantized; it sees the raw input and is often the most sensitive (skip it if accuracy drops)", first)})
+			Message: fmt.Sprintf("the first layer %q is quantized; it sees the raw input and is often the most sensitive (skip it if accuracy drops)%s", first, note)})
 	}
 	if _, ok := p.Layers[last]; ok && last != first {
 		out = append(out, Warning{Code: WarnLastLayer, Layer: last,
-			Message: fmt.Sprintf("the last layer %q is quantized; it produces the output and is often the most sensitive (skip it if accuracy drops)", last)})
+			Message: fmt.Sprintf("the last layer %q is quantized; it produces the output and is often the most sensitive (skip it if accuracy drops)%s", last, note)})
 	}
 	return out
+}
+
+// layerOrder returns the layers in forward order as far as the checkpoint tells: its own order
+// (a torch state_dict or module lists them as they were registered), unless the names are
+// sorted — safetensors files (and some tools) sort tensors by name, which says nothing about the
+// forward order ("lm_head" before "model.layers.0", "layers.10" before "layers.2"). Then the order
+// is inferred from the names (inferred reports whether that changed anything): input-side modules (embeddings, stems) first,
+// heads (lm_head, classifier, …) last, block numbers compared as numbers, and inside a block
+// attention before the MLP, each one's input projections before its output projection.
+func layerOrder(layers []string) (ordered []string, inferred bool) {
+	if len(layers) < 3 || !slices.IsSorted(layers) {
+		return layers, false
+	}
+	out := slices.Clone(layers)
+	slices.SortStableFunc(out, compareLayerNames)
+	return out, !slices.Equal(out, layers)
+}
+
+func compareLayerNames(a, b string) int {
+	if sa, sb := nameStage(a), nameStage(b); sa != sb {
+		return sa - sb
+	}
+	pa, pb := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < min(len(pa), len(pb)); i++ {
+		x, y := pa[i], pb[i]
+		if x == y {
+			continue
+		}
+		nx, ex := strconv.Atoi(x)
+		ny, ey := strconv.Atoi(y)
+		switch {
+		case ex == nil && ey == nil:
+			return nx - ny
+		case subRank(x) != subRank(y):
+			return subRank(x) - subRank(y)
+		}
+		return strings.Compare(x, y)
+	}
+	return len(pa) - len(pb) // a module before its children (self_attn's in_proj before out_proj)
+}
+
+// nameStage is 0 for input-side modules, 2 for output heads, 1 for the rest.
+func nameStage(name string) int {
+	stage := 1
+	for _, c := range strings.Split(strings.ToLower(name), ".") {
+		switch {
+		case c == "lm_head" || c == "classifier" || c == "head" || c == "heads" || c == "score" || c == "logits" || c == "pooler" || c == "fc_out" || c == "output_layer":
+			return 2
+		case strings.Contains(c, "embed") || c == "stem" || c == "wte" || c == "wpe" || c == "conv_in":
+			stage = 0
+		}
+	}
+	return stage
+}
+
+// subRank orders the parts of a transformer block: attention (and its q/k/v input
+// projections) 0, attention output projection 1, MLP (and its input projections) 2, MLP output
+// projection 3; 4 for names it does not know.
+func subRank(c string) int {
+	switch strings.ToLower(c) {
+	case "self_attn", "attn", "attention", "self_attention", "q_proj", "k_proj", "v_proj", "qkv", "qkv_proj", "in_proj", "query", "key", "value", "c_attn", "wq", "wk", "wv", "wqkv":
+		return 0
+	case "o_proj", "out_proj", "wo":
+		return 1
+	case "mlp", "ffn", "feed_forward", "feedforward", "gate_proj", "up_proj", "fc1", "linear1", "w1", "w3", "c_fc", "intermediate":
+		return 2
+	case "down_proj", "fc2", "linear2", "w2":
+		return 3
+	}
+	return 4
 }
 
 // classifier assigns tensors to layers.

@@ -2,6 +2,8 @@ package model
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -326,5 +328,43 @@ func TestFirstLastWarnings(t *testing.T) {
 	}
 	if _, ok := got[WarnLastLayer]; ok {
 		t.Errorf("first and last skipped: warnings %v, want none about them", got)
+	}
+}
+
+// TestLayerOrderFromSortedNames: a checkpoint whose tensors are sorted by name (as in every
+// safetensors file) says nothing about the forward order, which is then inferred from the names;
+// a checkpoint in registration order is taken as it is.
+func TestLayerOrderFromSortedNames(t *testing.T) {
+	var llama []string
+	for i := 0; i < 12; i++ {
+		for _, n := range []string{"mlp.down_proj", "mlp.gate_proj", "mlp.up_proj", "self_attn.k_proj", "self_attn.o_proj", "self_attn.q_proj", "self_attn.v_proj"} {
+			llama = append(llama, fmt.Sprintf("model.layers.%d.%s", i, n))
+		}
+	}
+	llama = append(llama, "lm_head")
+	slices.Sort(llama)
+	for _, c := range []struct {
+		name        string
+		layers      []string
+		first, last string
+		inferred    bool
+	}{
+		{"llama sorted", llama, "model.layers.0.self_attn.k_proj", "lm_head", true},
+		{"torch encoder sorted", []string{"encoder.layers.0.linear1", "encoder.layers.0.linear2", "encoder.layers.0.self_attn", "encoder.layers.0.self_attn.out_proj", "encoder.layers.1.linear1", "encoder.layers.1.linear2", "encoder.layers.1.self_attn", "encoder.layers.1.self_attn.out_proj", "lm_head"},
+			"encoder.layers.0.self_attn", "lm_head", true},
+		{"cnn sorted", []string{"classifier.1", "classifier.3", "features.0", "features.3"}, "features.0", "classifier.3", true},
+		{"sequential 0-9 already in order", []string{"0", "2", "4"}, "0", "4", false},
+		{"registration order kept", []string{"model.layers.0.self_attn.q_proj", "model.layers.0.mlp.up_proj", "lm_head"}, "model.layers.0.self_attn.q_proj", "lm_head", false},
+		{"sequential 0-11 in registration order", []string{"0", "1", "2", "10", "11"}, "0", "11", false},
+	} {
+		got, inferred := layerOrder(c.layers)
+		if got[0] != c.first || got[len(got)-1] != c.last || inferred != c.inferred {
+			t.Errorf("%s: first %q last %q inferred %v, want %q %q %v", c.name, got[0], got[len(got)-1], inferred, c.first, c.last, c.inferred)
+		}
+	}
+	// Block numbers compare as numbers: layer 11 comes after layer 2.
+	got, _ := layerOrder([]string{"h.11.mlp", "h.2.attn", "h.2.mlp"})
+	if !slices.Equal(got, []string{"h.2.attn", "h.2.mlp", "h.11.mlp"}) {
+		t.Errorf("numeric blocks: %v, want h.2.attn h.2.mlp h.11.mlp", got)
 	}
 }
