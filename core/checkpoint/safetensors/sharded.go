@@ -111,8 +111,37 @@ func OpenSharded(indexPath string) (*Sharded, error) {
 			return nil, wrap("%w: weight_map lists tensor %q in shard %s, which has no such tensor", ErrInvalid, name, shard)
 		}
 	}
+	if len(s.shards) > 1 && all(s.shards, nameSorted) {
+		// Shards written by the safetensors library list their tensors sorted by name (within
+		// each dtype), which carries no order of its own; shard after shard, they would read as
+		// an order that is none ("model.layers.9" last in shard 1, "lm_head" first in shard 2).
+		// Listed by name across all shards, the set reads as sorted, which it is.
+		slices.SortStableFunc(s.entries, func(a, b tensor.Info) int { return strings.Compare(a.Name, b.Name) })
+	}
 	maps.Copy(s.meta, indexMeta)
 	return s, nil
+}
+
+func all[T any](xs []T, f func(T) bool) bool {
+	for _, x := range xs {
+		if !f(x) {
+			return false
+		}
+	}
+	return true
+}
+
+// nameSorted reports whether a file lists its tensors sorted by name within each dtype, as the
+// safetensors library writes them.
+func nameSorted(f *File) bool {
+	last := map[tensor.DType]string{}
+	for _, e := range f.hdr.Entries {
+		if prev, ok := last[e.DType]; ok && e.Name < prev {
+			return false
+		}
+		last[e.DType] = e.Name
+	}
+	return true
 }
 
 // ParseIndex parses a sharded checkpoint's index JSON: the weight_map (tensor → shard file name,

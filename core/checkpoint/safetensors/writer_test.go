@@ -386,3 +386,46 @@ func TestShardedBadIndexes(t *testing.T) {
 		t.Errorf("good index metadata = %v", md)
 	}
 }
+
+// TestShardedOrder: shards that each list their tensors sorted by name (as the safetensors
+// library writes them) carry no order, and the set lists its tensors by name across shards; a
+// set whose shards keep an order of their own (as monoquant writes them) keeps it.
+func TestShardedOrder(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		shards [][]string
+		want   []string
+	}{
+		{"sorted shards", [][]string{{"a.0", "m.layers.0", "m.layers.9"}, {"lm_head", "m.layers.10"}},
+			[]string{"a.0", "lm_head", "m.layers.0", "m.layers.10", "m.layers.9"}},
+		{"shards in their own order", [][]string{{"m.embed", "m.layers.0.q", "m.layers.0.k"}, {"m.norm", "lm_head"}},
+			[]string{"m.embed", "m.layers.0.q", "m.layers.0.k", "m.norm", "lm_head"}},
+	} {
+		dir := t.TempDir()
+		wm := map[string]string{}
+		for i, names := range c.shards {
+			f := fmt.Sprintf("model-%05d-of-%05d.safetensors", i+1, len(c.shards))
+			writeShard(t, filepath.Join(dir, f), names...)
+			for _, n := range names {
+				wm[n] = f
+			}
+		}
+		idx, _ := json.Marshal(map[string]any{"metadata": map[string]string{}, "weight_map": wm})
+		p := filepath.Join(dir, "model.safetensors.index.json")
+		if err := os.WriteFile(p, idx, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		s, err := OpenSharded(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, e := range s.Entries() {
+			got = append(got, e.Name)
+		}
+		s.Close()
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%s: entries %v, want %v", c.name, got, c.want)
+		}
+	}
+}
