@@ -400,6 +400,11 @@ func (g *grid) qNaN(x float32) int32 {
 // low nibble; signed values are stored as two's-complement nibbles. On error the contents of
 // dst, scale and zp are unspecified.
 func Quantize(dst []byte, src *tensor.Tensor, spec Spec, scale []float32, zp []int32) (Stats, error) {
+	return quantize(dst, src, spec, scale, zp, nil)
+}
+
+// quantize is Quantize and, when en is not nil, QuantizeMeasured.
+func quantize(dst []byte, src *tensor.Tensor, spec Spec, scale []float32, zp []int32, en *Energy) (Stats, error) {
 	if err := checkInput(src); err != nil {
 		return Stats{}, err
 	}
@@ -407,28 +412,35 @@ func Quantize(dst []byte, src *tensor.Tensor, spec Spec, scale []float32, zp []i
 	if err != nil {
 		return Stats{}, err
 	}
+	var st Stats
 	if !spec.Format.IsInteger() {
-		return castFloat(dst, src, &spec)
+		st, err = castFloat(dst, src, &spec)
+	} else {
+		np := spec.NumParams(src.Shape)
+		if len(scale) < np || len(zp) < np {
+			return Stats{}, fmt.Errorf("%w: need %d scales and zero points, have %d and %d", ErrSpec, np, len(scale), len(zp))
+		}
+		if need := PackedLen(spec.Format, src.Len()); len(dst) < need {
+			return Stats{}, errShortOutput(len(dst), need)
+		}
+		if l := newLayout(src.Shape, &spec); l.contiguousGranules() {
+			// One pass: the error, when asked for, is measured in it.
+			return quantizeFused(dst, src, &spec, r, scale, zp, l, en)
+		}
+		mins, maxs := make([]float32, np), make([]float32, np)
+		if st, err = MinMax(src, &spec, mins, maxs); err != nil {
+			return st, err
+		}
+		if err := CalculateQParams(mins, maxs, spec.QDType, spec.Scheme, r, spec.Eps, scale, zp); err != nil {
+			return st, err
+		}
+		err = quantizeInto(dst, src, &spec, scale, zp, st.NonFinite > 0)
 	}
-	np := spec.NumParams(src.Shape)
-	if len(scale) < np || len(zp) < np {
-		return Stats{}, fmt.Errorf("%w: need %d scales and zero points, have %d and %d", ErrSpec, np, len(scale), len(zp))
-	}
-	if need := PackedLen(spec.Format, src.Len()); len(dst) < need {
-		return Stats{}, errShortOutput(len(dst), need)
-	}
-	if l := newLayout(src.Shape, &spec); l.contiguousGranules() {
-		return quantizeFused(dst, src, &spec, r, scale, zp, l, nil)
-	}
-	mins, maxs := make([]float32, np), make([]float32, np)
-	st, err := MinMax(src, &spec, mins, maxs)
-	if err != nil {
+	if err != nil || en == nil {
 		return st, err
 	}
-	if err := CalculateQParams(mins, maxs, spec.QDType, spec.Scheme, r, spec.Eps, scale, zp); err != nil {
-		return st, err
-	}
-	return st, quantizeInto(dst, src, &spec, scale, zp, st.NonFinite > 0)
+	*en, _, err = measure(src, dst, &spec, scale, zp)
+	return st, err
 }
 
 // QuantizeWithParams quantizes src with qparams the caller already has (from an observer, or
@@ -504,7 +516,7 @@ func quantizeInto(dst []byte, src *tensor.Tensor, spec *Spec, scale []float32, z
 				case hasNaN:
 					quantRunNaN(dst, off, run, &gr, four)
 				default:
-					quantRunMeasured(dst, off, run, gr, four)
+					quantRunMeasured(dst, off, run, gr, four, false)
 				}
 			})
 		})
@@ -621,7 +633,7 @@ func quantizeFused(dst []byte, src *tensor.Tensor, spec *Spec, r Range, scale []
 				}
 				continue
 			}
-			ps, pn := quantRunMeasured(dst, off, run, gr, four)
+			ps, pn := quantRunMeasured(dst, off, run, gr, four, en != nil)
 			acc.ps += ps
 			acc.pn += pn
 		}

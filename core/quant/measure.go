@@ -1,7 +1,6 @@
 package quant
 
 import (
-	"fmt"
 	"runtime"
 	"sync"
 
@@ -23,33 +22,12 @@ type Energy struct {
 // Non-finite inputs fail as in Quantize; under ClampNonFinite they are left out of both sums.
 // The sums equal a sequential float64 loop up to the order of the additions.
 func QuantizeMeasured(dst []byte, src *tensor.Tensor, spec Spec, scale []float32, zp []int32) (Stats, Energy, error) {
-	if err := checkInput(src); err != nil {
-		return Stats{}, Energy{}, err
-	}
-	r, err := spec.Normalize(src.Shape)
-	if err != nil {
-		return Stats{}, Energy{}, err
-	}
-	if spec.Format.IsInteger() {
-		np := spec.NumParams(src.Shape)
-		if len(scale) < np || len(zp) < np {
-			return Stats{}, Energy{}, fmt.Errorf("%w: need %d scales and zero points, have %d and %d", ErrSpec, np, len(scale), len(zp))
-		}
-		if need := PackedLen(spec.Format, src.Len()); len(dst) < need {
-			return Stats{}, Energy{}, errShortOutput(len(dst), need)
-		}
-		if l := newLayout(src.Shape, &spec); l.contiguousGranules() {
-			var en Energy
-			st, err := quantizeFused(dst, src, &spec, r, scale, zp, l, &en)
-			return st, en, err
-		}
-	}
-	st, err := Quantize(dst, src, spec, scale, zp)
+	var en Energy
+	st, err := quantize(dst, src, spec, scale, zp, &en)
 	if err != nil {
 		return st, Energy{}, err
 	}
-	en, _, err := measure(src, dst, &spec, scale, zp)
-	return st, en, err
+	return st, en, nil
 }
 
 // Energies returns the Energy of y against the reference x (equal lengths): Σx² and Σ(x − y)²
@@ -86,10 +64,10 @@ func Energies(x, y []float32, skipNonFinite bool) Energy {
 }
 
 // quantRunMeasured quantizes one run of a granule (finite values, as quantRun8 and quantRun4
-// do, into the same bytes) and returns Σx² and Σ(x − x̂)² over it. The bulk goes through the
-// AVX2 kernel where the CPU has one; a leading odd nibble, the tail and other CPUs take the
-// scalar loops.
-func quantRunMeasured(dst []byte, off int, xs []float32, g grid, four bool) (sig, noise float64) {
+// do, into the same bytes) and, when measure is set, returns Σx² and Σ(x − x̂)² over it. The
+// bulk goes through the AVX2 kernel where the CPU has one; a leading odd nibble, the tail and
+// other CPUs take the scalar loops.
+func quantRunMeasured(dst []byte, off int, xs []float32, g grid, four, measure bool) (sig, noise float64) {
 	i := 0
 	if haveQuantAVX2 {
 		h := 0
@@ -99,20 +77,21 @@ func quantRunMeasured(dst []byte, off int, xs []float32, g grid, four bool) (sig
 		if n := (len(xs) - h) &^ 7; n > 0 {
 			if h == 1 {
 				quantRun4(dst, off, xs[:1], g)
-				sig, noise = measureRun(xs[:1], &g)
 			}
 			j := off + h
-			var s, e float64
 			// The kernels index raw pointers: these slicings are their bounds checks.
 			in := xs[h : h+n]
 			if four {
 				out := dst[j>>1 : (j+n)>>1]
-				s, e = quantMeasure4AVX2(&out[0], &in[0], n, g.inv, g.scale, g.loB, g.hiB, g.zb)
+				sig, noise = quantMeasure4AVX2(&out[0], &in[0], n, g.inv, g.scale, g.loB, g.hiB, g.zb, measure)
 			} else {
 				out := dst[j : j+n]
-				s, e = quantMeasure8AVX2(&out[0], &in[0], n, g.inv, g.scale, g.loB, g.hiB, g.zb)
+				sig, noise = quantMeasure8AVX2(&out[0], &in[0], n, g.inv, g.scale, g.loB, g.hiB, g.zb, measure)
 			}
-			sig, noise = sig+s, noise+e
+			if measure && h == 1 {
+				s, e := measureRun(xs[:1], &g)
+				sig, noise = sig+s, noise+e
+			}
 			i = h + n
 		}
 	}
@@ -121,6 +100,9 @@ func quantRunMeasured(dst []byte, off int, xs []float32, g grid, four bool) (sig
 		quantRun4(dst, off+i, rest, g)
 	} else {
 		quantRun8(dst[off+i:off+len(xs)], rest, g)
+	}
+	if !measure {
+		return 0, 0
 	}
 	s, e := measureRun(rest, &g)
 	return sig + s, noise + e

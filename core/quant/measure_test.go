@@ -83,10 +83,16 @@ func TestQuantRunMeasuredMatchesScalar(t *testing.T) {
 					} else {
 						quantRun8(want[off:off+n], xs, g)
 					}
-					sig, noise := quantRunMeasured(got, off, xs, g, four)
+					// Without measuring (plain Quantize): the same bytes, no sums.
+					plain := make([]byte, size)
+					plain[off>>1] = got[off>>1]
+					if s, e := quantRunMeasured(plain, off, xs, g, four, false); s != 0 || e != 0 {
+						t.Fatalf("measure=false returned sums (%v, %v)", s, e)
+					}
+					sig, noise := quantRunMeasured(got, off, xs, g, four, true)
 					name := fmt.Sprintf("%v signed=%v n=%d off=%d zp=%d", d.f, d.signed, n, off, z)
-					if string(got) != string(want) {
-						t.Fatalf("%s: bytes differ from the scalar loop:\n got %x\nwant %x", name, got, want)
+					if string(got) != string(want) || string(plain) != string(want) {
+						t.Fatalf("%s: bytes differ from the scalar loop:\n got %x\nplain %x\nwant %x", name, got, plain, want)
 					}
 					ws, wn := measureRef(xs, want, off, d.f, d.signed, scale, z)
 					if !closeRel(sig, ws, 1e-12) || !closeRel(noise, wn, 1e-12) {
@@ -209,8 +215,10 @@ func FuzzQuantRunMeasured(f *testing.F) {
 		} else {
 			quantRun8(want[o:o+len(xs)], xs, g)
 		}
-		sig, noise := quantRunMeasured(got, o, xs, g, four)
-		if string(got) != string(want) {
+		plain := make([]byte, size)
+		quantRunMeasured(plain, o, xs, g, four, false)
+		sig, noise := quantRunMeasured(got, o, xs, g, four, true)
+		if string(got) != string(want) || string(plain) != string(want) {
 			t.Fatalf("scale %v zp %d lims %v off %d: bytes\n got %x\nwant %x", scale, z, lims, o, got, want)
 		}
 		var ws, wn float64

@@ -1,15 +1,15 @@
 package quant
 
 // quantMeasure8AVX2 quantizes xs[:n] (n a positive multiple of 8, all finite) to one byte each
-// and returns Σx² and Σ(x − x̂)²; see quantrun_amd64.s.
+// and, when measure is set, returns Σx² and Σ(x − x̂)²; see quantrun_amd64.s.
 //
 //go:noescape
-func quantMeasure8AVX2(dst *byte, xs *float32, n int, inv, scale float32, loB, hiB, zb int32) (sig, noise float64)
+func quantMeasure8AVX2(dst *byte, xs *float32, n int, inv, scale float32, loB, hiB, zb int32, measure bool) (sig, noise float64)
 
 // quantMeasure4AVX2 is quantMeasure8AVX2 for packed nibbles: dst receives n/2 bytes.
 //
 //go:noescape
-func quantMeasure4AVX2(dst *byte, xs *float32, n int, inv, scale float32, loB, hiB, zb int32) (sig, noise float64)
+func quantMeasure4AVX2(dst *byte, xs *float32, n int, inv, scale float32, loB, hiB, zb int32, measure bool) (sig, noise float64)
 
 // energyAVX2 returns Σx² and Σ(x − y)² over n pairs (a positive multiple of 8).
 //

@@ -8,7 +8,8 @@
 //	y = float32(b - magicBits) * scale   (Dequantize's value of q: (q - zp)·scale, one rounding)
 //
 // store q (a byte per value, or two's-complement nibbles packed two per byte, the even index in
-// the low nibble) and return Σx² and Σ(x − y)² accumulated in float64.
+// the low nibble) and, when measure is true, return Σx² and Σ(x − y)² accumulated in float64
+// (zeros otherwise: plain Quantize skips that work).
 //
 // Shared register use:
 //   Y15 inv  Y14 magic  Y13 loB  Y12 hiB  Y11 magicBits  Y10 zb  Y9 scale
@@ -29,7 +30,8 @@
 	VPBROADCASTD zb+40(FP), Y10 \
 	VBROADCASTSS scale+28(FP), Y9 \
 	VXORPD Y6, Y6, Y6 \
-	VXORPD Y5, Y5, Y5
+	VXORPD Y5, Y5, Y5 \
+	MOVBQZX measure+44(FP), R12
 
 // QUANT8: Y0 = x (8 floats at SI), Y1 = q (int32), Y2 = y (float32).
 #define QUANT8 \
@@ -60,8 +62,8 @@
 	VFMADD231PD Y2, Y2, Y4 \
 	VADDPD Y4, Y5, Y5
 
-// RESULT: horizontal sums of Y6 and Y5 into sig and noise.
-#define RESULT \
+// RESULT: horizontal sums of Y6 and Y5 stored at sig and noise.
+#define RESULT(sig, noise) \
 	VEXTRACTF128 $1, Y6, X0 \
 	VADDPD X0, X6, X6 \
 	VPERMILPD $1, X6, X0 \
@@ -70,11 +72,11 @@
 	VADDPD X0, X5, X5 \
 	VPERMILPD $1, X5, X0 \
 	VADDSD X0, X5, X5 \
-	VMOVSD X6, sig+48(FP) \
-	VMOVSD X5, noise+56(FP) \
+	VMOVSD X6, sig \
+	VMOVSD X5, noise \
 	VZEROUPPER
 
-// func quantMeasure8AVX2(dst *byte, xs *float32, n int, inv, scale float32, loB, hiB, zb int32) (sig, noise float64)
+// func quantMeasure8AVX2(dst *byte, xs *float32, n int, inv, scale float32, loB, hiB, zb int32, measure bool) (sig, noise float64)
 TEXT ·quantMeasure8AVX2(SB), NOSPLIT, $0-64
 	SETUP
 	// Y8: in each 128-bit lane, bytes 0, 4, 8, 12 (the low byte of each int32) to bytes 0–3.
@@ -92,16 +94,20 @@ loop8:
 	VEXTRACTI128 $1, Y1, X3
 	VPUNPCKLDQ X3, X1, X1
 	VMOVQ X1, (DI)
+	TESTQ R12, R12
+	JZ   next8
 	MEASURE
+
+next8:
 	ADDQ $32, SI
 	ADDQ $8, DI
 	SUBQ $8, CX
 	JNZ  loop8
 
-	RESULT
+	RESULT(sig+48(FP), noise+56(FP))
 	RET
 
-// func quantMeasure4AVX2(dst *byte, xs *float32, n int, inv, scale float32, loB, hiB, zb int32) (sig, noise float64)
+// func quantMeasure4AVX2(dst *byte, xs *float32, n int, inv, scale float32, loB, hiB, zb int32, measure bool) (sig, noise float64)
 TEXT ·quantMeasure4AVX2(SB), NOSPLIT, $0-64
 	SETUP
 	// Y7: 0x0F in every int32 (the nibble); Y8: in each lane, bytes 0 and 8 to bytes 0–1.
@@ -127,13 +133,17 @@ loop4:
 	VPUNPCKLWD X3, X1, X1
 	VMOVD X1, AX
 	MOVL AX, (DI)
+	TESTQ R12, R12
+	JZ   next4
 	MEASURE
+
+next4:
 	ADDQ $32, SI
 	ADDQ $4, DI
 	SUBQ $8, CX
 	JNZ  loop4
 
-	RESULT
+	RESULT(sig+48(FP), noise+56(FP))
 	RET
 
 // func energyAVX2(x, y *float32, n int) (sig, noise float64)
@@ -156,15 +166,5 @@ loope:
 	SUBQ $8, CX
 	JNZ  loope
 
-	VEXTRACTF128 $1, Y6, X0
-	VADDPD X0, X6, X6
-	VPERMILPD $1, X6, X0
-	VADDSD X0, X6, X6
-	VEXTRACTF128 $1, Y5, X0
-	VADDPD X0, X5, X5
-	VPERMILPD $1, X5, X0
-	VADDSD X0, X5, X5
-	VMOVSD X6, sig+24(FP)
-	VMOVSD X5, noise+32(FP)
-	VZEROUPPER
+	RESULT(sig+24(FP), noise+32(FP))
 	RET

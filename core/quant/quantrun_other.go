@@ -6,11 +6,11 @@ const haveQuantAVX2 = false
 
 // The vector kernels are never called off amd64 (haveQuantAVX2 is false); these exist so that
 // the callers compile everywhere.
-func quantMeasure8AVX2(dst *byte, xs *float32, n int, inv, scale float32, loB, hiB, zb int32) (sig, noise float64) {
+func quantMeasure8AVX2(dst *byte, xs *float32, n int, inv, scale float32, loB, hiB, zb int32, measure bool) (sig, noise float64) {
 	return 0, 0
 }
 
-func quantMeasure4AVX2(dst *byte, xs *float32, n int, inv, scale float32, loB, hiB, zb int32) (sig, noise float64) {
+func quantMeasure4AVX2(dst *byte, xs *float32, n int, inv, scale float32, loB, hiB, zb int32, measure bool) (sig, noise float64) {
 	return 0, 0
 }
 
