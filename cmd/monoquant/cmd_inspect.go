@@ -173,7 +173,7 @@ func (res *inspectResult) print(w io.Writer) {
 	if res.Quantized {
 		c := res.Config
 		fmt.Fprintf(w, "Quantized   yes: monoquant format %d, written by %s %s, %s, %s\n", c.FormatVersion, c.Tool, c.ToolVersion,
-			strings.ReplaceAll(c.Mode, "_", "-"), plural(len(c.Tensors), "quantized tensor", "quantized tensors"))
+			activationWords(c.Mode), plural(len(c.Tensors), "quantized tensor", "quantized tensors"))
 	} else {
 		fmt.Fprintln(w, "Quantized   no")
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/quant"
+	"github.com/monoquant/monoquant/core/recipe"
 )
 
 func init() {
@@ -50,38 +51,48 @@ Examples:
 }
 
 type quantizeArgs struct {
-	model, out, calibration string
-	format, bits, scheme    *choiceFlag
-	observer, dtype         *choiceFlag
-	nonFinite               *choiceFlag
-	groupSize               int
-	layers, skip            listFlag
-	asJSON, quiet           bool
-	set                     map[string]bool // flags given on the command line
+	model, out, calibration, recipe string
+	format, bits, scheme            *choiceFlag
+	observer, dtype, activations    *choiceFlag
+	nonFinite                       *choiceFlag
+	groupSize                       int
+	groupFallback                   bool
+	layers, skip                    listFlag
+	asJSON, quiet                   bool
+	set                             map[string]bool // flags given on the command line
+}
+
+// optionFlags registers the flags that choose what is quantized and how; quantize and plan share
+// them. No flag has a default of its own: an unset flag leaves the choice to core (core/recipe),
+// whose defaults the help text reads.
+func optionFlags(fs *flag.FlagSet, a *quantizeArgs) {
+	a.bits = newChoice("", "8", "4", "16")
+	a.scheme = newChoice("", "symmetric", "asymmetric", "sym", "asym")
+	a.observer = newChoice("", "minmax", "moving_average", "histogram")
+	a.dtype = newChoice("", "int8", "int4", "fp16", "bf16")
+	a.activations = newChoice("", "none", "dynamic", "static")
+	a.nonFinite = newChoice("", "reject", "clamp")
+	a.layers.choices = layerChoices()
+	fs.StringVar(&a.model, "model", "", "the `checkpoint` (.pt/.pth/.bin, .safetensors, .safetensors.index.json)")
+	fs.Var(a.bits, "bits", fmt.Sprintf("`bits` per weight: 8 (INT8 per-channel), 4 (INT4 group-wise) or 16 (FP16/BF16); default %d", recipe.DefaultBits))
+	fs.Var(a.dtype, "dtype", "the format by name: int8, int4, fp16 or bf16 (--bits 16 --dtype bf16 is BF16)")
+	fs.Var(a.scheme, "scheme", fmt.Sprintf("integer `scheme`: symmetric or asymmetric; default %s", recipe.DefaultScheme))
+	fs.IntVar(&a.groupSize, "group-size", 0, fmt.Sprintf("INT4 `values` per scale along a row; default %d, which falls back per tensor where it does not divide a row (a group size you give must divide every row, unless --group-fallback)", recipe.DefaultGroupSize))
+	fs.BoolVar(&a.groupFallback, "group-fallback", false, "let a tensor whose rows the group size does not divide use the largest divisor >= 16, else INT8 per-channel (with a warning)")
+	fs.Var(&a.layers, "layers", "layer `types` to quantize, comma-separated or repeated: linear, conv2d, lstm, embedding, conv1d, conv3d, gru, rnn (default linear,conv2d,lstm)")
+	fs.Var(&a.skip, "skip", "leave in float what a `pattern` selects: a module (and everything below it) or a tensor by name, or a glob over dotted names ('classifier.*', '*.lm_head'); repeatable")
+	fs.StringVar(&a.recipe, "recipe", "", "a JSON `file` of per-layer rules, first match wins (docs/RECIPES.md); the other flags are the base its rules start from")
+	fs.Var(a.activations, "activations", "activation `mode`: none (weight-only), dynamic (per batch at run time) or static (calibrated; needs --calibration); default static with --calibration, else dynamic for INT8 and none for the other formats")
+	fs.Var(a.observer, "observer", fmt.Sprintf("static activation `observer`: minmax, moving_average or histogram; default %s", recipe.DefaultObserver))
+	fs.StringVar(&a.calibration, "calibration", "", "a .pt/.safetensors `file` of recorded activations (layer name → input tensor): static qparams")
+	fs.Var(a.nonFinite, "nonfinite", "NaN/Inf in a weight: reject (fail naming the tensor; the default) or clamp")
 }
 
 func setupQuantize(fs *flag.FlagSet) func(context.Context, *env, []string) error {
-	a := &quantizeArgs{
-		format:    newChoice("", formatPT, formatSafetensors),
-		bits:      newChoice("8", "8", "4", "16"),
-		scheme:    newChoice("symmetric", "symmetric", "asymmetric", "sym", "asym"),
-		observer:  newChoice("histogram", "minmax", "moving_average", "histogram"),
-		dtype:     newChoice("fp16", "fp16", "bf16"),
-		nonFinite: newChoice("reject", "reject", "clamp"),
-	}
-	a.layers.choices = layerChoices()
-	fs.StringVar(&a.model, "model", "", "the `checkpoint` to quantize (.pt/.pth/.bin, .safetensors, .safetensors.index.json)")
+	a := &quantizeArgs{format: newChoice("", formatPT, formatSafetensors)}
+	optionFlags(fs, a)
 	fs.StringVar(&a.out, "out", "", "output `file` (.safetensors, .pt, .pth or .bin); default: next to IN, e.g. model.int8.safetensors")
 	fs.Var(a.format, "format", "output `format`: pt or safetensors (default: OUT's extension, else safetensors)")
-	fs.Var(a.bits, "bits", "`bits` per weight: 8 (INT8 per-channel), 4 (INT4 group-wise) or 16 (FP16/BF16)")
-	fs.Var(a.scheme, "scheme", "integer `scheme`: symmetric or asymmetric")
-	fs.IntVar(&a.groupSize, "group-size", 128, "INT4 `values` per scale along a row (--bits 4 only)")
-	fs.Var(&a.layers, "layers", "layer `types` to quantize, comma-separated or repeated: linear, conv2d, lstm, embedding, conv1d, conv3d, gru, rnn (default linear,conv2d,lstm)")
-	fs.Var(&a.skip, "skip", "leave alone the modules or tensors a `pattern` names: exact name, prefix or glob; repeatable")
-	fs.Var(a.observer, "observer", "activation `observer` for --calibration: minmax, moving_average or histogram")
-	fs.StringVar(&a.calibration, "calibration", "", "a .pt/.safetensors `file` of recorded activations (layer name → input tensor): static qparams")
-	fs.Var(a.dtype, "dtype", "16-bit `type` for --bits 16: fp16 or bf16")
-	fs.Var(a.nonFinite, "nonfinite", "NaN/Inf in a weight: reject (fail naming the tensor) or clamp")
 	fs.BoolVar(&a.asJSON, "json", false, "print the report as one JSON document on stdout")
 	fs.BoolVar(&a.quiet, "quiet", false, "no progress bar")
 	return func(ctx context.Context, e *env, pos []string) error {
@@ -99,34 +110,23 @@ func layerChoices() []string {
 	return out
 }
 
-// options turns the flags into core options, refusing combinations that would be silently
-// ignored (a group size for INT8, an observer without calibration data).
+// options turns the flags that were given into core options; every default and every check of
+// what goes with what is core's.
 func (a *quantizeArgs) options() (model.Options, error) {
-	bits, _ := strconv.Atoi(a.bits.value)
-	if a.set["group-size"] && bits != 4 {
-		return model.Options{}, usageErr("--group-size applies to --bits 4 only")
+	o := model.Options{Skip: a.skip.values, Scheme: a.scheme.value, DType: a.dtype.value, Activations: a.activations.value,
+		Observer: a.observer.value, Calibrated: a.calibration != ""}
+	if a.bits.value != "" {
+		o.Bits, _ = strconv.Atoi(a.bits.value)
 	}
-	if a.groupSize < 1 {
-		return model.Options{}, usageErr("--group-size %d must be a positive number", a.groupSize)
-	}
-	if a.set["dtype"] && bits != 16 {
-		return model.Options{}, usageErr("--dtype applies to --bits 16 only")
-	}
-	if a.set["scheme"] && bits == 16 {
-		return model.Options{}, usageErr("--scheme applies to the integer formats (--bits 8 or 4) only")
-	}
-	if a.set["observer"] && a.calibration == "" {
-		return model.Options{}, usageErr("--observer chooses the activation observer and needs --calibration (weights always use min/max)")
-	}
-	o := model.Options{Bits: bits, BFloat16: a.dtype.value == "bf16", Skip: a.skip.values, Observer: a.observer.value}
-	switch a.scheme.value {
-	case "asymmetric", "asym":
-		o.Spec.Scheme = quant.Asymmetric
-	default:
-		o.Spec.Scheme = quant.Symmetric
-	}
-	if bits == 4 {
+	if a.set["group-size"] {
+		if err := recipe.CheckGroupSize(a.groupSize); err != nil {
+			return o, usageErr("%s", flagWords(err.Error()))
+		}
 		o.Spec.GroupSize = a.groupSize
+	}
+	if a.set["group-fallback"] {
+		fb := a.groupFallback
+		o.GroupFallback = &fb
 	}
 	if a.nonFinite.value == "clamp" {
 		o.Spec.NonFinite = quant.ClampNonFinite
@@ -138,10 +138,32 @@ func (a *quantizeArgs) options() (model.Options, error) {
 		}
 		o.LayerTypes = append(o.LayerTypes, t)
 	}
-	if a.calibration != "" {
-		o.Mode = model.Static
+	if a.recipe != "" {
+		r, err := recipe.Load(a.recipe)
+		if err != nil {
+			return o, wrapExit(exitUsage, err, "")
+		}
+		o.Recipe = r
 	}
 	return o, nil
+}
+
+// formatTag names the output after what the plan quantizes: the format the options ask for
+// (int8, int4, fp16, bf16), or with a recipe the one format of every quantized tensor, else
+// "mixed".
+func formatTag(p *model.Plan, withRecipe bool) string {
+	if !withRecipe {
+		return p.Recipe.Rules[len(p.Recipe.Rules)-1].DType
+	}
+	tag := ""
+	for _, t := range p.Quantized() {
+		f := t.Spec.Format.String()
+		if tag != "" && tag != f {
+			return "mixed"
+		}
+		tag = f
+	}
+	return tag
 }
 
 func runQuantize(ctx context.Context, e *env, a *quantizeArgs, pos []string) error {
@@ -157,19 +179,7 @@ func runQuantize(ctx context.Context, e *env, a *quantizeArgs, pos []string) err
 	if err != nil {
 		return err
 	}
-	spec, err := model.SpecForBits(opts.Bits, opts.BFloat16)
-	if err != nil {
-		return classifyCoreErr(err)
-	}
 	if err := checkInputPath("input", a.model); err != nil {
-		return err
-	}
-	format := a.format.value
-	if format == "" && a.out == "" {
-		format = formatSafetensors // the default output: no pickle, opens anywhere
-	}
-	out, format, err := resolveOutput(a.model, a.out, format, formatTag(spec.Format))
-	if err != nil {
 		return err
 	}
 	if a.calibration != "" {
@@ -177,15 +187,11 @@ func runQuantize(ctx context.Context, e *env, a *quantizeArgs, pos []string) err
 			return err
 		}
 	}
-
 	r, err := openInput("input", a.model)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	if err := checkNotInput(r, out, a.calibration); err != nil {
-		return err
-	}
 	if model.IsQuantized(r.Metadata()) {
 		return fail(exitFormat, "input %s is already quantized by monoquant; dequantize it first ('monoquant dequantize %s')", a.model, a.model)
 	}
@@ -193,8 +199,19 @@ func runQuantize(ctx context.Context, e *env, a *quantizeArgs, pos []string) err
 	if err != nil {
 		return classifyCoreErr(wrapPlanErr(err, a.model))
 	}
+	format := a.format.value
+	if format == "" && a.out == "" {
+		format = formatSafetensors // the default output: no pickle, opens anywhere
+	}
+	out, format, err := resolveOutput(a.model, a.out, format, formatTag(plan, opts.Recipe != nil))
+	if err != nil {
+		return err
+	}
+	if err := checkNotInput(r, out, a.calibration); err != nil {
+		return err
+	}
 	run := model.Run{}
-	if opts.Mode == model.Static {
+	if len(plan.StaticLayers()) > 0 {
 		cal, err := model.NewCalibration(plan)
 		if err != nil {
 			return classifyCoreErr(err)
@@ -233,11 +250,14 @@ func runQuantize(ctx context.Context, e *env, a *quantizeArgs, pos []string) err
 		return wrapExit(exitValidation, err, "the written output failed validation and was removed")
 	}
 	res := &quantizeResult{
-		Input: a.model, Output: out, OutputFormat: format, Bits: opts.Bits, Format: spec.Format.String(),
-		Mode: plan.Config().Mode, Report: rep, Validation: v,
+		Input: a.model, Output: out, OutputFormat: format, Format: formatTag(plan, opts.Recipe != nil),
+		Mode: plan.Config().Mode, Report: rep, Validation: v, Recipe: plan.Recipe, ShowRules: opts.Recipe != nil,
 	}
-	if opts.Mode != model.Static {
-		res.Note = "weight-only (dynamic): no --calibration given, activations stay float"
+	if f := res.Format; f != "mixed" {
+		res.Bits = map[string]int{"int8": 8, "int4": 4, "fp16": 16, "bf16": 16}[f]
+	}
+	if res.Mode == "dynamic" {
+		res.Note = "no --calibration given: activations are quantized per batch at run time (dynamic)"
 	}
 	if a.asJSON {
 		return writeJSON(e.stdout, res)

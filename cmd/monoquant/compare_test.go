@@ -160,7 +160,7 @@ func TestCompareInBlocks(t *testing.T) {
 	for name, args := range map[string][]string{
 		"q8":   {"--bits", "8"},
 		"q8a":  {"--bits", "8", "--scheme", "asymmetric"},
-		"q4g":  {"--bits", "4", "--group-size", "16"},
+		"q4g":  {"--bits", "4", "--group-size", "16", "--group-fallback"},
 		"fp16": {"--bits", "16"},
 	} {
 		out := filepath.Join(dir, name+".safetensors")

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
@@ -122,9 +123,6 @@ func extension(format string) string {
 	}
 	return ".safetensors"
 }
-
-// formatTag is the suffix of a default quantized output name: what the weights became.
-func formatTag(f quant.Format) string { return f.String() }
 
 // resolveOutput picks the output path and format from --out, --format and the input, and
 // refuses a target that is the input itself. tag names what was done ("int8", "dequantized").
@@ -249,7 +247,7 @@ func classifyCoreErr(err error) error {
 	case errors.Is(err, model.ErrNothingToQuantize):
 		return wrapExit(exitNothing, err, "")
 	case errors.Is(err, model.ErrOption):
-		return wrapExit(exitUsage, err, "")
+		return wrapExit(exitUsage, errors.New(flagWords(err.Error())), "")
 	case errors.Is(err, model.ErrFormat):
 		return wrapExit(exitFormat, err, "")
 	case errors.Is(err, quant.ErrNonFinite), errors.Is(err, model.ErrCalibration), errors.Is(err, quant.ErrSpec):
@@ -263,4 +261,23 @@ func plural(n int, one, many string) string {
 		return fmt.Sprintf("%d %s", n, one)
 	}
 	return fmt.Sprintf("%d %s", n, many)
+}
+
+// coreFlags maps core's option names (recipe keys) to this command line's flags.
+var coreFlags = map[string]string{
+	"bits": "--bits", "dtype": "--dtype", "group_size": "--group-size", "group_fallback": "--group-fallback",
+	"scheme": "--scheme", "activations": "--activations", "observer": "--observer", "layers": "--layers",
+	"skip": "--skip", "method": "--method",
+}
+
+var reOptionWord = regexp.MustCompile(`\b(bits|dtype|group_size|group_fallback|scheme|activations|observer|layers|skip|method)\b`)
+
+// flagWords says a core error about the call's options in this command line's words
+// (group_size → --group-size); an error about a recipe rule keeps the recipe's keys.
+func flagWords(msg string) string {
+	if strings.Contains(msg, "rule ") && strings.Contains(msg, "recipe") || strings.Contains(msg, "(rule ") {
+		return msg
+	}
+	msg = strings.TrimPrefix(msg, "invalid option: ")
+	return reOptionWord.ReplaceAllStringFunc(msg, func(w string) string { return coreFlags[w] })
 }

@@ -47,7 +47,7 @@ func TestValidationInBlocks(t *testing.T) {
 		return res.Validation
 	}
 	close := func(a, b float64) bool { return a == b || math.IsNaN(a) && math.IsNaN(b) || math.Abs(a-b) <= 1e-9 }
-	for _, args := range [][]string{{"--bits", "8"}, {"--bits", "8", "--scheme", "asymmetric"}, {"--bits", "4", "--group-size", "16"}, {"--bits", "16"}} {
+	for _, args := range [][]string{{"--bits", "8"}, {"--bits", "8", "--scheme", "asymmetric"}, {"--bits", "4", "--group-size", "16", "--group-fallback"}, {"--bits", "16"}} {
 		name := strings.Join(args, " ")
 		whole, blocks := validate(validateBlock, releaseEvery, args), validate(100, 1000, args)
 		if whole.SQNRConfirmed != 5 || blocks.SQNRConfirmed != 5 || len(whole.LayerOutputs) != 3 || len(blocks.LayerOutputs) != 3 {

@@ -37,7 +37,7 @@ func QuantizeFile(ctx context.Context, in, out string, opts Options, run FileRun
 		return nil, err
 	}
 	rr := Run{Progress: run.Progress}
-	if p.opts.mode == Static {
+	if len(p.StaticLayers()) > 0 {
 		if run.CalibrationFile == "" {
 			return nil, fmt.Errorf("%w: static mode needs calibration data (a file of recorded activations)", ErrCalibration)
 		}

@@ -91,7 +91,7 @@ func (m *Model) Quantize(ctx context.Context, opts Options, progress ProgressFun
 		return nil, err
 	}
 	run := Run{Progress: progress}
-	if p.opts.mode == Static {
+	if len(p.StaticLayers()) > 0 {
 		if m.cal == nil {
 			return nil, fmt.Errorf("%w: static mode needs calibration data: call StartCalibration and Calibrate first", ErrCalibration)
 		}

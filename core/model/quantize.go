@@ -51,10 +51,16 @@ func (p *Plan) OutputEntries() []checkpoint.Entry {
 
 // Config returns the quantization config the plan stores (without activation qparams).
 func (p *Plan) Config() *Config {
-	c := &Config{FormatVersion: FormatVersion, Tool: "monoquant", ToolVersion: ToolVersion, Mode: p.opts.mode.String(),
-		Tensors: map[string]*TensorConfig{}}
+	c := &Config{FormatVersion: FormatVersion, Tool: "monoquant", ToolVersion: ToolVersion,
+		Tensors: map[string]*TensorConfig{}, Recipe: p.Recipe}
 	for _, t := range p.Quantized() {
 		c.Tensors[t.Name] = tensorConfig(t)
+		switch {
+		case c.Mode == "":
+			c.Mode = t.Settings.Activations
+		case c.Mode != t.Settings.Activations:
+			c.Mode = "mixed"
+		}
 	}
 	return c
 }
@@ -75,7 +81,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 	}
 	rep = &Report{Warnings: append([]Warning(nil), p.Warnings...)}
 	cfg := p.Config()
-	if p.opts.mode == Static {
+	if len(p.StaticLayers()) > 0 {
 		if run.Calibration == nil {
 			return nil, fmt.Errorf("%w: static mode needs calibration data (a Calibration fed with activations)", ErrCalibration)
 		}
@@ -165,6 +171,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 			}
 			rep.TotalBytesBefore += tr.BytesBefore
 			rep.TotalBytesAfter += tr.BytesAfter
+			tr.Activations, tr.Method, tr.Rule = tp.Settings.Activations, tp.Settings.Method, p.RuleName(tp.Rule)
 			rep.Tensors = append(rep.Tensors, tr)
 			rep.Warnings = append(rep.Warnings, tensorWarnings(tp, &tr)...)
 		}

@@ -166,7 +166,7 @@ func TestQuantizeStoredTensors(t *testing.T) {
 			"fc1.weight":            ent("fc1.weight", tensor.U8, 64, 256),
 			"fc1.weight.zero_point": ent("fc1.weight.zero_point", tensor.I32, 64),
 		}, nil},
-		{"int4 g64", Options{Bits: 4, Spec: quant.Spec{GroupSize: 64}}, map[string]checkpoint.Entry{
+		{"int4 g64", Options{Bits: 4, Spec: quant.Spec{GroupSize: 64}, GroupFallback: &yes}, map[string]checkpoint.Entry{
 			"fc1.weight":       ent("fc1.weight", tensor.U8, 64, 128),
 			"fc1.weight.scale": ent("fc1.weight.scale", tensor.F32, 64, 4),
 		}, nil},
@@ -215,7 +215,7 @@ func TestQuantizeStoredTensors(t *testing.T) {
 // own quantize → dequantize gives for each tensor.
 func TestDequantizeMatchesKernel(t *testing.T) {
 	m := testModel(t)
-	for _, opts := range []Options{{Bits: 8}, {Bits: 4, Spec: quant.Spec{GroupSize: 32}}, {Bits: 8, Spec: quant.Spec{Scheme: quant.Asymmetric}}, {Bits: 16}, {Bits: 16, BFloat16: true}} {
+	for _, opts := range []Options{{Bits: 8}, {Bits: 4, Spec: quant.Spec{GroupSize: 32}, GroupFallback: &yes}, {Bits: 8, Spec: quant.Spec{Scheme: quant.Asymmetric}}, {Bits: 16}, {Bits: 16, BFloat16: true}} {
 		res, err := m.Quantize(context.Background(), opts, nil)
 		if err != nil {
 			t.Fatal(err)
