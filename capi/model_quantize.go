@@ -16,6 +16,7 @@ import (
 	"github.com/monoquant/monoquant/core/checkpoint/safetensors"
 	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/quant"
+	"github.com/monoquant/monoquant/core/recipe"
 )
 
 const (
@@ -49,7 +50,7 @@ func modelErr(err error, fallback C.int) C.int {
 	case errors.Is(err, quant.ErrNonFinite):
 		code = mqENONFINITE
 	case errors.Is(err, model.ErrOption), errors.Is(err, model.ErrNothingToQuantize),
-		errors.Is(err, model.ErrCalibration), errors.Is(err, quant.ErrSpec):
+		errors.Is(err, model.ErrCalibration), errors.Is(err, quant.ErrSpec), errors.Is(err, model.ErrOutput):
 		code = mqEINVAL
 	case errors.Is(err, model.ErrFormat), errors.Is(err, safetensors.ErrInvalid):
 		code = mqEFORMAT
@@ -68,7 +69,7 @@ func mq_model_config_init(cfg *C.mq_model_config) (rc C.int) {
 		return mapErr(fail(mqEINVAL, "mq_model_config_init: cfg is NULL"), mqEINVAL)
 	}
 	*cfg = C.mq_model_config{
-		size:    C.uint32_t(unsafe.Sizeof(*cfg)),
+		size:    C.uint32_t(unsafe.Sizeof(*cfg)), // a version 1 caller's struct is smaller: it calls its own _init
 		version: C.MQ_MODEL_CONFIG_VERSION,
 		bits:    8,
 		layers:  C.MQ_LAYER_DEFAULT,
@@ -97,14 +98,22 @@ var layerBits = []struct {
 
 // optionsFromC checks the config's size and version and converts it to model.Options; the
 // engine validates the values themselves and names the bad option.
+// modelConfigV1Size is sizeof(mq_model_config) as version 1 laid it out: the struct up to the
+// first field version 2 added. Callers built against the older header pass that size.
+var modelConfigV1Size = unsafe.Offsetof(C.mq_model_config{}.recipe_json)
+
+// optionsFromC checks the config's size and version and converts it to model.Options; the
+// engine validates the values themselves and names the bad option.
 func optionsFromC(cfg *C.mq_cmodel_config) (model.Options, error) {
 	var o model.Options
 	if cfg == nil {
 		return o, fail(mqEINVAL, "model config is NULL")
 	}
-	if cfg.size != C.uint32_t(unsafe.Sizeof(C.mq_model_config{})) || cfg.version < 1 || cfg.version > C.MQ_MODEL_CONFIG_VERSION {
-		return o, fail(mqEINVAL, "model config has size %d and version %d; this library wants size %d and version 1..%d (call mq_model_config_init)",
-			cfg.size, cfg.version, unsafe.Sizeof(C.mq_model_config{}), C.MQ_MODEL_CONFIG_VERSION)
+	v2 := cfg.version == 2 && cfg.size == C.uint32_t(unsafe.Sizeof(C.mq_model_config{}))
+	v1 := cfg.version == 1 && uintptr(cfg.size) == modelConfigV1Size
+	if !v1 && !v2 {
+		return o, fail(mqEINVAL, "model config has size %d and version %d; this library takes version 1 (size %d) or %d (size %d): call mq_model_config_init",
+			cfg.size, cfg.version, modelConfigV1Size, C.MQ_MODEL_CONFIG_VERSION, unsafe.Sizeof(C.mq_model_config{}))
 	}
 	spec, err := specFromC((*C.mq_cconfig)(unsafe.Pointer(&cfg.spec)))
 	if err != nil {
@@ -118,6 +127,10 @@ func optionsFromC(cfg *C.mq_cmodel_config) (model.Options, error) {
 		// Format unset: the engine builds the template for Bits and takes these from it.
 		o.Spec = quant.Spec{Scheme: spec.Scheme, GroupSize: spec.GroupSize, QDType: spec.QDType,
 			NonFinite: spec.NonFinite, SaturateFloat16: spec.SaturateFloat16}
+		if cfg.bits == 16 {
+			// mq_config_init always fills scheme and qdtype; they mean nothing for a float cast
+			o.Spec.Scheme, o.Spec.QDType = 0, 0
+		}
 	default:
 		return o, fail(mqEINVAL, "model config bits is %d; want 8, 4, 16, or 0 to use spec.format", int(cfg.bits))
 	}
@@ -152,7 +165,6 @@ func optionsFromC(cfg *C.mq_cmodel_config) (model.Options, error) {
 	}
 	switch cfg.mode {
 	case C.MQ_MODE_WEIGHT_ONLY:
-		o.Mode = model.WeightOnly
 	case C.MQ_MODE_STATIC:
 		o.Mode = model.Static
 	default:
@@ -167,6 +179,30 @@ func optionsFromC(cfg *C.mq_cmodel_config) (model.Options, error) {
 			return o, err
 		}
 		o.ActivationObserver = ao
+	}
+	if v1 {
+		return o, nil
+	}
+	if cfg.recipe_json != nil {
+		r, err := recipe.Parse([]byte(C.GoString(cfg.recipe_json)))
+		if err != nil {
+			return o, fail(mqEINVAL, "model config recipe_json: %v", err)
+		}
+		o.Recipe = r
+	}
+	if cfg.activations != nil {
+		o.Activations = C.GoString(cfg.activations)
+	}
+	if cfg.method != nil {
+		o.Method = C.GoString(cfg.method)
+	}
+	switch cfg.group_fallback {
+	case C.MQ_GROUP_FALLBACK_DEFAULT:
+	case C.MQ_GROUP_FALLBACK_ALLOW, C.MQ_GROUP_FALLBACK_REFUSE:
+		fb := cfg.group_fallback == C.MQ_GROUP_FALLBACK_ALLOW
+		o.GroupFallback = &fb
+	default:
+		return o, fail(mqEINVAL, "model config group_fallback is %d; want an MQ_GROUP_FALLBACK_* value", int(cfg.group_fallback))
 	}
 	return o, nil
 }
@@ -186,9 +222,6 @@ func mq_model_calibrate_begin(h *C.mq_model, cfg *C.mq_cmodel_config) (rc C.int)
 	opts, err := optionsFromC(cfg)
 	if err != nil {
 		return mapErr(err, mqEINVAL)
-	}
-	if opts.Mode != model.Static {
-		return mapErr(fail(mqEINVAL, "mq_model_calibrate_begin: the config's mode is weight-only; calibration is for MQ_MODE_STATIC"), mqEINVAL)
 	}
 	return modelErr(m.StartCalibration(opts), mqEINVAL)
 }

@@ -207,7 +207,7 @@ func runQuantize(ctx context.Context, e *env, a *quantizeArgs, pos []string) err
 	if err != nil {
 		return err
 	}
-	if err := checkNotInput(r, out, a.calibration); err != nil {
+	if err := checkNotInput(a.model, r, out, a.calibration); err != nil {
 		return err
 	}
 	run := model.Run{}

@@ -145,24 +145,13 @@ func resolveOutput(in, out, format, tag string) (string, string, error) {
 		}
 		format = implied
 	}
-	if samePath(in, out) {
+	if model.SamePath(in, out) {
 		return "", "", fail(exitOutput, "output %s is the input; choose another --out (monoquant never overwrites its input)", out)
 	}
 	if err := checkOutputDir(out); err != nil {
 		return "", "", err
 	}
 	return out, format, nil
-}
-
-func samePath(a, b string) bool {
-	aa, err1 := filepath.Abs(a)
-	bb, err2 := filepath.Abs(b)
-	if err1 == nil && err2 == nil && aa == bb {
-		return true
-	}
-	sa, err1 := os.Stat(a)
-	sb, err2 := os.Stat(b)
-	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
 }
 
 // checkOutputDir fails before any work is done when the output cannot be written.
@@ -186,17 +175,11 @@ func checkOutputDir(out string) error {
 	return nil
 }
 
-// checkNotInput refuses an output path that is one of the files the input was read from: the
-// shards of a sharded checkpoint, or the calibration file.
-func checkNotInput(r checkpoint.Reader, out string, others ...string) error {
-	var inputs []string
-	if sh, ok := unwrapReader(r).(interface{ Shards() []string }); ok {
-		inputs = append(inputs, sh.Shards()...)
-	}
-	for _, in := range append(inputs, others...) {
-		if in != "" && samePath(in, out) {
-			return fail(exitOutput, "output %s is one of the input files; choose another --out (monoquant never overwrites its input)", out)
-		}
+// checkNotInput refuses an output path that is one of the files the input was read from (core's
+// rule, with this command's exit code).
+func checkNotInput(in string, r checkpoint.Reader, out string, others ...string) error {
+	if err := model.CheckNotInput(in, unwrapReader(r), out, others...); err != nil {
+		return fail(exitOutput, "output %s is one of the input files; choose another --out (monoquant never overwrites its input)", out)
 	}
 	return nil
 }

@@ -97,8 +97,8 @@ func TestCalibrationErrors(t *testing.T) {
 	if err := m.Calibrate("fc1", tensor.New(tensor.F32, 2)); !errors.Is(err, ErrCalibration) {
 		t.Errorf("Calibrate before StartCalibration: %v, want ErrCalibration", err)
 	}
-	if err := m.StartCalibration(Options{}); !errors.Is(err, ErrOption) {
-		t.Errorf("StartCalibration in weight-only mode: %v, want ErrOption", err)
+	if err := m.StartCalibration(Options{Activations: "none"}); !errors.Is(err, ErrOption) || !strings.Contains(err.Error(), "static") {
+		t.Errorf("StartCalibration with weight-only activations: %v, want ErrOption", err)
 	}
 	opts := Options{Mode: Static, Observer: "minmax"}
 	if err := m.StartCalibration(opts); err != nil {

@@ -2,8 +2,10 @@ package model
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 )
@@ -24,14 +26,53 @@ type FileRun struct {
 	CalibrationFile string
 }
 
+// ErrOutput is wrapped by errors about where an output would go.
+var ErrOutput = errors.New("output")
+
+// CheckNotInput refuses an output path that is one of the files the input is read from: the
+// input itself, the shards of a sharded checkpoint (r), or any of others (a calibration file).
+// Every caller's file-to-file path runs it: monoquant never overwrites its input.
+func CheckNotInput(in string, r checkpoint.Reader, out string, others ...string) error {
+	inputs := append([]string{in}, others...)
+	if sh, ok := r.(interface{ Shards() []string }); ok {
+		inputs = append(inputs, sh.Shards()...)
+	}
+	for _, p := range inputs {
+		if p != "" && SamePath(p, out) {
+			return fmt.Errorf("%w %s is one of the input files; choose another output (monoquant never overwrites its input)", ErrOutput, out)
+		}
+	}
+	return nil
+}
+
+// SamePath reports whether two paths name the same file (the same absolute path, or the same
+// inode through links).
+func SamePath(a, b string) bool {
+	aa, err1 := filepath.Abs(a)
+	bb, err2 := filepath.Abs(b)
+	if err1 == nil && err2 == nil && aa == bb {
+		return true
+	}
+	sa, err1 := os.Stat(a)
+	sb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
+}
+
 // QuantizeFile quantizes the checkpoint at in into out (any supported formats, chosen by content
-// and by out's suffix), streaming tensor by tensor. The report includes both files' sizes.
+// and by out's suffix), streaming tensor by tensor. The report includes both files' sizes. The
+// CLI, the C ABI's mq_quantize_file and Python's quantize_file all come here.
 func QuantizeFile(ctx context.Context, in, out string, opts Options, run FileRun) (*Report, error) {
 	r, err := checkpoint.Open(in)
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
+	if err := CheckNotInput(in, r, out, run.CalibrationFile); err != nil {
+		return nil, err
+	}
+	if run.CalibrationFile != "" {
+		opts.Calibrated = true
+	}
 	p, err := PlanReader(r, opts)
 	if err != nil {
 		return nil, err
@@ -73,6 +114,9 @@ func DequantizeFile(ctx context.Context, in, out string, progress ProgressFunc) 
 		return err
 	}
 	defer r.Close()
+	if err := CheckNotInput(in, r, out); err != nil {
+		return err
+	}
 	return Dequantize(ctx, r, CreateFile(out), progress)
 }
 

@@ -151,7 +151,7 @@ func (o *Options) baseRule() (recipe.Rule, error) {
 		}
 		b.Bits, b.DType = 16, "bf16"
 	}
-	if o.Spec.Scheme != 0 {
+	if o.Spec.Scheme != 0 && !(o.Spec.Format != 0 && !o.Spec.Format.IsInteger()) {
 		if b.Scheme != "" && b.Scheme != o.Spec.Scheme.String() {
 			return b, optErr("scheme", "%q and Spec.Scheme %v disagree", b.Scheme, o.Spec.Scheme)
 		}
@@ -165,18 +165,26 @@ func (o *Options) baseRule() (recipe.Rule, error) {
 	} else if o.Mode != WeightOnly {
 		return b, optErr("mode", "unknown mode %d", int(o.Mode))
 	}
-	if o.ActivationObserver.Kind != 0 && b.Observer == "" {
+	if o.ActivationObserver.Kind != 0 {
+		// torch's constructor arguments replace the observer's name whole
 		b.Observer = o.ActivationObserver.Kind.String()
 	}
 	return b, nil
 }
 
 func (o *Options) normalize() (*normalized, error) {
+	n := &normalized{}
+	if o.ActivationObserver.Kind != 0 {
+		a, err := activationOptions("", o.ActivationObserver)
+		if err != nil {
+			return nil, err
+		}
+		n.actObs = a
+	}
 	base, err := o.baseRule()
 	if err != nil {
 		return nil, err
 	}
-	n := &normalized{}
 	var layerNames []string
 	if o.LayerTypes != nil {
 		if len(o.LayerTypes) == 0 {
@@ -243,13 +251,6 @@ func (o *Options) normalize() (*normalized, error) {
 	}
 	tmpl.Axis = 0
 	n.spec = tmpl
-	if o.ActivationObserver.Kind != 0 {
-		a, err := activationOptions("", o.ActivationObserver)
-		if err != nil {
-			return nil, err
-		}
-		n.actObs = a
-	}
 	return n, nil
 }
 
