@@ -96,8 +96,11 @@ func TestFileErrors(t *testing.T) {
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Errorf("a failed run left %s behind", out)
 	}
-	if _, err := QuantizeFile(ctx, "../../examples/digits_cnn.safetensors", out, Options{}, FileRun{CalibrationFile: "x.pt"}); !errors.Is(err, ErrOption) {
-		t.Errorf("calibration file in weight-only mode: %v, want ErrOption", err)
+	if _, err := QuantizeFile(ctx, "../../examples/digits_cnn.safetensors", out, Options{Activations: "dynamic"}, FileRun{CalibrationFile: "x.pt"}); !errors.Is(err, ErrOption) {
+		t.Errorf("calibration file with dynamic activations: %v, want ErrOption", err)
+	}
+	if _, err := QuantizeFile(ctx, "../../examples/digits_cnn.safetensors", "../../examples/digits_cnn.safetensors", Options{}, FileRun{}); !errors.Is(err, ErrOutput) {
+		t.Errorf("output = input: %v, want ErrOutput", err)
 	}
 	// A NaN in the middle of a file: the error names the tensor and no output appears.
 	m, err := LoadModel("../../examples/digits_cnn.safetensors")
