@@ -44,6 +44,31 @@ func mq_model_plan_json(h *C.mq_model, cfg *C.mq_cmodel_config, buf *C.char, cap
 	return mapErr(copyJSON(js, buf, cap, length), mqEINVAL)
 }
 
+//export mq_plan_file_json
+func mq_plan_file_json(src *C.mq_cchar, cfg *C.mq_cmodel_config, buf *C.char, cap C.size_t, length *C.size_t) (rc C.int) {
+	defer guard(&rc)
+	if length == nil {
+		return mapErr(fail(mqEINVAL, "mq_plan_file_json: len is NULL"), mqEINVAL)
+	}
+	in, err := goString(src, "mq_plan_file_json", "src")
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	opts, err := optionsFromC(cfg)
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	p, err := model.PlanFile(in, opts)
+	if err != nil {
+		return modelErr(err, mqEIO)
+	}
+	js, err := json.Marshal(p.Describe())
+	if err != nil {
+		return mapErr(fail(mqEINTERNAL, "mq_plan_file_json: %v", err), mqEINTERNAL)
+	}
+	return mapErr(copyJSON(js, buf, cap, length), mqEINVAL)
+}
+
 // reportState is what a report handle holds: the report as JSON.
 type reportState struct{ js []byte }
 

@@ -115,6 +115,13 @@ func optionsFromC(cfg *C.mq_cmodel_config) (model.Options, error) {
 		return o, fail(mqEINVAL, "model config has size %d and version %d; this library takes version 1 (size %d) or %d (size %d): call mq_model_config_init",
 			cfg.size, cfg.version, modelConfigV1Size, C.MQ_MODEL_CONFIG_VERSION, unsafe.Sizeof(C.mq_model_config{}))
 	}
+	if v2 && cfg.options_json != nil {
+		o, err := optionsFromJSON(cfg)
+		if err != nil {
+			return o, err
+		}
+		return o, recipeFromC(cfg, &o)
+	}
 	spec, err := specFromC((*C.mq_cconfig)(unsafe.Pointer(&cfg.spec)))
 	if err != nil {
 		return o, fail(mqEINVAL, "model config spec: %v", err)
@@ -183,12 +190,8 @@ func optionsFromC(cfg *C.mq_cmodel_config) (model.Options, error) {
 	if v1 {
 		return o, nil
 	}
-	if cfg.recipe_json != nil {
-		r, err := recipe.Parse([]byte(C.GoString(cfg.recipe_json)))
-		if err != nil {
-			return o, fail(mqEINVAL, "model config recipe_json: %v", err)
-		}
-		o.Recipe = r
+	if err := recipeFromC(cfg, &o); err != nil {
+		return o, err
 	}
 	if cfg.activations != nil {
 		o.Activations = C.GoString(cfg.activations)
@@ -205,6 +208,44 @@ func optionsFromC(cfg *C.mq_cmodel_config) (model.Options, error) {
 		return o, fail(mqEINVAL, "model config group_fallback is %d; want an MQ_GROUP_FALLBACK_* value", int(cfg.group_fallback))
 	}
 	return o, nil
+}
+
+// optionsFromJSON reads a version 2 config whose options come by name (options_json); of the
+// struct, recipe_json and activation_observer still apply.
+func optionsFromJSON(cfg *C.mq_cmodel_config) (model.Options, error) {
+	o, err := model.ParseOptions([]byte(C.GoString(cfg.options_json)))
+	if err != nil {
+		return o, fail(mqEINVAL, "%v", err)
+	}
+	if cfg.activation_observer != nil {
+		ao, err := observerOptionsFromC(cfg.activation_observer)
+		if err != nil {
+			return o, err
+		}
+		o.ActivationObserver = ao
+	}
+	return o, nil
+}
+
+// recipeFromC reads a version 2 config's recipe, from recipe_json or recipe_file.
+func recipeFromC(cfg *C.mq_cmodel_config, o *model.Options) error {
+	switch {
+	case cfg.recipe_json != nil && cfg.recipe_file != nil:
+		return fail(mqEINVAL, "model config has both recipe_json and recipe_file; give one")
+	case cfg.recipe_json != nil:
+		r, err := recipe.Parse([]byte(C.GoString(cfg.recipe_json)))
+		if err != nil {
+			return fail(mqEINVAL, "%v", err)
+		}
+		o.Recipe = r
+	case cfg.recipe_file != nil:
+		r, err := recipe.Load(C.GoString(cfg.recipe_file))
+		if err != nil {
+			return fail(mqEINVAL, "%v", err)
+		}
+		o.Recipe = r
+	}
+	return nil
 }
 
 //export mq_model_calibrate_begin

@@ -430,6 +430,16 @@ typedef struct mq_model_config {
     const char* method;      /* NULL (the default, "rtn": round to nearest) or a weight method
                             this library knows (mq_defaults_json lists them) */
     int32_t group_fallback;  /* mq_group_fallback */
+    const char* options_json;/* NULL, or the call's options by name as a JSON object, for callers
+                            that work with names (the Python package): the keys of a recipe rule
+                            (bits, dtype, group_size, group_fallback, scheme, activations, observer,
+                            method) plus "layers" (["linear", ...]), "skip" (patterns) and
+                            "nonfinite" ("reject" or "clamp"). When set, it replaces bits, bf16,
+                            spec, layers, skip, mode, observer, activations, method and
+                            group_fallback above; absent keys take the engine's defaults. Unknown
+                            keys and bad values are MQ_EINVAL naming them. */
+    const char* recipe_file; /* NULL, or the path of a recipe file (JSON, at most 4 MiB, a regular
+                            file) instead of recipe_json; giving both is MQ_EINVAL */
 } mq_model_config;
 
 /* Fills *cfg with the defaults (INT8 per-channel, the default layers, no skips, weight only) and
@@ -565,6 +575,12 @@ MQ_API int mq_model_dequantize(mq_model* m, mq_model** out);
  * names the option or the rule) or nothing to quantize, as mq_model_quantize would fail. */
 MQ_API int mq_model_plan_json(mq_model* m, const mq_model_config* cfg, char* buf, size_t cap,
                               size_t* len);
+
+/* mq_model_plan_json for a checkpoint file, reading only its list of tensors (and module classes),
+ * never the weights: what mq_quantize_file would do with it. Fails like mq_model_load for src
+ * and like mq_model_plan_json for cfg; MQ_EFORMAT for a file monoquant already quantized. */
+MQ_API int mq_plan_file_json(const char* src, const mq_model_config* cfg, char* buf, size_t cap,
+                             size_t* len);
 
 /* Quantizes the checkpoint file `src` into a new file `dst` under cfg, streaming tensor by tensor
  * (peak memory about one tensor), like llama.cpp's llama_model_quantize: the same pipeline, and

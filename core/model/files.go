@@ -107,6 +107,20 @@ func QuantizeFile(ctx context.Context, in, out string, opts Options, run FileRun
 	return rep, nil
 }
 
+// PlanFile decides what QuantizeFile would do with the checkpoint at path, reading only its
+// list of tensors (and module classes), not the weights.
+func PlanFile(path string, opts Options) (*Plan, error) {
+	r, err := checkpoint.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	if IsQuantized(r.Metadata()) {
+		return nil, fmt.Errorf("%w: %s is already quantized by monoquant; dequantize it first", ErrFormat, path)
+	}
+	return PlanReader(r, opts)
+}
+
 // DequantizeFile dequantizes the quantized checkpoint at in into a float32 checkpoint at out.
 func DequantizeFile(ctx context.Context, in, out string, progress ProgressFunc) error {
 	r, err := checkpoint.Open(in)

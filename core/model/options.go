@@ -1,6 +1,8 @@
 package model
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -87,9 +89,15 @@ type Options struct {
 	// of its kind.
 	Observer           string
 	ActivationObserver observer.Options
-	// Runnable, when set, lists the layer types the caller can run once quantized (Python's
-	// quantized module classes): a selected layer of another type is an error naming it.
+	// Runnable, when set, lists the layer types the caller can run once quantized: a selected
+	// layer of another type is an error naming it.
 	Runnable []LayerType
+	// RuntimeClasses, when set, lists the module classes the caller can run once quantized
+	// (Python's quantized modules stand in for torch's Linear, Conv2d and LSTM). A layer whose
+	// module is of another class stays float when the call's options select it (a
+	// MultiheadAttention's in_proj_weight under the default layer types), with the reason; a
+	// recipe rule that names it is an error.
+	RuntimeClasses []string
 }
 
 // normalized is Options after defaults and validation: the resolved recipe and the spec
@@ -101,6 +109,7 @@ type normalized struct {
 	ruleTyp  []map[LayerType]bool
 	actObs   observer.Options
 	runnable map[LayerType]bool
+	classes  map[string]bool
 }
 
 // SpecForBits returns the spec template for a bit width: 8 → INT8 per-channel symmetric, 4 →
@@ -219,6 +228,12 @@ func (o *Options) normalize() (*normalized, error) {
 	if o.Runnable != nil {
 		if n.runnable, err = layerSet(layerStrings(o.Runnable), "runnable"); err != nil {
 			return nil, err
+		}
+	}
+	if o.RuntimeClasses != nil {
+		n.classes = map[string]bool{}
+		for _, c := range o.RuntimeClasses {
+			n.classes[knownClass(c)] = true
 		}
 	}
 	// The spec template: the call's Spec on top of its format's defaults. Check it against a
@@ -359,4 +374,72 @@ func quantizableNames() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// ParseOptions reads a call's options from JSON, by the names every caller shares (the keys of
+// a recipe rule, plus "layers", "skip" and "nonfinite"): {"bits": 4, "group_size": 64,
+// "skip": ["lm_head"], "activations": "none"}. Unknown keys are errors. Absent keys leave the
+// choice to the defaults. This is how callers that work with names (Python) pass options
+// without repeating a default or a check.
+func ParseOptions(data []byte) (Options, error) {
+	var o Options
+	var raw struct {
+		Bits          *int     `json:"bits"`
+		DType         string   `json:"dtype"`
+		GroupSize     *int     `json:"group_size"`
+		GroupFallback *bool    `json:"group_fallback"`
+		Scheme        string   `json:"scheme"`
+		Activations   string   `json:"activations"`
+		Observer      string   `json:"observer"`
+		Method        string   `json:"method"`
+		Layers        []string `json:"layers"`
+		Skip          []string `json:"skip"`
+		NonFinite     string   `json:"nonfinite"`
+		// runtime_classes: the caller's capability, not a choice (see Options.RuntimeClasses)
+		RuntimeClasses []string `json:"runtime_classes"`
+	}
+	if len(data) > 1<<20 {
+		return o, optErr("options", "%d bytes of options is more than 1 MiB", len(data))
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&raw); err != nil {
+		msg := recipe.JSONMessage(err)
+		if rest, ok := strings.CutPrefix(msg, "unknown key "); ok {
+			msg = "unknown option " + strings.SplitN(rest, " (", 2)[0] + " (options are bits, dtype, group_size, group_fallback, scheme, activations, observer, method, layers, skip, nonfinite)"
+		}
+		return o, &recipe.OptionError{Option: "options", Msg: msg}
+	}
+	if raw.Bits != nil {
+		if *raw.Bits == 0 {
+			return o, optErr("bits", "0 is not supported (want 8, 4 or 16)")
+		}
+		o.Bits = *raw.Bits
+	}
+	if raw.GroupSize != nil {
+		if err := recipe.CheckGroupSize(*raw.GroupSize); err != nil {
+			return o, err
+		}
+		o.Spec.GroupSize = *raw.GroupSize
+	}
+	o.DType, o.GroupFallback, o.Scheme, o.Activations, o.Observer, o.Method = raw.DType, raw.GroupFallback, raw.Scheme, raw.Activations, raw.Observer, raw.Method
+	o.Skip, o.RuntimeClasses = raw.Skip, raw.RuntimeClasses
+	if raw.Layers != nil {
+		o.LayerTypes = []LayerType{}
+		for _, l := range raw.Layers {
+			t, err := ParseLayerType(l)
+			if err != nil {
+				return o, err
+			}
+			o.LayerTypes = append(o.LayerTypes, t)
+		}
+	}
+	switch raw.NonFinite {
+	case "", "reject":
+	case "clamp":
+		o.Spec.NonFinite = quant.ClampNonFinite
+	default:
+		return o, optErr("nonfinite", "%q is not reject or clamp", raw.NonFinite)
+	}
+	return o, nil
 }

@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strconv"
@@ -221,6 +222,14 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 				if rr.FromCall {
 					tp.Reason = fmt.Sprintf("skipped by pattern %q", rr.Rule.Match)
 				}
+				break
+			}
+			if cls, ok := c.modules[layer]; ok && n.classes != nil && !slices.ContainsFunc(c.chains[layer], func(k string) bool { return n.classes[k] }) {
+				if !rr.FromCall {
+					return nil, optErr("layers", "%s selects %q, a %s, and quantized %s modules cannot run here (this caller runs quantized %s); skip it",
+						p.RuleName(ri), layer, cls, cls, strings.Join(slices.Sorted(maps.Keys(n.classes)), ", "))
+				}
+				tp.Reason = fmt.Sprintf("a quantized %s cannot run here (this caller runs quantized %s); left in float", cls, strings.Join(slices.Sorted(maps.Keys(n.classes)), ", "))
 				break
 			}
 			if n.runnable != nil && !n.runnable[lt] {
@@ -455,7 +464,8 @@ func subRank(c string) int {
 
 // classifier assigns tensors to layers.
 type classifier struct {
-	modules map[string]string // module path → class name (last component)
+	modules map[string]string   // module path → class name (last component) that types it
+	chains  map[string][]string // module path → its classes, most derived first (short names)
 	rnnH    map[string]int    // recurrent module → hidden size, from weight_hh / weight_hr
 	byName  map[string]checkpoint.Entry
 }
@@ -465,9 +475,13 @@ var rnnParam = regexp.MustCompile(`^(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$`
 func newClassifier(entries []checkpoint.Entry, moduleTypes map[string]string) *classifier {
 	c := &classifier{rnnH: map[string]int{}, byName: map[string]checkpoint.Entry{}}
 	if len(moduleTypes) > 0 {
-		c.modules = map[string]string{}
+		c.modules, c.chains = map[string]string{}, map[string][]string{}
 		for k, v := range moduleTypes {
-			c.modules[k] = v[strings.LastIndex(v, ".")+1:]
+			c.modules[k] = knownClass(v)
+			for _, n := range strings.Split(v, ",") {
+				n = strings.TrimSpace(n)
+				c.chains[k] = append(c.chains[k], n[strings.LastIndex(n, ".")+1:])
+			}
 		}
 	}
 	for _, e := range entries {
@@ -533,6 +547,24 @@ var classTypes = map[string]LayerType{
 	"LayerNorm": Norm, "RMSNorm": Norm, "GroupNorm": Norm, "LocalResponseNorm": Norm,
 	"BatchNorm1d": Norm, "BatchNorm2d": Norm, "BatchNorm3d": Norm, "SyncBatchNorm": Norm,
 	"InstanceNorm1d": Norm, "InstanceNorm2d": Norm, "InstanceNorm3d": Norm,
+}
+
+// knownClass picks the class a module is typed by. v is a class name ("Linear",
+// "torch.nn.modules.linear.Linear") or, from callers that know a class's bases (Python), the
+// names of its method resolution order, most derived first, separated by commas
+// ("my.QLinear,torch.nn.modules.linear.Linear,torch.nn.modules.module.Module"): the first one
+// monoquant knows decides, so a subclass quantizes as its base.
+func knownClass(v string) string {
+	names := strings.Split(v, ",")
+	for _, n := range names {
+		n = strings.TrimSpace(n)
+		n = n[strings.LastIndex(n, ".")+1:]
+		if _, ok := classTypes[n]; ok {
+			return n
+		}
+	}
+	first := strings.TrimSpace(names[0])
+	return first[strings.LastIndex(first, ".")+1:]
 }
 
 // classify returns a tensor's layer (module path), layer type and parameter name.

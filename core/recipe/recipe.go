@@ -194,6 +194,9 @@ func Parse(data []byte) (*Recipe, error) {
 	return r, nil
 }
 
+// JSONMessage says what encoding/json found in a recipe or options document, in the user's words.
+func JSONMessage(err error) string { return jsonMessage(err) }
+
 // jsonMessage says what encoding/json found in the user's words.
 func jsonMessage(err error) string {
 	msg := err.Error()

@@ -32,7 +32,7 @@ from ._errors import (
     ShapeError,
     UnsupportedError,
 )
-from .api import Report, dequantize, quantize, record_activations, report, sqnr
+from .api import Plan, Report, defaults, dequantize, plan, quantize, quantize_file, record_activations, report, sqnr
 from .files import QuantizedStateDict, load, save
 from .nn import QuantizedConv2d, QuantizedLinear, QuantizedLSTM
 from .observers import (
@@ -51,6 +51,10 @@ library_path = _lib.LIBRARY_PATH
 
 __all__ = [
     "quantize",
+    "quantize_file",
+    "plan",
+    "Plan",
+    "defaults",
     "dequantize",
     "save",
     "load",
