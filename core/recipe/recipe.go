@@ -547,6 +547,14 @@ func Merge(skip []string, rec *Recipe, base Rule, layers []string, calibrated bo
 			return nil, optErr("observer", "observer %q applies to static activations (give calibration data), and these are %s", base.Observer, s.Activations)
 		}
 	}
+	if rec != nil && len(rec.Rules) > 0 {
+		if last := rec.Rules[len(rec.Rules)-1]; last.Match == "*" && !last.Skip && len(last.Layers) == 0 {
+			// The recipe ends with a rule for everything (a stored, resolved recipe always
+			// does): the base would never be reached, so it is not added, and the recipe
+			// resolves to itself.
+			return out, nil
+		}
+	}
 	all, _ := Compile("*")
 	out.Rules = append(out.Rules, ResolvedRule{Rule: Rule{Match: "*"}, Pattern: all, Settings: s, FromCall: true})
 	return out, nil

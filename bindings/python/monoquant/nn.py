@@ -273,9 +273,9 @@ class QuantizedLSTM(_QuantizedWeights):
         self._flat_names = list(lstm._flat_weights_names)
         for name in self._flat_names:
             p = getattr(lstm, name)
-            if name.startswith("weight"):
+            if name in qweights:
                 self._add_weight(name, qweights[name], tuple(p.shape))
-            else:
+            else:  # biases, and weights a skip or a rule left in float
                 self.register_buffer(name, p.detach().to(torch.float32).clone())
 
     @classmethod
