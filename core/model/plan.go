@@ -466,7 +466,7 @@ func subRank(c string) int {
 type classifier struct {
 	modules map[string]string   // module path → class name (last component) that types it
 	chains  map[string][]string // module path → its classes, most derived first (short names)
-	rnnH    map[string]int    // recurrent module → hidden size, from weight_hh / weight_hr
+	rnnH    map[string]int      // recurrent module → hidden size, from weight_hh / weight_hr
 	byName  map[string]checkpoint.Entry
 }
 
