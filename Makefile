@@ -55,9 +55,12 @@ demo: lib cli $(DEMO_TARGETS)
 
 bench: venv lib cli $(BENCH_TARGETS)
 
-# Regenerate the golden vectors under testdata/ from the torch in .venv (they are committed).
-golden: venv
+# Regenerate every golden file from the torch in .venv (they are committed): the vectors under
+# testdata/, the C tests' golden.h and the CLI's expected outputs. Review the diff before
+# committing.
+golden: venv cli
 	@set -e; for s in testdata/gen_*.py; do echo "== $$s"; $(PY) $$s; done
+	$(MAKE) --no-print-directory golden-c golden-cli
 
 # Installs the library, the header, the CMake package files and monoquant.pc (through CMake),
 # and the CLI, under PREFIX (default /usr/local; DESTDIR is honoured).

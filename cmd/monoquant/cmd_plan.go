@@ -104,7 +104,7 @@ func runPlan(e *env, a *quantizeArgs, pos []string) error {
 	}
 	t.write(w)
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Resolved recipe (first match wins; the last rule is the call's options):")
+	fmt.Fprintln(w, "Resolved recipe (first match wins; defaults filled in):")
 	for i, rr := range d.Recipe.Rules {
 		var parts []string
 		if rr.Skip {
