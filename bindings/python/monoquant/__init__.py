@@ -43,9 +43,10 @@ from .observers import (
     PerChannelMinMaxObserver,
 )
 
-__version__ = "0.1.0"
 #: The version of the loaded engine library, "major.minor.patch".
 library_version = ".".join(map(str, _lib.LIBRARY_VERSION))
+# One version: the engine's (include/monoquant.h); the wheel's metadata is tested against it.
+__version__ = library_version
 #: Where the engine library was loaded from.
 library_path = _lib.LIBRARY_PATH
 
