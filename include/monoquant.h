@@ -229,6 +229,27 @@ typedef struct mq_size_info {
 MQ_API int mq_quantized_size(const mq_config* cfg, const mq_tensor* input, size_t* data_bytes,
                              size_t* n_params);
 
+/* How the result of quantizing `input` with `cfg` is stored, so a caller can allocate the outputs
+ * with the right element types and shapes (the layout of docs/FORMAT.md, decided by the engine). */
+typedef struct mq_layout {
+    int32_t data_dtype;               /* mq_dtype of the stored values: I8 or U8 (INT8), U8 (INT4,
+                                         packed two per byte), F16 or BF16 */
+    int32_t data_ndim;
+    int64_t data_shape[MQ_MAX_DIMS];  /* the input's shape; INT4 halves the last dimension when it
+                                         is even, else one dimension of ceil(n/2) bytes */
+    int32_t param_ndim;               /* 0 for FP16/BF16 */
+    int64_t param_shape[MQ_MAX_DIMS]; /* of the scales and zero points: [1] per tensor, [C] per
+                                         channel, [rows, K/group_size] per group */
+    int32_t stores_zero_point;        /* non-zero when a checkpoint keeps the zero points (not for
+                                         symmetric signed types, whose zero points are 0) */
+    mq_config resolved;               /* cfg with every default filled in (granularity, axis made
+                                         non-negative, group_size, qdtype, eps) */
+} mq_layout;
+
+/* Fills *out with the layout of quantizing `input` (shape and dtype; data is not read and may be
+ * NULL) with cfg. Fails like mq_quantized_size; MQ_EINVAL for a NULL out. */
+MQ_API int mq_quantized_layout(const mq_config* cfg, const mq_tensor* input, mq_layout* out);
+
 /* Quantizes `input`: per-granule min/max -> torch's qparams -> round half to even, clamp.
  * Writes the values to out (out_bytes >= data_bytes of mq_quantized_size), and n_params scales and
  * zero points (n_params >= the needed count; row-major [rows, K/group_size] for per-group).

@@ -195,6 +195,28 @@ func storedDType(s *quant.Spec) tensor.DType {
 	return tensor.BF16
 }
 
+// StoredLayout is how a tensor quantized with a spec is stored (docs/FORMAT.md).
+type StoredLayout struct {
+	Spec       quant.Spec // normalized
+	DataDType  tensor.DType
+	DataShape  []int
+	ParamShape []int // nil for the float formats
+	ZeroPoint  bool  // whether the zero points are stored
+}
+
+// Layout normalizes spec against shape and returns the stored layout: what every caller that
+// allocates outputs itself (the C ABI, Python) asks instead of working it out again.
+func Layout(spec quant.Spec, shape []int) (*StoredLayout, error) {
+	if _, err := spec.Normalize(shape); err != nil {
+		return nil, err
+	}
+	l := &StoredLayout{Spec: spec, DataDType: storedDType(&spec), DataShape: packedShape(spec.Format, shape)}
+	if spec.Format.IsInteger() {
+		l.ParamShape, l.ZeroPoint = spec.ParamShape(shape), spec.StoresZeroPoint()
+	}
+	return l, nil
+}
+
 // Entries returns the tensors a quantized tensor is stored as, in order: values, scale, and
 // zero point when the scheme needs one.
 func storedEntries(name string, s *quant.Spec, shape, qshape []int) []checkpoint.Entry {

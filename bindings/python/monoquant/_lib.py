@@ -248,6 +248,22 @@ class mq_config(Structure):
     ]
 
 
+class mq_layout(Structure):
+    """typedef struct mq_layout { int32_t data_dtype; int32_t data_ndim;
+    int64_t data_shape[MQ_MAX_DIMS]; int32_t param_ndim; int64_t param_shape[MQ_MAX_DIMS];
+    int32_t stores_zero_point; mq_config resolved; } mq_layout;"""
+
+    _fields_ = [
+        ("data_dtype", c_int32),
+        ("data_ndim", c_int32),
+        ("data_shape", c_int64 * MQ_MAX_DIMS),
+        ("param_ndim", c_int32),
+        ("param_shape", c_int64 * MQ_MAX_DIMS),
+        ("stores_zero_point", c_int32),
+        ("resolved", mq_config),
+    ]
+
+
 class mq_quant_stats(Structure):
     """typedef struct mq_quant_stats { uint64_t nonfinite; int64_t first_nonfinite;
     uint64_t overflow; } mq_quant_stats;"""
@@ -279,6 +295,8 @@ _fn("mq_config_init", [POINTER(mq_config)], c_int)
 # int mq_quantized_size(const mq_config* cfg, const mq_tensor* input, size_t* data_bytes,
 #                       size_t* n_params);
 _fn("mq_quantized_size", [POINTER(mq_config), POINTER(mq_tensor), POINTER(c_size_t), POINTER(c_size_t)], c_int)
+# int mq_quantized_layout(const mq_config* cfg, const mq_tensor* input, mq_layout* out);
+_fn("mq_quantized_layout", [POINTER(mq_config), POINTER(mq_tensor), POINTER(mq_layout)], c_int)
 # int mq_quantize_tensor(const mq_config* cfg, const mq_tensor* input, void* out, size_t out_bytes,
 #                        float* scales, int32_t* zero_points, size_t n_params, mq_quant_stats* stats);
 _fn(
