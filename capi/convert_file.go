@@ -158,6 +158,7 @@ func mq_defaults_json(buf *C.char, cap C.size_t, length *C.size_t) (rc C.int) {
 	d := recipe.Defaults()
 	d["version"] = model.ToolVersion
 	d["layers"] = model.DefaultLayerTypes
+	d["metadata_key"], d["format_version"] = model.MetadataKey, model.FormatVersion
 	js, err := json.Marshal(d)
 	if err != nil {
 		return mapErr(fail(mqEINTERNAL, "mq_defaults_json: %v", err), mqEINTERNAL)

@@ -627,7 +627,8 @@ MQ_API int mq_report_json(mq_report* r, char* buf, size_t cap, size_t* len);
 MQ_API int mq_report_free(mq_report* r);
 
 /* The engine's defaults as JSON: bits, group_size, scheme, observer, method, the default
- * activation mode per format, and the methods and observers this library knows. Callers show
+ * activation mode per format, the default layer types, the methods and observers this library
+ * knows, its version, and the quantized format's metadata key and format version. Callers show
  * these; they never repeat them. Buffer convention as mq_model_metadata_json. */
 MQ_API int mq_defaults_json(char* buf, size_t cap, size_t* len);
 

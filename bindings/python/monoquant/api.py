@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import PackedSequence
 from . import _engine
 from ._errors import MonoquantWarning
 from ._progress import Progress
-from .nn import QUANTIZED_TYPES, QuantizedConv2d, QuantizedLinear, QuantizedLSTM
+from .nn import QUANTIZED_TYPES, RUNNABLE, QuantizedConv2d, QuantizedLinear, QuantizedLSTM
 from .observers import OBSERVERS
 
 __all__ = ["quantize", "quantize_file", "plan", "Plan", "defaults", "dequantize", "report", "sqnr", "record_activations", "Report"]
@@ -37,8 +37,6 @@ MIN_CALIBRATION_SAMPLES = 32
 _LAYER_NAMES = ((nn.Linear, "linear"), (nn.Conv1d, "conv1d"), (nn.Conv2d, "conv2d"), (nn.Conv3d, "conv3d"),
                 (nn.LSTM, "lstm"), (nn.GRU, "gru"), (nn.RNN, "rnn"), (nn.Embedding, "embedding"))
 _DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
-# The layer types this package has quantized modules for, and the torch class each runs.
-_RUNNABLE = {"linear": nn.Linear, "conv2d": nn.Conv2d, "lstm": nn.LSTM}
 
 
 def _layer_name(t):
@@ -108,7 +106,7 @@ def _config(recipe=None, runtime=False, **kw):
     opts, obs = _options(**kw)
     if runtime:
         # what this package can run once quantized: its modules stand in for these classes
-        opts["runtime_classes"] = [f"{c.__module__}.{c.__qualname__}" for c in _RUNNABLE.values()]
+        opts["runtime_classes"] = [f"{c.__module__}.{c.__qualname__}" for c in RUNNABLE.values()]
     rj, rf = _recipe_args(recipe)
     return _model.ModelConfig(opts, recipe_json=rj, recipe_file=rf, observer_config=obs)
 
@@ -145,12 +143,12 @@ def _check_runnable(model, plan_dict):
     classes for linear, conv2d and lstm layers of torch's classes)."""
     mods = dict(model.named_modules(remove_duplicate=False))
     for ld in plan_dict["layers"]:
-        want = _RUNNABLE.get(ld["type"])
+        want = RUNNABLE.get(ld["type"])
         mod = mods.get(ld["name"])
         if want is None or not isinstance(mod, want):
             kind = type(mod).__name__ if mod is not None else "no module"
             raise ValueError(f"the plan quantizes {ld['name']!r} ({kind}, a {ld['type']} layer), and monoquant.nn runs quantized "
-                             f"{', '.join(sorted(_RUNNABLE))} layers of torch's classes only: skip it (skip=[{ld['name']!r}]) "
+                             f"{', '.join(sorted(RUNNABLE))} layers of torch's classes only: skip it (skip=[{ld['name']!r}]) "
                              f"or leave its type out of layers=; quantize_file() stores any layer type")
 
 

@@ -17,14 +17,12 @@ import torch.nn as nn
 
 from . import _model
 from ._engine import QTensor, QuantSpec
-from .nn import QUANTIZED_TYPES, QuantizedConv2d, QuantizedLinear, QuantizedLSTM
+from .nn import QUANTIZED_TYPES, RUNNABLE, QuantizedConv2d, QuantizedLinear, QuantizedLSTM
 
 __all__ = ["save", "load", "QuantizedStateDict", "quantize_state_dict", "dequantize_file_or_state_dict", "write_tensors"]
 
-FORMAT_VERSION = 1
-METADATA_KEY = "monoquant"
-_LAYER_TYPES = {QuantizedLinear: "linear", QuantizedConv2d: "conv2d", QuantizedLSTM: "lstm"}
-_FLOAT_TYPES = {"linear": nn.Linear, "conv2d": nn.Conv2d, "lstm": nn.LSTM}
+# The metadata key of the config, as the engine names it (docs/FORMAT.md).
+METADATA_KEY = _model.defaults()["metadata_key"]
 
 
 class QuantizedStateDict(OrderedDict):
@@ -113,7 +111,7 @@ def build_quantized(model, tensors, config, strict=True, inplace=False):
         except AttributeError:
             raise ValueError(f"load(): the checkpoint quantizes layer {layer!r} but the model has no such module") from None
         ltype = items[0][1].get("layer_type")
-        want = _FLOAT_TYPES.get(ltype)
+        want = RUNNABLE.get(ltype)
         if want is None:
             raise UnsupportedError(f"load(): layer {layer!r} is quantized as {ltype!r}; monoquant.nn runs linear, conv2d and lstm layers only: load the state dict (model=None) or dequantize the file")
         if not isinstance(mod, want):

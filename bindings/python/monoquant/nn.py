@@ -357,3 +357,5 @@ class QuantizedLSTM(_QuantizedWeights):
 
 
 QUANTIZED_TYPES = (QuantizedLinear, QuantizedConv2d, QuantizedLSTM)
+# The engine's layer types this package runs, and the torch class whose modules it replaces.
+RUNNABLE = {"linear": nn.Linear, "conv2d": nn.Conv2d, "lstm": nn.LSTM}
