@@ -186,8 +186,11 @@ typedef struct mq_config {
     int32_t quant_max;      /* torch's quant_max (only with has_quant_range); must be >= 0 */
     float eps;              /* floor of every scale; 0 means torch.finfo(float32).eps */
     int32_t nonfinite;      /* mq_nonfinite: what NaN/Inf in the input do; default reject */
-    int32_t saturate_fp16;  /* non-zero: FP16 clamps finite values to +-65504 instead of
-                               overflowing to +-Inf */
+    int32_t saturate_fp16;  /* non-zero: FP16 and BF16 clamp finite values to their largest
+                               finite value (+-65504, +-3.3895e38) instead of overflowing to +-Inf
+                               (torch's .to(), the default of the tensor functions). Models and
+                               files (mq_model_quantize, mq_quantize_file) always saturate, and
+                               their report warns with the count. */
 } mq_config;
 
 /* Fills *cfg with the defaults (INT8, symmetric, per-channel along axis 0, qint8, torch's eps)
@@ -417,7 +420,7 @@ typedef struct mq_model_config {
     int32_t bits;        /* 8: INT8 per-channel symmetric (default); 4: INT4 group-wise symmetric,
                             the engine's default group size (mq_defaults_json); 16: FP16 (BF16
                             when bf16 is non-zero). Of `spec`, only scheme, group_size (0: the
-                            default), qdtype, nonfinite and saturate_fp16 then apply.
+                            default), qdtype and nonfinite then apply.
                             0: `spec` is used whole, format included. Other values: MQ_EINVAL. */
     int32_t bf16;        /* with bits 16: BF16 instead of FP16 */
     mq_config spec;      /* tensor-level settings (mq_config_init defaults, set by _init); the

@@ -244,7 +244,9 @@ func (o *Options) normalize() (*normalized, error) {
 	if o.Spec.Format != 0 {
 		tmpl = o.Spec
 	}
-	tmpl.NonFinite, tmpl.SaturateFloat16 = o.Spec.NonFinite, o.Spec.SaturateFloat16
+	// One overflow rule for every model and file: FP16/BF16 saturate to their largest finite
+	// value (counted and warned about); nothing writes ±Inf.
+	tmpl.NonFinite, tmpl.SaturateFloat16 = o.Spec.NonFinite, true
 	if o.Spec.QDType != 0 {
 		tmpl.QDType = o.Spec.QDType
 	}

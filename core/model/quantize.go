@@ -344,12 +344,16 @@ func quantizeOne(tp *TensorPlan, t *tensor.Tensor, b *quantBuffers) (TensorRepor
 func tensorWarnings(tp *TensorPlan, tr *TensorReport) []Warning {
 	var out []Warning
 	if tr.Overflow > 0 {
-		rng := "the FP16 range (±65504)"
+		rng, top := "the FP16 range", "±65504"
 		if tp.Spec.Format == quant.BFloat16 {
-			rng = "the BF16 range (±3.39e38)"
+			rng, top = "the BF16 range", "±3.3895e38"
+		}
+		became := "became ±Inf"
+		if tp.Spec.SaturateFloat16 {
+			became = "were saturated to " + top
 		}
 		out = append(out, Warning{Code: WarnFP16Overflow, Tensor: tp.Name, Layer: tp.Layer,
-			Message: fmt.Sprintf("%d values exceed %s and became ±Inf", tr.Overflow, rng)})
+			Message: fmt.Sprintf("layer %q: %d values of %q exceed %s and %s", tp.Layer, tr.Overflow, tp.Name, rng, became)})
 	}
 	if tr.NonFinite > 0 {
 		out = append(out, Warning{Code: WarnNonFiniteClamp, Tensor: tp.Name, Layer: tp.Layer,

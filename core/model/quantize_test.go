@@ -2,6 +2,7 @@ package model
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -292,6 +293,15 @@ func TestQuantizeErrors(t *testing.T) {
 	}
 	if !hasWarning(res.Report, WarnFP16Overflow, "fc.weight") || res.Report.Tensors[0].Overflow != 1 {
 		t.Errorf("FP16 overflow: report %+v, want one overflow and a warning", res.Report)
+	}
+	// One overflow rule: the stored value is the largest finite half, never Inf, and the
+	// report's numbers stay finite (JSON cannot hold Inf).
+	st, _ := res.Tensor("fc.weight")
+	if h := binary.LittleEndian.Uint16(st.Data); h != 0x7BFF || math.IsInf(res.Report.Tensors[0].NoiseEnergy, 0) {
+		t.Errorf("FP16 overflow stored %#04x (noise %v), want 0x7bff saturated and finite noise", h, res.Report.Tensors[0].NoiseEnergy)
+	}
+	if _, err := json.Marshal(res.Report); err != nil {
+		t.Errorf("the report of a saturated FP16 model does not encode: %v", err)
 	}
 
 	if err := NewModel().Add("x", nil); err == nil {

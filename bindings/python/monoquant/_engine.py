@@ -112,8 +112,11 @@ QDTYPES = {"qint8": _lib.MQ_QINT8, "quint8": _lib.MQ_QUINT8, "qint4": _lib.MQ_QI
 _SCHEME_ALIASES = {"symmetric": "symmetric", "sym": "symmetric", "asymmetric": "asymmetric", "asym": "asymmetric", "affine": "asymmetric"}
 
 
-_NAMES = {code: name for table in (FORMATS, SCHEMES, GRANULARITIES, QDTYPES) for name, code in table.items()}
-_FORMAT_OF = {code: name for name, code in FORMATS.items()}
+def _reverse(table):
+    return {code: name for name, code in table.items()}
+
+
+_FORMAT_OF, _SCHEME_OF, _GRANULARITY_OF, _QDTYPE_OF = (_reverse(t) for t in (FORMATS, SCHEMES, GRANULARITIES, QDTYPES))
 _STORAGE = {_lib.MQ_DTYPE_I8: torch.int8, _lib.MQ_DTYPE_U8: torch.uint8, _lib.MQ_DTYPE_F16: torch.float16, _lib.MQ_DTYPE_BF16: torch.bfloat16}
 
 
@@ -165,11 +168,11 @@ class QuantSpec:
         r = lay.resolved
         self.format = _FORMAT_OF[r.format]
         self.is_integer = self.format in ("int8", "int4")
-        self.scheme = _NAMES[r.scheme] if self.is_integer else "symmetric"
-        self.granularity = _NAMES[r.granularity] if self.is_integer else None
+        self.scheme = _SCHEME_OF[r.scheme] if self.is_integer else "symmetric"
+        self.granularity = _GRANULARITY_OF[r.granularity] if self.is_integer else None
         self.axis = int(axis)
         self.group_size = int(r.group_size) if self.granularity == "per_group" else None
-        self.qdtype = _NAMES[r.qdtype] if self.is_integer else None
+        self.qdtype = _QDTYPE_OF[r.qdtype] if self.is_integer else None
         self.reduce_range = bool(reduce_range)
         self.quant_range = None if quant_range is None else (int(quant_range[0]), int(quant_range[1]))
         self.eps = float(eps)
