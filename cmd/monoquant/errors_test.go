@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -138,7 +139,7 @@ func TestHelpEveryCommand(t *testing.T) {
 	// Every flag of quantize the issue names is there.
 	q := runCLI(t, "quantize", "--help").stdout
 	for _, f := range []string{"--model", "--bits", "--out", "--format", "--scheme", "--group-size", "--layers", "--skip", "--observer", "--calibration", "--dtype", "--json", "--quiet"} {
-		if !strings.Contains(q, "  "+f+" ") {
+		if !strings.Contains(q, "  "+f+" ") && !strings.Contains(q, ", "+f+" ") {
 			t.Errorf("quantize --help does not list %s", f)
 		}
 	}
@@ -367,4 +368,23 @@ func TestPanicIsOneLine(t *testing.T) {
 	defer delete(commands, "test-panic")
 	args := []string{"test-panic"}
 	assertOneLineError(t, args, runCLI(t, args...), exitInternal, "internal error: boom; second line")
+}
+
+// GNU-style short forms: -m is --model, -o --out, -b --bits, -q --quiet (also with =VALUE); an
+// unknown short flag is named as the user wrote it.
+func TestShortFlags(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "q.safetensors")
+	var stdout, stderr bytes.Buffer
+	e := &env{stdout: &stdout, stderr: &stderr}
+	if code := run(context.Background(), e, []string{"quantize", "-m", "../../examples/digits_cnn.pt", "-b=4", "-o", out, "-q"}); code != 0 {
+		t.Fatalf("short flags: exit %d: %s", code, stderr.String())
+	}
+	if _, err := os.Stat(out); err != nil {
+		t.Errorf("-o %s: %v", out, err)
+	}
+	stderr.Reset()
+	if code := run(context.Background(), e, []string{"quantize", "-m", "../../examples/digits_cnn.pt", "-x"}); code != exitUsage || !strings.Contains(stderr.String(), "unknown flag -x") {
+		t.Errorf("-x: exit %d, %q", code, stderr.String())
+	}
 }
