@@ -601,3 +601,29 @@ func TestWriterFailure(t *testing.T) {
 		}
 	}
 }
+
+// Dequantize gives each tensor back in its original dtype: a BF16 model's weights come back
+// BF16 (rounded to nearest even from the float32 dequantization), an F32 model's F32.
+func TestDequantizeKeepsTheOriginalDType(t *testing.T) {
+	for _, dt := range []tensor.DType{tensor.BF16, tensor.F16, tensor.F32, tensor.F64} {
+		vals := []float32{0.5, -1.25, 2, 0.125, 3, -0.75, 1.5, -2}
+		src := tensor.FromFloat32(vals, 2, 4)
+		w := &tensor.Tensor{DType: dt, Shape: []int{2, 4}, Data: asDType(vals, dt)}
+		m := NewModel()
+		if err := m.Add("fc.weight", w); err != nil {
+			t.Fatal(err)
+		}
+		res, err := m.Quantize(context.Background(), Options{Bits: 8}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := res.Dequantize(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := back.Tensor("fc.weight")
+		if got.DType != dt || !slices.Equal(got.Shape, src.Shape) {
+			t.Errorf("%v model: dequantized %v %v, want %v %v", dt, got.DType, got.Shape, dt, src.Shape)
+		}
+	}
+}
