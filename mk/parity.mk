@@ -8,3 +8,12 @@ test-parity: lib cli venv
 		$(PYTEST) -q tests/parity
 
 TEST_TARGETS += test-parity
+
+# The same 2 GB checkpoint through the CLI, Python's quantize_file and C's mq_quantize_file
+# (BENCHMARKS.md, "Callers"). BENCH_GB=2 BENCH_REPS=3.
+BENCH_REPS ?= 3
+.PHONY: bench-callers
+bench-callers: lib cli venv
+	$(PY) bench/callers/bench_callers.py --gb $(BENCH_GB) --reps $(BENCH_REPS)
+
+BENCH_TARGETS += bench-callers
