@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"unsafe"
 
+	"github.com/monoquant/monoquant/core/convert"
 	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/recipe"
 )
@@ -58,7 +59,7 @@ func mq_plan_file_json(src *C.mq_cchar, cfg *C.mq_cmodel_config, buf *C.char, ca
 	if err != nil {
 		return mapErr(err, mqEINVAL)
 	}
-	p, err := model.PlanFile(in, opts)
+	p, err := convert.PlanFile(in, opts)
 	if err != nil {
 		return modelErr(err, mqEIO)
 	}
@@ -90,10 +91,9 @@ func mq_quantize_file(src, dst *C.mq_cchar, cfg *C.mq_cmodel_config, calibration
 	if err != nil {
 		return mapErr(err, mqEINVAL)
 	}
-	run := model.FileRun{}
+	run := convert.Run{}
 	if calibration != nil {
 		run.CalibrationFile = C.GoString(calibration)
-		opts.Calibrated = true
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -107,7 +107,7 @@ func mq_quantize_file(src, dst *C.mq_cchar, cfg *C.mq_cmodel_config, calibration
 			}
 		}
 	}
-	rep, err := model.QuantizeFile(ctx, in, out, opts, run)
+	res, err := convert.File(ctx, in, out, opts, run)
 	if canceled {
 		return mapErr(fail(mqECANCELED, "mq_quantize_file: canceled by the progress callback; %s was not written", out), mqECANCELED)
 	}
@@ -115,7 +115,7 @@ func mq_quantize_file(src, dst *C.mq_cchar, cfg *C.mq_cmodel_config, calibration
 		return modelErr(err, mqEIO)
 	}
 	if report != nil {
-		js, err := json.Marshal(rep)
+		js, err := json.Marshal(res.Report)
 		if err != nil {
 			return mapErr(fail(mqEINTERNAL, "mq_quantize_file: %v", err), mqEINTERNAL)
 		}

@@ -14,6 +14,7 @@ import (
 	"unsafe"
 
 	"github.com/monoquant/monoquant/core/checkpoint/safetensors"
+	"github.com/monoquant/monoquant/core/convert"
 	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/recipe"
@@ -50,7 +51,7 @@ func modelErr(err error, fallback C.int) C.int {
 	case errors.Is(err, quant.ErrNonFinite):
 		code = mqENONFINITE
 	case errors.Is(err, model.ErrOption), errors.Is(err, model.ErrNothingToQuantize),
-		errors.Is(err, model.ErrCalibration), errors.Is(err, quant.ErrSpec), errors.Is(err, model.ErrOutput):
+		errors.Is(err, model.ErrCalibration), errors.Is(err, quant.ErrSpec), errors.Is(err, convert.ErrOutput):
 		code = mqEINVAL
 	case errors.Is(err, model.ErrFormat), errors.Is(err, safetensors.ErrInvalid):
 		code = mqEFORMAT

@@ -17,7 +17,7 @@ BENCH_GB ?= 2
 test-cli:
 	$(GO) vet ./cmd/monoquant
 	$(GO) test -race -count=1 ./cmd/monoquant
-	$(GO) test -race -count=1 -run 'Forward' ./core/model
+	$(GO) test -race -count=1 ./core/forward
 
 test-cli-py: cli lib venv
 	MONOQUANT_CLI=$(CURDIR)/$(BUILD)/monoquant $(PYTEST) tests/cli -q

@@ -4,9 +4,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"os"
 	"strconv"
 
+	"github.com/monoquant/monoquant/core/convert"
 	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/recipe"
@@ -195,10 +195,23 @@ func runQuantize(ctx context.Context, e *env, a *quantizeArgs, pos []string) err
 	if model.IsQuantized(r.Metadata()) {
 		return fail(exitFormat, "input %s is already quantized by monoquant; dequantize it first ('monoquant dequantize %s')", a.model, a.model)
 	}
-	plan, err := model.NewPlan(r.Entries(), r.ModuleTypes(), opts)
-	if err != nil {
-		return classifyCoreErr(wrapPlanErr(err, a.model))
+	var bar *progress // drawn once the output is known; the pipeline reports while writing
+	run := convert.Run{Create: createOutput, Validate: true, CalibrationFile: a.calibration,
+		Progress: func(p model.Progress) { bar.update(p.TensorsDone, p.TensorsTotal, p.BytesDone, p.BytesTotal) }}
+	if a.calibration != "" {
+		cr, err := openInput("calibration file", a.calibration)
+		if err != nil {
+			return err
+		}
+		defer cr.Close()
+		run.Calibration = cr
 	}
+	// The one pipeline (core/convert), in two steps: the plan names the output.
+	conv, err := convert.New(r, a.model, opts, run)
+	if err != nil {
+		return classifyCoreErr(err)
+	}
+	plan := conv.Plan()
 	format := a.format.value
 	if format == "" && a.out == "" {
 		format = formatSafetensors // the default output: no pickle, opens anywhere
@@ -210,45 +223,14 @@ func runQuantize(ctx context.Context, e *env, a *quantizeArgs, pos []string) err
 	if err := checkNotInput(a.model, r, out, a.calibration); err != nil {
 		return err
 	}
-	run := model.Run{}
-	if len(plan.StaticLayers()) > 0 {
-		cal, err := model.NewCalibration(plan)
-		if err != nil {
-			return classifyCoreErr(err)
-		}
-		cr, err := openInput("calibration file", a.calibration)
-		if err != nil {
-			return err
-		}
-		err = cal.CalibrateReader(cr)
-		cr.Close()
-		if err != nil {
-			return classifyCoreErr(err)
-		}
-		run.Calibration = cal
-	}
-
-	bar := newProgress(e, a.quiet, "quantizing")
-	run.Progress = func(p model.Progress) { bar.update(p.TensorsDone, p.TensorsTotal, p.BytesDone, p.BytesTotal) }
-	rep, err := model.Quantize(ctx, r, createOutput(out), plan, run)
+	bar = newProgress(e, a.quiet, "quantizing")
+	done, err := conv.Write(ctx, out)
 	if err != nil {
 		bar.abort()
 		return classifyCoreErr(err)
 	}
 	bar.finish()
-	rep.FileBytesBefore = fileBytes(r, a.model)
-	if st, err := os.Stat(out); err == nil {
-		rep.FileBytesAfter = st.Size()
-	}
-
-	v, err := validateOutput(ctx, r, out, plan, rep)
-	if err != nil {
-		os.Remove(out)
-		if exitCode(err) == exitInterrupted {
-			return err
-		}
-		return wrapExit(exitValidation, err, "the written output failed validation and was removed")
-	}
+	rep, v := done.Report, done.Validation
 	res := &quantizeResult{
 		Input: a.model, Output: out, OutputFormat: format, Format: formatTag(plan, opts.Recipe != nil),
 		Mode: plan.Config().Mode, Report: rep, Validation: v, Recipe: plan.Recipe, ShowRules: opts.Recipe != nil,

@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/monoquant/monoquant/core/convert"
+
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/checkpoint/pickle"
 	"github.com/monoquant/monoquant/core/model"
@@ -145,7 +147,7 @@ func resolveOutput(in, out, format, tag string) (string, string, error) {
 		}
 		format = implied
 	}
-	if model.SamePath(in, out) {
+	if convert.SamePath(in, out) {
 		return "", "", fail(exitOutput, "output %s is the input; choose another --out (monoquant never overwrites its input)", out)
 	}
 	if err := checkOutputDir(out); err != nil {
@@ -178,7 +180,7 @@ func checkOutputDir(out string) error {
 // checkNotInput refuses an output path that is one of the files the input was read from (core's
 // rule, with this command's exit code).
 func checkNotInput(in string, r checkpoint.Reader, out string, others ...string) error {
-	if err := model.CheckNotInput(in, unwrapReader(r), out, others...); err != nil {
+	if err := convert.CheckNotInput(in, unwrapReader(r), out, others...); err != nil {
 		return fail(exitOutput, "output %s is one of the input files; choose another --out (monoquant never overwrites its input)", out)
 	}
 	return nil
@@ -229,6 +231,10 @@ func classifyCoreErr(err error) error {
 		return err
 	case errors.Is(err, model.ErrNothingToQuantize):
 		return wrapExit(exitNothing, err, "")
+	case errors.Is(err, convert.ErrValidation):
+		return wrapExit(exitValidation, err, "")
+	case errors.Is(err, convert.ErrOutput):
+		return wrapExit(exitOutput, err, "")
 	case errors.Is(err, model.ErrOption):
 		return wrapExit(exitUsage, errors.New(flagWords(err.Error())), "")
 	case errors.Is(err, model.ErrFormat):

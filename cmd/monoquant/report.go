@@ -4,21 +4,23 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/monoquant/monoquant/core/convert"
+
 	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/recipe"
 )
 
 // quantizeResult is what `quantize` prints: as a table, or as this JSON document with --json.
 type quantizeResult struct {
-	Input        string        `json:"input"`
-	Output       string        `json:"output"`
-	OutputFormat string        `json:"output_format"`
-	Bits         int           `json:"bits"`   // 0 when the recipe mixes formats
-	Format       string        `json:"format"` // int8, int4, fp16, bf16 or mixed
-	Mode         string        `json:"mode"`
-	Note         string        `json:"note,omitempty"`
-	Report       *model.Report `json:"report"`
-	Validation   *validation   `json:"validation"`
+	Input        string              `json:"input"`
+	Output       string              `json:"output"`
+	OutputFormat string              `json:"output_format"`
+	Bits         int                 `json:"bits"`   // 0 when the recipe mixes formats
+	Format       string              `json:"format"` // int8, int4, fp16, bf16 or mixed
+	Mode         string              `json:"mode"`
+	Note         string              `json:"note,omitempty"`
+	Report       *model.Report       `json:"report"`
+	Validation   *convert.Validation `json:"validation"`
 	// Recipe is the resolved recipe the file stores; ShowRules puts the deciding rule of each
 	// tensor in the table (when a recipe was given).
 	Recipe    *recipe.Recipe `json:"recipe"`
@@ -112,7 +114,7 @@ func (r *quantizeResult) print(e *env) {
 	if v := r.Validation; v != nil {
 		fmt.Fprintf(w, "Validated: reopened %s; %s and the config checked; SQNR of %s recomputed from the file (agrees within %g dB); %s run on a random input\n",
 			r.Output, plural(v.TensorsChecked, "tensor", "tensors"), plural(v.SQNRConfirmed, "quantized tensor", "quantized tensors"),
-			sqnrTolerance, plural(len(v.LayerOutputs), "layer", "layers"))
+			convert.SQNRTolerance, plural(len(v.LayerOutputs), "layer", "layers"))
 	}
 }
 

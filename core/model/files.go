@@ -2,10 +2,7 @@ package model
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 )
@@ -16,122 +13,6 @@ func CreateFile(path string) CreateFunc {
 	return func(entries []checkpoint.Entry, metadata map[string]string) (checkpoint.Writer, error) {
 		return checkpoint.Create(path, entries, metadata)
 	}
-}
-
-// FileRun is Run for files: the calibration data can come from a file of recorded activations.
-type FileRun struct {
-	Progress ProgressFunc
-	// CalibrationFile (.pt or .safetensors) maps layer names to recorded input activations
-	// ("<layer>" or "<layer>.<batch>"); required in static mode.
-	CalibrationFile string
-}
-
-// ErrOutput is wrapped by errors about where an output would go.
-var ErrOutput = errors.New("output")
-
-// CheckNotInput refuses an output path that is one of the files the input is read from: the
-// input itself, the shards of a sharded checkpoint (r), or any of others (a calibration file).
-// Every caller's file-to-file path runs it: monoquant never overwrites its input.
-func CheckNotInput(in string, r checkpoint.Reader, out string, others ...string) error {
-	inputs := append([]string{in}, others...)
-	if sh, ok := r.(interface{ Shards() []string }); ok {
-		inputs = append(inputs, sh.Shards()...)
-	}
-	for _, p := range inputs {
-		if p != "" && SamePath(p, out) {
-			return fmt.Errorf("%w %s is one of the input files; choose another output (monoquant never overwrites its input)", ErrOutput, out)
-		}
-	}
-	return nil
-}
-
-// SamePath reports whether two paths name the same file (the same absolute path, or the same
-// inode through links).
-func SamePath(a, b string) bool {
-	aa, err1 := filepath.Abs(a)
-	bb, err2 := filepath.Abs(b)
-	if err1 == nil && err2 == nil && aa == bb {
-		return true
-	}
-	sa, err1 := os.Stat(a)
-	sb, err2 := os.Stat(b)
-	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
-}
-
-// QuantizeFile quantizes the checkpoint at in into out (any supported formats, chosen by content
-// and by out's suffix), streaming tensor by tensor. The report includes both files' sizes. The
-// CLI, the C ABI's mq_quantize_file and Python's quantize_file all come here.
-func QuantizeFile(ctx context.Context, in, out string, opts Options, run FileRun) (*Report, error) {
-	r, err := checkpoint.Open(in)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	if err := CheckNotInput(in, r, out, run.CalibrationFile); err != nil {
-		return nil, err
-	}
-	if run.CalibrationFile != "" {
-		opts.Calibrated = true
-	}
-	p, err := PlanReader(r, opts)
-	if err != nil {
-		return nil, err
-	}
-	rr := Run{Progress: run.Progress}
-	if len(p.StaticLayers()) > 0 {
-		if run.CalibrationFile == "" {
-			return nil, fmt.Errorf("%w: static mode needs calibration data (a file of recorded activations)", ErrCalibration)
-		}
-		c, err := NewCalibration(p)
-		if err != nil {
-			return nil, err
-		}
-		cr, err := checkpoint.Open(run.CalibrationFile)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrCalibration, err)
-		}
-		err = c.CalibrateReader(cr)
-		cr.Close()
-		if err != nil {
-			return nil, err
-		}
-		rr.Calibration = c
-	} else if run.CalibrationFile != "" {
-		return nil, optErr("calibration", "calibration data is only used in static mode")
-	}
-	rep, err := Quantize(ctx, r, CreateFile(out), p, rr)
-	if err != nil {
-		return nil, err
-	}
-	rep.FileBytesBefore, rep.FileBytesAfter = fileSize(in), fileSize(out)
-	return rep, nil
-}
-
-// PlanFile decides what QuantizeFile would do with the checkpoint at path, reading only its
-// list of tensors (and module classes), not the weights.
-func PlanFile(path string, opts Options) (*Plan, error) {
-	r, err := checkpoint.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	if IsQuantized(r.Metadata()) {
-		return nil, fmt.Errorf("%w: %s is already quantized by monoquant; dequantize it first", ErrFormat, path)
-	}
-	return PlanReader(r, opts)
-}
-
-// DequantizeFile dequantizes the quantized checkpoint at in into a float32 checkpoint at out.
-func DequantizeFile(ctx context.Context, in, out string, progress ProgressFunc) error {
-	r, err := checkpoint.Open(in)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	if err := CheckNotInput(in, r, out); err != nil {
-		return err
-	}
-	return Dequantize(ctx, r, CreateFile(out), progress)
 }
 
 // Save writes the quantized model to a file (.safetensors, or .pt/.pth/.bin).
@@ -184,12 +65,4 @@ func LoadResult(path string) (*Result, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return &Result{Config: cfg, ck: m.ck}, nil
-}
-
-func fileSize(path string) int64 {
-	st, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	return st.Size()
 }
