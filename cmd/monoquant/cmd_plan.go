@@ -39,29 +39,11 @@ func setupPlan(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 }
 
 func runPlan(e *env, a *quantizeArgs, pos []string) error {
-	switch {
-	case len(pos) == 1 && a.model == "":
-		a.model = pos[0]
-	case len(pos) > 0:
-		return usageErr("plan: unexpected argument %q (the input goes in --model)", pos[0])
-	case a.model == "":
-		return usageErr("plan: --model is required (run 'monoquant plan --help')")
-	}
-	opts, err := a.options()
-	if err != nil {
-		return err
-	}
-	if err := checkInputPath("input", a.model); err != nil {
-		return err
-	}
-	r, err := openInput("input", a.model)
+	r, opts, err := openFloatInput("plan", a, pos)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	if model.IsQuantized(r.Metadata()) {
-		return fail(exitFormat, "input %s is already quantized by monoquant; dequantize it first ('monoquant dequantize %s')", a.model, a.model)
-	}
 	p, err := model.NewPlan(r.Entries(), r.ModuleTypes(), opts)
 	if err != nil {
 		return classifyCoreErr(wrapPlanErr(err, a.model))

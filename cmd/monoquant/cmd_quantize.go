@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/convert"
 	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/quant"
@@ -166,35 +167,45 @@ func formatTag(p *model.Plan, withRecipe bool) string {
 	return tag
 }
 
-func runQuantize(ctx context.Context, e *env, a *quantizeArgs, pos []string) error {
+// openFloatInput takes the input from --model or the one positional argument, turns the flags
+// into options and opens the input, refusing one monoquant already quantized (quantize, plan).
+func openFloatInput(verb string, a *quantizeArgs, pos []string) (checkpoint.Reader, model.Options, error) {
 	switch {
 	case len(pos) == 1 && a.model == "":
 		a.model = pos[0]
 	case len(pos) > 0:
-		return usageErr("quantize: unexpected argument %q (the input goes in --model)", pos[0])
+		return nil, model.Options{}, usageErr("%s: unexpected argument %q (the input goes in --model)", verb, pos[0])
 	case a.model == "":
-		return usageErr("quantize: --model is required (run 'monoquant quantize --help')")
+		return nil, model.Options{}, usageErr("%s: --model is required (run 'monoquant %s --help')", verb, verb)
 	}
 	opts, err := a.options()
 	if err != nil {
-		return err
+		return nil, opts, err
 	}
-	if err := checkInputPath("input", a.model); err != nil {
-		return err
-	}
-	if a.calibration != "" {
-		if err := checkInputPath("calibration file", a.calibration); err != nil {
-			return err
+	for _, in := range [][2]string{{"input", a.model}, {"calibration file", a.calibration}} {
+		if in[1] != "" {
+			if err := checkInputPath(in[0], in[1]); err != nil {
+				return nil, opts, err
+			}
 		}
 	}
 	r, err := openInput("input", a.model)
 	if err != nil {
+		return nil, opts, err
+	}
+	if model.IsQuantized(r.Metadata()) {
+		r.Close()
+		return nil, opts, fail(exitFormat, "input %s is already quantized by monoquant; dequantize it first ('monoquant dequantize %s')", a.model, a.model)
+	}
+	return r, opts, nil
+}
+
+func runQuantize(ctx context.Context, e *env, a *quantizeArgs, pos []string) error {
+	r, opts, err := openFloatInput("quantize", a, pos)
+	if err != nil {
 		return err
 	}
 	defer r.Close()
-	if model.IsQuantized(r.Metadata()) {
-		return fail(exitFormat, "input %s is already quantized by monoquant; dequantize it first ('monoquant dequantize %s')", a.model, a.model)
-	}
 	var bar *progress // drawn once the output is known; the pipeline reports while writing
 	run := convert.Run{Create: createOutput, Validate: true, CalibrationFile: a.calibration,
 		Progress: func(p model.Progress) { bar.update(p.TensorsDone, p.TensorsTotal, p.BytesDone, p.BytesTotal) }}

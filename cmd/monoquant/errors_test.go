@@ -13,31 +13,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/monoquant/monoquant/core/checkpoint/checkpointtest"
 	"github.com/monoquant/monoquant/core/checkpoint/safetensors"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
 // writeSafetensors makes a small checkpoint for a test from float32 tensors.
-func writeSafetensors(t testing.TB, path string, tensors map[string]*tensor.Tensor, order ...string) {
-	t.Helper()
-	var entries []tensor.Info
-	for _, n := range order {
-		tt := tensors[n]
-		entries = append(entries, tensor.Info{Name: n, DType: tt.DType, Shape: tt.Shape})
-	}
-	w, err := safetensors.Create(path, entries, map[string]string{"source": "cli test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range order {
-		if err := w.Write(n, tensors[n].Data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Commit(); err != nil {
-		t.Fatal(err)
-	}
-}
+var writeSafetensors = checkpointtest.WriteSafetensors
 
 // writeSafetensorsMeta writes one tensor with the given metadata.
 func writeSafetensorsMeta(t testing.TB, path string, md map[string]string, name string, x *tensor.Tensor) {

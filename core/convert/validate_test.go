@@ -11,7 +11,6 @@ import (
 	"github.com/monoquant/monoquant/core/blocks"
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/checkpoint/checkpointtest"
-	"github.com/monoquant/monoquant/core/checkpoint/safetensors"
 	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
@@ -122,23 +121,4 @@ func ramp(n int, scale float32) []float32 {
 	return v
 }
 
-func writeSafetensors(t testing.TB, path string, tensors map[string]*tensor.Tensor, order ...string) {
-	t.Helper()
-	var entries []tensor.Info
-	for _, n := range order {
-		tt := tensors[n]
-		entries = append(entries, tensor.Info{Name: n, DType: tt.DType, Shape: tt.Shape})
-	}
-	w, err := safetensors.Create(path, entries, map[string]string{"source": "convert test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range order {
-		if err := w.Write(n, tensors[n].Data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Commit(); err != nil {
-		t.Fatal(err)
-	}
-}
+var writeSafetensors = checkpointtest.WriteSafetensors

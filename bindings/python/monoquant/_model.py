@@ -72,6 +72,23 @@ def _json_call(fn, args, what):
     return json.loads(buf.value.decode("utf-8"))
 
 
+def progress_callback(progress, err):
+    """An mq_progress_fn calling ``progress(tensors_done, tensors_total)``; an exception in it
+    (KeyboardInterrupt too) is kept in the list ``err`` and cancels the run, so the caller can
+    re-raise it. Keep the returned object alive for the length of the call."""
+
+    def cb(done, total, _bd, _bt, _user):
+        try:
+            if progress is not None:
+                progress(int(done), int(total))
+            return 0
+        except BaseException as e:  # noqa: B902 (KeyboardInterrupt too: cancel cleanly)
+            err.append(e)
+            return 1
+
+    return _lib.mq_progress_fn(cb)
+
+
 def defaults():
     """The engine's defaults (bits, group_size, scheme, observer, method, activations per
     format, the methods and observers it knows, the layer types it selects by default)."""
@@ -86,17 +103,7 @@ def plan_file(src, cfg):
 def quantize_file(src, dst, cfg, calibration=None, progress=None):
     """mq_quantize_file: file to file through the engine's one pipeline; returns the report."""
     err = []
-
-    def cb(done, total, _bd, _bt, _user):
-        try:
-            if progress is not None:
-                progress(int(done), int(total))
-            return 0
-        except BaseException as e:  # noqa: B902 (KeyboardInterrupt too: cancel cleanly)
-            err.append(e)
-            return 1
-
-    c_cb = _lib.mq_progress_fn(cb)
+    c_cb = progress_callback(progress, err)
     rep = ctypes.c_void_p()
     cal = None if calibration is None else _b(os.fspath(calibration))
     st = _lib.mq_quantize_file(_b(os.fspath(src)), _b(os.fspath(dst)), cfg.ref, cal, c_cb, None, ctypes.byref(rep))
@@ -178,17 +185,7 @@ class ModelHandle(Handle):
         tensor; an exception in it cancels the run and is re-raised here."""
         out = ModelHandle()
         err = []
-
-        def cb(done, total, _bd, _bt, _user):
-            try:
-                if progress is not None:
-                    progress(int(done), int(total))
-                return 0
-            except BaseException as e:  # noqa: B902 (KeyboardInterrupt too: cancel cleanly)
-                err.append(e)
-                return 1
-
-        c_cb = _lib.mq_progress_fn(cb)
+        c_cb = progress_callback(progress, err)
         st = _lib.mq_model_quantize(self._h, cfg.ref, c_cb, None, ctypes.byref(out._h))
         if err:
             out.close()

@@ -2,9 +2,35 @@
 package checkpointtest
 
 import (
+	"testing"
+
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/checkpoint/safetensors"
 	"github.com/monoquant/monoquant/core/tensor"
 )
+
+// WriteSafetensors writes tensors to a safetensors file at path, in the given order, or fails
+// the test.
+func WriteSafetensors(t testing.TB, path string, tensors map[string]*tensor.Tensor, order ...string) {
+	t.Helper()
+	var entries []tensor.Info
+	for _, n := range order {
+		tt := tensors[n]
+		entries = append(entries, tensor.Info{Name: n, DType: tt.DType, Shape: tt.Shape})
+	}
+	w, err := safetensors.Create(path, entries, map[string]string{"source": "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range order {
+		if err := w.Write(n, tensors[n].Data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // CountingReader counts a reader's Tensor and Release calls; with Copies set it returns a new
 // copy of the data on every fetch, as a reader of strided .pt tensors does.
