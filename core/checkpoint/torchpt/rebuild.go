@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/big"
+	"slices"
 
 	"github.com/monoquant/monoquant/core/checkpoint/pickle"
 	"github.com/monoquant/monoquant/core/tensor"
@@ -339,4 +340,19 @@ func (t *tensorRef) contiguous() bool {
 		expect *= t.shape[i]
 	}
 	return true
+}
+
+// AllowedGlobals lists, sorted, every global a torch checkpoint may name: the torch storage
+// types, dtypes and tensor-rebuilding functions this package gives meaning to (the rebuild
+// functions of unsupported tensor kinds are listed too: naming one is an error that says which
+// kind), followed by the containers and plain values of pickle.AllowedGlobals. Any other global
+// is refused, except the class of a pickled nn.Module and a torch.nn.functional function kept
+// as a module attribute (see package pickle).
+func AllowedGlobals() []string {
+	var out []string
+	for k := range torchGlobals() {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return append(out, pickle.AllowedGlobals()...)
 }
