@@ -123,6 +123,18 @@ func tensorFromC(t *C.mq_ctensor, needData bool) (*tensor.Tensor, error) {
 		out.Data = unsafe.Slice((*byte)(base), n*es)
 		return out, nil
 	}
+	// Overflow-checked reach of the view, and the engine's bound on materialising a broadcast
+	// (stride-0) view: its copy may be at most tensor.ViewExpansion times the bytes it spans.
+	reach, err := tensor.ViewSpan(shape, strides)
+	if err != nil {
+		return nil, fail(mqESHAPE, "%v", err)
+	}
+	if reach > math.MaxInt64/int64(es) {
+		return nil, fail(mqESHAPE, "shape %v with strides %v addresses more bytes than fit in memory", shape, strides)
+	}
+	if err := tensor.CheckMaterialize("input tensor", n, es, reach); err != nil {
+		return nil, fail(mqESHAPE, "%v", err)
+	}
 	out.Data = gather(base, shape, strides, es, n)
 	return out, nil
 }

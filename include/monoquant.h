@@ -122,7 +122,12 @@ typedef struct mq_tensor {
     const int64_t* strides; /* ndim strides in ELEMENTS (torch's .stride()), or NULL for row-major
                                contiguous data. Strides that are not the contiguous ones make the
                                library copy the tensor once into a contiguous buffer of its own
-                               for the length of the call; negative strides are refused. */
+                               for the length of the call; negative strides are refused, and
+                               so are strides whose reach overflows 64 bits. A view whose
+                               elements overlap (stride 0: a broadcast or expand()ed tensor) is
+                               copied only if its logical size is at most 16 times the bytes it
+                               spans plus 1 MiB; a larger one fails with MQ_ESHAPE (pass a
+                               contiguous copy). */
 } mq_tensor;
 
 /* ==================================================================================================

@@ -5,10 +5,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/monoquant/monoquant/core/checkpoint/mapped"
 	"github.com/monoquant/monoquant/core/checkpoint/safetensors"
 	"github.com/monoquant/monoquant/core/checkpoint/torchpt"
 )
@@ -42,18 +42,11 @@ func (f Format) String() string {
 // their content to say, so that a truncated model.safetensors still gets the safetensors
 // reader's precise error.
 func Sniff(path string) (Format, error) {
-	f, err := os.Open(path)
+	f, st, err := mapped.OpenRegular(path)
 	if err != nil {
 		return Unknown, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return Unknown, err
-	}
-	if !st.Mode().IsRegular() {
-		return Unknown, fmt.Errorf("%s is not a regular file", path)
-	}
 	head := make([]byte, 64)
 	n, err := io.ReadFull(f, head)
 	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {

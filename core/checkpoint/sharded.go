@@ -2,8 +2,8 @@ package checkpoint
 
 import (
 	"fmt"
+	"github.com/monoquant/monoquant/core/checkpoint/mapped"
 	"maps"
-	"os"
 	"path/filepath"
 
 	"github.com/monoquant/monoquant/core/checkpoint/safetensors"
@@ -19,16 +19,9 @@ const maxIndexBytes = 256 << 20
 // folder, every listed tensor is in the shard named for it, none is in two shards, none is
 // unlisted.
 func openIndex(path string) (Reader, error) {
-	st, err := os.Stat(path)
+	raw, err := mapped.ReadRegular(path, maxIndexBytes)
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint index %s: %w", path, err)
-	}
-	if st.Size() > maxIndexBytes {
-		return nil, fmt.Errorf("checkpoint index %s: %d bytes is too large for an index file", path, st.Size())
-	}
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("checkpoint index %s: %w", path, err)
+		return nil, fmt.Errorf("checkpoint index: %w", err)
 	}
 	weightMap, indexMeta, err := safetensors.ParseIndex(raw)
 	if err != nil {

@@ -5,7 +5,6 @@ package mapped
 
 import (
 	"fmt"
-	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -18,18 +17,11 @@ type File struct {
 
 // Open maps path read-only. An empty file gives an empty mapping.
 func Open(path string) (*File, error) {
-	f, err := os.Open(path)
+	f, st, err := OpenRegular(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
 	size := st.Size()
 	if size == 0 {
 		return &File{data: []byte{}}, nil

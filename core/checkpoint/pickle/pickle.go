@@ -2,18 +2,21 @@
 //
 // A pickle is a small program: GLOBAL names a Python callable, REDUCE calls it. A normal
 // unpickler imports and calls whatever the file names, which is how a .pt file runs
-// os.system. This package never calls anything the file names. Each global is sorted into one of
-// three kinds:
+// os.system. This package never calls anything the file names, and accepts only globals on an
+// allow-list, as torch.load(weights_only=True) does:
 //
-//   - refused: a callable that can reach the operating system or the interpreter (os.*,
-//     subprocess.*, builtins.eval/exec/getattr/__import__, pickle.*, torch.load, …; see
-//     Refused). The whole pickle fails with a *RefusedError naming it.
 //   - provided: the caller passes Go values for the globals it understands (torch's tensor
 //     rebuild functions, storage types, …) in Options.Globals; those implement gopickle's
 //     types.Callable / types.PyNewable in Go.
-//   - inert: anything else (a model's own classes, numpy's reconstruct, …) becomes a *Class;
-//     "calling" it just records the arguments in an *Object, and BUILD/SETITEMS/APPENDS record
-//     state, so a caller can walk a pickled nn.Module's _modules/_parameters without running it.
+//   - allowed: containers and plain values this package builds itself (AllowedGlobals).
+//   - module classes: any other class is accepted only as the class of a pickled nn.Module —
+//     instantiated by NEWOBJ without arguments (cls.__new__, no __init__) into an object whose
+//     state has _parameters and _modules — and becomes an inert *Object; a torch.nn.functional
+//     function is accepted only as a value (a module's activation attribute).
+//   - refused: everything else, with a *RefusedError naming the global: any call of a global
+//     that is not provided or allowed, copyreg._reconstructor in any spelling, and the
+//     deny-list of globals known to reach the operating system (Refused), which no caller can
+//     provide.
 //
 // Before the unpickler runs, Scan checks every opcode and length against the bytes present, so
 // no buffer is ever sized by a claim in the file, and Limits bound the opcode count, MARK
@@ -24,7 +27,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 
+	"github.com/monoquant/monoquant/core/names"
 	gopickle "github.com/nlpodyssey/gopickle/pickle"
 	"github.com/nlpodyssey/gopickle/types"
 )
@@ -39,19 +44,59 @@ type Options struct {
 	Limits         Limits
 }
 
-// Class is a global that is neither provided nor refused, kept by name only.
+// Class is a global kept by name only: an allowed plain value class, or the class of a pickled
+// nn.Module (see Unpickle), which is never imported or run.
 type Class struct {
 	Module, Name string
+	// moduleOnly marks a class that is not on the allow-list: it may only be instantiated
+	// with NEWOBJ into an object with nn.Module state; calling it is refused.
+	moduleOnly bool
+	instances  []*Object
+	// refOnly marks a torch function a module keeps as an attribute (an activation such as
+	// torch.nn.functional.relu): allowed as a value, refused if the pickle calls it.
+	refOnly bool
 }
 
 // QualifiedName is "module.Name", e.g. "torch.nn.modules.linear.Linear".
 func (c *Class) QualifiedName() string { return QualifiedName(c.Module, c.Name) }
 
-// PyNew records an instantiation (NEWOBJ, copyreg._reconstructor) without running anything.
-func (c *Class) PyNew(args ...any) (any, error) { return &Object{Class: c, Args: args}, nil }
+// PyNew records an instantiation (NEWOBJ: cls.__new__(cls), which runs no __init__) without
+// running anything.
+func (c *Class) PyNew(args ...any) (any, error) {
+	if c.refOnly {
+		return nil, notAllowed(c.QualifiedName(), "the pickle instantiates it")
+	}
+	o := &Object{Class: c, Args: args}
+	if c.moduleOnly {
+		if len(args) > 0 {
+			return nil, notAllowed(c.QualifiedName(), "NEWOBJ passes it arguments, which an nn.Module never takes")
+		}
+		c.instances = append(c.instances, o)
+	}
+	return o, nil
+}
 
-// Call records a REDUCE of the global; nothing is called.
-func (c *Class) Call(args ...any) (any, error) { return &Object{Class: c, Args: args}, nil }
+// Call records a REDUCE (or INST/OBJ) of an allowed global; nothing is called. A class that is
+// not on the allow-list is refused: in Python this would call it.
+func (c *Class) Call(args ...any) (any, error) {
+	if c.moduleOnly || c.refOnly {
+		return nil, notAllowed(c.QualifiedName(), "the pickle calls it")
+	}
+	return &Object{Class: c, Args: args}, nil
+}
+
+// IsModule reports whether o has the state every torch nn.Module pickles: _parameters and
+// _modules dicts.
+func IsModule(o *Object) bool {
+	isDict := func(v any) bool {
+		switch v.(type) {
+		case *types.Dict, *types.OrderedDict:
+			return true
+		}
+		return false
+	}
+	return isDict(o.Attr("_parameters")) && isDict(o.Attr("_modules"))
+}
 
 // Object is an inert instance of a Class: the constructor arguments and whatever state the
 // pickle set on it.
@@ -171,22 +216,29 @@ func Unpickle(data []byte, opt Options) (value any, n int, err error) {
 		return nil, 0, err
 	}
 	u := gopickle.NewUnpickler(bytes.NewReader(data[:n]))
+	var moduleClasses []*Class
 	u.FindClass = func(module, name string) (any, error) {
-		if err := Refused(module, name); err != nil {
+		if err := checkGlobal(module, name); err != nil {
 			return nil, err
 		}
 		q := QualifiedName(module, name)
 		if v, ok := opt.Globals[q]; ok {
 			return v, nil
 		}
-		switch q {
-		case "_codecs.encode":
-			return &builtinValue{name: q}, nil
+		if allowedGlobals[q] {
+			if q == "_codecs.encode" || strings.HasPrefix(q, "builtins.") {
+				return &builtinValue{name: q}, nil
+			}
+			return &Class{Module: module, Name: name}, nil
 		}
-		if module == "builtins" || module == "__builtin__" {
-			return &builtinValue{name: q}, nil
+		if fn, ok := strings.CutPrefix(q, "torch.nn.functional."); ok && isIdentifier(fn) && !strings.HasPrefix(fn, "_") {
+			return &Class{Module: module, Name: name, refOnly: true}, nil
 		}
-		return &Class{Module: module, Name: name}, nil
+		// Not on the allow-list: acceptable only as the class of a pickled nn.Module, checked
+		// once the whole pickle is read.
+		c := &Class{Module: module, Name: name, moduleOnly: true}
+		moduleClasses = append(moduleClasses, c)
+		return c, nil
 	}
 	if opt.PersistentLoad != nil {
 		u.PersistentLoad = opt.PersistentLoad
@@ -200,14 +252,42 @@ func Unpickle(data []byte, opt Options) (value any, n int, err error) {
 		// gopickle trusts the stream in a few places (odd SETITEMS, unhashable dict keys);
 		// Scan removes the allocation hazards, this turns the rest into errors.
 		if r := recover(); r != nil {
-			value, n, err = nil, 0, fmt.Errorf("malformed pickle: %v", r)
+			value, n, err = nil, 0, fmt.Errorf("malformed pickle: %s", names.Message(fmt.Sprint(r)))
 		}
 	}()
 	value, err = u.Load()
 	if err != nil {
 		// Errors come from the caller's globals (already specific), from FindClass
-		// (*RefusedError) or from gopickle's own checks, which name the opcode.
-		return nil, 0, err
+		// (*RefusedError) or from gopickle's own checks, which name the opcode but may quote
+		// values at length: those are bounded.
+		var re *RefusedError
+		if errors.As(err, &re) {
+			return nil, 0, err
+		}
+		return nil, 0, errors.New(names.Message("malformed pickle: " + err.Error()))
+	}
+	for _, c := range moduleClasses {
+		if len(c.instances) == 0 {
+			return nil, 0, notAllowed(c.QualifiedName(), "it is named but is not the class of a pickled nn.Module")
+		}
+		for _, o := range c.instances {
+			if !IsModule(o) {
+				return nil, 0, notAllowed(c.QualifiedName(), "an instance of it has no nn.Module state (_parameters, _modules)")
+			}
+		}
 	}
 	return value, n, nil
+}
+
+// isIdentifier reports whether s is one Python identifier (no dots, no spaces).
+func isIdentifier(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, r := range s {
+		if !(r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || i > 0 && r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
 }

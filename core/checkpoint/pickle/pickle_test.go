@@ -107,7 +107,8 @@ func TestScanLimits(t *testing.T) {
 
 func TestUnpickleInertObjects(t *testing.T) {
 	// An instance of a model class: NEWOBJ, then BUILD with its __dict__.
-	pkl := "\x80\x02c__main__\nNet\nq\x00)\x81q\x01}q\x02(X\x04\x00\x00\x00sizeK\x07X\x04\x00\x00\x00nameX\x02\x00\x00\x00hiub."
+	pkl := "\x80\x02c__main__\nNet\nq\x00)\x81q\x01}q\x02(X\x04\x00\x00\x00sizeK\x07X\x04\x00\x00\x00nameX\x02\x00\x00\x00hi" +
+		"X\x0b\x00\x00\x00_parameters}X\x08\x00\x00\x00_modules}ub."
 	v, n, err := Unpickle([]byte(pkl+"trailing"), Options{})
 	if err != nil {
 		t.Fatalf("Unpickle(module pickle) error: %v", err)

@@ -2,7 +2,10 @@ package pickle
 
 import (
 	"fmt"
+	"slices"
 	"strings"
+
+	"github.com/monoquant/monoquant/core/names"
 )
 
 // RefusedError reports a global that the file names and that could run code if a Python
@@ -10,10 +13,48 @@ import (
 // one, so its presence means the file is broken or hostile.
 type RefusedError struct {
 	Global string // "os.system", "builtins.eval", …
+	Reason string // "" means "it could run code"
 }
 
 func (e *RefusedError) Error() string {
+	if e.Reason != "" {
+		return fmt.Sprintf("refusing to unpickle %s: %s", e.Global, e.Reason)
+	}
 	return fmt.Sprintf("refusing to unpickle %s: it could run code", e.Global)
+}
+
+// notAllowed is the RefusedError of a global that is not on the allow-list.
+func notAllowed(q, how string) *RefusedError {
+	return &RefusedError{Global: names.Summarize(q, names.MaxQuoted), Reason: "it is not a tensor-rebuilding or container global on the allow-list (" + how + "; see SECURITY.md)"}
+}
+
+// allowedGlobals are the globals this package itself gives meaning to: containers and plain
+// values. Everything else a pickle names must be provided by the caller (Options.Globals, e.g.
+// torch's tensor-rebuilding functions) or is refused — the one exception being the class of a
+// pickled nn.Module, see Unpickle. Adding a name here is a security decision: the test that
+// lists every allowed global must change with it.
+var allowedGlobals = map[string]bool{
+	"builtins.set": true, "builtins.frozenset": true, "builtins.bytearray": true,
+	"builtins.bytes": true, "builtins.complex": true, "builtins.int": true, "builtins.float": true,
+	"builtins.str": true, "builtins.bool": true, "builtins.list": true, "builtins.tuple": true,
+	"builtins.dict": true, "builtins.slice": true, "builtins.range": true, "builtins.object": true,
+	"_codecs.encode":          true, // protocol 2's spelling of bytes
+	"collections.OrderedDict": true,
+	// Plain value classes that real checkpoints carry (Lightning's hyper-parameters).
+	"types.SimpleNamespace": true, "pathlib.Path": true, "pathlib.PosixPath": true,
+	"pathlib.WindowsPath": true, "pathlib.PurePath": true, "pathlib.PurePosixPath": true,
+	"pathlib.PureWindowsPath": true,
+}
+
+// AllowedGlobals lists the globals this package accepts on its own, sorted (for the test that
+// pins the allow-list and for SECURITY.md).
+func AllowedGlobals() []string {
+	out := make([]string, 0, len(allowedGlobals))
+	for k := range allowedGlobals {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // py2Modules maps the Python 2 module names that protocol 0–2 pickles written by Python 3 still
@@ -72,8 +113,10 @@ var harmlessInDenied = map[string]bool{
 	"pathlib.PureWindowsPath": true,
 }
 
-// Refused reports whether the global module.name must never be resolved, with the error that
-// names it; nil means the global may be resolved or kept inert.
+// Refused reports whether the global module.name is on the deny-list of globals known to reach
+// the operating system or the interpreter, with the error that names it. The deny-list only
+// gives those a sharper message: a global it does not name is still refused unless it is on the
+// allow-list (see Unpickle).
 func Refused(module, name string) error {
 	q := QualifiedName(module, name)
 	m := q[:len(q)-len(name)-1]

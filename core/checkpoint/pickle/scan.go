@@ -1,6 +1,7 @@
 package pickle
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 )
@@ -142,6 +143,26 @@ func Scan(data []byte, lim Limits) (int, error) {
 	memo := make(map[uint64]struct{})
 	marks := 0
 	pos := 0
+	// Strings pushed just before a STACK_GLOBAL are its module and name: strs holds the string
+	// literals on top of the stack as far as Scan can tell (cleared by any other opcode), and
+	// memoStr the short strings stored in memo slots, so the global is checked here, before the
+	// unpickler resolves it.
+	var strs []string
+	memoStr := map[uint64]string{}
+	// Literal bytes pushed, counting a memoised literal again at each GET: bounded linearly in
+	// the pickle, so nothing downstream (an error message quoting values, names built from
+	// keys) can grow with the number of times one large literal is repeated.
+	lastLit := -1
+	memoLit := map[uint64]int{}
+	litBytes, litLimit := 0, 4*len(data)+1<<20
+	pushLit := func(n int) error {
+		lastLit = n
+		litBytes += n
+		if litBytes > litLimit {
+			return fmt.Errorf("pickle repeats its string and bytes values more than %d bytes' worth (a memory bomb?)", litLimit)
+		}
+		return nil
+	}
 	for ops := 0; ; ops++ {
 		if ops >= lim.MaxOps {
 			return 0, fmt.Errorf("pickle has more than %d opcodes", lim.MaxOps)
@@ -226,6 +247,35 @@ func Scan(data []byte, lim Limits) (int, error) {
 			}
 			arg = data[start:pos]
 		}
+		// Track string literals and literal sizes (see strs and litBytes above).
+		keepStrs, keepLit := false, false
+		switch op {
+		case 0x8c, 'X', 0x8d: // SHORT_BINUNICODE, BINUNICODE, BINUNICODE8
+			hdr := map[byte]int{0x8c: 1, 'X': 4, 0x8d: 8}[op]
+			str := string(data[at+1+hdr : pos])
+			strs = append(strs, str)
+			if len(strs) > 2 {
+				strs = strs[1:]
+			}
+			keepStrs = true
+			if err := pushLit(len(str)); err != nil {
+				return 0, err
+			}
+			keepLit = true
+		case 'U', 'C', 'T', 'B', 0x8e, 0x96:
+			if err := pushLit(pos - at); err != nil {
+				return 0, err
+			}
+			keepLit = true
+		case 0x95, 0x80: // FRAME, PROTO
+			keepStrs, keepLit = true, true
+		}
+		if op == 'c' || op == 'i' { // GLOBAL, INST: module and name are the two text lines
+			lines := bytes.SplitN(arg, []byte{'\n'}, 3)
+			if err := checkGlobal(string(lines[0]), string(lines[1])); err != nil {
+				return 0, err
+			}
+		}
 		switch op {
 		case '(':
 			marks++
@@ -257,6 +307,17 @@ func Scan(data []byte, lim Limits) (int, error) {
 			if len(memo) > lim.MaxMemo {
 				return 0, fmt.Errorf("pickle memo has more than %d entries", lim.MaxMemo)
 			}
+			if len(strs) > 0 && len(strs[len(strs)-1]) <= maxLine {
+				memoStr[idx] = strs[len(strs)-1]
+			} else {
+				delete(memoStr, idx)
+			}
+			if lastLit >= 0 {
+				memoLit[idx] = lastLit
+			} else {
+				delete(memoLit, idx)
+			}
+			keepStrs, keepLit = true, true
 		case 'h', 'j', 'g':
 			var idx uint64
 			switch op {
@@ -274,6 +335,26 @@ func Scan(data []byte, lim Limits) (int, error) {
 			if _, ok := memo[idx]; !ok {
 				return 0, fmt.Errorf("pickle opcode %s at byte %d reads memo slot %d, which was never filled", info.name, at, idx)
 			}
+			if str, ok := memoStr[idx]; ok {
+				strs = append(strs, str)
+				if len(strs) > 2 {
+					strs = strs[1:]
+				}
+				keepStrs = true
+			}
+			if n, ok := memoLit[idx]; ok {
+				if err := pushLit(n); err != nil {
+					return 0, err
+				}
+				keepLit = true
+			}
+		case 0x93: // STACK_GLOBAL
+			if len(strs) < 2 {
+				return 0, fmt.Errorf("pickle opcode STACK_GLOBAL at byte %d does not name its global with two string literals", at)
+			}
+			if err := checkGlobal(strs[0], strs[1]); err != nil {
+				return 0, err
+			}
 		case 0x95:
 			if n := binary.LittleEndian.Uint64(arg); n > uint64(len(data)-pos) {
 				return 0, fmt.Errorf("pickle FRAME at byte %d claims %d bytes but only %d remain", at, n, len(data)-pos)
@@ -287,7 +368,26 @@ func Scan(data []byte, lim Limits) (int, error) {
 		case '.':
 			return pos, nil
 		}
+		if !keepStrs {
+			strs = strs[:0]
+		}
+		if !keepLit {
+			lastLit = -1
+		}
 	}
+}
+
+// checkGlobal refuses, while scanning, the globals that must never be resolved: the deny-list
+// (a sharper message than the allow-list's), and copyreg._reconstructor, which the unpickler
+// engine would otherwise resolve on its own (it calls base.__init__ in Python).
+func checkGlobal(module, name string) error {
+	if err := Refused(module, name); err != nil {
+		return err
+	}
+	if QualifiedName(module, name) == "copyreg._reconstructor" {
+		return notAllowed("copyreg._reconstructor", "it calls a class's __init__; torch writes protocol 2, which never needs it")
+	}
+	return nil
 }
 
 func parseIndex(line []byte) (uint64, error) {

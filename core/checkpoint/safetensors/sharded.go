@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/monoquant/monoquant/core/checkpoint/mapped"
 	"io"
 	"maps"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -45,19 +45,9 @@ func OpenSharded(indexPath string) (*Sharded, error) {
 	wrap := func(format string, args ...any) error {
 		return fmt.Errorf("safetensors index %s: "+format, append([]any{indexPath}, args...)...)
 	}
-	st, err := os.Stat(indexPath)
+	raw, err := mapped.ReadRegular(indexPath, maxIndexSize)
 	if err != nil {
-		return nil, wrap("%w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, wrap("%w: not a regular file", ErrInvalid)
-	}
-	if st.Size() > maxIndexSize {
-		return nil, wrap("%w: %d bytes is too large for an index file", ErrInvalid, st.Size())
-	}
-	raw, err := os.ReadFile(indexPath)
-	if err != nil {
-		return nil, wrap("%w", err)
+		return nil, fmt.Errorf("safetensors index: %w: %w", ErrInvalid, err)
 	}
 	weightMap, indexMeta, err := ParseIndex(raw)
 	if err != nil {
@@ -201,12 +191,16 @@ func ParseIndex(raw []byte) (weightMap, meta map[string]string, err error) {
 // ShardFiles lists the distinct shard files of a weight_map, sorted, after checking that each is
 // a relative path that stays inside the index's folder (no "../", no absolute paths).
 func ShardFiles(weightMap map[string]string) ([]string, error) {
+	// A set, not a list search: an index may list every tensor in its own shard, and the
+	// dedup must stay linear in the index's size.
+	seen := make(map[string]struct{})
 	var names []string
 	for name, shard := range weightMap {
 		if !filepath.IsLocal(shard) || strings.Contains(shard, `\`) {
 			return nil, fmt.Errorf("%w: tensor %q: shard path %q leaves the index's folder", ErrInvalid, name, shard)
 		}
-		if !slices.Contains(names, shard) {
+		if _, dup := seen[shard]; !dup {
+			seen[shard] = struct{}{}
 			names = append(names, shard)
 		}
 	}
@@ -269,7 +263,7 @@ func (s *Sharded) Close() error {
 }
 
 func isZip(path string) bool {
-	f, err := os.Open(path)
+	f, _, err := mapped.OpenRegular(path)
 	if err != nil {
 		return false
 	}

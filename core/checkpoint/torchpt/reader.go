@@ -28,6 +28,7 @@ import (
 
 	"github.com/monoquant/monoquant/core/checkpoint/mapped"
 	"github.com/monoquant/monoquant/core/checkpoint/pickle"
+	"github.com/monoquant/monoquant/core/names"
 	"github.com/monoquant/monoquant/core/tensor"
 	"github.com/nlpodyssey/gopickle/types"
 )
@@ -153,7 +154,7 @@ func (f *File) parseZip(b []byte) error {
 	if err != nil {
 		return fmt.Errorf("data.pkl: %w", err)
 	}
-	return f.collect(root)
+	return f.collect(root, len(pk))
 }
 
 // legacyMagic is the first pickle of a legacy torch file.
@@ -240,10 +241,12 @@ func (f *File) parseLegacy(b []byte) error {
 		}
 		return root, nil
 	}
+	mainAt := pos
 	root, err := next("main", pickle.Options{Globals: torchGlobals(), PersistentLoad: load})
 	if err != nil {
 		return err
 	}
+	mainLen := pos - mainAt
 	keysV, err := next("storage keys", pickle.Options{})
 	if err != nil {
 		return err
@@ -291,13 +294,19 @@ func (f *File) parseLegacy(b []byte) error {
 	for _, v := range views {
 		v.rec = viewRoots[v].rec
 	}
-	return f.collect(root)
+	return f.collect(root, mainLen)
 }
 
 // collect walks the unpickled root, validates every tensor against its storage and records
 // entries in walk order.
-func (f *File) collect(root any) error {
+func (f *File) collect(root any, pickleLen int) error {
 	w := &walker{f: f, lim: walkLimits.WithDefaults()}
+	// A pickle that shares containers (memo references) describes a DAG whose walk as a tree,
+	// and the dotted names it builds, could be exponential in the pickle's size. A real
+	// checkpoint visits each container about once and every container costs pickle bytes, so
+	// both are bounded linearly in the pickle.
+	w.lim.MaxObjects = min(w.lim.MaxObjects, pickleLen+4096)
+	w.nameBudget = 16*pickleLen + 1<<20
 	if err := w.walk(root, "", 0); err != nil {
 		return err
 	}
@@ -327,9 +336,19 @@ func (f *File) collect(root any) error {
 var walkLimits = pickle.Limits{MaxDepth: 100, MaxObjects: 1 << 21}
 
 type walker struct {
-	f      *File
-	lim    pickle.Limits
-	visits int
+	f          *File
+	lim        pickle.Limits
+	visits     int
+	nameBudget int // bytes of dotted names the walk may still build
+}
+
+// join is the walker's name builder, charged against its name budget.
+func (w *walker) join(prefix, name string) (string, error) {
+	w.nameBudget -= len(prefix) + 1 + len(name)
+	if w.nameBudget < 0 {
+		return "", fmt.Errorf("checkpoint structure builds more tensor-name bytes than its pickle could honestly describe (shared references repeated?)")
+	}
+	return join(prefix, name), nil
 }
 
 func join(prefix, name string) string {
@@ -354,10 +373,10 @@ func keyName(k any) (string, bool) {
 func (w *walker) walk(v any, prefix string, depth int) error {
 	w.visits++
 	if w.visits > w.lim.MaxObjects {
-		return fmt.Errorf("checkpoint structure has more than %d containers (shared references repeated?)", w.lim.MaxObjects)
+		return fmt.Errorf("checkpoint structure has more than %d containers for its pickle size (shared references repeated?)", w.lim.MaxObjects)
 	}
 	if depth > w.lim.MaxDepth {
-		return fmt.Errorf("checkpoint structure is nested deeper than %d levels at %q (a cycle?)", w.lim.MaxDepth, prefix)
+		return fmt.Errorf("checkpoint structure is nested deeper than %d levels at %s (a cycle?)", w.lim.MaxDepth, names.Quote(prefix))
 	}
 	switch x := v.(type) {
 	case *tensorRef:
@@ -366,7 +385,11 @@ func (w *walker) walk(v any, prefix string, depth int) error {
 		for e := x.List.Front(); e != nil; e = e.Next() {
 			ent := e.Value.(*types.OrderedDictEntry)
 			if k, ok := keyName(ent.Key); ok {
-				if err := w.walk(ent.Value, join(prefix, k), depth+1); err != nil {
+				n, err := w.join(prefix, k)
+				if err != nil {
+					return err
+				}
+				if err := w.walk(ent.Value, n, depth+1); err != nil {
 					return err
 				}
 			}
@@ -392,7 +415,11 @@ func (w *walker) walk(v any, prefix string, depth int) error {
 func (w *walker) entries(es []types.DictEntry, prefix string, depth int) error {
 	for _, e := range es {
 		if k, ok := keyName(e.Key); ok {
-			if err := w.walk(e.Value, join(prefix, k), depth+1); err != nil {
+			n, err := w.join(prefix, k)
+			if err != nil {
+				return err
+			}
+			if err := w.walk(e.Value, n, depth+1); err != nil {
 				return err
 			}
 		}
@@ -402,7 +429,11 @@ func (w *walker) entries(es []types.DictEntry, prefix string, depth int) error {
 
 func (w *walker) seq(s []any, prefix string, depth int) error {
 	for i, e := range s {
-		if err := w.walk(e, join(prefix, strconv.Itoa(i)), depth+1); err != nil {
+		n, err := w.join(prefix, strconv.Itoa(i))
+		if err != nil {
+			return err
+		}
+		if err := w.walk(e, n, depth+1); err != nil {
 			return err
 		}
 	}
@@ -456,7 +487,11 @@ func (w *walker) module(o *pickle.Object, prefix string, depth int) error {
 				continue
 			}
 			if t, ok := ent.Value.(*tensorRef); ok {
-				if err := w.add(join(prefix, name), t); err != nil {
+				n, err := w.join(prefix, name)
+				if err != nil {
+					return err
+				}
+				if err := w.add(n, t); err != nil {
 					return err
 				}
 			}
@@ -468,7 +503,11 @@ func (w *walker) module(o *pickle.Object, prefix string, depth int) error {
 		if !ok || ent.Value == nil {
 			continue
 		}
-		if err := w.walk(ent.Value, join(prefix, name), depth+1); err != nil {
+		n, err := w.join(prefix, name)
+		if err != nil {
+			return err
+		}
+		if err := w.walk(ent.Value, n, depth+1); err != nil {
 			return err
 		}
 	}
@@ -476,14 +515,20 @@ func (w *walker) module(o *pickle.Object, prefix string, depth int) error {
 }
 
 func (w *walker) add(name string, t *tensorRef) error {
+	if err := names.Check("tensor name", name); err != nil {
+		return err
+	}
 	if _, dup := w.f.refs[name]; dup {
-		return fmt.Errorf("two tensors are both named %q", name)
+		return fmt.Errorf("two tensors are both named %s", names.Quote(name))
 	}
 	if t.st.rec == nil {
-		return fmt.Errorf("tensor %q: its storage %s has no data", name, t.st.key)
+		return fmt.Errorf("tensor %s: its storage %s has no data", names.Quote(name), names.Quote(t.st.key))
 	}
 	if err := t.checkFits(); err != nil {
-		return fmt.Errorf("tensor %q: %w", name, err)
+		return fmt.Errorf("tensor %s: %w", names.Quote(name), err)
+	}
+	if t.st.rec.zf != nil {
+		t.st.rec.pending++
 	}
 	w.f.refs[name] = t
 	w.f.entries = append(w.f.entries, tensor.Info{Name: name, DType: t.dtype, Shape: append([]int{}, t.shape...)})
@@ -510,11 +555,11 @@ func (f *File) Tensor(name string) (*tensor.Tensor, error) {
 	}
 	t, ok := f.refs[name]
 	if !ok {
-		return nil, fmt.Errorf("%s: no tensor named %q", f.path, name)
+		return nil, fmt.Errorf("%s: no tensor named %s", f.path, names.Quote(name))
 	}
 	raw, err := t.st.rec.bytes()
 	if err != nil {
-		return nil, fmt.Errorf("%s: tensor %q: %w", f.path, name, err)
+		return nil, fmt.Errorf("%s: tensor %s: %w", f.path, names.Quote(name), err)
 	}
 	es := t.dtype.Size()
 	base := int(t.st.viewOffset)*t.st.dtype.Size() + int(t.offset)*es
@@ -598,8 +643,12 @@ func (f *File) Release(name string) {
 	if f.closed {
 		return
 	}
-	if t, ok := f.refs[name]; ok && t.st.rec.zf == nil {
-		f.m.Release(t.st.rec.off, t.st.rec.size)
+	if t, ok := f.refs[name]; ok {
+		if t.st.rec.zf == nil {
+			f.m.Release(t.st.rec.off, t.st.rec.size)
+		} else {
+			t.st.rec.release(t)
+		}
 	}
 }
 

@@ -376,10 +376,19 @@ func TestHostileStructures(t *testing.T) {
 		laughs += fmt.Sprintf("](h%ch%ceq%c", byte(i), byte(i), byte(i+1))
 	}
 	laughs += "."
+	// Each level is a dict of two 1000-byte keys both holding the level below: few containers,
+	// but names that grow by 1 KB a level and double in number.
+	key := func(c byte) string { return "X\xe8\x03\x00\x00" + strings.Repeat(string(c), 1000) }
+	nameBomb := "\x80\x02]q\x00"
+	for i := 0; i < 20; i++ {
+		nameBomb += fmt.Sprintf("}(%sh%c%sh%cuq%c", key('a'), byte(i), key('b'), byte(i), byte(i+1))
+	}
+	nameBomb += "."
 	tests := []struct{ name, pkl, want string }{
 		{"self-containing list", "\x80\x02]q\x00h\x00a.", "nested deeper than"},
 		{"self-containing dict", "\x80\x02}q\x00X\x01\x00\x00\x00ah\x00s.", "nested deeper than"},
-		{"2^40 shared references", laughs, "more than 65536 containers"},
+		{"2^40 shared references", laughs, "containers for its pickle size"},
+		{"long keys shared 2^20 times", nameBomb, "tensor-name bytes"},
 	}
 	for _, tt := range tests {
 		p := zipWith(t, stored("a/data.pkl", []byte(tt.pkl)))

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/big"
+	"slices"
 
 	"github.com/monoquant/monoquant/core/checkpoint/pickle"
 	"github.com/monoquant/monoquant/core/tensor"
@@ -314,17 +315,23 @@ func (t *tensorRef) checkFits() error {
 		}
 		return nil
 	}
-	last := t.offset
-	for i, d := range t.shape {
-		step := int64(d - 1)
-		s := int64(t.stride[i])
-		if s != 0 && step > (math.MaxInt64-last)/s {
-			return fmt.Errorf("shape %v with strides %v overflows", t.shape, t.stride)
-		}
-		last += step * s
+	stride := make([]int64, len(t.stride))
+	for i, v := range t.stride {
+		stride[i] = int64(v)
 	}
-	if last >= avail {
-		return fmt.Errorf("shape %v with strides %v at offset %d needs %d elements but its storage has %d", t.shape, t.stride, t.offset, last+1, avail)
+	span, err := tensor.ViewSpan(t.shape, stride)
+	if err != nil {
+		return err
+	}
+	if span > math.MaxInt64-t.offset || t.offset+span > avail {
+		return fmt.Errorf("shape %v with strides %v at offset %d needs %d elements but its storage has %d", t.shape, t.stride, t.offset, uint64(t.offset)+uint64(span), avail)
+	}
+	if !t.contiguous() {
+		// A broadcast view (stride 0) would be materialised at its logical size: bounded by
+		// the bytes it spans (tensor.ViewExpansion).
+		if err := tensor.CheckMaterialize("the view", n, int(es), span); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -339,4 +346,19 @@ func (t *tensorRef) contiguous() bool {
 		expect *= t.shape[i]
 	}
 	return true
+}
+
+// AllowedGlobals lists, sorted, every global a torch checkpoint may name: the torch storage
+// types, dtypes and tensor-rebuilding functions this package gives meaning to (the rebuild
+// functions of unsupported tensor kinds are listed too: naming one is an error that says which
+// kind), followed by the containers and plain values of pickle.AllowedGlobals. Any other global
+// is refused, except the class of a pickled nn.Module and a torch.nn.functional function kept
+// as a module attribute (see package pickle).
+func AllowedGlobals() []string {
+	var out []string
+	for k := range torchGlobals() {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return append(out, pickle.AllowedGlobals()...)
 }

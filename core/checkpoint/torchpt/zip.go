@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 )
 
 // Zip limits. Torch stores every record uncompressed; a compressed record only appears when
@@ -19,6 +20,12 @@ var (
 	maxRatio uint64 = 1100
 	// maxPickle caps data.pkl, which holds structure only (tensor bytes live in data/<key>).
 	maxPickle uint64 = 1 << 30
+	// MaxExpansion and expansionSlack cap what all deflated records together may inflate to:
+	// MaxExpansion times the file's size plus expansionSlack. Honest deflate can reach about
+	// 1000:1 on zeros, but a checkpoint that expands a hundredfold is not one torch wrote, and
+	// inflated bytes live in memory: the cap is what bounds a reader's memory by its input.
+	MaxExpansion   uint64 = 100
+	expansionSlack uint64 = 64 << 20
 )
 
 // record is one entry of the archive (or one storage of a legacy file).
@@ -31,13 +38,53 @@ type record struct {
 	// zf is set for a deflated entry, inflated on demand.
 	zf   *zip.File
 	size int64
+
+	// A deflated record is inflated once and shared by every view of its storage until all
+	// of them are released.
+	mu       sync.Mutex
+	inflated []byte
+	pending  int                 // tensors of this record not yet released (set while parsing)
+	released map[*tensorRef]bool // tensors already released
 }
 
-// bytes returns the record's content: the mapped range itself, or an inflated copy.
+// release notes that t is done with the record; the inflated copy is dropped when the last
+// tensor that uses it is released.
+func (r *record) release(t *tensorRef) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.released == nil {
+		r.released = map[*tensorRef]bool{}
+	}
+	if r.released[t] {
+		return
+	}
+	r.released[t] = true
+	if len(r.released) >= r.pending {
+		r.inflated = nil
+		r.released = nil
+	}
+}
+
+// bytes returns the record's content: the mapped range itself, or its inflated copy (made
+// once, then shared).
 func (r *record) bytes() ([]byte, error) {
 	if r.zf == nil {
 		return r.data, nil
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.inflated != nil {
+		return r.inflated, nil
+	}
+	b, err := r.inflate()
+	if err != nil {
+		return nil, err
+	}
+	r.inflated = b
+	return b, nil
+}
+
+func (r *record) inflate() ([]byte, error) {
 	rc, err := r.zf.Open()
 	if err != nil {
 		return nil, fmt.Errorf("record %s: %w", r.name, err)
@@ -77,6 +124,8 @@ func openZip(b []byte) (*archive, error) {
 	}
 	a := &archive{records: make(map[string]*record, len(zr.File))}
 	var pickles []string
+	var inflated uint64
+	expansionCap := MaxExpansion*uint64(len(b)) + expansionSlack
 	for _, f := range zr.File {
 		if _, dup := a.records[f.Name]; dup {
 			return nil, fmt.Errorf("zip archive has two entries named %s", f.Name)
@@ -105,6 +154,10 @@ func openZip(b []byte) (*archive, error) {
 			}
 			if f.UncompressedSize64 > 1024 && f.UncompressedSize64/maxRatio > f.CompressedSize64 {
 				return nil, fmt.Errorf("zip entry %s declares a compression ratio of %d:%d, beyond what deflate can produce (a zip bomb?)", f.Name, f.UncompressedSize64, f.CompressedSize64)
+			}
+			inflated += f.UncompressedSize64
+			if inflated > expansionCap {
+				return nil, fmt.Errorf("zip entry %s: the deflated records would inflate to more than %d bytes, %d times the %d-byte file plus %d MiB (a zip bomb?)", f.Name, expansionCap, MaxExpansion, len(b), expansionSlack>>20)
 			}
 			r.zf = f
 			r.size = int64(f.UncompressedSize64)
