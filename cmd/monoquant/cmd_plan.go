@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/convert"
 )
 
 func init() {
@@ -44,11 +44,11 @@ func runPlan(e *env, a *quantizeArgs, pos []string) error {
 		return err
 	}
 	defer r.Close()
-	p, err := model.NewPlan(r.Entries(), r.ModuleTypes(), opts)
+	conv, err := convert.New(r, a.model, opts, convert.Run{})
 	if err != nil {
-		return classifyCoreErr(wrapPlanErr(err, a.model))
+		return classifyCoreErr(err)
 	}
-	d := p.Describe()
+	d := conv.Plan().Describe()
 	if a.asJSON {
 		return writeJSON(e.stdout, d)
 	}

@@ -24,7 +24,10 @@ asymmetric schemes, <name>.zero_point the parameters; every other tensor is copi
 the quantization config is stored in the file's metadata.
 
 IN is a torch .pt/.pth/.bin file (a state_dict or a whole pickled nn.Module), a .safetensors
-file or a sharded *.safetensors.index.json. Layer types come from the module classes when the
+file, a sharded *.safetensors.index.json, or a Hugging Face model folder (config.json beside the
+weights or their shards): a folder gives a folder, with the same shard layout (.bin shards
+become .safetensors), every other file copied, and the layers config.json's architecture
+implies (GPT-2's Conv1D, quantized per output channel on axis 1). Layer types come from the module classes when the
 file holds a pickled module, else from tensor names and shapes. OUT defaults to the input's
 name with the format as suffix, next to it, as safetensors unless --format pt says otherwise
 (model.pt → model.int8.safetensors: plain tensors that load without unpickling); the input is never

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io/fs"
 	"strings"
+
+	"github.com/monoquant/monoquant/core/checkpoint"
 )
 
 // Exit codes; doc.go and exitCodesHelp document them for users.
@@ -75,7 +77,7 @@ func usageErr(format string, a ...any) error { return fail(exitUsage, format, a.
 // inputErr classifies a failure to open or read an input: a missing or unreadable file is the
 // user's path, anything else is what the file holds.
 func inputErr(err error) error {
-	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) || errors.Is(err, checkpoint.ErrNoWeights) {
 		return wrapExit(exitInput, err, "")
 	}
 	return wrapExit(exitFormat, err, "")

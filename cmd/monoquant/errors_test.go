@@ -165,7 +165,7 @@ func TestInputErrors(t *testing.T) {
 		{"quantized config not JSON", badJSON, exitFormat, "not valid JSON"},
 		{"quantized config lies about a shape", badShape, exitFormat, `"fc.weight"`},
 		{"missing", filepath.Join(dir, "nope.pt"), exitInput, "no such file"},
-		{"folder", dir, exitInput, "is a folder"},
+		{"folder", dir, exitInput, "has several candidate checkpoints"},
 		{"garbage safetensors", garbage, exitFormat, "notes.safetensors"},
 		{"text as .pt", text, exitFormat, "notes.pt"},
 	}

@@ -34,7 +34,8 @@ func checkInputPath(what, path string) error {
 	case err != nil:
 		return wrapExit(exitInput, err, "%s", what)
 	case st.IsDir():
-		return fail(exitInput, "%s %s is a folder, not a checkpoint file", what, path)
+		// a Hugging Face model folder: its weights are found when it is opened
+		return nil
 	}
 	if unix.Access(path, unix.R_OK) != nil {
 		return fail(exitInput, "%s %s: permission denied", what, path)
@@ -129,6 +130,22 @@ func extension(format string) string {
 // resolveOutput picks the output path and format from --out, --format and the input, and
 // refuses a target that is the input itself. tag names what was done ("int8", "dequantized").
 func resolveOutput(in, out, format, tag string) (string, string, error) {
+	if checkpoint.IsDir(in) {
+		// A model folder in, a model folder out (core/convert keeps its layout).
+		if format != "" && format != formatSafetensors {
+			return "", "", usageErr("--format %s: a model folder is written as safetensors", format)
+		}
+		if out == "" {
+			out = strings.TrimRight(in, string(filepath.Separator)) + "." + tag
+		}
+		if convert.SamePath(in, out) {
+			return "", "", fail(exitOutput, "output %s is the input folder; choose another --out (monoquant never overwrites its input)", out)
+		}
+		if err := checkOutputDir(out); err != nil && !checkpoint.IsDir(out) {
+			return "", "", err // (an existing folder is fine if empty: core/convert checks)
+		}
+		return out, formatSafetensors, nil
+	}
 	if out == "" {
 		if format == "" {
 			format = formatOf(in)

@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 
@@ -52,27 +53,52 @@ type Result struct {
 
 // Conversion is an input opened and planned, waiting for its output.
 type Conversion struct {
-	in   string
-	r    checkpoint.Reader
-	plan *model.Plan
-	run  Run
-	cal  *model.Calibration
+	in      string // the checkpoint file (a folder's weights file)
+	folder  string // the model folder the input came from, "" for a file
+	r       checkpoint.Reader
+	plan    *model.Plan
+	run     Run
+	cal     *model.Calibration
+	summary string // what config.json said of the architecture, for the plan's reader
 }
 
 // New plans the conversion of the checkpoint r (read from the path in) under opts, and
 // calibrates it when the plan has static layers. r stays the caller's to close.
+//
+// in may be a Hugging Face model folder (r then reads its weights, checkpoint.FindWeights): the
+// output is then a folder too (Write). The architecture config.json names — of the folder, or
+// beside a checkpoint file — types the layers the file cannot (GPT-2's Conv1D:
+// model.ArchitectureModuleTypes).
 func New(r checkpoint.Reader, in string, opts model.Options, run Run) (*Conversion, error) {
+	c := &Conversion{in: in, r: r, run: run}
+	dir := filepath.Dir(in)
+	if checkpoint.IsDir(in) {
+		w, err := checkpoint.FindWeights(in)
+		if err != nil {
+			return nil, err
+		}
+		c.folder, c.in, dir = in, w, in
+	}
 	if model.IsQuantized(r.Metadata()) {
 		return nil, fmt.Errorf("%w: input %s is already quantized by monoquant; dequantize it first", model.ErrFormat, in)
 	}
 	if run.CalibrationFile != "" || run.Calibration != nil {
 		opts.Calibrated = true
 	}
+	mt, _, err := checkpoint.ModelType(dir)
+	if err != nil {
+		return nil, err
+	}
+	if arch := model.ArchitectureModuleTypes(mt, r.Entries()); arch != nil {
+		merged := maps.Clone(arch)
+		maps.Copy(merged, opts.ModuleTypes)
+		opts.ModuleTypes = merged
+	}
 	p, err := model.PlanReader(r, opts)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", in, err)
 	}
-	c := &Conversion{in: in, r: r, plan: p, run: run}
+	c.plan = p
 	if len(p.StaticLayers()) == 0 {
 		if run.CalibrationFile != "" || run.Calibration != nil {
 			return nil, fmt.Errorf("%w activations: calibration data is for static activations, and the options make none static", model.ErrOption)
@@ -105,7 +131,15 @@ func (c *Conversion) Plan() *model.Plan { return c.plan }
 
 // Write quantizes into out (atomically: nothing appears there unless the whole run succeeds)
 // and, with Run.Validate, checks what it wrote.
+//
+// For a model folder, out is a folder (made if missing; an existing one must be empty): the
+// weights keep their file names and shard layout (torch .bin shards become .safetensors ones:
+// pytorch_model*.bin → model*.safetensors), and every other file of the input folder (config,
+// tokenizer, ...) is copied.
 func (c *Conversion) Write(ctx context.Context, out string) (*Result, error) {
+	if c.folder != "" {
+		return c.writeFolder(ctx, out)
+	}
 	if err := CheckNotInput(c.in, c.r, out, c.run.CalibrationFile); err != nil {
 		return nil, err
 	}
@@ -113,16 +147,25 @@ func (c *Conversion) Write(ctx context.Context, out string) (*Result, error) {
 	if c.run.Create != nil {
 		create = c.run.Create(out)
 	}
+	return c.write(ctx, out, create)
+}
+
+// write quantizes through create into the checkpoint at out (a file, or a folder's weights).
+func (c *Conversion) write(ctx context.Context, out string, create model.CreateFunc) (*Result, error) {
 	rep, err := model.Quantize(ctx, c.r, create, c.plan, model.Run{Progress: c.run.Progress, Calibration: c.cal})
 	if err != nil {
 		return nil, err
 	}
 	rep.FileBytesBefore, rep.FileBytesAfter = FileBytes(c.r, c.in), fileSize(out)
+	if ow, err := checkpoint.Open(out); err == nil {
+		rep.FileBytesAfter = FileBytes(ow, out) // with the shards of a sharded output
+		ow.Close()
+	}
 	res := &Result{Plan: c.plan, Report: rep}
 	if c.run.Validate {
 		v, err := Validate(ctx, c.r, out, c.plan, rep)
 		if err != nil {
-			os.Remove(out)
+			removeOutput(c.r, out)
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
@@ -131,6 +174,20 @@ func (c *Conversion) Write(ctx context.Context, out string) (*Result, error) {
 		res.Validation = v
 	}
 	return res, nil
+}
+
+// removeOutput deletes a written output that failed its check: the file, or the index and
+// shards of a sharded one.
+func removeOutput(_ checkpoint.Reader, out string) {
+	if r, err := checkpoint.Open(out); err == nil {
+		if sh, ok := r.(interface{ Shards() []string }); ok {
+			for _, s := range sh.Shards() {
+				os.Remove(s)
+			}
+		}
+		r.Close()
+	}
+	os.Remove(out)
 }
 
 // File converts the checkpoint at in into out: New and Write in one call.
@@ -147,18 +204,19 @@ func File(ctx context.Context, in, out string, opts model.Options, run Run) (*Re
 	return c.Write(ctx, out)
 }
 
-// PlanFile decides what File would do with the checkpoint at path, reading only its list of
-// tensors (and module classes), not the weights.
+// PlanFile decides what File would do with the checkpoint (or model folder) at path, reading
+// only its list of tensors (and module classes, and config.json), not the weights.
 func PlanFile(path string, opts model.Options) (*model.Plan, error) {
 	r, err := checkpoint.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
-	if model.IsQuantized(r.Metadata()) {
-		return nil, fmt.Errorf("%w: %s is already quantized by monoquant; dequantize it first", model.ErrFormat, path)
+	c, err := New(r, path, opts, Run{})
+	if err != nil {
+		return nil, err
 	}
-	return model.PlanReader(r, opts)
+	return c.Plan(), nil
 }
 
 // Dequantize writes the float checkpoint of the quantized checkpoint at in to out.

@@ -138,3 +138,5 @@ func TestFileReportsSizesAndValidates(t *testing.T) {
 		t.Errorf("validation %+v", v)
 	}
 }
+
+func quantGroup(n int) quant.Spec { return quant.Spec{GroupSize: n} }

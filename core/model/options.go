@@ -92,6 +92,10 @@ type Options struct {
 	// Runnable, when set, lists the layer types the caller can run once quantized: a selected
 	// layer of another type is an error naming it.
 	Runnable []LayerType
+	// ModuleTypes adds module classes (path → class, as Model.SetModuleType takes them) to the
+	// ones a checkpoint names itself, which win: core/convert gives those config.json's
+	// architecture implies (ArchitectureModuleTypes).
+	ModuleTypes map[string]string
 	// RuntimeClasses, when set, lists the module classes the caller can run once quantized
 	// (Python's quantized modules stand in for torch's Linear, Conv2d and LSTM). A layer whose
 	// module is of another class stays float when the call's options select it (a

@@ -164,6 +164,11 @@ func NewPlan(entries []checkpoint.Entry, moduleTypes map[string]string, opts Opt
 	if err != nil {
 		return nil, err
 	}
+	if len(opts.ModuleTypes) > 0 {
+		merged := maps.Clone(opts.ModuleTypes)
+		maps.Copy(merged, moduleTypes)
+		moduleTypes = merged
+	}
 	return newPlan(entries, moduleTypes, n)
 }
 
@@ -278,6 +283,16 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 	}
 	for _, t := range q {
 		p.Warnings = append(p.Warnings, t.Warnings...)
+	}
+	var guessed []string
+	for _, l := range p.LayerNames() {
+		if _, known := c.modules[l]; !known && looksConv1D(l) {
+			guessed = append(guessed, l)
+		}
+	}
+	if len(guessed) > 0 {
+		p.Warnings = append(p.Warnings, Warning{Code: WarnArchitecture, Layer: guessed[0],
+			Message: fmt.Sprintf("%s (%d in all) are named like GPT-2's Conv1D layers, whose weight is stored [in, out], but nothing says so, so they are quantized as Linear layers [out, in]; give the model folder (its config.json names the architecture) or the module classes", shortList(guessed, 3), len(guessed))})
 	}
 	p.Warnings = append(p.Warnings, firstLastWarnings(p)...)
 	return p, nil

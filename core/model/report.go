@@ -26,6 +26,8 @@ const (
 	WarnActivationOutliers WarningCode = "activation_outliers"
 	// WarnUnusedRule: a recipe rule or skip pattern selects no layer (likely a typo).
 	WarnUnusedRule WarningCode = "unused_rule"
+	// WarnArchitecture: layers look like another architecture's than the one they are typed as.
+	WarnArchitecture WarningCode = "architecture_unknown"
 )
 
 // Warning is a fact about a likely accuracy loss, as data.
