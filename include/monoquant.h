@@ -646,17 +646,6 @@ MQ_API int mq_defaults_json(char* buf, size_t cap, size_t* len);
  * thread. */
 MQ_API int mq_model_free(mq_model* m);
 
-/* ==================================================================================================
- * Debugging and testing (experimental: may change in any release)
- * ================================================================================================ */
-
-/* Number of live handles of every kind. Tests assert it is 0 once everything is freed. */
-MQ_API int64_t mq_debug_live_handles(void);
-
-/* Makes the engine panic inside an export so tests can check that panics become MQ_EPANIC with
- * the message in mq_last_error. Always returns MQ_EPANIC. */
-MQ_API int mq_debug_panic(void);
-
 #ifdef __cplusplus
 }
 #endif

@@ -37,7 +37,7 @@ def main():
     src = os.path.join(d, "model.safetensors")
     subprocess.run(["go", "run", "./bench/model", "gen", "-out", src, "-size", f"{int(a.gb * (1 << 30))}"], check=True, cwd=ROOT)
     exe = os.path.join(d, "quantize_file")
-    subprocess.run(["cc", "-O2", "-std=c99", "-I", os.path.join(ROOT, "include"), os.path.join(ROOT, "tests", "parity", "quantize_file.c"),
+    subprocess.run(["cc", "-O2", "-std=c99", "-I", os.path.join(ROOT, "include"), "-I", os.path.join(ROOT, "capi"), os.path.join(ROOT, "tests", "parity", "quantize_file.c"),
                     "-o", exe, "-L", BUILD, "-lmonoquant", "-Wl,-rpath," + BUILD], check=True)
     env = dict(os.environ, MONOQUANT_LIBRARY=os.path.join(BUILD, "libmonoquant.so"), PYTHONPATH=os.path.join(ROOT, "bindings", "python"))
     py = ("import monoquant, sys; monoquant.quantize_file(sys.argv[1], sys.argv[2], bits=int(sys.argv[3]), progress=False)")

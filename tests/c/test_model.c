@@ -12,6 +12,7 @@
 
 #include "check.h"
 #include "monoquant.h"
+#include "monoquant_debug.h"
 
 #ifndef MQ_SOURCE_DIR
 #error "MQ_SOURCE_DIR must name the source tree (set by CMake)"

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "monoquant.h"
+#include "monoquant_debug.h"
 
 int main(int argc, char** argv) {
     if (argc < 3) {

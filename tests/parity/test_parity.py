@@ -79,7 +79,7 @@ def work(tmp_path_factory):
     for name, r in (("RECIPE_A", RECIPE_A), ("RECIPE_B", RECIPE_B)):
         (d / f"{name}.json").write_text(json.dumps(r))
     exe = d / "quantize_file"
-    subprocess.run(["cc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-I", os.path.join(ROOT, "include"),
+    subprocess.run(["cc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-I", os.path.join(ROOT, "include"), "-I", os.path.join(ROOT, "capi"),
                     os.path.join(ROOT, "tests", "parity", "quantize_file.c"), "-o", str(exe),
                     "-L", os.path.join(ROOT, "build"), "-lmonoquant", "-Wl,-rpath," + os.path.join(ROOT, "build")], check=True)
     return d, model, exe
