@@ -9,6 +9,7 @@ import (
 
 	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/quant"
+	"github.com/monoquant/monoquant/core/runlog"
 )
 
 func init() {
@@ -56,7 +57,7 @@ type quantizeArgs struct {
 	nonFinite               *choiceFlag
 	groupSize               int
 	layers, skip            listFlag
-	asJSON, quiet           bool
+	asJSON, quiet, noLog    bool
 	set                     map[string]bool // flags given on the command line
 }
 
@@ -84,6 +85,7 @@ func setupQuantize(fs *flag.FlagSet) func(context.Context, *env, []string) error
 	fs.Var(a.nonFinite, "nonfinite", "NaN/Inf in a weight: reject (fail naming the tensor) or clamp")
 	fs.BoolVar(&a.asJSON, "json", false, "print the report as one JSON document on stdout")
 	fs.BoolVar(&a.quiet, "quiet", false, "no progress bar")
+	fs.BoolVar(&a.noLog, "no-log", false, "do not record this run in the run log (MONOQUANT_LOG=0 turns it off everywhere; see 'monoquant runs')")
 	return func(ctx context.Context, e *env, pos []string) error {
 		a.set = map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { a.set[f.Name] = true })
@@ -157,80 +159,126 @@ func runQuantize(ctx context.Context, e *env, a *quantizeArgs, pos []string) err
 	if err != nil {
 		return err
 	}
-	spec, err := model.SpecForBits(opts.Bits, opts.BFloat16)
+	res, err := quantizeFile(ctx, e, quantizeJob{
+		model: a.model, out: a.out, format: a.format.value, calibration: a.calibration,
+		opts: opts, quiet: a.quiet, log: !a.noLog && runlog.Enabled(),
+	})
 	if err != nil {
-		return classifyCoreErr(err)
-	}
-	if err := checkInputPath("input", a.model); err != nil {
 		return err
 	}
-	format := a.format.value
+	if a.asJSON {
+		return writeJSON(e.stdout, res)
+	}
+	res.print(e)
+	return nil
+}
+
+// quantizeJob is one file-to-file quantization: what `quantize` parsed from its flags, or what
+// `runs reproduce` read back from the run log.
+type quantizeJob struct {
+	model, out, format, calibration string
+	opts                            model.Options
+	quiet                           bool
+	log                             bool   // record the run in the run log
+	logPath                         string // "" for runlog.DefaultPath
+}
+
+// quantizeFile runs the whole pipeline: plan, calibrate, quantize, validate, record.
+func quantizeFile(ctx context.Context, e *env, j quantizeJob) (*quantizeResult, error) {
+	a := struct{ model, out, calibration string }{j.model, j.out, j.calibration}
+	opts := j.opts
+	var rec *runlog.Run
+	var inHash *runlog.Hashing
+	if j.log {
+		rec = runlog.Begin("cli")
+		inHash = runlog.HashFileAsync(a.model)
+	}
+	spec, err := model.SpecForBits(opts.Bits, opts.BFloat16)
+	if err != nil {
+		return nil, classifyCoreErr(err)
+	}
+	if err := checkInputPath("input", a.model); err != nil {
+		return nil, err
+	}
+	format := j.format
 	if format == "" && a.out == "" {
 		format = formatSafetensors // the default output: no pickle, opens anywhere
 	}
 	out, format, err := resolveOutput(a.model, a.out, format, formatTag(spec.Format))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if a.calibration != "" {
 		if err := checkInputPath("calibration file", a.calibration); err != nil {
-			return err
+			return nil, err
 		}
 	}
 
 	r, err := openInput("input", a.model)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer r.Close()
 	if err := checkNotInput(r, out, a.calibration); err != nil {
-		return err
+		return nil, err
 	}
 	if model.IsQuantized(r.Metadata()) {
-		return fail(exitFormat, "input %s is already quantized by monoquant; dequantize it first ('monoquant dequantize %s')", a.model, a.model)
+		return nil, fail(exitFormat, "input %s is already quantized by monoquant; dequantize it first ('monoquant dequantize %s')", a.model, a.model)
 	}
 	plan, err := model.NewPlan(r.Entries(), r.ModuleTypes(), opts)
 	if err != nil {
-		return classifyCoreErr(wrapPlanErr(err, a.model))
+		return nil, classifyCoreErr(wrapPlanErr(err, a.model))
 	}
 	run := model.Run{}
+	var calHash *runlog.Hashing
 	if opts.Mode == model.Static {
 		cal, err := model.NewCalibration(plan)
 		if err != nil {
-			return classifyCoreErr(err)
+			return nil, classifyCoreErr(err)
 		}
 		cr, err := openInput("calibration file", a.calibration)
 		if err != nil {
-			return err
+			return nil, err
+		}
+		if j.log {
+			calHash = runlog.HashFileAsync(a.calibration)
+			rec.Calibration = calibrationFingerprint(cr.Entries())
 		}
 		err = cal.CalibrateReader(cr)
 		cr.Close()
 		if err != nil {
-			return classifyCoreErr(err)
+			return nil, classifyCoreErr(err)
 		}
 		run.Calibration = cal
 	}
 
-	bar := newProgress(e, a.quiet, "quantizing")
+	bar := newProgress(e, j.quiet, "quantizing")
 	run.Progress = func(p model.Progress) { bar.update(p.TensorsDone, p.TensorsTotal, p.BytesDone, p.BytesTotal) }
 	rep, err := model.Quantize(ctx, r, createOutput(out), plan, run)
 	if err != nil {
 		bar.abort()
-		return classifyCoreErr(err)
+		return nil, classifyCoreErr(err)
 	}
 	bar.finish()
 	rep.FileBytesBefore = fileBytes(r, a.model)
 	if st, err := os.Stat(out); err == nil {
 		rep.FileBytesAfter = st.Size()
 	}
+	var outHash *runlog.Hashing
+	if j.log {
+		outHash = runlog.HashFileAsync(out) // beside the validation, which rereads the same file
+	}
 
 	v, err := validateOutput(ctx, r, out, plan, rep)
 	if err != nil {
+		if outHash != nil {
+			outHash.Wait() // the file is about to go
+		}
 		os.Remove(out)
 		if exitCode(err) == exitInterrupted {
-			return err
+			return nil, err
 		}
-		return wrapExit(exitValidation, err, "the written output failed validation and was removed")
+		return nil, wrapExit(exitValidation, err, "the written output failed validation and was removed")
 	}
 	res := &quantizeResult{
 		Input: a.model, Output: out, OutputFormat: format, Bits: opts.Bits, Format: spec.Format.String(),
@@ -239,11 +287,14 @@ func runQuantize(ctx context.Context, e *env, a *quantizeArgs, pos []string) err
 	if opts.Mode != model.Static {
 		res.Note = "weight-only (dynamic): no --calibration given, activations stay float"
 	}
-	if a.asJSON {
-		return writeJSON(e.stdout, res)
+	if j.log {
+		res.RunID, res.RunLog, res.LogWarning = recordRun(ctx, j, rec, runlog.Settings{Options: opts, OutputFormat: format, Calibration: a.calibration},
+			plan, rep, v, inHash, outHash, calHash)
+		if res.LogWarning != "" {
+			fmt.Fprintf(e.stderr, "monoquant: warning: %s\n", res.LogWarning)
+		}
 	}
-	res.print(e)
-	return nil
+	return res, nil
 }
 
 func wrapPlanErr(err error, path string) error {

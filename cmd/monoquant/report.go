@@ -18,6 +18,11 @@ type quantizeResult struct {
 	Note         string        `json:"note,omitempty"`
 	Report       *model.Report `json:"report"`
 	Validation   *validation   `json:"validation"`
+	// RunID is the run's id in the run log (0 when not recorded), RunLog the log's file, and
+	// LogWarning why the run could not be recorded (the quantization still succeeded).
+	RunID      int64  `json:"run_id,omitempty"`
+	RunLog     string `json:"run_log,omitempty"`
+	LogWarning string `json:"log_warning,omitempty"`
 }
 
 func (r *quantizeResult) print(e *env) {
@@ -100,6 +105,9 @@ func (r *quantizeResult) print(e *env) {
 		fmt.Fprintf(w, "Validated: reopened %s; %s and the config checked; SQNR of %s recomputed from the file (agrees within %g dB); %s run on a random input\n",
 			r.Output, plural(v.TensorsChecked, "tensor", "tensors"), plural(v.SQNRConfirmed, "quantized tensor", "quantized tensors"),
 			sqnrTolerance, plural(len(v.LayerOutputs), "layer", "layers"))
+	}
+	if r.RunID > 0 {
+		fmt.Fprintf(w, "Recorded as run %d in %s ('monoquant runs show %d')\n", r.RunID, r.RunLog, r.RunID)
 	}
 }
 
