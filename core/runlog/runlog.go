@@ -108,15 +108,23 @@ type Run struct {
 type Log struct {
 	db   *sql.DB
 	path string
+	busy time.Duration // how long a write keeps retrying while another writer holds the lock
 }
 
 // Option changes how Open opens the log.
 type Option func(*openConfig)
 
-type openConfig struct{ busy time.Duration }
+type openConfig struct {
+	busy     time.Duration
+	maxPages int
+}
 
 // BusyTimeout is how long a writer waits for another one's lock before giving up (default 10 s).
 func BusyTimeout(d time.Duration) Option { return func(c *openConfig) { c.busy = d } }
+
+// MaxPages caps the database size in pages (SQLite's max_page_count): a write past it fails as
+// "database or disk is full", as on a full disk. Tests use it; so can a user with a quota.
+func MaxPages(n int) Option { return func(c *openConfig) { c.maxPages = n } }
 
 // Open opens (creating the file and its folder if needed) and migrates the run log at path.
 // An empty path means DefaultPath.
@@ -140,7 +148,14 @@ func Open(ctx context.Context, path string, opts ...Option) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("run log %s: %w", path, err)
 	}
-	l := &Log{db: db, path: path}
+	if cfg.maxPages > 0 {
+		dsn += fmt.Sprintf("&_pragma=max_page_count(%d)", cfg.maxPages)
+		db.Close()
+		if db, err = sql.Open("sqlite", dsn); err != nil {
+			return nil, fmt.Errorf("run log %s: %w", path, err)
+		}
+	}
+	l := &Log{db: db, path: path, busy: cfg.busy}
 	err = retry(ctx, cfg.busy, func() error {
 		var mode string
 		if err := db.QueryRowContext(ctx, `PRAGMA journal_mode=WAL`).Scan(&mode); err != nil {
@@ -234,7 +249,7 @@ func (l *Log) Record(ctx context.Context, run *Run) (int64, error) {
 		run.UUID = newUUID()
 	}
 	var id int64
-	err := retry(ctx, 30*time.Second, func() error {
+	err := retry(ctx, l.busy, func() error {
 		tx, err := l.db.BeginTx(ctx, nil)
 		if err != nil {
 			return err
@@ -320,7 +335,7 @@ func (l *Log) AddMetric(ctx context.Context, id int64, key string, value float64
 	if math.IsNaN(value) || math.IsInf(value, 0) {
 		return fmt.Errorf("metric %q: value %v is not a finite number", key, value)
 	}
-	return retry(ctx, 30*time.Second, func() error {
+	return retry(ctx, l.busy, func() error {
 		tx, err := l.db.BeginTx(ctx, nil)
 		if err != nil {
 			return err
@@ -470,8 +485,8 @@ func (l *Log) query(ctx context.Context, where string, args ...any) ([]*Run, err
 // RecordOrWarn opens the log at path (empty: DefaultPath), records the run and closes it. It
 // never returns an error: a log that cannot be opened or written (locked past the busy timeout,
 // corrupt, read-only, full) gives one warning line instead, and id 0.
-func RecordOrWarn(ctx context.Context, path string, run *Run) (id int64, warning string) {
-	l, err := Open(ctx, path)
+func RecordOrWarn(ctx context.Context, path string, run *Run, opts ...Option) (id int64, warning string) {
+	l, err := Open(ctx, path, opts...)
 	if err == nil {
 		id, err = l.Record(ctx, run)
 		l.Close()

@@ -89,7 +89,10 @@ func SettingsFields(raw json.RawMessage) map[string]string {
 	for k, name := range named {
 		if v, ok := out[k]; ok {
 			if i, err := strconv.Atoi(v); err == nil {
-				out[k] = name(i)
+				// The zero value means "the default" (Options' own convention).
+				if out[k] = name(i); i == 0 && strings.HasSuffix(out[k], "(0)") {
+					out[k] = "default"
+				}
 			}
 		}
 	}
