@@ -186,7 +186,7 @@ func runsList(ctx context.Context, e *env, a *runsArgs, l *runlog.Log, args []st
 // runFormat names a run's quantization in a few characters: int8, int4 g128, fp16, ...
 func runFormat(f map[string]string) string {
 	s := f["options.spec.format"]
-	if s == "" || s == "0" || strings.HasPrefix(s, "Format(") {
+	if s == "" || s == "default" {
 		switch f["options.bits"] {
 		case "4":
 			s = "int4"

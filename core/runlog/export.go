@@ -72,7 +72,7 @@ func mlflowKey(k string) string { return mlflowKeyBad.ReplaceAllString(k, "_") }
 
 // WriteMLflow writes the runs in MLflow's file-store layout under dir (mlflow ui
 // --backend-store-uri DIR, or MlflowClient("file:DIR")): experiment 0 "monoquant", one run per
-// log run with params (the settings), metrics (results, per-layer SQNR as sqnr_db/<tensor>,
+// log run with params (the settings), metrics (results, per-tensor SQNR as layer_sqnr_db/<tensor>,
 // user metrics) and tags (host, entry point, hashes). dir must be empty or not exist: an export
 // never mixes with other files.
 func WriteMLflow(dir string, runs []*Run) error {
@@ -131,7 +131,7 @@ func WriteMLflow(dir string, runs []*Run) error {
 			metrics[k] = v
 		}
 		for _, l := range r.Layers {
-			metrics["sqnr_db/"+l.Name] = l.SQNR
+			metrics["layer_sqnr_db/"+l.Name] = l.SQNR
 		}
 		for k, v := range r.Metrics {
 			metrics["user/"+k] = v
