@@ -282,7 +282,7 @@ func TestRecordOrWarnOnBrokenLogs(t *testing.T) {
 
 	cases := []struct {
 		name, path, want string
-		opts           []Option
+		opts             []Option
 	}{
 		{"corrupt", corrupt, "not a database", nil},
 		{"folder is a file", filepath.Join(notDir, FileName), "not a directory", nil},
@@ -294,7 +294,7 @@ func TestRecordOrWarnOnBrokenLogs(t *testing.T) {
 		// /proc/self is read-only even for root, unlike a chmod'ed folder.
 		cases = append(cases, struct {
 			name, path, want string
-			opts           []Option
+			opts             []Option
 		}{"read-only folder", "/proc/self/runs.sqlite", "run log", nil})
 	}
 	for _, tc := range cases {

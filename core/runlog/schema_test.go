@@ -19,7 +19,9 @@ import (
 //  3. commit the new fixture.
 var updateFixtures = flag.Bool("update-fixtures", false, "write testdata/schema/v<current>.sqlite")
 
-func fixturePath(v int) string { return filepath.Join("testdata", "schema", fmt.Sprintf("v%d.sqlite", v)) }
+func fixturePath(v int) string {
+	return filepath.Join("testdata", "schema", fmt.Sprintf("v%d.sqlite", v))
+}
 
 func fixtureRuns(t testing.TB) []*Run {
 	a, b := sampleRun(t, 8, 500, 41.25), sampleRun(t, 4, 300, 19.5)
