@@ -191,7 +191,7 @@ func quantizeFile(ctx context.Context, e *env, j quantizeJob) (*quantizeResult, 
 	var inHash *runlog.Hashing
 	if j.log {
 		rec = runlog.Begin("cli")
-		inHash = runlog.HashFileAsync(a.model)
+		inHash = runlog.HashInputAsync(ctx, j.logPath, a.model)
 	}
 	spec, err := model.SpecForBits(opts.Bits, opts.BFloat16)
 	if err != nil {

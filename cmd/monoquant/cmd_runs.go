@@ -37,7 +37,8 @@ SQLite tool opens it). 'quantize --no-log' or MONOQUANT_LOG=0 leaves a run out.
   runs metric ID NAME VALUE                    attach a metric measured later (e.g. accuracy)
   runs export --format csv|jsonl|mlflow DIR    csv and jsonl write DIR/runs.csv or DIR/runs.jsonl;
                                                mlflow writes MLflow's file store into DIR
-                                               (mlflow ui --backend-store-uri DIR)
+                                               (MLFLOW_ALLOW_FILE_STORE=true mlflow ui
+                                               --backend-store-uri DIR; MLflow 3 needs the switch)
 
 Examples:
   monoquant runs list --filter options.bits=4
@@ -326,7 +327,7 @@ func runsExport(ctx context.Context, e *env, a *runsArgs, l *runlog.Log, args []
 		if err := runlog.WriteMLflow(dir, runs); err != nil {
 			return wrapExit(exitOutput, err, "export to %s", dir)
 		}
-		fmt.Fprintf(e.stdout, "Exported %s to %s (mlflow ui --backend-store-uri %s)\n", plural(len(runs), "run", "runs"), dir, dir)
+		fmt.Fprintf(e.stdout, "Exported %s to %s (MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri %s)\n", plural(len(runs), "run", "runs"), dir, dir)
 		return nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {

@@ -25,7 +25,7 @@ func recordRun(ctx context.Context, j quantizeJob, rec *runlog.Run, s runlog.Set
 		return 0, path, "run not recorded: " + err.Error()
 	}
 	var err error
-	if rec.Input, err = inHash.Wait(); err != nil {
+	if err = inHash.SetInput(rec); err != nil {
 		return 0, path, "run not recorded: " + err.Error()
 	}
 	if rec.Output, err = outHash.Wait(); err != nil {

@@ -26,9 +26,10 @@ func HashFile(path string) (FileRef, error) {
 // Hashing is a file hash computed in the background, beside the quantization that reads the
 // same file, so the log adds no wall time on a machine with a spare core.
 type Hashing struct {
-	done chan struct{}
-	ref  FileRef
-	err  error
+	done  chan struct{}
+	ref   FileRef
+	err   error
+	cache *fileID // set when Record may remember this hash (HashInputAsync)
 }
 
 // HashFileAsync starts hashing path; Wait returns the result.
@@ -45,4 +46,15 @@ func HashFileAsync(path string) *Hashing {
 func (h *Hashing) Wait() (FileRef, error) {
 	<-h.done
 	return h.ref, h.err
+}
+
+// SetInput waits for the hash and makes it the run's input; Record then remembers it in the
+// log's hash cache when it was computed here (HashInputAsync).
+func (h *Hashing) SetInput(r *Run) error {
+	ref, err := h.Wait()
+	if err != nil {
+		return err
+	}
+	r.Input, r.inputID = ref, h.cache
+	return nil
 }

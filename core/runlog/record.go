@@ -79,6 +79,9 @@ func PeakRSS() int64 {
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
 		return 0
 	}
+	if runtime.GOOS == "darwin" {
+		return int64(ru.Maxrss) // macOS reports bytes
+	}
 	return int64(ru.Maxrss) * 1024 // Linux reports KiB
 }
 

@@ -102,6 +102,8 @@ type Run struct {
 	Warnings    []string           `json:"warnings"`
 	PeakRSS     int64              `json:"peak_rss_bytes"`
 	Metrics     map[string]float64 `json:"metrics"` // attached later by AddMetric
+
+	inputID *fileID // the input's identity when its hash was computed for this run
 }
 
 // Log is an open run log. It is safe for concurrent use.
@@ -279,6 +281,9 @@ func (l *Log) Record(ctx context.Context, run *Run) (int64, error) {
 			if _, err := st.ExecContext(ctx, id, ly.Name, ly.Layer, ly.LayerType, ly.Format, ly.Kernel, nullFloat(ly.SQNR), ly.BytesBefore, ly.BytesAfter); err != nil {
 				return err
 			}
+		}
+		if err := storeHash(ctx, tx, run.Input, run.inputID); err != nil {
+			return err
 		}
 		for k, v := range run.Metrics {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO metrics (run_id, key, value, logged) VALUES (?,?,?,?)`,

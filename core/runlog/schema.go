@@ -50,6 +50,17 @@ var migrations = []string{
 		value   REAL NOT NULL,
 		logged  TEXT NOT NULL,
 		PRIMARY KEY (run_id, key)
+	);
+	-- sha256 of input files by identity (device, inode, size, mtime, ctime), so that the many
+	-- runs of one model hash it once; ctime changes on any write and cannot be set back.
+	CREATE TABLE file_hashes (
+		path     TEXT PRIMARY KEY,
+		dev      INTEGER NOT NULL,
+		ino      INTEGER NOT NULL,
+		size     INTEGER NOT NULL,
+		mtime_ns INTEGER NOT NULL,
+		ctime_ns INTEGER NOT NULL,
+		sha256   TEXT NOT NULL
 	);`,
 }
 
