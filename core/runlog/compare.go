@@ -3,6 +3,7 @@ package runlog
 import (
 	"math"
 	"sort"
+	"strconv"
 )
 
 // Row is one line of a comparison: a key and its value in each run ("" where a run has none).
@@ -36,10 +37,11 @@ func Compare(runs []*Run) *Comparison {
 		c.IDs = append(c.IDs, r.ID)
 		settings[i] = SettingsFields(r.Settings)
 		settings[i]["input"] = r.Input.Path
-		settings[i]["input_sha256"] = r.Input.SHA256
-		results[i] = map[string]string{"output_bytes": formatFloat(float64(r.Output.Bytes)), "output_sha256": r.Output.SHA256}
+		settings[i]["input_sha256"] = short(r.Input.SHA256)
+		// Six significant digits and the hash's first 16: what tells runs apart on a screen.
+		results[i] = map[string]string{"output_bytes": formatFloat(float64(r.Output.Bytes)), "output_sha256": short(r.Output.SHA256)}
 		for k, v := range r.Results {
-			results[i][k] = formatFloat(v)
+			results[i][k] = formatShort(v)
 		}
 		layers[i] = map[string]string{}
 		for _, l := range r.Layers {
@@ -53,6 +55,20 @@ func Compare(runs []*Run) *Comparison {
 	c.Settings, c.Results, c.Layers, c.Metrics = rows(settings), rows(results), rows(layers), rows(metrics)
 	c.Pareto = Pareto(runs)
 	return c
+}
+
+func short(h string) string {
+	if len(h) > 16 {
+		return h[:16]
+	}
+	return h
+}
+
+func formatShort(v float64) string {
+	if v >= math.MaxFloat64 {
+		return "inf"
+	}
+	return strconv.FormatFloat(v, 'g', 6, 64)
 }
 
 func round3(v float64) float64 {
