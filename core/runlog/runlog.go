@@ -145,7 +145,9 @@ func Open(ctx context.Context, path string, opts ...Option) (*Log, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("run log folder: %w", err)
 	}
-	dsn := "file:" + escapePath(path) + fmt.Sprintf("?_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)&_txlock=immediate", cfg.busy.Milliseconds())
+	// synchronous=NORMAL is the WAL setting SQLite recommends: no corruption on power loss, only
+	// the last runs may be lost then; FULL would fsync each run.
+	dsn := "file:" + escapePath(path) + fmt.Sprintf("?_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate", cfg.busy.Milliseconds())
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("run log %s: %w", path, err)
