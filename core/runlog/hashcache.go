@@ -60,7 +60,8 @@ func cachedHash(ctx context.Context, logPath, path string, id fileID) string {
 	if _, err := os.Stat(logPath); err != nil {
 		return "" // no log yet: nothing cached, and reading must not create one
 	}
-	l, err := Open(ctx, logPath)
+	// A busy log must not hold up the quantization: the hash is then simply computed.
+	l, err := Open(ctx, logPath, BusyTimeout(100*time.Millisecond))
 	if err != nil {
 		return ""
 	}

@@ -70,6 +70,11 @@ func SchemaVersion() int { return len(migrations) }
 // migrate brings the database to SchemaVersion in one transaction. A database written by a
 // newer monoquant (a higher version) is refused rather than guessed at.
 func migrate(ctx context.Context, db *sql.DB, path string) error {
+	// The common case, an up-to-date log, needs no write lock (a locked log is still readable).
+	var cur int
+	if db.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&cur) == nil && cur == len(migrations) {
+		return nil
+	}
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
