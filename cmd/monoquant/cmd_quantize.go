@@ -282,7 +282,7 @@ func quantizeFile(ctx context.Context, e *env, j quantizeJob) (*quantizeResult, 
 	}
 	res := &quantizeResult{
 		Input: a.model, Output: out, OutputFormat: format, Bits: opts.Bits, Format: spec.Format.String(),
-		Mode: plan.Config().Mode, Report: rep, Validation: v,
+		Mode: plan.Config().Mode, Report: rep, Validation: v, config: plan.Config(),
 	}
 	if opts.Mode != model.Static {
 		res.Note = "weight-only (dynamic): no --calibration given, activations stay float"

@@ -23,6 +23,8 @@ type quantizeResult struct {
 	RunID      int64  `json:"run_id,omitempty"`
 	RunLog     string `json:"run_log,omitempty"`
 	LogWarning string `json:"log_warning,omitempty"`
+
+	config *model.Config // the resolved per-tensor config the plan applied
 }
 
 func (r *quantizeResult) print(e *env) {

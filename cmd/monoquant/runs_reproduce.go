@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/runlog"
 )
 
@@ -90,11 +92,22 @@ func runsReproduce(ctx context.Context, e *env, a *runsArgs, l *runlog.Log, args
 }
 
 // reproduceDiffs says what differs between a recorded run and its reproduction: the
-// monoquant version, the tensors quantized and their SQNR.
+// monoquant version, the resolved per-tensor config, the tensors quantized and their SQNR.
 func reproduceDiffs(r *runlog.Run, res *quantizeResult) []string {
 	var d []string
 	if v := r.Versions["monoquant"]; v != "" && v != currentVersion() {
 		d = append(d, fmt.Sprintf("monoquant version: recorded %s, now %s", v, currentVersion()))
+	}
+	// The resolved config: a default that changed since the run shows here, tensor by tensor.
+	var was model.Config
+	if json.Unmarshal(r.Config, &was) == nil && res.config != nil {
+		for _, name := range sortedKeys(res.config.Tensors) {
+			now, _ := json.Marshal(res.config.Tensors[name])
+			old, _ := json.Marshal(was.Tensors[name])
+			if was.Tensors[name] != nil && string(now) != string(old) {
+				d = append(d, fmt.Sprintf("tensor %s: resolved config %s now, %s recorded", name, now, old))
+			}
+		}
 	}
 	sq := map[string]float64{}
 	for _, l := range r.Layers {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"database/sql"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -185,4 +186,34 @@ func TestRunsExport(t *testing.T) {
 	}
 	args := []string{"runs", "export", "--format", "mlflow", ml}
 	assertOneLineError(t, args, runCLI(t, args...), exitOutput, "is not empty")
+}
+
+// A run whose record no longer matches what its settings produce is reported, with what differs.
+func TestRunsReproduceDifferent(t *testing.T) {
+	logPath := logOn(t)
+	dir := t.TempDir()
+	in := copyFile(t, filepath.Join(repoRoot(t), "examples", "digits_cnn.pt"), dir)
+	mustCLI(t, "quantize", "--model", in, "--bits", "4", "--quiet")
+	// As if an older monoquant had resolved another group size and written other bytes.
+	db, err := sql.Open("sqlite", logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`UPDATE runs SET output_sha256 = 'abc', config = replace(config, '"group_size":128', '"group_size":16')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`UPDATE layers SET sqnr_db = 99 WHERE name = 'classifier.1.weight'`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	r := runCLI(t, "runs", "reproduce", "1", "--quiet")
+	if r.code != exitValidation || !strings.Contains(r.stderr, "run 1 did not reproduce byte for byte") {
+		t.Errorf("exit %d stderr %q, want %d and 'did not reproduce'", r.code, r.stderr, exitValidation)
+	}
+	for _, want := range []string{"different: run 1 reproduced (recorded as run 2)", "recorded abc",
+		`resolved config {"bits":4`, `"group_size":16`, "tensor classifier.1.weight: SQNR", "99.000 dB recorded"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("runs reproduce stdout lacks %q:\n%s", want, r.stdout)
+		}
+	}
 }
