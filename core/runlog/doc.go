@@ -8,11 +8,16 @@
 //
 // Every entry point (the CLI, the C ABI, Python) calls the same functions:
 //
-//	rec := runlog.Begin("cli")                   // clock, host, versions
-//	inHash := runlog.HashFileAsync(inputPath)     // hashed beside the quantization
-//	... quantize ...
-//	run := rec.Finish(...)                        // fill Run from the report
-//	id, warn := runlog.RecordOrWarn(ctx, "", run) // never fails the quantization
+//	rec := runlog.Begin("cli")                              // clock, host, versions
+//	in := runlog.HashInputAsync(ctx, "", inputPath)         // cached, or hashed beside the work
+//	... model.NewPlan, model.Quantize ...
+//	rec.SetReport(runlog.Settings{Options: opts}, plan, rep) // settings, config, layers, results
+//	in.SetInput(rec)
+//	rec.Output, _ = runlog.HashFile(outputPath)
+//	id, warning := runlog.RecordOrWarn(ctx, "", rec)        // never fails the quantization
+//
+// Reading: Open, then List (with Fields-style filters), Get, AddMetric; Compare puts runs side
+// by side and marks the Pareto front; WriteCSV, WriteJSONL and WriteMLflow export.
 //
 // The log never costs a quantization: a locked, corrupt, read-only or full database makes
 // RecordOrWarn return one warning and no error. Concurrent writers (processes and threads) wait
