@@ -88,7 +88,7 @@ func runsReproduce(ctx context.Context, e *env, a *runsArgs, l *runlog.Log, args
 	if a.output != "" {
 		fmt.Fprintf(w, "Wrote %s\n", out)
 	}
-	return fail(exitValidation, "run %d did not reproduce byte for byte", r.ID)
+	return fail(exitNotRepro, "run %d did not reproduce byte for byte", r.ID)
 }
 
 // reproduceDiffs says what differs between a recorded run and its reproduction: the

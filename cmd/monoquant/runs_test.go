@@ -207,8 +207,8 @@ func TestRunsReproduceDifferent(t *testing.T) {
 	}
 	db.Close()
 	r := runCLI(t, "runs", "reproduce", "1", "--quiet")
-	if r.code != exitValidation || !strings.Contains(r.stderr, "run 1 did not reproduce byte for byte") {
-		t.Errorf("exit %d stderr %q, want %d and 'did not reproduce'", r.code, r.stderr, exitValidation)
+	if r.code != exitNotRepro || !strings.Contains(r.stderr, "run 1 did not reproduce byte for byte") {
+		t.Errorf("exit %d stderr %q, want %d and 'did not reproduce'", r.code, r.stderr, exitNotRepro)
 	}
 	for _, want := range []string{"different: run 1 reproduced (recorded as run 2)", "recorded abc",
 		`resolved config {"bits":4`, `"group_size":16`, "tensor classifier.1.weight: SQNR", "99.000 dB recorded"} {
