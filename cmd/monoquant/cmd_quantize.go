@@ -11,6 +11,7 @@ import (
 	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/recipe"
+	"github.com/monoquant/monoquant/core/runlog"
 )
 
 func init() {
@@ -62,7 +63,7 @@ type quantizeArgs struct {
 	groupSize                       int
 	groupFallback                   bool
 	layers, skip                    listFlag
-	asJSON, quiet                   bool
+	asJSON, quiet, noLog            bool
 	set                             map[string]bool // flags given on the command line
 }
 
@@ -99,6 +100,7 @@ func setupQuantize(fs *flag.FlagSet) func(context.Context, *env, []string) error
 	fs.Var(a.format, "format", "output `format`: pt or safetensors (default: OUT's extension, else safetensors)")
 	fs.BoolVar(&a.asJSON, "json", false, "print the report as one JSON document on stdout")
 	fs.BoolVar(&a.quiet, "quiet", false, "no progress bar")
+	fs.BoolVar(&a.noLog, "no-log", false, "do not record this run in the run log (MONOQUANT_LOG=0 turns it off everywhere; see 'monoquant runs')")
 	return func(ctx context.Context, e *env, pos []string) error {
 		a.set = map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { a.set[f.Name] = true })
@@ -209,51 +211,12 @@ func runQuantize(ctx context.Context, e *env, a *quantizeArgs, pos []string) err
 		return err
 	}
 	defer r.Close()
-	var bar *progress // drawn once the output is known; the pipeline reports while writing
-	run := convert.Run{Create: createOutput, Validate: true, CalibrationFile: a.calibration,
-		Progress: func(p model.Progress) { bar.update(p.TensorsDone, p.TensorsTotal, p.BytesDone, p.BytesTotal) }}
-	if a.calibration != "" {
-		cr, err := openInput("calibration file", a.calibration)
-		if err != nil {
-			return err
-		}
-		defer cr.Close()
-		run.Calibration = cr
-	}
-	// The one pipeline (core/convert), in two steps: the plan names the output.
-	conv, err := convert.New(r, a.model, opts, run)
-	if err != nil {
-		return classifyCoreErr(err)
-	}
-	plan := conv.Plan()
-	format := a.format.value
-	if format == "" && a.out == "" {
-		format = formatSafetensors // the default output: no pickle, opens anywhere
-	}
-	out, format, err := resolveOutput(a.model, a.out, format, formatTag(plan, opts.Recipe != nil))
+	res, err := quantizeFile(ctx, e, r, quantizeJob{
+		model: a.model, out: a.out, format: a.format.value, calibration: a.calibration,
+		opts: opts, quiet: a.quiet, log: !a.noLog && runlog.Enabled(),
+	})
 	if err != nil {
 		return err
-	}
-	if err := checkNotInput(a.model, r, out, a.calibration); err != nil {
-		return err
-	}
-	bar = newProgress(e, a.quiet, "quantizing")
-	done, err := conv.Write(ctx, out)
-	if err != nil {
-		bar.abort()
-		return classifyCoreErr(err)
-	}
-	bar.finish()
-	rep, v := done.Report, done.Validation
-	res := &quantizeResult{
-		Input: a.model, Output: out, OutputFormat: format, Format: formatTag(plan, opts.Recipe != nil),
-		Mode: plan.Config().Mode, Report: rep, Validation: v, Recipe: plan.Recipe, ShowRules: opts.Recipe != nil,
-	}
-	if f := res.Format; f != "mixed" {
-		res.Bits = map[string]int{"int8": 8, "int4": 4, "fp16": 16, "bf16": 16}[f]
-	}
-	if res.Mode == "dynamic" {
-		res.Note = "no --calibration given: activations are quantized per batch at run time (dynamic)"
 	}
 	if a.asJSON {
 		return writeJSON(e.stdout, res)
@@ -262,6 +225,87 @@ func runQuantize(ctx context.Context, e *env, a *quantizeArgs, pos []string) err
 	return nil
 }
 
-func wrapPlanErr(err error, path string) error {
-	return fmt.Errorf("%s: %w", path, err)
+// quantizeJob is one quantization of a file, from the flags or from a logged run (runs
+// reproduce).
+type quantizeJob struct {
+	model, out, format, calibration string
+	opts                            model.Options
+	quiet                           bool
+	log                             bool   // record the run in the run log
+	logPath                         string // "" for runlog.DefaultPath
+}
+
+// quantizeFile runs core's pipeline (plan, calibrate, quantize, validate) on the open input r
+// and records the run.
+func quantizeFile(ctx context.Context, e *env, r checkpoint.Reader, j quantizeJob) (*quantizeResult, error) {
+	a := struct{ model, out, calibration string }{j.model, j.out, j.calibration}
+	opts := j.opts
+	var rec *runlog.Run
+	var inHash, outHash, calHash *runlog.Hashing
+	if j.log {
+		rec = runlog.Begin("cli")
+		inHash = runlog.HashInputAsync(ctx, j.logPath, a.model)
+	}
+	var bar *progress // drawn once the output is known; the pipeline reports while writing
+	run := convert.Run{Create: createOutput, Validate: true, CalibrationFile: a.calibration,
+		Progress: func(p model.Progress) { bar.update(p.TensorsDone, p.TensorsTotal, p.BytesDone, p.BytesTotal) }}
+	if a.calibration != "" {
+		cr, err := openInput("calibration file", a.calibration)
+		if err != nil {
+			return nil, err
+		}
+		defer cr.Close()
+		run.Calibration = cr
+		if j.log {
+			calHash = runlog.HashFileAsync(a.calibration)
+			rec.Calibration = calibrationFingerprint(cr.Entries())
+		}
+	}
+	if j.log {
+		run.AfterWrite = func(out string) { outHash = runlog.HashFileAsync(out) } // beside the validation
+	}
+	// The one pipeline (core/convert), in two steps: the plan names the output.
+	conv, err := convert.New(r, a.model, opts, run)
+	if err != nil {
+		return nil, classifyCoreErr(err)
+	}
+	plan := conv.Plan()
+	format := j.format
+	if format == "" && a.out == "" {
+		format = formatSafetensors // the default output: no pickle, opens anywhere
+	}
+	out, format, err := resolveOutput(a.model, a.out, format, formatTag(plan, opts.Recipe != nil))
+	if err != nil {
+		return nil, err
+	}
+	if err := checkNotInput(a.model, r, out, a.calibration); err != nil {
+		return nil, err
+	}
+	bar = newProgress(e, j.quiet, "quantizing")
+	done, err := conv.Write(ctx, out)
+	if err != nil {
+		bar.abort()
+		return nil, classifyCoreErr(err)
+	}
+	bar.finish()
+	rep, v := done.Report, done.Validation
+	res := &quantizeResult{
+		Input: a.model, Output: out, OutputFormat: format, Format: formatTag(plan, opts.Recipe != nil),
+		Mode: plan.Config().Mode, Report: rep, Validation: v, Recipe: plan.Recipe, ShowRules: opts.Recipe != nil,
+		config: plan.Config(),
+	}
+	if f := res.Format; f != "mixed" {
+		res.Bits = map[string]int{"int8": 8, "int4": 4, "fp16": 16, "bf16": 16}[f]
+	}
+	if res.Mode == "dynamic" {
+		res.Note = "no --calibration given: activations are quantized per batch at run time (dynamic)"
+	}
+	if j.log {
+		res.RunID, res.RunLog, res.LogWarning = recordRun(ctx, j, rec, runlog.Settings{Options: opts, OutputFormat: format, Calibration: a.calibration, Recipe: plan.Recipe},
+			plan, rep, v, inHash, outHash, calHash)
+		if res.LogWarning != "" {
+			fmt.Fprintf(e.stderr, "monoquant: warning: %s\n", res.LogWarning)
+		}
+	}
+	return res, nil
 }

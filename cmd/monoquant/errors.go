@@ -21,6 +21,7 @@ const (
 	exitNothing     = 6
 	exitData        = 7
 	exitValidation  = 8
+	exitNotRepro    = 9
 	exitInterrupted = 130
 )
 
@@ -34,6 +35,7 @@ const exitCodesHelp = `Exit codes:
   6    nothing to quantize
   7    data cannot be quantized: NaN/Inf in a weight, calibration data that fits no layer
   8    the written output failed validation (it is removed)
+  9    runs reproduce: the output differs from the recorded run's
   130  interrupted; no output is left behind
 `
 

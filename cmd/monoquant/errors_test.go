@@ -132,7 +132,7 @@ func TestExitCodesDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, code := range []int{exitOK, exitInternal, exitUsage, exitInput, exitFormat, exitOutput, exitNothing, exitData, exitValidation, exitInterrupted} {
+	for _, code := range []int{exitOK, exitInternal, exitUsage, exitInput, exitFormat, exitOutput, exitNothing, exitData, exitValidation, exitNotRepro, exitInterrupted} {
 		line := "\t" + strconv.Itoa(code) + " "
 		if !strings.Contains(string(doc), "//"+line) {
 			t.Errorf("doc.go does not document exit code %d", code)

@@ -74,7 +74,7 @@ func run(ctx context.Context, e *env, args []string) (code int) {
 
 func dispatch(ctx context.Context, e *env, args []string) error {
 	if len(args) == 0 {
-		return usageErr("no command given: want quantize, inspect, dequantize, compare or version (run 'monoquant --help')")
+		return usageErr("no command given: want quantize, inspect, dequantize, compare, runs or version (run 'monoquant --help')")
 	}
 	name := args[0]
 	switch name {

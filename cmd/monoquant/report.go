@@ -25,6 +25,13 @@ type quantizeResult struct {
 	// tensor in the table (when a recipe was given).
 	Recipe    *recipe.Recipe `json:"recipe"`
 	ShowRules bool           `json:"-"`
+	// RunID is the run's id in the run log (0 when not recorded), RunLog the log's file, and
+	// LogWarning why the run could not be recorded (the quantization still succeeded).
+	RunID      int64  `json:"run_id,omitempty"`
+	RunLog     string `json:"run_log,omitempty"`
+	LogWarning string `json:"log_warning,omitempty"`
+
+	config *model.Config // the resolved per-tensor config the plan applied
 }
 
 func (r *quantizeResult) print(e *env) {
@@ -115,6 +122,9 @@ func (r *quantizeResult) print(e *env) {
 		fmt.Fprintf(w, "Validated: reopened %s; %s and the config checked; SQNR of %s recomputed from the file (agrees within %g dB); %s run on a random input\n",
 			r.Output, plural(v.TensorsChecked, "tensor", "tensors"), plural(v.SQNRConfirmed, "quantized tensor", "quantized tensors"),
 			convert.SQNRTolerance, plural(len(v.LayerOutputs), "layer", "layers"))
+	}
+	if r.RunID > 0 {
+		fmt.Fprintf(w, "Recorded as run %d in %s ('monoquant runs show %d')\n", r.RunID, r.RunLog, r.RunID)
 	}
 }
 

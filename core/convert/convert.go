@@ -42,6 +42,9 @@ type Run struct {
 	// Validate reopens the written file and checks it (Validate); an output that fails is
 	// removed and the error wraps ErrValidation.
 	Validate bool
+	// AfterWrite, when set, is called with the output's path once it is written, before the
+	// validation (the CLI starts hashing it for the run log there).
+	AfterWrite func(out string)
 }
 
 // Result is what a conversion did.
@@ -162,6 +165,9 @@ func (c *Conversion) write(ctx context.Context, out string, create model.CreateF
 		ow.Close()
 	}
 	res := &Result{Plan: c.plan, Report: rep}
+	if c.run.AfterWrite != nil {
+		c.run.AfterWrite(out)
+	}
 	if c.run.Validate {
 		v, err := Validate(ctx, c.r, out, c.plan, rep)
 		if err != nil {

@@ -339,7 +339,7 @@ func planSpec(tp *TensorPlan, tmpl quant.Spec, axis int, fallback bool) error {
 		qshape = []int{rows, k}
 		if gs := s.GroupSize; k%gs != 0 {
 			if !fallback {
-				return fmt.Errorf("group_size %d does not divide the row length %d (give a group size that does, or group_fallback true)", gs, k)
+				return fmt.Errorf("group_size %d does not divide the row length %d (give a group size that divides it, or allow group_fallback)", gs, k)
 			}
 			fb := 0
 			for d := min(gs, k); d >= minFallbackGroup; d-- {
