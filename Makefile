@@ -49,6 +49,8 @@ TEST_TARGETS += test-go
 
 -include mk/*.mk
 
+# Tests record their runs in build/, never in the user's own run log (docs/RUNLOG.md).
+test: export MONOQUANT_HOME := $(CURDIR)/$(BUILD)/test-home
 test: venv lib cli
 	@set -e; for t in $(TEST_TARGETS); do echo "== $$t"; $(MAKE) --no-print-directory $$t; done
 

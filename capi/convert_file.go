@@ -8,6 +8,8 @@ import "C"
 import (
 	"context"
 	"encoding/json"
+	"path/filepath"
+	"strings"
 	"unsafe"
 
 	"github.com/monoquant/monoquant/core/convert"
@@ -95,6 +97,13 @@ func mq_quantize_file(src, dst *C.mq_cchar, cfg *C.mq_cmodel_config, calibration
 	if calibration != nil {
 		run.CalibrationFile = C.GoString(calibration)
 	}
+	if cfg.version >= 2 && cfg.no_log == 0 {
+		entry := "c"
+		if cfg.entry_point != nil {
+			entry = C.GoString(cfg.entry_point)
+		}
+		run.Log = &convert.Log{Entry: entry, OutputFormat: outputFormat(out), Getenv: liveGetenv}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	canceled := false
@@ -115,7 +124,11 @@ func mq_quantize_file(src, dst *C.mq_cchar, cfg *C.mq_cmodel_config, calibration
 		return modelErr(err, mqEIO)
 	}
 	if report != nil {
-		js, err := json.Marshal(res.Report)
+		js, err := json.Marshal(struct {
+			*model.Report
+			RunID      int64  `json:"run_id"`
+			LogWarning string `json:"log_warning,omitempty"`
+		}{res.Report, res.RunID, res.LogWarning})
 		if err != nil {
 			return mapErr(fail(mqEINTERNAL, "mq_quantize_file: %v", err), mqEINTERNAL)
 		}
@@ -164,4 +177,22 @@ func mq_defaults_json(buf *C.char, cap C.size_t, length *C.size_t) (rc C.int) {
 		return mapErr(fail(mqEINTERNAL, "mq_defaults_json: %v", err), mqEINTERNAL)
 	}
 	return mapErr(copyJSON(js, buf, cap, length), mqEINVAL)
+}
+
+func outputFormat(out string) string {
+	if strings.HasSuffix(strings.ToLower(out), ".safetensors") || !strings.Contains(filepath.Base(out), ".") {
+		return "safetensors"
+	}
+	return "pt"
+}
+
+// liveGetenv reads the process environment as it is now (C's getenv): a host may have changed
+// it after the Go runtime copied it at load time (Python's os.environ["MONOQUANT_LOG"] = "0").
+func liveGetenv(name string) string {
+	cs := C.CString(name)
+	defer C.free(unsafe.Pointer(cs))
+	if v := C.getenv(cs); v != nil {
+		return C.GoString(v)
+	}
+	return ""
 }

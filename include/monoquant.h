@@ -469,6 +469,12 @@ typedef struct mq_model_config {
                             keys and bad values are MQ_EINVAL naming them. */
     const char* recipe_file; /* NULL, or the path of a recipe file (JSON, at most 4 MiB, a regular
                             file) instead of recipe_json; giving both is MQ_EINVAL */
+    int32_t no_log;          /* non-zero: mq_quantize_file does not record the run in the run log
+                            ($MONOQUANT_HOME/runs.sqlite, docs/RUNLOG.md; MONOQUANT_LOG=0 turns it
+                            off for the whole process). A log that cannot be written never fails
+                            the call. */
+    const char* entry_point; /* NULL ("c"), or the name a binding records its runs under
+                            ("python") */
 } mq_model_config;
 
 /* Fills *cfg with the defaults (INT8 per-channel, the default layers, no skips, weight only) and
@@ -619,7 +625,8 @@ MQ_API int mq_plan_file_json(const char* src, const mq_model_config* cfg, char* 
  * or a file of recorded activations (layer name, or "<layer>.<batch>" -> input tensor: what
  * monoquant.record_activations writes) for static activations. progress/user as for
  * mq_model_quantize. report may be NULL; else *report receives the run's report (free it with
- * mq_report_free), NULL on failure.
+ * mq_report_free), NULL on failure; the report's "run_id" is the run's id in the run log (0 when
+ * not recorded) and "log_warning" says why a run could not be recorded.
  * Fails like mq_model_load for src and calibration, with MQ_EINVAL for a bad config, MQ_EIO when
  * dst cannot be written, MQ_ENONFINITE for NaN/Inf in a weight and MQ_ECANCELED when progress
  * returned non-zero. */

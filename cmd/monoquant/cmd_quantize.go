@@ -240,15 +240,12 @@ type quantizeJob struct {
 func quantizeFile(ctx context.Context, e *env, r checkpoint.Reader, j quantizeJob) (*quantizeResult, error) {
 	a := struct{ model, out, calibration string }{j.model, j.out, j.calibration}
 	opts := j.opts
-	var rec *runlog.Run
-	var inHash, outHash, calHash *runlog.Hashing
-	if j.log {
-		rec = runlog.Begin("cli")
-		inHash = runlog.HashInputAsync(ctx, j.logPath, a.model)
-	}
 	var bar *progress // drawn once the output is known; the pipeline reports while writing
 	run := convert.Run{Create: createOutput, Validate: true, CalibrationFile: a.calibration,
 		Progress: func(p model.Progress) { bar.update(p.TensorsDone, p.TensorsTotal, p.BytesDone, p.BytesTotal) }}
+	if j.log {
+		run.Log = &convert.Log{Entry: "cli", Path: j.logPath}
+	}
 	if a.calibration != "" {
 		cr, err := openInput("calibration file", a.calibration)
 		if err != nil {
@@ -256,13 +253,6 @@ func quantizeFile(ctx context.Context, e *env, r checkpoint.Reader, j quantizeJo
 		}
 		defer cr.Close()
 		run.Calibration = cr
-		if j.log {
-			calHash = runlog.HashFileAsync(a.calibration)
-			rec.Calibration = calibrationFingerprint(cr.Entries())
-		}
-	}
-	if j.log {
-		run.AfterWrite = func(out string) { outHash = runlog.HashFileAsync(out) } // beside the validation
 	}
 	// The one pipeline (core/convert), in two steps: the plan names the output.
 	conv, err := convert.New(r, a.model, opts, run)
@@ -281,6 +271,9 @@ func quantizeFile(ctx context.Context, e *env, r checkpoint.Reader, j quantizeJo
 	if err := checkNotInput(a.model, r, out, a.calibration); err != nil {
 		return nil, err
 	}
+	if run.Log != nil {
+		run.Log.OutputFormat = format
+	}
 	bar = newProgress(e, j.quiet, "quantizing")
 	done, err := conv.Write(ctx, out)
 	if err != nil {
@@ -288,11 +281,10 @@ func quantizeFile(ctx context.Context, e *env, r checkpoint.Reader, j quantizeJo
 		return nil, classifyCoreErr(err)
 	}
 	bar.finish()
-	rep, v := done.Report, done.Validation
 	res := &quantizeResult{
 		Input: a.model, Output: out, OutputFormat: format, Format: formatTag(plan, opts.Recipe != nil),
-		Mode: plan.Config().Mode, Report: rep, Validation: v, Recipe: plan.Recipe, ShowRules: opts.Recipe != nil,
-		config: plan.Config(),
+		Mode: plan.Config().Mode, Report: done.Report, Validation: done.Validation, Recipe: plan.Recipe, ShowRules: opts.Recipe != nil,
+		config: plan.Config(), RunID: done.RunID, RunLog: done.RunLog, LogWarning: done.LogWarning,
 	}
 	if f := res.Format; f != "mixed" {
 		res.Bits = map[string]int{"int8": 8, "int4": 4, "fp16": 16, "bf16": 16}[f]
@@ -300,12 +292,8 @@ func quantizeFile(ctx context.Context, e *env, r checkpoint.Reader, j quantizeJo
 	if res.Mode == "dynamic" {
 		res.Note = "no --calibration given: activations are quantized per batch at run time (dynamic)"
 	}
-	if j.log {
-		res.RunID, res.RunLog, res.LogWarning = recordRun(ctx, j, rec, runlog.Settings{Options: opts, OutputFormat: format, Calibration: a.calibration, Recipe: plan.Recipe},
-			plan, rep, v, inHash, outHash, calHash)
-		if res.LogWarning != "" {
-			fmt.Fprintf(e.stderr, "monoquant: warning: %s\n", res.LogWarning)
-		}
+	if res.LogWarning != "" {
+		fmt.Fprintf(e.stderr, "monoquant: warning: %s\n", res.LogWarning)
 	}
 	return res, nil
 }

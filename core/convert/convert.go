@@ -21,6 +21,7 @@ import (
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/runlog"
 )
 
 // ErrOutput is wrapped by errors about where an output would go.
@@ -42,9 +43,8 @@ type Run struct {
 	// Validate reopens the written file and checks it (Validate); an output that fails is
 	// removed and the error wraps ErrValidation.
 	Validate bool
-	// AfterWrite, when set, is called with the output's path once it is written, before the
-	// validation (the CLI starts hashing it for the run log there).
-	AfterWrite func(out string)
+	// Log records the conversion in the run log (nil: not recorded).
+	Log *Log
 }
 
 // Result is what a conversion did.
@@ -52,17 +52,23 @@ type Result struct {
 	Plan       *model.Plan
 	Report     *model.Report
 	Validation *Validation // nil unless Run.Validate
+	// RunID is the run's id in the run log (0 when not recorded), RunLog the log's file and
+	// LogWarning why the run could not be recorded (the conversion still succeeded).
+	RunID      int64
+	RunLog     string
+	LogWarning string
 }
 
 // Conversion is an input opened and planned, waiting for its output.
 type Conversion struct {
-	in      string // the checkpoint file (a folder's weights file)
-	folder  string // the model folder the input came from, "" for a file
-	r       checkpoint.Reader
-	plan    *model.Plan
-	run     Run
-	cal     *model.Calibration
-	summary string // what config.json said of the architecture, for the plan's reader
+	in     string // the checkpoint file (a folder's weights file)
+	folder string // the model folder the input came from, "" for a file
+	r      checkpoint.Reader
+	plan   *model.Plan
+	run    Run
+	cal    *model.Calibration
+	opts   model.Options
+	rec    *recording
 }
 
 // New plans the conversion of the checkpoint r (read from the path in) under opts, and
@@ -101,11 +107,12 @@ func New(r checkpoint.Reader, in string, opts model.Options, run Run) (*Conversi
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", in, err)
 	}
-	c.plan = p
+	c.plan, c.opts = p, opts
 	if len(p.StaticLayers()) == 0 {
 		if run.CalibrationFile != "" || run.Calibration != nil {
 			return nil, fmt.Errorf("%w activations: calibration data is for static activations, and the options make none static", model.ErrOption)
 		}
+		c.rec = startRecording(run.Log, c.in, run, nil)
 		return c, nil
 	}
 	cal, err := model.NewCalibration(p)
@@ -126,6 +133,7 @@ func New(r checkpoint.Reader, in string, opts model.Options, run Run) (*Conversi
 		return nil, err
 	}
 	c.cal = cal
+	c.rec = startRecording(run.Log, c.in, run, cr)
 	return c, nil
 }
 
@@ -165,8 +173,8 @@ func (c *Conversion) write(ctx context.Context, out string, create model.CreateF
 		ow.Close()
 	}
 	res := &Result{Plan: c.plan, Report: rep}
-	if c.run.AfterWrite != nil {
-		c.run.AfterWrite(out)
+	if c.rec != nil {
+		c.rec.outHash = runlog.HashFileAsync(out) // beside the validation, which rereads it
 	}
 	if c.run.Validate {
 		v, err := Validate(ctx, c.r, out, c.plan, rep)
@@ -178,6 +186,9 @@ func (c *Conversion) write(ctx context.Context, out string, create model.CreateF
 			return nil, fmt.Errorf("%w: %w", ErrValidation, err)
 		}
 		res.Validation = v
+	}
+	if c.rec != nil {
+		c.rec.finish(ctx, c, res)
 	}
 	return res, nil
 }

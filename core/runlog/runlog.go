@@ -26,12 +26,20 @@ var ErrNotFound = errors.New("no such run")
 
 // DefaultPath is where the run log lives: $MONOQUANT_HOME/runs.sqlite, else
 // $XDG_DATA_HOME/monoquant/runs.sqlite, else ~/.local/share/monoquant/runs.sqlite.
-func DefaultPath() (string, error) {
-	if h := os.Getenv("MONOQUANT_HOME"); h != "" {
+func DefaultPath() (string, error) { return DefaultPathEnv(os.Getenv) }
+
+// DefaultPathEnv is DefaultPath with the environment read through getenv: the C ABI passes the
+// process's live environment, which a host (Python's os.environ) may have changed after Go's
+// own copy was taken.
+func DefaultPathEnv(getenv func(string) string) (string, error) {
+	if h := getenv("MONOQUANT_HOME"); h != "" {
 		return filepath.Join(h, FileName), nil
 	}
-	if x := os.Getenv("XDG_DATA_HOME"); x != "" && filepath.IsAbs(x) {
+	if x := getenv("XDG_DATA_HOME"); x != "" && filepath.IsAbs(x) {
 		return filepath.Join(x, "monoquant", FileName), nil
+	}
+	if home := getenv("HOME"); home != "" {
+		return filepath.Join(home, ".local", "share", "monoquant", FileName), nil
 	}
 	home, err := os.UserHomeDir()
 	if err != nil {
@@ -42,8 +50,11 @@ func DefaultPath() (string, error) {
 
 // Enabled reports whether runs are recorded: MONOQUANT_LOG=0 (or false, off, no) turns the
 // log off for every entry point; a per-call option (--no-log, log=False) does the same for one.
-func Enabled() bool {
-	switch strings.ToLower(strings.TrimSpace(os.Getenv("MONOQUANT_LOG"))) {
+func Enabled() bool { return EnabledEnv(os.Getenv) }
+
+// EnabledEnv is Enabled with the environment read through getenv (see DefaultPathEnv).
+func EnabledEnv(getenv func(string) string) bool {
+	switch strings.ToLower(strings.TrimSpace(getenv("MONOQUANT_LOG"))) {
 	case "0", "false", "off", "no":
 		return false
 	}

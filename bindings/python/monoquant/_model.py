@@ -39,9 +39,11 @@ class ModelConfig:
     recipe (``recipe_json``), plus the memory its pointers refer to (kept alive with it). Every
     default and every check of these values is the engine's."""
 
-    def __init__(self, options=None, recipe_json=None, recipe_file=None, observer_config=None):
+    def __init__(self, options=None, recipe_json=None, recipe_file=None, observer_config=None, log=True):
         cfg = _lib.mq_model_config()
         check(_lib.mq_model_config_init(ctypes.byref(cfg)), "mq_model_config_init")
+        cfg.no_log = 0 if log else 1
+        cfg.entry_point = b"python"
         self._options = _b(json.dumps(options or {}))
         cfg.options_json = self._options
         if recipe_json is not None:

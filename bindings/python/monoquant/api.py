@@ -100,7 +100,7 @@ def _recipe_args(recipe):
     raise TypeError(f"recipe takes a dict, a list of rules, JSON text or a path, got {type(recipe).__name__}")
 
 
-def _config(recipe=None, runtime=False, **kw):
+def _config(recipe=None, runtime=False, log=True, **kw):
     from . import _model
 
     opts, obs = _options(**kw)
@@ -108,7 +108,7 @@ def _config(recipe=None, runtime=False, **kw):
         # what this package can run once quantized: its modules stand in for these classes
         opts["runtime_classes"] = [f"{c.__module__}.{c.__qualname__}" for c in RUNNABLE.values()]
     rj, rf = _recipe_args(recipe)
-    return _model.ModelConfig(opts, recipe_json=rj, recipe_file=rf, observer_config=obs)
+    return _model.ModelConfig(opts, recipe_json=rj, recipe_file=rf, observer_config=obs, log=log)
 
 
 def defaults():
@@ -398,7 +398,7 @@ def _warn(rep, stacklevel=2):
         warnings.warn(f"{w.get('code')}: {w.get('message')}", MonoquantWarning, stacklevel=stacklevel + 1)
 
 
-def quantize_file(src, dst, recipe=None, calibration=None, progress=None, **options):
+def quantize_file(src, dst, recipe=None, calibration=None, progress=None, log=True, **options):
     """Quantizes the checkpoint file ``src`` into a new file ``dst`` through the engine's one
     file pipeline — the same as ``monoquant quantize`` and the C ABI's mq_quantize_file, with
     byte-identical output for the same input and options — streaming tensor by tensor.
@@ -412,6 +412,8 @@ def quantize_file(src, dst, recipe=None, calibration=None, progress=None, **opti
             activations.
         progress: None (a bar on stderr when it is a terminal), True/False, or a callable
             ``progress(done, total, name)``.
+        log: record the run in the run log (docs/RUNLOG.md; ``MONOQUANT_LOG=0`` turns it off
+            everywhere). The report's ``run_id`` is its id there.
         **options: the options of ``quantize``: bits, dtype, group_size, group_fallback, scheme,
             activations (or dynamic), observer (a name), method, layers, skip.
 
@@ -425,10 +427,12 @@ def quantize_file(src, dst, recipe=None, calibration=None, progress=None, **opti
         raise TypeError(f"quantize_file() got unexpected keyword arguments {sorted(unknown)}")
     if options.get("observer") is not None and not isinstance(options["observer"], str):
         raise TypeError("quantize_file() takes the observer by name ('minmax', 'moving_average', 'histogram')")
-    cfg = _config(recipe=recipe, **options)
+    cfg = _config(recipe=recipe, log=log, **options)
     with Progress(progress, 0) as bar:
         rep = _model.quantize_file(src, dst, cfg, calibration=calibration, progress=lambda d, t: bar.update(d, t, ""))
     _warn(rep)
+    if rep.get("log_warning"):
+        warnings.warn(rep["log_warning"], MonoquantWarning, stacklevel=2)
     return rep
 
 

@@ -121,3 +121,27 @@ def test_quant_spec_defaults_are_resolved_by_the_engine():
     assert monoquant.QuantSpec().to_dict() == {"format": "int8", "scheme": "symmetric", "granularity": "per_channel", "qdtype": "qint8", "axis": 0}
     with pytest.raises(ValueError, match="storage type qint8 does not match format int4"):
         monoquant.QuantSpec("int4", qdtype="qint8")
+
+
+def test_quantize_file_records_the_run(tmp_path, monkeypatch):
+    """Every file-to-file run is in the run log, under the entry point "python"; log=False and
+    MONOQUANT_LOG=0 leave it out; the CLI reproduces a run Python recorded, byte for byte."""
+    import os
+    import subprocess
+
+    monkeypatch.setenv("MONOQUANT_HOME", str(tmp_path / "home"))
+    m = net()
+    torch.save(m.state_dict(), tmp_path / "m.pt")
+    rep = monoquant.quantize_file(tmp_path / "m.pt", tmp_path / "q.safetensors", recipe=RECIPE, progress=False)
+    assert rep["run_id"] == 1
+    assert monoquant.quantize_file(tmp_path / "m.pt", tmp_path / "q2.safetensors", progress=False, log=False)["run_id"] == 0
+    monkeypatch.setenv("MONOQUANT_LOG", "0")
+    assert monoquant.quantize_file(tmp_path / "m.pt", tmp_path / "q3.safetensors", progress=False)["run_id"] == 0
+    cli = os.environ.get("MONOQUANT_CLI", os.path.join(os.path.dirname(__file__), "..", "..", "..", "build", "monoquant"))
+    if os.path.exists(cli):
+        env = dict(os.environ, MONOQUANT_HOME=str(tmp_path / "home"), MONOQUANT_LOG="1")
+        out = subprocess.run([cli, "runs", "list", "--json"], env=env, capture_output=True, text=True, check=True).stdout
+        runs = json.loads(out)
+        assert [r["entry_point"] for r in runs] == ["python"], runs
+        r = subprocess.run([cli, "runs", "reproduce", "1"], env=env, capture_output=True, text=True)
+        assert r.returncode == 0 and r.stdout.startswith("identical"), r.stdout + r.stderr
