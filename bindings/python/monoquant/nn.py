@@ -83,8 +83,8 @@ class _QuantizedWeights(nn.Module):
     def _quant_input(self, x):
         """The input rounded to quint8 levels (per batch, or with the calibrated qparams); the
         gradient passes straight through (the rounding is treated as identity)."""
-        if self.activation == "none":
-            return x
+        if self.activation == "none" or x.device.type == "meta":
+            return x  # a meta tensor has no values to round: shapes only
         src = x.detach()
         if src.dtype != torch.float32:
             src = src.float()
@@ -404,12 +404,19 @@ class QuantizedLinear(_QuantizedWeights):
         # whatever fn does to a float tensor (a device move and/or a cast).
         probe = fn(torch.empty(0))
         dev = probe.device
+        def move(t):
+            if t.device.type == "meta" and dev.type != "meta":
+                return torch.empty_like(t, device=dev)  # as to_empty(): no values to copy
+            return t.to(dev)
+
         data = self.weight_q
         self._clear_kernel()
         for name, b in list(self._buffers.items()):
             if b is not None:
-                self._buffers[name] = fn(b) if name == "bias" else b.to(dev)
-        self._set_stored(data.to(dev))
+                self._buffers[name] = fn(b) if name == "bias" else move(b)
+        if dev.type == "cpu" and data.device.type == "meta":
+            data = torch.zeros_like(data, device=dev)  # defined values until a state dict is loaded
+        self._set_stored(move(data))
         return self
 
     def __getstate__(self):
