@@ -97,8 +97,13 @@ def weight_only(model, spec):
 
 def rss_child(kind):
     """Runs in a fresh process: RSS growth (bytes) of holding the Llama MLP as `kind`."""
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+
     def rss():
         gc.collect()
+        libc.malloc_trim(0)  # hand freed temporaries back to the OS: count what is held
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 

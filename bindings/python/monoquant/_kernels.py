@@ -127,20 +127,21 @@ def choose(spec, activation, out_features, in_features, device):
 # fbgemm: INT8 weights packed once; the packed object is the only copy of the integers.
 
 class PackedInt8:
-    """An fbgemm-packed INT8 weight [N, K] with per-channel or per-tensor scales/zero points.
+    """An fbgemm-packed INT8 weight [N, K] with per-channel or per-tensor scales/zero points,
+    and the float32 bias fbgemm adds in its output pass (None for none).
 
     ``unpack()`` gives the stored integers back exactly (int8 [N, K]).
     """
 
     __slots__ = ("packed", "per_channel")
 
-    def __init__(self, data, scale, zero_point, per_channel):
+    def __init__(self, data, scale, zero_point, per_channel, bias=None):
         with _quiet():
             if per_channel:
                 qw = torch._make_per_channel_quantized_tensor(data.contiguous(), scale.reshape(-1).double(), zero_point.reshape(-1).long(), 0)
             else:
                 qw = torch._make_per_tensor_quantized_tensor(data.contiguous(), float(scale.reshape(-1)[0]), int(zero_point.reshape(-1)[0]))
-            self.packed = torch.ops.quantized.linear_prepack(qw, None)
+            self.packed = torch.ops.quantized.linear_prepack(qw, bias)
         self.per_channel = per_channel
 
     def unpack(self):

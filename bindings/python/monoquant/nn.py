@@ -255,7 +255,7 @@ class QuantizedLinear(_QuantizedWeights):
 
     The packed (or stored) integers are the only resident copy of the weight: ``weight``
     dequantizes on demand and nothing caches it. Gradients flow to the input (and through it
-    to every float parameter before the layer) and to ``bias``; the weight is frozen.
+    to every float parameter before the layer); the weight and bias are frozen buffers.
     ``.to(device)``/``.half()``/``.to(dtype)`` keep the integers (the meta device too),
     move or cast the bias, and repack for the kernel of the new place; ``state_dict``,
     pickling and ``deepcopy`` carry the stored integers of docs/FORMAT.md, never a packed layout.
@@ -303,7 +303,9 @@ class QuantizedLinear(_QuantizedWeights):
         self.kernel, self.kernel_reason = _kernels.choose(spec, self.activation, n, k, data.device)
         scale, zp = self.weight_scale, self.weight_zero_point
         if self.kernel.startswith("fbgemm"):
-            self._packed = _kernels.PackedInt8(data.reshape(n, k), scale, zp, spec.granularity == "per_channel")
+            # fbgemm adds the bias in its output pass (as torch.ao's layers do): pack it in.
+            b = None if self.bias is None else self.bias.detach().to(torch.float32)
+            self._packed = _kernels.PackedInt8(data.reshape(n, k), scale, zp, spec.granularity == "per_channel", b)
         elif self.kernel == "int8pack":
             self._kbuf("_stored_q", data.reshape(n, k))
             self._kbuf("_kernel_scales", scale.reshape(-1).to(torch.bfloat16))
@@ -392,8 +394,11 @@ class QuantizedLinear(_QuantizedWeights):
             return F.linear(x, self.float_weight(x.dtype), _like(x, self.bias))
         if self.kernel == "int4pack":
             x = self._quant_input(x)
-        y = torch.ops.monoquant.linear(x, self._handle, self.out_features)
-        if self.bias is not None:
+        if type(x) is torch.Tensor and not (x.requires_grad and torch.is_grad_enabled()) and not torch.compiler.is_compiling():
+            y = self._kernel_forward(x)  # plain eager inference: skip the op dispatcher
+        else:
+            y = torch.ops.monoquant.linear(x, self._handle, self.out_features)
+        if self.bias is not None and self._packed is None:
             y = y + self.bias.to(y.dtype)
         return y
 
