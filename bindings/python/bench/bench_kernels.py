@@ -10,7 +10,7 @@
 3. Resident memory: RSS growth of a fresh process holding the Llama MLP in float, INT8
    weight-only and INT4 g128 weight-only (built layer by layer, float freed as it goes).
 
-Times are medians over repeated calls after warm-up, with torch.set_num_threads(BENCH_THREADS).
+Times are medians over repeated calls after warm-up, the variants of a case interleaved call by call, with torch.set_num_threads(BENCH_THREADS).
 Prints a markdown table (pasted into BENCHMARKS.md, section "Quantized models at run time").
 """
 
@@ -41,16 +41,20 @@ torch.set_num_threads(THREADS)
 warnings.simplefilter("ignore")
 
 
-def median_ms(fn, n, warm=3):
+def interleaved_ms(fns, n, warm=2):
+    """Median ms of each callable, the calls interleaved round-robin so that load from other
+    processes falls on every variant alike."""
+    times = {k: [] for k in fns}
     with torch.inference_mode():
         for _ in range(warm):
-            fn()
-        t = []
+            for f in fns.values():
+                f()
         for _ in range(n):
-            t0 = time.perf_counter()
-            fn()
-            t.append(time.perf_counter() - t0)
-    return statistics.median(t) * 1e3
+            for k, f in fns.items():
+                t0 = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
 
 
 def cos(a, b):
@@ -141,7 +145,8 @@ def main():
     with torch.inference_mode():
         ref, y8, yao = enc(x), q8(x), ao(x)
     n = 30
-    tf, t8, tao = median_ms(lambda: enc(x), n), median_ms(lambda: q8(x), n), median_ms(lambda: ao(x), n)
+    t = interleaved_ms({"f": lambda: enc(x), "q": lambda: q8(x), "ao": lambda: ao(x)}, n)
+    tf, t8, tao = t["f"], t["q"], t["ao"]
     kern = q8[0].fc1.kernel
     rows.append(("MiniLM encoder 6x384/1536, batch 32 x seq 24", "float", tf, 1.0, "", ""))
     rows.append(("", f"monoquant INT8 dynamic ({kern})", t8, t8 / tf, f"{t8 / tao:.2f}x torch.ao", f"cos {cos(y8, ref):.6f}"))
@@ -160,13 +165,14 @@ def main():
         r1, r64 = mlp(x1), mlp(x64)
         c8, c4, cd, cao = cos(w8(x1), r1), cos(w4(x1), r1), cos(d8(x64), r64), cos(ao(x64), r64)
     n = 20
-    tf1 = median_ms(lambda: mlp(x1), n)
-    t81, t41 = median_ms(lambda: w8(x1), n), median_ms(lambda: w4(x1), n)
+    t = interleaved_ms({"f": lambda: mlp(x1), "8": lambda: w8(x1), "4": lambda: w4(x1)}, n)
+    tf1, t81, t41 = t["f"], t["8"], t["4"]
     rows.append(("Llama MLP 4096->11008->4096, decode 1 token", "float", tf1, 1.0, "", ""))
     rows.append(("", f"monoquant INT8 weight-only ({w8.gate.kernel})", t81, t81 / tf1, "", f"cos {c8:.6f}"))
     rows.append(("", f"monoquant INT4 g128 weight-only ({w4.gate.kernel})", t41, t41 / tf1, "", f"cos {c4:.6f}"))
     n = 10
-    tf64, td64, tao64 = median_ms(lambda: mlp(x64), n), median_ms(lambda: d8(x64), n), median_ms(lambda: ao(x64), n)
+    t = interleaved_ms({"f": lambda: mlp(x64), "q": lambda: d8(x64), "ao": lambda: ao(x64)}, n)
+    tf64, td64, tao64 = t["f"], t["q"], t["ao"]
     rows.append(("Llama MLP, prefill 64 tokens", "float", tf64, 1.0, "", ""))
     rows.append(("", f"monoquant INT8 dynamic ({d8.gate.kernel})", td64, td64 / tf64, f"{td64 / tao64:.2f}x torch.ao", f"cos {cd:.6f}"))
     rows.append(("", "torch.ao quantize_dynamic per-channel", tao64, tao64 / tf64, "", f"cos {cao:.6f}"))
