@@ -1,27 +1,39 @@
-"""Quantized modules that run on the CPU with plain torch ops.
+"""Quantized modules that run on the CPU with torch's own ops.
 
 ``QuantizedLinear``, ``QuantizedConv2d`` and ``QuantizedLSTM`` hold their weights as stored by
-the engine — int8 values (int4: two per byte), float32 scales and int32 zero points, or
-float16/bfloat16 values — and compute by dequantizing the weights with the engine and calling
-``F.linear`` / ``F.conv2d`` / torch's LSTM kernel. Activations (the module's input) are
-quantized too, to quint8 per tensor:
+the engine. For the integer formats that is int8 values (int4: two per byte), float32 scales and
+int32 zero points; for FP16/BF16 it is the float16/bfloat16 values. ``kernel`` says what each
+call runs:
 
-* ``activation="dynamic"``: qparams from each batch's own min/max (as torch's dynamic
-  quantization), computed by the engine at run time;
-* ``activation="static"``: the qparams calibrated ahead of time (``input_scale``,
+* ``QuantizedLinear`` uses torch's quantized CPU kernels, one per layer: fbgemm's int8 GEMM for
+  dynamic and static INT8, ``torch._weight_int8pack_mm`` / ``torch._weight_int4pack_mm_for_cpu``
+  for weight-only INT8/INT4. The packed form is the only resident copy of the weight.
+  docs/kernels.md has the table and the measurements behind it.
+* ``QuantizedConv2d`` and ``QuantizedLSTM`` (``kernel="dequant"``) dequantize their weights
+  inside each call and use ``F.conv2d`` / torch's LSTM kernel.
+
+``activation`` says what happens to the module's input:
+
+* ``"dynamic"``: rounded to quint8 per tensor with qparams from each batch's own min/max, as in
+  torch's dynamic quantization;
+* ``"static"``: rounded with the qparams calibrated ahead of time (the ``input_scale`` and
   ``input_zero_point`` buffers);
-* ``activation=None``: weight-only (the FP16/BF16 formats).
+* ``"none"``: weight-only; the input stays float. ``None`` is an alias.
 
-The quantized modules are for inference: the forward pass does not propagate gradients into the
-quantized weights.
+Gradients flow to the input through every quantized module. The weights are frozen, and
+activation rounding is passed straight through.
 
-State dicts follow the quantized checkpoint format (docs/FORMAT.md): ``<layer>.weight`` holds the
-stored values, ``<layer>.weight.scale`` and (when the scheme needs it) ``<layer>.weight.zero_point``
-the qparams; static layers add ``<layer>.input_scale`` and ``<layer>.input_zero_point``.
-The ``weight`` attribute of a quantized module is the dequantized float32 weight, so code that
-reads ``module.weight`` (nn.MultiheadAttention reads ``out_proj.weight``) keeps working. On a
-BF16 or FP16 input the module computes in that dtype, as the float model it came from did: the
-dequantized weights and the bias are cast to it.
+State dicts follow the quantized checkpoint format (docs/FORMAT.md):
+
+* ``<layer>.weight`` holds the stored values;
+* ``<layer>.weight.scale`` holds the scales, and ``<layer>.weight.zero_point`` the zero points
+  when the scheme needs them;
+* static layers add ``<layer>.input_scale`` and ``<layer>.input_zero_point``.
+
+The ``weight`` attribute of a quantized module is the dequantized float32 weight, built on each
+access and never cached. So code that reads ``module.weight`` keeps working; for example,
+nn.MultiheadAttention reads ``out_proj.weight``. On a BF16 or FP16 input the module computes in
+that dtype, as the float model it came from did.
 """
 
 import weakref
@@ -44,6 +56,9 @@ _ACT_MODES = ("none", "dynamic", "static")
 
 class _QuantizedWeights(nn.Module):
     """Shared machinery: quantized weight storage, activation quantization, state dict naming."""
+
+    #: The kernel each call runs (docs/kernels.md); QuantizedLinear picks one per layer.
+    kernel = "dequant"
 
     def _init_quant(self, activation, input_qparams=None):
         if activation is None:
@@ -166,7 +181,7 @@ class _QuantizedWeights(nn.Module):
             s += f", scheme={spec.scheme}, granularity={spec.granularity}"
             if spec.granularity == "per_group":
                 s += f", group_size={spec.group_size}"
-        return s + f", activation={self.activation}"
+        return s + f", activation={self.activation}, kernel={self.kernel}"
 
 
 def _like(x, t):
@@ -449,7 +464,7 @@ class QuantizedLinear(_QuantizedWeights):
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                + self._format_extra() + f", kernel={self.kernel}")
+                + self._format_extra())
 
 
 class QuantizedConv2d(_QuantizedWeights):

@@ -69,9 +69,28 @@ def test_kernel_choice_and_numbers(spec, act, kernel, k, n):
 def test_float_weight_never_resident():
     for spec, act, _k, k, n in CASES:
         _lin, q = make(spec, act, k, n)
+        q(torch.randn(2, k))
+        _ = q.weight
         for name, b in q.named_buffers():
-            assert b is None or b.numel() < n * k or not b.is_floating_point() or b.element_size() < 4 and spec.format in ("fp16", "bf16"), (name, b.dtype, b.shape)
-        assert "weight" not in q.__dict__
+            if b is None or b.numel() < n * k:
+                continue  # scales, zero points, bias
+            if spec.format in ("fp16", "bf16"):
+                assert b.dtype == spec.storage_dtype(), (name, b.dtype)  # the stored values themselves
+            else:
+                assert not b.is_floating_point(), (name, b.dtype, b.shape)
+        assert not any(isinstance(v, torch.Tensor) and v.numel() >= n * k for v in q.__dict__.values())
+
+
+def test_torch_deprecation_warnings_stay_inside_the_kernels_module():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for spec, act, _kern, k, n in CASES:
+            _lin, q = make(spec, act, k, n)
+            q(torch.randn(2, k))
+            q.state_dict()
+            copy.deepcopy(q)
 
 
 def test_int4_unpack_inverts_the_cpu_packing():
@@ -246,3 +265,16 @@ def test_activation_modes_and_errors():
     q = QuantizedLinear.from_float(lin, INT8, activation="dynamic")
     with pytest.raises(ValueError, match="input has 31 features, expected 32"):
         q(torch.randn(2, 31))
+
+
+def test_report_and_repr_show_the_kernel():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 24))
+    q = monoquant.quantize(model, bits=8, dynamic=True, progress=False)
+    r = monoquant.report(model, q)
+    assert {row["name"]: row["kernel"] for row in r.layers} == {"0": "fbgemm_dynamic", "2": "fbgemm_dynamic"}
+    text = str(r)
+    assert "kernel" in text.splitlines()[0] and "fbgemm_dynamic" in text
+    assert "kernel=fbgemm_dynamic" in repr(q)
+    conv = monoquant.quantize(nn.Sequential(nn.Conv2d(3, 8, 3)), bits=8, dynamic=True, progress=False)
+    assert conv[0].kernel == "dequant" and monoquant.report(nn.Sequential(nn.Conv2d(3, 8, 3)), conv).layers[0]["kernel"] == "dequant"
