@@ -587,7 +587,8 @@ class Report:
 
     Attributes:
         layers: one dict per quantized layer (worst SQNR first) with name, type, format,
-            params, bytes_before, bytes_after, sqnr_db.
+            activation, kernel (the torch kernel it runs, docs/kernels.md), params,
+            bytes_before, bytes_after, sqnr_db.
         size_before, size_after: bytes of the whole model's state before and after.
         quantized_bytes_before, quantized_bytes_after: the quantized weights only.
         sqnr_db: overall SQNR, 10·log10(Σ signal energy / Σ noise energy) over all quantized
@@ -615,11 +616,11 @@ class Report:
         }
 
     def __str__(self):
-        rows = [("layer", "type", "format", "params", "before", "after", "SQNR dB")]
+        rows = [("layer", "type", "format", "kernel", "params", "before", "after", "SQNR dB")]
         for r in self.layers:
-            rows.append((r["name"], r["type"], r["format"], f"{r['params']:,}", _human(r["bytes_before"]), _human(r["bytes_after"]), f"{r['sqnr_db']:.2f}"))
+            rows.append((r["name"], r["type"], r["format"], r["kernel"], f"{r['params']:,}", _human(r["bytes_before"]), _human(r["bytes_after"]), f"{r['sqnr_db']:.2f}"))
         w = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(c.ljust(w[i]) if i < 3 else c.rjust(w[i]) for i, c in enumerate(row)) for row in rows]
+        lines = ["  ".join(c.ljust(w[i]) if i < 4 else c.rjust(w[i]) for i, c in enumerate(row)) for row in rows]
         lines.insert(1, "  ".join("-" * x for x in w))
         lines.append("")
         lines.append(f"model size {_human(self.size_before)} -> {_human(self.size_after)} ({self.compression:.2f}x smaller); "
@@ -674,7 +675,7 @@ def report(model, qmodel, verbose=True):
         qa += after
         fmt = ",".join(sorted({sp.format for sp, _, _ in qmod._qweights.values()}))
         layer_sqnr = (math.inf if ls > 0 else math.nan) if ln == 0 else 10 * math.log10(ls / ln)
-        rows.append({"name": name, "type": type(fmod).__name__, "format": fmt, "activation": qmod.activation, "params": params,
+        rows.append({"name": name, "type": type(fmod).__name__, "format": fmt, "activation": qmod.activation, "kernel": qmod.kernel, "params": params,
                      "bytes_before": before, "bytes_after": after, "sqnr_db": layer_sqnr})
     if not rows:
         raise ValueError("report(): qmodel has no quantized layers")

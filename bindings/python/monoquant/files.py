@@ -138,7 +138,7 @@ def build_quantized(model, tensors, config, strict=True, inplace=False):
             else:
                 a = acts[layer]
                 iq = (a["scale"][0], a["zero_point"][0])
-        activation = None if mode == "none" else mode
+        activation = mode
         if isinstance(mod, nn.LSTM):
             qmod = QuantizedLSTM(mod, qts, activation, iq)
         elif isinstance(mod, nn.Conv2d):

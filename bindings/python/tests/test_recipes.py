@@ -36,7 +36,7 @@ def test_every_form_of_recipe_gives_the_same_model(form, tmp_path):
     assert formats(q) == {"0": "bf16", "2": "int4"}, formats(q)
     assert isinstance(q[4], nn.Linear) and not isinstance(q[4], monoquant.QuantizedLinear)
     assert q[2].weight_spec().group_size == 32
-    assert q[0].activation is None and q[2].activation is None  # bf16 and int4 default to weight-only
+    assert q[0].activation == "none" and q[2].activation == "none"  # bf16 and int4 default to weight-only
 
 
 def test_plan_shows_decisions_without_quantizing():
