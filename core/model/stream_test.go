@@ -1,0 +1,177 @@
+package model
+
+import (
+	"bytes"
+	"context"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/quant"
+)
+
+// partCounter passes a writer through and counts the parts it takes.
+type partCounter struct {
+	checkpoint.PartWriter
+	parts map[string]int
+}
+
+func (p *partCounter) WritePart(name string, b []byte) error {
+	p.parts[name]++
+	return p.PartWriter.WritePart(name, b)
+}
+
+// releaseCounter passes a reader through and counts the ranges it releases.
+type releaseCounter struct {
+	checkpoint.Reader
+	ranges int
+}
+
+func (r *releaseCounter) ReleaseRange(name string, off, n int64) {
+	r.ranges++
+	r.Reader.(checkpoint.RangeReleaser).ReleaseRange(name, off, n)
+}
+
+// TestStreamedMatchesWhole quantizes the same checkpoint tensor by tensor and in streamed blocks
+// of rows (a tiny threshold forces streaming): the output files must be byte for byte the same,
+// which covers the quantized data, scales and zero points, for safetensors and .pt outputs.
+func TestStreamedMatchesWhole(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.safetensors")
+	if err := testModel(t).Save(context.Background(), in); err != nil {
+		t.Fatal(err)
+	}
+	specs := []struct {
+		name     string
+		opts     Options
+		streamed string // a tensor that must be streamed
+	}{
+		{"int8", Options{Bits: 8}, "fc1.weight"},
+		{"int8 asym", Options{Bits: 8, Spec: quant.Spec{Scheme: quant.Asymmetric, QDType: quant.QUInt8}}, "fc1.weight"},
+		{"int4 g64", Options{Bits: 4, Spec: quant.Spec{GroupSize: 64}}, "fc1.weight"},
+		// conv.weight rows have 27 values: INT4 blocks must start on a byte.
+		{"int4 per-channel", Options{Bits: 4, Spec: quant.Spec{Granularity: quant.PerChannel}}, "conv.weight"},
+		{"fp16", Options{Bits: 16}, "fc1.weight"},
+		// per-tensor is never streamed; the result must not change either
+		{"int8 per-tensor", Options{Spec: quant.Spec{Format: quant.Int8, Scheme: quant.Symmetric, Granularity: quant.PerTensor}}, ""},
+	}
+	run := func(t *testing.T, opts Options, out string) (*Report, map[string]int, int) {
+		t.Helper()
+		r, err := checkpoint.Open(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		p, err := PlanReader(r, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc := &releaseCounter{Reader: r}
+		pc := &partCounter{parts: map[string]int{}}
+		create := func(e []checkpoint.Entry, md map[string]string) (checkpoint.Writer, error) {
+			w, err := checkpoint.Create(out, e, md)
+			if err != nil {
+				return nil, err
+			}
+			pc.PartWriter = w.(checkpoint.PartWriter)
+			return pc, nil
+		}
+		rep, err := Quantize(context.Background(), rc, create, p, Run{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep, pc.parts, rc.ranges
+	}
+	for _, ext := range []string{".safetensors", ".pt"} {
+		for _, sp := range specs {
+			t.Run(sp.name+ext, func(t *testing.T) {
+				whole := filepath.Join(dir, "whole"+ext)
+				wrep, parts, _ := run(t, sp.opts, whole)
+				if len(parts) != 0 {
+					t.Fatalf("default threshold streamed %v in a small model", parts)
+				}
+				want, err := os.ReadFile(whole)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, block := range []int64{1, 700, 5000} {
+					oldT, oldB := streamThreshold, streamBlockBytes
+					streamThreshold, streamBlockBytes = 1, block
+					streamed := filepath.Join(dir, "streamed"+ext)
+					srep, parts, ranges := run(t, sp.opts, streamed)
+					streamThreshold, streamBlockBytes = oldT, oldB
+					if sp.streamed != "" && block < 1000 && (parts[sp.streamed] < 2 || ranges < 2) {
+						t.Fatalf("block %d: %s went in %d parts with %d ranges released, want it streamed", block, sp.streamed, parts[sp.streamed], ranges)
+					}
+					if sp.streamed == "" && len(parts) != 0 {
+						t.Fatalf("block %d: per-tensor streamed %v", block, parts)
+					}
+					got, err := os.ReadFile(streamed)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if ext == ".pt" {
+						// Each .pt file has its own random serialization id: compare the tensors.
+						sameTensors(t, streamed, whole)
+					} else if !bytes.Equal(got, want) {
+						t.Fatalf("block %d: streamed output (%d bytes) differs from whole (%d bytes)", block, len(got), len(want))
+					}
+					if len(srep.Tensors) != len(wrep.Tensors) || srep.TensorsQuantized != wrep.TensorsQuantized {
+						t.Fatalf("block %d: report has %d tensors, whole %d", block, len(srep.Tensors), len(wrep.Tensors))
+					}
+					for i := range srep.Tensors {
+						a, b := srep.Tensors[i], wrep.Tensors[i]
+						if a.Name != b.Name || a.BytesAfter != b.BytesAfter || a.Overflow != b.Overflow || a.NonFinite != b.NonFinite {
+							t.Fatalf("block %d: report %+v, whole %+v", block, a, b)
+						}
+						// The energies are summed in another order: equal to rounding.
+						if d := a.NoiseEnergy - b.NoiseEnergy; d > 1e-9*b.NoiseEnergy || -d > 1e-9*b.NoiseEnergy {
+							t.Fatalf("block %d: %s noise %g, whole %g", block, a.Name, a.NoiseEnergy, b.NoiseEnergy)
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+// sameTensors checks that two checkpoints list the same tensors with the same bytes.
+func sameTensors(t *testing.T, a, b string) {
+	t.Helper()
+	ra, err := checkpoint.Open(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	rb, err := checkpoint.Open(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rb.Close()
+	ea, eb := ra.Entries(), rb.Entries()
+	if len(ea) != len(eb) {
+		t.Fatalf("%s has %d tensors, %s %d", a, len(ea), b, len(eb))
+	}
+	for i := range ea {
+		if ea[i].Name != eb[i].Name || ea[i].DType != eb[i].DType || !slices.Equal(ea[i].Shape, eb[i].Shape) {
+			t.Fatalf("entry %d: %v vs %v", i, ea[i], eb[i])
+		}
+		ta, err := ra.Tensor(ea[i].Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tb, err := rb.Tensor(eb[i].Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(ta.Data, tb.Data) {
+			t.Fatalf("tensor %q differs", ea[i].Name)
+		}
+	}
+	if !maps.Equal(ra.Metadata(), rb.Metadata()) {
+		t.Fatalf("metadata differs")
+	}
+}
