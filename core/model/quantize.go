@@ -175,6 +175,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 		if tp.Action == ActionKeep {
 			in := entryBytes(t.DType, t.Shape)
 			j.data = t.Data
+			j.release = keptStreamable(in, r, w)
 			rep.TotalBytesBefore += in
 			rep.TotalBytesAfter += in
 			rep.TensorsKept++
@@ -233,6 +234,8 @@ type writeJob struct {
 	out  *quantBuffers // a quantized tensor's stored form, or one block of it when part
 	// part: out.d is the next block of rows of a streamed tensor's quantized data.
 	part bool
+	// release: a large kept tensor is written in blocks, each released once written.
+	release checkpoint.RangeReleaser
 	// params: the scales and zero points that end a streamed tensor (its data was sent in parts).
 	params *quantBuffers
 	err    error
@@ -301,6 +304,9 @@ func writeTensor(w checkpoint.Writer, j *writeJob) error {
 	}
 	if j.params != nil {
 		return writeParams(w, j.tp, j.params)
+	}
+	if j.out == nil && j.release != nil {
+		return writeKeptParts(w.(checkpoint.PartWriter), j.release, name, j.data)
 	}
 	if j.out == nil {
 		if err := w.Write(name, j.data); err != nil {

@@ -35,6 +35,35 @@ func streamable(tp *TensorPlan, r checkpoint.Reader, w checkpoint.Writer) (check
 	return rr, ok
 }
 
+// keptStreamable returns the reader's RangeReleaser when a kept tensor of size bytes is written
+// in blocks, each released once written (so the copy never makes it resident whole), else nil.
+func keptStreamable(size int64, r checkpoint.Reader, w checkpoint.Writer) checkpoint.RangeReleaser {
+	if size < streamThreshold {
+		return nil
+	}
+	if _, ok := w.(checkpoint.PartWriter); !ok {
+		return nil
+	}
+	rr, _ := r.(checkpoint.RangeReleaser)
+	return rr
+}
+
+// writeKeptParts writes a kept tensor's bytes in blocks of streamBlockBytes, releasing each.
+func writeKeptParts(w checkpoint.PartWriter, rr checkpoint.RangeReleaser, name string, data []byte) error {
+	step := int(max(streamBlockBytes, 1))
+	for off := 0; off < len(data) || off == 0; off += step {
+		part := data[off:min(off+step, len(data))]
+		if err := w.WritePart(name, part); err != nil {
+			return fmt.Errorf("writing tensor %q: %w", name, err)
+		}
+		rr.ReleaseRange(name, int64(off), int64(len(part)))
+		if len(data) == 0 {
+			break
+		}
+	}
+	return nil
+}
+
 // quantizeStreamed quantizes t block of rows by block, sending each block's quantized bytes to
 // the writer as a part and releasing its input, then sends the scales and zero points (kept in
 // params, which must not be in flight). finish takes back a job the writer is done with.
