@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/quant"
+	"github.com/monoquant/monoquant/core/tensor"
 )
 
 // partCounter passes a writer through and counts the parts it takes.
@@ -177,5 +180,41 @@ func sameTensors(t *testing.T, a, b string) {
 	}
 	if !maps.Equal(ra.Metadata(), rb.Metadata()) {
 		t.Fatalf("metadata differs")
+	}
+}
+
+// TestStreamedBadInput puts a NaN deep inside a streamed tensor: the error must be the one the
+// whole tensor gives (its index counted from the tensor's start) and no output may appear.
+func TestStreamedBadInput(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.safetensors")
+	m := testModel(t)
+	w, _ := m.Tensor("fc1.weight")
+	v := tensor.View[float32](w.Data)
+	v[40*256+7] = float32(math.NaN())
+	if err := m.Save(context.Background(), in); err != nil {
+		t.Fatal(err)
+	}
+	whole := filepath.Join(dir, "whole.safetensors")
+	_, werr := QuantizeFile(context.Background(), in, whole, Options{Bits: 8}, FileRun{})
+	if werr == nil {
+		t.Fatal("a NaN weight quantized without error")
+	}
+	oldT, oldB := streamThreshold, streamBlockBytes
+	streamThreshold, streamBlockBytes = 1, 4096
+	defer func() { streamThreshold, streamBlockBytes = oldT, oldB }()
+	streamed := filepath.Join(dir, "streamed.safetensors")
+	_, serr := QuantizeFile(context.Background(), in, streamed, Options{Bits: 8}, FileRun{})
+	if serr == nil || serr.Error() != werr.Error() {
+		t.Fatalf("streamed error %v, whole %v", serr, werr)
+	}
+	t.Logf("error: %v", serr)
+	if !strings.Contains(serr.Error(), "fc1.weight") {
+		t.Fatalf("error %q does not name the tensor", serr)
+	}
+	for _, p := range []string{whole, streamed} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Fatalf("a failed quantization left %s", p)
+		}
 	}
 }
