@@ -160,7 +160,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 					return nil, err
 				}
 			}
-			tr, err := quantizeStreamed(tp, t, rr, pl, finish, &params)
+			tr, err := quantizeStreamed(ctx, tp, t, rr, pl, finish, &params)
 			r.Release(tp.Name)
 			if err != nil {
 				return nil, err

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
@@ -66,8 +67,8 @@ func writeKeptParts(w checkpoint.PartWriter, rr checkpoint.RangeReleaser, name s
 
 // quantizeStreamed quantizes t block of rows by block, sending each block's quantized bytes to
 // the writer as a part and releasing its input, then sends the scales and zero points (kept in
-// params, which must not be in flight). finish takes back a job the writer is done with.
-func quantizeStreamed(tp *TensorPlan, t *tensor.Tensor, rr checkpoint.RangeReleaser, pl *pipeline,
+// params, which must not be in flight), checking ctx between blocks. finish takes back a job the writer is done with.
+func quantizeStreamed(ctx context.Context, tp *TensorPlan, t *tensor.Tensor, rr checkpoint.RangeReleaser, pl *pipeline,
 	finish func(*writeJob) error, params *quantBuffers) (TensorReport, error) {
 	s := tp.Spec
 	rows := tp.QuantShape[0]
@@ -97,6 +98,9 @@ func quantizeStreamed(tp *TensorPlan, t *tensor.Tensor, rr checkpoint.RangeRelea
 	st := quant.Stats{FirstNonFinite: -1}
 	var sig, noise float64
 	for r0 := 0; r0 < rows; r0 += step {
+		if err := ctx.Err(); err != nil {
+			return TensorReport{}, err // a large tensor is cancelled between blocks
+		}
 		r1 := min(r0+step, rows)
 		e0, e1 := r0*rowLen, r1*rowLen
 		for len(pl.free) == 0 {

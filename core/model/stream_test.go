@@ -3,12 +3,14 @@ package model
 import (
 	"bytes"
 	"context"
+	"errors"
 	"maps"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
@@ -216,5 +218,68 @@ func TestStreamedBadInput(t *testing.T) {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {
 			t.Fatalf("a failed quantization left %s", p)
 		}
+	}
+}
+
+// cancelAfter cancels a context once a reader has released n ranges.
+type cancelAfter struct {
+	checkpoint.Reader
+	n      atomic.Int32 // kept tensors release from the writer goroutine
+	cancel func()
+}
+
+func (c *cancelAfter) ReleaseRange(name string, off, n int64) {
+	if c.n.Add(-1) == 0 {
+		c.cancel()
+	}
+	c.Reader.(checkpoint.RangeReleaser).ReleaseRange(name, off, n)
+}
+
+// TestStreamedProgressAndCancel: progress comes once per tensor, in order, when tensors go in
+// blocks; a cancellation between two blocks of one tensor stops the run with no file left.
+func TestStreamedProgressAndCancel(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.safetensors")
+	if err := testModel(t).Save(context.Background(), in); err != nil {
+		t.Fatal(err)
+	}
+	oldT, oldB := streamThreshold, streamBlockBytes
+	streamThreshold, streamBlockBytes = 1, 4096
+	defer func() { streamThreshold, streamBlockBytes = oldT, oldB }()
+	var seen []string
+	out := filepath.Join(dir, "out.safetensors")
+	if _, err := QuantizeFile(context.Background(), in, out, Options{Bits: 8}, FileRun{Progress: func(p Progress) {
+		seen = append(seen, p.Tensor)
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := checkpoint.Open(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var names []string
+	for _, e := range r.Entries() {
+		names = append(names, e.Name)
+	}
+	if !slices.Equal(seen, names) {
+		t.Fatalf("progress for %v, want each of %v once in order", seen, names)
+	}
+	p, err := PlanReader(r, Options{Bits: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cut := filepath.Join(dir, "cut.safetensors")
+	// conv.weight (1728 bytes, one block) is first; lstm.weight_ih_l0 (32 KiB) takes 8 blocks.
+	ca := &cancelAfter{Reader: r, cancel: cancel}
+	ca.n.Store(3)
+	_, err = Quantize(ctx, ca, CreateFile(cut), p, Run{})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled between blocks: %v", err)
+	}
+	if _, err := os.Stat(cut); !os.IsNotExist(err) {
+		t.Fatalf("a cancelled run left %s", cut)
 	}
 }
