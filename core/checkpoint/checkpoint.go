@@ -40,3 +40,21 @@ type Writer interface {
 	// Abort removes the temporary file; safe after Commit (then it does nothing).
 	Abort() error
 }
+
+// PartWriter is a Writer that can also take one tensor's bytes in consecutive parts, so that a
+// large tensor can be produced and written a block at a time without ever being whole in
+// memory. WritePart appends part to the next declared tensor; the tensor is complete once its
+// declared size has been written, and the next Write or WritePart starts the following one.
+// Writing more bytes than the declared size is an error. The safetensors and torch writers
+// implement it.
+type PartWriter interface {
+	Writer
+	WritePart(name string, part []byte) error
+}
+
+// RangeReleaser is a Reader that can drop the resident pages of part of a tensor: the bytes
+// [off, off+n) of its data. Streaming quantization releases each block of rows once it is done,
+// so a tensor larger than memory never becomes resident at once. The data stays readable.
+type RangeReleaser interface {
+	ReleaseRange(name string, off, n int64)
+}

@@ -32,8 +32,14 @@
 //
 // (core/convert is the file-to-file pipeline every caller runs; this package is what it runs.)
 //
-// Quantize streams any Reader into any Writer with a Plan, so the peak memory is about one
-// tensor; a writer goroutine overlaps the output with the next tensor's arithmetic. For tensors
+// Quantize streams any Reader into any Writer with a Plan, tensor by tensor; a writer goroutine
+// overlaps the output with the next tensor's arithmetic. Tensors of 32 MiB and more are streamed
+// a block of rows (about 8 MiB of input) at a time when the reader can release part of a tensor
+// (checkpoint.RangeReleaser: safetensors) and the writer can take a tensor in parts
+// (checkpoint.PartWriter: safetensors and .pt): quantized tensors whose qparams are per row
+// (per-channel on axis 0, group-wise, FP16/BF16 casts) and kept tensors. The peak memory is then
+// bounded by a few blocks, not by the largest tensor, and the output bytes are the same. A
+// per-tensor scale needs the whole tensor's range first, so such tensors are not streamed. For tensors
 // handed over by pointer (the C ABI, Python), a Model holds named tensors in memory and
 // Model.Quantize returns a Result whose stored tensors can be read back, saved or dequantized.
 //

@@ -193,6 +193,10 @@ func TestGoldenModuleTypes(t *testing.T) {
 // quantizeFile streams a checkpoint file into another through the plan (core/convert's
 // pipeline without its checks, which live above this package).
 func quantizeFile(in, out string, opts Options) (*Report, error) {
+	return quantizeFileRun(in, out, opts, Run{})
+}
+
+func quantizeFileRun(in, out string, opts Options, run Run) (*Report, error) {
 	r, err := checkpoint.Open(in)
 	if err != nil {
 		return nil, err
@@ -202,5 +206,5 @@ func quantizeFile(in, out string, opts Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Quantize(context.Background(), r, CreateFile(out), p, Run{})
+	return Quantize(context.Background(), r, CreateFile(out), p, run)
 }

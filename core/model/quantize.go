@@ -117,6 +117,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 	}
 	pl := newPipeline(w)
 	defer pl.stop()
+	var params quantBuffers // a streamed tensor's scales and zero points
 	prog := Progress{TensorsTotal: len(p.Tensors), BytesTotal: total}
 	// finish runs on this goroutine once the writer is done with a tensor: its pages are
 	// released (a kept tensor is written straight from the reader's memory) and progress
@@ -130,6 +131,9 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 		}
 		if j.err != nil {
 			return j.err
+		}
+		if j.part {
+			return nil // progress is reported once the tensor's last part is written
 		}
 		prog.Tensor, prog.TensorsDone, prog.BytesDone = j.tp.Name, prog.TensorsDone+1, prog.BytesDone+entryBytes(j.tp.DType, j.tp.Shape)
 		if run.Progress != nil {
@@ -155,10 +159,29 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 			r.Release(tp.Name)
 			return nil, fmt.Errorf("tensor %q is %v %v, the checkpoint listed it as %v %v", tp.Name, t.DType, t.Shape, tp.DType, tp.Shape)
 		}
+		if rr, ok := streamable(tp, r, w); ok {
+			// The last streamed tensor's scales must be written before these are reused.
+			for pl.inflight > 0 {
+				if err := finish(pl.wait()); err != nil {
+					return nil, err
+				}
+			}
+			tr, err := quantizeStreamed(ctx, tp, t, rr, pl, finish, &params)
+			r.Release(tp.Name)
+			if err != nil {
+				return nil, err
+			}
+			rep.TotalBytesBefore += tr.BytesBefore
+			rep.TotalBytesAfter += tr.BytesAfter
+			rep.Tensors = append(rep.Tensors, tr)
+			rep.Warnings = append(rep.Warnings, tensorWarnings(tp, &tr)...)
+			continue
+		}
 		j := &writeJob{tp: tp}
 		if tp.Action == ActionKeep {
 			in := entryBytes(t.DType, t.Shape)
 			j.data = t.Data
+			j.release = keptStreamable(in, r, w)
 			rep.TotalBytesBefore += in
 			rep.TotalBytesAfter += in
 			rep.TensorsKept++
@@ -215,8 +238,14 @@ type quantBuffers struct {
 type writeJob struct {
 	tp   *TensorPlan
 	data []byte        // a kept tensor's bytes
-	out  *quantBuffers // a quantized tensor's stored form
-	err  error
+	out  *quantBuffers // a quantized tensor's stored form, or one block of it when part
+	// part: out.d is the next block of rows of a streamed tensor's quantized data.
+	part bool
+	// release: a large kept tensor is written in blocks, each released once written.
+	release checkpoint.RangeReleaser
+	// params: the scales and zero points that end a streamed tensor (its data was sent in parts).
+	params *quantBuffers
+	err    error
 }
 
 // pipeline writes tensors on its own goroutine while the caller computes the next one.
@@ -274,6 +303,18 @@ func (pl *pipeline) stop() {
 
 func writeTensor(w checkpoint.Writer, j *writeJob) error {
 	name := j.tp.Name
+	if j.part {
+		if err := w.(checkpoint.PartWriter).WritePart(name, j.out.d); err != nil {
+			return fmt.Errorf("writing tensor %q: %w", name, err)
+		}
+		return nil
+	}
+	if j.params != nil {
+		return writeParams(w, j.tp, j.params)
+	}
+	if j.out == nil && j.release != nil {
+		return writeKeptParts(w.(checkpoint.PartWriter), j.release, name, j.data)
+	}
 	if j.out == nil {
 		if err := w.Write(name, j.data); err != nil {
 			return fmt.Errorf("writing tensor %q: %w", name, err)
@@ -283,13 +324,18 @@ func writeTensor(w checkpoint.Writer, j *writeJob) error {
 	if err := w.Write(name, j.out.d); err != nil {
 		return fmt.Errorf("writing tensor %q: %w", name, err)
 	}
-	s := &j.tp.Spec
+	return writeParams(w, j.tp, j.out)
+}
+
+// writeParams writes a quantized tensor's <name>.scale and <name>.zero_point (as its scheme needs).
+func writeParams(w checkpoint.Writer, tp *TensorPlan, b *quantBuffers) error {
+	name, s := tp.Name, &tp.Spec
 	if s.Format.IsInteger() {
-		if err := w.Write(name+".scale", tensor.Float32Bytes(j.out.sc)); err != nil {
+		if err := w.Write(name+".scale", tensor.Float32Bytes(b.sc)); err != nil {
 			return fmt.Errorf("writing tensor %q: %w", name+".scale", err)
 		}
 		if s.StoresZeroPoint() {
-			if err := w.Write(name+".zero_point", int32Bytes(j.out.z)); err != nil {
+			if err := w.Write(name+".zero_point", int32Bytes(b.z)); err != nil {
 				return fmt.Errorf("writing tensor %q: %w", name+".zero_point", err)
 			}
 		}
@@ -321,6 +367,12 @@ func quantizeOne(tp *TensorPlan, t *tensor.Tensor, b *quantBuffers) (TensorRepor
 		return TensorReport{}, fmt.Errorf("tensor %q: %w", tp.Name, err)
 	}
 	b.d, b.sc, b.z = data, sc, z
+	return tensorReport(tp, t, st, sig, noise), nil
+}
+
+// tensorReport is what one tensor's quantization measured.
+func tensorReport(tp *TensorPlan, t *tensor.Tensor, st quant.Stats, sig, noise float64) TensorReport {
+	s := tp.Spec
 	size := quant.SizeOf(tp.QuantShape, t.DType.Size(), &s)
 	tr := TensorReport{
 		Name: tp.Name, Layer: tp.Layer, LayerType: string(tp.LayerType), DType: t.DType.String(),
@@ -337,7 +389,7 @@ func quantizeOne(tp *TensorPlan, t *tensor.Tensor, b *quantBuffers) (TensorRepor
 	if st.NonFinite > 0 {
 		tr.NonFinite = st.NonFinite
 	}
-	return tr, nil
+	return tr
 }
 
 // tensorWarnings turns what a tensor's quantization measured into warnings.

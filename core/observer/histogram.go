@@ -2,6 +2,7 @@ package observer
 
 import (
 	"math"
+	"math/bits"
 	"runtime"
 	"sync"
 
@@ -269,6 +270,46 @@ func (h *HistogramObserver) upscale(newMin, newMax float32) {
 			continue // adding zero leaves every (non-negative) bin as it is
 		}
 		w := c / upsampleRate
+		if sorted {
+			// An old bin's 16 mid-points rise (its indices lie in one half of the linspace,
+			// where each value is one correctly rounded fma of a rising index), so when the
+			// first and the last land in the same new bin, all of them do: the bin then gets
+			// 16 additions of w, done at once when none of them rounds.
+			j := i * upsampleRate
+			first := linspaceAt(h.min, h.max, stepM, nu+1, j) + half
+			last := linspaceAt(h.min, h.max, stepM, nu+1, j+upsampleRate-1) + half
+			k = seekUpper(edges, k, first)
+			b0 := min(max(k-1, 0), bins-1)
+			k = seekUpper(edges, k, last)
+			b1 := min(max(k-1, 0), bins-1)
+			if b0 == b1 {
+				if b0 != cur {
+					out[cur], cur, acc = acc, b0, out[b0]
+				}
+				acc = addTimes(acc, w, upsampleRate)
+				continue
+			}
+			if b1 == b0+1 {
+				// The first p mid-points (those below edges[b1]) go to b0, the rest to b1;
+				// p by bisection over the rising mid-points.
+				lo, hi := 1, upsampleRate-1 // mid 0 is in b0, mid 15 in b1
+				for lo < hi {
+					m := (lo + hi) / 2
+					if linspaceAt(h.min, h.max, stepM, nu+1, j+m)+half < edges[b1] {
+						lo = m + 1
+					} else {
+						hi = m
+					}
+				}
+				if b0 != cur {
+					out[cur], cur, acc = acc, b0, out[b0]
+				}
+				acc = addTimes(acc, w, lo)
+				out[cur], cur, acc = acc, b1, out[b1]
+				acc = addTimes(acc, w, upsampleRate-lo)
+				continue
+			}
+		}
 		var mids [upsampleRate]float32
 		linspaceFill(mids[:], h.min, h.max, stepM, nu+1, i*upsampleRate)
 		for _, m := range mids {
@@ -293,6 +334,51 @@ func (h *HistogramObserver) upscale(newMin, newMax float32) {
 		}
 	}
 	out[cur] = acc
+}
+
+// seekUpper moves k, a count of the edges <= some earlier value, to the count of the sorted
+// edges <= v: upper_bound's answer, found in a step or two when v is near the earlier value.
+func seekUpper(edges []float32, k int, v float32) int {
+	for k > 0 && edges[k-1] > v {
+		k--
+	}
+	for k < len(edges) && !(edges[k] > v) {
+		k++
+	}
+	return k
+}
+
+// addTimes is acc+w+w+…+w (n float32 additions in turn, as torch's index_add does them, n ≤ 16).
+// When acc, w ≥ 0 and every partial sum is exact in float32 — both are multiples of a power of
+// two g and acc+n·w < 2^24·g — the roundings do nothing and one addition gives the result.
+func addTimes(acc, w float32, n int) float32 {
+	if g := min(grainExp(acc), grainExp(w)); g != math.MaxInt && float64(acc)+float64(n)*float64(w) < math.Ldexp(1, 24+g) {
+		return acc + float32(float32(n)*w) // n·w is a multiple of 2^g below 2^24·g: exact
+	}
+	for range n {
+		acc += w
+	}
+	return acc
+}
+
+// grainExp is the exponent of the largest power of two dividing x: math.MaxInt for 0, and a
+// huge negative number for a negative or non-finite x, so that addTimes never takes it as exact.
+func grainExp(x float32) int {
+	b := math.Float32bits(x)
+	if b == 0 {
+		return math.MaxInt
+	}
+	exp, mant := int(b>>23&0xff), b&0x7fffff
+	if b>>31 != 0 || exp == 0xff {
+		return math.MinInt / 2 // negative, Inf or NaN: never the exact case
+	}
+	e := exp - 150
+	if exp == 0 {
+		e = -149 // subnormal
+	} else {
+		mant |= 1 << 23
+	}
+	return e + bits.TrailingZeros32(mant)
 }
 
 // upperBound is ATen's cus_upper_bound (bucketize with right=True): a plain binary search, which

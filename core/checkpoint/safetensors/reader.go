@@ -91,6 +91,26 @@ func (f *File) Release(name string) {
 	f.m.Release(f.hdr.DataStart+off[0], off[1]-off[0])
 }
 
+// ReleaseRange drops the resident pages of bytes [off, off+n) of a tensor's data (clipped to the
+// tensor; only whole pages inside the range); unknown names and a closed file are ignored.
+func (f *File) ReleaseRange(name string, off, n int64) {
+	i, ok := f.index[name]
+	if !ok || off < 0 || n <= 0 {
+		return
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.m == nil {
+		return
+	}
+	o := f.hdr.Offsets[i]
+	size := o[1] - o[0]
+	if off >= size {
+		return
+	}
+	f.m.Release(f.hdr.DataStart+o[0]+off, min(n, size-off))
+}
+
 // Metadata is a copy of __metadata__ (empty, never nil, when the file has none).
 func (f *File) Metadata() map[string]string { return maps.Clone(f.hdr.Metadata) }
 

@@ -245,6 +245,13 @@ func (s *Sharded) Release(name string) {
 	}
 }
 
+// ReleaseRange drops the resident pages of bytes [off, off+n) of a tensor (see File.ReleaseRange).
+func (s *Sharded) ReleaseRange(name string, off, n int64) {
+	if f, ok := s.where[name]; ok {
+		f.ReleaseRange(name, off, n)
+	}
+}
+
 // Metadata is a copy of the merged metadata (see OpenSharded).
 func (s *Sharded) Metadata() map[string]string { return maps.Clone(s.meta) }
 

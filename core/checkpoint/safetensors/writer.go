@@ -28,6 +28,7 @@ type Writer struct {
 	entries []tensor.Info
 	sizes   []int64
 	next    int
+	partial int64 // bytes of entries[next] written so far by WritePart
 	err     error // a failed write leaves the file unusable; every later call reports it
 	done    bool
 }
@@ -160,6 +161,9 @@ func (w *Writer) Write(name string, data []byte) error {
 	if name != e.Name {
 		return fmt.Errorf("safetensors %s: expected tensor %q (number %d in declared order), got %q", w.path, e.Name, w.next+1, name)
 	}
+	if w.partial > 0 {
+		return fmt.Errorf("safetensors %s: tensor %q: Write after %d of its %d bytes came from WritePart", w.path, name, w.partial, w.sizes[w.next])
+	}
 	if int64(len(data)) != w.sizes[w.next] {
 		return fmt.Errorf("safetensors %s: tensor %q: shape %v of %v needs %d bytes, got %d", w.path, name, e.Shape, e.DType, w.sizes[w.next], len(data))
 	}
@@ -168,6 +172,39 @@ func (w *Writer) Write(name string, data []byte) error {
 		return w.err
 	}
 	w.next++
+	return nil
+}
+
+// WritePart appends part of the next declared tensor's bytes (see checkpoint.PartWriter): the
+// tensor is complete once its declared size is written. Parts past the size are an error that
+// leaves the Writer usable.
+func (w *Writer) WritePart(name string, part []byte) error {
+	if w.done {
+		return fmt.Errorf("safetensors %s: write of %q after Commit or Abort", w.path, name)
+	}
+	if w.err != nil {
+		return w.err
+	}
+	if w.next >= len(w.entries) {
+		return fmt.Errorf("safetensors %s: all %d declared tensors are written; %q is one too many", w.path, len(w.entries), name)
+	}
+	e := w.entries[w.next]
+	if name != e.Name {
+		return fmt.Errorf("safetensors %s: expected tensor %q (number %d in declared order), got %q", w.path, e.Name, w.next+1, name)
+	}
+	size := w.sizes[w.next]
+	if int64(len(part)) > size-w.partial {
+		return fmt.Errorf("safetensors %s: tensor %q: shape %v of %v needs %d bytes; a part of %d after %d overruns it", w.path, name, e.Shape, e.DType, size, len(part), w.partial)
+	}
+	if _, err := w.bw.Write(part); err != nil {
+		w.err = fmt.Errorf("safetensors %s: writing %q: %w", w.path, name, err)
+		return w.err
+	}
+	w.partial += int64(len(part))
+	if w.partial == size {
+		w.next++
+		w.partial = 0
+	}
 	return nil
 }
 
@@ -183,6 +220,9 @@ func (w *Writer) Commit() error {
 	}
 	if w.next < len(w.entries) {
 		err := fmt.Errorf("safetensors %s: only %d of %d tensors written; next missing is %q", w.path, w.next, len(w.entries), w.entries[w.next].Name)
+		if w.partial > 0 {
+			err = fmt.Errorf("safetensors %s: tensor %q is incomplete: %d of its %d bytes written", w.path, w.entries[w.next].Name, w.partial, w.sizes[w.next])
+		}
 		w.Abort()
 		return err
 	}

@@ -48,6 +48,8 @@ type Writer struct {
 	sizes   []int64
 	next    int
 	recs    []zipRecord
+	cur     zipRecord // the record WritePart is filling
+	partial int64     // bytes of entries[next] written so far by WritePart
 	err     error
 	done    bool
 }
@@ -128,11 +130,49 @@ func (w *Writer) Write(name string, data []byte) error {
 	if name != e.Name {
 		return fmt.Errorf("torch writer: Write(%q): expected %q next (tensors are written in declared order)", name, e.Name)
 	}
+	if w.partial > 0 {
+		return fmt.Errorf("torch writer: Write(%q) after %d of its %d bytes came from WritePart", name, w.partial, w.sizes[w.next])
+	}
 	if int64(len(data)) != w.sizes[w.next] {
 		return fmt.Errorf("torch writer: Write(%q): got %d bytes, want %d for %v %v", name, len(data), w.sizes[w.next], e.DType, e.Shape)
 	}
 	w.record("data/"+strconv.Itoa(w.next), data)
 	w.next++
+	return w.err
+}
+
+// WritePart appends part of the next declared tensor's bytes (see checkpoint.PartWriter): the
+// tensor's record is complete once its declared size is written. A part past the size is an
+// error that leaves the Writer usable.
+func (w *Writer) WritePart(name string, part []byte) error {
+	if w.err != nil {
+		return w.err
+	}
+	if w.done {
+		return fmt.Errorf("torch writer: WritePart(%q) after Commit or Abort", name)
+	}
+	if w.next >= len(w.entries) {
+		return fmt.Errorf("torch writer: WritePart(%q): all %d declared tensors are already written", name, len(w.entries))
+	}
+	e := w.entries[w.next]
+	if name != e.Name {
+		return fmt.Errorf("torch writer: WritePart(%q): expected %q next (tensors are written in declared order)", name, e.Name)
+	}
+	size := w.sizes[w.next]
+	if int64(len(part)) > size-w.partial {
+		return fmt.Errorf("torch writer: WritePart(%q): a part of %d bytes after %d overruns the %d bytes of %v %v", name, len(part), w.partial, size, e.DType, e.Shape)
+	}
+	if w.partial == 0 {
+		w.cur = w.beginRecord("data/"+strconv.Itoa(w.next), uint64(size))
+	}
+	w.cur.crc = crc32.Update(w.cur.crc, crc32.IEEETable, part)
+	w.write(part)
+	w.partial += int64(len(part))
+	if w.partial == size {
+		w.endRecord(w.cur)
+		w.next++
+		w.partial = 0
+	}
 	return w.err
 }
 
@@ -143,7 +183,7 @@ func (w *Writer) Commit() error {
 		return fmt.Errorf("torch writer: already committed or aborted")
 	}
 	if w.err == nil && w.next < len(w.entries) {
-		w.err = fmt.Errorf("torch writer: Commit with %d of %d tensors written (next: %q)", w.next, len(w.entries), w.entries[w.next].Name)
+		w.err = fmt.Errorf("torch writer: Commit with %d of %d tensors written (next: %q, %d of its %d bytes)", w.next, len(w.entries), w.entries[w.next].Name, w.partial, w.sizes[w.next])
 	}
 	if w.err == nil {
 		w.record("version", []byte("3\n"))
@@ -188,8 +228,16 @@ func (w *Writer) write(b []byte) {
 
 // record writes one stored entry: local header with alignment padding, data, data descriptor.
 func (w *Writer) record(name string, data []byte) {
+	r := w.beginRecord(name, uint64(len(data)))
+	r.crc = crc32.ChecksumIEEE(data)
+	w.write(data)
+	w.endRecord(r)
+}
+
+// beginRecord writes the local header of a stored entry of size bytes; the data follows.
+func (w *Writer) beginRecord(name string, size uint64) zipRecord {
 	full := archiveName + "/" + name
-	r := zipRecord{name: full, crc: crc32.ChecksumIEEE(data), size: uint64(len(data)), off: w.off}
+	r := zipRecord{name: full, size: size, off: w.off}
 	r.zip64 = r.size >= zip64Limit
 	var extra []byte
 	if r.zip64 {
@@ -218,7 +266,11 @@ func (w *Writer) record(name string, data []byte) {
 	h = append(h, full...)
 	h = append(h, extra...)
 	w.write(h)
-	w.write(data)
+	return r
+}
+
+// endRecord writes the data descriptor (r.crc is the CRC of the data written) and lists r.
+func (w *Writer) endRecord(r zipRecord) {
 	d := binary.LittleEndian.AppendUint32(nil, 0x08074b50)
 	d = binary.LittleEndian.AppendUint32(d, r.crc)
 	if r.zip64 {

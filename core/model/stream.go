@@ -1,0 +1,169 @@
+package model
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/quant"
+	"github.com/monoquant/monoquant/core/tensor"
+)
+
+// Streaming bounds the peak memory of a whole-checkpoint conversion by a block of rows instead
+// of the largest tensor. A tensor to quantize is streamed when its input holds at least
+// streamThreshold bytes, its qparams depend on whole rows only (per-channel on axis 0,
+// group-wise, float casts: see blockable), the reader can release part of a tensor
+// (checkpoint.RangeReleaser) and the writer can take a tensor in parts (checkpoint.PartWriter).
+// Each block of about streamBlockBytes of input is then quantized, handed to the writer and its
+// input pages released, so neither the input nor the quantized tensor is ever resident whole.
+// The bytes written and the qparams are the same as without streaming. Per-tensor granularity,
+// and per-channel on another axis, need the whole tensor's range first and are not streamed.
+var (
+	streamThreshold  int64 = 32 << 20
+	streamBlockBytes int64 = 8 << 20
+)
+
+// streamable reports whether tensor tp is quantized in streamed blocks, and the reader's
+// RangeReleaser if so.
+func streamable(tp *TensorPlan, r checkpoint.Reader, w checkpoint.Writer) (checkpoint.RangeReleaser, bool) {
+	if tp.Action != ActionQuantize || entryBytes(tp.DType, tp.Shape) < streamThreshold || !blockable(&tp.Spec, tp.QuantShape) {
+		return nil, false
+	}
+	if _, ok := w.(checkpoint.PartWriter); !ok {
+		return nil, false
+	}
+	rr, ok := r.(checkpoint.RangeReleaser)
+	return rr, ok
+}
+
+// keptStreamable returns the reader's RangeReleaser when a kept tensor of size bytes is written
+// in blocks, each released once written (so the copy never makes it resident whole), else nil.
+func keptStreamable(size int64, r checkpoint.Reader, w checkpoint.Writer) checkpoint.RangeReleaser {
+	if size < streamThreshold {
+		return nil
+	}
+	if _, ok := w.(checkpoint.PartWriter); !ok {
+		return nil
+	}
+	rr, _ := r.(checkpoint.RangeReleaser)
+	return rr
+}
+
+// writeKeptParts writes a kept tensor's bytes in blocks of streamBlockBytes, releasing each.
+func writeKeptParts(w checkpoint.PartWriter, rr checkpoint.RangeReleaser, name string, data []byte) error {
+	step := int(max(streamBlockBytes, 1))
+	for off := 0; off < len(data) || off == 0; off += step {
+		part := data[off:min(off+step, len(data))]
+		if err := w.WritePart(name, part); err != nil {
+			return fmt.Errorf("writing tensor %q: %w", name, err)
+		}
+		rr.ReleaseRange(name, int64(off), int64(len(part)))
+		if len(data) == 0 {
+			break
+		}
+	}
+	return nil
+}
+
+// quantizeStreamed quantizes t block of rows by block, sending each block's quantized bytes to
+// the writer as a part and releasing its input, then sends the scales and zero points (kept in
+// params, which must not be in flight), checking ctx between blocks. finish takes back a job the writer is done with.
+func quantizeStreamed(ctx context.Context, tp *TensorPlan, t *tensor.Tensor, rr checkpoint.RangeReleaser, pl *pipeline,
+	finish func(*writeJob) error, params *quantBuffers) (TensorReport, error) {
+	s := tp.Spec
+	rows := tp.QuantShape[0]
+	n := t.Len()
+	rowLen := n / rows
+	es := t.DType.Size()
+	step := max(1, int(streamBlockBytes/int64(max(rowLen*es, 1))))
+	if s.Format == quant.Int4 && rowLen%2 == 1 && step%2 == 1 {
+		step++ // blocks start on a byte of the packed output
+	}
+	gpr := 1 // qparams per row
+	var sc []float32
+	var z []int32
+	if s.Format.IsInteger() {
+		if s.Granularity == quant.PerGroup {
+			gpr = rowLen / s.GroupSize
+		}
+		np := s.NumParams(tp.QuantShape)
+		if np != rows*gpr {
+			return TensorReport{}, fmt.Errorf("tensor %q: internal error: %d qparams for %d rows of %d", tp.Name, np, rows, gpr)
+		}
+		if cap(params.scale) < np {
+			params.scale, params.zp = make([]float32, np), make([]int32, np)
+		}
+		sc, z = params.scale[:np], params.zp[:np]
+	}
+	st := quant.Stats{FirstNonFinite: -1}
+	var sig, noise float64
+	for r0 := 0; r0 < rows; r0 += step {
+		if err := ctx.Err(); err != nil {
+			return TensorReport{}, err // a large tensor is cancelled between blocks
+		}
+		r1 := min(r0+step, rows)
+		e0, e1 := r0*rowLen, r1*rowLen
+		for len(pl.free) == 0 {
+			if err := finish(pl.wait()); err != nil {
+				return TensorReport{}, err
+			}
+		}
+		b := pl.buffers()
+		need := quant.PackedLen(s.Format, e1-e0)
+		if cap(b.data) < need {
+			b.data = make([]byte, need)
+		}
+		b.d = b.data[:need]
+		sub := &tensor.Tensor{DType: t.DType, Shape: append([]int{r1 - r0}, tp.QuantShape[1:]...), Data: t.Data[es*e0 : es*e1]}
+		var bsc []float32
+		var bz []int32
+		if s.Format.IsInteger() {
+			bsc, bz = sc[r0*gpr:r1*gpr], z[r0*gpr:r1*gpr]
+		}
+		bst, bsig, bnoise, err := quantizeMeasured(b.d, sub, s, bsc, bz)
+		if err != nil {
+			pl.free = append(pl.free, b)
+			return TensorReport{}, streamError(tp, t, err)
+		}
+		rr.ReleaseRange(tp.Name, int64(es*e0), int64(es*(e1-e0)))
+		if bst.NonFinite > 0 && st.FirstNonFinite < 0 {
+			st.FirstNonFinite = e0 + bst.FirstNonFinite
+		}
+		st.NonFinite += bst.NonFinite
+		st.Overflow += bst.Overflow
+		sig += bsig
+		noise += bnoise
+		for pl.inflight >= maxInflight {
+			if err := finish(pl.wait()); err != nil {
+				return TensorReport{}, err
+			}
+		}
+		pl.send(&writeJob{tp: tp, out: b, part: true})
+	}
+	params.sc, params.z = sc, z
+	for pl.inflight >= maxInflight {
+		if err := finish(pl.wait()); err != nil {
+			return TensorReport{}, err
+		}
+	}
+	pl.send(&writeJob{tp: tp, params: params})
+	return tensorReport(tp, t, st, sig, noise), nil
+}
+
+// streamError is the error the whole tensor gives (its indices count from the tensor's start,
+// not the block's); it runs only for bad input, so quantizing the tensor again is fine.
+func streamError(tp *TensorPlan, t *tensor.Tensor, blockErr error) error {
+	view := &tensor.Tensor{DType: t.DType, Shape: tp.QuantShape, Data: t.Data}
+	s := tp.Spec
+	data := make([]byte, quant.PackedLen(s.Format, t.Len()))
+	var sc []float32
+	var z []int32
+	if s.Format.IsInteger() {
+		np := s.NumParams(tp.QuantShape)
+		sc, z = make([]float32, np), make([]int32, np)
+	}
+	if _, err := quant.Quantize(data, view, s, sc, z); err != nil {
+		return fmt.Errorf("tensor %q: %w", tp.Name, err)
+	}
+	return fmt.Errorf("tensor %q: %w", tp.Name, blockErr)
+}
