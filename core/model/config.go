@@ -9,6 +9,7 @@ import (
 	"sort"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/method"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
 )
@@ -52,8 +53,11 @@ type TensorConfig struct {
 	Shape      []int  `json:"shape"`       // the original shape
 	QuantShape []int  `json:"quant_shape"` // the shape the quantizer saw (per_group: [shape[0], rest])
 	ZeroPoint  bool   `json:"zero_point"`  // whether <name>.zero_point is stored
-	Layer      string `json:"layer"`
-	LayerType  string `json:"layer_type"`
+	// Method that turned the weights into integers (core/method): "mse", "hqq", "gptq";
+	// absent for round-to-nearest ("rtn"), so files of earlier versions read the same.
+	Method    string `json:"method,omitempty"`
+	Layer     string `json:"layer"`
+	LayerType string `json:"layer_type"`
 }
 
 // ActivationParams are the input qparams of one layer in static mode.
@@ -83,6 +87,9 @@ func tensorConfig(tp *TensorPlan) *TensorConfig {
 			tc.QuantMin, tc.QuantMax = &lo, &hi
 		}
 		tc.ZeroPoint = s.StoresZeroPoint()
+		if tp.Method != "" && tp.Method != method.RTN {
+			tc.Method = string(tp.Method)
+		}
 		switch s.Granularity {
 		case quant.PerTensor:
 			tc.Observer = "minmax"
@@ -241,6 +248,11 @@ func ReadConfig(entries []checkpoint.Entry, metadata map[string]string) (*Config
 		s, err := tc.Spec()
 		if err != nil {
 			return nil, fmt.Errorf("%w: tensor %q: %v", ErrFormat, name, err)
+		}
+		if tc.Method != "" {
+			if _, err := method.Parse(tc.Method); err != nil {
+				return nil, fmt.Errorf("%w: tensor %q: %v", ErrFormat, name, err)
+			}
 		}
 		if _, err := tensor.ParseDType(tc.DType); err != nil {
 			return nil, fmt.Errorf("%w: tensor %q: original dtype: %v", ErrFormat, name, err)

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/monoquant/monoquant/core/method"
 	"github.com/monoquant/monoquant/core/observer"
 	"github.com/monoquant/monoquant/core/quant"
 )
@@ -68,6 +69,12 @@ type Options struct {
 	// Kind is set.
 	Observer           string
 	ActivationObserver observer.Options
+	// Method says how weights become integers (core/method): "rtn" (the default, ""),
+	// "mse", "hqq" or "gptq". hqq needs the asymmetric scheme and picks it when Spec.Scheme
+	// is unset; gptq needs each layer's input Hessian in Run.Hessians. MethodOptions tunes
+	// the methods (its Hessian field is ignored: Hessians come per layer through Run).
+	Method        string
+	MethodOptions method.Options
 }
 
 // normalized is Options after defaults and validation.
@@ -77,6 +84,8 @@ type normalized struct {
 	skip   []string
 	mode   Mode
 	actObs observer.Options
+	method method.Method
+	mopts  method.Options
 }
 
 // SpecForBits returns the spec template for a bit width: 8 → INT8 per-channel symmetric, 4 →
@@ -113,6 +122,8 @@ func (o *Options) normalize() (*normalized, error) {
 		s.SaturateFloat16 = o.Spec.SaturateFloat16
 		if o.Spec.Scheme != 0 {
 			s.Scheme = o.Spec.Scheme
+		} else if o.Method == string(method.HQQ) && s.Format.IsInteger() {
+			s.Scheme = quant.Asymmetric // hqq moves the zero point: the scheme that stores one
 		}
 		if o.Spec.GroupSize != 0 {
 			s.GroupSize = o.Spec.GroupSize
@@ -144,6 +155,15 @@ func (o *Options) normalize() (*normalized, error) {
 	}
 	probe.Axis = 0
 	n.spec = probe
+	m, err := method.Parse(o.Method)
+	if err != nil {
+		return nil, optErr("method", "%v", err)
+	}
+	if err := m.Check(n.spec); err != nil {
+		return nil, optErr("method", "%v", err)
+	}
+	n.method, n.mopts = m, o.MethodOptions
+	n.mopts.Hessian = nil
 	types := o.LayerTypes
 	if types == nil {
 		types = DefaultLayerTypes

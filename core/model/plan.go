@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/method"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
 )
@@ -77,7 +78,9 @@ type TensorPlan struct {
 	// (the tensor viewed as [shape[0], rest] for group-wise quantization).
 	Spec       quant.Spec `json:"-"`
 	QuantShape []int      `json:"-"`
-	Warnings   []Warning  `json:"-"`
+	// Method is how the weights become integers (core/method); "rtn" for float casts too.
+	Method   method.Method `json:"method,omitempty"`
+	Warnings []Warning     `json:"-"`
 }
 
 // Plan lists every tensor of a checkpoint in file order with what will happen to it.
@@ -168,6 +171,10 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 				}
 			}
 			tp.Action = ActionQuantize
+			tp.Method = n.method
+			if !tp.Spec.Format.IsInteger() {
+				tp.Method = method.RTN
+			}
 			p.Layers[layer] = lt
 		}
 		p.Tensors = append(p.Tensors, tp)
