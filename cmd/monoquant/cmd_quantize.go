@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/monoquant/monoquant/core/method"
 	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/quant"
 )
@@ -52,6 +53,7 @@ Examples:
 type quantizeArgs struct {
 	model, out, calibration string
 	format, bits, scheme    *choiceFlag
+	method                  *choiceFlag
 	observer, dtype         *choiceFlag
 	nonFinite               *choiceFlag
 	groupSize               int
@@ -68,13 +70,15 @@ func setupQuantize(fs *flag.FlagSet) func(context.Context, *env, []string) error
 		observer:  newChoice("histogram", "minmax", "moving_average", "histogram"),
 		dtype:     newChoice("fp16", "fp16", "bf16"),
 		nonFinite: newChoice("reject", "reject", "clamp"),
+		method:    newChoice(string(method.Default), method.Names()...),
 	}
 	a.layers.choices = layerChoices()
 	fs.StringVar(&a.model, "model", "", "the `checkpoint` to quantize (.pt/.pth/.bin, .safetensors, .safetensors.index.json)")
 	fs.StringVar(&a.out, "out", "", "output `file` (.safetensors, .pt, .pth or .bin); default: next to IN, e.g. model.int8.safetensors")
 	fs.Var(a.format, "format", "output `format`: pt or safetensors (default: OUT's extension, else safetensors)")
 	fs.Var(a.bits, "bits", "`bits` per weight: 8 (INT8 per-channel), 4 (INT4 group-wise) or 16 (FP16/BF16)")
-	fs.Var(a.scheme, "scheme", "integer `scheme`: symmetric or asymmetric")
+	fs.Var(a.scheme, "scheme", "integer `scheme`: symmetric or asymmetric (default symmetric; asymmetric with --method hqq)")
+	fs.Var(a.method, "method", "how weights become integers: rtn (round to nearest), mse (clip search), hqq (half-quadratic zero points; asymmetric); gptq needs calibration Hessians and is not available here")
 	fs.IntVar(&a.groupSize, "group-size", 128, "INT4 `values` per scale along a row (--bits 4 only)")
 	fs.Var(&a.layers, "layers", "layer `types` to quantize, comma-separated or repeated: linear, conv2d, lstm, embedding, conv1d, conv3d, gru, rnn (default linear,conv2d,lstm)")
 	fs.Var(&a.skip, "skip", "leave alone the modules or tensors a `pattern` names: exact name, prefix or glob; repeatable")
@@ -118,12 +122,21 @@ func (a *quantizeArgs) options() (model.Options, error) {
 	if a.set["observer"] && a.calibration == "" {
 		return model.Options{}, usageErr("--observer chooses the activation observer and needs --calibration (weights always use min/max)")
 	}
-	o := model.Options{Bits: bits, BFloat16: a.dtype.value == "bf16", Skip: a.skip.values, Observer: a.observer.value}
-	switch a.scheme.value {
-	case "asymmetric", "asym":
-		o.Spec.Scheme = quant.Asymmetric
-	default:
-		o.Spec.Scheme = quant.Symmetric
+	m, err := method.Parse(a.method.value)
+	if err != nil {
+		return model.Options{}, usageErr("--method: %v", err)
+	}
+	if m.NeedsHessian() {
+		return model.Options{}, usageErr("--method %s needs each layer's input Hessian XᵀX from calibration data, which the CLI cannot compute without running the model: quantize from Python or Go (model.Run.Hessians), or use --method mse or hqq, which need no data", m)
+	}
+	o := model.Options{Bits: bits, BFloat16: a.dtype.value == "bf16", Skip: a.skip.values, Observer: a.observer.value, Method: string(m)}
+	if a.set["scheme"] { // unset: core's default for the bits and method
+		switch a.scheme.value {
+		case "asymmetric", "asym":
+			o.Spec.Scheme = quant.Asymmetric
+		default:
+			o.Spec.Scheme = quant.Symmetric
+		}
 	}
 	if bits == 4 {
 		o.Spec.GroupSize = a.groupSize
