@@ -2,7 +2,6 @@ package method
 
 import (
 	"math"
-	"sync"
 
 	"github.com/monoquant/monoquant/core/quant"
 )
@@ -14,106 +13,95 @@ const (
 	hqqKappa  = 1.01
 )
 
-// hqqParams runs Badri & Shaji's half-quadratic zero-point optimisation per granule:
+// hqqParams runs Badri & Shaji's half-quadratic quantization (HQQ) per granule, adapted to
+// the stored form, whose zero points are integers. The hqq package optimises a float zero
+// point with the scale fixed; rounding that zero afterwards loses the gain (on MiniLM's
+// weights, INT4 g128: 19.77 dB with float zeros, 18.75 dB rounded, 19.45 dB for plain
+// asymmetric RTN). Here the quadratic sub-problem is solved for both the scale and the zero
+// point, the zero rounded at every step, and the start is the mse clip search's result:
 //
-//	start: s = (qmax−qmin)/(max−min) (1 when max−min ≤ 1e-4, at most 2e4), z = −min·s
-//	repeat: q = clamp(round(x·s + z)); x̂ = (q − z)/s
-//	        e = shrink_lp(x − x̂, β)           // sign(d)·max(|d| − |d|^(p−1)/β, 0), p = 0.7
-//	        z = mean(q − (x − e)·s); β *= 1.01
+//	start: (s, z) from mseParams (so never worse than mse)
+//	repeat: q = clamp(round(x/s) + z)                      // the kernel's rounding
+//	        e = shrink_lp(x − (q − z)·s, β)                // sign(d)·max(|d| − |d|^(p−1)/β, 0), p = 0.7
+//	        (s, z') = least squares of x − e on (q − z'):  // the quadratic half
+//	                  s = cov(q, x−e)/var(q), z' = mean(q) − mean(x−e)/s
+//	        z = clamp(round(z')); β *= 1.01
 //
-// stopping when the mean |x − x̂| stops falling. The hqq package stops on the error of the
-// whole tensor and keeps the last zero; here each granule stops on its own error and keeps
-// the zero that gave its best x̂, which is never worse. The float zero is then rounded to
-// the stored integer zero point (clamped into the range) and the scale stored is 1/s.
+// keeping the (s, z) of least squared error and stopping after two steps without a better
+// one, or after HQQIters steps. lp = 0.7, β = 10, κ = 1.01 are the hqq package's defaults.
 func hqqParams(buf []float32, g granules, spec *quant.Spec, r quant.Range, o Options, scale []float32, zp []int32) error {
-	qmax := float32(r.Max - r.Min)
-	lo, hi := spec.QDType.Limits()
-	var mu sync.Mutex
-	var first error
-	fail := func(err error) {
-		mu.Lock()
-		if first == nil {
-			first = err
-		}
-		mu.Unlock()
+	if err := mseParams(buf, g, spec, r, o, scale, zp); err != nil {
+		return err
 	}
+	lo, hi := spec.QDType.Limits()
 	parallelFor(g.count, func(a, b int) {
-		var mn, mx, s1 [1]float32
-		var z1 [1]int32
-		wr := make([]float32, g.size)
+		q := make([]float32, g.size)
 		for c := a; c < b; c++ {
 			xs := buf[c*g.size : (c+1)*g.size]
-			s, z := hqqGranule(xs, wr, qmax, o.HQQIters)
-			st := 1 / s
-			if !(st >= spec.Eps) {
-				st = spec.Eps
-			}
-			zi := int32(math.RoundToEven(float64(z))) + r.Min
-			zi = max(min(zi, hi), lo)
-			// The stored zero point is an integer, which can undo the optimisation on a
-			// granule: keep the min/max (RTN) qparams where their squared error is lower.
-			mn[0], mx[0] = minMax(xs)
-			if err := quant.CalculateQParams(mn[:], mx[:], spec.QDType, spec.Scheme, r, spec.Eps, s1[:], z1[:]); err != nil {
-				fail(err)
-				return
-			}
-			if sqErr(xs, s1[0], z1[0], lo, hi) <= sqErr(xs, st, zi, lo, hi) {
-				st, zi = s1[0], z1[0]
-			}
-			scale[c], zp[c] = st, zi
+			scale[c], zp[c] = hqqGranule(xs, q, scale[c], zp[c], lo, hi, spec.Eps, o.HQQIters)
 		}
 	})
-	return first
+	return nil
 }
 
-// hqqGranule returns the inverse scale and the float zero point of one granule.
-func hqqGranule(xs, q []float32, qmax float32, iters int) (s, z float32) {
-	mn, mx := minMax(xs)
-	den := mx - mn
-	s = qmax / den
-	if float32(math.Abs(float64(den))) <= 1e-4 {
-		s = 1
-	}
-	s = min(s, 2e4)
-	z = -mn * s
+// hqqGranule refines one granule's (scale, integer zero point).
+func hqqGranule(xs, q []float32, s float32, z int32, lo, hi int32, eps float32, iters int) (float32, int32) {
+	best := sqErr(xs, s, z, lo, hi)
+	bestS, bestZ := s, z
 	beta := float32(hqqBeta)
-	best, bestZ := float32(math.Inf(1)), z
 	n := float32(len(xs))
+	stale := 0
 	for range iters {
-		var errSum, zSum float32
 		inv := 1 / s
-		ib := 1 / beta
+		zf := float32(z)
+		lof, hif := float32(lo), float32(hi)
+		var sq, st, sqq, sqt float32
 		for i, x := range xs {
-			v := x*s + z
-			v = max(min(v, qmax+1), -1)
+			v := x*inv + zf
+			v = max(min(v, hif+1), lof-1)
 			qv := (v + roundMagic) - roundMagic
-			qv = max(min(qv, qmax), 0)
+			qv = max(min(qv, hif), lof)
 			q[i] = qv
-			xr := (qv - z) * inv
-			d := x - xr
+			d := x - (qv-zf)*s
 			ad := float32(math.Abs(float64(d)))
-			errSum += ad
 			var e float32
 			if ad > 0 {
-				sh := ad - ib*powNeg03(ad)
-				if sh > 0 {
+				if sh := ad - powNeg03(ad)/beta; sh > 0 {
 					e = sh
 					if d < 0 {
 						e = -sh
 					}
 				}
 			}
-			zSum += qv - (x-e)*s
+			t := x - e
+			sq += qv
+			st += t
+			sqq += qv * qv
+			sqt += qv * t
 		}
-		cur := errSum / n
-		if !(cur < best) {
+		mq, mt := sq/n, st/n
+		varq := sqq/n - mq*mq
+		beta *= hqqKappa
+		if !(varq > 0) {
 			break
 		}
-		best, bestZ = cur, z
-		z = zSum / n
-		beta *= hqqKappa
+		ns := (sqt/n - mq*mt) / varq
+		if !(ns >= eps) || math.IsInf(float64(ns), 0) {
+			break
+		}
+		nz := mq - mt/ns
+		if !(math.Abs(float64(nz)) < 1<<20) {
+			break
+		}
+		s = ns
+		z = max(min(int32(math.RoundToEven(float64(nz))), hi), lo)
+		if e := sqErr(xs, s, z, lo, hi); e < best {
+			best, bestS, bestZ, stale = e, s, z, 0
+		} else if stale++; stale >= 2 {
+			break
+		}
 	}
-	return s, bestZ
+	return bestS, bestZ
 }
 
 // powNeg03 is a^(lp−1) = a^−0.3 for a > 0 through a log series and an exp2 polynomial
