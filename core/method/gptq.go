@@ -141,16 +141,26 @@ func gptq(xs []float32, shape []int, spec *quant.Spec, r quant.Range, o Options,
 			var mn, mx [1]float32
 			var s1 [1]float32
 			var z1 [1]int32
+			snap := make([]float64, cnt)
 			for rr := ra; rr < rb; rr++ {
 				wr := w[rr*k : (rr+1)*k]
 				er := errs[rr*bs : rr*bs+cnt]
+				if !o.ActOrder {
+					copy(snap, wr[i1:i2])
+				}
 				for i := range cnt {
 					j := i1 + i
 					c := perm[j]
 					gi := rr*gpr + c/gs
 					if !o.ActOrder && c%gs == 0 {
-						// dynamic groups: qparams of the group's current (error-updated) weights
-						mn[0], mx[0] = minMax64(wr[j : j+gs])
+						// dynamic groups: qparams of the group's weights as the paper's code
+						// sees them, with the updates of earlier blocks (inside this block,
+						// the values at the block's start)
+						mn[0], mx[0] = minMax64(snap[j-i1 : min(j+gs, i2)-i1])
+						if j+gs > i2 {
+							a, b := minMax64(wr[i2 : j+gs])
+							mn[0], mx[0] = min(mn[0], a), max(mx[0], b)
+						}
 						if err := quant.CalculateQParams(mn[:], mx[:], spec.QDType, spec.Scheme, r, spec.Eps, s1[:], z1[:]); err != nil {
 							qerr = err
 							return
