@@ -56,16 +56,14 @@ func hqqGranule(xs, q []float32, s float32, z int32, lo, hi int32, eps float32, 
 		zf := float32(z)
 		lof, hif := float32(lo), float32(hi)
 		var sq, st, sqq, sqt float32
+		thr := float32(math.Pow(float64(beta), -1/(2-hqqLpNorm)))
 		for i, x := range xs {
-			v := x*inv + zf
-			v = max(min(v, hif+1), lof-1)
-			qv := (v + roundMagic) - roundMagic
-			qv = max(min(qv, hif), lof)
+			qv := clampf((x*inv+roundMagic)-roundMagic+zf, lof, hif)
 			q[i] = qv
 			d := x - (qv-zf)*s
 			ad := float32(math.Abs(float64(d)))
 			var e float32
-			if ad > 0 {
+			if ad > thr { // below thr = β^(−1/(2−p)), |d| − |d|^(p−1)/β ≤ 0: no pow needed
 				if sh := ad - powNeg03(ad)/beta; sh > 0 {
 					e = sh
 					if d < 0 {
@@ -119,10 +117,15 @@ func powNeg03(a float32) float32 {
 	u2 := u * u
 	lnm := 2 * u * (1 + u2*(1.0/3+u2*(0.2+u2*(1.0/7+u2*(1.0/9)))))
 	y := -0.3 * (float32(e) + lnm*(1/ln2)) // log2 of the result
-	k := float32(math.Floor(float64(y)))
-	f := (y - k) * ln2
+	if !(y > -126) {
+		return 0
+	}
+	ki := int32(y) // truncates toward zero: floor for y ≥ 0, one too high below
+	if float32(ki) > y {
+		ki--
+	}
+	f := (y - float32(ki)) * ln2
 	p := 1 + f*(1+f*(0.5+f*(1.0/6+f*(1.0/24+f*(1.0/120+f*(1.0/720+f*(1.0/5040)))))))
-	ki := int32(k)
 	if ki < -126 {
 		return 0
 	}

@@ -288,7 +288,12 @@ func parallelFor(n int, fn func(lo, hi int)) {
 func minMax(xs []float32) (mn, mx float32) {
 	mn, mx = xs[0], xs[0]
 	for _, x := range xs[1:] {
-		mn, mx = min(mn, x), max(mx, x)
+		if x < mn {
+			mn = x
+		}
+		if x > mx {
+			mx = x
+		}
 	}
 	return
 }
@@ -296,19 +301,37 @@ func minMax(xs []float32) (mn, mx float32) {
 // roundMagic rounds half to even for |v| < 2^22, exactly as the quant kernels do.
 const roundMagic = 12582912 // 1.5·2^23
 
-// sqErr is Σ(x − x̂)² for one granule under (scale, zero point), with the kernel's rounding.
+// clampf is min(max(v, lo), hi) with plain comparisons: the float min/max builtins also
+// order NaN and signed zeros, which costs branches in the hot loops (inputs here are finite).
+func clampf(v, lo, hi float32) float32 {
+	if v < lo {
+		return lo
+	}
+	if v > hi {
+		return hi
+	}
+	return v
+}
+
+// sqErr is Σ(x − x̂)² for one granule under (scale, zero point), with the kernel's rounding
+// (half to even through the 1.5·2^23 trick; a value beyond 2^22 steps is clamped anyway).
 func sqErr(xs []float32, s float32, z int32, lo, hi int32) float32 {
 	inv := 1 / s
-	zf, lof, hif := float32(z), float32(lo-z), float32(hi-z)
-	var e float32
-	for _, x := range xs {
-		v := x * inv
-		v = max(min(v, hif+1), lof-1) // keep the rounding trick in range
-		r := (v + roundMagic) - roundMagic
-		r = max(min(r, hif), lof)
-		d := x - r*s
-		e += d * d
+	lof, hif := float32(lo-z), float32(hi-z)
+	var e0, e1 float32
+	i := 0
+	for ; i+1 < len(xs); i += 2 {
+		x0, x1 := xs[i], xs[i+1]
+		r0 := clampf((x0*inv+roundMagic)-roundMagic, lof, hif)
+		r1 := clampf((x1*inv+roundMagic)-roundMagic, lof, hif)
+		d0, d1 := x0-r0*s, x1-r1*s
+		e0 += d0 * d0
+		e1 += d1 * d1
 	}
-	_ = zf
-	return e
+	if i < len(xs) {
+		x := xs[i]
+		d := x - clampf((x*inv+roundMagic)-roundMagic, lof, hif)*s
+		e0 += d * d
+	}
+	return e0 + e1
 }
