@@ -10,7 +10,6 @@ import (
 	"gonum.org/v1/gonum/mat"
 
 	"github.com/monoquant/monoquant/core/quant"
-	"github.com/monoquant/monoquant/core/tensor"
 )
 
 // gptq runs Frantar et al.'s column-by-column quantization with error feedback and returns
@@ -66,18 +65,19 @@ func gptq(xs []float32, shape []int, spec *quant.Spec, r quant.Range, o Options,
 			w[rr*k+j] = float64(row[c])
 		}
 	}
+	// h is J·H·J (rows and columns in reverse order) of the permuted H: see U below.
 	h := mat.NewSymDense(k, nil)
 	for a := range k {
 		for b := a; b < k; b++ {
-			h.SetSym(a, b, float64(hf[perm[a]*k+perm[b]]))
+			h.SetSym(k-1-a, k-1-b, float64(hf[perm[a]*k+perm[b]]))
 		}
 	}
 	// Inputs that never fired (H[i,i] = 0): H[i,i] = 1 and their weights zeroed, as the paper's
 	// code does (they cannot affect the output on the calibration data).
 	for j := range k {
-		if h.At(j, j) == 0 {
+		if h.At(k-1-j, k-1-j) == 0 {
 			res.DeadInputs++
-			h.SetSym(j, j, 1)
+			h.SetSym(k-1-j, k-1-j, 1)
 			for rr := range rows {
 				w[rr*k+j] = 0
 			}
@@ -107,17 +107,24 @@ func gptq(xs []float32, shape []int, spec *quant.Spec, r quant.Range, o Options,
 		return nil, res, fmt.Errorf("%w: the Hessian is not positive semi-definite (Cholesky fails even with dampening %g): is it XᵀX?", ErrMethod, damp)
 	}
 	res.Damp = damp
-	var hinv mat.SymDense
-	if err := ch.InverseTo(&hinv); err != nil {
-		return nil, res, fmt.Errorf("%w: inverting the damped Hessian: %v", ErrMethod, err)
+	// The paper's code needs U, the upper Cholesky factor of H⁻¹ (H⁻¹ = UᵀU), and gets it
+	// by inverting H and factorizing again. With J the order-reversing permutation and
+	// JHJ = LLᵀ, H⁻¹ = (J L⁻¹ J)ᵀ(J L⁻¹ J) and J L⁻¹ J is upper triangular with a positive
+	// diagonal, so U = J L⁻¹ J: one factorization (of the reversed matrix, done above) and
+	// one triangular inverse, half the work.
+	var lt mat.TriDense
+	ch.LTo(&lt)
+	if err := lt.InverseTri(&lt); err != nil {
+		return nil, res, fmt.Errorf("%w: inverting the Cholesky factor of the damped Hessian: %v (ill-conditioned; raise the dampening)", ErrMethod, err)
 	}
-	var ch2 mat.Cholesky
-	if !ch2.Factorize(&hinv) {
-		return nil, res, fmt.Errorf("%w: the inverse of the damped Hessian is not positive definite (ill-conditioned Hessian; raise the dampening)", ErrMethod)
+	li := lt.RawTriangular()
+	ud := make([]float64, k*k)
+	for a := range k {
+		for b := a; b < k; b++ {
+			ud[a*k+b] = li.Data[(k-1-a)*li.Stride+(k-1-b)]
+		}
 	}
-	var ut mat.TriDense
-	ch2.UTo(&ut)
-	u := ut.RawTriangular() // upper, row-major, stride u.Stride
+	u := blas64.Triangular{N: k, Stride: k, Data: ud}
 
 	lo, hi := spec.QDType.Limits()
 	// Static groups (act-order): qparams from the unquantized weights, all at once.
@@ -207,4 +214,3 @@ func minMax64(xs []float64) (float32, float32) {
 	return float32(mn), float32(mx)
 }
 
-var _ = tensor.F32
