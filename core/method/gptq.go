@@ -213,4 +213,3 @@ func minMax64(xs []float64) (float32, float32) {
 	}
 	return float32(mn), float32(mx)
 }
-
