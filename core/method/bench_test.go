@@ -48,11 +48,15 @@ func BenchmarkMethods4096(b *testing.B) {
 			sc, zp := make([]float32, np), make([]int32, np)
 			b.SetBytes(int64(4 * n * n))
 			b.ResetTimer()
+			cpu0 := processCPU()
 			for range b.N {
 				if _, err := Quantize(tc.m, dst, src, spec, sc, zp, o); err != nil {
 					b.Fatal(err)
 				}
 			}
+			// CPU seconds per matrix: on a shared machine the wall clock swings with the
+			// neighbours' load; on 2 idle cores the wall time is about half of this.
+			b.ReportMetric(float64(processCPU()-cpu0)/1e9/float64(b.N), "cpu-s/op")
 		})
 	}
 }
