@@ -148,3 +148,21 @@ func TestQuantizeGPTQSingularWarns(t *testing.T) {
 		t.Errorf("no %s warning for fc1: %s", WarnHessianDamped, b)
 	}
 }
+
+// TestQuantizeGPTQTransposedRefused: a Hugging Face Conv1D stores [in, out], so per-channel
+// INT8 keeps its channels on axis 1, which gptq cannot use; the error names the tensor
+// before anything is written.
+func TestQuantizeGPTQTransposedRefused(t *testing.T) {
+	m := NewModel()
+	if err := m.Add("c_fc.weight", tensor.FromFloat32(make([]float32, 64*32), 64, 32)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SetModuleType("c_fc", "transformers.pytorch_utils.Conv1D"); err != nil {
+		t.Fatal(err)
+	}
+	m.SetHessian("c_fc", identityHessian(32))
+	_, err := m.Quantize(context.Background(), Options{Bits: 8, Method: "gptq"}, nil)
+	if want := `tensor "c_fc.weight": method gptq needs the output channels on axis 0`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Quantize = %v, want an error containing %q", err, want)
+	}
+}

@@ -45,6 +45,9 @@ func checkHessians(p *Plan, run *Run) error {
 		if !t.Method.NeedsHessian() {
 			continue
 		}
+		if t.Spec.Granularity == quant.PerChannel && t.Spec.Axis != 0 {
+			return fmt.Errorf("tensor %q: method gptq needs the output channels on axis 0; this %s weight keeps them on axis %d (choose method rtn, mse or hqq for it)", t.Name, t.LayerType, t.Spec.Axis)
+		}
 		k := tensor.NumElements(t.QuantShape[1:])
 		h := run.Hessians[t.Layer]
 		if h == nil {
