@@ -66,7 +66,7 @@ func setupQuantize(fs *flag.FlagSet) func(context.Context, *env, []string) error
 	a := &quantizeArgs{
 		format:    newChoice("", formatPT, formatSafetensors),
 		bits:      newChoice("8", "8", "4", "16"),
-		scheme:    newChoice("symmetric", "symmetric", "asymmetric", "sym", "asym"),
+		scheme:    newChoice("", "symmetric", "asymmetric", "sym", "asym"),
 		observer:  newChoice("histogram", "minmax", "moving_average", "histogram"),
 		dtype:     newChoice("fp16", "fp16", "bf16"),
 		nonFinite: newChoice("reject", "reject", "clamp"),
@@ -77,7 +77,7 @@ func setupQuantize(fs *flag.FlagSet) func(context.Context, *env, []string) error
 	fs.StringVar(&a.out, "out", "", "output `file` (.safetensors, .pt, .pth or .bin); default: next to IN, e.g. model.int8.safetensors")
 	fs.Var(a.format, "format", "output `format`: pt or safetensors (default: OUT's extension, else safetensors)")
 	fs.Var(a.bits, "bits", "`bits` per weight: 8 (INT8 per-channel), 4 (INT4 group-wise) or 16 (FP16/BF16)")
-	fs.Var(a.scheme, "scheme", "integer `scheme`: symmetric or asymmetric (default symmetric; asymmetric with --method hqq)")
+	fs.Var(a.scheme, "scheme", "integer `scheme`: symmetric or asymmetric (when not given: asymmetric for --method hqq, else symmetric)")
 	fs.Var(a.method, "method", "how weights become integers: rtn (round to nearest), mse (clip search), hqq (half-quadratic zero points; asymmetric); gptq needs calibration Hessians and is not available here")
 	fs.IntVar(&a.groupSize, "group-size", 128, "INT4 `values` per scale along a row (--bits 4 only)")
 	fs.Var(&a.layers, "layers", "layer `types` to quantize, comma-separated or repeated: linear, conv2d, lstm, embedding, conv1d, conv3d, gru, rnn (default linear,conv2d,lstm)")
