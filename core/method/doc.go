@@ -28,7 +28,8 @@
 //	      Cholesky factor of H⁻¹, lazy batches of BlockSize (128) columns, optional act-order
 //	      (decreasing diag H, with group qparams then fixed from the unquantized weights so
 //	      groups stay consecutive columns). Cost: O(K³) for the factorization plus
-//	      O(rows·K²) for the updates, float64 (gonum's BLAS/LAPACK in pure Go).
+//	      O(rows·K²) for the updates, float64 (gonum's BLAS/LAPACK in pure Go); memory:
+//	      the weights as float64 (8·rows·K bytes) and four K×K float64 matrices.
 //
 // # Using it
 //

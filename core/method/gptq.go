@@ -92,13 +92,15 @@ func gptq(xs []float32, shape []int, spec *quant.Spec, r quant.Range, o Options,
 	mean /= float64(k)
 	damp := o.PercDamp * mean
 	ok := false
+	d0 := make([]float64, k) // the undamped diagonal: h is damped in place (no K×K copy)
+	for j := range k {
+		d0[j] = h.At(j, j)
+	}
 	for try := 0; try < 4 && !ok; try++ {
-		hd := mat.NewSymDense(k, nil)
-		hd.CopySym(h)
 		for j := range k {
-			hd.SetSym(j, j, h.At(j, j)+damp)
+			h.SetSym(j, j, d0[j]+damp)
 		}
-		if ok = ch.Factorize(hd); !ok {
+		if ok = ch.Factorize(h); !ok {
 			damp *= 10 // not positive definite even damped: damp harder, and say so
 			res.Singular = true
 		}
