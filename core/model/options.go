@@ -47,7 +47,7 @@ func (m Mode) String() string {
 // linear, conv2d and LSTM weights, INT8 per-channel, weight only.
 type Options struct {
 	// Bits picks the Spec template when Spec.Format is unset: 8 → INT8 per-channel symmetric
-	// (axis 0), 4 → INT4 group-wise symmetric (group size 128), 16 → FP16 (BF16 when BFloat16).
+	// (axis 0), 4 → INT4 group-wise asymmetric (group size 128), 16 → FP16 (BF16 when BFloat16).
 	Bits     int
 	BFloat16 bool
 	// Spec is the template every quantized tensor starts from; Format set means "use as is"
@@ -89,13 +89,16 @@ type normalized struct {
 }
 
 // SpecForBits returns the spec template for a bit width: 8 → INT8 per-channel symmetric, 4 →
-// INT4 group-wise symmetric with group size 128, 16 → FP16 or BF16.
+// INT4 group-wise asymmetric with group size 128, 16 → FP16 or BF16.
 func SpecForBits(bits int, bf16 bool) (quant.Spec, error) {
 	switch bits {
 	case 8:
 		return quant.Spec{Format: quant.Int8, Scheme: quant.Symmetric, Granularity: quant.PerChannel}, nil
 	case 4:
-		return quant.Spec{Format: quant.Int4, Scheme: quant.Symmetric, Granularity: quant.PerGroup, GroupSize: 128}, nil
+		// Asymmetric: on all-MiniLM-L6-v2's 37 Linear weights (INT4 g128) it gains 1.02 dB of
+		// mean weight SQNR over symmetric (19.45 against 18.43 dB) at round-to-nearest speed;
+		// method mse gains 1.48 dB but runs far below 1 GB/s (docs/methods.md).
+		return quant.Spec{Format: quant.Int4, Scheme: quant.Asymmetric, Granularity: quant.PerGroup, GroupSize: 128}, nil
 	case 16:
 		if bf16 {
 			return quant.Spec{Format: quant.BFloat16}, nil
