@@ -24,7 +24,7 @@ func mq_config_init(cfg *C.mq_config) (rc C.int) {
 		size:    C.uint32_t(unsafe.Sizeof(*cfg)),
 		version: C.MQ_CONFIG_VERSION,
 		format:  C.MQ_INT8,
-		scheme:  C.MQ_SYMMETRIC,
+		scheme:  C.MQ_SCHEME_DEFAULT,
 		eps:     C.float(quant.DefaultEps),
 	}
 	return mqOK

@@ -143,7 +143,8 @@ typedef enum mq_format {
 } mq_format;
 
 typedef enum mq_scheme {
-    MQ_SCHEME_DEFAULT = 0,    /* symmetric */
+    MQ_SCHEME_DEFAULT = 0,    /* the engine's default: symmetric for the tensor functions and
+                                 for INT8 models; asymmetric for INT4 models (mq_defaults_json) */
     MQ_SYMMETRIC = 1,         /* torch per_tensor_symmetric / per_channel_symmetric */
     MQ_ASYMMETRIC = 2         /* torch per_tensor_affine / per_channel_affine */
 } mq_scheme;
@@ -178,7 +179,7 @@ typedef struct mq_config {
     uint32_t size;          /* sizeof(mq_config), set by mq_config_init; checked by every call */
     uint32_t version;       /* MQ_CONFIG_VERSION, set by mq_config_init; checked by every call */
     int32_t format;         /* mq_format; default MQ_INT8 */
-    int32_t scheme;         /* mq_scheme; default symmetric */
+    int32_t scheme;         /* mq_scheme; default MQ_SCHEME_DEFAULT */
     int32_t granularity;    /* mq_granularity; default per-channel (INT8) / per-group (INT4) */
     int32_t axis;           /* per-channel: the channel dimension, negative counts from the end;
                                default 0 */

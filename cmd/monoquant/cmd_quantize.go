@@ -5,9 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/convert"
+	"github.com/monoquant/monoquant/core/method"
 	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/recipe"
@@ -59,7 +61,7 @@ type quantizeArgs struct {
 	model, out, calibration, recipe string
 	format, bits, scheme            *choiceFlag
 	observer, dtype, activations    *choiceFlag
-	nonFinite                       *choiceFlag
+	nonFinite, method               *choiceFlag
 	groupSize                       int
 	groupFallback                   bool
 	layers, skip                    listFlag
@@ -77,6 +79,7 @@ func optionFlags(fs *flag.FlagSet, a *quantizeArgs) {
 	a.dtype = newChoice("", "int8", "int4", "fp16", "bf16")
 	a.activations = newChoice("", "none", "dynamic", "static")
 	a.nonFinite = newChoice("", "reject", "clamp")
+	a.method = newChoice("", method.Names()...)
 	a.layers.choices = layerChoices()
 	fs.StringVar(&a.model, "model", "", "the `checkpoint` (.pt/.pth/.bin, .safetensors, .safetensors.index.json)")
 	fs.Var(a.bits, "bits", fmt.Sprintf("`bits` per weight: 8 (INT8 per-channel), 4 (INT4 group-wise) or 16 (FP16/BF16); default %d", recipe.DefaultBits))
@@ -91,6 +94,7 @@ func optionFlags(fs *flag.FlagSet, a *quantizeArgs) {
 	fs.Var(a.observer, "observer", fmt.Sprintf("static activation `observer`: minmax, moving_average or histogram; default %s", recipe.DefaultObserver))
 	fs.StringVar(&a.calibration, "calibration", "", "a .pt/.safetensors `file` of recorded activations (layer name → input tensor): static qparams")
 	fs.Var(a.nonFinite, "nonfinite", "NaN/Inf in a weight: reject (fail naming the tensor; the default) or clamp")
+	fs.Var(a.method, "method", fmt.Sprintf("how weights become integers: %s (docs/methods.md; gptq needs each layer's input Hessian, which only Python's calibration and the C/Go APIs give); default %s", strings.Join(method.Names(), ", "), recipe.DefaultMethod))
 }
 
 func setupQuantize(fs *flag.FlagSet) func(context.Context, *env, []string) error {
@@ -120,7 +124,7 @@ func layerChoices() []string {
 // what goes with what is core's.
 func (a *quantizeArgs) options() (model.Options, error) {
 	o := model.Options{Skip: a.skip.values, Scheme: a.scheme.value, DType: a.dtype.value, Activations: a.activations.value,
-		Observer: a.observer.value, Calibrated: a.calibration != ""}
+		Observer: a.observer.value, Calibrated: a.calibration != "", Method: a.method.value}
 	if a.bits.value != "" {
 		o.Bits, _ = strconv.Atoi(a.bits.value)
 	}
@@ -143,6 +147,10 @@ func (a *quantizeArgs) options() (model.Options, error) {
 			return o, usageErr("--layers: %v", err)
 		}
 		o.LayerTypes = append(o.LayerTypes, t)
+	}
+	if o.Method == "gptq" {
+		// (a capability of this front end: it has no forward pass to accumulate Hessians with)
+		return o, usageErr("--method gptq needs each layer's input Hessian XᵀX from calibration data, which the command line cannot compute: use Python (monoquant.quantize(model, method=\"gptq\", calibration_data=...)) or --method rtn, mse or hqq")
 	}
 	if a.recipe != "" {
 		r, err := recipe.Load(a.recipe)

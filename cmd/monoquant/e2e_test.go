@@ -349,3 +349,38 @@ func TestReadmeFlow(t *testing.T) {
 		}
 	}
 }
+
+// TestQuantizeMethodFlag: --method reaches core, lands in the file config per tensor and the
+// output dequantizes with the ordinary reader; hqq picks the asymmetric scheme by itself.
+func TestQuantizeMethodFlag(t *testing.T) {
+	root := repoRoot(t)
+	in := filepath.Join(root, "examples/tiny_transformer.safetensors")
+	for _, m := range []string{"mse", "hqq"} {
+		out := filepath.Join(t.TempDir(), "q.safetensors")
+		args := []string{"quantize", "--model", in, "--bits", "4", "--group-size", "32", "--method", m, "--out", out, "--json", "--quiet"}
+		r := runCLI(t, args...)
+		if r.code != exitOK {
+			t.Fatalf("monoquant %s: exit %d: %s", strings.Join(args, " "), r.code, r.stderr)
+		}
+		ck, err := checkpoint.Open(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := model.ReadConfig(ck.Entries(), ck.Metadata())
+		ck.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, tc := range cfg.Tensors {
+			if tc.Method != m {
+				t.Errorf("%s: %s has method %q in the config", m, name, tc.Method)
+			}
+			if m == "hqq" && tc.Scheme != "asymmetric" {
+				t.Errorf("hqq: %s has scheme %q, want asymmetric", name, tc.Scheme)
+			}
+		}
+		if r := runCLI(t, "dequantize", out, "--out", filepath.Join(t.TempDir(), "d.safetensors"), "--quiet"); r.code != exitOK {
+			t.Errorf("%s: dequantize: %s", m, r.stderr)
+		}
+	}
+}

@@ -79,6 +79,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"quantize", "--model", model, "--activations", "static"}, `--activations static needs calibration data`},
 		{[]string{"quantize", "--model", model, "--nonfinite", "ignore"}, `invalid value "ignore" for --nonfinite`},
 		{[]string{"quantize", "--model", model, "--frobnicate"}, "unknown flag --frobnicate"},
+		{[]string{"quantize", "--model", model, "--method", "awq"}, `invalid value "awq" for --method`},
+		{[]string{"quantize", "--model", model, "--bits", "4", "--method", "gptq"}, "--method gptq needs each layer's input Hessian XᵀX from calibration data"},
 		{[]string{"quantize", "--model", model, "extra.pt"}, `unexpected argument "extra.pt"`},
 		{[]string{"quantize", "--model", model, "--out", "q.onnx"}, "--out q.onnx: unknown extension"},
 		{[]string{"quantize", "--model", model, "--out", "q.pt", "--format", "safetensors"}, "--out q.pt is a pt file but --format is safetensors"},

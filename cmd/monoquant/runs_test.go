@@ -72,7 +72,7 @@ func TestRunsWorkflow(t *testing.T) {
 	// metric, show, compare.
 	mustCLI(t, "runs", "metric", "2", "accuracy", "0.91")
 	show := mustCLI(t, "runs", "show", "2").stdout
-	for _, want := range []string{"Run 2 ", "accuracy", "0.91", sum.SHA256, "int4/per_group/symmetric/g32", "options.bits"} {
+	for _, want := range []string{"Run 2 ", "accuracy", "0.91", sum.SHA256, "int4/per_group/asymmetric/g32", "options.bits"} {
 		if !strings.Contains(show, want) {
 			t.Errorf("runs show 2 lacks %q:\n%s", want, show)
 		}

@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/monoquant/monoquant/core/method"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
 )
@@ -25,7 +26,7 @@ func BenchmarkQuantizeOne(b *testing.B) {
 			b.SetBytes(int64(len(x.Data)))
 			var buf quantBuffers
 			for i := 0; i < b.N; i++ {
-				if _, err := quantizeOne(tp, x, &buf); err != nil {
+				if _, _, err := quantizeOne(tp, x, &buf, method.Options{}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -9,6 +9,7 @@ import (
 	"sort"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/method"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/recipe"
 	"github.com/monoquant/monoquant/core/tensor"
@@ -282,6 +283,11 @@ func ReadConfig(entries []checkpoint.Entry, metadata map[string]string) (*Config
 		s, err := tc.Spec()
 		if err != nil {
 			return nil, fmt.Errorf("%w: tensor %q: %v", ErrFormat, name, err)
+		}
+		if tc.Method != "" {
+			if _, err := method.Parse(tc.Method); err != nil {
+				return nil, fmt.Errorf("%w: tensor %q: %v", ErrFormat, name, err)
+			}
 		}
 		if _, err := tensor.ParseDType(tc.DType); err != nil {
 			return nil, fmt.Errorf("%w: tensor %q: original dtype: %v", ErrFormat, name, err)

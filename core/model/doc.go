@@ -18,8 +18,10 @@
 // name, prefix or glob ("classifier.*", "*.lm_head"). Biases, norms and non-float tensors are
 // copied as they are.
 //
-// The spec template comes from Options.Bits (8 → INT8 per-channel, 4 → INT4 group-wise with group
-// size 128, 16 → FP16 or BF16) or from Options.Spec. Group-wise quantization views a weight as
+// The spec template comes from Options.Bits (8 → INT8 per-channel symmetric, 4 → INT4
+// group-wise asymmetric with group size 128, 16 → FP16 or BF16) or from Options.Spec.
+// Options.Method chooses how weights become integers (core/method: rtn, mse, hqq, gptq; gptq
+// takes each layer's input Hessian from Run.Hessians or Model.SetHessian). Group-wise quantization views a weight as
 // [shape[0], rest]; when the group size does not divide a row, the plan uses the largest divisor
 // of the row between 16 and the group size, else INT8 per-channel, and records a warning.
 //

@@ -43,7 +43,7 @@ var goldenModels = []struct {
 
 var goldenSchemes = map[string]Options{
 	"int8": {Bits: 8},
-	"int4": {Bits: 4, Spec: quant.Spec{GroupSize: 32}, GroupFallback: &yes},
+	"int4": {Bits: 4, Spec: quant.Spec{GroupSize: 32, Scheme: quant.Symmetric}, GroupFallback: &yes},
 	"fp16": {Bits: 16},
 }
 

@@ -16,6 +16,8 @@ import (
 type Model struct {
 	ck  *memCheckpoint
 	cal *Calibration
+	// hessians: per-layer input Hessians for method gptq
+	hessians map[string]*tensor.Tensor
 }
 
 // NewModel returns an empty model.
@@ -98,7 +100,7 @@ func (m *Model) Quantize(ctx context.Context, opts Options, progress ProgressFun
 	if err != nil {
 		return nil, err
 	}
-	run := Run{Progress: progress}
+	run := Run{Progress: progress, Hessians: m.hessians}
 	if len(p.StaticLayers()) > 0 {
 		if m.cal == nil {
 			return nil, fmt.Errorf("%w: static mode needs calibration data: call StartCalibration and Calibrate first", ErrCalibration)
@@ -119,6 +121,19 @@ func (m *Model) Quantize(ctx context.Context, opts Options, progress ProgressFun
 		return nil, fmt.Errorf("internal: the quantized model does not validate: %w", err)
 	}
 	return &Result{Report: rep, Config: cfg, ck: mw.out}, nil
+}
+
+// SetHessian gives a layer's input Hessian H = XᵀX ([K, K] over the inputs of its weight
+// viewed as [rows, K]), which method gptq needs; a nil h removes it.
+func (m *Model) SetHessian(layer string, h *tensor.Tensor) {
+	if h == nil {
+		delete(m.hessians, layer)
+		return
+	}
+	if m.hessians == nil {
+		m.hessians = map[string]*tensor.Tensor{}
+	}
+	m.hessians[layer] = h
 }
 
 // Result is a quantized model in memory: the stored tensors of the quantized checkpoint format

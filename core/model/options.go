@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/monoquant/monoquant/core/method"
 	"github.com/monoquant/monoquant/core/observer"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/recipe"
@@ -81,8 +82,11 @@ type Options struct {
 	Calibrated bool
 	// Mode is version 1's spelling: Static means Activations "static" and Calibrated.
 	Mode Mode
-	// Method is how weights become integers ("" = "rtn").
-	Method string
+	// Method is how weights become integers (core/method: "rtn", the default, "mse", "hqq" or
+	// "gptq"); gptq needs each layer's input Hessian in Run.Hessians. MethodOptions tunes the
+	// methods (its Hessian field is ignored: Hessians come per layer through Run).
+	Method        string
+	MethodOptions method.Options
 	// Observer names the static activation observer: "minmax", "moving_average" or
 	// "histogram" ("" = core/recipe's default). ActivationObserver, when its Kind is set, gives
 	// torch's constructor arguments too and is used by every static layer whose observer is
@@ -114,6 +118,7 @@ type normalized struct {
 	actObs   observer.Options
 	runnable map[LayerType]bool
 	classes  map[string]bool
+	mopts    method.Options
 }
 
 // SpecForBits returns the spec template for a bit width: 8 → INT8 per-channel symmetric, 4 →
@@ -272,6 +277,8 @@ func (o *Options) normalize() (*normalized, error) {
 	}
 	tmpl.Axis = 0
 	n.spec = tmpl
+	n.mopts = o.MethodOptions
+	n.mopts.Hessian = nil
 	return n, nil
 }
 

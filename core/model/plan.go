@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/method"
 	"github.com/monoquant/monoquant/core/observer"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/recipe"
@@ -85,6 +86,8 @@ type TensorPlan struct {
 	// tensor, -1 when none selected it. Settings are that rule's resolved options.
 	Rule     int             `json:"rule"`
 	Settings recipe.Settings `json:"-"`
+	// Method is how the weights become integers (core/method); "rtn" for float casts too.
+	Method method.Method `json:"method,omitempty"`
 }
 
 // Plan lists every tensor of a checkpoint in file order with what will happen to it.
@@ -244,6 +247,17 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 			tp.Settings = rr.Settings
 			if err := planSpec(&tp, n.specFor(&rr.Settings), c.channelAxis(layer, lt), rr.Settings.GroupFallback); err != nil {
 				return nil, fmt.Errorf("%w: tensor %q%s: %w", ErrOption, e.Name, p.ruleWhere(ri), err)
+			}
+			m, err := method.Parse(rr.Settings.Method)
+			if err == nil && tp.Spec.Format.IsInteger() {
+				err = m.Check(tp.Spec)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%w: tensor %q%s: %w", ErrOption, e.Name, p.ruleWhere(ri), err)
+			}
+			tp.Method = m
+			if !tp.Spec.Format.IsInteger() {
+				tp.Method = method.RTN
 			}
 			for _, suffix := range []string{".scale", ".zero_point"} {
 				if names[e.Name+suffix] {

@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/method"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
 )
@@ -32,6 +33,34 @@ type Run struct {
 	Progress ProgressFunc
 	// Calibration is required in static mode: its observers give the activation qparams.
 	Calibration *Calibration
+	// Hessians are the layers' input Hessians H = XᵀX ([K, K], K the inputs of the layer's
+	// weight viewed as [rows, K]), keyed by layer name; method gptq needs one per layer.
+	Hessians map[string]*tensor.Tensor
+}
+
+// checkHessians refuses, before anything is written, a gptq plan whose layers lack a Hessian
+// or carry one of the wrong size.
+func checkHessians(p *Plan, run *Run) error {
+	for _, t := range p.Quantized() {
+		if !t.Method.NeedsHessian() {
+			continue
+		}
+		if t.Spec.Granularity == quant.PerChannel && t.Spec.Axis != 0 {
+			return fmt.Errorf("tensor %q: method gptq needs the output channels on axis 0; this %s weight keeps them on axis %d (choose method rtn, mse or hqq for it)", t.Name, t.LayerType, t.Spec.Axis)
+		}
+		k := tensor.NumElements(t.QuantShape[1:])
+		h := run.Hessians[t.Layer]
+		if h == nil {
+			return fmt.Errorf("%w: tensor %q: method gptq needs the input Hessian H = XᵀX of layer %q, a [%d, %d] float tensor accumulated over calibration inputs (or choose method rtn, mse or hqq, which need no data)", ErrCalibration, t.Name, t.Layer, k, k)
+		}
+		if len(h.Shape) != 2 || h.Shape[0] != k || h.Shape[1] != k {
+			return fmt.Errorf("%w: tensor %q: the Hessian of layer %q is %v; its %d inputs need [%d, %d]", ErrCalibration, t.Name, t.Layer, h.Shape, k, k, k)
+		}
+		if !h.DType.IsFloat() {
+			return fmt.Errorf("%w: tensor %q: the Hessian of layer %q is %v; it must be a float tensor", ErrCalibration, t.Name, t.Layer, h.DType)
+		}
+	}
+	return nil
 }
 
 // OutputEntries lists the tensors a plan writes, in order: each input tensor in file order,
@@ -78,6 +107,9 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 	}
 	if IsQuantized(r.Metadata()) {
 		return nil, fmt.Errorf("the checkpoint is already quantized by monoquant (it has %q metadata); dequantize it first", MetadataKey)
+	}
+	if err := checkHessians(p, &run); err != nil {
+		return nil, err
 	}
 	rep = &Report{Warnings: append([]Warning(nil), p.Warnings...)}
 	cfg := p.Config()
@@ -171,6 +203,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 			if err != nil {
 				return nil, err
 			}
+			tr.Activations, tr.Method, tr.Rule = tp.Settings.Activations, tp.Settings.Method, p.RuleName(tp.Rule)
 			rep.TotalBytesBefore += tr.BytesBefore
 			rep.TotalBytesAfter += tr.BytesAfter
 			rep.Tensors = append(rep.Tensors, tr)
@@ -187,7 +220,9 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 			rep.TensorsKept++
 		} else {
 			j.out = pl.buffers()
-			tr, err := quantizeOne(tp, t, j.out)
+			mo := p.opts.mopts
+			mo.Hessian = run.Hessians[tp.Layer]
+			tr, warns, err := quantizeOne(tp, t, j.out, mo)
 			r.Release(tp.Name) // the writer needs only the quantized form
 			if err != nil {
 				return nil, err
@@ -196,6 +231,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 			rep.TotalBytesAfter += tr.BytesAfter
 			tr.Activations, tr.Method, tr.Rule = tp.Settings.Activations, tp.Settings.Method, p.RuleName(tp.Rule)
 			rep.Tensors = append(rep.Tensors, tr)
+			rep.Warnings = append(rep.Warnings, warns...)
 			rep.Warnings = append(rep.Warnings, tensorWarnings(tp, &tr)...)
 		}
 		// One tensor is written while the next one is computed: the pipeline hides the write
@@ -344,7 +380,7 @@ func writeParams(w checkpoint.Writer, tp *TensorPlan, b *quantBuffers) error {
 }
 
 // quantizeOne quantizes one tensor into reused buffers and measures its error.
-func quantizeOne(tp *TensorPlan, t *tensor.Tensor, b *quantBuffers) (TensorReport, error) {
+func quantizeOne(tp *TensorPlan, t *tensor.Tensor, b *quantBuffers, mo method.Options) (TensorReport, []Warning, error) {
 	view := &tensor.Tensor{DType: t.DType, Shape: tp.QuantShape, Data: t.Data}
 	s := tp.Spec
 	n := t.Len()
@@ -362,12 +398,44 @@ func quantizeOne(tp *TensorPlan, t *tensor.Tensor, b *quantBuffers) (TensorRepor
 		}
 		sc, z = b.scale[:np], b.zp[:np]
 	}
-	st, sig, noise, err := quantizeMeasured(data, view, s, sc, z)
+	var st quant.Stats
+	var sig, noise float64
+	var err error
+	var warns []Warning
+	if tp.Method == "" || tp.Method == method.RTN {
+		st, sig, noise, err = quantizeMeasured(data, view, s, sc, z)
+	} else {
+		var res method.Result
+		res, err = method.Quantize(tp.Method, data, view, s, sc, z, mo)
+		if err == nil {
+			st = res.Stats
+			sig, noise, err = methodEnergy(view, data, s, sc, z)
+		}
+		if res.Singular {
+			warns = append(warns, Warning{Code: WarnHessianDamped, Tensor: tp.Name, Layer: tp.Layer,
+				Message: fmt.Sprintf("the Hessian of layer %q is singular (%d inputs never fired); quantized with dampening %.3g added to its diagonal", tp.Layer, res.DeadInputs, res.Damp)})
+		}
+	}
 	if err != nil {
-		return TensorReport{}, fmt.Errorf("tensor %q: %w", tp.Name, err)
+		return TensorReport{}, nil, fmt.Errorf("tensor %q: %w", tp.Name, err)
 	}
 	b.d, b.sc, b.z = data, sc, z
-	return tensorReport(tp, t, st, sig, noise), nil
+	return tensorReport(tp, t, st, sig, noise), warns, nil
+}
+
+// methodEnergy measures Σx² and Σ(x − x̂)² of a tensor a method quantized (the rtn path
+// measures inside the kernel instead).
+func methodEnergy(src *tensor.Tensor, q []byte, s quant.Spec, sc []float32, z []int32) (float64, float64, error) {
+	xs, err := src.Float32s()
+	if err != nil {
+		return 0, 0, err
+	}
+	back := make([]float32, len(xs))
+	if err := quant.Dequantize(back, q, src.Shape, s, sc, z); err != nil {
+		return 0, 0, err
+	}
+	en := quant.Energies(xs, back, false)
+	return en.Signal, en.Noise, nil
 }
 
 // tensorReport is what one tensor's quantization measured.

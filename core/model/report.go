@@ -14,12 +14,15 @@ import (
 type WarningCode string
 
 const (
-	WarnFirstLayer     WarningCode = "first_layer_quantized"
-	WarnLastLayer      WarningCode = "last_layer_quantized"
-	WarnLowSQNR        WarningCode = "low_sqnr"
-	WarnInt4Small      WarningCode = "int4_small_layer"
-	WarnFP16Overflow   WarningCode = "fp16_overflow"
-	WarnGroupFallback  WarningCode = "group_size_fallback"
+	WarnFirstLayer    WarningCode = "first_layer_quantized"
+	WarnLastLayer     WarningCode = "last_layer_quantized"
+	WarnLowSQNR       WarningCode = "low_sqnr"
+	WarnInt4Small     WarningCode = "int4_small_layer"
+	WarnFP16Overflow  WarningCode = "fp16_overflow"
+	WarnGroupFallback WarningCode = "group_size_fallback"
+	// WarnHessianDamped: gptq met a singular Hessian (inputs that never fired, or fewer
+	// independent samples than inputs) and quantized against the damped one.
+	WarnHessianDamped  WarningCode = "hessian_damped"
 	WarnNoCalibration  WarningCode = "no_calibration_data"
 	WarnNonFiniteClamp WarningCode = "non_finite_clamped"
 	// WarnActivationOutliers: a layer's calibration input has heavy outliers (see OutlierRatio).

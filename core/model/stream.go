@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/monoquant/monoquant/core/method"
+
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
@@ -26,7 +28,8 @@ var (
 // streamable reports whether tensor tp is quantized in streamed blocks, and the reader's
 // RangeReleaser if so.
 func streamable(tp *TensorPlan, r checkpoint.Reader, w checkpoint.Writer) (checkpoint.RangeReleaser, bool) {
-	if tp.Action != ActionQuantize || entryBytes(tp.DType, tp.Shape) < streamThreshold || !blockable(&tp.Spec, tp.QuantShape) {
+	if tp.Action != ActionQuantize || entryBytes(tp.DType, tp.Shape) < streamThreshold || !blockable(&tp.Spec, tp.QuantShape) ||
+		(tp.Method != "" && tp.Method != method.RTN) { // the other methods see the whole tensor
 		return nil, false
 	}
 	if _, ok := w.(checkpoint.PartWriter); !ok {

@@ -52,7 +52,7 @@ static void test_config(void) {
     CHECK_RC(mq_config_init(NULL), MQ_EINVAL);
     CHECK_RC(mq_config_init(&c), MQ_OK);
     CHECK(c.size == sizeof c && c.version == MQ_CONFIG_VERSION, "config size %u version %u, want %zu %d", c.size, c.version, sizeof c, MQ_CONFIG_VERSION);
-    CHECK(c.format == MQ_INT8 && c.scheme == MQ_SYMMETRIC && c.eps > 1.19e-7f && c.eps < 1.2e-7f, "defaults: format %d scheme %d eps %g", c.format, c.scheme, c.eps);
+    CHECK(c.format == MQ_INT8 && c.scheme == MQ_SCHEME_DEFAULT && c.eps > 1.19e-7f && c.eps < 1.2e-7f, "defaults: format %d scheme %d eps %g", c.format, c.scheme, c.eps);
 
     mq_tensor x = f32(G_X, 2, SHAPE);
     size_t db, np;
