@@ -18,6 +18,8 @@ mq_c_test(test_observer "${MQ_TEST_DIR}/test_observer.c")
 mq_c_test(test_model "${MQ_TEST_DIR}/test_model.c")
 # test_model reads the bundled example and malicious fixtures from the source tree.
 target_compile_definitions(test_model PRIVATE MQ_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+mq_c_test(test_search "${MQ_TEST_DIR}/test_search.c")
+target_compile_definitions(test_search PRIVATE MQ_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 
 # The header on its own, as strict C99 and as C++11; linking proves the extern "C" guards.
 add_executable(header_c99 "${MQ_TEST_DIR}/header_c99.c")

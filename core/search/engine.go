@@ -320,31 +320,49 @@ func (e *Engine) bitsPerWeight(g []gene) float64 {
 	return bits / n
 }
 
-// Tell records trial id's objectives, in the space's order or by name, and advances the search.
-// A NaN, an infinity, a missing or an unknown objective is an error naming it; the trial stays
+// Tell records trial id's objectives by name and advances the search. A NaN, an infinity
+// (ErrNonFinite), a missing or an unknown objective is an error naming it; the trial stays
 // pending (tell it again, or Fail it).
 func (e *Engine) Tell(id int, objectives map[string]float64) error {
-	t, err := e.pending(id)
-	if err != nil {
-		return err
-	}
 	vals := make([]float64, len(e.space.Objectives))
 	for i, o := range e.space.Objectives {
 		v, ok := objectives[o.Name]
 		if !ok {
 			return fmt.Errorf("%w: trial %d: objective %q is missing", ErrTrial, id, o.Name)
 		}
-		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return fmt.Errorf("%w: trial %d: objective %q is %v, not a finite number", ErrTrial, id, o.Name, v)
-		}
 		vals[i] = v
 	}
 	for name := range objectives {
 		if !slices.ContainsFunc(e.space.Objectives, func(o Objective) bool { return o.Name == name }) {
-			return fmt.Errorf("%w: trial %d: objective %q is not one of the space's", ErrTrial, id, name)
+			return fmt.Errorf("%w: trial %d: objective %q is not one of the space's (%s)", ErrTrial, id, name, e.objectiveNames())
 		}
 	}
-	t.Status, t.Objectives = StatusDone, vals
+	return e.TellValues(id, vals)
+}
+
+func (e *Engine) objectiveNames() string {
+	names := make([]string, len(e.space.Objectives))
+	for i, o := range e.space.Objectives {
+		names[i] = o.Name
+	}
+	return strings.Join(names, ", ")
+}
+
+// TellValues is Tell with the objectives in the space's order.
+func (e *Engine) TellValues(id int, values []float64) error {
+	t, err := e.pending(id)
+	if err != nil {
+		return err
+	}
+	if len(values) != len(e.space.Objectives) {
+		return fmt.Errorf("%w: trial %d: %d objective values for %d objectives (%s)", ErrTrial, id, len(values), len(e.space.Objectives), e.objectiveNames())
+	}
+	for i, v := range values {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Errorf("%w: trial %d: objective %q is %v, not a finite number", ErrNonFinite, id, e.space.Objectives[i].Name, v)
+		}
+	}
+	t.Status, t.Objectives = StatusDone, slices.Clone(values)
 	e.fresh = append(e.fresh, id)
 	if len(e.fresh) >= e.space.Population {
 		e.selectSurvivors()

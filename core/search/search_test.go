@@ -199,8 +199,8 @@ func TestNonDominatedSortKnownFronts(t *testing.T) {
 	pts := [][]float64{
 		{1, 5}, {2, 3}, {4, 1}, // front 0
 		{2, 5}, {3, 3}, {5, 1}, // front 1
-		{6, 6},                 // front 2
-		{1, 5},                 // a duplicate of a front-0 point: not dominated
+		{6, 6}, // front 2
+		{1, 5}, // a duplicate of a front-0 point: not dominated
 	}
 	got := NonDominatedSort(pts)
 	want := [][]int{{0, 1, 2, 7}, {3, 4, 5}, {6}}

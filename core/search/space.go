@@ -36,6 +36,9 @@ var ErrSpace = errors.New("invalid search space")
 // ErrTrial is wrapped by every error about a Tell or Fail call (unknown trial, bad objectives).
 var ErrTrial = errors.New("invalid trial")
 
+// ErrNonFinite (which matches ErrTrial too) is a NaN or infinite objective.
+var ErrNonFinite = fmt.Errorf("%w: objective not finite", ErrTrial)
+
 // The formats a layer gene can take, from the most to the least precise.
 const (
 	FormatSkip = "skip" // left in float
