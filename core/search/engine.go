@@ -75,6 +75,7 @@ func New(space *Space, seed uint64) (*Engine, error) {
 	e.pcg = rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)
 	e.rng = rand.New(e.pcg)
 	for _, g := range e.initial() {
+		g = e.repair(g)
 		if k := key(g); !e.seen[k] {
 			e.seen[k] = true
 			e.queue = append(e.queue, g)
@@ -174,6 +175,28 @@ func (e *Engine) randomGene(l int) gene {
 	return e.canon(l, g)
 }
 
+// repair gives an all-skip genome (nothing to quantize: no engine call would accept it) one
+// quantized layer, drawn at random among those that allow one.
+func (e *Engine) repair(g []gene) []gene {
+	var can []int
+	for l, x := range g {
+		if e.choices[l].formats[x.F] != FormatSkip {
+			return g
+		}
+		if len(e.choices[l].formats) > 1 {
+			can = append(can, l)
+		}
+	}
+	l := can[e.rng.IntN(len(can))]
+	for {
+		x := e.randomGene(l)
+		if e.choices[l].formats[x.F] != FormatSkip {
+			g[l] = x
+			return g
+		}
+	}
+}
+
 // canon zeroes the fields the gene's format does not use.
 func (e *Engine) canon(l int, g gene) gene {
 	f := e.choices[l].formats[g.F]
@@ -208,10 +231,11 @@ func (e *Engine) Ask() Candidate {
 	if len(e.queue) > 0 {
 		g, e.queue = e.queue[0], e.queue[1:]
 	} else {
+		// (offspring are repaired below, so that every candidate quantizes at least one layer)
 		// Breed; retry a bounded number of times for a recipe not tried yet (a small space can
 		// be exhausted, then a repeat is returned).
 		for try := 0; try < 32; try++ {
-			g = e.offspring()
+			g = e.repair(e.offspring())
 			if !e.seen[key(g)] {
 				break
 			}

@@ -185,6 +185,9 @@ func TestCandidatesAreValidRecipes(t *testing.T) {
 		if r.Rules[0].Bits != 4 {
 			t.Fatalf("trial %d: blocks.0.fc not INT4: %+v", i, r.Rules[0])
 		}
+		if !slices.ContainsFunc(r.Rules, func(rl recipe.Rule) bool { return !rl.Skip }) {
+			t.Fatalf("trial %d quantizes nothing: %s", i, data)
+		}
 		obj := s.evaluate(t, &recipe.Recipe{Rules: r.Rules[:len(s.params)]})
 		if err := e.Tell(c.Trial, obj); err != nil {
 			t.Fatal(err)
@@ -364,6 +367,7 @@ func TestSpaceErrors(t *testing.T) {
 		{`{"layers": [{"name": "fc", "row": 10}], "objectives": [{"name": "m", "goal": "max"}], "formats": ["int4"]}`,
 			`no valid recipe: layer "fc"`},
 		{`{"layers": [{"name": "fc"}], "objectives": [{"name": "m", "goal": "max"}], "limits": [{"match": "[a", "min_bits": 8}]}`, `limit 1 ("[a")`},
+		{`{"layers": [{"name": "fc"}], "objectives": [{"name": "m", "goal": "max"}], "formats": ["skip"]}`, `every layer is limited to skip`},
 	} {
 		_, err := ParseSpace([]byte(tc.json))
 		if !errors.Is(err, ErrSpace) || !strings.Contains(err.Error(), tc.want) {
@@ -397,6 +401,24 @@ func TestSeededFirstGeneration(t *testing.T) {
 		}
 		if third.Rules[i].Bits != want {
 			t.Fatalf("sensitivity seed: layer %d (sensitivity %.3g) has %d bits, want %d", i, s.sens[i], third.Rules[i].Bits, want)
+		}
+	}
+}
+
+// TestEveryCandidateQuantizesSomething: in a space where all-skip genomes are likely, none is asked.
+func TestEveryCandidateQuantizesSomething(t *testing.T) {
+	e, err := New(&Space{Layers: []Layer{{Name: "a"}, {Name: "b"}}, Formats: []string{"skip", "int8"},
+		Objectives: []Objective{{"m", "max"}}, Population: 4}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 40; i++ {
+		c := e.Ask()
+		if c.Recipe.Rules[0].Skip && c.Recipe.Rules[1].Skip {
+			t.Fatalf("trial %d quantizes nothing", i)
+		}
+		if err := e.Tell(c.Trial, map[string]float64{"m": float64(i % 3)}); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -283,5 +283,8 @@ func (s *Space) compile() ([]layerChoices, error) {
 		}
 		out[i] = layerChoices{formats: formats, groupSizes: gs}
 	}
+	if !slices.ContainsFunc(out, func(c layerChoices) bool { return len(c.formats) > 1 || c.formats[0] != FormatSkip }) {
+		return nil, spaceErr("no valid recipe: every layer is limited to skip, so no candidate would quantize anything")
+	}
 	return out, nil
 }
