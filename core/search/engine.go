@@ -150,6 +150,38 @@ func (e *Engine) initial() [][]gene {
 			gen = append(gen, g)
 		}
 	}
+	// Size seeds: the largest layers (together at least half the weights) at their narrowest
+	// format, with each group size, the rest at INT8: where most of the size is won.
+	bySize := make([]int, len(e.choices))
+	var total float64
+	for i := range bySize {
+		bySize[i] = i
+		total += float64(max(e.space.Layers[i].Params, 1))
+	}
+	slices.SortStableFunc(bySize, func(a, b int) int {
+		return cmp.Compare(e.space.Layers[b].Params, e.space.Layers[a].Params)
+	})
+	var big []int
+	for acc := 0.0; acc < total/2; {
+		l := bySize[len(big)]
+		big = append(big, l)
+		acc += float64(max(e.space.Layers[l].Params, 1))
+	}
+	for gi := range e.space.GroupSizes {
+		g := e.uniform(8)
+		for _, l := range big {
+			x := gene{F: e.narrowest(l)}
+			if n := len(e.choices[l].groupSizes); n > 0 {
+				// The gi-th group size of the space, or the nearest this layer allows.
+				x.G = slices.Index(e.choices[l].groupSizes, e.space.GroupSizes[gi])
+				if x.G < 0 {
+					x.G = min(gi, n-1)
+				}
+			}
+			g[l] = e.canon(l, x)
+		}
+		gen = append(gen, g)
+	}
 	for len(gen) < e.space.Population {
 		gen = append(gen, e.random())
 	}

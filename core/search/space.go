@@ -11,7 +11,9 @@
 // The algorithm is NSGA-II (Deb et al. 2002): non-dominated sorting, crowding distance, binary
 // tournament selection, uniform crossover over whole layer genes and per-layer mutation. The
 // first generation holds the uniform INT8 and FP16 anchors, recipes seeded from the sensitivity
-// table when one is given (the most sensitive layers kept at higher precision) and random ones.
+// table when one is given (the most sensitive layers kept at higher precision), size seeds (the
+// largest layers, half the weights together, at their narrowest format with each group size, the
+// rest INT8) and random ones.
 // Everything is drawn from one PCG source seeded by the caller, so the same seed and the same
 // sequence of Ask/Tell calls give the same candidates; Save and Load keep that across processes.
 //

@@ -243,7 +243,7 @@ def _check_picklable(model):
         raise TypeError(f"search: the executor needs the model pickled, and it cannot be: {culprit or type(model).__name__}: {e}") from e
 
 
-def search(model, evaluate, data=None, objectives=("metric", "size", "latency"), trials=40, executor=None, seed=0,
+def search(model, evaluate, data=None, objectives=None, trials=40, executor=None, seed=0,
            population=None, formats=None, group_sizes=None, schemes=None, limits=None, sensitivity=None,
            resume=None, state_path=None, latency_repeats=7, max_in_flight=None):
     """Searches per-layer recipes for the Pareto front of ``objectives``.
@@ -254,7 +254,8 @@ def search(model, evaluate, data=None, objectives=("metric", "size", "latency"),
         evaluate: ``evaluate(qmodel) -> float``, your metric, higher is better (accuracy...).
         data: an input for ``model`` (a tensor, a tuple of positional arguments or a dict of
             keyword arguments) for the latency objective.
-        objectives: names among "metric" (maximised), "size" (the quantized tensors' bytes,
+        objectives: default ("metric", "size", "latency") (a resumed search: its own); names
+            among "metric" (maximised), "size" (the quantized tensors' bytes,
             minimised) and "latency" (median over ``latency_repeats`` interleaved runs of the
             quantized model's time over the float model's, minimised).
         trials: how many candidates to evaluate (in total, counting a resumed search's).
@@ -280,7 +281,13 @@ def search(model, evaluate, data=None, objectives=("metric", "size", "latency"),
         NonFiniteError: evaluate returned NaN or an infinity (the message names the objective).
         TypeError: evaluate returned a non-number; an executor that cannot take the model.
     """
-    objectives = tuple(objectives)
+    s = Search.load(resume) if resume is not None else None
+    if s is not None:
+        if objectives is not None and tuple(objectives) != tuple(s.objectives):
+            s.close()
+            raise ValueError(f"search: objectives {tuple(objectives)} differ from the resumed search's {tuple(s.objectives)}")
+        objectives = tuple(s.objectives)
+    objectives = tuple(objectives) if objectives is not None else ("metric", "size", "latency")
     unknown = [o for o in objectives if o not in OBJECTIVES]
     if unknown or not objectives:
         raise ValueError(f"search: objectives {unknown or objectives} are not among {sorted(OBJECTIVES)}")
@@ -291,9 +298,7 @@ def search(model, evaluate, data=None, objectives=("metric", "size", "latency"),
     if not isinstance(trials, int) or trials < 1:
         raise ValueError(f"search: trials={trials!r} must be a positive integer")
 
-    if resume is not None:
-        s = Search.load(resume)
-    else:
+    if s is None:
         layers = _space_layers(model)
         if sensitivity:
             names = {l["name"] for l in layers}
