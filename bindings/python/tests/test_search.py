@@ -143,11 +143,11 @@ PICKLES = os.path.join(HERE, ".pickles")
 
 
 class CountingCNN(DigitsCNN):
-    """Counts how often it is pickled in this process (by appending to a file)."""
+    """Logs each pickling (or deepcopy) with the process id, to count those of the test process."""
 
     def __reduce_ex__(self, protocol):
         with open(os.environ["MQ_TEST_PICKLE_LOG"], "a") as f:
-            f.write("x")
+            f.write(f"{os.getpid()}\n")
         return super().__reduce_ex__(protocol)
 
 
@@ -186,8 +186,9 @@ def test_dask_two_workers(trained, tmp_path, monkeypatch):
     assert sum(t.status == "done" for t in res.trials) == 7
     assert len(res) > 0
     # The model left this process a bounded number of times (the pickle check, the scatter),
-    # not once per trial.
-    assert len(log.read_text()) <= 2, f"the model was pickled {len(log.read_text())} times for 8 trials"
+    # not once per trial (the workers' own copies, quantize's deepcopy, are theirs).
+    here = log.read_text().split().count(str(os.getpid()))
+    assert 1 <= here <= 3, f"the model was pickled {here} times in the test process for 8 trials"
 
 
 # ---- benchmark ----
