@@ -159,15 +159,17 @@ class SearchResults(list):
 def _space_layers(model):
     """The layers the engine would quantize by default, with their weight counts and row lengths."""
     p = plan(model).to_dict()
-    layers = []
+    layers = {}
     for t in p["tensors"]:
         if t.get("action") != "quantize":
             continue
         shape = t["shape"]
-        row = 1
-        for d in shape[1:]:
-            row *= d
-        layers.append({"name": t["layer"], "params": int(math.prod(shape)), "row": int(row)})
+        row = int(math.prod(shape[1:]))
+        l = layers.setdefault(t["layer"], {"name": t["layer"], "params": 0, "row": 0})
+        # A layer of several weights (an LSTM's): a group size must divide every row.
+        l["params"] += int(math.prod(shape))
+        l["row"] = math.gcd(l["row"], row)
+    layers = list(layers.values())
     if not layers:
         raise ValueError("search: the engine finds no layer to quantize in this model")
     return layers

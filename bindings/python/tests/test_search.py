@@ -213,3 +213,24 @@ def test_benchmark(trained):
     assert r.winner == "float" and r.verdict.startswith("winner: float")
     with pytest.raises(ValueError, match="at least two"):
         monoquant.benchmark(model, [int8], xte[:8])
+
+
+def test_a_layer_of_several_weights_is_one_gene():
+    """An LSTM's weights (rows of 32 and 64 values) are one layer of the space."""
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(32, 64, batch_first=True)
+            self.fc = torch.nn.Linear(64, 4)
+
+        def forward(self, x):
+            return self.fc(self.lstm(x)[0][:, -1])
+
+    m = M().eval()
+    res = monoquant.search(m, lambda q: 1.0, objectives=("metric", "size"), trials=6, population=4, group_sizes=[32, 64])
+    assert all(t.status == "done" for t in res.trials)
+    assert [r["match"] for r in res.trials[0].recipe["rules"]] == ["lstm", "fc", "*"]
+    for t in res.trials:
+        lstm = t.recipe["rules"][0]
+        assert lstm.get("group_size") in (None, 32), lstm  # 64 does not divide the input rows
