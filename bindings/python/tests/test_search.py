@@ -198,8 +198,12 @@ def test_benchmark(trained):
     model, _, (xte, yte) = trained
     int8 = {"rules": [{"match": "*", "bits": 8}]}
     per_sample = lambda q: (q(xte).argmax(1) == yte).float()  # noqa: E731
+    # The same recipe twice: the same per-sample scores, never a significant difference.
+    r = monoquant.benchmark(model, {"A": int8, "A again": int8}, xte[:64], metric=per_sample, repeats=10, objective="metric")
+    assert r.winner is None and "no significant difference in metric" in r.verdict
+    # Latency (the default objective): the figures are consistent whoever wins.
     r = monoquant.benchmark(model, {"A": int8, "A again": int8}, xte[:64], metric=per_sample, repeats=10)
-    assert r.winner is None and "no significant difference" in r.verdict
+    assert (r.winner is None) == r.verdict.startswith("no significant difference")
     assert [row["name"] for row in r.rows] == ["A", "A again"]
     for row in r.rows:
         lo, hi = row["latency_ci"]
