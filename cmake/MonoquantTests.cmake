@@ -71,7 +71,7 @@ if(MONOQUANT_SANITIZERS AND CMAKE_C_COMPILER_ID MATCHES "GNU|Clang")
     INTERFACE_INCLUDE_DIRECTORIES "${PROJECT_SOURCE_DIR}/include")
 
   set(MQ_ASAN_ENV "ASAN_OPTIONS=detect_leaks=1:halt_on_error=1;UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1")
-  foreach(t test_api test_threads test_observer test_model asan_canary)
+  foreach(t test_api test_threads test_observer test_model test_search asan_canary)
     set(name ${t}_asan)
     if(t STREQUAL "asan_canary")
       set(name asan_canary)
