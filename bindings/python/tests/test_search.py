@@ -89,7 +89,7 @@ def test_evaluate_raising_fails_the_trial_and_the_search_goes_on(trained):
             raise RuntimeError(f"evaluation {len(calls)} broke")
         return accuracy(q, xte, yte)
 
-    with pytest.warns(monoquant.MonoquantWarning, match="trial 2 failed"):
+    with pytest.warns(monoquant.MonoquantWarning, match=r"trial \d+ failed"):
         res = monoquant.search(model, ev, objectives=("metric", "size"), trials=9, population=4)
     failed = [t for t in res.trials if t.status == "failed"]
     assert [t.trial for t in failed] == [2, 5, 8]
