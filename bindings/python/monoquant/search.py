@@ -24,7 +24,7 @@ import statistics
 import time
 import traceback
 import warnings
-from concurrent.futures import FIRST_COMPLETED, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import torch
 
@@ -363,7 +363,8 @@ class _Runner:
         if executor is None:
             self.width = 1
             return
-        _check_picklable(model)
+        if not isinstance(executor, ThreadPoolExecutor):  # threads share the model, others pickle it
+            _check_picklable(model)
         client = getattr(executor, "_client", None)  # distributed's ClientExecutor
         if client is not None:
             self._scattered = client.scatter(model, broadcast=True)

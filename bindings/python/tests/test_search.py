@@ -129,12 +129,22 @@ class Unpicklable(DigitsCNN):
         self.hook = lambda x: x
 
 
-def test_unpicklable_model_names_the_object():
-    from concurrent.futures import ProcessPoolExecutor
+def test_unpicklable_model_names_the_object(trained):
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
     with ProcessPoolExecutor(1) as ex:
         with pytest.raises(TypeError, match=r"cannot be: the model.hook \(function\)"):
             monoquant.search(Unpicklable(), lambda q: 1.0, objectives=("metric", "size"), trials=2, executor=ex)
+    # Threads share the model: no pickling, and trials run two at a time.
+    model, _, (xte, yte) = trained
+    m = Unpicklable()
+    m.load_state_dict(model.state_dict())
+    # (warnings.catch_warnings is process-wide, not per thread: the trials' engine warnings are
+    # silenced here rather than in each thread.)
+    with ThreadPoolExecutor(2) as ex, warnings.catch_warnings():
+        warnings.simplefilter("ignore", monoquant.MonoquantWarning)
+        res = monoquant.search(m.eval(), lambda q: accuracy(q, xte, yte), objectives=("metric", "size"), trials=6, population=4, executor=ex)
+    assert [t.status for t in res.trials] == ["done"] * 6
 
 
 # ---- Dask ----
