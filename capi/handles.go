@@ -14,9 +14,10 @@ const (
 	kindObserver handleKind = iota + 1
 	kindModel
 	kindReport
+	kindSearch
 )
 
-var kindNames = map[handleKind]string{kindObserver: "observer", kindModel: "model", kindReport: "report"}
+var kindNames = map[handleKind]string{kindObserver: "observer", kindModel: "model", kindReport: "report", kindSearch: "search"}
 
 // entry is one live handle. mu serialises calls on it: the engine's objects are not safe for
 // concurrent use, and free must wait for a call in flight.

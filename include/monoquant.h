@@ -654,6 +654,62 @@ MQ_API int mq_defaults_json(char* buf, size_t cap, size_t* len);
  * thread. */
 MQ_API int mq_model_free(mq_model* m);
 
+/* --------------------------------------------------------------------------------------------------
+ * Search: evolve per-layer recipes toward the Pareto front of the caller's objectives (an ask/tell
+ * NSGA-II engine; docs/SEARCH.md). The caller asks for a candidate recipe, quantizes it (e.g.
+ * cfg.recipe_json and mq_model_quantize), measures it, and tells the objectives back. The same
+ * space, seed and sequence of calls give the same candidates. A handle is not for concurrent use
+ * by design of the algorithm, but calls on it are serialised like a model's.
+ *
+ * The space is JSON: {"layers": [{"name", "params", "row", "sensitivity"}, ...],
+ * "objectives": [{"name": "metric", "goal": "max"}, {"name": "size", "goal": "min"}, ...],
+ * and optionally "formats" (of skip, fp16, bf16, int8, int4), "group_sizes", "schemes",
+ * "methods", "limits" ([{"match": "head", "min_bits": 8}, {"match": "...", "formats": [...]}])
+ * and "population". Common failures: MQ_EHANDLE for a NULL, stale, freed or non-search handle.
+ * ------------------------------------------------------------------------------------------------ */
+
+typedef struct mq_search mq_search;
+
+/* Starts a search over the space described by space_json, deterministic for seed. *out receives
+ * the handle (free it with mq_search_free), NULL on failure. MQ_EINVAL for NULL arguments or a bad
+ * space (the message names the key, layer or limit), including a space with no valid recipe. */
+MQ_API int mq_search_new(const char* space_json, uint64_t seed, mq_search** out);
+
+/* Resumes a search from the state mq_search_save_json wrote (pending trials stay pending).
+ * MQ_EINVAL for NULL arguments or a state that is not one. */
+MQ_API int mq_search_load(const char* state_json, mq_search** out);
+
+/* The next candidate: *trial receives its id, buf its recipe as JSON (one exact rule per layer of
+ * the space with every option set, then {"match": "*", "skip": true}), usable as
+ * mq_model_config.recipe_json. Buffer convention as mq_model_metadata_json; on MQ_EBUFFER the
+ * candidate is kept and the next call returns it again (with the same *trial). Several candidates
+ * may be asked before any is told. MQ_EINVAL for NULL trial or len. */
+MQ_API int mq_search_ask(mq_search* s, int64_t* trial, char* buf, size_t cap, size_t* len);
+
+/* Tells the objectives of a trial: n values in the space's order of objectives. MQ_ENONFINITE for
+ * a NaN or infinite value (the message names the objective); MQ_EINVAL for a wrong count, an
+ * unknown trial or one already told or failed. On failure the trial stays pending. */
+MQ_API int mq_search_tell(mq_search* s, int64_t trial, const double* values, size_t n);
+
+/* Marks a trial failed (it could not be evaluated); reason (may be NULL) is kept in its record.
+ * MQ_EINVAL for an unknown trial or one already told or failed. */
+MQ_API int mq_search_fail(mq_search* s, int64_t trial, const char* reason);
+
+/* The Pareto front so far as a JSON list of results (trial, recipe, status, objectives by name,
+ * bits_per_weight), in trial order. Buffer convention as mq_model_metadata_json. */
+MQ_API int mq_search_front_json(mq_search* s, char* buf, size_t cap, size_t* len);
+
+/* Every trial so far (pending and failed ones too, failed with "error") as a JSON list like
+ * mq_search_front_json's. Buffer convention as mq_model_metadata_json. */
+MQ_API int mq_search_trials_json(mq_search* s, char* buf, size_t cap, size_t* len);
+
+/* The whole state of the search as JSON, for mq_search_load. Buffer convention as
+ * mq_model_metadata_json. */
+MQ_API int mq_search_save_json(mq_search* s, char* buf, size_t cap, size_t* len);
+
+/* Frees the search. Accepts NULL (MQ_OK) and a stale or already-freed handle (MQ_EHANDLE). */
+MQ_API int mq_search_free(mq_search* s);
+
 #ifdef __cplusplus
 }
 #endif

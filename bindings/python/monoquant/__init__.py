@@ -34,6 +34,7 @@ from ._errors import (
 )
 from .api import Plan, Report, defaults, dequantize, plan, quantize, quantize_file, record_activations, report, sqnr
 from .files import QuantizedStateDict, load, save
+from .search import BenchmarkResult, SearchResult, SearchResults, benchmark, search
 from .nn import QuantizedConv2d, QuantizedLinear, QuantizedLSTM
 from .observers import (
     HistogramObserver,
@@ -51,6 +52,11 @@ __version__ = library_version
 library_path = _lib.LIBRARY_PATH
 
 __all__ = [
+    "search",
+    "SearchResult",
+    "SearchResults",
+    "benchmark",
+    "BenchmarkResult",
     "quantize",
     "quantize_file",
     "plan",

@@ -502,6 +502,29 @@ _fn("mq_defaults_json", [c_void_p, c_size_t, POINTER(c_size_t)], c_int)
 _fn("mq_model_free", [mq_model_p], c_int)
 
 # ------------------------------------------------------------------------------------------------
+# Search
+
+mq_search_p = c_void_p
+# int mq_search_new(const char* space_json, uint64_t seed, mq_search** out);
+_fn("mq_search_new", [c_char_p, c_uint64, POINTER(mq_search_p)], c_int)
+# int mq_search_load(const char* state_json, mq_search** out);
+_fn("mq_search_load", [c_char_p, POINTER(mq_search_p)], c_int)
+# int mq_search_ask(mq_search* s, int64_t* trial, char* buf, size_t cap, size_t* len);
+_fn("mq_search_ask", [mq_search_p, POINTER(c_int64), c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_search_tell(mq_search* s, int64_t trial, const double* values, size_t n);
+_fn("mq_search_tell", [mq_search_p, c_int64, POINTER(c_double), c_size_t], c_int)
+# int mq_search_fail(mq_search* s, int64_t trial, const char* reason);
+_fn("mq_search_fail", [mq_search_p, c_int64, c_char_p], c_int)
+# int mq_search_front_json(mq_search* s, char* buf, size_t cap, size_t* len);
+_fn("mq_search_front_json", [mq_search_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_search_trials_json(mq_search* s, char* buf, size_t cap, size_t* len);
+_fn("mq_search_trials_json", [mq_search_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_search_save_json(mq_search* s, char* buf, size_t cap, size_t* len);
+_fn("mq_search_save_json", [mq_search_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_search_free(mq_search* s);
+_fn("mq_search_free", [mq_search_p], c_int)
+
+# ------------------------------------------------------------------------------------------------
 # Debugging and testing (experimental)
 
 # int64_t mq_debug_live_handles(void);
