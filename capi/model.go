@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"os"
 	"sync"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
@@ -78,7 +79,11 @@ func goString(p *C.mq_cchar, call, arg string) (string, error) {
 	if p == nil {
 		return "", fail(mqEINVAL, "%s: %s is NULL", call, arg)
 	}
-	return C.GoString((*C.char)(unsafe.Pointer(p))), nil
+	s := C.GoString((*C.char)(unsafe.Pointer(p)))
+	if !utf8.ValidString(s) {
+		return "", fail(mqEINVAL, "%s: %s is not valid UTF-8", call, arg)
+	}
+	return s, nil
 }
 
 //export mq_model_new
