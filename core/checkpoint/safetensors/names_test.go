@@ -14,7 +14,7 @@ func TestNamesNULRefused(t *testing.T) {
 		{`{"__metadata__":{"k":"v\u0000"},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`, "metadata value"},
 	}
 	for _, c := range cases {
-		_, err := ParseHeader(headerBytes(c.header, make([]byte, 4)))
+		_, err := ParseHeader(headerBytes(c.header, 4))
 		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "NUL") || strings.Contains(err.Error(), "\x00") {
 			t.Errorf("ParseHeader(%s) error = %v, want a NUL refusal for the %s", c.header, err, c.want)
 		}
