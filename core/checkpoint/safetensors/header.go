@@ -10,7 +10,7 @@
 //	if err != nil { ... }
 //	defer f.Close()
 //	for _, e := range f.Entries() {
-//		t, err := f.Tensor(e.Name) // t.Data aliases the mapping
+//		t, err := f.Tensor(e.Name) // t.Data is a copy, read under mapped.Guard
 //		...
 //		f.Release(e.Name)
 //	}
