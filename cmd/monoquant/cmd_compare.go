@@ -91,7 +91,7 @@ func openSide(what, path string) (*side, error) {
 	entries := r.Entries()
 	params := map[string]bool{}
 	if model.IsQuantized(r.Metadata()) {
-		if s.cfg, err = model.ReadConfig(entries, r.Metadata()); err != nil {
+		if s.cfg, err = model.LoadConfig(r); err != nil {
 			r.Close()
 			return nil, classifyCoreErr(fmt.Errorf("%s: %w", path, err))
 		}

@@ -86,7 +86,7 @@ func runDequantize(ctx context.Context, e *env, in, out, format string, asJSON, 
 	if !model.IsQuantized(r.Metadata()) {
 		return fail(exitFormat, "input %s is not a monoquant quantized checkpoint (no %q metadata); nothing to dequantize", in, model.MetadataKey)
 	}
-	cfg, err := model.ReadConfig(r.Entries(), r.Metadata())
+	cfg, err := model.LoadConfig(r)
 	if err != nil {
 		return classifyCoreErr(fmt.Errorf("%s: %w", in, err))
 	}
