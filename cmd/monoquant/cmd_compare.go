@@ -319,7 +319,7 @@ func compareOne(ctx context.Context, a, b *side, name string, shape []int, row *
 }
 
 func (res *compareResult) print(e *env) {
-	w := e.stdout
+	w := humanOut(e.stdout)
 	fmt.Fprintf(w, "Compared %s (A, reference) with %s (B)\n", res.A, res.B)
 	for _, q := range []struct {
 		on   bool

@@ -113,7 +113,7 @@ func runDequantize(ctx context.Context, e *env, in, out, format string, asJSON, 
 	if asJSON {
 		return writeJSON(e.stdout, res)
 	}
-	fmt.Fprintf(e.stdout, "Dequantized %s → %s: %s back to F32, %s written; file %s → %s\n",
+	fmt.Fprintf(humanOut(e.stdout), "Dequantized %s → %s: %s back to F32, %s written; file %s → %s\n",
 		in, out, plural(res.TensorsRestored, "tensor", "tensors"), plural(res.TensorsOut, "tensor", "tensors"),
 		humanBytes(res.FileBytesBefore), humanBytes(res.FileBytesAfter))
 	return nil

@@ -41,7 +41,7 @@ Examples:
 				if *asJSON {
 					return writeJSON(e.stdout, res)
 				}
-				res.print(e.stdout)
+				res.print(humanOut(e.stdout))
 				return nil
 			}
 		},

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/monoquant/monoquant/core/names"
 	"golang.org/x/term"
 )
 
@@ -53,7 +54,7 @@ func run(ctx context.Context, e *env, args []string) (code int) {
 	defer func() {
 		if r := recover(); r != nil {
 			// A panic is a bug in monoquant; the user gets one line, not a stack trace.
-			fmt.Fprintf(e.stderr, "monoquant: internal error: %s\n", oneLine(fmt.Sprint(r)))
+			fmt.Fprintf(e.stderr, "monoquant: internal error: %s\n", names.Escape(oneLine(names.Message(fmt.Sprint(r)))))
 			code = exitInternal
 		}
 	}()
@@ -67,7 +68,7 @@ func run(ctx context.Context, e *env, args []string) (code int) {
 		if code == exitInterrupted {
 			msg = "interrupted; no output was written"
 		}
-		fmt.Fprintf(e.stderr, "monoquant: %s\n", oneLine(msg))
+		fmt.Fprintf(e.stderr, "monoquant: %s\n", names.Escape(oneLine(names.Message(msg))))
 	}
 	return code
 }
