@@ -292,8 +292,29 @@ func describe(v any) string {
 		return "integer"
 	case float64:
 		return "float"
+	case bool:
+		return "bool"
+	case []byte:
+		return "bytes"
+	case *types.Dict:
+		return "dict"
+	case *types.OrderedDict:
+		return "OrderedDict"
+	case *types.List:
+		return "list"
+	case *types.Tuple:
+		return "tuple"
+	case *types.Set:
+		return "set"
+	case *types.FrozenSet:
+		return "frozenset"
+	case *storageType:
+		return x.name
+	case *dtypeValue:
+		return x.name
 	}
-	return fmt.Sprintf("%T", v)
+	// Never a Go type name: the message is for someone who knows the file, not this code.
+	return "value of another kind"
 }
 
 // checkFits verifies that every element the view addresses lies inside its storage, with
