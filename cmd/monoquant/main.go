@@ -12,7 +12,9 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/monoquant/monoquant/core/checkpoint/atomicfile"
 	"github.com/monoquant/monoquant/core/names"
 	"golang.org/x/term"
 )
@@ -40,10 +42,32 @@ var commands = map[string]*command{}
 
 func register(c *command) { commands[c.name] = c }
 
+// stopGrace is how long a command may take to notice Ctrl-C or SIGTERM itself (quantizing and
+// writing check for it between tensors) before the process stops anyway: opening a large
+// checkpoint does not poll for it. Outputs are only ever put in place by an atomic rename, so
+// stopping leaves no output; atomicfile.RemovePending drops a temporary name if one exists.
+const stopGrace = 700 * time.Millisecond
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	e := &env{stdout: os.Stdout, stderr: os.Stderr, stderrTTY: term.IsTerminal(int(os.Stderr.Fd()))}
+	finished := make(chan struct{})
+	go func() {
+		select {
+		case <-finished:
+			return
+		case <-ctx.Done():
+		}
+		select {
+		case <-finished:
+		case <-time.After(stopGrace):
+			atomicfile.RemovePending()
+			fmt.Fprintln(os.Stderr, "monoquant: interrupted; no output was written")
+			os.Exit(exitInterrupted)
+		}
+	}()
 	code := run(ctx, e, os.Args[1:])
+	close(finished)
 	stop()
 	os.Exit(code)
 }
