@@ -268,7 +268,7 @@ func ReadConfig(entries []checkpoint.Entry, metadata map[string]string) (*Config
 		if !ok {
 			return nil, fmt.Errorf("%w: activations of layer %q: unknown qdtype %q", ErrFormat, layer, a.QDType)
 		}
-		if err := checkScales("activations of layer "+fmt.Sprintf("%q", layer), a.Scale); err != nil {
+		if err := checkScales("activations of layer "+fmt.Sprintf("%q", layer), qd, a.Scale); err != nil {
 			return nil, err
 		}
 		if err := checkZeroPoints("activations of layer "+fmt.Sprintf("%q", layer), qd, a.ZeroPoint); err != nil {
@@ -279,12 +279,18 @@ func ReadConfig(entries []checkpoint.Entry, metadata map[string]string) (*Config
 }
 
 // checkScales is the one rule for stored scales, of weights and activations alike: every
-// scale positive and finite. A zero, negative, NaN or infinite scale would make every value it
-// covers NaN, Inf or wrong; what names the tensor or layer.
-func checkScales(what string, scale []float32) error {
+// scale positive, finite, and small enough that scale × (qmax − qmin) is a finite float32, so
+// no dequantized value of qdtype qd can be Inf. A zero, negative, NaN, infinite or huge scale
+// would make the values it covers NaN, Inf or meaningless; what names the tensor or layer.
+func checkScales(what string, qd quant.QDType, scale []float32) error {
+	lo, hi := qd.Limits()
+	limit := math.MaxFloat32 / float64(hi-lo)
 	for i, v := range scale {
 		if !(v > 0) || math.IsInf(float64(v), 0) {
 			return fmt.Errorf("%w: %s: scale %d is %v; scales must be positive and finite", ErrFormat, what, i, v)
+		}
+		if float64(v) > limit {
+			return fmt.Errorf("%w: %s: scale %d is %v; above %.3g, %v values would dequantize to infinity", ErrFormat, what, i, v, limit, qd)
 		}
 	}
 	return nil
@@ -345,7 +351,7 @@ func readQParams(r checkpoint.Reader, name string, tc *TensorConfig) (scale []fl
 	if len(scale) != np {
 		return nil, nil, fmt.Errorf("%w: tensor %q has %d scales, its config needs %d", ErrFormat, name+".scale", len(scale), np)
 	}
-	if err := checkScales(fmt.Sprintf("tensor %q", name+".scale"), scale); err != nil {
+	if err := checkScales(fmt.Sprintf("tensor %q", name+".scale"), s.QDType, scale); err != nil {
 		return nil, nil, err
 	}
 	zp = make([]int32, np)

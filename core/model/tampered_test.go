@@ -60,6 +60,7 @@ func TestTamperedQParamsRefusedOnLoad(t *testing.T) {
 		{"negative scale", setScale(-1), `scale 3 is -1`},
 		{"NaN scale", setScale(float32(math.NaN())), `scale 3 is NaN`},
 		{"Inf scale", setScale(float32(math.Inf(1))), `scale 3 is +Inf`},
+		{"huge scale", setScale(1e37), `scale 3 is 1e+37; above 1.33e+36, quint8 values would dequantize to infinity`},
 		{"zero point above quint8", setZP(256), `"fc.weight.zero_point": zero point 1 is 256, outside quint8 [0, 255]`},
 		{"negative zero point", setZP(-1), `zero point 1 is -1`},
 	}
