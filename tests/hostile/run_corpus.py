@@ -181,6 +181,8 @@ class Runner:
         size = os.path.getsize(path) if os.path.isfile(path) else 0
         if case["expect"] == "truncate":
             return self.run_truncate(case, path)
+        if case["expect"] == "interrupt":
+            return self.run_interrupt(case, path)
         for entry in self.entry_points():
             out = tempfile.mkdtemp(prefix="mq-hostile-")
             try:
@@ -208,6 +210,26 @@ class Runner:
                     self.fail(case, entry, "raw control characters on the terminal", r)
             finally:
                 shutil.rmtree(out, ignore_errors=True)
+
+    def run_interrupt(self, case, path):
+        """Class 3: SIGTERM during a long read stops the CLI (exit 130) and leaves no output."""
+        out = tempfile.mkdtemp(prefix="mq-hostile-")
+        sent = []
+        try:
+            def term(p):
+                time.sleep(0.3)
+                sent.append(time.monotonic())
+                p.send_signal(signal.SIGTERM)
+            r = spawn(self.command("cli-quantize", path, out), env=self.env, during=term)
+            self.stats["runs"] += 1
+            self.stats["stop_after_sigterm_s"] = round(time.monotonic() - sent[0], 2) if sent else None
+            if r.hung or r.code != 130:
+                self.fail(case, "cli-quantize", "did not stop on SIGTERM with exit 130", r)
+            if os.listdir(out):
+                self.stats["partial_outputs"] += 1
+                self.fail(case, "cli-quantize", f"left output behind: {os.listdir(out)}", r)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
 
     def run_truncate(self, case, path):
         """Class 2: the file is cut short while the CLI quantizes it."""
@@ -257,7 +279,7 @@ class Runner:
         processes (restarted after a crash or a hang, with the rest of the items)."""
         items = []
         for ci, case in enumerate(cases):
-            if case["expect"] == "truncate":
+            if case["expect"] in ("truncate", "interrupt"):
                 continue
             for entry in self.BATCH_ENTRIES:
                 items.append((ci, entry, os.path.join(self.corpus, case["path"])))
