@@ -26,6 +26,13 @@ func (s *storageType) PyNew(args ...any) (any, error) {
 	return nil, fmt.Errorf("%s cannot be instantiated from a pickle", s.name)
 }
 
+// tensorClass is a torch tensor class named as data (the new_type of _rebuild_from_type_v2).
+type tensorClass struct{ name string }
+
+func (c *tensorClass) Call(args ...any) (any, error) {
+	return nil, fmt.Errorf("%s cannot be called from a pickle", c.name)
+}
+
 // dtypeValue is a torch dtype global (torch.float32…), as _rebuild_tensor_v3 receives it.
 type dtypeValue struct {
 	name  string
@@ -164,6 +171,11 @@ func torchGlobals() map[string]any {
 		"_rebuild_device_tensor_from_numpy", "_rebuild_device_tensor_from_cpu_tensor", "_rebuild_xla_tensor",
 		"_rebuild_mtia_tensor"} {
 		g["torch._utils."+name] = &unsupportedRebuild{"torch._utils." + name}
+	}
+	// The tensor classes _rebuild_from_type_v2 names as new_type (a tensor with Python
+	// attributes, a Parameter): markers only, the rebuilt value is the plain tensor.
+	for _, name := range []string{"torch.Tensor", "torch.nn.parameter.Parameter", "torch.nn.parameter.Buffer"} {
+		g[name] = &tensorClass{name: name}
 	}
 	g["torch.Size"] = &rebuildFunc{"torch.Size", func(a []any) (any, error) {
 		if len(a) != 1 {
@@ -311,6 +323,8 @@ func describe(v any) string {
 	case *storageType:
 		return x.name
 	case *dtypeValue:
+		return x.name
+	case *tensorClass:
 		return x.name
 	}
 	// Never a Go type name: the message is for someone who knows the file, not this code.
