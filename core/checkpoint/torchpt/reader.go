@@ -323,6 +323,12 @@ func (f *File) collect(root any, pickleLen int) error {
 				if !ok1 || !ok2 {
 					return fmt.Errorf("%s holds a %s → %s pair; only strings are allowed", MetadataAttr, describe(e.Key), describe(e.Value))
 				}
+				if err := names.Check("metadata key", k); err != nil {
+					return err
+				}
+				if err := names.Check("metadata value of "+names.Quote(k)+" is a string that", v); err != nil {
+					return err
+				}
 				f.meta[k] = v
 			}
 		}
