@@ -263,7 +263,7 @@ func TestCompareReleasesAsItGoes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.r.Close()
-	ca, cb := &countingReader{Reader: a.r}, &countingReader{Reader: b.r}
+	ca, cb := &countingReader{Reader: a.r, views: map[string][]byte{}}, &countingReader{Reader: b.r}
 	a.r, b.r = ca, cb
 	var row compareRow
 	if err := compareOne(context.Background(), a, b, "fc.weight", []int{100, 10}, &row); err != nil {

@@ -83,6 +83,11 @@ func run(ctx context.Context, e *env, args []string) (code int) {
 		}
 	}()
 	err := dispatch(ctx, e, args)
+	if err != nil && ctx.Err() != nil {
+		// Stopped by Ctrl-C or SIGTERM: whatever the command was doing when it noticed (or
+		// when a long read that does not poll for it returned), the outcome is the interruption.
+		err = fmt.Errorf("%w", context.Canceled)
+	}
 	if err != nil {
 		code = exitCode(err)
 		msg := err.Error()
