@@ -38,9 +38,10 @@ $(VENV)/.installed: requirements-test.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-test.txt
 	touch $@
 
+# Every Go package once, under the race detector (make test-quant, test-model, ... run one area).
 test-go:
 	$(GO) vet ./...
-	$(GO) test ./...
+	$(GO) test -race -count=1 ./...
 	# Go callers import core on other systems too: keep it (and the CLI) building for macOS.
 	GOOS=darwin GOARCH=arm64 $(GO) build ./core/... ./cmd/...
 
@@ -48,6 +49,8 @@ TEST_TARGETS += test-go
 
 -include mk/*.mk
 
+# Tests record their runs in build/, never in the user's own run log (docs/RUNLOG.md).
+test: export MONOQUANT_HOME := $(CURDIR)/$(BUILD)/test-home
 test: venv lib cli
 	@set -e; for t in $(TEST_TARGETS); do echo "== $$t"; $(MAKE) --no-print-directory $$t; done
 
@@ -55,9 +58,12 @@ demo: lib cli $(DEMO_TARGETS)
 
 bench: venv lib cli $(BENCH_TARGETS)
 
-# Regenerate the golden vectors under testdata/ from the torch in .venv (they are committed).
-golden: venv
+# Regenerate every golden file from the torch in .venv (they are committed): the vectors under
+# testdata/, the C tests' golden.h and the CLI's expected outputs. Review the diff before
+# committing.
+golden: venv cli
 	@set -e; for s in testdata/gen_*.py; do echo "== $$s"; $(PY) $$s; done
+	$(MAKE) --no-print-directory golden-c golden-cli
 
 # Installs the library, the header, the CMake package files and monoquant.pc (through CMake),
 # and the CLI, under PREFIX (default /usr/local; DESTDIR is honoured).

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"sync"
 	"testing"
+
+	"github.com/monoquant/monoquant/core/model"
 )
 
 func handleCode(err error) int {
@@ -101,5 +103,13 @@ func TestHandlesConcurrent(t *testing.T) {
 	}
 	if got := liveHandles.Load() - base; got != 0 {
 		t.Errorf("live handles after concurrent frees = %d, want 0", got)
+	}
+}
+
+// One version: the engine's ToolVersion (written into every file, shown by the CLI) is the
+// header's MQ_VERSION_STRING.
+func TestVersionIsTheHeaders(t *testing.T) {
+	if v := headerVersion(); v != model.ToolVersion {
+		t.Errorf("MQ_VERSION_STRING %q, core's ToolVersion %q: bump both together", v, model.ToolVersion)
 	}
 }

@@ -11,6 +11,8 @@ typedef const char mq_cchar;
 
 static inline mq_model* mq__model_from_id(uintptr_t id) { return (mq_model*)id; }
 static inline uintptr_t mq__id_from_model(mq_model* h) { return (uintptr_t)h; }
+static inline mq_report* mq__report_from_id(uintptr_t id) { return (mq_report*)id; }
+static inline uintptr_t mq__id_from_report(mq_report* r) { return (uintptr_t)r; }
 
 static inline int mq__call_progress(mq_progress_fn fn, uint64_t td, uint64_t tt, uint64_t bd,
                                     uint64_t bt, void* user) {

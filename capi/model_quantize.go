@@ -15,8 +15,10 @@ import (
 	"unsafe"
 
 	"github.com/monoquant/monoquant/core/checkpoint/safetensors"
+	"github.com/monoquant/monoquant/core/convert"
 	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/quant"
+	"github.com/monoquant/monoquant/core/recipe"
 )
 
 const (
@@ -50,7 +52,7 @@ func modelErr(err error, fallback C.int) C.int {
 	case errors.Is(err, quant.ErrNonFinite):
 		code = mqENONFINITE
 	case errors.Is(err, model.ErrOption), errors.Is(err, model.ErrNothingToQuantize),
-		errors.Is(err, model.ErrCalibration), errors.Is(err, quant.ErrSpec):
+		errors.Is(err, model.ErrCalibration), errors.Is(err, quant.ErrSpec), errors.Is(err, convert.ErrOutput):
 		code = mqEINVAL
 	case errors.Is(err, model.ErrFormat), errors.Is(err, safetensors.ErrInvalid):
 		code = mqEFORMAT
@@ -69,7 +71,7 @@ func mq_model_config_init(cfg *C.mq_model_config) (rc C.int) {
 		return mapErr(fail(mqEINVAL, "mq_model_config_init: cfg is NULL"), mqEINVAL)
 	}
 	*cfg = C.mq_model_config{
-		size:    C.uint32_t(unsafe.Sizeof(*cfg)),
+		size:    C.uint32_t(unsafe.Sizeof(*cfg)), // a version 1 caller's struct is smaller: it calls its own _init
 		version: C.MQ_MODEL_CONFIG_VERSION,
 		bits:    8,
 		layers:  C.MQ_LAYER_DEFAULT,
@@ -98,14 +100,29 @@ var layerBits = []struct {
 
 // optionsFromC checks the config's size and version and converts it to model.Options; the
 // engine validates the values themselves and names the bad option.
+// modelConfigV1Size is sizeof(mq_model_config) as version 1 laid it out: the struct up to the
+// first field version 2 added. Callers built against the older header pass that size.
+var modelConfigV1Size = unsafe.Offsetof(C.mq_model_config{}.recipe_json)
+
+// optionsFromC checks the config's size and version and converts it to model.Options; the
+// engine validates the values themselves and names the bad option.
 func optionsFromC(cfg *C.mq_cmodel_config) (model.Options, error) {
 	var o model.Options
 	if cfg == nil {
 		return o, fail(mqEINVAL, "model config is NULL")
 	}
-	if cfg.size != C.uint32_t(unsafe.Sizeof(C.mq_model_config{})) || cfg.version < 1 || cfg.version > C.MQ_MODEL_CONFIG_VERSION {
-		return o, fail(mqEINVAL, "model config has size %d and version %d; this library wants size %d and version 1..%d (call mq_model_config_init)",
-			cfg.size, cfg.version, unsafe.Sizeof(C.mq_model_config{}), C.MQ_MODEL_CONFIG_VERSION)
+	v2 := cfg.version == 2 && cfg.size == C.uint32_t(unsafe.Sizeof(C.mq_model_config{}))
+	v1 := cfg.version == 1 && uintptr(cfg.size) == modelConfigV1Size
+	if !v1 && !v2 {
+		return o, fail(mqEINVAL, "model config has size %d and version %d; this library takes version 1 (size %d) or %d (size %d): call mq_model_config_init",
+			cfg.size, cfg.version, modelConfigV1Size, C.MQ_MODEL_CONFIG_VERSION, unsafe.Sizeof(C.mq_model_config{}))
+	}
+	if v2 && cfg.options_json != nil {
+		o, err := optionsFromJSON(cfg)
+		if err != nil {
+			return o, err
+		}
+		return o, recipeFromC(cfg, &o)
 	}
 	spec, err := specFromC((*C.mq_cconfig)(unsafe.Pointer(&cfg.spec)))
 	if err != nil {
@@ -119,6 +136,10 @@ func optionsFromC(cfg *C.mq_cmodel_config) (model.Options, error) {
 		// Format unset: the engine builds the template for Bits and takes these from it.
 		o.Spec = quant.Spec{Scheme: spec.Scheme, GroupSize: spec.GroupSize, QDType: spec.QDType,
 			NonFinite: spec.NonFinite, SaturateFloat16: spec.SaturateFloat16}
+		if cfg.bits == 16 {
+			// mq_config_init always fills scheme and qdtype; they mean nothing for a float cast
+			o.Spec.Scheme, o.Spec.QDType = 0, 0
+		}
 	default:
 		return o, fail(mqEINVAL, "model config bits is %d; want 8, 4, 16, or 0 to use spec.format", int(cfg.bits))
 	}
@@ -157,7 +178,6 @@ func optionsFromC(cfg *C.mq_cmodel_config) (model.Options, error) {
 	}
 	switch cfg.mode {
 	case C.MQ_MODE_WEIGHT_ONLY:
-		o.Mode = model.WeightOnly
 	case C.MQ_MODE_STATIC:
 		o.Mode = model.Static
 	default:
@@ -176,7 +196,65 @@ func optionsFromC(cfg *C.mq_cmodel_config) (model.Options, error) {
 		}
 		o.ActivationObserver = ao
 	}
+	if v1 {
+		return o, nil
+	}
+	if err := recipeFromC(cfg, &o); err != nil {
+		return o, err
+	}
+	if cfg.activations != nil {
+		o.Activations = C.GoString(cfg.activations)
+	}
+	if cfg.method != nil {
+		o.Method = C.GoString(cfg.method)
+	}
+	switch cfg.group_fallback {
+	case C.MQ_GROUP_FALLBACK_DEFAULT:
+	case C.MQ_GROUP_FALLBACK_ALLOW, C.MQ_GROUP_FALLBACK_REFUSE:
+		fb := cfg.group_fallback == C.MQ_GROUP_FALLBACK_ALLOW
+		o.GroupFallback = &fb
+	default:
+		return o, fail(mqEINVAL, "model config group_fallback is %d; want an MQ_GROUP_FALLBACK_* value", int(cfg.group_fallback))
+	}
 	return o, nil
+}
+
+// optionsFromJSON reads a version 2 config whose options come by name (options_json); of the
+// struct, recipe_json and activation_observer still apply.
+func optionsFromJSON(cfg *C.mq_cmodel_config) (model.Options, error) {
+	o, err := model.ParseOptions([]byte(C.GoString(cfg.options_json)))
+	if err != nil {
+		return o, fail(mqEINVAL, "%v", err)
+	}
+	if cfg.activation_observer != nil {
+		ao, err := observerOptionsFromC(cfg.activation_observer)
+		if err != nil {
+			return o, err
+		}
+		o.ActivationObserver = ao
+	}
+	return o, nil
+}
+
+// recipeFromC reads a version 2 config's recipe, from recipe_json or recipe_file.
+func recipeFromC(cfg *C.mq_cmodel_config, o *model.Options) error {
+	switch {
+	case cfg.recipe_json != nil && cfg.recipe_file != nil:
+		return fail(mqEINVAL, "model config has both recipe_json and recipe_file; give one")
+	case cfg.recipe_json != nil:
+		r, err := recipe.Parse([]byte(C.GoString(cfg.recipe_json)))
+		if err != nil {
+			return fail(mqEINVAL, "%v", err)
+		}
+		o.Recipe = r
+	case cfg.recipe_file != nil:
+		r, err := recipe.Load(C.GoString(cfg.recipe_file))
+		if err != nil {
+			return fail(mqEINVAL, "%v", err)
+		}
+		o.Recipe = r
+	}
+	return nil
 }
 
 //export mq_model_calibrate_begin
@@ -194,9 +272,6 @@ func mq_model_calibrate_begin(h *C.mq_model, cfg *C.mq_cmodel_config) (rc C.int)
 	opts, err := optionsFromC(cfg)
 	if err != nil {
 		return mapErr(err, mqEINVAL)
-	}
-	if opts.Mode != model.Static {
-		return mapErr(fail(mqEINVAL, "mq_model_calibrate_begin: the config's mode is weight-only; calibration is for MQ_MODE_STATIC"), mqEINVAL)
 	}
 	return modelErr(m.StartCalibration(opts), mqEINVAL)
 }

@@ -9,6 +9,7 @@ import (
 	"math"
 	"unsafe"
 
+	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
 )
@@ -90,6 +91,41 @@ func mq_quantized_size(cfg *C.mq_cconfig, input *C.mq_ctensor, dataBytes *C.size
 		return mapErr(err, mqEINVAL)
 	}
 	*dataBytes, *nParams = C.size_t(p.data), C.size_t(p.nParams)
+	return mqOK
+}
+
+//export mq_quantized_layout
+func mq_quantized_layout(cfg *C.mq_cconfig, input *C.mq_ctensor, out *C.mq_layout) (rc C.int) {
+	defer guard(&rc)
+	if out == nil {
+		return mapErr(fail(mqEINVAL, "mq_quantized_layout: out is NULL"), mqEINVAL)
+	}
+	p, err := newPlan(cfg, input, false)
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	l, err := model.Layout(p.spec, p.src.Shape)
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	if len(l.DataShape) > C.MQ_MAX_DIMS || len(l.ParamShape) > C.MQ_MAX_DIMS {
+		return mapErr(fail(mqEUNSUPPORTED, "mq_quantized_layout: more than %d dimensions", C.MQ_MAX_DIMS), mqEUNSUPPORTED)
+	}
+	*out = C.mq_layout{data_dtype: C.int32_t(l.DataDType), data_ndim: C.int32_t(len(l.DataShape)), param_ndim: C.int32_t(len(l.ParamShape))}
+	for i, d := range l.DataShape {
+		out.data_shape[i] = C.int64_t(d)
+	}
+	for i, d := range l.ParamShape {
+		out.param_shape[i] = C.int64_t(d)
+	}
+	if l.ZeroPoint {
+		out.stores_zero_point = 1
+	}
+	out.resolved = *cfg
+	s := l.Spec
+	out.resolved.format, out.resolved.scheme, out.resolved.granularity = C.int32_t(s.Format), C.int32_t(s.Scheme), C.int32_t(s.Granularity)
+	out.resolved.axis, out.resolved.group_size, out.resolved.qdtype = C.int32_t(s.Axis), C.int32_t(s.GroupSize), C.int32_t(s.QDType)
+	out.resolved.eps = C.float(s.Eps)
 	return mqOK
 }
 

@@ -191,8 +191,11 @@ typedef struct mq_config {
     int32_t quant_max;      /* torch's quant_max (only with has_quant_range); must be >= 0 */
     float eps;              /* floor of every scale; 0 means torch.finfo(float32).eps */
     int32_t nonfinite;      /* mq_nonfinite: what NaN/Inf in the input do; default reject */
-    int32_t saturate_fp16;  /* non-zero: FP16 clamps finite values to +-65504 instead of
-                               overflowing to +-Inf */
+    int32_t saturate_fp16;  /* non-zero: FP16 and BF16 clamp finite values to their largest
+                               finite value (+-65504, +-3.3895e38) instead of overflowing to +-Inf
+                               (torch's .to(), the default of the tensor functions). Models and
+                               files (mq_model_quantize, mq_quantize_file) always saturate, and
+                               their report warns with the count. */
 } mq_config;
 
 /* Fills *cfg with the defaults (INT8, symmetric, per-channel along axis 0, qint8, torch's eps)
@@ -233,6 +236,27 @@ typedef struct mq_size_info {
  * and may be NULL. Both outputs are required. */
 MQ_API int mq_quantized_size(const mq_config* cfg, const mq_tensor* input, size_t* data_bytes,
                              size_t* n_params);
+
+/* How the result of quantizing `input` with `cfg` is stored, so a caller can allocate the outputs
+ * with the right element types and shapes (the layout of docs/FORMAT.md, decided by the engine). */
+typedef struct mq_layout {
+    int32_t data_dtype;               /* mq_dtype of the stored values: I8 or U8 (INT8), U8 (INT4,
+                                         packed two per byte), F16 or BF16 */
+    int32_t data_ndim;
+    int64_t data_shape[MQ_MAX_DIMS];  /* the input's shape; INT4 halves the last dimension when it
+                                         is even, else one dimension of ceil(n/2) bytes */
+    int32_t param_ndim;               /* 0 for FP16/BF16 */
+    int64_t param_shape[MQ_MAX_DIMS]; /* of the scales and zero points: [1] per tensor, [C] per
+                                         channel, [rows, K/group_size] per group */
+    int32_t stores_zero_point;        /* non-zero when a checkpoint keeps the zero points (not for
+                                         symmetric signed types, whose zero points are 0) */
+    mq_config resolved;               /* cfg with every default filled in (granularity, axis made
+                                         non-negative, group_size, qdtype, eps) */
+} mq_layout;
+
+/* Fills *out with the layout of quantizing `input` (shape and dtype; data is not read and may be
+ * NULL) with cfg. Fails like mq_quantized_size; MQ_EINVAL for a NULL out. */
+MQ_API int mq_quantized_layout(const mq_config* cfg, const mq_tensor* input, mq_layout* out);
 
 /* Quantizes `input`: per-granule min/max -> torch's qparams -> round half to even, clamp.
  * Writes the values to out (out_bytes >= data_bytes of mq_quantized_size), and n_params scales and
@@ -357,7 +381,8 @@ MQ_API int mq_observer_free(mq_observer* obs);
  * ================================================================================================ */
 
 typedef struct mq_model mq_model;
-/* Reserved for a future report handle; reports are read as JSON with mq_model_report_json. */
+/* The report of one mq_quantize_file run (read it with mq_report_json, free it with
+ * mq_report_free). */
 typedef struct mq_report mq_report;
 
 /* Layer types selected for quantization (a bitmask; values are part of the ABI). */
@@ -373,12 +398,23 @@ typedef enum mq_layer_type {
     MQ_LAYER_DEFAULT = MQ_LAYER_LINEAR | MQ_LAYER_CONV2D | MQ_LAYER_LSTM
 } mq_layer_type;
 
+/* Version 1's activation switch, kept as an alias of `activations` (version 2). */
 typedef enum mq_mode {
-    MQ_MODE_WEIGHT_ONLY = 0, /* weights only; activations stay float (torch's dynamic quantization) */
-    MQ_MODE_STATIC = 1       /* also activation qparams per layer, from mq_model_calibrate data */
+    MQ_MODE_WEIGHT_ONLY = 0, /* the default: `activations` (or the engine's default) decides */
+    MQ_MODE_STATIC = 1       /* activations "static": qparams per layer from mq_model_calibrate */
 } mq_mode;
 
-#define MQ_MODEL_CONFIG_VERSION 1
+/* May an INT4 tensor whose rows the group size does not divide use a smaller group? */
+typedef enum mq_group_fallback {
+    MQ_GROUP_FALLBACK_DEFAULT = 0, /* only when the group size is the engine's default */
+    MQ_GROUP_FALLBACK_ALLOW = 1,   /* the largest divisor >= 16, else INT8 per-channel, warned */
+    MQ_GROUP_FALLBACK_REFUSE = 2   /* a group size that does not fit is an error (MQ_EINVAL) */
+} mq_group_fallback;
+
+/* 2 added recipe_json, activations, method and group_fallback. The library also accepts a
+ * version 1 struct (size and version as an older mq_model_config_init set them): the fields it
+ * lacks take their defaults. */
+#define MQ_MODEL_CONFIG_VERSION 2
 
 /* What mq_model_quantize quantizes and how. Fill it with mq_model_config_init, then change what
  * you need. The strings and the skip array are read during each call that takes the config and
@@ -387,17 +423,20 @@ typedef struct mq_model_config {
     uint32_t size;       /* sizeof(mq_model_config), set by _init; checked by every call */
     uint32_t version;    /* MQ_MODEL_CONFIG_VERSION, set by _init; checked by every call */
     int32_t bits;        /* 8: INT8 per-channel symmetric (default); 4: INT4 group-wise symmetric,
-                            group size 128; 16: FP16 (BF16 when bf16 is non-zero). Of `spec`, only
-                            scheme, group_size, qdtype, nonfinite and saturate_fp16 then apply
-                            (a group size that does not divide a row falls back per tensor).
+                            the engine's default group size (mq_defaults_json); 16: FP16 (BF16
+                            when bf16 is non-zero). Of `spec`, only scheme, group_size (0: the
+                            default), qdtype and nonfinite then apply.
                             0: `spec` is used whole, format included. Other values: MQ_EINVAL. */
     int32_t bf16;        /* with bits 16: BF16 instead of FP16 */
     mq_config spec;      /* tensor-level settings (mq_config_init defaults, set by _init); the
                             channel axis is chosen per layer */
     uint32_t layers;     /* mq_layer_type bitmask; default MQ_LAYER_DEFAULT; 0 is MQ_EINVAL */
-    const char* const* skip; /* n_skip module or tensor names to leave alone: exact ("fc"),
-                            prefixes ("encoder." or "encoder") or globs ("classifier.*"); may be
-                            NULL when n_skip is 0; an empty or malformed pattern is MQ_EINVAL */
+    const char* const* skip; /* n_skip patterns of modules or tensors to leave alone, in the one
+                            match syntax of every caller (docs/RECIPES.md): a name selects that
+                            module and everything below it ("encoder", "fc.weight"); "*", "?"
+                            and "[...]" match over whole dotted names ("classifier.*",
+                            "*.lm_head"); may be NULL when n_skip is 0; an empty or malformed
+                            pattern is MQ_EINVAL */
     size_t n_skip;
     int32_t mode;        /* mq_mode; default MQ_MODE_WEIGHT_ONLY */
     const char* observer;/* static mode's activation observer: "minmax", "moving_average" or
@@ -408,6 +447,34 @@ typedef struct mq_model_config {
                             mq_observer_config_init and edited); it replaces `observer` whole.
                             Read during the call only. Options torch would refuse, or a
                             per-channel kind, are MQ_EINVAL. */
+    /* ---- version 2 ---- */
+    const char* recipe_json; /* NULL, or per-layer rules as JSON (docs/RECIPES.md): an ordered
+                            list, first match wins, e.g. {"rules": [{"match": "blocks.*.fc2",
+                            "bits": 4, "group_size": 32}, {"match": "head", "skip": true}]}.
+                            The fields above are the base the rules start from; skip patterns
+                            come before the rules. A bad recipe is MQ_EINVAL naming the rule. */
+    const char* activations; /* NULL (the engine's default: "static" once mq_model_calibrate_begin
+                            was called, else "dynamic" for INT8 and "none" for the others),
+                            "none" (weight-only), "dynamic" (per batch at run time) or "static" */
+    const char* method;      /* NULL (the default, "rtn": round to nearest) or a weight method
+                            this library knows (mq_defaults_json lists them) */
+    int32_t group_fallback;  /* mq_group_fallback */
+    const char* options_json;/* NULL, or the call's options by name as a JSON object, for callers
+                            that work with names (the Python package): the keys of a recipe rule
+                            (bits, dtype, group_size, group_fallback, scheme, activations, observer,
+                            method) plus "layers" (["linear", ...]), "skip" (patterns) and
+                            "nonfinite" ("reject" or "clamp"). When set, it replaces bits, bf16,
+                            spec, layers, skip, mode, observer, activations, method and
+                            group_fallback above; absent keys take the engine's defaults. Unknown
+                            keys and bad values are MQ_EINVAL naming them. */
+    const char* recipe_file; /* NULL, or the path of a recipe file (JSON, at most 4 MiB, a regular
+                            file) instead of recipe_json; giving both is MQ_EINVAL */
+    int32_t no_log;          /* non-zero: mq_quantize_file does not record the run in the run log
+                            ($MONOQUANT_HOME/runs.sqlite, docs/RUNLOG.md; MONOQUANT_LOG=0 turns it
+                            off for the whole process). A log that cannot be written never fails
+                            the call. */
+    const char* entry_point; /* NULL ("c"), or the name a binding records its runs under
+                            ("python") */
 } mq_model_config;
 
 /* Fills *cfg with the defaults (INT8 per-channel, the default layers, no skips, weight only) and
@@ -531,22 +598,60 @@ MQ_API int mq_model_report_json(mq_model* m, char* buf, size_t cap, size_t* len)
  * quantized; MQ_EFORMAT for a loaded quantized checkpoint that is inconsistent. */
 MQ_API int mq_model_dequantize(mq_model* m, mq_model** out);
 
+/* What the engine would do with m under cfg, as JSON, without quantizing: "tensors" (per input
+ * tensor: name, dtype, shape, layer, layer_type, action "quantize" or "keep", reason, rule (the
+ * index of the deciding rule in "recipe", -1 for none), config (the file config entry of a
+ * quantized tensor: format, scheme, granularity, axis, group_size, qdtype, activations, method),
+ * stored (the output tensors with name, dtype and shape), bytes, bytes_after), "layers" (name,
+ * type, activations, observer), "recipe" (the resolved recipe: the skips, the recipe's rules and
+ * cfg's own options as the last rule, every default filled in), "warnings", "bytes_before",
+ * "bytes_after" (the projected size) and "config" (what the output file's config will hold).
+ * Buffer convention as mq_model_metadata_json. MQ_EINVAL for a bad config or recipe (the message
+ * names the option or the rule) or nothing to quantize, as mq_model_quantize would fail. */
+MQ_API int mq_model_plan_json(mq_model* m, const mq_model_config* cfg, char* buf, size_t cap,
+                              size_t* len);
+
+/* mq_model_plan_json for a checkpoint file, reading only its list of tensors (and module classes),
+ * never the weights: what mq_quantize_file would do with it. Fails like mq_model_load for src
+ * and like mq_model_plan_json for cfg; MQ_EFORMAT for a file monoquant already quantized. */
+MQ_API int mq_plan_file_json(const char* src, const mq_model_config* cfg, char* buf, size_t cap,
+                             size_t* len);
+
+/* Quantizes the checkpoint file `src` into a new file `dst` under cfg, streaming tensor by tensor
+ * (peak memory about one tensor), like llama.cpp's llama_model_quantize: the same pipeline, and
+ * the same bytes, as `monoquant quantize` and Python's monoquant.quantize_file. src is any file
+ * mq_model_load reads; dst's suffix picks the format (.safetensors, or .pt/.pth/.bin); dst is
+ * written atomically (nothing appears there on failure) and may not be src. calibration is NULL,
+ * or a file of recorded activations (layer name, or "<layer>.<batch>" -> input tensor: what
+ * monoquant.record_activations writes) for static activations. progress/user as for
+ * mq_model_quantize. report may be NULL; else *report receives the run's report (free it with
+ * mq_report_free), NULL on failure; the report's "run_id" is the run's id in the run log (0 when
+ * not recorded) and "log_warning" says why a run could not be recorded.
+ * Fails like mq_model_load for src and calibration, with MQ_EINVAL for a bad config, MQ_EIO when
+ * dst cannot be written, MQ_ENONFINITE for NaN/Inf in a weight and MQ_ECANCELED when progress
+ * returned non-zero. */
+MQ_API int mq_quantize_file(const char* src, const char* dst, const mq_model_config* cfg,
+                            const char* calibration, mq_progress_fn progress, void* user,
+                            mq_report** report);
+
+/* The report as JSON (the format of mq_model_report_json). Buffer convention as
+ * mq_model_metadata_json. MQ_EHANDLE for a bad handle. */
+MQ_API int mq_report_json(mq_report* r, char* buf, size_t cap, size_t* len);
+
+/* Frees a report. Accepts NULL (MQ_OK) and a stale or already-freed handle (MQ_EHANDLE). */
+MQ_API int mq_report_free(mq_report* r);
+
+/* The engine's defaults as JSON: bits, group_size, scheme, observer, method, the default
+ * activation mode per format, the default layer types, the methods and observers this library
+ * knows, its version, and the quantized format's metadata key and format version. Callers show
+ * these; they never repeat them. Buffer convention as mq_model_metadata_json. */
+MQ_API int mq_defaults_json(char* buf, size_t cap, size_t* len);
+
 /* Frees the model and everything it owns (tensor names included). Accepts NULL (MQ_OK, no-op) and
  * a stale or already-freed handle (MQ_EHANDLE, nothing else happens). Borrowed caller buffers
  * may be released once this returns. Waits for a call running on the same handle in another
  * thread. */
 MQ_API int mq_model_free(mq_model* m);
-
-/* ==================================================================================================
- * Debugging and testing (experimental: may change in any release)
- * ================================================================================================ */
-
-/* Number of live handles of every kind. Tests assert it is 0 once everything is freed. */
-MQ_API int64_t mq_debug_live_handles(void);
-
-/* Makes the engine panic inside an export so tests can check that panics become MQ_EPANIC with
- * the message in mq_last_error. Always returns MQ_EPANIC. */
-MQ_API int mq_debug_panic(void);
 
 #ifdef __cplusplus
 }

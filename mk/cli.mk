@@ -17,7 +17,7 @@ BENCH_GB ?= 2
 test-cli:
 	$(GO) vet ./cmd/monoquant
 	$(GO) test -race -count=1 ./cmd/monoquant
-	$(GO) test -race -count=1 -run 'Forward' ./core/model
+	$(GO) test -race -count=1 ./core/forward
 
 test-cli-py: cli lib venv
 	MONOQUANT_CLI=$(CURDIR)/$(BUILD)/monoquant $(PYTEST) tests/cli -q
@@ -32,6 +32,8 @@ demo-cli: cli
 			$(BUILD)/monoquant quantize --model $$m --bits $$b --out $(DEMO_DIR)/$$n.int$$b.safetensors; \
 		done; \
 	done
+	@echo; echo "== monoquant quantize --model examples/tiny_transformer.safetensors --recipe examples/recipes/tiny_transformer_mixed.json (per-layer mixed precision, docs/RECIPES.md)"
+	@$(BUILD)/monoquant quantize --model examples/tiny_transformer.safetensors --recipe examples/recipes/tiny_transformer_mixed.json --out $(DEMO_DIR)/tiny_transformer.mixed.safetensors
 	@echo; echo "== monoquant compare examples/digits_cnn.pt $(DEMO_DIR)/digits_cnn.int4.safetensors"
 	@$(BUILD)/monoquant compare examples/digits_cnn.pt $(DEMO_DIR)/digits_cnn.int4.safetensors | tail -n 2
 
@@ -41,6 +43,6 @@ bench-cli: cli venv
 golden-cli:
 	$(GO) test ./cmd/monoquant -run 'Golden' -update
 
-TEST_TARGETS  += test-cli test-cli-py
+TEST_TARGETS  += test-cli-py  # the Go tests of the CLI run in test-go
 DEMO_TARGETS  += demo-cli
 BENCH_TARGETS += bench-cli

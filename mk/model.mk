@@ -13,5 +13,5 @@ bench-model: venv
 test-model:
 	$(GO) test -race ./core/model/...
 
-TEST_TARGETS  += test-model
+# (run by test-go with every other Go package)
 BENCH_TARGETS += bench-model

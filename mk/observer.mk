@@ -15,5 +15,5 @@ bench-observer: venv
 golden-observer: venv
 	$(PY) testdata/gen_observer_golden.py
 
-TEST_TARGETS  += test-observer
+# (run by test-go with every other Go package)
 BENCH_TARGETS += bench-observer

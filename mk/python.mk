@@ -1,7 +1,8 @@
 # The Python package (bindings/python). Owner: bindings/python/**.
 #   make test-python    pytest suite against build/libmonoquant.so (includes the wheel install test)
 #   make wheel          build/dist/monoquant-<v>-py3-none-<platform>.whl carrying libmonoquant.so
-#   make bench-python   quantize() vs torch quantize_dynamic, HistogramObserver vs torch's
+#   make bench-python   quantize() vs torch quantize_dynamic, HistogramObserver vs torch's; run-time
+#                       speed and resident memory of quantized models (bench/bench_kernels.py)
 
 PY_PKG      := bindings/python
 PY_SOURCES  := $(shell find $(PY_PKG)/monoquant -name '*.py' 2>/dev/null) $(PY_PKG)/pyproject.toml $(PY_PKG)/setup.py
@@ -29,3 +30,4 @@ wheel: $(BUILD)/libmonoquant.so $(PY_SOURCES) venv
 
 bench-python: venv lib
 	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so $(PY) $(PY_PKG)/bench/bench_python.py
+	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so $(PY) $(PY_PKG)/bench/bench_kernels.py

@@ -28,5 +28,5 @@ fuzz-quant:
 	@set -e; for f in $(QUANT_FUZZ); do \
 		$(GO) test ./core/quant -run '^$$' -fuzz "^$$f\$$" -fuzztime=$(FUZZ_TIME); done
 
-TEST_TARGETS  += test-quant
+# (run by test-go with every other Go package)
 BENCH_TARGETS += bench-quant

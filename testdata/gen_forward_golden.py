@@ -1,9 +1,9 @@
-"""Golden outputs of torch.nn.functional.linear and conv2d for core/model/forward.go (the layer
+"""Golden outputs of torch.nn.functional.linear and conv2d for core/forward (the layer
 forward the CLI uses to check a quantized layer's output).
 
     .venv/bin/python testdata/gen_forward_golden.py
 
-Writes core/model/testdata/forward/golden.json: inputs, weights, biases, geometry and torch's
+Writes core/forward/testdata/golden.json: inputs, weights, biases, geometry and torch's
 float32 outputs, every float32 written as its exact decimal value.
 """
 import json
@@ -12,7 +12,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "core", "model", "testdata", "forward", "golden.json")
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "core", "forward", "testdata", "golden.json")
 
 
 def vals(t):

@@ -7,6 +7,8 @@ import (
 	"math"
 	"slices"
 
+	"github.com/monoquant/monoquant/core/blocks"
+
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/tensor"
@@ -130,7 +132,7 @@ var compareBlock = 1 << 20
 // it is a float tensor, compared byte for byte otherwise).
 type sideTensor struct {
 	deq *model.RowDequantizer
-	st  *stream
+	st  *blocks.Stream
 	buf []float32 // one block as float32, when it cannot be a view of the stored bytes
 }
 
@@ -147,13 +149,13 @@ func (s *side) open(name string) (*sideTensor, error) {
 			return &sideTensor{deq: d}, nil
 		}
 	}
-	st, err := openStream(s.r, name)
+	st, err := blocks.Open(s.r, name)
 	if err != nil {
 		return nil, err
 	}
-	if st.t.DType.IsFloat() {
-		if err := st.t.Validate(); err != nil {
-			st.close()
+	if st.T.DType.IsFloat() {
+		if err := st.T.Validate(); err != nil {
+			st.Close()
 			return nil, wrapExit(exitFormat, err, "tensor %q", name)
 		}
 	}
@@ -161,14 +163,14 @@ func (s *side) open(name string) (*sideTensor, error) {
 }
 
 // float reports whether the tensor is read as float32 values (quantized or a float dtype).
-func (t *sideTensor) float() bool { return t.deq != nil || t.st.t.DType.IsFloat() }
+func (t *sideTensor) float() bool { return t.deq != nil || t.st.T.DType.IsFloat() }
 
 // len is the number of values.
 func (t *sideTensor) len() int {
 	if t.deq != nil {
 		return t.deq.NumRows() * t.deq.RowLen()
 	}
-	return t.st.t.Len()
+	return t.st.T.Len()
 }
 
 // rows returns rows [r0, r1) of rowLen values each as float32, valid until the next call; r0
@@ -184,19 +186,19 @@ func (t *sideTensor) rows(r0, r1, rowLen int) ([]float32, error) {
 		}
 		return t.buf[:n], nil
 	}
-	dt := t.st.t.DType
-	raw, err := t.st.bytes(r0*rowLen*dt.Size(), r1*rowLen*dt.Size())
+	dt := t.st.T.DType
+	raw, err := t.st.Bytes(r0*rowLen*dt.Size(), r1*rowLen*dt.Size())
 	if err != nil {
 		return nil, err
 	}
-	return inputFloats(raw, dt, &t.buf), nil
+	return blocks.Floats(raw, dt, &t.buf), nil
 }
 
 func (t *sideTensor) close() {
 	if t.deq != nil {
 		t.deq.Close()
 	} else {
-		t.st.close()
+		t.st.Close()
 	}
 }
 
@@ -273,8 +275,8 @@ func compareOne(ctx context.Context, a, b *side, name string, shape []int, row *
 	if !ta.float() || !tb.float() {
 		// Integer, bool or mixed float/non-float: only equality is meaningful.
 		row.Status = "different"
-		if ta.st != nil && tb.st != nil && ta.st.t.DType == tb.st.t.DType {
-			same, err := equalStreams(ta.st, tb.st, func(err error) error {
+		if ta.st != nil && tb.st != nil && ta.st.T.DType == tb.st.T.DType {
+			same, err := blocks.Equal(ta.st, tb.st, func(err error) error {
 				return wrapExit(exitFormat, err, "A %s", name)
 			}, func(err error) error {
 				return wrapExit(exitFormat, err, "B %s", name)
@@ -296,7 +298,7 @@ func compareOne(ctx context.Context, a, b *side, name string, shape []int, row *
 		rows, rowLen = shape[0], tensor.NumElements(shape[1:])
 	}
 	per := max(1, compareBlock/max(rowLen, 1))
-	var e energy
+	var e blocks.Energy
 	for r0 := 0; r0 < rows; r0 += per {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -310,10 +312,10 @@ func compareOne(ctx context.Context, a, b *side, name string, shape []int, row *
 		if err != nil {
 			return wrapExit(exitFormat, err, "B %s", name)
 		}
-		row.MaxError = e.addMaxAbs(x, y, row.MaxError)
+		row.MaxError = e.AddMaxAbs(x, y, row.MaxError)
 	}
-	row.signal, row.noise = e.signal, e.noise
-	row.SQNR = model.Decibels(e.sqnr())
+	row.signal, row.noise = e.Signal, e.Noise
+	row.SQNR = model.Decibels(e.SQNR())
 	row.Status = "compared"
 	return nil
 }

@@ -80,7 +80,7 @@ func runDequantize(ctx context.Context, e *env, in, out, format string, asJSON, 
 		return err
 	}
 	defer r.Close()
-	if err := checkNotInput(r, out); err != nil {
+	if err := checkNotInput(in, r, out); err != nil {
 		return err
 	}
 	if !model.IsQuantized(r.Metadata()) {

@@ -173,7 +173,7 @@ func (res *inspectResult) print(w io.Writer) {
 	if res.Quantized {
 		c := res.Config
 		fmt.Fprintf(w, "Quantized   yes: monoquant format %d, written by %s %s, %s, %s\n", c.FormatVersion, c.Tool, c.ToolVersion,
-			strings.ReplaceAll(c.Mode, "_", "-"), plural(len(c.Tensors), "quantized tensor", "quantized tensors"))
+			activationWords(c.Mode), plural(len(c.Tensors), "quantized tensor", "quantized tensors"))
 	} else {
 		fmt.Fprintln(w, "Quantized   no")
 	}
@@ -200,7 +200,7 @@ func (res *inspectResult) print(w io.Writer) {
 		t.write(w)
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "Quantization config:")
-		ct := newTable("tensor", "format", "scheme", "granularity", "axis/group", "qdtype", "original")
+		ct := newTable("tensor", "format", "scheme", "granularity", "axis/group", "qdtype", "activations", "rule", "original")
 		for _, name := range sortedKeys(res.Config.Tensors) {
 			tc := res.Config.Tensors[name]
 			ag := "-"
@@ -210,7 +210,11 @@ func (res *inspectResult) print(w io.Writer) {
 			case "per_group":
 				ag = fmt.Sprintf("group %d", tc.GroupSize)
 			}
-			ct.add(name, tc.Format, dash(tc.Scheme), dash(tc.Granularity), ag, dash(tc.QDType), tc.DType+" "+shapeString(tc.Shape))
+			rule := "-"
+			if tc.Rule != nil && res.Config.Recipe != nil && *tc.Rule >= 0 && *tc.Rule < len(res.Config.Recipe.Rules) {
+				rule = fmt.Sprintf("%d %s", *tc.Rule+1, res.Config.Recipe.Rules[*tc.Rule].Match)
+			}
+			ct.add(name, tc.Format, dash(tc.Scheme), dash(tc.Granularity), ag, dash(tc.QDType), dash(tc.Activations), rule, tc.DType+" "+shapeString(tc.Shape))
 		}
 		ct.write(w)
 		if len(res.Config.Activations) > 0 {

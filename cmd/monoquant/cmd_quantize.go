@@ -4,11 +4,14 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"os"
 	"strconv"
 
+	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/convert"
 	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/quant"
+	"github.com/monoquant/monoquant/core/recipe"
+	"github.com/monoquant/monoquant/core/runlog"
 )
 
 func init() {
@@ -22,7 +25,10 @@ asymmetric schemes, <name>.zero_point the parameters; every other tensor is copi
 the quantization config is stored in the file's metadata.
 
 IN is a torch .pt/.pth/.bin file (a state_dict or a whole pickled nn.Module), a .safetensors
-file or a sharded *.safetensors.index.json. Layer types come from the module classes when the
+file, a sharded *.safetensors.index.json, or a Hugging Face model folder (config.json beside the
+weights or their shards): a folder gives a folder, with the same shard layout (.bin shards
+become .safetensors), every other file copied, and the layers config.json's architecture
+implies (GPT-2's Conv1D, quantized per output channel on axis 1). Layer types come from the module classes when the
 file holds a pickled module, else from tensor names and shapes. OUT defaults to the input's
 name with the format as suffix, next to it, as safetensors unless --format pt says otherwise
 (model.pt → model.int8.safetensors: plain tensors that load without unpickling); the input is never
@@ -50,40 +56,51 @@ Examples:
 }
 
 type quantizeArgs struct {
-	model, out, calibration string
-	format, bits, scheme    *choiceFlag
-	observer, dtype         *choiceFlag
-	nonFinite               *choiceFlag
-	groupSize               int
-	layers, skip            listFlag
-	asJSON, quiet           bool
-	set                     map[string]bool // flags given on the command line
+	model, out, calibration, recipe string
+	format, bits, scheme            *choiceFlag
+	observer, dtype, activations    *choiceFlag
+	nonFinite                       *choiceFlag
+	groupSize                       int
+	groupFallback                   bool
+	layers, skip                    listFlag
+	asJSON, quiet, noLog            bool
+	set                             map[string]bool // flags given on the command line
+}
+
+// optionFlags registers the flags that choose what is quantized and how; quantize and plan share
+// them. No flag has a default of its own: an unset flag leaves the choice to core (core/recipe),
+// whose defaults the help text reads.
+func optionFlags(fs *flag.FlagSet, a *quantizeArgs) {
+	a.bits = newChoice("", "8", "4", "16")
+	a.scheme = newChoice("", "symmetric", "asymmetric", "sym", "asym")
+	a.observer = newChoice("", "minmax", "moving_average", "histogram")
+	a.dtype = newChoice("", "int8", "int4", "fp16", "bf16")
+	a.activations = newChoice("", "none", "dynamic", "static")
+	a.nonFinite = newChoice("", "reject", "clamp")
+	a.layers.choices = layerChoices()
+	fs.StringVar(&a.model, "model", "", "the `checkpoint` (.pt/.pth/.bin, .safetensors, .safetensors.index.json)")
+	fs.Var(a.bits, "bits", fmt.Sprintf("`bits` per weight: 8 (INT8 per-channel), 4 (INT4 group-wise) or 16 (FP16/BF16); default %d", recipe.DefaultBits))
+	fs.Var(a.dtype, "dtype", "the format by name: int8, int4, fp16 or bf16 (--bits 16 --dtype bf16 is BF16)")
+	fs.Var(a.scheme, "scheme", fmt.Sprintf("integer `scheme`: symmetric or asymmetric; default %s", recipe.DefaultScheme))
+	fs.IntVar(&a.groupSize, "group-size", 0, fmt.Sprintf("INT4 `values` per scale along a row; default %d, which falls back per tensor where it does not divide a row (a group size you give must divide every row, unless --group-fallback)", recipe.DefaultGroupSize))
+	fs.BoolVar(&a.groupFallback, "group-fallback", false, "let a tensor whose rows the group size does not divide use the largest divisor >= 16, else INT8 per-channel (with a warning)")
+	fs.Var(&a.layers, "layers", "layer `types` to quantize, comma-separated or repeated: linear, conv2d, lstm, embedding, conv1d, conv3d, gru, rnn (default linear,conv2d,lstm)")
+	fs.Var(&a.skip, "skip", "leave in float what a `pattern` selects: a module (and everything below it) or a tensor by name, or a glob over dotted names ('classifier.*', '*.lm_head'); repeatable")
+	fs.StringVar(&a.recipe, "recipe", "", "a JSON `file` of per-layer rules, first match wins (docs/RECIPES.md); the other flags are the base its rules start from")
+	fs.Var(a.activations, "activations", "activation `mode`: none (weight-only), dynamic (per batch at run time) or static (calibrated; needs --calibration); default static with --calibration, else dynamic for INT8 and none for the other formats")
+	fs.Var(a.observer, "observer", fmt.Sprintf("static activation `observer`: minmax, moving_average or histogram; default %s", recipe.DefaultObserver))
+	fs.StringVar(&a.calibration, "calibration", "", "a .pt/.safetensors `file` of recorded activations (layer name → input tensor): static qparams")
+	fs.Var(a.nonFinite, "nonfinite", "NaN/Inf in a weight: reject (fail naming the tensor; the default) or clamp")
 }
 
 func setupQuantize(fs *flag.FlagSet) func(context.Context, *env, []string) error {
-	a := &quantizeArgs{
-		format:    newChoice("", formatPT, formatSafetensors),
-		bits:      newChoice("8", "8", "4", "16"),
-		scheme:    newChoice("symmetric", "symmetric", "asymmetric", "sym", "asym"),
-		observer:  newChoice("histogram", "minmax", "moving_average", "histogram"),
-		dtype:     newChoice("fp16", "fp16", "bf16"),
-		nonFinite: newChoice("reject", "reject", "clamp"),
-	}
-	a.layers.choices = layerChoices()
-	fs.StringVar(&a.model, "model", "", "the `checkpoint` to quantize (.pt/.pth/.bin, .safetensors, .safetensors.index.json)")
+	a := &quantizeArgs{format: newChoice("", formatPT, formatSafetensors)}
+	optionFlags(fs, a)
 	fs.StringVar(&a.out, "out", "", "output `file` (.safetensors, .pt, .pth or .bin); default: next to IN, e.g. model.int8.safetensors")
 	fs.Var(a.format, "format", "output `format`: pt or safetensors (default: OUT's extension, else safetensors)")
-	fs.Var(a.bits, "bits", "`bits` per weight: 8 (INT8 per-channel), 4 (INT4 group-wise) or 16 (FP16/BF16)")
-	fs.Var(a.scheme, "scheme", "integer `scheme`: symmetric or asymmetric")
-	fs.IntVar(&a.groupSize, "group-size", 128, "INT4 `values` per scale along a row (--bits 4 only)")
-	fs.Var(&a.layers, "layers", "layer `types` to quantize, comma-separated or repeated: linear, conv2d, lstm, embedding, conv1d, conv3d, gru, rnn (default linear,conv2d,lstm)")
-	fs.Var(&a.skip, "skip", "leave alone the modules or tensors a `pattern` names: exact name, prefix or glob; repeatable")
-	fs.Var(a.observer, "observer", "activation `observer` for --calibration: minmax, moving_average or histogram")
-	fs.StringVar(&a.calibration, "calibration", "", "a .pt/.safetensors `file` of recorded activations (layer name → input tensor): static qparams")
-	fs.Var(a.dtype, "dtype", "16-bit `type` for --bits 16: fp16 or bf16")
-	fs.Var(a.nonFinite, "nonfinite", "NaN/Inf in a weight: reject (fail naming the tensor) or clamp")
 	fs.BoolVar(&a.asJSON, "json", false, "print the report as one JSON document on stdout")
 	fs.BoolVar(&a.quiet, "quiet", false, "no progress bar")
+	fs.BoolVar(&a.noLog, "no-log", false, "do not record this run in the run log (MONOQUANT_LOG=0 turns it off everywhere; see 'monoquant runs')")
 	return func(ctx context.Context, e *env, pos []string) error {
 		a.set = map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { a.set[f.Name] = true })
@@ -99,34 +116,23 @@ func layerChoices() []string {
 	return out
 }
 
-// options turns the flags into core options, refusing combinations that would be silently
-// ignored (a group size for INT8, an observer without calibration data).
+// options turns the flags that were given into core options; every default and every check of
+// what goes with what is core's.
 func (a *quantizeArgs) options() (model.Options, error) {
-	bits, _ := strconv.Atoi(a.bits.value)
-	if a.set["group-size"] && bits != 4 {
-		return model.Options{}, usageErr("--group-size applies to --bits 4 only")
+	o := model.Options{Skip: a.skip.values, Scheme: a.scheme.value, DType: a.dtype.value, Activations: a.activations.value,
+		Observer: a.observer.value, Calibrated: a.calibration != ""}
+	if a.bits.value != "" {
+		o.Bits, _ = strconv.Atoi(a.bits.value)
 	}
-	if a.groupSize < 1 {
-		return model.Options{}, usageErr("--group-size %d must be a positive number", a.groupSize)
-	}
-	if a.set["dtype"] && bits != 16 {
-		return model.Options{}, usageErr("--dtype applies to --bits 16 only")
-	}
-	if a.set["scheme"] && bits == 16 {
-		return model.Options{}, usageErr("--scheme applies to the integer formats (--bits 8 or 4) only")
-	}
-	if a.set["observer"] && a.calibration == "" {
-		return model.Options{}, usageErr("--observer chooses the activation observer and needs --calibration (weights always use min/max)")
-	}
-	o := model.Options{Bits: bits, BFloat16: a.dtype.value == "bf16", Skip: a.skip.values, Observer: a.observer.value}
-	switch a.scheme.value {
-	case "asymmetric", "asym":
-		o.Spec.Scheme = quant.Asymmetric
-	default:
-		o.Spec.Scheme = quant.Symmetric
-	}
-	if bits == 4 {
+	if a.set["group-size"] {
+		if err := recipe.CheckGroupSize(a.groupSize); err != nil {
+			return o, usageErr("%s", flagWords(err.Error()))
+		}
 		o.Spec.GroupSize = a.groupSize
+	}
+	if a.set["group-fallback"] {
+		fb := a.groupFallback
+		o.GroupFallback = &fb
 	}
 	if a.nonFinite.value == "clamp" {
 		o.Spec.NonFinite = quant.ClampNonFinite
@@ -138,106 +144,79 @@ func (a *quantizeArgs) options() (model.Options, error) {
 		}
 		o.LayerTypes = append(o.LayerTypes, t)
 	}
-	if a.calibration != "" {
-		o.Mode = model.Static
+	if a.recipe != "" {
+		r, err := recipe.Load(a.recipe)
+		if err != nil {
+			return o, wrapExit(exitUsage, err, "")
+		}
+		o.Recipe = r
 	}
 	return o, nil
 }
 
-func runQuantize(ctx context.Context, e *env, a *quantizeArgs, pos []string) error {
+// formatTag names the output after what the plan quantizes: the format the options ask for
+// (int8, int4, fp16, bf16), or with a recipe the one format of every quantized tensor, else
+// "mixed".
+func formatTag(p *model.Plan, withRecipe bool) string {
+	if !withRecipe {
+		return p.Recipe.Rules[len(p.Recipe.Rules)-1].DType
+	}
+	tag := ""
+	for _, t := range p.Quantized() {
+		f := t.Spec.Format.String()
+		if tag != "" && tag != f {
+			return "mixed"
+		}
+		tag = f
+	}
+	return tag
+}
+
+// openFloatInput takes the input from --model or the one positional argument, turns the flags
+// into options and opens the input, refusing one monoquant already quantized (quantize, plan).
+func openFloatInput(verb string, a *quantizeArgs, pos []string) (checkpoint.Reader, model.Options, error) {
 	switch {
 	case len(pos) == 1 && a.model == "":
 		a.model = pos[0]
 	case len(pos) > 0:
-		return usageErr("quantize: unexpected argument %q (the input goes in --model)", pos[0])
+		return nil, model.Options{}, usageErr("%s: unexpected argument %q (the input goes in --model)", verb, pos[0])
 	case a.model == "":
-		return usageErr("quantize: --model is required (run 'monoquant quantize --help')")
+		return nil, model.Options{}, usageErr("%s: --model is required (run 'monoquant %s --help')", verb, verb)
 	}
 	opts, err := a.options()
 	if err != nil {
-		return err
+		return nil, opts, err
 	}
-	spec, err := model.SpecForBits(opts.Bits, opts.BFloat16)
-	if err != nil {
-		return classifyCoreErr(err)
-	}
-	if err := checkInputPath("input", a.model); err != nil {
-		return err
-	}
-	format := a.format.value
-	if format == "" && a.out == "" {
-		format = formatSafetensors // the default output: no pickle, opens anywhere
-	}
-	out, format, err := resolveOutput(a.model, a.out, format, formatTag(spec.Format))
-	if err != nil {
-		return err
-	}
-	if a.calibration != "" {
-		if err := checkInputPath("calibration file", a.calibration); err != nil {
-			return err
+	for _, in := range [][2]string{{"input", a.model}, {"calibration file", a.calibration}} {
+		if in[1] != "" {
+			if err := checkInputPath(in[0], in[1]); err != nil {
+				return nil, opts, err
+			}
 		}
 	}
-
 	r, err := openInput("input", a.model)
+	if err != nil {
+		return nil, opts, err
+	}
+	if model.IsQuantized(r.Metadata()) {
+		r.Close()
+		return nil, opts, fail(exitFormat, "input %s is already quantized by monoquant; dequantize it first ('monoquant dequantize %s')", a.model, a.model)
+	}
+	return r, opts, nil
+}
+
+func runQuantize(ctx context.Context, e *env, a *quantizeArgs, pos []string) error {
+	r, opts, err := openFloatInput("quantize", a, pos)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	if err := checkNotInput(r, out, a.calibration); err != nil {
+	res, err := quantizeFile(ctx, e, r, quantizeJob{
+		model: a.model, out: a.out, format: a.format.value, calibration: a.calibration,
+		opts: opts, quiet: a.quiet, log: !a.noLog && runlog.Enabled(),
+	})
+	if err != nil {
 		return err
-	}
-	if model.IsQuantized(r.Metadata()) {
-		return fail(exitFormat, "input %s is already quantized by monoquant; dequantize it first ('monoquant dequantize %s')", a.model, a.model)
-	}
-	plan, err := model.NewPlan(r.Entries(), r.ModuleTypes(), opts)
-	if err != nil {
-		return classifyCoreErr(wrapPlanErr(err, a.model))
-	}
-	run := model.Run{}
-	if opts.Mode == model.Static {
-		cal, err := model.NewCalibration(plan)
-		if err != nil {
-			return classifyCoreErr(err)
-		}
-		cr, err := openInput("calibration file", a.calibration)
-		if err != nil {
-			return err
-		}
-		err = cal.CalibrateReader(cr)
-		cr.Close()
-		if err != nil {
-			return classifyCoreErr(err)
-		}
-		run.Calibration = cal
-	}
-
-	bar := newProgress(e, a.quiet, "quantizing")
-	run.Progress = func(p model.Progress) { bar.update(p.TensorsDone, p.TensorsTotal, p.BytesDone, p.BytesTotal) }
-	rep, err := model.Quantize(ctx, r, createOutput(out), plan, run)
-	if err != nil {
-		bar.abort()
-		return classifyCoreErr(err)
-	}
-	bar.finish()
-	rep.FileBytesBefore = fileBytes(r, a.model)
-	if st, err := os.Stat(out); err == nil {
-		rep.FileBytesAfter = st.Size()
-	}
-
-	v, err := validateOutput(ctx, r, out, plan, rep)
-	if err != nil {
-		os.Remove(out)
-		if exitCode(err) == exitInterrupted {
-			return err
-		}
-		return wrapExit(exitValidation, err, "the written output failed validation and was removed")
-	}
-	res := &quantizeResult{
-		Input: a.model, Output: out, OutputFormat: format, Bits: opts.Bits, Format: spec.Format.String(),
-		Mode: plan.Config().Mode, Report: rep, Validation: v,
-	}
-	if opts.Mode != model.Static {
-		res.Note = "weight-only (dynamic): no --calibration given, activations stay float"
 	}
 	if a.asJSON {
 		return writeJSON(e.stdout, res)
@@ -246,6 +225,75 @@ func runQuantize(ctx context.Context, e *env, a *quantizeArgs, pos []string) err
 	return nil
 }
 
-func wrapPlanErr(err error, path string) error {
-	return fmt.Errorf("%s: %w", path, err)
+// quantizeJob is one quantization of a file, from the flags or from a logged run (runs
+// reproduce).
+type quantizeJob struct {
+	model, out, format, calibration string
+	opts                            model.Options
+	quiet                           bool
+	log                             bool   // record the run in the run log
+	logPath                         string // "" for runlog.DefaultPath
+}
+
+// quantizeFile runs core's pipeline (plan, calibrate, quantize, validate) on the open input r
+// and records the run.
+func quantizeFile(ctx context.Context, e *env, r checkpoint.Reader, j quantizeJob) (*quantizeResult, error) {
+	a := struct{ model, out, calibration string }{j.model, j.out, j.calibration}
+	opts := j.opts
+	var bar *progress // drawn once the output is known; the pipeline reports while writing
+	run := convert.Run{Create: createOutput, Validate: true, CalibrationFile: a.calibration,
+		Progress: func(p model.Progress) { bar.update(p.TensorsDone, p.TensorsTotal, p.BytesDone, p.BytesTotal) }}
+	if j.log {
+		run.Log = &convert.Log{Entry: "cli", Path: j.logPath}
+	}
+	if a.calibration != "" {
+		cr, err := openInput("calibration file", a.calibration)
+		if err != nil {
+			return nil, err
+		}
+		defer cr.Close()
+		run.Calibration = cr
+	}
+	// The one pipeline (core/convert), in two steps: the plan names the output.
+	conv, err := convert.New(r, a.model, opts, run)
+	if err != nil {
+		return nil, classifyCoreErr(err)
+	}
+	plan := conv.Plan()
+	format := j.format
+	if format == "" && a.out == "" {
+		format = formatSafetensors // the default output: no pickle, opens anywhere
+	}
+	out, format, err := resolveOutput(a.model, a.out, format, formatTag(plan, opts.Recipe != nil))
+	if err != nil {
+		return nil, err
+	}
+	if err := checkNotInput(a.model, r, out, a.calibration); err != nil {
+		return nil, err
+	}
+	if run.Log != nil {
+		run.Log.OutputFormat = format
+	}
+	bar = newProgress(e, j.quiet, "quantizing")
+	done, err := conv.Write(ctx, out)
+	if err != nil {
+		bar.abort()
+		return nil, classifyCoreErr(err)
+	}
+	bar.finish()
+	res := &quantizeResult{
+		Input: a.model, Output: out, OutputFormat: format, Format: formatTag(plan, opts.Recipe != nil),
+		Mode: plan.Config().Mode, Report: done.Report, Validation: done.Validation, Recipe: plan.Recipe, ShowRules: opts.Recipe != nil,
+		config: plan.Config(), RunID: done.RunID, RunLog: done.RunLog, LogWarning: done.LogWarning,
+	}
+	if f := res.Format; f != "mixed" {
+		res.Bits = map[string]int{"int8": 8, "int4": 4, "fp16": 16, "bf16": 16}[f]
+	}
+	if res.Mode == "dynamic" {
+		res.Note = "no --calibration given: activations are quantized per batch at run time (dynamic)"
+	}
+	if res.LogWarning != "" {
+		fmt.Fprintf(e.stderr, "monoquant: warning: %s\n", res.LogWarning)
+	}
+	return res, nil
 }

@@ -9,7 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/monoquant/monoquant/core/blocks"
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/checkpoint/checkpointtest"
 	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
@@ -160,7 +162,7 @@ func TestCompareInBlocks(t *testing.T) {
 	for name, args := range map[string][]string{
 		"q8":   {"--bits", "8"},
 		"q8a":  {"--bits", "8", "--scheme", "asymmetric"},
-		"q4g":  {"--bits", "4", "--group-size", "16"},
+		"q4g":  {"--bits", "4", "--group-size", "16", "--group-fallback"},
 		"fp16": {"--bits", "16"},
 	} {
 		out := filepath.Join(dir, name+".safetensors")
@@ -177,8 +179,8 @@ func TestCompareInBlocks(t *testing.T) {
 	}
 	run := func(block, release int, pa, pb string) *compareResult {
 		t.Helper()
-		defer func(b, r int) { compareBlock, releaseEvery = b, r }(compareBlock, releaseEvery)
-		compareBlock, releaseEvery = block, release
+		defer func(b, r int) { compareBlock, blocks.ReleaseEvery = b, r }(compareBlock, blocks.ReleaseEvery)
+		compareBlock, blocks.ReleaseEvery = block, release
 		res, err := compareFiles(context.Background(), pa, pb)
 		if err != nil {
 			t.Fatalf("compare %s %s: %v", pa, pb, err)
@@ -188,7 +190,7 @@ func TestCompareInBlocks(t *testing.T) {
 	for _, p := range pairs {
 		label := filepath.Base(p[0]) + " vs " + filepath.Base(p[1])
 		want, wantSQNR, wantMax := wholeCompare(t, p[0], p[1])
-		def := run(compareBlock, releaseEvery, p[0], p[1])
+		def := run(compareBlock, blocks.ReleaseEvery, p[0], p[1])
 		for _, bl := range [][2]int{{7, 64}, {100, 1000}, {5000, 1 << 20}} {
 			got := run(bl[0], bl[1], p[0], p[1])
 			if len(got.Tensors) != len(order) || got.Compared != len(order) {
@@ -241,11 +243,11 @@ func TestCompareInBlocks(t *testing.T) {
 }
 
 // TestCompareReleasesAsItGoes: a float side is read through a stream that releases its pages
-// and fetches the tensor again every releaseEvery bytes; a quantized side holds its stored
+// and fetches the tensor again every blocks.ReleaseEvery bytes; a quantized side holds its stored
 // values once, and both are released at the end.
 func TestCompareReleasesAsItGoes(t *testing.T) {
-	defer func(b, r int) { compareBlock, releaseEvery = b, r }(compareBlock, releaseEvery)
-	compareBlock, releaseEvery = 50, 512
+	defer func(b, r int) { compareBlock, blocks.ReleaseEvery = b, r }(compareBlock, blocks.ReleaseEvery)
+	compareBlock, blocks.ReleaseEvery = 50, 512
 	dir := t.TempDir()
 	in := filepath.Join(dir, "in.safetensors")
 	writeSafetensors(t, in, map[string]*tensor.Tensor{"fc.weight": tf(ramp(100*10, 0.3), 100, 10)}, "fc.weight") // 4000 bytes
@@ -263,19 +265,19 @@ func TestCompareReleasesAsItGoes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.r.Close()
-	ca, cb := &countingReader{Reader: a.r, views: map[string][]byte{}}, &countingReader{Reader: b.r}
+	ca, cb := &checkpointtest.CountingReader{Reader: a.r, Views: map[string][]byte{}}, &checkpointtest.CountingReader{Reader: b.r}
 	a.r, b.r = ca, cb
 	var row compareRow
 	if err := compareOne(context.Background(), a, b, "fc.weight", []int{100, 10}, &row); err != nil {
 		t.Fatal(err)
 	}
 	// Blocks of 5 rows (200 bytes of A): a release before the blocks at 600, 1200, ... 3600.
-	if ca.fetches != 7 || ca.releases != 7 {
-		t.Errorf("float side: %d fetches and %d releases, want 7 and 7 (6 between windows, 1 at the end)", ca.fetches, ca.releases)
+	if ca.Fetches != 7 || ca.Releases != 7 {
+		t.Errorf("float side: %d fetches and %d releases, want 7 and 7 (6 between windows, 1 at the end)", ca.Fetches, ca.Releases)
 	}
 	// The quantized side: its scales and its values fetched once each, all released.
-	if cb.fetches != 2 || cb.releases != 2 {
-		t.Errorf("quantized side: %d fetches and %d releases, want 2 and 2", cb.fetches, cb.releases)
+	if cb.Fetches != 2 || cb.Releases != 2 {
+		t.Errorf("quantized side: %d fetches and %d releases, want 2 and 2", cb.Fetches, cb.Releases)
 	}
 	if row.Status != "compared" || !(float64(row.SQNR) > 30) {
 		t.Errorf("row %+v; want compared, SQNR above 30 dB", row)

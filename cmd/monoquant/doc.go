@@ -9,7 +9,11 @@
 //	monoquant inspect    FILE [--json]
 //	monoquant dequantize IN [--out OUT]
 //	monoquant compare    A B [--json]
+//	monoquant runs       list|show|compare|reproduce|metric|export ...
 //	monoquant version    [--json]
+//
+// quantize records every run in the run log (core/runlog, docs/RUNLOG.md) unless --no-log or
+// MONOQUANT_LOG=0; a log that cannot be written gives one warning and never fails the run.
 //
 // IN may be a torch .pt/.pth/.bin file (a state_dict or a whole pickled nn.Module), a
 // .safetensors file or a sharded *.safetensors.index.json. The default output sits next to the
@@ -37,6 +41,7 @@
 //	6    nothing to quantize: no tensor matches the selected layer types and skip patterns
 //	7    data cannot be quantized: NaN/Inf in a weight, calibration data that fits no layer
 //	8    the written output failed validation (it is removed)
+//	9    runs reproduce: the output's sha256 differs from the recorded run's
 //	130  interrupted (SIGINT/SIGTERM); no output is left behind
 //
 // Every failure prints one line on stderr, "monoquant: <cause>", and never a Go stack trace.

@@ -133,7 +133,7 @@ func TestQuantizeEndToEnd(t *testing.T) {
 	}{
 		{[]string{"--bits", "8"}, ".safetensors", 25},
 		{[]string{"--bits", "8", "--scheme", "asymmetric"}, ".pt", 25},
-		{[]string{"--bits", "4", "--group-size", "32"}, ".pt", 5},
+		{[]string{"--bits", "4", "--group-size", "32", "--group-fallback"}, ".pt", 5},
 		{[]string{"--bits", "16", "--dtype", "bf16"}, ".safetensors", 40},
 		{[]string{"--bits", "16"}, ".pt", 60},
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io/fs"
 	"strings"
+
+	"github.com/monoquant/monoquant/core/checkpoint"
 )
 
 // Exit codes; doc.go and exitCodesHelp document them for users.
@@ -19,6 +21,7 @@ const (
 	exitNothing     = 6
 	exitData        = 7
 	exitValidation  = 8
+	exitNotRepro    = 9
 	exitInterrupted = 130
 )
 
@@ -32,6 +35,7 @@ const exitCodesHelp = `Exit codes:
   6    nothing to quantize
   7    data cannot be quantized: NaN/Inf in a weight, calibration data that fits no layer
   8    the written output failed validation (it is removed)
+  9    runs reproduce: the output differs from the recorded run's
   130  interrupted; no output is left behind
 `
 
@@ -75,7 +79,7 @@ func usageErr(format string, a ...any) error { return fail(exitUsage, format, a.
 // inputErr classifies a failure to open or read an input: a missing or unreadable file is the
 // user's path, anything else is what the file holds.
 func inputErr(err error) error {
-	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) || errors.Is(err, checkpoint.ErrNoWeights) {
 		return wrapExit(exitInput, err, "")
 	}
 	return wrapExit(exitFormat, err, "")

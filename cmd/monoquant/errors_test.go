@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -12,31 +13,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/monoquant/monoquant/core/checkpoint/checkpointtest"
 	"github.com/monoquant/monoquant/core/checkpoint/safetensors"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
 // writeSafetensors makes a small checkpoint for a test from float32 tensors.
-func writeSafetensors(t testing.TB, path string, tensors map[string]*tensor.Tensor, order ...string) {
-	t.Helper()
-	var entries []tensor.Info
-	for _, n := range order {
-		tt := tensors[n]
-		entries = append(entries, tensor.Info{Name: n, DType: tt.DType, Shape: tt.Shape})
-	}
-	w, err := safetensors.Create(path, entries, map[string]string{"source": "cli test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range order {
-		if err := w.Write(n, tensors[n].Data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Commit(); err != nil {
-		t.Fatal(err)
-	}
-}
+var writeSafetensors = checkpointtest.WriteSafetensors
 
 // writeSafetensorsMeta writes one tensor with the given metadata.
 func writeSafetensorsMeta(t testing.TB, path string, md map[string]string, name string, x *tensor.Tensor) {
@@ -83,12 +66,17 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"quantize", "--model", model, "--observer", "kmeans"}, `invalid value "kmeans" for --observer`},
 		{[]string{"quantize", "--model", model, "--layers", "linear,attention"}, `"attention" is not one of`},
 		{[]string{"quantize", "--model", model, "--layers", "linear,,conv2d"}, "empty item"},
-		{[]string{"quantize", "--model", model, "--group-size", "64"}, "--group-size applies to --bits 4 only"},
-		{[]string{"quantize", "--model", model, "--bits", "4", "--group-size", "0"}, "--group-size 0 must be a positive number"},
+		{[]string{"quantize", "--model", model, "--group-size", "64"}, "--group-size 64 applies to INT4 (--bits 4), not int8"},
+		{[]string{"quantize", "--model", model, "--bits", "4", "--group-size", "0"}, "--group-size 0 must be an even number >= 2"},
+		{[]string{"quantize", "--model", model, "--bits", "4", "--group-size", "64"}, `tensor "features.0.weight": --group-size 64 does not divide the row length 9`},
+		{[]string{"quantize", "--model", model, "--recipe", "testdata/recipes/bad_bits.json"}, `rule 2 ("classifier.*"): bits 3 is not supported`},
+		{[]string{"quantize", "--model", model, "--recipe", "testdata/recipes/unknown_key.json"}, `rule 1: unknown key "bitz"`},
+		{[]string{"quantize", "--model", model, "--recipe", "testdata/recipes/group_misfit.json"}, `tensor "classifier.1.weight" (rule 1 ("classifier.1")): group_size 48 does not divide the row length 512`},
 		{[]string{"quantize", "--model", model, "--bits", "4", "--group-size", "x"}, `invalid value "x" for --group-size`},
-		{[]string{"quantize", "--model", model, "--dtype", "bf16"}, "--dtype applies to --bits 16 only"},
+		{[]string{"quantize", "--model", model, "--bits", "8", "--dtype", "bf16"}, `--bits 8 and --dtype "bf16" disagree`},
 		{[]string{"quantize", "--model", model, "--bits", "16", "--scheme", "asymmetric"}, "--scheme applies to the integer formats"},
-		{[]string{"quantize", "--model", model, "--observer", "minmax"}, "--observer chooses the activation observer and needs --calibration"},
+		{[]string{"quantize", "--model", model, "--observer", "minmax"}, `--observer "minmax" applies to static --activations`},
+		{[]string{"quantize", "--model", model, "--activations", "static"}, `--activations static needs calibration data`},
 		{[]string{"quantize", "--model", model, "--nonfinite", "ignore"}, `invalid value "ignore" for --nonfinite`},
 		{[]string{"quantize", "--model", model, "--frobnicate"}, "unknown flag --frobnicate"},
 		{[]string{"quantize", "--model", model, "extra.pt"}, `unexpected argument "extra.pt"`},
@@ -133,7 +121,7 @@ func TestHelpEveryCommand(t *testing.T) {
 	// Every flag of quantize the issue names is there.
 	q := runCLI(t, "quantize", "--help").stdout
 	for _, f := range []string{"--model", "--bits", "--out", "--format", "--scheme", "--group-size", "--layers", "--skip", "--observer", "--calibration", "--dtype", "--json", "--quiet"} {
-		if !strings.Contains(q, "  "+f+" ") {
+		if !strings.Contains(q, "  "+f+" ") && !strings.Contains(q, ", "+f+" ") {
 			t.Errorf("quantize --help does not list %s", f)
 		}
 	}
@@ -144,7 +132,7 @@ func TestExitCodesDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, code := range []int{exitOK, exitInternal, exitUsage, exitInput, exitFormat, exitOutput, exitNothing, exitData, exitValidation, exitInterrupted} {
+	for _, code := range []int{exitOK, exitInternal, exitUsage, exitInput, exitFormat, exitOutput, exitNothing, exitData, exitValidation, exitNotRepro, exitInterrupted} {
 		line := "\t" + strconv.Itoa(code) + " "
 		if !strings.Contains(string(doc), "//"+line) {
 			t.Errorf("doc.go does not document exit code %d", code)
@@ -177,7 +165,7 @@ func TestInputErrors(t *testing.T) {
 		{"quantized config not JSON", badJSON, exitFormat, "not valid JSON"},
 		{"quantized config lies about a shape", badShape, exitFormat, `"fc.weight"`},
 		{"missing", filepath.Join(dir, "nope.pt"), exitInput, "no such file"},
-		{"folder", dir, exitInput, "is a folder"},
+		{"folder", dir, exitInput, "has several candidate checkpoints"},
 		{"garbage safetensors", garbage, exitFormat, "notes.safetensors"},
 		{"text as .pt", text, exitFormat, "notes.pt"},
 	}
@@ -362,4 +350,23 @@ func TestPanicIsOneLine(t *testing.T) {
 	defer delete(commands, "test-panic")
 	args := []string{"test-panic"}
 	assertOneLineError(t, args, runCLI(t, args...), exitInternal, "internal error: boom; second line")
+}
+
+// GNU-style short forms: -m is --model, -o --out, -b --bits, -q --quiet (also with =VALUE); an
+// unknown short flag is named as the user wrote it.
+func TestShortFlags(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "q.safetensors")
+	var stdout, stderr bytes.Buffer
+	e := &env{stdout: &stdout, stderr: &stderr}
+	if code := run(context.Background(), e, []string{"quantize", "-m", "../../examples/digits_cnn.pt", "-b=4", "-o", out, "-q"}); code != 0 {
+		t.Fatalf("short flags: exit %d: %s", code, stderr.String())
+	}
+	if _, err := os.Stat(out); err != nil {
+		t.Errorf("-o %s: %v", out, err)
+	}
+	stderr.Reset()
+	if code := run(context.Background(), e, []string{"quantize", "-m", "../../examples/digits_cnn.pt", "-x"}); code != exitUsage || !strings.Contains(stderr.String(), "unknown flag -x") {
+		t.Errorf("-x: exit %d, %q", code, stderr.String())
+	}
 }

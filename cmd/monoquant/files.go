@@ -6,7 +6,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+
+	"github.com/monoquant/monoquant/core/convert"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/checkpoint/pickle"
@@ -31,7 +34,8 @@ func checkInputPath(what, path string) error {
 	case err != nil:
 		return wrapExit(exitInput, err, "%s", what)
 	case st.IsDir():
-		return fail(exitInput, "%s %s is a folder, not a checkpoint file", what, path)
+		// a Hugging Face model folder: its weights are found when it is opened
+		return nil
 	}
 	if unix.Access(path, unix.R_OK) != nil {
 		return fail(exitInput, "%s %s: permission denied", what, path)
@@ -123,12 +127,25 @@ func extension(format string) string {
 	return ".safetensors"
 }
 
-// formatTag is the suffix of a default quantized output name: what the weights became.
-func formatTag(f quant.Format) string { return f.String() }
-
 // resolveOutput picks the output path and format from --out, --format and the input, and
 // refuses a target that is the input itself. tag names what was done ("int8", "dequantized").
 func resolveOutput(in, out, format, tag string) (string, string, error) {
+	if checkpoint.IsDir(in) {
+		// A model folder in, a model folder out (core/convert keeps its layout).
+		if format != "" && format != formatSafetensors {
+			return "", "", usageErr("--format %s: a model folder is written as safetensors", format)
+		}
+		if out == "" {
+			out = strings.TrimRight(in, string(filepath.Separator)) + "." + tag
+		}
+		if convert.SamePath(in, out) {
+			return "", "", fail(exitOutput, "output %s is the input folder; choose another --out (monoquant never overwrites its input)", out)
+		}
+		if err := checkOutputDir(out); err != nil && !checkpoint.IsDir(out) {
+			return "", "", err // (an existing folder is fine if empty: core/convert checks)
+		}
+		return out, formatSafetensors, nil
+	}
 	if out == "" {
 		if format == "" {
 			format = formatOf(in)
@@ -147,24 +164,13 @@ func resolveOutput(in, out, format, tag string) (string, string, error) {
 		}
 		format = implied
 	}
-	if samePath(in, out) {
+	if convert.SamePath(in, out) {
 		return "", "", fail(exitOutput, "output %s is the input; choose another --out (monoquant never overwrites its input)", out)
 	}
 	if err := checkOutputDir(out); err != nil {
 		return "", "", err
 	}
 	return out, format, nil
-}
-
-func samePath(a, b string) bool {
-	aa, err1 := filepath.Abs(a)
-	bb, err2 := filepath.Abs(b)
-	if err1 == nil && err2 == nil && aa == bb {
-		return true
-	}
-	sa, err1 := os.Stat(a)
-	sb, err2 := os.Stat(b)
-	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
 }
 
 // checkOutputDir fails before any work is done when the output cannot be written.
@@ -188,17 +194,11 @@ func checkOutputDir(out string) error {
 	return nil
 }
 
-// checkNotInput refuses an output path that is one of the files the input was read from: the
-// shards of a sharded checkpoint, or the calibration file.
-func checkNotInput(r checkpoint.Reader, out string, others ...string) error {
-	var inputs []string
-	if sh, ok := unwrapReader(r).(interface{ Shards() []string }); ok {
-		inputs = append(inputs, sh.Shards()...)
-	}
-	for _, in := range append(inputs, others...) {
-		if in != "" && samePath(in, out) {
-			return fail(exitOutput, "output %s is one of the input files; choose another --out (monoquant never overwrites its input)", out)
-		}
+// checkNotInput refuses an output path that is one of the files the input was read from (core's
+// rule, with this command's exit code).
+func checkNotInput(in string, r checkpoint.Reader, out string, others ...string) error {
+	if err := convert.CheckNotInput(in, unwrapReader(r), out, others...); err != nil {
+		return fail(exitOutput, "output %s is one of the input files; choose another --out (monoquant never overwrites its input)", out)
 	}
 	return nil
 }
@@ -248,8 +248,12 @@ func classifyCoreErr(err error) error {
 		return err
 	case errors.Is(err, model.ErrNothingToQuantize):
 		return wrapExit(exitNothing, err, "")
+	case errors.Is(err, convert.ErrValidation):
+		return wrapExit(exitValidation, err, "")
+	case errors.Is(err, convert.ErrOutput):
+		return wrapExit(exitOutput, err, "")
 	case errors.Is(err, model.ErrOption):
-		return wrapExit(exitUsage, err, "")
+		return wrapExit(exitUsage, errors.New(flagWords(err.Error())), "")
 	case errors.Is(err, model.ErrFormat):
 		return wrapExit(exitFormat, err, "")
 	case errors.Is(err, quant.ErrNonFinite), errors.Is(err, model.ErrCalibration), errors.Is(err, quant.ErrSpec):
@@ -263,4 +267,23 @@ func plural(n int, one, many string) string {
 		return fmt.Sprintf("%d %s", n, one)
 	}
 	return fmt.Sprintf("%d %s", n, many)
+}
+
+// coreFlags maps core's option names (recipe keys) to this command line's flags.
+var coreFlags = map[string]string{
+	"bits": "--bits", "dtype": "--dtype", "group_size": "--group-size", "group_fallback": "--group-fallback",
+	"scheme": "--scheme", "activations": "--activations", "observer": "--observer", "layers": "--layers",
+	"skip": "--skip", "method": "--method",
+}
+
+var reOptionWord = regexp.MustCompile(`\b(bits|dtype|group_size|group_fallback|scheme|activations|observer|layers|skip|method)\b`)
+
+// flagWords says a core error about the call's options in this command line's words
+// (group_size → --group-size); an error about a recipe rule keeps the recipe's keys.
+func flagWords(msg string) string {
+	if strings.Contains(msg, "rule ") && strings.Contains(msg, "recipe") || strings.Contains(msg, "(rule ") {
+		return msg
+	}
+	msg = strings.TrimPrefix(msg, "invalid option: ")
+	return reOptionWord.ReplaceAllStringFunc(msg, func(w string) string { return coreFlags[w] })
 }

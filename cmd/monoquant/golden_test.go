@@ -120,7 +120,7 @@ func TestGoldenQuantizeReport(t *testing.T) {
 		args   []string
 	}{
 		{"quantize_digits_cnn_int8.json", []string{"quantize", "--model", "../../examples/digits_cnn.pt", "--out", filepath.Join(dir, "d8.safetensors"), "--json"}},
-		{"quantize_digits_cnn_module_int4.txt", []string{"quantize", "--model", "../../examples/digits_cnn_module.pt", "--bits", "4", "--group-size", "32", "--out", filepath.Join(dir, "d4.pt")}},
+		{"quantize_digits_cnn_module_int4.txt", []string{"quantize", "--model", "../../examples/digits_cnn_module.pt", "--bits", "4", "--group-size", "32", "--group-fallback", "--out", filepath.Join(dir, "d4.pt")}},
 		{"quantize_tiny_transformer_asym.txt", []string{"quantize", "--model", "../../examples/tiny_transformer.safetensors", "--scheme", "asymmetric", "--skip", "lm_head", "--out", filepath.Join(dir, "t8.safetensors")}},
 		{"inspect_quantized_int4.txt", []string{"inspect", filepath.Join(dir, "d4.pt")}},
 		{"inspect_quantized_int8.json", []string{"inspect", filepath.Join(dir, "d8.safetensors"), "--json"}},

@@ -104,7 +104,7 @@ func run(ctx context.Context, e *env, args []string) (code int) {
 
 func dispatch(ctx context.Context, e *env, args []string) error {
 	if len(args) == 0 {
-		return usageErr("no command given: want quantize, inspect, dequantize, compare or version (run 'monoquant --help')")
+		return usageErr("no command given: want quantize, inspect, dequantize, compare, runs or version (run 'monoquant --help')")
 	}
 	name := args[0]
 	switch name {
@@ -132,7 +132,7 @@ func dispatch(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	runCmd := c.setup(fs)
-	pos, err := parseArgs(fs, args[1:])
+	pos, err := parseArgs(fs, expandShort(fs, args[1:]))
 	if errors.Is(err, flag.ErrHelp) {
 		printCommandUsage(e.stdout, c)
 		return nil
@@ -141,6 +141,32 @@ func dispatch(ctx context.Context, e *env, args []string) error {
 		return usageErr("%s: %s (run 'monoquant %s --help')", c.name, flagMessage(err), c.name)
 	}
 	return runCmd(ctx, e, pos)
+}
+
+// shortFlags are the one-letter forms of the common long flags (GNU style: -m model.pt is
+// --model model.pt); a command has the short form of each long flag it defines.
+var shortFlags = map[string]string{"m": "model", "o": "out", "b": "bits", "g": "group-size", "s": "skip", "r": "recipe", "q": "quiet", "j": "json", "f": "format"}
+
+// expandShort rewrites -m VALUE / -m=VALUE into --model VALUE / --model=VALUE for the command's
+// flags, before the flag package (which knows only the long names) sees them.
+func expandShort(fs *flag.FlagSet, args []string) []string {
+	out := make([]string, 0, len(args))
+	for i, a := range args {
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		if len(a) >= 2 && a[0] == '-' && a[1] != '-' {
+			name, value, hasValue := strings.Cut(a[1:], "=")
+			if long, ok := shortFlags[name]; ok && fs.Lookup(long) != nil {
+				a = "--" + long
+				if hasValue {
+					a += "=" + value
+				}
+			}
+		}
+		out = append(out, a)
+	}
+	return out
 }
 
 // parseArgs lets flags and positional arguments mix ("inspect model.pt --json"), which the flag
@@ -174,6 +200,9 @@ var (
 func flagMessage(err error) string {
 	msg := err.Error()
 	if m := reUndefined.FindStringSubmatch(msg); m != nil {
+		if len(m[1]) == 1 {
+			return "unknown flag -" + m[1]
+		}
 		return "unknown flag --" + m[1]
 	}
 	msg = reForFlag.ReplaceAllString(msg, "for -")
@@ -213,9 +242,16 @@ func printCommandUsage(w io.Writer, c *command) {
 	c.setup(fs)
 	var lines [][2]string
 	width := 0
+	short := map[string]string{}
+	for k, v := range shortFlags {
+		short[v] = k
+	}
 	fs.VisitAll(func(f *flag.Flag) {
 		name, usage := flag.UnquoteUsage(f)
 		left := "--" + f.Name
+		if k, ok := short[f.Name]; ok {
+			left = "-" + k + ", " + left
+		}
 		if name != "" {
 			left += " " + name
 		}

@@ -24,6 +24,10 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
+	// The tests never write to the user's run log: it lives in the temp folder, and it is off
+	// unless a test (runs_test.go) turns it on.
+	os.Setenv("MONOQUANT_HOME", filepath.Join(dir, "home"))
+	os.Setenv("MONOQUANT_LOG", "0")
 	binPath = filepath.Join(dir, "monoquant")
 	cmd := exec.Command("go", "build", "-o", binPath, ".")
 	cmd.Stderr = os.Stderr

@@ -4,26 +4,40 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/monoquant/monoquant/core/convert"
+
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/recipe"
 )
 
 // quantizeResult is what `quantize` prints: as a table, or as this JSON document with --json.
 type quantizeResult struct {
-	Input        string        `json:"input"`
-	Output       string        `json:"output"`
-	OutputFormat string        `json:"output_format"`
-	Bits         int           `json:"bits"`
-	Format       string        `json:"format"`
-	Mode         string        `json:"mode"`
-	Note         string        `json:"note,omitempty"`
-	Report       *model.Report `json:"report"`
-	Validation   *validation   `json:"validation"`
+	Input        string              `json:"input"`
+	Output       string              `json:"output"`
+	OutputFormat string              `json:"output_format"`
+	Bits         int                 `json:"bits"`   // 0 when the recipe mixes formats
+	Format       string              `json:"format"` // int8, int4, fp16, bf16 or mixed
+	Mode         string              `json:"mode"`
+	Note         string              `json:"note,omitempty"`
+	Report       *model.Report       `json:"report"`
+	Validation   *convert.Validation `json:"validation"`
+	// Recipe is the resolved recipe the file stores; ShowRules puts the deciding rule of each
+	// tensor in the table (when a recipe was given).
+	Recipe    *recipe.Recipe `json:"recipe"`
+	ShowRules bool           `json:"-"`
+	// RunID is the run's id in the run log (0 when not recorded), RunLog the log's file, and
+	// LogWarning why the run could not be recorded (the quantization still succeeded).
+	RunID      int64  `json:"run_id,omitempty"`
+	RunLog     string `json:"run_log,omitempty"`
+	LogWarning string `json:"log_warning,omitempty"`
+
+	config *model.Config // the resolved per-tensor config the plan applied
 }
 
 func (r *quantizeResult) print(e *env) {
 	w := humanOut(e.stdout)
 	rep := r.Report
-	fmt.Fprintf(w, "Quantized %s → %s (%s, %s)\n", r.Input, r.Output, strings.ToUpper(r.Format), strings.ReplaceAll(r.Mode, "_", "-"))
+	fmt.Fprintf(w, "Quantized %s → %s (%s, %s)\n", r.Input, r.Output, strings.ToUpper(r.Format), activationWords(r.Mode))
 	if r.Note != "" {
 		fmt.Fprintf(w, "Note: %s\n", r.Note)
 	}
@@ -46,7 +60,11 @@ func (r *quantizeResult) print(e *env) {
 			outSQNR[l.Tensor] = l.OutputSQNR
 		}
 	}
-	t := newTable("tensor", "layer type", "shape", "format", "bits/w", "SQNR", "output SQNR").alignRight(4, 5, 6)
+	header := []string{"tensor", "layer type", "shape", "format", "bits/w", "SQNR", "output SQNR"}
+	if r.ShowRules {
+		header = append(header, "rule")
+	}
+	t := newTable(header...).alignRight(4, 5, 6)
 	for _, tr := range rep.Tensors {
 		f := tr.Format
 		switch {
@@ -62,7 +80,11 @@ func (r *quantizeResult) print(e *env) {
 		if v, ok := outSQNR[tr.Name]; ok {
 			o = dB(float64(v))
 		}
-		t.add(tr.Name, tr.LayerType, shapeString(tr.Shape), f, fmt.Sprintf("%.2f", tr.BitsPerWeight), dB(float64(tr.SQNR)), o)
+		row := []string{tr.Name, tr.LayerType, shapeString(tr.Shape), f, fmt.Sprintf("%.2f", tr.BitsPerWeight), dB(float64(tr.SQNR)), o}
+		if r.ShowRules {
+			row = append(row, dash(tr.Rule))
+		}
+		t.add(row...)
 	}
 	fmt.Fprintln(w, "Per tensor, worst SQNR first (output SQNR: the layer run on a random input, original vs dequantized weights):")
 	t.write(w)
@@ -99,7 +121,10 @@ func (r *quantizeResult) print(e *env) {
 	if v := r.Validation; v != nil {
 		fmt.Fprintf(w, "Validated: reopened %s; %s and the config checked; SQNR of %s recomputed from the file (agrees within %g dB); %s run on a random input\n",
 			r.Output, plural(v.TensorsChecked, "tensor", "tensors"), plural(v.SQNRConfirmed, "quantized tensor", "quantized tensors"),
-			sqnrTolerance, plural(len(v.LayerOutputs), "layer", "layers"))
+			convert.SQNRTolerance, plural(len(v.LayerOutputs), "layer", "layers"))
+	}
+	if r.RunID > 0 {
+		fmt.Fprintf(w, "Recorded as run %d in %s ('monoquant runs show %d')\n", r.RunID, r.RunLog, r.RunID)
 	}
 }
 
@@ -125,4 +150,15 @@ func sortedKeys[V any](m map[string]V) []string {
 		}
 	}
 	return out
+}
+
+// activationWords says a config's activation mode in words.
+func activationWords(mode string) string {
+	switch mode {
+	case "none", "weight_only":
+		return "weight-only"
+	case "mixed":
+		return "activations per layer"
+	}
+	return mode + " activations"
 }

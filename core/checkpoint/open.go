@@ -94,8 +94,16 @@ func firstNonSpace(b []byte) byte {
 // Open opens a checkpoint of any supported format, chosen by content (see Sniff): a
 // safetensors file, a torch .pt/.pth/.bin (zip or legacy), or the index of a sharded checkpoint
 // (`model.safetensors.index.json`, or transformers' `pytorch_model.bin.index.json` over torch
-// shards), read as one checkpoint.
+// shards), read as one checkpoint; or a Hugging Face model folder, read through FindWeights.
 func Open(path string) (Reader, error) {
+	if IsDir(path) {
+		// A Hugging Face model folder: its weights (FindWeights).
+		p, err := FindWeights(path)
+		if err != nil {
+			return nil, fmt.Errorf("open checkpoint: %w", err)
+		}
+		path = p
+	}
 	format, err := Sniff(path)
 	if err != nil {
 		return nil, fmt.Errorf("open checkpoint: %w", err)

@@ -129,7 +129,8 @@ func TestOpenErrors(t *testing.T) {
 		{write("empty.pt", nil), "not a safetensors, torch zip or legacy torch file"},
 		{write("cut.safetensors", stHeader(`{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}`, 1)[:30]), "runs past the end"},
 		{filepath.Join(dir, "missing.safetensors"), "no such file"},
-		{dir, "not a regular file"},
+		{dir, "runs past the end"}, // a folder is a model folder: its one *.safetensors is its weights
+		{t.TempDir(), "no weights"},
 	}
 	for _, c := range cases {
 		r, err := Open(c.path)

@@ -22,8 +22,8 @@ var ErrCalibration = errors.New("calibration")
 // concurrent use.
 type Calibration struct {
 	mu      sync.Mutex
-	opts    observer.Options
-	layers  []string // quantized layers, file order
+	opts    map[string]observer.Options
+	layers  []string // static layers, file order
 	allowed map[string]bool
 	obs     map[string]observer.Observer
 	batches map[string]int
@@ -35,13 +35,16 @@ func NewCalibration(p *Plan) (*Calibration, error) {
 	if p == nil || p.opts == nil {
 		return nil, fmt.Errorf("%w: nil plan", ErrCalibration)
 	}
-	if p.opts.mode != Static {
-		return nil, optErr("mode", "calibration needs static mode")
+	layers := p.StaticLayers()
+	if len(layers) == 0 {
+		return nil, optErr("activations", "calibration needs layers with static activations, and this plan has none (give calibration data, or activations static)")
 	}
-	if _, err := observer.New(p.opts.actObs); err != nil {
-		return nil, optErr("observer", "%v", err)
+	for _, l := range layers {
+		if _, err := observer.New(p.Observers[l]); err != nil {
+			return nil, optErr("observer", "layer %q: %v", l, err)
+		}
 	}
-	c := &Calibration{opts: p.opts.actObs, layers: p.LayerNames(), allowed: map[string]bool{},
+	c := &Calibration{opts: p.Observers, layers: layers, allowed: map[string]bool{},
 		obs: map[string]observer.Observer{}, batches: map[string]int{}, spiky: map[string]float32{}}
 	for _, l := range c.layers {
 		c.allowed[l] = true
@@ -55,7 +58,7 @@ func (c *Calibration) Calibrate(layer string, x *tensor.Tensor) error {
 		return fmt.Errorf("%w: nil calibration", ErrCalibration)
 	}
 	if !c.allowed[layer] {
-		return fmt.Errorf("%w: layer %q is not quantized by this plan (quantized layers: %s)", ErrCalibration, layer, shortList(c.layers, 8))
+		return fmt.Errorf("%w: layer %q has no static activations in this plan (static layers: %s)", ErrCalibration, layer, shortList(c.layers, 8))
 	}
 	if x == nil {
 		return fmt.Errorf("%w: layer %q: nil activation", ErrCalibration, layer)
@@ -71,7 +74,7 @@ func (c *Calibration) Calibrate(layer string, x *tensor.Tensor) error {
 	o, ok := c.obs[layer]
 	if !ok {
 		var err error
-		if o, err = observer.New(c.opts); err != nil {
+		if o, err = observer.New(c.opts[layer]); err != nil {
 			return fmt.Errorf("%w: layer %q: %w", ErrCalibration, layer, err)
 		}
 	}
@@ -224,7 +227,7 @@ func (c *Calibration) Params() (map[string]ActivationParams, []Warning, error) {
 			return nil, nil, fmt.Errorf("%w: layer %q: %v", ErrCalibration, l, err)
 		}
 		mn, mx := o.Range()
-		a := ActivationParams{Observer: c.opts.Kind.String(), QDType: o.Options().DType.String(), Scheme: o.Options().Scheme.String(),
+		a := ActivationParams{Observer: c.opts[l].Kind.String(), QDType: o.Options().DType.String(), Scheme: o.Options().Scheme.String(),
 			Scale: s, ZeroPoint: z, Batches: c.batches[l]}
 		if len(mn) > 0 && len(mx) > 0 && !math.IsInf(float64(mn[0]), 0) && !math.IsInf(float64(mx[0]), 0) {
 			a.Min, a.Max = mn[0], mx[0]

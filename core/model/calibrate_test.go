@@ -97,8 +97,8 @@ func TestCalibrationErrors(t *testing.T) {
 	if err := m.Calibrate("fc1", tensor.New(tensor.F32, 2)); !errors.Is(err, ErrCalibration) {
 		t.Errorf("Calibrate before StartCalibration: %v, want ErrCalibration", err)
 	}
-	if err := m.StartCalibration(Options{}); !errors.Is(err, ErrOption) {
-		t.Errorf("StartCalibration in weight-only mode: %v, want ErrOption", err)
+	if err := m.StartCalibration(Options{Activations: "none"}); !errors.Is(err, ErrOption) || !strings.Contains(err.Error(), "static") {
+		t.Errorf("StartCalibration with weight-only activations: %v, want ErrOption", err)
 	}
 	opts := Options{Mode: Static, Observer: "minmax"}
 	if err := m.StartCalibration(opts); err != nil {
@@ -109,8 +109,8 @@ func TestCalibrationErrors(t *testing.T) {
 		x     *tensor.Tensor
 		want  string
 	}{
-		{"fc9", tensor.New(tensor.F32, 2), `"fc9" is not quantized`},
-		{"norm", tensor.New(tensor.F32, 2), `"norm" is not quantized`},
+		{"fc9", tensor.New(tensor.F32, 2), `"fc9" has no static activations`},
+		{"norm", tensor.New(tensor.F32, 2), `"norm" has no static activations`},
 		{"fc1", nil, "nil activation"},
 		{"fc1", tensor.New(tensor.I32, 2), "not a floating-point"},
 		{"fc1", &tensor.Tensor{DType: tensor.F32, Shape: []int{4}, Data: make([]byte, 3)}, "needs 16 bytes"},

@@ -10,6 +10,7 @@ import (
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/quant"
+	"github.com/monoquant/monoquant/core/recipe"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
@@ -25,12 +26,18 @@ var ErrFormat = errors.New("invalid quantized checkpoint")
 
 // Config is the quantization config stored in a quantized checkpoint (docs/FORMAT.md).
 type Config struct {
-	FormatVersion int                         `json:"format_version"`
-	Tool          string                      `json:"tool"`
-	ToolVersion   string                      `json:"tool_version"`
-	Mode          string                      `json:"mode"` // "weight_only" or "static"
-	Tensors       map[string]*TensorConfig    `json:"tensors"`
-	Activations   map[string]ActivationParams `json:"activations,omitempty"`
+	FormatVersion int    `json:"format_version"`
+	Tool          string `json:"tool"`
+	ToolVersion   string `json:"tool_version"`
+	// Mode is the activation mode of every quantized layer ("none", "dynamic" or "static"),
+	// "mixed" when they differ (each tensor's Activations then says); files of version 0.1
+	// wrote "weight_only" or "static".
+	Mode        string                      `json:"mode"`
+	Tensors     map[string]*TensorConfig    `json:"tensors"`
+	Activations map[string]ActivationParams `json:"activations,omitempty"`
+	// Recipe is the resolved recipe of the run: feed it back (recipe=..., --recipe) to make the
+	// same decisions again. TensorConfig.Rule indexes its rules.
+	Recipe *recipe.Recipe `json:"recipe,omitempty"`
 }
 
 // TensorConfig records how one tensor was quantized.
@@ -54,6 +61,13 @@ type TensorConfig struct {
 	ZeroPoint  bool   `json:"zero_point"`  // whether <name>.zero_point is stored
 	Layer      string `json:"layer"`
 	LayerType  string `json:"layer_type"`
+	// Activations is the layer's activation mode: "none", "dynamic" or "static" (absent in
+	// files of version 0.1: "static" when Config.Activations has the layer, else weight-only).
+	Activations string `json:"activations,omitempty"`
+	// Method is how the weight became integers ("rtn"); Rule the index of the deciding rule in
+	// Config.Recipe (absent in files of version 0.1).
+	Method string `json:"method,omitempty"`
+	Rule   *int   `json:"rule,omitempty"`
 }
 
 // ActivationParams are the input qparams of one layer in static mode.
@@ -74,6 +88,11 @@ func tensorConfig(tp *TensorPlan) *TensorConfig {
 		Bits: s.Format.Bits(), Format: s.Format.String(), DType: tp.DType.String(),
 		Shape: append([]int{}, tp.Shape...), QuantShape: append([]int{}, tp.QuantShape...),
 		Layer: tp.Layer, LayerType: string(tp.LayerType), Observer: "none",
+		Activations: tp.Settings.Activations, Method: tp.Settings.Method,
+	}
+	if tp.Rule >= 0 {
+		r := tp.Rule
+		tc.Rule = &r
 	}
 	if s.Format.IsInteger() {
 		tc.Scheme, tc.Granularity, tc.QDType = s.Scheme.String(), s.Granularity.String(), s.QDType.String()
@@ -174,6 +193,28 @@ func storedDType(s *quant.Spec) tensor.DType {
 		return tensor.F16
 	}
 	return tensor.BF16
+}
+
+// StoredLayout is how a tensor quantized with a spec is stored (docs/FORMAT.md).
+type StoredLayout struct {
+	Spec       quant.Spec // normalized
+	DataDType  tensor.DType
+	DataShape  []int
+	ParamShape []int // nil for the float formats
+	ZeroPoint  bool  // whether the zero points are stored
+}
+
+// Layout normalizes spec against shape and returns the stored layout: what every caller that
+// allocates outputs itself (the C ABI, Python) asks instead of working it out again.
+func Layout(spec quant.Spec, shape []int) (*StoredLayout, error) {
+	if _, err := spec.Normalize(shape); err != nil {
+		return nil, err
+	}
+	l := &StoredLayout{Spec: spec, DataDType: storedDType(&spec), DataShape: packedShape(spec.Format, shape)}
+	if spec.Format.IsInteger() {
+		l.ParamShape, l.ZeroPoint = spec.ParamShape(shape), spec.StoresZeroPoint()
+	}
+	return l, nil
 }
 
 // Entries returns the tensors a quantized tensor is stored as, in order: values, scale, and

@@ -2,18 +2,21 @@ package model
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"maps"
+	"math"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
-// Dequantize streams a quantized checkpoint back to float32, tensor by tensor: each quantized
-// tensor becomes one F32 tensor of its original shape under its own name (its .scale and
-// .zero_point tensors are dropped); every other tensor is copied as it is; the "monoquant"
-// metadata key is removed and the rest of the metadata kept. The config is validated against
-// the tensors first (ReadConfig).
+// Dequantize streams a quantized checkpoint back to float, tensor by tensor: each quantized
+// tensor becomes one tensor of its original shape and dtype (F32, F16, BF16 or F64, as the
+// config records it; (q − zero_point)·scale is computed in float32 and rounded to nearest even
+// into a half type) under its own name (its .scale and .zero_point tensors are dropped); every
+// other tensor is copied as it is; the "monoquant" metadata key is removed and the rest of the
+// metadata kept. The config is validated against the tensors first (ReadConfig).
 func Dequantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, progress ProgressFunc) (err error) {
 	if r == nil || create == nil {
 		return fmt.Errorf("model.Dequantize: nil reader or output")
@@ -38,7 +41,7 @@ func Dequantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, pro
 			continue
 		}
 		if tc, ok := cfg.Tensors[e.Name]; ok {
-			out = append(out, checkpoint.Entry{Name: e.Name, DType: tensor.F32, Shape: append([]int{}, tc.Shape...)})
+			out = append(out, checkpoint.Entry{Name: e.Name, DType: originalDType(tc), Shape: append([]int{}, tc.Shape...)})
 			continue
 		}
 		out = append(out, e)
@@ -101,8 +104,39 @@ func dequantizeOne(r checkpoint.Reader, w checkpoint.Writer, name string, tc *Te
 	if err != nil {
 		return 0, 0, err
 	}
-	if err := w.Write(name, tensor.Float32Bytes(out)); err != nil {
+	if err := w.Write(name, asDType(out, originalDType(tc))); err != nil {
 		return 0, 0, fmt.Errorf("writing tensor %q: %w", name, err)
 	}
 	return d.used, d.bytes, nil
+}
+
+// originalDType is the float dtype a quantized tensor had (F32 when the config names another).
+func originalDType(tc *TensorConfig) tensor.DType {
+	if dt, err := tensor.ParseDType(tc.DType); err == nil && dt.IsFloat() {
+		return dt
+	}
+	return tensor.F32
+}
+
+// asDType encodes float32 values as dt (F32 as they are; the half types rounded to nearest even).
+func asDType(v []float32, dt tensor.DType) []byte {
+	switch dt {
+	case tensor.F16, tensor.BF16:
+		b := make([]byte, 2*len(v))
+		for i, x := range v {
+			h := tensor.Float32ToF16(x)
+			if dt == tensor.BF16 {
+				h = tensor.Float32ToBF16(x)
+			}
+			binary.LittleEndian.PutUint16(b[2*i:], h)
+		}
+		return b
+	case tensor.F64:
+		b := make([]byte, 8*len(v))
+		for i, x := range v {
+			binary.LittleEndian.PutUint64(b[8*i:], math.Float64bits(float64(x)))
+		}
+		return b
+	}
+	return tensor.Float32Bytes(v)
 }

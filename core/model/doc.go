@@ -27,8 +27,10 @@
 //
 // For files:
 //
-//	rep, err := model.QuantizeFile(ctx, "model.safetensors", "model-int8.safetensors",
-//		model.Options{Bits: 8, Skip: []string{"lm_head"}}, model.FileRun{})
+//	res, err := convert.File(ctx, "model.safetensors", "model-int8.safetensors",
+//		model.Options{Bits: 8, Skip: []string{"lm_head"}}, convert.Run{})
+//
+// (core/convert is the file-to-file pipeline every caller runs; this package is what it runs.)
 //
 // Quantize streams any Reader into any Writer with a Plan, so the peak memory is about one
 // tensor; a writer goroutine overlaps the output with the next tensor's arithmetic. For tensors

@@ -3,7 +3,6 @@ package model
 import (
 	"context"
 	"fmt"
-	"os"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 )
@@ -14,66 +13,6 @@ func CreateFile(path string) CreateFunc {
 	return func(entries []checkpoint.Entry, metadata map[string]string) (checkpoint.Writer, error) {
 		return checkpoint.Create(path, entries, metadata)
 	}
-}
-
-// FileRun is Run for files: the calibration data can come from a file of recorded activations.
-type FileRun struct {
-	Progress ProgressFunc
-	// CalibrationFile (.pt or .safetensors) maps layer names to recorded input activations
-	// ("<layer>" or "<layer>.<batch>"); required in static mode.
-	CalibrationFile string
-}
-
-// QuantizeFile quantizes the checkpoint at in into out (any supported formats, chosen by content
-// and by out's suffix), streaming tensor by tensor. The report includes both files' sizes.
-func QuantizeFile(ctx context.Context, in, out string, opts Options, run FileRun) (*Report, error) {
-	r, err := checkpoint.Open(in)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	p, err := PlanReader(r, opts)
-	if err != nil {
-		return nil, err
-	}
-	rr := Run{Progress: run.Progress}
-	if p.opts.mode == Static {
-		if run.CalibrationFile == "" {
-			return nil, fmt.Errorf("%w: static mode needs calibration data (a file of recorded activations)", ErrCalibration)
-		}
-		c, err := NewCalibration(p)
-		if err != nil {
-			return nil, err
-		}
-		cr, err := checkpoint.Open(run.CalibrationFile)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrCalibration, err)
-		}
-		err = c.CalibrateReader(cr)
-		cr.Close()
-		if err != nil {
-			return nil, err
-		}
-		rr.Calibration = c
-	} else if run.CalibrationFile != "" {
-		return nil, optErr("calibration", "calibration data is only used in static mode")
-	}
-	rep, err := Quantize(ctx, r, CreateFile(out), p, rr)
-	if err != nil {
-		return nil, err
-	}
-	rep.FileBytesBefore, rep.FileBytesAfter = fileSize(in), fileSize(out)
-	return rep, nil
-}
-
-// DequantizeFile dequantizes the quantized checkpoint at in into a float32 checkpoint at out.
-func DequantizeFile(ctx context.Context, in, out string, progress ProgressFunc) error {
-	r, err := checkpoint.Open(in)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	return Dequantize(ctx, r, CreateFile(out), progress)
 }
 
 // Save writes the quantized model to a file (.safetensors, or .pt/.pth/.bin).
@@ -126,12 +65,4 @@ func LoadResult(path string) (*Result, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return &Result{Config: cfg, ck: m.ck}, nil
-}
-
-func fileSize(path string) int64 {
-	st, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	return st.Size()
 }

@@ -2,12 +2,9 @@ package model
 
 import (
 	"context"
-	"errors"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
@@ -20,7 +17,7 @@ import (
 // the SQNR the in-memory report measured.
 func TestSaveLoadDequantize(t *testing.T) {
 	m := testModel(t)
-	for _, opts := range []Options{{Bits: 8, Spec: quant.Spec{Scheme: quant.Asymmetric}}, {Bits: 4, Spec: quant.Spec{GroupSize: 32}}, {Bits: 16, BFloat16: true}} {
+	for _, opts := range []Options{{Bits: 8, Spec: quant.Spec{Scheme: quant.Asymmetric}}, {Bits: 4, Spec: quant.Spec{GroupSize: 32}, GroupFallback: &yes}, {Bits: 16, BFloat16: true}} {
 		res, err := m.Quantize(context.Background(), opts, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -49,8 +46,14 @@ func TestSaveLoadDequantize(t *testing.T) {
 				t.Errorf("%s: config changed on save/load", suffix)
 			}
 			deqPath := filepath.Join(dir, "deq"+suffix)
-			if err := DequantizeFile(context.Background(), path, deqPath, nil); err != nil {
-				t.Fatalf("DequantizeFile(%s): %v", suffix, err)
+			rd, err := checkpoint.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = Dequantize(context.Background(), rd, CreateFile(deqPath), nil)
+			rd.Close()
+			if err != nil {
+				t.Fatalf("Dequantize(%s): %v", suffix, err)
 			}
 			dq, err := LoadModel(deqPath)
 			if err != nil {
@@ -72,84 +75,5 @@ func TestSaveLoadDequantize(t *testing.T) {
 				}
 			}
 		}
-	}
-}
-
-func TestFileErrors(t *testing.T) {
-	dir := t.TempDir()
-	ctx := context.Background()
-	if _, err := QuantizeFile(ctx, filepath.Join(dir, "missing.safetensors"), filepath.Join(dir, "o.safetensors"), Options{}, FileRun{}); err == nil {
-		t.Error("QuantizeFile of a missing file succeeded")
-	}
-	junk := filepath.Join(dir, "junk.safetensors")
-	os.WriteFile(junk, []byte("not a checkpoint at all"), 0o644)
-	if _, err := QuantizeFile(ctx, junk, filepath.Join(dir, "o.safetensors"), Options{}, FileRun{}); err == nil {
-		t.Error("QuantizeFile of a junk file succeeded")
-	}
-	if err := DequantizeFile(ctx, "../../examples/digits_cnn.safetensors", filepath.Join(dir, "d.safetensors"), nil); !errors.Is(err, ErrFormat) {
-		t.Errorf("DequantizeFile of a float checkpoint: %v, want ErrFormat", err)
-	}
-	out := filepath.Join(dir, "o.safetensors")
-	if _, err := QuantizeFile(ctx, "../../examples/digits_cnn.safetensors", out, Options{Mode: Static}, FileRun{}); !errors.Is(err, ErrCalibration) {
-		t.Errorf("static mode without a calibration file: %v, want ErrCalibration", err)
-	}
-	if _, err := os.Stat(out); !os.IsNotExist(err) {
-		t.Errorf("a failed run left %s behind", out)
-	}
-	if _, err := QuantizeFile(ctx, "../../examples/digits_cnn.safetensors", out, Options{}, FileRun{CalibrationFile: "x.pt"}); !errors.Is(err, ErrOption) {
-		t.Errorf("calibration file in weight-only mode: %v, want ErrOption", err)
-	}
-	// A NaN in the middle of a file: the error names the tensor and no output appears.
-	m, err := LoadModel("../../examples/digits_cnn.safetensors")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, _ := m.Tensor("classifier.1.weight")
-	tensor.View[float32](w.Data)[100] = float32(math.Inf(1))
-	bad := filepath.Join(dir, "bad.safetensors")
-	if err := m.Save(ctx, bad); err != nil {
-		t.Fatal(err)
-	}
-	_, err = QuantizeFile(ctx, bad, out, Options{}, FileRun{})
-	if err == nil || !strings.Contains(err.Error(), `"classifier.1.weight"`) || !errors.Is(err, quant.ErrNonFinite) {
-		t.Errorf("Inf weight: error %v, want ErrNonFinite naming classifier.1.weight", err)
-	}
-	if _, err := os.Stat(out); !os.IsNotExist(err) {
-		t.Errorf("a failed run left %s behind", out)
-	}
-}
-
-// TestCalibrationFile: static mode from a file of recorded activations, end to end.
-func TestCalibrationFile(t *testing.T) {
-	dir := t.TempDir()
-	cal := NewModel()
-	xs := batches(11, 3, 8, 512)
-	for i, x := range xs {
-		cal.Add("classifier.1."+string(rune('0'+i)), x)
-	}
-	calPath := filepath.Join(dir, "cal.safetensors")
-	if err := cal.Save(context.Background(), calPath); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, "q.pt")
-	rep, err := QuantizeFile(context.Background(), "../../examples/digits_cnn.safetensors", out, Options{Mode: Static, Observer: "minmax"}, FileRun{CalibrationFile: calPath})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, ok := rep.Activations["classifier.1"]
-	if !ok || a.Batches != 3 {
-		t.Fatalf("activations %+v, want classifier.1 after 3 batches", rep.Activations)
-	}
-	r, err := checkpoint.Open(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	cfg, err := ReadConfig(r.Entries(), r.Metadata())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := cfg.Activations["classifier.1"]; cfg.Mode != "static" || got.Scale[0] != a.Scale[0] || got.ZeroPoint[0] != a.ZeroPoint[0] {
-		t.Errorf("stored activations %+v (mode %s), report %+v", got, cfg.Mode, a)
 	}
 }

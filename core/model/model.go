@@ -55,14 +55,19 @@ func (m *Model) Tensor(name string) (*tensor.Tensor, error) { return m.ck.Tensor
 // Reader views the model as a checkpoint.
 func (m *Model) Reader() checkpoint.Reader { return m.ck }
 
-// Plan decides what Quantize would do with these options.
+// Plan decides what Quantize would do with these options (with the calibration the model has:
+// once StartCalibration ran, static activations are the default).
 func (m *Model) Plan(opts Options) (*Plan, error) {
+	if m.cal != nil {
+		opts.Calibrated = true
+	}
 	return NewPlan(m.ck.Entries(), m.ck.moduleTypes, opts)
 }
 
 // StartCalibration prepares one activation observer per quantized layer of the static-mode
 // options; Calibrate then feeds them, and Quantize with the same options uses them.
 func (m *Model) StartCalibration(opts Options) error {
+	opts.Calibrated = true
 	p, err := m.Plan(opts)
 	if err != nil {
 		return err
@@ -86,12 +91,15 @@ func (m *Model) Calibrate(layer string, x *tensor.Tensor) error {
 // Quantize quantizes the model in memory. In static mode the observers fed by Calibrate give
 // the activation qparams.
 func (m *Model) Quantize(ctx context.Context, opts Options, progress ProgressFunc) (*Result, error) {
+	if m.cal != nil {
+		opts.Calibrated = true
+	}
 	p, err := m.Plan(opts)
 	if err != nil {
 		return nil, err
 	}
 	run := Run{Progress: progress}
-	if p.opts.mode == Static {
+	if len(p.StaticLayers()) > 0 {
 		if m.cal == nil {
 			return nil, fmt.Errorf("%w: static mode needs calibration data: call StartCalibration and Calibrate first", ErrCalibration)
 		}

@@ -2,13 +2,16 @@ package model
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/observer"
 	"github.com/monoquant/monoquant/core/quant"
+	"github.com/monoquant/monoquant/core/recipe"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
@@ -78,15 +81,54 @@ type TensorPlan struct {
 	Spec       quant.Spec `json:"-"`
 	QuantShape []int      `json:"-"`
 	Warnings   []Warning  `json:"-"`
+	// Rule is the index of the rule of the resolved recipe (Plan.Recipe) that decided the
+	// tensor, -1 when none selected it. Settings are that rule's resolved options.
+	Rule     int             `json:"rule"`
+	Settings recipe.Settings `json:"-"`
 }
 
 // Plan lists every tensor of a checkpoint in file order with what will happen to it.
 type Plan struct {
 	Tensors []TensorPlan
 	// Layers maps each layer that has at least one quantized tensor to its type.
-	Layers   map[string]LayerType
+	Layers map[string]LayerType
+	// Activations maps each quantized layer to its activation mode ("none", "dynamic",
+	// "static"); Observers each static layer to its observer's options.
+	Activations map[string]string
+	Observers   map[string]observer.Options
+	// Recipe is the resolved recipe: the call's skips, the recipe's rules and the call's options
+	// as a final "*" rule, every default filled in. Files store it; TensorPlan.Rule indexes it.
+	Recipe   *recipe.Recipe
 	Warnings []Warning
 	opts     *normalized
+}
+
+// StaticLayers lists the layers whose activations are calibrated, in file order.
+func (p *Plan) StaticLayers() []string {
+	var out []string
+	for _, l := range p.LayerNames() {
+		if p.Activations[l] == recipe.ActivationsStatic {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// RuleName names the rule that decided a tensor, for messages and reports.
+func (p *Plan) RuleName(i int) string {
+	if i < 0 || i >= len(p.Recipe.Rules) {
+		return ""
+	}
+	return recipe.RuleName(i, &p.Recipe.Rules[i])
+}
+
+// ruleWhere is " (rule 2 (\"x\"))" for a recipe's rule, "" for the call's own options, which
+// need no pointing at.
+func (p *Plan) ruleWhere(i int) string {
+	if i < 0 || i >= len(p.Recipe.Rules) || p.opts.resolved.Rules[i].FromCall {
+		return ""
+	}
+	return " (" + p.RuleName(i) + ")"
 }
 
 // Quantized returns the plans of the tensors to quantize, in file order.
@@ -122,6 +164,11 @@ func NewPlan(entries []checkpoint.Entry, moduleTypes map[string]string, opts Opt
 	if err != nil {
 		return nil, err
 	}
+	if len(opts.ModuleTypes) > 0 {
+		merged := maps.Clone(opts.ModuleTypes)
+		maps.Copy(merged, moduleTypes)
+		moduleTypes = merged
+	}
 	return newPlan(entries, moduleTypes, n)
 }
 
@@ -134,38 +181,86 @@ func PlanReader(r checkpoint.Reader, opts Options) (*Plan, error) {
 }
 
 func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *normalized) (*Plan, error) {
-	p := &Plan{Layers: map[string]LayerType{}, opts: n}
+	p := &Plan{Layers: map[string]LayerType{}, Activations: map[string]string{}, Observers: map[string]observer.Options{},
+		Recipe: n.resolved.Recipe(), opts: n}
 	c := newClassifier(entries, moduleTypes)
-	names := map[string]bool{}
+	names := make(map[string]bool, len(entries))
 	for _, e := range entries {
 		names[e.Name] = true
 	}
+	rules := n.resolved.Rules
+	used := make([]bool, len(rules))
+	actRule := map[string]int{} // layer → the rule that set its activation mode
 	for _, e := range entries {
 		layer, lt, param := c.classify(e)
-		tp := TensorPlan{Name: e.Name, DType: e.DType, Shape: append([]int(nil), e.Shape...), Layer: layer, LayerType: lt, Action: ActionKeep}
+		tp := TensorPlan{Name: e.Name, DType: e.DType, Shape: append([]int(nil), e.Shape...), Layer: layer, LayerType: lt, Action: ActionKeep, Rule: -1}
 		switch {
 		case !e.DType.IsFloat():
 			tp.Reason = fmt.Sprintf("%v is not a floating-point dtype", e.DType)
 		case !lt.Quantizable() || !isWeightParam(lt, param):
 			tp.Reason = fmt.Sprintf("%s of a %s layer is not a quantized weight", paramOrName(param, e.Name), lt)
-		case !n.types[lt]:
-			tp.Reason = fmt.Sprintf("layer type %s is not selected", lt)
 		case len(e.Shape) < 2:
 			tp.Reason = "fewer than 2 dimensions"
 		case tensor.NumElements(e.Shape) == 0:
 			tp.Reason = "empty tensor"
 		default:
-			if pat, ok := n.skipped(layer, e.Name); ok {
-				tp.Reason = fmt.Sprintf("skipped by pattern %q", pat)
+			ri := -1
+			for i := range rules {
+				types := n.ruleTyp[i]
+				if types == nil {
+					types = n.types
+				}
+				if types[lt] && rules[i].Pattern.Match(e.Name) {
+					ri = i
+					break
+				}
+			}
+			if ri < 0 {
+				tp.Reason = fmt.Sprintf("layer type %s is not selected", lt)
 				break
 			}
-			if err := planSpec(&tp, n.spec, c.channelAxis(layer, lt)); err != nil {
-				return nil, fmt.Errorf("tensor %q: %w", e.Name, err)
+			used[ri] = true
+			tp.Rule = ri
+			rr := &rules[ri]
+			if rr.Rule.Skip {
+				tp.Reason = fmt.Sprintf("skipped by %s", recipe.RuleName(ri, &rr.Rule))
+				if rr.FromCall {
+					tp.Reason = fmt.Sprintf("skipped by pattern %q", rr.Rule.Match)
+				}
+				break
+			}
+			if cls, ok := c.modules[layer]; ok && n.classes != nil && !slices.ContainsFunc(c.chains[layer], func(k string) bool { return n.classes[k] }) {
+				if !rr.FromCall {
+					return nil, optErr("layers", "%s selects %q, a %s, and quantized %s modules cannot run here (this caller runs quantized %s); skip it",
+						p.RuleName(ri), layer, cls, cls, strings.Join(slices.Sorted(maps.Keys(n.classes)), ", "))
+				}
+				tp.Reason = fmt.Sprintf("a quantized %s cannot run here (this caller runs quantized %s); left in float", cls, strings.Join(slices.Sorted(maps.Keys(n.classes)), ", "))
+				break
+			}
+			if n.runnable != nil && !n.runnable[lt] {
+				return nil, optErr("layers", "%s selects %q, a %s layer, and quantized %s layers cannot run here (this caller runs %s); skip it or leave its type out",
+					p.RuleName(ri), layer, lt, lt, typeList(n.runnable))
+			}
+			tp.Settings = rr.Settings
+			if err := planSpec(&tp, n.specFor(&rr.Settings), c.channelAxis(layer, lt), rr.Settings.GroupFallback); err != nil {
+				return nil, fmt.Errorf("%w: tensor %q%s: %w", ErrOption, e.Name, p.ruleWhere(ri), err)
 			}
 			for _, suffix := range []string{".scale", ".zero_point"} {
 				if names[e.Name+suffix] {
 					return nil, fmt.Errorf("tensor %q: the checkpoint already has a tensor %q, which the quantized format needs for itself", e.Name, e.Name+suffix)
 				}
+			}
+			if prev, ok := p.Activations[layer]; ok && prev != rr.Settings.Activations {
+				return nil, fmt.Errorf("%w: layer %q: %s gives it activations %s but %s gives its tensor %q activations %s; a layer has one activation mode",
+					ErrOption, layer, p.RuleName(actRule[layer]), prev, p.RuleName(ri), e.Name, rr.Settings.Activations)
+			}
+			p.Activations[layer], actRule[layer] = rr.Settings.Activations, ri
+			if rr.Settings.Activations == recipe.ActivationsStatic {
+				o, err := n.observerFor(rr.Settings.Observer)
+				if err != nil {
+					return nil, err
+				}
+				p.Observers[layer] = o
 			}
 			tp.Action = ActionQuantize
 			p.Layers[layer] = lt
@@ -174,10 +269,30 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 	}
 	q := p.Quantized()
 	if len(q) == 0 {
-		return nil, fmt.Errorf("%w: no tensor of the selected layer types (%s) is left after the skip patterns; the checkpoint has %d tensors", ErrNothingToQuantize, typeList(n.types), len(entries))
+		return nil, fmt.Errorf("%w: no tensor of the selected layer types (%s) is left after the skip patterns and rules; the checkpoint has %d tensors", ErrNothingToQuantize, typeList(n.types), len(entries))
+	}
+	for i, rr := range rules {
+		if used[i] || (rr.FromCall && !rr.Rule.Skip) {
+			continue
+		}
+		what := recipe.RuleName(i, &rr.Rule) + " selects no layer"
+		if rr.FromCall {
+			what = fmt.Sprintf("skip pattern %q selects no layer", rr.Rule.Match)
+		}
+		p.Warnings = append(p.Warnings, Warning{Code: WarnUnusedRule, Message: what + " (of the selected layer types); check the pattern against the layer names"})
 	}
 	for _, t := range q {
 		p.Warnings = append(p.Warnings, t.Warnings...)
+	}
+	var guessed []string
+	for _, l := range p.LayerNames() {
+		if _, known := c.modules[l]; !known && looksConv1D(l) {
+			guessed = append(guessed, l)
+		}
+	}
+	if len(guessed) > 0 {
+		p.Warnings = append(p.Warnings, Warning{Code: WarnArchitecture, Layer: guessed[0],
+			Message: fmt.Sprintf("%s (%d in all) are named like GPT-2's Conv1D layers, whose weight is stored [in, out], but nothing says so, so they are quantized as Linear layers [out, in]; give the model folder (its config.json names the architecture) or the module classes", shortList(guessed, 3), len(guessed))})
 	}
 	p.Warnings = append(p.Warnings, firstLastWarnings(p)...)
 	return p, nil
@@ -211,7 +326,7 @@ const smallInt4Elements = 1 << 16
 // planSpec fills the tensor's spec from the (normalized) template: the channel axis for
 // per-channel, the 2-D view [shape[0], rest] and the group size (with its fallback) for
 // group-wise.
-func planSpec(tp *TensorPlan, tmpl quant.Spec, axis int) error {
+func planSpec(tp *TensorPlan, tmpl quant.Spec, axis int, fallback bool) error {
 	s := tmpl
 	shape := tp.Shape
 	qshape := append([]int(nil), shape...)
@@ -223,6 +338,9 @@ func planSpec(tp *TensorPlan, tmpl quant.Spec, axis int) error {
 		rows, k := shape[0], tensor.NumElements(shape[1:])
 		qshape = []int{rows, k}
 		if gs := s.GroupSize; k%gs != 0 {
+			if !fallback {
+				return fmt.Errorf("group_size %d does not divide the row length %d (give a group size that divides it, or allow group_fallback)", gs, k)
+			}
 			fb := 0
 			for d := min(gs, k); d >= minFallbackGroup; d-- {
 				if k%d == 0 {
@@ -361,8 +479,9 @@ func subRank(c string) int {
 
 // classifier assigns tensors to layers.
 type classifier struct {
-	modules map[string]string // module path → class name (last component)
-	rnnH    map[string]int    // recurrent module → hidden size, from weight_hh / weight_hr
+	modules map[string]string   // module path → class name (last component) that types it
+	chains  map[string][]string // module path → its classes, most derived first (short names)
+	rnnH    map[string]int      // recurrent module → hidden size, from weight_hh / weight_hr
 	byName  map[string]checkpoint.Entry
 }
 
@@ -371,9 +490,13 @@ var rnnParam = regexp.MustCompile(`^(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$`
 func newClassifier(entries []checkpoint.Entry, moduleTypes map[string]string) *classifier {
 	c := &classifier{rnnH: map[string]int{}, byName: map[string]checkpoint.Entry{}}
 	if len(moduleTypes) > 0 {
-		c.modules = map[string]string{}
+		c.modules, c.chains = map[string]string{}, map[string][]string{}
 		for k, v := range moduleTypes {
-			c.modules[k] = v[strings.LastIndex(v, ".")+1:]
+			c.modules[k] = knownClass(v)
+			for _, n := range strings.Split(v, ",") {
+				n = strings.TrimSpace(n)
+				c.chains[k] = append(c.chains[k], n[strings.LastIndex(n, ".")+1:])
+			}
 		}
 	}
 	for _, e := range entries {
@@ -439,6 +562,24 @@ var classTypes = map[string]LayerType{
 	"LayerNorm": Norm, "RMSNorm": Norm, "GroupNorm": Norm, "LocalResponseNorm": Norm,
 	"BatchNorm1d": Norm, "BatchNorm2d": Norm, "BatchNorm3d": Norm, "SyncBatchNorm": Norm,
 	"InstanceNorm1d": Norm, "InstanceNorm2d": Norm, "InstanceNorm3d": Norm,
+}
+
+// knownClass picks the class a module is typed by. v is a class name ("Linear",
+// "torch.nn.modules.linear.Linear") or, from callers that know a class's bases (Python), the
+// names of its method resolution order, most derived first, separated by commas
+// ("my.QLinear,torch.nn.modules.linear.Linear,torch.nn.modules.module.Module"): the first one
+// monoquant knows decides, so a subclass quantizes as its base.
+func knownClass(v string) string {
+	names := strings.Split(v, ",")
+	for _, n := range names {
+		n = strings.TrimSpace(n)
+		n = n[strings.LastIndex(n, ".")+1:]
+		if _, ok := classTypes[n]; ok {
+			return n
+		}
+	}
+	first := strings.TrimSpace(names[0])
+	return first[strings.LastIndex(first, ".")+1:]
 }
 
 // classify returns a tensor's layer (module path), layer type and parameter name.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/quant"
+	"github.com/monoquant/monoquant/core/recipe"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
@@ -195,7 +196,8 @@ func TestSkipPatterns(t *testing.T) {
 		{[]string{"encoder"}, []string{"encoder.layers.0.fc.weight", "encoder.layers.1.fc.weight"}},
 		{[]string{"encoder."}, []string{"encoder.layers.0.fc.weight", "encoder.layers.1.fc.weight"}},
 		{[]string{"classifier.*"}, []string{"classifier.0.weight", "classifier.1.weight"}},
-		{[]string{"*.lm_head"}, []string{"model.lm_head.weight", "lm_head.weight"}},
+		{[]string{"*.lm_head"}, []string{"model.lm_head.weight"}}, // one syntax: "*." needs a parent (recipe.Match)
+		{[]string{"lm_head", "*.lm_head"}, []string{"model.lm_head.weight", "lm_head.weight"}},
 		{[]string{"encoder.layers.*.fc"}, []string{"encoder.layers.0.fc.weight", "encoder.layers.1.fc.weight"}},
 		{[]string{"decoder.fc.weight"}, []string{"decoder.fc.weight"}},
 		{[]string{"encoder.layers.1"}, []string{"encoder.layers.1.fc.weight"}},
@@ -239,7 +241,7 @@ func TestGroupSizeFallback(t *testing.T) {
 	for _, tt := range tests {
 		entries := []checkpoint.Entry{ent("fc.weight", tensor.F32, tt.shape...)}
 		lt := []LayerType{Linear, Conv2d}
-		p, err := NewPlan(entries, nil, Options{Bits: 4, Spec: quant.Spec{GroupSize: tt.gs}, LayerTypes: lt})
+		p, err := NewPlan(entries, nil, Options{Bits: 4, Spec: quant.Spec{GroupSize: tt.gs}, GroupFallback: &yes, LayerTypes: lt})
 		if err != nil {
 			t.Fatalf("shape %v gs %d: %v", tt.shape, tt.gs, err)
 		}
@@ -366,5 +368,121 @@ func TestLayerOrderFromSortedNames(t *testing.T) {
 	got, _ := layerOrder([]string{"h.11.mlp", "h.2.attn", "h.2.mlp"})
 	if !slices.Equal(got, []string{"h.2.attn", "h.2.mlp", "h.11.mlp"}) {
 		t.Errorf("numeric blocks: %v, want h.2.attn h.2.mlp h.11.mlp", got)
+	}
+}
+
+// yes is a *bool true for Options.GroupFallback.
+var yes = true
+
+// A group size the caller gives is used as is: a tensor it does not fit is an error naming the
+// tensor and the rule, unless GroupFallback asks for the documented fallback; the default group
+// size falls back with a warning.
+func TestGroupSizeGivenDoesNotFit(t *testing.T) {
+	entries := []checkpoint.Entry{ent("fc.weight", tensor.F32, 4, 96)}
+	_, err := NewPlan(entries, nil, Options{Bits: 4, Spec: quant.Spec{GroupSize: 64}})
+	if err == nil || !errors.Is(err, ErrOption) || !strings.Contains(err.Error(), `"fc.weight"`) || !strings.Contains(err.Error(), "group_size 64 does not divide the row length 96") {
+		t.Errorf("explicit group 64 on rows of 96: %v", err)
+	}
+	p, err := NewPlan(entries, nil, Options{Bits: 4})
+	if err != nil || p.Tensors[0].Spec.GroupSize != 96 || len(p.Warnings) == 0 || p.Warnings[0].Code != WarnGroupFallback {
+		t.Errorf("default group on rows of 96: %v, %+v", err, p)
+	}
+}
+
+func TestPlanRecipe(t *testing.T) {
+	entries := []checkpoint.Entry{
+		ent("embed.weight", tensor.F32, 100, 64),
+		ent("blocks.0.fc1.weight", tensor.F32, 128, 64), ent("blocks.0.fc1.bias", tensor.F32, 128),
+		ent("blocks.0.fc2.weight", tensor.F32, 64, 128),
+		ent("blocks.1.fc1.weight", tensor.F32, 128, 64),
+		ent("blocks.1.fc2.weight", tensor.F32, 64, 128),
+		ent("head.weight", tensor.F32, 10, 64),
+	}
+	rec, err := recipe.Parse([]byte(`{"rules": [
+		{"match": "blocks.*.fc2", "bits": 4, "group_size": 32},
+		{"match": "head", "skip": true},
+		{"match": "blocks.1", "dtype": "bf16"},
+		{"match": "embed", "layers": ["embedding"], "bits": 8},
+		{"match": "nothing.here", "bits": 4}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := NewPlan(entries, nil, Options{Recipe: rec, Skip: []string{"blocks.0.fc1.bias"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]struct {
+		action Action
+		format string
+		rule   int
+	}{
+		"embed.weight":        {ActionQuantize, "int8", 4},
+		"blocks.0.fc1.weight": {ActionQuantize, "int8", 6},
+		"blocks.0.fc1.bias":   {ActionKeep, "", -1},
+		"blocks.0.fc2.weight": {ActionQuantize, "int4", 1},
+		"blocks.1.fc1.weight": {ActionQuantize, "bf16", 3},
+		"blocks.1.fc2.weight": {ActionQuantize, "int4", 1},
+		"head.weight":         {ActionKeep, "", 2},
+	}
+	for _, tp := range p.Tensors {
+		w := want[tp.Name]
+		got := ""
+		if tp.Action == ActionQuantize {
+			got = tp.Spec.Format.String()
+		}
+		if tp.Action != w.action || got != w.format || tp.Rule != w.rule {
+			t.Errorf("%s: %s %s rule %d, want %s %s rule %d", tp.Name, tp.Action, got, tp.Rule, w.action, w.format, w.rule)
+		}
+	}
+	if p.Tensors[3].Spec.GroupSize != 32 || p.Activations["blocks.1.fc1"] != "none" || p.Activations["blocks.0.fc1"] != "dynamic" {
+		t.Errorf("group %d, activations %v", p.Tensors[3].Spec.GroupSize, p.Activations)
+	}
+	// The call's skip is rule 1 of the resolved recipe, the recipe's rules follow, the call's
+	// options close it; rule 5 selects nothing and the skip of a bias (not a weight) neither.
+	if len(p.Recipe.Rules) != 7 || !p.Recipe.Rules[0].Skip || p.Recipe.Rules[6].Match != "*" || p.Recipe.Rules[6].DType != "int8" {
+		t.Errorf("resolved recipe %+v", p.Recipe.Rules)
+	}
+	var unused []string
+	for _, w := range p.Warnings {
+		if w.Code == WarnUnusedRule {
+			unused = append(unused, w.Message)
+		}
+	}
+	if len(unused) != 2 || !strings.Contains(unused[0], `"blocks.0.fc1.bias"`) || !strings.Contains(unused[1], `rule 6 ("nothing.here")`) {
+		t.Errorf("unused-rule warnings %q", unused)
+	}
+	cfg := p.Config()
+	if cfg.Mode != "mixed" || *cfg.Tensors["blocks.0.fc2.weight"].Rule != 1 || cfg.Tensors["blocks.1.fc1.weight"].Activations != "none" || cfg.Recipe == nil {
+		t.Errorf("config mode %q, tensors %+v", cfg.Mode, cfg.Tensors["blocks.0.fc2.weight"])
+	}
+}
+
+func TestPlanRecipeErrors(t *testing.T) {
+	entries := []checkpoint.Entry{
+		ent("lstm.weight_ih_l0", tensor.F32, 32, 8), ent("lstm.weight_hh_l0", tensor.F32, 32, 8),
+		ent("fc.weight", tensor.F32, 4, 48), ent("conv.weight", tensor.F32, 4, 3, 3, 3),
+	}
+	mt := map[string]string{"lstm": "LSTM", "fc": "Linear", "conv": "Conv2d"}
+	tests := []struct {
+		recipe string
+		opts   Options
+		want   string
+	}{
+		{`[{"match": "fc", "bits": 4, "group_size": 32}]`, Options{}, `tensor "fc.weight" (rule 1 ("fc")): group_size 32 does not divide the row length 48`},
+		{`[{"match": "lstm.weight_hh_l0", "activations": "none"}]`, Options{}, `layer "lstm": rule 2 ("*") gives it activations dynamic but rule 1 ("lstm.weight_hh_l0") gives its tensor`},
+		{`[{"match": "conv", "bits": 8}]`, Options{Runnable: []LayerType{Linear, LSTM}}, `selects "conv", a conv2d layer`},
+		{`[{"match": "fc", "layers": ["tree"]}]`, Options{}, `"tree" is not a quantizable layer type`},
+		{`[{"match": "fc", "activations": "static"}]`, Options{}, `rule 1 ("fc"): activations static needs calibration data`},
+	}
+	for _, tt := range tests {
+		rec, err := recipe.Parse([]byte(tt.recipe))
+		if err != nil {
+			t.Fatalf("%s: %v", tt.recipe, err)
+		}
+		tt.opts.Recipe = rec
+		_, err = NewPlan(entries, mt, tt.opts)
+		if err == nil || !errors.Is(err, ErrOption) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: error %v, want ErrOption with %q", tt.recipe, err, tt.want)
+		}
 	}
 }

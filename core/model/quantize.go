@@ -51,10 +51,16 @@ func (p *Plan) OutputEntries() []checkpoint.Entry {
 
 // Config returns the quantization config the plan stores (without activation qparams).
 func (p *Plan) Config() *Config {
-	c := &Config{FormatVersion: FormatVersion, Tool: "monoquant", ToolVersion: ToolVersion, Mode: p.opts.mode.String(),
-		Tensors: map[string]*TensorConfig{}}
+	c := &Config{FormatVersion: FormatVersion, Tool: "monoquant", ToolVersion: ToolVersion,
+		Tensors: map[string]*TensorConfig{}, Recipe: p.Recipe}
 	for _, t := range p.Quantized() {
 		c.Tensors[t.Name] = tensorConfig(t)
+		switch {
+		case c.Mode == "":
+			c.Mode = t.Settings.Activations
+		case c.Mode != t.Settings.Activations:
+			c.Mode = "mixed"
+		}
 	}
 	return c
 }
@@ -75,7 +81,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 	}
 	rep = &Report{Warnings: append([]Warning(nil), p.Warnings...)}
 	cfg := p.Config()
-	if p.opts.mode == Static {
+	if len(p.StaticLayers()) > 0 {
 		if run.Calibration == nil {
 			return nil, fmt.Errorf("%w: static mode needs calibration data (a Calibration fed with activations)", ErrCalibration)
 		}
@@ -165,6 +171,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 			}
 			rep.TotalBytesBefore += tr.BytesBefore
 			rep.TotalBytesAfter += tr.BytesAfter
+			tr.Activations, tr.Method, tr.Rule = tp.Settings.Activations, tp.Settings.Method, p.RuleName(tp.Rule)
 			rep.Tensors = append(rep.Tensors, tr)
 			rep.Warnings = append(rep.Warnings, tensorWarnings(tp, &tr)...)
 		}
@@ -337,12 +344,16 @@ func quantizeOne(tp *TensorPlan, t *tensor.Tensor, b *quantBuffers) (TensorRepor
 func tensorWarnings(tp *TensorPlan, tr *TensorReport) []Warning {
 	var out []Warning
 	if tr.Overflow > 0 {
-		rng := "the FP16 range (±65504)"
+		rng, top := "the FP16 range", "±65504"
 		if tp.Spec.Format == quant.BFloat16 {
-			rng = "the BF16 range (±3.39e38)"
+			rng, top = "the BF16 range", "±3.3895e38"
+		}
+		became := "became ±Inf"
+		if tp.Spec.SaturateFloat16 {
+			became = "were saturated to " + top
 		}
 		out = append(out, Warning{Code: WarnFP16Overflow, Tensor: tp.Name, Layer: tp.Layer,
-			Message: fmt.Sprintf("%d values exceed %s and became ±Inf", tr.Overflow, rng)})
+			Message: fmt.Sprintf("layer %q: %d values of %q exceed %s and %s", tp.Layer, tr.Overflow, tp.Name, rng, became)})
 	}
 	if tr.NonFinite > 0 {
 		out = append(out, Warning{Code: WarnNonFiniteClamp, Tensor: tp.Name, Layer: tp.Layer,

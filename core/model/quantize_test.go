@@ -2,6 +2,7 @@ package model
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -166,7 +167,7 @@ func TestQuantizeStoredTensors(t *testing.T) {
 			"fc1.weight":            ent("fc1.weight", tensor.U8, 64, 256),
 			"fc1.weight.zero_point": ent("fc1.weight.zero_point", tensor.I32, 64),
 		}, nil},
-		{"int4 g64", Options{Bits: 4, Spec: quant.Spec{GroupSize: 64}}, map[string]checkpoint.Entry{
+		{"int4 g64", Options{Bits: 4, Spec: quant.Spec{GroupSize: 64}, GroupFallback: &yes}, map[string]checkpoint.Entry{
 			"fc1.weight":       ent("fc1.weight", tensor.U8, 64, 128),
 			"fc1.weight.scale": ent("fc1.weight.scale", tensor.F32, 64, 4),
 		}, nil},
@@ -215,7 +216,7 @@ func TestQuantizeStoredTensors(t *testing.T) {
 // own quantize → dequantize gives for each tensor.
 func TestDequantizeMatchesKernel(t *testing.T) {
 	m := testModel(t)
-	for _, opts := range []Options{{Bits: 8}, {Bits: 4, Spec: quant.Spec{GroupSize: 32}}, {Bits: 8, Spec: quant.Spec{Scheme: quant.Asymmetric}}, {Bits: 16}, {Bits: 16, BFloat16: true}} {
+	for _, opts := range []Options{{Bits: 8}, {Bits: 4, Spec: quant.Spec{GroupSize: 32}, GroupFallback: &yes}, {Bits: 8, Spec: quant.Spec{Scheme: quant.Asymmetric}}, {Bits: 16}, {Bits: 16, BFloat16: true}} {
 		res, err := m.Quantize(context.Background(), opts, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -292,6 +293,15 @@ func TestQuantizeErrors(t *testing.T) {
 	}
 	if !hasWarning(res.Report, WarnFP16Overflow, "fc.weight") || res.Report.Tensors[0].Overflow != 1 {
 		t.Errorf("FP16 overflow: report %+v, want one overflow and a warning", res.Report)
+	}
+	// One overflow rule: the stored value is the largest finite half, never Inf, and the
+	// report's numbers stay finite (JSON cannot hold Inf).
+	st, _ := res.Tensor("fc.weight")
+	if h := binary.LittleEndian.Uint16(st.Data); h != 0x7BFF || math.IsInf(res.Report.Tensors[0].NoiseEnergy, 0) {
+		t.Errorf("FP16 overflow stored %#04x (noise %v), want 0x7bff saturated and finite noise", h, res.Report.Tensors[0].NoiseEnergy)
+	}
+	if _, err := json.Marshal(res.Report); err != nil {
+		t.Errorf("the report of a saturated FP16 model does not encode: %v", err)
 	}
 
 	if err := NewModel().Add("x", nil); err == nil {
@@ -588,6 +598,32 @@ func TestWriterFailure(t *testing.T) {
 		}
 		if !fw.aborted || fw.commit {
 			t.Errorf("write %d of %d fails: aborted %v, committed %v; want aborted, not committed", n, total, fw.aborted, fw.commit)
+		}
+	}
+}
+
+// Dequantize gives each tensor back in its original dtype: a BF16 model's weights come back
+// BF16 (rounded to nearest even from the float32 dequantization), an F32 model's F32.
+func TestDequantizeKeepsTheOriginalDType(t *testing.T) {
+	for _, dt := range []tensor.DType{tensor.BF16, tensor.F16, tensor.F32, tensor.F64} {
+		vals := []float32{0.5, -1.25, 2, 0.125, 3, -0.75, 1.5, -2}
+		src := tensor.FromFloat32(vals, 2, 4)
+		w := &tensor.Tensor{DType: dt, Shape: []int{2, 4}, Data: asDType(vals, dt)}
+		m := NewModel()
+		if err := m.Add("fc.weight", w); err != nil {
+			t.Fatal(err)
+		}
+		res, err := m.Quantize(context.Background(), Options{Bits: 8}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := res.Dequantize(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := back.Tensor("fc.weight")
+		if got.DType != dt || !slices.Equal(got.Shape, src.Shape) {
+			t.Errorf("%v model: dequantized %v %v, want %v %v", dt, got.DType, got.Shape, dt, src.Shape)
 		}
 	}
 }

@@ -24,6 +24,10 @@ const (
 	WarnNonFiniteClamp WarningCode = "non_finite_clamped"
 	// WarnActivationOutliers: a layer's calibration input has heavy outliers (see OutlierRatio).
 	WarnActivationOutliers WarningCode = "activation_outliers"
+	// WarnUnusedRule: a recipe rule or skip pattern selects no layer (likely a typo).
+	WarnUnusedRule WarningCode = "unused_rule"
+	// WarnArchitecture: layers look like another architecture's than the one they are typed as.
+	WarnArchitecture WarningCode = "architecture_unknown"
 )
 
 // Warning is a fact about a likely accuracy loss, as data.
@@ -100,6 +104,11 @@ type TensorReport struct {
 	NoiseEnergy  float64 `json:"noise_energy"`
 	Overflow     int     `json:"fp16_overflow,omitempty"`
 	NonFinite    int     `json:"non_finite_clamped,omitempty"`
+	// Activations is the layer's activation mode, Method the weight method and Rule the rule
+	// of the resolved recipe that decided the tensor, in words.
+	Activations string `json:"activations,omitempty"`
+	Method      string `json:"method,omitempty"`
+	Rule        string `json:"rule,omitempty"`
 }
 
 // Report is what a quantization did, for people (the CLI's table) and scripts (--json).

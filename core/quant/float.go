@@ -9,8 +9,8 @@ import (
 )
 
 // castFloat converts src to Float16 or BFloat16 (little-endian, two bytes each), rounding to
-// nearest even like torch's .to(). Finite values that overflow become ±Inf and are counted in
-// Stats.Overflow, or are clamped to ±65504 with SaturateFloat16.
+// nearest even like torch's .to(). Finite values that overflow are counted in Stats.Overflow and
+// become ±Inf, or with SaturateFloat16 the largest finite value (±65504, BF16 ±3.3895e38).
 func castFloat(dst []byte, src *tensor.Tensor, spec *Spec) (Stats, error) {
 	n := src.Len()
 	if len(dst) < 2*n {
@@ -39,8 +39,13 @@ func castFloat(dst []byte, src *tensor.Tensor, spec *Spec) (Stats, error) {
 							local.FirstNonFinite = base + i
 						}
 						local.NonFinite++
-					case !bf16 && spec.SaturateFloat16:
-						h = h&0x8000 | 0x7BFF // ±65504
+					case spec.SaturateFloat16:
+						local.Overflow++
+						if bf16 {
+							h = h&0x8000 | 0x7F7F // ±3.3895314e38
+						} else {
+							h = h&0x8000 | 0x7BFF // ±65504
+						}
 					default:
 						local.Overflow++
 					}

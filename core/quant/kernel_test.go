@@ -282,8 +282,22 @@ func TestFloat16Overflow(t *testing.T) {
 			t.Errorf("saturating fp16 of %v = %#04x, want %#04x", vals[i], h, want)
 		}
 	}
-	if q.Stats.Overflow != 0 {
-		t.Errorf("saturating Stats.Overflow = %d, want 0", q.Stats.Overflow)
+	if q.Stats.Overflow != 3 {
+		t.Errorf("saturating Stats.Overflow = %d, want 3 (saturated values are counted too)", q.Stats.Overflow)
+	}
+	// BF16 saturates to its largest finite value too.
+	bvals := []float32{3.4e38, -3.4e38, 1}
+	q, err = QuantizeTensor(tensor.FromFloat32(bvals, 3), Spec{Format: BFloat16, SaturateFloat16: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []uint16{0x7F7F, 0xFF7F, 0x3F80} {
+		if h := binary.LittleEndian.Uint16(q.Data[2*i:]); h != want {
+			t.Errorf("saturating bf16 of %v = %#04x, want %#04x", bvals[i], h, want)
+		}
+	}
+	if q.Stats.Overflow != 2 {
+		t.Errorf("saturating bf16 Stats.Overflow = %d, want 2", q.Stats.Overflow)
 	}
 }
 

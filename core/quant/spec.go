@@ -215,8 +215,10 @@ type Spec struct {
 	QuantRange  *[2]int     // torch's quant_min/quant_max; nil for the dtype's range
 	Eps         float32     // floor of every scale; 0 means DefaultEps
 	NonFinite   NonFinitePolicy
-	// SaturateFloat16: Float16 casts clamp finite values to ±65504 instead of overflowing to ±Inf
-	// (what torch's dynamic fp16 linear does to its weights).
+	// SaturateFloat16: Float16 and BFloat16 casts clamp finite values to the largest finite
+	// value (±65504, ±3.3895e38) instead of overflowing to ±Inf, as torch's dynamic fp16 linear
+	// does to its weights; Stats.Overflow counts them either way. Whole models (core/model)
+	// always saturate; the tensor-level default is torch's .to(), which overflows.
 	SaturateFloat16 bool
 }
 

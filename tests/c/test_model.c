@@ -3,6 +3,7 @@
  * dequantize, JSON, the bundled example checkpoint and every error path. */
 #include <math.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 
 #include "check.h"
 #include "monoquant.h"
+#include "monoquant_debug.h"
 
 #ifndef MQ_SOURCE_DIR
 #error "MQ_SOURCE_DIR must name the source tree (set by CMake)"
@@ -484,7 +486,10 @@ static void test_static(void) {
     mq_tensor x = tens(act, MQ_DTYPE_F32, 2, act_shape, NULL);
 
     CHECK_RC(mq_model_calibrate(m, "fc", &x), MQ_EINVAL); /* before begin */
-    CHECK_RC(mq_model_calibrate_begin(m, &cfg), MQ_EINVAL); /* weight-only config */
+    cfg.activations = "none";
+    CHECK_RC(mq_model_calibrate_begin(m, &cfg), MQ_EINVAL); /* weight-only: no layer to calibrate */
+    CHECK(strstr(mq_last_error(), "static") != NULL, "weight-only calibrate_begin message %s does not say why", mq_last_error());
+    cfg.activations = NULL;
     CHECK_RC(mq_model_calibrate_begin(m, NULL), MQ_EINVAL);
     cfg.mode = MQ_MODE_STATIC;
     cfg.observer = "minmax";
@@ -552,6 +557,87 @@ static void test_static(void) {
     CHECK_RC(mq_observer_free(obs), MQ_OK);
     CHECK_RC(mq_model_free(q), MQ_OK);
     CHECK_RC(mq_model_free(m), MQ_OK);
+}
+
+
+/* Per-layer recipes through the ABI: the plan as JSON, file to file with mq_quantize_file, the
+ * report handle, the defaults, and a version 1 config struct from an older caller. */
+static void test_recipes(void) {
+    mq_model* m = build();
+    mq_model_config cfg;
+    CHECK_RC(mq_model_config_init(&cfg), MQ_OK);
+    CHECK(cfg.version == MQ_MODEL_CONFIG_VERSION && cfg.version == 2, "config version %u", cfg.version);
+    cfg.recipe_json = "{\"rules\": [{\"match\": \"fc\", \"bits\": 4, \"group_size\": 64}, {\"match\": \"conv\", \"dtype\": \"bf16\"}]}";
+    char buf[16384];
+    size_t len = 0;
+    CHECK_RC(mq_model_plan_json(m, &cfg, NULL, 0, &len), MQ_EBUFFER);
+    CHECK(len > 0 && len < sizeof buf, "plan JSON length %zu", len);
+    CHECK_RC(mq_model_plan_json(m, &cfg, buf, sizeof buf, &len), MQ_OK);
+    CHECK(strstr(buf, "\"name\":\"fc.weight.scale\",\"dtype\":\"F32\",\"shape\":[16,4]") != NULL, "plan lacks fc's INT4 g64 scales: %.600s", buf);
+    CHECK(strstr(buf, "\"format\":\"bf16\"") != NULL, "plan lacks conv's BF16: %.600s", buf);
+    CHECK(strstr(buf, "\"match\":\"*\"") != NULL, "plan's resolved recipe lacks the base rule: %.600s", buf);
+
+    /* a bad recipe names the rule; nothing is planned */
+    cfg.recipe_json = "{\"rules\": [{\"match\": \"fc\", \"bits\": 3}]}";
+    CHECK_RC(mq_model_plan_json(m, &cfg, buf, sizeof buf, &len), MQ_EINVAL);
+    CHECK(strstr(mq_last_error(), "rule 1 (\"fc\")") && strstr(mq_last_error(), "bits 3"), "bad recipe message: %s", mq_last_error());
+    cfg.recipe_json = "{\"rules\": [{\"match\": \"fc\", \"bits\": 4, \"group_size\": 48}]}";
+    CHECK_RC(mq_model_plan_json(m, &cfg, buf, sizeof buf, &len), MQ_EINVAL);
+    CHECK(strstr(mq_last_error(), "group_size 48 does not divide the row length 256"), "misfit group message: %s", mq_last_error());
+    cfg.recipe_json = NULL;
+    cfg.group_fallback = 7;
+    CHECK_RC(mq_model_plan_json(m, &cfg, buf, sizeof buf, &len), MQ_EINVAL);
+    cfg.group_fallback = MQ_GROUP_FALLBACK_DEFAULT;
+    cfg.activations = "sometimes";
+    CHECK_RC(mq_model_plan_json(m, &cfg, buf, sizeof buf, &len), MQ_EINVAL);
+    CHECK(strstr(mq_last_error(), "sometimes") != NULL, "bad activations message: %s", mq_last_error());
+    cfg.activations = NULL;
+
+    /* A version 1 struct (what an older header's mq_model_config_init filled) is accepted: its
+     * size ends before recipe_json. */
+    mq_model_config old = cfg;
+    old.version = 1;
+    old.size = (uint32_t)offsetof(mq_model_config, recipe_json);
+    old.recipe_json = "not read";
+    CHECK_RC(mq_model_plan_json(m, &old, buf, sizeof buf, &len), MQ_OK);
+    old.size = (uint32_t)sizeof(mq_model_config);
+    CHECK_RC(mq_model_plan_json(m, &old, buf, sizeof buf, &len), MQ_EINVAL);
+
+    /* file to file: save the float model, then quantize it under a recipe */
+    char src[512], dst[512];
+    snprintf(src, sizeof src, "%s/float.safetensors", tmpdir);
+    snprintf(dst, sizeof dst, "%s/recipe.safetensors", tmpdir);
+    CHECK_RC(mq_model_save(m, src), MQ_OK);
+    cfg.recipe_json = "{\"rules\": [{\"match\": \"fc\", \"bits\": 4, \"group_size\": 64}, {\"match\": \"conv\", \"dtype\": \"bf16\"}]}";
+    mq_report* rep = NULL;
+    CHECK_RC(mq_quantize_file(src, dst, &cfg, NULL, NULL, NULL, &rep), MQ_OK);
+    CHECK(rep != NULL, "no report");
+    CHECK_RC(mq_report_json(rep, buf, sizeof buf, &len), MQ_OK);
+    CHECK(strstr(buf, "\"rule\":\"rule 1 (\\\"fc\\\")\"") != NULL, "report does not name fc's rule: %.500s", buf);
+    CHECK_RC(mq_report_free(rep), MQ_OK);
+    CHECK_RC(mq_report_free(rep), MQ_EHANDLE);
+    CHECK_RC(mq_report_free(NULL), MQ_OK);
+    CHECK_RC(mq_report_json((mq_report*)m, buf, sizeof buf, &len), MQ_EHANDLE);
+    mq_model* q = NULL;
+    CHECK_RC(mq_model_load(&q, dst), MQ_OK);
+    char* md = q ? json_of(q, 0) : NULL;
+    CHECK(md && strstr(md, "\\\"recipe\\\"") && strstr(md, "\\\"mode\\\":\\\"none\\\""), "file config lacks the recipe or the weight-only mode: %.400s", md ? md : "");
+    free(md);
+    mq_model_free(q);
+    /* errors: the output is never the input, a bad source is named, no output appears */
+    CHECK_RC(mq_quantize_file(src, src, &cfg, NULL, NULL, NULL, NULL), MQ_EINVAL);
+    snprintf(dst, sizeof dst, "%s/never.safetensors", tmpdir);
+    CHECK_RC(mq_quantize_file("/nonexistent/x.safetensors", dst, &cfg, NULL, NULL, NULL, NULL), MQ_EIO);
+    CHECK(access(dst, F_OK) != 0, "a failed mq_quantize_file left %s behind", dst);
+    CHECK_RC(mq_quantize_file(NULL, dst, &cfg, NULL, NULL, NULL, NULL), MQ_EINVAL);
+    cfg.recipe_json = "[{\"match\": \"fc\", \"bitz\": 4}]";
+    CHECK_RC(mq_quantize_file(src, dst, &cfg, NULL, NULL, NULL, NULL), MQ_EINVAL);
+    CHECK(strstr(mq_last_error(), "bitz") != NULL, "unknown key message: %s", mq_last_error());
+    CHECK(access(dst, F_OK) != 0, "a refused recipe left %s behind", dst);
+
+    CHECK_RC(mq_defaults_json(buf, sizeof buf, &len), MQ_OK);
+    CHECK(strstr(buf, "\"group_size\":128") && strstr(buf, "\"version\":\"" MQ_VERSION_STRING "\""), "defaults: %s", buf);
+    mq_model_free(m);
 }
 
 static void check_manifest(const char* dir);
@@ -723,6 +809,7 @@ int main(void) {
     test_other_formats();
     test_static();
     test_files();
+    test_recipes();
     test_threads();
     CHECK(mq_debug_live_handles() == 0, "live handles at the end = %lld, want 0", (long long)mq_debug_live_handles());
     rm_tmpdir();

@@ -7,6 +7,7 @@
 
 #include "check.h"
 #include "monoquant.h"
+#include "monoquant_debug.h"
 #include "testdata/golden.h"
 
 static const int64_t SHAPE[2] = {4, 16};

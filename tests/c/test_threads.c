@@ -8,6 +8,7 @@
 
 #include "check.h"
 #include "monoquant.h"
+#include "monoquant_debug.h"
 
 #define NT 8
 #define ROWS 256

@@ -99,7 +99,7 @@ def test_half_casts_match_torch(dtype, flags, tmp_path):
 def test_dequantize_is_q_minus_zp_times_scale(bits, scheme, tmp_path):
     model = os.path.join(ROOT, "examples", "digits_cnn.pt")
     q_path, d_path = str(tmp_path / "q.safetensors"), str(tmp_path / "d.pt")
-    cli("quantize", "--model", model, "--bits", bits, "--scheme", scheme, "--group-size", "32", "--out", q_path, "--quiet") if bits == "4" else \
+    cli("quantize", "--model", model, "--bits", bits, "--scheme", scheme, "--group-size", "32", "--group-fallback", "--out", q_path, "--quiet") if bits == "4" else \
         cli("quantize", "--model", model, "--bits", bits, "--scheme", scheme, "--out", q_path, "--quiet")
     cli("dequantize", q_path, "--out", d_path, "--quiet")
     q, cfg = load_output(q_path)

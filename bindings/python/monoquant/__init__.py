@@ -32,7 +32,7 @@ from ._errors import (
     ShapeError,
     UnsupportedError,
 )
-from .api import Report, dequantize, quantize, record_activations, report, sqnr
+from .api import Plan, Report, defaults, dequantize, plan, quantize, quantize_file, record_activations, report, sqnr
 from .files import QuantizedStateDict, load, save
 from .nn import QuantizedConv2d, QuantizedLinear, QuantizedLSTM
 from .observers import (
@@ -43,14 +43,19 @@ from .observers import (
     PerChannelMinMaxObserver,
 )
 
-__version__ = "0.1.0"
 #: The version of the loaded engine library, "major.minor.patch".
 library_version = ".".join(map(str, _lib.LIBRARY_VERSION))
+# One version: the engine's (include/monoquant.h); the wheel's metadata is tested against it.
+__version__ = library_version
 #: Where the engine library was loaded from.
 library_path = _lib.LIBRARY_PATH
 
 __all__ = [
     "quantize",
+    "quantize_file",
+    "plan",
+    "Plan",
+    "defaults",
     "dequantize",
     "save",
     "load",

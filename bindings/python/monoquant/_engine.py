@@ -112,66 +112,90 @@ QDTYPES = {"qint8": _lib.MQ_QINT8, "quint8": _lib.MQ_QUINT8, "qint4": _lib.MQ_QI
 _SCHEME_ALIASES = {"symmetric": "symmetric", "sym": "symmetric", "asymmetric": "asymmetric", "asym": "asymmetric", "affine": "asymmetric"}
 
 
+def _reverse(table):
+    return {code: name for name, code in table.items()}
+
+
+_FORMAT_OF, _SCHEME_OF, _GRANULARITY_OF, _QDTYPE_OF = (_reverse(t) for t in (FORMATS, SCHEMES, GRANULARITIES, QDTYPES))
+_STORAGE = {_lib.MQ_DTYPE_I8: torch.int8, _lib.MQ_DTYPE_U8: torch.uint8, _lib.MQ_DTYPE_F16: torch.float16, _lib.MQ_DTYPE_BF16: torch.bfloat16}
+
+
+def _lookup(table, value, what):
+    if value is None:
+        return None
+    code = table.get(value)
+    if code is None:
+        raise ValueError(f"unknown {what} {value!r}; use one of {sorted(k for k in table if '_' in k or k.isalnum())}")
+    return code
+
+
 class QuantSpec:
-    """How one tensor is quantized: the Python form of ``mq_config``.
+    """How one tensor is quantized: the Python form of ``mq_config``. Arguments left as None take
+    the engine's defaults (INT8, symmetric, per-channel for INT8 and per-group for INT4, the
+    default group size, signed storage), which the engine fills in at construction: the
+    attributes hold the resolved values.
 
     Args:
         format: "int8", "int4", "fp16" or "bf16".
         scheme: "symmetric" (torch's *_symmetric) or "asymmetric" (torch's *_affine).
-        granularity: "per_tensor", "per_channel" or "per_group"; default per_channel for int8,
-            per_group for int4.
-        axis: the channel dimension for per_channel.
+        granularity: "per_tensor", "per_channel" or "per_group".
+        axis: the channel dimension for per_channel (negative counts from the end).
         group_size: values per group along the last dimension for per_group.
-        qdtype: "qint8", "quint8", "qint4" or "quint4"; default signed.
+        qdtype: "qint8", "quint8", "qint4" or "quint4".
         reduce_range, quant_range, eps: torch's observer arguments.
         clamp_nonfinite: leave NaN/Inf out of the ranges instead of failing.
     """
 
-    def __init__(self, format="int8", scheme="symmetric", granularity=None, axis=0, group_size=128, qdtype=None,
+    def __init__(self, format=None, scheme=None, granularity=None, axis=0, group_size=None, qdtype=None,
                  reduce_range=False, quant_range=None, eps=0.0, clamp_nonfinite=False):
-        if format not in FORMATS:
-            raise ValueError(f"unknown format {format!r}; use one of {sorted(FORMATS)}")
-        s = _SCHEME_ALIASES.get(scheme)
-        if s is None:
-            raise ValueError(f"unknown scheme {scheme!r}; use 'symmetric' or 'asymmetric'")
-        if granularity is None:
-            granularity = "per_group" if format == "int4" else "per_channel"
-        if granularity not in GRANULARITIES:
-            raise ValueError(f"unknown granularity {granularity!r}; use one of {sorted(GRANULARITIES)}")
-        if qdtype is None:
-            qdtype = "qint4" if format == "int4" else "qint8"
-        if qdtype not in QDTYPES:
-            raise ValueError(f"unknown qdtype {qdtype!r}; use one of {sorted(QDTYPES)}")
-        self.format = format
-        self.scheme = s
-        self.granularity = granularity
+        cfg = _lib.mq_config()
+        check(_lib.mq_config_init(ctypes.byref(cfg)), "mq_config_init")
+        for field, value in (("format", _lookup(FORMATS, format, "format")), ("scheme", _lookup(SCHEMES, _SCHEME_ALIASES.get(scheme, scheme), "scheme")),
+                             ("granularity", _lookup(GRANULARITIES, granularity, "granularity")), ("qdtype", _lookup(QDTYPES, qdtype, "qdtype"))):
+            if value is not None:
+                setattr(cfg, field, value)
+        cfg.axis = int(axis)
+        cfg.group_size = 0 if group_size is None else int(group_size)
+        cfg.reduce_range = int(bool(reduce_range))
+        if quant_range is not None:
+            cfg.has_quant_range = 1
+            cfg.quant_min, cfg.quant_max = int(quant_range[0]), int(quant_range[1])
+        cfg.eps = float(eps)
+        cfg.nonfinite = _lib.MQ_NONFINITE_CLAMP if clamp_nonfinite else _lib.MQ_NONFINITE_REJECT
+        # Resolve every default in the engine, against a probe shape any granularity accepts.
+        ndim = max(2, int(axis) + 1, -int(axis))
+        lay = self._layout_of(cfg, (1,) * (ndim - 1) + (0,))
+        r = lay.resolved
+        self.format = _FORMAT_OF[r.format]
+        self.is_integer = self.format in ("int8", "int4")
+        self.scheme = _SCHEME_OF[r.scheme] if self.is_integer else "symmetric"
+        self.granularity = _GRANULARITY_OF[r.granularity] if self.is_integer else None
         self.axis = int(axis)
-        self.group_size = int(group_size)
-        self.qdtype = qdtype
+        self.group_size = int(r.group_size) if self.granularity == "per_group" else None
+        self.qdtype = _QDTYPE_OF[r.qdtype] if self.is_integer else None
         self.reduce_range = bool(reduce_range)
         self.quant_range = None if quant_range is None else (int(quant_range[0]), int(quant_range[1]))
         self.eps = float(eps)
         self.clamp_nonfinite = bool(clamp_nonfinite)
+        self.stores_zero_point = bool(lay.stores_zero_point)
+        self._dtype = _STORAGE[lay.data_dtype]
+        self._cfg = cfg
 
-    @property
-    def is_integer(self):
-        return self.format in ("int8", "int4")
+    @staticmethod
+    def _layout_of(cfg, shape):
+        shp = (ctypes.c_int64 * max(len(shape), 1))(*shape)
+        t = _lib.mq_tensor(None, _lib.MQ_DTYPE_F32, len(shape), shp, None)
+        lay = _lib.mq_layout()
+        check(_lib.mq_quantized_layout(ctypes.byref(cfg), ctypes.byref(t), ctypes.byref(lay)), "QuantSpec")
+        return lay
 
     @property
     def bits(self):
         return {"int8": 8, "int4": 4, "fp16": 16, "bf16": 16}[self.format]
 
-    @property
-    def stores_zero_point(self):
-        """Whether a checkpoint keeps the zero points (not for symmetric signed schemes)."""
-        return self.is_integer and (self.scheme == "asymmetric" or self.qdtype in ("quint8", "quint4"))
-
     def storage_dtype(self):
-        if self.format == "int8":
-            return torch.uint8 if self.qdtype == "quint8" else torch.int8
-        if self.format == "int4":
-            return torch.uint8  # packed two per byte
-        return torch.float16 if self.format == "fp16" else torch.bfloat16
+        """The torch dtype of the stored values (int4: uint8, two per byte)."""
+        return self._dtype
 
     def to_dict(self):
         d = {"format": self.format}
@@ -194,57 +218,49 @@ class QuantSpec:
         return cls(**d)
 
     def replace(self, **kw):
-        d = dict(self.__dict__)
+        d = dict(format=self.format, scheme=self.scheme, granularity=self.granularity, axis=self.axis, group_size=self.group_size,
+                 qdtype=self.qdtype, reduce_range=self.reduce_range, quant_range=self.quant_range, eps=self.eps, clamp_nonfinite=self.clamp_nonfinite)
         d.update(kw)
         return QuantSpec(**d)
 
+    def _key(self):
+        return (self.format, self.scheme, self.granularity, self.axis, self.group_size, self.qdtype, self.reduce_range, self.quant_range, self.eps, self.clamp_nonfinite)
+
     def __eq__(self, other):
-        return isinstance(other, QuantSpec) and self.__dict__ == other.__dict__
+        return isinstance(other, QuantSpec) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
 
     def __repr__(self):
         return "QuantSpec(" + ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items()) + ")"
 
     def c_config(self):
+        """A fresh mq_config of this spec (the caller may keep or change it)."""
         cfg = _lib.mq_config()
-        check(_lib.mq_config_init(ctypes.byref(cfg)), "mq_config_init")
-        cfg.format = FORMATS[self.format]
-        cfg.scheme = SCHEMES[self.scheme]
-        cfg.granularity = GRANULARITIES[self.granularity]
-        cfg.axis = self.axis
-        cfg.group_size = self.group_size
-        cfg.qdtype = QDTYPES[self.qdtype]
-        cfg.reduce_range = int(self.reduce_range)
-        if self.quant_range is not None:
-            cfg.has_quant_range = 1
-            cfg.quant_min, cfg.quant_max = self.quant_range
-        cfg.eps = self.eps
-        cfg.nonfinite = _lib.MQ_NONFINITE_CLAMP if self.clamp_nonfinite else _lib.MQ_NONFINITE_REJECT
+        ctypes.pointer(cfg)[0] = self._cfg
         return cfg
 
+    def layout(self, shape):
+        """(data shape, param shape or None) of a tensor of this shape, from the engine."""
+        lay = self._layout_of(self._cfg, tuple(shape))
+        data = tuple(lay.data_shape[: lay.data_ndim])
+        params = tuple(lay.param_shape[: lay.param_ndim]) if lay.param_ndim else None
+        return data, params
+
     def param_shape(self, shape):
-        """The shape of the scale and zero-point tensors for a tensor of this shape."""
-        if not self.is_integer:
-            return None
-        if self.granularity == "per_channel":
-            return (shape[self.axis],)
-        if self.granularity == "per_group":
-            rows = 1
-            for d in shape[:-1]:
-                rows *= d
-            return (rows, shape[-1] // self.group_size if self.group_size else 0)
-        return (1,)
+        """The shape of the scale and zero-point tensors for a tensor of this shape (engine's)."""
+        return self.layout(shape)[1]
 
     def data_shape(self, shape):
-        """The shape of the stored values (docs/FORMAT.md): the tensor's own shape, or for packed
-        int4 the last dimension halved when it is even (rows start on a byte), else ceil(n/2)."""
-        if self.format != "int4":
-            return tuple(shape)
-        if len(shape) > 0 and shape[-1] % 2 == 0:
-            return tuple(shape[:-1]) + (shape[-1] // 2,)
-        n = 1
-        for d in shape:
-            n *= d
-        return ((n + 1) // 2,)
+        """The shape of the stored values (docs/FORMAT.md), as the engine lays them out. It
+        depends on the format and the shape only, so it is asked per tensor: a conv weight
+        quantized as a [rows, rest] view is stored in its own shape."""
+        cfg = self.c_config()
+        if self.is_integer:
+            cfg.granularity = _lib.MQ_PER_TENSOR
+        lay = self._layout_of(cfg, tuple(shape))
+        return tuple(lay.data_shape[: lay.data_ndim])
 
 
 class QTensor:

@@ -248,6 +248,22 @@ class mq_config(Structure):
     ]
 
 
+class mq_layout(Structure):
+    """typedef struct mq_layout { int32_t data_dtype; int32_t data_ndim;
+    int64_t data_shape[MQ_MAX_DIMS]; int32_t param_ndim; int64_t param_shape[MQ_MAX_DIMS];
+    int32_t stores_zero_point; mq_config resolved; } mq_layout;"""
+
+    _fields_ = [
+        ("data_dtype", c_int32),
+        ("data_ndim", c_int32),
+        ("data_shape", c_int64 * MQ_MAX_DIMS),
+        ("param_ndim", c_int32),
+        ("param_shape", c_int64 * MQ_MAX_DIMS),
+        ("stores_zero_point", c_int32),
+        ("resolved", mq_config),
+    ]
+
+
 class mq_quant_stats(Structure):
     """typedef struct mq_quant_stats { uint64_t nonfinite; int64_t first_nonfinite;
     uint64_t overflow; } mq_quant_stats;"""
@@ -279,6 +295,8 @@ _fn("mq_config_init", [POINTER(mq_config)], c_int)
 # int mq_quantized_size(const mq_config* cfg, const mq_tensor* input, size_t* data_bytes,
 #                       size_t* n_params);
 _fn("mq_quantized_size", [POINTER(mq_config), POINTER(mq_tensor), POINTER(c_size_t), POINTER(c_size_t)], c_int)
+# int mq_quantized_layout(const mq_config* cfg, const mq_tensor* input, mq_layout* out);
+_fn("mq_quantized_layout", [POINTER(mq_config), POINTER(mq_tensor), POINTER(mq_layout)], c_int)
 # int mq_quantize_tensor(const mq_config* cfg, const mq_tensor* input, void* out, size_t out_bytes,
 #                        float* scales, int32_t* zero_points, size_t n_params, mq_quant_stats* stats);
 _fn(
@@ -379,13 +397,19 @@ MQ_LAYER_DEFAULT = MQ_LAYER_LINEAR | MQ_LAYER_CONV2D | MQ_LAYER_LSTM
 MQ_MODE_WEIGHT_ONLY = 0
 MQ_MODE_STATIC = 1
 
-MQ_MODEL_CONFIG_VERSION = 1
+MQ_GROUP_FALLBACK_DEFAULT = 0
+MQ_GROUP_FALLBACK_ALLOW = 1
+MQ_GROUP_FALLBACK_REFUSE = 2
+
+MQ_MODEL_CONFIG_VERSION = 2
 
 
 class mq_model_config(Structure):
     """typedef struct mq_model_config { uint32_t size; uint32_t version; int32_t bits;
     int32_t bf16; mq_config spec; uint32_t layers; const char* const* skip; size_t n_skip;
-    int32_t mode; const char* observer; const mq_observer_config* activation_observer; }
+    int32_t mode; const char* observer; const mq_observer_config* activation_observer;
+    const char* recipe_json; const char* activations; const char* method;
+    int32_t group_fallback; const char* options_json; const char* recipe_file; int32_t no_log; const char* entry_point; }
     mq_model_config;"""
 
     _fields_ = [
@@ -400,6 +424,14 @@ class mq_model_config(Structure):
         ("mode", c_int32),
         ("observer", c_char_p),
         ("activation_observer", POINTER(mq_observer_config)),
+        ("recipe_json", c_char_p),
+        ("activations", c_char_p),
+        ("method", c_char_p),
+        ("group_fallback", c_int32),
+        ("options_json", c_char_p),
+        ("recipe_file", c_char_p),
+        ("no_log", c_int32),
+        ("entry_point", c_char_p),
     ]
 
 
@@ -453,6 +485,19 @@ _fn("mq_model_metadata_json", [mq_model_p, c_void_p, c_size_t, POINTER(c_size_t)
 _fn("mq_model_report_json", [mq_model_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
 # int mq_model_dequantize(mq_model* m, mq_model** out);
 _fn("mq_model_dequantize", [mq_model_p, POINTER(mq_model_p)], c_int)
+# int mq_model_plan_json(mq_model* m, const mq_model_config* cfg, char* buf, size_t cap, size_t* len);
+_fn("mq_model_plan_json", [mq_model_p, POINTER(mq_model_config), c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_plan_file_json(const char* src, const mq_model_config* cfg, char* buf, size_t cap, size_t* len);
+_fn("mq_plan_file_json", [c_char_p, POINTER(mq_model_config), c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_quantize_file(const char* src, const char* dst, const mq_model_config* cfg,
+#                      const char* calibration, mq_progress_fn progress, void* user, mq_report** report);
+_fn("mq_quantize_file", [c_char_p, c_char_p, POINTER(mq_model_config), c_char_p, mq_progress_fn, c_void_p, POINTER(mq_report_p)], c_int)
+# int mq_report_json(mq_report* r, char* buf, size_t cap, size_t* len);
+_fn("mq_report_json", [mq_report_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_report_free(mq_report* r);
+_fn("mq_report_free", [mq_report_p], c_int)
+# int mq_defaults_json(char* buf, size_t cap, size_t* len);
+_fn("mq_defaults_json", [c_void_p, c_size_t, POINTER(c_size_t)], c_int)
 # int mq_model_free(mq_model* m);
 _fn("mq_model_free", [mq_model_p], c_int)
 

@@ -30,45 +30,92 @@ _DTYPES = {
     _lib.MQ_DTYPE_BOOL: torch.bool,
 }
 
-_LAYER_BITS = {"linear": _lib.MQ_LAYER_LINEAR, "conv2d": _lib.MQ_LAYER_CONV2D, "lstm": _lib.MQ_LAYER_LSTM}
-
-
 def _b(s):
     return s.encode("utf-8")
 
 
 class ModelConfig:
-    """An mq_model_config plus the memory its pointers refer to (kept alive with it)."""
+    """An mq_model_config carrying the call's options by name (``options_json``) and an optional
+    recipe (``recipe_json``), plus the memory its pointers refer to (kept alive with it). Every
+    default and every check of these values is the engine's."""
 
-    def __init__(self, bits=8, fmt16="fp16", scheme="symmetric", group_size=128, layers=("linear", "conv2d", "lstm"), skip=(), static=False, observer="histogram"):
+    def __init__(self, options=None, recipe_json=None, recipe_file=None, observer_config=None, log=True):
         cfg = _lib.mq_model_config()
         check(_lib.mq_model_config_init(ctypes.byref(cfg)), "mq_model_config_init")
-        cfg.bits = bits
-        cfg.bf16 = int(bits == 16 and fmt16 == "bf16")
-        if bits in (4, 8):
-            spec = QuantSpec("int4" if bits == 4 else "int8", scheme, group_size=group_size).c_config()
-            cfg.spec.scheme = spec.scheme
-            cfg.spec.group_size = group_size
-        mask = 0
-        for name in layers:
-            mask |= _LAYER_BITS[name]
-        cfg.layers = mask
-        self._skip = (ctypes.c_char_p * max(len(skip), 1))(*[_b(s) for s in skip])
-        cfg.skip = ctypes.cast(self._skip, ctypes.POINTER(ctypes.c_char_p)) if skip else None
-        cfg.n_skip = len(skip)
-        cfg.mode = _lib.MQ_MODE_STATIC if static else _lib.MQ_MODE_WEIGHT_ONLY
-        if isinstance(observer, _lib.mq_observer_config):
+        cfg.no_log = 0 if log else 1
+        cfg.entry_point = b"python"
+        self._options = _b(json.dumps(options or {}))
+        cfg.options_json = self._options
+        if recipe_json is not None:
+            self._recipe = _b(recipe_json)
+            cfg.recipe_json = self._recipe
+        if recipe_file is not None:
+            self._recipe_file = _b(os.fspath(recipe_file))
+            cfg.recipe_file = self._recipe_file
+        if observer_config is not None:
             # torch's constructor arguments, as an engine observer config (read during the call)
-            self._obs_config = observer
+            self._obs_config = observer_config
             cfg.activation_observer = ctypes.pointer(self._obs_config)
-        else:
-            self._observer = _b(observer)
-            cfg.observer = self._observer
         self.struct = cfg
 
     @property
     def ref(self):
         return ctypes.byref(self.struct)
+
+
+def _json_call(fn, args, what):
+    """Calls a buffer-convention JSON function of the ABI (sizing call, then the real one)."""
+    n = ctypes.c_size_t()
+    st = fn(*args, None, 0, ctypes.byref(n))
+    if st not in (_lib.MQ_OK, _lib.MQ_EBUFFER):
+        check(st, what)
+    buf = ctypes.create_string_buffer(n.value + 1)
+    check(fn(*args, buf, n.value + 1, ctypes.byref(n)), what)
+    return json.loads(buf.value.decode("utf-8"))
+
+
+def progress_callback(progress, err):
+    """An mq_progress_fn calling ``progress(tensors_done, tensors_total)``; an exception in it
+    (KeyboardInterrupt too) is kept in the list ``err`` and cancels the run, so the caller can
+    re-raise it. Keep the returned object alive for the length of the call."""
+
+    def cb(done, total, _bd, _bt, _user):
+        try:
+            if progress is not None:
+                progress(int(done), int(total))
+            return 0
+        except BaseException as e:  # noqa: B902 (KeyboardInterrupt too: cancel cleanly)
+            err.append(e)
+            return 1
+
+    return _lib.mq_progress_fn(cb)
+
+
+def defaults():
+    """The engine's defaults (bits, group_size, scheme, observer, method, activations per
+    format, the methods and observers it knows, the layer types it selects by default)."""
+    return _json_call(_lib.mq_defaults_json, (), "mq_defaults_json")
+
+
+def plan_file(src, cfg):
+    """mq_plan_file_json: the plan for a checkpoint file, from its list of tensors only."""
+    return _json_call(lambda *a: _lib.mq_plan_file_json(_b(os.fspath(src)), cfg.ref, *a), (), "plan")
+
+
+def quantize_file(src, dst, cfg, calibration=None, progress=None):
+    """mq_quantize_file: file to file through the engine's one pipeline; returns the report."""
+    err = []
+    c_cb = progress_callback(progress, err)
+    rep = ctypes.c_void_p()
+    cal = None if calibration is None else _b(os.fspath(calibration))
+    st = _lib.mq_quantize_file(_b(os.fspath(src)), _b(os.fspath(dst)), cfg.ref, cal, c_cb, None, ctypes.byref(rep))
+    if err:
+        raise err[0]
+    check(st, "quantize_file")
+    try:
+        return _json_call(_lib.mq_report_json, (rep,), "mq_report_json")
+    finally:
+        _lib.mq_report_free(rep)
 
 
 class ModelHandle(Handle):
@@ -140,17 +187,7 @@ class ModelHandle(Handle):
         tensor; an exception in it cancels the run and is re-raised here."""
         out = ModelHandle()
         err = []
-
-        def cb(done, total, _bd, _bt, _user):
-            try:
-                if progress is not None:
-                    progress(int(done), int(total))
-                return 0
-            except BaseException as e:  # noqa: B902 (KeyboardInterrupt too: cancel cleanly)
-                err.append(e)
-                return 1
-
-        c_cb = _lib.mq_progress_fn(cb)
+        c_cb = progress_callback(progress, err)
         st = _lib.mq_model_quantize(self._h, cfg.ref, c_cb, None, ctypes.byref(out._h))
         if err:
             out.close()
@@ -203,13 +240,11 @@ class ModelHandle(Handle):
         return out
 
     def _json(self, fn, what):
-        n = ctypes.c_size_t()
-        st = fn(self._h, None, 0, ctypes.byref(n))
-        if st not in (_lib.MQ_OK, _lib.MQ_EBUFFER):
-            check(st, what)
-        buf = ctypes.create_string_buffer(n.value + 1)
-        check(fn(self._h, buf, n.value + 1, ctypes.byref(n)), what)
-        return json.loads(buf.value.decode("utf-8"))
+        return _json_call(fn, (self._h,), what)
+
+    def plan(self, cfg):
+        """What the engine would do with this model under cfg (mq_model_plan_json), as a dict."""
+        return _json_call(lambda *a: _lib.mq_model_plan_json(self._h, cfg.ref, *a), (), "plan")
 
     def metadata(self):
         """The metadata entries (str → str)."""

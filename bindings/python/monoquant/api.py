@@ -6,10 +6,10 @@ it by pointer, and qparams, quantized values, observers and SQNR come back from 
 """
 
 import copy
-import fnmatch
 import inspect
 import json
 import math
+import os
 import warnings
 from collections.abc import Mapping
 
@@ -20,50 +20,136 @@ from torch.nn.utils.rnn import PackedSequence
 from . import _engine
 from ._errors import MonoquantWarning
 from ._progress import Progress
-from .nn import QUANTIZED_TYPES, QuantizedConv2d, QuantizedLinear, QuantizedLSTM
+from .nn import QUANTIZED_TYPES, RUNNABLE, QuantizedConv2d, QuantizedLinear, QuantizedLSTM
 from .observers import OBSERVERS
 
-__all__ = ["quantize", "dequantize", "report", "sqnr", "record_activations", "Report"]
+__all__ = ["quantize", "quantize_file", "plan", "Plan", "defaults", "dequantize", "report", "sqnr", "record_activations", "Report"]
 
 # Static calibration over fewer samples (rows of the first input) than this draws a warning.
 MIN_CALIBRATION_SAMPLES = 32
-DEFAULT_LAYERS = (nn.Linear, nn.Conv2d, nn.LSTM)
 
 
 # ------------------------------------------------------------------------------------------------
-# Layer selection
+# Options: Python's arguments in the engine's words. Which layers are quantized, how, every
+# default and every check of a value are the engine's (core/recipe); this only translates.
 
-def _matches(name, patterns):
-    for p in patterns:
-        if name == p or name.startswith(p + ".") or fnmatch.fnmatchcase(name, p):
-            return True
-    return False
-
-
-def _select(model, layers, skip):
-    """Returns (candidates, selected): [(name, module)] of layers of the given types, in
-    module order, and the ones not skipped."""
-    cands = []
-    for name, mod in model.named_modules():
-        if isinstance(mod, QUANTIZED_TYPES):
-            continue
-        # Subclasses quantize like their base (nn.MultiheadAttention's out_proj is an nn.Linear
-        # subclass whose weight the attention reads; quantized modules expose the dequantized
-        # weight under that name).
-        if isinstance(mod, layers) and _builder_for(mod) is not None:
-            cands.append((name, mod))
-    sel = [(n, m) for n, m in cands if not _matches(n, skip)]
-    return cands, sel
+# torch.nn classes → the engine's layer type names (subclasses count as their base).
+_LAYER_NAMES = ((nn.Linear, "linear"), (nn.Conv1d, "conv1d"), (nn.Conv2d, "conv2d"), (nn.Conv3d, "conv3d"),
+                (nn.LSTM, "lstm"), (nn.GRU, "gru"), (nn.RNN, "rnn"), (nn.Embedding, "embedding"))
+_DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
-def _builder_for(mod):
-    if isinstance(mod, nn.Linear):
-        return QuantizedLinear
-    if isinstance(mod, nn.Conv2d):
-        return QuantizedConv2d
-    if isinstance(mod, nn.LSTM):
-        return QuantizedLSTM
-    return None
+def _layer_name(t):
+    if isinstance(t, str):
+        return t
+    if isinstance(t, type):
+        for cls, name in _LAYER_NAMES:
+            if issubclass(t, cls):
+                return name
+    raise TypeError(f"layers takes torch.nn layer classes (nn.Linear, nn.Conv2d, nn.LSTM, ...) or their names ('linear', ...), got {t!r}")
+
+
+def _options(bits=None, dtype=None, scheme=None, group_size=None, group_fallback=None, activations=None,
+             dynamic=None, observer=None, method=None, layers=None, skip=None, nonfinite=None):
+    """(options dict for the engine, observer config or None): only what the caller gave."""
+    o = {}
+    if dynamic is not None:
+        if activations is not None:
+            raise ValueError(f"give activations= (or its alias dynamic=), not both: activations={activations!r}, dynamic={dynamic!r}")
+        activations = "dynamic" if dynamic else "static"
+    for key, val in (("bits", bits), ("scheme", scheme), ("group_size", group_size), ("group_fallback", group_fallback),
+                     ("activations", activations), ("method", method), ("nonfinite", nonfinite)):
+        if val is not None:
+            o[key] = val
+    if dtype is not None:
+        o["dtype"] = _DTYPE_NAMES.get(dtype, dtype if isinstance(dtype, str) else str(dtype))
+    obs_config = None
+    if observer is not None:
+        if isinstance(observer, str):
+            o["observer"] = observer
+        else:
+            obs_config = _activation_observer_config(observer)
+    if layers is not None:
+        if isinstance(layers, (type, str)):
+            layers = (layers,)
+        o["layers"] = [_layer_name(t) for t in layers]
+    if skip is not None:
+        if isinstance(skip, str):
+            skip = (skip,)
+        skip = list(skip)
+        for p in skip:
+            if not isinstance(p, str):
+                raise TypeError(f"skip takes module names or patterns (strings), got {p!r}")
+        if skip:
+            o["skip"] = skip
+    return o, obs_config
+
+
+def _recipe_args(recipe):
+    """(recipe_json, recipe_file) of a recipe= argument: a dict, a list of rules, JSON text or
+    the path of a JSON file (read by the engine)."""
+    if recipe is None:
+        return None, None
+    if isinstance(recipe, (Mapping, list, tuple)):
+        return json.dumps(recipe if isinstance(recipe, Mapping) else list(recipe)), None
+    if isinstance(recipe, (str, os.PathLike)):
+        text = os.fspath(recipe)
+        if isinstance(text, str) and text.lstrip().startswith(("{", "[")):
+            return text, None
+        return None, text
+    raise TypeError(f"recipe takes a dict, a list of rules, JSON text or a path, got {type(recipe).__name__}")
+
+
+def _config(recipe=None, runtime=False, log=True, **kw):
+    from . import _model
+
+    opts, obs = _options(**kw)
+    if runtime:
+        # what this package can run once quantized: its modules stand in for these classes
+        opts["runtime_classes"] = [f"{c.__module__}.{c.__qualname__}" for c in RUNNABLE.values()]
+    rj, rf = _recipe_args(recipe)
+    return _model.ModelConfig(opts, recipe_json=rj, recipe_file=rf, observer_config=obs, log=log)
+
+
+def defaults():
+    """The engine's defaults, as a dict: bits, group_size, scheme, observer, method, the
+    activation mode per format, the layer types selected by default, the methods and observers
+    it knows. Every caller reads these from the engine; none repeats them."""
+    from . import _model
+
+    return _model.defaults()
+
+
+def _mro(mod):
+    """A module's class and its bases, most derived first, for the engine to type it by the
+    first class it knows (a subclass quantizes as its base)."""
+    return ",".join(f"{c.__module__}.{c.__qualname__}" for c in type(mod).__mro__ if c is not object)
+
+
+def _describe(model, m):
+    """Hands the model to the engine: every tensor of its state dict by pointer, every module's
+    classes."""
+    sd = model.state_dict(keep_vars=False)
+    for k, v in sd.items():
+        m.add_tensor(k, v)
+    for name, mod in model.named_modules(remove_duplicate=False):
+        if any(True for _ in mod.parameters(recurse=False)) or name == "":
+            m.set_module_type(name, _mro(mod))
+    return sd
+
+
+def _check_runnable(model, plan_dict):
+    """Every layer the engine chose must be one this package can run (it has quantized module
+    classes for linear, conv2d and lstm layers of torch's classes)."""
+    mods = dict(model.named_modules(remove_duplicate=False))
+    for ld in plan_dict["layers"]:
+        want = RUNNABLE.get(ld["type"])
+        mod = mods.get(ld["name"])
+        if want is None or not isinstance(mod, want):
+            kind = type(mod).__name__ if mod is not None else "no module"
+            raise ValueError(f"the plan quantizes {ld['name']!r} ({kind}, a {ld['type']} layer), and monoquant.nn runs quantized "
+                             f"{', '.join(sorted(RUNNABLE))} layers of torch's classes only: skip it (skip=[{ld['name']!r}]) "
+                             f"or leave its type out of layers=; quantize_file() stores any layer type")
 
 
 def _set_module(root, name, new):
@@ -183,49 +269,6 @@ def _calibrate(model, selected, data, feed, max_batches):
 # ------------------------------------------------------------------------------------------------
 # quantize
 
-_ENGINE_CLASS = ((nn.Linear, "torch.nn.modules.linear.Linear"), (nn.Conv2d, "torch.nn.modules.conv.Conv2d"), (nn.LSTM, "torch.nn.modules.rnn.LSTM"))
-
-
-def _engine_class(mod):
-    # Subclasses (nn.MultiheadAttention's NonDynamicallyQuantizableLinear, user classes) are
-    # quantized as their base: tell the engine the base class it knows.
-    for base, name in _ENGINE_CLASS:
-        if isinstance(mod, base):
-            return name
-    raise AssertionError(type(mod))
-
-
-def _check_args(bits, dtype, scheme, observer, group_size, layers, skip):
-    if bits not in (4, 8, 16):
-        raise ValueError(f"bits must be 8 (INT8 per-channel), 4 (INT4 group-wise) or 16 (FP16/BF16), got {bits!r}")
-    if dtype is not None and bits != 16:
-        raise ValueError(f"dtype={dtype!r} applies to bits=16 only; pass bits=16")
-    names = {None: "fp16", "fp16": "fp16", "float16": "fp16", torch.float16: "fp16", "bf16": "bf16", "bfloat16": "bf16", torch.bfloat16: "bf16"}
-    if dtype not in names:
-        raise ValueError(f"dtype must be 'fp16' or 'bf16' (or torch.float16/torch.bfloat16), got {dtype!r}")
-    if scheme not in ("symmetric", "asymmetric", "sym", "asym", "affine"):
-        raise ValueError(f"scheme must be 'symmetric' or 'asymmetric', got {scheme!r}")
-    if not isinstance(observer, str):
-        _activation_observer_config(observer)  # raises on anything but a per-tensor observer
-    elif observer not in OBSERVERS:
-        raise ValueError(f"observer must be one of {sorted(OBSERVERS)} or an observer instance/factory, got {observer!r}")
-    if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1:
-        raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
-    if isinstance(layers, type):
-        layers = (layers,)
-    layers = tuple(layers)
-    for t in layers:
-        if not (isinstance(t, type) and issubclass(t, (nn.Linear, nn.Conv2d, nn.LSTM))):
-            raise TypeError(f"layers must be nn.Linear, nn.Conv2d, nn.LSTM (or subclasses), got {t!r}")
-    if isinstance(skip, str):
-        skip = (skip,)
-    skip = tuple(skip)
-    for s in skip:
-        if not isinstance(s, str):
-            raise TypeError(f"skip takes module names or glob patterns (strings), got {s!r}")
-    return names[dtype], {"sym": "symmetric", "asym": "asymmetric", "affine": "asymmetric"}.get(scheme, scheme), layers, skip
-
-
 def _activation_observer_config(observer):
     """The engine config of an activation observer given as an instance of one of monoquant's
     per-tensor observer classes, or as a factory making one (a class, or ``Cls.with_args(...)``
@@ -242,32 +285,45 @@ def _activation_observer_config(observer):
     return obs._config
 
 
-def quantize(model, bits=8, dynamic=None, calibration_data=None, scheme="symmetric", observer="minmax",
-             group_size=128, layers=DEFAULT_LAYERS, skip=(), inplace=False, progress=None, dtype=None,
-             max_calibration_batches=None):
+def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None, observer=None,
+             group_size=None, layers=None, skip=None, inplace=False, progress=None, dtype=None,
+             max_calibration_batches=None, recipe=None, activations=None, group_fallback=None,
+             method=None):
     """Quantizes a model (or a state dict) with the engine.
+
+    Every option left as None takes the engine's default (``monoquant.defaults()``); what is
+    quantized and how is decided by the engine, the same as for ``quantize_file``, the CLI and
+    the C ABI. ``monoquant.plan(model, ...)`` shows the decisions without quantizing.
 
     Args:
         model: an ``nn.Module`` (its selected layers are replaced by QuantizedLinear /
             QuantizedConv2d / QuantizedLSTM) or a state dict (a mapping of names to tensors;
             returns a ``QuantizedStateDict``, layers found by the engine from names and shapes).
-        bits: 8 → INT8 per-channel weights; 4 → INT4 group-wise weights (``group_size`` values
-            per scale along each row; when it does not divide a row, the engine uses the largest
-            divisor ≥ 16, else INT8 per-channel, with a warning); 16 → FP16 (or ``dtype="bf16"``).
-        dynamic: for bits 8 and 4, how activations are quantized. True: per batch at run time
-            (no data needed). False: static, with qparams calibrated by running
-            ``calibration_data`` through the model. None (default): static when
-            ``calibration_data`` is given, dynamic otherwise. bits=16 is weight-only.
+        bits: 8 → INT8 per-channel weights (the default); 4 → INT4 group-wise (``group_size``
+            values per scale along each row); 16 → FP16 (or ``dtype="bf16"``).
+        dtype: the format by name: "int8", "int4", "fp16", "bf16" (or torch.float16/bfloat16).
+        group_size: INT4 values per scale (even, >= 2). The default group size falls back per
+            tensor (largest divisor >= 16, else INT8) with a warning; a group size you give must
+            divide every row it meets, unless ``group_fallback=True``.
+        scheme: "symmetric" or "asymmetric" (weights; activations are quint8 affine).
+        activations: "none" (weight-only), "dynamic" (quantized per batch at run time, as
+            torch's quantize_dynamic) or "static" (calibrated on ``calibration_data``). Default:
+            static when calibration data is given, else dynamic for INT8 and none otherwise.
+        dynamic: the older spelling: True is activations="dynamic", False is "static".
         calibration_data: a list of tensors or any iterable / DataLoader yielding tensors,
             tuples (the leading positional arguments of ``forward``) or dicts (keyword arguments).
-        scheme: "symmetric" or "asymmetric" (weights; activations are quint8 affine).
-        observer: activation observer for static mode: "minmax", "moving_average" or
-            "histogram" (quint8 affine, torch's defaults for the other arguments), or, for
-            torch's constructor arguments, an instance or factory of monoquant's per-tensor
+        observer: static activation observer: "minmax", "moving_average" or "histogram", or,
+            for torch's constructor arguments, an instance or factory of monoquant's per-tensor
             observers: ``monoquant.HistogramObserver.with_args(reduce_range=True, bins=1024)``.
-        group_size: INT4 values per scale.
-        layers: the layer types to quantize (subclasses count as their base).
-        skip: module names, prefixes or glob patterns (``"classifier.*"``) to leave in float.
+        method: how weights become integers ("rtn").
+        recipe: per-layer rules, first match wins: a dict ``{"rules": [...]}``, a list of rules,
+            JSON text or a path. A rule takes the option names above plus ``match`` and
+            ``skip``; the arguments of this call are the base the rules start from.
+        layers: the layer types to consider (torch.nn classes or names; subclasses count as
+            their base).
+        skip: module names or patterns to leave in float, in the engine's one match syntax: a
+            name selects that module and everything below it; "*", "?" and "[...]" match whole
+            dotted names ("classifier.*", "*.lm_head").
         inplace: replace the layers of ``model`` itself instead of returning a quantized copy.
         progress: None (a bar on stderr when it is a terminal), True/False, or a callable
             ``progress(done, total, name)``.
@@ -279,54 +335,44 @@ def quantize(model, bits=8, dynamic=None, calibration_data=None, scheme="symmetr
 
     Warns:
         MonoquantWarning for every warning of the engine's report (first/last layer quantized,
-        low SQNR, INT4 on small layers, group-size fallbacks, FP16 overflow, layers without
-        calibration data) and for thin or outlier-heavy calibration data.
+        low SQNR, INT4 on small layers, group-size fallbacks, FP16 overflow, rules that select
+        nothing, layers without calibration data, outlier-heavy activations) and for thin
+        calibration data.
 
     Raises:
-        ValueError: static mode without calibration data, bad options, nothing to quantize.
+        ValueError: bad options or recipe (the message names the option or the rule), static
+            activations without calibration data, nothing to quantize, a layer the package
+            cannot run.
         TypeError: a model that is neither an nn.Module nor a state dict, bad layer types.
         NonFiniteError: a weight holding NaN or Inf (the message names it).
     """
-    fmt16, scheme, layers, skip = _check_args(bits, dtype, scheme, observer, group_size, layers, skip)
+    cfg = _config(recipe=recipe, runtime=isinstance(model, nn.Module), bits=bits, dtype=dtype, scheme=scheme, group_size=group_size,
+                  group_fallback=group_fallback, activations=activations, dynamic=dynamic, observer=observer, method=method,
+                  layers=layers, skip=skip)
     if isinstance(model, Mapping):
         from .files import quantize_state_dict
 
-        return quantize_state_dict(model, bits=bits, dynamic=dynamic, calibration_data=calibration_data, scheme=scheme,
-                                   group_size=group_size, skip=skip, progress=progress, dtype=fmt16)
+        return quantize_state_dict(model, cfg, calibration_data=calibration_data, progress=progress)
     if not isinstance(model, nn.Module):
         raise TypeError(f"quantize() takes an nn.Module or a state dict (a mapping of names to tensors), got {type(model).__name__}")
-    if dynamic is None:
-        dynamic = calibration_data is None
-    static = bits != 16 and not dynamic
-    if static and calibration_data is None:
-        raise ValueError("static quantization (dynamic=False) needs calibration_data: a list of input tensors or a DataLoader; pass dynamic=True to quantize activations per batch at run time instead")
+    if any(isinstance(mod, QUANTIZED_TYPES) for mod in model.modules()):
+        raise ValueError("the model already has quantized layers; quantize the float model (monoquant.dequantize(qmodel) gives one back)")
     if isinstance(calibration_data, torch.Tensor):
         calibration_data = [calibration_data]
-
-    cands, selected = _select(model, layers, skip)
-    if not selected:
-        raise ValueError(f"nothing to quantize: the model has no {', '.join(t.__name__ for t in layers)} layers" + (" outside skip" if cands else ""))
 
     from . import _model
     from .files import build_quantized
 
-    sd = model.state_dict(keep_vars=False)
-    mine = set()
-    for name, mod in selected:
-        prefix = name + "." if name else ""
-        mine.update(prefix + k for k in mod.state_dict().keys())
-    # The engine quantizes exactly the layers chosen here: every other tensor is skipped by name.
-    engine_skip = [k for k in sd if k not in mine]
-    cfg = _model.ModelConfig(bits, fmt16, scheme, group_size, skip=engine_skip, static=static,
-                             observer=observer if isinstance(observer, str) else _activation_observer_config(observer))
     with _model.ModelHandle.new() as m:
-        for k, v in sd.items():
-            m.add_tensor(k, v)
-        for name, mod in selected:
-            m.set_module_type(name, _engine_class(mod))
-        if static:
+        sd = _describe(model, m)
+        if calibration_data is not None:
             m.calibrate_begin(cfg)
-            _calibrate(model, selected, calibration_data, m.calibrate, max_calibration_batches)
+        plan_dict = m.plan(cfg)
+        _check_runnable(model, plan_dict)
+        if calibration_data is not None:
+            mods = dict(model.named_modules(remove_duplicate=False))
+            static = [(ld["name"], mods[ld["name"]]) for ld in plan_dict["layers"] if ld["activations"] == "static"]
+            _calibrate(model, static, calibration_data, m.calibrate, max_calibration_batches)
         with Progress(progress, len(sd)) as bar:
             names = list(sd)
             q = m.quantize(cfg, lambda done, total: bar.update(done, total, names[done - 1] if 0 < done <= len(names) else ""))
@@ -341,11 +387,132 @@ def quantize(model, bits=8, dynamic=None, calibration_data=None, scheme="symmetr
     except BaseException:
         q.close()
         raise
-    for w in rep.get("warnings") or []:
-        warnings.warn(f"{w.get('code')}: {w.get('message')}", MonoquantWarning, stacklevel=2)
+    _warn(rep, stacklevel=3)
     out.__dict__["monoquant_report"] = rep
     out.__dict__["_monoquant_handle"] = q  # what save() writes
     return out
+
+
+def _warn(rep, stacklevel=2):
+    for w in rep.get("warnings") or []:
+        warnings.warn(f"{w.get('code')}: {w.get('message')}", MonoquantWarning, stacklevel=stacklevel + 1)
+
+
+def quantize_file(src, dst, recipe=None, calibration=None, progress=None, log=True, **options):
+    """Quantizes the checkpoint file ``src`` into a new file ``dst`` through the engine's one
+    file pipeline — the same as ``monoquant quantize`` and the C ABI's mq_quantize_file, with
+    byte-identical output for the same input and options — streaming tensor by tensor.
+
+    Args:
+        src: .safetensors, a sharded *.safetensors.index.json, or a torch file (.pt/.pth/.bin:
+            a state dict or a pickled module, never executed).
+        dst: .safetensors or .pt/.pth (by suffix); written atomically, never over ``src``.
+        recipe: per-layer rules, as for ``quantize``.
+        calibration: a file of recorded activations (``record_activations``) for static
+            activations.
+        progress: None (a bar on stderr when it is a terminal), True/False, or a callable
+            ``progress(done, total, name)``.
+        log: record the run in the run log (docs/RUNLOG.md; ``MONOQUANT_LOG=0`` turns it off
+            everywhere). The report's ``run_id`` is its id there.
+        **options: the options of ``quantize``: bits, dtype, group_size, group_fallback, scheme,
+            activations (or dynamic), observer (a name), method, layers, skip.
+
+    Returns:
+        the engine's report, a dict (sizes, per-tensor SQNR and format, warnings).
+    """
+    from . import _model
+
+    unknown = set(options) - {"bits", "dtype", "group_size", "group_fallback", "scheme", "activations", "dynamic", "observer", "method", "layers", "skip", "nonfinite"}
+    if unknown:
+        raise TypeError(f"quantize_file() got unexpected keyword arguments {sorted(unknown)}")
+    if options.get("observer") is not None and not isinstance(options["observer"], str):
+        raise TypeError("quantize_file() takes the observer by name ('minmax', 'moving_average', 'histogram')")
+    cfg = _config(recipe=recipe, log=log, **options)
+    with Progress(progress, 0) as bar:
+        rep = _model.quantize_file(src, dst, cfg, calibration=calibration, progress=lambda d, t: bar.update(d, t, ""))
+    _warn(rep)
+    if rep.get("log_warning"):
+        warnings.warn(rep["log_warning"], MonoquantWarning, stacklevel=2)
+    return rep
+
+
+class Plan:
+    """What the engine would do with a model or file, as ``monoquant.plan`` returns it.
+
+    Attributes:
+        tensors: one dict per input tensor: name, dtype, shape, layer, layer_type, action
+            ("quantize" or "keep"), reason, rule (index into ``recipe["rules"]``, -1 for none),
+            config (format, scheme, granularity, group_size, activations, method, ...), stored
+            (the output tensors: name, dtype, shape), bytes, bytes_after.
+        layers: one dict per quantized layer: name, type, activations, observer.
+        recipe: the resolved recipe (every default filled in): pass it as ``recipe=`` to make
+            the same decisions again.
+        warnings: what the engine warns about.
+        bytes_before, bytes_after: the projected size.
+    """
+
+    def __init__(self, d):
+        self._d = d
+        self.tensors, self.layers, self.recipe = d["tensors"], d["layers"], d["recipe"]
+        self.warnings = d.get("warnings") or []
+        self.bytes_before, self.bytes_after = d["bytes_before"], d["bytes_after"]
+
+    def to_dict(self):
+        return self._d
+
+    def __str__(self):
+        rows = [("tensor", "decision", "activations", "rule", "bytes")]
+        for t in self.tensors:
+            c = t.get("config")
+            if c:
+                dec = c["format"] + (f" g{c['group_size']}" if c.get("group_size") else "") + (" asym" if c.get("scheme") == "asymmetric" else "")
+                act = c.get("activations", "")
+            else:
+                dec, act = "keep" + (f": {t['reason']}" if t.get("reason") else ""), "-"
+            rows.append((t["name"], dec, act, str(t["rule"] + 1) if t["rule"] >= 0 else "-", f"{_human(t['bytes'])} -> {_human(t['bytes_after'])}"))
+        w = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = ["  ".join(c.ljust(w[i]) if i < 4 else c.rjust(w[i]) for i, c in enumerate(r)) for r in rows]
+        lines.insert(1, "  ".join("-" * x for x in w))
+        lines.append("")
+        for i, r in enumerate(self.recipe["rules"]):
+            opts = "skip" if r.get("skip") else ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("match", "skip"))
+            lines.append(f"rule {i + 1}: {r['match']}: {opts}")
+        lines.append(f"projected size {_human(self.bytes_before)} -> {_human(self.bytes_after)}")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        q = sum(1 for t in self.tensors if t["action"] == "quantize")
+        return f"Plan({q} of {len(self.tensors)} tensors quantized, {self.bytes_before} -> {self.bytes_after} bytes)"
+
+
+def plan(model_or_file, recipe=None, calibration_data=None, **options):
+    """What ``quantize`` (for a module or state dict) or ``quantize_file`` (for a path) would do,
+    layer by layer, and the projected size — decided by the engine, nothing quantized, no
+    weight read. Takes the same options as ``quantize``; ``calibration_data`` only says that
+    there will be some (static activations become the default). Returns a ``Plan``; print it
+    for a table."""
+    from . import _model
+
+    unknown = set(options) - {"bits", "dtype", "group_size", "group_fallback", "scheme", "activations", "dynamic", "observer", "method", "layers", "skip", "nonfinite"}
+    if unknown:
+        raise TypeError(f"plan() got unexpected keyword arguments {sorted(unknown)}")
+    cfg = _config(recipe=recipe, runtime=isinstance(model_or_file, nn.Module), **options)
+    if isinstance(model_or_file, (str, os.PathLike)):
+        return Plan(_model.plan_file(model_or_file, cfg))
+    with _model.ModelHandle.new() as m:
+        if isinstance(model_or_file, nn.Module):
+            _describe(model_or_file, m)
+        elif isinstance(model_or_file, Mapping):
+            for k, v in model_or_file.items():
+                m.add_tensor(k, v)
+        else:
+            raise TypeError(f"plan() takes an nn.Module, a state dict or a checkpoint path, got {type(model_or_file).__name__}")
+        if calibration_data is not None:
+            m.calibrate_begin(cfg)
+        d = m.plan(cfg)
+    if isinstance(model_or_file, nn.Module):
+        _check_runnable(model_or_file, d)
+    return Plan(d)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -420,7 +587,8 @@ class Report:
 
     Attributes:
         layers: one dict per quantized layer (worst SQNR first) with name, type, format,
-            params, bytes_before, bytes_after, sqnr_db.
+            activation, kernel (the torch kernel it runs, docs/kernels.md), params,
+            bytes_before, bytes_after, sqnr_db.
         size_before, size_after: bytes of the whole model's state before and after.
         quantized_bytes_before, quantized_bytes_after: the quantized weights only.
         sqnr_db: overall SQNR, 10·log10(Σ signal energy / Σ noise energy) over all quantized
@@ -448,11 +616,11 @@ class Report:
         }
 
     def __str__(self):
-        rows = [("layer", "type", "format", "params", "before", "after", "SQNR dB")]
+        rows = [("layer", "type", "format", "kernel", "params", "before", "after", "SQNR dB")]
         for r in self.layers:
-            rows.append((r["name"], r["type"], r["format"], f"{r['params']:,}", _human(r["bytes_before"]), _human(r["bytes_after"]), f"{r['sqnr_db']:.2f}"))
+            rows.append((r["name"], r["type"], r["format"], r["kernel"], f"{r['params']:,}", _human(r["bytes_before"]), _human(r["bytes_after"]), f"{r['sqnr_db']:.2f}"))
         w = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(c.ljust(w[i]) if i < 3 else c.rjust(w[i]) for i, c in enumerate(row)) for row in rows]
+        lines = ["  ".join(c.ljust(w[i]) if i < 4 else c.rjust(w[i]) for i, c in enumerate(row)) for row in rows]
         lines.insert(1, "  ".join("-" * x for x in w))
         lines.append("")
         lines.append(f"model size {_human(self.size_before)} -> {_human(self.size_after)} ({self.compression:.2f}x smaller); "
@@ -507,7 +675,7 @@ def report(model, qmodel, verbose=True):
         qa += after
         fmt = ",".join(sorted({sp.format for sp, _, _ in qmod._qweights.values()}))
         layer_sqnr = (math.inf if ls > 0 else math.nan) if ln == 0 else 10 * math.log10(ls / ln)
-        rows.append({"name": name, "type": type(fmod).__name__, "format": fmt, "activation": qmod.activation, "params": params,
+        rows.append({"name": name, "type": type(fmod).__name__, "format": fmt, "activation": qmod.activation, "kernel": qmod.kernel, "params": params,
                      "bytes_before": before, "bytes_after": after, "sqnr_db": layer_sqnr})
     if not rows:
         raise ValueError("report(): qmodel has no quantized layers")
@@ -520,17 +688,24 @@ def report(model, qmodel, verbose=True):
 # ------------------------------------------------------------------------------------------------
 # record_activations
 
-def record_activations(model, calibration_data, path, layers=DEFAULT_LAYERS, skip=(), max_batches=None):
+def record_activations(model, calibration_data, path, layers=None, skip=None, max_batches=None):
     """Runs calibration data through the model and writes each selected layer's inputs to
     ``path`` (.pt or .safetensors by suffix) as tensors ``<layer>.<batch>``, the layout the
-    CLI's ``--calibration`` reads, so static qparams can be made later without Python.
+    CLI's ``--calibration`` reads, so static qparams can be made later without Python. The
+    layers are the ones the engine selects for ``layers``/``skip`` (as ``quantize`` would).
 
     Returns the list of layer names recorded.
     """
+    from . import _model
+
     if not isinstance(model, nn.Module):
         raise TypeError(f"record_activations() takes an nn.Module, got {type(model).__name__}")
-    _, layers, skip = _check_args(8, None, "symmetric", "minmax", 128, layers, skip)[1:]
-    _, selected = _select(model, layers, skip)
+    cfg = _config(layers=layers, skip=skip, activations="none", runtime=True)
+    with _model.ModelHandle.new() as m:
+        _describe(model, m)
+        d = m.plan(cfg)
+    mods = dict(model.named_modules(remove_duplicate=False))
+    selected = [(ld["name"], mods[ld["name"]]) for ld in d["layers"] if ld["name"] in mods]
     if not selected:
         raise ValueError("record_activations(): the model has no layers of the selected types")
     if isinstance(calibration_data, torch.Tensor):

@@ -17,14 +17,12 @@ import torch.nn as nn
 
 from . import _model
 from ._engine import QTensor, QuantSpec
-from .nn import QUANTIZED_TYPES, QuantizedConv2d, QuantizedLinear, QuantizedLSTM
+from .nn import QUANTIZED_TYPES, RUNNABLE, QuantizedConv2d, QuantizedLinear, QuantizedLSTM
 
 __all__ = ["save", "load", "QuantizedStateDict", "quantize_state_dict", "dequantize_file_or_state_dict", "write_tensors"]
 
-FORMAT_VERSION = 1
-METADATA_KEY = "monoquant"
-_LAYER_TYPES = {QuantizedLinear: "linear", QuantizedConv2d: "conv2d", QuantizedLSTM: "lstm"}
-_FLOAT_TYPES = {"linear": nn.Linear, "conv2d": nn.Conv2d, "lstm": nn.LSTM}
+# The metadata key of the config, as the engine names it (docs/FORMAT.md).
+METADATA_KEY = _model.defaults()["metadata_key"]
 
 
 class QuantizedStateDict(OrderedDict):
@@ -71,7 +69,8 @@ def spec_from_config(name, tc):
         qr = None
         if tc.get("quant_min") is not None:
             qr = (tc["quant_min"], tc["quant_max"])
-        return QuantSpec(tc["format"], tc["scheme"], tc["granularity"], axis=tc.get("axis", 0), group_size=tc.get("group_size") or 128,
+        gs = tc["group_size"] if tc["granularity"] == "per_group" else 0
+        return QuantSpec(tc["format"], tc["scheme"], tc["granularity"], axis=tc.get("axis", 0), group_size=gs,
                          qdtype=tc["qdtype"], reduce_range=tc.get("reduce_range", False), quant_range=qr)
     except (KeyError, ValueError, TypeError) as e:
         from ._errors import FormatError
@@ -112,7 +111,7 @@ def build_quantized(model, tensors, config, strict=True, inplace=False):
         except AttributeError:
             raise ValueError(f"load(): the checkpoint quantizes layer {layer!r} but the model has no such module") from None
         ltype = items[0][1].get("layer_type")
-        want = _FLOAT_TYPES.get(ltype)
+        want = RUNNABLE.get(ltype)
         if want is None:
             raise UnsupportedError(f"load(): layer {layer!r} is quantized as {ltype!r}; monoquant.nn runs linear, conv2d and lstm layers only: load the state dict (model=None) or dequantize the file")
         if not isinstance(mod, want):
@@ -128,11 +127,18 @@ def build_quantized(model, tensors, config, strict=True, inplace=False):
                 raise ValueError(f"load(): {tname} has shape {tc['shape']} in the checkpoint but {list(expect) if expect else None} in the model")
             qts[wname] = qtensor_from(tensors, tname, tc)
         spec0 = next(iter(qts.values())).spec
-        if layer in acts:
-            a = acts[layer]
-            activation, iq = "static", (a["scale"][0], a["zero_point"][0])
-        else:
-            activation, iq = ("dynamic" if spec0.is_integer else None), None
+        mode = items[0][1].get("activations")
+        if mode is None:  # files of version 0.1: static where calibrated, else as 0.1 ran them
+            mode = "static" if layer in acts else ("dynamic" if spec0.is_integer else "none")
+        iq = None
+        if mode == "static":
+            if layer not in acts:
+                # a static layer that saw no calibration data runs with float activations
+                mode = "none"
+            else:
+                a = acts[layer]
+                iq = (a["scale"][0], a["zero_point"][0])
+        activation = mode
         if isinstance(mod, nn.LSTM):
             qmod = QuantizedLSTM(mod, qts, activation, iq)
         elif isinstance(mod, nn.Conv2d):
@@ -248,19 +254,18 @@ def load(path, model=None, strict=True):
     return out
 
 
-def quantize_state_dict(sd, bits=8, dynamic=None, calibration_data=None, scheme="symmetric", group_size=128, skip=(), progress=None, dtype="fp16"):
+def quantize_state_dict(sd, cfg, calibration_data=None, progress=None):
     """quantize() for a state dict: the engine's planner picks the layers from names and shapes
-    (2-D ``.weight`` → linear, 4-D → conv2d, ``weight_ih_l*``/``weight_hh_l*`` → lstm) and
-    quantizes them; returns a QuantizedStateDict (weights-only: a state dict has no forward pass
-    to calibrate or to quantize activations in)."""
+    (2-D ``.weight`` → linear, 4-D → conv2d, ``weight_ih_l*``/``weight_hh_l*`` → lstm) under the
+    config ``cfg`` (an _model.ModelConfig) and quantizes them; returns a QuantizedStateDict
+    (a state dict has no forward pass to calibrate)."""
     from ._progress import Progress
 
-    if calibration_data is not None or dynamic is False:
-        raise ValueError("a state dict has no forward pass to calibrate: quantize the nn.Module for static mode (or use monoquant.record_activations and the CLI's --calibration)")
+    if calibration_data is not None:
+        raise ValueError("a state dict has no forward pass to calibrate: quantize the nn.Module for static activations (or use monoquant.record_activations and quantize_file(..., calibration=...))")
     for k, v in sd.items():
         if not isinstance(k, str) or not isinstance(v, torch.Tensor):
             raise TypeError(f"a state dict maps names to tensors; got {type(k).__name__} -> {type(v).__name__}")
-    cfg = _model.ModelConfig(bits, dtype, scheme, group_size, skip=list(skip))
     names = list(sd)
     with _model.ModelHandle.new() as m:
         for k, v in sd.items():

@@ -1,34 +1,49 @@
-"""Quantized modules that run on the CPU with plain torch ops.
+"""Quantized modules that run on the CPU with torch's own ops.
 
 ``QuantizedLinear``, ``QuantizedConv2d`` and ``QuantizedLSTM`` hold their weights as stored by
-the engine — int8 values (int4: two per byte), float32 scales and int32 zero points, or
-float16/bfloat16 values — and compute by dequantizing the weights with the engine and calling
-``F.linear`` / ``F.conv2d`` / torch's LSTM kernel. Activations (the module's input) are
-quantized too, to quint8 per tensor:
+the engine. For the integer formats that is int8 values (int4: two per byte), float32 scales and
+int32 zero points; for FP16/BF16 it is the float16/bfloat16 values. ``kernel`` says what each
+call runs:
 
-* ``activation="dynamic"``: qparams from each batch's own min/max (as torch's dynamic
-  quantization), computed by the engine at run time;
-* ``activation="static"``: the qparams calibrated ahead of time (``input_scale``,
+* ``QuantizedLinear`` uses torch's quantized CPU kernels, one per layer: fbgemm's int8 GEMM for
+  dynamic and static INT8, ``torch._weight_int8pack_mm`` / ``torch._weight_int4pack_mm_for_cpu``
+  for weight-only INT8/INT4. The packed form is the only resident copy of the weight.
+  docs/kernels.md has the table and the measurements behind it.
+* ``QuantizedConv2d`` and ``QuantizedLSTM`` (``kernel="dequant"``) dequantize their weights
+  inside each call and use ``F.conv2d`` / torch's LSTM kernel.
+
+``activation`` says what happens to the module's input:
+
+* ``"dynamic"``: rounded to quint8 per tensor with qparams from each batch's own min/max, as in
+  torch's dynamic quantization;
+* ``"static"``: rounded with the qparams calibrated ahead of time (the ``input_scale`` and
   ``input_zero_point`` buffers);
-* ``activation=None``: weight-only (the FP16/BF16 formats).
+* ``"none"``: weight-only; the input stays float. ``None`` is an alias.
 
-The quantized modules are for inference: the forward pass does not propagate gradients into the
-quantized weights.
+Gradients flow to the input through every quantized module. The weights are frozen, and
+activation rounding is passed straight through.
 
-State dicts follow the quantized checkpoint format (docs/FORMAT.md): ``<layer>.weight`` holds the
-stored values, ``<layer>.weight.scale`` and (when the scheme needs it) ``<layer>.weight.zero_point``
-the qparams; static layers add ``<layer>.input_scale`` and ``<layer>.input_zero_point``.
-The ``weight`` attribute of a quantized module is the dequantized float32 weight, so code that
-reads ``module.weight`` (nn.MultiheadAttention reads ``out_proj.weight``) keeps working. On a
-BF16 or FP16 input the module computes in that dtype, as the float model it came from did: the
-dequantized weights and the bias are cast to it.
+State dicts follow the quantized checkpoint format (docs/FORMAT.md):
+
+* ``<layer>.weight`` holds the stored values;
+* ``<layer>.weight.scale`` holds the scales, and ``<layer>.weight.zero_point`` the zero points
+  when the scheme needs them;
+* static layers add ``<layer>.input_scale`` and ``<layer>.input_zero_point``.
+
+The ``weight`` attribute of a quantized module is the dequantized float32 weight, built on each
+access and never cached. So code that reads ``module.weight`` keeps working; for example,
+nn.MultiheadAttention reads ``out_proj.weight``. On a BF16 or FP16 input the module computes in
+that dtype, as the float model it came from did.
 """
+
+import weakref
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence
 
+from . import _kernels
 from ._engine import QTensor, QuantSpec, dequantize_tensor, quantize_tensor, quantize_with_params
 
 __all__ = ["QuantizedLinear", "QuantizedConv2d", "QuantizedLSTM", "ACTIVATION_SPEC"]
@@ -36,15 +51,20 @@ __all__ = ["QuantizedLinear", "QuantizedConv2d", "QuantizedLSTM", "ACTIVATION_SP
 # Activations: quint8 per tensor, affine (torch's default activation dtype and scheme).
 ACTIVATION_SPEC = QuantSpec("int8", scheme="asymmetric", granularity="per_tensor", qdtype="quint8")
 
-_ACT_MODES = (None, "dynamic", "static")
+_ACT_MODES = ("none", "dynamic", "static")
 
 
 class _QuantizedWeights(nn.Module):
     """Shared machinery: quantized weight storage, activation quantization, state dict naming."""
 
+    #: The kernel each call runs (docs/kernels.md); QuantizedLinear picks one per layer.
+    kernel = "dequant"
+
     def _init_quant(self, activation, input_qparams=None):
+        if activation is None:
+            activation = "none"  # the old spelling of weight-only
         if activation not in _ACT_MODES:
-            raise ValueError(f"activation must be None, 'dynamic' or 'static', got {activation!r}")
+            raise ValueError(f"activation must be 'none' (weight-only; None is an alias), 'dynamic' or 'static', got {activation!r}")
         self.activation = activation
         self._qweights = {}  # weight name -> (spec, shape, quant_shape)
         if activation == "static":
@@ -76,8 +96,10 @@ class _QuantizedWeights(nn.Module):
         return self._qweights[name][0]
 
     def _quant_input(self, x):
-        if self.activation is None:
-            return x
+        """The input rounded to quint8 levels (per batch, or with the calibrated qparams); the
+        gradient passes straight through (the rounding is treated as identity)."""
+        if self.activation == "none" or x.device.type == "meta":
+            return x  # a meta tensor has no values to round: shapes only
         src = x.detach()
         if src.dtype != torch.float32:
             src = src.float()
@@ -86,7 +108,10 @@ class _QuantizedWeights(nn.Module):
         else:
             data = quantize_with_params(src, ACTIVATION_SPEC, self.input_scale, self.input_zero_point, what=f"input of {type(self).__name__}")
             q = QTensor(data, self.input_scale, self.input_zero_point, tuple(src.shape), ACTIVATION_SPEC)
-        return dequantize_tensor(q).to(x.dtype if x.is_floating_point() else torch.float32)
+        xq = dequantize_tensor(q).to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
+        if x.requires_grad:
+            return x + (xq - x).detach()
+        return xq
 
     # State dict: names as in the quantized checkpoint format.
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -128,7 +153,7 @@ class _QuantizedWeights(nn.Module):
                 getattr(self, name + "_zero_point").zero_()
         skip = {n + s for n in self._qweights for s in ("_q", "_scale", "_zero_point")}
         for name in list(self._buffers) + list(self._parameters):
-            if name in skip:
+            if name in skip or name in self._non_persistent_buffers_set:
                 continue
             t = self._buffers.get(name, self._parameters.get(name))
             if t is None:
@@ -156,7 +181,7 @@ class _QuantizedWeights(nn.Module):
             s += f", scheme={spec.scheme}, granularity={spec.granularity}"
             if spec.granularity == "per_group":
                 s += f", group_size={spec.group_size}"
-        return s + f", activation={self.activation}"
+        return s + f", activation={self.activation}, kernel={self.kernel}"
 
 
 def _like(x, t):
@@ -171,12 +196,84 @@ def _bias_buffer(mod, b):
     mod.register_buffer("bias", None if b is None else b.detach().to(torch.float32).clone())
 
 
+# ------------------------------------------------------------------------------------------------
+# Linear on torch's own quantized kernels (monoquant/_kernels.py).
+#
+# The kernels run inside one torch.library custom op, ``monoquant::linear(x, handle,
+# out_features)``, so that autograd (a backward through the dequantized weight, built on demand),
+# torch.compile and torch.export see one opaque, shape-known op. ``handle`` names the live
+# QuantizedLinear holding the packed weight (packed objects are not tensors and cannot be op
+# arguments); an exported graph therefore runs in the process that holds the model.
+
+_LIVE = weakref.WeakValueDictionary()
+
+
+def _live(handle):
+    m = _LIVE.get(handle)
+    if m is None:
+        raise RuntimeError("monoquant::linear: the QuantizedLinear this call was traced from no longer exists")
+    return m
+
+
+@torch.library.custom_op("monoquant::linear", mutates_args=())
+def _linear_op(x: torch.Tensor, handle: int, out_features: int) -> torch.Tensor:
+    return _live(handle)._kernel_forward(x)
+
+
+@_linear_op.register_fake
+def _(x, handle, out_features):
+    return x.new_empty((*x.shape[:-1], out_features))
+
+
+@torch.library.custom_op("monoquant::linear_input_grad", mutates_args=())
+def _linear_input_grad_op(grad: torch.Tensor, handle: int, in_features: int) -> torch.Tensor:
+    w = _live(handle).float_weight(grad.dtype)
+    return torch.matmul(grad, w)
+
+
+@_linear_input_grad_op.register_fake
+def _(grad, handle, in_features):
+    return grad.new_empty((*grad.shape[:-1], in_features))
+
+
+def _linear_setup(ctx, inputs, output):
+    ctx.handle = inputs[1]
+    ctx.in_features = _live(inputs[1]).in_features
+
+
+def _linear_backward(ctx, grad):
+    # d(x @ W.t())/dx = grad @ W: the weight is frozen; activation rounding passes straight through.
+    return torch.ops.monoquant.linear_input_grad(grad, ctx.handle, ctx.in_features), None, None
+
+
+_linear_op.register_autograd(_linear_backward, setup_context=_linear_setup)
+
+# Buffers that hold a kernel's working form; rebuilt from the stored integers, never saved.
+_KERNEL_BUFFERS = ("_stored_q", "_int4_packed", "_kernel_scales")
+
+
 class QuantizedLinear(_QuantizedWeights):
-    """nn.Linear with a quantized weight.
+    """nn.Linear with a quantized weight, running on torch's own quantized CPU kernels.
 
     Build one with ``QuantizedLinear.from_float(linear, spec, activation=...)``; the weight is
     quantized by the engine (INT8 per-channel along the output dimension, INT4 group-wise along
     the input dimension, or an FP16/BF16 cast, as ``spec`` says).
+
+    ``kernel`` names what each call runs (docs/kernels.md has the table):
+    ``fbgemm_dynamic`` (INT8, activation "dynamic", as torch.ao ``quantize_dynamic``),
+    ``fbgemm_static`` (INT8, "static": quantize with the calibrated qparams → int8 GEMM → float),
+    ``int8pack`` (INT8 symmetric, "none": ``torch._weight_int8pack_mm``, bfloat16 activations),
+    ``int4pack`` (INT4 g32–256: ``torch._weight_int4pack_mm_for_cpu``, bfloat16 activations;
+    with "dynamic"/"static" the input is first rounded to quint8 levels as those modes say —
+    torch has no int4×int8 CPU kernel) or ``dequant`` (everything else: the weight is
+    dequantized inside the call with torch ops and ``F.linear`` runs in the input's dtype).
+
+    The packed (or stored) integers are the only resident copy of the weight: ``weight``
+    dequantizes on demand and nothing caches it. Gradients flow to the input (and through it
+    to every float parameter before the layer); the weight and bias are frozen buffers.
+    ``.to(device)``/``.half()``/``.to(dtype)`` keep the integers (the meta device too),
+    move or cast the bias, and repack for the kernel of the new place; ``state_dict``,
+    pickling and ``deepcopy`` carry the stored integers of docs/FORMAT.md, never a packed layout.
     """
 
     def __init__(self, in_features, out_features, qweight, bias=None, activation="dynamic", input_qparams=None):
@@ -184,8 +281,12 @@ class QuantizedLinear(_QuantizedWeights):
         self.in_features = in_features
         self.out_features = out_features
         self._init_quant(activation, input_qparams)
-        self._add_weight("weight", qweight, (out_features, in_features))
+        self._qweights["weight"] = (qweight.spec, (out_features, in_features), tuple(qweight.shape))
+        self.register_buffer("weight_scale", qweight.scale)
+        self.register_buffer("weight_zero_point", qweight.zero_point)
         _bias_buffer(self, bias)
+        self._register()
+        self._set_stored(qweight.data.reshape(qweight.spec.data_shape((out_features, in_features))))
 
     @classmethod
     def from_float(cls, mod, spec, activation="dynamic", input_qparams=None):
@@ -193,17 +294,177 @@ class QuantizedLinear(_QuantizedWeights):
         qt = quantize_tensor(mod.weight.detach(), spec, what="weight")
         return cls(mod.in_features, mod.out_features, qt, mod.bias, activation, input_qparams)
 
+    # -- the stored integers and the kernel's form of them ----------------------------------------
+
+    def _register(self):
+        self._handle = id(self)
+        _LIVE[self._handle] = self
+
+    def _clear_kernel(self):
+        self._packed = None
+        for n in _KERNEL_BUFFERS:
+            self._buffers.pop(n, None)
+            self._non_persistent_buffers_set.discard(n)
+
+    def _kbuf(self, name, t):
+        self.register_buffer(name, t, persistent=False)
+
+    def _set_stored(self, data):
+        """Makes `data` (the stored values, docs/FORMAT.md layout) this layer's weight: picks the
+        kernel for its device and builds the kernel's form, which replaces the stored form."""
+        spec = self._qweights["weight"][0]
+        n, k = self.out_features, self.in_features
+        self._clear_kernel()
+        self.kernel, self.kernel_reason = _kernels.choose(spec, self.activation, n, k, data.device)
+        scale, zp = self.weight_scale, self.weight_zero_point
+        if self.kernel.startswith("fbgemm"):
+            # fbgemm adds the bias in its output pass (as torch.ao's layers do): pack it in.
+            b = None if self.bias is None else self.bias.detach().to(torch.float32)
+            self._packed = _kernels.PackedInt8(data.reshape(n, k), scale, zp, spec.granularity == "per_channel", b)
+        elif self.kernel == "int8pack":
+            self._kbuf("_stored_q", data.reshape(n, k))
+            self._kbuf("_kernel_scales", scale.reshape(-1).to(torch.bfloat16))
+        elif self.kernel == "int4pack":
+            u = _kernels.nibbles_to_uint(data, n, k, spec.qdtype == "qint4")
+            self._kbuf("_int4_packed", _kernels.pack_int4(u))
+            self._kbuf("_kernel_scales", _kernels.int4_scales_and_zeros(scale.reshape(n, -1), zp.reshape(n, -1), spec.qdtype == "qint4"))
+        else:
+            self._kbuf("_stored_q", data)
+
+    @property
+    def weight_q(self):
+        """The stored values as docs/FORMAT.md lays them out (unpacked from the kernel's form
+        on demand when the kernel keeps its own layout)."""
+        spec = self._qweights["weight"][0]
+        if self._packed is not None:
+            return self._packed.unpack()
+        if self.kernel == "int4pack":
+            u = _kernels.unpack_int4(self._int4_packed, self.out_features, self.in_features)
+            return _kernels.uint_to_nibbles(u, spec.qdtype == "qint4", spec.data_shape((self.out_features, self.in_features)))
+        return self._stored_q
+
+    def float_weight(self, dtype=torch.float32):
+        """The dequantized weight [out, in], (q − zero_point)·scale in float32 with torch ops on
+        the weight's own device, then cast to ``dtype``. Built on each call, never kept."""
+        spec = self._qweights["weight"][0]
+        n, k = self.out_features, self.in_features
+        q = self.weight_q
+        s, z = self.weight_scale, self.weight_zero_point
+        if spec.format == "int8":
+            q = q.reshape(n, k).to(torch.float32)
+            if spec.granularity == "per_channel":
+                w = (q - z.reshape(n, 1)) * s.reshape(n, 1)
+            else:
+                w = (q - z.reshape(())) * s.reshape(())
+        elif spec.format == "int4":
+            u = _kernels.nibbles_to_uint(q, n, k, spec.qdtype == "qint4").to(torch.float32)
+            v = u - 8 if spec.qdtype == "qint4" else u
+            if spec.granularity == "per_group":
+                g = k // s.reshape(n, -1).shape[1]
+                w = (v.reshape(n, -1, g) - z.reshape(n, -1, 1)) * s.reshape(n, -1, 1)
+            elif spec.granularity == "per_channel":
+                w = (v - z.reshape(n, 1)) * s.reshape(n, 1)
+            else:
+                w = (v - z.reshape(())) * s.reshape(())
+            w = w.reshape(n, k)
+        else:
+            w = q.reshape(n, k).to(torch.float32)
+        return w.to(dtype)
+
+    def dequantized(self, name="weight"):
+        """The float32 weight, dequantized by the engine (CPU), or by torch ops elsewhere."""
+        if self.weight_q.device.type != "cpu":
+            return self.float_weight()
+        return super().dequantized(name)
+
     @property
     def weight(self):
-        """The dequantized float32 weight [out_features, in_features]."""
+        """The dequantized float32 weight [out_features, in_features] (built on each access)."""
         return self.dequantized("weight")
 
+    # -- running ---------------------------------------------------------------------------------
+
+    def _kernel_forward(self, x):
+        """The kernel on x (any float dtype, [..., in_features]); the result in x's dtype."""
+        x2 = x.reshape(-1, self.in_features)
+        k = self.kernel
+        if k == "fbgemm_dynamic":
+            y = self._packed.dynamic(x2.to(torch.float32).contiguous())
+        elif k == "fbgemm_static":
+            y = self._packed.static(x2.to(torch.float32).contiguous(), self.input_scale, self.input_zero_point)
+        elif k == "int8pack":
+            y = torch._weight_int8pack_mm(x2.to(torch.bfloat16).contiguous(), self._stored_q, self._kernel_scales)
+        elif k == "int4pack":
+            g = self.in_features // (self._kernel_scales.shape[0])
+            y = torch._weight_int4pack_mm_for_cpu(x2.to(torch.bfloat16).contiguous(), self._int4_packed, g, self._kernel_scales)
+        else:
+            raise RuntimeError(f"monoquant::linear: kernel {k!r} does not run through the op")
+        return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+
     def forward(self, x):
-        x = self._quant_input(x)
-        return F.linear(x, _like(x, self.weight), _like(x, self.bias))
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"QuantizedLinear: input has {x.shape[-1]} features, expected {self.in_features}")
+        if self.kernel == "dequant":
+            x = self._quant_input(x)
+            return F.linear(x, self.float_weight(x.dtype), _like(x, self.bias))
+        if self.kernel == "int4pack":
+            x = self._quant_input(x)
+        if type(x) is torch.Tensor and not (x.requires_grad and torch.is_grad_enabled()) and not torch.compiler.is_compiling():
+            y = self._kernel_forward(x)  # plain eager inference: skip the op dispatcher
+        else:
+            y = torch.ops.monoquant.linear(x, self._handle, self.out_features)
+        if self.bias is not None and self._packed is None:
+            y = y + self.bias.to(y.dtype)
+        return y
+
+    # -- moves, copies, state dicts --------------------------------------------------------------
+
+    def _apply(self, fn, recurse=True):
+        # The integers and qparams move between devices but keep their dtypes; the bias takes
+        # whatever fn does to a float tensor (a device move and/or a cast).
+        probe = fn(torch.empty(0))
+        dev = probe.device
+        def move(t):
+            if t.device.type == "meta" and dev.type != "meta":
+                return torch.empty_like(t, device=dev)  # as to_empty(): no values to copy
+            return t.to(dev)
+
+        data = self.weight_q
+        self._clear_kernel()
+        for name, b in list(self._buffers.items()):
+            if b is not None:
+                self._buffers[name] = fn(b) if name == "bias" else move(b)
+        if dev.type == "cpu" and data.device.type == "meta":
+            data = torch.zeros_like(data, device=dev)  # defined values until a state dict is loaded
+        self._set_stored(move(data))
+        return self
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_mq_weight_q"] = self.weight_q
+        state["_packed"] = None
+        state["_buffers"] = {k: v for k, v in self._buffers.items() if k not in _KERNEL_BUFFERS}
+        state["_non_persistent_buffers_set"] = set(self._non_persistent_buffers_set) - set(_KERNEL_BUFFERS)
+        return state
+
+    def __setstate__(self, state):
+        data = state.pop("_mq_weight_q")
+        super().__setstate__(state)
+        self._register()
+        self._set_stored(data)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        before = len(error_msgs)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        key = prefix + "weight"
+        if key in state_dict and len(error_msgs) == before:
+            spec = self._qweights["weight"][0]
+            shape = spec.data_shape((self.out_features, self.in_features))
+            self._set_stored(state_dict[key].detach().reshape(shape).to(self.weight_q.device).clone())
 
     def extra_repr(self):
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, " + self._format_extra()
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                + self._format_extra())
 
 
 class QuantizedConv2d(_QuantizedWeights):
@@ -273,9 +534,9 @@ class QuantizedLSTM(_QuantizedWeights):
         self._flat_names = list(lstm._flat_weights_names)
         for name in self._flat_names:
             p = getattr(lstm, name)
-            if name.startswith("weight"):
+            if name in qweights:
                 self._add_weight(name, qweights[name], tuple(p.shape))
-            else:
+            else:  # biases, and weights a skip or a rule left in float
                 self.register_buffer(name, p.detach().to(torch.float32).clone())
 
     @classmethod
@@ -357,3 +618,5 @@ class QuantizedLSTM(_QuantizedWeights):
 
 
 QUANTIZED_TYPES = (QuantizedLinear, QuantizedConv2d, QuantizedLSTM)
+# The engine's layer types this package runs, and the torch class whose modules it replaces.
+RUNNABLE = {"linear": nn.Linear, "conv2d": nn.Conv2d, "lstm": nn.LSTM}

@@ -51,7 +51,7 @@ def accuracy(model, x, y):
 CASES = [
     ("int8-static-histogram", dict(bits=8, dynamic=False, observer="histogram"), 1.0),
     ("int8-dynamic", dict(bits=8, dynamic=True), 1.0),
-    ("int4-g32", dict(bits=4, group_size=32, dynamic=True), 3.0),
+    ("int4-g32", dict(bits=4, group_size=32, group_fallback=True, dynamic=True), 3.0),
     ("fp16", dict(bits=16), 0.1),
 ]
 

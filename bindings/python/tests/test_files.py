@@ -37,8 +37,8 @@ def fresh(seed=0):
 VARIANTS = [
     dict(bits=8, dynamic=True),
     dict(bits=8, scheme="asymmetric", calibration=True, observer="histogram"),
-    dict(bits=4, group_size=32, dynamic=True),
-    dict(bits=4, group_size=16, scheme="asymmetric", calibration=True),
+    dict(bits=4, group_size=32, group_fallback=True, dynamic=True),
+    dict(bits=4, group_size=16, group_fallback=True, scheme="asymmetric", calibration=True),
     dict(bits=16),
     dict(bits=16, dtype="bf16"),
 ]
@@ -109,7 +109,7 @@ def test_safetensors_files_open_with_the_official_library(tmp_path, kw):
 
 
 def test_load_without_model_gives_the_quantized_state_dict(tmp_path):
-    _, q = quantized(dict(bits=4, group_size=32))
+    _, q = quantized(dict(bits=4, group_size=32, group_fallback=True))
     path = tmp_path / "m.safetensors"
     monoquant.save(q, path)
     sd = monoquant.load(path)
@@ -152,7 +152,7 @@ def test_state_dict_in_state_dict_out():
     # And it loads into a runnable model through save/load.
     deq = monoquant.dequantize(qsd)
     assert set(deq) == set(sd) and deq["fc.weight"].dtype == torch.float32
-    qsd4 = monoquant.quantize(sd, bits=4, group_size=16, skip=["fc"])
+    qsd4 = monoquant.quantize(sd, bits=4, group_size=16, group_fallback=True, skip=["fc"])
     assert qsd4["fc.weight"].dtype == torch.float32 and qsd4["lstm.weight_hh_l1"].dtype == torch.uint8
 
 
@@ -250,14 +250,14 @@ def test_two_threads_quantizing_models_at_once_get_the_same_results():
     import threading
 
     models = [fresh(seed=s) for s in (1, 2)]
-    want = [monoquant.quantize(mm, bits=4, group_size=16).state_dict() for mm in models]
+    want = [monoquant.quantize(mm, bits=4, group_size=16, group_fallback=True).state_dict() for mm in models]
     got = [None, None]
     errors = []
 
     def work(i):
         try:
             for _ in range(3):
-                got[i] = monoquant.quantize(models[i], bits=4, group_size=16).state_dict()
+                got[i] = monoquant.quantize(models[i], bits=4, group_size=16, group_fallback=True).state_dict()
         except Exception as e:  # surfaced below with the thread's index
             errors.append((i, e))
 

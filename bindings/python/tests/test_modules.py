@@ -39,10 +39,11 @@ def ref_weight(w, bits, scheme, group_size=128, dtype="fp16"):
     return ((q - z[:, None]) * s[:, None]).reshape(w.shape)
 
 
-def ref_act(x, qparams=None):
-    """Activation fake-quantization as torch does it: quint8 per tensor, affine."""
+def ref_act(x, qparams=None, reduce_range=False):
+    """Activation fake-quantization as torch does it: quint8 per tensor, affine (reduce_range:
+    7-bit, as torch.ao's dynamic Linear asks of fbgemm)."""
     if qparams is None:
-        obs = MinMaxObserver()
+        obs = MinMaxObserver(reduce_range=reduce_range)
         obs(x)
         qparams = obs.calculate_qparams()
     s, z = qparams
@@ -53,10 +54,17 @@ SCHEMES = [(8, "symmetric"), (8, "asymmetric"), (4, "symmetric"), (4, "asymmetri
 IDS = ["int8-sym", "int8-asym", "int4-sym", "int4-asym", "fp16", "bf16"]
 
 
-def qargs(bits, scheme):
+def qargs(bits, scheme, dynamic=False):
+    """quantize() arguments for a scheme of SCHEMES; dynamic asks for dynamic activations where
+    the format has any (the float formats run weight-only)."""
     if bits == 16:
         return {"bits": 16, "dtype": scheme}
-    return {"bits": bits, "scheme": scheme, "group_size": 32}
+    a = {"bits": bits, "scheme": scheme}
+    if bits == 4:
+        a.update(group_size=32, group_fallback=True)
+    if dynamic:
+        a["activations"] = "dynamic"
+    return a
 
 
 @pytest.mark.parametrize("bits,scheme", SCHEMES, ids=IDS)
@@ -64,19 +72,26 @@ def test_linear_dynamic_equals_torch_reference(bits, scheme):
     torch.manual_seed(0)
     m = nn.Sequential(nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 10))
     x = torch.randn(5, 64)
-    q = monoquant.quantize(m, dynamic=True, **qargs(bits, scheme))
+    q = monoquant.quantize(m, **qargs(bits, scheme, dynamic=True))
     assert isinstance(q[0], monoquant.QuantizedLinear) and isinstance(q[2], monoquant.QuantizedLinear)
     assert isinstance(m[0], nn.Linear) and not isinstance(m[0], monoquant.QuantizedLinear), "inplace=False must leave the model alone"
     h = x
     for lin in (m[0], m[2]):
         w = ref_weight(lin.weight.detach(), bits, scheme, 32, scheme)
-        a = h if bits == 16 else ref_act(h)
+        # INT8 runs fbgemm's dynamic kernel (7-bit activations, as quantize_dynamic), INT4
+        # the int4pack kernel on the quint8-rounded input in bfloat16.
+        a = h if bits == 16 else ref_act(h, reduce_range=bits == 8)
         h = F.linear(a, w, lin.bias.detach())
         if lin is m[0]:
             h = F.relu(h)
     with torch.no_grad():
         got = q(x)
-    assert torch.equal(got, h), f"{bits}-bit {scheme}: max diff {(got - h).abs().max()}"
+    assert q[0].kernel == {8: "fbgemm_dynamic", 4: "int4pack", 16: "dequant"}[bits]
+    if bits == 16:
+        assert torch.equal(got, h), f"{bits}-bit {scheme}: max diff {(got - h).abs().max()}"
+    else:
+        tol = 1e-5 if bits == 8 else 1e-2  # int32 accumulation vs float sums; bfloat16 activations
+        assert torch.allclose(got, h, rtol=tol, atol=tol), f"{bits}-bit {scheme}: max diff {(got - h).abs().max()}"
 
 
 @pytest.mark.parametrize("bits,scheme", SCHEMES, ids=IDS)
@@ -86,7 +101,7 @@ def test_conv2d_variants_equal_torch_reference(bits, scheme, conv):
     torch.manual_seed(1)
     c = nn.Conv2d(8, 16, 3, **conv)
     x = torch.randn(2, 8, 9, 9)
-    q = monoquant.quantize(c, dynamic=True, **qargs(bits, scheme))
+    q = monoquant.quantize(c, **qargs(bits, scheme, dynamic=True))
     assert isinstance(q, monoquant.QuantizedConv2d)
     w = ref_weight(c.weight.detach(), bits, scheme, 32, scheme)
     ref = c._conv_forward(x if bits == 16 else ref_act(x), w, c.bias.detach())
@@ -103,7 +118,7 @@ def test_lstm_equals_float_lstm_with_reference_weights(bits, scheme, cfg):
     torch.manual_seed(2)
     lstm = nn.LSTM(16, 32, **cfg)
     x = torch.randn(6, 3, 16)
-    q = monoquant.quantize(lstm, dynamic=True, **qargs(bits, scheme))
+    q = monoquant.quantize(lstm, **qargs(bits, scheme, dynamic=True))
     assert isinstance(q, monoquant.QuantizedLSTM)
     ref = copy.deepcopy(lstm)
     with torch.no_grad():
@@ -139,7 +154,7 @@ def test_transformer_encoder_layer(bits, scheme):
     torch.manual_seed(4)
     layer = nn.TransformerEncoderLayer(64, 4, 128, dropout=0.0, batch_first=True).eval()
     x = torch.randn(2, 10, 64)
-    q = monoquant.quantize(layer, dynamic=True, **qargs(bits, scheme))
+    q = monoquant.quantize(layer, **qargs(bits, scheme, dynamic=True))
     assert isinstance(q.linear1, monoquant.QuantizedLinear) and isinstance(q.self_attn.out_proj, monoquant.QuantizedLinear)
     with torch.no_grad():
         want = layer(x)
@@ -153,7 +168,7 @@ def test_static_mode_uses_calibrated_qparams():
     torch.manual_seed(5)
     m = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
     calib = [torch.randn(8, 32) for _ in range(6)]
-    q = monoquant.quantize(m, bits=8, dynamic=False, calibration_data=calib)
+    q = monoquant.quantize(m, bits=8, dynamic=False, calibration_data=calib, observer="minmax")
     # The reference: torch MinMaxObservers on each layer's inputs over the same batches.
     o0, o2 = MinMaxObserver(), MinMaxObserver()
     with torch.no_grad():
@@ -168,7 +183,9 @@ def test_static_mode_uses_calibrated_qparams():
     want = F.linear(ref_act(h, qp2), ref_weight(m[2].weight.detach(), 8, "symmetric"), m[2].bias.detach())
     with torch.no_grad():
         got = q(x)
-    assert torch.equal(got, want), f"max diff {(got - want).abs().max()}"
+    assert q[0].kernel == q[2].kernel == "fbgemm_static"
+    # quantize -> fbgemm int8 GEMM (int32 sums) -> float32: float rounding apart, the reference.
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5), f"max diff {(got - want).abs().max()}"
 
 
 @pytest.mark.parametrize("observer", ["minmax", "moving_average", "histogram"])
@@ -286,6 +303,8 @@ def test_warnings_for_risky_choices():
     with pytest.warns(monoquant.MonoquantWarning, match="int4_small_layer"):
         monoquant.quantize(m, bits=4, group_size=40, skip=["0", "2"])
     with pytest.warns(monoquant.MonoquantWarning, match="group_size_fallback"):
+        monoquant.quantize(m, bits=4, group_size=64, group_fallback=True, skip=["0", "2"])
+    with pytest.raises(ValueError, match='"1.weight": group_size 64 does not divide the row length 40'):
         monoquant.quantize(m, bits=4, group_size=64, skip=["0", "2"])
     with pytest.warns(monoquant.MonoquantWarning, match="only 4 samples"):
         monoquant.quantize(m, calibration_data=[torch.randn(4, 40)], skip=["0", "2"])
@@ -317,7 +336,7 @@ def test_dequantize_gives_float_modules_with_the_dequantized_weights():
     torch.manual_seed(9)
     m = nn.Sequential(nn.Conv2d(3, 4, 3, groups=1), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
     lstm = nn.LSTM(4, 6, num_layers=2, bidirectional=True)
-    q = monoquant.quantize(m, bits=4, group_size=16)
+    q = monoquant.quantize(m, bits=4, group_size=16, group_fallback=True)
     d = monoquant.dequantize(q)
     assert type(d[0]) is nn.Conv2d and type(d[2]) is nn.Linear
     assert torch.equal(d[2].weight, q[2].weight) and torch.equal(d[0].weight, q[0].weight)
@@ -355,12 +374,18 @@ def test_report_numbers():
 
 def test_bad_arguments():
     m = nn.Sequential(nn.Linear(4, 4))
-    with pytest.raises(ValueError, match="static quantization .* needs calibration_data"):
+    with pytest.raises(ValueError, match="activations static needs calibration data"):
         monoquant.quantize(m, dynamic=False)
+    with pytest.raises(ValueError, match="activations static needs calibration data"):
+        monoquant.quantize(m, activations="static")
+    with pytest.raises(ValueError, match="not both"):
+        monoquant.quantize(m, activations="none", dynamic=True)
     with pytest.raises(ValueError, match="bits"):
         monoquant.quantize(m, bits=3)
-    with pytest.raises(ValueError, match="bits=16"):
-        monoquant.quantize(m, dtype="bf16")
+    with pytest.raises(ValueError, match='bits 8 and dtype "bf16" disagree'):
+        monoquant.quantize(m, bits=8, dtype="bf16")
+    with pytest.raises(ValueError, match="group_size 32 applies to INT4"):
+        monoquant.quantize(m, group_size=32)
     with pytest.raises(ValueError, match="scheme"):
         monoquant.quantize(m, scheme="diagonal")
     with pytest.raises(ValueError, match="observer"):
@@ -474,7 +499,7 @@ def test_half_precision_models_run_in_their_dtype(dtype):
     x = torch.randn(4, 3, 8, 8, dtype=dtype)
     with torch.no_grad():
         want = m(x).float()
-    cases = [dict(bits=8), dict(bits=4, group_size=32), dict(bits=16), dict(bits=8, calibration_data=[torch.randn(32, 3, 8, 8, dtype=dtype)])]
+    cases = [dict(bits=8), dict(bits=4, group_size=32, group_fallback=True), dict(bits=16), dict(bits=8, calibration_data=[torch.randn(32, 3, 8, 8, dtype=dtype)])]
     for kw in cases:
         q = monoquant.quantize(m, **kw)
         with torch.no_grad():

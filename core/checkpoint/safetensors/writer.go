@@ -261,18 +261,67 @@ func CreateSharded(dir, basename string, entries []tensor.Info, metadata map[str
 	if len(groups) == 0 {
 		groups = append(groups, nil)
 	}
+	names := make([]string, len(groups))
+	for i := range groups {
+		names[i] = fmt.Sprintf("%s-%05d-of-%05d.safetensors", basename, i+1, len(groups))
+	}
+	return sw.open(entries, groups, names, metadata)
+}
+
+// open creates the shard files of the groups (their names given) with temporary files.
+func (sw *ShardedWriter) open(entries []tensor.Info, groups [][]tensor.Info, names []string, metadata map[string]string) (*ShardedWriter, error) {
 	sw.entries = slices.Clone(entries)
 	for i, g := range groups {
-		name := fmt.Sprintf("%s-%05d-of-%05d.safetensors", basename, i+1, len(groups))
-		w, err := Create(filepath.Join(dir, name), g, metadata)
+		w, err := Create(filepath.Join(sw.dir, names[i]), g, metadata)
 		if err != nil {
 			sw.Abort()
 			return nil, err
 		}
-		sw.names = append(sw.names, name)
+		sw.names = append(sw.names, names[i])
 		sw.shards = append(sw.shards, w)
 	}
 	return sw, nil
+}
+
+// CreateShardedLayout is CreateSharded with the layout given: files[i] is the shard file (a plain
+// *.safetensors name in dir) of entries[i], so that an output keeps its input's shards; the
+// index is dir/<basename>.safetensors.index.json. Shards are listed in the order their first
+// tensor is declared.
+func CreateShardedLayout(dir, basename string, entries []tensor.Info, files []string, metadata map[string]string) (*ShardedWriter, error) {
+	if basename == "" || !filepath.IsLocal(basename) || strings.ContainsAny(basename, `/\`) {
+		return nil, fmt.Errorf("safetensors: %w: shard base name %q must be a plain file name", ErrInvalid, basename)
+	}
+	if len(files) != len(entries) {
+		return nil, fmt.Errorf("safetensors: %w: %d shard names for %d tensors", ErrInvalid, len(files), len(entries))
+	}
+	if _, metaHasTotal := metadata["total_size"]; metaHasTotal {
+		return nil, fmt.Errorf("safetensors: %w: metadata key \"total_size\" is reserved for the index", ErrInvalid)
+	}
+	_, sizes, err := encodeHeader(entries, metadata)
+	if err != nil {
+		return nil, fmt.Errorf("safetensors %s: %w", filepath.Join(dir, basename), err)
+	}
+	sw := &ShardedWriter{dir: dir, base: basename, owner: make([]int, len(entries)), meta: maps.Clone(metadata)}
+	at := map[string]int{}
+	var groups [][]tensor.Info
+	var names []string
+	for i, e := range entries {
+		f := files[i]
+		if f == "" || !filepath.IsLocal(f) || strings.ContainsAny(f, `/\`) || !strings.HasSuffix(f, ".safetensors") {
+			return nil, fmt.Errorf("safetensors: %w: shard %q of %q must be a plain *.safetensors file name", ErrInvalid, f, e.Name)
+		}
+		g, ok := at[f]
+		if !ok {
+			g = len(groups)
+			at[f] = g
+			groups = append(groups, nil)
+			names = append(names, f)
+		}
+		groups[g] = append(groups[g], e)
+		sw.owner[i] = g
+		sw.total += sizes[i]
+	}
+	return sw.open(entries, groups, names, metadata)
 }
 
 // IndexPath is where Commit puts the index file.

@@ -1,4 +1,10 @@
-package model
+// Package forward runs single float32 layers — Linear (torch.nn.functional.linear) and Conv2d
+// (F.conv2d) — as plain reference implementations, so that a quantized checkpoint can be judged
+// by what matters to its user, the layer's output: the same input goes through the original
+// and the dequantized weights and the outputs are compared (the CLI's validation). They
+// accumulate in float64 (AVX2 dot products where the CPU has them) for exactness; they are not
+// inference kernels.
+package forward
 
 import (
 	"fmt"
@@ -16,9 +22,9 @@ import (
 // (float64 accumulation, so the measured difference is the weights' and not the summation
 // order's); they are not fast kernels.
 
-// LinearForward computes y = x·Wᵀ + b, torch.nn.functional.linear: x is [batch, in] row-major,
+// Linear computes y = x·Wᵀ + b, torch.nn.functional.linear: x is [batch, in] row-major,
 // w is [out, in], bias is nil or [out]. The result is [batch, out].
-func LinearForward(x []float32, batch int, w []float32, out, in int, bias []float32) ([]float32, error) {
+func Linear(x []float32, batch int, w []float32, out, in int, bias []float32) ([]float32, error) {
 	if batch < 0 || out <= 0 || in <= 0 {
 		return nil, fmt.Errorf("linear: bad sizes batch %d, out %d, in %d", batch, out, in)
 	}
@@ -99,9 +105,9 @@ func (p Conv2dParams) normalized() Conv2dParams {
 	return p
 }
 
-// Conv2dForward is a direct convolution, torch.nn.functional.conv2d: x is [N, C, H, W], w is
+// Conv2d is a direct convolution, torch.nn.functional.conv2d: x is [N, C, H, W], w is
 // [O, C/groups, kH, kW], bias nil or [O]. It returns the output and its shape [N, O, outH, outW].
-func Conv2dForward(x []float32, xShape [4]int, w []float32, wShape [4]int, bias []float32, p Conv2dParams) ([]float32, [4]int, error) {
+func Conv2d(x []float32, xShape [4]int, w []float32, wShape [4]int, bias []float32, p Conv2dParams) ([]float32, [4]int, error) {
 	p = p.normalized()
 	var zero [4]int
 	n, c, h, wd := xShape[0], xShape[1], xShape[2], xShape[3]

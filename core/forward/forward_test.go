@@ -1,4 +1,4 @@
-package model
+package forward
 
 import (
 	"encoding/json"
@@ -27,11 +27,11 @@ type forwardCase struct {
 	YShape   []int     `json:"y_shape"`
 }
 
-// TestForwardMatchesTorch checks LinearForward and Conv2dForward against torch's F.linear and
+// TestForwardMatchesTorch checks Linear and Conv2d against torch's F.linear and
 // F.conv2d (testdata/gen_forward_golden.py). torch sums in float32 and we in float64, so the
 // results agree to float32 rounding of the sum, not bit for bit.
 func TestForwardMatchesTorch(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("testdata", "forward", "golden.json"))
+	b, err := os.ReadFile(filepath.Join("testdata", "golden.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,13 +50,13 @@ func TestForwardMatchesTorch(t *testing.T) {
 			var shape []int
 			switch c.Kind {
 			case "linear":
-				y, err = LinearForward(c.X, c.XShape[0], c.W, c.WShape[0], c.WShape[1], c.B)
+				y, err = Linear(c.X, c.XShape[0], c.W, c.WShape[0], c.WShape[1], c.B)
 				shape = []int{c.XShape[0], c.WShape[0]}
 			case "conv2d":
 				p := Conv2dParams{Stride: [2]int{c.Stride[0], c.Stride[1]}, Padding: [2]int{c.Padding[0], c.Padding[1]},
 					Dilation: [2]int{c.Dilation[0], c.Dilation[1]}, Groups: c.Groups}
 				var s [4]int
-				y, s, err = Conv2dForward(c.X, [4]int(c.XShape), c.W, [4]int(c.WShape), c.B, p)
+				y, s, err = Conv2d(c.X, [4]int(c.XShape), c.W, [4]int(c.WShape), c.B, p)
 				shape = s[:]
 			default:
 				t.Fatalf("unknown kind %q", c.Kind)
@@ -85,15 +85,15 @@ func TestForwardErrors(t *testing.T) {
 		err  error
 		want string
 	}{
-		{"linear input size", errOf(LinearForward(x[:5], 2, w, 2, 3, nil)), "input has 5 values"},
-		{"linear weight size", errOf(LinearForward(x[:6], 2, w[:5], 2, 3, nil)), "weight has 5 values"},
-		{"linear bias size", errOf(LinearForward(x[:6], 2, w, 2, 3, []float32{1})), "bias has 1 values"},
-		{"linear zero out", errOf(LinearForward(x[:6], 2, w, 0, 3, nil)), "bad sizes"},
-		{"conv channels", errOf3(Conv2dForward(x, [4]int{1, 3, 2, 2}, w, [4]int{1, 2, 1, 3}, nil, Conv2dParams{})), "input has 3 channels"},
-		{"conv kernel too big", errOf3(Conv2dForward(x, [4]int{1, 1, 3, 4}, w, [4]int{1, 1, 6, 1}, nil, Conv2dParams{})), "smaller than the dilated kernel"},
-		{"conv bad stride", errOf3(Conv2dForward(x, [4]int{1, 1, 3, 4}, w, [4]int{1, 1, 2, 3}, nil, Conv2dParams{Stride: [2]int{-1, 1}})), "bad stride"},
-		{"conv groups", errOf3(Conv2dForward(x, [4]int{1, 3, 2, 2}, w, [4]int{2, 1, 1, 3}, nil, Conv2dParams{Groups: 3})), "groups 3"},
-		{"conv input size", errOf3(Conv2dForward(x[:5], [4]int{1, 1, 3, 4}, w, [4]int{1, 1, 2, 3}, nil, Conv2dParams{})), "input has 5 values"},
+		{"linear input size", errOf(Linear(x[:5], 2, w, 2, 3, nil)), "input has 5 values"},
+		{"linear weight size", errOf(Linear(x[:6], 2, w[:5], 2, 3, nil)), "weight has 5 values"},
+		{"linear bias size", errOf(Linear(x[:6], 2, w, 2, 3, []float32{1})), "bias has 1 values"},
+		{"linear zero out", errOf(Linear(x[:6], 2, w, 0, 3, nil)), "bad sizes"},
+		{"conv channels", errOf3(Conv2d(x, [4]int{1, 3, 2, 2}, w, [4]int{1, 2, 1, 3}, nil, Conv2dParams{})), "input has 3 channels"},
+		{"conv kernel too big", errOf3(Conv2d(x, [4]int{1, 1, 3, 4}, w, [4]int{1, 1, 6, 1}, nil, Conv2dParams{})), "smaller than the dilated kernel"},
+		{"conv bad stride", errOf3(Conv2d(x, [4]int{1, 1, 3, 4}, w, [4]int{1, 1, 2, 3}, nil, Conv2dParams{Stride: [2]int{-1, 1}})), "bad stride"},
+		{"conv groups", errOf3(Conv2d(x, [4]int{1, 3, 2, 2}, w, [4]int{2, 1, 1, 3}, nil, Conv2dParams{Groups: 3})), "groups 3"},
+		{"conv input size", errOf3(Conv2d(x[:5], [4]int{1, 1, 3, 4}, w, [4]int{1, 1, 2, 3}, nil, Conv2dParams{})), "input has 5 values"},
 	}
 	for _, tc := range tests {
 		if tc.err == nil || !strings.Contains(tc.err.Error(), tc.want) {
@@ -117,13 +117,13 @@ func BenchmarkLinearForward(b *testing.B) {
 	}
 	b.SetBytes(int64(4 * len(w)))
 	for b.Loop() {
-		if _, err := LinearForward(x, batch, w, out, in, nil); err != nil {
+		if _, err := Linear(x, batch, w, out, in, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
-// TestLinearForwardVectorPath holds LinearForward (the AVX2 dot products where the CPU has them,
+// TestLinearForwardVectorPath holds Linear (the AVX2 dot products where the CPU has them,
 // with scalar tails) to a plain float64 loop for every remainder of the input width and of the
 // batch: only the order of float64 additions differs, so the float32 outputs agree to an ulp.
 func TestLinearForwardVectorPath(t *testing.T) {
@@ -137,7 +137,7 @@ func TestLinearForwardVectorPath(t *testing.T) {
 					v[i] = float32(rng.NormFloat64())
 				}
 			}
-			y, err := LinearForward(x, batch, w, out, in, b)
+			y, err := Linear(x, batch, w, out, in, b)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,6 +1,6 @@
 //go:build !amd64
 
-package model
+package forward
 
 const haveDotAVX2 = false
 

@@ -1,8 +1,8 @@
-package model
+package forward
 
 import "golang.org/x/sys/cpu"
 
-// haveDotAVX2 selects the vector dot products in LinearForward.
+// haveDotAVX2 selects the vector dot products in Linear.
 var haveDotAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 
 // dot4AVX2 returns Σ w[i]·xk[i] for k = 0..3 over n values (a positive multiple of 8); see

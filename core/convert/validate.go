@@ -1,4 +1,4 @@
-package main
+package convert
 
 import (
 	"context"
@@ -8,26 +8,28 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/monoquant/monoquant/core/blocks"
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/forward"
 	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
-// sqnrTolerance is how far (dB) the SQNR recomputed from the written file may drift from the
+// SQNRTolerance is how far (dB) the SQNR recomputed from the written file may drift from the
 // one measured while quantizing: both sum the same float64 energies, only in another order.
-const sqnrTolerance = 1e-3
+const SQNRTolerance = 1e-3
 
-// validation is what the post-write check (issue 5 §4) found; it is part of the report.
-type validation struct {
+// Validation is what the post-write check (issue 5 §4) found; it is part of the report.
+type Validation struct {
 	TensorsChecked   int          `json:"tensors_checked"`
 	ConfigChecked    bool         `json:"config_checked"`
 	SQNRConfirmed    int          `json:"sqnr_confirmed"`
 	MaxSQNRDeviation float64      `json:"max_sqnr_deviation_db"`
-	LayerOutputs     []layerCheck `json:"layer_outputs"`
+	LayerOutputs     []LayerCheck `json:"layer_outputs"`
 }
 
-// layerCheck is one layer run on a random input with the original and the dequantized weights.
-type layerCheck struct {
+// LayerCheck is one layer run on a random input with the original and the dequantized weights.
+type LayerCheck struct {
 	Tensor     string         `json:"tensor"`
 	Layer      string         `json:"layer"`
 	LayerType  string         `json:"layer_type"`
@@ -37,15 +39,15 @@ type layerCheck struct {
 	Note       string         `json:"note,omitempty"`
 }
 
-// validateOutput reopens the written file and checks it against the input, the plan and the
+// Validate reopens the written file and checks it against the input, the plan and the
 // report. The input reader must still be open.
-func validateOutput(ctx context.Context, in checkpoint.Reader, outPath string, plan *model.Plan, rep *model.Report) (*validation, error) {
+func Validate(ctx context.Context, in checkpoint.Reader, outPath string, plan *model.Plan, rep *model.Report) (*Validation, error) {
 	out, err := checkpoint.Open(outPath)
 	if err != nil {
 		return nil, fmt.Errorf("reopening %s: %w", outPath, err)
 	}
 	defer out.Close()
-	v := &validation{LayerOutputs: []layerCheck{}}
+	v := &Validation{LayerOutputs: []LayerCheck{}}
 	cfg, err := model.ReadConfig(out.Entries(), out.Metadata())
 	if err != nil {
 		return nil, err
@@ -108,17 +110,17 @@ func validateOutput(ctx context.Context, in checkpoint.Reader, outPath string, p
 // sameBytes compares a tensor that was to be copied unchanged, window by window, so that a
 // large one (an embedding table) is not resident twice, once per file.
 func sameBytes(in, out checkpoint.Reader, name string) error {
-	a, err := openStream(in, name)
+	a, err := blocks.Open(in, name)
 	if err != nil {
 		return fmt.Errorf("rereading input tensor %q: %w", name, err)
 	}
-	defer a.close()
-	b, err := openStream(out, name)
+	defer a.Close()
+	b, err := blocks.Open(out, name)
 	if err != nil {
 		return fmt.Errorf("reading output tensor %q: %w", name, err)
 	}
-	defer b.close()
-	equal, err := equalStreams(a, b, func(err error) error {
+	defer b.Close()
+	equal, err := blocks.Equal(a, b, func(err error) error {
 		return fmt.Errorf("rereading input tensor %q: %w", name, err)
 	}, func(err error) error {
 		return fmt.Errorf("reading output tensor %q: %w", name, err)
@@ -139,7 +141,7 @@ var validateBlock = 1 << 20
 // recomputes its SQNR against the input and, for Linear and Conv2d weights, compares the
 // layer's outputs. It returns the layer check (nil for other layer types) and the SQNR
 // deviation from the report.
-func checkQuantized(in, out checkpoint.Reader, cfg *model.Config, tp *model.TensorPlan, tr model.TensorReport, rng *rand.Rand) (*layerCheck, float64, error) {
+func checkQuantized(in, out checkpoint.Reader, cfg *model.Config, tp *model.TensorPlan, tr model.TensorReport, rng *rand.Rand) (*LayerCheck, float64, error) {
 	if tr.Name == "" {
 		return nil, 0, fmt.Errorf("tensor %q was quantized but the report does not list it", tp.Name)
 	}
@@ -151,12 +153,12 @@ func checkQuantized(in, out checkpoint.Reader, cfg *model.Config, tp *model.Tens
 	if !slices.Equal(deq.Shape(), tp.Shape) {
 		return nil, 0, fmt.Errorf("tensor %q has shape %v in the output's config, the plan says %v", tp.Name, deq.Shape(), tp.Shape)
 	}
-	st, err := openStream(in, tp.Name)
+	st, err := blocks.Open(in, tp.Name)
 	if err != nil {
 		return nil, 0, fmt.Errorf("rereading input tensor %q: %w", tp.Name, err)
 	}
-	defer st.close()
-	src := st.t
+	defer st.Close()
+	src := st.T
 	if err := src.Validate(); err != nil {
 		return nil, 0, fmt.Errorf("input tensor %q: %w", tp.Name, err)
 	}
@@ -174,7 +176,7 @@ func checkQuantized(in, out checkpoint.Reader, cfg *model.Config, tp *model.Tens
 	per := max(1, validateBlock/max(rowLen, 1))
 	dq := make([]float32, min(per, deq.NumRows())*rowLen)
 	var conv []float32 // input rows as float32, when they cannot be viewed in place
-	var weight energy
+	var weight blocks.Energy
 	for r0 := 0; r0 < deq.NumRows(); r0 += per {
 		r1 := min(r0+per, deq.NumRows())
 		d := dq[:(r1-r0)*rowLen]
@@ -182,28 +184,28 @@ func checkQuantized(in, out checkpoint.Reader, cfg *model.Config, tp *model.Tens
 			return nil, 0, fmt.Errorf("dequantizing %q from the output: %w", tp.Name, err)
 		}
 		es := src.DType.Size()
-		raw, err := st.bytes(r0*rowLen*es, r1*rowLen*es)
+		raw, err := st.Bytes(r0*rowLen*es, r1*rowLen*es)
 		if err != nil {
 			return nil, 0, fmt.Errorf("rereading input tensor %q: %w", tp.Name, err)
 		}
-		orig := inputFloats(raw, src.DType, &conv)
+		orig := blocks.Floats(raw, src.DType, &conv)
 		// The report leaves clamped NaN/Inf inputs out of its sums; so does the check.
-		weight.add(orig, d, tr.NonFinite > 0)
+		weight.Add(orig, d, tr.NonFinite > 0)
 		if layer != nil {
 			if err := layer.block(r0, r1, orig, d); err != nil {
 				return nil, 0, err
 			}
 		}
 	}
-	got := weight.sqnr()
+	got := weight.SQNR()
 	dev, ok := sqnrDeviation(got, float64(tr.SQNR))
 	if !ok {
-		return nil, 0, fmt.Errorf("tensor %q: SQNR recomputed from the file is %s, the report says %s", tp.Name, dB(got), dB(float64(tr.SQNR)))
+		return nil, 0, fmt.Errorf("tensor %q: SQNR recomputed from the file is %.4f dB, the report says %.4f dB", tp.Name, got, float64(tr.SQNR))
 	}
 	if layer == nil {
 		return nil, dev, nil
 	}
-	layer.lc.OutputSQNR = model.Decibels(layer.out.sqnr())
+	layer.lc.OutputSQNR = model.Decibels(layer.out.SQNR())
 	layer.lc.WeightSQNR = model.Decibels(got)
 	return &layer.lc, dev, nil
 }
@@ -217,7 +219,7 @@ func sqnrDeviation(a, b float64) (float64, bool) {
 		return 0, a == b
 	}
 	d := math.Abs(a - b)
-	return d, d <= sqnrTolerance
+	return d, d <= SQNRTolerance
 }
 
 // layerRun runs a Linear ([out, in]) or Conv2d ([O, C, kH, kW]) weight on a random normal
@@ -227,12 +229,12 @@ func sqnrDeviation(a, b float64) (float64, bool) {
 // is run with stride 1, no padding and groups 1: the geometry is not stored in a state dict,
 // and the error each output sees does not depend on it.
 type layerRun struct {
-	lc     layerCheck
+	lc     LayerCheck
 	linear bool
 	x      []float32
 	xs, ws [4]int // Conv2d input and weight shapes
 	bias   []float32
-	out    energy // the two outputs' sums, over the blocks
+	out    blocks.Energy // the two outputs' sums, over the blocks
 }
 
 // newLayerRun draws the random input and reads the bias; nil for other layer types. The input
@@ -264,7 +266,7 @@ func newLayerRun(in checkpoint.Reader, tp *model.TensorPlan, rng *rand.Rand) (*l
 		}
 		return x
 	}
-	l := &layerRun{lc: layerCheck{Tensor: tp.Name, Layer: tp.Layer, LayerType: string(tp.LayerType)}}
+	l := &layerRun{lc: LayerCheck{Tensor: tp.Name, Layer: tp.Layer, LayerType: string(tp.LayerType)}}
 	var err error
 	switch {
 	case tp.LayerType == model.Linear && len(tp.Shape) == 2:
@@ -300,11 +302,11 @@ func (l *layerRun) block(r0, r1 int, orig, dq []float32) error {
 	}
 	run := func(w []float32) ([]float32, error) {
 		if l.linear {
-			return model.LinearForward(l.x, linearBatch, w, r1-r0, len(l.x)/linearBatch, b)
+			return forward.Linear(l.x, linearBatch, w, r1-r0, len(l.x)/linearBatch, b)
 		}
 		ws := l.ws
 		ws[0] = r1 - r0
-		y, _, err := model.Conv2dForward(l.x, l.xs, w, ws, b, model.Conv2dParams{})
+		y, _, err := forward.Conv2d(l.x, l.xs, w, ws, b, forward.Conv2dParams{})
 		return y, err
 	}
 	y1, err := run(orig)
@@ -315,6 +317,6 @@ func (l *layerRun) block(r0, r1 int, orig, dq []float32) error {
 	if err != nil {
 		return fmt.Errorf("layer %q: %w", l.lc.Layer, err)
 	}
-	l.out.add(y1, y2, false)
+	l.out.Add(y1, y2, false)
 	return nil
 }

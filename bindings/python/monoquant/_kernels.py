@@ -1,0 +1,227 @@
+"""torch's own CPU kernels for quantized Linear layers, in one place.
+
+Every use of torch's quantized-tensor API (``torch._make_per_channel_quantized_tensor``,
+``qint8`` tensors, ``torch.ops.quantized.*``) lives in this module: torch 2.15 prints
+deprecation warnings for it, and when torch drops it only this file changes. Everything else
+in monoquant sees plain tensors and the names of the kernels below.
+
+Kernels (``KERNELS``), one per layer, chosen by :func:`choose` from the layer's activation
+mode, weight format and shape (the table is docs/kernels.md, with the measurements behind it):
+
+``fbgemm_dynamic``
+    INT8 weights (qint8, per channel or per tensor, any zero point), ``activation="dynamic"``:
+    ``quantized::linear_prepack`` once, then ``quantized::linear_dynamic`` per call. The input
+    is quantized per batch to quint8 with ``reduce_range=True``, exactly as
+    ``torch.ao.quantization.quantize_dynamic``'s Linear does on x86 (fbgemm's AVX2/AVX-512
+    u8×s8 pairwise products are summed in int16, which 7-bit activations keep from
+    saturating); qnnpack ignores the flag.
+``fbgemm_static``
+    INT8 weights, ``activation="static"``: the same packed weight, and
+    ``quantized::linear_with_input_q_dq_qweight_dq_output_fp32`` with the calibrated input
+    scale and zero point: quantize → int8 GEMM → float32 output, so no stubs are needed.
+``int8pack``
+    INT8 symmetric per-channel weights (no zero points), ``activation="none"``:
+    ``torch._weight_int8pack_mm`` on bfloat16 activations (the stored int8 matrix is the
+    kernel's operand as it is; only the scales get a bfloat16 copy).
+``int4pack``
+    INT4 group-wise weights (group 32/64/128/256 dividing the row, out_features a multiple of
+    16), ``activation="none"`` or ``"dynamic"``: ``torch._convert_weight_to_int4pack_for_cpu``
+    once, then ``torch._weight_int4pack_mm_for_cpu`` on bfloat16 activations. The packed
+    layout depends on the CPU (AVX-512, AVX2, scalar) and is never saved: the stored nibbles
+    are recovered from it by :func:`unpack_int4`.
+``dequant``
+    Anything else (other devices, unsupported shapes or schemes, a torch without the ops):
+    the weight is dequantized with plain torch ops inside the call — never cached — and
+    ``F.linear`` runs in the input's dtype. This is also the non-deprecated fallback.
+
+No kernel keeps a float copy of the weight: the packed form (or the stored integers) is the
+only resident copy, and the float weight is built on demand when someone asks for it.
+"""
+
+import functools
+import warnings
+
+import torch
+
+__all__ = ["KERNELS", "available", "choose", "PackedInt8", "pack_int4", "unpack_int4", "nibbles_to_uint", "uint_to_nibbles"]
+
+KERNELS = ("fbgemm_dynamic", "fbgemm_static", "int8pack", "int4pack", "dequant")
+
+INT4_GROUPS = (32, 64, 128, 256)
+
+# Set to False to force the plain-torch path everywhere (tests use it to check the fallback).
+ENABLED = True
+
+
+class _quiet(warnings.catch_warnings):
+    """Silences torch's deprecation warning for quantized-tensor creation, here only."""
+
+    def __enter__(self):
+        r = super().__enter__()
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.*")
+        return r
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(name):
+    """Whether one kernel family works in this torch on this CPU (tried once on a tiny case)."""
+    try:
+        if name == "fbgemm":
+            if torch.backends.quantized.engine not in ("fbgemm", "x86"):
+                return False
+            with _quiet():
+                w = torch._make_per_channel_quantized_tensor(torch.ones(16, 32, dtype=torch.int8), torch.ones(16, dtype=torch.float64), torch.zeros(16, dtype=torch.int64), 0)
+                p = torch.ops.quantized.linear_prepack(w, None)
+                torch.ops.quantized.linear_dynamic(torch.ones(1, 32), p, True)
+                torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(torch.ones(1, 32), 0.1, 0, p)
+            return True
+        if name == "int8pack":
+            torch._weight_int8pack_mm(torch.ones(1, 32, dtype=torch.bfloat16), torch.ones(16, 32, dtype=torch.int8), torch.ones(16, dtype=torch.bfloat16))
+            return True
+        if name == "int4pack":
+            p = torch._convert_weight_to_int4pack_for_cpu(torch.zeros(16, 64, dtype=torch.int32), 1)
+            torch._weight_int4pack_mm_for_cpu(torch.ones(1, 64, dtype=torch.bfloat16), p, 32, torch.zeros(2, 16, 2, dtype=torch.bfloat16))
+            return True
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+    raise ValueError(name)
+
+
+def available():
+    """The kernel families usable here: {"fbgemm": bool, "int8pack": bool, "int4pack": bool}."""
+    return {k: ENABLED and _probe(k) for k in ("fbgemm", "int8pack", "int4pack")}
+
+
+def choose(spec, activation, out_features, in_features, device):
+    """The kernel for one Linear layer, and why (a short phrase for the docs and repr).
+
+    Args:
+        spec: the weight's QuantSpec; activation: "none", "dynamic" or "static";
+        out_features, in_features: the weight shape; device: where the weight lives.
+    """
+    if not ENABLED:
+        return "dequant", "torch kernels disabled"
+    if torch.device(device).type != "cpu":
+        return "dequant", f"no quantized kernel on {torch.device(device).type}"
+    if spec.format == "int8":
+        if spec.qdtype != "qint8":
+            return "dequant", "quint8 weights (fbgemm takes qint8)"
+        if activation in ("dynamic", "static"):
+            return ("fbgemm_" + activation, "") if _probe("fbgemm") else ("dequant", "fbgemm unavailable")
+        if spec.granularity == "per_channel" and spec.scheme == "symmetric" and _probe("int8pack"):
+            return "int8pack", ""
+        return "dequant", "asymmetric or per-tensor INT8 weight-only"
+    if spec.format == "int4":
+        if spec.granularity != "per_group":
+            return "dequant", "INT4 not group-wise"
+        if spec.group_size not in INT4_GROUPS or in_features % spec.group_size:
+            return "dequant", f"group size {spec.group_size} on rows of {in_features}"
+        if out_features % 16:
+            return "dequant", f"out_features {out_features} not a multiple of 16"
+        return ("int4pack", "") if _probe("int4pack") else ("dequant", "int4pack unavailable")
+    return "dequant", f"{spec.format} weights"
+
+
+# ------------------------------------------------------------------------------------------------
+# fbgemm: INT8 weights packed once; the packed object is the only copy of the integers.
+
+class PackedInt8:
+    """An fbgemm-packed INT8 weight [N, K] with per-channel or per-tensor scales/zero points,
+    and the float32 bias fbgemm adds in its output pass (None for none).
+
+    ``unpack()`` gives the stored integers back exactly (int8 [N, K]).
+    """
+
+    __slots__ = ("packed", "per_channel")
+
+    def __init__(self, data, scale, zero_point, per_channel, bias=None):
+        with _quiet():
+            if per_channel:
+                qw = torch._make_per_channel_quantized_tensor(data.contiguous(), scale.reshape(-1).double(), zero_point.reshape(-1).long(), 0)
+            else:
+                qw = torch._make_per_tensor_quantized_tensor(data.contiguous(), float(scale.reshape(-1)[0]), int(zero_point.reshape(-1)[0]))
+            self.packed = torch.ops.quantized.linear_prepack(qw, bias)
+        self.per_channel = per_channel
+
+    def unpack(self):
+        with _quiet():
+            qw, _ = torch.ops.quantized.linear_unpack(self.packed)
+            return qw.int_repr()
+
+    def dynamic(self, x):
+        """x (float32, [..., K]) @ W.t(), activations quantized per batch (reduce_range=True)."""
+        return torch.ops.quantized.linear_dynamic(x, self.packed, True)
+
+    def static(self, x, scale, zero_point):
+        """x quantized with the calibrated (scale, zero_point), int8 GEMM, float32 out."""
+        return torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(x, float(scale), int(zero_point), self.packed)
+
+
+# ------------------------------------------------------------------------------------------------
+# INT4: stored nibbles (docs/FORMAT.md) <-> torch's CPU int4pack layout.
+
+def nibbles_to_uint(data, n, k, signed):
+    """Stored INT4 bytes (row-major nibbles, even index in the low nibble) → int32 [n, k] in
+    0..15 as the int4pack kernel reads them: a qint4 value v is v + 8 (the sign bit flipped)."""
+    d = data.reshape(-1)
+    u = torch.stack((d & 15, d >> 4), dim=-1).reshape(-1)[: n * k].reshape(n, k).to(torch.int32)
+    return u ^ 8 if signed else u
+
+
+def uint_to_nibbles(u, signed, shape):
+    """The inverse of nibbles_to_uint: int [n, k] in 0..15 → stored bytes shaped `shape`."""
+    u = (u ^ 8 if signed else u).to(torch.uint8).reshape(-1)
+    if u.numel() % 2:
+        u = torch.cat((u, u.new_zeros(1)))
+    return (u[0::2] | (u[1::2] << 4)).reshape(shape)
+
+
+def int4_scales_and_zeros(scale, zero_point, signed, dtype=torch.bfloat16):
+    """torch's [groups, n, 2] (scale, zero) for w = (u − 8)·scale + zero, from the stored
+    [n, groups] scales and zero points of w = (v − z)·scale (v = u − 8 signed, u unsigned)."""
+    off = 8 if signed else 0
+    s = scale.to(torch.float32)
+    zero = (8 - off - zero_point.to(torch.float32)) * s
+    return torch.stack((s.t(), zero.t()), dim=-1).contiguous().to(dtype)
+
+
+def pack_int4(u):
+    """int32 [n, k] values 0..15 → torch's CPU int4pack tensor."""
+    return torch._convert_weight_to_int4pack_for_cpu(u.contiguous(), 1)
+
+
+_BLOCK = 64  # a multiple of every CPU int4pack block (64 AVX-512, 32 AVX2/scalar)
+
+
+@functools.lru_cache(maxsize=8)
+def _int4_source(rows, k):
+    """For a block of `rows` ≤ 64 rows of k values: the flat source index of every nibble of
+    the packed block (nibble j = byte j//2, low then high). Learned from the packing op itself
+    (pack the base-16 digits of each element's index), so it follows whatever layout this
+    torch and CPU use."""
+    ids = torch.arange(rows * k, dtype=torch.int64).reshape(rows, k)
+    src = torch.zeros(rows * k, dtype=torch.int64)
+    shift = 0
+    while (1 << shift) < rows * k:
+        p = pack_int4(((ids >> shift) & 15).to(torch.int32))
+        src |= torch.stack((p & 15, p >> 4), dim=-1).reshape(-1).to(torch.int64) << shift
+        shift += 4
+    return src
+
+
+def unpack_int4(packed, n, k):
+    """torch's CPU int4pack tensor of an [n, k] weight → int32 [n, k] values 0..15."""
+    nib = torch.stack((packed & 15, packed >> 4), dim=-1).reshape(n, k)
+    out = torch.empty(n, k, dtype=torch.int32)
+    full = n // _BLOCK * _BLOCK
+    for lo, hi in ((0, full), (full, n)):
+        if hi == lo:
+            continue
+        rows = min(_BLOCK, hi - lo)
+        src = _int4_source(rows, k)
+        blk = nib[lo:hi].reshape(-1, rows * k)
+        o = torch.empty_like(blk)
+        o[:, src] = blk
+        out[lo:hi] = o.reshape(hi - lo, k)
+    return out

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"database/sql"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/monoquant/monoquant/core/runlog"
+)
+
+// logOn turns the run log on for one test, in the test's own folder, and returns the log file.
+func logOn(t *testing.T) string {
+	t.Helper()
+	home := t.TempDir()
+	t.Setenv("MONOQUANT_HOME", home)
+	t.Setenv("MONOQUANT_LOG", "1")
+	return filepath.Join(home, runlog.FileName)
+}
+
+func mustCLI(t *testing.T, args ...string) result {
+	t.Helper()
+	r := runCLI(t, args...)
+	if r.code != exitOK {
+		t.Fatalf("monoquant %s: exit %d, stderr %q", strings.Join(args, " "), r.code, r.stderr)
+	}
+	return r
+}
+
+// The list → compare → reproduce workflow of docs/RUNLOG.md, on the bundled example.
+func TestRunsWorkflow(t *testing.T) {
+	logPath := logOn(t)
+	dir := t.TempDir()
+	in := copyFile(t, filepath.Join(repoRoot(t), "examples", "digits_cnn.pt"), dir)
+	r8 := mustCLI(t, "quantize", "--model", in, "--quiet")
+	if !strings.Contains(r8.stdout, "Recorded as run 1 in "+logPath) {
+		t.Errorf("quantize stdout does not name run 1 in %s:\n%s", logPath, r8.stdout)
+	}
+	var q4 quantizeResult
+	r4 := mustCLI(t, "quantize", "--model", in, "--bits", "4", "--group-size", "32", "--group-fallback", "--quiet", "--json")
+	if err := json.Unmarshal([]byte(r4.stdout), &q4); err != nil || q4.RunID != 2 || q4.RunLog != logPath {
+		t.Fatalf("quantize --json run_id %d run_log %q (%v), want 2 and %s", q4.RunID, q4.RunLog, err, logPath)
+	}
+	mustCLI(t, "quantize", "--model", in, "--bits", "16", "--quiet", "--no-log")
+
+	// list: the two logged runs, not the --no-log one.
+	var listed []runlog.Run
+	if err := json.Unmarshal([]byte(mustCLI(t, "runs", "list", "--json").stdout), &listed); err != nil {
+		t.Fatal(err)
+	}
+	if len(listed) != 2 || listed[0].EntryPoint != "cli" || listed[1].Output.Path != q4.Output {
+		t.Fatalf("runs list --json = %+v, want runs 1 and 2 from the cli", listed)
+	}
+	sum, err := runlog.HashFile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out4, _ := runlog.HashFile(q4.Output)
+	if listed[1].Input.SHA256 != sum.SHA256 || listed[1].Output.SHA256 != out4.SHA256 || listed[1].Input.Path != in {
+		t.Errorf("run 2 input %+v output %+v; want the files' sha256 %s and %s", listed[1].Input, listed[1].Output, sum.SHA256, out4.SHA256)
+	}
+	if len(listed[1].Layers) != len(q4.Report.Tensors) || listed[1].PeakRSS <= 0 || listed[1].Results["sqnr_db"] != float64(q4.Report.SQNR) {
+		t.Errorf("run 2 layers %d (want %d), peak RSS %d, sqnr %v (want %v)", len(listed[1].Layers), len(q4.Report.Tensors),
+			listed[1].PeakRSS, listed[1].Results["sqnr_db"], q4.Report.SQNR)
+	}
+	if l := mustCLI(t, "runs", "list", "--filter", "options.bits=4").stdout; !strings.Contains(l, "int4 g32") || strings.Contains(l, " int8 ") || !strings.Contains(l, "1 run in") {
+		t.Errorf("runs list --filter options.bits=4:\n%s", l)
+	}
+
+	// metric, show, compare.
+	mustCLI(t, "runs", "metric", "2", "accuracy", "0.91")
+	show := mustCLI(t, "runs", "show", "2").stdout
+	for _, want := range []string{"Run 2 ", "accuracy", "0.91", sum.SHA256, "int4/per_group/symmetric/g32", "options.bits"} {
+		if !strings.Contains(show, want) {
+			t.Errorf("runs show 2 lacks %q:\n%s", want, show)
+		}
+	}
+	html := filepath.Join(dir, "cmp.html")
+	cmp := mustCLI(t, "runs", "compare", "1", "2", "--html", html).stdout
+	for _, want := range []string{"* options.bits", "* classifier.1.weight", "* accuracy", "Pareto front (smallest output for its SQNR): run 1 run 2"} {
+		if !strings.Contains(cmp, want) {
+			t.Errorf("runs compare 1 2 lacks %q:\n%s", want, cmp)
+		}
+	}
+	page, err := os.ReadFile(html)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := string(page)
+	if !strings.Contains(p, "<svg") || strings.Count(p, `<circle class="front"`) != 2 || !strings.Contains(p, `class="pareto"`) ||
+		!strings.Contains(p, `<tr class="diff"><td>options.bits</td>`) || strings.Contains(p, "<script") || strings.Contains(p, "src=") {
+		t.Errorf("compare HTML lacks the scatter, the front or the highlighted rows, or loads something:\n%s", p)
+	}
+
+	// reproduce: identical, and recorded as a new run.
+	rep := mustCLI(t, "runs", "reproduce", "2", "--quiet").stdout
+	if !strings.HasPrefix(rep, "identical: run 2 reproduced (recorded as run 3); output sha256 "+out4.SHA256) {
+		t.Errorf("runs reproduce 2 = %q", rep)
+	}
+	keep := filepath.Join(dir, "again.safetensors")
+	mustCLI(t, "runs", "reproduce", "1", "--output", keep, "--quiet")
+	if h, _ := runlog.HashFile(keep); h.SHA256 != listed[0].Output.SHA256 {
+		t.Errorf("reproduce --output wrote sha256 %s, want %s", h.SHA256, listed[0].Output.SHA256)
+	}
+
+	// A changed input is refused before anything runs.
+	b, _ := os.ReadFile(in)
+	os.WriteFile(in, append(b, 0), 0o644)
+	args := []string{"runs", "reproduce", "1", "--quiet"}
+	assertOneLineError(t, args, runCLI(t, args...), exitInput, "changed since the run")
+}
+
+func TestRunsBrokenLogKeepsTheQuantization(t *testing.T) {
+	logPath := logOn(t)
+	os.WriteFile(logPath, []byte(strings.Repeat("garbage ", 1000)), 0o644)
+	dir := t.TempDir()
+	in := copyFile(t, filepath.Join(repoRoot(t), "examples", "digits_cnn.pt"), dir)
+	r := runCLI(t, "quantize", "--model", in, "--quiet")
+	if r.code != exitOK {
+		t.Fatalf("quantize with a corrupt run log: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if strings.Count(r.stderr, "\n") != 1 || !strings.HasPrefix(r.stderr, "monoquant: warning: run not recorded: ") {
+		t.Errorf("stderr = %q, want one warning line", r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "digits_cnn.int8.safetensors")); err != nil {
+		t.Errorf("the output was not written: %v", err)
+	}
+	if strings.Contains(r.stdout, "Recorded as run") {
+		t.Errorf("stdout claims a recorded run:\n%s", r.stdout)
+	}
+}
+
+func TestRunsErrors(t *testing.T) {
+	logOn(t)
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"runs"}, exitUsage, "want list, show"},
+		{[]string{"runs", "frobnicate"}, exitUsage, `unknown subcommand "frobnicate"`},
+		{[]string{"runs", "list"}, exitInput, "no run log at"},
+		{[]string{"runs", "metric", "7", "acc", "1"}, exitInput, "run 7: no such run"}, // creates the log
+		{[]string{"runs", "show", "x"}, exitUsage, `"x" is not a run id`},
+		{[]string{"runs", "metric", "1", "acc", "nan"}, exitUsage, "not a finite number"},
+		{[]string{"runs", "show", "7"}, exitInput, "run 7: no such run"},
+		{[]string{"runs", "compare", "1"}, exitUsage, "two or more run ids"},
+		{[]string{"runs", "list", "--filter", "bits"}, exitUsage, "want key=value"},
+		{[]string{"runs", "export", "out"}, exitUsage, "--format is required"},
+		{[]string{"runs", "export", "--format", "xml", "out"}, exitUsage, "--format"},
+	} {
+		assertOneLineError(t, tc.args, runCLI(t, tc.args...), tc.code, tc.msg)
+	}
+}
+
+func TestRunsExport(t *testing.T) {
+	logOn(t)
+	dir := t.TempDir()
+	in := copyFile(t, filepath.Join(repoRoot(t), "examples", "digits_cnn.pt"), dir)
+	mustCLI(t, "quantize", "--model", in, "--quiet")
+	mustCLI(t, "quantize", "--model", in, "--bits", "4", "--quiet")
+	mustCLI(t, "runs", "export", "--format", "csv", filepath.Join(dir, "csv"))
+	csv, _ := os.ReadFile(filepath.Join(dir, "csv", "runs.csv"))
+	if lines := strings.Split(strings.TrimSpace(string(csv)), "\n"); len(lines) != 3 || !strings.HasPrefix(lines[0], "id,") || !strings.HasPrefix(lines[2], "2,") {
+		t.Errorf("runs.csv =\n%s", csv)
+	}
+	mustCLI(t, "runs", "export", "--format", "jsonl", filepath.Join(dir, "j"))
+	jl, _ := os.ReadFile(filepath.Join(dir, "j", "runs.jsonl"))
+	var n int
+	for _, line := range strings.Split(strings.TrimSpace(string(jl)), "\n") {
+		var r runlog.Run
+		if err := json.Unmarshal([]byte(line), &r); err != nil || r.ID == 0 {
+			t.Errorf("runs.jsonl line %q: %v", line, err)
+		}
+		n++
+	}
+	if n != 2 {
+		t.Errorf("runs.jsonl has %d runs, want 2", n)
+	}
+	ml := filepath.Join(dir, "ml")
+	mustCLI(t, "runs", "export", "--format", "mlflow", ml)
+	if _, err := os.Stat(filepath.Join(ml, "0", "meta.yaml")); err != nil {
+		t.Error(err)
+	}
+	args := []string{"runs", "export", "--format", "mlflow", ml}
+	assertOneLineError(t, args, runCLI(t, args...), exitOutput, "is not empty")
+}
+
+// A run whose record no longer matches what its settings produce is reported, with what differs.
+func TestRunsReproduceDifferent(t *testing.T) {
+	logPath := logOn(t)
+	dir := t.TempDir()
+	in := copyFile(t, filepath.Join(repoRoot(t), "examples", "digits_cnn.pt"), dir)
+	mustCLI(t, "quantize", "--model", in, "--bits", "4", "--quiet")
+	// As if an older monoquant had resolved another group size and written other bytes.
+	db, err := sql.Open("sqlite", logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`UPDATE runs SET output_sha256 = 'abc', config = replace(config, '"group_size":128', '"group_size":16')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`UPDATE layers SET sqnr_db = 99 WHERE name = 'classifier.1.weight'`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	r := runCLI(t, "runs", "reproduce", "1", "--quiet")
+	if r.code != exitNotRepro || !strings.Contains(r.stderr, "run 1 did not reproduce byte for byte") {
+		t.Errorf("exit %d stderr %q, want %d and 'did not reproduce'", r.code, r.stderr, exitNotRepro)
+	}
+	for _, want := range []string{"different: run 1 reproduced (recorded as run 2)", "recorded abc",
+		`resolved config {"bits":4`, `"group_size":16`, "tensor classifier.1.weight: SQNR", "99.000 dB recorded"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("runs reproduce stdout lacks %q:\n%s", want, r.stdout)
+		}
+	}
+}

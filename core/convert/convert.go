@@ -1,0 +1,299 @@
+// Package convert is the one file-to-file pipeline: read a checkpoint, plan it under the
+// options and recipe (core/model), calibrate from a file of recorded activations, quantize
+// tensor by tensor into a new file, and optionally reopen the output and check it. The CLI's
+// quantize, the C ABI's mq_quantize_file and Python's quantize_file all run it, so the same
+// input and options give the same bytes from every caller.
+//
+//	res, err := convert.File(ctx, "model.safetensors", "model.int4.safetensors",
+//		model.Options{Bits: 4}, convert.Run{Validate: true})
+//
+// A caller that needs the plan before choosing the output (the CLI names the output after the
+// format) opens the conversion in two steps: New, then Write.
+package convert
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+
+	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/runlog"
+)
+
+// ErrOutput is wrapped by errors about where an output would go.
+var ErrOutput = errors.New("output")
+
+// ErrValidation is wrapped by the error of an output that failed its check (it was removed).
+var ErrValidation = errors.New("the written output failed validation and was removed")
+
+// Run carries what a conversion needs besides the options.
+type Run struct {
+	Progress model.ProgressFunc
+	// CalibrationFile (.pt or .safetensors) maps layer names to recorded input activations
+	// ("<layer>" or "<layer>.<batch>"); Calibration is the same already open. Either makes
+	// static activations the default (and is required for them).
+	CalibrationFile string
+	Calibration     checkpoint.Reader
+	// Create opens the output (nil: model.CreateFile, the format by the output's suffix).
+	Create func(path string) model.CreateFunc
+	// Validate reopens the written file and checks it (Validate); an output that fails is
+	// removed and the error wraps ErrValidation.
+	Validate bool
+	// Log records the conversion in the run log (nil: not recorded).
+	Log *Log
+}
+
+// Result is what a conversion did.
+type Result struct {
+	Plan       *model.Plan
+	Report     *model.Report
+	Validation *Validation // nil unless Run.Validate
+	// RunID is the run's id in the run log (0 when not recorded), RunLog the log's file and
+	// LogWarning why the run could not be recorded (the conversion still succeeded).
+	RunID      int64
+	RunLog     string
+	LogWarning string
+}
+
+// Conversion is an input opened and planned, waiting for its output.
+type Conversion struct {
+	in     string // the checkpoint file (a folder's weights file)
+	folder string // the model folder the input came from, "" for a file
+	r      checkpoint.Reader
+	plan   *model.Plan
+	run    Run
+	cal    *model.Calibration
+	opts   model.Options
+	rec    *recording
+}
+
+// New plans the conversion of the checkpoint r (read from the path in) under opts, and
+// calibrates it when the plan has static layers. r stays the caller's to close.
+//
+// in may be a Hugging Face model folder (r then reads its weights, checkpoint.FindWeights): the
+// output is then a folder too (Write). The architecture config.json names — of the folder, or
+// beside a checkpoint file — types the layers the file cannot (GPT-2's Conv1D:
+// model.ArchitectureModuleTypes).
+func New(r checkpoint.Reader, in string, opts model.Options, run Run) (*Conversion, error) {
+	c := &Conversion{in: in, r: r, run: run}
+	dir := filepath.Dir(in)
+	if checkpoint.IsDir(in) {
+		w, err := checkpoint.FindWeights(in)
+		if err != nil {
+			return nil, err
+		}
+		c.folder, c.in, dir = in, w, in
+	}
+	if model.IsQuantized(r.Metadata()) {
+		return nil, fmt.Errorf("%w: input %s is already quantized by monoquant; dequantize it first", model.ErrFormat, in)
+	}
+	if run.CalibrationFile != "" || run.Calibration != nil {
+		opts.Calibrated = true
+	}
+	mt, _, err := checkpoint.ModelType(dir)
+	if err != nil {
+		return nil, err
+	}
+	if arch := model.ArchitectureModuleTypes(mt, r.Entries()); arch != nil {
+		merged := maps.Clone(arch)
+		maps.Copy(merged, opts.ModuleTypes)
+		opts.ModuleTypes = merged
+	}
+	p, err := model.PlanReader(r, opts)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", in, err)
+	}
+	c.plan, c.opts = p, opts
+	if len(p.StaticLayers()) == 0 {
+		if run.CalibrationFile != "" || run.Calibration != nil {
+			return nil, fmt.Errorf("%w activations: calibration data is for static activations, and the options make none static", model.ErrOption)
+		}
+		c.rec = startRecording(run.Log, c.in, run, nil)
+		return c, nil
+	}
+	cal, err := model.NewCalibration(p)
+	if err != nil {
+		return nil, err
+	}
+	cr := run.Calibration
+	if cr == nil {
+		if run.CalibrationFile == "" {
+			return nil, fmt.Errorf("%w: static activations need calibration data (a file of recorded activations)", model.ErrCalibration)
+		}
+		if cr, err = checkpoint.Open(run.CalibrationFile); err != nil {
+			return nil, fmt.Errorf("%w: %v", model.ErrCalibration, err)
+		}
+		defer cr.Close()
+	}
+	if err := cal.CalibrateReader(cr); err != nil {
+		return nil, err
+	}
+	c.cal = cal
+	c.rec = startRecording(run.Log, c.in, run, cr)
+	return c, nil
+}
+
+// Plan is what the conversion will do.
+func (c *Conversion) Plan() *model.Plan { return c.plan }
+
+// Write quantizes into out (atomically: nothing appears there unless the whole run succeeds)
+// and, with Run.Validate, checks what it wrote.
+//
+// For a model folder, out is a folder (made if missing; an existing one must be empty): the
+// weights keep their file names and shard layout (torch .bin shards become .safetensors ones:
+// pytorch_model*.bin → model*.safetensors), and every other file of the input folder (config,
+// tokenizer, ...) is copied.
+func (c *Conversion) Write(ctx context.Context, out string) (*Result, error) {
+	if c.folder != "" {
+		return c.writeFolder(ctx, out)
+	}
+	if err := CheckNotInput(c.in, c.r, out, c.run.CalibrationFile); err != nil {
+		return nil, err
+	}
+	create := model.CreateFile(out)
+	if c.run.Create != nil {
+		create = c.run.Create(out)
+	}
+	return c.write(ctx, out, create)
+}
+
+// write quantizes through create into the checkpoint at out (a file, or a folder's weights).
+func (c *Conversion) write(ctx context.Context, out string, create model.CreateFunc) (*Result, error) {
+	rep, err := model.Quantize(ctx, c.r, create, c.plan, model.Run{Progress: c.run.Progress, Calibration: c.cal})
+	if err != nil {
+		return nil, err
+	}
+	rep.FileBytesBefore, rep.FileBytesAfter = FileBytes(c.r, c.in), fileSize(out)
+	if ow, err := checkpoint.Open(out); err == nil {
+		rep.FileBytesAfter = FileBytes(ow, out) // with the shards of a sharded output
+		ow.Close()
+	}
+	res := &Result{Plan: c.plan, Report: rep}
+	if c.rec != nil {
+		c.rec.outHash = runlog.HashFileAsync(out) // beside the validation, which rereads it
+	}
+	if c.run.Validate {
+		v, err := Validate(ctx, c.r, out, c.plan, rep)
+		if err != nil {
+			removeOutput(c.r, out)
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("%w: %w", ErrValidation, err)
+		}
+		res.Validation = v
+	}
+	if c.rec != nil {
+		c.rec.finish(ctx, c, res)
+	}
+	return res, nil
+}
+
+// removeOutput deletes a written output that failed its check: the file, or the index and
+// shards of a sharded one.
+func removeOutput(_ checkpoint.Reader, out string) {
+	if r, err := checkpoint.Open(out); err == nil {
+		if sh, ok := r.(interface{ Shards() []string }); ok {
+			for _, s := range sh.Shards() {
+				os.Remove(s)
+			}
+		}
+		r.Close()
+	}
+	os.Remove(out)
+}
+
+// File converts the checkpoint at in into out: New and Write in one call.
+func File(ctx context.Context, in, out string, opts model.Options, run Run) (*Result, error) {
+	r, err := checkpoint.Open(in)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	c, err := New(r, in, opts, run)
+	if err != nil {
+		return nil, err
+	}
+	return c.Write(ctx, out)
+}
+
+// PlanFile decides what File would do with the checkpoint (or model folder) at path, reading
+// only its list of tensors (and module classes, and config.json), not the weights.
+func PlanFile(path string, opts model.Options) (*model.Plan, error) {
+	r, err := checkpoint.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	c, err := New(r, path, opts, Run{})
+	if err != nil {
+		return nil, err
+	}
+	return c.Plan(), nil
+}
+
+// Dequantize writes the float checkpoint of the quantized checkpoint at in to out.
+func Dequantize(ctx context.Context, in, out string, progress model.ProgressFunc) error {
+	r, err := checkpoint.Open(in)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if err := CheckNotInput(in, r, out); err != nil {
+		return err
+	}
+	return model.Dequantize(ctx, r, model.CreateFile(out), progress)
+}
+
+// CheckNotInput refuses an output path that is one of the files the input is read from: the
+// input itself, the shards of a sharded checkpoint (r), or any of others (a calibration file).
+// Every file-to-file path runs it: monoquant never overwrites its input.
+func CheckNotInput(in string, r checkpoint.Reader, out string, others ...string) error {
+	inputs := append([]string{in}, others...)
+	if sh, ok := r.(interface{ Shards() []string }); ok {
+		inputs = append(inputs, sh.Shards()...)
+	}
+	for _, p := range inputs {
+		if p != "" && SamePath(p, out) {
+			return fmt.Errorf("%w %s is one of the input files; choose another output (monoquant never overwrites its input)", ErrOutput, out)
+		}
+	}
+	return nil
+}
+
+// SamePath reports whether two paths name the same file (the same absolute path, or the same
+// inode through links).
+func SamePath(a, b string) bool {
+	aa, err1 := filepath.Abs(a)
+	bb, err2 := filepath.Abs(b)
+	if err1 == nil && err2 == nil && aa == bb {
+		return true
+	}
+	sa, err1 := os.Stat(a)
+	sb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
+}
+
+// FileBytes is the size on disk of a checkpoint: the file at path, plus every shard of a
+// sharded one.
+func FileBytes(r checkpoint.Reader, path string) int64 {
+	n := fileSize(path)
+	if sh, ok := r.(interface{ Shards() []string }); ok {
+		for _, s := range sh.Shards() {
+			n += fileSize(s)
+		}
+	}
+	return n
+}
+
+func fileSize(path string) int64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}

@@ -1,0 +1,136 @@
+package convert
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/checkpoint/safetensors"
+	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/tensor"
+)
+
+// gpt2Folder writes a Hugging Face folder of a GPT-2-shaped model: config.json naming the
+// architecture, two safetensors shards behind an index, and a tokenizer file.
+func gpt2Folder(t *testing.T, modelType string) string {
+	t.Helper()
+	dir := t.TempDir()
+	var infos []tensor.Info
+	data := map[string][]byte{}
+	add := func(name string, shape ...int) {
+		x := tensor.FromFloat32(ramp(tensor.NumElements(shape), 0.1), shape...)
+		infos = append(infos, tensor.Info{Name: name, DType: tensor.F32, Shape: shape})
+		data[name] = x.Data
+	}
+	add("transformer.wte.weight", 64, 32)
+	for _, l := range []string{"0", "1"} {
+		add("transformer.h."+l+".attn.c_attn.weight", 32, 96) // Conv1D: [in, out]
+		add("transformer.h."+l+".attn.c_attn.bias", 96)
+		add("transformer.h."+l+".mlp.c_fc.weight", 32, 128)
+		add("transformer.h."+l+".mlp.c_proj.weight", 128, 32)
+	}
+	w, err := safetensors.CreateSharded(dir, "model", infos, map[string]string{"format": "pt"}, 20000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range infos {
+		if err := w.Write(e.Name, data[e.Name]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "config.json"), []byte(`{"model_type": "`+modelType+`", "architectures": ["GPT2LMHeadModel"]}`), 0o644)
+	os.WriteFile(filepath.Join(dir, "tokenizer.json"), []byte(`{"version": "1.0"}`), 0o644)
+	return dir
+}
+
+func TestFolderInFolderOut(t *testing.T) {
+	in := gpt2Folder(t, "gpt2")
+	out := filepath.Join(t.TempDir(), "q")
+	res, err := File(context.Background(), in, out, model.Options{Bits: 4, Spec: quantGroup(32)}, Run{Validate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := func(dir string) []string {
+		ents, _ := os.ReadDir(dir)
+		var out []string
+		for _, e := range ents {
+			out = append(out, e.Name())
+		}
+		return out
+	}
+	if got, want := names(out), names(in); !slices.Equal(got, want) {
+		t.Errorf("output folder %v, want the input's layout %v", got, want)
+	}
+	if b, _ := os.ReadFile(filepath.Join(out, "tokenizer.json")); string(b) != `{"version": "1.0"}` {
+		t.Errorf("tokenizer.json not copied: %q", b)
+	}
+	if res.Validation == nil || res.Validation.SQNRConfirmed != 6 {
+		t.Errorf("validation %+v", res.Validation)
+	}
+	// GPT-2's Conv1D layers, named by config.json, are quantized per output channel: axis 1.
+	r, err := checkpoint.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cfg, err := model.ReadConfig(r.Entries(), r.Metadata())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range cfg.Tensors {
+		if tc.LayerType != "linear" || tc.Format != "int4" {
+			t.Errorf("%s: %s %s", name, tc.LayerType, tc.Format)
+		}
+	}
+	p, err := PlanFile(in, model.Options{Bits: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tp := range p.Quantized() {
+		if tp.Spec.Axis != 1 {
+			t.Errorf("%s: axis %d, want 1 (Conv1D stores [in, out])", tp.Name, tp.Spec.Axis)
+		}
+	}
+	// Without the architecture, the names draw a warning instead of a silent guess.
+	plain := gpt2Folder(t, "bert")
+	p, err = PlanFile(plain, model.Options{Bits: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Quantized()[0].Spec.Axis != 0 || !slices.ContainsFunc(p.Warnings, func(w model.Warning) bool { return w.Code == model.WarnArchitecture }) {
+		t.Errorf("unknown architecture: axis %d, warnings %v", p.Quantized()[0].Spec.Axis, p.Warnings)
+	}
+}
+
+func TestFolderErrors(t *testing.T) {
+	in := gpt2Folder(t, "gpt2")
+	ctx := context.Background()
+	if _, err := File(ctx, in, in, model.Options{}, Run{}); !errors.Is(err, ErrOutput) {
+		t.Errorf("output = input folder: %v", err)
+	}
+	full := t.TempDir()
+	os.WriteFile(filepath.Join(full, "mine.txt"), []byte("x"), 0o644)
+	if _, err := File(ctx, in, full, model.Options{}, Run{}); !errors.Is(err, ErrOutput) || !strings.Contains(err.Error(), "not empty") {
+		t.Errorf("non-empty output folder: %v", err)
+	}
+	// A failed run leaves no folder behind.
+	out := filepath.Join(t.TempDir(), "q")
+	if _, err := File(ctx, in, out, model.Options{Bits: 4, Spec: quantGroup(48)}, Run{}); err == nil {
+		t.Fatal("group 48 on rows of 32 succeeded")
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("a failed folder conversion left %s", out)
+	}
+	empty := t.TempDir()
+	if _, err := File(ctx, empty, filepath.Join(t.TempDir(), "q"), model.Options{}, Run{}); !errors.Is(err, checkpoint.ErrNoWeights) {
+		t.Errorf("folder without weights: %v", err)
+	}
+}

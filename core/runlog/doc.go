@@ -1,0 +1,29 @@
+// Package runlog records every quantization in a SQLite database, so runs can be listed,
+// compared, reproduced and exported later.
+//
+// The log is a plain SQLite file (WAL mode, foreign keys on, a schema_version table) that any
+// SQLite tool can open; by default it lives at $MONOQUANT_HOME/runs.sqlite, else
+// $XDG_DATA_HOME/monoquant/runs.sqlite, else ~/.local/share/monoquant/runs.sqlite (see
+// DefaultPath). MONOQUANT_LOG=0 turns it off (see Enabled).
+//
+// Every entry point (the CLI, the C ABI, Python) calls the same functions:
+//
+//	rec := runlog.Begin("cli")                              // clock, host, versions
+//	in := runlog.HashInputAsync(ctx, "", inputPath)         // cached, or hashed beside the work
+//	... model.NewPlan, model.Quantize ...
+//	rec.SetReport(runlog.Settings{Options: opts}, plan, rep) // settings, config, layers, results
+//	in.SetInput(rec)
+//	rec.Output, _ = runlog.HashFile(outputPath)
+//	id, warning := runlog.RecordOrWarn(ctx, "", rec)        // never fails the quantization
+//
+// Reading: Open, then List (with Fields-style filters), Get, AddMetric; Compare puts runs side
+// by side and marks the Pareto front; WriteCSV, WriteJSONL and WriteMLflow export.
+//
+// The log never costs a quantization: a locked, corrupt, read-only or full database makes
+// RecordOrWarn return one warning and no error. Concurrent writers (processes and threads) wait
+// on SQLite's busy timeout and retry, so none is lost.
+//
+// The run's settings (options, output format, calibration file) are stored as JSON by
+// EncodeSettings, the one place that decides that encoding; reproduction decodes them with
+// DecodeSettings and runs the same pipeline again.
+package runlog

@@ -1,0 +1,60 @@
+package runlog
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+)
+
+// HashFile returns the sha256 (hex) and size of a file, streamed in 1 MiB reads.
+func HashFile(path string) (FileRef, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return FileRef{Path: path}, fmt.Errorf("hashing %s: %w", path, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.CopyBuffer(h, f, make([]byte, 1<<20))
+	if err != nil {
+		return FileRef{Path: path}, fmt.Errorf("hashing %s: %w", path, err)
+	}
+	return FileRef{Path: path, SHA256: hex.EncodeToString(h.Sum(nil)), Bytes: n}, nil
+}
+
+// Hashing is a file hash computed in the background, beside the quantization that reads the
+// same file, so the log adds no wall time on a machine with a spare core.
+type Hashing struct {
+	done  chan struct{}
+	ref   FileRef
+	err   error
+	cache *fileID // set when Record may remember this hash (HashInputAsync)
+}
+
+// HashFileAsync starts hashing path; Wait returns the result.
+func HashFileAsync(path string) *Hashing {
+	h := &Hashing{done: make(chan struct{})}
+	go func() {
+		defer close(h.done)
+		h.ref, h.err = HashFile(path)
+	}()
+	return h
+}
+
+// Wait returns the hash once it is computed.
+func (h *Hashing) Wait() (FileRef, error) {
+	<-h.done
+	return h.ref, h.err
+}
+
+// SetInput waits for the hash and makes it the run's input; Record then remembers it in the
+// log's hash cache when it was computed here (HashInputAsync).
+func (h *Hashing) SetInput(r *Run) error {
+	ref, err := h.Wait()
+	if err != nil {
+		return err
+	}
+	r.Input, r.inputID = ref, h.cache
+	return nil
+}

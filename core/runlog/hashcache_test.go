@@ -1,0 +1,76 @@
+package runlog
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestHashInputCache(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("file identities are read on Linux only")
+	}
+	defer func(w time.Duration) { racyWindow = w }(racyWindow)
+	racyWindow = 0 // the test's files are seconds old at most
+	ctx := context.Background()
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, FileName)
+	in := filepath.Join(dir, "model.pt")
+	os.WriteFile(in, []byte("weights v1"), 0o644)
+	want, _ := HashFile(in)
+
+	// No log yet: hashed, and the run remembers the hash when recorded.
+	r := sampleRun(t, 8, 1, 1)
+	if err := HashInputAsync(ctx, logPath, in).SetInput(r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Input != want {
+		t.Fatalf("input = %+v, want %+v", r.Input, want)
+	}
+	if _, w := RecordOrWarn(ctx, logPath, r); w != "" {
+		t.Fatal(w)
+	}
+	// The second lookup comes from the cache: prove it by planting a marker there.
+	l, err := Open(ctx, logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := strings.Repeat("f", 64)
+	if res, err := l.db.Exec(`UPDATE file_hashes SET sha256 = ? WHERE path = ?`, marker, in); err != nil {
+		t.Fatal(err)
+	} else if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("%d cached hashes for %s, want 1", n, in)
+	}
+	l.Close()
+	if ref, _ := HashInputAsync(ctx, logPath, in).Wait(); ref.SHA256 != marker {
+		t.Errorf("unchanged file: sha256 %s, want the cached %s", ref.SHA256, marker)
+	}
+	// Any write makes it another file: hashed again, even with the same size and mtime.
+	st, _ := os.Stat(in)
+	time.Sleep(20 * time.Millisecond) // past the file system's clock tick, so ctime moves
+	os.WriteFile(in, []byte("weights v2"), 0o644)
+	os.Chtimes(in, st.ModTime(), st.ModTime())
+	want2, _ := HashFile(in)
+	if ref, _ := HashInputAsync(ctx, logPath, in).Wait(); ref.SHA256 != want2.SHA256 || ref.SHA256 == marker {
+		t.Errorf("rewritten file: sha256 %s, want %s", ref.SHA256, want2.SHA256)
+	}
+}
+
+func TestHashInputCacheSkipsFreshFiles(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, FileName)
+	in := filepath.Join(dir, "model.pt")
+	os.WriteFile(in, []byte("just written"), 0o644)
+	r := sampleRun(t, 8, 1, 1)
+	if err := HashInputAsync(ctx, logPath, in).SetInput(r); err != nil {
+		t.Fatal(err)
+	}
+	if r.inputID != nil {
+		t.Error("a file written a moment ago was marked for the cache")
+	}
+}
