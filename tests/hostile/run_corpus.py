@@ -4,8 +4,8 @@ of SECURITY.md. Usable from pytest (test_hostile.py) or directly:
     python tests/hostile/run_corpus.py CORPUS_DIR --cli build/monoquant --lib build/libmonoquant.so
 
 Entry points: the CLI's inspect, quantize, dequantize and compare (a fresh process per case and
-command); Python's monoquant.load and monoquant.dequantize and the C ABI's mq_model_load through
-ctypes (in batch processes, each item under its own hang guard, restarted after a crash). For
+command); Python's monoquant.load, monoquant.dequantize and monoquant.quantize_file and the C
+ABI's mq_model_load through ctypes (in batch processes, each item under its own hang guard, restarted after a crash). For
 each run it checks:
 
   - no crash: the process ends by itself (no signal, no Go "fatal error"/"panic", no Python
@@ -52,12 +52,13 @@ CRASH_MARKS = ("fatal error:", "panic:", "SIGBUS", "SIGSEGV", "unexpected fault 
 # seconds on a loaded machine): it reports each item's start and result on stdout, with its peak
 # RSS so far; the parent applies the hang guard per item and restarts the batch after a crash.
 BATCH = r"""
-import ctypes, json, resource, sys
+import ctypes, json, os, resource, sys
 sys.path.insert(0, {pkg!r})
 import monoquant
 lib = ctypes.CDLL({lib!r})
 lib.mq_last_error.restype = ctypes.c_char_p
 items = json.load(open(sys.argv[1]))
+outdir = sys.argv[2]
 def rss():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 def c_load(path):
@@ -73,6 +74,10 @@ for i, entry, path in items:
     try:
         if entry == "c-load":
             status, err = c_load(path)
+        elif entry == "py-quantize-file":
+            out = os.path.join(outdir, "q%d.safetensors" % i)
+            monoquant.quantize_file(path, out, log=False)
+            status, err = "accepted", ""
         else:
             (monoquant.load if entry == "py-load" else monoquant.dequantize)(path)
             status, err = "accepted", ""
@@ -131,7 +136,7 @@ class Runner:
         self.baseline = {}
 
     CLI_ENTRIES = ["cli-inspect", "cli-quantize", "cli-dequantize", "cli-compare"]
-    BATCH_ENTRIES = ["py-load", "py-dequantize", "c-load"]
+    BATCH_ENTRIES = ["py-load", "py-dequantize", "py-quantize-file", "c-load"]
 
     def entry_points(self):
         return self.CLI_ENTRIES
@@ -267,7 +272,7 @@ class Runner:
             if status == "accepted":
                 self.stats["accepted"] += 1
                 self.fail(case, entry, "hostile file accepted", run)
-            elif case.get("want") and case["want"] not in msg and not (entry == "cli-quantize" and case["class"] == 6):
+            elif case.get("want") and case["want"] not in msg and not (entry in ("cli-quantize", "py-quantize-file") and case["class"] == 6):
                 # (quantize refuses an already quantized file before looking at its values)
                 self.fail(case, entry, f"refusal does not say {case['want']!r}: {msg[:300]!r}")
         if status == "refused":
@@ -295,7 +300,8 @@ class Runner:
             with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
                 json.dump([[k, e, p] for k, (ci, e, p) in enumerate(items)], f)
                 listing = f.name
-            p = subprocess.Popen([self.python, "-c", BATCH.format(pkg=PKG_ROOT, lib=self.lib), listing],
+            outdir = tempfile.mkdtemp(prefix="mq-hostile-py-")
+            p = subprocess.Popen([self.python, "-c", BATCH.format(pkg=PKG_ROOT, lib=self.lib), listing, outdir],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env, text=True)
             deadline, current, done_upto, last_rss = time.monotonic() + STARTUP_GUARD, None, -1, 0
             crashed = None
@@ -326,6 +332,10 @@ class Runner:
                     else:
                         case = cases[ci]
                         self.check_refusal(case, entry, msg["status"], msg["error"])
+                        left = os.path.join(outdir, "q%d.safetensors" % k)
+                        if entry == "py-quantize-file" and msg["status"] == "refused" and os.path.exists(left):
+                            self.stats["partial_outputs"] += 1
+                            self.fail(case, entry, "left output behind")
                         size = os.path.getsize(path) if os.path.isfile(path) else 0
                         bound = (base_rss or 0) + RSS_SLACK + RSS_PER_BYTE * size + RSS_PER_OUTPUT * case.get("output_bytes", 0)
                         if msg["rss"] > bound and msg["rss"] > last_rss:
@@ -334,6 +344,7 @@ class Runner:
                     last_rss = msg["rss"]
                     deadline = time.monotonic() + HANG_GUARD
             os.unlink(listing)
+            shutil.rmtree(outdir, ignore_errors=True)
             if crashed is None:
                 break
             err = p.stderr.read()[-600:] if p.stderr else ""

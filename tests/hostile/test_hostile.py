@@ -32,7 +32,7 @@ def corpus(tmp_path_factory):
 def test_corpus_every_entry_point(corpus):
     r = Runner(corpus, CLI, LIB)
     failures = r.run_all(only_fast=not FULL)
-    assert r.stats["runs"] > 6 * len([c for c in r.cases if c["expect"] not in ("truncate", "interrupt")]), r.stats
+    assert r.stats["runs"] > 7 * len([c for c in r.cases if c["expect"] not in ("truncate", "interrupt")]), r.stats
     assert not failures, "\n".join(failures) + f"\n{r.stats}"
 
 
