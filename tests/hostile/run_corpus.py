@@ -287,7 +287,7 @@ class Runner:
         items = []
         # Cases that may be accepted come last: the batch's peak RSS only grows, and a valid file
         # that materialises a large model must not hide a later case's growth.
-        order = sorted(range(len(cases)), key=lambda ci: cases[ci]["expect"] == "any")
+        order = sorted(range(len(cases)), key=lambda ci: (cases[ci]["expect"] == "any", cases[ci].get("output_bytes", 0)))
         for ci in order:
             case = cases[ci]
             if case["expect"] in ("truncate", "interrupt"):
