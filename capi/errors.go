@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"strings"
 	"unsafe"
 
+	"github.com/monoquant/monoquant/core/names"
 	"github.com/monoquant/monoquant/core/quant"
 )
 
@@ -66,7 +68,10 @@ func mapErr(err error, fallback C.int) C.int {
 	return code
 }
 
+// setLastError records msg for mq_last_error, bounded to names.MaxMessage bytes and with any
+// NUL shown as \x00 (a C string would end there).
 func setLastError(msg string) {
+	msg = names.Message(strings.ReplaceAll(msg, "\x00", `\x00`))
 	cs := C.CString(msg)
 	defer C.free(unsafe.Pointer(cs))
 	C.mq__set_last_error(cs, C.size_t(len(msg)))

@@ -10,9 +10,11 @@ import (
 	"encoding/json"
 	"os"
 	"sync"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/checkpoint/mapped"
 	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/tensor"
 )
@@ -78,7 +80,11 @@ func goString(p *C.mq_cchar, call, arg string) (string, error) {
 	if p == nil {
 		return "", fail(mqEINVAL, "%s: %s is NULL", call, arg)
 	}
-	return C.GoString((*C.char)(unsafe.Pointer(p))), nil
+	s := C.GoString((*C.char)(unsafe.Pointer(p)))
+	if !utf8.ValidString(s) {
+		return "", fail(mqEINVAL, "%s: %s is not valid UTF-8", call, arg)
+	}
+	return s, nil
 }
 
 //export mq_model_new
@@ -105,7 +111,7 @@ func mq_model_load(out **C.mq_model, path *C.mq_cchar) (rc C.int) {
 	// A path that is not a file is the caller's path, not the content's fault: MQ_EIO, as for
 	// a missing file, rather than the MQ_EFORMAT the reader's own check would map to.
 	if st, err := os.Stat(p); err == nil && !st.Mode().IsRegular() {
-		return mapErr(fail(mqEIO, "mq_model_load: %s is not a regular file", p), mqEIO)
+		return mapErr(fail(mqEIO, "mq_model_load: %v", mapped.NotRegular(p, st)), mqEIO)
 	}
 	// Opening reads only headers; it tells which loader to run, so the tensors are read once.
 	r, err := checkpoint.Open(p)

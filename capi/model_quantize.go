@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"syscall"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/monoquant/monoquant/core/checkpoint/safetensors"
@@ -168,7 +169,11 @@ func optionsFromC(cfg *C.mq_cmodel_config) (model.Options, error) {
 			if p == nil {
 				return o, fail(mqEINVAL, "model config skip[%d] is NULL", i)
 			}
-			o.Skip = append(o.Skip, C.GoString(p))
+			sk := C.GoString(p)
+			if !utf8.ValidString(sk) {
+				return o, fail(mqEINVAL, "model config skip[%d] is not valid UTF-8", i)
+			}
+			o.Skip = append(o.Skip, sk)
 		}
 	}
 	switch cfg.mode {
@@ -180,6 +185,9 @@ func optionsFromC(cfg *C.mq_cmodel_config) (model.Options, error) {
 	}
 	if cfg.observer != nil {
 		o.Observer = C.GoString(cfg.observer)
+		if !utf8.ValidString(o.Observer) {
+			return o, fail(mqEINVAL, "model config observer is not valid UTF-8")
+		}
 	}
 	if cfg.activation_observer != nil {
 		ao, err := observerOptionsFromC(cfg.activation_observer)

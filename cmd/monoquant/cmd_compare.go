@@ -93,7 +93,7 @@ func openSide(what, path string) (*side, error) {
 	entries := r.Entries()
 	params := map[string]bool{}
 	if model.IsQuantized(r.Metadata()) {
-		if s.cfg, err = model.ReadConfig(entries, r.Metadata()); err != nil {
+		if s.cfg, err = model.LoadConfig(r); err != nil {
 			r.Close()
 			return nil, classifyCoreErr(fmt.Errorf("%s: %w", path, err))
 		}
@@ -321,7 +321,7 @@ func compareOne(ctx context.Context, a, b *side, name string, shape []int, row *
 }
 
 func (res *compareResult) print(e *env) {
-	w := e.stdout
+	w := humanOut(e.stdout)
 	fmt.Fprintf(w, "Compared %s (A, reference) with %s (B)\n", res.A, res.B)
 	for _, q := range []struct {
 		on   bool

@@ -86,7 +86,7 @@ func runDequantize(ctx context.Context, e *env, in, out, format string, asJSON, 
 	if !model.IsQuantized(r.Metadata()) {
 		return fail(exitFormat, "input %s is not a monoquant quantized checkpoint (no %q metadata); nothing to dequantize", in, model.MetadataKey)
 	}
-	cfg, err := model.ReadConfig(r.Entries(), r.Metadata())
+	cfg, err := model.LoadConfig(r)
 	if err != nil {
 		return classifyCoreErr(fmt.Errorf("%s: %w", in, err))
 	}
@@ -113,7 +113,7 @@ func runDequantize(ctx context.Context, e *env, in, out, format string, asJSON, 
 	if asJSON {
 		return writeJSON(e.stdout, res)
 	}
-	fmt.Fprintf(e.stdout, "Dequantized %s → %s: %s back to F32, %s written; file %s → %s\n",
+	fmt.Fprintf(humanOut(e.stdout), "Dequantized %s → %s: %s back to F32, %s written; file %s → %s\n",
 		in, out, plural(res.TensorsRestored, "tensor", "tensors"), plural(res.TensorsOut, "tensor", "tensors"),
 		humanBytes(res.FileBytesBefore), humanBytes(res.FileBytesAfter))
 	return nil

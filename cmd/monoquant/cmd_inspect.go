@@ -41,7 +41,7 @@ Examples:
 				if *asJSON {
 					return writeJSON(e.stdout, res)
 				}
-				res.print(e.stdout)
+				res.print(humanOut(e.stdout))
 				return nil
 			}
 		},
@@ -102,7 +102,7 @@ func inspectFile(path string) (*inspectResult, error) {
 	}
 
 	if model.IsQuantized(md) {
-		cfg, err := model.ReadConfig(entries, md)
+		cfg, err := model.LoadConfig(r)
 		if err != nil {
 			return nil, classifyCoreErr(fmt.Errorf("%s: %w", path, err))
 		}

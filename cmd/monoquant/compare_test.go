@@ -265,7 +265,7 @@ func TestCompareReleasesAsItGoes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.r.Close()
-	ca, cb := &checkpointtest.CountingReader{Reader: a.r}, &checkpointtest.CountingReader{Reader: b.r}
+	ca, cb := &checkpointtest.CountingReader{Reader: a.r, Views: map[string][]byte{}}, &checkpointtest.CountingReader{Reader: b.r}
 	a.r, b.r = ca, cb
 	var row compareRow
 	if err := compareOne(context.Background(), a, b, "fc.weight", []int{100, 10}, &row); err != nil {

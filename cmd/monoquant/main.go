@@ -12,7 +12,10 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/monoquant/monoquant/core/checkpoint/atomicfile"
+	"github.com/monoquant/monoquant/core/names"
 	"golang.org/x/term"
 )
 
@@ -39,10 +42,32 @@ var commands = map[string]*command{}
 
 func register(c *command) { commands[c.name] = c }
 
+// stopGrace is how long a command may take to notice Ctrl-C or SIGTERM itself (quantizing and
+// writing check for it between tensors) before the process stops anyway: opening a large
+// checkpoint does not poll for it. Outputs are only ever put in place by an atomic rename, so
+// stopping leaves no output; atomicfile.RemovePending drops a temporary name if one exists.
+const stopGrace = 700 * time.Millisecond
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	e := &env{stdout: os.Stdout, stderr: os.Stderr, stderrTTY: term.IsTerminal(int(os.Stderr.Fd()))}
+	finished := make(chan struct{})
+	go func() {
+		select {
+		case <-finished:
+			return
+		case <-ctx.Done():
+		}
+		select {
+		case <-finished:
+		case <-time.After(stopGrace):
+			atomicfile.RemovePending()
+			fmt.Fprintln(os.Stderr, "monoquant: interrupted; no output was written")
+			os.Exit(exitInterrupted)
+		}
+	}()
 	code := run(ctx, e, os.Args[1:])
+	close(finished)
 	stop()
 	os.Exit(code)
 }
@@ -53,11 +78,16 @@ func run(ctx context.Context, e *env, args []string) (code int) {
 	defer func() {
 		if r := recover(); r != nil {
 			// A panic is a bug in monoquant; the user gets one line, not a stack trace.
-			fmt.Fprintf(e.stderr, "monoquant: internal error: %s\n", oneLine(fmt.Sprint(r)))
+			fmt.Fprintf(e.stderr, "monoquant: internal error: %s\n", names.Escape(oneLine(names.Message(fmt.Sprint(r)))))
 			code = exitInternal
 		}
 	}()
 	err := dispatch(ctx, e, args)
+	if err != nil && ctx.Err() != nil {
+		// Stopped by Ctrl-C or SIGTERM: whatever the command was doing when it noticed (or
+		// when a long read that does not poll for it returned), the outcome is the interruption.
+		err = fmt.Errorf("%w", context.Canceled)
+	}
 	if err != nil {
 		code = exitCode(err)
 		msg := err.Error()
@@ -67,7 +97,7 @@ func run(ctx context.Context, e *env, args []string) (code int) {
 		if code == exitInterrupted {
 			msg = "interrupted; no output was written"
 		}
-		fmt.Fprintf(e.stderr, "monoquant: %s\n", oneLine(msg))
+		fmt.Fprintf(e.stderr, "monoquant: %s\n", names.Escape(oneLine(names.Message(msg))))
 	}
 	return code
 }

@@ -7,6 +7,8 @@ import (
 	"math"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/monoquant/monoquant/core/names"
 )
 
 // table renders aligned text columns. Columns listed in right are right-aligned (numbers).
@@ -25,7 +27,15 @@ func (t *table) alignRight(cols ...int) *table {
 	return t
 }
 
-func (t *table) add(cells ...string) { t.rows = append(t.rows, cells) }
+// add appends a row. Cells are escaped (names.Escape) before their widths are measured: names
+// from a file may carry terminal control sequences.
+func (t *table) add(cells ...string) {
+	esc := make([]string, len(cells))
+	for i, c := range cells {
+		esc[i] = names.Escape(c)
+	}
+	t.rows = append(t.rows, esc)
+}
 
 func (t *table) write(w io.Writer) {
 	widths := make([]int, len(t.header))
@@ -107,4 +117,23 @@ func shapeString(shape []int) string {
 		parts[i] = fmt.Sprint(d)
 	}
 	return "[" + strings.Join(parts, ", ") + "]"
+}
+
+// humanOut wraps the writer of a command's human (non-JSON) output so that nothing a file
+// carries can act on the terminal: every control character other than newline, and the C1
+// and bidirectional characters, is written as an escape (names.Escape). The JSON output does not
+// go through it: encoding/json escapes control characters itself and the names stay exact.
+func humanOut(w io.Writer) io.Writer { return escapingWriter{w} }
+
+type escapingWriter struct{ w io.Writer }
+
+func (e escapingWriter) Write(p []byte) (int, error) {
+	lines := strings.Split(string(p), "\n")
+	for i, l := range lines {
+		lines[i] = names.Escape(l)
+	}
+	if _, err := io.WriteString(e.w, strings.Join(lines, "\n")); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

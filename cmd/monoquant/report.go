@@ -35,7 +35,7 @@ type quantizeResult struct {
 }
 
 func (r *quantizeResult) print(e *env) {
-	w := e.stdout
+	w := humanOut(e.stdout)
 	rep := r.Report
 	fmt.Fprintf(w, "Quantized %s → %s (%s, %s)\n", r.Input, r.Output, strings.ToUpper(r.Format), activationWords(r.Mode))
 	if r.Note != "" {

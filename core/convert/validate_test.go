@@ -90,7 +90,7 @@ func TestSameBytesReleasesAsItGoes(t *testing.T) {
 	w2 := append([]float32(nil), w...)
 	w2[980]++ // byte 3920, in the last window
 	c := open("c.safetensors", w2)
-	in, out := &checkpointtest.CountingReader{Reader: a}, &checkpointtest.CountingReader{Reader: b}
+	in, out := &checkpointtest.CountingReader{Reader: a, Views: map[string][]byte{}}, &checkpointtest.CountingReader{Reader: b, Views: map[string][]byte{}}
 	if err := sameBytes(in, out, "emb.weight"); err != nil {
 		t.Fatalf("sameBytes of equal tensors: %v", err)
 	}

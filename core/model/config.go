@@ -311,11 +311,110 @@ func ReadConfig(entries []checkpoint.Entry, metadata map[string]string) (*Config
 		if len(a.Scale) == 0 || len(a.Scale) != len(a.ZeroPoint) {
 			return nil, fmt.Errorf("%w: activations of layer %q: %d scales and %d zero points", ErrFormat, layer, len(a.Scale), len(a.ZeroPoint))
 		}
-		for _, v := range a.Scale {
-			if !(v > 0) || math.IsInf(float64(v), 0) {
-				return nil, fmt.Errorf("%w: activations of layer %q: scale %v is not positive and finite", ErrFormat, layer, v)
-			}
+		qd, ok := qdtypes[a.QDType]
+		if !ok {
+			return nil, fmt.Errorf("%w: activations of layer %q: unknown qdtype %q", ErrFormat, layer, a.QDType)
+		}
+		if err := checkScales("activations of layer "+fmt.Sprintf("%q", layer), qd, a.Scale); err != nil {
+			return nil, err
+		}
+		if err := checkZeroPoints("activations of layer "+fmt.Sprintf("%q", layer), qd, a.ZeroPoint); err != nil {
+			return nil, err
 		}
 	}
 	return &c, nil
+}
+
+// checkScales is the one rule for stored scales, of weights and activations alike: every
+// scale positive, finite, and small enough that scale × (qmax − qmin) is a finite float32, so
+// no dequantized value of qdtype qd can be Inf. A zero, negative, NaN, infinite or huge scale
+// would make the values it covers NaN, Inf or meaningless; what names the tensor or layer.
+func checkScales(what string, qd quant.QDType, scale []float32) error {
+	lo, hi := qd.Limits()
+	limit := math.MaxFloat32 / float64(hi-lo)
+	for i, v := range scale {
+		if !(v > 0) || math.IsInf(float64(v), 0) {
+			return fmt.Errorf("%w: %s: scale %d is %v; scales must be positive and finite", ErrFormat, what, i, v)
+		}
+		if float64(v) > limit {
+			return fmt.Errorf("%w: %s: scale %d is %v; above %.3g, %v values would dequantize to infinity", ErrFormat, what, i, v, limit, qd)
+		}
+	}
+	return nil
+}
+
+// checkZeroPoints is the one rule for stored zero points: each within its qdtype's integer
+// range.
+func checkZeroPoints(what string, qd quant.QDType, zp []int32) error {
+	lo, hi := qd.Limits()
+	for i, v := range zp {
+		if v < lo || v > hi {
+			return fmt.Errorf("%w: %s: zero point %d is %d, outside %v [%d, %d]", ErrFormat, what, i, v, qd, lo, hi)
+		}
+	}
+	return nil
+}
+
+// LoadConfig reads and validates the config of the quantized checkpoint r, as every reader of a
+// quantized file must (the CLI, dequantize, mq_model_load and so Python's monoquant.load): the
+// checks of ReadConfig, then every stored scale and zero point (see checkScales and
+// checkZeroPoints). A tampered file is refused here, with the same error whichever entry
+// point opened it.
+func LoadConfig(r checkpoint.Reader) (*Config, error) {
+	c, err := ReadConfig(r.Entries(), r.Metadata())
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(c.Tensors))
+	for n := range c.Tensors {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if _, _, err := readQParams(r, name, c.Tensors[name]); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// readQParams reads and checks a quantized tensor's scales and zero points (zero points are all
+// 0 when the scheme stores none; both nil for float formats).
+func readQParams(r checkpoint.Reader, name string, tc *TensorConfig) (scale []float32, zp []int32, err error) {
+	s, err := tc.Spec()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: tensor %q: %v", ErrFormat, name, err)
+	}
+	if !s.Format.IsInteger() {
+		return nil, nil, nil
+	}
+	np := s.NumParams(tc.QuantShape)
+	st, err := r.Tensor(name + ".scale")
+	if err != nil {
+		return nil, nil, fmt.Errorf("tensor %q: %w", name+".scale", err)
+	}
+	scale = append([]float32(nil), tensor.View[float32](st.Data)...)
+	r.Release(name + ".scale")
+	if len(scale) != np {
+		return nil, nil, fmt.Errorf("%w: tensor %q has %d scales, its config needs %d", ErrFormat, name+".scale", len(scale), np)
+	}
+	if err := checkScales(fmt.Sprintf("tensor %q", name+".scale"), s.QDType, scale); err != nil {
+		return nil, nil, err
+	}
+	zp = make([]int32, np)
+	if s.StoresZeroPoint() {
+		zt, err := r.Tensor(name + ".zero_point")
+		if err != nil {
+			return nil, nil, fmt.Errorf("tensor %q: %w", name+".zero_point", err)
+		}
+		if len(zt.Data)/4 != np {
+			return nil, nil, fmt.Errorf("%w: tensor %q has %d zero points, its config needs %d", ErrFormat, name+".zero_point", len(zt.Data)/4, np)
+		}
+		copy(zp, tensor.View[int32](zt.Data))
+		r.Release(name + ".zero_point")
+		if err := checkZeroPoints(fmt.Sprintf("tensor %q", name+".zero_point"), s.QDType, zp); err != nil {
+			return nil, nil, err
+		}
+	}
+	return scale, zp, nil
 }

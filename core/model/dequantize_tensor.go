@@ -3,7 +3,6 @@ package model
 import (
 	"errors"
 	"fmt"
-	"math"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/quant"
@@ -110,37 +109,14 @@ func openRows(r checkpoint.Reader, name string, tc *TensorConfig) (*RowDequantiz
 		d.rows, d.rowLen = tc.Shape[0], tensor.NumElements(tc.Shape[1:])
 	}
 	if s.Format.IsInteger() {
-		np := s.NumParams(tc.QuantShape)
-		st, err := r.Tensor(name + ".scale")
+		scale, zp, err := readQParams(r, name, tc)
 		if err != nil {
-			return nil, fmt.Errorf("tensor %q: %w", name+".scale", err)
+			return nil, err
 		}
-		d.scale = append([]float32(nil), tensor.View[float32](st.Data)...)
-		r.Release(name + ".scale")
-		d.used, d.bytes = d.used+1, d.bytes+int64(len(st.Data))
-		if len(d.scale) != np {
-			return nil, fmt.Errorf("%w: tensor %q has %d scales, its config needs %d", ErrFormat, name+".scale", len(d.scale), np)
-		}
-		for i, v := range d.scale {
-			if !(v > 0) || math.IsInf(float64(v), 0) {
-				return nil, fmt.Errorf("%w: tensor %q: scale %d is %v; scales must be positive and finite", ErrFormat, name+".scale", i, v)
-			}
-		}
-		d.zp = make([]int32, np)
+		d.scale, d.zp = scale, zp
+		d.used, d.bytes = d.used+1, d.bytes+int64(4*len(scale))
 		if s.StoresZeroPoint() {
-			zt, err := r.Tensor(name + ".zero_point")
-			if err != nil {
-				return nil, fmt.Errorf("tensor %q: %w", name+".zero_point", err)
-			}
-			copy(d.zp, tensor.View[int32](zt.Data))
-			r.Release(name + ".zero_point")
-			d.used, d.bytes = d.used+1, d.bytes+int64(len(zt.Data))
-			lo, hi := s.QDType.Limits()
-			for i, v := range d.zp {
-				if v < lo || v > hi {
-					return nil, fmt.Errorf("%w: tensor %q: zero point %d is %d, outside %v [%d, %d]", ErrFormat, name+".zero_point", i, v, s.QDType, lo, hi)
-				}
-			}
+			d.used, d.bytes = d.used+1, d.bytes+int64(4*len(zp))
 		}
 	}
 	qt, err := r.Tensor(name)

@@ -60,7 +60,7 @@ func LoadResult(path string) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := ReadConfig(m.ck.Entries(), m.ck.Metadata())
+	cfg, err := LoadConfig(m.ck)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 )
 
 // File is a file being written. Use it as an io.Writer, then Commit or Abort.
@@ -75,6 +76,7 @@ func Create(path string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot write in %s: %w", dir, err)
 	}
+	pending.Store(f.Name(), struct{}{})
 	return &File{File: f, target: path}, nil
 }
 
@@ -121,6 +123,10 @@ func (f *File) Commit() error {
 		os.Remove(tmp)
 		return fmt.Errorf("close %s: %w", f.target, err)
 	}
+	if f.unnamed {
+		pending.Store(tmp, struct{}{})
+	}
+	defer pending.Delete(tmp)
 	if err := os.Rename(tmp, f.target); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("rename into %s: %w", f.target, err)
@@ -147,5 +153,22 @@ func (f *File) discard() error {
 	if f.unnamed {
 		return nil // the kernel frees it with the last descriptor
 	}
+	pending.Delete(f.Name())
 	return os.Remove(f.Name())
+}
+
+// pending holds the temporary names of files being written (named temporaries only: unnamed
+// ones vanish with the process).
+var pending sync.Map
+
+// RemovePending removes the temporary file of every write still in progress. A process that
+// must stop at once (a second Ctrl-C, or a read that does not return promptly after SIGTERM)
+// calls it just before exiting, so that stopping never leaves output behind: a target is only
+// ever replaced by Commit's rename.
+func RemovePending() {
+	pending.Range(func(k, _ any) bool {
+		os.Remove(k.(string))
+		pending.Delete(k)
+		return true
+	})
 }

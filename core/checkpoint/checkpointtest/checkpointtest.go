@@ -38,6 +38,11 @@ type CountingReader struct {
 	checkpoint.Reader
 	Fetches, Releases int
 	Copies            bool
+	// Views makes every fetch of a name return the same bytes, as a reader handing out views
+	// of a mapping would. The file readers return copies (read under mapped.Guard, so that a
+	// file truncated while it is read cannot crash); this keeps window logic for view readers
+	// tested.
+	Views map[string][]byte
 }
 
 // Tensor counts the fetch and returns the tensor (a fresh copy with Copies).
@@ -46,6 +51,13 @@ func (c *CountingReader) Tensor(name string) (*tensor.Tensor, error) {
 	t, err := c.Reader.Tensor(name)
 	if err == nil && c.Copies {
 		t.Data = append([]byte(nil), t.Data...)
+	}
+	if err == nil && c.Views != nil {
+		if v, ok := c.Views[name]; ok {
+			t.Data = v
+		} else {
+			c.Views[name] = t.Data
+		}
 	}
 	return t, err
 }

@@ -1,6 +1,8 @@
-// Package mapped memory-maps a file read-only, so tensors can be read in place without copying
-// them into the Go heap, and lets callers drop the pages of a range they are done with, so the
-// resident memory of a pass over a large file stays about one tensor.
+// Package mapped memory-maps a file read-only, so headers can be parsed and tensors located
+// without reading the whole file, and lets callers drop the pages of a range they are done
+// with, so the resident memory of a pass over a large file stays about one tensor. Reads of the
+// mapping go through Guard or Copy, which turn a truncation under the mapping (SIGBUS) into
+// ErrChanged; OpenRegular refuses FIFOs and devices before opening them.
 package mapped
 
 import (

@@ -15,7 +15,7 @@ func OpenRegular(path string) (*os.File, os.FileInfo, error) {
 	if st, err := os.Stat(path); err != nil {
 		return nil, nil, err
 	} else if !st.Mode().IsRegular() {
-		return nil, nil, notRegular(path, st)
+		return nil, nil, NotRegular(path, st)
 	}
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
@@ -28,12 +28,13 @@ func OpenRegular(path string) (*os.File, os.FileInfo, error) {
 	}
 	if !st.Mode().IsRegular() {
 		f.Close()
-		return nil, nil, notRegular(path, st)
+		return nil, nil, NotRegular(path, st)
 	}
 	return f, st, nil
 }
 
-func notRegular(path string, st os.FileInfo) error {
+// NotRegular is the error for a path that is not a regular file, saying what it is instead.
+func NotRegular(path string, st os.FileInfo) error {
 	kind := "not a regular file"
 	switch m := st.Mode(); {
 	case m.IsDir():

@@ -104,8 +104,8 @@ func TestRepeatedLiteralBounded(t *testing.T) {
 	if err == nil {
 		t.Fatal("REDUCE on a list succeeded")
 	}
-	if len(err.Error()) > 2048 {
-		t.Errorf("error message is %d bytes, want a bounded one", len(err.Error()))
+	if len(err.Error()) > 2048 || strings.Contains(err.Error(), "types.") || strings.Contains(err.Error(), "0x41") {
+		t.Errorf("error message %q: want a bounded one without Go values", err)
 	}
 	bomb := "\x80\x02(B\x00\x00\x01\x00" + big + "q\x00" + strings.Repeat("h\x00", 200) + "l."
 	if _, _, err := Unpickle([]byte(bomb), Options{}); err == nil || !strings.Contains(err.Error(), "memory bomb") {

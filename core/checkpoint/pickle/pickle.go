@@ -264,7 +264,7 @@ func Unpickle(data []byte, opt Options) (value any, n int, err error) {
 		if errors.As(err, &re) {
 			return nil, 0, err
 		}
-		return nil, 0, errors.New(names.Message("malformed pickle: " + err.Error()))
+		return nil, 0, errors.New(names.Message("malformed pickle: " + withoutGoValues(err.Error())))
 	}
 	for _, c := range moduleClasses {
 		if len(c.instances) == 0 {
@@ -290,4 +290,16 @@ func isIdentifier(s string) bool {
 		}
 	}
 	return true
+}
+
+// withoutGoValues drops the Go rendering of a value that the unpickler engine appends to some
+// of its errors ("REDUCE requires a Callable object: &types.List{…}"): it means nothing to the
+// user and can be as large as the pickle.
+func withoutGoValues(msg string) string {
+	for _, mark := range []string{": &", ": []", ": map[", ": types.", ": (*", ": %!"} {
+		if i := strings.Index(msg, mark); i >= 0 {
+			return msg[:i] + " (the value is not shown)"
+		}
+	}
+	return msg
 }

@@ -10,7 +10,7 @@
 //	if err != nil { ... }
 //	defer f.Close()
 //	for _, e := range f.Entries() {
-//		t, err := f.Tensor(e.Name) // t.Data aliases the mapping
+//		t, err := f.Tensor(e.Name) // t.Data is a copy, read under mapped.Guard
 //		...
 //		f.Release(e.Name)
 //	}
@@ -36,6 +36,8 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/monoquant/monoquant/core/names"
 
 	"github.com/monoquant/monoquant/core/tensor"
 )
@@ -139,8 +141,11 @@ func parseJSONHeader(raw []byte, dataLen uint64) (*Header, error) {
 			}
 			continue
 		}
+		if err := names.Check("tensor name", name); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
 		if seen[name] {
-			return nil, fmt.Errorf("%w: tensor %q appears twice in the header", ErrInvalid, name)
+			return nil, fmt.Errorf("%w: tensor %s appears twice in the header", ErrInvalid, names.Quote(name))
 		}
 		seen[name] = true
 		e, err := parseEntry(dec, name)
@@ -176,12 +181,12 @@ func parseJSONHeader(raw []byte, dataLen uint64) (*Header, error) {
 	for i, e := range entries {
 		if e.start != pos {
 			if e.start < pos {
-				return nil, fmt.Errorf("%w: tensor %q: data_offsets [%d, %d] overlap the previous tensor, which ends at %d", ErrInvalid, e.name, e.start, e.end, pos)
+				return nil, fmt.Errorf("%w: tensor %s: data_offsets [%d, %d] overlap the previous tensor, which ends at %d", ErrInvalid, names.Quote(e.name), e.start, e.end, pos)
 			}
-			return nil, fmt.Errorf("%w: tensor %q: data_offsets [%d, %d] leave a gap after byte %d of the data area", ErrInvalid, e.name, e.start, e.end, pos)
+			return nil, fmt.Errorf("%w: tensor %s: data_offsets [%d, %d] leave a gap after byte %d of the data area", ErrInvalid, names.Quote(e.name), e.start, e.end, pos)
 		}
 		if e.end > dataLen {
-			return nil, fmt.Errorf("%w: tensor %q: data_offsets [%d, %d] run past the %d-byte data area (truncated file?)", ErrInvalid, e.name, e.start, e.end, dataLen)
+			return nil, fmt.Errorf("%w: tensor %s: data_offsets [%d, %d] run past the %d-byte data area (truncated file?)", ErrInvalid, names.Quote(e.name), e.start, e.end, dataLen)
 		}
 		pos = e.end
 		h.Entries[i] = tensor.Info{Name: e.name, DType: e.dtype, Shape: e.shape}
@@ -228,11 +233,17 @@ func parseMetadata(dec *json.Decoder, out map[string]string) error {
 	}
 	for _, kv := range m {
 		if len(kv.val) == 0 || kv.val[0] != '"' {
-			return fmt.Errorf("%w: %s[%q] is %s, not a string", ErrInvalid, metadataKey, kv.key, abbreviate(kv.val))
+			return fmt.Errorf("%w: %s[%s] is %s, not a string", ErrInvalid, metadataKey, names.Quote(kv.key), abbreviate(kv.val))
 		}
 		var s string
 		if err := json.Unmarshal(kv.val, &s); err != nil {
-			return fmt.Errorf("%w: %s[%q]: %v", ErrInvalid, metadataKey, kv.key, err)
+			return fmt.Errorf("%w: %s[%s]: %v", ErrInvalid, metadataKey, names.Quote(kv.key), err)
+		}
+		if err := names.Check("metadata key", kv.key); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		if err := names.Check("metadata value of "+names.Quote(kv.key)+" is a string that", s); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 		out[kv.key] = s
 	}
@@ -294,9 +305,9 @@ func parseEntry(dec *json.Decoder, name string) (rawEntry, error) {
 	if err := dec.Decode(&members); err != nil || members == nil {
 		var typeErr *json.UnmarshalTypeError
 		if members == nil && (err == nil || errors.As(err, &typeErr)) {
-			return e, fmt.Errorf("%w: tensor %q: not a JSON object", ErrInvalid, name)
+			return e, fmt.Errorf("%w: tensor %s: not a JSON object", ErrInvalid, names.Quote(name))
 		}
-		return e, fmt.Errorf("%w: tensor %q: invalid JSON: %v", ErrInvalid, name, err)
+		return e, fmt.Errorf("%w: tensor %s: invalid JSON: %v", ErrInvalid, names.Quote(name), err)
 	}
 	// Other members are ignored, as the official library ignores them.
 	dtypeRaw, shapeRaw, offRaw := members["dtype"], members["shape"], members["data_offsets"]
@@ -305,34 +316,34 @@ func parseEntry(dec *json.Decoder, name string) (rawEntry, error) {
 		v    json.RawMessage
 	}{{"dtype", dtypeRaw}, {"shape", shapeRaw}, {"data_offsets", offRaw}} {
 		if f.v == nil {
-			return e, fmt.Errorf("%w: tensor %q: missing field %q", ErrInvalid, name, f.name)
+			return e, fmt.Errorf("%w: tensor %s: missing field %q", ErrInvalid, names.Quote(name), f.name)
 		}
 	}
 
 	var dt string
 	if dtypeRaw[0] != '"' || json.Unmarshal(dtypeRaw, &dt) != nil {
-		return e, fmt.Errorf("%w: tensor %q: dtype %s is not a string", ErrInvalid, name, abbreviate(dtypeRaw))
+		return e, fmt.Errorf("%w: tensor %s: dtype %s is not a string", ErrInvalid, names.Quote(name), abbreviate(dtypeRaw))
 	}
 	var err error
 	e.dtype, err = tensor.ParseDType(dt)
 	if err != nil {
 		if slices.Contains(knownDTypes, dt) {
-			return e, fmt.Errorf("%w: tensor %q: unsupported dtype %s (supported: F32 F16 BF16 F64 I8 U8 I16 I32 I64 BOOL)", ErrUnsupported, name, dt)
+			return e, fmt.Errorf("%w: tensor %s: unsupported dtype %s (supported: F32 F16 BF16 F64 I8 U8 I16 I32 I64 BOOL)", ErrUnsupported, names.Quote(name), dt)
 		}
-		return e, fmt.Errorf("%w: tensor %q: unknown dtype %q", ErrInvalid, name, dt)
+		return e, fmt.Errorf("%w: tensor %s: unknown dtype %q", ErrInvalid, names.Quote(name), dt)
 	}
 
 	shape, err := parseUints(shapeRaw, -1)
 	if err != nil {
-		return e, fmt.Errorf("%w: tensor %q: shape: %v", ErrInvalid, name, err)
+		return e, fmt.Errorf("%w: tensor %s: shape: %v", ErrInvalid, names.Quote(name), err)
 	}
 	off, err := parseUints(offRaw, 2)
 	if err != nil {
-		return e, fmt.Errorf("%w: tensor %q: data_offsets: %v", ErrInvalid, name, err)
+		return e, fmt.Errorf("%w: tensor %s: data_offsets: %v", ErrInvalid, names.Quote(name), err)
 	}
 	e.start, e.end = off[0], off[1]
 	if e.end < e.start {
-		return e, fmt.Errorf("%w: tensor %q: data_offsets [%d, %d] end before they start", ErrInvalid, name, e.start, e.end)
+		return e, fmt.Errorf("%w: tensor %s: data_offsets [%d, %d] end before they start", ErrInvalid, names.Quote(name), e.start, e.end)
 	}
 
 	// Size in uint64 with explicit overflow checks, so a 10^15-element shape is rejected here
@@ -350,17 +361,17 @@ func parseEntry(dec *json.Decoder, name string) (rawEntry, error) {
 	if overflow || hi != 0 {
 		// A zero dimension makes the product 0 whatever the other dimensions are.
 		if !slices.Contains(shape, 0) {
-			return e, fmt.Errorf("%w: tensor %q: shape %v overflows 64-bit size arithmetic", ErrInvalid, name, shape)
+			return e, fmt.Errorf("%w: tensor %s: shape %v overflows 64-bit size arithmetic", ErrInvalid, names.Quote(name), shape)
 		}
 		nbytes = 0
 	}
 	if nbytes != e.end-e.start {
-		return e, fmt.Errorf("%w: tensor %q: shape %v of %s needs %d bytes but data_offsets [%d, %d] span %d", ErrInvalid, name, shape, dt, nbytes, e.start, e.end, e.end-e.start)
+		return e, fmt.Errorf("%w: tensor %s: shape %v of %s needs %d bytes but data_offsets [%d, %d] span %d", ErrInvalid, names.Quote(name), shape, dt, nbytes, e.start, e.end, e.end-e.start)
 	}
 	e.shape = make([]int, len(shape))
 	for i, d := range shape {
 		if d > math.MaxInt {
-			return e, fmt.Errorf("%w: tensor %q: dimension %d is too large", ErrInvalid, name, d)
+			return e, fmt.Errorf("%w: tensor %s: dimension %d is too large", ErrInvalid, names.Quote(name), d)
 		}
 		e.shape[i] = int(d)
 	}

@@ -106,8 +106,10 @@ func TestReleaseBoundsResidentMemory(t *testing.T) {
 	}
 	file := int64(n * size)
 	t.Logf("peak RSS growth over a %d MB file: %.1f MB with Release, %.1f MB without", file>>20, float64(withRelease)/(1<<20), float64(without)/(1<<20))
-	if withRelease > file/4 {
-		t.Errorf("with Release the RSS grew by %d bytes, more than 25%% of the %d-byte file", withRelease, file)
+	// Tensor returns a copy (read under mapped.Guard, so that truncation cannot crash a
+	// reader): one tensor's heap copy comes on top of the 25% goal for mapped pages.
+	if withRelease > file/4+size {
+		t.Errorf("with Release the RSS grew by %d bytes, more than 25%% of the %d-byte file plus one %d-byte tensor copy", withRelease, file, size)
 	}
 	if without < file/2 {
 		t.Errorf("without Release the RSS grew by only %d bytes of a %d-byte file: the measurement does not see mapped pages", without, file)

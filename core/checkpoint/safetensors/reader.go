@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/monoquant/monoquant/core/checkpoint/mapped"
+	"github.com/monoquant/monoquant/core/names"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
@@ -25,7 +26,11 @@ func Open(path string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("safetensors %s: %w", path, err)
 	}
-	hdr, err := ParseHeader(m.Bytes())
+	var hdr *Header
+	err = mapped.Guard(path, func() (err error) {
+		hdr, err = ParseHeader(m.Bytes())
+		return err
+	})
 	if err != nil {
 		m.Close()
 		return nil, fmt.Errorf("safetensors %s: %w", path, err)
@@ -55,11 +60,12 @@ func (f *File) Has(name string) bool {
 	return ok
 }
 
-// Tensor returns a tensor whose Data is a read-only slice of the mapping: writing to it faults.
+// Tensor returns a tensor whose Data is a copy of its bytes, read under mapped.Guard (a file
+// truncated meanwhile gives an error wrapping mapped.ErrChanged, never a crash).
 func (f *File) Tensor(name string) (*tensor.Tensor, error) {
 	i, ok := f.index[name]
 	if !ok {
-		return nil, fmt.Errorf("safetensors %s: no tensor named %q", f.path, name)
+		return nil, fmt.Errorf("safetensors %s: no tensor named %s", f.path, names.Quote(name))
 	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -67,10 +73,11 @@ func (f *File) Tensor(name string) (*tensor.Tensor, error) {
 		return nil, fmt.Errorf("safetensors %s: file is closed", f.path)
 	}
 	e, off := f.hdr.Entries[i], f.hdr.Offsets[i]
-	data, err := f.m.Slice(f.hdr.DataStart+off[0], off[1]-off[0])
+	// A checked copy, not a slice of the mapping: a file truncated under the mapping must end
+	// in an error here (mapped.ErrChanged), not in a SIGBUS wherever the caller later reads.
+	data, err := f.m.Copy(f.path, f.hdr.DataStart+off[0], off[1]-off[0])
 	if err != nil {
-		// ParseHeader checked every range against the file, so this means the file changed size.
-		return nil, fmt.Errorf("safetensors %s: tensor %q: %w", f.path, name, err)
+		return nil, fmt.Errorf("safetensors %s: tensor %s: %w", f.path, names.Quote(name), err)
 	}
 	return &tensor.Tensor{DType: e.DType, Shape: append([]int{}, e.Shape...), Data: data}, nil
 }

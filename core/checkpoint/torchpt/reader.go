@@ -12,9 +12,10 @@
 //   - a whole pickled nn.Module yields its state_dict names (parameters, persistent buffers,
 //     submodules) and ModuleTypes records each module's class by path.
 //
-// Tensors whose bytes lie contiguous in an uncompressed record are slices of the memory-mapped
-// file; views with other strides, shared storages and offsets are materialised as contiguous
-// copies.
+// The file is memory-mapped and parsed under mapped.Guard; every tensor is returned as a
+// contiguous copy read under the guard, so a file truncated while it is read gives an error
+// (mapped.ErrChanged), never a crash. Broadcast views are materialised only within
+// tensor.ViewExpansion; deflated records are inflated once per storage, within MaxExpansion.
 //
 // Writing produces the zip format torch.load(weights_only=True) accepts, see Create.
 package torchpt
@@ -62,7 +63,7 @@ func Open(path string) (*File, error) {
 		return nil, fmt.Errorf("open torch checkpoint: %w", err)
 	}
 	f := &File{path: path, m: m, refs: map[string]*tensorRef{}, meta: map[string]string{}}
-	if err := f.parse(m.Bytes()); err != nil {
+	if err := mapped.Guard(path, func() error { return f.parse(m.Bytes()) }); err != nil {
 		m.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -322,6 +323,12 @@ func (f *File) collect(root any, pickleLen int) error {
 				if !ok1 || !ok2 {
 					return fmt.Errorf("%s holds a %s → %s pair; only strings are allowed", MetadataAttr, describe(e.Key), describe(e.Value))
 				}
+				if err := names.Check("metadata key", k); err != nil {
+					return err
+				}
+				if err := names.Check("metadata value of "+names.Quote(k)+" is a string that", v); err != nil {
+					return err
+				}
 				f.meta[k] = v
 			}
 		}
@@ -545,8 +552,8 @@ func (f *File) Metadata() map[string]string { return f.meta }
 // ModuleTypes maps module paths to class names for a whole pickled nn.Module; nil otherwise.
 func (f *File) ModuleTypes() map[string]string { return f.modules }
 
-// Tensor returns one tensor, contiguous and little-endian: a view into the mapped file when
-// its bytes already are, else a copy.
+// Tensor returns one tensor, contiguous and little-endian, in a buffer of its own (a file
+// truncated while it is read gives an error wrapping mapped.ErrChanged).
 func (f *File) Tensor(name string) (*tensor.Tensor, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -557,9 +564,24 @@ func (f *File) Tensor(name string) (*tensor.Tensor, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s: no tensor named %s", f.path, names.Quote(name))
 	}
-	raw, err := t.st.rec.bytes()
+	var out *tensor.Tensor
+	err := mapped.Guard(f.path, func() (err error) {
+		out, err = f.tensor(t)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: tensor %s: %w", f.path, names.Quote(name), err)
+	}
+	return out, nil
+}
+
+// tensor reads t's bytes into a new buffer (under mapped.Guard: stored records are read from
+// the mapping, and a file truncated meanwhile must end in an error, not a crash; so nothing
+// returned aliases the mapping).
+func (f *File) tensor(t *tensorRef) (*tensor.Tensor, error) {
+	raw, err := t.st.rec.bytes()
+	if err != nil {
+		return nil, err
 	}
 	es := t.dtype.Size()
 	base := int(t.st.viewOffset)*t.st.dtype.Size() + int(t.offset)*es
@@ -571,8 +593,13 @@ func (f *File) Tensor(name string) (*tensor.Tensor, error) {
 	}
 	if t.contiguous() {
 		out.Data = raw[base : base+n*es : base+n*es]
+		if t.st.rec.zf == nil || (f.bigEndian && es > 1) {
+			// A copy: of the mapping (see above), or to swap bytes without touching the
+			// shared inflated record.
+			out.Data = append([]byte(nil), out.Data...)
+		}
 		if f.bigEndian && es > 1 {
-			out.Data = swapped(out.Data, es)
+			swapInPlace(out.Data, es)
 		}
 		return out, nil
 	}

@@ -95,9 +95,10 @@ func TestReadTorchFixtures(t *testing.T) {
 	}
 }
 
-// TestZeroCopy checks that a contiguous tensor in a stored record is a view into the mapping
-// while a transposed one is a separate copy.
-func TestZeroCopy(t *testing.T) {
+// TestNoAliasOfTheMapping checks that no tensor, contiguous or not, is a view into the mapping:
+// a file truncated under the mapping would make any later read of such a view a SIGBUS, so
+// every tensor is copied out under mapped.Guard.
+func TestNoAliasOfTheMapping(t *testing.T) {
 	f, err := Open(filepath.Join(fixtures, "views.pt"))
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +114,7 @@ func TestZeroCopy(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		view bool
-	}{{"base", true}, {"slice", true}, {"transposed", false}, {"strided", false}, {"expanded", false}} {
+	}{{"base", false}, {"slice", false}, {"transposed", false}, {"strided", false}, {"expanded", false}} {
 		tt, err := f.Tensor(c.name)
 		if err != nil {
 			t.Fatalf("Tensor(%q): %v", c.name, err)

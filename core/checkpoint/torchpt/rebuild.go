@@ -26,6 +26,13 @@ func (s *storageType) PyNew(args ...any) (any, error) {
 	return nil, fmt.Errorf("%s cannot be instantiated from a pickle", s.name)
 }
 
+// tensorClass is a torch tensor class named as data (the new_type of _rebuild_from_type_v2).
+type tensorClass struct{ name string }
+
+func (c *tensorClass) Call(args ...any) (any, error) {
+	return nil, fmt.Errorf("%s cannot be called from a pickle", c.name)
+}
+
 // dtypeValue is a torch dtype global (torch.float32…), as _rebuild_tensor_v3 receives it.
 type dtypeValue struct {
 	name  string
@@ -165,6 +172,11 @@ func torchGlobals() map[string]any {
 		"_rebuild_mtia_tensor"} {
 		g["torch._utils."+name] = &unsupportedRebuild{"torch._utils." + name}
 	}
+	// The tensor classes _rebuild_from_type_v2 names as new_type (a tensor with Python
+	// attributes, a Parameter): markers only, the rebuilt value is the plain tensor.
+	for _, name := range []string{"torch.Tensor", "torch.nn.parameter.Parameter", "torch.nn.parameter.Buffer"} {
+		g[name] = &tensorClass{name: name}
+	}
 	g["torch.Size"] = &rebuildFunc{"torch.Size", func(a []any) (any, error) {
 		if len(a) != 1 {
 			return nil, fmt.Errorf("expected 1 argument, got %d", len(a))
@@ -292,8 +304,31 @@ func describe(v any) string {
 		return "integer"
 	case float64:
 		return "float"
+	case bool:
+		return "bool"
+	case []byte:
+		return "bytes"
+	case *types.Dict:
+		return "dict"
+	case *types.OrderedDict:
+		return "OrderedDict"
+	case *types.List:
+		return "list"
+	case *types.Tuple:
+		return "tuple"
+	case *types.Set:
+		return "set"
+	case *types.FrozenSet:
+		return "frozenset"
+	case *storageType:
+		return x.name
+	case *dtypeValue:
+		return x.name
+	case *tensorClass:
+		return x.name
 	}
-	return fmt.Sprintf("%T", v)
+	// Never a Go type name: the message is for someone who knows the file, not this code.
+	return "value of another kind"
 }
 
 // checkFits verifies that every element the view addresses lies inside its storage, with
