@@ -149,28 +149,22 @@ func (s *side) open(name string) (*sideTensor, error) {
 			return &sideTensor{deq: d}, nil
 		}
 	}
-	st, err := blocks.Open(s.r, name)
+	st, err := blocks.Open(s.r, s.info[name])
 	if err != nil {
-		return nil, err
-	}
-	if st.T.DType.IsFloat() {
-		if err := st.T.Validate(); err != nil {
-			st.Close()
-			return nil, wrapExit(exitFormat, err, "tensor %q", name)
-		}
+		return nil, wrapExit(exitFormat, err, "")
 	}
 	return &sideTensor{st: st}, nil
 }
 
 // float reports whether the tensor is read as float32 values (quantized or a float dtype).
-func (t *sideTensor) float() bool { return t.deq != nil || t.st.T.DType.IsFloat() }
+func (t *sideTensor) float() bool { return t.deq != nil || t.st.DType.IsFloat() }
 
 // len is the number of values.
 func (t *sideTensor) len() int {
 	if t.deq != nil {
 		return t.deq.NumRows() * t.deq.RowLen()
 	}
-	return t.st.T.Len()
+	return t.st.Len()
 }
 
 // rows returns rows [r0, r1) of rowLen values each as float32, valid until the next call; r0
@@ -186,7 +180,7 @@ func (t *sideTensor) rows(r0, r1, rowLen int) ([]float32, error) {
 		}
 		return t.buf[:n], nil
 	}
-	dt := t.st.T.DType
+	dt := t.st.DType
 	raw, err := t.st.Bytes(r0*rowLen*dt.Size(), r1*rowLen*dt.Size())
 	if err != nil {
 		return nil, err
@@ -275,7 +269,7 @@ func compareOne(ctx context.Context, a, b *side, name string, shape []int, row *
 	if !ta.float() || !tb.float() {
 		// Integer, bool or mixed float/non-float: only equality is meaningful.
 		row.Status = "different"
-		if ta.st != nil && tb.st != nil && ta.st.T.DType == tb.st.T.DType {
+		if ta.st != nil && tb.st != nil && ta.st.DType == tb.st.DType {
 			same, err := blocks.Equal(ta.st, tb.st, func(err error) error {
 				return wrapExit(exitFormat, err, "A %s", name)
 			}, func(err error) error {

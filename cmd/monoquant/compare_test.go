@@ -295,7 +295,7 @@ func TestCompareShortTensor(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	s := &side{r: shortReader{r}, info: map[string]tensor.Info{}}
+	s := &side{r: shortReader{r}, info: map[string]tensor.Info{"w": {Name: "w", DType: tensor.F32, Shape: []int{3, 4}}}}
 	if _, err := s.open("w"); err == nil || !strings.Contains(err.Error(), "needs 48 bytes, have 44") {
 		t.Errorf("open of a short tensor = %v, want the length error", err)
 	}

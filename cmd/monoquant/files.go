@@ -58,7 +58,28 @@ func openInput(what, path string) (checkpoint.Reader, error) {
 		}
 		return nil, inputErr(err)
 	}
-	return &inputReader{Reader: r}, nil
+	ir := &inputReader{Reader: r}
+	if _, ok := r.(rangeReader); ok {
+		return &rangeInputReader{ir}, nil // keeps streaming large tensors in blocks
+	}
+	return ir, nil
+}
+
+// rangeReader is a reader that can read and release parts of a tensor (the quantizer then
+// streams large tensors); the wrappers keep those methods when the reader has them.
+type rangeReader interface {
+	checkpoint.RangeReader
+	checkpoint.RangeReleaser
+}
+
+type rangeInputReader struct{ *inputReader }
+
+func (r *rangeInputReader) ReadRange(name string, off int64, dst []byte) error {
+	return inputErr(r.Reader.(rangeReader).ReadRange(name, off, dst))
+}
+
+func (r *rangeInputReader) ReleaseRange(name string, off, n int64) {
+	r.Reader.(rangeReader).ReleaseRange(name, off, n)
 }
 
 // inputReader marks errors of lazily read tensors as input errors, so that the exit code says
@@ -93,8 +114,17 @@ func createOutput(path string) model.CreateFunc {
 		if err != nil {
 			return nil, wrapExit(exitOutput, err, "output %s", path)
 		}
+		if _, ok := w.(checkpoint.PartWriter); ok {
+			return &partOutputWriter{&outputWriter{w}}, nil // keeps writing large tensors in parts
+		}
 		return &outputWriter{w}, nil
 	}
+}
+
+type partOutputWriter struct{ *outputWriter }
+
+func (w *partOutputWriter) WritePart(name string, part []byte) error {
+	return wrapExit(exitOutput, w.Writer.(checkpoint.PartWriter).WritePart(name, part), "")
 }
 
 // formatOf names the checkpoint format a path's suffix implies ("" when it implies none).
@@ -221,6 +251,9 @@ func fileBytes(r checkpoint.Reader, path string) int64 {
 
 func unwrapReader(r checkpoint.Reader) checkpoint.Reader {
 	if ir, ok := r.(*inputReader); ok {
+		return ir.Reader
+	}
+	if ir, ok := r.(*rangeInputReader); ok {
 		return ir.Reader
 	}
 	return r

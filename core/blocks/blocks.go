@@ -17,45 +17,94 @@ import (
 // pages (a variable so that tests can make it small).
 var ReleaseEvery = 64 << 20
 
-// Stream reads one tensor of a reader front to back and keeps about ReleaseEvery bytes of it
-// resident: every ReleaseEvery bytes it releases the tensor's pages (checkpoint.Reader has no
-// range release: the whole tensor is released, which drops the pages read so far) and fetches
-// the tensor again, since data is valid only until Release. For a mapped reader the new view
-// costs nothing; a reader that returns copies (a strided or big-endian .pt tensor) has nothing
-// to release, so after the first fetch shows a new copy its data is kept as it is.
+// Stream reads one tensor of a reader front to back without holding it whole. A reader that
+// can read and release ranges (checkpoint.RangeReader and RangeReleaser: safetensors) is read a
+// window at a time into a reused buffer, each window's pages released once copied. Any other
+// reader gives the tensor whole; then every ReleaseEvery bytes the stream releases the tensor's
+// pages (which drops the pages read so far) and fetches it again, since data is valid only until
+// Release. For a mapped reader the new view costs nothing; a reader that returns copies (a
+// strided or big-endian .pt tensor) has nothing to release, so after the first fetch shows a new
+// copy its data is kept as it is.
 type Stream struct {
+	DType tensor.DType
+	Shape []int
+
 	r        checkpoint.Reader
+	ranges   ranges // nil: whole-tensor reads
 	name     string
-	T        *tensor.Tensor
-	released int  // offset of the last release
-	copies   bool // the reader copies: keep t
+	size     int            // bytes
+	t        *tensor.Tensor // whole-tensor reads
+	buf      []byte         // ranged reads
+	released int            // offset of the last release
+	copies   bool           // the reader copies: keep t
 }
 
-// Open starts reading the tensor called name of r.
-func Open(r checkpoint.Reader, name string) (*Stream, error) {
-	t, err := r.Tensor(name)
+type ranges interface {
+	checkpoint.RangeReader
+	checkpoint.RangeReleaser
+}
+
+// Open starts reading tensor info.Name of r, which the reader lists as info (its entry).
+func Open(r checkpoint.Reader, info tensor.Info) (*Stream, error) {
+	s := &Stream{DType: info.DType, Shape: info.Shape, r: r, name: info.Name}
+	n := tensor.NumElements(info.Shape)
+	if !info.DType.Valid() || n < 0 || n > math.MaxInt/info.DType.Size() {
+		return nil, fmt.Errorf("tensor %q: invalid dtype %v or shape %v", info.Name, info.DType, info.Shape)
+	}
+	s.size = n * info.DType.Size()
+	if rr, ok := r.(ranges); ok {
+		s.ranges = rr
+		return s, nil
+	}
+	t, err := r.Tensor(info.Name)
 	if err != nil {
 		return nil, err
 	}
-	return &Stream{r: r, name: name, T: t}, nil
+	if err := t.Validate(); err != nil {
+		r.Release(info.Name)
+		return nil, fmt.Errorf("tensor %q: %w", info.Name, err)
+	}
+	if t.DType != info.DType || len(t.Data) != s.size {
+		r.Release(info.Name)
+		return nil, fmt.Errorf("tensor %q is %v %v, the checkpoint listed it as %v %v", info.Name, t.DType, t.Shape, info.DType, info.Shape)
+	}
+	s.t = t
+	return s, nil
 }
+
+// Len is the number of values.
+func (s *Stream) Len() int { return s.size / s.DType.Size() }
 
 // Bytes returns the tensor's bytes [off, end); off must not decrease from call to call, and
 // the slice is valid until the next call.
 func (s *Stream) Bytes(off, end int) ([]byte, error) {
+	if off < 0 || end < off || end > s.size {
+		return nil, fmt.Errorf("tensor %q: bytes [%d, %d) are outside its %d", s.name, off, end, s.size)
+	}
+	if s.ranges != nil {
+		if cap(s.buf) < end-off {
+			s.buf = make([]byte, end-off)
+		}
+		b := s.buf[:end-off]
+		if err := s.ranges.ReadRange(s.name, int64(off), b); err != nil {
+			return nil, err
+		}
+		s.ranges.ReleaseRange(s.name, int64(off), int64(end-off))
+		return b, nil
+	}
 	if !s.copies && off-s.released >= ReleaseEvery {
 		s.r.Release(s.name)
 		t, err := s.r.Tensor(s.name)
 		if err != nil {
 			return nil, err
 		}
-		if len(t.Data) != len(s.T.Data) {
+		if len(t.Data) != len(s.t.Data) {
 			return nil, fmt.Errorf("tensor %q changed size while it was read", s.name)
 		}
-		s.copies = len(t.Data) > 0 && &t.Data[0] != &s.T.Data[0]
-		s.T, s.released = t, off
+		s.copies = len(t.Data) > 0 && &t.Data[0] != &s.t.Data[0]
+		s.t, s.released = t, off
 	}
-	return s.T.Data[off:end], nil
+	return s.t.Data[off:end], nil
 }
 
 // Close releases the tensor's pages.
@@ -65,12 +114,13 @@ func (s *Stream) Close() { s.r.Release(s.name) }
 // a time so that neither is resident whole. A read error is returned through wrapA or wrapB,
 // after the stream it came from.
 func Equal(a, b *Stream, wrapA, wrapB func(error) error) (bool, error) {
-	n := len(a.T.Data)
-	if len(b.T.Data) != n {
+	n := a.size
+	if b.size != n {
 		return false, nil
 	}
-	for off := 0; off < n; off += ReleaseEvery {
-		end := min(off+ReleaseEvery, n)
+	step := min(ReleaseEvery, 8<<20) // the ranged reads' buffers
+	for off := 0; off < n; off += step {
+		end := min(off+step, n)
 		x, err := a.Bytes(off, end)
 		if err != nil {
 			return false, wrapA(err)

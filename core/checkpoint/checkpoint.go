@@ -58,3 +58,11 @@ type PartWriter interface {
 type RangeReleaser interface {
 	ReleaseRange(name string, off, n int64)
 }
+
+// RangeReader is a Reader that can copy part of a tensor's bytes, [off, off+len(dst)), into dst
+// (under the same guard as Tensor: a file truncated meanwhile is an error, not a crash), so
+// that a large tensor can be read a block at a time without a copy of the whole. Streaming
+// quantization and the copy of large kept tensors use it; the safetensors readers implement it.
+type RangeReader interface {
+	ReadRange(name string, off int64, dst []byte) error
+}

@@ -84,7 +84,7 @@ func Validate(ctx context.Context, in checkpoint.Reader, outPath string, plan *m
 		}
 		tp := &plan.Tensors[i]
 		if tp.Action == model.ActionKeep {
-			if err := sameBytes(in, out, tp.Name); err != nil {
+			if err := sameBytes(in, out, tensor.Info{Name: tp.Name, DType: tp.DType, Shape: tp.Shape}); err != nil {
 				return nil, err
 			}
 			v.TensorsChecked++
@@ -109,13 +109,14 @@ func Validate(ctx context.Context, in checkpoint.Reader, outPath string, plan *m
 
 // sameBytes compares a tensor that was to be copied unchanged, window by window, so that a
 // large one (an embedding table) is not resident twice, once per file.
-func sameBytes(in, out checkpoint.Reader, name string) error {
-	a, err := blocks.Open(in, name)
+func sameBytes(in, out checkpoint.Reader, info tensor.Info) error {
+	name := info.Name
+	a, err := blocks.Open(in, info)
 	if err != nil {
 		return fmt.Errorf("rereading input tensor %q: %w", name, err)
 	}
 	defer a.Close()
-	b, err := blocks.Open(out, name)
+	b, err := blocks.Open(out, info)
 	if err != nil {
 		return fmt.Errorf("reading output tensor %q: %w", name, err)
 	}
@@ -153,15 +154,11 @@ func checkQuantized(in, out checkpoint.Reader, cfg *model.Config, tp *model.Tens
 	if !slices.Equal(deq.Shape(), tp.Shape) {
 		return nil, 0, fmt.Errorf("tensor %q has shape %v in the output's config, the plan says %v", tp.Name, deq.Shape(), tp.Shape)
 	}
-	st, err := blocks.Open(in, tp.Name)
+	src, err := blocks.Open(in, tensor.Info{Name: tp.Name, DType: tp.DType, Shape: tp.Shape})
 	if err != nil {
 		return nil, 0, fmt.Errorf("rereading input tensor %q: %w", tp.Name, err)
 	}
-	defer st.Close()
-	src := st.T
-	if err := src.Validate(); err != nil {
-		return nil, 0, fmt.Errorf("input tensor %q: %w", tp.Name, err)
-	}
+	defer src.Close()
 	if !src.DType.IsFloat() {
 		return nil, 0, fmt.Errorf("input tensor %q: dtype %v is not a floating-point type", tp.Name, src.DType)
 	}
@@ -184,7 +181,7 @@ func checkQuantized(in, out checkpoint.Reader, cfg *model.Config, tp *model.Tens
 			return nil, 0, fmt.Errorf("dequantizing %q from the output: %w", tp.Name, err)
 		}
 		es := src.DType.Size()
-		raw, err := st.Bytes(r0*rowLen*es, r1*rowLen*es)
+		raw, err := src.Bytes(r0*rowLen*es, r1*rowLen*es)
 		if err != nil {
 			return nil, 0, fmt.Errorf("rereading input tensor %q: %w", tp.Name, err)
 		}

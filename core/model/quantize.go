@@ -183,14 +183,6 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 				return nil, err
 			}
 		}
-		t, err := r.Tensor(tp.Name)
-		if err != nil {
-			return nil, fmt.Errorf("tensor %q: %w", tp.Name, err)
-		}
-		if t.DType != tp.DType || !slices.Equal(t.Shape, tp.Shape) {
-			r.Release(tp.Name)
-			return nil, fmt.Errorf("tensor %q is %v %v, the checkpoint listed it as %v %v", tp.Name, t.DType, t.Shape, tp.DType, tp.Shape)
-		}
 		if rr, ok := streamable(tp, r, w); ok {
 			// The last streamed tensor's scales must be written before these are reused.
 			for pl.inflight > 0 {
@@ -198,7 +190,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 					return nil, err
 				}
 			}
-			tr, err := quantizeStreamed(ctx, tp, t, rr, pl, finish, &params)
+			tr, err := quantizeStreamed(ctx, tp, r, rr, pl, finish, &params)
 			r.Release(tp.Name)
 			if err != nil {
 				return nil, err
@@ -212,9 +204,14 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 		}
 		j := &writeJob{tp: tp}
 		if tp.Action == ActionKeep {
-			in := entryBytes(t.DType, t.Shape)
-			j.data = t.Data
-			j.release = keptStreamable(in, r, w)
+			in := entryBytes(tp.DType, tp.Shape)
+			if j.ranges = keptStreamable(in, r, w); j.ranges == nil {
+				t, err := readTensor(r, tp)
+				if err != nil {
+					return nil, err
+				}
+				j.data = t.Data
+			}
 			rep.TotalBytesBefore += in
 			rep.TotalBytesAfter += in
 			rep.TensorsKept++
@@ -222,6 +219,10 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 			j.out = pl.buffers()
 			mo := p.opts.mopts
 			mo.Hessian = run.Hessians[tp.Layer]
+			t, err := readTensor(r, tp)
+			if err != nil {
+				return nil, err
+			}
 			tr, warns, err := quantizeOne(tp, t, j.out, mo)
 			r.Release(tp.Name) // the writer needs only the quantized form
 			if err != nil {
@@ -256,11 +257,26 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 	return rep, nil
 }
 
+// readTensor reads tensor tp whole and checks it is what the checkpoint listed.
+func readTensor(r checkpoint.Reader, tp *TensorPlan) (*tensor.Tensor, error) {
+	t, err := r.Tensor(tp.Name)
+	if err != nil {
+		return nil, fmt.Errorf("tensor %q: %w", tp.Name, err)
+	}
+	if t.DType != tp.DType || !slices.Equal(t.Shape, tp.Shape) {
+		r.Release(tp.Name)
+		return nil, fmt.Errorf("tensor %q is %v %v, the checkpoint listed it as %v %v", tp.Name, t.DType, t.Shape, tp.DType, tp.Shape)
+	}
+	return t, nil
+}
+
 // maxInflight is how many tensors may wait for the writer.
 const maxInflight = 1
 
 // quantBuffers hold one tensor's quantized form; the pipeline reuses two sets.
 type quantBuffers struct {
+	in []byte // a streamed tensor's block of input
+
 	data  []byte
 	scale []float32
 	zp    []int32
@@ -277,8 +293,8 @@ type writeJob struct {
 	out  *quantBuffers // a quantized tensor's stored form, or one block of it when part
 	// part: out.d is the next block of rows of a streamed tensor's quantized data.
 	part bool
-	// release: a large kept tensor is written in blocks, each released once written.
-	release checkpoint.RangeReleaser
+	// ranges: a large kept tensor is copied in blocks, each released once written.
+	ranges rangeReader
 	// params: the scales and zero points that end a streamed tensor (its data was sent in parts).
 	params *quantBuffers
 	err    error
@@ -298,9 +314,10 @@ func newPipeline(w checkpoint.Writer) *pipeline {
 		free: []*quantBuffers{{}, {}}}
 	go func() {
 		var failed error
+		var keptBuf []byte
 		for j := range pl.jobs {
 			if failed == nil {
-				failed = writeTensor(w, j)
+				failed = writeTensor(w, j, &keptBuf)
 			}
 			j.err = failed
 			pl.done <- j
@@ -337,7 +354,8 @@ func (pl *pipeline) stop() {
 	}
 }
 
-func writeTensor(w checkpoint.Writer, j *writeJob) error {
+// writeTensor writes one job; keptBuf is the writer goroutine's buffer for copying kept tensors in blocks.
+func writeTensor(w checkpoint.Writer, j *writeJob, keptBuf *[]byte) error {
 	name := j.tp.Name
 	if j.part {
 		if err := w.(checkpoint.PartWriter).WritePart(name, j.out.d); err != nil {
@@ -348,8 +366,10 @@ func writeTensor(w checkpoint.Writer, j *writeJob) error {
 	if j.params != nil {
 		return writeParams(w, j.tp, j.params)
 	}
-	if j.out == nil && j.release != nil {
-		return writeKeptParts(w.(checkpoint.PartWriter), j.release, name, j.data)
+	if j.out == nil && j.ranges != nil {
+		var err error
+		*keptBuf, err = writeKeptParts(w.(checkpoint.PartWriter), j.ranges, name, entryBytes(j.tp.DType, j.tp.Shape), *keptBuf)
+		return err
 	}
 	if j.out == nil {
 		if err := w.Write(name, j.data); err != nil {
@@ -420,7 +440,7 @@ func quantizeOne(tp *TensorPlan, t *tensor.Tensor, b *quantBuffers, mo method.Op
 		return TensorReport{}, nil, fmt.Errorf("tensor %q: %w", tp.Name, err)
 	}
 	b.d, b.sc, b.z = data, sc, z
-	return tensorReport(tp, t, st, sig, noise), warns, nil
+	return tensorReport(tp, t.DType, st, sig, noise), warns, nil
 }
 
 // methodEnergy measures Σx² and Σ(x − x̂)² of a tensor a method quantized (the rtn path
@@ -439,11 +459,11 @@ func methodEnergy(src *tensor.Tensor, q []byte, s quant.Spec, sc []float32, z []
 }
 
 // tensorReport is what one tensor's quantization measured.
-func tensorReport(tp *TensorPlan, t *tensor.Tensor, st quant.Stats, sig, noise float64) TensorReport {
+func tensorReport(tp *TensorPlan, dt tensor.DType, st quant.Stats, sig, noise float64) TensorReport {
 	s := tp.Spec
-	size := quant.SizeOf(tp.QuantShape, t.DType.Size(), &s)
+	size := quant.SizeOf(tp.QuantShape, dt.Size(), &s)
 	tr := TensorReport{
-		Name: tp.Name, Layer: tp.Layer, LayerType: string(tp.LayerType), DType: t.DType.String(),
+		Name: tp.Name, Layer: tp.Layer, LayerType: string(tp.LayerType), DType: dt.String(),
 		Shape: append([]int{}, tp.Shape...), Format: s.Format.String(),
 		BytesBefore: size.OriginalBytes, BytesAfter: size.QuantizedBytes(), BitsPerWeight: size.BitsPerWeight(),
 		SignalEnergy: sig, NoiseEnergy: noise, SQNR: Decibels(OverallSQNR(sig, noise)), Overflow: st.Overflow,

@@ -14,10 +14,11 @@ import (
 // Streaming bounds the peak memory of a whole-checkpoint conversion by a block of rows instead
 // of the largest tensor. A tensor to quantize is streamed when its input holds at least
 // streamThreshold bytes, its qparams depend on whole rows only (per-channel on axis 0,
-// group-wise, float casts: see blockable), the reader can release part of a tensor
-// (checkpoint.RangeReleaser) and the writer can take a tensor in parts (checkpoint.PartWriter).
-// Each block of about streamBlockBytes of input is then quantized, handed to the writer and its
-// input pages released, so neither the input nor the quantized tensor is ever resident whole.
+// group-wise, float casts: see blockable), the reader can read and release part of a tensor
+// (checkpoint.RangeReader, checkpoint.RangeReleaser: rangeReader) and the writer can take a
+// tensor in parts (checkpoint.PartWriter). Each block of about streamBlockBytes of input is then
+// read into a reused buffer, quantized, handed to the writer and its input pages released, so
+// neither the input nor the quantized tensor is ever resident whole, nor copied whole.
 // The bytes written and the qparams are the same as without streaming. Per-tensor granularity,
 // and per-channel on another axis, need the whole tensor's range first and are not streamed.
 var (
@@ -25,9 +26,15 @@ var (
 	streamBlockBytes int64 = 8 << 20
 )
 
+// rangeReader reads and releases parts of a tensor.
+type rangeReader interface {
+	checkpoint.RangeReader
+	checkpoint.RangeReleaser
+}
+
 // streamable reports whether tensor tp is quantized in streamed blocks, and the reader's
-// RangeReleaser if so.
-func streamable(tp *TensorPlan, r checkpoint.Reader, w checkpoint.Writer) (checkpoint.RangeReleaser, bool) {
+// ranges if so.
+func streamable(tp *TensorPlan, r checkpoint.Reader, w checkpoint.Writer) (rangeReader, bool) {
 	if tp.Action != ActionQuantize || entryBytes(tp.DType, tp.Shape) < streamThreshold || !blockable(&tp.Spec, tp.QuantShape) ||
 		(tp.Method != "" && tp.Method != method.RTN) { // the other methods see the whole tensor
 		return nil, false
@@ -35,49 +42,58 @@ func streamable(tp *TensorPlan, r checkpoint.Reader, w checkpoint.Writer) (check
 	if _, ok := w.(checkpoint.PartWriter); !ok {
 		return nil, false
 	}
-	rr, ok := r.(checkpoint.RangeReleaser)
+	rr, ok := r.(rangeReader)
 	return rr, ok
 }
 
-// keptStreamable returns the reader's RangeReleaser when a kept tensor of size bytes is written
-// in blocks, each released once written (so the copy never makes it resident whole), else nil.
-func keptStreamable(size int64, r checkpoint.Reader, w checkpoint.Writer) checkpoint.RangeReleaser {
+// keptStreamable returns the reader's ranges when a kept tensor of size bytes is copied in
+// blocks, each read, written and released in turn (so it is never resident whole), else nil.
+func keptStreamable(size int64, r checkpoint.Reader, w checkpoint.Writer) rangeReader {
 	if size < streamThreshold {
 		return nil
 	}
 	if _, ok := w.(checkpoint.PartWriter); !ok {
 		return nil
 	}
-	rr, _ := r.(checkpoint.RangeReleaser)
+	rr, _ := r.(rangeReader)
 	return rr
 }
 
-// writeKeptParts writes a kept tensor's bytes in blocks of streamBlockBytes, releasing each.
-func writeKeptParts(w checkpoint.PartWriter, rr checkpoint.RangeReleaser, name string, data []byte) error {
-	step := int(max(streamBlockBytes, 1))
-	for off := 0; off < len(data) || off == 0; off += step {
-		part := data[off:min(off+step, len(data))]
-		if err := w.WritePart(name, part); err != nil {
-			return fmt.Errorf("writing tensor %q: %w", name, err)
+// writeKeptParts copies a kept tensor of size bytes in blocks of streamBlockBytes through buf
+// (grown as needed and returned for reuse): each block is read, written and released.
+func writeKeptParts(w checkpoint.PartWriter, rr rangeReader, name string, size int64, buf []byte) ([]byte, error) {
+	step := max(streamBlockBytes, 1)
+	for off := int64(0); off < size || off == 0; off += step {
+		n := min(step, size-off)
+		if int64(cap(buf)) < n {
+			buf = make([]byte, n)
 		}
-		rr.ReleaseRange(name, int64(off), int64(len(part)))
-		if len(data) == 0 {
+		part := buf[:n]
+		if err := rr.ReadRange(name, off, part); err != nil {
+			return buf, fmt.Errorf("tensor %q: %w", name, err)
+		}
+		if err := w.WritePart(name, part); err != nil {
+			return buf, fmt.Errorf("writing tensor %q: %w", name, err)
+		}
+		rr.ReleaseRange(name, off, n)
+		if size == 0 {
 			break
 		}
 	}
-	return nil
+	return buf, nil
 }
 
-// quantizeStreamed quantizes t block of rows by block, sending each block's quantized bytes to
-// the writer as a part and releasing its input, then sends the scales and zero points (kept in
-// params, which must not be in flight), checking ctx between blocks. finish takes back a job the writer is done with.
-func quantizeStreamed(ctx context.Context, tp *TensorPlan, t *tensor.Tensor, rr checkpoint.RangeReleaser, pl *pipeline,
+// quantizeStreamed reads tensor tp from rr block of rows by block into params.in, sending each
+// block's quantized bytes to the writer as a part and releasing its input, then sends the scales
+// and zero points (kept in params, which must not be in flight), checking ctx between blocks.
+// finish takes back a job the writer is done with; r gives the whole tensor for an error message.
+func quantizeStreamed(ctx context.Context, tp *TensorPlan, r checkpoint.Reader, rr rangeReader, pl *pipeline,
 	finish func(*writeJob) error, params *quantBuffers) (TensorReport, error) {
 	s := tp.Spec
 	rows := tp.QuantShape[0]
-	n := t.Len()
+	n := tensor.NumElements(tp.Shape)
 	rowLen := n / rows
-	es := t.DType.Size()
+	es := tp.DType.Size()
 	step := max(1, int(streamBlockBytes/int64(max(rowLen*es, 1))))
 	if s.Format == quant.Int4 && rowLen%2 == 1 && step%2 == 1 {
 		step++ // blocks start on a byte of the packed output
@@ -117,7 +133,15 @@ func quantizeStreamed(ctx context.Context, tp *TensorPlan, t *tensor.Tensor, rr 
 			b.data = make([]byte, need)
 		}
 		b.d = b.data[:need]
-		sub := &tensor.Tensor{DType: t.DType, Shape: append([]int{r1 - r0}, tp.QuantShape[1:]...), Data: t.Data[es*e0 : es*e1]}
+		if cap(params.in) < es*(e1-e0) {
+			params.in = make([]byte, es*(e1-e0))
+		}
+		in := params.in[:es*(e1-e0)]
+		if err := rr.ReadRange(tp.Name, int64(es*e0), in); err != nil {
+			pl.free = append(pl.free, b)
+			return TensorReport{}, fmt.Errorf("tensor %q: %w", tp.Name, err)
+		}
+		sub := &tensor.Tensor{DType: tp.DType, Shape: append([]int{r1 - r0}, tp.QuantShape[1:]...), Data: in}
 		var bsc []float32
 		var bz []int32
 		if s.Format.IsInteger() {
@@ -126,7 +150,7 @@ func quantizeStreamed(ctx context.Context, tp *TensorPlan, t *tensor.Tensor, rr 
 		bst, bsig, bnoise, err := quantizeMeasured(b.d, sub, s, bsc, bz)
 		if err != nil {
 			pl.free = append(pl.free, b)
-			return TensorReport{}, streamError(tp, t, err)
+			return TensorReport{}, streamError(tp, r, err)
 		}
 		rr.ReleaseRange(tp.Name, int64(es*e0), int64(es*(e1-e0)))
 		if bst.NonFinite > 0 && st.FirstNonFinite < 0 {
@@ -150,12 +174,17 @@ func quantizeStreamed(ctx context.Context, tp *TensorPlan, t *tensor.Tensor, rr 
 		}
 	}
 	pl.send(&writeJob{tp: tp, params: params})
-	return tensorReport(tp, t, st, sig, noise), nil
+	return tensorReport(tp, tp.DType, st, sig, noise), nil
 }
 
 // streamError is the error the whole tensor gives (its indices count from the tensor's start,
-// not the block's); it runs only for bad input, so quantizing the tensor again is fine.
-func streamError(tp *TensorPlan, t *tensor.Tensor, blockErr error) error {
+// not the block's); it runs only for bad input, so reading and quantizing the tensor again is fine.
+func streamError(tp *TensorPlan, r checkpoint.Reader, blockErr error) error {
+	t, err := r.Tensor(tp.Name)
+	if err != nil {
+		return fmt.Errorf("tensor %q: %w", tp.Name, err)
+	}
+	defer r.Release(tp.Name)
 	view := &tensor.Tensor{DType: t.DType, Shape: tp.QuantShape, Data: t.Data}
 	s := tp.Spec
 	data := make([]byte, quant.PackedLen(s.Format, t.Len()))

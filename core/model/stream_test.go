@@ -40,6 +40,10 @@ func (r *releaseCounter) ReleaseRange(name string, off, n int64) {
 	r.Reader.(checkpoint.RangeReleaser).ReleaseRange(name, off, n)
 }
 
+func (r *releaseCounter) ReadRange(name string, off int64, dst []byte) error {
+	return r.Reader.(checkpoint.RangeReader).ReadRange(name, off, dst)
+}
+
 // TestStreamedMatchesWhole quantizes the same checkpoint tensor by tensor and in streamed blocks
 // of rows (a tiny threshold forces streaming): the output files must be byte for byte the same,
 // which covers the quantized data, scales and zero points, for safetensors and .pt outputs.
@@ -233,6 +237,10 @@ func (c *cancelAfter) ReleaseRange(name string, off, n int64) {
 		c.cancel()
 	}
 	c.Reader.(checkpoint.RangeReleaser).ReleaseRange(name, off, n)
+}
+
+func (c *cancelAfter) ReadRange(name string, off int64, dst []byte) error {
+	return c.Reader.(checkpoint.RangeReader).ReadRange(name, off, dst)
 }
 
 // TestStreamedProgressAndCancel: progress comes once per tensor, in order, when tensors go in

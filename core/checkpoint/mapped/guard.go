@@ -43,3 +43,12 @@ func (m *File) Copy(path string, off, n int64) ([]byte, error) {
 	}
 	return dst, nil
 }
+
+// CopyTo copies len(dst) bytes at off into dst, under Guard.
+func (m *File) CopyTo(path string, off int64, dst []byte) error {
+	src, err := m.Slice(off, int64(len(dst)))
+	if err != nil {
+		return err
+	}
+	return Guard(path, func() error { copy(dst, src); return nil })
+}

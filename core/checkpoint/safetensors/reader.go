@@ -118,6 +118,27 @@ func (f *File) ReleaseRange(name string, off, n int64) {
 	f.m.Release(f.hdr.DataStart+o[0]+off, min(n, size-off))
 }
 
+// ReadRange copies bytes [off, off+len(dst)) of a tensor's data into dst, under mapped.Guard.
+func (f *File) ReadRange(name string, off int64, dst []byte) error {
+	i, ok := f.index[name]
+	if !ok {
+		return fmt.Errorf("safetensors %s: no tensor named %s", f.path, names.Quote(name))
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.m == nil {
+		return fmt.Errorf("safetensors %s: file is closed", f.path)
+	}
+	o := f.hdr.Offsets[i]
+	if off < 0 || off > o[1]-o[0] || int64(len(dst)) > o[1]-o[0]-off {
+		return fmt.Errorf("safetensors %s: tensor %s: bytes [%d, %d) are outside its %d", f.path, names.Quote(name), off, off+int64(len(dst)), o[1]-o[0])
+	}
+	if err := f.m.CopyTo(f.path, f.hdr.DataStart+o[0]+off, dst); err != nil {
+		return fmt.Errorf("safetensors %s: tensor %s: %w", f.path, names.Quote(name), err)
+	}
+	return nil
+}
+
 // Metadata is a copy of __metadata__ (empty, never nil, when the file has none).
 func (f *File) Metadata() map[string]string { return maps.Clone(f.hdr.Metadata) }
 

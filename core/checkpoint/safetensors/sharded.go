@@ -252,6 +252,15 @@ func (s *Sharded) ReleaseRange(name string, off, n int64) {
 	}
 }
 
+// ReadRange copies part of a tensor's bytes (File.ReadRange).
+func (s *Sharded) ReadRange(name string, off int64, dst []byte) error {
+	f, ok := s.where[name]
+	if !ok {
+		return fmt.Errorf("safetensors index %s: no tensor named %q", s.indexPath, name)
+	}
+	return f.ReadRange(name, off, dst)
+}
+
 // Metadata is a copy of the merged metadata (see OpenSharded).
 func (s *Sharded) Metadata() map[string]string { return maps.Clone(s.meta) }
 
