@@ -145,21 +145,30 @@ func writeJSONString(b *bytes.Buffer, s string) {
 	b.Truncate(b.Len() - 1) // Encode appends a newline
 }
 
-// Write appends the next tensor's bytes (little-endian, row-major). name must be the next
-// declared entry and data exactly its size; a mismatch is an error that leaves the Writer usable.
-func (w *Writer) Write(name string, data []byte) error {
+// nextEntry checks that the Writer is open and name is the next declared entry, and returns it.
+func (w *Writer) nextEntry(name string) (tensor.Info, error) {
 	if w.done {
-		return fmt.Errorf("safetensors %s: write of %q after Commit or Abort", w.path, name)
+		return tensor.Info{}, fmt.Errorf("safetensors %s: write of %q after Commit or Abort", w.path, name)
 	}
 	if w.err != nil {
-		return w.err
+		return tensor.Info{}, w.err
 	}
 	if w.next >= len(w.entries) {
-		return fmt.Errorf("safetensors %s: all %d declared tensors are written; %q is one too many", w.path, len(w.entries), name)
+		return tensor.Info{}, fmt.Errorf("safetensors %s: all %d declared tensors are written; %q is one too many", w.path, len(w.entries), name)
 	}
 	e := w.entries[w.next]
 	if name != e.Name {
-		return fmt.Errorf("safetensors %s: expected tensor %q (number %d in declared order), got %q", w.path, e.Name, w.next+1, name)
+		return tensor.Info{}, fmt.Errorf("safetensors %s: expected tensor %q (number %d in declared order), got %q", w.path, e.Name, w.next+1, name)
+	}
+	return e, nil
+}
+
+// Write appends the next tensor's bytes (little-endian, row-major). name must be the next
+// declared entry and data exactly its size; a mismatch is an error that leaves the Writer usable.
+func (w *Writer) Write(name string, data []byte) error {
+	e, err := w.nextEntry(name)
+	if err != nil {
+		return err
 	}
 	if w.partial > 0 {
 		return fmt.Errorf("safetensors %s: tensor %q: Write after %d of its %d bytes came from WritePart", w.path, name, w.partial, w.sizes[w.next])
@@ -179,18 +188,9 @@ func (w *Writer) Write(name string, data []byte) error {
 // tensor is complete once its declared size is written. Parts past the size are an error that
 // leaves the Writer usable.
 func (w *Writer) WritePart(name string, part []byte) error {
-	if w.done {
-		return fmt.Errorf("safetensors %s: write of %q after Commit or Abort", w.path, name)
-	}
-	if w.err != nil {
-		return w.err
-	}
-	if w.next >= len(w.entries) {
-		return fmt.Errorf("safetensors %s: all %d declared tensors are written; %q is one too many", w.path, len(w.entries), name)
-	}
-	e := w.entries[w.next]
-	if name != e.Name {
-		return fmt.Errorf("safetensors %s: expected tensor %q (number %d in declared order), got %q", w.path, e.Name, w.next+1, name)
+	e, err := w.nextEntry(name)
+	if err != nil {
+		return err
 	}
 	size := w.sizes[w.next]
 	if int64(len(part)) > size-w.partial {

@@ -115,20 +115,30 @@ func Create(path string, entries []tensor.Info, metadata map[string]string) (*Wr
 	return w, nil
 }
 
-// Write adds the next tensor's bytes (little-endian, row-major, as tensor.Tensor holds them).
-func (w *Writer) Write(name string, data []byte) error {
+// nextEntry checks that the Writer is open and name is the next declared entry, and returns it;
+// op names the call in messages.
+func (w *Writer) nextEntry(op, name string) (tensor.Info, error) {
 	if w.err != nil {
-		return w.err
+		return tensor.Info{}, w.err
 	}
 	if w.done {
-		return fmt.Errorf("torch writer: Write(%q) after Commit or Abort", name)
+		return tensor.Info{}, fmt.Errorf("torch writer: %s(%q) after Commit or Abort", op, name)
 	}
 	if w.next >= len(w.entries) {
-		return fmt.Errorf("torch writer: Write(%q): all %d declared tensors are already written", name, len(w.entries))
+		return tensor.Info{}, fmt.Errorf("torch writer: %s(%q): all %d declared tensors are already written", op, name, len(w.entries))
 	}
 	e := w.entries[w.next]
 	if name != e.Name {
-		return fmt.Errorf("torch writer: Write(%q): expected %q next (tensors are written in declared order)", name, e.Name)
+		return tensor.Info{}, fmt.Errorf("torch writer: %s(%q): expected %q next (tensors are written in declared order)", op, name, e.Name)
+	}
+	return e, nil
+}
+
+// Write adds the next tensor's bytes (little-endian, row-major, as tensor.Tensor holds them).
+func (w *Writer) Write(name string, data []byte) error {
+	e, err := w.nextEntry("Write", name)
+	if err != nil {
+		return err
 	}
 	if w.partial > 0 {
 		return fmt.Errorf("torch writer: Write(%q) after %d of its %d bytes came from WritePart", name, w.partial, w.sizes[w.next])
@@ -145,18 +155,9 @@ func (w *Writer) Write(name string, data []byte) error {
 // tensor's record is complete once its declared size is written. A part past the size is an
 // error that leaves the Writer usable.
 func (w *Writer) WritePart(name string, part []byte) error {
-	if w.err != nil {
-		return w.err
-	}
-	if w.done {
-		return fmt.Errorf("torch writer: WritePart(%q) after Commit or Abort", name)
-	}
-	if w.next >= len(w.entries) {
-		return fmt.Errorf("torch writer: WritePart(%q): all %d declared tensors are already written", name, len(w.entries))
-	}
-	e := w.entries[w.next]
-	if name != e.Name {
-		return fmt.Errorf("torch writer: WritePart(%q): expected %q next (tensors are written in declared order)", name, e.Name)
+	e, err := w.nextEntry("WritePart", name)
+	if err != nil {
+		return err
 	}
 	size := w.sizes[w.next]
 	if int64(len(part)) > size-w.partial {
