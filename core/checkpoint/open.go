@@ -15,7 +15,6 @@ import (
 
 var (
 	_ Reader = (*safetensors.File)(nil)
-	_ Reader = (*safetensors.Sharded)(nil)
 	_ Reader = (*torchpt.File)(nil)
 	_ Writer = (*safetensors.Writer)(nil)
 	_ Writer = (*safetensors.ShardedWriter)(nil)

@@ -79,7 +79,7 @@ func TestOpenDispatches(t *testing.T) {
 		want string // the reader's type
 	}{
 		{filepath.Join(root, "safetensors", "all_dtypes.safetensors"), "*safetensors.File"},
-		{filepath.Join(root, "safetensors", "sharded", "model.safetensors.index.json"), "*safetensors.Sharded"},
+		{filepath.Join(root, "safetensors", "sharded", "model.safetensors.index.json"), "sharded, ranged"},
 		{filepath.Join(root, "torch", "model_state.pt"), "*torchpt.File"},
 		{filepath.Join(root, "torch", "legacy.pt"), "*torchpt.File"},
 		{filepath.Join(dir, "disguised.bin"), "*safetensors.File"},
@@ -106,8 +106,8 @@ func typeName(r Reader) string {
 	switch r.(type) {
 	case *safetensors.File:
 		return "*safetensors.File"
-	case *safetensors.Sharded:
-		return "*safetensors.Sharded"
+	case *rangedShardedReader:
+		return "sharded, ranged"
 	case *torchpt.File:
 		return "*torchpt.File"
 	}

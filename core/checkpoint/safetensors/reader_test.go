@@ -133,15 +133,7 @@ func TestOpenOfficialFiles(t *testing.T) {
 		lastEnd = off[1]
 	}
 
-	s, err := OpenSharded(filepath.Join(fixtureDir, "sharded", "model.safetensors.index.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	checkAgainstExpected(t, "sharded", s, exp["sharded/model.safetensors.index.json"])
-	if n := len(s.Shards()); n != 3 {
-		t.Errorf("sharded fixture: %d shards, want 3", n)
-	}
+	// The sharded fixture is read by checkpoint.Open (core/checkpoint: TestOpenOfficialSharded).
 }
 
 func TestBadFiles(t *testing.T) {
