@@ -325,6 +325,22 @@ func TestTruncatedWhileOpen(t *testing.T) {
 	if _, err := f.Tensor("b"); !errors.Is(err, mapped.ErrChanged) || !strings.Contains(err.Error(), "file changed or truncated while reading") {
 		t.Errorf("Tensor(b) after truncation = %v, want ErrChanged", err)
 	}
+	// The block reads of streaming are guarded the same way, and bounded by the tensor.
+	dst := make([]byte, 64)
+	if err := f.ReadRange("b", int64(n/2), dst); !errors.Is(err, mapped.ErrChanged) {
+		t.Errorf("ReadRange(b) after truncation = %v, want ErrChanged", err)
+	}
+	if err := f.ReadRange("a", 0, dst); err != nil {
+		t.Errorf("ReadRange(a), inside what is left = %v", err)
+	}
+	for _, off := range []int64{-1, int64(n) - 63, int64(n) + 1} {
+		if err := f.ReadRange("a", off, dst); err == nil || !strings.Contains(err.Error(), "outside") {
+			t.Errorf("ReadRange(a, %d, 64 bytes) = %v, want an out-of-bounds error", off, err)
+		}
+	}
+	if err := f.ReadRange("zz", 0, dst); err == nil || !strings.Contains(err.Error(), "no tensor") {
+		t.Errorf("ReadRange of an unknown tensor = %v", err)
+	}
 }
 
 func inside(p *byte, b []byte) bool {
