@@ -97,6 +97,7 @@ func mq_quantize_file(src, dst *C.mq_cchar, cfg *C.mq_cmodel_config, calibration
 	if calibration != nil {
 		run.CalibrationFile = C.GoString(calibration)
 	}
+	run.Validate = cfg.version >= 2 && cfg.validate != 0
 	if cfg.version >= 2 && cfg.no_log == 0 {
 		entry := "c"
 		if cfg.entry_point != nil {
@@ -126,9 +127,10 @@ func mq_quantize_file(src, dst *C.mq_cchar, cfg *C.mq_cmodel_config, calibration
 	if report != nil {
 		js, err := json.Marshal(struct {
 			*model.Report
-			RunID      int64  `json:"run_id"`
-			LogWarning string `json:"log_warning,omitempty"`
-		}{res.Report, res.RunID, res.LogWarning})
+			Validation *convert.Validation `json:"validation,omitempty"`
+			RunID      int64               `json:"run_id"`
+			LogWarning string              `json:"log_warning,omitempty"`
+		}{res.Report, res.Validation, res.RunID, res.LogWarning})
 		if err != nil {
 			return mapErr(fail(mqEINTERNAL, "mq_quantize_file: %v", err), mqEINTERNAL)
 		}

@@ -49,6 +49,8 @@ func modelErr(err error, fallback C.int) C.int {
 		code = se.code
 	case errors.Is(err, context.Canceled):
 		code = mqECANCELED
+	case errors.Is(err, convert.ErrValidation):
+		code = mqEIO // the written output failed its check and was removed
 	case errors.Is(err, quant.ErrNonFinite):
 		code = mqENONFINITE
 	case errors.Is(err, model.ErrOption), errors.Is(err, model.ErrNothingToQuantize),

@@ -476,6 +476,13 @@ typedef struct mq_model_config {
                             the call. */
     const char* entry_point; /* NULL ("c"), or the name a binding records its runs under
                             ("python") */
+    int32_t validate;        /* non-zero: mq_quantize_file reopens dst once written and checks it,
+                            as `monoquant quantize` does: every tensor present with its planned
+                            dtype and shape, kept tensors byte-identical, each quantized tensor's
+                            SQNR recomputed from the file and Linear/Conv2d outputs compared. The
+                            report then holds "validation". An output that fails is removed and
+                            the call returns MQ_EIO naming the check. Costs a second read of
+                            dst (about the time of the write). */
 } mq_model_config;
 
 /* Fills *cfg with the defaults (INT8 per-channel, the default layers, no skips, weight only) and

@@ -619,6 +619,14 @@ static void test_recipes(void) {
     CHECK_RC(mq_report_json(rep, buf, sizeof buf, &len), MQ_OK);
     CHECK(strstr(buf, "\"rule\":\"rule 1 (\\\"fc\\\")\"") != NULL, "report does not name fc's rule: %.500s", buf);
     CHECK_RC(mq_report_free(rep), MQ_OK);
+    CHECK(strstr(buf, "\"validation\"") == NULL, "an unvalidated run's report has a validation: %.300s", buf);
+    /* validate: dst is reopened and checked, the report says what was checked */
+    cfg.validate = 1;
+    CHECK_RC(mq_quantize_file(src, dst, &cfg, NULL, NULL, NULL, &rep), MQ_OK);
+    CHECK_RC(mq_report_json(rep, buf, sizeof buf, &len), MQ_OK);
+    CHECK(strstr(buf, "\"validation\":{\"tensors_checked\":") && strstr(buf, "\"config_checked\":true"), "validated report: %.2000s", buf);
+    CHECK_RC(mq_report_free(rep), MQ_OK);
+    cfg.validate = 0;
     CHECK_RC(mq_report_free(rep), MQ_EHANDLE);
     CHECK_RC(mq_report_free(NULL), MQ_OK);
     CHECK_RC(mq_report_json((mq_report*)m, buf, sizeof buf, &len), MQ_EHANDLE);

@@ -398,7 +398,7 @@ def _warn(rep, stacklevel=2):
         warnings.warn(f"{w.get('code')}: {w.get('message')}", MonoquantWarning, stacklevel=stacklevel + 1)
 
 
-def quantize_file(src, dst, recipe=None, calibration=None, progress=None, log=True, **options):
+def quantize_file(src, dst, recipe=None, calibration=None, progress=None, log=True, validate=False, **options):
     """Quantizes the checkpoint file ``src`` into a new file ``dst`` through the engine's one
     file pipeline — the same as ``monoquant quantize`` and the C ABI's mq_quantize_file, with
     byte-identical output for the same input and options — streaming tensor by tensor.
@@ -414,6 +414,11 @@ def quantize_file(src, dst, recipe=None, calibration=None, progress=None, log=Tr
             ``progress(done, total, name)``.
         log: record the run in the run log (docs/RUNLOG.md; ``MONOQUANT_LOG=0`` turns it off
             everywhere). The report's ``run_id`` is its id there.
+        validate: reopen ``dst`` once written and check it, as ``monoquant quantize`` does
+            (every tensor's dtype and shape, kept tensors' bytes, each quantized tensor's SQNR
+            recomputed from the file, Linear/Conv2d outputs compared); the report then holds
+            ``validation``. An output that fails is removed and the call raises. Costs a second
+            read of ``dst``.
         **options: the options of ``quantize``: bits, dtype, group_size, group_fallback, scheme,
             activations (or dynamic), observer (a name), method, layers, skip.
 
@@ -428,6 +433,7 @@ def quantize_file(src, dst, recipe=None, calibration=None, progress=None, log=Tr
     if options.get("observer") is not None and not isinstance(options["observer"], str):
         raise TypeError("quantize_file() takes the observer by name ('minmax', 'moving_average', 'histogram')")
     cfg = _config(recipe=recipe, log=log, **options)
+    cfg.struct.validate = 1 if validate else 0
     with Progress(progress, 0) as bar:
         rep = _model.quantize_file(src, dst, cfg, calibration=calibration, progress=lambda d, t: bar.update(d, t, ""))
     _warn(rep)

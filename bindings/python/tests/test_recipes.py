@@ -71,6 +71,20 @@ def test_quantize_file_is_the_files_pipeline(tmp_path):
         monoquant.quantize_file(tmp_path / "m.pt", tmp_path / "x.safetensors", bitz=4)
 
 
+def test_quantize_file_validates_when_asked(tmp_path):
+    m = net()
+    torch.save(m.state_dict(), tmp_path / "m.pt")
+    rep = monoquant.quantize_file(tmp_path / "m.pt", tmp_path / "q.safetensors", recipe=RECIPE, progress=False, log=False)
+    assert "validation" not in rep
+    rep = monoquant.quantize_file(tmp_path / "m.pt", tmp_path / "v.safetensors", recipe=RECIPE, progress=False, log=False, validate=True)
+    v = rep["validation"]
+    # all 6 input tensors (2 quantized, 4 kept) checked, both quantized SQNRs recomputed from the file
+    assert v["config_checked"] and v["tensors_checked"] == 6 and v["sqnr_confirmed"] == 2, v
+    assert {c["layer"] for c in v["layer_outputs"]} == {"0", "2"} and all(c["output_sqnr_db"] > 10 for c in v["layer_outputs"])
+    # validating changes nothing in the file
+    assert (tmp_path / "q.safetensors").read_bytes() == (tmp_path / "v.safetensors").read_bytes()
+
+
 def test_defaults_come_from_the_engine():
     d = monoquant.defaults()
     assert d["bits"] == 8 and d["group_size"] == 128 and d["activations"]["int8"] == "dynamic" and "rtn" in d["methods"]
