@@ -43,12 +43,12 @@ def main():
     # The call is timed inside the process: `import monoquant` (torch's import, seconds on a
     # busy machine) is reported apart, as it is paid once per process, not per file.
     py = ("import time, sys; t0 = time.perf_counter(); import monoquant; t1 = time.perf_counter(); "
-          "monoquant.quantize_file(sys.argv[1], sys.argv[2], bits=int(sys.argv[3]), progress=False); "
+          "monoquant.quantize_file(sys.argv[1], sys.argv[2], bits=int(sys.argv[3]), progress=False, validate=True); "
           "print(t1 - t0, time.perf_counter() - t1)")
     callers = {
         "CLI (`monoquant quantize`, with its validation)": lambda out: [os.path.join(BUILD, "monoquant"), "quantize", "--model", src, "--out", out, "--bits", a.bits, "--quiet"],
-        "Python `monoquant.quantize_file`": lambda out: [sys.executable, "-W", "ignore", "-c", py, src, out, a.bits],
-        "C `mq_quantize_file`": lambda out: [exe, src, out, "--bits", a.bits],
+        "Python `monoquant.quantize_file(validate=True)`": lambda out: [sys.executable, "-W", "ignore", "-c", py, src, out, a.bits],
+        "C `mq_quantize_file` (validate = 1)": lambda out: [exe, src, out, "--bits", a.bits, "--validate"],
     }
     times = {k: [] for k in callers}
     imports = []

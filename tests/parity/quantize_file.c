@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
         else if (!strcmp(a, "--activations") && v) cfg.activations = v, i++;
         else if (!strcmp(a, "--recipe") && v) cfg.recipe_file = v, i++;
         else if (!strcmp(a, "--skip") && v && n_skip < 64) skip[n_skip++] = v, i++;
+        else if (!strcmp(a, "--validate")) cfg.validate = 1;
         else {
             fprintf(stderr, "unknown argument %s\n", a);
             return 2;
