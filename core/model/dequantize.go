@@ -85,6 +85,10 @@ func Dequantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, pro
 			progress(prog)
 		}
 	}
+	// A cancel from the last tensor's progress callback still wins: nothing is committed.
+	if err = ctx.Err(); err != nil {
+		return err
+	}
 	return w.Commit()
 }
 

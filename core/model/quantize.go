@@ -250,6 +250,10 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 		}
 	}
 	pl.stop()
+	// A cancel from the last tensor's progress callback still wins: nothing is committed.
+	if err = ctx.Err(); err != nil {
+		return nil, err
+	}
 	if err := w.Commit(); err != nil {
 		return nil, err
 	}

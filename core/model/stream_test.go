@@ -291,3 +291,60 @@ func TestStreamedProgressAndCancel(t *testing.T) {
 		t.Fatalf("a cancelled run left %s", cut)
 	}
 }
+
+// TestCancelAtTheLastTensor: a cancel from the last tensor's progress callback (how C and
+// Python cancel) still wins: the run fails with context.Canceled and no output appears, for
+// quantize and for dequantize.
+func TestCancelAtTheLastTensor(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.safetensors")
+	if err := testModel(t).Save(context.Background(), in); err != nil {
+		t.Fatal(err)
+	}
+	r, err := checkpoint.Open(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p, err := PlanReader(r, Options{Bits: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	last := func(pr Progress) {
+		if pr.TensorsDone == pr.TensorsTotal {
+			cancel()
+		}
+	}
+	out := filepath.Join(dir, "q.safetensors")
+	if _, err := Quantize(ctx, r, CreateFile(out), p, Run{Progress: last}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("quantize cancelled at the last tensor: %v, want context.Canceled", err)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("a cancelled quantize left %s (%v)", out, err)
+	}
+	// dequantize: a real quantized file, cancelled at its last tensor
+	if _, err := Quantize(context.Background(), r, CreateFile(out), p, Run{}); err != nil {
+		t.Fatal(err)
+	}
+	q, err := checkpoint.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	deq := filepath.Join(dir, "d.safetensors")
+	err = Dequantize(ctx2, q, CreateFile(deq), func(pr Progress) {
+		if pr.TensorsDone == pr.TensorsTotal {
+			cancel2()
+		}
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("dequantize cancelled at the last tensor: %v, want context.Canceled", err)
+	}
+	if _, err := os.Stat(deq); !os.IsNotExist(err) {
+		t.Errorf("a cancelled dequantize left %s (%v)", deq, err)
+	}
+}
