@@ -74,12 +74,12 @@ type quantizeArgs struct {
 // whose defaults the help text reads.
 func optionFlags(fs *flag.FlagSet, a *quantizeArgs) {
 	a.bits = newChoice("", "8", "4", "16")
-	a.scheme = newChoice("", "symmetric", "asymmetric", "sym", "asym")
-	a.observer = newChoice("", "minmax", "moving_average", "histogram")
-	a.dtype = newChoice("", "int8", "int4", "fp16", "bf16")
-	a.activations = newChoice("", "none", "dynamic", "static")
+	a.scheme = newChoice("", recipe.Spellings("scheme")...)
+	a.observer = newChoice("", recipe.Spellings("observer")...)
+	a.dtype = newChoice("", recipe.Spellings("dtype")...)
+	a.activations = newChoice("", recipe.Spellings("activations")...)
 	a.nonFinite = newChoice("", "reject", "clamp")
-	a.method = newChoice("", method.Names()...)
+	a.method = newChoice("", recipe.Spellings("method")...)
 	a.layers.choices = layerChoices()
 	fs.StringVar(&a.model, "model", "", "the `checkpoint` (.pt/.pth/.bin, .safetensors, .safetensors.index.json)")
 	fs.Var(a.bits, "bits", fmt.Sprintf("`bits` per weight: 8 (INT8 per-channel), 4 (INT4 group-wise) or 16 (FP16/BF16); default %d", recipe.DefaultBits))

@@ -61,7 +61,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"quantize"}, "--model is required"},
 		{[]string{"quantize", "--model", model, "--bits", "7"}, `invalid value "7" for --bits: want 8, 4 or 16`},
 		{[]string{"quantize", "--model", model, "--bits"}, "flag needs an argument: --bits"},
-		{[]string{"quantize", "--model", model, "--scheme", "affine"}, `invalid value "affine" for --scheme`},
+		{[]string{"quantize", "--model", model, "--scheme", "skew"}, `invalid value "skew" for --scheme`},
 		{[]string{"quantize", "--model", model, "--format", "onnx"}, `invalid value "onnx" for --format: want pt or safetensors`},
 		{[]string{"quantize", "--model", model, "--observer", "kmeans"}, `invalid value "kmeans" for --observer`},
 		{[]string{"quantize", "--model", model, "--layers", "linear,attention"}, `"attention" is not one of`},

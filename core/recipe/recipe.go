@@ -27,6 +27,7 @@ package recipe
 
 import (
 	"bytes"
+	"maps"
 
 	"encoding/json"
 	"errors"
@@ -111,6 +112,30 @@ var (
 	// Methods lists the weight methods this build knows (core/method).
 	Methods = method.Names()
 )
+
+// Spellings lists every spelling the engine accepts for an option whose values are names —
+// "dtype", "scheme", "activations", "observer", "method" — canonical names and aliases, sorted
+// (nil for any other option). Front ends check their flags against it and keep no list of their
+// own, so a value one caller takes is taken by all.
+func Spellings(option string) []string {
+	var out []string
+	switch option {
+	case "dtype":
+		out = slices.Collect(maps.Keys(formatNames))
+	case "scheme":
+		out = slices.Collect(maps.Keys(schemeNames))
+	case "activations":
+		out = slices.Collect(maps.Keys(activationNames))
+	case "observer":
+		out = slices.Clone(observerNames)
+	case "method":
+		out = slices.Clone(Methods)
+	default:
+		return nil
+	}
+	slices.Sort(out)
+	return out
+}
 
 // Limits on what a recipe may hold, so a hostile file cannot make planning slow.
 const (

@@ -3,6 +3,8 @@ package recipe
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -185,5 +187,35 @@ func TestMergeErrors(t *testing.T) {
 	rec := &Recipe{Rules: []Rule{{Match: "a", Activations: "static"}}}
 	if _, err := Merge(nil, rec, Rule{}, nil, false); err == nil || !strings.Contains(err.Error(), `rule 1 ("a")`) {
 		t.Errorf("static rule without data: %v", err)
+	}
+}
+
+// TestSpellingsAreWhatRulesTake: every spelling Spellings lists is a value a rule accepts (the
+// CLI's flags take exactly these), aliases included, and a value outside the list is refused.
+func TestSpellingsAreWhatRulesTake(t *testing.T) {
+	for _, opt := range []string{"dtype", "scheme", "activations", "observer", "method"} {
+		sp := Spellings(opt)
+		if len(sp) == 0 || !slices.IsSorted(sp) {
+			t.Fatalf("Spellings(%q) = %v, want a sorted, non-empty list", opt, sp)
+		}
+		for _, v := range append(sp, "no-such-value") {
+			rule := fmt.Sprintf(`[{"match": "x", %q: %q}]`, opt, v)
+			r, err := Parse([]byte(rule))
+			if err == nil {
+				err = r.Validate()
+			}
+			if v == "no-such-value" {
+				if err == nil {
+					t.Errorf("%s accepted %q", opt, v)
+				}
+				continue
+			}
+			if err != nil {
+				t.Errorf("%s %q is listed by Spellings but refused: %v", opt, v, err)
+			}
+		}
+	}
+	if !slices.Contains(Spellings("scheme"), "affine") || Spellings("bits") != nil {
+		t.Errorf("Spellings: scheme %v, bits %v", Spellings("scheme"), Spellings("bits"))
 	}
 }
