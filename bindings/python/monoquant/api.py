@@ -49,6 +49,13 @@ def _layer_name(t):
     raise TypeError(f"layers takes torch.nn layer classes (nn.Linear, nn.Conv2d, nn.LSTM, ...) or their names ('linear', ...), got {t!r}")
 
 
+def _check_options(fn, options):
+    """TypeError for keyword arguments that are not options (the names _options takes)."""
+    unknown = set(options) - _OPTION_NAMES
+    if unknown:
+        raise TypeError(f"{fn}() got unexpected keyword arguments {sorted(unknown)}")
+
+
 def _options(bits=None, dtype=None, scheme=None, group_size=None, group_fallback=None, activations=None,
              dynamic=None, observer=None, method=None, layers=None, skip=None, nonfinite=None):
     """(options dict for the engine, observer config or None): only what the caller gave."""
@@ -83,6 +90,9 @@ def _options(bits=None, dtype=None, scheme=None, group_size=None, group_fallback
         if skip:
             o["skip"] = skip
     return o, obs_config
+
+
+_OPTION_NAMES = frozenset(inspect.signature(_options).parameters)
 
 
 def _recipe_args(recipe):
@@ -427,9 +437,7 @@ def quantize_file(src, dst, recipe=None, calibration=None, progress=None, log=Tr
     """
     from . import _model
 
-    unknown = set(options) - {"bits", "dtype", "group_size", "group_fallback", "scheme", "activations", "dynamic", "observer", "method", "layers", "skip", "nonfinite"}
-    if unknown:
-        raise TypeError(f"quantize_file() got unexpected keyword arguments {sorted(unknown)}")
+    _check_options("quantize_file", options)
     if options.get("observer") is not None and not isinstance(options["observer"], str):
         raise TypeError("quantize_file() takes the observer by name ('minmax', 'moving_average', 'histogram')")
     cfg = _config(recipe=recipe, log=log, **options)
@@ -499,9 +507,7 @@ def plan(model_or_file, recipe=None, calibration_data=None, **options):
     for a table."""
     from . import _model
 
-    unknown = set(options) - {"bits", "dtype", "group_size", "group_fallback", "scheme", "activations", "dynamic", "observer", "method", "layers", "skip", "nonfinite"}
-    if unknown:
-        raise TypeError(f"plan() got unexpected keyword arguments {sorted(unknown)}")
+    _check_options("plan", options)
     cfg = _config(recipe=recipe, runtime=isinstance(model_or_file, nn.Module), **options)
     if isinstance(model_or_file, (str, os.PathLike)):
         return Plan(_model.plan_file(model_or_file, cfg))
