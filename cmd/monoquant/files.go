@@ -59,27 +59,20 @@ func openInput(what, path string) (checkpoint.Reader, error) {
 		return nil, inputErr(err)
 	}
 	ir := &inputReader{Reader: r}
-	if _, ok := r.(rangeReader); ok {
+	if _, ok := r.(checkpoint.RangedReader); ok {
 		return &rangeInputReader{ir}, nil // keeps streaming large tensors in blocks
 	}
 	return ir, nil
 }
 
-// rangeReader is a reader that can read and release parts of a tensor (the quantizer then
-// streams large tensors); the wrappers keep those methods when the reader has them.
-type rangeReader interface {
-	checkpoint.RangeReader
-	checkpoint.RangeReleaser
-}
-
 type rangeInputReader struct{ *inputReader }
 
 func (r *rangeInputReader) ReadRange(name string, off int64, dst []byte) error {
-	return inputErr(r.Reader.(rangeReader).ReadRange(name, off, dst))
+	return inputErr(r.Reader.(checkpoint.RangedReader).ReadRange(name, off, dst))
 }
 
 func (r *rangeInputReader) ReleaseRange(name string, off, n int64) {
-	r.Reader.(rangeReader).ReleaseRange(name, off, n)
+	r.Reader.(checkpoint.RangedReader).ReleaseRange(name, off, n)
 }
 
 // inputReader marks errors of lazily read tensors as input errors, so that the exit code says

@@ -20,7 +20,7 @@ func TestWrappersKeepStreaming(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	rr, ok := r.(rangeReader)
+	rr, ok := r.(checkpoint.RangedReader)
 	if !ok {
 		t.Fatalf("openInput gave %T, which hides ReadRange/ReleaseRange", r)
 	}
@@ -50,7 +50,7 @@ func TestWrappersKeepStreaming(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	if _, ok := p.(rangeReader); ok {
+	if _, ok := p.(checkpoint.RangedReader); ok {
 		t.Errorf("a .pt reader (%T) claims to read ranges", p)
 	}
 }

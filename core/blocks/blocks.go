@@ -30,18 +30,13 @@ type Stream struct {
 	Shape []int
 
 	r        checkpoint.Reader
-	ranges   ranges // nil: whole-tensor reads
+	ranges   checkpoint.RangedReader // nil: whole-tensor reads
 	name     string
 	size     int            // bytes
 	t        *tensor.Tensor // whole-tensor reads
 	buf      []byte         // ranged reads
 	released int            // offset of the last release
 	copies   bool           // the reader copies: keep t
-}
-
-type ranges interface {
-	checkpoint.RangeReader
-	checkpoint.RangeReleaser
 }
 
 // Open starts reading tensor info.Name of r, which the reader lists as info (its entry).
@@ -52,7 +47,7 @@ func Open(r checkpoint.Reader, info tensor.Info) (*Stream, error) {
 		return nil, fmt.Errorf("tensor %q: invalid dtype %v or shape %v", info.Name, info.DType, info.Shape)
 	}
 	s.size = n * info.DType.Size()
-	if rr, ok := r.(ranges); ok {
+	if rr, ok := r.(checkpoint.RangedReader); ok {
 		s.ranges = rr
 		return s, nil
 	}

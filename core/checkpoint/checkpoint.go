@@ -66,3 +66,10 @@ type RangeReleaser interface {
 type RangeReader interface {
 	ReadRange(name string, off int64, dst []byte) error
 }
+
+// RangedReader reads and releases parts of a tensor (safetensors files and sets of them):
+// streaming quantization, kept-tensor copies and the output check then work a window at a time.
+type RangedReader interface {
+	RangeReader
+	RangeReleaser
+}

@@ -97,7 +97,7 @@ func openIndex(path string) (Reader, error) {
 	}
 	maps.Copy(s.meta, indexMeta)
 	for _, r := range s.shards {
-		if _, ok := r.(rangeReader); !ok {
+		if _, ok := r.(RangedReader); !ok {
 			return s, nil
 		}
 	}
@@ -170,12 +170,6 @@ func (s *shardedReader) Close() error {
 	return first
 }
 
-// rangeReader reads and releases parts of a tensor.
-type rangeReader interface {
-	RangeReader
-	RangeReleaser
-}
-
 // rangedShardedReader is a set whose shards all read and release ranges.
 type rangedShardedReader struct{ *shardedReader }
 
@@ -184,11 +178,11 @@ func (s *rangedShardedReader) ReadRange(name string, off int64, dst []byte) erro
 	if !ok {
 		return fmt.Errorf("checkpoint index %s: no tensor named %q", s.index, name)
 	}
-	return r.(rangeReader).ReadRange(name, off, dst)
+	return r.(RangedReader).ReadRange(name, off, dst)
 }
 
 func (s *rangedShardedReader) ReleaseRange(name string, off, n int64) {
 	if r, ok := s.where[name]; ok {
-		r.(rangeReader).ReleaseRange(name, off, n)
+		r.(RangedReader).ReleaseRange(name, off, n)
 	}
 }

@@ -128,7 +128,7 @@ func TestShardedRanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	rr, ok := r.(rangeReader)
+	rr, ok := r.(RangedReader)
 	if !ok {
 		t.Fatalf("%T does not read ranges", r)
 	}
@@ -155,7 +155,7 @@ func TestShardedRanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	if _, ok := m.(rangeReader); ok {
+	if _, ok := m.(RangedReader); ok {
 		t.Errorf("a set with a torch shard claims to read ranges")
 	}
 	if !errors.Is(func() error { _, err := Open(filepath.Join(mixed, "missing.index.json")); return err }(), os.ErrNotExist) {

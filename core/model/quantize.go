@@ -298,7 +298,7 @@ type writeJob struct {
 	// part: out.d is the next block of rows of a streamed tensor's quantized data.
 	part bool
 	// ranges: a large kept tensor is copied in blocks, each released once written.
-	ranges rangeReader
+	ranges checkpoint.RangedReader
 	// params: the scales and zero points that end a streamed tensor (its data was sent in parts).
 	params *quantBuffers
 	err    error

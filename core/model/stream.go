@@ -15,7 +15,7 @@ import (
 // of the largest tensor. A tensor to quantize is streamed when its input holds at least
 // streamThreshold bytes, its qparams depend on whole rows only (per-channel on axis 0,
 // group-wise, float casts: see blockable), the reader can read and release part of a tensor
-// (checkpoint.RangeReader, checkpoint.RangeReleaser: rangeReader) and the writer can take a
+// (checkpoint.RangeReader, checkpoint.RangeReleaser: checkpoint.RangedReader) and the writer can take a
 // tensor in parts (checkpoint.PartWriter). Each block of about streamBlockBytes of input is then
 // read into a reused buffer, quantized, handed to the writer and its input pages released, so
 // neither the input nor the quantized tensor is ever resident whole, nor copied whole.
@@ -26,15 +26,9 @@ var (
 	streamBlockBytes int64 = 8 << 20
 )
 
-// rangeReader reads and releases parts of a tensor.
-type rangeReader interface {
-	checkpoint.RangeReader
-	checkpoint.RangeReleaser
-}
-
 // streamable reports whether tensor tp is quantized in streamed blocks, and the reader's
 // ranges if so.
-func streamable(tp *TensorPlan, r checkpoint.Reader, w checkpoint.Writer) (rangeReader, bool) {
+func streamable(tp *TensorPlan, r checkpoint.Reader, w checkpoint.Writer) (checkpoint.RangedReader, bool) {
 	if tp.Action != ActionQuantize || entryBytes(tp.DType, tp.Shape) < streamThreshold || !blockable(&tp.Spec, tp.QuantShape) ||
 		(tp.Method != "" && tp.Method != method.RTN) { // the other methods see the whole tensor
 		return nil, false
@@ -42,26 +36,26 @@ func streamable(tp *TensorPlan, r checkpoint.Reader, w checkpoint.Writer) (range
 	if _, ok := w.(checkpoint.PartWriter); !ok {
 		return nil, false
 	}
-	rr, ok := r.(rangeReader)
+	rr, ok := r.(checkpoint.RangedReader)
 	return rr, ok
 }
 
 // keptStreamable returns the reader's ranges when a kept tensor of size bytes is copied in
 // blocks, each read, written and released in turn (so it is never resident whole), else nil.
-func keptStreamable(size int64, r checkpoint.Reader, w checkpoint.Writer) rangeReader {
+func keptStreamable(size int64, r checkpoint.Reader, w checkpoint.Writer) checkpoint.RangedReader {
 	if size < streamThreshold {
 		return nil
 	}
 	if _, ok := w.(checkpoint.PartWriter); !ok {
 		return nil
 	}
-	rr, _ := r.(rangeReader)
+	rr, _ := r.(checkpoint.RangedReader)
 	return rr
 }
 
 // writeKeptParts copies a kept tensor of size bytes in blocks of streamBlockBytes through buf
 // (grown as needed and returned for reuse): each block is read, written and released.
-func writeKeptParts(w checkpoint.PartWriter, rr rangeReader, name string, size int64, buf []byte) ([]byte, error) {
+func writeKeptParts(w checkpoint.PartWriter, rr checkpoint.RangedReader, name string, size int64, buf []byte) ([]byte, error) {
 	step := max(streamBlockBytes, 1)
 	for off := int64(0); off < size || off == 0; off += step {
 		n := min(step, size-off)
@@ -87,7 +81,7 @@ func writeKeptParts(w checkpoint.PartWriter, rr rangeReader, name string, size i
 // block's quantized bytes to the writer as a part and releasing its input, then sends the scales
 // and zero points (kept in params, which must not be in flight), checking ctx between blocks.
 // finish takes back a job the writer is done with; r gives the whole tensor for an error message.
-func quantizeStreamed(ctx context.Context, tp *TensorPlan, r checkpoint.Reader, rr rangeReader, pl *pipeline,
+func quantizeStreamed(ctx context.Context, tp *TensorPlan, r checkpoint.Reader, rr checkpoint.RangedReader, pl *pipeline,
 	finish func(*writeJob) error, params *quantBuffers) (TensorReport, error) {
 	s := tp.Spec
 	rows := tp.QuantShape[0]
