@@ -15,8 +15,7 @@ import (
 // of the largest tensor. A tensor to quantize is streamed when its input holds at least
 // streamThreshold bytes, its qparams depend on whole rows only (per-channel on axis 0,
 // group-wise, float casts: see blockable), the reader can read and release part of a tensor
-// (checkpoint.RangeReader, checkpoint.RangeReleaser: checkpoint.RangedReader) and the writer can take a
-// tensor in parts (checkpoint.PartWriter). Each block of about streamBlockBytes of input is then
+// (checkpoint.RangedReader) and the writer can take a tensor in parts (checkpoint.PartWriter). Each block of about streamBlockBytes of input is then
 // read into a reused buffer, quantized, handed to the writer and its input pages released, so
 // neither the input nor the quantized tensor is ever resident whole, nor copied whole.
 // The bytes written and the qparams are the same as without streaming. Per-tensor granularity,
