@@ -2,6 +2,7 @@ package runlog
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -35,6 +36,9 @@ func EncodeSettings(s Settings) (json.RawMessage, error) {
 	return b, nil
 }
 
+// ErrSettings is wrapped by DecodeSettings' errors: stored settings this monoquant cannot read.
+var ErrSettings = errors.New("run settings")
+
 // DecodeSettings reads what EncodeSettings wrote. Unknown fields are an error: a run recorded
 // by a newer monoquant must not be reproduced with part of its settings silently dropped.
 func DecodeSettings(raw json.RawMessage) (Settings, error) {
@@ -42,7 +46,7 @@ func DecodeSettings(raw json.RawMessage) (Settings, error) {
 	dec := json.NewDecoder(strings.NewReader(string(raw)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&s); err != nil {
-		return s, fmt.Errorf("run settings: %w", err)
+		return s, fmt.Errorf("%w: %v", ErrSettings, err)
 	}
 	return s, nil
 }
