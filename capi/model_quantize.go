@@ -19,6 +19,7 @@ import (
 	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/recipe"
+	"github.com/monoquant/monoquant/core/runlog"
 )
 
 const (
@@ -275,7 +276,28 @@ func mq_model_calibrate_begin(h *C.mq_model, cfg *C.mq_cmodel_config) (rc C.int)
 	if err != nil {
 		return mapErr(err, mqEINVAL)
 	}
-	return modelErr(m.StartCalibration(opts), mqEINVAL)
+	if err := m.StartCalibration(opts); err != nil {
+		return modelErr(err, mqEINVAL)
+	}
+	s.cal = nil // the run log's fingerprint of the calibration data, when the run is recorded
+	if logsRun(cfg) {
+		s.cal = runlog.NewCalibrationHash()
+	}
+	return mqOK
+}
+
+// logsRun says a quantization under cfg is recorded in the run log: a version 2 config without
+// no_log, and MONOQUANT_LOG not 0 in the live environment.
+func logsRun(cfg *C.mq_cmodel_config) bool {
+	return cfg.version >= 2 && cfg.no_log == 0 && runlog.EnabledEnv(liveGetenv)
+}
+
+// entryPoint is the entry point cfg records its runs under.
+func entryPoint(cfg *C.mq_cmodel_config) string {
+	if cfg.version >= 2 && cfg.entry_point != nil {
+		return C.GoString(cfg.entry_point)
+	}
+	return "c"
 }
 
 //export mq_model_calibrate
@@ -301,7 +323,13 @@ func mq_model_calibrate(h *C.mq_model, layer *C.mq_cchar, act *C.mq_ctensor) (rc
 	if !x.DType.IsFloat() {
 		return mapErr(fail(mqEDTYPE, "mq_model_calibrate: activation dtype %v is not F32, F16, BF16 or F64", x.DType), mqEDTYPE)
 	}
-	return modelErr(m.Calibrate(l, x), mqEINVAL)
+	if err := m.Calibrate(l, x); err != nil {
+		return modelErr(err, mqEINVAL)
+	}
+	if s.cal != nil {
+		s.cal.Add(l, x)
+	}
+	return mqOK
 }
 
 //export mq_model_quantize
@@ -343,15 +371,29 @@ func mq_model_quantize(h *C.mq_model, cfg *C.mq_cmodel_config, progress C.mq_pro
 			}
 		}
 	}
+	var rec *runlog.ModelRecording // the run log's record, its fingerprint computed beside
+	if logsRun(cfg) {
+		path, _ := runlog.DefaultPathEnv(liveGetenv)
+		rec = runlog.StartModel(entryPoint(cfg), path, m)
+	}
 	res, err := m.Quantize(ctx, opts, fn)
 	// The engine looks at ctx between tensors, so a stop asked for at the last one would
 	// otherwise go unheard; the caller was promised no model after asking.
+	if canceled || err != nil {
+		if rec != nil {
+			rec.Abandon()
+		}
+	}
 	if canceled {
 		return mapErr(fail(mqECANCELED, "mq_model_quantize: canceled by the progress callback"), mqECANCELED)
 	}
 	if err != nil {
 		return modelErr(err, mqEINVAL)
 	}
-	*out = newModelHandle(&modelState{res: res})
+	ns := &modelState{res: res}
+	if rec != nil {
+		ns.runID, ns.runLog, ns.logWarning = rec.Finish(context.Background(), opts, res, s.cal.Calibration())
+	}
+	*out = newModelHandle(ns)
 	return mqOK
 }

@@ -382,8 +382,8 @@ MQ_API int mq_observer_free(mq_observer* obs);
  * ================================================================================================ */
 
 typedef struct mq_model mq_model;
-/* The report of one mq_quantize_file run (read it with mq_report_json, free it with
- * mq_report_free). */
+/* The report of one mq_quantize_file or mq_run_reproduce run (read it with mq_report_json, free
+ * it with mq_report_free). */
 typedef struct mq_report mq_report;
 
 /* Layer types selected for quantization (a bitmask; values are part of the ABI). */
@@ -470,7 +470,8 @@ typedef struct mq_model_config {
                             keys and bad values are MQ_EINVAL naming them. */
     const char* recipe_file; /* NULL, or the path of a recipe file (JSON, at most 4 MiB, a regular
                             file) instead of recipe_json; giving both is MQ_EINVAL */
-    int32_t no_log;          /* non-zero: mq_quantize_file does not record the run in the run log
+    int32_t no_log;          /* non-zero: mq_quantize_file and mq_model_quantize do not record
+                            the run in the run log
                             ($MONOQUANT_HOME/runs.sqlite, docs/RUNLOG.md; MONOQUANT_LOG=0 turns it
                             off for the whole process). A log that cannot be written never fails
                             the call. */
@@ -551,7 +552,11 @@ MQ_API int mq_model_calibrate(mq_model* m, const char* layer, const mq_tensor* a
  * names it), a quantized m, nothing to quantize (no tensor of the selected layer types left after
  * the skips), static mode without mq_model_calibrate_begin and data for a layer, or a weight that
  * does not fit the spec; MQ_ENONFINITE when a weight holds NaN/Inf (see spec.nonfinite);
- * MQ_ECANCELED when progress returned non-zero. */
+ * MQ_ECANCELED when progress returned non-zero.
+ * The run is recorded in the run log (see "Run log" below; cfg.no_log and MONOQUANT_LOG=0 turn it
+ * off) with the state-dict fingerprint of m as its input identity and, in static mode, the
+ * fingerprint of the activations given to mq_model_calibrate; the new model's report
+ * (mq_model_report_json) holds its "run_id" (0 when not recorded) and "log_warning". */
 MQ_API int mq_model_quantize(mq_model* m, const mq_model_config* cfg, mq_progress_fn progress,
                              void* user, mq_model** out);
 
@@ -716,6 +721,114 @@ MQ_API int mq_search_save_json(mq_search* s, char* buf, size_t cap, size_t* len)
 
 /* Frees the search. Accepts NULL (MQ_OK) and a stale or already-freed handle (MQ_EHANDLE). */
 MQ_API int mq_search_free(mq_search* s);
+
+/* ==================================================================================================
+ * Run log
+ *
+ * Every quantization is recorded in the run log, a SQLite file: $MONOQUANT_HOME/runs.sqlite, else
+ * $XDG_DATA_HOME/monoquant/runs.sqlite, else ~/.local/share/monoquant/runs.sqlite (docs/RUNLOG.md).
+ * mq_quantize_file and mq_model_quantize record their runs unless cfg.no_log is set or the
+ * process environment has MONOQUANT_LOG=0 (also false, off, no); a log that cannot be written
+ * never fails them. The functions below read the log back, compare and reproduce runs and attach
+ * metrics. They take no handle: each call opens the log, works and closes it, so they may run
+ * from any thread and any process at once (writers wait for each other).
+ *
+ * A run is a JSON object, the same `monoquant runs show --json` prints: id, uuid, started,
+ * duration_ns, host, versions (monoquant, go, and what mq_runlog_set_version added), entry_point
+ * ("cli", "c", "python", "python.quantize", "search", ...), settings (what the run was asked:
+ * options, output_format, calibration, recipe: enough to run it again), config (the resolved
+ * per-tensor config it applied), input {path, sha256, bytes} (an in-memory model has no path and
+ * its state-dict fingerprint as sha256: docs/RUNLOG.md), output {path, sha256, bytes},
+ * calibration {path, sha256, count, shapes} or absent, layers (per quantized tensor: name, layer,
+ * layer_type, format, kernel, sqnr_db, bytes_before, bytes_after), results (whole-model numbers),
+ * warnings, peak_rss_bytes and metrics (name -> value).
+ *
+ * Common failures: MQ_EINVAL for a NULL required argument, a bad options struct, a run id the log
+ * does not hold (the message names it); MQ_EIO when there is no log yet (except for
+ * mq_runs_list_json) or it cannot be opened or read: locked past the 10 s busy timeout, corrupt,
+ * not a database, or written by a newer monoquant (the message names the file).
+ * The JSON functions follow the buffer convention of mq_model_metadata_json; another process may
+ * add runs between a sizing call and the real one, so call again while MQ_EBUFFER says the
+ * buffer is short.
+ * ================================================================================================ */
+
+#define MQ_RUNLOG_OPTIONS_VERSION 1
+
+/* Which run log to use and how a reproduction is recorded. Fill it with mq_runlog_options_init.
+ * Every function below also takes NULL for the defaults. The strings are read during the call. */
+typedef struct mq_runlog_options {
+    uint32_t size;           /* sizeof(mq_runlog_options), set by _init; checked by every call */
+    uint32_t version;        /* MQ_RUNLOG_OPTIONS_VERSION, set by _init; checked by every call */
+    const char* path;        /* NULL: the default log above, found from the environment as it is
+                                at the time of the call; else the log file */
+    const char* entry_point; /* NULL ("c"), or the name a binding records reproductions under */
+    int32_t no_log;          /* non-zero: mq_run_reproduce does not record the reproduction as a
+                                new run (MONOQUANT_LOG=0 has the same effect) */
+} mq_runlog_options;
+
+/* Fills *opts with the defaults (the default log, entry point "c", reproductions recorded) and
+ * sets size and version. MQ_EINVAL if opts is NULL. */
+MQ_API int mq_runlog_options_init(mq_runlog_options* opts);
+
+/* The runs, oldest first, as a JSON list of runs. filters_json is NULL or a JSON object of
+ * key -> value strings that every listed run matches, on the flattened keys of `monoquant runs
+ * list --filter` (id, entry_point, host, input, input_sha256, output, output_sha256, versions.*,
+ * options.*, recipe.*, results.*, metrics.*; numbers as they print, e.g. {"options.bits": "4"}).
+ * A log that does not exist yet lists as [] and is not created. MQ_EINVAL for filters that are
+ * not such an object. */
+MQ_API int mq_runs_list_json(const mq_runlog_options* log, const char* filters_json, char* buf,
+                             size_t cap, size_t* len);
+
+/* One run (id >= 1) as a JSON object. */
+MQ_API int mq_run_show_json(const mq_runlog_options* log, int64_t id, char* buf, size_t cap,
+                            size_t* len);
+
+/* The side-by-side comparison of n_ids runs (1 .. 1024), in the order given, as JSON:
+ * {"ids": [...], "settings", "results", "layers" (SQNR in dB and kernel per tensor), "metrics":
+ * lists of {"key", "values" (one string per run, "" where a run has none), "differs"}, "pareto":
+ * one bool per run, true when no other run is at most as big and at least as good (overall
+ * SQNR) with one of the two strictly better}. MQ_EINVAL for NULL ids, n_ids 0 or too large. */
+MQ_API int mq_runs_compare_json(const mq_runlog_options* log, const int64_t* ids, size_t n_ids,
+                                char* buf, size_t cap, size_t* len);
+
+/* Runs run `id` again from its stored settings, through the pipeline of mq_quantize_file: the
+ * input's sha256 (and the calibration file's) is checked against the record first, then the
+ * stored options and resolved recipe are quantized into `output` (NULL: a temporary file,
+ * removed before the call returns), and the output's sha256 is compared with the recorded one.
+ * progress/user as for mq_quantize_file. *result (may be NULL) receives a report handle (read it
+ * with mq_report_json, free it with mq_report_free), NULL on failure:
+ * {"run_id", "identical" (bool), "output_sha256", "recorded_sha256", "output" (kept file, or
+ * absent), "differences" (what differs when not identical: monoquant version, resolved config
+ * per tensor, tensors quantized, SQNR), "new_run_id" (the reproduction's run, 0 when not
+ * recorded), "log_warning", "report" (the quantization report)}.
+ * A reproduction that is not identical still returns MQ_OK. Fails with MQ_EIO when the input or
+ * calibration file cannot be read or has changed since the run (nothing runs; the message gives
+ * both hashes), MQ_EUNSUPPORTED for a run without an input file (an in-memory quantization or a
+ * search trial), MQ_EFORMAT for stored settings this library cannot read (a newer monoquant's),
+ * and otherwise as mq_quantize_file. */
+MQ_API int mq_run_reproduce(const mq_runlog_options* log, int64_t id, const char* output,
+                            mq_progress_fn progress, void* user, mq_report** result);
+
+/* Attaches (or replaces) the user metric `name` = value to run `id` (an accuracy measured
+ * afterwards). MQ_EINVAL for a NULL or empty name or an unknown run; MQ_ENONFINITE for a NaN or
+ * infinite value. */
+MQ_API int mq_run_log_metric(const mq_runlog_options* log, int64_t id, const char* name,
+                             double value);
+
+/* Adds component = version ("torch", "2.5.1") to the versions every run recorded by this process
+ * stores from now on: a binding names its host, which the library cannot know. An empty version
+ * removes the component; "monoquant" and "go" are the library's own and are refused
+ * (MQ_EINVAL, as for a NULL or empty component). */
+MQ_API int mq_runlog_set_version(const char* component, const char* version);
+
+/* Records a told trial of the search s as a run (entry point "search"): its recipe as the
+ * settings, its objectives as metrics and its bits per weight as a result, so `monoquant runs
+ * compare` shows the trials side by side. *run_id (may be NULL) receives the run's id, 0 when
+ * the log could not be written or MONOQUANT_LOG=0: recording never fails the call, the message
+ * of a log that could not be written is then in mq_last_error. MQ_EINVAL for an unknown trial or
+ * one not told yet. */
+MQ_API int mq_search_record_run(mq_search* s, int64_t trial, const mq_runlog_options* log,
+                                int64_t* run_id);
 
 #ifdef __cplusplus
 }

@@ -212,23 +212,8 @@ func runFormat(f map[string]string) string {
 	return s
 }
 
-// jsonRuns makes runs JSON-safe: JSON has no Inf/NaN (a lossless tensor has SQNR +Inf).
-func jsonRuns(runs []*runlog.Run) []*runlog.Run {
-	out := make([]*runlog.Run, len(runs))
-	for i, r := range runs {
-		c := *r
-		c.Layers = append([]runlog.Layer{}, r.Layers...)
-		for j := range c.Layers {
-			if math.IsInf(c.Layers[j].SQNR, 1) {
-				c.Layers[j].SQNR = math.MaxFloat64
-			} else if math.IsNaN(c.Layers[j].SQNR) || math.IsInf(c.Layers[j].SQNR, -1) {
-				c.Layers[j].SQNR = 0
-			}
-		}
-		out[i] = &c
-	}
-	return out
-}
+// jsonRuns makes runs JSON-safe (runlog.JSONSafe).
+func jsonRuns(runs []*runlog.Run) []*runlog.Run { return runlog.JSONSafe(runs) }
 
 func runsShow(ctx context.Context, e *env, a *runsArgs, l *runlog.Log, args []string) error {
 	if len(args) != 1 {

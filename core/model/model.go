@@ -120,7 +120,7 @@ func (m *Model) Quantize(ctx context.Context, opts Options, progress ProgressFun
 	if err != nil {
 		return nil, fmt.Errorf("internal: the quantized model does not validate: %w", err)
 	}
-	return &Result{Report: rep, Config: cfg, ck: mw.out}, nil
+	return &Result{Report: rep, Config: cfg, Plan: p, ck: mw.out}, nil
 }
 
 // SetHessian gives a layer's input Hessian H = XᵀX ([K, K] over the inputs of its weight
@@ -141,6 +141,7 @@ func (m *Model) SetHessian(layer string, h *tensor.Tensor) {
 type Result struct {
 	Report *Report
 	Config *Config
+	Plan   *Plan // the plan the quantization applied (the run log stores its resolved config and recipe)
 	ck     *memCheckpoint
 }
 

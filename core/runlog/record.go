@@ -16,11 +16,33 @@ import (
 // and versions. Fill the rest with SetReport and the caller's file identities.
 func Begin(entryPoint string) *Run {
 	host, _ := os.Hostname()
+	v := processVersions() // SetVersion's: the binding's host (torch, python)
+	v["monoquant"], v["go"] = model.ToolVersion, runtime.Version()
 	return &Run{
-		Started: time.Now(), Host: host, EntryPoint: entryPoint,
-		Versions: map[string]string{"monoquant": model.ToolVersion, "go": runtime.Version()},
-		Results:  map[string]float64{}, Metrics: map[string]float64{},
+		Started: time.Now(), Host: host, EntryPoint: entryPoint, Versions: v,
+		Results: map[string]float64{}, Metrics: map[string]float64{},
 	}
+}
+
+// JSONSafe returns copies of runs that encoding/json can write: JSON has no Inf or NaN, so a
+// lossless tensor's SQNR (+Inf) becomes the largest float64 and an undefined one (NaN, -Inf)
+// 0. Every caller that prints runs as JSON (the CLI, the C ABI) goes through it.
+func JSONSafe(runs []*Run) []*Run {
+	out := make([]*Run, len(runs))
+	for i, r := range runs {
+		c := *r
+		c.Layers = append([]Layer{}, r.Layers...)
+		for j := range c.Layers {
+			if math.IsInf(c.Layers[j].SQNR, 1) {
+				c.Layers[j].SQNR = math.MaxFloat64
+			} else if math.IsNaN(c.Layers[j].SQNR) || math.IsInf(c.Layers[j].SQNR, -1) {
+				c.Layers[j].SQNR = 0
+			}
+		}
+		c.Results = finiteMap(r.Results)
+		out[i] = &c
+	}
+	return out
 }
 
 // SetReport fills the run's settings, resolved config, per-layer and whole-model results,
