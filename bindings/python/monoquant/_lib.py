@@ -526,6 +526,43 @@ _fn("mq_search_save_json", [mq_search_p, c_void_p, c_size_t, POINTER(c_size_t)],
 _fn("mq_search_free", [mq_search_p], c_int)
 
 # ------------------------------------------------------------------------------------------------
+# Run log
+
+MQ_RUNLOG_OPTIONS_VERSION = 1
+
+
+class mq_runlog_options(Structure):
+    """typedef struct mq_runlog_options { uint32_t size; uint32_t version; const char* path;
+    const char* entry_point; int32_t no_log; } mq_runlog_options;"""
+
+    _fields_ = [
+        ("size", c_uint32),
+        ("version", c_uint32),
+        ("path", c_char_p),
+        ("entry_point", c_char_p),
+        ("no_log", c_int32),
+    ]
+
+
+# int mq_runlog_options_init(mq_runlog_options* opts);
+_fn("mq_runlog_options_init", [POINTER(mq_runlog_options)], c_int)
+# int mq_runs_list_json(const mq_runlog_options* log, const char* filters_json, char* buf, size_t cap, size_t* len);
+_fn("mq_runs_list_json", [POINTER(mq_runlog_options), c_char_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_run_show_json(const mq_runlog_options* log, int64_t id, char* buf, size_t cap, size_t* len);
+_fn("mq_run_show_json", [POINTER(mq_runlog_options), c_int64, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_runs_compare_json(const mq_runlog_options* log, const int64_t* ids, size_t n_ids, char* buf, size_t cap, size_t* len);
+_fn("mq_runs_compare_json", [POINTER(mq_runlog_options), POINTER(c_int64), c_size_t, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_run_reproduce(const mq_runlog_options* log, int64_t id, const char* output,
+#                      mq_progress_fn progress, void* user, mq_report** result);
+_fn("mq_run_reproduce", [POINTER(mq_runlog_options), c_int64, c_char_p, mq_progress_fn, c_void_p, POINTER(mq_report_p)], c_int)
+# int mq_run_log_metric(const mq_runlog_options* log, int64_t id, const char* name, double value);
+_fn("mq_run_log_metric", [POINTER(mq_runlog_options), c_int64, c_char_p, c_double], c_int)
+# int mq_runlog_set_version(const char* component, const char* version);
+_fn("mq_runlog_set_version", [c_char_p, c_char_p], c_int)
+# int mq_search_record_run(mq_search* s, int64_t trial, const mq_runlog_options* log, int64_t* run_id);
+_fn("mq_search_record_run", [mq_search_p, c_int64, POINTER(mq_runlog_options), POINTER(c_int64)], c_int)
+
+# ------------------------------------------------------------------------------------------------
 # Debugging and testing (experimental)
 
 # int64_t mq_debug_live_handles(void);

@@ -298,7 +298,7 @@ def _activation_observer_config(observer):
 def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None, observer=None,
              group_size=None, layers=None, skip=None, inplace=False, progress=None, dtype=None,
              max_calibration_batches=None, recipe=None, activations=None, group_fallback=None,
-             method=None):
+             method=None, log=True):
     """Quantizes a model (or a state dict) with the engine.
 
     Every option left as None takes the engine's default (``monoquant.defaults()``); what is
@@ -338,10 +338,15 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
         progress: None (a bar on stderr when it is a terminal), True/False, or a callable
             ``progress(done, total, name)``.
         max_calibration_batches: stop calibrating after this many batches.
+        log: record the run in the run log (entry point "python.quantize", the input identified
+            by the state-dict fingerprint; docs/RUNLOG.md). ``MONOQUANT_LOG=0`` turns it off
+            everywhere.
 
     Returns:
         the quantized model (or QuantizedStateDict). The engine's report is in
-        ``qmodel.monoquant_report`` (a dict); ``monoquant.save`` writes the model.
+        ``qmodel.monoquant_report`` (a dict); ``monoquant.save`` writes the model. The run's id
+        in the run log is ``qmodel.monoquant_run_id`` (0 when not recorded), for
+        ``monoquant.log_metric``.
 
     Warns:
         MonoquantWarning for every warning of the engine's report (first/last layer quantized,
@@ -358,7 +363,8 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
     """
     cfg = _config(recipe=recipe, runtime=isinstance(model, nn.Module), bits=bits, dtype=dtype, scheme=scheme, group_size=group_size,
                   group_fallback=group_fallback, activations=activations, dynamic=dynamic, observer=observer, method=method,
-                  layers=layers, skip=skip)
+                  layers=layers, skip=skip, log=log)
+    cfg.struct.entry_point = b"python.quantize"  # the run log's entry point (docs/RUNLOG.md)
     if isinstance(model, Mapping):
         from .files import quantize_state_dict
 
@@ -398,6 +404,9 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
         q.close()
         raise
     _warn(rep, stacklevel=3)
+    if rep.get("log_warning"):
+        warnings.warn(rep["log_warning"], MonoquantWarning, stacklevel=2)
+    out.__dict__["monoquant_run_id"] = rep.get("run_id", 0)
     out.__dict__["monoquant_report"] = rep
     out.__dict__["_monoquant_handle"] = q  # what save() writes
     return out
