@@ -331,7 +331,7 @@ func mq_search_record_run(h *C.mq_search, trial C.int64_t, lo *C.mq_crunlog_opti
 	if err != nil {
 		return mapErr(err, mqEHANDLE)
 	}
-	trials := e.value.(*searchState).e.Trials()
+	trials, sp := e.value.(*searchState).e.Trials(), e.value.(*searchState).e.Space()
 	e.mu.Unlock()
 	if trial < 0 || int64(trial) >= int64(len(trials)) || trials[trial].Trial != int(trial) {
 		return mapErr(fail(mqEINVAL, "%s: the search has no trial %d", call, int64(trial)), mqEINVAL)
@@ -350,8 +350,12 @@ func mq_search_record_run(h *C.mq_search, trial C.int64_t, lo *C.mq_crunlog_opti
 			return mqOK
 		}
 	}
+	goals := map[string]string{}
+	for _, ob := range sp.Objectives {
+		goals[ob.Name] = ob.Goal
+	}
 	id, warning := runlog.RecordTrial(context.Background(), path, runlog.Trial{EntryPoint: "search", Recipe: t.Recipe,
-		Objectives: t.Objectives, Results: map[string]float64{"bits_per_weight": t.BitsPerWeight, "trial": float64(t.Trial)}})
+		Objectives: t.Objectives, Goals: goals, Results: map[string]float64{"bits_per_weight": t.BitsPerWeight, "trial": float64(t.Trial)}})
 	if warning != "" {
 		setLastError(warning)
 	}

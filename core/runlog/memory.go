@@ -210,8 +210,11 @@ func (r *ModelRecording) Finish(ctx context.Context, opts model.Options, res *mo
 type Trial struct {
 	EntryPoint string         // "search"
 	Recipe     *recipe.Recipe // the resolved recipe the trial applied
-	// Objectives are stored as the run's metrics (the columns `runs compare` shows).
+	// Objectives are stored as the run's metrics (the columns `runs compare` shows), Goals
+	// ("max" or "min" per objective) with the settings, so that compare finds the trials' front
+	// on them. An objective "size" with goal "min" is the trial's size in bytes.
 	Objectives map[string]float64
+	Goals      map[string]string
 	// Results are whole-model results (bits_per_weight, ...).
 	Results map[string]float64
 }
@@ -220,12 +223,15 @@ type Trial struct {
 // RecordOrWarn). The run has no input or output file: it cannot be reproduced from the log.
 func RecordTrial(ctx context.Context, path string, t Trial) (id int64, warning string) {
 	rec := Begin(t.EntryPoint)
-	settings, err := EncodeSettings(Settings{Recipe: t.Recipe})
+	settings, err := EncodeSettings(Settings{Recipe: t.Recipe, Objectives: t.Goals})
 	if err != nil {
 		return 0, "run not recorded: " + err.Error()
 	}
 	rec.Settings = settings
 	maps.Copy(rec.Results, t.Results)
 	maps.Copy(rec.Metrics, t.Objectives)
+	if v, ok := t.Objectives["size"]; ok && t.Goals["size"] == "min" {
+		rec.Results["total_bytes_after"] = v
+	}
 	return RecordOrWarn(ctx, path, rec)
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"math"
 	"path/filepath"
 	"strings"
@@ -155,5 +156,33 @@ func TestRecordModelAndTrial(t *testing.T) {
 	if tr.EntryPoint != "search" || tr.Metrics["metric"] != 0.5 || tr.Metrics["size"] != 99 || tr.Results["bits_per_weight"] != 8 ||
 		!strings.Contains(string(tr.Settings), `"recipe"`) {
 		t.Errorf("trial run = %+v", tr)
+	}
+}
+
+// Trials of one search are compared on the search's objectives, not on size and SQNR.
+func TestCompareTrialsOnTheirObjectives(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FileName)
+	goals := map[string]string{"metric": "max", "size": "min"}
+	for _, o := range []map[string]float64{{"metric": 0.9, "size": 100}, {"metric": 0.8, "size": 120}, {"metric": 0.95, "size": 200}, {"metric": 0.5, "size": 50}} {
+		if _, w := RecordTrial(context.Background(), path, Trial{EntryPoint: "search", Objectives: o, Goals: goals}); w != "" {
+			t.Fatal(w)
+		}
+	}
+	l, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	runs, _ := l.List(context.Background(), nil)
+	c := Compare(runs)
+	if want := []bool{true, false, true, true}; c.Front != "metric (max), size (min)" || fmt.Sprint(c.Pareto) != fmt.Sprint(want) {
+		t.Errorf("Compare(trials) front %q %v, want the objectives and %v", c.Front, c.Pareto, want)
+	}
+	if runs[0].Size() != 100 {
+		t.Errorf("a trial's size = %v, want its size objective 100", runs[0].Size())
+	}
+	other := sampleRun(t, 8, 10, 30)
+	if c := Compare(append(runs, other)); c.Front != SizeQualityFront {
+		t.Errorf("trials with a file run: front %q, want %q", c.Front, SizeQualityFront)
 	}
 }

@@ -23,6 +23,9 @@ type Settings struct {
 	// Recipe is the resolved recipe the run applied (every default filled in, as the output
 	// file stores it), so that a later change of defaults shows in a comparison.
 	Recipe *recipe.Recipe `json:"recipe,omitempty"`
+	// Objectives are a search trial's objectives and their goals ("max" or "min"): the run's
+	// metrics of those names are what `runs compare` finds the Pareto front on (RecordTrial).
+	Objectives map[string]string `json:"objectives,omitempty"`
 }
 
 // EncodeSettings is the one place that turns a run's settings into the JSON the log stores.

@@ -188,8 +188,15 @@ def test_search_records_each_trial_once(home):
     sizes = sorted(r.metrics["size"] for r in runs)
     assert sizes == sorted(t.objectives["size"] for t in res.trials)
     assert all(r.metrics["metric"] == 1.0 and r.settings["recipe"]["rules"] for r in runs)
-    c = monoquant.compare([r.id for r in runs])
-    assert next(row for row in c["metrics"] if row["key"] == "size")["values"]
+    # compare finds the search's own front, on its objectives
+    m = net()
+    res = monoquant.search(m, lambda q: float(torch.rand(1, generator=torch.Generator().manual_seed(len(str(q))))),
+                           objectives=("metric", "size"), trials=8, population=4, seed=1)
+    trials = [r for r in monoquant.runs() if r.id > 4]
+    c = monoquant.compare([r.id for r in trials])
+    assert c["front"] == "metric (max), size (min)"
+    on_front = sorted(int(r.results["trial"]) for r, on in zip(trials, c["pareto"]) if on)
+    assert on_front == sorted(t.trial for t in res)
 
 
 def test_a_broken_log_never_costs_the_quantization(tmp_path, monkeypatch):
