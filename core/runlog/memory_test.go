@@ -33,7 +33,9 @@ func TestStateDictFingerprint(t *testing.T) {
 	}
 	a, b := d("fc.weight", "F32", []int{2, 3}, f32(1, 2, 3, 4, 5, 6)), d("fc.bias", "F32", []int{2}, f32(0, 1))
 	got := StateDictFingerprint([]TensorDigest{a, b})
-	line := func(x TensorDigest, shape string) string { return x.Name + "\t" + x.DType + "\t" + shape + "\t" + x.SHA256 + "\n" }
+	line := func(x TensorDigest, shape string) string {
+		return x.Name + "\t" + x.DType + "\t" + shape + "\t" + x.SHA256 + "\n"
+	}
 	want := sha256.Sum256([]byte(line(b, "2") + line(a, "2,3")))
 	if got != hex.EncodeToString(want[:]) {
 		t.Errorf("StateDictFingerprint = %s, want the sha256 of the sorted lines %x", got, want)
