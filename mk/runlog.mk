@@ -7,12 +7,14 @@
 #                      the last thing `make demo` prints
 #   make bench-runlog  quantize a generated checkpoint with and without the log, alternating
 #                      (BENCH_RUNLOG_SIZE=1GiB, BENCH_RUNLOG_PAIRS=5): the log's overhead
+#   make bench-runlog-python  the same for an in-memory monoquant.quantize (the state-dict
+#                      fingerprint): BENCH_RUNLOG_PY_MB=512, BENCH_RUNLOG_PY_PAIRS=5
 
 BENCH_RUNLOG_SIZE  ?= 1GiB
 BENCH_RUNLOG_PAIRS ?= 5
 DEMO_RUNLOG := $(BUILD)/demo/runlog
 
-.PHONY: demo-runlog bench-runlog
+.PHONY: demo-runlog bench-runlog bench-runlog-python
 
 demo-runlog: cli
 	@rm -rf $(DEMO_RUNLOG) && mkdir -p $(DEMO_RUNLOG)
@@ -33,5 +35,8 @@ bench-runlog: cli
 	@test -f $(BUILD)/bench-runlog/model.safetensors || $(BUILD)/bench-model gen -out $(BUILD)/bench-runlog/model.safetensors -size $(BENCH_RUNLOG_SIZE)
 	bench/runlog/overhead.sh $(BUILD)/monoquant $(BUILD)/bench-runlog/model.safetensors $(BENCH_RUNLOG_PAIRS)
 
+bench-runlog-python: venv lib
+	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so PYTHONPATH=bindings/python $(PY) bench/runlog/bench_python.py
+
 DEMO_TARGETS  += demo-runlog
-BENCH_TARGETS += bench-runlog
+BENCH_TARGETS += bench-runlog bench-runlog-python

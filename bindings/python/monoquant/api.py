@@ -345,8 +345,8 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
     Returns:
         the quantized model (or QuantizedStateDict). The engine's report is in
         ``qmodel.monoquant_report`` (a dict); ``monoquant.save`` writes the model. The run's id
-        in the run log is ``qmodel.monoquant_run_id`` (0 when not recorded), for
-        ``monoquant.log_metric``.
+        in the run log is ``qmodel.monoquant_run_id`` (0 when not recorded; for a state dict
+        ``result.report["run_id"]``), for ``monoquant.log_metric``.
 
     Warns:
         MonoquantWarning for every warning of the engine's report (first/last layer quantized,
