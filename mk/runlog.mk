@@ -16,6 +16,10 @@ DEMO_RUNLOG := $(BUILD)/demo/runlog
 
 .PHONY: demo-runlog bench-runlog bench-runlog-python
 
+# Every quantization is recorded: the runs of an area's tests (make test-python, test-parity, ...)
+# go to build/test-home as `make test`'s do, never to the user's own run log.
+test-%: export MONOQUANT_HOME := $(CURDIR)/$(BUILD)/test-home
+
 demo-runlog: cli
 	@rm -rf $(DEMO_RUNLOG) && mkdir -p $(DEMO_RUNLOG)
 	@set -e; export MONOQUANT_HOME=$(CURDIR)/$(DEMO_RUNLOG); m=examples/digits_cnn.pt; \
