@@ -61,6 +61,12 @@ static long long int_field(const char* s, const char* key) {
 
 static float w[32 * 64];
 
+static int stop_at_first(uint64_t td, uint64_t tt, uint64_t bd, uint64_t bt, void* user) {
+    (void)td, (void)tt, (void)bd, (void)bt;
+    ++*(int*)user;
+    return 1;
+}
+
 /* A float model of one Linear layer, quantized in memory with cfg; returns the report's run_id. */
 static long long quantize_in_memory(const mq_model_config* cfg) {
     mq_model *m = NULL, *q = NULL;
@@ -173,6 +179,12 @@ int main(void) {
     CHECK_RC(mq_report_json(rep, buf, sizeof buf, &len), MQ_OK);
     CHECK(strstr(buf, "\"identical\":true") && int_field(buf, "new_run_id") == 0 && !strstr(buf, "\"output\":\""), "unrecorded reproduction: %.300s", buf);
     mq_report_free(rep);
+    /* a progress callback that stops: MQ_ECANCELED, no output, no report */
+    int calls = 0;
+    char stopped[512];
+    snprintf(stopped, sizeof stopped, "%s/stopped.safetensors", home);
+    CHECK_RC(mq_run_reproduce(&lo, 1, stopped, stop_at_first, &calls, &rep), MQ_ECANCELED);
+    CHECK(calls == 1 && rep == NULL && access(stopped, F_OK) != 0, "canceled reproduction: %d calls, report %p", calls, (void*)rep);
     /* an in-memory run has no file to run again; a bad options struct; an unknown run */
     CHECK_RC(mq_run_reproduce(NULL, 2, NULL, NULL, NULL, &rep), MQ_EUNSUPPORTED);
     CHECK(rep == NULL, "a failed reproduction returned a report");
