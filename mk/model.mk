@@ -13,7 +13,7 @@ bench-model: venv
 	$(BUILD)/bench-model run -size $(BENCH_MODEL_SIZE) -vocab 128000 -python ''
 
 test-model:
-	$(GO) test -race ./core/model/...
+	$(GO) test -race ./core/plan/... ./core/model/...
 
 # (run by test-go with every other Go package)
 BENCH_TARGETS += bench-model
