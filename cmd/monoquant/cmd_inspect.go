@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
@@ -92,8 +93,8 @@ func inspectFile(path string) (*inspectResult, error) {
 			res.Metadata[k] = v
 		}
 	}
-	classified := map[string]model.TensorClass{}
-	for _, c := range model.Classify(entries, r.ModuleTypes()) {
+	classified := map[string]plan.TensorClass{}
+	for _, c := range plan.Classify(entries, r.ModuleTypes()) {
 		classified[c.Name] = c
 	}
 	for _, e := range entries {
@@ -139,21 +140,21 @@ func inspectFile(path string) (*inspectResult, error) {
 		return res, nil
 	}
 
-	p, err := model.NewPlan(entries, r.ModuleTypes(), model.Options{})
-	var actions map[string]*model.TensorPlan
+	p, err := plan.NewPlan(entries, r.ModuleTypes(), plan.Options{})
+	var actions map[string]*plan.TensorPlan
 	switch {
 	case err == nil:
-		actions = map[string]*model.TensorPlan{}
+		actions = map[string]*plan.TensorPlan{}
 		for i := range p.Tensors {
 			actions[p.Tensors[i].Name] = &p.Tensors[i]
 		}
-	case errors.Is(err, model.ErrNothingToQuantize):
+	case errors.Is(err, plan.ErrNothingToQuantize):
 		res.Note = "nothing to quantize with the default layer types (linear, conv2d, lstm)"
 	default:
 		return nil, classifyCoreErr(fmt.Errorf("%s: %w", path, err))
 	}
 	for _, e := range entries {
-		it := inspectTensor{Name: e.Name, DType: e.DType.String(), Shape: e.Shape, Bytes: int64(tensor.NumElements(e.Shape)) * int64(e.DType.Size()), Action: string(model.ActionKeep)}
+		it := inspectTensor{Name: e.Name, DType: e.DType.String(), Shape: e.Shape, Bytes: int64(tensor.NumElements(e.Shape)) * int64(e.DType.Size()), Action: string(plan.ActionKeep)}
 		if c, ok := classified[e.Name]; ok {
 			it.Layer, it.LayerType = c.Layer, string(c.LayerType)
 		}

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/runlog"
 	"github.com/monoquant/monoquant/core/tensor"
 )
@@ -236,11 +237,11 @@ func TestRunsInMemoryAndTrials(t *testing.T) {
 	m.Add("fc.weight", &tensor.Tensor{DType: tensor.F32, Shape: []int{16, 32}, Data: w})
 	m.SetModuleType("fc", "Linear")
 	rec := runlog.StartModel("python.quantize", logPath, m)
-	res, err := m.Quantize(ctx, model.Options{}, nil)
+	res, err := m.Quantize(ctx, plan.Options{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if id, _, warn := rec.Finish(ctx, model.Options{}, res, nil); id != 1 {
+	if id, _, warn := rec.Finish(ctx, plan.Options{}, res, nil); id != 1 {
 		t.Fatalf("in-memory run not recorded: %q", warn)
 	}
 	if id, warn := runlog.RecordTrial(ctx, logPath, runlog.Trial{EntryPoint: "search", Recipe: res.Plan.Recipe,

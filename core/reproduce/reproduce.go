@@ -125,7 +125,7 @@ func Run(ctx context.Context, r *runlog.Run, o Options) (*Result, error) {
 	}
 	res.Identical = got.SHA256 == r.Output.SHA256
 	if !res.Identical {
-		res.Differences = Differences(r, done.Plan.Config(), done.Report)
+		res.Differences = Differences(r, model.PlanConfig(done.Plan), done.Report)
 	}
 	return res, nil
 }

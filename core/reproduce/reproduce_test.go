@@ -9,13 +9,13 @@ import (
 	"testing"
 
 	"github.com/monoquant/monoquant/core/convert"
-	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/runlog"
 )
 
 // record quantizes a copy of the bundled example with opts and returns the log and the run.
-func record(t *testing.T, opts model.Options) (*runlog.Log, *runlog.Run, string) {
+func record(t *testing.T, opts plan.Options) (*runlog.Log, *runlog.Run, string) {
 	t.Helper()
 	t.Setenv("MONOQUANT_LOG", "1")
 	dir := t.TempDir()
@@ -50,7 +50,7 @@ func record(t *testing.T, opts model.Options) (*runlog.Log, *runlog.Run, string)
 
 func TestIdenticalAndRecorded(t *testing.T) {
 	yes := true
-	for _, opts := range []model.Options{{}, {Bits: 4, Spec: quant.Spec{GroupSize: 32}, GroupFallback: &yes}} {
+	for _, opts := range []plan.Options{{}, {Bits: 4, Spec: quant.Spec{GroupSize: 32}, GroupFallback: &yes}} {
 		l, r, _ := record(t, opts)
 		keep := filepath.Join(t.TempDir(), "again.safetensors")
 		res, err := Run(context.Background(), r, Options{Output: keep, Log: &convert.Log{Entry: "go", Path: l.Path()}})
@@ -71,7 +71,7 @@ func TestIdenticalAndRecorded(t *testing.T) {
 }
 
 func TestDifferentSaysWhat(t *testing.T) {
-	_, r, _ := record(t, model.Options{})
+	_, r, _ := record(t, plan.Options{})
 	r.Output.SHA256 = strings.Repeat("0", 64)
 	r.Layers[0].SQNR += 1
 	r.Versions["monoquant"] = "0.0.1"
@@ -87,7 +87,7 @@ func TestDifferentSaysWhat(t *testing.T) {
 }
 
 func TestRefusesWhatCannotBeReproduced(t *testing.T) {
-	_, r, in := record(t, model.Options{})
+	_, r, in := record(t, plan.Options{})
 	inMemory := *r
 	inMemory.Input.Path, inMemory.EntryPoint = "", "python.quantize"
 	if _, err := Run(context.Background(), &inMemory, Options{}); !errors.Is(err, ErrNotReproducible) {

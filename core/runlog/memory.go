@@ -15,6 +15,7 @@ import (
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/recipe"
 	"github.com/monoquant/monoquant/core/tensor"
 )
@@ -181,7 +182,7 @@ func (r *ModelRecording) Abandon() {
 
 // Finish fills the record from the quantization's result and stores it. It never fails:
 // a run that cannot be recorded gives id 0 and a warning. logPath is the log's file.
-func (r *ModelRecording) Finish(ctx context.Context, opts model.Options, res *model.Result, cal *Calibration) (id int64, logPath, warning string) {
+func (r *ModelRecording) Finish(ctx context.Context, opts plan.Options, res *model.Result, cal *Calibration) (id int64, logPath, warning string) {
 	fp := <-r.fp
 	r.stop()
 	path := r.path

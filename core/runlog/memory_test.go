@@ -13,6 +13,7 @@ import (
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
@@ -125,11 +126,11 @@ func TestRecordModelAndTrial(t *testing.T) {
 	m.SetModuleType("fc", "Linear")
 	want, _, _ := FingerprintReader(context.Background(), m.Reader())
 	rec := StartModel("python.quantize", path, m)
-	res, err := m.Quantize(context.Background(), model.Options{}, nil)
+	res, err := m.Quantize(context.Background(), plan.Options{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, logPath, warning := rec.Finish(context.Background(), model.Options{}, res, &Calibration{Count: 1, SHA256: "ab"})
+	id, logPath, warning := rec.Finish(context.Background(), plan.Options{}, res, &Calibration{Count: 1, SHA256: "ab"})
 	if id != 1 || logPath != path || warning != "" {
 		t.Fatalf("Finish = %d, %s, %q; want run 1 in %s", id, logPath, warning, path)
 	}

@@ -1,9 +1,10 @@
-package model
+package plan
 
 import (
 	"strings"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/names"
 )
 
 // conv1DModules are, for the Hugging Face model types whose linear layers are transformers'
@@ -36,7 +37,7 @@ func ArchitectureModuleTypes(modelType string, entries []checkpoint.Entry) map[s
 	}
 	out := map[string]string{}
 	for _, e := range entries {
-		mod, _ := splitName(e.Name)
+		mod, _ := names.Split(e.Name)
 		for _, s := range suffixes {
 			if mod == s || strings.HasSuffix(mod, "."+s) {
 				out[mod] = "transformers.pytorch_utils.Conv1D"
