@@ -12,8 +12,8 @@
  *    The reason, in words, is then available from mq_last_error() on the same thread.
  *  - Output parameters of constructors come first (mq_observer_new(&obs, &cfg)).
  *  - The caller owns every buffer it passes in; the library reads or writes it only for the
- *    length of the call and never keeps a pointer to it, with one exception: mq_model_add_tensor
- *    borrows contiguous tensor data until mq_model_free. Strings returned by the library are
+ *    length of the call and never keeps a pointer to it, with two exceptions: mq_model_add_tensor
+ *    and mq_model_set_hessian borrow contiguous tensor data until mq_model_free. Strings returned by the library are
  *    owned by the library.
  *  - Handles (mq_observer*, mq_model*) are opaque. Every _new has a _free that accepts NULL and a
  *    stale or already-freed handle without crashing. Any other function given a NULL, stale, freed or
@@ -660,6 +660,36 @@ MQ_API int mq_defaults_json(char* buf, size_t cap, size_t* len);
  * may be released once this returns. Waits for a call running on the same handle in another
  * thread. */
 MQ_API int mq_model_free(mq_model* m);
+
+/* Bump when fields are added; the library accepts structs of any version it knows. */
+#define MQ_HESSIAN_VERSION 1
+
+/* A layer's input Hessian for method "gptq" (docs/methods.md): H = sum over the calibration
+ * inputs x (rows of the layer's input, [K] each) of x^T x, a [K, K] matrix where K is the number
+ * of inputs of the layer's weight viewed as [rows, K] (in_features for a Linear; in_channels/groups
+ * x kernel size for a Conv2d, the columns of its unfolded input). Any overall scale is fine (the
+ * paper averages; a plain sum gives the same result). Fill it with mq_hessian_init. */
+typedef struct mq_hessian {
+    uint32_t size;     /* sizeof(mq_hessian), set by mq_hessian_init; checked */
+    uint32_t version;  /* MQ_HESSIAN_VERSION, set by mq_hessian_init; checked */
+    mq_tensor matrix;  /* [K, K], a float dtype (F32 is read in place; the others are converted
+                          when the layer is quantized) */
+} mq_hessian;
+
+/* Fills *h with an empty matrix and sets size and version. MQ_EINVAL if h is NULL. */
+MQ_API int mq_hessian_init(mq_hessian* h);
+
+/* Gives the input Hessian of `layer` (a module path as in the plan, e.g. "encoder.0.fc1") for
+ * mq_model_quantize with method "gptq"; h NULL removes it. BORROWED like mq_model_add_tensor:
+ * contiguous data is not copied, and the caller's buffer must stay valid and unchanged until
+ * mq_model_free of this model or the next mq_model_set_hessian of the layer; strided data is
+ * copied once. The size is checked against the layer's weight when it is quantized: a gptq layer
+ * without a Hessian, or with one of the wrong size, fails mq_model_quantize with MQ_EINVAL naming
+ * the layer and the [K, K] it needs. A singular Hessian (inputs that never fired, fewer samples
+ * than inputs) is damped as in the paper and reported as a "hessian_damped" warning.
+ * MQ_EINVAL for a NULL/empty layer, a struct of unknown size or version, a matrix that is not
+ * 2-D and square, or a quantized model; MQ_EDTYPE for a non-float matrix. */
+MQ_API int mq_model_set_hessian(mq_model* m, const char* layer, const mq_hessian* h);
 
 /* --------------------------------------------------------------------------------------------------
  * Search: evolve per-layer recipes toward the Pareto front of the caller's objectives (an ask/tell

@@ -502,6 +502,24 @@ _fn("mq_defaults_json", [c_void_p, c_size_t, POINTER(c_size_t)], c_int)
 # int mq_model_free(mq_model* m);
 _fn("mq_model_free", [mq_model_p], c_int)
 
+MQ_HESSIAN_VERSION = 1
+
+
+class mq_hessian(Structure):
+    """typedef struct mq_hessian { uint32_t size; uint32_t version; mq_tensor matrix; } mq_hessian;"""
+
+    _fields_ = [
+        ("size", c_uint32),
+        ("version", c_uint32),
+        ("matrix", mq_tensor),
+    ]
+
+
+# int mq_hessian_init(mq_hessian* h);
+_fn("mq_hessian_init", [POINTER(mq_hessian)], c_int)
+# int mq_model_set_hessian(mq_model* m, const char* layer, const mq_hessian* h);
+_fn("mq_model_set_hessian", [mq_model_p, c_char_p, POINTER(mq_hessian)], c_int)
+
 # ------------------------------------------------------------------------------------------------
 # Search
 
