@@ -293,8 +293,8 @@ func TestRecipeForGreedy(t *testing.T) {
 		want   string
 	}{
 		{Budget{MaxBitsPerWeight: 4}, "int4 int4 int4"},
-		{Budget{MaxBitsPerWeight: 5.4}, "int8 int4 int4"},  // a's step is the most efficient
-		{Budget{MaxBitsPerWeight: 6.7}, "int8 int4 int8"},  // then c's (0.04/500 > b's 0.0099/500)
+		{Budget{MaxBitsPerWeight: 5.4}, "int8 int4 int4"}, // a's step is the most efficient
+		{Budget{MaxBitsPerWeight: 6.7}, "int8 int4 int8"}, // then c's (0.04/500 > b's 0.0099/500)
 		{Budget{MaxBitsPerWeight: 8}, "int8 int8 int8"},
 		{Budget{MaxSize: 100 + 3000}, "int8 int8 int8"},
 		{Budget{MaxSize: 100 + 2999}, "int8 int4 int8"},
