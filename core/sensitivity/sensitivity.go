@@ -20,9 +20,20 @@ import (
 // layers, outputs, budgets).
 var ErrSensitivity = errors.New("invalid sensitivity request")
 
+// ErrNonFinite is wrapped too when an output or a metric holds NaN or Inf.
+var ErrNonFinite = errors.New("non-finite value")
+
 func errf(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrSensitivity, fmt.Sprintf(format, a...))
 }
+
+type nonFinite struct{ error }
+
+func (nonFinite) Is(target error) bool { return target == ErrNonFinite }
+
+func errNonFinite(format string, a ...any) error { return nonFinite{errf(format, a...)} }
+
+func (e nonFinite) Unwrap() error { return e.error }
 
 // DefaultFormats are the formats measured when none are given.
 var DefaultFormats = []string{"int8", "int4"}
@@ -381,7 +392,7 @@ func (s *Session) AddOutput(layer, format string, ref, out *tensor.Tensor) error
 		noise += d * d
 	}
 	if math.IsNaN(sig+noise) || math.IsInf(sig+noise, 0) {
-		return errf("outputs of layer %q as %s hold NaN or Inf", layer, format)
+		return errNonFinite("outputs of layer %q as %s hold NaN or Inf", layer, format)
 	}
 	c.oSignal += sig
 	c.oNoise += noise
@@ -404,7 +415,7 @@ func sameShape(a, b []int) bool {
 // SetBaseline sets the user metric of the float model (higher is better).
 func (s *Session) SetBaseline(v float64) error {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return errf("the float model's metric is %v; it must be a finite number", v)
+		return errNonFinite("the float model's metric is %v; it must be a finite number", v)
 	}
 	s.baseline, s.hasBaseline = v, true
 	return nil
@@ -418,7 +429,7 @@ func (s *Session) SetMetric(layer, format string, v float64) error {
 		return err
 	}
 	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return errf("the metric of layer %q as %s is %v; it must be a finite number", layer, format, v)
+		return errNonFinite("the metric of layer %q as %s is %v; it must be a finite number", layer, format, v)
 	}
 	c.metric, c.hasMetric = v, true
 	return nil

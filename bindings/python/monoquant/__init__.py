@@ -35,6 +35,7 @@ from ._errors import (
 from .api import Plan, Report, defaults, dequantize, plan, quantize, quantize_file, record_activations, report, sqnr
 from .files import QuantizedStateDict, load, save
 from .search import BenchmarkResult, SearchResult, SearchResults, benchmark, search
+from .sensitivity import Recipe, SensitivityTable, recipe_for, sensitivity
 from .nn import QuantizedConv2d, QuantizedLinear, QuantizedLSTM
 from .observers import (
     HistogramObserver,
@@ -52,6 +53,10 @@ __version__ = library_version
 library_path = _lib.LIBRARY_PATH
 
 __all__ = [
+    "sensitivity",
+    "recipe_for",
+    "SensitivityTable",
+    "Recipe",
     "search",
     "SearchResult",
     "SearchResults",

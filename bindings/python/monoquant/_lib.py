@@ -544,6 +544,28 @@ _fn("mq_search_save_json", [mq_search_p, c_void_p, c_size_t, POINTER(c_size_t)],
 _fn("mq_search_free", [mq_search_p], c_int)
 
 # ------------------------------------------------------------------------------------------------
+# Sensitivity
+
+mq_sensitivity_p = c_void_p
+# int mq_sensitivity_new(mq_sensitivity** out, mq_model* m, const mq_model_config* cfg, const char* formats_json);
+_fn("mq_sensitivity_new", [POINTER(mq_sensitivity_p), mq_model_p, POINTER(mq_model_config), c_char_p], c_int)
+# int mq_sensitivity_candidates_json(mq_sensitivity* s, char* buf, size_t cap, size_t* len);
+_fn("mq_sensitivity_candidates_json", [mq_sensitivity_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_sensitivity_quantize(mq_sensitivity* s, mq_model* m, const char* layer, const char* format, mq_model** out);
+_fn("mq_sensitivity_quantize", [mq_sensitivity_p, mq_model_p, c_char_p, c_char_p, POINTER(mq_model_p)], c_int)
+# int mq_sensitivity_add_output(mq_sensitivity* s, const char* layer, const char* format,
+#                               const mq_tensor* reference, const mq_tensor* output);
+_fn("mq_sensitivity_add_output", [mq_sensitivity_p, c_char_p, c_char_p, POINTER(mq_tensor), POINTER(mq_tensor)], c_int)
+# int mq_sensitivity_set_metric(mq_sensitivity* s, const char* layer, const char* format, double value);
+_fn("mq_sensitivity_set_metric", [mq_sensitivity_p, c_char_p, c_char_p, c_double], c_int)
+# int mq_sensitivity_table_json(mq_sensitivity* s, char* buf, size_t cap, size_t* len);
+_fn("mq_sensitivity_table_json", [mq_sensitivity_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_sensitivity_free(mq_sensitivity* s);
+_fn("mq_sensitivity_free", [mq_sensitivity_p], c_int)
+# int mq_recipe_for_json(const char* table_json, const char* budget_json, char* buf, size_t cap, size_t* len);
+_fn("mq_recipe_for_json", [c_char_p, c_char_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+
+# ------------------------------------------------------------------------------------------------
 # Debugging and testing (experimental)
 
 # int64_t mq_debug_live_handles(void);

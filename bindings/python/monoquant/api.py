@@ -188,16 +188,7 @@ def _run_batches(model, data, max_batches=None):
         for batch in it:
             if max_batches is not None and batches >= max_batches:
                 break
-            if isinstance(batch, torch.Tensor):
-                args, kwargs = (batch,), {}
-            elif isinstance(batch, Mapping):
-                args, kwargs = (), dict(batch)
-            elif isinstance(batch, (tuple, list)):
-                if not batch:
-                    raise ValueError("calibration_data yielded an empty tuple")
-                args, kwargs = tuple(batch[: max(1, npos)]), {}
-            else:
-                raise TypeError(f"calibration_data yielded a {type(batch).__name__}; expected a tensor, a tuple/list of tensors or a dict")
+            args, kwargs = _batch_args(batch, npos)
             model(*args, **kwargs)
             first = args[0] if args else next(iter(kwargs.values()), None)
             if isinstance(first, PackedSequence):
@@ -208,6 +199,20 @@ def _run_batches(model, data, max_batches=None):
                 samples += 1
             batches += 1
     return batches, samples
+
+
+def _batch_args(batch, npos, what="calibration_data"):
+    """(args, kwargs) of one batch: a tensor is model(t), a dict model(**d), a tuple/list
+    model(*batch[:npos]) (npos: the positional arguments forward requires)."""
+    if isinstance(batch, torch.Tensor):
+        return (batch,), {}
+    if isinstance(batch, Mapping):
+        return (), dict(batch)
+    if isinstance(batch, (tuple, list)):
+        if not batch:
+            raise ValueError(f"{what} yielded an empty tuple")
+        return tuple(batch[: max(1, npos)]), {}
+    raise TypeError(f"{what} yielded a {type(batch).__name__}; expected a tensor, a tuple/list of tensors or a dict")
 
 
 def _positional_count(model):
