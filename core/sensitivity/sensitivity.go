@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"strconv"
 	"strings"
@@ -204,7 +205,7 @@ func New(r checkpoint.Reader, base model.Options, formats []Format) (*Session, e
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{base: base, moduleTypes: r.ModuleTypes(), byLayer: map[string]int{}, formats: formats, byFormat: map[string]int{}}
+	s := &Session{base: base, moduleTypes: maps.Clone(r.ModuleTypes()), byLayer: map[string]int{}, formats: formats, byFormat: map[string]int{}}
 	for i, f := range formats {
 		s.byFormat[f.Name] = i
 	}
@@ -327,6 +328,7 @@ func (s *Session) Quantize(ctx context.Context, r checkpoint.Reader, layer, form
 	f := s.formats[s.byFormat[format]]
 	sub := model.NewModel()
 	for _, name := range l.Tensors {
+		defer r.Release(name) // a mapped file's pages: one layer resident at a time
 		t, err := r.Tensor(name)
 		if err != nil {
 			return nil, fmt.Errorf("layer %q: %w", layer, err)
