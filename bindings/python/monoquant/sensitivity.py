@@ -113,6 +113,132 @@ def _quantized_module(fmod, layer, q):
     return build_quantized(fmod, tensors, local, strict=False)
 
 
+class _Memo:
+    """Replays the float model's outputs of the modules a candidate cannot change.
+
+    For the layer L being measured, the modules beside the path from the root to L (children of
+    L's ancestors that are not on the path, with children of their own) compute exactly what they
+    computed in the float run as long as their inputs are the same, and the model's modules are
+    pure in eval mode. The float run records each such module's calls (inputs and output); a
+    candidate's run gets the recorded output back when the call's inputs are equal (tensors
+    compared by value), and computes it otherwise. Blocks before L are then not recomputed;
+    memory: one recorded output per such module and batch."""
+
+    def __init__(self, model, layers):
+        self.named = dict(model.named_modules(remove_duplicate=False))
+        self.mods = {}
+        for layer in layers:
+            for name in self._siblings(layer):
+                self.mods[name] = self.named[name]
+        self.calls = {}  # (batch, name) -> [(args, kwargs, output)]
+        self.batch = 0
+
+    def _siblings(self, layer):
+        """The modules beside layer's path that have children of their own."""
+        out = []
+        for anc in self._ancestors(layer):
+            parent = self.named.get(anc)
+            if parent is None:
+                continue
+            for cname, child in parent._modules.items():
+                full = f"{anc}.{cname}" if anc else cname
+                if child is not None and next(child.children(), None) is not None and not self._on_path(full, layer):
+                    out.append(full)
+        return out
+
+    @staticmethod
+    def _ancestors(layer):
+        parts = layer.split(".")
+        return [""] + [".".join(parts[:i]) for i in range(1, len(parts))]
+
+    @staticmethod
+    def _on_path(name, layer):
+        return layer == name or layer.startswith(name + ".")
+
+    def record(self, run):
+        """Runs ``run()`` (the float model on one batch) recording the calls."""
+        hooks = []
+        for name, m in self.mods.items():
+            def hook(_m, args, kwargs, out, name=name):
+                # a copy: a later in-place op of the float run must not change what is replayed
+                self.calls.setdefault((self.batch, name), []).append((args, dict(kwargs), _clone(out)))
+            hooks.append(m.register_forward_hook(hook, with_kwargs=True))
+        try:
+            return run()
+        finally:
+            for h in hooks:
+                h.remove()
+
+    def replay(self, layer, run):
+        """Runs ``run()`` with the modules beside ``layer``'s path replaying recorded calls."""
+        seen = {}
+        patched = []
+
+        def make(name, m, orig):
+            def forward(*args, **kwargs):
+                k = seen.get(name, 0)
+                seen[name] = k + 1
+                rec = self.calls.get((self.batch, name))
+                if rec is not None and k < len(rec) and rec[k][2] is not _UNCOPIED and _same(rec[k][0], args) and _same(rec[k][1], kwargs):
+                    return _clone(rec[k][2])  # a copy again: the candidate's run may change it in place
+                return orig(*args, **kwargs)
+            return forward
+
+        for name in self._siblings(layer):
+            m = self.mods[name]
+            if "forward" in m.__dict__:
+                continue  # patched already (a module under two names), or the user's own
+            m.forward = make(name, m, m.forward)
+            patched.append(m)
+        try:
+            return run()
+        finally:
+            for m in patched:
+                del m.forward
+
+
+_UNCOPIED = object()
+
+
+def _clone(o):
+    """A copy of a module's output (tensors cloned; tuples, lists, dicts and transformers'
+    ModelOutputs rebuilt), or _UNCOPIED for anything else, which is then never replayed."""
+    if isinstance(o, torch.Tensor):
+        return o.clone()
+    if o is None or isinstance(o, (int, float, bool, str)):
+        return o
+    if isinstance(o, (tuple, list)):
+        items = [_clone(x) for x in o]
+        if any(x is _UNCOPIED for x in items):
+            return _UNCOPIED
+        return type(o)(items) if not hasattr(o, "_fields") else type(o)(*items)
+    if isinstance(o, Mapping):
+        items = {k: _clone(v) for k, v in o.items()}
+        if any(v is _UNCOPIED for v in items.values()):
+            return _UNCOPIED
+        try:
+            return type(o)(**items)
+        except Exception:
+            return _UNCOPIED
+    return _UNCOPIED
+
+
+def _same(a, b):
+    """Equal inputs: tensors by value (shape, dtype, elements), containers item by item, the rest
+    by ==."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype
+                and a.device == b.device and (a is b or torch.equal(a, b)))
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    try:
+        return bool(a is b or a == b)
+    except Exception:
+        return False
+
+
 class _Swap:
     """Puts ``new`` in place of every reference to the module ``old`` in ``model`` for the length
     of a with block."""
@@ -225,7 +351,7 @@ class Recipe(dict):
             json.dump(dict(self), f, indent=1)
 
 
-def sensitivity(model, data=None, formats=None, metric=None, max_batches=None, progress=None, **options):
+def sensitivity(model, data=None, formats=None, metric=None, max_batches=None, progress=None, reuse=True, **options):
     """Quantizes one layer at a time and measures what it does to the model's output.
 
     For every layer the engine would quantize (``layers=``, ``skip=`` and the other options of
@@ -248,6 +374,11 @@ def sensitivity(model, data=None, formats=None, metric=None, max_batches=None, p
         max_batches: use only the first batches of ``data``.
         progress: None (a bar on stderr when it is a terminal), True/False or a callable
             ``progress(done, total, name)``.
+        reuse: replay the float run's outputs of the modules a candidate cannot change (the
+            blocks before and beside the layer, whose inputs are unchanged: compared by value),
+            instead of recomputing them; needs modules that are pure functions of their inputs
+            in eval mode (as torch's and transformers' are). Costs one recorded output per such
+            module and batch. ``reuse=False`` runs the whole model for every candidate.
         **options: the options of ``quantize`` that choose the layers and the base of each
             format (layers, skip, activations, scheme, group_size, ...).
 
@@ -284,11 +415,18 @@ def sensitivity(model, data=None, formats=None, metric=None, max_batches=None, p
             _describe(model, m)
             with _Session(m, cfg, formats) as s:
                 cands = s.candidates()["candidates"]
-                refs = None
+                refs = memo = None
                 if metric is not None:
                     s.set_metric(None, None, _check_metric(metric(model), "the float model"))
                 else:
-                    refs = [_float_outputs(_run(model, b, npos)) for b in batches]
+                    memo = _Memo(model, sorted({c["layer"] for c in cands})) if reuse else None
+                    refs = []
+                    for i, b in enumerate(batches):
+                        if memo is None:
+                            refs.append(_float_outputs(_run(model, b, npos)))
+                        else:
+                            memo.batch = i
+                            refs.append(_float_outputs(memo.record(lambda: _run(model, b, npos))))
                     if not any(refs):
                         raise ValueError("sensitivity(): the model's output holds no floating-point tensor to compare; pass metric=")
                 with Progress(progress, len(cands), label="sensitivity") as bar:
@@ -300,8 +438,12 @@ def sensitivity(model, data=None, formats=None, metric=None, max_batches=None, p
                             if metric is not None:
                                 s.set_metric(layer, fmt, _check_metric(metric(model), f"{layer} as {fmt}"))
                             else:
-                                for b, ref in zip(batches, refs):
-                                    outs = _float_outputs(_run(model, b, npos))
+                                for bi, (b, ref) in enumerate(zip(batches, refs)):
+                                    if memo is None:
+                                        outs = _float_outputs(_run(model, b, npos))
+                                    else:
+                                        memo.batch = bi
+                                        outs = _float_outputs(memo.replay(layer, lambda: _run(model, b, npos)))
                                     if len(outs) != len(ref):
                                         raise ValueError(f"sensitivity(): the model returned {len(outs)} float outputs with {layer} quantized, {len(ref)} without")
                                     for r, o in zip(ref, outs):
