@@ -144,3 +144,28 @@ def test_a_transformers_bert_with_dict_inputs():
     names = {l["name"] for l in tab.layers}
     assert "encoder.layer.0.attention.self.query" in names and "pooler.dense" in names and len(names) == 6 + 1
     assert all(l["results"][0]["output_sqnr_db"] > 20 for l in tab.layers)
+    # replaying the unchanged blocks gives the table of running the whole model every time
+    full = monoquant.sensitivity(model, data, formats=["int8"], progress=False, reuse=False)
+    for a, b in zip(tab.layers, full.layers):
+        assert a["name"] == b["name"] and a["results"][0]["output_sqnr_db"] == pytest.approx(b["results"][0]["output_sqnr_db"], abs=1e-6)
+
+
+class _Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(32, 32), nn.Tanh())
+
+    def forward(self, x):
+        y = self.fc(x)
+        y += x  # in place, on a block's output
+        return y
+
+
+def test_replaying_unchanged_blocks_is_exact_with_in_place_ops():
+    torch.manual_seed(0)
+    model = nn.Sequential(_Residual(), nn.ReLU(inplace=True), _Residual(), nn.ReLU(inplace=True), _Residual()).eval()
+    g = torch.Generator().manual_seed(2)
+    data = [torch.randn(8, 32, generator=g) for _ in range(3)]
+    a = monoquant.sensitivity(model, data, progress=False)
+    b = monoquant.sensitivity(model, data, progress=False, reuse=False)
+    assert a.to_dict() == b.to_dict()
