@@ -159,7 +159,7 @@ def main():
         t = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", monoquant.MonoquantWarning)
-            q = monoquant.quantize(model, bits=4, group_size=128, method=m, activations="none", progress=False, **kw)
+            q = monoquant.quantize(model, bits=4, group_size=min(128, d), method=m, activations="none", progress=False, **kw)
         qt = time.perf_counter() - t
         p = perplexity(q, val, ctx)
         inc[m] = p - base
