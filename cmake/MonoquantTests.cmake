@@ -25,6 +25,8 @@ mq_c_test(test_search "${MQ_TEST_DIR}/test_search.c")
 target_compile_definitions(test_search PRIVATE MQ_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 mq_c_test(test_runlog "${MQ_TEST_DIR}/test_runlog.c")
 target_compile_definitions(test_runlog PRIVATE MQ_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+mq_c_test(test_sensitivity "${MQ_TEST_DIR}/test_sensitivity.c")
+target_compile_definitions(test_sensitivity PRIVATE MQ_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 
 # The header on its own, as strict C99 and as C++11; linking proves the extern "C" guards.
 add_executable(header_c99 "${MQ_TEST_DIR}/header_c99.c")
@@ -76,7 +78,7 @@ if(MONOQUANT_SANITIZERS AND CMAKE_C_COMPILER_ID MATCHES "GNU|Clang")
     INTERFACE_INCLUDE_DIRECTORIES "${PROJECT_SOURCE_DIR}/include")
 
   set(MQ_ASAN_ENV "ASAN_OPTIONS=detect_leaks=1:halt_on_error=1;UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1;MONOQUANT_HOME=${CMAKE_BINARY_DIR}/test-home")
-  foreach(t test_api test_threads test_observer test_model test_search test_runlog asan_canary)
+  foreach(t test_api test_threads test_observer test_model test_search test_runlog test_sensitivity asan_canary)
     set(name ${t}_asan)
     if(t STREQUAL "asan_canary")
       set(name asan_canary)

@@ -12,8 +12,8 @@
  *    The reason, in words, is then available from mq_last_error() on the same thread.
  *  - Output parameters of constructors come first (mq_observer_new(&obs, &cfg)).
  *  - The caller owns every buffer it passes in; the library reads or writes it only for the
- *    length of the call and never keeps a pointer to it, with one exception: mq_model_add_tensor
- *    borrows contiguous tensor data until mq_model_free. Strings returned by the library are
+ *    length of the call and never keeps a pointer to it, with two exceptions: mq_model_add_tensor
+ *    and mq_model_set_hessian borrow contiguous tensor data until mq_model_free. Strings returned by the library are
  *    owned by the library.
  *  - Handles (mq_observer*, mq_model*) are opaque. Every _new has a _free that accepts NULL and a
  *    stale or already-freed handle without crashing. Any other function given a NULL, stale, freed or
@@ -666,6 +666,36 @@ MQ_API int mq_defaults_json(char* buf, size_t cap, size_t* len);
  * thread. */
 MQ_API int mq_model_free(mq_model* m);
 
+/* Bump when fields are added; the library accepts structs of any version it knows. */
+#define MQ_HESSIAN_VERSION 1
+
+/* A layer's input Hessian for method "gptq" (docs/methods.md): H = sum over the calibration
+ * inputs x (rows of the layer's input, [K] each) of x^T x, a [K, K] matrix where K is the number
+ * of inputs of the layer's weight viewed as [rows, K] (in_features for a Linear; in_channels/groups
+ * x kernel size for a Conv2d, the columns of its unfolded input). Any overall scale is fine (the
+ * paper averages; a plain sum gives the same result). Fill it with mq_hessian_init. */
+typedef struct mq_hessian {
+    uint32_t size;     /* sizeof(mq_hessian), set by mq_hessian_init; checked */
+    uint32_t version;  /* MQ_HESSIAN_VERSION, set by mq_hessian_init; checked */
+    mq_tensor matrix;  /* [K, K], a float dtype (F32 is read in place; the others are converted
+                          when the layer is quantized) */
+} mq_hessian;
+
+/* Fills *h with an empty matrix and sets size and version. MQ_EINVAL if h is NULL. */
+MQ_API int mq_hessian_init(mq_hessian* h);
+
+/* Gives the input Hessian of `layer` (a module path as in the plan, e.g. "encoder.0.fc1") for
+ * mq_model_quantize with method "gptq"; h NULL removes it. BORROWED like mq_model_add_tensor:
+ * contiguous data is not copied, and the caller's buffer must stay valid and unchanged until
+ * mq_model_free of this model or the next mq_model_set_hessian of the layer; strided data is
+ * copied once. The size is checked against the layer's weight when it is quantized: a gptq layer
+ * without a Hessian, or with one of the wrong size, fails mq_model_quantize with MQ_EINVAL naming
+ * the layer and the [K, K] it needs. A singular Hessian (inputs that never fired, fewer samples
+ * than inputs) is damped as in the paper and reported as a "hessian_damped" warning.
+ * MQ_EINVAL for a NULL/empty layer, a struct of unknown size or version, a matrix that is not
+ * 2-D and square, or a quantized model; MQ_EDTYPE for a non-float matrix. */
+MQ_API int mq_model_set_hessian(mq_model* m, const char* layer, const mq_hessian* h);
+
 /* --------------------------------------------------------------------------------------------------
  * Search: evolve per-layer recipes toward the Pareto front of the caller's objectives (an ask/tell
  * NSGA-II engine; docs/SEARCH.md). The caller asks for a candidate recipe, quantizes it (e.g.
@@ -829,6 +859,90 @@ MQ_API int mq_runlog_set_version(const char* component, const char* version);
  * one not told yet. */
 MQ_API int mq_search_record_run(mq_search* s, int64_t trial, const mq_runlog_options* log,
                                 int64_t* run_id);
+/* --------------------------------------------------------------------------------------------------
+ * Sensitivity: how much each layer suffers when it alone is quantized to each of a list of
+ * formats, ranked, and a mixed-precision recipe chosen from that table under a size budget
+ * (docs/methods.md, "Sensitivity" and "recipe_for"). The caller runs its model: for every
+ * candidate (layer, format) of mq_sensitivity_candidates_json it quantizes that layer alone
+ * (mq_sensitivity_quantize), runs the model with it on the same inputs as the float model and
+ * hands both outputs to mq_sensitivity_add_output, or its own metric to mq_sensitivity_set_metric.
+ * The bookkeeping (SQNR sums, scores, ranking) and the knapsack are the engine's.
+ *
+ * Formats are JSON: a list of format names ("int8", "int4", "fp16", "bf16") or objects of recipe
+ * rule options with an optional "name" ({"bits": 4, "group_size": 32, "method": "hqq"}, named
+ * "int4-g32-hqq" when "name" is absent). NULL means ["int8", "int4"].
+ *
+ * The table (mq_sensitivity_table_json) is {"metric": "output_sqnr" | "weight_sqnr" | "user",
+ * "baseline" (user metric of the float model), "formats": [{"name", "rule"}], "other_bytes" (the
+ * tensors of no table layer), "layers": [{"name", "type", "params", "bytes", "tensors", "index"
+ * (model order), "rank" (1: most sensitive), "sensitivity" (its score in its smallest format),
+ * "results": [{"format", "bytes_after", "bits_per_weight", "weight_sqnr_db", "output_sqnr_db",
+ * "metric", "score"}]}]}, most sensitive layer first. score is the damage, larger is worse:
+ * 10^(-SQNR/10) for the SQNR metrics, baseline - metric for a user metric (higher is better).
+ * Common failures: MQ_EHANDLE for a NULL, stale, freed or non-sensitivity handle; MQ_EINVAL for a
+ * layer or format not in the table (the message lists them).
+ * ------------------------------------------------------------------------------------------------ */
+
+typedef struct mq_sensitivity mq_sensitivity;
+
+/* Plans a table for the layers cfg quantizes in the float model m (from its tensor list and module
+ * classes; no weight is read, m is not kept) and the formats of formats_json (NULL: the default).
+ * Each candidate's recipe is cfg with one rule for the layer and a skip of everything else.
+ * *out receives the handle (free it with mq_sensitivity_free), NULL on failure. MQ_EINVAL for a
+ * NULL out, a bad config or formats (the message names the option, the format or the layer a
+ * format does not fit), a quantized m or nothing to measure. */
+MQ_API int mq_sensitivity_new(mq_sensitivity** out, mq_model* m, const mq_model_config* cfg,
+                              const char* formats_json);
+
+/* The table's layers, formats and candidates as JSON: {"layers": [...], "formats": [...],
+ * "candidates": [{"layer", "format", "recipe" (usable as mq_model_config.recipe_json),
+ * "bytes_after"}]}, in model order. Buffer convention as mq_model_metadata_json. */
+MQ_API int mq_sensitivity_candidates_json(mq_sensitivity* s, char* buf, size_t cap, size_t* len);
+
+/* Quantizes `layer` of m alone as `format` into a NEW quantized model in *out (NULL on failure):
+ * the stored tensors of that layer only, with the config and report of mq_model_quantize, byte
+ * for byte what quantizing the whole model with the candidate's recipe stores for it. Records
+ * the layer's weight SQNR in the table. m is the model given to mq_sensitivity_new (or one with
+ * the same tensors). Fails like mq_model_quantize, and with MQ_EINVAL for an unknown layer or
+ * format. */
+MQ_API int mq_sensitivity_quantize(mq_sensitivity* s, mq_model* m, const char* layer,
+                                   const char* format, mq_model** out);
+
+/* Adds one batch of outputs of the model with `layer` quantized as `format` (output) and of the
+ * float model on the same input (reference): float tensors of the same shape, read during the
+ * call only. Sums of reference^2 and (reference - output)^2 accumulate in double over every call,
+ * so several outputs of one batch are added one by one. MQ_EINVAL for an unknown layer or format,
+ * different shapes or non-float dtypes; MQ_ENONFINITE when either holds NaN or Inf. */
+MQ_API int mq_sensitivity_add_output(mq_sensitivity* s, const char* layer, const char* format,
+                                     const mq_tensor* reference, const mq_tensor* output);
+
+/* Sets a metric of your own, higher is better: of the float model when layer and format are both
+ * NULL (required before mq_sensitivity_table_json once any metric is set), else of the model with
+ * `layer` quantized as `format`. The table then ranks by it. MQ_ENONFINITE for NaN or Inf. */
+MQ_API int mq_sensitivity_set_metric(mq_sensitivity* s, const char* layer, const char* format,
+                                     double value);
+
+/* The table as JSON (see above): the user metric if any was set, else the output SQNR if any output
+ * was added, else the weight SQNR. Candidates not measured have "score": null. Buffer convention
+ * as mq_model_metadata_json. MQ_EINVAL for a user metric without the float model's value. */
+MQ_API int mq_sensitivity_table_json(mq_sensitivity* s, char* buf, size_t cap, size_t* len);
+
+/* Frees the handle. Accepts NULL (MQ_OK) and a stale or already-freed handle (MQ_EHANDLE). */
+MQ_API int mq_sensitivity_free(mq_sensitivity* s);
+
+/* Chooses a format per layer of a table (mq_sensitivity_table_json's, or `monoquant sensitivity
+ * --json`'s) under a budget, {"max_bits_per_weight": 5} (over the table's layers, scales and zero
+ * points counted) or {"max_size": bytes} (the whole checkpoint), by a greedy multiple-choice
+ * knapsack: every layer starts in its smallest format, then the steps to bigger formats are taken
+ * in order of score removed per byte added while they fit (docs/methods.md). Writes {"recipe":
+ * {"rules": [one per layer, then {"match": "*", "skip": true}]}, "layers": [{"layer", "format",
+ * "bytes_after", "score"}], "bytes", "layer_bytes", "bits_per_weight", "score", "budget"}; the
+ * recipe is usable anywhere (mq_model_config.recipe_json, `monoquant quantize --recipe`). Buffer
+ * convention as mq_model_metadata_json. MQ_EINVAL for NULL or malformed JSON, a layer without any
+ * measured format, or a budget that even the smallest choice exceeds (the message says how small
+ * it gets). */
+MQ_API int mq_recipe_for_json(const char* table_json, const char* budget_json, char* buf,
+                              size_t cap, size_t* len);
 
 #ifdef __cplusplus
 }

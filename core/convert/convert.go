@@ -141,6 +141,10 @@ func New(r checkpoint.Reader, in string, opts plan.Options, run Run) (*Conversio
 // Plan is what the conversion will do.
 func (c *Conversion) Plan() *plan.Plan { return c.plan }
 
+// Options are the options the plan was made with: the caller's, with the module classes the
+// architecture's config.json implies added (what core/sensitivity needs to see the same layers).
+func (c *Conversion) Options() plan.Options { return c.opts }
+
 // Write quantizes into out (atomically: nothing appears there unless the whole run succeeds)
 // and, with Run.Validate, checks what it wrote.
 //

@@ -60,6 +60,9 @@ type LayerDecision struct {
 	Activations string         `json:"activations"`
 	// Observer is the static activation observer's kind ("" unless static).
 	Observer string `json:"observer,omitempty"`
+	// HessianInputs is K when the layer's method (gptq) needs its input Hessian H = XᵀX, a
+	// [K, K] matrix over calibration inputs (Model.SetHessian, Run.Hessians); 0 otherwise.
+	HessianInputs int `json:"hessian_inputs,omitempty"`
 }
 
 // Describe returns a plan as data.
@@ -85,8 +88,9 @@ func Describe(p *plan.Plan) *PlanDescription {
 		d.BytesAfter += td.After
 		d.Tensors = append(d.Tensors, td)
 	}
+	hl := p.HessianLayers()
 	for _, l := range p.LayerNames() {
-		ld := LayerDecision{Name: l, Type: p.Layers[l], Activations: p.Activations[l]}
+		ld := LayerDecision{Name: l, Type: p.Layers[l], Activations: p.Activations[l], HessianInputs: hl[l]}
 		if o, ok := p.Observers[l]; ok {
 			ld.Observer = o.Kind.String()
 		}

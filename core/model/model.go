@@ -6,6 +6,7 @@ import (
 	"maps"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/observer"
 	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/tensor"
 )
@@ -68,12 +69,19 @@ func (m *Model) Plan(opts plan.Options) (*plan.Plan, error) {
 }
 
 // StartCalibration prepares one activation observer per quantized layer of the static-mode
-// options; Calibrate then feeds them, and Quantize with the same options uses them.
+// options; Calibrate then feeds them, and Quantize with the same options uses them. Options
+// without static layers are accepted when a layer's method needs its input Hessian (gptq with
+// activations "none"): the calibration data then serves the Hessians (SetHessian) only.
 func (m *Model) StartCalibration(opts plan.Options) error {
 	opts.Calibrated = true
 	p, err := m.Plan(opts)
 	if err != nil {
 		return err
+	}
+	if len(p.StaticLayers()) == 0 && len(p.HessianLayers()) > 0 {
+		m.cal = &Calibration{opts: p.Observers, allowed: map[string]bool{}, obs: map[string]observer.Observer{},
+			batches: map[string]int{}, spiky: map[string]float32{}}
+		return nil
 	}
 	c, err := NewCalibration(p)
 	if err != nil {

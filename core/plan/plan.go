@@ -126,6 +126,20 @@ func (p *Plan) StaticLayers() []string {
 	return out
 }
 
+// HessianLayers maps each layer with a tensor whose method needs the layer's input Hessian
+// (gptq) to the K of the [K, K] Hessian it needs (the inputs of the weight viewed as [rows, K]).
+func (p *Plan) HessianLayers() map[string]int {
+	out := map[string]int{}
+	for _, t := range p.Quantized() {
+		if t.Method.NeedsHessian() {
+			if _, ok := out[t.Layer]; !ok {
+				out[t.Layer] = tensor.NumElements(t.QuantShape[1:])
+			}
+		}
+	}
+	return out
+}
+
 // RuleName names the rule that decided a tensor, for messages and reports.
 func (p *Plan) RuleName(i int) string {
 	if i < 0 || i >= len(p.Recipe.Rules) {

@@ -36,6 +36,7 @@ from .api import Plan, Report, defaults, dequantize, plan, quantize, quantize_fi
 from .files import QuantizedStateDict, load, save
 from ._runlog import Reproduction, Run, compare, log_metric, reproduce, run, runs
 from .search import BenchmarkResult, SearchResult, SearchResults, benchmark, search
+from .sensitivity import Recipe, SensitivityTable, recipe_for, sensitivity
 from .nn import QuantizedConv2d, QuantizedLinear, QuantizedLSTM
 from .observers import (
     HistogramObserver,
@@ -60,6 +61,10 @@ __all__ = [
     "log_metric",
     "Run",
     "Reproduction",
+    "sensitivity",
+    "recipe_for",
+    "SensitivityTable",
+    "Recipe",
     "search",
     "SearchResult",
     "SearchResults",

@@ -502,6 +502,24 @@ _fn("mq_defaults_json", [c_void_p, c_size_t, POINTER(c_size_t)], c_int)
 # int mq_model_free(mq_model* m);
 _fn("mq_model_free", [mq_model_p], c_int)
 
+MQ_HESSIAN_VERSION = 1
+
+
+class mq_hessian(Structure):
+    """typedef struct mq_hessian { uint32_t size; uint32_t version; mq_tensor matrix; } mq_hessian;"""
+
+    _fields_ = [
+        ("size", c_uint32),
+        ("version", c_uint32),
+        ("matrix", mq_tensor),
+    ]
+
+
+# int mq_hessian_init(mq_hessian* h);
+_fn("mq_hessian_init", [POINTER(mq_hessian)], c_int)
+# int mq_model_set_hessian(mq_model* m, const char* layer, const mq_hessian* h);
+_fn("mq_model_set_hessian", [mq_model_p, c_char_p, POINTER(mq_hessian)], c_int)
+
 # ------------------------------------------------------------------------------------------------
 # Search
 
@@ -561,6 +579,26 @@ _fn("mq_run_log_metric", [POINTER(mq_runlog_options), c_int64, c_char_p, c_doubl
 _fn("mq_runlog_set_version", [c_char_p, c_char_p], c_int)
 # int mq_search_record_run(mq_search* s, int64_t trial, const mq_runlog_options* log, int64_t* run_id);
 _fn("mq_search_record_run", [mq_search_p, c_int64, POINTER(mq_runlog_options), POINTER(c_int64)], c_int)
+# Sensitivity
+
+mq_sensitivity_p = c_void_p
+# int mq_sensitivity_new(mq_sensitivity** out, mq_model* m, const mq_model_config* cfg, const char* formats_json);
+_fn("mq_sensitivity_new", [POINTER(mq_sensitivity_p), mq_model_p, POINTER(mq_model_config), c_char_p], c_int)
+# int mq_sensitivity_candidates_json(mq_sensitivity* s, char* buf, size_t cap, size_t* len);
+_fn("mq_sensitivity_candidates_json", [mq_sensitivity_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_sensitivity_quantize(mq_sensitivity* s, mq_model* m, const char* layer, const char* format, mq_model** out);
+_fn("mq_sensitivity_quantize", [mq_sensitivity_p, mq_model_p, c_char_p, c_char_p, POINTER(mq_model_p)], c_int)
+# int mq_sensitivity_add_output(mq_sensitivity* s, const char* layer, const char* format,
+#                               const mq_tensor* reference, const mq_tensor* output);
+_fn("mq_sensitivity_add_output", [mq_sensitivity_p, c_char_p, c_char_p, POINTER(mq_tensor), POINTER(mq_tensor)], c_int)
+# int mq_sensitivity_set_metric(mq_sensitivity* s, const char* layer, const char* format, double value);
+_fn("mq_sensitivity_set_metric", [mq_sensitivity_p, c_char_p, c_char_p, c_double], c_int)
+# int mq_sensitivity_table_json(mq_sensitivity* s, char* buf, size_t cap, size_t* len);
+_fn("mq_sensitivity_table_json", [mq_sensitivity_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_sensitivity_free(mq_sensitivity* s);
+_fn("mq_sensitivity_free", [mq_sensitivity_p], c_int)
+# int mq_recipe_for_json(const char* table_json, const char* budget_json, char* buf, size_t cap, size_t* len);
+_fn("mq_recipe_for_json", [c_char_p, c_char_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
 
 # ------------------------------------------------------------------------------------------------
 # Debugging and testing (experimental)
