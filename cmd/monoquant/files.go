@@ -81,6 +81,9 @@ type inputReader struct{ checkpoint.Reader }
 
 var _ checkpoint.Reader = (*inputReader)(nil)
 
+// Aliases passes on the input's tied tensors (checkpoint.Aliaser), which embedding hides.
+func (r *inputReader) Aliases() map[string]string { return checkpoint.Aliases(r.Reader) }
+
 func (r *inputReader) Tensor(name string) (*tensor.Tensor, error) {
 	t, err := r.Reader.Tensor(name)
 	if err != nil {

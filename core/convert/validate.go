@@ -22,6 +22,7 @@ const SQNRTolerance = 1e-3
 // Validation is what the post-write check (issue 5 §4) found; it is part of the report.
 type Validation struct {
 	TensorsChecked   int          `json:"tensors_checked"`
+	AliasesChecked   int          `json:"aliases_checked,omitempty"` // tied names the config maps to a stored tensor
 	ConfigChecked    bool         `json:"config_checked"`
 	SQNRConfirmed    int          `json:"sqnr_confirmed"`
 	MaxSQNRDeviation float64      `json:"max_sqnr_deviation_db"`
@@ -83,6 +84,13 @@ func Validate(ctx context.Context, in checkpoint.Reader, outPath string, plan *m
 			return nil, err
 		}
 		tp := &plan.Tensors[i]
+		if tp.Action == model.ActionAlias {
+			if cfg.Aliases[tp.Name] != tp.AliasOf {
+				return nil, fmt.Errorf("tensor %q shares storage with %q but the config's aliases say %q", tp.Name, tp.AliasOf, cfg.Aliases[tp.Name])
+			}
+			v.AliasesChecked++
+			continue
+		}
 		if tp.Action == model.ActionKeep {
 			if err := sameBytes(in, out, tensor.Info{Name: tp.Name, DType: tp.DType, Shape: tp.Shape}); err != nil {
 				return nil, err

@@ -106,6 +106,11 @@ type Options struct {
 	// MultiheadAttention's in_proj_weight under the default layer types), with the reason; a
 	// recipe rule that names it is an error.
 	RuntimeClasses []string
+	// Tied maps a tensor name to the name of an earlier tensor it shares storage with (tied
+	// parameters: the same bytes, shape and strides), as checkpoint.Aliases finds them in a
+	// torch file (PlanReader adds those) or a caller holding the live tensors gives them. Each
+	// group is quantized once and stored once (ActionAlias); the config's aliases re-tie it.
+	Tied map[string]string
 }
 
 // normalized is Options after defaults and validation: the resolved recipe and the spec
@@ -119,6 +124,7 @@ type normalized struct {
 	runnable map[LayerType]bool
 	classes  map[string]bool
 	mopts    method.Options
+	tied     map[string]string
 }
 
 // SpecForBits returns the spec template for a bit width: 8 → INT8 per-channel symmetric, 4 →
@@ -191,7 +197,7 @@ func (o *Options) baseRule() (recipe.Rule, error) {
 }
 
 func (o *Options) normalize() (*normalized, error) {
-	n := &normalized{}
+	n := &normalized{tied: o.Tied}
 	if o.ActivationObserver.Kind != 0 {
 		a, err := activationOptions("", o.ActivationObserver)
 		if err != nil {

@@ -64,14 +64,17 @@ func checkHessians(p *Plan, run *Run) error {
 }
 
 // OutputEntries lists the tensors a plan writes, in order: each input tensor in file order,
-// a quantized one as <name>, <name>.scale and (when the scheme needs it) <name>.zero_point.
+// a quantized one as <name>, <name>.scale and (when the scheme needs it) <name>.zero_point; a
+// tied tensor that aliases another (ActionAlias) is not stored.
 func (p *Plan) OutputEntries() []checkpoint.Entry {
 	var out []checkpoint.Entry
 	for i := range p.Tensors {
 		t := &p.Tensors[i]
-		if t.Action == ActionQuantize {
+		switch t.Action {
+		case ActionAlias: // stored once, under the name it aliases
+		case ActionQuantize:
 			out = append(out, storedEntries(t.Name, &t.Spec, t.Shape, t.QuantShape)...)
-		} else {
+		default:
 			out = append(out, checkpoint.Entry{Name: t.Name, DType: t.DType, Shape: append([]int(nil), t.Shape...)})
 		}
 	}
@@ -82,6 +85,14 @@ func (p *Plan) OutputEntries() []checkpoint.Entry {
 func (p *Plan) Config() *Config {
 	c := &Config{FormatVersion: FormatVersion, Tool: "monoquant", ToolVersion: ToolVersion,
 		Tensors: map[string]*TensorConfig{}, Recipe: p.Recipe}
+	for _, t := range p.Tensors {
+		if t.Action == ActionAlias {
+			if c.Aliases == nil {
+				c.Aliases = map[string]string{}
+			}
+			c.Aliases[t.Name] = t.AliasOf
+		}
+	}
 	for _, t := range p.Quantized() {
 		c.Tensors[t.Name] = tensorConfig(t)
 		switch {
@@ -113,6 +124,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 	}
 	rep = &Report{Warnings: append([]Warning(nil), p.Warnings...)}
 	cfg := p.Config()
+	rep.Aliases = maps.Clone(cfg.Aliases)
 	if len(p.StaticLayers()) > 0 {
 		if run.Calibration == nil {
 			return nil, fmt.Errorf("%w: static mode needs calibration data (a Calibration fed with activations)", ErrCalibration)
@@ -144,13 +156,17 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 		}
 	}()
 	var total int64
+	stored := 0
 	for _, t := range p.Tensors {
-		total += entryBytes(t.DType, t.Shape)
+		if t.Action != ActionAlias {
+			total += entryBytes(t.DType, t.Shape)
+			stored++
+		}
 	}
 	pl := newPipeline(w)
 	defer pl.stop()
 	var params quantBuffers // a streamed tensor's scales and zero points
-	prog := Progress{TensorsTotal: len(p.Tensors), BytesTotal: total}
+	prog := Progress{TensorsTotal: stored, BytesTotal: total}
 	// finish runs on this goroutine once the writer is done with a tensor: its pages are
 	// released (a kept tensor is written straight from the reader's memory) and progress
 	// is reported in order.
@@ -177,6 +193,12 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 		tp := &p.Tensors[i]
 		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+		if tp.Action == ActionAlias {
+			// Nothing is written: the tensor it aliases holds the bytes. Its size counts
+			// before (the input lists it) and nothing after.
+			rep.TotalBytesBefore += entryBytes(tp.DType, tp.Shape)
+			continue
 		}
 		for tp.Action == ActionQuantize && len(pl.free) == 0 {
 			if err := finish(pl.wait()); err != nil {

@@ -31,6 +31,8 @@ const (
 	WarnUnusedRule WarningCode = "unused_rule"
 	// WarnArchitecture: layers look like another architecture's than the one they are typed as.
 	WarnArchitecture WarningCode = "architecture_unknown"
+	// WarnTied: tensors share one storage (tied parameters); the file stores them once.
+	WarnTied WarningCode = "tied_tensors"
 )
 
 // Warning is a fact about a likely accuracy loss, as data.
@@ -139,6 +141,9 @@ type Report struct {
 	Warnings []Warning      `json:"warnings"`
 	// Activations holds the activation qparams per layer in static mode.
 	Activations map[string]ActivationParams `json:"activations,omitempty"`
+	// Aliases names the tensors that shared storage with another (tied parameters): alias →
+	// the name stored once in the output (Config.Aliases).
+	Aliases map[string]string `json:"aliases,omitempty"`
 }
 
 // Ratio is the size after over the size before, for all tensors.

@@ -162,12 +162,34 @@ def build_quantized(model, tensors, config, strict=True, inplace=False):
             # float weights only to drop them (a large model's weights would briefly double).
             out = copy.deepcopy(model, dict(swap))
     full = OrderedDict(tensors)
+    # Tied tensors are stored once (config "aliases": alias → stored name, docs/FORMAT.md): the
+    # alias gets the stored tensor's values, dequantized when it is quantized (a float layer
+    # reading a quantized one's weight needs them in float), and a kept one is re-tied below.
+    aliases = config.get("aliases") or {}
+    tcs = config.get("tensors", {})
+    for alias, target in aliases.items():
+        if target in tcs:
+            tc = tcs[target]
+            full[alias] = qtensor_from(tensors, target, tc).dequantize().reshape(tc["shape"])
+        elif target in tensors:
+            full[alias] = tensors[target]
     for layer in acts:
         if layer in replaced:
             p = layer + "." if layer else ""
             full[p + "input_scale"] = replaced[layer].input_scale
             full[p + "input_zero_point"] = replaced[layer].input_zero_point
     out.load_state_dict(full, strict=strict)
+    for alias, target in aliases.items():
+        if target in tcs:
+            continue
+        amod, _, aname = alias.rpartition(".")
+        tmod, _, tname = target.rpartition(".")
+        try:
+            a, t = _get_module(out, amod), _get_module(out, tmod)
+        except AttributeError:
+            continue
+        if isinstance(t._parameters.get(tname), nn.Parameter) and aname in a._parameters:
+            a._parameters[aname] = t._parameters[tname]  # one Parameter again, as before saving
     return out
 
 
