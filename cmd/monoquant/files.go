@@ -285,7 +285,9 @@ func classifyCoreErr(err error) error {
 		return wrapExit(exitUsage, errors.New(flagWords(err.Error())), "")
 	case errors.Is(err, model.ErrFormat):
 		return wrapExit(exitFormat, err, "")
-	case errors.Is(err, quant.ErrNonFinite), errors.Is(err, model.ErrCalibration), errors.Is(err, quant.ErrSpec):
+	case errors.Is(err, quant.ErrNonFinite):
+		return wrapExit(exitData, errors.New(strings.ReplaceAll(err.Error(), quant.NonFiniteHint, "pass --nonfinite clamp to quantize anyway")), "")
+	case errors.Is(err, model.ErrCalibration), errors.Is(err, quant.ErrSpec):
 		return wrapExit(exitData, err, "")
 	}
 	return wrapExit(exitData, err, "")
