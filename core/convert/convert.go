@@ -221,6 +221,16 @@ func File(ctx context.Context, in, out string, opts model.Options, run Run) (*Re
 	return c.Write(ctx, out)
 }
 
+// PlanReader decides what File would do with the open checkpoint r read from in (a file or a
+// model folder): the plan New makes, with config.json's architecture and r's tied tensors.
+func PlanReader(r checkpoint.Reader, in string, opts model.Options) (*model.Plan, error) {
+	c, err := New(r, in, opts, Run{})
+	if err != nil {
+		return nil, err
+	}
+	return c.Plan(), nil
+}
+
 // PlanFile decides what File would do with the checkpoint (or model folder) at path, reading
 // only its list of tensors (and module classes, and config.json), not the weights.
 func PlanFile(path string, opts model.Options) (*model.Plan, error) {

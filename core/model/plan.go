@@ -320,7 +320,7 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 	}
 	if len(guessed) > 0 {
 		p.Warnings = append(p.Warnings, Warning{Code: WarnArchitecture, Layer: guessed[0],
-			Message: fmt.Sprintf("%s (%d in all) are named like GPT-2's Conv1D layers, whose weight is stored [in, out], but nothing says so, so they are quantized as Linear layers [out, in]; give the model folder (its config.json names the architecture) or the module classes", shortList(guessed, 3), len(guessed))})
+			Message: fmt.Sprintf("%s are named like GPT-2's Conv1D layers, whose weight is stored [in, out] (output channels on axis 1), but nothing names the architecture, so they are quantized as Linear layers [out, in] (axis 0); to say it, give the model folder or put its config.json (\"model_type\": \"gpt2\") beside the checkpoint, or quantize the live model from Python", shortList(guessed, 3))})
 	}
 	p.Warnings = append(p.Warnings, firstLastWarnings(p)...)
 	return p, nil
