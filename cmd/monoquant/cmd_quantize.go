@@ -42,9 +42,15 @@ row), 16 is FP16 (or BF16 with --dtype bf16). Without --calibration the run is w
 names, or "<layer>.<batch>", to recorded input activations) the activation qparams of each layer
 are computed by --observer and stored in the config (static mode).
 
-After writing, the output is reopened and checked: every tensor and the config, the SQNR of
-every quantized tensor recomputed from the file, and each Linear and Conv2d layer run on a
-random input with the original and the dequantized weights (the "output SQNR" column).
+After writing, the output is reopened and checked ("Weights validated"): every tensor and the
+config, the SQNR of every quantized tensor recomputed from the file, and each Linear and Conv2d
+layer run alone on a random input with the original and the dequantized weights (the "output
+SQNR" column). That checks every weight, not the model: a checkpoint holds no forward pass, so
+the whole model's outputs are compared only where the model runs (quantize it from Python).
+
+Tensors that share one storage in a torch file (tied parameters: GPT-2's embedding and
+lm_head) are quantized once and stored once; the config's "aliases" name the others, and
+dequantize and Python's load tie them again (docs/HF-FOLDERS.md).
 
 Examples:
   monoquant quantize --model model.pt --bits 8

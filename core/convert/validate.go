@@ -281,6 +281,11 @@ func newLayerRun(in checkpoint.Reader, tp *model.TensorPlan, rng *rand.Rand) (*l
 		}
 		l.linear, l.x = true, randn(linearBatch*k)
 		l.lc.InputShape = []int{linearBatch, k}
+		if tp.Spec.Axis == 1 {
+			// GPT-2's Conv1D stores [in, out]: run block by block as the transposed product, whose
+			// error on a random normal input has the same expectation (‖W − Ŵ‖ either way).
+			l.lc.Note = "weight stored [in, out] (Conv1D): run as its transpose"
+		}
 	case tp.LayerType == model.Conv2d && len(tp.Shape) == 4:
 		l.ws = [4]int{tp.Shape[0], tp.Shape[1], tp.Shape[2], tp.Shape[3]}
 		l.xs = [4]int{1, l.ws[1], l.ws[2] + 3, l.ws[3] + 3}
