@@ -98,3 +98,25 @@ func TestFloat16OverflowEveryMode(t *testing.T) {
 		}
 	}
 }
+
+// Group sizes below 16 (issue 12: "--group-size 8" fell back to INT8 silently, "no divisor in
+// [16, 7]"): any even size that divides the row is used as given; one that does not is an error
+// naming --group-size and --group-fallback; with --group-fallback the change is announced.
+func TestSmallGroupSizes(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "w.safetensors")
+	writeSafetensorsMeta(t, in, nil, "fc.weight", tensor.FromFloat32(ramp(8*24, 0.1), 8, 24))
+	for _, gs := range []string{"2", "6", "8", "12", "24"} {
+		out := filepath.Join(dir, "g"+gs+".safetensors")
+		r := runCLI(t, "quantize", "-m", in, "-b", "4", "-g", gs, "-o", out, "--json", "-q", "--no-log")
+		if r.code != 0 || !strings.Contains(r.stdout, `"group_size": `+gs) || strings.Contains(r.stdout, "group_size_fallback") {
+			t.Errorf("-g %s: exit %d, want INT4 with group %s and no fallback: %.400s%s", gs, r.code, gs, r.stdout, r.stderr)
+		}
+	}
+	args := []string{"quantize", "-m", in, "-b", "4", "-g", "10", "-o", filepath.Join(dir, "g10.safetensors"), "--no-log"}
+	assertOneLineError(t, args, runCLI(t, args...), exitUsage, "--group-size 10 does not divide the row length 24 (give a group size that divides it, or allow --group-fallback)")
+	r := runCLI(t, append(args, "--group-fallback", "-q")...)
+	if r.code != 0 || !strings.Contains(r.stdout, "group_size_fallback fc.weight: group size 10 does not divide the row length 24 and no group size from 10 to 10 does; using INT8 per-channel") {
+		t.Errorf("-g 10 --group-fallback: exit %d, want the announced INT8 fallback:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}

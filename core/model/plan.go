@@ -489,8 +489,11 @@ func planSpec(tp *TensorPlan, tmpl quant.Spec, axis int, fallback bool) error {
 			if !fallback {
 				return fmt.Errorf("group_size %d does not divide the row length %d (give a group size that divides it, or allow group_fallback)", gs, k)
 			}
-			fb := 0
-			for d := min(gs, k); d >= minFallbackGroup; d-- {
+			// The largest divisor of the row not above the group size and not below
+			// minFallbackGroup, or the group size itself when that is smaller (a group of 8
+			// that does not divide the row has no smaller fallback: it goes to INT8).
+			fb, lo := 0, min(minFallbackGroup, gs)
+			for d := min(gs, k); d >= lo; d-- {
 				if k%d == 0 {
 					fb = d
 					break
@@ -501,7 +504,7 @@ func planSpec(tp *TensorPlan, tmpl quant.Spec, axis int, fallback bool) error {
 				w.Message = fmt.Sprintf("group size %d does not divide the row length %d; using group size %d", gs, k, fb)
 				s.GroupSize = fb
 			} else {
-				w.Message = fmt.Sprintf("group size %d does not divide the row length %d and no divisor in [%d, %d] does; using INT8 per-channel", gs, k, minFallbackGroup, gs)
+				w.Message = fmt.Sprintf("group size %d does not divide the row length %d and no group size from %d to %d does; using INT8 per-channel (group_fallback was asked for)", gs, k, lo, gs)
 				s = quant.Spec{Format: quant.Int8, Scheme: tmpl.Scheme, Granularity: quant.PerChannel, Axis: axis,
 					Eps: tmpl.Eps, NonFinite: tmpl.NonFinite, ReduceRange: tmpl.ReduceRange, QDType: quant.QInt8}
 				if tmpl.QDType == quant.QUInt4 {
