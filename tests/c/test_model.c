@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -634,6 +635,28 @@ static void test_recipes(void) {
     CHECK_RC(mq_model_load(&q, dst), MQ_OK);
     char* md = q ? json_of(q, 0) : NULL;
     CHECK(md && strstr(md, "\\\"recipe\\\"") && strstr(md, "\\\"mode\\\":\\\"none\\\""), "file config lacks the recipe or the weight-only mode: %.400s", md ? md : "");
+    free(md);
+    mq_model_free(q);
+    /* a Hugging Face model folder in gives a folder out, which mq_model_load reads back */
+    char hf[512], hfq[512], cj[600];
+    snprintf(hf, sizeof hf, "%s/hf", tmpdir);
+    snprintf(hfq, sizeof hfq, "%s/hf-q", tmpdir);
+    CHECK(mkdir(hf, 0755) == 0, "mkdir %s", hf);
+    snprintf(cj, sizeof cj, "%s/model.safetensors", hf);
+    CHECK_RC(mq_model_save(m, cj), MQ_OK);
+    snprintf(cj, sizeof cj, "%s/config.json", hf);
+    FILE* cf = fopen(cj, "w");
+    if (cf) {
+        fputs("{\"model_type\": \"bert\"}", cf);
+        fclose(cf);
+    }
+    cfg.recipe_json = NULL;
+    CHECK_RC(mq_quantize_file(hf, hfq, &cfg, NULL, NULL, NULL, NULL), MQ_OK);
+    snprintf(cj, sizeof cj, "%s/config.json", hfq);
+    CHECK(access(cj, F_OK) == 0, "the output folder lacks config.json");
+    CHECK_RC(mq_model_load(&q, hfq), MQ_OK);
+    md = q ? json_of(q, 0) : NULL;
+    CHECK(md && strstr(md, "format_version"), "folder model has no quantization config: %.300s", md ? md : "");
     free(md);
     mq_model_free(q);
     /* errors: the output is never the input, a bad source is named, no output appears */

@@ -298,7 +298,8 @@ def _activation_observer_config(observer):
 def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None, observer=None,
              group_size=None, layers=None, skip=None, inplace=False, progress=None, dtype=None,
              max_calibration_batches=None, recipe=None, activations=None, group_fallback=None,
-             method=None):
+             method=None,
+             nonfinite=None):
     """Quantizes a model (or a state dict) with the engine.
 
     Every option left as None takes the engine's default (``monoquant.defaults()``); what is
@@ -338,6 +339,8 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
         progress: None (a bar on stderr when it is a terminal), True/False, or a callable
             ``progress(done, total, name)``.
         max_calibration_batches: stop calibrating after this many batches.
+        nonfinite: NaN/Inf in a weight: "reject" (the default: NonFiniteError naming the
+            tensor) or "clamp" (left out of the ranges, with a warning).
 
     Returns:
         the quantized model (or QuantizedStateDict). The engine's report is in
@@ -358,7 +361,7 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
     """
     cfg = _config(recipe=recipe, runtime=isinstance(model, nn.Module), bits=bits, dtype=dtype, scheme=scheme, group_size=group_size,
                   group_fallback=group_fallback, activations=activations, dynamic=dynamic, observer=observer, method=method,
-                  layers=layers, skip=skip)
+                  layers=layers, skip=skip, nonfinite=nonfinite)
     if isinstance(model, Mapping):
         from .files import quantize_state_dict
 
