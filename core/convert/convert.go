@@ -94,11 +94,11 @@ func New(r checkpoint.Reader, in string, opts model.Options, run Run) (*Conversi
 	if run.CalibrationFile != "" || run.Calibration != nil {
 		opts.Calibrated = true
 	}
-	mt, _, err := checkpoint.ModelType(dir)
+	mc, err := checkpoint.ReadModelConfig(dir)
 	if err != nil {
 		return nil, err
 	}
-	if arch := model.ArchitectureModuleTypes(mt, r.Entries()); arch != nil {
+	if arch := model.ArchitectureModuleTypes(mc.ModelType, r.Entries()); arch != nil {
 		merged := maps.Clone(arch)
 		maps.Copy(merged, opts.ModuleTypes)
 		opts.ModuleTypes = merged
@@ -106,6 +106,9 @@ func New(r checkpoint.Reader, in string, opts model.Options, run Run) (*Conversi
 	p, err := model.PlanReader(r, opts)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", in, err)
+	}
+	if mc.TieWordEmbeddings != nil && *mc.TieWordEmbeddings {
+		p.NoteTiedHead(mc.VocabSize)
 	}
 	c.plan, c.opts = p, opts
 	if len(p.StaticLayers()) == 0 {

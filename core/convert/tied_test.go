@@ -177,3 +177,30 @@ func TestTiedAliasesTampered(t *testing.T) {
 	}
 	_ = os.Remove(out)
 }
+
+// A Hugging Face folder saved by transformers stores a tied embedding once (the head is
+// dropped; config.json says tie_word_embeddings): left float because embeddings are not
+// selected, it draws a warning that says how to quantize it; selected, it is quantized once.
+func TestTiedWordEmbeddingsFolder(t *testing.T) {
+	in := gpt2Folder(t, "gpt2")
+	os.WriteFile(filepath.Join(in, "config.json"), []byte(`{"model_type": "gpt2", "tie_word_embeddings": true, "vocab_size": 64}`), 0o644)
+	p, err := PlanFile(in, model.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(p.Warnings, func(w model.Warning) bool { return w.Code == model.WarnTied })
+	if i < 0 || p.Warnings[i].Tensor != "transformer.wte.weight" || !strings.Contains(p.Warnings[i].Message, "add embedding to the layer types") {
+		t.Fatalf("tied embedding left float: warnings %v", p.Warnings)
+	}
+	p, err = PlanFile(in, model.Options{LayerTypes: []model.LayerType{model.Linear, model.Embedding}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.ContainsFunc(p.Warnings, func(w model.Warning) bool { return w.Code == model.WarnTied }) {
+		t.Errorf("embedding selected: warnings %v", p.Warnings)
+	}
+	os.WriteFile(filepath.Join(in, "config.json"), []byte(`{"model_type": "gpt2", "tie_word_embeddings": false, "vocab_size": 64}`), 0o644)
+	if p, err = PlanFile(in, model.Options{}); err != nil || slices.ContainsFunc(p.Warnings, func(w model.Warning) bool { return w.Code == model.WarnTied }) {
+		t.Errorf("untied: %v, warnings %v", err, p.Warnings)
+	}
+}
