@@ -195,9 +195,8 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 			return nil, err
 		}
 		if tp.Action == ActionAlias {
-			// Nothing is written: the tensor it aliases holds the bytes. Its size counts
-			// before (the input lists it) and nothing after.
-			rep.TotalBytesBefore += entryBytes(tp.DType, tp.Shape)
+			// Nothing is written: the tensor it aliases holds the bytes, in the input as in the
+			// output, so it counts neither before nor after.
 			continue
 		}
 		for tp.Action == ActionQuantize && len(pl.free) == 0 {
