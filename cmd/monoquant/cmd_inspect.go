@@ -213,6 +213,13 @@ func (res *inspectResult) print(w io.Writer) {
 	if len(res.ModuleTypes) > 0 {
 		fmt.Fprintf(w, "Modules     %d (classes read from the pickled nn.Module)\n", len(res.ModuleTypes))
 	}
+	tied, how := res.Aliases, "share storage; quantize stores them once"
+	if res.Config != nil {
+		tied, how = res.Config.Aliases, "stored once; readers tie them again"
+	}
+	for _, a := range sortedKeys(tied) {
+		fmt.Fprintf(w, "Tied        %s = %s (%s)\n", a, tied[a], how)
+	}
 	for _, k := range sortedKeys(res.Metadata) {
 		v := res.Metadata[k]
 		if len(v) > 60 {

@@ -504,7 +504,10 @@ func planSpec(tp *TensorPlan, tmpl quant.Spec, axis int, fallback bool) error {
 				w.Message = fmt.Sprintf("group size %d does not divide the row length %d; using group size %d", gs, k, fb)
 				s.GroupSize = fb
 			} else {
-				w.Message = fmt.Sprintf("group size %d does not divide the row length %d and no group size from %d to %d does; using INT8 per-channel (group_fallback was asked for)", gs, k, lo, gs)
+				w.Message = fmt.Sprintf("group size %d does not divide the row length %d and no group size from %d to %d does; using INT8 per-channel", gs, k, lo, gs)
+				if lo == gs { // a group below 16 has no smaller fallback
+					w.Message = fmt.Sprintf("group size %d does not divide the row length %d; using INT8 per-channel", gs, k)
+				}
 				s = quant.Spec{Format: quant.Int8, Scheme: tmpl.Scheme, Granularity: quant.PerChannel, Axis: axis,
 					Eps: tmpl.Eps, NonFinite: tmpl.NonFinite, ReduceRange: tmpl.ReduceRange, QDType: quant.QInt8}
 				if tmpl.QDType == quant.QUInt4 {
