@@ -397,7 +397,10 @@ func quantizableNames() []string {
 
 // ParseOptions reads a call's options from JSON, by the names every caller shares (the keys of
 // a recipe rule, plus "layers", "skip" and "nonfinite"): {"bits": 4, "group_size": 64,
-// "skip": ["lm_head"], "activations": "none"}. Unknown keys are errors. Absent keys leave the
+// "skip": ["lm_head"], "activations": "none"}. Two keys describe the caller rather than choose:
+// "runtime_classes" (Options.RuntimeClasses) and "tied" (Options.Tied: {"lm_head.weight":
+// "transformer.wte.weight"} for tensors that are one storage, as a live model's tied
+// parameters are). Unknown keys are errors. Absent keys leave the
 // choice to the defaults. This is how callers that work with names (Python) pass options
 // without repeating a default or a check.
 func ParseOptions(data []byte) (Options, error) {
@@ -416,6 +419,8 @@ func ParseOptions(data []byte) (Options, error) {
 		NonFinite     string   `json:"nonfinite"`
 		// runtime_classes: the caller's capability, not a choice (see Options.RuntimeClasses)
 		RuntimeClasses []string `json:"runtime_classes"`
+		// tied: a fact about the caller's tensors, not a choice (see Options.Tied)
+		Tied map[string]string `json:"tied"`
 	}
 	if len(data) > 1<<20 {
 		return o, optErr("options", "%d bytes of options is more than 1 MiB", len(data))
@@ -442,7 +447,7 @@ func ParseOptions(data []byte) (Options, error) {
 		o.Spec.GroupSize = *raw.GroupSize
 	}
 	o.DType, o.GroupFallback, o.Scheme, o.Activations, o.Observer, o.Method = raw.DType, raw.GroupFallback, raw.Scheme, raw.Activations, raw.Observer, raw.Method
-	o.Skip, o.RuntimeClasses = raw.Skip, raw.RuntimeClasses
+	o.Skip, o.RuntimeClasses, o.Tied = raw.Skip, raw.RuntimeClasses, raw.Tied
 	if raw.Layers != nil {
 		o.LayerTypes = []LayerType{}
 		for _, l := range raw.Layers {

@@ -3,6 +3,7 @@ package model
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -504,5 +505,33 @@ func TestPlanRecipeErrors(t *testing.T) {
 		if err == nil || !errors.Is(err, ErrOption) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: error %v, want ErrOption with %q", tt.recipe, err, tt.want)
 		}
+	}
+}
+
+// Callers holding live tensors name tied ones through the options ("tied"): each group is
+// planned once, the alias stored under the quantized member's name.
+func TestTiedOption(t *testing.T) {
+	o, err := ParseOptions([]byte(`{"tied": {"head.weight": "emb.weight"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := []checkpoint.Entry{ent("emb.weight", tensor.F32, 40, 16), ent("fc.weight", tensor.F32, 16, 16), ent("head.weight", tensor.F32, 40, 16)}
+	p, err := NewPlan(entries, nil, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, tp := range p.Tensors {
+		got[tp.Name] = string(tp.Action) + " " + tp.AliasOf
+	}
+	want := map[string]string{"emb.weight": "alias head.weight", "fc.weight": "quantize ", "head.weight": "quantize "}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("plan %v, want %v", got, want)
+	}
+	if c := p.Config(); !reflect.DeepEqual(c.Aliases, map[string]string{"emb.weight": "head.weight"}) {
+		t.Errorf("config aliases %v", c.Aliases)
+	}
+	if _, err := ParseOptions([]byte(`{"tied": ["x"]}`)); err == nil {
+		t.Error(`"tied": ["x"] parsed`)
 	}
 }
