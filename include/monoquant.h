@@ -464,7 +464,9 @@ typedef struct mq_model_config {
                             that work with names (the Python package): the keys of a recipe rule
                             (bits, dtype, group_size, group_fallback, scheme, activations, observer,
                             method) plus "layers" (["linear", ...]), "skip" (patterns) and
-                            "nonfinite" ("reject" or "clamp"). When set, it replaces bits, bf16,
+                            "nonfinite" ("reject" or "clamp"), and "tied" ({"alias": "name"}
+                            for tensors that are one storage: stored once, docs/HF-FOLDERS.md).
+                            When set, it replaces bits, bf16,
                             spec, layers, skip, mode, observer, activations, method and
                             group_fallback above; absent keys take the engine's defaults. Unknown
                             keys and bad values are MQ_EINVAL naming them. */
