@@ -317,7 +317,10 @@ func (s shortReader) Tensor(name string) (*tensor.Tensor, error) {
 func TestCompareTiedTensors(t *testing.T) {
 	in := "../../testdata/checkpoints/torch/tied.pt"
 	q := filepath.Join(t.TempDir(), "q.safetensors")
-	mustCLI(t, "quantize", "-m", in, "-o", q, "-q", "--no-log")
+	r := mustCLI(t, "quantize", "-m", in, "-o", q, "-q", "--no-log")
+	if !strings.Contains(r.stdout, "Tied        emb.weight = head.weight (one storage in the input: stored once") {
+		t.Errorf("the quantize report does not name the tied tensors:\n%s", r.stdout)
+	}
 	res, err := compareFiles(context.Background(), in, q)
 	if err != nil {
 		t.Fatal(err)

@@ -52,6 +52,9 @@ func (r *quantizeResult) print(e *env) {
 		plural(rep.TensorsQuantized, "tensor", "tensors"), rep.QuantizedElements,
 		humanBytes(rep.QuantizedBytesBefore), humanBytes(rep.QuantizedBytesAfter), rep.BitsPerWeight,
 		plural(rep.TensorsKept, "tensor", "tensors"))
+	for _, a := range sortedKeys(rep.Aliases) {
+		fmt.Fprintf(w, "Tied        %s = %s (one storage in the input: stored once, loading ties them again)\n", a, rep.Aliases[a])
+	}
 	fmt.Fprintf(w, "SQNR        %s overall (summed signal over summed noise energy of all quantized weights)\n", dB(float64(rep.SQNR)))
 	fmt.Fprintln(w)
 
