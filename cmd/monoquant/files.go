@@ -229,8 +229,16 @@ func checkNotInput(in string, r checkpoint.Reader, out string, others ...string)
 	return nil
 }
 
-// fileBytes is the size on disk of a checkpoint: all shards for a sharded index.
+// fileBytes is the size on disk of a checkpoint: all shards for a sharded index, the weights of
+// a model folder.
 func fileBytes(r checkpoint.Reader, path string) int64 {
+	if checkpoint.IsDir(path) {
+		w, err := checkpoint.FindWeights(path)
+		if err != nil {
+			return 0
+		}
+		path = w
+	}
 	var n int64
 	if sh, ok := unwrapReader(r).(interface{ Shards() []string }); ok {
 		for _, s := range sh.Shards() {
