@@ -6,6 +6,7 @@ testdata/checkpoints/torch/tied.pt         a language-model-shaped net: emb (Emb
                                            tied to head (Linear [40, 16]), fc (Linear [16, 16]),
                                            and two Linear layers a and b sharing one weight.
 testdata/checkpoints/torch/tied_legacy.pt  the same, in torch's legacy (non-zip) format.
+testdata/checkpoints/torch/tied_module.pt  the whole module pickled (torch.save(model)).
 testdata/checkpoints/torch/tied_views.pt   same storage but different views (offset, shape,
                                            transpose): not tied, each stored on its own.
 """
@@ -37,6 +38,8 @@ def main():
     assert sd["head.weight"].data_ptr() == sd["emb.weight"].data_ptr()
     torch.save(sd, os.path.join(GOOD, "tied.pt"))
     torch.save(sd, os.path.join(GOOD, "tied_legacy.pt"), _use_new_zipfile_serialization=False)
+    torch.manual_seed(0)
+    torch.save(TiedNet(), os.path.join(GOOD, "tied_module.pt"))
     base = torch.randn(8, 8)
     views = collections.OrderedDict()
     views["x.weight"] = base
