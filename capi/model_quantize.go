@@ -17,6 +17,7 @@ import (
 	"github.com/monoquant/monoquant/core/checkpoint/safetensors"
 	"github.com/monoquant/monoquant/core/convert"
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/recipe"
 )
@@ -53,7 +54,7 @@ func modelErr(err error, fallback C.int) C.int {
 		code = mqEIO // the written output failed its check and was removed
 	case errors.Is(err, quant.ErrNonFinite):
 		code = mqENONFINITE
-	case errors.Is(err, model.ErrOption), errors.Is(err, model.ErrNothingToQuantize),
+	case errors.Is(err, plan.ErrOption), errors.Is(err, plan.ErrNothingToQuantize),
 		errors.Is(err, model.ErrCalibration), errors.Is(err, quant.ErrSpec), errors.Is(err, convert.ErrOutput):
 		code = mqEINVAL
 	case errors.Is(err, model.ErrFormat), errors.Is(err, safetensors.ErrInvalid):
@@ -88,28 +89,28 @@ func mq_model_config_init(cfg *C.mq_model_config) (rc C.int) {
 // layerBits lists the mq_layer_type bits in the order of their values.
 var layerBits = []struct {
 	bit uint32
-	t   model.LayerType
+	t   plan.LayerType
 }{
-	{C.MQ_LAYER_LINEAR, model.Linear},
-	{C.MQ_LAYER_CONV1D, model.Conv1d},
-	{C.MQ_LAYER_CONV2D, model.Conv2d},
-	{C.MQ_LAYER_CONV3D, model.Conv3d},
-	{C.MQ_LAYER_LSTM, model.LSTM},
-	{C.MQ_LAYER_GRU, model.GRU},
-	{C.MQ_LAYER_RNN, model.RNN},
-	{C.MQ_LAYER_EMBEDDING, model.Embedding},
+	{C.MQ_LAYER_LINEAR, plan.Linear},
+	{C.MQ_LAYER_CONV1D, plan.Conv1d},
+	{C.MQ_LAYER_CONV2D, plan.Conv2d},
+	{C.MQ_LAYER_CONV3D, plan.Conv3d},
+	{C.MQ_LAYER_LSTM, plan.LSTM},
+	{C.MQ_LAYER_GRU, plan.GRU},
+	{C.MQ_LAYER_RNN, plan.RNN},
+	{C.MQ_LAYER_EMBEDDING, plan.Embedding},
 }
 
-// optionsFromC checks the config's size and version and converts it to model.Options; the
+// optionsFromC checks the config's size and version and converts it to plan.Options; the
 // engine validates the values themselves and names the bad option.
 // modelConfigV1Size is sizeof(mq_model_config) as version 1 laid it out: the struct up to the
 // first field version 2 added. Callers built against the older header pass that size.
 var modelConfigV1Size = unsafe.Offsetof(C.mq_model_config{}.recipe_json)
 
-// optionsFromC checks the config's size and version and converts it to model.Options; the
+// optionsFromC checks the config's size and version and converts it to plan.Options; the
 // engine validates the values themselves and names the bad option.
-func optionsFromC(cfg *C.mq_cmodel_config) (model.Options, error) {
-	var o model.Options
+func optionsFromC(cfg *C.mq_cmodel_config) (plan.Options, error) {
+	var o plan.Options
 	if cfg == nil {
 		return o, fail(mqEINVAL, "model config is NULL")
 	}
@@ -181,7 +182,7 @@ func optionsFromC(cfg *C.mq_cmodel_config) (model.Options, error) {
 	switch cfg.mode {
 	case C.MQ_MODE_WEIGHT_ONLY:
 	case C.MQ_MODE_STATIC:
-		o.Mode = model.Static
+		o.Mode = plan.Static
 	default:
 		return o, fail(mqEINVAL, "model config mode is %d; want MQ_MODE_WEIGHT_ONLY or MQ_MODE_STATIC", int(cfg.mode))
 	}
@@ -223,8 +224,8 @@ func optionsFromC(cfg *C.mq_cmodel_config) (model.Options, error) {
 
 // optionsFromJSON reads a version 2 config whose options come by name (options_json); of the
 // struct, recipe_json and activation_observer still apply.
-func optionsFromJSON(cfg *C.mq_cmodel_config) (model.Options, error) {
-	o, err := model.ParseOptions([]byte(C.GoString(cfg.options_json)))
+func optionsFromJSON(cfg *C.mq_cmodel_config) (plan.Options, error) {
+	o, err := plan.ParseOptions([]byte(C.GoString(cfg.options_json)))
 	if err != nil {
 		return o, fail(mqEINVAL, "%v", err)
 	}
@@ -239,7 +240,7 @@ func optionsFromJSON(cfg *C.mq_cmodel_config) (model.Options, error) {
 }
 
 // recipeFromC reads a version 2 config's recipe, from recipe_json or recipe_file.
-func recipeFromC(cfg *C.mq_cmodel_config, o *model.Options) error {
+func recipeFromC(cfg *C.mq_cmodel_config, o *plan.Options) error {
 	switch {
 	case cfg.recipe_json != nil && cfg.recipe_file != nil:
 		return fail(mqEINVAL, "model config has both recipe_json and recipe_file; give one")

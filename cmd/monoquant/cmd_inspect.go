@@ -12,6 +12,7 @@ import (
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/convert"
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
@@ -114,8 +115,8 @@ func inspectFile(path string) (*inspectResult, error) {
 			res.Metadata[k] = v
 		}
 	}
-	classified := map[string]model.TensorClass{}
-	for _, c := range model.Classify(entries, r.ModuleTypes()) {
+	classified := map[string]plan.TensorClass{}
+	for _, c := range plan.Classify(entries, r.ModuleTypes()) {
 		classified[c.Name] = c
 	}
 	for _, e := range entries {
@@ -163,11 +164,11 @@ func inspectFile(path string) (*inspectResult, error) {
 
 	// What quantize would do: core/convert's planning, with the architecture config.json names
 	// and the tied tensors of the file.
-	p, err := convert.PlanReader(r, path, model.Options{})
-	var actions map[string]*model.TensorPlan
+	p, err := convert.PlanReader(r, path, plan.Options{})
+	var actions map[string]*plan.TensorPlan
 	switch {
 	case err == nil:
-		actions = map[string]*model.TensorPlan{}
+		actions = map[string]*plan.TensorPlan{}
 		for i := range p.Tensors {
 			actions[p.Tensors[i].Name] = &p.Tensors[i]
 			if a := p.Tensors[i].AliasOf; a != "" {
@@ -177,13 +178,13 @@ func inspectFile(path string) (*inspectResult, error) {
 				res.Aliases[p.Tensors[i].Name] = a
 			}
 		}
-	case errors.Is(err, model.ErrNothingToQuantize):
+	case errors.Is(err, plan.ErrNothingToQuantize):
 		res.Note = "nothing to quantize with the default layer types (linear, conv2d, lstm)"
 	default:
 		return nil, classifyCoreErr(fmt.Errorf("%s: %w", path, err))
 	}
 	for _, e := range entries {
-		it := inspectTensor{Name: e.Name, DType: e.DType.String(), Shape: e.Shape, Bytes: int64(tensor.NumElements(e.Shape)) * int64(e.DType.Size()), Action: string(model.ActionKeep)}
+		it := inspectTensor{Name: e.Name, DType: e.DType.String(), Shape: e.Shape, Bytes: int64(tensor.NumElements(e.Shape)) * int64(e.DType.Size()), Action: string(plan.ActionKeep)}
 		if c, ok := classified[e.Name]; ok {
 			it.Layer, it.LayerType = c.Layer, string(c.LayerType)
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/monoquant/monoquant/core/convert"
 	"github.com/monoquant/monoquant/core/method"
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/recipe"
 	"github.com/monoquant/monoquant/core/runlog"
@@ -120,7 +121,7 @@ func setupQuantize(fs *flag.FlagSet) func(context.Context, *env, []string) error
 
 func layerChoices() []string {
 	var out []string
-	for _, t := range []model.LayerType{model.Linear, model.Conv2d, model.LSTM, model.Embedding, model.Conv1d, model.Conv3d, model.GRU, model.RNN} {
+	for _, t := range []plan.LayerType{plan.Linear, plan.Conv2d, plan.LSTM, plan.Embedding, plan.Conv1d, plan.Conv3d, plan.GRU, plan.RNN} {
 		out = append(out, string(t))
 	}
 	return out
@@ -128,8 +129,8 @@ func layerChoices() []string {
 
 // options turns the flags that were given into core options; every default and every check of
 // what goes with what is core's.
-func (a *quantizeArgs) options() (model.Options, error) {
-	o := model.Options{Skip: a.skip.values, Scheme: a.scheme.value, DType: a.dtype.value, Activations: a.activations.value,
+func (a *quantizeArgs) options() (plan.Options, error) {
+	o := plan.Options{Skip: a.skip.values, Scheme: a.scheme.value, DType: a.dtype.value, Activations: a.activations.value,
 		Observer: a.observer.value, Calibrated: a.calibration != "", Method: a.method.value}
 	if a.bits.value != "" {
 		o.Bits, _ = strconv.Atoi(a.bits.value)
@@ -148,7 +149,7 @@ func (a *quantizeArgs) options() (model.Options, error) {
 		o.Spec.NonFinite = quant.ClampNonFinite
 	}
 	for _, l := range a.layers.values {
-		t, err := model.ParseLayerType(l)
+		t, err := plan.ParseLayerType(l)
 		if err != nil {
 			return o, usageErr("--layers: %v", err)
 		}
@@ -171,7 +172,7 @@ func (a *quantizeArgs) options() (model.Options, error) {
 // formatTag names the output after what the plan quantizes: the format the options ask for
 // (int8, int4, fp16, bf16), or with a recipe the one format of every quantized tensor, else
 // "mixed".
-func formatTag(p *model.Plan, withRecipe bool) string {
+func formatTag(p *plan.Plan, withRecipe bool) string {
 	if !withRecipe {
 		return p.Recipe.Rules[len(p.Recipe.Rules)-1].DType
 	}
@@ -188,14 +189,14 @@ func formatTag(p *model.Plan, withRecipe bool) string {
 
 // openFloatInput takes the input from --model or the one positional argument, turns the flags
 // into options and opens the input, refusing one monoquant already quantized (quantize, plan).
-func openFloatInput(verb string, a *quantizeArgs, pos []string) (checkpoint.Reader, model.Options, error) {
+func openFloatInput(verb string, a *quantizeArgs, pos []string) (checkpoint.Reader, plan.Options, error) {
 	switch {
 	case len(pos) == 1 && a.model == "":
 		a.model = pos[0]
 	case len(pos) > 0:
-		return nil, model.Options{}, usageErr("%s: unexpected argument %q (the input goes in --model)", verb, pos[0])
+		return nil, plan.Options{}, usageErr("%s: unexpected argument %q (the input goes in --model)", verb, pos[0])
 	case a.model == "":
-		return nil, model.Options{}, usageErr("%s: --model is required (run 'monoquant %s --help')", verb, verb)
+		return nil, plan.Options{}, usageErr("%s: --model is required (run 'monoquant %s --help')", verb, verb)
 	}
 	opts, err := a.options()
 	if err != nil {
@@ -243,7 +244,7 @@ func runQuantize(ctx context.Context, e *env, a *quantizeArgs, pos []string) err
 // reproduce).
 type quantizeJob struct {
 	model, out, format, calibration string
-	opts                            model.Options
+	opts                            plan.Options
 	quiet                           bool
 	log                             bool   // record the run in the run log
 	logPath                         string // "" for runlog.DefaultPath
@@ -273,12 +274,12 @@ func quantizeFile(ctx context.Context, e *env, r checkpoint.Reader, j quantizeJo
 	if err != nil {
 		return nil, classifyCoreErr(err)
 	}
-	plan := conv.Plan()
+	qp := conv.Plan()
 	format := j.format
 	if format == "" && a.out == "" {
 		format = formatSafetensors // the default output: no pickle, opens anywhere
 	}
-	out, format, err := resolveOutput(a.model, a.out, format, formatTag(plan, opts.Recipe != nil))
+	out, format, err := resolveOutput(a.model, a.out, format, formatTag(qp, opts.Recipe != nil))
 	if err != nil {
 		return nil, err
 	}
@@ -296,9 +297,9 @@ func quantizeFile(ctx context.Context, e *env, r checkpoint.Reader, j quantizeJo
 	}
 	bar.finish()
 	res := &quantizeResult{
-		Input: a.model, Output: out, OutputFormat: format, Format: formatTag(plan, opts.Recipe != nil),
-		Mode: plan.Config().Mode, Report: done.Report, Validation: done.Validation, Recipe: plan.Recipe, ShowRules: opts.Recipe != nil,
-		config: plan.Config(), RunID: done.RunID, RunLog: done.RunLog, LogWarning: done.LogWarning,
+		Input: a.model, Output: out, OutputFormat: format, Format: formatTag(qp, opts.Recipe != nil),
+		Mode: model.PlanConfig(qp).Mode, Report: done.Report, Validation: done.Validation, Recipe: qp.Recipe, ShowRules: opts.Recipe != nil,
+		config: model.PlanConfig(qp), RunID: done.RunID, RunLog: done.RunLog, LogWarning: done.LogWarning,
 	}
 	if f := res.Format; f != "mixed" {
 		res.Bits = map[string]int{"int8": 8, "int4": 4, "fp16": 16, "bf16": 16}[f]

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/monoquant/monoquant/core/convert"
+	"github.com/monoquant/monoquant/core/plan"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/checkpoint/pickle"
@@ -283,13 +284,13 @@ func classifyCoreErr(err error) error {
 		return nil
 	case errors.As(err, &ee):
 		return err
-	case errors.Is(err, model.ErrNothingToQuantize):
+	case errors.Is(err, plan.ErrNothingToQuantize):
 		return wrapExit(exitNothing, err, "")
 	case errors.Is(err, convert.ErrValidation):
 		return wrapExit(exitValidation, err, "")
 	case errors.Is(err, convert.ErrOutput):
 		return wrapExit(exitOutput, err, "")
-	case errors.Is(err, model.ErrOption):
+	case errors.Is(err, plan.ErrOption):
 		return wrapExit(exitUsage, errors.New(flagWords(err.Error())), "")
 	case errors.Is(err, model.ErrFormat):
 		return wrapExit(exitFormat, err, "")

@@ -12,7 +12,9 @@ import (
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/checkpoint/safetensors"
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/tensor"
+	"github.com/monoquant/monoquant/core/warning"
 )
 
 // gpt2Folder writes a Hugging Face folder of a GPT-2-shaped model: config.json naming the
@@ -54,7 +56,7 @@ func gpt2Folder(t *testing.T, modelType string) string {
 func TestFolderInFolderOut(t *testing.T) {
 	in := gpt2Folder(t, "gpt2")
 	out := filepath.Join(t.TempDir(), "q")
-	res, err := File(context.Background(), in, out, model.Options{Bits: 4, Spec: quantGroup(32)}, Run{Validate: true})
+	res, err := File(context.Background(), in, out, plan.Options{Bits: 4, Spec: quantGroup(32)}, Run{Validate: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +92,7 @@ func TestFolderInFolderOut(t *testing.T) {
 			t.Errorf("%s: %s %s", name, tc.LayerType, tc.Format)
 		}
 	}
-	p, err := PlanFile(in, model.Options{Bits: 8})
+	p, err := PlanFile(in, plan.Options{Bits: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,11 +103,11 @@ func TestFolderInFolderOut(t *testing.T) {
 	}
 	// Without the architecture, the names draw a warning instead of a silent guess.
 	plain := gpt2Folder(t, "bert")
-	p, err = PlanFile(plain, model.Options{Bits: 8})
+	p, err = PlanFile(plain, plan.Options{Bits: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Quantized()[0].Spec.Axis != 0 || !slices.ContainsFunc(p.Warnings, func(w model.Warning) bool { return w.Code == model.WarnArchitecture }) {
+	if p.Quantized()[0].Spec.Axis != 0 || !slices.ContainsFunc(p.Warnings, func(w warning.Warning) bool { return w.Code == warning.Architecture }) {
 		t.Errorf("unknown architecture: axis %d, warnings %v", p.Quantized()[0].Spec.Axis, p.Warnings)
 	}
 }
@@ -113,24 +115,24 @@ func TestFolderInFolderOut(t *testing.T) {
 func TestFolderErrors(t *testing.T) {
 	in := gpt2Folder(t, "gpt2")
 	ctx := context.Background()
-	if _, err := File(ctx, in, in, model.Options{}, Run{}); !errors.Is(err, ErrOutput) {
+	if _, err := File(ctx, in, in, plan.Options{}, Run{}); !errors.Is(err, ErrOutput) {
 		t.Errorf("output = input folder: %v", err)
 	}
 	full := t.TempDir()
 	os.WriteFile(filepath.Join(full, "mine.txt"), []byte("x"), 0o644)
-	if _, err := File(ctx, in, full, model.Options{}, Run{}); !errors.Is(err, ErrOutput) || !strings.Contains(err.Error(), "not empty") {
+	if _, err := File(ctx, in, full, plan.Options{}, Run{}); !errors.Is(err, ErrOutput) || !strings.Contains(err.Error(), "not empty") {
 		t.Errorf("non-empty output folder: %v", err)
 	}
 	// A failed run leaves no folder behind.
 	out := filepath.Join(t.TempDir(), "q")
-	if _, err := File(ctx, in, out, model.Options{Bits: 4, Spec: quantGroup(48)}, Run{}); err == nil {
+	if _, err := File(ctx, in, out, plan.Options{Bits: 4, Spec: quantGroup(48)}, Run{}); err == nil {
 		t.Fatal("group 48 on rows of 32 succeeded")
 	}
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Errorf("a failed folder conversion left %s", out)
 	}
 	empty := t.TempDir()
-	if _, err := File(ctx, empty, filepath.Join(t.TempDir(), "q"), model.Options{}, Run{}); !errors.Is(err, checkpoint.ErrNoWeights) {
+	if _, err := File(ctx, empty, filepath.Join(t.TempDir(), "q"), plan.Options{}, Run{}); !errors.Is(err, checkpoint.ErrNoWeights) {
 		t.Errorf("folder without weights: %v", err)
 	}
 }
@@ -144,7 +146,7 @@ func TestLoneGPT2File(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := PlanFile(idx, model.Options{Bits: 8})
+	p, err := PlanFile(idx, plan.Options{Bits: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,13 +156,13 @@ func TestLoneGPT2File(t *testing.T) {
 		}
 	}
 	os.Remove(filepath.Join(folder, "config.json"))
-	p, err = PlanFile(idx, model.Options{Bits: 8})
+	p, err = PlanFile(idx, plan.Options{Bits: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
-	i := slices.IndexFunc(p.Warnings, func(w model.Warning) bool { return w.Code == model.WarnArchitecture })
+	i := slices.IndexFunc(p.Warnings, func(w warning.Warning) bool { return w.Code == warning.Architecture })
 	if i < 0 {
-		t.Fatalf("no config.json: warnings %v, want %s", p.Warnings, model.WarnArchitecture)
+		t.Fatalf("no config.json: warnings %v, want %s", p.Warnings, warning.Architecture)
 	}
 	msg := p.Warnings[i].Message
 	for _, want := range []string{"(6 in all) are named like GPT-2's Conv1D", "axis 0", `put its config.json ("model_type": "gpt2") beside the checkpoint`} {
@@ -179,7 +181,7 @@ func TestFolderShardLayoutAndCopies(t *testing.T) {
 	in := gpt2Folder(t, "gpt2")
 	os.Chmod(filepath.Join(in, "tokenizer.json"), 0o640)
 	out := filepath.Join(t.TempDir(), "q")
-	if _, err := File(context.Background(), in, out, model.Options{}, Run{Validate: true}); err != nil {
+	if _, err := File(context.Background(), in, out, plan.Options{}, Run{Validate: true}); err != nil {
 		t.Fatal(err)
 	}
 	readIndex := func(dir string) map[string]string {

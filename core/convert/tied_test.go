@@ -14,6 +14,8 @@ import (
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
+	"github.com/monoquant/monoquant/core/warning"
 )
 
 const tiedFixture = "../../testdata/checkpoints/torch/tied.pt"
@@ -27,7 +29,7 @@ func TestTiedTensorsStoredOnce(t *testing.T) {
 	for _, ext := range []string{".safetensors", ".pt"} {
 		dir := t.TempDir()
 		out := filepath.Join(dir, "q"+ext)
-		res, err := File(ctx, tiedFixture, out, model.Options{}, Run{Validate: true})
+		res, err := File(ctx, tiedFixture, out, plan.Options{}, Run{Validate: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -40,7 +42,7 @@ func TestTiedTensorsStoredOnce(t *testing.T) {
 		}
 		var tied []string
 		for _, w := range res.Report.Warnings {
-			if w.Code == model.WarnTied {
+			if w.Code == warning.Tied {
 				tied = append(tied, w.Message)
 			}
 		}
@@ -110,7 +112,7 @@ func TestTiedTensorsStoredOnce(t *testing.T) {
 // A tied group no rule quantizes is still stored once, as it is.
 func TestTiedTensorsKeptStoredOnce(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "q.safetensors")
-	res, err := File(context.Background(), tiedFixture, out, model.Options{Skip: []string{"head", "a"}}, Run{Validate: true})
+	res, err := File(context.Background(), tiedFixture, out, plan.Options{Skip: []string{"head", "a"}}, Run{Validate: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +122,7 @@ func TestTiedTensorsKeptStoredOnce(t *testing.T) {
 	}
 	// b alone is selected; tied to the skipped a, the first member's decision (kept) stands.
 	for _, tp := range res.Plan.Tensors {
-		if tp.Name == "b.weight" && (tp.Action != model.ActionAlias || tp.AliasOf != "a.weight") {
+		if tp.Name == "b.weight" && (tp.Action != plan.ActionAlias || tp.AliasOf != "a.weight") {
 			t.Errorf("b.weight: %s of %q, want an alias of a.weight", tp.Action, tp.AliasOf)
 		}
 	}
@@ -141,8 +143,8 @@ func TestTiedOptionErrors(t *testing.T) {
 		{map[string]string{"fc.weight": "nothing.weight"}, `"fc.weight" is tied to "nothing.weight", which is not a tensor`},
 		{map[string]string{"fc.weight": "emb.weight"}, `cannot share storage`},
 	} {
-		_, err := model.NewPlan(r.Entries(), nil, model.Options{Tied: c.tied})
-		if !errors.Is(err, model.ErrOption) || !strings.Contains(err.Error(), c.want) {
+		_, err := plan.NewPlan(r.Entries(), nil, plan.Options{Tied: c.tied})
+		if !errors.Is(err, plan.ErrOption) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Tied %v: %v, want ErrOption containing %q", c.tied, err, c.want)
 		}
 	}
@@ -152,7 +154,7 @@ func TestTiedOptionErrors(t *testing.T) {
 func TestTiedAliasesTampered(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "q.safetensors")
-	if _, err := File(context.Background(), tiedFixture, out, model.Options{}, Run{}); err != nil {
+	if _, err := File(context.Background(), tiedFixture, out, plan.Options{}, Run{}); err != nil {
 		t.Fatal(err)
 	}
 	r, err := checkpoint.Open(out)
@@ -184,23 +186,23 @@ func TestTiedAliasesTampered(t *testing.T) {
 func TestTiedWordEmbeddingsFolder(t *testing.T) {
 	in := gpt2Folder(t, "gpt2")
 	os.WriteFile(filepath.Join(in, "config.json"), []byte(`{"model_type": "gpt2", "tie_word_embeddings": true, "vocab_size": 64}`), 0o644)
-	p, err := PlanFile(in, model.Options{})
+	p, err := PlanFile(in, plan.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	i := slices.IndexFunc(p.Warnings, func(w model.Warning) bool { return w.Code == model.WarnTied })
+	i := slices.IndexFunc(p.Warnings, func(w warning.Warning) bool { return w.Code == warning.Tied })
 	if i < 0 || p.Warnings[i].Tensor != "transformer.wte.weight" || !strings.Contains(p.Warnings[i].Message, "add embedding to the layer types") {
 		t.Fatalf("tied embedding left float: warnings %v", p.Warnings)
 	}
-	p, err = PlanFile(in, model.Options{LayerTypes: []model.LayerType{model.Linear, model.Embedding}})
+	p, err = PlanFile(in, plan.Options{LayerTypes: []plan.LayerType{plan.Linear, plan.Embedding}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if slices.ContainsFunc(p.Warnings, func(w model.Warning) bool { return w.Code == model.WarnTied }) {
+	if slices.ContainsFunc(p.Warnings, func(w warning.Warning) bool { return w.Code == warning.Tied }) {
 		t.Errorf("embedding selected: warnings %v", p.Warnings)
 	}
 	os.WriteFile(filepath.Join(in, "config.json"), []byte(`{"model_type": "gpt2", "tie_word_embeddings": false, "vocab_size": 64}`), 0o644)
-	if p, err = PlanFile(in, model.Options{}); err != nil || slices.ContainsFunc(p.Warnings, func(w model.Warning) bool { return w.Code == model.WarnTied }) {
+	if p, err = PlanFile(in, plan.Options{}); err != nil || slices.ContainsFunc(p.Warnings, func(w warning.Warning) bool { return w.Code == warning.Tied }) {
 		t.Errorf("untied: %v, warnings %v", err, p.Warnings)
 	}
 }

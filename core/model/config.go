@@ -10,10 +10,14 @@ import (
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/method"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/recipe"
 	"github.com/monoquant/monoquant/core/tensor"
 )
+
+// ToolVersion is written into every quantized checkpoint's config.
+const ToolVersion = "0.1.0"
 
 // MetadataKey is the metadata key under which a quantized checkpoint stores its Config as JSON.
 const MetadataKey = "monoquant"
@@ -88,7 +92,7 @@ type ActivationParams struct {
 	Batches   int       `json:"batches"`
 }
 
-func tensorConfig(tp *TensorPlan) *TensorConfig {
+func tensorConfig(tp *plan.TensorPlan) *TensorConfig {
 	s := tp.Spec
 	tc := &TensorConfig{
 		Bits: s.Format.Bits(), Format: s.Format.String(), DType: tp.DType.String(),

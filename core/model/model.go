@@ -6,6 +6,7 @@ import (
 	"maps"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
@@ -59,16 +60,16 @@ func (m *Model) Reader() checkpoint.Reader { return m.ck }
 
 // Plan decides what Quantize would do with these options (with the calibration the model has:
 // once StartCalibration ran, static activations are the default).
-func (m *Model) Plan(opts Options) (*Plan, error) {
+func (m *Model) Plan(opts plan.Options) (*plan.Plan, error) {
 	if m.cal != nil {
 		opts.Calibrated = true
 	}
-	return NewPlan(m.ck.Entries(), m.ck.moduleTypes, opts)
+	return plan.NewPlan(m.ck.Entries(), m.ck.moduleTypes, opts)
 }
 
 // StartCalibration prepares one activation observer per quantized layer of the static-mode
 // options; Calibrate then feeds them, and Quantize with the same options uses them.
-func (m *Model) StartCalibration(opts Options) error {
+func (m *Model) StartCalibration(opts plan.Options) error {
 	opts.Calibrated = true
 	p, err := m.Plan(opts)
 	if err != nil {
@@ -92,7 +93,7 @@ func (m *Model) Calibrate(layer string, x *tensor.Tensor) error {
 
 // Quantize quantizes the model in memory. In static mode the observers fed by Calibrate give
 // the activation qparams.
-func (m *Model) Quantize(ctx context.Context, opts Options, progress ProgressFunc) (*Result, error) {
+func (m *Model) Quantize(ctx context.Context, opts plan.Options, progress ProgressFunc) (*Result, error) {
 	if m.cal != nil {
 		opts.Calibrated = true
 	}

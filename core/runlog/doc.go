@@ -10,7 +10,7 @@
 //
 //	rec := runlog.Begin("cli")                              // clock, host, versions
 //	in := runlog.HashInputAsync(ctx, "", inputPath)         // cached, or hashed beside the work
-//	... model.NewPlan, model.Quantize ...
+//	... plan.NewPlan, model.Quantize ...
 //	rec.SetReport(runlog.Settings{Options: opts}, plan, rep) // settings, config, layers, results
 //	in.SetInput(rec)
 //	rec.Output, _ = runlog.HashFile(outputPath)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 )
 
 // Begin starts a run record for an entry point ("cli", "python", "c", "go"): the clock, host
@@ -25,12 +26,12 @@ func Begin(entryPoint string) *Run {
 
 // SetReport fills the run's settings, resolved config, per-layer and whole-model results,
 // warnings, duration and peak RSS from what the quantization produced.
-func (r *Run) SetReport(s Settings, plan *model.Plan, rep *model.Report) error {
+func (r *Run) SetReport(s Settings, p *plan.Plan, rep *model.Report) error {
 	var err error
 	if r.Settings, err = EncodeSettings(s); err != nil {
 		return err
 	}
-	if r.Config, err = json.Marshal(plan.Config()); err != nil {
+	if r.Config, err = json.Marshal(model.PlanConfig(p)); err != nil {
 		return fmt.Errorf("encoding the resolved config: %w", err)
 	}
 	r.Layers = r.Layers[:0]

@@ -8,24 +8,24 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/observer"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/recipe"
 )
 
 // Settings is everything a run was asked to do, enough to run it again.
 type Settings struct {
-	Options      model.Options `json:"options"`
-	OutputFormat string        `json:"output_format,omitempty"` // "safetensors" or "pt"
-	Calibration  string        `json:"calibration,omitempty"`   // calibration file, static mode
+	Options      plan.Options `json:"options"`
+	OutputFormat string       `json:"output_format,omitempty"` // "safetensors" or "pt"
+	Calibration  string       `json:"calibration,omitempty"`   // calibration file, static mode
 	// Recipe is the resolved recipe the run applied (every default filled in, as the output
 	// file stores it), so that a later change of defaults shows in a comparison.
 	Recipe *recipe.Recipe `json:"recipe,omitempty"`
 }
 
 // EncodeSettings is the one place that turns a run's settings into the JSON the log stores.
-// model.Options round-trips through encoding/json exactly (plain fields, enums as numbers);
+// plan.Options round-trips through encoding/json exactly (plain fields, enums as numbers);
 // when per-layer recipes replace Options, this function (and DecodeSettings) change alone.
 func EncodeSettings(s Settings) (json.RawMessage, error) {
 	b, err := json.Marshal(s)
@@ -98,7 +98,7 @@ func SettingsFields(raw json.RawMessage) map[string]string {
 		"options.spec.scheme":               func(i int) string { return quant.Scheme(i).String() },
 		"options.spec.granularity":          func(i int) string { return quant.Granularity(i).String() },
 		"options.spec.qdtype":               func(i int) string { return quant.QDType(i).String() },
-		"options.mode":                      func(i int) string { return model.Mode(i).String() },
+		"options.mode":                      func(i int) string { return plan.Mode(i).String() },
 		"options.activationobserver.kind":   func(i int) string { return observer.Kind(i).String() },
 		"options.activationobserver.dtype":  func(i int) string { return quant.QDType(i).String() },
 		"options.activationobserver.scheme": func(i int) string { return quant.Scheme(i).String() },

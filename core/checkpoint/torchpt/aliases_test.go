@@ -17,7 +17,7 @@ func TestAliases(t *testing.T) {
 		{"tied.pt", tied},
 		{"tied_legacy.pt", tied},
 		{"tied_module.pt", tied}, // a pickled nn.Module: its modules' parameters walked
-		{"tied_views.pt", nil}, // offset, shape and stride differ: four tensors
+		{"tied_views.pt", nil},   // offset, shape and stride differ: four tensors
 		{"views.pt", nil},
 		{"model_state.pt", nil},
 	} {

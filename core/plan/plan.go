@@ -1,4 +1,4 @@
-package model
+package plan
 
 import (
 	"fmt"
@@ -10,10 +10,12 @@ import (
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/method"
+	"github.com/monoquant/monoquant/core/names"
 	"github.com/monoquant/monoquant/core/observer"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/recipe"
 	"github.com/monoquant/monoquant/core/tensor"
+	"github.com/monoquant/monoquant/core/warning"
 )
 
 // LayerType is what kind of layer a tensor belongs to.
@@ -55,7 +57,7 @@ func ParseLayerType(s string) (LayerType, error) {
 			return t, nil
 		}
 	}
-	return "", optErr("layers", "unknown layer type %q", s)
+	return "", OptionErr("layers", "unknown layer type %q", s)
 }
 
 // Action is what the plan does with one tensor.
@@ -82,9 +84,9 @@ type TensorPlan struct {
 	Reason    string       `json:"reason,omitempty"` // why a tensor is kept
 	// Spec is the normalized spec for quantized tensors; QuantShape the shape the kernel sees
 	// (the tensor viewed as [shape[0], rest] for group-wise quantization).
-	Spec       quant.Spec `json:"-"`
-	QuantShape []int      `json:"-"`
-	Warnings   []Warning  `json:"-"`
+	Spec       quant.Spec        `json:"-"`
+	QuantShape []int             `json:"-"`
+	Warnings   []warning.Warning `json:"-"`
 	// Rule is the index of the rule of the resolved recipe (Plan.Recipe) that decided the
 	// tensor, -1 when none selected it. Settings are that rule's resolved options.
 	Rule     int             `json:"rule"`
@@ -107,9 +109,16 @@ type Plan struct {
 	// Recipe is the resolved recipe: the call's skips, the recipe's rules and the call's options
 	// as a final "*" rule, every default filled in. Files store it; TensorPlan.Rule indexes it.
 	Recipe   *recipe.Recipe
-	Warnings []Warning
+	Warnings []warning.Warning
 	opts     *normalized
 }
+
+// Valid reports whether p was made by NewPlan (the zero Plan is not a plan).
+func (p *Plan) Valid() bool { return p != nil && p.opts != nil }
+
+// MethodOptions are the tuning options of the weight methods the plan was made with (without a
+// Hessian: those come per layer).
+func (p *Plan) MethodOptions() method.Options { return p.opts.mopts }
 
 // StaticLayers lists the layers whose activations are calibrated, in file order.
 func (p *Plan) StaticLayers() []string {
@@ -198,9 +207,9 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 	p := &Plan{Layers: map[string]LayerType{}, Activations: map[string]string{}, Observers: map[string]observer.Options{},
 		Recipe: n.resolved.Recipe(), opts: n}
 	c := newClassifier(entries, moduleTypes)
-	names := make(map[string]bool, len(entries))
+	seen := make(map[string]bool, len(entries))
 	for _, e := range entries {
-		names[e.Name] = true
+		seen[e.Name] = true
 	}
 	rules := n.resolved.Rules
 	used := make([]bool, len(rules))
@@ -245,14 +254,14 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 			}
 			if cls, ok := c.modules[layer]; ok && n.classes != nil && !slices.ContainsFunc(c.chains[layer], func(k string) bool { return n.classes[k] }) {
 				if !rr.FromCall {
-					return nil, optErr("layers", "%s selects %q, a %s, and quantized %s modules cannot run here (this caller runs quantized %s); skip it",
+					return nil, OptionErr("layers", "%s selects %q, a %s, and quantized %s modules cannot run here (this caller runs quantized %s); skip it",
 						p.RuleName(ri), layer, cls, cls, strings.Join(slices.Sorted(maps.Keys(n.classes)), ", "))
 				}
 				tp.Reason = fmt.Sprintf("a quantized %s cannot run here (this caller runs quantized %s); left in float", cls, strings.Join(slices.Sorted(maps.Keys(n.classes)), ", "))
 				break
 			}
 			if n.runnable != nil && !n.runnable[lt] {
-				return nil, optErr("layers", "%s selects %q, a %s layer, and quantized %s layers cannot run here (this caller runs %s); skip it or leave its type out",
+				return nil, OptionErr("layers", "%s selects %q, a %s layer, and quantized %s layers cannot run here (this caller runs %s); skip it or leave its type out",
 					p.RuleName(ri), layer, lt, lt, typeList(n.runnable))
 			}
 			tp.Settings = rr.Settings
@@ -271,7 +280,7 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 				tp.Method = method.RTN
 			}
 			for _, suffix := range []string{".scale", ".zero_point"} {
-				if names[e.Name+suffix] {
+				if seen[e.Name+suffix] {
 					return nil, fmt.Errorf("tensor %q: the checkpoint already has a tensor %q, which the quantized format needs for itself", e.Name, e.Name+suffix)
 				}
 			}
@@ -307,7 +316,7 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 		if rr.FromCall {
 			what = fmt.Sprintf("skip pattern %q selects no layer", rr.Rule.Match)
 		}
-		p.Warnings = append(p.Warnings, Warning{Code: WarnUnusedRule, Message: what + " (of the selected layer types); check the pattern against the layer names"})
+		p.Warnings = append(p.Warnings, warning.Warning{Code: warning.UnusedRule, Message: what + " (of the selected layer types); check the pattern against the layer names"})
 	}
 	for _, t := range q {
 		p.Warnings = append(p.Warnings, t.Warnings...)
@@ -319,8 +328,8 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 		}
 	}
 	if len(guessed) > 0 {
-		p.Warnings = append(p.Warnings, Warning{Code: WarnArchitecture, Layer: guessed[0],
-			Message: fmt.Sprintf("%s are named like GPT-2's Conv1D layers, whose weight is stored [in, out] (output channels on axis 1), but nothing names the architecture, so they are quantized as Linear layers [out, in] (axis 0); to say it, give the model folder or put its config.json (\"model_type\": \"gpt2\") beside the checkpoint, or quantize the live model from Python", shortList(guessed, 3))})
+		p.Warnings = append(p.Warnings, warning.Warning{Code: warning.Architecture, Layer: guessed[0],
+			Message: fmt.Sprintf("%s are named like GPT-2's Conv1D layers, whose weight is stored [in, out] (output channels on axis 1), but nothing names the architecture, so they are quantized as Linear layers [out, in] (axis 0); to say it, give the model folder or put its config.json (\"model_type\": \"gpt2\") beside the checkpoint, or quantize the live model from Python", names.List(guessed, 3))})
 	}
 	p.Warnings = append(p.Warnings, firstLastWarnings(p)...)
 	return p, nil
@@ -423,7 +432,7 @@ func (p *Plan) tie(tied map[string]string) error {
 		if len(notes) > 0 {
 			msg += " (" + strings.Join(notes, "; ") + ")"
 		}
-		p.Warnings = append(p.Warnings, Warning{Code: WarnTied, Tensor: stored.Name, Layer: stored.Layer, Message: msg})
+		p.Warnings = append(p.Warnings, warning.Warning{Code: warning.Tied, Tensor: stored.Name, Layer: stored.Layer, Message: msg})
 	}
 	if changed { // a layer whose only quantized tensor is now an alias is no longer quantized
 		live := map[string]bool{}
@@ -499,7 +508,7 @@ func planSpec(tp *TensorPlan, tmpl quant.Spec, axis int, fallback bool) error {
 					break
 				}
 			}
-			w := Warning{Code: WarnGroupFallback, Tensor: tp.Name, Layer: tp.Layer}
+			w := warning.Warning{Code: warning.GroupFallback, Tensor: tp.Name, Layer: tp.Layer}
 			if fb > 0 {
 				w.Message = fmt.Sprintf("group size %d does not divide the row length %d; using group size %d", gs, k, fb)
 				s.GroupSize = fb
@@ -519,7 +528,7 @@ func planSpec(tp *TensorPlan, tmpl quant.Spec, axis int, fallback bool) error {
 		}
 	}
 	if s.Format == quant.Int4 && tensor.NumElements(shape) < smallInt4Elements {
-		tp.Warnings = append(tp.Warnings, Warning{Code: WarnInt4Small, Tensor: tp.Name, Layer: tp.Layer,
+		tp.Warnings = append(tp.Warnings, warning.Warning{Code: warning.Int4Small, Tensor: tp.Name, Layer: tp.Layer,
 			Message: fmt.Sprintf("INT4 on a small tensor (%d weights < %d): the saving is small and the error large", tensor.NumElements(shape), smallInt4Elements)})
 	}
 	if _, err := s.Normalize(qshape); err != nil {
@@ -531,7 +540,7 @@ func planSpec(tp *TensorPlan, tmpl quant.Spec, axis int, fallback bool) error {
 
 // firstLastWarnings: the first and last layers (the ones touching the input and the output)
 // are the most sensitive to quantization error.
-func firstLastWarnings(p *Plan) []Warning {
+func firstLastWarnings(p *Plan) []warning.Warning {
 	var cand []string
 	seen := map[string]bool{}
 	for _, t := range p.Tensors {
@@ -548,14 +557,14 @@ func firstLastWarnings(p *Plan) []Warning {
 	if inferred {
 		note = "; the file lists its tensors sorted by name, so this order was inferred from the names"
 	}
-	var out []Warning
+	var out []warning.Warning
 	first, last := cand[0], cand[len(cand)-1]
 	if _, ok := p.Layers[first]; ok {
-		out = append(out, Warning{Code: WarnFirstLayer, Layer: first,
+		out = append(out, warning.Warning{Code: warning.FirstLayer, Layer: first,
 			Message: fmt.Sprintf("the first layer %q is quantized; it sees the raw input and is often the most sensitive (skip it if accuracy drops)%s", first, note)})
 	}
 	if _, ok := p.Layers[last]; ok && last != first {
-		out = append(out, Warning{Code: WarnLastLayer, Layer: last,
+		out = append(out, warning.Warning{Code: warning.LastLayer, Layer: last,
 			Message: fmt.Sprintf("the last layer %q is quantized; it produces the output and is often the most sensitive (skip it if accuracy drops)%s", last, note)})
 	}
 	return out
@@ -657,7 +666,7 @@ func newClassifier(entries []checkpoint.Entry, moduleTypes map[string]string) *c
 		c.byName[e.Name] = e
 	}
 	for _, e := range entries {
-		mod, param := splitName(e.Name)
+		mod, param := names.Split(e.Name)
 		m := rnnParam.FindStringSubmatch(param)
 		if m == nil || m[1] != "weight" || len(e.Shape) != 2 {
 			continue
@@ -684,13 +693,6 @@ func prefixed(mod, param string) string {
 }
 
 // splitName splits "a.b.weight" into module "a.b" and parameter "weight".
-func splitName(name string) (string, string) {
-	i := strings.LastIndex(name, ".")
-	if i < 0 {
-		return "", name
-	}
-	return name[:i], name[i+1:]
-}
 
 func isWeightParam(lt LayerType, param string) bool {
 	switch lt {
@@ -738,7 +740,7 @@ func knownClass(v string) string {
 
 // classify returns a tensor's layer (module path), layer type and parameter name.
 func (c *classifier) classify(e checkpoint.Entry) (string, LayerType, string) {
-	mod, param := splitName(e.Name)
+	mod, param := names.Split(e.Name)
 	if c.modules != nil {
 		if cls, ok := c.modules[mod]; ok {
 			if lt, ok := classTypes[cls]; ok {
