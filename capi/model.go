@@ -114,6 +114,15 @@ func mq_model_load(out **C.mq_model, path *C.mq_cchar) (rc C.int) {
 	if err != nil {
 		return mapErr(err, mqEINVAL)
 	}
+	// A Hugging Face model folder loads its weights (the one file or the index of its shards,
+	// as monoquant quantize wrote them); a folder without them is MQ_EIO.
+	if st, err := os.Stat(p); err == nil && st.IsDir() {
+		w, err := checkpoint.FindWeights(p)
+		if err != nil {
+			return mapErr(fail(mqEIO, "mq_model_load: %v", err), mqEIO)
+		}
+		p = w
+	}
 	// A path that is not a file is the caller's path, not the content's fault: MQ_EIO, as for
 	// a missing file, rather than the MQ_EFORMAT the reader's own check would map to.
 	if st, err := os.Stat(p); err == nil && !st.Mode().IsRegular() {

@@ -464,7 +464,9 @@ typedef struct mq_model_config {
                             that work with names (the Python package): the keys of a recipe rule
                             (bits, dtype, group_size, group_fallback, scheme, activations, observer,
                             method) plus "layers" (["linear", ...]), "skip" (patterns) and
-                            "nonfinite" ("reject" or "clamp"). When set, it replaces bits, bf16,
+                            "nonfinite" ("reject" or "clamp"), and "tied" ({"alias": "name"}
+                            for tensors that are one storage: stored once, docs/HF-FOLDERS.md).
+                            When set, it replaces bits, bf16,
                             spec, layers, skip, mode, observer, activations, method and
                             group_fallback above; absent keys take the engine's defaults. Unknown
                             keys and bad values are MQ_EINVAL naming them. */
@@ -505,9 +507,11 @@ MQ_API int mq_model_new(mq_model** out);
  * pickled nn.Module, whose module classes are kept for layer detection), chosen by content. The
  * tensors are copied into the model; the file is closed before the call returns. Pickles are
  * never executed: a file that would run code fails with MQ_EFORMAT naming the global. A file
- * monoquant quantized loads as a quantized model (see mq_model_dequantize).
+ * monoquant quantized loads as a quantized model (see mq_model_dequantize). A Hugging Face model
+ * folder loads its weights: model.safetensors, the index of its shards, pytorch_model.bin (or
+ * the folder's one *.safetensors), as mq_quantize_file writes a folder for a folder.
  * Fails with MQ_EINVAL for NULL out/path, MQ_EIO when the file cannot be opened or read (missing,
- * no permission, a folder), MQ_EFORMAT when its content is corrupt, malicious or not a checkpoint, and
+ * no permission, a folder without weights), MQ_EFORMAT when its content is corrupt, malicious or not a checkpoint, and
  * MQ_EUNSUPPORTED for valid content this library does not handle; the message names the file and
  * the problem. */
 MQ_API int mq_model_load(mq_model** out, const char* path);

@@ -43,9 +43,15 @@ row), 16 is FP16 (or BF16 with --dtype bf16). Without --calibration the run is w
 names, or "<layer>.<batch>", to recorded input activations) the activation qparams of each layer
 are computed by --observer and stored in the config (static mode).
 
-After writing, the output is reopened and checked: every tensor and the config, the SQNR of
-every quantized tensor recomputed from the file, and each Linear and Conv2d layer run on a
-random input with the original and the dequantized weights (the "output SQNR" column).
+After writing, the output is reopened and checked ("Weights validated"): every tensor and the
+config, the SQNR of every quantized tensor recomputed from the file, and each Linear and Conv2d
+layer run alone on a random input with the original and the dequantized weights (the "output
+SQNR" column). That checks every weight, not the model: a checkpoint holds no forward pass, so
+the whole model's outputs are compared only where the model runs (quantize it from Python).
+
+Tensors that share one storage in a torch file (tied parameters: GPT-2's embedding and
+lm_head) are quantized once and stored once; the config's "aliases" name the others, and
+dequantize and Python's load tie them again (docs/HF-FOLDERS.md).
 
 Examples:
   monoquant quantize --model model.pt --bits 8
@@ -87,7 +93,7 @@ func optionFlags(fs *flag.FlagSet, a *quantizeArgs) {
 	fs.Var(a.dtype, "dtype", "the format by name: int8, int4, fp16 or bf16 (--bits 16 --dtype bf16 is BF16)")
 	fs.Var(a.scheme, "scheme", fmt.Sprintf("integer `scheme`: symmetric or asymmetric; default %s", recipe.DefaultScheme))
 	fs.IntVar(&a.groupSize, "group-size", 0, fmt.Sprintf("INT4 `values` per scale along a row; default %d, which falls back per tensor where it does not divide a row (a group size you give must divide every row, unless --group-fallback)", recipe.DefaultGroupSize))
-	fs.BoolVar(&a.groupFallback, "group-fallback", false, "let a tensor whose rows the group size does not divide use the largest divisor >= 16, else INT8 per-channel (with a warning)")
+	fs.BoolVar(&a.groupFallback, "group-fallback", false, "let a tensor whose rows the group size does not divide use the largest divisor from min(16, the size) up to it, else INT8 per-channel (with a warning)")
 	fs.Var(&a.layers, "layers", "layer `types` to quantize, comma-separated or repeated: linear, conv2d, lstm, embedding, conv1d, conv3d, gru, rnn (default linear,conv2d,lstm)")
 	fs.Var(&a.skip, "skip", "leave in float what a `pattern` selects: a module (and everything below it) or a tensor by name, or a glob over dotted names ('classifier.*', '*.lm_head'); repeatable")
 	fs.StringVar(&a.recipe, "recipe", "", "a JSON `file` of per-layer rules, first match wins (docs/RECIPES.md); the other flags are the base its rules start from")

@@ -82,6 +82,9 @@ type inputReader struct{ checkpoint.Reader }
 
 var _ checkpoint.Reader = (*inputReader)(nil)
 
+// Aliases passes on the input's tied tensors (checkpoint.Aliaser), which embedding hides.
+func (r *inputReader) Aliases() map[string]string { return checkpoint.Aliases(r.Reader) }
+
 func (r *inputReader) Tensor(name string) (*tensor.Tensor, error) {
 	t, err := r.Reader.Tensor(name)
 	if err != nil {
@@ -227,8 +230,16 @@ func checkNotInput(in string, r checkpoint.Reader, out string, others ...string)
 	return nil
 }
 
-// fileBytes is the size on disk of a checkpoint: all shards for a sharded index.
+// fileBytes is the size on disk of a checkpoint: all shards for a sharded index, the weights of
+// a model folder.
 func fileBytes(r checkpoint.Reader, path string) int64 {
+	if checkpoint.IsDir(path) {
+		w, err := checkpoint.FindWeights(path)
+		if err != nil {
+			return 0
+		}
+		path = w
+	}
 	var n int64
 	if sh, ok := unwrapReader(r).(interface{ Shards() []string }); ok {
 		for _, s := range sh.Shards() {
@@ -283,7 +294,9 @@ func classifyCoreErr(err error) error {
 		return wrapExit(exitUsage, errors.New(flagWords(err.Error())), "")
 	case errors.Is(err, model.ErrFormat):
 		return wrapExit(exitFormat, err, "")
-	case errors.Is(err, quant.ErrNonFinite), errors.Is(err, model.ErrCalibration), errors.Is(err, quant.ErrSpec):
+	case errors.Is(err, quant.ErrNonFinite):
+		return wrapExit(exitData, errors.New(strings.ReplaceAll(err.Error(), quant.NonFiniteHint, "pass --nonfinite clamp to quantize anyway")), "")
+	case errors.Is(err, model.ErrCalibration), errors.Is(err, quant.ErrSpec):
 		return wrapExit(exitData, err, "")
 	}
 	return wrapExit(exitData, err, "")

@@ -95,11 +95,11 @@ func New(r checkpoint.Reader, in string, opts plan.Options, run Run) (*Conversio
 	if run.CalibrationFile != "" || run.Calibration != nil {
 		opts.Calibrated = true
 	}
-	mt, _, err := checkpoint.ModelType(dir)
+	mc, err := checkpoint.ReadModelConfig(dir)
 	if err != nil {
 		return nil, err
 	}
-	if arch := plan.ArchitectureModuleTypes(mt, r.Entries()); arch != nil {
+	if arch := plan.ArchitectureModuleTypes(mc.ModelType, r.Entries()); arch != nil {
 		merged := maps.Clone(arch)
 		maps.Copy(merged, opts.ModuleTypes)
 		opts.ModuleTypes = merged
@@ -107,6 +107,9 @@ func New(r checkpoint.Reader, in string, opts plan.Options, run Run) (*Conversio
 	p, err := plan.PlanReader(r, opts)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", in, err)
+	}
+	if mc.TieWordEmbeddings != nil && *mc.TieWordEmbeddings {
+		p.NoteTiedHead(mc.VocabSize)
 	}
 	c.plan, c.opts = p, opts
 	if len(p.StaticLayers()) == 0 {
@@ -224,6 +227,16 @@ func File(ctx context.Context, in, out string, opts plan.Options, run Run) (*Res
 		return nil, err
 	}
 	return c.Write(ctx, out)
+}
+
+// PlanReader decides what File would do with the open checkpoint r read from in (a file or a
+// model folder): the plan New makes, with config.json's architecture and r's tied tensors.
+func PlanReader(r checkpoint.Reader, in string, opts plan.Options) (*plan.Plan, error) {
+	c, err := New(r, in, opts, Run{})
+	if err != nil {
+		return nil, err
+	}
+	return c.Plan(), nil
 }
 
 // PlanFile decides what File would do with the checkpoint (or model folder) at path, reading

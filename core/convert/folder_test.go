@@ -136,3 +136,85 @@ func TestFolderErrors(t *testing.T) {
 		t.Errorf("folder without weights: %v", err)
 	}
 }
+
+// A lone GPT-2 checkpoint (no folder) takes its architecture from a config.json beside it, so
+// the Conv1D layers are quantized on axis 1 there too; without one, the plan warns and says how
+// to name it (issue 12: the CLI used to quantize GPT-2's file along the input axis silently).
+func TestLoneGPT2File(t *testing.T) {
+	folder := gpt2Folder(t, "gpt2")
+	idx, err := checkpoint.FindWeights(folder)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := PlanFile(idx, plan.Options{Bits: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tp := range p.Quantized() {
+		if tp.Layer != "transformer.wte" && tp.Spec.Axis != 1 {
+			t.Errorf("%s beside config.json: axis %d, want 1", tp.Name, tp.Spec.Axis)
+		}
+	}
+	os.Remove(filepath.Join(folder, "config.json"))
+	p, err = PlanFile(idx, plan.Options{Bits: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(p.Warnings, func(w warning.Warning) bool { return w.Code == warning.Architecture })
+	if i < 0 {
+		t.Fatalf("no config.json: warnings %v, want %s", p.Warnings, warning.Architecture)
+	}
+	msg := p.Warnings[i].Message
+	for _, want := range []string{"(6 in all) are named like GPT-2's Conv1D", "axis 0", `put its config.json ("model_type": "gpt2") beside the checkpoint`} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("warning %q lacks %q", msg, want)
+		}
+	}
+	if strings.Count(msg, "in all") != 1 {
+		t.Errorf("warning %q counts the layers twice", msg)
+	}
+}
+
+// The output folder keeps the input's shard layout: each stored tensor (and its scale) in the
+// shard its input tensor was in, one index over them; copied files keep their permissions.
+func TestFolderShardLayoutAndCopies(t *testing.T) {
+	in := gpt2Folder(t, "gpt2")
+	os.Chmod(filepath.Join(in, "tokenizer.json"), 0o640)
+	out := filepath.Join(t.TempDir(), "q")
+	if _, err := File(context.Background(), in, out, plan.Options{}, Run{Validate: true}); err != nil {
+		t.Fatal(err)
+	}
+	readIndex := func(dir string) map[string]string {
+		raw, err := os.ReadFile(filepath.Join(dir, "model"+safetensors.IndexSuffix))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _, err := safetensors.ParseIndex(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	inMap, outMap := readIndex(in), readIndex(out)
+	for name, shard := range outMap {
+		owner := strings.TrimSuffix(strings.TrimSuffix(name, ".scale"), ".zero_point")
+		if _, ok := inMap[owner]; !ok {
+			owner = name
+		}
+		if inMap[owner] != shard {
+			t.Errorf("%s is in %s, its input tensor %s was in %s", name, shard, owner, inMap[owner])
+		}
+	}
+	for name := range inMap {
+		if _, ok := outMap[name]; !ok {
+			t.Errorf("the output index lacks %s", name)
+		}
+	}
+	for _, f := range []string{"tokenizer.json", "config.json"} {
+		a, _ := os.Stat(filepath.Join(in, f))
+		b, err := os.Stat(filepath.Join(out, f))
+		if err != nil || a.Mode().Perm() != b.Mode().Perm() {
+			t.Errorf("%s copied with mode %v, the input's is %v (%v)", f, b.Mode().Perm(), a.Mode().Perm(), err)
+		}
+	}
+}

@@ -33,6 +33,8 @@ type TensorDecision struct {
 	LayerType string      `json:"layer_type"`
 	Action    plan.Action `json:"action"`
 	Reason    string      `json:"reason,omitempty"`
+	// AliasOf is, for action "alias", the tensor stored in this one's place (they share storage).
+	AliasOf string `json:"alias_of,omitempty"`
 	// Rule is the index of the deciding rule in Recipe.Rules (-1: none selected the tensor);
 	// RuleText names it in words.
 	Rule     int    `json:"rule"`
@@ -71,13 +73,13 @@ func Describe(p *plan.Plan) *PlanDescription {
 	for i := range p.Tensors {
 		t := &p.Tensors[i]
 		td := TensorDecision{Name: t.Name, DType: t.DType.String(), Shape: append([]int{}, t.Shape...), Layer: t.Layer,
-			LayerType: string(t.LayerType), Action: t.Action, Reason: t.Reason, Rule: t.Rule, RuleText: p.RuleName(t.Rule),
+			LayerType: string(t.LayerType), Action: t.Action, Reason: t.Reason, AliasOf: t.AliasOf, Rule: t.Rule, RuleText: p.RuleName(t.Rule),
 			Bytes: entryBytes(t.DType, t.Shape)}
 		var stored []checkpoint.Entry
 		if t.Action == plan.ActionQuantize {
 			td.Config = d.Config.Tensors[t.Name]
 			stored = storedEntries(t.Name, &t.Spec, t.Shape, t.QuantShape)
-		} else {
+		} else if t.Action != plan.ActionAlias { // an alias is stored under the name it aliases
 			stored = []checkpoint.Entry{{Name: t.Name, DType: t.DType, Shape: t.Shape}}
 		}
 		for _, e := range stored {

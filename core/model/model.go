@@ -206,15 +206,16 @@ func Copy(ctx context.Context, r checkpoint.Reader, create CreateFunc) (err erro
 }
 
 // copyTensor writes one tensor of r unchanged through w and drops it from r's memory.
-func copyTensor(r checkpoint.Reader, w checkpoint.Writer, name string) error {
+func copyTensor(r checkpoint.Reader, w checkpoint.Writer, name string, aliases ...string) error {
 	t, err := r.Tensor(name)
 	if err != nil {
 		return fmt.Errorf("tensor %q: %w", name, err)
 	}
-	err = w.Write(name, t.Data)
-	r.Release(name)
-	if err != nil {
-		return fmt.Errorf("writing tensor %q: %w", name, err)
+	defer r.Release(name)
+	for _, n := range append([]string{name}, aliases...) {
+		if err := w.Write(n, t.Data); err != nil {
+			return fmt.Errorf("writing tensor %q: %w", n, err)
+		}
 	}
 	return nil
 }

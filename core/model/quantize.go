@@ -66,14 +66,17 @@ func checkHessians(p *plan.Plan, run *Run) error {
 }
 
 // OutputEntries lists the tensors a plan writes, in order: each input tensor in file order,
-// a quantized one as <name>, <name>.scale and (when the scheme needs it) <name>.zero_point.
+// a quantized one as <name>, <name>.scale and (when the scheme needs it) <name>.zero_point; a
+// tied tensor that aliases another (ActionAlias) is not stored.
 func OutputEntries(p *plan.Plan) []checkpoint.Entry {
 	var out []checkpoint.Entry
 	for i := range p.Tensors {
 		t := &p.Tensors[i]
-		if t.Action == plan.ActionQuantize {
+		switch t.Action {
+		case plan.ActionAlias: // stored once, under the name it aliases
+		case plan.ActionQuantize:
 			out = append(out, storedEntries(t.Name, &t.Spec, t.Shape, t.QuantShape)...)
-		} else {
+		default:
 			out = append(out, checkpoint.Entry{Name: t.Name, DType: t.DType, Shape: append([]int(nil), t.Shape...)})
 		}
 	}
@@ -84,6 +87,14 @@ func OutputEntries(p *plan.Plan) []checkpoint.Entry {
 func PlanConfig(p *plan.Plan) *Config {
 	c := &Config{FormatVersion: FormatVersion, Tool: "monoquant", ToolVersion: ToolVersion,
 		Tensors: map[string]*TensorConfig{}, Recipe: p.Recipe}
+	for _, t := range p.Tensors {
+		if t.Action == plan.ActionAlias {
+			if c.Aliases == nil {
+				c.Aliases = map[string]string{}
+			}
+			c.Aliases[t.Name] = t.AliasOf
+		}
+	}
 	for _, t := range p.Quantized() {
 		c.Tensors[t.Name] = tensorConfig(t)
 		switch {
@@ -115,6 +126,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *pl
 	}
 	rep = &Report{Warnings: append([]warning.Warning(nil), p.Warnings...)}
 	cfg := PlanConfig(p)
+	rep.Aliases = maps.Clone(cfg.Aliases)
 	if len(p.StaticLayers()) > 0 {
 		if run.Calibration == nil {
 			return nil, fmt.Errorf("%w: static mode needs calibration data (a Calibration fed with activations)", ErrCalibration)
@@ -146,13 +158,17 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *pl
 		}
 	}()
 	var total int64
+	stored := 0
 	for _, t := range p.Tensors {
-		total += entryBytes(t.DType, t.Shape)
+		if t.Action != plan.ActionAlias {
+			total += entryBytes(t.DType, t.Shape)
+			stored++
+		}
 	}
 	pl := newPipeline(w)
 	defer pl.stop()
 	var params quantBuffers // a streamed tensor's scales and zero points
-	prog := Progress{TensorsTotal: len(p.Tensors), BytesTotal: total}
+	prog := Progress{TensorsTotal: stored, BytesTotal: total}
 	// finish runs on this goroutine once the writer is done with a tensor: its pages are
 	// released (a kept tensor is written straight from the reader's memory) and progress
 	// is reported in order.
@@ -179,6 +195,11 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *pl
 		tp := &p.Tensors[i]
 		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+		if tp.Action == plan.ActionAlias {
+			// Nothing is written: the tensor it aliases holds the bytes, in the input as in the
+			// output, so it counts neither before nor after.
+			continue
 		}
 		for tp.Action == plan.ActionQuantize && len(pl.free) == 0 {
 			if err := finish(pl.wait()); err != nil {

@@ -107,6 +107,9 @@ type Report struct {
 	Warnings []warning.Warning `json:"warnings"`
 	// Activations holds the activation qparams per layer in static mode.
 	Activations map[string]ActivationParams `json:"activations,omitempty"`
+	// Aliases names the tensors that shared storage with another (tied parameters): alias →
+	// the name stored once in the output (Config.Aliases).
+	Aliases map[string]string `json:"aliases,omitempty"`
 }
 
 // Ratio is the size after over the size before, for all tensors.

@@ -1,7 +1,10 @@
 package plan
 
 import (
+	"fmt"
 	"strings"
+
+	"github.com/monoquant/monoquant/core/warning"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/names"
@@ -56,4 +59,23 @@ func looksConv1D(layer string) bool {
 		}
 	}
 	return false
+}
+
+// NoteTiedHead adds, for a Hugging Face model whose config.json says tie_word_embeddings, a
+// warning on the input embedding that is also the output head (transformers stores it once,
+// under the embedding's name, so the head's Linear is not in the file) when the plan keeps it
+// float because embeddings are not selected: it is then the largest float tensor left, and
+// selecting embeddings (or a recipe rule for it) quantizes it once for both uses. vocab is
+// config.json's vocab_size: the embedding is the [vocab, hidden] one.
+func (p *Plan) NoteTiedHead(vocab int) {
+	if vocab <= 0 {
+		return
+	}
+	for _, t := range p.Tensors {
+		if t.Action == ActionKeep && t.LayerType == Embedding && len(t.Shape) == 2 && t.Shape[0] == vocab && t.Rule < 0 {
+			p.Warnings = append(p.Warnings, warning.Warning{Code: warning.Tied, Tensor: t.Name, Layer: t.Layer,
+				Message: fmt.Sprintf("%q is also the output head (config.json: tie_word_embeddings; the file stores it once) and stays float because embeddings are not selected; add embedding to the layer types (or a recipe rule for %q) to quantize it once for both", t.Name, t.Layer)})
+			return
+		}
+	}
 }

@@ -105,6 +105,11 @@ type Options struct {
 	// MultiheadAttention's in_proj_weight under the default layer types), with the reason; a
 	// recipe rule that names it is an error.
 	RuntimeClasses []string
+	// Tied maps a tensor name to the name of an earlier tensor it shares storage with (tied
+	// parameters: the same bytes, shape and strides), as checkpoint.Aliases finds them in a
+	// torch file (PlanReader adds those) or a caller holding the live tensors gives them. Each
+	// group is quantized once and stored once (ActionAlias); the config's aliases re-tie it.
+	Tied map[string]string
 }
 
 // normalized is Options after defaults and validation: the resolved recipe and the spec
@@ -118,6 +123,7 @@ type normalized struct {
 	runnable map[LayerType]bool
 	classes  map[string]bool
 	mopts    method.Options
+	tied     map[string]string
 }
 
 // SpecForBits returns the spec template for a bit width: 8 → INT8 per-channel symmetric, 4 →
@@ -190,7 +196,7 @@ func (o *Options) baseRule() (recipe.Rule, error) {
 }
 
 func (o *Options) normalize() (*normalized, error) {
-	n := &normalized{}
+	n := &normalized{tied: o.Tied}
 	if o.ActivationObserver.Kind != 0 {
 		a, err := activationOptions("", o.ActivationObserver)
 		if err != nil {
@@ -390,7 +396,10 @@ func quantizableNames() []string {
 
 // ParseOptions reads a call's options from JSON, by the names every caller shares (the keys of
 // a recipe rule, plus "layers", "skip" and "nonfinite"): {"bits": 4, "group_size": 64,
-// "skip": ["lm_head"], "activations": "none"}. Unknown keys are errors. Absent keys leave the
+// "skip": ["lm_head"], "activations": "none"}. Two keys describe the caller rather than choose:
+// "runtime_classes" (Options.RuntimeClasses) and "tied" (Options.Tied: {"lm_head.weight":
+// "transformer.wte.weight"} for tensors that are one storage, as a live model's tied
+// parameters are). Unknown keys are errors. Absent keys leave the
 // choice to the defaults. This is how callers that work with names (Python) pass options
 // without repeating a default or a check.
 func ParseOptions(data []byte) (Options, error) {
@@ -409,6 +418,8 @@ func ParseOptions(data []byte) (Options, error) {
 		NonFinite     string   `json:"nonfinite"`
 		// runtime_classes: the caller's capability, not a choice (see Options.RuntimeClasses)
 		RuntimeClasses []string `json:"runtime_classes"`
+		// tied: a fact about the caller's tensors, not a choice (see Options.Tied)
+		Tied map[string]string `json:"tied"`
 	}
 	if len(data) > 1<<20 {
 		return o, OptionErr("options", "%d bytes of options is more than 1 MiB", len(data))
@@ -435,7 +446,7 @@ func ParseOptions(data []byte) (Options, error) {
 		o.Spec.GroupSize = *raw.GroupSize
 	}
 	o.DType, o.GroupFallback, o.Scheme, o.Activations, o.Observer, o.Method = raw.DType, raw.GroupFallback, raw.Scheme, raw.Activations, raw.Observer, raw.Method
-	o.Skip, o.RuntimeClasses = raw.Skip, raw.RuntimeClasses
+	o.Skip, o.RuntimeClasses, o.Tied = raw.Skip, raw.RuntimeClasses, raw.Tied
 	if raw.Layers != nil {
 		o.LayerTypes = []LayerType{}
 		for _, l := range raw.Layers {

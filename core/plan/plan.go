@@ -68,6 +68,9 @@ const (
 	ActionQuantize Action = "quantize"
 	// ActionKeep: copied as it is.
 	ActionKeep Action = "keep"
+	// ActionAlias: the tensor shares its storage with another one (a tied parameter); it is not
+	// stored, and the config's aliases map its name to the stored one (TensorPlan.AliasOf).
+	ActionAlias Action = "alias"
 )
 
 // TensorPlan is the decision for one tensor of the input.
@@ -90,6 +93,8 @@ type TensorPlan struct {
 	Settings recipe.Settings `json:"-"`
 	// Method is how the weights become integers (core/method); "rtn" for float casts too.
 	Method method.Method `json:"method,omitempty"`
+	// AliasOf is, for ActionAlias, the tensor stored in its place (they share storage).
+	AliasOf string `json:"alias_of,omitempty"`
 }
 
 // Plan lists every tensor of a checkpoint in file order with what will happen to it.
@@ -198,10 +203,16 @@ func NewPlan(entries []checkpoint.Entry, moduleTypes map[string]string, opts Opt
 	return newPlan(entries, moduleTypes, n)
 }
 
-// PlanReader is NewPlan for the tensors and module types of an open checkpoint.
+// PlanReader is NewPlan for the tensors, module types and tied tensors (checkpoint.Aliases)
+// of an open checkpoint.
 func PlanReader(r checkpoint.Reader, opts Options) (*Plan, error) {
 	if r == nil {
 		return nil, fmt.Errorf("model.PlanReader: nil reader")
+	}
+	if a := checkpoint.Aliases(r); len(a) > 0 {
+		tied := maps.Clone(a)
+		maps.Copy(tied, opts.Tied)
+		opts.Tied = tied
 	}
 	return NewPlan(r.Entries(), r.ModuleTypes(), opts)
 }
@@ -304,6 +315,9 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 		}
 		p.Tensors = append(p.Tensors, tp)
 	}
+	if err := p.tie(n.tied); err != nil {
+		return nil, err
+	}
 	q := p.Quantized()
 	if len(q) == 0 {
 		return nil, fmt.Errorf("%w: no tensor of the selected layer types (%s) is left after the skip patterns and rules; the checkpoint has %d tensors", ErrNothingToQuantize, typeList(n.types), len(entries))
@@ -329,10 +343,130 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 	}
 	if len(guessed) > 0 {
 		p.Warnings = append(p.Warnings, warning.Warning{Code: warning.Architecture, Layer: guessed[0],
-			Message: fmt.Sprintf("%s (%d in all) are named like GPT-2's Conv1D layers, whose weight is stored [in, out], but nothing says so, so they are quantized as Linear layers [out, in]; give the model folder (its config.json names the architecture) or the module classes", names.List(guessed, 3), len(guessed))})
+			Message: fmt.Sprintf("%s are named like GPT-2's Conv1D layers, whose weight is stored [in, out] (output channels on axis 1), but nothing names the architecture, so they are quantized as Linear layers [out, in] (axis 0); to say it, give the model folder or put its config.json (\"model_type\": \"gpt2\") beside the checkpoint, or quantize the live model from Python", names.List(guessed, 3))})
 	}
 	p.Warnings = append(p.Warnings, firstLastWarnings(p)...)
 	return p, nil
+}
+
+// tie stores each group of tied tensors (alias → an earlier name, Options.Tied) once: the
+// first member the rules quantize is stored (its layer's decision is the group's: GPT-2's
+// lm_head quantizes the embedding it shares), else the first member is, kept as it is; a
+// member a skip pattern or rule skips keeps the whole group float (a skip is an explicit
+// "leave this float"). Every other member becomes an ActionAlias of the stored one. The
+// warning names the group, so the report says which names share storage.
+func (p *Plan) tie(tied map[string]string) error {
+	if len(tied) == 0 {
+		return nil
+	}
+	index := make(map[string]int, len(p.Tensors))
+	for i := range p.Tensors {
+		index[p.Tensors[i].Name] = i
+	}
+	root := func(name string) (string, error) {
+		for range len(tied) + 1 { // a chain longer than the map has a cycle
+			next, ok := tied[name]
+			if !ok {
+				return name, nil
+			}
+			if _, listed := index[next]; !listed {
+				return "", fmt.Errorf("%w: tied: %q is tied to %q, which is not a tensor of the checkpoint", ErrOption, name, next)
+			}
+			name = next
+		}
+		return "", fmt.Errorf("%w: tied: the names tied to %q form a cycle", ErrOption, name)
+	}
+	groups := map[string][]int{}
+	var order []string
+	for i := range p.Tensors {
+		name := p.Tensors[i].Name
+		r, err := root(name)
+		if err != nil {
+			return err
+		}
+		if _, ok := groups[r]; !ok {
+			order = append(order, r)
+		}
+		groups[r] = append(groups[r], i)
+	}
+	changed := false
+	for _, r := range order {
+		g := groups[r]
+		if len(g) < 2 {
+			continue
+		}
+		first := &p.Tensors[g[0]]
+		stored := first
+		skipped := ""
+		for _, i := range g {
+			if r := p.Tensors[i].Rule; r >= 0 && p.opts.resolved.Rules[r].Rule.Skip && skipped == "" {
+				skipped = p.Tensors[i].Name
+			}
+		}
+		for _, i := range g {
+			if p.Tensors[i].Action == ActionQuantize && skipped == "" {
+				stored = &p.Tensors[i]
+				break
+			}
+		}
+		var names, notes []string
+		for _, i := range g {
+			t := &p.Tensors[i]
+			names = append(names, strconv.Quote(t.Name))
+			if t.DType != first.DType || !slices.Equal(t.Shape, first.Shape) {
+				return fmt.Errorf("%w: tied: %q (%v %v) and %q (%v %v) cannot share storage", ErrOption, t.Name, t.DType, t.Shape, first.Name, first.DType, first.Shape)
+			}
+			if t == stored {
+				continue
+			}
+			switch {
+			case t.Action == ActionKeep && stored.Action == ActionQuantize:
+				notes = append(notes, fmt.Sprintf("%q alone would stay float (%s)", t.Name, t.Reason))
+			case t.Action == ActionQuantize && skipped != "":
+				notes = append(notes, fmt.Sprintf("%q is skipped, so %q stays float with it", skipped, t.Name))
+			case t.Action == ActionQuantize && !sameSpec(&t.Spec, &stored.Spec):
+				notes = append(notes, fmt.Sprintf("%q's own rule (%s) gives way", t.Name, t.Spec.Format))
+			}
+			*t = TensorPlan{Name: t.Name, DType: t.DType, Shape: t.Shape, Layer: t.Layer, LayerType: t.LayerType,
+				Action: ActionAlias, AliasOf: stored.Name, Rule: -1,
+				Reason: fmt.Sprintf("shares storage with %q, stored once under that name", stored.Name)}
+			changed = true
+		}
+		if stored.Action == ActionQuantize && skipped != "" { // the first member itself was selected
+			notes = append(notes, fmt.Sprintf("%q is skipped, so %q stays float with it", skipped, stored.Name))
+			*stored = TensorPlan{Name: stored.Name, DType: stored.DType, Shape: stored.Shape, Layer: stored.Layer, LayerType: stored.LayerType,
+				Action: ActionKeep, Rule: -1, Reason: fmt.Sprintf("tied to %q, which is skipped", skipped)}
+			changed = true
+		}
+		how := "kept as it is"
+		if stored.Action == ActionQuantize {
+			how = fmt.Sprintf("quantized to %s as the %s layer %q's rule says", stored.Spec.Format, stored.LayerType, stored.Layer)
+		}
+		msg := fmt.Sprintf("%s share one storage: stored once as %q, %s; loading ties them again", strings.Join(names, " and "), stored.Name, how)
+		if len(notes) > 0 {
+			msg += " (" + strings.Join(notes, "; ") + ")"
+		}
+		p.Warnings = append(p.Warnings, warning.Warning{Code: warning.Tied, Tensor: stored.Name, Layer: stored.Layer, Message: msg})
+	}
+	if changed { // a layer whose only quantized tensor is now an alias is no longer quantized
+		live := map[string]bool{}
+		for _, t := range p.Quantized() {
+			live[t.Layer] = true
+		}
+		for l := range p.Layers {
+			if !live[l] {
+				delete(p.Layers, l)
+				delete(p.Activations, l)
+				delete(p.Observers, l)
+			}
+		}
+	}
+	return nil
+}
+
+// sameSpec reports whether two tensors would be quantized the same way.
+func sameSpec(a, b *quant.Spec) bool {
+	return a.Format == b.Format && a.Scheme == b.Scheme && a.Granularity == b.Granularity && a.Axis == b.Axis && a.GroupSize == b.GroupSize && a.QDType == b.QDType
 }
 
 func paramOrName(param, name string) string {
@@ -378,8 +512,11 @@ func planSpec(tp *TensorPlan, tmpl quant.Spec, axis int, fallback bool) error {
 			if !fallback {
 				return fmt.Errorf("group_size %d does not divide the row length %d (give a group size that divides it, or allow group_fallback)", gs, k)
 			}
-			fb := 0
-			for d := min(gs, k); d >= minFallbackGroup; d-- {
+			// The largest divisor of the row not above the group size and not below
+			// minFallbackGroup, or the group size itself when that is smaller (a group of 8
+			// that does not divide the row has no smaller fallback: it goes to INT8).
+			fb, lo := 0, min(minFallbackGroup, gs)
+			for d := min(gs, k); d >= lo; d-- {
 				if k%d == 0 {
 					fb = d
 					break
@@ -390,7 +527,10 @@ func planSpec(tp *TensorPlan, tmpl quant.Spec, axis int, fallback bool) error {
 				w.Message = fmt.Sprintf("group size %d does not divide the row length %d; using group size %d", gs, k, fb)
 				s.GroupSize = fb
 			} else {
-				w.Message = fmt.Sprintf("group size %d does not divide the row length %d and no divisor in [%d, %d] does; using INT8 per-channel", gs, k, minFallbackGroup, gs)
+				w.Message = fmt.Sprintf("group size %d does not divide the row length %d and no group size from %d to %d does; using INT8 per-channel", gs, k, lo, gs)
+				if lo == gs { // a group below 16 has no smaller fallback
+					w.Message = fmt.Sprintf("group size %d does not divide the row length %d; using INT8 per-channel", gs, k)
+				}
 				s = quant.Spec{Format: quant.Int8, Scheme: tmpl.Scheme, Granularity: quant.PerChannel, Axis: axis,
 					Eps: tmpl.Eps, NonFinite: tmpl.NonFinite, ReduceRange: tmpl.ReduceRange, QDType: quant.QInt8}
 				if tmpl.QDType == quant.QUInt4 {

@@ -3,6 +3,7 @@ package plan
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -238,6 +239,13 @@ func TestGroupSizeFallback(t *testing.T) {
 		{[]int{4, 34}, 32, 17, false, 1},
 		{[]int{4, 30}, 32, 30, false, 1},
 		{[]int{4, 15}, 32, 0, true, 1}, // shorter than the smallest fallback group
+		// Groups below 16 (issue 12: a group of 8 used to become INT8 silently): one that
+		// divides the row is used as is, without a warning; one that does not falls back only
+		// to itself, so to INT8, with a warning.
+		{[]int{4, 24}, 8, 8, false, 0},
+		{[]int{4, 24}, 2, 2, false, 0},
+		{[]int{4, 36}, 6, 6, false, 0},
+		{[]int{4, 32}, 6, 0, true, 1},
 	}
 	for _, tt := range tests {
 		entries := []checkpoint.Entry{ent("fc.weight", tensor.F32, tt.shape...)}
@@ -388,6 +396,19 @@ func TestGroupSizeGivenDoesNotFit(t *testing.T) {
 	if err != nil || p.Tensors[0].Spec.GroupSize != 96 || len(p.Warnings) == 0 || p.Warnings[0].Code != warning.GroupFallback {
 		t.Errorf("default group on rows of 96: %v, %+v", err, p)
 	}
+	// Every even group size >= 2 that divides the row is accepted as given, with no warning
+	// and no change of format (the old "no divisor in [16, 7]" fallback to INT8 is gone).
+	for _, gs := range []int{2, 4, 6, 8, 12, 16, 24, 32, 48, 96} {
+		p, err := NewPlan(entries, nil, Options{Bits: 4, Spec: quant.Spec{GroupSize: gs}})
+		fellBack := err == nil && slices.ContainsFunc(p.Tensors[0].Warnings, func(w warning.Warning) bool { return w.Code == warning.GroupFallback })
+		if err != nil || p.Tensors[0].Spec.Format != quant.Int4 || p.Tensors[0].Spec.GroupSize != gs || fellBack {
+			t.Errorf("group %d on rows of 96: %v, spec %v group %d, warnings %v", gs, err, p.Tensors[0].Spec.Format, p.Tensors[0].Spec.GroupSize, p.Tensors[0].Warnings)
+		}
+	}
+	// A size that does not divide is an error naming the fallback option, below 16 too.
+	if _, err := NewPlan(entries, nil, Options{Bits: 4, Spec: quant.Spec{GroupSize: 10}}); !errors.Is(err, ErrOption) || !strings.Contains(err.Error(), "allow group_fallback") {
+		t.Errorf("group 10 on rows of 96: %v, want an error naming group_fallback", err)
+	}
 }
 
 func TestPlanRecipe(t *testing.T) {
@@ -489,5 +510,30 @@ func TestPlanRecipeErrors(t *testing.T) {
 		if err == nil || !errors.Is(err, ErrOption) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: error %v, want ErrOption with %q", tt.recipe, err, tt.want)
 		}
+	}
+}
+
+// Callers holding live tensors name tied ones through the options ("tied"): each group is
+// planned once, the alias stored under the quantized member's name.
+func TestTiedOption(t *testing.T) {
+	o, err := ParseOptions([]byte(`{"tied": {"head.weight": "emb.weight"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := []checkpoint.Entry{ent("emb.weight", tensor.F32, 40, 16), ent("fc.weight", tensor.F32, 16, 16), ent("head.weight", tensor.F32, 40, 16)}
+	p, err := NewPlan(entries, nil, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, tp := range p.Tensors {
+		got[tp.Name] = string(tp.Action) + " " + tp.AliasOf
+	}
+	want := map[string]string{"emb.weight": "alias head.weight", "fc.weight": "quantize ", "head.weight": "quantize "}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("plan %v, want %v", got, want)
+	}
+	if _, err := ParseOptions([]byte(`{"tied": ["x"]}`)); err == nil {
+		t.Error(`"tied": ["x"] parsed`)
 	}
 }

@@ -25,6 +25,8 @@ const (
 	UnusedRule Code = "unused_rule"
 	// Architecture: layers look like another architecture's than the one they are typed as.
 	Architecture Code = "architecture_unknown"
+	// Tied: tensors share one storage (tied parameters); the file stores them once.
+	Tied Code = "tied_tensors"
 )
 
 // Warning is a fact about a likely accuracy loss, or a choice the user should know of, as data.

@@ -365,7 +365,7 @@ def _activation_observer_config(observer):
 def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None, observer=None,
              group_size=None, layers=None, skip=None, inplace=False, progress=None, dtype=None,
              max_calibration_batches=None, recipe=None, activations=None, group_fallback=None,
-             method=None, log=True):
+             method=None, log=True, nonfinite=None):
     """Quantizes a model (or a state dict) with the engine.
 
     Every option left as None takes the engine's default (``monoquant.defaults()``); what is
@@ -412,6 +412,8 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
         log: record the run in the run log (entry point "python.quantize", the input identified
             by the state-dict fingerprint; docs/RUNLOG.md). ``MONOQUANT_LOG=0`` turns it off
             everywhere.
+        nonfinite: NaN/Inf in a weight: "reject" (the default: NonFiniteError naming the
+            tensor) or "clamp" (left out of the ranges, with a warning).
 
     Returns:
         the quantized model (or QuantizedStateDict). The engine's report is in
@@ -434,7 +436,7 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
     """
     cfg = _config(recipe=recipe, runtime=isinstance(model, nn.Module), bits=bits, dtype=dtype, scheme=scheme, group_size=group_size,
                   group_fallback=group_fallback, activations=activations, dynamic=dynamic, observer=observer, method=method,
-                  layers=layers, skip=skip, log=log)
+                  layers=layers, skip=skip, log=log, nonfinite=nonfinite)
     cfg.struct.entry_point = b"python.quantize"  # the run log's entry point (docs/RUNLOG.md)
     if isinstance(model, Mapping):
         from .files import quantize_state_dict
