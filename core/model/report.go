@@ -80,6 +80,11 @@ type TensorReport struct {
 	Activations string `json:"activations,omitempty"`
 	Method      string `json:"method,omitempty"`
 	Rule        string `json:"rule,omitempty"`
+	// OutlierThreshold > 0: the layer has LLM.int8() outliers on. OutlierColumns is how many
+	// input features calibration found and stored in float (static); nil for dynamic layers,
+	// which find theirs per batch at run time. The stored bytes (BytesAfter) include them.
+	OutlierThreshold float64 `json:"outlier_threshold,omitempty"`
+	OutlierColumns   *int    `json:"outlier_columns,omitempty"`
 }
 
 // Report is what a quantization did, for people (the CLI's table) and scripts (--json).
