@@ -57,7 +57,8 @@ def _check_options(fn, options):
 
 
 def _options(bits=None, dtype=None, scheme=None, group_size=None, group_fallback=None, activations=None,
-             dynamic=None, observer=None, method=None, layers=None, skip=None, nonfinite=None):
+             dynamic=None, observer=None, method=None, layers=None, skip=None, nonfinite=None,
+             outliers=None, outlier_threshold=None):
     """(options dict for the engine, observer config or None): only what the caller gave."""
     o = {}
     if dynamic is not None:
@@ -65,7 +66,8 @@ def _options(bits=None, dtype=None, scheme=None, group_size=None, group_fallback
             raise ValueError(f"give activations= (or its alias dynamic=), not both: activations={activations!r}, dynamic={dynamic!r}")
         activations = "dynamic" if dynamic else "static"
     for key, val in (("bits", bits), ("scheme", scheme), ("group_size", group_size), ("group_fallback", group_fallback),
-                     ("activations", activations), ("method", method), ("nonfinite", nonfinite)):
+                     ("activations", activations), ("method", method), ("nonfinite", nonfinite),
+                     ("outliers", outliers), ("outlier_threshold", outlier_threshold)):
         if val is not None:
             o[key] = val
     if dtype is not None:
@@ -298,7 +300,7 @@ def _activation_observer_config(observer):
 def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None, observer=None,
              group_size=None, layers=None, skip=None, inplace=False, progress=None, dtype=None,
              max_calibration_batches=None, recipe=None, activations=None, group_fallback=None,
-             method=None):
+             method=None, outliers=None, outlier_threshold=None):
     """Quantizes a model (or a state dict) with the engine.
 
     Every option left as None takes the engine's default (``monoquant.defaults()``); what is
@@ -326,6 +328,11 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
             for torch's constructor arguments, an instance or factory of monoquant's per-tensor
             observers: ``monoquant.HistogramObserver.with_args(reduce_range=True, bins=1024)``.
         method: how weights become integers ("rtn").
+        outliers: LLM.int8() outlier handling for INT8 Linear layers with dynamic or static
+            activations (docs/methods.md): input features whose magnitude reaches
+            ``outlier_threshold`` (default 6.0, as in the paper; giving it turns outliers on)
+            go through the matmul in float, the rest in INT8. Static layers find them in the
+            calibration data and store them; dynamic layers find them in each batch.
         recipe: per-layer rules, first match wins: a dict ``{"rules": [...]}``, a list of rules,
             JSON text or a path. A rule takes the option names above plus ``match`` and
             ``skip``; the arguments of this call are the base the rules start from.
@@ -358,7 +365,7 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
     """
     cfg = _config(recipe=recipe, runtime=isinstance(model, nn.Module), bits=bits, dtype=dtype, scheme=scheme, group_size=group_size,
                   group_fallback=group_fallback, activations=activations, dynamic=dynamic, observer=observer, method=method,
-                  layers=layers, skip=skip)
+                  layers=layers, skip=skip, outliers=outliers, outlier_threshold=outlier_threshold)
     if isinstance(model, Mapping):
         from .files import quantize_state_dict
 
@@ -371,7 +378,7 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
         calibration_data = [calibration_data]
 
     from . import _model
-    from .files import build_quantized
+    from .files import build_quantized, stored_names
 
     with _model.ModelHandle.new() as m:
         sd = _describe(model, m)
@@ -388,10 +395,7 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
             q = m.quantize(cfg, lambda done, total: bar.update(done, total, names[done - 1] if 0 < done <= len(names) else ""))
     try:
         config = json.loads(q.metadata()["monoquant"])
-        stored = set()
-        for n in config["tensors"]:
-            stored.update((n, n + ".scale", n + ".zero_point"))
-        tensors = q.tensors(stored)
+        tensors = q.tensors(stored_names(config))
         rep = q.report()
         out = build_quantized(model, tensors, config, strict=False, inplace=inplace)
     except BaseException:
