@@ -13,6 +13,7 @@ import (
 	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/recipe"
 	"github.com/monoquant/monoquant/core/tensor"
+	"github.com/monoquant/monoquant/core/warning"
 )
 
 // outlierBatches are inputs of a 32-feature layer in [-1, 1] with features 5 and 20 planted at
@@ -118,6 +119,9 @@ func TestOutliersStatic(t *testing.T) {
 		}
 	}
 	rep := res.Report
+	if hasLayerWarning(rep, warning.ManyOutliers, "fc") {
+		t.Errorf("3 outlier features of 32 drew a %s warning", warning.ManyOutliers)
+	}
 	for _, tr := range rep.Tensors {
 		if tr.Name == "fc.weight" && (tr.OutlierColumns == nil || *tr.OutlierColumns != 3) {
 			t.Errorf("report for fc.weight: outlier columns %v, want 3", tr.OutlierColumns)
@@ -204,6 +208,22 @@ func TestOutliersTamperedColumns(t *testing.T) {
 	}
 	if got := res.Config.Tensors["fc.weight"].OutlierThreshold; got != 4 {
 		t.Fatalf("threshold %v, want 4", got)
+	}
+	// A threshold every feature reaches: the layer would run in float, and the report says so.
+	low := plan.Options{Mode: plan.Static, OutlierThreshold: 1e-3}
+	m = outlierModel(t)
+	if err := m.StartCalibration(low); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Calibrate("fc", outlierBatches(1)[0]); err != nil {
+		t.Fatal(err)
+	}
+	lowRes, err := m.Quantize(context.Background(), low, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasLayerWarning(lowRes.Report, warning.ManyOutliers, "fc") {
+		t.Errorf("threshold 1e-3: no %s warning: %v", warning.ManyOutliers, lowRes.Report.Warnings)
 	}
 	for _, idx := range [][]int64{{20, 5, 9}, {5, 9, 32}, {-1, 5, 9}, {5, 5, 9}} {
 		b := make([]byte, 24)

@@ -135,6 +135,10 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *pl
 		for _, t := range p.Quantized() {
 			if _, calibrated := acts[t.Layer]; calibrated && t.Settings.Activations == recipe.ActivationsStatic && t.Settings.OutlierThreshold > 0 {
 				t.Outliers = run.Calibration.OutlierColumns(t.Layer)
+				if in := t.Shape[len(t.Shape)-1]; float64(len(t.Outliers)) > MaxOutlierFraction*float64(in) {
+					rep.Warnings = append(rep.Warnings, warning.Warning{Code: warning.ManyOutliers, Tensor: t.Name, Layer: t.Layer,
+						Message: fmt.Sprintf("%d of the %d input features of layer %q reached the outlier threshold %g during calibration, so most of the layer runs in float; raise outlier_threshold or turn outliers off for it", len(t.Outliers), in, t.Layer, t.Settings.OutlierThreshold)})
+				}
 			}
 		}
 	}

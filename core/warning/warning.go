@@ -25,6 +25,9 @@ const (
 	UnusedRule Code = "unused_rule"
 	// Architecture: layers look like another architecture's than the one they are typed as.
 	Architecture Code = "architecture_unknown"
+	// ManyOutliers: calibration found more than model.MaxOutlierFraction of a layer's input
+	// features at or above its LLM.int8() outlier threshold: the layer runs mostly in float.
+	ManyOutliers Code = "many_outlier_features"
 )
 
 // Warning is a fact about a likely accuracy loss, or a choice the user should know of, as data.
