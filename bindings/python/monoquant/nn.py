@@ -348,9 +348,17 @@ class QuantizedLinear(_QuantizedWeights):
         w = self._buffers.get("weight_outlier_weight")
         if self.activation == "static" and w is not None:
             return w.to(torch.float32)
+        # Outlier features are systematic (the same few in nearly every batch): the columns of
+        # the last set are kept (k·out floats) until the set or the weight changes.
+        last = self.__dict__.get("_outlier_cache")
+        if last is not None and last[0].shape == cols.shape and torch.equal(last[0], cols):
+            return last[1]
         if self._packed is not None:
-            return self._packed.columns(cols.cpu(), self.in_features, self.bias)
-        return self.float_weight().index_select(1, cols.to(self.weight_scale.device))
+            w = self._packed.columns(cols.cpu(), self.in_features, self.bias)
+        else:
+            w = self.float_weight().index_select(1, cols.to(self.weight_scale.device))
+        self.__dict__["_outlier_cache"] = (cols.clone(), w)
+        return w
 
     def _with_outliers(self, w):
         """A dequantized weight [out, in] with the stored outlier columns put back."""
@@ -368,6 +376,7 @@ class QuantizedLinear(_QuantizedWeights):
 
     def _clear_kernel(self):
         self._packed = None
+        self.__dict__.pop("_outlier_cache", None)
         for n in _KERNEL_BUFFERS:
             self._buffers.pop(n, None)
             self._non_persistent_buffers_set.discard(n)
@@ -520,6 +529,7 @@ class QuantizedLinear(_QuantizedWeights):
         state = self.__dict__.copy()
         state["_mq_weight_q"] = self.weight_q
         state["_packed"] = None
+        state.pop("_outlier_cache", None)
         state["_buffers"] = {k: v for k, v in self._buffers.items() if k not in _KERNEL_BUFFERS}
         state["_non_persistent_buffers_set"] = set(self._non_persistent_buffers_set) - set(_KERNEL_BUFFERS)
         return state

@@ -84,20 +84,26 @@ def test_dynamic_matches_the_decomposition():
     times the same weight's columns in float (bitsandbytes' int8_mixed_scaled_mm)."""
     model = _model()
     q = monoquant.quantize(model, bits=8, activations="dynamic", outliers=True, skip="2", progress=False)[0]
+    wq = q.float_weight()
+
+    def reference(x):
+        cols = (x.abs() >= 6).any(0).nonzero().flatten()
+        xin = x.index_fill(1, cols, 0)
+        obs = torch.ao.quantization.MinMaxObserver(dtype=torch.quint8, reduce_range=True)
+        obs(xin)
+        s, z = obs.calculate_qparams()
+        xq = torch.quantize_per_tensor(xin, float(s), int(z), torch.quint8).dequantize()
+        return cols.tolist(), F.linear(xq, wq, q.bias) + x[:, cols] @ wq[:, cols].t()
+
     x = _data(32, 5)
     x[4, 50] = 7.5  # one more outlier feature in this batch only
-    cols = (x.abs() >= 6).any(0).nonzero().flatten()
-    assert cols.tolist() == [3, 17, 40, 50]
-    wq = q.float_weight()
-    xin = x.index_fill(1, cols, 0)
-    obs = torch.ao.quantization.MinMaxObserver(dtype=torch.quint8, reduce_range=True)
-    obs(xin)
-    s, z = obs.calculate_qparams()
-    xq = torch.quantize_per_tensor(xin, float(s), int(z), torch.quint8).dequantize()
-    want = F.linear(xq, wq, q.bias) + x[:, cols] @ wq[:, cols].t()
-    with torch.no_grad():
-        got = q(x)
-    assert torch.allclose(got, want, rtol=1e-4, atol=1e-4), (got - want).abs().max()
+    x2 = _data(32, 6)  # the systematic three only: the next batch takes other columns
+    for batch, want_cols in ((x, [3, 17, 40, 50]), (x2, [3, 17, 40]), (x2, [3, 17, 40]), (x, [3, 17, 40, 50])):
+        cols, want = reference(batch)
+        assert cols == want_cols
+        with torch.no_grad():
+            got = q(batch)
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-4), (got - want).abs().max()
     # A batch without outliers takes the plain INT8 path.
     small = torch.randn(4, 64)
     with torch.no_grad():
