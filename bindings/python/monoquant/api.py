@@ -604,7 +604,9 @@ class Report:
     Attributes:
         layers: one dict per quantized layer (worst SQNR first) with name, type, format,
             activation, kernel (the torch kernel it runs, docs/kernels.md), params,
-            bytes_before, bytes_after, sqnr_db.
+            bytes_before, bytes_after, sqnr_db, and outliers: None without LLM.int8() outliers,
+            the number of input features stored in float (static), or "per batch" (dynamic;
+            docs/outliers.md).
         size_before, size_after: bytes of the whole model's state before and after.
         quantized_bytes_before, quantized_bytes_after: the quantized weights only.
         sqnr_db: overall SQNR, 10·log10(Σ signal energy / Σ noise energy) over all quantized
@@ -633,8 +635,12 @@ class Report:
 
     def __str__(self):
         rows = [("layer", "type", "format", "kernel", "params", "before", "after", "SQNR dB")]
+        outl = any(r.get("outliers") is not None for r in self.layers)
+        if outl:
+            rows[0] += ("outliers",)
         for r in self.layers:
-            rows.append((r["name"], r["type"], r["format"], r["kernel"], f"{r['params']:,}", _human(r["bytes_before"]), _human(r["bytes_after"]), f"{r['sqnr_db']:.2f}"))
+            rows.append((r["name"], r["type"], r["format"], r["kernel"], f"{r['params']:,}", _human(r["bytes_before"]), _human(r["bytes_after"]), f"{r['sqnr_db']:.2f}")
+                        + ((("-" if r.get("outliers") is None else str(r["outliers"])),) if outl else ()))
         w = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w[i]) if i < 4 else c.rjust(w[i]) for i, c in enumerate(row)) for row in rows]
         lines.insert(1, "  ".join("-" * x for x in w))
@@ -685,6 +691,12 @@ def report(model, qmodel, verbose=True):
             params += w.numel()
             before += w.numel() * w.element_size()
             after += qmod.qtensor(wname).nbytes
+        outliers = None
+        if getattr(qmod, "outlier_threshold", None) is not None:
+            cols = qmod._buffers.get("weight_outlier_columns")
+            outliers = "per batch" if qmod.activation == "dynamic" else (0 if cols is None else cols.numel())
+            if cols is not None:
+                after += cols.numel() * cols.element_size() + qmod.weight_outlier_weight.numel() * qmod.weight_outlier_weight.element_size()
         signal += ls
         noise += ln
         qb += before
@@ -692,7 +704,7 @@ def report(model, qmodel, verbose=True):
         fmt = ",".join(sorted({sp.format for sp, _, _ in qmod._qweights.values()}))
         layer_sqnr = (math.inf if ls > 0 else math.nan) if ln == 0 else 10 * math.log10(ls / ln)
         rows.append({"name": name, "type": type(fmod).__name__, "format": fmt, "activation": qmod.activation, "kernel": qmod.kernel, "params": params,
-                     "bytes_before": before, "bytes_after": after, "sqnr_db": layer_sqnr})
+                     "bytes_before": before, "bytes_after": after, "sqnr_db": layer_sqnr, "outliers": outliers})
     if not rows:
         raise ValueError("report(): qmodel has no quantized layers")
     r = Report(rows, _nbytes(model.state_dict().values()), _nbytes(qmodel.state_dict().values()), qb, qa, signal, noise)

@@ -72,6 +72,10 @@ def test_planted_outliers_dynamic_and_static():
     assert rep["activations"]["0"]["outliers"] == 3
     (d0,) = [t for t in dyn.monoquant_report["tensors"] if t["name"] == "0.weight"]
     assert d0["outlier_threshold"] == 6.0 and "outlier_columns" not in d0
+    r = monoquant.report(model, stat, verbose=False)
+    assert {x["name"]: x["outliers"] for x in r.layers} == {"0": 3} and "outliers" in str(r)
+    assert monoquant.report(model, dyn, verbose=False).layers[0]["outliers"] == "per batch"
+    assert monoquant.report(model, plain, verbose=False).layers[0]["outliers"] is None
     # The weight a reader sees is the float weight in the outlier columns, exactly.
     w = model[0].weight
     assert torch.equal(q0.weight[:, list(OUTLIER_FEATURES)], w[:, list(OUTLIER_FEATURES)])
