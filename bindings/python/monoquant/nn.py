@@ -339,8 +339,11 @@ class QuantizedLinear(_QuantizedWeights):
         cols = self._buffers.get("weight_outlier_columns")
         if self.activation == "static":
             return cols if cols is not None else torch.empty(0, dtype=torch.int64, device=x.device)
-        big = x.detach().reshape(-1, self.in_features).abs() >= self.outlier_threshold
-        return big.any(dim=0).nonzero().reshape(-1)
+        x2, t = x.detach().reshape(-1, self.in_features), self.outlier_threshold
+        if x2.shape[0] == 0:
+            return torch.empty(0, dtype=torch.int64, device=x.device)
+        # some |x| >= t in the column: its max >= t or its min <= -t (two reductions, no temporary)
+        return ((x2.amax(dim=0) >= t) | (x2.amin(dim=0) <= -t)).nonzero().reshape(-1)
 
     def _outlier_weight(self, cols):
         """W[:, cols] in float32: the stored float columns (static), else read back from the INT8
