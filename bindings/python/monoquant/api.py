@@ -434,7 +434,8 @@ def quantize_file(src, dst, recipe=None, calibration=None, progress=None, log=Tr
             ``validation``. An output that fails is removed and the call raises. Costs a second
             read of ``dst``.
         **options: the options of ``quantize``: bits, dtype, group_size, group_fallback, scheme,
-            activations (or dynamic), observer (a name), method, layers, skip.
+            activations (or dynamic), observer (a name), method, outliers, outlier_threshold, layers,
+            skip.
 
     Returns:
         the engine's report, a dict (sizes, per-tensor SQNR and format, warnings).
