@@ -270,6 +270,17 @@ func TestOutlierOptions(t *testing.T) {
 			t.Errorf("%s: outlier threshold %v, want off", tp.Name, tp.Settings.OutlierThreshold)
 		}
 	}
+	// A rule that turns outliers on takes the call's threshold.
+	p, err = outlierModel(t).Plan(plan.Options{OutlierThreshold: 3, Recipe: &recipe.Recipe{Rules: []recipe.Rule{
+		{Match: "fc", Outliers: new(true)}, {Match: "head", Outliers: &off}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tp := range p.Quantized() {
+		if want := map[string]float64{"fc.weight": 3}[tp.Name]; tp.Settings.OutlierThreshold != want {
+			t.Errorf("%s: outlier threshold %v, want %v", tp.Name, tp.Settings.OutlierThreshold, want)
+		}
+	}
 	o, err := plan.ParseOptions([]byte(`{"outliers": true, "outlier_threshold": 3.5}`))
 	if err != nil || !o.Outliers || o.OutlierThreshold != 3.5 {
 		t.Errorf("ParseOptions = %+v, %v", o, err)

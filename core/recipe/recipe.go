@@ -87,7 +87,7 @@ const (
 	DefaultObserver   = "histogram"
 	DefaultMethod     = "rtn"
 	// DefaultOutlierThreshold is LLM.int8()'s (Dettmers et al. 2022, §3.2): an input feature
-	// with any |x| >= 6.0 goes through the matmul in float (docs/methods.md).
+	// with any |x| >= 6.0 goes through the matmul in float (docs/outliers.md).
 	DefaultOutlierThreshold = 6.0
 )
 
@@ -535,11 +535,14 @@ func Resolve(rule, base *Rule, calibrated bool) (Settings, error) {
 		s.Method = DefaultMethod // the base's method does not follow a rule to a float format
 	}
 	on, t := outliersOf(rule)
-	if on == nil {
+	switch {
+	case on == nil:
 		on, t = outliersOf(base)
 		if on != nil && *on && !(s.Format == "int8" && s.Activations != ActivationsNone) {
 			on = nil // the base's outliers do not follow a rule to where they cannot apply
 		}
+	case rule.OutlierThreshold == nil && base.OutlierThreshold != nil:
+		t = *base.OutlierThreshold // a rule that turns outliers on takes the call's threshold
 	}
 	if on != nil && *on {
 		if s.Format != "int8" || s.Activations == ActivationsNone {
