@@ -212,6 +212,13 @@ func optionsFromC(cfg *C.mq_cmodel_config) (plan.Options, error) {
 	if cfg.method != nil {
 		o.Method = C.GoString(cfg.method)
 	}
+	o.Outliers = cfg.outliers != 0
+	if t := float64(cfg.outlier_threshold); t != 0 {
+		if err := recipe.CheckOutlierThreshold(t); err != nil {
+			return o, fail(mqEINVAL, "model config %v", err)
+		}
+		o.OutlierThreshold = t
+	}
 	switch cfg.group_fallback {
 	case C.MQ_GROUP_FALLBACK_DEFAULT:
 	case C.MQ_GROUP_FALLBACK_ALLOW, C.MQ_GROUP_FALLBACK_REFUSE:

@@ -486,6 +486,15 @@ typedef struct mq_model_config {
                             report then holds "validation". An output that fails is removed and
                             the call returns MQ_EIO naming the check. Costs a second read of
                             dst (about the time of the write). */
+    int32_t outliers;        /* non-zero: LLM.int8() outlier handling (docs/methods.md) for INT8
+                            Linear layers with dynamic or static activations: input features whose
+                            magnitude reaches outlier_threshold run through the matmul in float.
+                            Static layers find them during mq_model_calibrate and the output
+                            stores them (<weight>.outlier_columns / .outlier_weight,
+                            docs/FORMAT.md); dynamic layers find them per batch at run time.
+                            Other formats or activations none: MQ_EINVAL. */
+    double outlier_threshold;/* 0: the engine's default (6.0, mq_defaults_json); > 0 sets it and
+                            turns outliers on; negative, NaN or infinite: MQ_EINVAL */
 } mq_model_config;
 
 /* Fills *cfg with the defaults (INT8 per-channel, the default layers, no skips, weight only) and

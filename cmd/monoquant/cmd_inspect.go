@@ -138,7 +138,7 @@ func inspectFile(path string) (*inspectResult, error) {
 		for _, e := range entries {
 			it := inspectTensor{Name: e.Name, DType: e.DType.String(), Shape: e.Shape, Bytes: int64(tensor.NumElements(e.Shape)) * int64(e.DType.Size()), Role: "kept"}
 			base, suffix := e.Name, ""
-			for _, s := range []string{".scale", ".zero_point"} {
+			for _, s := range []string{".scale", ".zero_point", model.OutlierColumnsSuffix, model.OutlierWeightSuffix} {
 				if b := strings.TrimSuffix(e.Name, s); b != e.Name {
 					if _, ok := cfg.Tensors[b]; ok {
 						base, suffix = b, s[1:]
@@ -258,6 +258,21 @@ func (res *inspectResult) print(w io.Writer) {
 			ct.add(name, tc.Format, dash(tc.Scheme), dash(tc.Granularity), ag, dash(tc.QDType), dash(tc.Activations), rule, tc.DType+" "+shapeString(tc.Shape))
 		}
 		ct.write(w)
+		ot := newTable("tensor", "threshold", "float input features").alignRight(1, 2)
+		for _, name := range sortedKeys(res.Config.Tensors) {
+			if tc := res.Config.Tensors[name]; tc.OutlierThreshold > 0 {
+				n := "per batch at run time"
+				if tc.Activations == "static" {
+					n = fmt.Sprint(tc.OutlierColumns)
+				}
+				ot.add(name, fmt.Sprintf("%g", tc.OutlierThreshold), n)
+			}
+		}
+		if len(ot.rows) > 0 {
+			fmt.Fprintln(w)
+			fmt.Fprintln(w, "LLM.int8() outliers:")
+			ot.write(w)
+		}
 		if len(res.Config.Activations) > 0 {
 			fmt.Fprintln(w)
 			fmt.Fprintln(w, "Activation qparams (static mode):")

@@ -71,6 +71,8 @@ type quantizeArgs struct {
 	nonFinite, method               *choiceFlag
 	groupSize                       int
 	groupFallback                   bool
+	outliers                        bool
+	outlierThreshold                float64
 	layers, skip                    listFlag
 	asJSON, quiet, noLog            bool
 	set                             map[string]bool // flags given on the command line
@@ -101,6 +103,8 @@ func optionFlags(fs *flag.FlagSet, a *quantizeArgs) {
 	fs.Var(a.observer, "observer", fmt.Sprintf("static activation `observer`: minmax, moving_average or histogram; default %s", recipe.DefaultObserver))
 	fs.StringVar(&a.calibration, "calibration", "", "a .pt/.safetensors `file` of recorded activations (layer name → input tensor): static qparams")
 	fs.Var(a.nonFinite, "nonfinite", "NaN/Inf in a weight: reject (fail naming the tensor; the default) or clamp")
+	fs.BoolVar(&a.outliers, "outliers", false, "LLM.int8() outliers (INT8 Linear layers with dynamic or static activations; docs/methods.md): input features whose magnitude reaches the threshold run through the matmul in float; static layers find them in --calibration and store them")
+	fs.Float64Var(&a.outlierThreshold, "outlier-threshold", 0, fmt.Sprintf("the LLM.int8() outlier `threshold` (> 0; implies --outliers); default %g", recipe.DefaultOutlierThreshold))
 	fs.Var(a.method, "method", fmt.Sprintf("how weights become integers: %s (docs/methods.md; gptq needs each layer's input Hessian, which only Python's calibration and the C/Go APIs give); default %s", strings.Join(method.Names(), ", "), recipe.DefaultMethod))
 }
 
@@ -144,6 +148,13 @@ func (a *quantizeArgs) options() (plan.Options, error) {
 	if a.set["group-fallback"] {
 		fb := a.groupFallback
 		o.GroupFallback = &fb
+	}
+	o.Outliers = a.outliers
+	if a.set["outlier-threshold"] {
+		if err := recipe.CheckOutlierThreshold(a.outlierThreshold); err != nil {
+			return o, usageErr("%s", flagWords(err.Error()))
+		}
+		o.OutlierThreshold = a.outlierThreshold
 	}
 	if a.nonFinite.value == "clamp" {
 		o.Spec.NonFinite = quant.ClampNonFinite

@@ -313,10 +313,10 @@ func plural(n int, one, many string) string {
 var coreFlags = map[string]string{
 	"bits": "--bits", "dtype": "--dtype", "group_size": "--group-size", "group_fallback": "--group-fallback",
 	"scheme": "--scheme", "activations": "--activations", "observer": "--observer", "layers": "--layers",
-	"skip": "--skip", "method": "--method",
+	"skip": "--skip", "method": "--method", "outlier_threshold": "--outlier-threshold",
 }
 
-var reOptionWord = regexp.MustCompile(`\b(bits|dtype|group_size|group_fallback|scheme|activations|observer|layers|skip|method)\b`)
+var reOptionWord = regexp.MustCompile(`\b(bits|dtype|group_size|group_fallback|scheme|activations|observer|layers|skip|method|outlier_threshold)\b`)
 
 // flagWords says a core error about the call's options in this command line's words
 // (group_size → --group-size); an error about a recipe rule keeps the recipe's keys.

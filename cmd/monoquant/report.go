@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"math"
 	"strings"
 
@@ -92,6 +93,7 @@ func (r *quantizeResult) print(e *env) {
 	}
 	fmt.Fprintln(w, "Per tensor, worst SQNR first (output SQNR: the layer run on a random input, original vs dequantized weights):")
 	t.write(w)
+	printOutliers(w, rep)
 
 	if len(rep.Activations) > 0 {
 		fmt.Fprintln(w)
@@ -182,4 +184,25 @@ func activationWords(mode string) string {
 		return "activations per layer"
 	}
 	return mode + " activations"
+}
+
+// printOutliers lists the layers with LLM.int8() outliers on: their threshold and how many input
+// features run in float (calibrated), or that they find them per batch (dynamic).
+func printOutliers(w io.Writer, rep *model.Report) {
+	ot := newTable("tensor", "threshold", "float input features").alignRight(1, 2)
+	for _, tr := range rep.Tensors {
+		if tr.OutlierThreshold > 0 {
+			n := "per batch at run time"
+			if tr.OutlierColumns != nil {
+				n = fmt.Sprint(*tr.OutlierColumns)
+			}
+			ot.add(tr.Name, fmt.Sprintf("%g", tr.OutlierThreshold), n)
+		}
+	}
+	if len(ot.rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "LLM.int8() outliers (input features at or above the threshold run in float; docs/methods.md):")
+	ot.write(w)
 }

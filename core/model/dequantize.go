@@ -15,7 +15,8 @@ import (
 // Dequantize streams a quantized checkpoint back to float, tensor by tensor: each quantized
 // tensor becomes one tensor of its original shape and dtype (F32, F16, BF16 or F64, as the
 // config records it; (q − zero_point)·scale is computed in float32 and rounded to nearest even
-// into a half type) under its own name (its .scale and .zero_point tensors are dropped); every
+// into a half type) under its own name (its .scale, .zero_point and outlier tensors are
+// dropped; calibrated LLM.int8() outlier columns are put back from their float slice); every
 // other tensor is copied as it is; a tied tensor the file stores once (Config.Aliases) is written
 // under each of its names again, right after the stored one; the "monoquant" metadata key is
 // removed and the rest of the metadata kept. The config is validated against the tensors first (ReadConfig).
@@ -33,6 +34,9 @@ func Dequantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, pro
 		params[name+".scale"] = name
 		if tc.ZeroPoint {
 			params[name+".zero_point"] = name
+		}
+		if tc.OutlierColumns > 0 {
+			params[name+OutlierColumnsSuffix], params[name+OutlierWeightSuffix] = name, name
 		}
 	}
 	aliases := map[string][]string{} // stored tensor → the tied names written after it

@@ -2,6 +2,7 @@ package model
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"maps"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"github.com/monoquant/monoquant/core/method"
 	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
+	"github.com/monoquant/monoquant/core/recipe"
 	"github.com/monoquant/monoquant/core/tensor"
 	"github.com/monoquant/monoquant/core/warning"
 )
@@ -76,6 +78,7 @@ func OutputEntries(p *plan.Plan) []checkpoint.Entry {
 		case plan.ActionAlias: // stored once, under the name it aliases
 		case plan.ActionQuantize:
 			out = append(out, storedEntries(t.Name, &t.Spec, t.Shape, t.QuantShape)...)
+			out = append(out, outlierEntries(t.Name, t.DType, t.Shape, len(t.Outliers))...)
 		default:
 			out = append(out, checkpoint.Entry{Name: t.Name, DType: t.DType, Shape: append([]int(nil), t.Shape...)})
 		}
@@ -125,19 +128,34 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *pl
 		return nil, err
 	}
 	rep = &Report{Warnings: append([]warning.Warning(nil), p.Warnings...)}
-	cfg := PlanConfig(p)
-	rep.Aliases = maps.Clone(cfg.Aliases)
+	var acts map[string]ActivationParams
+	for i := range p.Tensors {
+		p.Tensors[i].Outliers = nil
+	}
 	if len(p.StaticLayers()) > 0 {
 		if run.Calibration == nil {
 			return nil, fmt.Errorf("%w: static mode needs calibration data (a Calibration fed with activations)", ErrCalibration)
 		}
-		acts, warns, err := run.Calibration.Params()
+		var warns []warning.Warning
+		acts, warns, err = run.Calibration.Params()
 		if err != nil {
 			return nil, err
 		}
-		cfg.Activations, rep.Activations = acts, acts
+		rep.Activations = acts
 		rep.Warnings = append(rep.Warnings, warns...)
+		for _, t := range p.Quantized() {
+			if _, calibrated := acts[t.Layer]; calibrated && t.Settings.Activations == recipe.ActivationsStatic && t.Settings.OutlierThreshold > 0 {
+				t.Outliers = run.Calibration.OutlierColumns(t.Layer)
+				if in := t.Shape[len(t.Shape)-1]; float64(len(t.Outliers)) > MaxOutlierFraction*float64(in) {
+					rep.Warnings = append(rep.Warnings, warning.Warning{Code: warning.ManyOutliers, Tensor: t.Name, Layer: t.Layer,
+						Message: fmt.Sprintf("%d of the %d input features of layer %q reached the outlier threshold %g during calibration, so most of the layer runs in float; raise outlier_threshold or turn outliers off for it", len(t.Outliers), in, t.Layer, t.Settings.OutlierThreshold)})
+				}
+			}
+		}
 	}
+	cfg := PlanConfig(p) // after the outliers: the config counts them
+	rep.Aliases = maps.Clone(cfg.Aliases)
+	cfg.Activations = acts
 	js, err := cfg.Marshal()
 	if err != nil {
 		return nil, err
@@ -246,10 +264,33 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *pl
 			if err != nil {
 				return nil, err
 			}
+			var ow *outlierSplit
+			if len(tp.Outliers) > 0 {
+				if t, ow, err = splitOutliers(tp, t); err != nil {
+					r.Release(tp.Name)
+					return nil, err
+				}
+			}
 			tr, warns, err := quantizeOne(tp, t, j.out, mo)
 			r.Release(tp.Name) // the writer needs only the quantized form
 			if err != nil {
 				return nil, err
+			}
+			if ow != nil {
+				j.extra = ow.entries
+				tr.SignalEnergy += ow.energy // the float columns are exact: signal, no noise
+				tr.SQNR = Decibels(OverallSQNR(tr.SignalEnergy, tr.NoiseEnergy))
+				for _, e := range ow.entries {
+					tr.BytesAfter += int64(len(e.data))
+				}
+				tr.BitsPerWeight = float64(8*tr.BytesAfter) / float64(elements(tp.Shape))
+			}
+			if tp.Settings.OutlierThreshold > 0 {
+				tr.OutlierThreshold = tp.Settings.OutlierThreshold
+				if tp.Settings.Activations == recipe.ActivationsStatic {
+					k := len(tp.Outliers)
+					tr.OutlierColumns = &k
+				}
 			}
 			rep.TotalBytesBefore += tr.BytesBefore
 			rep.TotalBytesAfter += tr.BytesAfter
@@ -324,7 +365,14 @@ type writeJob struct {
 	ranges checkpoint.RangedReader
 	// params: the scales and zero points that end a streamed tensor (its data was sent in parts).
 	params *quantBuffers
-	err    error
+	// extra: tensors written after the qparams (a weight's calibrated outlier columns).
+	extra []namedBytes
+	err   error
+}
+
+type namedBytes struct {
+	name string
+	data []byte
 }
 
 // pipeline writes tensors on its own goroutine while the caller computes the next one.
@@ -407,7 +455,15 @@ func writeTensor(w checkpoint.Writer, j *writeJob, keptBuf *[]byte) error {
 	if err := w.Write(name, j.out.d); err != nil {
 		return fmt.Errorf("writing tensor %q: %w", name, err)
 	}
-	return writeParams(w, j.tp, j.out)
+	if err := writeParams(w, j.tp, j.out); err != nil {
+		return err
+	}
+	for _, e := range j.extra {
+		if err := w.Write(e.name, e.data); err != nil {
+			return fmt.Errorf("writing tensor %q: %w", e.name, err)
+		}
+	}
+	return nil
 }
 
 // writeParams writes a quantized tensor's <name>.scale and <name>.zero_point (as its scheme needs).
@@ -424,6 +480,50 @@ func writeParams(w checkpoint.Writer, tp *plan.TensorPlan, b *quantBuffers) erro
 		}
 	}
 	return nil
+}
+
+// outlierSplit is what splitOutliers takes out of a weight: the tensors that store the
+// outlier columns and their Σx².
+type outlierSplit struct {
+	entries []namedBytes
+	energy  float64
+}
+
+// splitOutliers takes the calibrated outlier columns tp.Outliers out of weight t ([out, in]):
+// it returns a copy of t with those columns set to 0 — what the INT8 matmul sees, since the
+// layer's input has them at 0 there, so they cost the other columns no range — and the stored
+// form of the columns themselves: <name>.outlier_columns (int64 indices) and
+// <name>.outlier_weight ([out, k] in t's dtype, the values bit for bit).
+func splitOutliers(tp *plan.TensorPlan, t *tensor.Tensor) (*tensor.Tensor, *outlierSplit, error) {
+	if len(t.Shape) != 2 {
+		return nil, nil, fmt.Errorf("tensor %q: outlier columns need a 2-D weight, have shape %v", tp.Name, t.Shape)
+	}
+	rows, k, es := t.Shape[0], t.Shape[1], t.DType.Size()
+	cols := tp.Outliers
+	data := slices.Clone(t.Data)
+	idx := make([]byte, 8*len(cols))
+	ow := make([]byte, rows*len(cols)*es)
+	for c, j := range cols {
+		if j < 0 || j >= k {
+			return nil, nil, fmt.Errorf("tensor %q: outlier column %d is outside its %d inputs", tp.Name, j, k)
+		}
+		binary.LittleEndian.PutUint64(idx[8*c:], uint64(j))
+	}
+	for r := 0; r < rows; r++ {
+		row := data[r*k*es : (r+1)*k*es]
+		for c, j := range cols {
+			copy(ow[(r*len(cols)+c)*es:(r*len(cols)+c+1)*es], row[j*es:(j+1)*es])
+			clear(row[j*es : (j+1)*es]) // +0.0 in every float dtype
+		}
+	}
+	vals := make([]float32, rows*len(cols))
+	tensor.ConvertToFloat32(vals, t.DType, ow)
+	var energy float64
+	for _, v := range vals {
+		energy += float64(v) * float64(v)
+	}
+	out := &tensor.Tensor{DType: t.DType, Shape: t.Shape, Data: data}
+	return out, &outlierSplit{energy: energy, entries: []namedBytes{{tp.Name + OutlierColumnsSuffix, idx}, {tp.Name + OutlierWeightSuffix, ow}}}, nil
 }
 
 // quantizeOne quantizes one tensor into reused buffers and measures its error.

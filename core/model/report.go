@@ -11,6 +11,10 @@ import (
 	"github.com/monoquant/monoquant/core/warning"
 )
 
+// MaxOutlierFraction: a layer with more of its input features than this in float (LLM.int8()
+// outliers) gets a warning.ManyOutliers warning; the paper's models have well under 1%.
+const MaxOutlierFraction = 0.25
+
 // LowSQNR is the SQNR (dB) under which a quantized tensor draws a warning.LowSQNR warning, by
 // format. INT8 per-channel of trained weights lands near 40 dB; under 20 dB the noise is a tenth
 // of the signal's amplitude. INT4 g128 lands near 20 dB, so its floor is 10 dB. The float formats
@@ -80,6 +84,11 @@ type TensorReport struct {
 	Activations string `json:"activations,omitempty"`
 	Method      string `json:"method,omitempty"`
 	Rule        string `json:"rule,omitempty"`
+	// OutlierThreshold > 0: the layer has LLM.int8() outliers on. OutlierColumns is how many
+	// input features calibration found and stored in float (static); nil for dynamic layers,
+	// which find theirs per batch at run time. The stored bytes (BytesAfter) include them.
+	OutlierThreshold float64 `json:"outlier_threshold,omitempty"`
+	OutlierColumns   *int    `json:"outlier_columns,omitempty"`
 }
 
 // Report is what a quantization did, for people (the CLI's table) and scripts (--json).

@@ -30,6 +30,7 @@ var (
 // ranges if so.
 func streamable(tp *plan.TensorPlan, r checkpoint.Reader, w checkpoint.Writer) (checkpoint.RangedReader, bool) {
 	if tp.Action != plan.ActionQuantize || entryBytes(tp.DType, tp.Shape) < streamThreshold || !blockable(&tp.Spec, tp.QuantShape) ||
+		len(tp.Outliers) > 0 || // the outlier columns are taken out of a copy of the whole tensor
 		(tp.Method != "" && tp.Method != method.RTN) { // the other methods see the whole tensor
 		return nil, false
 	}

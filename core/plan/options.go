@@ -86,6 +86,13 @@ type Options struct {
 	// methods (its Hessian field is ignored: Hessians come per layer through Run).
 	Method        string
 	MethodOptions method.Options
+	// Outliers turns on LLM.int8() outlier handling (INT8 Linear layers with dynamic or static
+	// activations; docs/methods.md): input features with a magnitude at or above
+	// OutlierThreshold (0: recipe.DefaultOutlierThreshold; setting it turns outliers on) run
+	// through the matmul in float. Static layers find them during calibration and store them;
+	// dynamic layers find them per batch at run time.
+	Outliers         bool
+	OutlierThreshold float64
 	// Observer names the static activation observer: "minmax", "moving_average" or
 	// "histogram" ("" = core/recipe's default). ActivationObserver, when its Kind is set, gives
 	// torch's constructor arguments too and is used by every static layer whose observer is
@@ -163,6 +170,14 @@ func specForFormat(f string) quant.Spec {
 func (o *Options) baseRule() (recipe.Rule, error) {
 	b := recipe.Rule{Match: "*", Bits: o.Bits, DType: o.DType, GroupSize: o.Spec.GroupSize, GroupFallback: o.GroupFallback,
 		Scheme: o.Scheme, Activations: o.Activations, Observer: o.Observer, Method: o.Method}
+	if o.Outliers {
+		on := true
+		b.Outliers = &on
+	}
+	if o.OutlierThreshold != 0 {
+		t := o.OutlierThreshold
+		b.OutlierThreshold = &t
+	}
 	switch {
 	case o.Spec.Format != 0:
 		b.Bits, b.DType = 0, o.Spec.Format.String()
@@ -413,6 +428,8 @@ func ParseOptions(data []byte) (Options, error) {
 		Activations   string   `json:"activations"`
 		Observer      string   `json:"observer"`
 		Method        string   `json:"method"`
+		Outliers      *bool    `json:"outliers"`
+		Threshold     *float64 `json:"outlier_threshold"`
 		Layers        []string `json:"layers"`
 		Skip          []string `json:"skip"`
 		NonFinite     string   `json:"nonfinite"`
@@ -429,7 +446,7 @@ func ParseOptions(data []byte) (Options, error) {
 	if err := dec.Decode(&raw); err != nil {
 		msg := recipe.JSONMessage(err)
 		if rest, ok := strings.CutPrefix(msg, "unknown key "); ok {
-			msg = "unknown option " + strings.SplitN(rest, " (", 2)[0] + " (options are bits, dtype, group_size, group_fallback, scheme, activations, observer, method, layers, skip, nonfinite)"
+			msg = "unknown option " + strings.SplitN(rest, " (", 2)[0] + " (options are bits, dtype, group_size, group_fallback, scheme, activations, observer, method, outliers, outlier_threshold, layers, skip, nonfinite)"
 		}
 		return o, &recipe.OptionError{Option: "options", Msg: msg}
 	}
@@ -447,6 +464,18 @@ func ParseOptions(data []byte) (Options, error) {
 	}
 	o.DType, o.GroupFallback, o.Scheme, o.Activations, o.Observer, o.Method = raw.DType, raw.GroupFallback, raw.Scheme, raw.Activations, raw.Observer, raw.Method
 	o.Skip, o.RuntimeClasses, o.Tied = raw.Skip, raw.RuntimeClasses, raw.Tied
+	if raw.Threshold != nil {
+		if err := recipe.CheckOutlierThreshold(*raw.Threshold); err != nil {
+			return o, err
+		}
+		if raw.Outliers != nil && !*raw.Outliers {
+			return o, OptionErr("outlier_threshold", "%g is given with outliers false; give one or the other", *raw.Threshold)
+		}
+		o.OutlierThreshold = *raw.Threshold
+	}
+	if raw.Outliers != nil {
+		o.Outliers = *raw.Outliers
+	}
 	if raw.Layers != nil {
 		o.LayerTypes = []LayerType{}
 		for _, l := range raw.Layers {

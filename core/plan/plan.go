@@ -95,6 +95,10 @@ type TensorPlan struct {
 	Method method.Method `json:"method,omitempty"`
 	// AliasOf is, for ActionAlias, the tensor stored in its place (they share storage).
 	AliasOf string `json:"alias_of,omitempty"`
+	// Outliers are the input features (columns of the [out, in] weight) that calibration found
+	// to be LLM.int8() outliers (Settings.OutlierThreshold > 0, static activations), ascending;
+	// set by Quantize from the Calibration. They are stored in float (docs/FORMAT.md).
+	Outliers []int `json:"-"`
 }
 
 // Plan lists every tensor of a checkpoint in file order with what will happen to it.
@@ -279,6 +283,13 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 					p.RuleName(ri), layer, lt, lt, typeList(n.runnable))
 			}
 			tp.Settings = rr.Settings
+			if tp.Settings.OutlierThreshold > 0 && (lt != Linear || c.channelAxis(layer, lt) != 0) {
+				// LLM.int8()'s float features are input columns of a Linear weight [out, in].
+				if !rr.FromCall {
+					return nil, OptionErr("outliers", "%s turns on outliers for %q, a %s layer; outliers apply to Linear layers (weights [out, in])", p.RuleName(ri), layer, lt)
+				}
+				tp.Settings.OutlierThreshold = 0
+			}
 			if err := planSpec(&tp, n.specFor(&rr.Settings), c.channelAxis(layer, lt), rr.Settings.GroupFallback); err != nil {
 				return nil, fmt.Errorf("%w: tensor %q%s: %w", ErrOption, e.Name, p.ruleWhere(ri), err)
 			}

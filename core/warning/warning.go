@@ -27,6 +27,9 @@ const (
 	Architecture Code = "architecture_unknown"
 	// Tied: tensors share one storage (tied parameters); the file stores them once.
 	Tied Code = "tied_tensors"
+	// ManyOutliers: calibration found more than model.MaxOutlierFraction of a layer's input
+	// features at or above its LLM.int8() outlier threshold: the layer runs mostly in float.
+	ManyOutliers Code = "many_outlier_features"
 )
 
 // Warning is a fact about a likely accuracy loss, or a choice the user should know of, as data.

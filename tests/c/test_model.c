@@ -565,6 +565,42 @@ static void test_static(void) {
 }
 
 
+/* LLM.int8() outliers through the struct: static calibration finds input feature 7 of fc
+ * (planted at 40), the output stores it in float next to the INT8 weight, and a threshold <= 0
+ * is refused naming the option. */
+static void test_outliers(void) {
+    mq_model* m = build();
+    mq_model_config cfg;
+    CHECK_RC(mq_model_config_init(&cfg), MQ_OK);
+    CHECK(cfg.outliers == 0 && cfg.outlier_threshold == 0, "config_init: outliers %d threshold %g, want off and 0", (int)cfg.outliers, cfg.outlier_threshold);
+    float act[4 * FC_IN];
+    for (int i = 0; i < 4 * FC_IN; i++) act[i] = (i % FC_IN == 7) ? 40.0f : (float)(i % 17) * 0.1f - 0.8f;
+    const int64_t act_shape[2] = {4, FC_IN};
+    mq_tensor x = tens(act, MQ_DTYPE_F32, 2, act_shape, NULL);
+    cfg.mode = MQ_MODE_STATIC;
+    cfg.observer = "minmax";
+    cfg.outlier_threshold = -1;
+    CHECK_RC(mq_model_calibrate_begin(m, &cfg), MQ_EINVAL);
+    CHECK(strstr(mq_last_error(), "outlier_threshold -1 must be") != NULL, "negative threshold message %s does not give the rule", mq_last_error());
+    cfg.outlier_threshold = 0;
+    cfg.outliers = 1;
+    CHECK_RC(mq_model_calibrate_begin(m, &cfg), MQ_OK);
+    CHECK_RC(mq_model_calibrate(m, "fc", &x), MQ_OK);
+    mq_model* q = NULL;
+    CHECK_RC(mq_model_quantize(m, &cfg, NULL, NULL, &q), MQ_OK);
+    char* rep = q ? json_of(q, 1) : NULL;
+    CHECK(rep && strstr(rep, "\"outlier_columns\":1") && strstr(rep, "\"outlier_threshold\":6"), "report lacks fc's one outlier column at 6: %.600s", rep ? rep : "");
+    free(rep);
+    int64_t cols[1] = {-1};
+    CHECK_RC(q ? mq_model_tensor_read(q, "fc.weight.outlier_columns", cols, sizeof cols) : MQ_EINVAL, MQ_OK);
+    CHECK(cols[0] == 7, "stored outlier column %lld, want 7", (long long)cols[0]);
+    float ow[FC_OUT];
+    CHECK_RC(q ? mq_model_tensor_read(q, "fc.weight.outlier_weight", ow, sizeof ow) : MQ_EINVAL, MQ_OK);
+    CHECK(ow[3] == fc_w[3 * FC_IN + 7], "stored outlier weight [3] = %g, want the float weight %g", ow[3], fc_w[3 * FC_IN + 7]);
+    CHECK_RC(mq_model_free(q), MQ_OK);
+    CHECK_RC(mq_model_free(m), MQ_OK);
+}
+
 /* Per-layer recipes through the ABI: the plan as JSON, file to file with mq_quantize_file, the
  * report handle, the defaults, and a version 1 config struct from an older caller. */
 static void test_recipes(void) {
@@ -887,6 +923,7 @@ int main(void) {
     test_quantize(4);
     test_other_formats();
     test_static();
+    test_outliers();
     test_files();
     test_recipes();
     test_threads();

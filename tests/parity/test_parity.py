@@ -43,6 +43,9 @@ CASES = {
     "weight-only": (dict(activations="none"), ["--activations", "none"], ["--activations", "none"]),
     "dynamic": (dict(activations="dynamic", bits=4, group_size=32), ["--activations", "dynamic", "--bits", "4", "--group-size", "32"],
                 ["--activations", "dynamic", "--bits", "4", "--group-size", "32"]),
+    # LLM.int8() outliers (dynamic: the threshold goes into the file's config and recipe)
+    "outliers": (dict(outliers=True, outlier_threshold=4.0), ["--outliers", "--outlier-threshold", "4"],
+                 ["--outliers", "--outlier-threshold", "4"]),
 }
 
 

@@ -409,8 +409,8 @@ class mq_model_config(Structure):
     int32_t bf16; mq_config spec; uint32_t layers; const char* const* skip; size_t n_skip;
     int32_t mode; const char* observer; const mq_observer_config* activation_observer;
     const char* recipe_json; const char* activations; const char* method;
-    int32_t group_fallback; const char* options_json; const char* recipe_file; int32_t no_log; const char* entry_point; int32_t validate; }
-    mq_model_config;"""
+    int32_t group_fallback; const char* options_json; const char* recipe_file; int32_t no_log; const char* entry_point; int32_t validate;
+    int32_t outliers; double outlier_threshold; } mq_model_config;"""
 
     _fields_ = [
         ("size", c_uint32),
@@ -433,6 +433,8 @@ class mq_model_config(Structure):
         ("no_log", c_int32),
         ("entry_point", c_char_p),
         ("validate", c_int32),
+        ("outliers", c_int32),
+        ("outlier_threshold", c_double),
     ]
 
 

@@ -57,7 +57,8 @@ def _check_options(fn, options):
 
 
 def _options(bits=None, dtype=None, scheme=None, group_size=None, group_fallback=None, activations=None,
-             dynamic=None, observer=None, method=None, layers=None, skip=None, nonfinite=None):
+             dynamic=None, observer=None, method=None, layers=None, skip=None, nonfinite=None,
+             outliers=None, outlier_threshold=None):
     """(options dict for the engine, observer config or None): only what the caller gave."""
     o = {}
     if dynamic is not None:
@@ -65,7 +66,8 @@ def _options(bits=None, dtype=None, scheme=None, group_size=None, group_fallback
             raise ValueError(f"give activations= (or its alias dynamic=), not both: activations={activations!r}, dynamic={dynamic!r}")
         activations = "dynamic" if dynamic else "static"
     for key, val in (("bits", bits), ("scheme", scheme), ("group_size", group_size), ("group_fallback", group_fallback),
-                     ("activations", activations), ("method", method), ("nonfinite", nonfinite)):
+                     ("activations", activations), ("method", method), ("nonfinite", nonfinite),
+                     ("outliers", outliers), ("outlier_threshold", outlier_threshold)):
         if val is not None:
             o[key] = val
     if dtype is not None:
@@ -365,7 +367,7 @@ def _activation_observer_config(observer):
 def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None, observer=None,
              group_size=None, layers=None, skip=None, inplace=False, progress=None, dtype=None,
              max_calibration_batches=None, recipe=None, activations=None, group_fallback=None,
-             method=None, log=True, nonfinite=None):
+             method=None, log=True, nonfinite=None, outliers=None, outlier_threshold=None):
     """Quantizes a model (or a state dict) with the engine.
 
     Every option left as None takes the engine's default (``monoquant.defaults()``); what is
@@ -397,6 +399,11 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
             layer's input Hessian XᵀX, accumulated here with forward hooks over
             ``calibration_data``, which gptq needs; pass ``activations="none"`` for weight-only
             GPTQ, since calibration data otherwise makes activations static). docs/methods.md.
+        outliers: LLM.int8() outlier handling for INT8 Linear layers with dynamic or static
+            activations (docs/methods.md): input features whose magnitude reaches
+            ``outlier_threshold`` (default 6.0, as in the paper; giving it turns outliers on)
+            go through the matmul in float, the rest in INT8. Static layers find them in the
+            calibration data and store them; dynamic layers find them in each batch.
         recipe: per-layer rules, first match wins: a dict ``{"rules": [...]}``, a list of rules,
             JSON text or a path. A rule takes the option names above plus ``match`` and
             ``skip``; the arguments of this call are the base the rules start from.
@@ -436,7 +443,8 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
     """
     cfg = _config(recipe=recipe, runtime=isinstance(model, nn.Module), bits=bits, dtype=dtype, scheme=scheme, group_size=group_size,
                   group_fallback=group_fallback, activations=activations, dynamic=dynamic, observer=observer, method=method,
-                  layers=layers, skip=skip, log=log, nonfinite=nonfinite)
+                  layers=layers, skip=skip, log=log, nonfinite=nonfinite, outliers=outliers,
+                  outlier_threshold=outlier_threshold)
     cfg.struct.entry_point = b"python.quantize"  # the run log's entry point (docs/RUNLOG.md)
     if isinstance(model, Mapping):
         from .files import quantize_state_dict
@@ -450,7 +458,7 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
         calibration_data = [calibration_data]
 
     from . import _model
-    from .files import build_quantized
+    from .files import build_quantized, stored_names
 
     with _model.ModelHandle.new() as m:
         sd = _describe(model, m)
@@ -470,10 +478,7 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
             q = m.quantize(cfg, lambda done, total: bar.update(done, total, names[done - 1] if 0 < done <= len(names) else ""))
     try:
         config = json.loads(q.metadata()["monoquant"])
-        stored = set()
-        for n in config["tensors"]:
-            stored.update((n, n + ".scale", n + ".zero_point"))
-        tensors = q.tensors(stored)
+        tensors = q.tensors(stored_names(config))
         rep = q.report()
         out = build_quantized(model, tensors, config, strict=False, inplace=inplace)
     except BaseException:
@@ -515,7 +520,8 @@ def quantize_file(src, dst, recipe=None, calibration=None, progress=None, log=Tr
             ``validation``. An output that fails is removed and the call raises. Costs a second
             read of ``dst``.
         **options: the options of ``quantize``: bits, dtype, group_size, group_fallback, scheme,
-            activations (or dynamic), observer (a name), method, layers, skip.
+            activations (or dynamic), observer (a name), method, outliers, outlier_threshold, layers,
+            skip.
 
     Returns:
         the engine's report, a dict (sizes, per-tensor SQNR and format, warnings).
@@ -685,7 +691,9 @@ class Report:
     Attributes:
         layers: one dict per quantized layer (worst SQNR first) with name, type, format,
             activation, kernel (the torch kernel it runs, docs/kernels.md), params,
-            bytes_before, bytes_after, sqnr_db.
+            bytes_before, bytes_after, sqnr_db, and outliers: None without LLM.int8() outliers,
+            the number of input features stored in float (static), or "per batch" (dynamic;
+            docs/outliers.md).
         size_before, size_after: bytes of the whole model's state before and after.
         quantized_bytes_before, quantized_bytes_after: the quantized weights only.
         sqnr_db: overall SQNR, 10·log10(Σ signal energy / Σ noise energy) over all quantized
@@ -714,8 +722,12 @@ class Report:
 
     def __str__(self):
         rows = [("layer", "type", "format", "kernel", "params", "before", "after", "SQNR dB")]
+        outl = any(r.get("outliers") is not None for r in self.layers)
+        if outl:
+            rows[0] += ("outliers",)
         for r in self.layers:
-            rows.append((r["name"], r["type"], r["format"], r["kernel"], f"{r['params']:,}", _human(r["bytes_before"]), _human(r["bytes_after"]), f"{r['sqnr_db']:.2f}"))
+            rows.append((r["name"], r["type"], r["format"], r["kernel"], f"{r['params']:,}", _human(r["bytes_before"]), _human(r["bytes_after"]), f"{r['sqnr_db']:.2f}")
+                        + ((("-" if r.get("outliers") is None else str(r["outliers"])),) if outl else ()))
         w = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w[i]) if i < 4 else c.rjust(w[i]) for i, c in enumerate(row)) for row in rows]
         lines.insert(1, "  ".join("-" * x for x in w))
@@ -766,6 +778,12 @@ def report(model, qmodel, verbose=True):
             params += w.numel()
             before += w.numel() * w.element_size()
             after += qmod.qtensor(wname).nbytes
+        outliers = None
+        if getattr(qmod, "outlier_threshold", None) is not None:
+            cols = qmod._buffers.get("weight_outlier_columns")
+            outliers = "per batch" if qmod.activation == "dynamic" else (0 if cols is None else cols.numel())
+            if cols is not None:
+                after += cols.numel() * cols.element_size() + qmod.weight_outlier_weight.numel() * qmod.weight_outlier_weight.element_size()
         signal += ls
         noise += ln
         qb += before
@@ -773,7 +791,7 @@ def report(model, qmodel, verbose=True):
         fmt = ",".join(sorted({sp.format for sp, _, _ in qmod._qweights.values()}))
         layer_sqnr = (math.inf if ls > 0 else math.nan) if ln == 0 else 10 * math.log10(ls / ln)
         rows.append({"name": name, "type": type(fmod).__name__, "format": fmt, "activation": qmod.activation, "kernel": qmod.kernel, "params": params,
-                     "bytes_before": before, "bytes_after": after, "sqnr_db": layer_sqnr})
+                     "bytes_before": before, "bytes_after": after, "sqnr_db": layer_sqnr, "outliers": outliers})
     if not rows:
         raise ValueError("report(): qmodel has no quantized layers")
     r = Report(rows, _nbytes(model.state_dict().values()), _nbytes(qmodel.state_dict().values()), qb, qa, signal, noise)

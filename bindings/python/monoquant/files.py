@@ -23,6 +23,18 @@ __all__ = ["save", "load", "QuantizedStateDict", "quantize_state_dict", "dequant
 
 # The metadata key of the config, as the engine names it (docs/FORMAT.md).
 METADATA_KEY = _model.defaults()["metadata_key"]
+# The entries of a weight's calibrated LLM.int8() outlier columns, after its name (docs/FORMAT.md).
+OUTLIER_COLUMNS, OUTLIER_WEIGHT = ".outlier_columns", ".outlier_weight"
+
+
+def stored_names(config):
+    """Every stored entry of the quantized tensors a config lists (values, qparams, outliers)."""
+    out = set()
+    for n, tc in config.get("tensors", {}).items():
+        out.update((n, n + ".scale", n + ".zero_point"))
+        if tc.get("outlier_columns", 0) > 0:
+            out.update((n + OUTLIER_COLUMNS, n + OUTLIER_WEIGHT))
+    return out
 
 
 class QuantizedStateDict(OrderedDict):
@@ -149,7 +161,17 @@ def build_quantized(model, tensors, config, strict=True, inplace=False):
         elif isinstance(mod, nn.Conv2d):
             qmod = QuantizedConv2d(mod, qts["weight"], activation, iq)
         else:
-            qmod = QuantizedLinear(mod.in_features, mod.out_features, qts["weight"], mod.bias, activation, iq)
+            tc = dict(items)[(layer + "." if layer else "") + "weight"]
+            thr = tc.get("outlier_threshold") if activation != "none" else None
+            outl = None
+            if thr and activation == "static" and tc.get("outlier_columns", 0) > 0:
+                wn = (layer + "." if layer else "") + "weight"
+                for suffix in (OUTLIER_COLUMNS, OUTLIER_WEIGHT):
+                    if wn + suffix not in tensors:
+                        raise FormatError(f"load(): the checkpoint has no tensor {wn + suffix!r}")
+                outl = (tensors[wn + OUTLIER_COLUMNS], tensors[wn + OUTLIER_WEIGHT])
+            qmod = QuantizedLinear(mod.in_features, mod.out_features, qts["weight"], mod.bias, activation, iq,
+                                   outlier_threshold=thr, outliers=outl)
         replaced[layer] = qmod
     if "" in replaced:
         out = replaced[""]
@@ -205,8 +227,12 @@ def dequantize_state_dict(sd, config):
     for name, t in sd.items():
         if name in tcs:
             tc = tcs[name]
-            out[name] = qtensor_from(sd, name, tc).dequantize().reshape(tc["shape"])
-        elif (name.endswith(".scale") and name[:-6] in tcs) or (name.endswith(".zero_point") and name[:-11] in tcs):
+            w = qtensor_from(sd, name, tc).dequantize().reshape(tc["shape"])
+            if tc.get("outlier_columns", 0) > 0:
+                # the calibrated outlier columns, stored in float, go back in place
+                w[:, sd[name + OUTLIER_COLUMNS].long()] = sd[name + OUTLIER_WEIGHT].to(w.dtype)
+            out[name] = w
+        elif any(name.endswith(s) and name[: -len(s)] in tcs for s in (".scale", ".zero_point", OUTLIER_COLUMNS, OUTLIER_WEIGHT)):
             continue
         else:
             out[name] = t
