@@ -642,6 +642,18 @@ MQ_API int mq_quantize_file(const char* src, const char* dst, const mq_model_con
                             const char* calibration, mq_progress_fn progress, void* user,
                             mq_report** report);
 
+/* mq_quantize_file, also stopped by the caller's cancel flag: once *cancel becomes non-zero (set
+ * it from another thread or from a signal handler: a plain store, nothing else to call) the
+ * engine stops at the next block of about 8 MiB of input (it reads the flag every 10 ms and
+ * checks between blocks and between tensors), removes what it wrote and returns MQ_ECANCELED;
+ * dst is not created. A flag set after the output was committed does not undo it: the call
+ * returns MQ_OK. cancel may be NULL (then this is mq_quantize_file). The flag is read during
+ * the call only. */
+MQ_API int mq_quantize_file_cancelable(const char* src, const char* dst, const mq_model_config* cfg,
+                                       const char* calibration, mq_progress_fn progress,
+                                       void* user, const volatile int32_t* cancel,
+                                       mq_report** report);
+
 /* The report as JSON (the format of mq_model_report_json). Buffer convention as
  * mq_model_metadata_json. MQ_EHANDLE for a bad handle. */
 MQ_API int mq_report_json(mq_report* r, char* buf, size_t cap, size_t* len);

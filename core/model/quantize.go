@@ -147,7 +147,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 	for _, t := range p.Tensors {
 		total += entryBytes(t.DType, t.Shape)
 	}
-	pl := newPipeline(w)
+	pl := newPipeline(ctx, w)
 	defer pl.stop()
 	var params quantBuffers // a streamed tensor's scales and zero points
 	prog := Progress{TensorsTotal: len(p.Tensors), BytesTotal: total}
@@ -313,7 +313,8 @@ type pipeline struct {
 	stopped  bool
 }
 
-func newPipeline(w checkpoint.Writer) *pipeline {
+// ctx stops the copy of a large kept tensor between its blocks.
+func newPipeline(ctx context.Context, w checkpoint.Writer) *pipeline {
 	pl := &pipeline{jobs: make(chan *writeJob, maxInflight), done: make(chan *writeJob, maxInflight+1),
 		free: []*quantBuffers{{}, {}}}
 	go func() {
@@ -321,7 +322,7 @@ func newPipeline(w checkpoint.Writer) *pipeline {
 		var keptBuf []byte
 		for j := range pl.jobs {
 			if failed == nil {
-				failed = writeTensor(w, j, &keptBuf)
+				failed = writeTensor(ctx, w, j, &keptBuf)
 			}
 			j.err = failed
 			pl.done <- j
@@ -359,7 +360,7 @@ func (pl *pipeline) stop() {
 }
 
 // writeTensor writes one job; keptBuf is the writer goroutine's buffer for copying kept tensors in blocks.
-func writeTensor(w checkpoint.Writer, j *writeJob, keptBuf *[]byte) error {
+func writeTensor(ctx context.Context, w checkpoint.Writer, j *writeJob, keptBuf *[]byte) error {
 	name := j.tp.Name
 	if j.part {
 		if err := w.(checkpoint.PartWriter).WritePart(name, j.out.d); err != nil {
@@ -372,7 +373,7 @@ func writeTensor(w checkpoint.Writer, j *writeJob, keptBuf *[]byte) error {
 	}
 	if j.out == nil && j.ranges != nil {
 		var err error
-		*keptBuf, err = writeKeptParts(w.(checkpoint.PartWriter), j.ranges, name, entryBytes(j.tp.DType, j.tp.Shape), *keptBuf)
+		*keptBuf, err = writeKeptParts(ctx, w.(checkpoint.PartWriter), j.ranges, name, entryBytes(j.tp.DType, j.tp.Shape), *keptBuf)
 		return err
 	}
 	if j.out == nil {

@@ -53,10 +53,14 @@ func keptStreamable(size int64, r checkpoint.Reader, w checkpoint.Writer) checkp
 }
 
 // writeKeptParts copies a kept tensor of size bytes in blocks of streamBlockBytes through buf
-// (grown as needed and returned for reuse): each block is read, written and released.
-func writeKeptParts(w checkpoint.PartWriter, rr checkpoint.RangedReader, name string, size int64, buf []byte) ([]byte, error) {
+// (grown as needed and returned for reuse): each block is read, written and released, and ctx
+// is checked between blocks.
+func writeKeptParts(ctx context.Context, w checkpoint.PartWriter, rr checkpoint.RangedReader, name string, size int64, buf []byte) ([]byte, error) {
 	step := max(streamBlockBytes, 1)
 	for off := int64(0); off < size || off == 0; off += step {
+		if err := ctx.Err(); err != nil {
+			return buf, err
+		}
 		n := min(step, size-off)
 		if int64(cap(buf)) < n {
 			buf = make([]byte, n)

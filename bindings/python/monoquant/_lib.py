@@ -493,6 +493,10 @@ _fn("mq_plan_file_json", [c_char_p, POINTER(mq_model_config), c_void_p, c_size_t
 # int mq_quantize_file(const char* src, const char* dst, const mq_model_config* cfg,
 #                      const char* calibration, mq_progress_fn progress, void* user, mq_report** report);
 _fn("mq_quantize_file", [c_char_p, c_char_p, POINTER(mq_model_config), c_char_p, mq_progress_fn, c_void_p, POINTER(mq_report_p)], c_int)
+# int mq_quantize_file_cancelable(const char* src, const char* dst, const mq_model_config* cfg,
+#                                 const char* calibration, mq_progress_fn progress, void* user,
+#                                 const volatile int32_t* cancel, mq_report** report);
+_fn("mq_quantize_file_cancelable", [c_char_p, c_char_p, POINTER(mq_model_config), c_char_p, mq_progress_fn, c_void_p, POINTER(c_int32), POINTER(mq_report_p)], c_int)
 # int mq_report_json(mq_report* r, char* buf, size_t cap, size_t* len);
 _fn("mq_report_json", [mq_report_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
 # int mq_report_free(mq_report* r);

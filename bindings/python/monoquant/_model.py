@@ -102,20 +102,64 @@ def plan_file(src, cfg):
     return _json_call(lambda *a: _lib.mq_plan_file_json(_b(os.fspath(src)), cfg.ref, *a), (), "plan")
 
 
-def quantize_file(src, dst, cfg, calibration=None, progress=None):
-    """mq_quantize_file: file to file through the engine's one pipeline; returns the report."""
+def quantize_file(src, dst, cfg, calibration=None, progress=None, cancel=None):
+    """mq_quantize_file_cancelable: file to file through the engine's one pipeline; returns the
+    report. ``cancel`` (a ctypes.c_int32, or None for a private one) stops the run at the next
+    block once non-zero; see run_interruptible for Ctrl-C."""
     err = []
     c_cb = progress_callback(progress, err)
     rep = ctypes.c_void_p()
     cal = None if calibration is None else _b(os.fspath(calibration))
-    st = _lib.mq_quantize_file(_b(os.fspath(src)), _b(os.fspath(dst)), cfg.ref, cal, c_cb, None, ctypes.byref(rep))
+    flag = cancel if cancel is not None else ctypes.c_int32(0)
+    st, msg = run_interruptible(
+        lambda: _lib.mq_quantize_file_cancelable(_b(os.fspath(src)), _b(os.fspath(dst)), cfg.ref, cal, c_cb, None,
+                                                 ctypes.byref(flag), ctypes.byref(rep)),
+        flag)
     if err:
         raise err[0]
-    check(st, "quantize_file")
+    if st != _lib.MQ_OK:
+        from ._errors import error_for_status
+
+        raise error_for_status(st, msg or f"status {st}", "quantize_file")
     try:
         return _json_call(_lib.mq_report_json, (rep,), "mq_report_json")
     finally:
         _lib.mq_report_free(rep)
+
+
+def run_interruptible(call, flag):
+    """Runs ``call()`` (an engine call that stops once the ctypes.c_int32 ``flag`` is non-zero)
+    on a worker thread while this thread waits, so that Ctrl-C, or any exception a signal
+    handler raises here (e.g. a SIGTERM handler calling sys.exit), sets the flag: the engine
+    stops at its next block, removes what it wrote, and the exception is re-raised once it has.
+    Returns (status, mq_last_error() of the worker thread when the status is an error).
+
+    Python runs signal handlers on the main thread between bytecodes only, never while that
+    thread is inside a foreign call; hence the worker. Called from a thread other than the
+    main one (no signals there), the call simply runs on the caller's thread."""
+    if threading.current_thread() is not threading.main_thread():
+        st = call()
+        return st, (_lib.last_error() if st != _lib.MQ_OK else "")
+    out = []
+
+    def work():
+        st = call()
+        out.append((st, _lib.last_error() if st != _lib.MQ_OK else ""))
+
+    t = threading.Thread(target=work, name="monoquant-quantize-file", daemon=True)
+    t.start()
+    try:
+        while t.is_alive():
+            t.join(0.25)
+    except BaseException:
+        flag.value = 1
+        while t.is_alive():
+            try:
+                t.join()
+            except BaseException:  # noqa: B902 (a second Ctrl-C: still wait, the engine is stopping)
+                flag.value = 1
+        raise
+    return out[0]
 
 
 class ModelHandle(Handle):
