@@ -352,7 +352,10 @@ func seekUpper(edges []float32, k int, v float32) int {
 // When acc, w ≥ 0 and every partial sum is exact in float32 — both are multiples of a power of
 // two g and acc+n·w < 2^24·g — the roundings do nothing and one addition gives the result.
 func addTimes(acc, w float32, n int) float32 {
-	if g := min(grainExp(acc), grainExp(w)); g != math.MaxInt && float64(acc)+float64(n)*float64(w) < math.Ldexp(1, 24+g) {
+	// 2^(24+g) is built from its float64 bits (math.Ldexp was a third of this function's time);
+	// g ≥ -149 for any finite non-negative float32, so the exponent field stays positive.
+	if g := min(grainExp(acc), grainExp(w)); g != math.MaxInt && g >= -149 &&
+		float64(acc)+float64(n)*float64(w) < math.Float64frombits(uint64(1023+24+g)<<52) {
 		return acc + float32(float32(n)*w) // n·w is a multiple of 2^g below 2^24·g: exact
 	}
 	for range n {
