@@ -223,6 +223,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 			if err != nil {
 				return nil, err
 			}
+			pl.setOutput(j.out, tp, 0, 0)
 			tr, warns, err := quantizeOne(tp, t, j.out, mo)
 			r.Release(tp.Name) // the writer needs only the quantized form
 			if err != nil {
@@ -288,6 +289,11 @@ type quantBuffers struct {
 	d  []byte
 	sc []float32
 	z  []int32
+	// the writer's own memory for the current tensor, when it has some (see outputMemory):
+	// quantizing into it leaves nothing to copy
+	outData []byte
+	outSc   []float32
+	outZ    []int32
 }
 
 // writeJob is one tensor handed to the writer goroutine.
@@ -306,6 +312,7 @@ type writeJob struct {
 
 // pipeline writes tensors on its own goroutine while the caller computes the next one.
 type pipeline struct {
+	mem      outputMemory // the writer's memory per tensor, or nil
 	jobs     chan *writeJob
 	done     chan *writeJob
 	free     []*quantBuffers
@@ -317,6 +324,7 @@ type pipeline struct {
 func newPipeline(ctx context.Context, w checkpoint.Writer) *pipeline {
 	pl := &pipeline{jobs: make(chan *writeJob, maxInflight), done: make(chan *writeJob, maxInflight+1),
 		free: []*quantBuffers{{}, {}}}
+	pl.mem, _ = w.(outputMemory)
 	go func() {
 		var failed error
 		var keptBuf []byte
@@ -410,10 +418,13 @@ func quantizeOne(tp *TensorPlan, t *tensor.Tensor, b *quantBuffers, mo method.Op
 	s := tp.Spec
 	n := t.Len()
 	need := quant.PackedLen(s.Format, n)
-	if cap(b.data) < need {
+	if cap(b.data) < need && len(b.outData) != need {
 		b.data = make([]byte, need)
 	}
-	data := b.data[:need]
+	data := b.data[:min(need, cap(b.data))]
+	if len(b.outData) == need {
+		data = b.outData
+	}
 	var sc []float32
 	var z []int32
 	if s.Format.IsInteger() {
@@ -422,6 +433,12 @@ func quantizeOne(tp *TensorPlan, t *tensor.Tensor, b *quantBuffers, mo method.Op
 			b.scale, b.zp = make([]float32, np), make([]int32, np)
 		}
 		sc, z = b.scale[:np], b.zp[:np]
+		if len(b.outSc) == np {
+			sc = b.outSc
+		}
+		if len(b.outZ) == np {
+			z = b.outZ
+		}
 	}
 	var st quant.Stats
 	var sig, noise float64

@@ -106,10 +106,23 @@ func quantizeStreamed(ctx context.Context, tp *TensorPlan, r checkpoint.Reader, 
 		if np != rows*gpr {
 			return TensorReport{}, fmt.Errorf("tensor %q: internal error: %d qparams for %d rows of %d", tp.Name, np, rows, gpr)
 		}
-		if cap(params.scale) < np {
+		pl.setOutput(params, tp, 0, 0) // the writer's memory for the scales and zero points, if any
+		if cap(params.scale) < np && (len(params.outSc) != np || (len(params.outZ) != np && s.StoresZeroPoint())) {
 			params.scale, params.zp = make([]float32, np), make([]int32, np)
 		}
-		sc, z = params.scale[:np], params.zp[:np]
+		if len(params.outSc) == np {
+			sc = params.outSc
+		} else {
+			sc = params.scale[:np]
+		}
+		if len(params.outZ) == np {
+			z = params.outZ
+		} else {
+			if cap(params.zp) < np {
+				params.zp = make([]int32, np)
+			}
+			z = params.zp[:np]
+		}
 	}
 	st := quant.Stats{FirstNonFinite: -1}
 	var sig, noise float64
@@ -125,11 +138,16 @@ func quantizeStreamed(ctx context.Context, tp *TensorPlan, r checkpoint.Reader, 
 			}
 		}
 		b := pl.buffers()
+		pl.setOutput(b, tp, e0, e1)
 		need := quant.PackedLen(s.Format, e1-e0)
-		if cap(b.data) < need {
-			b.data = make([]byte, need)
+		if len(b.outData) == need {
+			b.d = b.outData // quantized in place: the WritePart that follows copies nothing
+		} else {
+			if cap(b.data) < need {
+				b.data = make([]byte, need)
+			}
+			b.d = b.data[:need]
 		}
-		b.d = b.data[:need]
 		if cap(params.in) < es*(e1-e0) {
 			params.in = make([]byte, es*(e1-e0))
 		}

@@ -474,6 +474,17 @@ _fn("mq_model_calibrate", [mq_model_p, c_char_p, POINTER(mq_tensor)], c_int)
 _fn("mq_model_quantize", [mq_model_p, POINTER(mq_model_config), mq_progress_fn, c_void_p, POINTER(mq_model_p)], c_int)
 # int mq_model_save(mq_model* m, const char* path);
 _fn("mq_model_save", [mq_model_p, c_char_p], c_int)
+class mq_output(Structure):
+    """typedef struct mq_output { const char* name; void* data; uint64_t nbytes; } mq_output;"""
+
+    _fields_ = [("name", c_char_p), ("data", c_void_p), ("nbytes", c_uint64)]
+
+
+# int mq_model_output_layout_json(mq_model* m, const mq_model_config* cfg, char* buf, size_t cap, size_t* len);
+_fn("mq_model_output_layout_json", [mq_model_p, POINTER(mq_model_config), c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_model_quantize_into(mq_model* m, const mq_model_config* cfg, mq_progress_fn progress, void* user,
+#                            const mq_output* outputs, size_t n_outputs, mq_model** out);
+_fn("mq_model_quantize_into", [mq_model_p, POINTER(mq_model_config), mq_progress_fn, c_void_p, POINTER(mq_output), c_size_t, POINTER(mq_model_p)], c_int)
 # int mq_model_tensor_count(mq_model* m, size_t* count);
 _fn("mq_model_tensor_count", [mq_model_p, POINTER(c_size_t)], c_int)
 # int mq_model_tensor_info(mq_model* m, size_t i, mq_tensor_info* info);

@@ -239,6 +239,39 @@ class ModelHandle(Handle):
         check(st, "mq_model_quantize")
         return out
 
+    def output_layout(self, cfg):
+        """[(name, torch dtype, shape, nbytes)] of the tensors quantize(cfg) produces, in order
+        (mq_model_output_layout_json: the engine decides them)."""
+        rows = _json_call(lambda *a: _lib.mq_model_output_layout_json(self._h, cfg.ref, *a), (), "mq_model_output_layout_json")
+        return [(r["name"], _DTYPES[r["dtype"]], tuple(r["shape"]), int(r["nbytes"])) for r in rows]
+
+    def quantize_into(self, cfg, progress=None):
+        """quantize() with every result tensor allocated by torch and written by the engine in
+        place (mq_model_quantize_into): returns (the new quantized ModelHandle, OrderedDict name →
+        tensor). The handle reads those same tensors (it borrows them), so nothing is copied on
+        the way out and nothing is held twice."""
+        outs = OrderedDict()
+        layout = self.output_layout(cfg)
+        arr = (_lib.mq_output * max(len(layout), 1))()
+        names = []
+        for i, (name, dt, shape, nbytes) in enumerate(layout):
+            t = _empty_for(dt, shape, nbytes)
+            outs[name] = t
+            names.append(_b(name))
+            arr[i].name = names[-1]
+            arr[i].data = t.data_ptr() if nbytes else None
+            arr[i].nbytes = nbytes
+        out = ModelHandle()
+        err = []
+        c_cb = progress_callback(progress, err)
+        st = _lib.mq_model_quantize_into(self._h, cfg.ref, c_cb, None, arr, len(layout), ctypes.byref(out._h))
+        if err:
+            out.close()
+            raise err[0]
+        check(st, "mq_model_quantize_into")
+        out._borrowed = list(outs.values())
+        return out, outs
+
     def dequantize(self):
         out = ModelHandle()
         check(_lib.mq_model_dequantize(self._h, ctypes.byref(out._h)), "mq_model_dequantize")
@@ -297,6 +330,15 @@ class ModelHandle(Handle):
     def report(self):
         """The quantization report (a dict) of the mq_model_quantize call that made this model."""
         return self._json(_lib.mq_model_report_json, "mq_model_report_json")
+
+
+def _empty_for(dtype, shape, nbytes):
+    """An uninitialised torch tensor of nbytes for a tensor of (dtype, shape): that dtype and
+    shape, or flat uint8 when the bytes are not the shape's (packed INT4 values)."""
+    t = torch.empty(shape, dtype=dtype)
+    if t.numel() * t.element_size() != nbytes:
+        t = torch.empty(nbytes, dtype=torch.uint8)
+    return t
 
 
 def _detached():

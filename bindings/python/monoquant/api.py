@@ -11,6 +11,7 @@ import json
 import math
 import os
 import warnings
+from collections import OrderedDict
 from collections.abc import Mapping
 
 import torch
@@ -385,13 +386,14 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
             _calibrate(model, static, calibration_data, m.calibrate, max_calibration_batches)
         with Progress(progress, len(sd)) as bar:
             names = list(sd)
-            q = m.quantize(cfg, lambda done, total: bar.update(done, total, names[done - 1] if 0 < done <= len(names) else ""))
+            # The engine writes the results into tensors torch allocated (no copy on the way out).
+            q, outputs = m.quantize_into(cfg, lambda done, total: bar.update(done, total, names[done - 1] if 0 < done <= len(names) else ""))
     try:
         config = json.loads(q.metadata()["monoquant"])
         stored = set()
         for n in config["tensors"]:
             stored.update((n, n + ".scale", n + ".zero_point"))
-        tensors = q.tensors(stored)
+        tensors = OrderedDict((k, v) for k, v in outputs.items() if k in stored)
         rep = q.report()
         out = build_quantized(model, tensors, config, strict=False, inplace=inplace)
     except BaseException:

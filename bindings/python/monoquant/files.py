@@ -271,10 +271,11 @@ def quantize_state_dict(sd, cfg, calibration_data=None, progress=None):
         for k, v in sd.items():
             m.add_tensor(k, v)
         with Progress(progress, len(sd)) as bar:
-            q = m.quantize(cfg, lambda done, total: bar.update(done, total, names[done - 1] if 0 < done <= len(names) else ""))
+            # The engine writes the results into tensors torch allocated (no copy on the way out).
+            q, outputs = m.quantize_into(cfg, lambda done, total: bar.update(done, total, names[done - 1] if 0 < done <= len(names) else ""))
     try:
         config = json.loads(q.metadata()[METADATA_KEY])
-        out = QuantizedStateDict(q.tensors(), config=config)
+        out = QuantizedStateDict(outputs, config=config)
         rep = q.report()
     except BaseException:
         q.close()
