@@ -219,7 +219,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 			j.out = pl.buffers()
 			mo := p.opts.mopts
 			mo.Hessian = run.Hessians[tp.Layer]
-			t, err := readTensor(r, tp)
+			t, err := readTensorReusing(r, tp, &params.in)
 			if err != nil {
 				return nil, err
 			}
@@ -273,6 +273,26 @@ func readTensor(r checkpoint.Reader, tp *TensorPlan) (*tensor.Tensor, error) {
 		return nil, fmt.Errorf("tensor %q is %v %v, the checkpoint listed it as %v %v", tp.Name, t.DType, t.Shape, tp.DType, tp.Shape)
 	}
 	return t, nil
+}
+
+// readTensorReusing is readTensor for a tensor needed only until the next one is read: from a
+// file that can read ranges, it is copied into *buf (grown as needed and reused), so that the
+// whole-tensor copies of a file's smaller tensors do not pile up as garbage between collections
+// and raise the peak. The in-memory model's tensors are read as they are (views, no copy).
+func readTensorReusing(r checkpoint.Reader, tp *TensorPlan, buf *[]byte) (*tensor.Tensor, error) {
+	rr, ok := r.(checkpoint.RangedReader)
+	if _, inMemory := r.(*memCheckpoint); !ok || inMemory {
+		return readTensor(r, tp)
+	}
+	n := entryBytes(tp.DType, tp.Shape)
+	if int64(cap(*buf)) < n {
+		*buf = make([]byte, n)
+	}
+	data := (*buf)[:n]
+	if err := rr.ReadRange(tp.Name, 0, data); err != nil {
+		return nil, fmt.Errorf("tensor %q: %w", tp.Name, err)
+	}
+	return &tensor.Tensor{DType: tp.DType, Shape: append([]int(nil), tp.Shape...), Data: data}, nil
 }
 
 // maxInflight is how many tensors may wait for the writer.

@@ -41,8 +41,12 @@ func streamable(tp *TensorPlan, r checkpoint.Reader, w checkpoint.Writer) (check
 
 // keptStreamable returns the reader's ranges when a kept tensor of size bytes is copied in
 // blocks, each read, written and released in turn (so it is never resident whole), else nil.
+//
+// From a file, every kept tensor is copied so (a small one in one block): the writer's block
+// buffer is reused, where a whole-tensor copy would be garbage until the next collection. The
+// in-memory model's tensors are written from their memory as they are (no copy to avoid).
 func keptStreamable(size int64, r checkpoint.Reader, w checkpoint.Writer) checkpoint.RangedReader {
-	if size < streamThreshold {
+	if _, inMemory := r.(*memCheckpoint); inMemory && size < streamThreshold {
 		return nil
 	}
 	if _, ok := w.(checkpoint.PartWriter); !ok {
