@@ -635,6 +635,19 @@ MQ_API int mq_model_report_json(mq_model* m, char* buf, size_t cap, size_t* len)
  * quantized; MQ_EFORMAT for a loaded quantized checkpoint that is inconsistent. */
 MQ_API int mq_model_dequantize(mq_model* m, mq_model** out);
 
+/* The tensors mq_model_dequantize(m) would produce, in order, as JSON in the format of
+ * mq_model_output_layout_json. MQ_EINVAL for a model that is not quantized, MQ_EFORMAT for an
+ * inconsistent one. */
+MQ_API int mq_model_dequantize_layout_json(mq_model* m, char* buf, size_t cap, size_t* len);
+
+/* mq_model_dequantize writing the float model straight into the caller's memory: outputs holds
+ * one mq_output per tensor of mq_model_dequantize_layout_json(m), in order (float32 tensors are
+ * dequantized in place, the others copied once into their buffer), and *out reads those buffers
+ * in place (borrowed until mq_model_free(*out), as with mq_model_quantize_into). Fails like
+ * mq_model_dequantize, and like mq_model_quantize_into for the outputs. */
+MQ_API int mq_model_dequantize_into(mq_model* m, const mq_output* outputs, size_t n_outputs,
+                                    mq_model** out);
+
 /* What the engine would do with m under cfg, as JSON, without quantizing: "tensors" (per input
  * tensor: name, dtype, shape, layer, layer_type, action "quantize" or "keep", reason, rule (the
  * index of the deciding rule in "recipe", -1 for none), config (the file config entry of a

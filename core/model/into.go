@@ -118,3 +118,41 @@ func ints32(b []byte) []int32 {
 	}
 	return unsafe.Slice((*int32)(unsafe.Pointer(&b[0])), len(b)/4)
 }
+
+// DequantizeLayout lists the tensors Dequantize writes for the quantized checkpoint r, in order:
+// each quantized tensor in its original dtype and shape (its scales and zero points dropped),
+// every other tensor as it is. The config is validated against the tensors first.
+func DequantizeLayout(r checkpoint.Reader) ([]checkpoint.Entry, error) {
+	cfg, err := ReadConfig(r.Entries(), r.Metadata())
+	if err != nil {
+		return nil, err
+	}
+	out, _ := dequantizedEntries(r.Entries(), cfg)
+	return out, nil
+}
+
+// DequantizeInto is DequantizeToModel writing every tensor into the caller's buffers (outputs,
+// asked for with DequantizeLayout's entries): float32 tensors are dequantized in place, the
+// others copied once into their buffer, and the Model's tensors are those buffers.
+func DequantizeInto(ctx context.Context, r checkpoint.Reader, outputs OutputBuffers) (*Model, error) {
+	if outputs == nil {
+		return nil, fmt.Errorf("%w: DequantizeInto needs output buffers", ErrOption)
+	}
+	var mw *memWriter
+	create := func(entries []checkpoint.Entry, md map[string]string) (checkpoint.Writer, error) {
+		mw = newMemWriter(entries, md)
+		bufs, err := outputs(entries)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkOutputBuffers(entries, bufs); err != nil {
+			return nil, err
+		}
+		copy(mw.bufs, bufs)
+		return mw, nil
+	}
+	if err := Dequantize(ctx, r, create, nil); err != nil {
+		return nil, err
+	}
+	return &Model{ck: mw.out}, nil
+}

@@ -92,3 +92,46 @@ func TestQuantizeIntoCallerBuffers(t *testing.T) {
 		t.Errorf("too few buffers: %v, want ErrOption", err)
 	}
 }
+
+// TestDequantizeIntoCallerBuffers: DequantizeInto writes the float model into the caller's
+// buffers (the Model's tensors are those buffers) with DequantizeToModel's bytes.
+func TestDequantizeIntoCallerBuffers(t *testing.T) {
+	q, err := testModel(t).Quantize(context.Background(), Options{Bits: 8}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := DequantizeToModel(context.Background(), q.Reader())
+	if err != nil {
+		t.Fatal(err)
+	}
+	layout, err := DequantizeLayout(q.Reader())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bufs [][]byte
+	got, err := DequantizeInto(context.Background(), q.Reader(), func(entries []checkpoint.Entry) ([][]byte, error) {
+		for i, e := range entries {
+			if e.Name != layout[i].Name {
+				t.Fatalf("entry %d is %q, the layout said %q", i, e.Name, layout[i].Name)
+			}
+			bufs = append(bufs, make([]byte, LayoutBytes(e)))
+		}
+		return bufs, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range got.Entries() {
+		g, _ := got.Tensor(e.Name)
+		w, err := want.Tensor(e.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(g.Data, w.Data) {
+			t.Errorf("%s: bytes differ from DequantizeToModel's", e.Name)
+		}
+		if len(g.Data) > 0 && unsafe.SliceData(g.Data) != unsafe.SliceData(bufs[i]) {
+			t.Errorf("%s: the model holds a copy, not the caller's buffer", e.Name)
+		}
+	}
+}

@@ -485,6 +485,10 @@ _fn("mq_model_output_layout_json", [mq_model_p, POINTER(mq_model_config), c_void
 # int mq_model_quantize_into(mq_model* m, const mq_model_config* cfg, mq_progress_fn progress, void* user,
 #                            const mq_output* outputs, size_t n_outputs, mq_model** out);
 _fn("mq_model_quantize_into", [mq_model_p, POINTER(mq_model_config), mq_progress_fn, c_void_p, POINTER(mq_output), c_size_t, POINTER(mq_model_p)], c_int)
+# int mq_model_dequantize_layout_json(mq_model* m, char* buf, size_t cap, size_t* len);
+_fn("mq_model_dequantize_layout_json", [mq_model_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_model_dequantize_into(mq_model* m, const mq_output* outputs, size_t n_outputs, mq_model** out);
+_fn("mq_model_dequantize_into", [mq_model_p, POINTER(mq_output), c_size_t, POINTER(mq_model_p)], c_int)
 # int mq_model_tensor_count(mq_model* m, size_t* count);
 _fn("mq_model_tensor_count", [mq_model_p, POINTER(c_size_t)], c_int)
 # int mq_model_tensor_info(mq_model* m, size_t i, mq_tensor_info* info);

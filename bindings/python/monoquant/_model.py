@@ -245,22 +245,24 @@ class ModelHandle(Handle):
         rows = _json_call(lambda *a: _lib.mq_model_output_layout_json(self._h, cfg.ref, *a), (), "mq_model_output_layout_json")
         return [(r["name"], _DTYPES[r["dtype"]], tuple(r["shape"]), int(r["nbytes"])) for r in rows]
 
+    def dequantize_into(self):
+        """dequantize() with every tensor allocated by torch and written by the engine in place
+        (mq_model_dequantize_into): returns (the new float ModelHandle, OrderedDict name →
+        tensor); the handle borrows the tensors."""
+        rows = _json_call(lambda *a: _lib.mq_model_dequantize_layout_json(self._h, *a), (), "mq_model_dequantize_layout_json")
+        arr, outs, keep = _outputs([(r["name"], _DTYPES[r["dtype"]], tuple(r["shape"]), int(r["nbytes"])) for r in rows])
+        out = ModelHandle()
+        check(_lib.mq_model_dequantize_into(self._h, arr, len(outs), ctypes.byref(out._h)), "mq_model_dequantize_into")
+        out._borrowed = list(outs.values())
+        return out, outs
+
     def quantize_into(self, cfg, progress=None):
         """quantize() with every result tensor allocated by torch and written by the engine in
         place (mq_model_quantize_into): returns (the new quantized ModelHandle, OrderedDict name →
         tensor). The handle reads those same tensors (it borrows them), so nothing is copied on
         the way out and nothing is held twice."""
-        outs = OrderedDict()
         layout = self.output_layout(cfg)
-        arr = (_lib.mq_output * max(len(layout), 1))()
-        names = []
-        for i, (name, dt, shape, nbytes) in enumerate(layout):
-            t = _empty_for(dt, shape, nbytes)
-            outs[name] = t
-            names.append(_b(name))
-            arr[i].name = names[-1]
-            arr[i].data = t.data_ptr() if nbytes else None
-            arr[i].nbytes = nbytes
+        arr, outs, keep = _outputs(layout)
         out = ModelHandle()
         err = []
         c_cb = progress_callback(progress, err)
@@ -330,6 +332,22 @@ class ModelHandle(Handle):
     def report(self):
         """The quantization report (a dict) of the mq_model_quantize call that made this model."""
         return self._json(_lib.mq_model_report_json, "mq_model_report_json")
+
+
+def _outputs(layout):
+    """(mq_output array, OrderedDict name → new torch tensor, the name bytes to keep alive) for
+    a layout [(name, dtype, shape, nbytes)]."""
+    outs = OrderedDict()
+    arr = (_lib.mq_output * max(len(layout), 1))()
+    names = []
+    for i, (name, dt, shape, nbytes) in enumerate(layout):
+        t = _empty_for(dt, shape, nbytes)
+        outs[name] = t
+        names.append(_b(name))
+        arr[i].name = names[-1]
+        arr[i].data = t.data_ptr() if nbytes else None
+        arr[i].nbytes = nbytes
+    return arr, outs, names
 
 
 def _empty_for(dtype, shape, nbytes):

@@ -298,8 +298,7 @@ def dequantize_file_or_state_dict(x):
         h = getattr(x, "handle", None)
         if h is None or h.closed:
             return dequantize_state_dict(x, x.config)
-        with h.dequantize() as f:
-            return f.tensors()
+        return _dequantized_tensors(h)
     if isinstance(x, Mapping):
         raise TypeError("dequantize() takes a quantized model, a QuantizedStateDict or a checkpoint path; a plain dict has no quantization config")
     path = _check_path(x)
@@ -308,8 +307,15 @@ def dequantize_file_or_state_dict(x):
             from ._errors import FormatError
 
             raise FormatError(f"{path} is not a monoquant quantized checkpoint (no {METADATA_KEY!r} metadata)")
-        with h.dequantize() as f:
-            return f.tensors()
+        return _dequantized_tensors(h)
+
+
+def _dequantized_tensors(h):
+    """The float tensors of quantized handle h, written by the engine into tensors torch
+    allocated (no copy on the way out)."""
+    f, tensors = h.dequantize_into()
+    f.close()  # the tensors are torch's: they outlive the engine's model that borrowed them
+    return tensors
 
 
 def write_tensors(tensors, path):

@@ -67,6 +67,30 @@ def test_module_results_are_the_bytes_of_the_copying_path():
         assert torch.equal(_engine_bytes(h, name, b), _bytes(b)), name
 
 
+def test_dequantized_tensors_are_written_in_place():
+    g = torch.Generator().manual_seed(1)
+    sd = {"fc.weight": torch.randn(96, 64, generator=g), "fc.bias": torch.randn(96, generator=g)}
+    q = monoquant.quantize(sd, bits=4, group_size=32)
+    with q.handle.dequantize() as f:
+        want = f.tensors()  # the copying path
+    got = monoquant.dequantize(q)
+    assert list(got) == list(want)
+    for name in want:
+        assert got[name].dtype == want[name].dtype and torch.equal(got[name], want[name]), name
+    f, outs = q.handle.dequantize_into()
+    try:
+        for name, t in outs.items():
+            assert torch.equal(t, want[name])
+            before = _engine_bytes(f, name, t)
+            _bytes(t)[0] ^= 0xFF
+            after = _engine_bytes(f, name, t)
+            _bytes(t)[0] ^= 0xFF
+            assert not torch.equal(before, after), f"{name}: the engine's float model holds its own copy"
+    finally:
+        f.close()
+        q.handle.close()
+
+
 MEM = r"""
 import json, torch, monoquant
 
