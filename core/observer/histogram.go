@@ -290,16 +290,24 @@ func (h *HistogramObserver) upscale(newMin, newMax float32) {
 				continue
 			}
 			if b1 == b0+1 {
-				// The first p mid-points (those below edges[b1]) go to b0, the rest to b1;
-				// p by bisection over the rising mid-points.
-				lo, hi := 1, upsampleRate-1 // mid 0 is in b0, mid 15 in b1
-				for lo < hi {
-					m := (lo + hi) / 2
-					if linspaceAt(h.min, h.max, stepM, nu+1, j+m)+half < edges[b1] {
-						lo = m + 1
-					} else {
-						hi = m
+				// The first p mid-points (those below edges[b1]) go to b0, the rest to b1.
+				// Mid 0 is in b0 and mid 15 in b1, and the mid-points rise by about stepM:
+				// start from that estimate and step to the exact p (one or two evaluations,
+				// where a bisection took four).
+				edge := edges[b1]
+				lo := 1
+				if stepM > 0 {
+					if est := float64(edge-first) / float64(stepM); est > 1 && est < upsampleRate-1 {
+						lo = int(math.Ceil(est))
+					} else if est >= upsampleRate-1 {
+						lo = upsampleRate - 1
 					}
+				}
+				for lo > 1 && linspaceAt(h.min, h.max, stepM, nu+1, j+lo-1)+half >= edge {
+					lo--
+				}
+				for lo < upsampleRate-1 && linspaceAt(h.min, h.max, stepM, nu+1, j+lo)+half < edge {
+					lo++
 				}
 				if b0 != cur {
 					out[cur], cur, acc = acc, b0, out[b0]
