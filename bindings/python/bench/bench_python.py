@@ -102,7 +102,8 @@ def main():
         n, t_mq, t_mq_ns, t_torch = 0, float("nan"), float("nan"), float("nan")
     else:
         n, t_mq, t_mq_ns, t_torch = bench_quantize(reps)
-    h_mq, h_torch, same, qp_mq, qp_torch = bench_histogram(int(os.environ.get("BENCH_HIST_REPS", max(reps, 5))))
+    hreps = int(os.environ.get("BENCH_HIST_REPS", max(reps, 5)))
+    h_mq, h_torch, same, qp_mq, qp_torch = bench_histogram(hreps)
     print(f"machine: {machine()}")
     print(f"load average at the start: {load0:.1f}, at the end: {os.getloadavg()[0]:.1f}")
     print()
@@ -111,8 +112,8 @@ def main():
     if n:
         print(f"| quantize {n / 1e6:.1f}M-param MLP, INT8 dynamic (best of {reps}) | {t_mq:.3f} s | {t_torch:.3f} s (quantize_dynamic) | {t_torch / t_mq:.1f}x |")
         print(f"| (engine kernel alone: quantize_tensor on the 6 weights) | {t_mq_ns:.3f} s | | |")
-    print(f"| HistogramObserver, 100 batches of 64x4096 + calculate_qparams (best of {reps}), wall | {h_mq[0]:.4f} s | {h_torch[0]:.4f} s | {h_torch[0] / h_mq[0]:.1f}x |")
-    print(f"| the same, process CPU time (all threads, best of {reps}) | {h_mq[1]:.4f} s | {h_torch[1]:.4f} s | {h_torch[1] / h_mq[1]:.1f}x |")
+    print(f"| HistogramObserver, 100 batches of 64x4096 + calculate_qparams (best of {hreps}, alternating), wall | {h_mq[0]:.4f} s | {h_torch[0]:.4f} s | {h_torch[0] / h_mq[0]:.1f}x |")
+    print(f"| the same, process CPU time (all threads, best of {hreps}) | {h_mq[1]:.4f} s | {h_torch[1]:.4f} s | {h_torch[1] / h_mq[1]:.1f}x |")
     print()
     print(f"histogram qparams equal: {same} (monoquant scale {qp_mq[0].item():.9g} zp {qp_mq[1].item()}, torch scale {qp_torch[0].item():.9g} zp {qp_torch[1].item()})")
 
