@@ -436,6 +436,11 @@ def quantize_file(src, dst, recipe=None, calibration=None, progress=None, log=Tr
 
     Returns:
         the engine's report, a dict (sizes, per-tensor SQNR and format, warnings).
+
+    Ctrl-C (KeyboardInterrupt), or any exception a signal handler raises meanwhile (e.g. a
+    SIGTERM handler calling ``sys.exit``), stops the engine at its next block of about 8 MiB
+    and is re-raised once it has stopped: ``dst`` is not created. The engine runs on a worker
+    thread for this when called from the main thread; ``progress`` is called from that thread.
     """
     from . import _model
 
