@@ -44,7 +44,7 @@ func mq_model_output_layout_json(h *C.mq_model, cfg *C.mq_cmodel_config, buf *C.
 	if err != nil {
 		return mapErr(err, mqEINVAL)
 	}
-	entries, err := m.Layout(opts)
+	entries, err := m.OutputLayout(opts)
 	if err != nil {
 		return modelErr(err, mqEINVAL)
 	}

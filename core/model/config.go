@@ -10,10 +10,14 @@ import (
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/method"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/recipe"
 	"github.com/monoquant/monoquant/core/tensor"
 )
+
+// ToolVersion is written into every quantized checkpoint's config.
+const ToolVersion = "0.1.0"
 
 // MetadataKey is the metadata key under which a quantized checkpoint stores its Config as JSON.
 const MetadataKey = "monoquant"
@@ -39,6 +43,11 @@ type Config struct {
 	// Recipe is the resolved recipe of the run: feed it back (recipe=..., --recipe) to make the
 	// same decisions again. TensorConfig.Rule indexes its rules.
 	Recipe *recipe.Recipe `json:"recipe,omitempty"`
+	// Aliases maps each tied tensor the file does not store to the stored tensor it shares
+	// storage with (alias → stored name; absent when nothing was tied). Readers give the alias
+	// the stored tensor's values (dequantized when it is quantized) and re-tie them. Added
+	// after format 1's first files; readers that predate it ignore it.
+	Aliases map[string]string `json:"aliases,omitempty"`
 }
 
 // TensorConfig records how one tensor was quantized.
@@ -83,7 +92,7 @@ type ActivationParams struct {
 	Batches   int       `json:"batches"`
 }
 
-func tensorConfig(tp *TensorPlan) *TensorConfig {
+func tensorConfig(tp *plan.TensorPlan) *TensorConfig {
 	s := tp.Spec
 	tc := &TensorConfig{
 		Bits: s.Format.Bits(), Format: s.Format.String(), DType: tp.DType.String(),
@@ -305,6 +314,17 @@ func ReadConfig(entries []checkpoint.Entry, metadata map[string]string) (*Config
 			if _, ok := byName[name+".zero_point"]; ok && s.Format.IsInteger() {
 				return nil, fmt.Errorf("%w: tensor %q has a zero_point tensor but its %s %s scheme stores none", ErrFormat, name, tc.Scheme, tc.QDType)
 			}
+		}
+	}
+	for alias, target := range c.Aliases {
+		if _, stored := byName[alias]; stored {
+			return nil, fmt.Errorf("%w: aliases: %q is stored in the file, so it cannot alias %q", ErrFormat, alias, target)
+		}
+		if _, ok := c.Tensors[alias]; ok {
+			return nil, fmt.Errorf("%w: aliases: %q is a quantized tensor of the config, so it cannot alias %q", ErrFormat, alias, target)
+		}
+		if _, ok := byName[target]; !ok {
+			return nil, fmt.Errorf("%w: aliases: %q aliases %q, which the file does not store", ErrFormat, alias, target)
 		}
 	}
 	for layer, a := range c.Activations {

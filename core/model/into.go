@@ -6,38 +6,39 @@ import (
 	"unsafe"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 )
 
 // OutputBuffers gives the memory a quantized model is written into: given the tensors Quantize
-// will write, in order (Layout's answer), it returns one buffer per tensor of exactly that
+// will write, in order (OutputLayout's answer), it returns one buffer per tensor of exactly that
 // tensor's size (LayoutBytes), or nil for a tensor the engine should allocate itself.
 type OutputBuffers func(entries []checkpoint.Entry) ([][]byte, error)
 
-// Layout lists the tensors Quantize writes for these options, in order: every input tensor in
+// OutputLayout lists the tensors Quantize writes for these options, in order: every input tensor in
 // the model's order, a quantized one as <name> (int8, or packed uint8 for INT4), <name>.scale
 // and, when the scheme stores one, <name>.zero_point, with their dtypes and shapes. A caller
 // that wants the result in its own memory allocates LayoutBytes of each and calls QuantizeInto.
-func (m *Model) Layout(opts Options) ([]checkpoint.Entry, error) {
+func (m *Model) OutputLayout(opts plan.Options) ([]checkpoint.Entry, error) {
 	p, err := m.Plan(opts)
 	if err != nil {
 		return nil, err
 	}
-	return p.OutputEntries(), nil
+	return OutputEntries(p), nil
 }
 
 // LayoutBytes is the size in bytes of one tensor of a Layout.
 func LayoutBytes(e checkpoint.Entry) int64 { return entryBytes(e.DType, e.Shape) }
 
 // QuantizeInto is Quantize writing every tensor of the result straight into the caller's
-// buffers: outputs is asked for them once the plan is made (with the Layout of opts), and the
+// buffers: outputs is asked for them once the plan is made (with the OutputLayout of opts), and the
 // Result's tensors are those buffers, not copies (keep them alive and unchanged while the
 // Result is used). Large tensors are quantized in blocks of rows into their buffer (see
 // docs/STREAMING.md), so the memory the call adds to the outputs is a few blocks, not a copy
 // of the largest tensor. A buffer of the wrong size is an error naming the tensor.
-func (m *Model) QuantizeInto(ctx context.Context, opts Options, progress ProgressFunc, outputs OutputBuffers) (*Result, error) {
+func (m *Model) QuantizeInto(ctx context.Context, opts plan.Options, progress ProgressFunc, outputs OutputBuffers) (*Result, error) {
 	if outputs == nil {
-		return nil, fmt.Errorf("%w: QuantizeInto needs output buffers", ErrOption)
+		return nil, fmt.Errorf("%w: QuantizeInto needs output buffers", plan.ErrOption)
 	}
 	return m.quantize(ctx, opts, progress, outputs)
 }
@@ -45,12 +46,12 @@ func (m *Model) QuantizeInto(ctx context.Context, opts Options, progress Progres
 // checkOutputBuffers checks one buffer per entry, each nil or of the entry's size.
 func checkOutputBuffers(entries []checkpoint.Entry, bufs [][]byte) error {
 	if len(bufs) != len(entries) {
-		return fmt.Errorf("%w: %d output buffers for the %d tensors of the layout", ErrOption, len(bufs), len(entries))
+		return fmt.Errorf("%w: %d output buffers for the %d tensors of the layout", plan.ErrOption, len(bufs), len(entries))
 	}
 	for i, e := range entries {
 		if bufs[i] != nil && int64(len(bufs[i])) != LayoutBytes(e) {
 			return fmt.Errorf("%w: output buffer %d (tensor %q, %v %v) holds %d bytes, the tensor needs %d",
-				ErrOption, i, e.Name, e.DType, e.Shape, len(bufs[i]), LayoutBytes(e))
+				plan.ErrOption, i, e.Name, e.DType, e.Shape, len(bufs[i]), LayoutBytes(e))
 		}
 	}
 	return nil
@@ -82,7 +83,7 @@ func (w *memWriter) memory(name string) []byte {
 // setOutput points b's output slices at the writer's memory for tensor tp, when it has some:
 // the whole tensor's data, or (streamed) its elements [e0, e1), and its scales and zero points.
 // e1 == 0 means the whole tensor.
-func (pl *pipeline) setOutput(b *quantBuffers, tp *TensorPlan, e0, e1 int) {
+func (pl *pipeline) setOutput(b *quantBuffers, tp *plan.TensorPlan, e0, e1 int) {
 	b.outData, b.outSc, b.outZ = nil, nil, nil
 	if pl.mem == nil {
 		return
@@ -127,7 +128,7 @@ func DequantizeLayout(r checkpoint.Reader) ([]checkpoint.Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, _ := dequantizedEntries(r.Entries(), cfg)
+	out, _, _ := dequantizedEntries(r.Entries(), cfg)
 	return out, nil
 }
 
@@ -136,7 +137,7 @@ func DequantizeLayout(r checkpoint.Reader) ([]checkpoint.Entry, error) {
 // others copied once into their buffer, and the Model's tensors are those buffers.
 func DequantizeInto(ctx context.Context, r checkpoint.Reader, outputs OutputBuffers) (*Model, error) {
 	if outputs == nil {
-		return nil, fmt.Errorf("%w: DequantizeInto needs output buffers", ErrOption)
+		return nil, fmt.Errorf("%w: DequantizeInto needs output buffers", plan.ErrOption)
 	}
 	var mw *memWriter
 	create := func(entries []checkpoint.Entry, md map[string]string) (checkpoint.Writer, error) {

@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 )
 
@@ -20,11 +21,11 @@ func TestQuantizeIntoCallerBuffers(t *testing.T) {
 	m := testModel(t)
 	for _, tc := range []struct {
 		name string
-		opts Options
+		opts plan.Options
 	}{
-		{"int8", Options{Bits: 8}},
-		{"int4 asym", Options{Bits: 4, Spec: quant.Spec{GroupSize: 32, Scheme: quant.Asymmetric}, GroupFallback: &yes}},
-		{"int8 per-tensor", Options{Spec: quant.Spec{Format: quant.Int8, Scheme: quant.Symmetric, Granularity: quant.PerTensor}}},
+		{"int8", plan.Options{Bits: 8}},
+		{"int4 asym", plan.Options{Bits: 4, Spec: quant.Spec{GroupSize: 32, Scheme: quant.Asymmetric}, GroupFallback: &yes}},
+		{"int8 per-tensor", plan.Options{Spec: quant.Spec{Format: quant.Int8, Scheme: quant.Symmetric, Granularity: quant.PerTensor}}},
 	} {
 		want, err := m.Quantize(context.Background(), tc.opts, nil) // whole tensors
 		if err != nil {
@@ -37,7 +38,7 @@ func TestQuantizeIntoCallerBuffers(t *testing.T) {
 					streamThreshold, streamBlockBytes = 1, 700
 					defer func() { streamThreshold, streamBlockBytes = oldT, oldB }()
 				}
-				layout, err := m.Layout(tc.opts)
+				layout, err := m.OutputLayout(tc.opts)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -77,26 +78,26 @@ func TestQuantizeIntoCallerBuffers(t *testing.T) {
 			})
 		}
 	}
-	_, err := m.QuantizeInto(context.Background(), Options{Bits: 8}, nil, func(entries []checkpoint.Entry) ([][]byte, error) {
+	_, err := m.QuantizeInto(context.Background(), plan.Options{Bits: 8}, nil, func(entries []checkpoint.Entry) ([][]byte, error) {
 		bufs := make([][]byte, len(entries))
 		bufs[0] = make([]byte, LayoutBytes(entries[0])+1)
 		return bufs, nil
 	})
-	if !errors.Is(err, ErrOption) || !strings.Contains(err.Error(), "conv.weight") {
-		t.Errorf("a buffer one byte too large: %v, want ErrOption naming conv.weight", err)
+	if !errors.Is(err, plan.ErrOption) || !strings.Contains(err.Error(), "conv.weight") {
+		t.Errorf("a buffer one byte too large: %v, want plan.ErrOption naming conv.weight", err)
 	}
-	_, err = m.QuantizeInto(context.Background(), Options{Bits: 8}, nil, func(entries []checkpoint.Entry) ([][]byte, error) {
+	_, err = m.QuantizeInto(context.Background(), plan.Options{Bits: 8}, nil, func(entries []checkpoint.Entry) ([][]byte, error) {
 		return make([][]byte, 2), nil
 	})
-	if !errors.Is(err, ErrOption) {
-		t.Errorf("too few buffers: %v, want ErrOption", err)
+	if !errors.Is(err, plan.ErrOption) {
+		t.Errorf("too few buffers: %v, want plan.ErrOption", err)
 	}
 }
 
 // TestDequantizeIntoCallerBuffers: DequantizeInto writes the float model into the caller's
 // buffers (the Model's tensors are those buffers) with DequantizeToModel's bytes.
 func TestDequantizeIntoCallerBuffers(t *testing.T) {
-	q, err := testModel(t).Quantize(context.Background(), Options{Bits: 8}, nil)
+	q, err := testModel(t).Quantize(context.Background(), plan.Options{Bits: 8}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
