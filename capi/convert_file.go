@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/monoquant/monoquant/core/convert"
@@ -79,6 +81,73 @@ type reportState struct{ js []byte }
 //export mq_quantize_file
 func mq_quantize_file(src, dst *C.mq_cchar, cfg *C.mq_cmodel_config, calibration *C.mq_cchar, progress C.mq_progress_fn, user unsafe.Pointer, report **C.mq_report) (rc C.int) {
 	defer guard(&rc)
+	return quantizeFile(src, dst, cfg, calibration, progress, user, nil, report)
+}
+
+//export mq_quantize_file_cancelable
+func mq_quantize_file_cancelable(src, dst *C.mq_cchar, cfg *C.mq_cmodel_config, calibration *C.mq_cchar, progress C.mq_progress_fn, user unsafe.Pointer, cancel *C.mq_ccancel_flag, report **C.mq_report) (rc C.int) {
+	defer guard(&rc)
+	return quantizeFile(src, dst, cfg, calibration, progress, user, cancel, report)
+}
+
+// cancelPoll is how often a running call reads the caller's cancel flag on its own: well under
+// the second a Ctrl-C may take, and rare enough to cost nothing. The engine's checks between
+// blocks and tensors (ctx.Err) also read the flag, at once.
+const cancelPoll = 10 * time.Millisecond
+
+// flagContext is a context that the caller's cancel flag cancels: Err reads the flag (so the
+// engine's checks between blocks see it at once), and a goroutine polls it every cancelPoll for
+// the code that waits on Done.
+type flagContext struct {
+	context.Context
+	flag   *int32
+	cancel context.CancelFunc
+	fired  atomic.Bool
+}
+
+func (c *flagContext) Err() error {
+	c.poll()
+	return c.Context.Err()
+}
+
+func (c *flagContext) poll() bool {
+	if c.fired.Load() {
+		return true
+	}
+	if atomic.LoadInt32(c.flag) != 0 {
+		c.fired.Store(true)
+		c.cancel()
+		return true
+	}
+	return false
+}
+
+// withCancelFlag returns ctx cancelled also by a non-zero *flag (nil: never), the function
+// that ends the polling (call it before the call returns: the flag's memory is the caller's),
+// and a function reporting whether the flag was seen set.
+func withCancelFlag(ctx context.Context, cancel context.CancelFunc, flag *C.mq_ccancel_flag) (context.Context, func(), func() bool) {
+	if flag == nil {
+		return ctx, func() {}, func() bool { return false }
+	}
+	fc := &flagContext{Context: ctx, flag: (*int32)(unsafe.Pointer(flag)), cancel: cancel}
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		t := time.NewTicker(cancelPoll)
+		defer t.Stop()
+		for !fc.poll() {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return fc, func() { close(done); <-exited }, fc.poll
+}
+
+// quantizeFile is mq_quantize_file, cancelled also by a non-zero *cancel when cancel is not NULL.
+func quantizeFile(src, dst *C.mq_cchar, cfg *C.mq_cmodel_config, calibration *C.mq_cchar, progress C.mq_progress_fn, user unsafe.Pointer, cancelFlag *C.mq_ccancel_flag, report **C.mq_report) (rc C.int) {
 	if report != nil {
 		*report = nil
 	}
@@ -108,6 +177,7 @@ func mq_quantize_file(src, dst *C.mq_cchar, cfg *C.mq_cmodel_config, calibration
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	ctx, stopWatch, flagged := withCancelFlag(ctx, cancel, cancelFlag)
 	canceled := false
 	if progress != nil {
 		run.Progress = func(p model.Progress) {
@@ -119,8 +189,12 @@ func mq_quantize_file(src, dst *C.mq_cchar, cfg *C.mq_cmodel_config, calibration
 		}
 	}
 	res, err := convert.File(ctx, in, out, opts, run)
+	stopWatch()
 	if canceled {
 		return mapErr(fail(mqECANCELED, "mq_quantize_file: canceled by the progress callback; %s was not written", out), mqECANCELED)
+	}
+	if err != nil && flagged() {
+		return mapErr(fail(mqECANCELED, "mq_quantize_file: canceled by the cancel flag; %s was not written", out), mqECANCELED)
 	}
 	if err != nil {
 		return modelErr(err, mqEIO)

@@ -7,6 +7,8 @@
 #include "capi.h"
 
 typedef const mq_model_config mq_cmodel_config;
+typedef const volatile int32_t mq_ccancel_flag;
+typedef const mq_output mq_coutput;
 typedef const char mq_cchar;
 
 static inline mq_model* mq__model_from_id(uintptr_t id) { return (mq_model*)id; }

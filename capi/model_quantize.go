@@ -343,16 +343,22 @@ func mq_model_calibrate(h *C.mq_model, layer *C.mq_cchar, act *C.mq_ctensor) (rc
 //export mq_model_quantize
 func mq_model_quantize(h *C.mq_model, cfg *C.mq_cmodel_config, progress C.mq_progress_fn, user unsafe.Pointer, out **C.mq_model) (rc C.int) {
 	defer guard(&rc)
+	return modelQuantize("mq_model_quantize", h, cfg, progress, user, out, nil)
+}
+
+// modelQuantize is mq_model_quantize (outputs nil) and mq_model_quantize_into (the caller's
+// buffers, asked for once the plan is made).
+func modelQuantize(call string, h *C.mq_model, cfg *C.mq_cmodel_config, progress C.mq_progress_fn, user unsafe.Pointer, out **C.mq_model, outputs model.OutputBuffers) C.int {
 	if out == nil {
-		return mapErr(fail(mqEINVAL, "mq_model_quantize: out is NULL"), mqEINVAL)
+		return mapErr(fail(mqEINVAL, "%s: out is NULL", call), mqEINVAL)
 	}
 	*out = nil
-	e, s, err := lockModel(h, "mq_model_quantize")
+	e, s, err := lockModel(h, call)
 	if err != nil {
 		return mapErr(err, mqEHANDLE)
 	}
 	defer e.mu.Unlock()
-	m, err := s.floatModel("mq_model_quantize")
+	m, err := s.floatModel(call)
 	if err != nil {
 		return mapErr(err, mqEINVAL)
 	}
@@ -384,7 +390,12 @@ func mq_model_quantize(h *C.mq_model, cfg *C.mq_cmodel_config, progress C.mq_pro
 		path, _ := runlog.DefaultPathEnv(liveGetenv)
 		rec = runlog.StartModel(entryPoint(cfg), path, m)
 	}
-	res, err := m.Quantize(ctx, opts, fn)
+	var res *model.Result
+	if outputs != nil {
+		res, err = m.QuantizeInto(ctx, opts, fn, outputs)
+	} else {
+		res, err = m.Quantize(ctx, opts, fn)
+	}
 	// The engine looks at ctx between tensors, so a stop asked for at the last one would
 	// otherwise go unheard; the caller was promised no model after asking.
 	if canceled || err != nil {
@@ -393,7 +404,7 @@ func mq_model_quantize(h *C.mq_model, cfg *C.mq_cmodel_config, progress C.mq_pro
 		}
 	}
 	if canceled {
-		return mapErr(fail(mqECANCELED, "mq_model_quantize: canceled by the progress callback"), mqECANCELED)
+		return mapErr(fail(mqECANCELED, "%s: canceled by the progress callback", call), mqECANCELED)
 	}
 	if err != nil {
 		return modelErr(err, mqEINVAL)

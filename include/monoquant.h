@@ -573,6 +573,35 @@ MQ_API int mq_model_calibrate(mq_model* m, const char* layer, const mq_tensor* a
 MQ_API int mq_model_quantize(mq_model* m, const mq_model_config* cfg, mq_progress_fn progress,
                              void* user, mq_model** out);
 
+/* One output buffer of mq_model_quantize_into: the tensor's name (as the layout gives it, for a
+ * check), caller memory for its bytes, and their count (the layout's nbytes). */
+typedef struct mq_output {
+    const char* name;
+    void* data;      /* may be NULL only when nbytes is 0 */
+    uint64_t nbytes;
+} mq_output;
+
+/* The tensors mq_model_quantize(m, cfg) would produce, in order, as a JSON array of
+ * {"name", "dtype" (an mq_dtype), "shape", "nbytes"}: every tensor of m in its order, a quantized
+ * one as <name> (int8, or packed uint8 for INT4), <name>.scale and, when the scheme stores one,
+ * <name>.zero_point. The engine decides these; a caller allocates nbytes for each and calls
+ * mq_model_quantize_into. Buffer convention as mq_model_metadata_json. Fails as
+ * mq_model_plan_json. */
+MQ_API int mq_model_output_layout_json(mq_model* m, const mq_model_config* cfg, char* buf,
+                                       size_t cap, size_t* len);
+
+/* mq_model_quantize writing the quantized model straight into the caller's memory: outputs holds
+ * one mq_output per tensor of mq_model_output_layout_json(m, cfg), in that order. The engine
+ * writes each tensor into its buffer (large tensors a block of rows at a time, so the call adds a
+ * few blocks to the outputs, never a copy of a tensor) and the new model *out reads those buffers
+ * in place: they are borrowed, as by mq_model_add_tensor, and must stay valid and unchanged until
+ * mq_model_free(*out). Fails like mq_model_quantize, and with MQ_EINVAL when n_outputs is not the
+ * layout's count, a name differs from the layout's or data is NULL, MQ_EBUFFER when an nbytes is
+ * not the tensor's size. After a failed call the buffers' content is unspecified. */
+MQ_API int mq_model_quantize_into(mq_model* m, const mq_model_config* cfg, mq_progress_fn progress,
+                                  void* user, const mq_output* outputs, size_t n_outputs,
+                                  mq_model** out);
+
 /* Writes every tensor and the metadata to `path`, the format chosen by its suffix: .safetensors,
  * or .pt/.pth/.bin (torch.save's zip format, loadable with torch.load(weights_only=True)).
  * Atomic: the data goes to a temporary file in the same folder, is fsynced and renamed over
@@ -624,6 +653,19 @@ MQ_API int mq_model_report_json(mq_model* m, char* buf, size_t cap, size_t* len)
  * quantized; MQ_EFORMAT for a loaded quantized checkpoint that is inconsistent. */
 MQ_API int mq_model_dequantize(mq_model* m, mq_model** out);
 
+/* The tensors mq_model_dequantize(m) would produce, in order, as JSON in the format of
+ * mq_model_output_layout_json. MQ_EINVAL for a model that is not quantized, MQ_EFORMAT for an
+ * inconsistent one. */
+MQ_API int mq_model_dequantize_layout_json(mq_model* m, char* buf, size_t cap, size_t* len);
+
+/* mq_model_dequantize writing the float model straight into the caller's memory: outputs holds
+ * one mq_output per tensor of mq_model_dequantize_layout_json(m), in order (float32 tensors are
+ * dequantized in place, the others copied once into their buffer), and *out reads those buffers
+ * in place (borrowed until mq_model_free(*out), as with mq_model_quantize_into). Fails like
+ * mq_model_dequantize, and like mq_model_quantize_into for the outputs. */
+MQ_API int mq_model_dequantize_into(mq_model* m, const mq_output* outputs, size_t n_outputs,
+                                    mq_model** out);
+
 /* What the engine would do with m under cfg, as JSON, without quantizing: "tensors" (per input
  * tensor: name, dtype, shape, layer, layer_type, action "quantize" or "keep", reason, rule (the
  * index of the deciding rule in "recipe", -1 for none), config (the file config entry of a
@@ -659,6 +701,18 @@ MQ_API int mq_plan_file_json(const char* src, const mq_model_config* cfg, char* 
 MQ_API int mq_quantize_file(const char* src, const char* dst, const mq_model_config* cfg,
                             const char* calibration, mq_progress_fn progress, void* user,
                             mq_report** report);
+
+/* mq_quantize_file, also stopped by the caller's cancel flag: once *cancel becomes non-zero (set
+ * it from another thread or from a signal handler: a plain store, nothing else to call) the
+ * engine stops at the next block of about 8 MiB of input (it reads the flag every 10 ms and
+ * checks between blocks and between tensors), removes what it wrote and returns MQ_ECANCELED;
+ * dst is not created. A flag set after the output was committed does not undo it: the call
+ * returns MQ_OK. cancel may be NULL (then this is mq_quantize_file). The flag is read during
+ * the call only. */
+MQ_API int mq_quantize_file_cancelable(const char* src, const char* dst, const mq_model_config* cfg,
+                                       const char* calibration, mq_progress_fn progress,
+                                       void* user, const volatile int32_t* cancel,
+                                       mq_report** report);
 
 /* The report as JSON (the format of mq_model_report_json). Buffer convention as
  * mq_model_metadata_json. MQ_EHANDLE for a bad handle. */

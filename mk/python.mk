@@ -31,6 +31,7 @@ wheel: $(BUILD)/libmonoquant.so $(PY_SOURCES) venv
 bench-python: venv lib
 	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so $(PY) $(PY_PKG)/bench/bench_python.py
 	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so $(PY) $(PY_PKG)/bench/bench_kernels.py
+	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so $(PY) $(PY_PKG)/bench/bench_zero_copy.py
 
 # LLM.int8() outliers at run time: a 4096×4096 Linear, INT8 dynamic vs the outlier modes
 # (BENCHMARKS.md, "LLM.int8() outliers"). BENCH_REPS=20, BENCH_THREADS=0 (torch's default).

@@ -29,38 +29,10 @@ func Dequantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, pro
 	if err != nil {
 		return err
 	}
-	params := map[string]string{} // .scale / .zero_point entry → its tensor
-	for name, tc := range cfg.Tensors {
-		params[name+".scale"] = name
-		if tc.ZeroPoint {
-			params[name+".zero_point"] = name
-		}
-		if tc.OutlierColumns > 0 {
-			params[name+OutlierColumnsSuffix], params[name+OutlierWeightSuffix] = name, name
-		}
-	}
-	aliases := map[string][]string{} // stored tensor → the tied names written after it
-	for alias, target := range cfg.Aliases {
-		aliases[target] = append(aliases[target], alias)
-	}
-	for _, a := range aliases {
-		slices.Sort(a)
-	}
-	var out []checkpoint.Entry
+	out, params, aliases := dequantizedEntries(entries, cfg)
 	var total int64
 	for _, e := range entries {
 		total += entryBytes(e.DType, e.Shape)
-		if _, ok := params[e.Name]; ok {
-			continue
-		}
-		fe := e
-		if tc, ok := cfg.Tensors[e.Name]; ok {
-			fe = checkpoint.Entry{Name: e.Name, DType: originalDType(tc), Shape: append([]int{}, tc.Shape...)}
-		}
-		out = append(out, fe)
-		for _, a := range aliases[e.Name] {
-			out = append(out, checkpoint.Entry{Name: a, DType: fe.DType, Shape: append([]int{}, fe.Shape...)})
-		}
 	}
 	md := maps.Clone(r.Metadata())
 	delete(md, MetadataKey)
@@ -108,6 +80,44 @@ func Dequantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, pro
 	return w.Commit()
 }
 
+// dequantizedEntries lists the tensors Dequantize writes for a quantized checkpoint's entries
+// and config (each tied name right after its stored tensor), maps each .scale / .zero_point
+// entry to its tensor, and each stored tensor to its tied names.
+func dequantizedEntries(entries []checkpoint.Entry, cfg *Config) ([]checkpoint.Entry, map[string]string, map[string][]string) {
+	params := map[string]string{} // .scale / .zero_point / outlier entry → its tensor
+	for name, tc := range cfg.Tensors {
+		params[name+".scale"] = name
+		if tc.ZeroPoint {
+			params[name+".zero_point"] = name
+		}
+		if tc.OutlierColumns > 0 {
+			params[name+OutlierColumnsSuffix], params[name+OutlierWeightSuffix] = name, name
+		}
+	}
+	aliases := map[string][]string{} // stored tensor → the tied names written after it
+	for alias, target := range cfg.Aliases {
+		aliases[target] = append(aliases[target], alias)
+	}
+	for _, a := range aliases {
+		slices.Sort(a)
+	}
+	var out []checkpoint.Entry
+	for _, e := range entries {
+		if _, ok := params[e.Name]; ok {
+			continue
+		}
+		fe := e
+		if tc, ok := cfg.Tensors[e.Name]; ok {
+			fe = checkpoint.Entry{Name: e.Name, DType: originalDType(tc), Shape: append([]int{}, tc.Shape...)}
+		}
+		out = append(out, fe)
+		for _, a := range aliases[e.Name] {
+			out = append(out, checkpoint.Entry{Name: a, DType: fe.DType, Shape: append([]int{}, fe.Shape...)})
+		}
+	}
+	return out, params, aliases
+}
+
 // dequantizeOne reads a quantized tensor with its parameters, checks them and writes the
 // float32 values. It returns how many stored tensors and bytes it consumed.
 func dequantizeOne(r checkpoint.Reader, w checkpoint.Writer, name string, tc *TensorConfig, buf *[]float32, aliases ...string) (int, int64, error) {
@@ -115,10 +125,20 @@ func dequantizeOne(r checkpoint.Reader, w checkpoint.Writer, name string, tc *Te
 	if err != nil {
 		return 0, 0, err
 	}
-	if cap(*buf) < d.n {
-		*buf = make([]float32, d.n)
+	var out []float32
+	if mem, ok := w.(outputMemory); ok && originalDType(tc) == tensor.F32 {
+		// float32 goes straight into the writer's memory (the caller's, for DequantizeInto):
+		// the Write below finds it in place
+		if m := floats32(mem.memory(name)); len(m) == d.n {
+			out = m
+		}
 	}
-	out := (*buf)[:d.n]
+	if out == nil {
+		if cap(*buf) < d.n {
+			*buf = make([]float32, d.n)
+		}
+		out = (*buf)[:d.n]
+	}
 	err = d.Dequantize(0, d.rows, out)
 	d.Close()
 	if err != nil {

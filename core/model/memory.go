@@ -57,12 +57,37 @@ func (m *memCheckpoint) Metadata() map[string]string    { return m.metadata }
 func (m *memCheckpoint) ModuleTypes() map[string]string { return m.moduleTypes }
 func (m *memCheckpoint) Close() error                   { return nil }
 
-// memWriter collects a written checkpoint into a memCheckpoint, copying each tensor (callers
-// reuse their buffers between tensors).
+// ReadRange copies the bytes [off, off+len(dst)) of a tensor into dst (checkpoint.RangeReader),
+// so that a large in-memory tensor is quantized in streamed blocks, as a file's would be.
+func (m *memCheckpoint) ReadRange(name string, off int64, dst []byte) error {
+	i, ok := m.index[name]
+	if !ok {
+		return fmt.Errorf("no tensor %q", name)
+	}
+	d := m.data[i]
+	if off < 0 || off > int64(len(d)) || int64(len(dst)) > int64(len(d))-off {
+		return fmt.Errorf("range [%d, %d) is outside the %d bytes of tensor %q", off, off+int64(len(dst)), len(d), name)
+	}
+	copy(dst, d[off:])
+	return nil
+}
+
+// ReleaseRange does nothing: the memory is the caller's (checkpoint.RangeReleaser).
+func (m *memCheckpoint) ReleaseRange(string, int64, int64) {}
+
+// memWriter collects a written checkpoint into a memCheckpoint. Each tensor's bytes are copied
+// into its output buffer: the caller's (QuantizeInto: a buffer per declared tensor, so that the
+// result is written straight into memory the caller owns) or one allocated here. A tensor may
+// come in parts (checkpoint.PartWriter), each copied at its place, so that a large tensor is
+// never held twice.
 type memWriter struct {
 	out      *memCheckpoint
 	declared []checkpoint.Entry
+	bufs     [][]byte // the output buffer per declared tensor (nil: allocate one when needed)
+	index    map[string]int
 	next     int
+	filled   int64  // bytes of declared[next] written so far by WritePart
+	cur      []byte // declared[next]'s buffer while it is written in parts
 	done     bool
 }
 
@@ -72,22 +97,80 @@ func newMemWriter(entries []checkpoint.Entry, metadata map[string]string) *memWr
 	if out.metadata == nil {
 		out.metadata = map[string]string{}
 	}
-	return &memWriter{out: out, declared: entries}
+	index := make(map[string]int, len(entries))
+	for i, e := range entries {
+		index[e.Name] = i
+	}
+	return &memWriter{out: out, declared: entries, bufs: make([][]byte, len(entries)), index: index}
 }
 
-func (w *memWriter) Write(name string, data []byte) error {
+// checkNext checks that name is the next declared tensor and returns its entry and size.
+func (w *memWriter) checkNext(name string) (checkpoint.Entry, int64, error) {
 	if w.done {
-		return fmt.Errorf("write of %q after Commit", name)
+		return checkpoint.Entry{}, 0, fmt.Errorf("write of %q after Commit", name)
 	}
 	if w.next >= len(w.declared) {
-		return fmt.Errorf("write of %q: all %d declared tensors are written", name, len(w.declared))
+		return checkpoint.Entry{}, 0, fmt.Errorf("write of %q: all %d declared tensors are written", name, len(w.declared))
 	}
 	e := w.declared[w.next]
 	if e.Name != name {
-		return fmt.Errorf("write of %q out of order: %q comes next", name, e.Name)
+		return checkpoint.Entry{}, 0, fmt.Errorf("write of %q out of order: %q comes next", name, e.Name)
 	}
-	t := &tensor.Tensor{DType: e.DType, Shape: e.Shape, Data: append([]byte(nil), data...)}
-	if err := w.out.add(name, t); err != nil {
+	return e, entryBytes(e.DType, e.Shape), nil
+}
+
+// buffer is declared tensor i's output memory: the caller's buffer, or a new one.
+func (w *memWriter) buffer(i int, size int64) []byte {
+	if w.bufs[i] != nil {
+		return w.bufs[i][:size]
+	}
+	return make([]byte, size)
+}
+
+func (w *memWriter) Write(name string, data []byte) error {
+	if w.cur != nil {
+		return fmt.Errorf("write of %q while %q is written in parts (%d bytes so far)", name, w.declared[w.next].Name, w.filled)
+	}
+	e, size, err := w.checkNext(name)
+	if err != nil {
+		return err
+	}
+	if int64(len(data)) != size {
+		return fmt.Errorf("write of %q: %d bytes, the tensor holds %d", name, len(data), size)
+	}
+	buf := w.buffer(w.next, size)
+	if !sameMemory(buf, data) {
+		copy(buf, data)
+	}
+	return w.finish(name, e, buf)
+}
+
+// WritePart copies part to its place in the next declared tensor (checkpoint.PartWriter).
+func (w *memWriter) WritePart(name string, part []byte) error {
+	e, size, err := w.checkNext(name)
+	if err != nil {
+		return err
+	}
+	if w.cur == nil {
+		w.cur, w.filled = w.buffer(w.next, size), 0
+	}
+	if int64(len(part)) > size-w.filled {
+		return fmt.Errorf("part of %q: %d bytes after %d of %d", name, len(part), w.filled, size)
+	}
+	if dst := w.cur[w.filled:]; !sameMemory(dst, part) {
+		copy(dst, part)
+	}
+	w.filled += int64(len(part))
+	if w.filled < size {
+		return nil
+	}
+	buf := w.cur
+	w.cur, w.filled = nil, 0
+	return w.finish(name, e, buf)
+}
+
+func (w *memWriter) finish(name string, e checkpoint.Entry, buf []byte) error {
+	if err := w.out.add(name, &tensor.Tensor{DType: e.DType, Shape: e.Shape, Data: buf}); err != nil {
 		return err
 	}
 	w.next++
@@ -95,6 +178,9 @@ func (w *memWriter) Write(name string, data []byte) error {
 }
 
 func (w *memWriter) Commit() error {
+	if w.cur != nil {
+		return fmt.Errorf("commit with %q written in part (%d bytes)", w.declared[w.next].Name, w.filled)
+	}
 	if w.next != len(w.declared) {
 		return fmt.Errorf("commit after %d of %d declared tensors", w.next, len(w.declared))
 	}
@@ -103,3 +189,8 @@ func (w *memWriter) Commit() error {
 }
 
 func (w *memWriter) Abort() error { return nil }
+
+// sameMemory reports whether b starts where a does: a tensor the engine quantized in place.
+func sameMemory(a, b []byte) bool {
+	return len(a) > 0 && len(b) > 0 && &a[0] == &b[0]
+}

@@ -102,6 +102,12 @@ func (m *Model) Calibrate(layer string, x *tensor.Tensor) error {
 // Quantize quantizes the model in memory. In static mode the observers fed by Calibrate give
 // the activation qparams.
 func (m *Model) Quantize(ctx context.Context, opts plan.Options, progress ProgressFunc) (*Result, error) {
+	return m.quantize(ctx, opts, progress, nil)
+}
+
+// quantize is Quantize; outputs, when not nil, gives the output buffers once the plan is made
+// (see QuantizeInto).
+func (m *Model) quantize(ctx context.Context, opts plan.Options, progress ProgressFunc, outputs OutputBuffers) (*Result, error) {
 	if m.cal != nil {
 		opts.Calibrated = true
 	}
@@ -119,6 +125,16 @@ func (m *Model) Quantize(ctx context.Context, opts plan.Options, progress Progre
 	var mw *memWriter
 	create := func(entries []checkpoint.Entry, md map[string]string) (checkpoint.Writer, error) {
 		mw = newMemWriter(entries, md)
+		if outputs != nil {
+			bufs, err := outputs(entries)
+			if err != nil {
+				return nil, err
+			}
+			if err := checkOutputBuffers(entries, bufs); err != nil {
+				return nil, err
+			}
+			copy(mw.bufs, bufs)
+		}
 		return mw, nil
 	}
 	rep, err := Quantize(ctx, m.ck, create, p, run)

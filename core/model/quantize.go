@@ -143,15 +143,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *pl
 		}
 		rep.Activations = acts
 		rep.Warnings = append(rep.Warnings, warns...)
-		for _, t := range p.Quantized() {
-			if _, calibrated := acts[t.Layer]; calibrated && t.Settings.Activations == recipe.ActivationsStatic && t.Settings.OutlierThreshold > 0 {
-				t.Outliers = run.Calibration.OutlierColumns(t.Layer)
-				if in := t.Shape[len(t.Shape)-1]; float64(len(t.Outliers)) > MaxOutlierFraction*float64(in) {
-					rep.Warnings = append(rep.Warnings, warning.Warning{Code: warning.ManyOutliers, Tensor: t.Name, Layer: t.Layer,
-						Message: fmt.Sprintf("%d of the %d input features of layer %q reached the outlier threshold %g during calibration, so most of the layer runs in float; raise outlier_threshold or turn outliers off for it", len(t.Outliers), in, t.Layer, t.Settings.OutlierThreshold)})
-				}
-			}
-		}
+		rep.Warnings = append(rep.Warnings, setOutliers(p, run.Calibration, acts)...)
 	}
 	cfg := PlanConfig(p) // after the outliers: the config counts them
 	rep.Aliases = maps.Clone(cfg.Aliases)
@@ -183,7 +175,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *pl
 			stored++
 		}
 	}
-	pl := newPipeline(w)
+	pl := newPipeline(ctx, w)
 	defer pl.stop()
 	var params quantBuffers // a streamed tensor's scales and zero points
 	prog := Progress{TensorsTotal: stored, BytesTotal: total}
@@ -260,7 +252,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *pl
 			j.out = pl.buffers()
 			mo := p.MethodOptions()
 			mo.Hessian = run.Hessians[tp.Layer]
-			t, err := readTensor(r, tp)
+			t, err := readTensorReusing(r, tp, &params.in)
 			if err != nil {
 				return nil, err
 			}
@@ -271,6 +263,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *pl
 					return nil, err
 				}
 			}
+			pl.setOutput(j.out, tp, 0, 0)
 			tr, warns, err := quantizeOne(tp, t, j.out, mo)
 			r.Release(tp.Name) // the writer needs only the quantized form
 			if err != nil {
@@ -338,6 +331,26 @@ func readTensor(r checkpoint.Reader, tp *plan.TensorPlan) (*tensor.Tensor, error
 	return t, nil
 }
 
+// readTensorReusing is readTensor for a tensor needed only until the next one is read: from a
+// file that can read ranges, it is copied into *buf (grown as needed and reused), so that the
+// whole-tensor copies of a file's smaller tensors do not pile up as garbage between collections
+// and raise the peak. The in-memory model's tensors are read as they are (views, no copy).
+func readTensorReusing(r checkpoint.Reader, tp *plan.TensorPlan, buf *[]byte) (*tensor.Tensor, error) {
+	rr, ok := r.(checkpoint.RangedReader)
+	if _, inMemory := r.(*memCheckpoint); !ok || inMemory {
+		return readTensor(r, tp)
+	}
+	n := entryBytes(tp.DType, tp.Shape)
+	if int64(cap(*buf)) < n {
+		*buf = make([]byte, n)
+	}
+	data := (*buf)[:n]
+	if err := rr.ReadRange(tp.Name, 0, data); err != nil {
+		return nil, fmt.Errorf("tensor %q: %w", tp.Name, err)
+	}
+	return &tensor.Tensor{DType: tp.DType, Shape: append([]int(nil), tp.Shape...), Data: data}, nil
+}
+
 // maxInflight is how many tensors may wait for the writer.
 const maxInflight = 1
 
@@ -352,6 +365,11 @@ type quantBuffers struct {
 	d  []byte
 	sc []float32
 	z  []int32
+	// the writer's own memory for the current tensor, when it has some (see outputMemory):
+	// quantizing into it leaves nothing to copy
+	outData []byte
+	outSc   []float32
+	outZ    []int32
 }
 
 // writeJob is one tensor handed to the writer goroutine.
@@ -377,6 +395,7 @@ type namedBytes struct {
 
 // pipeline writes tensors on its own goroutine while the caller computes the next one.
 type pipeline struct {
+	mem      outputMemory // the writer's memory per tensor, or nil
 	jobs     chan *writeJob
 	done     chan *writeJob
 	free     []*quantBuffers
@@ -384,15 +403,17 @@ type pipeline struct {
 	stopped  bool
 }
 
-func newPipeline(w checkpoint.Writer) *pipeline {
+// ctx stops the copy of a large kept tensor between its blocks.
+func newPipeline(ctx context.Context, w checkpoint.Writer) *pipeline {
 	pl := &pipeline{jobs: make(chan *writeJob, maxInflight), done: make(chan *writeJob, maxInflight+1),
 		free: []*quantBuffers{{}, {}}}
+	pl.mem, _ = w.(outputMemory)
 	go func() {
 		var failed error
 		var keptBuf []byte
 		for j := range pl.jobs {
 			if failed == nil {
-				failed = writeTensor(w, j, &keptBuf)
+				failed = writeTensor(ctx, w, j, &keptBuf)
 			}
 			j.err = failed
 			pl.done <- j
@@ -430,7 +451,7 @@ func (pl *pipeline) stop() {
 }
 
 // writeTensor writes one job; keptBuf is the writer goroutine's buffer for copying kept tensors in blocks.
-func writeTensor(w checkpoint.Writer, j *writeJob, keptBuf *[]byte) error {
+func writeTensor(ctx context.Context, w checkpoint.Writer, j *writeJob, keptBuf *[]byte) error {
 	name := j.tp.Name
 	if j.part {
 		if err := w.(checkpoint.PartWriter).WritePart(name, j.out.d); err != nil {
@@ -443,7 +464,7 @@ func writeTensor(w checkpoint.Writer, j *writeJob, keptBuf *[]byte) error {
 	}
 	if j.out == nil && j.ranges != nil {
 		var err error
-		*keptBuf, err = writeKeptParts(w.(checkpoint.PartWriter), j.ranges, name, entryBytes(j.tp.DType, j.tp.Shape), *keptBuf)
+		*keptBuf, err = writeKeptParts(ctx, w.(checkpoint.PartWriter), j.ranges, name, entryBytes(j.tp.DType, j.tp.Shape), *keptBuf)
 		return err
 	}
 	if j.out == nil {
@@ -532,10 +553,13 @@ func quantizeOne(tp *plan.TensorPlan, t *tensor.Tensor, b *quantBuffers, mo meth
 	s := tp.Spec
 	n := t.Len()
 	need := quant.PackedLen(s.Format, n)
-	if cap(b.data) < need {
+	if cap(b.data) < need && len(b.outData) != need {
 		b.data = make([]byte, need)
 	}
-	data := b.data[:need]
+	data := b.data[:min(need, cap(b.data))]
+	if len(b.outData) == need {
+		data = b.outData
+	}
 	var sc []float32
 	var z []int32
 	if s.Format.IsInteger() {
@@ -544,6 +568,12 @@ func quantizeOne(tp *plan.TensorPlan, t *tensor.Tensor, b *quantBuffers, mo meth
 			b.scale, b.zp = make([]float32, np), make([]int32, np)
 		}
 		sc, z = b.scale[:np], b.zp[:np]
+		if len(b.outSc) == np {
+			sc = b.outSc
+		}
+		if len(b.outZ) == np {
+			z = b.outZ
+		}
 	}
 	var st quant.Stats
 	var sig, noise float64
@@ -655,4 +685,22 @@ func int32Bytes(v []int32) []byte {
 		return []byte{}
 	}
 	return unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))
+}
+
+// setOutliers gives each static layer of p with LLM.int8() outliers on, among the layers acts
+// holds (calibrated), the input features calibration found (TensorPlan.Outliers), and warns
+// about layers that would run mostly in float. Quantize and Model.OutputLayout both call it, so
+// the layout a caller allocates is the one written.
+func setOutliers(p *plan.Plan, cal *Calibration, acts map[string]ActivationParams) []warning.Warning {
+	var warns []warning.Warning
+	for _, t := range p.Quantized() {
+		if _, calibrated := acts[t.Layer]; calibrated && t.Settings.Activations == recipe.ActivationsStatic && t.Settings.OutlierThreshold > 0 {
+			t.Outliers = cal.OutlierColumns(t.Layer)
+			if in := t.Shape[len(t.Shape)-1]; float64(len(t.Outliers)) > MaxOutlierFraction*float64(in) {
+				warns = append(warns, warning.Warning{Code: warning.ManyOutliers, Tensor: t.Name, Layer: t.Layer,
+					Message: fmt.Sprintf("%d of the %d input features of layer %q reached the outlier threshold %g during calibration, so most of the layer runs in float; raise outlier_threshold or turn outliers off for it", len(t.Outliers), in, t.Layer, t.Settings.OutlierThreshold)})
+			}
+		}
+	}
+	return warns
 }

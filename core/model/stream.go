@@ -43,8 +43,12 @@ func streamable(tp *plan.TensorPlan, r checkpoint.Reader, w checkpoint.Writer) (
 
 // keptStreamable returns the reader's ranges when a kept tensor of size bytes is copied in
 // blocks, each read, written and released in turn (so it is never resident whole), else nil.
+//
+// From a file, every kept tensor is copied so (a small one in one block): the writer's block
+// buffer is reused, where a whole-tensor copy would be garbage until the next collection. The
+// in-memory model's tensors are written from their memory as they are (no copy to avoid).
 func keptStreamable(size int64, r checkpoint.Reader, w checkpoint.Writer) checkpoint.RangedReader {
-	if size < streamThreshold {
+	if _, inMemory := r.(*memCheckpoint); inMemory && size < streamThreshold {
 		return nil
 	}
 	if _, ok := w.(checkpoint.PartWriter); !ok {
@@ -55,10 +59,14 @@ func keptStreamable(size int64, r checkpoint.Reader, w checkpoint.Writer) checkp
 }
 
 // writeKeptParts copies a kept tensor of size bytes in blocks of streamBlockBytes through buf
-// (grown as needed and returned for reuse): each block is read, written and released.
-func writeKeptParts(w checkpoint.PartWriter, rr checkpoint.RangedReader, name string, size int64, buf []byte) ([]byte, error) {
+// (grown as needed and returned for reuse): each block is read, written and released, and ctx
+// is checked between blocks.
+func writeKeptParts(ctx context.Context, w checkpoint.PartWriter, rr checkpoint.RangedReader, name string, size int64, buf []byte) ([]byte, error) {
 	step := max(streamBlockBytes, 1)
 	for off := int64(0); off < size || off == 0; off += step {
+		if err := ctx.Err(); err != nil {
+			return buf, err
+		}
 		n := min(step, size-off)
 		if int64(cap(buf)) < n {
 			buf = make([]byte, n)
@@ -104,10 +112,23 @@ func quantizeStreamed(ctx context.Context, tp *plan.TensorPlan, r checkpoint.Rea
 		if np != rows*gpr {
 			return TensorReport{}, fmt.Errorf("tensor %q: internal error: %d qparams for %d rows of %d", tp.Name, np, rows, gpr)
 		}
-		if cap(params.scale) < np {
+		pl.setOutput(params, tp, 0, 0) // the writer's memory for the scales and zero points, if any
+		if cap(params.scale) < np && (len(params.outSc) != np || (len(params.outZ) != np && s.StoresZeroPoint())) {
 			params.scale, params.zp = make([]float32, np), make([]int32, np)
 		}
-		sc, z = params.scale[:np], params.zp[:np]
+		if len(params.outSc) == np {
+			sc = params.outSc
+		} else {
+			sc = params.scale[:np]
+		}
+		if len(params.outZ) == np {
+			z = params.outZ
+		} else {
+			if cap(params.zp) < np {
+				params.zp = make([]int32, np)
+			}
+			z = params.zp[:np]
+		}
 	}
 	st := quant.Stats{FirstNonFinite: -1}
 	var sig, noise float64
@@ -123,11 +144,16 @@ func quantizeStreamed(ctx context.Context, tp *plan.TensorPlan, r checkpoint.Rea
 			}
 		}
 		b := pl.buffers()
+		pl.setOutput(b, tp, e0, e1)
 		need := quant.PackedLen(s.Format, e1-e0)
-		if cap(b.data) < need {
-			b.data = make([]byte, need)
+		if len(b.outData) == need {
+			b.d = b.outData // quantized in place: the WritePart that follows copies nothing
+		} else {
+			if cap(b.data) < need {
+				b.data = make([]byte, need)
+			}
+			b.d = b.data[:need]
 		}
-		b.d = b.data[:need]
 		if cap(params.in) < es*(e1-e0) {
 			params.in = make([]byte, es*(e1-e0))
 		}

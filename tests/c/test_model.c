@@ -910,6 +910,71 @@ static void rm_tmpdir(void) {
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
 }
 
+/* mq_model_quantize_into: the layout names every output; the engine writes the model into the
+ * caller's buffers (the same bytes as mq_model_quantize) and the new model reads them in place;
+ * a wrong count, name or size is refused. */
+static void test_quantize_into(void) {
+    mq_model* m = build();
+    mq_model_config cfg;
+    CHECK_RC(mq_model_config_init(&cfg), MQ_OK);
+    mq_model* ref = NULL;
+    CHECK_RC(mq_model_quantize(m, &cfg, NULL, NULL, &ref), MQ_OK);
+    size_t len = 0;
+    CHECK_RC(mq_model_output_layout_json(m, &cfg, NULL, 0, &len), MQ_EBUFFER);
+    char* js = malloc(len + 1);
+    CHECK_RC(mq_model_output_layout_json(m, &cfg, js, len + 1, &len), MQ_OK);
+    CHECK(js && strstr(js, "\"fc.weight.scale\"") && strstr(js, "\"nbytes\""), "layout JSON: %s", js ? js : "(null)");
+    free(js);
+
+    size_t n = 0;
+    CHECK_RC(mq_model_tensor_count(ref, &n), MQ_OK);
+    mq_output outs[16];
+    void* want[16];
+    CHECK(n <= 16, "%zu outputs", n);
+    for (size_t i = 0; i < n && i < 16; i++) {
+        mq_tensor_info info;
+        CHECK_RC(mq_model_tensor_info(ref, i, &info), MQ_OK);
+        outs[i].name = info.name;
+        outs[i].nbytes = info.nbytes;
+        outs[i].data = malloc(info.nbytes ? info.nbytes : 1);
+        memset(outs[i].data, 0xAB, info.nbytes);
+        size_t got = 0;
+        want[i] = read_tensor(ref, info.name, &got);
+    }
+    mq_model* q = NULL;
+    CHECK_RC(mq_model_quantize_into(m, &cfg, NULL, NULL, outs, n - 1, &q), MQ_EINVAL);
+    CHECK(q == NULL, "a refused call gave a model");
+    uint64_t keep = outs[0].nbytes;
+    outs[0].nbytes = keep + 1;
+    CHECK_RC(mq_model_quantize_into(m, &cfg, NULL, NULL, outs, n, &q), MQ_EBUFFER);
+    outs[0].nbytes = keep;
+    const char* name1 = outs[1].name;
+    outs[1].name = "nope";
+    CHECK_RC(mq_model_quantize_into(m, &cfg, NULL, NULL, outs, n, &q), MQ_EINVAL);
+    outs[1].name = name1;
+
+    CHECK_RC(mq_model_quantize_into(m, &cfg, NULL, NULL, outs, n, &q), MQ_OK);
+    for (size_t i = 0; i < n && i < 16; i++) {
+        CHECK(want[i] && memcmp(outs[i].data, want[i], outs[i].nbytes) == 0, "output %s differs from mq_model_quantize's", outs[i].name);
+        if (outs[i].nbytes == 0) continue;
+        /* the model reads the caller's buffer: a change there shows through */
+        unsigned char* b = outs[i].data;
+        b[0] ^= 0xFF;
+        size_t got = 0;
+        unsigned char* seen = read_tensor(q, outs[i].name, &got);
+        CHECK(seen && seen[0] == b[0], "%s: the model holds a copy, not the caller's buffer", outs[i].name);
+        b[0] ^= 0xFF;
+        free(seen);
+    }
+    CHECK_RC(mq_model_free(q), MQ_OK);
+    for (size_t i = 0; i < n && i < 16; i++) {
+        free(outs[i].data);
+        free(want[i]);
+    }
+    CHECK_RC(mq_model_free(ref), MQ_OK);
+    CHECK_RC(mq_model_free(m), MQ_OK);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/mq_test_model_XXXXXX");
     if (!mkdtemp(tmpdir)) {
@@ -921,6 +986,7 @@ int main(void) {
     test_config_errors();
     test_quantize(8);
     test_quantize(4);
+    test_quantize_into();
     test_other_formats();
     test_static();
     test_outliers();

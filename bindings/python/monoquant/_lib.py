@@ -476,6 +476,21 @@ _fn("mq_model_calibrate", [mq_model_p, c_char_p, POINTER(mq_tensor)], c_int)
 _fn("mq_model_quantize", [mq_model_p, POINTER(mq_model_config), mq_progress_fn, c_void_p, POINTER(mq_model_p)], c_int)
 # int mq_model_save(mq_model* m, const char* path);
 _fn("mq_model_save", [mq_model_p, c_char_p], c_int)
+class mq_output(Structure):
+    """typedef struct mq_output { const char* name; void* data; uint64_t nbytes; } mq_output;"""
+
+    _fields_ = [("name", c_char_p), ("data", c_void_p), ("nbytes", c_uint64)]
+
+
+# int mq_model_output_layout_json(mq_model* m, const mq_model_config* cfg, char* buf, size_t cap, size_t* len);
+_fn("mq_model_output_layout_json", [mq_model_p, POINTER(mq_model_config), c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_model_quantize_into(mq_model* m, const mq_model_config* cfg, mq_progress_fn progress, void* user,
+#                            const mq_output* outputs, size_t n_outputs, mq_model** out);
+_fn("mq_model_quantize_into", [mq_model_p, POINTER(mq_model_config), mq_progress_fn, c_void_p, POINTER(mq_output), c_size_t, POINTER(mq_model_p)], c_int)
+# int mq_model_dequantize_layout_json(mq_model* m, char* buf, size_t cap, size_t* len);
+_fn("mq_model_dequantize_layout_json", [mq_model_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_model_dequantize_into(mq_model* m, const mq_output* outputs, size_t n_outputs, mq_model** out);
+_fn("mq_model_dequantize_into", [mq_model_p, POINTER(mq_output), c_size_t, POINTER(mq_model_p)], c_int)
 # int mq_model_tensor_count(mq_model* m, size_t* count);
 _fn("mq_model_tensor_count", [mq_model_p, POINTER(c_size_t)], c_int)
 # int mq_model_tensor_info(mq_model* m, size_t i, mq_tensor_info* info);
@@ -495,6 +510,10 @@ _fn("mq_plan_file_json", [c_char_p, POINTER(mq_model_config), c_void_p, c_size_t
 # int mq_quantize_file(const char* src, const char* dst, const mq_model_config* cfg,
 #                      const char* calibration, mq_progress_fn progress, void* user, mq_report** report);
 _fn("mq_quantize_file", [c_char_p, c_char_p, POINTER(mq_model_config), c_char_p, mq_progress_fn, c_void_p, POINTER(mq_report_p)], c_int)
+# int mq_quantize_file_cancelable(const char* src, const char* dst, const mq_model_config* cfg,
+#                                 const char* calibration, mq_progress_fn progress, void* user,
+#                                 const volatile int32_t* cancel, mq_report** report);
+_fn("mq_quantize_file_cancelable", [c_char_p, c_char_p, POINTER(mq_model_config), c_char_p, mq_progress_fn, c_void_p, POINTER(c_int32), POINTER(mq_report_p)], c_int)
 # int mq_report_json(mq_report* r, char* buf, size_t cap, size_t* len);
 _fn("mq_report_json", [mq_report_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
 # int mq_report_free(mq_report* r);

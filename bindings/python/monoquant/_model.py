@@ -102,20 +102,64 @@ def plan_file(src, cfg):
     return _json_call(lambda *a: _lib.mq_plan_file_json(_b(os.fspath(src)), cfg.ref, *a), (), "plan")
 
 
-def quantize_file(src, dst, cfg, calibration=None, progress=None):
-    """mq_quantize_file: file to file through the engine's one pipeline; returns the report."""
+def quantize_file(src, dst, cfg, calibration=None, progress=None, cancel=None):
+    """mq_quantize_file_cancelable: file to file through the engine's one pipeline; returns the
+    report. ``cancel`` (a ctypes.c_int32, or None for a private one) stops the run at the next
+    block once non-zero; see run_interruptible for Ctrl-C."""
     err = []
     c_cb = progress_callback(progress, err)
     rep = ctypes.c_void_p()
     cal = None if calibration is None else _b(os.fspath(calibration))
-    st = _lib.mq_quantize_file(_b(os.fspath(src)), _b(os.fspath(dst)), cfg.ref, cal, c_cb, None, ctypes.byref(rep))
+    flag = cancel if cancel is not None else ctypes.c_int32(0)
+    st, msg = run_interruptible(
+        lambda: _lib.mq_quantize_file_cancelable(_b(os.fspath(src)), _b(os.fspath(dst)), cfg.ref, cal, c_cb, None,
+                                                 ctypes.byref(flag), ctypes.byref(rep)),
+        flag)
     if err:
         raise err[0]
-    check(st, "quantize_file")
+    if st != _lib.MQ_OK:
+        from ._errors import error_for_status
+
+        raise error_for_status(st, msg or f"status {st}", "quantize_file")
     try:
         return _json_call(_lib.mq_report_json, (rep,), "mq_report_json")
     finally:
         _lib.mq_report_free(rep)
+
+
+def run_interruptible(call, flag):
+    """Runs ``call()`` (an engine call that stops once the ctypes.c_int32 ``flag`` is non-zero)
+    on a worker thread while this thread waits, so that Ctrl-C, or any exception a signal
+    handler raises here (e.g. a SIGTERM handler calling sys.exit), sets the flag: the engine
+    stops at its next block, removes what it wrote, and the exception is re-raised once it has.
+    Returns (status, mq_last_error() of the worker thread when the status is an error).
+
+    Python runs signal handlers on the main thread between bytecodes only, never while that
+    thread is inside a foreign call; hence the worker. Called from a thread other than the
+    main one (no signals there), the call simply runs on the caller's thread."""
+    if threading.current_thread() is not threading.main_thread():
+        st = call()
+        return st, (_lib.last_error() if st != _lib.MQ_OK else "")
+    out = []
+
+    def work():
+        st = call()
+        out.append((st, _lib.last_error() if st != _lib.MQ_OK else ""))
+
+    t = threading.Thread(target=work, name="monoquant-quantize-file", daemon=True)
+    t.start()
+    try:
+        while t.is_alive():
+            t.join(0.25)
+    except BaseException:
+        flag.value = 1
+        while t.is_alive():
+            try:
+                t.join()
+            except BaseException:  # noqa: B902 (a second Ctrl-C: still wait, the engine is stopping)
+                flag.value = 1
+        raise
+    return out[0]
 
 
 class ModelHandle(Handle):
@@ -206,6 +250,41 @@ class ModelHandle(Handle):
         check(st, "mq_model_quantize")
         return out
 
+    def output_layout(self, cfg):
+        """[(name, torch dtype, shape, nbytes)] of the tensors quantize(cfg) produces, in order
+        (mq_model_output_layout_json: the engine decides them)."""
+        rows = _json_call(lambda *a: _lib.mq_model_output_layout_json(self._h, cfg.ref, *a), (), "mq_model_output_layout_json")
+        return [(r["name"], _DTYPES[r["dtype"]], tuple(r["shape"]), int(r["nbytes"])) for r in rows]
+
+    def dequantize_into(self):
+        """dequantize() with every tensor allocated by torch and written by the engine in place
+        (mq_model_dequantize_into): returns (the new float ModelHandle, OrderedDict name →
+        tensor); the handle borrows the tensors."""
+        rows = _json_call(lambda *a: _lib.mq_model_dequantize_layout_json(self._h, *a), (), "mq_model_dequantize_layout_json")
+        arr, outs, keep = _outputs([(r["name"], _DTYPES[r["dtype"]], tuple(r["shape"]), int(r["nbytes"])) for r in rows])
+        out = ModelHandle()
+        check(_lib.mq_model_dequantize_into(self._h, arr, len(outs), ctypes.byref(out._h)), "mq_model_dequantize_into")
+        out._borrowed = list(outs.values())
+        return out, outs
+
+    def quantize_into(self, cfg, progress=None):
+        """quantize() with every result tensor allocated by torch and written by the engine in
+        place (mq_model_quantize_into): returns (the new quantized ModelHandle, OrderedDict name →
+        tensor). The handle reads those same tensors (it borrows them), so nothing is copied on
+        the way out and nothing is held twice."""
+        layout = self.output_layout(cfg)
+        arr, outs, keep = _outputs(layout)
+        out = ModelHandle()
+        err = []
+        c_cb = progress_callback(progress, err)
+        st = _lib.mq_model_quantize_into(self._h, cfg.ref, c_cb, None, arr, len(layout), ctypes.byref(out._h))
+        if err:
+            out.close()
+            raise err[0]
+        check(st, "mq_model_quantize_into")
+        out._borrowed = list(outs.values())
+        return out, outs
+
     def dequantize(self):
         out = ModelHandle()
         check(_lib.mq_model_dequantize(self._h, ctypes.byref(out._h)), "mq_model_dequantize")
@@ -264,6 +343,31 @@ class ModelHandle(Handle):
     def report(self):
         """The quantization report (a dict) of the mq_model_quantize call that made this model."""
         return self._json(_lib.mq_model_report_json, "mq_model_report_json")
+
+
+def _outputs(layout):
+    """(mq_output array, OrderedDict name → new torch tensor, the name bytes to keep alive) for
+    a layout [(name, dtype, shape, nbytes)]."""
+    outs = OrderedDict()
+    arr = (_lib.mq_output * max(len(layout), 1))()
+    names = []
+    for i, (name, dt, shape, nbytes) in enumerate(layout):
+        t = _empty_for(dt, shape, nbytes)
+        outs[name] = t
+        names.append(_b(name))
+        arr[i].name = names[-1]
+        arr[i].data = t.data_ptr() if nbytes else None
+        arr[i].nbytes = nbytes
+    return arr, outs, names
+
+
+def _empty_for(dtype, shape, nbytes):
+    """An uninitialised torch tensor of nbytes for a tensor of (dtype, shape): that dtype and
+    shape, or flat uint8 when the bytes are not the shape's (packed INT4 values)."""
+    t = torch.empty(shape, dtype=dtype)
+    if t.numel() * t.element_size() != nbytes:
+        t = torch.empty(nbytes, dtype=torch.uint8)
+    return t
 
 
 def _detached():

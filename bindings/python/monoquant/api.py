@@ -11,6 +11,7 @@ import json
 import math
 import os
 import warnings
+from collections import OrderedDict
 from collections.abc import Mapping
 
 import torch
@@ -475,10 +476,12 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
                 m.set_hessian(name, h.h)
         with Progress(progress, len(sd)) as bar:
             names = list(sd)
-            q = m.quantize(cfg, lambda done, total: bar.update(done, total, names[done - 1] if 0 < done <= len(names) else ""))
+            # The engine writes the results into tensors torch allocated (no copy on the way out).
+            q, outputs = m.quantize_into(cfg, lambda done, total: bar.update(done, total, names[done - 1] if 0 < done <= len(names) else ""))
     try:
         config = json.loads(q.metadata()["monoquant"])
-        tensors = q.tensors(stored_names(config))
+        stored = stored_names(config)
+        tensors = OrderedDict((k, v) for k, v in outputs.items() if k in stored)
         rep = q.report()
         out = build_quantized(model, tensors, config, strict=False, inplace=inplace)
     except BaseException:
@@ -525,6 +528,11 @@ def quantize_file(src, dst, recipe=None, calibration=None, progress=None, log=Tr
 
     Returns:
         the engine's report, a dict (sizes, per-tensor SQNR and format, warnings).
+
+    Ctrl-C (KeyboardInterrupt), or any exception a signal handler raises meanwhile (e.g. a
+    SIGTERM handler calling ``sys.exit``), stops the engine at its next block of about 8 MiB
+    and is re-raised once it has stopped: ``dst`` is not created. The engine runs on a worker
+    thread for this when called from the main thread; ``progress`` is called from that thread.
     """
     from . import _model
 

@@ -325,10 +325,11 @@ def quantize_state_dict(sd, cfg, calibration_data=None, progress=None):
         for k, v in sd.items():
             m.add_tensor(k, v)
         with Progress(progress, len(sd)) as bar:
-            q = m.quantize(cfg, lambda done, total: bar.update(done, total, names[done - 1] if 0 < done <= len(names) else ""))
+            # The engine writes the results into tensors torch allocated (no copy on the way out).
+            q, outputs = m.quantize_into(cfg, lambda done, total: bar.update(done, total, names[done - 1] if 0 < done <= len(names) else ""))
     try:
         config = json.loads(q.metadata()[METADATA_KEY])
-        out = QuantizedStateDict(q.tensors(), config=config)
+        out = QuantizedStateDict(outputs, config=config)
         rep = q.report()
     except BaseException:
         q.close()
@@ -351,8 +352,7 @@ def dequantize_file_or_state_dict(x):
         h = getattr(x, "handle", None)
         if h is None or h.closed:
             return dequantize_state_dict(x, x.config)
-        with h.dequantize() as f:
-            return f.tensors()
+        return _dequantized_tensors(h)
     if isinstance(x, Mapping):
         raise TypeError("dequantize() takes a quantized model, a QuantizedStateDict or a checkpoint path; a plain dict has no quantization config")
     path = _check_path(x, read=True)
@@ -361,8 +361,15 @@ def dequantize_file_or_state_dict(x):
             from ._errors import FormatError
 
             raise FormatError(f"{path} is not a monoquant quantized checkpoint (no {METADATA_KEY!r} metadata)")
-        with h.dequantize() as f:
-            return f.tensors()
+        return _dequantized_tensors(h)
+
+
+def _dequantized_tensors(h):
+    """The float tensors of quantized handle h, written by the engine into tensors torch
+    allocated (no copy on the way out)."""
+    f, tensors = h.dequantize_into()
+    f.close()  # the tensors are torch's: they outlive the engine's model that borrowed them
+    return tensors
 
 
 def write_tensors(tensors, path):
