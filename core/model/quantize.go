@@ -9,6 +9,7 @@ import (
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/method"
+	"github.com/monoquant/monoquant/core/prune"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
 )
@@ -222,6 +223,12 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 			t, err := readTensor(r, tp)
 			if err != nil {
 				return nil, err
+			}
+			if tp.Settings.Prune != "" {
+				if t, err = pruned(tp, t); err != nil {
+					r.Release(tp.Name)
+					return nil, err
+				}
 			}
 			tr, warns, err := quantizeOne(tp, t, j.out, mo)
 			r.Release(tp.Name) // the writer needs only the quantized form
@@ -444,7 +451,27 @@ func quantizeOne(tp *TensorPlan, t *tensor.Tensor, b *quantBuffers, mo method.Op
 		return TensorReport{}, nil, fmt.Errorf("tensor %q: %w", tp.Name, err)
 	}
 	b.d, b.sc, b.z = data, sc, z
-	return tensorReport(tp, t.DType, st, sig, noise), warns, nil
+	return tensorReport(tp, tp.DType, st, sig, noise), warns, nil
+}
+
+// pruned returns a float32 copy of t with the weights the rule's prune zeroes set to 0
+// (core/prune; the caller's memory is never written). Quantized, the zeros stay exact.
+func pruned(tp *TensorPlan, t *tensor.Tensor) (*tensor.Tensor, error) {
+	xs, err := t.Float32s()
+	if err != nil {
+		return nil, fmt.Errorf("tensor %q: %w", tp.Name, err)
+	}
+	if t.DType == tensor.F32 {
+		xs = slices.Clone(xs) // Float32s may view the reader's memory
+	}
+	rowLen := len(xs)
+	if len(tp.QuantShape) > 1 && tp.QuantShape[0] > 0 {
+		rowLen = len(xs) / tp.QuantShape[0]
+	}
+	if _, err := prune.Apply(tp.Settings.Prune, xs, rowLen, tp.Settings.Sparsity); err != nil {
+		return nil, fmt.Errorf("tensor %q (layer %q): %w", tp.Name, tp.Layer, err)
+	}
+	return tensor.FromFloat32(xs, t.Shape...), nil
 }
 
 // methodEnergy measures Σx² and Σ(x − x̂)² of a tensor a method quantized (the rtn path

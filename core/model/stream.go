@@ -29,7 +29,8 @@ var (
 // ranges if so.
 func streamable(tp *TensorPlan, r checkpoint.Reader, w checkpoint.Writer) (checkpoint.RangedReader, bool) {
 	if tp.Action != ActionQuantize || entryBytes(tp.DType, tp.Shape) < streamThreshold || !blockable(&tp.Spec, tp.QuantShape) ||
-		(tp.Method != "" && tp.Method != method.RTN) { // the other methods see the whole tensor
+		(tp.Method != "" && tp.Method != method.RTN) || // the other methods see the whole tensor
+		tp.Settings.Prune != "" { // magnitude pruning ranks the whole tensor
 		return nil, false
 	}
 	if _, ok := w.(checkpoint.PartWriter); !ok {
