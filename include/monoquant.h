@@ -717,6 +717,20 @@ MQ_API int mq_search_save_json(mq_search* s, char* buf, size_t cap, size_t* len)
 /* Frees the search. Accepts NULL (MQ_OK) and a stale or already-freed handle (MQ_EHANDLE). */
 MQ_API int mq_search_free(mq_search* s);
 
+/* Structured pruning (core/prune): the hidden units that stay when `fraction` (0 <= fraction < 1)
+ * of the units between two coupled layers are removed — the recipe key "prune_units" with "into".
+ * w1 is the first layer's weight, whose dim 0 is the hidden units (a Linear's [hidden, in], a
+ * Conv2d's [hidden, in, kh, kw]); b1 its bias [hidden] or NULL; w2 the second layer's weight, whose
+ * dim 1 is the hidden units ([out, hidden] or [out, hidden, kh, kw]). A unit's importance is
+ * ||(w1[j], b1[j])|| * ||w2[:, j]||; the least important round(fraction * hidden) go (of two equal,
+ * the lower index), at least one stays. Writes the kept indices, increasing, to keep (room for cap)
+ * and their count to *n_keep. The caller shrinks both layers (w1's rows and b1, w2's dim 1): the
+ * file pipeline (mq_quantize_file) refuses recipes with prune_units. MQ_EBUFFER (with *n_keep set)
+ * when cap is too small; MQ_ESHAPE when the shapes are not coupled; MQ_EINVAL for a fraction out
+ * of range, a non-finite weight or NULL arguments. */
+MQ_API int mq_prune_units(const mq_tensor* w1, const mq_tensor* b1, const mq_tensor* w2, double fraction,
+                          int64_t* keep, size_t cap, size_t* n_keep);
+
 #ifdef __cplusplus
 }
 #endif

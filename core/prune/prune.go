@@ -8,7 +8,7 @@
 // hidden units: Units says which to keep, and the caller that holds the layers shrinks both
 // (fc1's rows and bias, fc2's columns), which really shrinks the model.
 //
-// Every choice is deterministic: ties in magnitude go to the lower index.
+// Every choice is deterministic: of two equal weights or units, the lower index is removed first.
 package prune
 
 import (
@@ -105,14 +105,15 @@ func twoFour(w []float32, rowLen int) (int, error) {
 }
 
 // Units returns the hidden units to keep, in increasing order, when fraction of the hidden
-// units between two coupled layers are removed. w1 is the first layer's weight, hidden rows of
-// in1 values (a Linear's [out, in]); b1 its bias (nil or hidden values); w2 the second layer's
-// weight, out2 rows of hidden values. A unit's importance is ‖(w1[j,:], b1[j])‖₂·‖w2[:,j]‖₂ (the
-// weight that flows through it); the least important round(fraction·hidden) go, and at least
-// one unit stays.
-func Units(w1 []float32, b1 []float32, w2 []float32, hidden int, fraction float64) ([]int, error) {
-	if hidden <= 0 {
-		return nil, fmt.Errorf("%w: %d hidden units", ErrPrune, hidden)
+// units between two coupled layers are removed. w1 is the first layer's weight, hidden rows
+// (a Linear's [out, in], a Conv2d's [out, in, kh, kw]); b1 its bias (nil or hidden values); w2
+// the second layer's weight, [out2, hidden, inner...] in row-major order with inner values per
+// (output, unit) pair (1 for a Linear, kh·kw for a Conv2d). A unit's importance is
+// ‖(w1[j], b1[j])‖₂·‖w2[:, j]‖₂ (the weight that flows through it); the least important
+// round(fraction·hidden) go, and at least one unit stays.
+func Units(w1 []float32, b1 []float32, w2 []float32, hidden, inner int, fraction float64) ([]int, error) {
+	if hidden <= 0 || inner <= 0 {
+		return nil, fmt.Errorf("%w: %d hidden units of %d values", ErrPrune, hidden, inner)
 	}
 	if !(fraction >= 0 && fraction < 1) {
 		return nil, fmt.Errorf("%w: prune_units %v must be at least 0 and below 1", ErrPrune, fraction)
@@ -120,13 +121,13 @@ func Units(w1 []float32, b1 []float32, w2 []float32, hidden int, fraction float6
 	if len(w1)%hidden != 0 || len(w1) == 0 {
 		return nil, fmt.Errorf("%w: the first layer's %d weights are not %d rows (its outputs must be the hidden units)", ErrPrune, len(w1), hidden)
 	}
-	if len(w2)%hidden != 0 || len(w2) == 0 {
-		return nil, fmt.Errorf("%w: the second layer's %d weights are not rows of %d values (its inputs must be the hidden units)", ErrPrune, len(w2), hidden)
+	if len(w2)%(hidden*inner) != 0 || len(w2) == 0 {
+		return nil, fmt.Errorf("%w: the second layer's %d weights are not rows of %d units × %d values (its inputs must be the hidden units)", ErrPrune, len(w2), hidden, inner)
 	}
 	if b1 != nil && len(b1) != hidden {
 		return nil, fmt.Errorf("%w: the first layer's bias has %d values for %d hidden units", ErrPrune, len(b1), hidden)
 	}
-	in1, out2 := len(w1)/hidden, len(w2)/hidden
+	in1, out2 := len(w1)/hidden, len(w2)/(hidden*inner)
 	score := make([]float64, hidden)
 	for j := range hidden {
 		var s1, s2 float64
@@ -137,8 +138,9 @@ func Units(w1 []float32, b1 []float32, w2 []float32, hidden int, fraction float6
 			s1 += float64(b1[j]) * float64(b1[j])
 		}
 		for o := range out2 {
-			v := float64(w2[o*hidden+j])
-			s2 += v * v
+			for _, x := range w2[(o*hidden+j)*inner : (o*hidden+j+1)*inner] {
+				s2 += float64(x) * float64(x)
+			}
 		}
 		score[j] = math.Sqrt(s1) * math.Sqrt(s2)
 		if math.IsNaN(score[j]) || math.IsInf(score[j], 0) {

@@ -85,13 +85,18 @@ func TestUnits(t *testing.T) {
 		{0.99, []int{3}},   // at least one unit stays
 	}
 	for _, tt := range tests {
-		got, err := Units(w1, b1, w2, 4, tt.fraction)
+		got, err := Units(w1, b1, w2, 4, 1, tt.fraction)
 		if err != nil || !slices.Equal(got, tt.want) {
 			t.Errorf("Units(fraction %v) = %v, %v; want %v", tt.fraction, got, err, tt.want)
 		}
 		if k := KeptUnits(4, tt.fraction); k != len(tt.want) {
 			t.Errorf("KeptUnits(4, %v) = %d, want %d", tt.fraction, k, len(tt.want))
 		}
+	}
+	// A Conv2d pair: w2 [2, 4, 2] (inner 2): unit 1 carries the most out.
+	conv2 := []float32{0, 0, 3, 3, 1, 0, 0, 1, 0, 0, 3, 3, 1, 0, 0, 1}
+	if got, err := Units([]float32{1, 1, 1, 1}, nil, conv2, 4, 2, 0.5); err != nil || !slices.Equal(got, []int{1, 3}) { // units 2 and 3 tie: the lower goes
+		t.Errorf("Units(conv pair, 0.5) = %v, %v; want [1 3]", got, err)
 	}
 	for _, c := range []struct {
 		name   string
@@ -105,7 +110,7 @@ func TestUnits(t *testing.T) {
 		{"w2 not rows of hidden", w1, w2[:11], nil, 0.5},
 		{"bias length", w1, w2, []float32{1}, 0.5},
 	} {
-		if _, err := Units(c.w1, c.b1, c.w2, 4, c.f); !errors.Is(err, ErrPrune) {
+		if _, err := Units(c.w1, c.b1, c.w2, 4, 1, c.f); !errors.Is(err, ErrPrune) {
 			t.Errorf("Units(%s) = %v, want ErrPrune", c.name, err)
 		}
 	}

@@ -525,6 +525,10 @@ _fn("mq_search_save_json", [mq_search_p, c_void_p, c_size_t, POINTER(c_size_t)],
 # int mq_search_free(mq_search* s);
 _fn("mq_search_free", [mq_search_p], c_int)
 
+# int mq_prune_units(const mq_tensor* w1, const mq_tensor* b1, const mq_tensor* w2, double fraction,
+#                    int64_t* keep, size_t cap, size_t* n_keep);
+_fn("mq_prune_units", [POINTER(mq_tensor), POINTER(mq_tensor), POINTER(mq_tensor), c_double, POINTER(c_int64), c_size_t, POINTER(c_size_t)], c_int)
+
 # ------------------------------------------------------------------------------------------------
 # Debugging and testing (experimental)
 

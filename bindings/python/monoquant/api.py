@@ -369,7 +369,10 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
         raise ValueError("the model already has quantized layers; quantize the float model (monoquant.dequantize(qmodel) gives one back)")
     if isinstance(calibration_data, torch.Tensor):
         calibration_data = [calibration_data]
+    return _quantize_module(model, cfg, calibration_data, inplace, progress, max_calibration_batches)
 
+
+def _quantize_module(model, cfg, calibration_data, inplace, progress, max_calibration_batches, units_done=False):
     from . import _model
     from .files import build_quantized
 
@@ -378,6 +381,18 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
         if calibration_data is not None:
             m.calibrate_begin(cfg)
         plan_dict = m.plan(cfg)
+        units = [r for r in (plan_dict.get("recipe") or {}).get("rules", []) if r.get("prune_units")]
+        if units and not units_done:
+            # Structured pruning (prune_units): the engine picks the hidden units that stay, the
+            # layers are rebuilt smaller here, and the smaller model is what gets quantized.
+            from ._prune import shrink_units
+
+            target = model if inplace else copy.deepcopy(model)
+            kept = shrink_units(target, units)
+            m.close()
+            out = _quantize_module(target, cfg, calibration_data, True, progress, max_calibration_batches, units_done=True)
+            out.__dict__["monoquant_pruned_units"] = kept
+            return out
         _check_runnable(model, plan_dict)
         if calibration_data is not None:
             mods = dict(model.named_modules(remove_duplicate=False))
