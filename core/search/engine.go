@@ -10,12 +10,18 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/monoquant/monoquant/core/prune"
 	"github.com/monoquant/monoquant/core/recipe"
 )
 
-// gene is one layer's choice: indices into its formats and group sizes and the space's schemes
-// and methods. Fields a format does not use are 0, so equal recipes have equal genes.
-type gene struct{ F, G, S, M int }
+// gene is one layer's choice: indices into its formats and group sizes, the space's schemes
+// and methods, and its unstructured (P) and structured (U) pruning choices. Fields a format does
+// not use are 0, so equal recipes have equal genes.
+type gene struct {
+	F, G, S, M int
+	P          int `json:",omitempty"`
+	U          int `json:",omitempty"`
+}
 
 // Trial statuses.
 const (
@@ -182,6 +188,20 @@ func (e *Engine) initial() [][]gene {
 		}
 		gen = append(gen, g)
 	}
+	// Structured-pruning seeds: the last size seed (or the INT8 anchor) with every layer that
+	// can lose hidden units losing the smallest, then the next fraction of them.
+	if slices.ContainsFunc(e.choices, func(c layerChoices) bool { return len(c.units) > 1 }) {
+		base := gen[len(gen)-1]
+		for _, u := range []int{1, 2} {
+			g := slices.Clone(base)
+			for l, c := range e.choices {
+				if u < len(c.units) {
+					g[l].U = u
+				}
+			}
+			gen = append(gen, g)
+		}
+	}
 	for len(gen) < e.space.Population {
 		gen = append(gen, e.random())
 	}
@@ -204,6 +224,13 @@ func (e *Engine) randomGene(l int) gene {
 	}
 	g.S = e.rng.IntN(len(e.space.Schemes))
 	g.M = e.rng.IntN(len(e.space.Methods))
+	// (drawn only when there is a choice, so a space without pruning draws as before)
+	if len(c.prunes) > 1 {
+		g.P = e.rng.IntN(len(c.prunes))
+	}
+	if len(c.units) > 1 {
+		g.U = e.rng.IntN(len(c.units))
+	}
 	return e.canon(l, g)
 }
 
@@ -238,6 +265,9 @@ func (e *Engine) canon(l int, g gene) gene {
 	if f != FormatINT4 && f != FormatINT8 {
 		g.S, g.M = 0, 0
 	}
+	if f == FormatSkip {
+		g.P = 0 // a float layer is not pruned weight by weight (its units may still go)
+	}
 	return g
 }
 
@@ -251,6 +281,12 @@ func key(g []gene) string {
 		b.WriteString(strconv.Itoa(x.S))
 		b.WriteByte(',')
 		b.WriteString(strconv.Itoa(x.M))
+		if x.P != 0 || x.U != 0 {
+			b.WriteByte(',')
+			b.WriteString(strconv.Itoa(x.P))
+			b.WriteByte(',')
+			b.WriteString(strconv.Itoa(x.U))
+		}
 		b.WriteByte(';')
 	}
 	return b.String()
@@ -313,6 +349,17 @@ func (e *Engine) offspring() []gene {
 // mutate redraws one field of a gene (the format most often).
 func (e *Engine) mutate(l int, g gene) gene {
 	c := e.choices[l]
+	if np, nu := len(c.prunes), len(c.units); np > 1 || nu > 1 {
+		// A quarter of the mutations of a layer with pruning choices redraw one of them.
+		if e.rng.Float64() < 0.25 {
+			if nu > 1 && (np == 1 || e.rng.IntN(2) == 0) {
+				g.U = e.rng.IntN(nu)
+			} else {
+				g.P = e.rng.IntN(np)
+			}
+			return e.canon(l, g)
+		}
+	}
 	switch r := e.rng.Float64(); {
 	case r < 0.6 || len(c.formats) == 1:
 		if len(c.formats) > 1 {
@@ -344,6 +391,12 @@ func (e *Engine) recipe(g []gene) *recipe.Recipe {
 		name := e.space.Layers[l].Name
 		f := e.choices[l].formats[x.F]
 		rule := recipe.Rule{Match: name}
+		if fr := e.choices[l].units[x.U]; fr > 0 {
+			rule.PruneUnits, rule.Into = fr, e.space.Layers[l].Into
+		}
+		if f != FormatSkip {
+			rule.Prune, rule.Sparsity, _ = parsePrune(e.choices[l].prunes[x.P]) // checked by compile
+		}
 		switch f {
 		case FormatSkip:
 			rule.Skip = true
@@ -368,12 +421,33 @@ func (e *Engine) recipe(g []gene) *recipe.Recipe {
 	return r
 }
 
-// bitsPerWeight is the genome's average storage width, weighted by the layers' Params.
+// bitsPerWeight is the genome's average storage width per weight of the float layers, weighted
+// by the layers' Params: removed hidden units store nothing, so structured pruning lowers it
+// (the layer and its Into layer keep KeptUnits/Units of their weights); zeros of unstructured
+// pruning are stored like any weight.
 func (e *Engine) bitsPerWeight(g []gene) float64 {
+	kept := make([]float64, len(g))
+	for l := range kept {
+		kept[l] = 1
+	}
+	for l, x := range g {
+		fr := e.choices[l].units[x.U]
+		if fr == 0 {
+			continue
+		}
+		k := 1 - fr
+		if u := e.space.Layers[l].Units; u > 0 {
+			k = float64(prune.KeptUnits(u, fr)) / float64(u)
+		}
+		kept[l] *= k
+		if j := slices.IndexFunc(e.space.Layers, func(y Layer) bool { return y.Name == e.space.Layers[l].Into }); j >= 0 {
+			kept[j] *= k
+		}
+	}
 	var bits, n float64
 	for l, x := range g {
 		p := float64(max(e.space.Layers[l].Params, 1))
-		bits += p * float64(FormatBits(e.choices[l].formats[x.F]))
+		bits += p * kept[l] * float64(FormatBits(e.choices[l].formats[x.F]))
 		n += p
 	}
 	return bits / n
@@ -729,7 +803,8 @@ func Load(data []byte) (*Engine, error) {
 		}
 		for l, x := range g {
 			if x.F < 0 || x.F >= len(ch[l].formats) || x.G < 0 || (x.G > 0 && x.G >= len(ch[l].groupSizes)) ||
-				x.S < 0 || x.S >= len(e.space.Schemes) || x.M < 0 || x.M >= len(e.space.Methods) {
+				x.S < 0 || x.S >= len(e.space.Schemes) || x.M < 0 || x.M >= len(e.space.Methods) ||
+				x.P < 0 || x.P >= len(ch[l].prunes) || x.U < 0 || x.U >= len(ch[l].units) {
 				return fmt.Errorf("%w: saved state: gene of layer %q out of range", ErrSpace, e.space.Layers[l].Name)
 			}
 		}
