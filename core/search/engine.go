@@ -127,9 +127,27 @@ func (e *Engine) uniform(bits int) []gene {
 	return g
 }
 
-// initial is the first generation: anchors, sensitivity seeds, then random genomes.
+// smallest is the anchor of the smallest file: every layer at its narrowest format, INT4 in
+// the largest group size it allows, with the space's first scheme (symmetric by default: no
+// zero points to store).
+func (e *Engine) smallest() []gene {
+	g := make([]gene, len(e.choices))
+	for l, c := range e.choices {
+		x := gene{F: e.narrowest(l)}
+		for gi, gs := range c.groupSizes {
+			if gs > c.groupSizes[x.G] {
+				x.G = gi
+			}
+		}
+		g[l] = e.canon(l, x)
+	}
+	return g
+}
+
+// initial is the first generation: anchors (uniform INT8, uniform FP16, the smallest), sensitivity
+// seeds, size seeds, structured-pruning seeds, then random genomes.
 func (e *Engine) initial() [][]gene {
-	gen := [][]gene{e.uniform(8), e.uniform(16)}
+	gen := [][]gene{e.uniform(8), e.uniform(16), e.smallest()}
 	var sens []int
 	for i, l := range e.space.Layers {
 		if l.Sensitivity != nil {
@@ -173,10 +191,15 @@ func (e *Engine) initial() [][]gene {
 		big = append(big, l)
 		acc += float64(max(e.space.Layers[l].Params, 1))
 	}
+	// INT4 takes the engine's INT4 scheme where the space offers it (recipe.DefaultInt4Scheme).
+	s4 := max(0, slices.Index(e.space.Schemes, recipe.DefaultInt4Scheme))
 	for gi := range e.space.GroupSizes {
 		g := e.uniform(8)
 		for _, l := range big {
 			x := gene{F: e.narrowest(l)}
+			if e.choices[l].formats[x.F] == FormatINT4 {
+				x.S = s4
+			}
 			if n := len(e.choices[l].groupSizes); n > 0 {
 				// The gi-th group size of the space, or the nearest this layer allows.
 				x.G = slices.Index(e.choices[l].groupSizes, e.space.GroupSizes[gi])
@@ -188,17 +211,14 @@ func (e *Engine) initial() [][]gene {
 		}
 		gen = append(gen, g)
 	}
-	// Structured-pruning seeds: the last size seed (or the INT8 anchor) with every layer that
-	// can lose hidden units losing the smallest, then the next fraction of them.
-	if slices.ContainsFunc(e.choices, func(c layerChoices) bool { return len(c.units) > 1 }) {
+	// Structured-pruning seeds: the last size seed with the largest layer that can lose hidden
+	// units losing the smallest fraction, then the next one (where the most size is won; a
+	// small layer, such as a first convolution, is often the most sensitive to it).
+	if cl := e.largestCoupled(); cl >= 0 {
 		base := gen[len(gen)-1]
-		for _, u := range []int{1, 2} {
+		for u := 1; u < min(3, len(e.choices[cl].units)); u++ {
 			g := slices.Clone(base)
-			for l, c := range e.choices {
-				if u < len(c.units) {
-					g[l].U = u
-				}
-			}
+			g[cl].U = u
 			gen = append(gen, g)
 		}
 	}
@@ -206,6 +226,17 @@ func (e *Engine) initial() [][]gene {
 		gen = append(gen, e.random())
 	}
 	return gen
+}
+
+// largestCoupled is the layer with a structured-pruning choice and the most weights, -1 if none.
+func (e *Engine) largestCoupled() int {
+	best := -1
+	for l, c := range e.choices {
+		if len(c.units) > 1 && (best < 0 || e.space.Layers[l].Params > e.space.Layers[best].Params) {
+			best = l
+		}
+	}
+	return best
 }
 
 func (e *Engine) random() []gene {
@@ -237,6 +268,7 @@ func (e *Engine) randomGene(l int) gene {
 // repair gives an all-skip genome (nothing to quantize: no engine call would accept it) one
 // quantized layer, drawn at random among those that allow one.
 func (e *Engine) repair(g []gene) []gene {
+	e.fitCoupled(g)
 	var can []int
 	for l, x := range g {
 		if e.choices[l].formats[x.F] != FormatSkip {
@@ -252,6 +284,49 @@ func (e *Engine) repair(g []gene) []gene {
 		if e.choices[l].formats[x.F] != FormatSkip {
 			g[l] = x
 			return g
+		}
+	}
+}
+
+// fitCoupled keeps a genome valid where a layer loses hidden units: the rows of the layer it
+// feeds (Into) shrink with them, so that layer's INT4 group size must divide the new row (the
+// largest that does is taken) and its 2:4 pruning needs rows of 4s (else none); when nothing
+// fits, the units stay. Deterministic: no draw.
+func (e *Engine) fitCoupled(g []gene) {
+	for l, x := range g {
+		fr, lay := e.choices[l].units[x.U], e.space.Layers[l]
+		if fr == 0 || lay.Units == 0 {
+			continue
+		}
+		j := slices.IndexFunc(e.space.Layers, func(y Layer) bool { return y.Name == lay.Into })
+		if j < 0 || e.space.Layers[j].Row == 0 || e.space.Layers[j].Row%lay.Units != 0 {
+			continue
+		}
+		row := prune.KeptUnits(lay.Units, fr) * (e.space.Layers[j].Row / lay.Units)
+		cj := e.choices[j]
+		ok := true
+		if cj.formats[g[j].F] == FormatINT4 {
+			best := -1
+			for gi, gs := range cj.groupSizes {
+				if row%gs == 0 && (best < 0 || gs > cj.groupSizes[best]) {
+					best = gi
+				}
+			}
+			if best < 0 {
+				ok = false
+			} else {
+				g[j].G = best
+			}
+		}
+		if cj.prunes[g[j].P] == prune.TwoFour && row%4 != 0 {
+			if k := slices.Index(cj.prunes, PruneNone); k >= 0 {
+				g[j].P = k
+			} else {
+				ok = false
+			}
+		}
+		if !ok {
+			g[l].U = 0
 		}
 	}
 }

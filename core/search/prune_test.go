@@ -118,3 +118,40 @@ func TestPruningSpaceErrors(t *testing.T) {
 		}
 	}
 }
+
+// A layer that loses units shrinks the rows of the layer it feeds: that layer's INT4 group size
+// is refitted to the new row (or the units stay), so every candidate plans on the shrunk model.
+func TestCoupledGroupSizesFitTheShrunkRows(t *testing.T) {
+	s := pruneSpace()
+	s.GroupSizes = []int{16, 32, 64}
+	s.Prunes = []string{"2:4", "none"}
+	e, err := New(s, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 200; i++ {
+		c := e.Ask()
+		var fr float64
+		for _, r := range c.Recipe.Rules {
+			if r.Match == "fc1" {
+				fr = r.PruneUnits
+			}
+		}
+		for _, r := range c.Recipe.Rules {
+			if r.Match != "fc2" {
+				continue
+			}
+			row := 64
+			if fr > 0 {
+				row = 64 - int(math.Round(fr*64))
+			}
+			if r.GroupSize != 0 && row%r.GroupSize != 0 {
+				t.Fatalf("trial %d: fc1 loses %v of its units (fc2 rows of %d) and fc2 has groups of %d", i, fr, row, r.GroupSize)
+			}
+			if r.Prune == "2:4" && row%4 != 0 {
+				t.Fatalf("trial %d: fc2 rows of %d with 2:4", i, row)
+			}
+		}
+		e.Fail(c.Trial, "not evaluated")
+	}
+}
