@@ -37,6 +37,11 @@ type Run struct {
 	// Hessians are the layers' input Hessians H = XᵀX ([K, K], K the inputs of the layer's
 	// weight viewed as [rows, K]), keyed by layer name; method gptq needs one per layer.
 	Hessians map[string]*tensor.Tensor
+	// Only, when not nil, limits the run to these input tensors (by name): the others are
+	// neither read nor written, and create receives every output entry (to pick its own). The
+	// file's metadata is the whole plan's, so a shard of a sharded output written alone is the
+	// same bytes as when the whole set is written (core/convert's parallel shards).
+	Only map[string]bool
 }
 
 // checkHessians refuses, before anything is written, a gptq plan whose layers lack a Hessian
@@ -113,27 +118,12 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 		return nil, err
 	}
 	rep = &Report{Warnings: append([]Warning(nil), p.Warnings...)}
-	cfg := p.Config()
-	if len(p.StaticLayers()) > 0 {
-		if run.Calibration == nil {
-			return nil, fmt.Errorf("%w: static mode needs calibration data (a Calibration fed with activations)", ErrCalibration)
-		}
-		acts, warns, err := run.Calibration.Params()
-		if err != nil {
-			return nil, err
-		}
-		cfg.Activations, rep.Activations = acts, acts
-		rep.Warnings = append(rep.Warnings, warns...)
-	}
-	js, err := cfg.Marshal()
+	md, acts, warns, err := outputMetadata(r, p, run)
 	if err != nil {
 		return nil, err
 	}
-	md := maps.Clone(r.Metadata())
-	if md == nil {
-		md = map[string]string{}
-	}
-	md[MetadataKey] = js
+	rep.Activations = acts
+	rep.Warnings = append(rep.Warnings, warns...)
 	w, err := create(p.OutputEntries(), md)
 	if err != nil {
 		return nil, err
@@ -144,14 +134,17 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 			rep = nil
 		}
 	}()
-	var total int64
+	var total, count int64
 	for _, t := range p.Tensors {
-		total += entryBytes(t.DType, t.Shape)
+		if run.Only == nil || run.Only[t.Name] {
+			total += entryBytes(t.DType, t.Shape)
+			count++
+		}
 	}
 	pl := newPipeline(w)
 	defer pl.stop()
 	var params quantBuffers // a streamed tensor's scales and zero points
-	prog := Progress{TensorsTotal: len(p.Tensors), BytesTotal: total}
+	prog := Progress{TensorsTotal: int(count), BytesTotal: total}
 	// finish runs on this goroutine once the writer is done with a tensor: its pages are
 	// released (a kept tensor is written straight from the reader's memory) and progress
 	// is reported in order.
@@ -178,6 +171,9 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 		tp := &p.Tensors[i]
 		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+		if run.Only != nil && !run.Only[tp.Name] {
+			continue
 		}
 		for tp.Action == ActionQuantize && len(pl.free) == 0 {
 			if err := finish(pl.wait()); err != nil {
@@ -266,6 +262,69 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 	}
 	rep.finish()
 	return rep, nil
+}
+
+// outputMetadata is the metadata a quantized output of plan p over r carries: the input's, plus
+// the quantization config (with the calibrated activation parameters in static mode, returned
+// too with the calibration's warnings).
+func outputMetadata(r checkpoint.Reader, p *Plan, run Run) (map[string]string, map[string]ActivationParams, []Warning, error) {
+	cfg := p.Config()
+	var acts map[string]ActivationParams
+	var warns []Warning
+	if len(p.StaticLayers()) > 0 {
+		if run.Calibration == nil {
+			return nil, nil, nil, fmt.Errorf("%w: static mode needs calibration data (a Calibration fed with activations)", ErrCalibration)
+		}
+		var err error
+		if acts, warns, err = run.Calibration.Params(); err != nil {
+			return nil, nil, nil, err
+		}
+		cfg.Activations = acts
+	}
+	js, err := cfg.Marshal()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	md := maps.Clone(r.Metadata())
+	if md == nil {
+		md = map[string]string{}
+	}
+	md[MetadataKey] = js
+	return md, acts, warns, nil
+}
+
+// OutputMetadata is the metadata Quantize gives the output of plan p over r (run.Calibration
+// in static mode), for a caller that writes the index of a sharded output itself.
+func OutputMetadata(r checkpoint.Reader, p *Plan, run Run) (map[string]string, error) {
+	md, _, _, err := outputMetadata(r, p, run)
+	return md, err
+}
+
+// MergeReports joins the reports of runs over disjoint parts of one plan (Run.Only) into the
+// report of the whole: sums, every tensor, and each warning once.
+func MergeReports(reps []*Report) *Report {
+	out := &Report{}
+	seen := map[Warning]bool{}
+	for _, r := range reps {
+		if r == nil {
+			continue
+		}
+		out.TotalBytesBefore += r.TotalBytesBefore
+		out.TotalBytesAfter += r.TotalBytesAfter
+		out.TensorsKept += r.TensorsKept
+		out.Tensors = append(out.Tensors, r.Tensors...)
+		for _, w := range r.Warnings {
+			if !seen[w] {
+				seen[w] = true
+				out.Warnings = append(out.Warnings, w)
+			}
+		}
+		if r.Activations != nil && out.Activations == nil {
+			out.Activations = r.Activations // the whole plan's, the same in every part
+		}
+	}
+	out.finish()
+	return out
 }
 
 // readTensor reads tensor tp whole and checks it is what the checkpoint listed.
