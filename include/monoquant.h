@@ -649,6 +649,45 @@ MQ_API int mq_report_json(mq_report* r, char* buf, size_t cap, size_t* len);
 /* Frees a report. Accepts NULL (MQ_OK) and a stale or already-freed handle (MQ_EHANDLE). */
 MQ_API int mq_report_free(mq_report* r);
 
+/* Parallel conversion of a sharded model folder (a Hugging Face folder whose weights are behind a
+ * *.safetensors.index.json): the work of mq_quantize_file(src, dst, ...) split by output shard,
+ * so that processes sharing a filesystem each write some shards; the output folder is the same,
+ * byte for byte. The engine decides which tensors go to which shard; callers only fan out:
+ *
+ *   mq_quantize_shards_begin(src, dst, cfg, cal, buf, cap, &len)  once: the JSON list of shard
+ *                                                                  file names; dst prepared
+ *   mq_quantize_shard(src, dst, cfg, cal, k, &rep)                 once per shard k, anywhere
+ *   mq_quantize_shards_finish(src, dst, cfg, cal, reports, &rep)   once, after all of them
+ *   mq_quantize_shards_abort(dst)                                  instead of finish on failure
+ *
+ * Every call takes the same src, dst, cfg and calibration. */
+
+/* Lists the output shard files (a JSON list of names, "[]" when src is not a sharded model folder:
+ * then use mq_quantize_file) and, when there are some, makes dst (an existing folder must be
+ * empty). Buffer convention as mq_model_metadata_json; on MQ_EBUFFER (a length query) nothing is
+ * prepared. Fails like mq_quantize_file for src, cfg and dst. */
+MQ_API int mq_quantize_shards_begin(const char* src, const char* dst, const mq_model_config* cfg,
+                                    const char* calibration, char* buf, size_t cap, size_t* len);
+
+/* Quantizes the tensors of shard k (of begin's list) into dst/<name> (atomically). *report
+ * receives the shard's report (free it with mq_report_free; pass its mq_report_json to finish).
+ * MQ_EINVAL for k out of range or a NULL report; otherwise fails like mq_quantize_file. */
+MQ_API int mq_quantize_shard(const char* src, const char* dst, const mq_model_config* cfg,
+                             const char* calibration, size_t k, mq_report** report);
+
+/* Writes the index and the input folder's other files once every shard is written, checks the
+ * output when cfg->validate is set and records the run (cfg->no_log as for mq_quantize_file).
+ * reports_json is the JSON list of the shards' reports (mq_report_json of each). report may be
+ * NULL; else *report receives the whole run's report, as mq_quantize_file's. MQ_EIO when a shard
+ * is missing (the message names it). */
+MQ_API int mq_quantize_shards_finish(const char* src, const char* dst, const mq_model_config* cfg,
+                                     const char* calibration, const char* reports_json,
+                                     mq_report** report);
+
+/* Removes what a failed parallel conversion wrote into dst (dst was empty at begin) and dst itself
+ * when it is then empty. MQ_EINVAL for a NULL dst. */
+MQ_API int mq_quantize_shards_abort(const char* dst);
+
 /* The engine's defaults as JSON: bits, group_size, scheme, observer, method, the default
  * activation mode per format, the default layer types, the methods and observers this library
  * knows, its version, and the quantized format's metadata key and format version. Callers show

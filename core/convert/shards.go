@@ -33,12 +33,8 @@ var ErrNotSharded = errors.New("the input is not a sharded model folder")
 // lists the output shard files, in order. For an input that is not a sharded model folder it
 // does nothing and returns none: convert it with Write.
 func (c *Conversion) BeginShards(out string) ([]string, error) {
-	l, err := c.shardLayout()
-	if err != nil || l == nil {
-		return nil, err
-	}
-	_, order, err := l.files(c.plan.OutputEntries())
-	if err != nil {
+	order, err := c.Shards()
+	if err != nil || order == nil {
 		return nil, err
 	}
 	if SamePath(c.folder, out) {
@@ -48,6 +44,17 @@ func (c *Conversion) BeginShards(out string) ([]string, error) {
 		return nil, err
 	}
 	return order, nil
+}
+
+// Shards lists the output shard files of a sharded model folder's conversion, in order (nil
+// for any other input), touching nothing.
+func (c *Conversion) Shards() ([]string, error) {
+	l, err := c.shardLayout()
+	if err != nil || l == nil {
+		return nil, err
+	}
+	_, order, err := l.files(c.plan.OutputEntries())
+	return order, err
 }
 
 // WriteShard quantizes the tensors of output shard k (of BeginShards' list) into its file in

@@ -493,6 +493,17 @@ _fn("mq_plan_file_json", [c_char_p, POINTER(mq_model_config), c_void_p, c_size_t
 # int mq_quantize_file(const char* src, const char* dst, const mq_model_config* cfg,
 #                      const char* calibration, mq_progress_fn progress, void* user, mq_report** report);
 _fn("mq_quantize_file", [c_char_p, c_char_p, POINTER(mq_model_config), c_char_p, mq_progress_fn, c_void_p, POINTER(mq_report_p)], c_int)
+# int mq_quantize_shards_begin(const char* src, const char* dst, const mq_model_config* cfg,
+#                              const char* calibration, char* buf, size_t cap, size_t* len);
+_fn("mq_quantize_shards_begin", [c_char_p, c_char_p, POINTER(mq_model_config), c_char_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_quantize_shard(const char* src, const char* dst, const mq_model_config* cfg,
+#                       const char* calibration, size_t k, mq_report** report);
+_fn("mq_quantize_shard", [c_char_p, c_char_p, POINTER(mq_model_config), c_char_p, c_size_t, POINTER(mq_report_p)], c_int)
+# int mq_quantize_shards_finish(const char* src, const char* dst, const mq_model_config* cfg,
+#                               const char* calibration, const char* reports_json, mq_report** report);
+_fn("mq_quantize_shards_finish", [c_char_p, c_char_p, POINTER(mq_model_config), c_char_p, c_char_p, POINTER(mq_report_p)], c_int)
+# int mq_quantize_shards_abort(const char* dst);
+_fn("mq_quantize_shards_abort", [c_char_p], c_int)
 # int mq_report_json(mq_report* r, char* buf, size_t cap, size_t* len);
 _fn("mq_report_json", [mq_report_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
 # int mq_report_free(mq_report* r);

@@ -32,7 +32,7 @@ from . import _lib
 from ._errors import MonoquantWarning
 from ._lib import check
 from ._model import _json_call
-from .api import plan, quantize
+from .api import _check_executor, plan, quantize
 
 __all__ = ["search", "SearchResult", "SearchResults", "benchmark", "BenchmarkResult", "Search"]
 
@@ -400,6 +400,7 @@ class _Runner:
         if executor is None:
             self.width = 1
             return
+        _check_executor(executor, "search")
         if not isinstance(executor, ThreadPoolExecutor):  # threads share the model, others pickle it
             _check_picklable(model)
         client = getattr(executor, "_client", None)  # distributed's ClientExecutor

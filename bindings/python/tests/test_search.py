@@ -166,7 +166,12 @@ class Unpicklable(DigitsCNN):
 def test_unpicklable_model_names_the_object(trained):
     from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
-    with ProcessPoolExecutor(1) as ex:
+    import multiprocessing
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as ex:
+        with pytest.raises(ValueError, match="forks its workers"):
+            monoquant.search(DigitsCNN(), lambda q: 1.0, objectives=("metric", "size"), trials=2, executor=ex)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
         with pytest.raises(TypeError, match=r"cannot be: the model.hook \(function\)"):
             monoquant.search(Unpicklable(), lambda q: 1.0, objectives=("metric", "size"), trials=2, executor=ex)
     # Threads share the model: no pickling, and trials run two at a time.
