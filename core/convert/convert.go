@@ -91,7 +91,7 @@ func New(r checkpoint.Reader, in string, opts model.Options, run Run) (*Conversi
 	if opts.Recipe.PrunesUnits() {
 		// Removing hidden units changes two layers' shapes together; only a caller holding the
 		// live model applies it (core/prune.Units decides which units).
-		return nil, fmt.Errorf("%w prune_units: a recipe that removes hidden units is applied to a live model (Python's monoquant.quantize(model, recipe=...), or a C caller that shrinks the layers itself with mq_prune_units); the file pipeline does not shrink checkpoints", model.ErrOption)
+		return nil, fmt.Errorf("%w prune_units: a recipe that removes hidden units is applied to a live model (Python's monoquant.quantize(model, recipe=...), or a C program that applies mq_prune_units to its own model); the file pipeline does not shrink checkpoints", model.ErrOption)
 	}
 	if model.IsQuantized(r.Metadata()) {
 		return nil, fmt.Errorf("%w: input %s is already quantized by monoquant; dequantize it first", model.ErrFormat, in)

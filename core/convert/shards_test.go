@@ -9,6 +9,7 @@ import (
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/recipe"
 )
 
 // openConversion opens in and plans it, as File does.
@@ -102,5 +103,21 @@ func TestParallelShardsAreByteIdentical(t *testing.T) {
 	}
 	if _, err := idx.WriteShard(context.Background(), t.TempDir(), 0); !errors.Is(err, ErrNotSharded) {
 		t.Errorf("WriteShard of an index file: %v, want ErrNotSharded", err)
+	}
+}
+
+// A pruned layer passes the output check: its SQNR is measured against the input as it was.
+func TestPrunedFileValidates(t *testing.T) {
+	in := gpt2Folder(t, "gpt2")
+	rec, err := recipe.Parse([]byte(`[{"match": "transformer.h.0.mlp.c_fc", "bits": 8, "prune": "magnitude", "sparsity": 0.5}, {"match": "*", "bits": 8}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := File(context.Background(), in, filepath.Join(t.TempDir(), "q"), model.Options{Recipe: rec}, Run{Validate: true}); err != nil {
+		t.Fatalf("a pruned conversion fails its check: %v", err)
+	}
+	units, _ := recipe.Parse([]byte(`[{"match": "transformer.h.0.mlp.c_fc", "bits": 8, "prune_units": 0.5, "into": "transformer.h.0.mlp.c_proj"}, {"match": "*", "bits": 8}]`))
+	if _, err := File(context.Background(), in, filepath.Join(t.TempDir(), "u"), model.Options{Recipe: units}, Run{}); err == nil || !errors.Is(err, model.ErrOption) {
+		t.Errorf("prune_units in the file pipeline: %v, want an option error", err)
 	}
 }

@@ -74,6 +74,18 @@ func TestQuantizePruned(t *testing.T) {
 		if res.Report.TotalBytesAfter != plain.Report.TotalBytesAfter {
 			t.Errorf("%s: %d bytes, unpruned %d: pruning must not change the stored size", c.rules, res.Report.TotalBytesAfter, plain.Report.TotalBytesAfter)
 		}
+		// The SQNR is measured against the weights before pruning: pruning's error counts.
+		sq := func(r *Result) Decibels {
+			for _, tr := range r.Report.Tensors {
+				if tr.Name == "fc1.weight" {
+					return tr.SQNR
+				}
+			}
+			return 0
+		}
+		if sq(res) >= sq(plain)-3 {
+			t.Errorf("%s: fc1 SQNR %.2f dB, unpruned %.2f dB: the pruned weights' error is not counted", c.rules, sq(res), sq(plain))
+		}
 		if !strings.Contains(res.Metadata()[MetadataKey], `"prune"`) {
 			t.Errorf("%s: the file's resolved recipe does not record the prune key", c.rules)
 		}

@@ -220,6 +220,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 			if err != nil {
 				return nil, err
 			}
+			orig := t
 			if tp.Settings.Prune != "" {
 				if t, err = pruned(tp, t); err != nil {
 					r.Release(tp.Name)
@@ -227,6 +228,11 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 				}
 			}
 			tr, warns, err := quantizeOne(tp, t, j.out, mo)
+			if err == nil && t != orig {
+				// The error is measured against the weights as they were: pruning is part of it
+				// (and the output check recomputes it so, from the file and the input).
+				err = measureAgainst(&tr, tp, orig, j.out)
+			}
 			r.Release(tp.Name) // the writer needs only the quantized form
 			if err != nil {
 				return nil, err
@@ -511,6 +517,18 @@ func quantizeOne(tp *TensorPlan, t *tensor.Tensor, b *quantBuffers, mo method.Op
 	}
 	b.d, b.sc, b.z = data, sc, z
 	return tensorReport(tp, tp.DType, st, sig, noise), warns, nil
+}
+
+// measureAgainst sets tr's signal, noise and SQNR to those of the stored form b against the
+// tensor orig (the input before pruning).
+func measureAgainst(tr *TensorReport, tp *TensorPlan, orig *tensor.Tensor, b *quantBuffers) error {
+	view := &tensor.Tensor{DType: orig.DType, Shape: tp.QuantShape, Data: orig.Data}
+	sig, noise, err := methodEnergy(view, b.d, tp.Spec, b.sc, b.z)
+	if err != nil {
+		return fmt.Errorf("tensor %q: %w", tp.Name, err)
+	}
+	tr.SignalEnergy, tr.NoiseEnergy, tr.SQNR = sig, noise, Decibels(OverallSQNR(sig, noise))
+	return nil
 }
 
 // pruned returns a float32 copy of t with the weights the rule's prune zeroes set to 0
