@@ -408,7 +408,9 @@ class _Runner:
             self._scattered = client.scatter(model, broadcast=True)
             self.model = self._scattered
             workers = client.scheduler_info().get("workers", {})
-            self.width = max_in_flight or max(1, sum(w.get("nthreads", 1) for w in workers.values()))
+            # Two trials per worker thread: the second waits on the worker while the first's
+            # result travels back and the next candidate is asked, so no worker idles between trials.
+            self.width = max_in_flight or 2 * max(1, sum(w.get("nthreads", 1) for w in workers.values()))
         else:
             self.width = max_in_flight or getattr(executor, "_max_workers", None) or os.cpu_count() or 1
 
