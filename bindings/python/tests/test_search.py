@@ -230,9 +230,11 @@ def test_dask_two_workers(trained, tmp_path, monkeypatch):
                 with pytest.warns(monoquant.MonoquantWarning, match="did not run"):
                     res = monoquant.search(m, ev, objectives=("metric", "size"), trials=8, population=4,
                                            executor=client.get_executor())
+    # The dead worker's trials fail (the one it ran, and with allowed-failures 0 the one queued
+    # behind it); every other trial is done.
     failed = [t for t in res.trials if t.status == "failed"]
-    assert len(failed) == 1 and "KilledWorker" in failed[0].error, [t.error for t in failed]
-    assert sum(t.status == "done" for t in res.trials) == 7
+    assert 1 <= len(failed) <= 2 and all("KilledWorker" in t.error for t in failed), [t.error for t in failed]
+    assert sum(t.status == "done" for t in res.trials) == 8 - len(failed)
     assert len(res) > 0
     # The model left this process a bounded number of times (the pickle check, the scatter),
     # not once per trial (the workers' own copies, quantize's deepcopy, are theirs).
