@@ -710,8 +710,11 @@ MQ_API int mq_model_free(mq_model* m);
  * The space is JSON: {"layers": [{"name", "params", "row", "sensitivity"}, ...],
  * "objectives": [{"name": "metric", "goal": "max"}, {"name": "size", "goal": "min"}, ...],
  * and optionally "formats" (of skip, fp16, bf16, int8, int4), "group_sizes", "schemes",
- * "methods", "limits" ([{"match": "head", "min_bits": 8}, {"match": "...", "formats": [...]}])
- * and "population". Common failures: MQ_EHANDLE for a NULL, stale, freed or non-search handle.
+ * "methods", "limits" ([{"match": "head", "min_bits": 8}, {"match": "...", "formats": [...]}]),
+ * "population", and the pruning genes: "prunes" (of "none", "2:4", "magnitude:<sparsity>") and,
+ * for layers that name the layer they feed ({"name": "fc1", "into": "fc2", "units": 64, ...}),
+ * "unit_fractions" (default 0, 0.125, 0.25, 0.5: candidates then carry prune_units; see
+ * mq_prune_units). Common failures: MQ_EHANDLE for a NULL, stale, freed or non-search handle.
  * ------------------------------------------------------------------------------------------------ */
 
 typedef struct mq_search mq_search;

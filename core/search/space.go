@@ -18,7 +18,9 @@
 // sequence of Ask/Tell calls give the same candidates; Save and Load keep that across processes.
 //
 // A layer's gene is its format (skip, fp16, bf16, int8, int4), INT4 group size, scheme and
-// method. The space is limited per layer by Limits: {"match": "head", "min_bits": 8} keeps the
+// method, and its pruning: unstructured (Space.Prunes: none, 2:4, magnitude:<sparsity>) and, for
+// a layer with Into, the fraction of its hidden units removed together with Into's inputs
+// (Space.UnitFractions; the recipe's prune_units, core/prune). The space is limited per layer by Limits: {"match": "head", "min_bits": 8} keeps the
 // head at INT8 or above, {"match": "*.conv*", "formats": ["int8", "fp16"]} names the formats.
 package search
 
