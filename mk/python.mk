@@ -31,3 +31,11 @@ wheel: $(BUILD)/libmonoquant.so $(PY_SOURCES) venv
 bench-python: venv lib
 	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so $(PY) $(PY_PKG)/bench/bench_python.py
 	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so $(PY) $(PY_PKG)/bench/bench_kernels.py
+
+# LLM.int8() outliers at run time: a 4096×4096 Linear, INT8 dynamic vs the outlier modes
+# (BENCHMARKS.md, "LLM.int8() outliers"). BENCH_REPS=20, BENCH_THREADS=0 (torch's default).
+.PHONY: bench-outliers
+bench-outliers: venv lib
+	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so PYTHONPATH=$(CURDIR)/bindings/python $(PY) bench/outliers/bench_outliers.py --reps $(or $(BENCH_REPS),20) --threads $(or $(BENCH_THREADS),0)
+
+BENCH_TARGETS += bench-outliers

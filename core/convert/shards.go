@@ -10,6 +10,7 @@ import (
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/checkpoint/safetensors"
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/runlog"
 )
 
@@ -53,7 +54,7 @@ func (c *Conversion) Shards() ([]string, error) {
 	if err != nil || l == nil {
 		return nil, err
 	}
-	_, order, err := l.files(c.plan.OutputEntries())
+	_, order, err := l.files(model.OutputEntries(c.plan))
 	return order, err
 }
 
@@ -67,13 +68,13 @@ func (c *Conversion) WriteShard(ctx context.Context, out string, k int) (*model.
 	if l == nil {
 		return nil, ErrNotSharded
 	}
-	entries := c.plan.OutputEntries()
+	entries := model.OutputEntries(c.plan)
 	files, order, err := l.files(entries)
 	if err != nil {
 		return nil, err
 	}
 	if k < 0 || k >= len(order) {
-		return nil, fmt.Errorf("%w: shard %d: the output has %d shards", model.ErrOption, k, len(order))
+		return nil, fmt.Errorf("%w: shard %d: the output has %d shards", plan.ErrOption, k, len(order))
 	}
 	name := order[k]
 	only := map[string]bool{}
@@ -105,7 +106,7 @@ func (c *Conversion) FinishShards(ctx context.Context, out string, reps []*model
 	if l == nil {
 		return nil, ErrNotSharded
 	}
-	entries := c.plan.OutputEntries()
+	entries := model.OutputEntries(c.plan)
 	files, order, err := l.files(entries)
 	if err != nil {
 		return nil, err

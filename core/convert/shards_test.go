@@ -9,11 +9,12 @@ import (
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/recipe"
 )
 
 // openConversion opens in and plans it, as File does.
-func openConversion(t *testing.T, in string, opts model.Options, run Run) *Conversion {
+func openConversion(t *testing.T, in string, opts plan.Options, run Run) *Conversion {
 	t.Helper()
 	r, err := checkpoint.Open(in)
 	if err != nil {
@@ -31,7 +32,7 @@ func openConversion(t *testing.T, in string, opts model.Options, run Run) *Conve
 // would — then finished, are the same files, byte for byte, as one Write.
 func TestParallelShardsAreByteIdentical(t *testing.T) {
 	in := gpt2Folder(t, "gpt2")
-	opts := model.Options{Bits: 4, Spec: quantGroup(32)}
+	opts := plan.Options{Bits: 4, Spec: quantGroup(32)}
 	seq := filepath.Join(t.TempDir(), "seq")
 	want, err := File(context.Background(), in, seq, opts, Run{})
 	if err != nil {
@@ -113,11 +114,11 @@ func TestPrunedFileValidates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := File(context.Background(), in, filepath.Join(t.TempDir(), "q"), model.Options{Recipe: rec}, Run{Validate: true}); err != nil {
+	if _, err := File(context.Background(), in, filepath.Join(t.TempDir(), "q"), plan.Options{Recipe: rec}, Run{Validate: true}); err != nil {
 		t.Fatalf("a pruned conversion fails its check: %v", err)
 	}
 	units, _ := recipe.Parse([]byte(`[{"match": "transformer.h.0.mlp.c_fc", "bits": 8, "prune_units": 0.5, "into": "transformer.h.0.mlp.c_proj"}, {"match": "*", "bits": 8}]`))
-	if _, err := File(context.Background(), in, filepath.Join(t.TempDir(), "u"), model.Options{Recipe: units}, Run{}); err == nil || !errors.Is(err, model.ErrOption) {
+	if _, err := File(context.Background(), in, filepath.Join(t.TempDir(), "u"), plan.Options{Recipe: units}, Run{}); err == nil || !errors.Is(err, plan.ErrOption) {
 		t.Errorf("prune_units in the file pipeline: %v, want an option error", err)
 	}
 }

@@ -7,12 +7,15 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/names"
 	"github.com/monoquant/monoquant/core/observer"
+	"github.com/monoquant/monoquant/core/plan"
+	"github.com/monoquant/monoquant/core/recipe"
 	"github.com/monoquant/monoquant/core/tensor"
+	"github.com/monoquant/monoquant/core/warning"
 )
 
 // ErrCalibration is wrapped by errors about calibration data.
@@ -28,26 +31,36 @@ type Calibration struct {
 	obs     map[string]observer.Observer
 	batches map[string]int
 	spiky   map[string]float32 // layers whose input had heavy outliers: max |x| / 99.9th percentile
+	// LLM.int8() outliers: the threshold of each static layer that has them on, and the input
+	// features (the last dimension of its input) found so far with some |x| >= threshold.
+	thresh  map[string]float64
+	outlier map[string][]bool
 }
 
 // NewCalibration prepares observers for the quantized layers of a static-mode plan.
-func NewCalibration(p *Plan) (*Calibration, error) {
-	if p == nil || p.opts == nil {
+func NewCalibration(p *plan.Plan) (*Calibration, error) {
+	if !p.Valid() {
 		return nil, fmt.Errorf("%w: nil plan", ErrCalibration)
 	}
 	layers := p.StaticLayers()
 	if len(layers) == 0 {
-		return nil, optErr("activations", "calibration needs layers with static activations, and this plan has none (give calibration data, or activations static)")
+		return nil, plan.OptionErr("activations", "calibration needs layers with static activations, and this plan has none (give calibration data, or activations static)")
 	}
 	for _, l := range layers {
 		if _, err := observer.New(p.Observers[l]); err != nil {
-			return nil, optErr("observer", "layer %q: %v", l, err)
+			return nil, plan.OptionErr("observer", "layer %q: %v", l, err)
 		}
 	}
 	c := &Calibration{opts: p.Observers, layers: layers, allowed: map[string]bool{},
-		obs: map[string]observer.Observer{}, batches: map[string]int{}, spiky: map[string]float32{}}
+		obs: map[string]observer.Observer{}, batches: map[string]int{}, spiky: map[string]float32{},
+		thresh: map[string]float64{}, outlier: map[string][]bool{}}
 	for _, l := range c.layers {
 		c.allowed[l] = true
+	}
+	for _, t := range p.Quantized() {
+		if t.Settings.OutlierThreshold > 0 && t.Settings.Activations == recipe.ActivationsStatic {
+			c.thresh[t.Layer] = t.Settings.OutlierThreshold
+		}
 	}
 	return c, nil
 }
@@ -58,7 +71,7 @@ func (c *Calibration) Calibrate(layer string, x *tensor.Tensor) error {
 		return fmt.Errorf("%w: nil calibration", ErrCalibration)
 	}
 	if !c.allowed[layer] {
-		return fmt.Errorf("%w: layer %q has no static activations in this plan (static layers: %s)", ErrCalibration, layer, shortList(c.layers, 8))
+		return fmt.Errorf("%w: layer %q has no static activations in this plan (static layers: %s)", ErrCalibration, layer, names.List(c.layers, 8))
 	}
 	if x == nil {
 		return fmt.Errorf("%w: layer %q: nil activation", ErrCalibration, layer)
@@ -71,6 +84,14 @@ func (c *Calibration) Calibrate(layer string, x *tensor.Tensor) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var found []bool
+	if t, ok := c.thresh[layer]; ok {
+		masked, f, err := c.maskOutliers(layer, x, t)
+		if err != nil {
+			return err
+		}
+		x, found = masked, f
+	}
 	o, ok := c.obs[layer]
 	if !ok {
 		var err error
@@ -85,6 +106,9 @@ func (c *Calibration) Calibrate(layer string, x *tensor.Tensor) error {
 	}
 	c.obs[layer] = o
 	c.batches[layer]++
+	if found != nil {
+		c.outlier[layer] = found
+	}
 	if _, seen := c.spiky[layer]; !seen {
 		if r := outlierRatio(x); r > OutlierRatio {
 			c.spiky[layer] = r
@@ -93,8 +117,74 @@ func (c *Calibration) Calibrate(layer string, x *tensor.Tensor) error {
 	return nil
 }
 
+// maskOutliers adds the input features of batch x (its last dimension) that have some
+// |value| >= t to the layer's LLM.int8() outliers, and returns x with every outlier feature
+// found so far set to 0: what the layer's INT8 matmul will see once those features go
+// through it in float, and so what its activation observer must see. A feature that becomes
+// an outlier only in a later batch was observed before with values below t, which stay
+// inside the range the observer needs anyway (|x| < t). x itself is never written.
+//
+// It returns the masked batch and the layer's outlier features with this batch's added, which
+// Calibrate keeps once the observer has accepted the batch (a refused batch changes nothing).
+func (c *Calibration) maskOutliers(layer string, x *tensor.Tensor, t float64) (*tensor.Tensor, []bool, error) {
+	if len(x.Shape) == 0 {
+		return nil, nil, fmt.Errorf("%w: layer %q: a 0-d activation has no input features to find outliers in", ErrCalibration, layer)
+	}
+	k := x.Shape[len(x.Shape)-1]
+	seen, ok := c.outlier[layer]
+	if !ok {
+		seen = make([]bool, k)
+	} else if len(seen) != k {
+		return nil, nil, fmt.Errorf("%w: layer %q: this batch has %d input features, an earlier one %d", ErrCalibration, layer, k, len(seen))
+	}
+	v, err := x.Float32s()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: layer %q: activation: %v", ErrCalibration, layer, err)
+	}
+	found := slices.Clone(seen)
+	th := float32(t)
+	anyFound := false
+	for i := 0; i+k <= len(v); i += k {
+		for j, a := range v[i : i+k] {
+			if a >= th || a <= -th {
+				found[j] = true
+			}
+		}
+	}
+	for _, f := range found {
+		anyFound = anyFound || f
+	}
+	if !anyFound {
+		return x, found, nil
+	}
+	out := make([]float32, len(v))
+	copy(out, v)
+	for i := 0; i+k <= len(out); i += k {
+		for j, f := range found {
+			if f {
+				out[i+j] = 0
+			}
+		}
+	}
+	return tensor.FromFloat32(out, x.Shape...), found, nil
+}
+
+// OutlierColumns returns the LLM.int8() outlier input features calibration found for a
+// layer, ascending (nil when it has outliers off, saw no batch or found none).
+func (c *Calibration) OutlierColumns(layer string) []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []int
+	for j, f := range c.outlier[layer] {
+		if f {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
 // OutlierRatio is the activation outlier threshold: a layer whose input has max |x| above this
-// many times the 99.9th percentile of |x| gets a WarnActivationOutliers warning, since one
+// many times the 99.9th percentile of |x| gets a warning.ActivationOutliers warning, since one
 // per-tensor INT8 scale must then stretch over values the rest of the data never reaches.
 const OutlierRatio = 16
 
@@ -166,12 +256,12 @@ func (c *Calibration) CalibrateReader(r checkpoint.Reader) error {
 			all = append(all, batch{e.Name, e.Name, -1})
 			continue
 		}
-		layer, idx := splitName(e.Name)
+		layer, idx := names.Split(e.Name)
 		if i, err := strconv.Atoi(idx); err == nil && i >= 0 && c.allowed[layer] {
 			all = append(all, batch{e.Name, layer, i})
 			continue
 		}
-		return fmt.Errorf("%w: calibration tensor %q names no quantized layer (want <layer> or <layer>.<batch>; quantized layers: %s)", ErrCalibration, e.Name, shortList(c.layers, 8))
+		return fmt.Errorf("%w: calibration tensor %q names no quantized layer (want <layer> or <layer>.<batch>; quantized layers: %s)", ErrCalibration, e.Name, names.List(c.layers, 8))
 	}
 	if len(all) == 0 {
 		return fmt.Errorf("%w: the calibration file holds no tensors", ErrCalibration)
@@ -207,18 +297,18 @@ func (c *Calibration) CalibrateReader(r checkpoint.Reader) error {
 // Params returns the activation qparams of every layer that saw data, and a warning for each
 // quantized layer that saw none. No data at all is an error: static mode without calibration
 // has nothing to store.
-func (c *Calibration) Params() (map[string]ActivationParams, []Warning, error) {
+func (c *Calibration) Params() (map[string]ActivationParams, []warning.Warning, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.obs) == 0 {
-		return nil, nil, fmt.Errorf("%w: static mode needs calibration data, and no layer has seen any (quantized layers: %s)", ErrCalibration, shortList(c.layers, 8))
+		return nil, nil, fmt.Errorf("%w: static mode needs calibration data, and no layer has seen any (quantized layers: %s)", ErrCalibration, names.List(c.layers, 8))
 	}
 	out := map[string]ActivationParams{}
-	var warns []Warning
+	var warns []warning.Warning
 	for _, l := range c.layers {
 		o, ok := c.obs[l]
 		if !ok {
-			warns = append(warns, Warning{Code: WarnNoCalibration, Layer: l,
+			warns = append(warns, warning.Warning{Code: warning.NoCalibration, Layer: l,
 				Message: fmt.Sprintf("layer %q saw no calibration data; its activations stay float", l)})
 			continue
 		}
@@ -232,18 +322,19 @@ func (c *Calibration) Params() (map[string]ActivationParams, []Warning, error) {
 		if len(mn) > 0 && len(mx) > 0 && !math.IsInf(float64(mn[0]), 0) && !math.IsInf(float64(mx[0]), 0) {
 			a.Min, a.Max = mn[0], mx[0]
 		}
+		if t, ok := c.thresh[l]; ok {
+			a.OutlierThreshold = t
+			for _, f := range c.outlier[l] {
+				if f {
+					a.Outliers++
+				}
+			}
+		}
 		out[l] = a
 		if r, ok := c.spiky[l]; ok {
-			warns = append(warns, Warning{Code: WarnActivationOutliers, Layer: l,
+			warns = append(warns, warning.Warning{Code: warning.ActivationOutliers, Layer: l,
 				Message: fmt.Sprintf("the input of layer %q has heavy outliers (max |x| is %.0f× its 99.9th percentile, above %d×); one per-tensor INT8 activation scale loses precision there: consider skipping the layer or the histogram observer", l, r, OutlierRatio)})
 		}
 	}
 	return out, warns, nil
-}
-
-func shortList(s []string, n int) string {
-	if len(s) <= n {
-		return strings.Join(s, ", ")
-	}
-	return strings.Join(s[:n], ", ") + fmt.Sprintf(", … (%d in all)", len(s))
 }

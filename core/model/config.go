@@ -10,10 +10,14 @@ import (
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/method"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/recipe"
 	"github.com/monoquant/monoquant/core/tensor"
 )
+
+// ToolVersion is written into every quantized checkpoint's config.
+const ToolVersion = "0.1.0"
 
 // MetadataKey is the metadata key under which a quantized checkpoint stores its Config as JSON.
 const MetadataKey = "monoquant"
@@ -39,6 +43,11 @@ type Config struct {
 	// Recipe is the resolved recipe of the run: feed it back (recipe=..., --recipe) to make the
 	// same decisions again. TensorConfig.Rule indexes its rules.
 	Recipe *recipe.Recipe `json:"recipe,omitempty"`
+	// Aliases maps each tied tensor the file does not store to the stored tensor it shares
+	// storage with (alias → stored name; absent when nothing was tied). Readers give the alias
+	// the stored tensor's values (dequantized when it is quantized) and re-tie them. Added
+	// after format 1's first files; readers that predate it ignore it.
+	Aliases map[string]string `json:"aliases,omitempty"`
 }
 
 // TensorConfig records how one tensor was quantized.
@@ -69,7 +78,22 @@ type TensorConfig struct {
 	// Config.Recipe (absent in files of version 0.1).
 	Method string `json:"method,omitempty"`
 	Rule   *int   `json:"rule,omitempty"`
+	// OutlierThreshold > 0: the layer runs LLM.int8() outlier handling with this threshold
+	// (docs/methods.md). OutlierColumns is how many input features calibration found (static
+	// layers); when it is > 0, <name>.outlier_columns (I64 [k], ascending) and
+	// <name>.outlier_weight (the original dtype, [out, k]) hold them, and those columns of the
+	// stored integers are 0. Dynamic layers find theirs per batch at run time (0 here). Both
+	// absent in files written without outliers.
+	OutlierThreshold float64 `json:"outlier_threshold,omitempty"`
+	OutlierColumns   int     `json:"outlier_columns,omitempty"`
 }
+
+// Suffixes of the tensors that hold a layer's calibrated LLM.int8() outliers, after the
+// weight's name (docs/FORMAT.md).
+const (
+	OutlierColumnsSuffix = ".outlier_columns"
+	OutlierWeightSuffix  = ".outlier_weight"
+)
 
 // ActivationParams are the input qparams of one layer in static mode.
 type ActivationParams struct {
@@ -81,15 +105,20 @@ type ActivationParams struct {
 	Min       float32   `json:"min"`
 	Max       float32   `json:"max"`
 	Batches   int       `json:"batches"`
+	// OutlierThreshold > 0: the layer has LLM.int8() outliers on, and Outliers input
+	// features reached it during calibration; the observer saw the input with them set to 0.
+	OutlierThreshold float64 `json:"outlier_threshold,omitempty"`
+	Outliers         int     `json:"outliers,omitempty"`
 }
 
-func tensorConfig(tp *TensorPlan) *TensorConfig {
+func tensorConfig(tp *plan.TensorPlan) *TensorConfig {
 	s := tp.Spec
 	tc := &TensorConfig{
 		Bits: s.Format.Bits(), Format: s.Format.String(), DType: tp.DType.String(),
 		Shape: append([]int{}, tp.Shape...), QuantShape: append([]int{}, tp.QuantShape...),
 		Layer: tp.Layer, LayerType: string(tp.LayerType), Observer: "none",
 		Activations: tp.Settings.Activations, Method: tp.Settings.Method,
+		OutlierThreshold: tp.Settings.OutlierThreshold, OutlierColumns: len(tp.Outliers),
 	}
 	if tp.Rule >= 0 {
 		r := tp.Rule
@@ -232,6 +261,16 @@ func storedEntries(name string, s *quant.Spec, shape, qshape []int) []checkpoint
 	return out
 }
 
+// outlierEntries are the tensors that hold a weight's calibrated outlier columns (none when k
+// is 0): the column indices and the float weight slice [rows, k] in the original dtype dt.
+func outlierEntries(name string, dt tensor.DType, shape []int, k int) []checkpoint.Entry {
+	if k == 0 || len(shape) != 2 {
+		return nil
+	}
+	return []checkpoint.Entry{{Name: name + OutlierColumnsSuffix, DType: tensor.I64, Shape: []int{k}},
+		{Name: name + OutlierWeightSuffix, DType: dt, Shape: []int{shape[0], k}}}
+}
+
 // Marshal encodes the config as the JSON stored under MetadataKey.
 func (c *Config) Marshal() (string, error) {
 	b, err := json.Marshal(c)
@@ -292,7 +331,14 @@ func ReadConfig(entries []checkpoint.Entry, metadata map[string]string) (*Config
 		if _, err := tensor.ParseDType(tc.DType); err != nil {
 			return nil, fmt.Errorf("%w: tensor %q: original dtype: %v", ErrFormat, name, err)
 		}
-		for _, want := range storedEntries(name, &s, tc.Shape, tc.QuantShape) {
+		if tc.OutlierThreshold < 0 || math.IsNaN(tc.OutlierThreshold) || math.IsInf(tc.OutlierThreshold, 0) || tc.OutlierColumns < 0 ||
+			(tc.OutlierColumns > 0 && (tc.OutlierThreshold == 0 || s.Format != quant.Int8 || len(tc.Shape) != 2 || tc.OutlierColumns > tc.Shape[1])) {
+			return nil, fmt.Errorf("%w: tensor %q: outlier_threshold %g with %d outlier_columns does not fit a %s tensor of shape %v (outliers are input columns of an INT8 [out, in] weight)",
+				ErrFormat, name, tc.OutlierThreshold, tc.OutlierColumns, tc.Format, tc.Shape)
+		}
+		dt, _ := tensor.ParseDType(tc.DType)
+		wants := append(storedEntries(name, &s, tc.Shape, tc.QuantShape), outlierEntries(name, dt, tc.Shape, tc.OutlierColumns)...)
+		for _, want := range wants {
 			got, ok := byName[want.Name]
 			if !ok {
 				return nil, fmt.Errorf("%w: tensor %q: the checkpoint has no tensor %q", ErrFormat, name, want.Name)
@@ -305,6 +351,17 @@ func ReadConfig(entries []checkpoint.Entry, metadata map[string]string) (*Config
 			if _, ok := byName[name+".zero_point"]; ok && s.Format.IsInteger() {
 				return nil, fmt.Errorf("%w: tensor %q has a zero_point tensor but its %s %s scheme stores none", ErrFormat, name, tc.Scheme, tc.QDType)
 			}
+		}
+	}
+	for alias, target := range c.Aliases {
+		if _, stored := byName[alias]; stored {
+			return nil, fmt.Errorf("%w: aliases: %q is stored in the file, so it cannot alias %q", ErrFormat, alias, target)
+		}
+		if _, ok := c.Tensors[alias]; ok {
+			return nil, fmt.Errorf("%w: aliases: %q is a quantized tensor of the config, so it cannot alias %q", ErrFormat, alias, target)
+		}
+		if _, ok := byName[target]; !ok {
+			return nil, fmt.Errorf("%w: aliases: %q aliases %q, which the file does not store", ErrFormat, alias, target)
 		}
 	}
 	for layer, a := range c.Activations {
@@ -374,8 +431,58 @@ func LoadConfig(r checkpoint.Reader) (*Config, error) {
 		if _, _, err := readQParams(r, name, c.Tensors[name]); err != nil {
 			return nil, err
 		}
+		if _, _, err := readOutliers(r, name, c.Tensors[name]); err != nil {
+			return nil, err
+		}
 	}
 	return c, nil
+}
+
+// readOutliers reads and checks a weight's calibrated outlier columns (both nil when it has
+// none): the column indices, strictly ascending inside the weight's inputs, and the float
+// weight slice [rows, k] as float32, every value finite.
+func readOutliers(r checkpoint.Reader, name string, tc *TensorConfig) (cols []int, w []float32, err error) {
+	k := tc.OutlierColumns
+	if k == 0 || len(tc.Shape) != 2 {
+		return nil, nil, nil
+	}
+	in := tc.Shape[1]
+	ct, err := r.Tensor(name + OutlierColumnsSuffix)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tensor %q: %w", name+OutlierColumnsSuffix, err)
+	}
+	if ct.DType != tensor.I64 || len(ct.Data) != 8*k {
+		r.Release(name + OutlierColumnsSuffix)
+		return nil, nil, fmt.Errorf("%w: tensor %q is %v with %d bytes, its config needs %d int64 indices", ErrFormat, name+OutlierColumnsSuffix, ct.DType, len(ct.Data), k)
+	}
+	cols = make([]int, k)
+	for i, v := range tensor.View[int64](ct.Data) {
+		if v < 0 || v >= int64(in) || (i > 0 && int(v) <= cols[i-1]) {
+			r.Release(name + OutlierColumnsSuffix)
+			return nil, nil, fmt.Errorf("%w: tensor %q: index %d is %d; outlier columns must be strictly ascending inside the %d inputs", ErrFormat, name+OutlierColumnsSuffix, i, v, in)
+		}
+		cols[i] = int(v)
+	}
+	r.Release(name + OutlierColumnsSuffix)
+	wt, err := r.Tensor(name + OutlierWeightSuffix)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tensor %q: %w", name+OutlierWeightSuffix, err)
+	}
+	defer r.Release(name + OutlierWeightSuffix)
+	if !wt.DType.IsFloat() || wt.Len() != tc.Shape[0]*k {
+		return nil, nil, fmt.Errorf("%w: tensor %q is %v %v, its config needs [%d, %d] floats", ErrFormat, name+OutlierWeightSuffix, wt.DType, wt.Shape, tc.Shape[0], k)
+	}
+	vals, err := wt.Float32s()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: tensor %q: %v", ErrFormat, name+OutlierWeightSuffix, err)
+	}
+	w = slices.Clone(vals)
+	for i, v := range w {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return nil, nil, fmt.Errorf("%w: tensor %q: value %d is %v; outlier weights must be finite", ErrFormat, name+OutlierWeightSuffix, i, v)
+		}
+	}
+	return cols, w, nil
 }
 
 // readQParams reads and checks a quantized tensor's scales and zero points (zero points are all

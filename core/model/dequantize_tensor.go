@@ -76,6 +76,10 @@ type RowDequantizer struct {
 	n            int    // elements
 	rows, rowLen int
 	scratch      []byte // INT4 values of a range that starts on a high nibble, realigned
+	// outCols, outW: calibrated LLM.int8() outlier columns and their float values [rows,
+	// len(outCols)], written over the (zero) stored integers of those columns.
+	outCols []int
+	outW    []float32
 
 	used  int   // stored tensors read: values, scale, zero point
 	bytes int64 // and their bytes
@@ -119,6 +123,14 @@ func openRows(r checkpoint.Reader, name string, tc *TensorConfig) (*RowDequantiz
 			d.used, d.bytes = d.used+1, d.bytes+int64(4*len(zp))
 		}
 	}
+	if tc.OutlierColumns > 0 {
+		cols, w, err := readOutliers(r, name, tc)
+		if err != nil {
+			return nil, err
+		}
+		d.outCols, d.outW = cols, w
+		d.used, d.bytes = d.used+2, d.bytes+int64(8*len(cols))+int64(len(w)*originalDType(tc).Size())
+	}
 	qt, err := r.Tensor(name)
 	if err != nil {
 		return nil, fmt.Errorf("tensor %q: %w", name, err)
@@ -160,6 +172,14 @@ func (d *RowDequantizer) Dequantize(r0, r1 int, dst []float32) error {
 	}
 	if err := d.elements(dst[:n], r0*d.rowLen, r0*d.rowLen+n); err != nil {
 		return fmt.Errorf("%w: tensor %q: %v", ErrFormat, d.name, err)
+	}
+	if k := len(d.outCols); k > 0 {
+		for r := r0; r < r1; r++ {
+			row := dst[(r-r0)*d.rowLen : (r-r0+1)*d.rowLen]
+			for c, j := range d.outCols {
+				row[j] = d.outW[r*k+c]
+			}
+		}
 	}
 	return nil
 }

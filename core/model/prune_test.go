@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/recipe"
 	"github.com/monoquant/monoquant/core/tensor"
 )
@@ -25,7 +26,7 @@ func TestQuantizePruned(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := m.Quantize(context.Background(), Options{Recipe: rec}, nil)
+		res, err := m.Quantize(context.Background(), plan.Options{Recipe: rec}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -99,7 +100,7 @@ func TestQuantizePruned(t *testing.T) {
 	m2 := NewModel()
 	m2.Add("fc.weight", tensor.FromFloat32(make([]float32, 12), 2, 6))
 	rec, _ := recipe.Parse([]byte(`[{"match": "fc", "bits": 8, "prune": "2:4"}]`))
-	if _, err := m2.Quantize(context.Background(), Options{Recipe: rec}, nil); err == nil || !strings.Contains(err.Error(), `"fc.weight"`) {
+	if _, err := m2.Quantize(context.Background(), plan.Options{Recipe: rec}, nil); err == nil || !strings.Contains(err.Error(), `"fc.weight"`) {
 		t.Errorf("2:4 on rows of 6: %v, want an error naming fc.weight", err)
 	}
 }

@@ -2,6 +2,7 @@ package model
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"maps"
 	"slices"
@@ -9,9 +10,12 @@ import (
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/method"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/prune"
 	"github.com/monoquant/monoquant/core/quant"
+	"github.com/monoquant/monoquant/core/recipe"
 	"github.com/monoquant/monoquant/core/tensor"
+	"github.com/monoquant/monoquant/core/warning"
 )
 
 // Progress is reported after every tensor.
@@ -46,7 +50,7 @@ type Run struct {
 
 // checkHessians refuses, before anything is written, a gptq plan whose layers lack a Hessian
 // or carry one of the wrong size.
-func checkHessians(p *Plan, run *Run) error {
+func checkHessians(p *plan.Plan, run *Run) error {
 	for _, t := range p.Quantized() {
 		if !t.Method.NeedsHessian() {
 			continue
@@ -70,24 +74,36 @@ func checkHessians(p *Plan, run *Run) error {
 }
 
 // OutputEntries lists the tensors a plan writes, in order: each input tensor in file order,
-// a quantized one as <name>, <name>.scale and (when the scheme needs it) <name>.zero_point.
-func (p *Plan) OutputEntries() []checkpoint.Entry {
+// a quantized one as <name>, <name>.scale and (when the scheme needs it) <name>.zero_point; a
+// tied tensor that aliases another (ActionAlias) is not stored.
+func OutputEntries(p *plan.Plan) []checkpoint.Entry {
 	var out []checkpoint.Entry
 	for i := range p.Tensors {
 		t := &p.Tensors[i]
-		if t.Action == ActionQuantize {
+		switch t.Action {
+		case plan.ActionAlias: // stored once, under the name it aliases
+		case plan.ActionQuantize:
 			out = append(out, storedEntries(t.Name, &t.Spec, t.Shape, t.QuantShape)...)
-		} else {
+			out = append(out, outlierEntries(t.Name, t.DType, t.Shape, len(t.Outliers))...)
+		default:
 			out = append(out, checkpoint.Entry{Name: t.Name, DType: t.DType, Shape: append([]int(nil), t.Shape...)})
 		}
 	}
 	return out
 }
 
-// Config returns the quantization config the plan stores (without activation qparams).
-func (p *Plan) Config() *Config {
+// PlanConfig returns the quantization config a plan stores (without activation qparams).
+func PlanConfig(p *plan.Plan) *Config {
 	c := &Config{FormatVersion: FormatVersion, Tool: "monoquant", ToolVersion: ToolVersion,
 		Tensors: map[string]*TensorConfig{}, Recipe: p.Recipe}
+	for _, t := range p.Tensors {
+		if t.Action == plan.ActionAlias {
+			if c.Aliases == nil {
+				c.Aliases = map[string]string{}
+			}
+			c.Aliases[t.Name] = t.AliasOf
+		}
+	}
 	for _, t := range p.Quantized() {
 		c.Tensors[t.Name] = tensorConfig(t)
 		switch {
@@ -104,8 +120,8 @@ func (p *Plan) Config() *Config {
 // Release, so the peak memory is about one tensor plus its quantized form. The plan must have
 // been made from r's entries. On error or cancellation the output is aborted (nothing appears
 // at a file target). The report's tensors are sorted worst SQNR first.
-func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Plan, run Run) (rep *Report, err error) {
-	if r == nil || create == nil || p == nil || p.opts == nil {
+func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *plan.Plan, run Run) (rep *Report, err error) {
+	if r == nil || create == nil || !p.Valid() {
 		return nil, fmt.Errorf("model.Quantize: nil reader, output or plan")
 	}
 	if err := checkPlanMatches(p, r.Entries()); err != nil {
@@ -117,14 +133,14 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 	if err := checkHessians(p, &run); err != nil {
 		return nil, err
 	}
-	rep = &Report{Warnings: append([]Warning(nil), p.Warnings...)}
-	md, acts, warns, err := outputMetadata(r, p, run)
+	rep = &Report{Warnings: append([]warning.Warning(nil), p.Warnings...)}
+	md, meta, err := outputMetadata(r, p, run)
 	if err != nil {
 		return nil, err
 	}
-	rep.Activations = acts
-	rep.Warnings = append(rep.Warnings, warns...)
-	w, err := create(p.OutputEntries(), md)
+	rep.Activations, rep.Aliases = meta.acts, meta.aliases
+	rep.Warnings = append(rep.Warnings, meta.warns...)
+	w, err := create(OutputEntries(p), md)
 	if err != nil {
 		return nil, err
 	}
@@ -134,22 +150,23 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 			rep = nil
 		}
 	}()
-	var total, count int64
+	var total int64
+	stored := 0
 	for _, t := range p.Tensors {
-		if run.Only == nil || run.Only[t.Name] {
+		if t.Action != plan.ActionAlias && (run.Only == nil || run.Only[t.Name]) {
 			total += entryBytes(t.DType, t.Shape)
-			count++
+			stored++
 		}
 	}
 	pl := newPipeline(w)
 	defer pl.stop()
 	var params quantBuffers // a streamed tensor's scales and zero points
-	prog := Progress{TensorsTotal: int(count), BytesTotal: total}
+	prog := Progress{TensorsTotal: stored, BytesTotal: total}
 	// finish runs on this goroutine once the writer is done with a tensor: its pages are
 	// released (a kept tensor is written straight from the reader's memory) and progress
 	// is reported in order.
 	finish := func(j *writeJob) error {
-		if j.tp.Action == ActionKeep {
+		if j.tp.Action == plan.ActionKeep {
 			r.Release(j.tp.Name)
 		}
 		if j.out != nil {
@@ -175,7 +192,12 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 		if run.Only != nil && !run.Only[tp.Name] {
 			continue
 		}
-		for tp.Action == ActionQuantize && len(pl.free) == 0 {
+		if tp.Action == plan.ActionAlias {
+			// Nothing is written: the tensor it aliases holds the bytes, in the input as in the
+			// output, so it counts neither before nor after.
+			continue
+		}
+		for tp.Action == plan.ActionQuantize && len(pl.free) == 0 {
 			if err := finish(pl.wait()); err != nil {
 				return nil, err
 			}
@@ -200,7 +222,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 			continue
 		}
 		j := &writeJob{tp: tp}
-		if tp.Action == ActionKeep {
+		if tp.Action == plan.ActionKeep {
 			in := entryBytes(tp.DType, tp.Shape)
 			if j.ranges = keptStreamable(in, r, w); j.ranges == nil {
 				t, err := readTensor(r, tp)
@@ -214,21 +236,27 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 			rep.TensorsKept++
 		} else {
 			j.out = pl.buffers()
-			mo := p.opts.mopts
+			mo := p.MethodOptions()
 			mo.Hessian = run.Hessians[tp.Layer]
 			t, err := readTensor(r, tp)
 			if err != nil {
 				return nil, err
 			}
 			orig := t
-			if tp.Settings.Prune != "" {
+			var ow *outlierSplit
+			if len(tp.Outliers) > 0 {
+				if t, ow, err = splitOutliers(tp, t); err != nil {
+					r.Release(tp.Name)
+					return nil, err
+				}
+			} else if tp.Settings.Prune != "" {
 				if t, err = pruned(tp, t); err != nil {
 					r.Release(tp.Name)
 					return nil, err
 				}
 			}
 			tr, warns, err := quantizeOne(tp, t, j.out, mo)
-			if err == nil && t != orig {
+			if err == nil && ow == nil && t != orig {
 				// The error is measured against the weights as they were: pruning is part of it
 				// (and the output check recomputes it so, from the file and the input).
 				err = measureAgainst(&tr, tp, orig, j.out)
@@ -236,6 +264,22 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 			r.Release(tp.Name) // the writer needs only the quantized form
 			if err != nil {
 				return nil, err
+			}
+			if ow != nil {
+				j.extra = ow.entries
+				tr.SignalEnergy += ow.energy // the float columns are exact: signal, no noise
+				tr.SQNR = Decibels(OverallSQNR(tr.SignalEnergy, tr.NoiseEnergy))
+				for _, e := range ow.entries {
+					tr.BytesAfter += int64(len(e.data))
+				}
+				tr.BitsPerWeight = float64(8*tr.BytesAfter) / float64(elements(tp.Shape))
+			}
+			if tp.Settings.OutlierThreshold > 0 {
+				tr.OutlierThreshold = tp.Settings.OutlierThreshold
+				if tp.Settings.Activations == recipe.ActivationsStatic {
+					k := len(tp.Outliers)
+					tr.OutlierColumns = &k
+				}
 			}
 			rep.TotalBytesBefore += tr.BytesBefore
 			rep.TotalBytesAfter += tr.BytesAfter
@@ -270,39 +314,59 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 	return rep, nil
 }
 
+// outputInfo is what outputMetadata found besides the metadata: the calibrated activation
+// parameters, the aliases and the warnings of calibration.
+type outputInfo struct {
+	acts    map[string]ActivationParams
+	aliases map[string]string
+	warns   []warning.Warning
+}
+
 // outputMetadata is the metadata a quantized output of plan p over r carries: the input's, plus
-// the quantization config (with the calibrated activation parameters in static mode, returned
-// too with the calibration's warnings).
-func outputMetadata(r checkpoint.Reader, p *Plan, run Run) (map[string]string, map[string]ActivationParams, []Warning, error) {
-	cfg := p.Config()
-	var acts map[string]ActivationParams
-	var warns []Warning
+// the quantization config (with the calibrated activation parameters and outlier columns in
+// static mode). It sets the plan's outlier columns from the calibration.
+func outputMetadata(r checkpoint.Reader, p *plan.Plan, run Run) (map[string]string, outputInfo, error) {
+	var info outputInfo
+	for i := range p.Tensors {
+		p.Tensors[i].Outliers = nil
+	}
 	if len(p.StaticLayers()) > 0 {
 		if run.Calibration == nil {
-			return nil, nil, nil, fmt.Errorf("%w: static mode needs calibration data (a Calibration fed with activations)", ErrCalibration)
+			return nil, info, fmt.Errorf("%w: static mode needs calibration data (a Calibration fed with activations)", ErrCalibration)
 		}
 		var err error
-		if acts, warns, err = run.Calibration.Params(); err != nil {
-			return nil, nil, nil, err
+		if info.acts, info.warns, err = run.Calibration.Params(); err != nil {
+			return nil, info, err
 		}
-		cfg.Activations = acts
+		for _, t := range p.Quantized() {
+			if _, calibrated := info.acts[t.Layer]; calibrated && t.Settings.Activations == recipe.ActivationsStatic && t.Settings.OutlierThreshold > 0 {
+				t.Outliers = run.Calibration.OutlierColumns(t.Layer)
+				if in := t.Shape[len(t.Shape)-1]; float64(len(t.Outliers)) > MaxOutlierFraction*float64(in) {
+					info.warns = append(info.warns, warning.Warning{Code: warning.ManyOutliers, Tensor: t.Name, Layer: t.Layer,
+						Message: fmt.Sprintf("%d of the %d input features of layer %q reached the outlier threshold %g during calibration, so most of the layer runs in float; raise outlier_threshold or turn outliers off for it", len(t.Outliers), in, t.Layer, t.Settings.OutlierThreshold)})
+				}
+			}
+		}
 	}
+	cfg := PlanConfig(p) // after the outliers: the config counts them
+	info.aliases = maps.Clone(cfg.Aliases)
+	cfg.Activations = info.acts
 	js, err := cfg.Marshal()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, info, err
 	}
 	md := maps.Clone(r.Metadata())
 	if md == nil {
 		md = map[string]string{}
 	}
 	md[MetadataKey] = js
-	return md, acts, warns, nil
+	return md, info, nil
 }
 
 // OutputMetadata is the metadata Quantize gives the output of plan p over r (run.Calibration
 // in static mode), for a caller that writes the index of a sharded output itself.
-func OutputMetadata(r checkpoint.Reader, p *Plan, run Run) (map[string]string, error) {
-	md, _, _, err := outputMetadata(r, p, run)
+func OutputMetadata(r checkpoint.Reader, p *plan.Plan, run Run) (map[string]string, error) {
+	md, _, err := outputMetadata(r, p, run)
 	return md, err
 }
 
@@ -310,7 +374,7 @@ func OutputMetadata(r checkpoint.Reader, p *Plan, run Run) (map[string]string, e
 // report of the whole: sums, every tensor, and each warning once.
 func MergeReports(reps []*Report) *Report {
 	out := &Report{}
-	seen := map[Warning]bool{}
+	seen := map[warning.Warning]bool{}
 	for _, r := range reps {
 		if r == nil {
 			continue
@@ -328,13 +392,16 @@ func MergeReports(reps []*Report) *Report {
 		if r.Activations != nil && out.Activations == nil {
 			out.Activations = r.Activations // the whole plan's, the same in every part
 		}
+		if r.Aliases != nil && out.Aliases == nil {
+			out.Aliases = r.Aliases // likewise
+		}
 	}
 	out.finish()
 	return out
 }
 
 // readTensor reads tensor tp whole and checks it is what the checkpoint listed.
-func readTensor(r checkpoint.Reader, tp *TensorPlan) (*tensor.Tensor, error) {
+func readTensor(r checkpoint.Reader, tp *plan.TensorPlan) (*tensor.Tensor, error) {
 	t, err := r.Tensor(tp.Name)
 	if err != nil {
 		return nil, fmt.Errorf("tensor %q: %w", tp.Name, err)
@@ -364,7 +431,7 @@ type quantBuffers struct {
 
 // writeJob is one tensor handed to the writer goroutine.
 type writeJob struct {
-	tp   *TensorPlan
+	tp   *plan.TensorPlan
 	data []byte        // a kept tensor's bytes
 	out  *quantBuffers // a quantized tensor's stored form, or one block of it when part
 	// part: out.d is the next block of rows of a streamed tensor's quantized data.
@@ -373,7 +440,14 @@ type writeJob struct {
 	ranges checkpoint.RangedReader
 	// params: the scales and zero points that end a streamed tensor (its data was sent in parts).
 	params *quantBuffers
-	err    error
+	// extra: tensors written after the qparams (a weight's calibrated outlier columns).
+	extra []namedBytes
+	err   error
+}
+
+type namedBytes struct {
+	name string
+	data []byte
 }
 
 // pipeline writes tensors on its own goroutine while the caller computes the next one.
@@ -456,11 +530,19 @@ func writeTensor(w checkpoint.Writer, j *writeJob, keptBuf *[]byte) error {
 	if err := w.Write(name, j.out.d); err != nil {
 		return fmt.Errorf("writing tensor %q: %w", name, err)
 	}
-	return writeParams(w, j.tp, j.out)
+	if err := writeParams(w, j.tp, j.out); err != nil {
+		return err
+	}
+	for _, e := range j.extra {
+		if err := w.Write(e.name, e.data); err != nil {
+			return fmt.Errorf("writing tensor %q: %w", e.name, err)
+		}
+	}
+	return nil
 }
 
 // writeParams writes a quantized tensor's <name>.scale and <name>.zero_point (as its scheme needs).
-func writeParams(w checkpoint.Writer, tp *TensorPlan, b *quantBuffers) error {
+func writeParams(w checkpoint.Writer, tp *plan.TensorPlan, b *quantBuffers) error {
 	name, s := tp.Name, &tp.Spec
 	if s.Format.IsInteger() {
 		if err := w.Write(name+".scale", tensor.Float32Bytes(b.sc)); err != nil {
@@ -475,8 +557,52 @@ func writeParams(w checkpoint.Writer, tp *TensorPlan, b *quantBuffers) error {
 	return nil
 }
 
+// outlierSplit is what splitOutliers takes out of a weight: the tensors that store the
+// outlier columns and their Σx².
+type outlierSplit struct {
+	entries []namedBytes
+	energy  float64
+}
+
+// splitOutliers takes the calibrated outlier columns tp.Outliers out of weight t ([out, in]):
+// it returns a copy of t with those columns set to 0 — what the INT8 matmul sees, since the
+// layer's input has them at 0 there, so they cost the other columns no range — and the stored
+// form of the columns themselves: <name>.outlier_columns (int64 indices) and
+// <name>.outlier_weight ([out, k] in t's dtype, the values bit for bit).
+func splitOutliers(tp *plan.TensorPlan, t *tensor.Tensor) (*tensor.Tensor, *outlierSplit, error) {
+	if len(t.Shape) != 2 {
+		return nil, nil, fmt.Errorf("tensor %q: outlier columns need a 2-D weight, have shape %v", tp.Name, t.Shape)
+	}
+	rows, k, es := t.Shape[0], t.Shape[1], t.DType.Size()
+	cols := tp.Outliers
+	data := slices.Clone(t.Data)
+	idx := make([]byte, 8*len(cols))
+	ow := make([]byte, rows*len(cols)*es)
+	for c, j := range cols {
+		if j < 0 || j >= k {
+			return nil, nil, fmt.Errorf("tensor %q: outlier column %d is outside its %d inputs", tp.Name, j, k)
+		}
+		binary.LittleEndian.PutUint64(idx[8*c:], uint64(j))
+	}
+	for r := 0; r < rows; r++ {
+		row := data[r*k*es : (r+1)*k*es]
+		for c, j := range cols {
+			copy(ow[(r*len(cols)+c)*es:(r*len(cols)+c+1)*es], row[j*es:(j+1)*es])
+			clear(row[j*es : (j+1)*es]) // +0.0 in every float dtype
+		}
+	}
+	vals := make([]float32, rows*len(cols))
+	tensor.ConvertToFloat32(vals, t.DType, ow)
+	var energy float64
+	for _, v := range vals {
+		energy += float64(v) * float64(v)
+	}
+	out := &tensor.Tensor{DType: t.DType, Shape: t.Shape, Data: data}
+	return out, &outlierSplit{energy: energy, entries: []namedBytes{{tp.Name + OutlierColumnsSuffix, idx}, {tp.Name + OutlierWeightSuffix, ow}}}, nil
+}
+
 // quantizeOne quantizes one tensor into reused buffers and measures its error.
-func quantizeOne(tp *TensorPlan, t *tensor.Tensor, b *quantBuffers, mo method.Options) (TensorReport, []Warning, error) {
+func quantizeOne(tp *plan.TensorPlan, t *tensor.Tensor, b *quantBuffers, mo method.Options) (TensorReport, []warning.Warning, error) {
 	view := &tensor.Tensor{DType: t.DType, Shape: tp.QuantShape, Data: t.Data}
 	s := tp.Spec
 	n := t.Len()
@@ -497,7 +623,7 @@ func quantizeOne(tp *TensorPlan, t *tensor.Tensor, b *quantBuffers, mo method.Op
 	var st quant.Stats
 	var sig, noise float64
 	var err error
-	var warns []Warning
+	var warns []warning.Warning
 	if tp.Method == "" || tp.Method == method.RTN {
 		st, sig, noise, err = quantizeMeasured(data, view, s, sc, z)
 	} else {
@@ -508,7 +634,7 @@ func quantizeOne(tp *TensorPlan, t *tensor.Tensor, b *quantBuffers, mo method.Op
 			sig, noise, err = methodEnergy(view, data, s, sc, z)
 		}
 		if res.Singular {
-			warns = append(warns, Warning{Code: WarnHessianDamped, Tensor: tp.Name, Layer: tp.Layer,
+			warns = append(warns, warning.Warning{Code: warning.HessianDamped, Tensor: tp.Name, Layer: tp.Layer,
 				Message: fmt.Sprintf("the Hessian of layer %q is singular (%d inputs never fired); quantized with dampening %.3g added to its diagonal", tp.Layer, res.DeadInputs, res.Damp)})
 		}
 	}
@@ -521,7 +647,7 @@ func quantizeOne(tp *TensorPlan, t *tensor.Tensor, b *quantBuffers, mo method.Op
 
 // measureAgainst sets tr's signal, noise and SQNR to those of the stored form b against the
 // tensor orig (the input before pruning).
-func measureAgainst(tr *TensorReport, tp *TensorPlan, orig *tensor.Tensor, b *quantBuffers) error {
+func measureAgainst(tr *TensorReport, tp *plan.TensorPlan, orig *tensor.Tensor, b *quantBuffers) error {
 	view := &tensor.Tensor{DType: orig.DType, Shape: tp.QuantShape, Data: orig.Data}
 	sig, noise, err := methodEnergy(view, b.d, tp.Spec, b.sc, b.z)
 	if err != nil {
@@ -533,7 +659,7 @@ func measureAgainst(tr *TensorReport, tp *TensorPlan, orig *tensor.Tensor, b *qu
 
 // pruned returns a float32 copy of t with the weights the rule's prune zeroes set to 0
 // (core/prune; the caller's memory is never written). Quantized, the zeros stay exact.
-func pruned(tp *TensorPlan, t *tensor.Tensor) (*tensor.Tensor, error) {
+func pruned(tp *plan.TensorPlan, t *tensor.Tensor) (*tensor.Tensor, error) {
 	xs, err := t.Float32s()
 	if err != nil {
 		return nil, fmt.Errorf("tensor %q: %w", tp.Name, err)
@@ -567,7 +693,7 @@ func methodEnergy(src *tensor.Tensor, q []byte, s quant.Spec, sc []float32, z []
 }
 
 // tensorReport is what one tensor's quantization measured.
-func tensorReport(tp *TensorPlan, dt tensor.DType, st quant.Stats, sig, noise float64) TensorReport {
+func tensorReport(tp *plan.TensorPlan, dt tensor.DType, st quant.Stats, sig, noise float64) TensorReport {
 	s := tp.Spec
 	size := quant.SizeOf(tp.QuantShape, dt.Size(), &s)
 	tr := TensorReport{
@@ -589,8 +715,8 @@ func tensorReport(tp *TensorPlan, dt tensor.DType, st quant.Stats, sig, noise fl
 }
 
 // tensorWarnings turns what a tensor's quantization measured into warnings.
-func tensorWarnings(tp *TensorPlan, tr *TensorReport) []Warning {
-	var out []Warning
+func tensorWarnings(tp *plan.TensorPlan, tr *TensorReport) []warning.Warning {
+	var out []warning.Warning
 	if tr.Overflow > 0 {
 		rng, top := "the FP16 range", "±65504"
 		if tp.Spec.Format == quant.BFloat16 {
@@ -600,21 +726,21 @@ func tensorWarnings(tp *TensorPlan, tr *TensorReport) []Warning {
 		if tp.Spec.SaturateFloat16 {
 			became = "were saturated to " + top
 		}
-		out = append(out, Warning{Code: WarnFP16Overflow, Tensor: tp.Name, Layer: tp.Layer,
+		out = append(out, warning.Warning{Code: warning.FP16Overflow, Tensor: tp.Name, Layer: tp.Layer,
 			Message: fmt.Sprintf("layer %q: %d values of %q exceed %s and %s", tp.Layer, tr.Overflow, tp.Name, rng, became)})
 	}
 	if tr.NonFinite > 0 {
-		out = append(out, Warning{Code: WarnNonFiniteClamp, Tensor: tp.Name, Layer: tp.Layer,
+		out = append(out, warning.Warning{Code: warning.NonFiniteClamp, Tensor: tp.Name, Layer: tp.Layer,
 			Message: fmt.Sprintf("%d NaN/Inf values were clamped as the options asked", tr.NonFinite)})
 	}
 	if lim, ok := LowSQNR[tp.Spec.Format]; ok && float64(tr.SQNR) < lim {
-		out = append(out, Warning{Code: WarnLowSQNR, Tensor: tp.Name, Layer: tp.Layer,
+		out = append(out, warning.Warning{Code: warning.LowSQNR, Tensor: tp.Name, Layer: tp.Layer,
 			Message: fmt.Sprintf("SQNR %.1f dB is below %.0f dB, the floor for %v", float64(tr.SQNR), lim, tp.Spec.Format)})
 	}
 	return out
 }
 
-func checkPlanMatches(p *Plan, entries []checkpoint.Entry) error {
+func checkPlanMatches(p *plan.Plan, entries []checkpoint.Entry) error {
 	if len(entries) != len(p.Tensors) {
 		return fmt.Errorf("the plan has %d tensors, the checkpoint %d: make the plan from this checkpoint", len(p.Tensors), len(entries))
 	}

@@ -2,7 +2,8 @@
 //
 // A Recipe is an ordered list of Rules; for each tensor the first rule whose pattern selects it
 // decides (see Match for the one pattern syntax). A rule takes the option names a call takes —
-// bits, dtype, group_size, group_fallback, scheme, observer, activations, method — and skip:
+// bits, dtype, group_size, group_fallback, scheme, observer, activations, method, outliers,
+// outlier_threshold — and skip:
 //
 //	{"rules": [
 //	  {"match": "blocks.*.fc2", "bits": 4, "group_size": 32},
@@ -22,7 +23,9 @@
 // group size you give is used as is and a tensor it does not fit is an error, unless
 // group_fallback is true; symmetric scheme; method "rtn"; activations "static" when calibration
 // data is given, else "dynamic" for INT8 (per batch at run time, torch's quantize_dynamic) and
-// "none" (weight-only) for the other formats; the static activation observer "histogram".
+// "none" (weight-only) for the other formats; the static activation observer "histogram";
+// LLM.int8() outlier handling off, and when turned on (outliers true) the threshold
+// DefaultOutlierThreshold.
 package recipe
 
 import (
@@ -33,6 +36,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -83,6 +87,9 @@ const (
 	DefaultInt4Scheme = "asymmetric"
 	DefaultObserver   = "histogram"
 	DefaultMethod     = "rtn"
+	// DefaultOutlierThreshold is LLM.int8()'s (Dettmers et al. 2022, §3.2): an input feature
+	// with any |x| >= 6.0 goes through the matmul in float (docs/outliers.md).
+	DefaultOutlierThreshold = 6.0
 )
 
 // Activation modes: one vocabulary in every caller and in the file config.
@@ -182,6 +189,13 @@ type Rule struct {
 	// skip rule too (a float layer can lose units).
 	PruneUnits float64 `json:"prune_units,omitempty"`
 	Into       string  `json:"into,omitempty"`
+	// Outliers turns on LLM.int8() outlier handling for INT8 Linear layers with dynamic or
+	// static activations: input features whose magnitude reaches OutlierThreshold go through
+	// the matmul in float, the rest in INT8. OutlierThreshold (> 0) implies Outliers; unset, it
+	// is DefaultOutlierThreshold. Both are pointers so that a rule can turn off (false) what
+	// the call turned on.
+	Outliers         *bool    `json:"outliers,omitempty"`
+	OutlierThreshold *float64 `json:"outlier_threshold,omitempty"`
 }
 
 // Recipe is an ordered list of rules plus the layer types that are candidates at all.
@@ -247,7 +261,7 @@ func jsonMessage(err error) string {
 	msg := err.Error()
 	msg = strings.TrimPrefix(msg, "json: ")
 	if rest, ok := strings.CutPrefix(msg, "unknown field "); ok {
-		return "unknown key " + rest + " (a rule takes match, layers, skip, bits, dtype, group_size, group_fallback, scheme, activations, observer, method, prune, sparsity, prune_units, into)"
+		return "unknown key " + rest + " (a rule takes match, layers, skip, bits, dtype, group_size, group_fallback, scheme, activations, observer, method, outliers, outlier_threshold, prune, sparsity, prune_units, into)"
 	}
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
@@ -314,7 +328,7 @@ func (r *Rule) validate() error {
 			return fmt.Errorf("prune %q applies to a quantized layer; a skip rule leaves it in float (prune_units may stay)", r.Prune)
 		}
 		if r.Bits != 0 || r.DType != "" || r.GroupSize != 0 || r.GroupFallback != nil || r.Scheme != "" ||
-			r.Activations != "" || r.Observer != "" || r.Method != "" {
+			r.Activations != "" || r.Observer != "" || r.Method != "" || r.Outliers != nil || r.OutlierThreshold != nil {
 			return fmt.Errorf("a skip rule takes no other option (it leaves the layer in float)")
 		}
 		return nil
@@ -385,6 +399,23 @@ func (r *Rule) validateOptions() error {
 	if r.Method != "" && !slices.Contains(Methods, strings.ToLower(r.Method)) {
 		return optErr("method", "method %q is not one of %s", r.Method, strings.Join(Methods, ", "))
 	}
+	if r.OutlierThreshold != nil {
+		if err := CheckOutlierThreshold(*r.OutlierThreshold); err != nil {
+			return err
+		}
+		if r.Outliers != nil && !*r.Outliers {
+			return optErr("outlier_threshold", "outlier_threshold %g is given with outliers false; give one or the other", *r.OutlierThreshold)
+		}
+	}
+	return nil
+}
+
+// CheckOutlierThreshold accepts a finite threshold > 0: an activation magnitude at or above
+// it makes its input feature an outlier (0 or less would make every feature one).
+func CheckOutlierThreshold(t float64) error {
+	if !(t > 0) || math.IsInf(t, 0) {
+		return optErr("outlier_threshold", "outlier_threshold %g must be a finite number > 0 (LLM.int8() uses %g)", t, DefaultOutlierThreshold)
+	}
 	return nil
 }
 
@@ -447,6 +478,9 @@ type Settings struct {
 	// Prune and Sparsity: weights zeroed before quantization (Rule.Prune); never from the base.
 	Prune    string  `json:"prune,omitempty"`
 	Sparsity float64 `json:"sparsity,omitempty"`
+	// OutlierThreshold > 0: LLM.int8() outlier handling with this threshold (int8, dynamic or
+	// static activations); 0: off.
+	OutlierThreshold float64 `json:"outlier_threshold,omitempty"`
 }
 
 // Bits is the storage width of the format.
@@ -560,7 +594,35 @@ func Resolve(rule, base *Rule, calibrated bool) (Settings, error) {
 		s.Method = DefaultMethod // the base's method does not follow a rule to a float format
 	}
 	s.Prune, s.Sparsity = rule.Prune, rule.Sparsity
+	on, t := outliersOf(rule)
+	switch {
+	case on == nil:
+		on, t = outliersOf(base)
+		if on != nil && *on && !(s.Format == "int8" && s.Activations != ActivationsNone) {
+			on = nil // the base's outliers do not follow a rule to where they cannot apply
+		}
+	case rule.OutlierThreshold == nil && base.OutlierThreshold != nil:
+		t = *base.OutlierThreshold // a rule that turns outliers on takes the call's threshold
+	}
+	if on != nil && *on {
+		if s.Format != "int8" || s.Activations == ActivationsNone {
+			return s, optErr("outliers", "outliers apply to INT8 (bits 8) with dynamic or static activations (the float features of LLM.int8()), not %s with activations %s", s.Format, s.Activations)
+		}
+		s.OutlierThreshold = t
+	}
 	return s, nil
+}
+
+// outliersOf is whether a rule sets outlier handling (nil: it does not say) and the threshold
+// it gives (DefaultOutlierThreshold when it gives none).
+func outliersOf(r *Rule) (*bool, float64) {
+	t := DefaultOutlierThreshold
+	if r.OutlierThreshold != nil {
+		t = *r.OutlierThreshold
+		on := true
+		return &on, t
+	}
+	return r.Outliers, t
 }
 
 func first(a, b int) int {
@@ -652,6 +714,9 @@ func Merge(skip []string, rec *Recipe, base Rule, layers []string, calibrated bo
 		case base.Observer != "" && s.Activations != ActivationsStatic:
 			return nil, optErr("observer", "observer %q applies to static activations (give calibration data), and these are %s", base.Observer, s.Activations)
 		}
+		if on, _ := outliersOf(&base); on != nil && *on && s.OutlierThreshold == 0 {
+			return nil, optErr("outliers", "outliers apply to INT8 (bits 8) with dynamic or static activations (the float features of LLM.int8()), not %s with activations %s", s.Format, s.Activations)
+		}
 	}
 	if rec != nil && len(rec.Rules) > 0 {
 		if last := rec.Rules[len(rec.Rules)-1]; last.Match == "*" && !last.Skip && len(last.Layers) == 0 {
@@ -684,6 +749,10 @@ func (r *Resolved) Recipe() *Recipe {
 		if s.Format == "int4" {
 			w.GroupSize, w.GroupFallback = s.GroupSize, &fb
 		}
+		if s.OutlierThreshold > 0 {
+			t := s.OutlierThreshold
+			w.OutlierThreshold = &t
+		}
 		out.Rules = append(out.Rules, w)
 	}
 	return out
@@ -694,7 +763,7 @@ func (r *Resolved) Recipe() *Recipe {
 func Defaults() map[string]any {
 	return map[string]any{
 		"bits": DefaultBits, "group_size": DefaultGroupSize, "scheme": DefaultScheme,
-		"observer": DefaultObserver, "method": DefaultMethod,
+		"observer": DefaultObserver, "method": DefaultMethod, "outlier_threshold": DefaultOutlierThreshold,
 		"activations": map[string]string{
 			"int8": DefaultActivations("int8", false), "int4": DefaultActivations("int4", false),
 			"fp16": ActivationsNone, "bf16": ActivationsNone, "with_calibration_data": ActivationsStatic,

@@ -1,7 +1,7 @@
 /* A C caller of mq_quantize_file for the cross-caller parity test: the options come from the
  * command line into mq_model_config's own fields (not options_json), as a C program would set
  * them. Usage: quantize_file SRC DST [--bits N] [--bf16] [--group-size N] [--asym]
- * [--activations A] [--recipe FILE] [--skip PATTERN]... Prints the error and exits 1 on failure. */
+ * [--activations A] [--recipe FILE] [--skip PATTERN]... [--outliers] [--outlier-threshold T] Prints the error and exits 1 on failure. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +29,8 @@ int main(int argc, char** argv) {
         else if (!strcmp(a, "--recipe") && v) cfg.recipe_file = v, i++;
         else if (!strcmp(a, "--skip") && v && n_skip < 64) skip[n_skip++] = v, i++;
         else if (!strcmp(a, "--validate")) cfg.validate = 1;
+        else if (!strcmp(a, "--outliers")) cfg.outliers = 1;
+        else if (!strcmp(a, "--outlier-threshold") && v) cfg.outlier_threshold = atof(v), i++;
         else {
             fprintf(stderr, "unknown argument %s\n", a);
             return 2;

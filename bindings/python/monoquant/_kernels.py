@@ -153,6 +153,18 @@ class PackedInt8:
         """x (float32, [..., K]) @ W.t(), activations quantized per batch (reduce_range=True)."""
         return torch.ops.quantized.linear_dynamic(x, self.packed, True)
 
+    def columns(self, cols, k, bias=None):
+        """W[:, cols] as float32 [N, len(cols)], read through the kernel itself (the packed form
+        is the only copy of the integers): one-hot rows quantize exactly (1.0 → 127 with scale
+        1/127 under reduce_range), so ``linear_dynamic`` of row e_j is W[:, j] (+ the packed
+        bias, taken off again)."""
+        e = torch.zeros(cols.numel(), k)
+        e[torch.arange(cols.numel()), cols] = 1.0
+        y = torch.ops.quantized.linear_dynamic(e, self.packed, True)
+        if bias is not None:
+            y = y - bias.to(torch.float32)
+        return y.t()
+
     def static(self, x, scale, zero_point):
         """x quantized with the calibrated (scale, zero_point), int8 GEMM, float32 out."""
         return torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(x, float(scale), int(zero_point), self.packed)

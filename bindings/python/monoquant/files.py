@@ -23,6 +23,18 @@ __all__ = ["save", "load", "QuantizedStateDict", "quantize_state_dict", "dequant
 
 # The metadata key of the config, as the engine names it (docs/FORMAT.md).
 METADATA_KEY = _model.defaults()["metadata_key"]
+# The entries of a weight's calibrated LLM.int8() outlier columns, after its name (docs/FORMAT.md).
+OUTLIER_COLUMNS, OUTLIER_WEIGHT = ".outlier_columns", ".outlier_weight"
+
+
+def stored_names(config):
+    """Every stored entry of the quantized tensors a config lists (values, qparams, outliers)."""
+    out = set()
+    for n, tc in config.get("tensors", {}).items():
+        out.update((n, n + ".scale", n + ".zero_point"))
+        if tc.get("outlier_columns", 0) > 0:
+            out.update((n + OUTLIER_COLUMNS, n + OUTLIER_WEIGHT))
+    return out
 
 
 class QuantizedStateDict(OrderedDict):
@@ -47,14 +59,19 @@ class QuantizedStateDict(OrderedDict):
         return out
 
 
-def _check_path(path):
+def _check_path(path, read=False):
+    """The path as a str. Writes choose the format by suffix; reads (``read=True``) also take a
+    sharded index (``*.index.json``), a torch ``.bin`` and a Hugging Face model folder."""
     import os
 
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     path = os.fspath(path)
+    if read and (os.path.isdir(path) or path.endswith((".index.json", ".bin"))):
+        return path
     if not path.endswith((".pt", ".pth", ".safetensors")):
-        raise ValueError(f"{path}: the format follows the suffix: use .pt, .pth or .safetensors")
+        more = ", a sharded *.index.json, a .bin or a model folder" if read else ""
+        raise ValueError(f"{path}: the format follows the suffix: use .pt, .pth or .safetensors{more}")
     return path
 
 
@@ -144,7 +161,17 @@ def build_quantized(model, tensors, config, strict=True, inplace=False):
         elif isinstance(mod, nn.Conv2d):
             qmod = QuantizedConv2d(mod, qts["weight"], activation, iq)
         else:
-            qmod = QuantizedLinear(mod.in_features, mod.out_features, qts["weight"], mod.bias, activation, iq)
+            tc = dict(items)[(layer + "." if layer else "") + "weight"]
+            thr = tc.get("outlier_threshold") if activation != "none" else None
+            outl = None
+            if thr and activation == "static" and tc.get("outlier_columns", 0) > 0:
+                wn = (layer + "." if layer else "") + "weight"
+                for suffix in (OUTLIER_COLUMNS, OUTLIER_WEIGHT):
+                    if wn + suffix not in tensors:
+                        raise FormatError(f"load(): the checkpoint has no tensor {wn + suffix!r}")
+                outl = (tensors[wn + OUTLIER_COLUMNS], tensors[wn + OUTLIER_WEIGHT])
+            qmod = QuantizedLinear(mod.in_features, mod.out_features, qts["weight"], mod.bias, activation, iq,
+                                   outlier_threshold=thr, outliers=outl)
         replaced[layer] = qmod
     if "" in replaced:
         out = replaced[""]
@@ -162,12 +189,34 @@ def build_quantized(model, tensors, config, strict=True, inplace=False):
             # float weights only to drop them (a large model's weights would briefly double).
             out = copy.deepcopy(model, dict(swap))
     full = OrderedDict(tensors)
+    # Tied tensors are stored once (config "aliases": alias → stored name, docs/FORMAT.md): the
+    # alias gets the stored tensor's values, dequantized when it is quantized (a float layer
+    # reading a quantized one's weight needs them in float), and a kept one is re-tied below.
+    aliases = config.get("aliases") or {}
+    tcs = config.get("tensors", {})
+    for alias, target in aliases.items():
+        if target in tcs:
+            tc = tcs[target]
+            full[alias] = qtensor_from(tensors, target, tc).dequantize().reshape(tc["shape"])
+        elif target in tensors:
+            full[alias] = tensors[target]
     for layer in acts:
         if layer in replaced:
             p = layer + "." if layer else ""
             full[p + "input_scale"] = replaced[layer].input_scale
             full[p + "input_zero_point"] = replaced[layer].input_zero_point
     out.load_state_dict(full, strict=strict)
+    for alias, target in aliases.items():
+        if target in tcs:
+            continue
+        amod, _, aname = alias.rpartition(".")
+        tmod, _, tname = target.rpartition(".")
+        try:
+            a, t = _get_module(out, amod), _get_module(out, tmod)
+        except AttributeError:
+            continue
+        if isinstance(t._parameters.get(tname), nn.Parameter) and aname in a._parameters:
+            a._parameters[aname] = t._parameters[tname]  # one Parameter again, as before saving
     return out
 
 
@@ -178,8 +227,12 @@ def dequantize_state_dict(sd, config):
     for name, t in sd.items():
         if name in tcs:
             tc = tcs[name]
-            out[name] = qtensor_from(sd, name, tc).dequantize().reshape(tc["shape"])
-        elif (name.endswith(".scale") and name[:-6] in tcs) or (name.endswith(".zero_point") and name[:-11] in tcs):
+            w = qtensor_from(sd, name, tc).dequantize().reshape(tc["shape"])
+            if tc.get("outlier_columns", 0) > 0:
+                # the calibrated outlier columns, stored in float, go back in place
+                w[:, sd[name + OUTLIER_COLUMNS].long()] = sd[name + OUTLIER_WEIGHT].to(w.dtype)
+            out[name] = w
+        elif any(name.endswith(s) and name[: -len(s)] in tcs for s in (".scale", ".zero_point", OUTLIER_COLUMNS, OUTLIER_WEIGHT)):
             continue
         else:
             out[name] = t
@@ -224,13 +277,14 @@ def save(obj, path):
 
 
 def load(path, model=None, strict=True):
-    """Reads a quantized checkpoint (any file monoquant or its CLI wrote).
+    """Reads a quantized checkpoint (any file monoquant or its CLI wrote: a file, the index of
+    a sharded one, or a Hugging Face model folder quantized from a folder).
 
     With ``model`` (a float model of the same architecture, e.g. freshly constructed), returns a
     runnable quantized copy of it whose quantized layers hold the file's values; the float
     model is left unchanged. Without it, returns a QuantizedStateDict.
     """
-    path = _check_path(path)
+    path = _check_path(path, read=True)
     if model is not None and not isinstance(model, nn.Module):
         raise TypeError(f"load(model=...) takes a float nn.Module skeleton, got {type(model).__name__}")
     h = _model.ModelHandle.load(path)
@@ -306,7 +360,7 @@ def dequantize_file_or_state_dict(x):
             return f.tensors()
     if isinstance(x, Mapping):
         raise TypeError("dequantize() takes a quantized model, a QuantizedStateDict or a checkpoint path; a plain dict has no quantization config")
-    path = _check_path(x)
+    path = _check_path(x, read=True)
     with _model.ModelHandle.load(path) as h:
         if METADATA_KEY not in h.metadata():
             from ._errors import FormatError

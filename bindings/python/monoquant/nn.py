@@ -124,7 +124,7 @@ class _QuantizedWeights(nn.Module):
         skip = {n + s for n in self._qweights for s in ("_q", "_scale", "_zero_point")}
         for name, buf in self._buffers.items():
             if buf is not None and name not in skip and name not in self._non_persistent_buffers_set:
-                destination[prefix + name] = buf if keep_vars else buf.detach()
+                destination[prefix + _STATE_KEYS.get(name, name)] = buf if keep_vars else buf.detach()
         for name, p in self._parameters.items():
             if p is not None:
                 destination[prefix + name] = p if keep_vars else p.detach()
@@ -158,7 +158,7 @@ class _QuantizedWeights(nn.Module):
             t = self._buffers.get(name, self._parameters.get(name))
             if t is None:
                 continue
-            key = prefix + name
+            key = prefix + _STATE_KEYS.get(name, name)
             expected.add(key)
             if key not in state_dict:
                 missing_keys.append(key)
@@ -182,6 +182,11 @@ class _QuantizedWeights(nn.Module):
             if spec.granularity == "per_group":
                 s += f", group_size={spec.group_size}"
         return s + f", activation={self.activation}, kernel={self.kernel}"
+
+
+# Buffers stored under another name in the checkpoint format (docs/FORMAT.md): a Linear's
+# calibrated LLM.int8() outlier columns.
+_STATE_KEYS = {"weight_outlier_columns": "weight.outlier_columns", "weight_outlier_weight": "weight.outlier_weight"}
 
 
 def _like(x, t):
@@ -271,16 +276,28 @@ class QuantizedLinear(_QuantizedWeights):
     The packed (or stored) integers are the only resident copy of the weight: ``weight``
     dequantizes on demand and nothing caches it. Gradients flow to the input (and through it
     to every float parameter before the layer); the weight and bias are frozen buffers.
+
+    LLM.int8() outliers (``outlier_threshold``, from the engine's ``outliers`` option; INT8
+    with dynamic or static activations; docs/methods.md): input features whose magnitude
+    reaches the threshold go through the matmul in float and the rest through the INT8 kernel
+    above with those features set to 0, ``y = int8(x_rest) + x_out @ W_out.t()``. Static layers
+    use the features calibration found, stored with their float weight columns
+    (``outliers=(columns, weight)``, the ``weight.outlier_columns`` / ``weight.outlier_weight``
+    entries of the state dict; those columns of the integers are 0). Dynamic layers find them
+    in each batch, as bitsandbytes does (every column where some ``|x| >= threshold``), and
+    read those columns of the INT8 weight back in float.
     ``.to(device)``/``.half()``/``.to(dtype)`` keep the integers (the meta device too),
     move or cast the bias, and repack for the kernel of the new place; ``state_dict``,
     pickling and ``deepcopy`` carry the stored integers of docs/FORMAT.md, never a packed layout.
     """
 
-    def __init__(self, in_features, out_features, qweight, bias=None, activation="dynamic", input_qparams=None):
+    def __init__(self, in_features, out_features, qweight, bias=None, activation="dynamic", input_qparams=None,
+                 outlier_threshold=None, outliers=None):
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
         self._init_quant(activation, input_qparams)
+        self._init_outliers(outlier_threshold, outliers)
         self._qweights["weight"] = (qweight.spec, (out_features, in_features), tuple(qweight.shape))
         self.register_buffer("weight_scale", qweight.scale)
         self.register_buffer("weight_zero_point", qweight.zero_point)
@@ -294,6 +311,66 @@ class QuantizedLinear(_QuantizedWeights):
         qt = quantize_tensor(mod.weight.detach(), spec, what="weight")
         return cls(mod.in_features, mod.out_features, qt, mod.bias, activation, input_qparams)
 
+    # -- LLM.int8() outliers ----------------------------------------------------------------------
+
+    def _init_outliers(self, threshold, outliers):
+        self.outlier_threshold = None
+        if threshold is None or self.activation == "none":
+            if outliers is not None:
+                raise ValueError("outlier columns need an outlier_threshold and dynamic or static activations")
+            return
+        threshold = float(threshold)
+        if not threshold > 0 or threshold == float("inf"):
+            raise ValueError(f"outlier_threshold must be a finite number > 0, got {threshold}")
+        self.outlier_threshold = threshold
+        if outliers is not None:
+            if self.activation != "static":
+                raise ValueError("stored outlier columns belong to static layers; dynamic layers find theirs per batch")
+            cols, w = outliers
+            cols = torch.as_tensor(cols).reshape(-1).to(torch.int64)
+            if w.shape != (self.out_features, cols.numel()):
+                raise ValueError(f"outlier weight has shape {list(w.shape)}, expected [{self.out_features}, {cols.numel()}]")
+            self.register_buffer("weight_outlier_columns", cols.clone())
+            self.register_buffer("weight_outlier_weight", w.detach().clone())
+
+    def _outlier_columns(self, x):
+        """The input features that go through the matmul in float: the stored ones (static), or
+        this batch's columns with some |x| >= threshold (dynamic, as bitsandbytes)."""
+        cols = self._buffers.get("weight_outlier_columns")
+        if self.activation == "static":
+            return cols if cols is not None else torch.empty(0, dtype=torch.int64, device=x.device)
+        x2, t = x.detach().reshape(-1, self.in_features), self.outlier_threshold
+        if x2.shape[0] == 0:
+            return torch.empty(0, dtype=torch.int64, device=x.device)
+        # some |x| >= t in the column: its max >= t or its min <= -t (two reductions, no temporary)
+        return ((x2.amax(dim=0) >= t) | (x2.amin(dim=0) <= -t)).nonzero().reshape(-1)
+
+    def _outlier_weight(self, cols):
+        """W[:, cols] in float32: the stored float columns (static), else read back from the INT8
+        weight (through the packed kernel itself when it holds the only copy)."""
+        w = self._buffers.get("weight_outlier_weight")
+        if self.activation == "static" and w is not None:
+            return w.to(torch.float32)
+        # Outlier features are systematic (the same few in nearly every batch): the columns of
+        # the last set are kept (k·out floats) until the set or the weight changes.
+        last = self.__dict__.get("_outlier_cache")
+        if last is not None and last[0].shape == cols.shape and torch.equal(last[0], cols):
+            return last[1]
+        if self._packed is not None:
+            w = self._packed.columns(cols.cpu(), self.in_features, self.bias)
+        else:
+            w = self.float_weight().index_select(1, cols.to(self.weight_scale.device))
+        self.__dict__["_outlier_cache"] = (cols.clone(), w)
+        return w
+
+    def _with_outliers(self, w):
+        """A dequantized weight [out, in] with the stored outlier columns put back."""
+        cols = self._buffers.get("weight_outlier_columns")
+        if cols is not None and cols.numel() > 0:
+            w = w.clone()
+            w[:, cols.to(w.device)] = self.weight_outlier_weight.to(device=w.device, dtype=w.dtype)
+        return w
+
     # -- the stored integers and the kernel's form of them ----------------------------------------
 
     def _register(self):
@@ -302,6 +379,7 @@ class QuantizedLinear(_QuantizedWeights):
 
     def _clear_kernel(self):
         self._packed = None
+        self.__dict__.pop("_outlier_cache", None)
         for n in _KERNEL_BUFFERS:
             self._buffers.pop(n, None)
             self._non_persistent_buffers_set.discard(n)
@@ -369,13 +447,13 @@ class QuantizedLinear(_QuantizedWeights):
             w = w.reshape(n, k)
         else:
             w = q.reshape(n, k).to(torch.float32)
-        return w.to(dtype)
+        return self._with_outliers(w).to(dtype)
 
     def dequantized(self, name="weight"):
         """The float32 weight, dequantized by the engine (CPU), or by torch ops elsewhere."""
         if self.weight_q.device.type != "cpu":
             return self.float_weight()
-        return super().dequantized(name)
+        return self._with_outliers(super().dequantized(name))
 
     @property
     def weight(self):
@@ -404,6 +482,17 @@ class QuantizedLinear(_QuantizedWeights):
     def forward(self, x):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"QuantizedLinear: input has {x.shape[-1]} features, expected {self.in_features}")
+        if self.outlier_threshold is not None and x.device.type != "meta":
+            cols = self._outlier_columns(x)
+            if cols.numel() > 0:
+                # LLM.int8(): the outlier features in float, the rest through the INT8 kernel
+                cols = cols.to(x.device)
+                y = self._forward_int8(x.index_fill(-1, cols, 0))
+                w_out = self._outlier_weight(cols).to(device=y.device, dtype=y.dtype)
+                return y + F.linear(x.index_select(-1, cols).to(y.dtype), w_out)
+        return self._forward_int8(x)
+
+    def _forward_int8(self, x):
         if self.kernel == "dequant":
             x = self._quant_input(x)
             return F.linear(x, self.float_weight(x.dtype), _like(x, self.bias))
@@ -443,6 +532,7 @@ class QuantizedLinear(_QuantizedWeights):
         state = self.__dict__.copy()
         state["_mq_weight_q"] = self.weight_q
         state["_packed"] = None
+        state.pop("_outlier_cache", None)
         state["_buffers"] = {k: v for k, v in self._buffers.items() if k not in _KERNEL_BUFFERS}
         state["_non_persistent_buffers_set"] = set(self._non_persistent_buffers_set) - set(_KERNEL_BUFFERS)
         return state
@@ -463,8 +553,13 @@ class QuantizedLinear(_QuantizedWeights):
             self._set_stored(state_dict[key].detach().reshape(shape).to(self.weight_q.device).clone())
 
     def extra_repr(self):
-        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                + self._format_extra())
+        s = (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+             + self._format_extra())
+        if self.outlier_threshold is not None:
+            cols = self._buffers.get("weight_outlier_columns")
+            s += f", outlier_threshold={self.outlier_threshold:g}"
+            s += f", outlier_columns={cols.numel() if cols is not None else 0}" if self.activation == "static" else ", outlier_columns=per batch"
+        return s
 
 
 class QuantizedConv2d(_QuantizedWeights):

@@ -1,4 +1,4 @@
-package model
+package plan
 
 import (
 	"bytes"
@@ -14,9 +14,6 @@ import (
 	"github.com/monoquant/monoquant/core/recipe"
 )
 
-// ToolVersion is written into every quantized checkpoint's config.
-const ToolVersion = "0.1.0"
-
 // ErrOption is wrapped by every error about invalid Options or a bad recipe; the message names
 // the option (or the rule). It is recipe.ErrOption: one taxonomy for both packages.
 var ErrOption = recipe.ErrOption
@@ -24,7 +21,9 @@ var ErrOption = recipe.ErrOption
 // ErrNothingToQuantize is returned when the selection leaves no tensor to quantize.
 var ErrNothingToQuantize = errors.New("nothing to quantize")
 
-func optErr(option, format string, a ...any) error {
+// OptionErr is an error about one option (a recipe key), wrapping ErrOption: the message starts
+// with the option's name.
+func OptionErr(option, format string, a ...any) error {
 	return &recipe.OptionError{Option: option, Msg: fmt.Sprintf("%s: %s", option, fmt.Sprintf(format, a...))}
 }
 
@@ -87,6 +86,13 @@ type Options struct {
 	// methods (its Hessian field is ignored: Hessians come per layer through Run).
 	Method        string
 	MethodOptions method.Options
+	// Outliers turns on LLM.int8() outlier handling (INT8 Linear layers with dynamic or static
+	// activations; docs/methods.md): input features with a magnitude at or above
+	// OutlierThreshold (0: recipe.DefaultOutlierThreshold; setting it turns outliers on) run
+	// through the matmul in float. Static layers find them during calibration and store them;
+	// dynamic layers find them per batch at run time.
+	Outliers         bool
+	OutlierThreshold float64
 	// Observer names the static activation observer: "minmax", "moving_average" or
 	// "histogram" ("" = core/recipe's default). ActivationObserver, when its Kind is set, gives
 	// torch's constructor arguments too and is used by every static layer whose observer is
@@ -106,6 +112,11 @@ type Options struct {
 	// MultiheadAttention's in_proj_weight under the default layer types), with the reason; a
 	// recipe rule that names it is an error.
 	RuntimeClasses []string
+	// Tied maps a tensor name to the name of an earlier tensor it shares storage with (tied
+	// parameters: the same bytes, shape and strides), as checkpoint.Aliases finds them in a
+	// torch file (PlanReader adds those) or a caller holding the live tensors gives them. Each
+	// group is quantized once and stored once (ActionAlias); the config's aliases re-tie it.
+	Tied map[string]string
 }
 
 // normalized is Options after defaults and validation: the resolved recipe and the spec
@@ -119,6 +130,7 @@ type normalized struct {
 	runnable map[LayerType]bool
 	classes  map[string]bool
 	mopts    method.Options
+	tied     map[string]string
 }
 
 // SpecForBits returns the spec template for a bit width: 8 → INT8 per-channel symmetric, 4 →
@@ -135,7 +147,7 @@ func SpecForBits(bits int, bf16 bool) (quant.Spec, error) {
 		}
 		return quant.Spec{Format: quant.Float16}, nil
 	}
-	return quant.Spec{}, optErr("bits", "%d is not supported (want 8, 4 or 16)", bits)
+	return quant.Spec{}, OptionErr("bits", "%d is not supported (want 8, 4 or 16)", bits)
 }
 
 // specForFormat is SpecForBits by format name.
@@ -158,30 +170,38 @@ func specForFormat(f string) quant.Spec {
 func (o *Options) baseRule() (recipe.Rule, error) {
 	b := recipe.Rule{Match: "*", Bits: o.Bits, DType: o.DType, GroupSize: o.Spec.GroupSize, GroupFallback: o.GroupFallback,
 		Scheme: o.Scheme, Activations: o.Activations, Observer: o.Observer, Method: o.Method}
+	if o.Outliers {
+		on := true
+		b.Outliers = &on
+	}
+	if o.OutlierThreshold != 0 {
+		t := o.OutlierThreshold
+		b.OutlierThreshold = &t
+	}
 	switch {
 	case o.Spec.Format != 0:
 		b.Bits, b.DType = 0, o.Spec.Format.String()
 	case o.BFloat16 && o.DType != "":
-		return b, optErr("dtype", "give BFloat16 or DType, not both")
+		return b, OptionErr("dtype", "give BFloat16 or DType, not both")
 	case o.BFloat16:
 		if o.Bits != 0 && o.Bits != 16 {
-			return b, optErr("dtype", "bf16 applies to bits 16, not %d", o.Bits)
+			return b, OptionErr("dtype", "bf16 applies to bits 16, not %d", o.Bits)
 		}
 		b.Bits, b.DType = 16, "bf16"
 	}
 	if o.Spec.Scheme != 0 && !(o.Spec.Format != 0 && !o.Spec.Format.IsInteger()) {
 		if b.Scheme != "" && b.Scheme != o.Spec.Scheme.String() {
-			return b, optErr("scheme", "%q and Spec.Scheme %v disagree", b.Scheme, o.Spec.Scheme)
+			return b, OptionErr("scheme", "%q and Spec.Scheme %v disagree", b.Scheme, o.Spec.Scheme)
 		}
 		b.Scheme = o.Spec.Scheme.String()
 	}
 	if o.Mode == Static {
 		if b.Activations != "" && b.Activations != recipe.ActivationsStatic {
-			return b, optErr("activations", "%q contradicts Mode Static", b.Activations)
+			return b, OptionErr("activations", "%q contradicts Mode Static", b.Activations)
 		}
 		b.Activations = recipe.ActivationsStatic
 	} else if o.Mode != WeightOnly {
-		return b, optErr("mode", "unknown mode %d", int(o.Mode))
+		return b, OptionErr("mode", "unknown mode %d", int(o.Mode))
 	}
 	if o.ActivationObserver.Kind != 0 {
 		// torch's constructor arguments replace the observer's name whole
@@ -191,7 +211,7 @@ func (o *Options) baseRule() (recipe.Rule, error) {
 }
 
 func (o *Options) normalize() (*normalized, error) {
-	n := &normalized{}
+	n := &normalized{tied: o.Tied}
 	if o.ActivationObserver.Kind != 0 {
 		a, err := activationOptions("", o.ActivationObserver)
 		if err != nil {
@@ -206,7 +226,7 @@ func (o *Options) normalize() (*normalized, error) {
 	var layerNames []string
 	if o.LayerTypes != nil {
 		if len(o.LayerTypes) == 0 {
-			return nil, optErr("layers", "no layer types selected")
+			return nil, OptionErr("layers", "no layer types selected")
 		}
 		for _, t := range o.LayerTypes {
 			layerNames = append(layerNames, string(t))
@@ -273,7 +293,7 @@ func (o *Options) normalize() (*normalized, error) {
 		probeShape = []int{2, 2}
 	}
 	if _, err := probe.Normalize(probeShape); err != nil {
-		return nil, optErr("spec", "%v", err)
+		return nil, OptionErr("spec", "%v", err)
 	}
 	tmpl.Axis = 0
 	n.spec = tmpl
@@ -296,12 +316,12 @@ func layerSet(names []string, what string) (map[LayerType]bool, error) {
 	for _, s := range names {
 		t, err := ParseLayerType(s)
 		if err != nil || !t.Quantizable() {
-			return nil, optErr(what, "%q is not a quantizable layer type (want one of %s)", s, strings.Join(quantizableNames(), ", "))
+			return nil, OptionErr(what, "%q is not a quantizable layer type (want one of %s)", s, strings.Join(quantizableNames(), ", "))
 		}
 		out[t] = true
 	}
 	if len(out) == 0 {
-		return nil, optErr(what, "no layer types selected")
+		return nil, OptionErr(what, "no layer types selected")
 	}
 	return out, nil
 }
@@ -350,11 +370,11 @@ func (n *normalized) observerFor(name string) (observer.Options, error) {
 func activationOptions(name string, tmpl observer.Options) (observer.Options, error) {
 	if tmpl.Kind != 0 {
 		if tmpl.Kind.PerChannel() {
-			return tmpl, optErr("observer", "%v keeps one range per channel; activations need a per-tensor observer", tmpl.Kind)
+			return tmpl, OptionErr("observer", "%v keeps one range per channel; activations need a per-tensor observer", tmpl.Kind)
 		}
 		// Refuse what torch's constructor would refuse now, not at the first calibration batch.
 		if _, err := observer.New(tmpl); err != nil {
-			return tmpl, optErr("observer", "%v", err)
+			return tmpl, OptionErr("observer", "%v", err)
 		}
 		return tmpl, nil
 	}
@@ -363,10 +383,10 @@ func activationOptions(name string, tmpl observer.Options) (observer.Options, er
 	}
 	k, err := observer.ParseKind(name)
 	if err != nil {
-		return tmpl, optErr("observer", "%v", err)
+		return tmpl, OptionErr("observer", "%v", err)
 	}
 	if k.PerChannel() {
-		return tmpl, optErr("observer", "%q keeps one range per channel; activations need minmax, moving_average or histogram", name)
+		return tmpl, OptionErr("observer", "%q keeps one range per channel; activations need minmax, moving_average or histogram", name)
 	}
 	tmpl.Kind = k
 	if tmpl.DType == 0 {
@@ -391,7 +411,10 @@ func quantizableNames() []string {
 
 // ParseOptions reads a call's options from JSON, by the names every caller shares (the keys of
 // a recipe rule, plus "layers", "skip" and "nonfinite"): {"bits": 4, "group_size": 64,
-// "skip": ["lm_head"], "activations": "none"}. Unknown keys are errors. Absent keys leave the
+// "skip": ["lm_head"], "activations": "none"}. Two keys describe the caller rather than choose:
+// "runtime_classes" (Options.RuntimeClasses) and "tied" (Options.Tied: {"lm_head.weight":
+// "transformer.wte.weight"} for tensors that are one storage, as a live model's tied
+// parameters are). Unknown keys are errors. Absent keys leave the
 // choice to the defaults. This is how callers that work with names (Python) pass options
 // without repeating a default or a check.
 func ParseOptions(data []byte) (Options, error) {
@@ -405,27 +428,31 @@ func ParseOptions(data []byte) (Options, error) {
 		Activations   string   `json:"activations"`
 		Observer      string   `json:"observer"`
 		Method        string   `json:"method"`
+		Outliers      *bool    `json:"outliers"`
+		Threshold     *float64 `json:"outlier_threshold"`
 		Layers        []string `json:"layers"`
 		Skip          []string `json:"skip"`
 		NonFinite     string   `json:"nonfinite"`
 		// runtime_classes: the caller's capability, not a choice (see Options.RuntimeClasses)
 		RuntimeClasses []string `json:"runtime_classes"`
+		// tied: a fact about the caller's tensors, not a choice (see Options.Tied)
+		Tied map[string]string `json:"tied"`
 	}
 	if len(data) > 1<<20 {
-		return o, optErr("options", "%d bytes of options is more than 1 MiB", len(data))
+		return o, OptionErr("options", "%d bytes of options is more than 1 MiB", len(data))
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&raw); err != nil {
 		msg := recipe.JSONMessage(err)
 		if rest, ok := strings.CutPrefix(msg, "unknown key "); ok {
-			msg = "unknown option " + strings.SplitN(rest, " (", 2)[0] + " (options are bits, dtype, group_size, group_fallback, scheme, activations, observer, method, layers, skip, nonfinite)"
+			msg = "unknown option " + strings.SplitN(rest, " (", 2)[0] + " (options are bits, dtype, group_size, group_fallback, scheme, activations, observer, method, outliers, outlier_threshold, layers, skip, nonfinite)"
 		}
 		return o, &recipe.OptionError{Option: "options", Msg: msg}
 	}
 	if raw.Bits != nil {
 		if *raw.Bits == 0 {
-			return o, optErr("bits", "0 is not supported (want 8, 4 or 16)")
+			return o, OptionErr("bits", "0 is not supported (want 8, 4 or 16)")
 		}
 		o.Bits = *raw.Bits
 	}
@@ -436,7 +463,19 @@ func ParseOptions(data []byte) (Options, error) {
 		o.Spec.GroupSize = *raw.GroupSize
 	}
 	o.DType, o.GroupFallback, o.Scheme, o.Activations, o.Observer, o.Method = raw.DType, raw.GroupFallback, raw.Scheme, raw.Activations, raw.Observer, raw.Method
-	o.Skip, o.RuntimeClasses = raw.Skip, raw.RuntimeClasses
+	o.Skip, o.RuntimeClasses, o.Tied = raw.Skip, raw.RuntimeClasses, raw.Tied
+	if raw.Threshold != nil {
+		if err := recipe.CheckOutlierThreshold(*raw.Threshold); err != nil {
+			return o, err
+		}
+		if raw.Outliers != nil && !*raw.Outliers {
+			return o, OptionErr("outlier_threshold", "%g is given with outliers false; give one or the other", *raw.Threshold)
+		}
+		o.OutlierThreshold = *raw.Threshold
+	}
+	if raw.Outliers != nil {
+		o.Outliers = *raw.Outliers
+	}
 	if raw.Layers != nil {
 		o.LayerTypes = []LayerType{}
 		for _, l := range raw.Layers {
@@ -452,7 +491,7 @@ func ParseOptions(data []byte) (Options, error) {
 	case "clamp":
 		o.Spec.NonFinite = quant.ClampNonFinite
 	default:
-		return o, optErr("nonfinite", "%q is not reject or clamp", raw.NonFinite)
+		return o, OptionErr("nonfinite", "%q is not reject or clamp", raw.NonFinite)
 	}
 	return o, nil
 }
