@@ -721,6 +721,45 @@ MQ_API int mq_report_json(mq_report* r, char* buf, size_t cap, size_t* len);
 /* Frees a report. Accepts NULL (MQ_OK) and a stale or already-freed handle (MQ_EHANDLE). */
 MQ_API int mq_report_free(mq_report* r);
 
+/* Parallel conversion of a sharded model folder (a Hugging Face folder whose weights are behind a
+ * *.safetensors.index.json): the work of mq_quantize_file(src, dst, ...) split by output shard,
+ * so that processes sharing a filesystem each write some shards; the output folder is the same,
+ * byte for byte. The engine decides which tensors go to which shard; callers only fan out:
+ *
+ *   mq_quantize_shards_begin(src, dst, cfg, cal, buf, cap, &len)  once: the JSON list of shard
+ *                                                                  file names; dst prepared
+ *   mq_quantize_shard(src, dst, cfg, cal, k, &rep)                 once per shard k, anywhere
+ *   mq_quantize_shards_finish(src, dst, cfg, cal, reports, &rep)   once, after all of them
+ *   mq_quantize_shards_abort(dst)                                  instead of finish on failure
+ *
+ * Every call takes the same src, dst, cfg and calibration. */
+
+/* Lists the output shard files (a JSON list of names, "[]" when src is not a sharded model folder:
+ * then use mq_quantize_file) and, when there are some, makes dst (an existing folder must be
+ * empty). Buffer convention as mq_model_metadata_json; on MQ_EBUFFER (a length query) nothing is
+ * prepared. Fails like mq_quantize_file for src, cfg and dst. */
+MQ_API int mq_quantize_shards_begin(const char* src, const char* dst, const mq_model_config* cfg,
+                                    const char* calibration, char* buf, size_t cap, size_t* len);
+
+/* Quantizes the tensors of shard k (of begin's list) into dst/<name> (atomically). *report
+ * receives the shard's report (free it with mq_report_free; pass its mq_report_json to finish).
+ * MQ_EINVAL for k out of range or a NULL report; otherwise fails like mq_quantize_file. */
+MQ_API int mq_quantize_shard(const char* src, const char* dst, const mq_model_config* cfg,
+                             const char* calibration, size_t k, mq_report** report);
+
+/* Writes the index and the input folder's other files once every shard is written, checks the
+ * output when cfg->validate is set and records the run (cfg->no_log as for mq_quantize_file).
+ * reports_json is the JSON list of the shards' reports (mq_report_json of each). report may be
+ * NULL; else *report receives the whole run's report, as mq_quantize_file's. MQ_EIO when a shard
+ * is missing (the message names it). */
+MQ_API int mq_quantize_shards_finish(const char* src, const char* dst, const mq_model_config* cfg,
+                                     const char* calibration, const char* reports_json,
+                                     mq_report** report);
+
+/* Removes what a failed parallel conversion wrote into dst (dst was empty at begin) and dst itself
+ * when it is then empty. MQ_EINVAL for a NULL dst. */
+MQ_API int mq_quantize_shards_abort(const char* dst);
+
 /* The engine's defaults as JSON: bits, group_size, scheme, observer, method, the default
  * activation mode per format, the default layer types, the methods and observers this library
  * knows, its version, and the quantized format's metadata key and format version. Callers show
@@ -773,8 +812,11 @@ MQ_API int mq_model_set_hessian(mq_model* m, const char* layer, const mq_hessian
  * The space is JSON: {"layers": [{"name", "params", "row", "sensitivity"}, ...],
  * "objectives": [{"name": "metric", "goal": "max"}, {"name": "size", "goal": "min"}, ...],
  * and optionally "formats" (of skip, fp16, bf16, int8, int4), "group_sizes", "schemes",
- * "methods", "limits" ([{"match": "head", "min_bits": 8}, {"match": "...", "formats": [...]}])
- * and "population". Common failures: MQ_EHANDLE for a NULL, stale, freed or non-search handle.
+ * "methods", "limits" ([{"match": "head", "min_bits": 8}, {"match": "...", "formats": [...]}]),
+ * "population", and the pruning genes: "prunes" (of "none", "2:4", "magnitude:<sparsity>") and,
+ * for layers that name the layer they feed ({"name": "fc1", "into": "fc2", "units": 64, ...}),
+ * "unit_fractions" (default 0, 0.125, 0.25, 0.5: candidates then carry prune_units; see
+ * mq_prune_units). Common failures: MQ_EHANDLE for a NULL, stale, freed or non-search handle.
  * ------------------------------------------------------------------------------------------------ */
 
 typedef struct mq_search mq_search;
@@ -819,6 +861,19 @@ MQ_API int mq_search_save_json(mq_search* s, char* buf, size_t cap, size_t* len)
 /* Frees the search. Accepts NULL (MQ_OK) and a stale or already-freed handle (MQ_EHANDLE). */
 MQ_API int mq_search_free(mq_search* s);
 
+/* Structured pruning (core/prune): the hidden units that stay when `fraction` (0 <= fraction < 1)
+ * of the units between two coupled layers are removed — the recipe key "prune_units" with "into".
+ * w1 is the first layer's weight, whose dim 0 is the hidden units (a Linear's [hidden, in], a
+ * Conv2d's [hidden, in, kh, kw]); b1 its bias [hidden] or NULL; w2 the second layer's weight, whose
+ * dim 1 is the hidden units ([out, hidden] or [out, hidden, kh, kw]). A unit's importance is
+ * ||(w1[j], b1[j])|| * ||w2[:, j]||; the least important round(fraction * hidden) go (of two equal,
+ * the lower index), at least one stays. Writes the kept indices, increasing, to keep (room for cap)
+ * and their count to *n_keep. The caller shrinks both layers (w1's rows and b1, w2's dim 1): the
+ * file pipeline (mq_quantize_file) refuses recipes with prune_units. MQ_EBUFFER (with *n_keep set)
+ * when cap is too small; MQ_ESHAPE when the shapes are not coupled; MQ_EINVAL for a fraction out
+ * of range, a non-finite weight or NULL arguments. */
+MQ_API int mq_prune_units(const mq_tensor* w1, const mq_tensor* b1, const mq_tensor* w2, double fraction,
+                          int64_t* keep, size_t cap, size_t* n_keep);
 /* ==================================================================================================
  * Run log
  *

@@ -89,6 +89,11 @@ func New(r checkpoint.Reader, in string, opts plan.Options, run Run) (*Conversio
 		}
 		c.folder, c.in, dir = in, w, in
 	}
+	if opts.Recipe.PrunesUnits() {
+		// Removing hidden units changes two layers' shapes together; only a caller holding the
+		// live model applies it (core/prune.Units decides which units).
+		return nil, fmt.Errorf("%w prune_units: a recipe that removes hidden units is applied to a live model (Python's monoquant.quantize(model, recipe=...), or a C program that applies mq_prune_units to its own model); the file pipeline does not shrink checkpoints", plan.ErrOption)
+	}
 	if model.IsQuantized(r.Metadata()) {
 		return nil, fmt.Errorf("%w: input %s is already quantized by monoquant; dequantize it first", model.ErrFormat, in)
 	}

@@ -84,6 +84,26 @@ func (c *Conversion) writeFolder(ctx context.Context, out string) (res *Result, 
 	return res, nil
 }
 
+// copyOthers copies every regular file of folder not in skip into out.
+func copyOthers(ctx context.Context, folder, out string, skip map[string]bool) error {
+	ents, err := os.ReadDir(folder)
+	if err != nil {
+		return fmt.Errorf("model folder %s: %w", folder, err)
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() || skip[e.Name()] {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := copyFile(filepath.Join(folder, e.Name()), filepath.Join(out, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // prepareFolder makes out, or checks that the existing folder is empty (monoquant never mixes
 // its output with files it did not write). made says whether it created the folder.
 func prepareFolder(out string) (made bool, err error) {
@@ -126,58 +146,101 @@ func outputName(in string) string {
 // folderLayout says where the quantized weights go: the weights file (the index of a sharded
 // set), its CreateFunc, and a function that lists the shard file names once it has run.
 func (c *Conversion) folderLayout(out string) (string, model.CreateFunc, func() []string, error) {
-	name := filepath.Base(c.in)
-	idxStem, sharded := strings.CutSuffix(name, ".index.json")
-	if !sharded {
-		w := filepath.Join(out, outputName(name))
+	l, err := c.shardLayout()
+	if err != nil {
+		return "", nil, nil, err
+	}
+	if l == nil {
+		w := filepath.Join(out, outputName(filepath.Base(c.in)))
 		return w, model.CreateFile(w), func() []string { return nil }, nil
+	}
+	var shards []string
+	create := func(entries []checkpoint.Entry, md map[string]string) (checkpoint.Writer, error) {
+		files, order, err := l.files(entries)
+		if err != nil {
+			return nil, err
+		}
+		shards = order
+		return safetensors.CreateShardedLayout(out, l.base, entries, files, shardMetadata(md))
+	}
+	return filepath.Join(out, l.base+safetensors.IndexSuffix), create, func() []string { return shards }, nil
+}
+
+// shardLayout maps the output tensors of a sharded model folder to output shards: each keeps
+// the shard of its input tensor (scales and zero points go with their tensor).
+type shardLayout struct {
+	index     string            // the input index
+	base      string            // the output's base name: its index is base + IndexSuffix
+	weightMap map[string]string // input tensor → input shard file
+	quantized map[string]bool
+}
+
+// shardLayout reads the input index of a sharded model folder; nil for any other input.
+func (c *Conversion) shardLayout() (*shardLayout, error) {
+	if c.folder == "" {
+		return nil, nil
+	}
+	idxStem, sharded := strings.CutSuffix(filepath.Base(c.in), ".index.json")
+	if !sharded {
+		return nil, nil
 	}
 	st, err := os.Stat(c.in)
 	if err != nil {
-		return "", nil, nil, err
+		return nil, err
 	}
 	if st.Size() > maxIndexBytes {
-		return "", nil, nil, fmt.Errorf("checkpoint index %s: %d bytes is too large for an index file", c.in, st.Size())
+		return nil, fmt.Errorf("checkpoint index %s: %d bytes is too large for an index file", c.in, st.Size())
 	}
 	raw, err := os.ReadFile(c.in)
 	if err != nil {
-		return "", nil, nil, err
+		return nil, err
 	}
 	weightMap, _, err := safetensors.ParseIndex(raw)
 	if err != nil {
-		return "", nil, nil, fmt.Errorf("checkpoint index %s: %w", c.in, err)
+		return nil, fmt.Errorf("checkpoint index %s: %w", c.in, err)
 	}
-	base := strings.TrimSuffix(outputName(idxStem), ".safetensors")
-	quantized := map[string]bool{}
+	l := &shardLayout{index: c.in, base: strings.TrimSuffix(outputName(idxStem), ".safetensors"), weightMap: weightMap, quantized: map[string]bool{}}
 	for _, t := range c.plan.Quantized() {
-		quantized[t.Name] = true
+		l.quantized[t.Name] = true
 	}
-	seen := map[string]bool{}
-	var shards []string
-	create := func(entries []checkpoint.Entry, md map[string]string) (checkpoint.Writer, error) {
-		files := make([]string, len(entries))
-		for i, e := range entries {
-			owner := e.Name
-			for _, suf := range []string{".scale", ".zero_point"} {
-				if b, ok := strings.CutSuffix(e.Name, suf); ok && quantized[b] {
-					owner = b
-				}
-			}
-			in, ok := weightMap[owner]
-			if !ok {
-				return nil, fmt.Errorf("checkpoint index %s lists no shard for %q", c.in, owner)
-			}
-			files[i] = outputName(in)
-			if !seen[files[i]] {
-				seen[files[i]] = true
-				shards = append(shards, files[i])
-			}
+	return l, nil
+}
+
+// owner is the input tensor an output entry comes from.
+func (l *shardLayout) owner(name string) string {
+	for _, suf := range []string{".scale", ".zero_point"} {
+		if b, ok := strings.CutSuffix(name, suf); ok && l.quantized[b] {
+			return b
 		}
-		md = maps.Clone(md)
-		delete(md, "total_size") // the input index's; the output index has its own
-		return safetensors.CreateShardedLayout(out, base, entries, files, md)
 	}
-	return filepath.Join(out, base+safetensors.IndexSuffix), create, func() []string { return shards }, nil
+	return name
+}
+
+// files gives the output shard file of every entry, and the shard files in the order their
+// first tensor comes.
+func (l *shardLayout) files(entries []checkpoint.Entry) (files, order []string, err error) {
+	files = make([]string, len(entries))
+	seen := map[string]bool{}
+	for i, e := range entries {
+		in, ok := l.weightMap[l.owner(e.Name)]
+		if !ok {
+			return nil, nil, fmt.Errorf("checkpoint index %s lists no shard for %q", l.index, l.owner(e.Name))
+		}
+		files[i] = outputName(in)
+		if !seen[files[i]] {
+			seen[files[i]] = true
+			order = append(order, files[i])
+		}
+	}
+	return files, order, nil
+}
+
+// shardMetadata is the metadata of every output shard and of the index: the quantized file's,
+// without the input index's total_size (the output index has its own).
+func shardMetadata(md map[string]string) map[string]string {
+	md = maps.Clone(md)
+	delete(md, "total_size")
+	return md
 }
 
 // copyFile copies a regular file into a new file dst (written to a temporary name first), with

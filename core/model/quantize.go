@@ -11,6 +11,7 @@ import (
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/method"
 	"github.com/monoquant/monoquant/core/plan"
+	"github.com/monoquant/monoquant/core/prune"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/recipe"
 	"github.com/monoquant/monoquant/core/tensor"
@@ -40,6 +41,11 @@ type Run struct {
 	// Hessians are the layers' input Hessians H = XᵀX ([K, K], K the inputs of the layer's
 	// weight viewed as [rows, K]), keyed by layer name; method gptq needs one per layer.
 	Hessians map[string]*tensor.Tensor
+	// Only, when not nil, limits the run to these input tensors (by name): the others are
+	// neither read nor written, and create receives every output entry (to pick its own). The
+	// file's metadata is the whole plan's, so a shard of a sharded output written alone is the
+	// same bytes as when the whole set is written (core/convert's parallel shards).
+	Only map[string]bool
 }
 
 // checkHessians refuses, before anything is written, a gptq plan whose layers lack a Hessian
@@ -128,35 +134,12 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *pl
 		return nil, err
 	}
 	rep = &Report{Warnings: append([]warning.Warning(nil), p.Warnings...)}
-	var acts map[string]ActivationParams
-	for i := range p.Tensors {
-		p.Tensors[i].Outliers = nil
-	}
-	if len(p.StaticLayers()) > 0 {
-		if run.Calibration == nil {
-			return nil, fmt.Errorf("%w: static mode needs calibration data (a Calibration fed with activations)", ErrCalibration)
-		}
-		var warns []warning.Warning
-		acts, warns, err = run.Calibration.Params()
-		if err != nil {
-			return nil, err
-		}
-		rep.Activations = acts
-		rep.Warnings = append(rep.Warnings, warns...)
-		rep.Warnings = append(rep.Warnings, setOutliers(p, run.Calibration, acts)...)
-	}
-	cfg := PlanConfig(p) // after the outliers: the config counts them
-	rep.Aliases = maps.Clone(cfg.Aliases)
-	cfg.Activations = acts
-	js, err := cfg.Marshal()
+	md, meta, err := outputMetadata(r, p, run)
 	if err != nil {
 		return nil, err
 	}
-	md := maps.Clone(r.Metadata())
-	if md == nil {
-		md = map[string]string{}
-	}
-	md[MetadataKey] = js
+	rep.Activations, rep.Aliases = meta.acts, meta.aliases
+	rep.Warnings = append(rep.Warnings, meta.warns...)
 	w, err := create(OutputEntries(p), md)
 	if err != nil {
 		return nil, err
@@ -170,7 +153,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *pl
 	var total int64
 	stored := 0
 	for _, t := range p.Tensors {
-		if t.Action != plan.ActionAlias {
+		if t.Action != plan.ActionAlias && (run.Only == nil || run.Only[t.Name]) {
 			total += entryBytes(t.DType, t.Shape)
 			stored++
 		}
@@ -205,6 +188,9 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *pl
 		tp := &p.Tensors[i]
 		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+		if run.Only != nil && !run.Only[tp.Name] {
+			continue
 		}
 		if tp.Action == plan.ActionAlias {
 			// Nothing is written: the tensor it aliases holds the bytes, in the input as in the
@@ -256,15 +242,26 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *pl
 			if err != nil {
 				return nil, err
 			}
+			orig := t
 			var ow *outlierSplit
 			if len(tp.Outliers) > 0 {
 				if t, ow, err = splitOutliers(tp, t); err != nil {
 					r.Release(tp.Name)
 					return nil, err
 				}
+			} else if tp.Settings.Prune != "" {
+				if t, err = pruned(tp, t); err != nil {
+					r.Release(tp.Name)
+					return nil, err
+				}
 			}
 			pl.setOutput(j.out, tp, 0, 0)
 			tr, warns, err := quantizeOne(tp, t, j.out, mo)
+			if err == nil && ow == nil && t != orig {
+				// The error is measured against the weights as they were: pruning is part of it
+				// (and the output check recomputes it so, from the file and the input).
+				err = measureAgainst(&tr, tp, orig, j.out)
+			}
 			r.Release(tp.Name) // the writer needs only the quantized form
 			if err != nil {
 				return nil, err
@@ -316,6 +313,84 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *pl
 	}
 	rep.finish()
 	return rep, nil
+}
+
+// outputInfo is what outputMetadata found besides the metadata: the calibrated activation
+// parameters, the aliases and the warnings of calibration.
+type outputInfo struct {
+	acts    map[string]ActivationParams
+	aliases map[string]string
+	warns   []warning.Warning
+}
+
+// outputMetadata is the metadata a quantized output of plan p over r carries: the input's, plus
+// the quantization config (with the calibrated activation parameters and outlier columns in
+// static mode). It sets the plan's outlier columns from the calibration.
+func outputMetadata(r checkpoint.Reader, p *plan.Plan, run Run) (map[string]string, outputInfo, error) {
+	var info outputInfo
+	for i := range p.Tensors {
+		p.Tensors[i].Outliers = nil
+	}
+	if len(p.StaticLayers()) > 0 {
+		if run.Calibration == nil {
+			return nil, info, fmt.Errorf("%w: static mode needs calibration data (a Calibration fed with activations)", ErrCalibration)
+		}
+		var err error
+		if info.acts, info.warns, err = run.Calibration.Params(); err != nil {
+			return nil, info, err
+		}
+		info.warns = append(info.warns, setOutliers(p, run.Calibration, info.acts)...)
+	}
+	cfg := PlanConfig(p) // after the outliers: the config counts them
+	info.aliases = maps.Clone(cfg.Aliases)
+	cfg.Activations = info.acts
+	js, err := cfg.Marshal()
+	if err != nil {
+		return nil, info, err
+	}
+	md := maps.Clone(r.Metadata())
+	if md == nil {
+		md = map[string]string{}
+	}
+	md[MetadataKey] = js
+	return md, info, nil
+}
+
+// OutputMetadata is the metadata Quantize gives the output of plan p over r (run.Calibration
+// in static mode), for a caller that writes the index of a sharded output itself.
+func OutputMetadata(r checkpoint.Reader, p *plan.Plan, run Run) (map[string]string, error) {
+	md, _, err := outputMetadata(r, p, run)
+	return md, err
+}
+
+// MergeReports joins the reports of runs over disjoint parts of one plan (Run.Only) into the
+// report of the whole: sums, every tensor, and each warning once.
+func MergeReports(reps []*Report) *Report {
+	out := &Report{}
+	seen := map[warning.Warning]bool{}
+	for _, r := range reps {
+		if r == nil {
+			continue
+		}
+		out.TotalBytesBefore += r.TotalBytesBefore
+		out.TotalBytesAfter += r.TotalBytesAfter
+		out.TensorsKept += r.TensorsKept
+		out.Tensors = append(out.Tensors, r.Tensors...)
+		for _, w := range r.Warnings {
+			if !seen[w] {
+				seen[w] = true
+				out.Warnings = append(out.Warnings, w)
+			}
+		}
+		if r.Activations != nil && out.Activations == nil {
+			out.Activations = r.Activations // the whole plan's, the same in every part
+		}
+		if r.Aliases != nil && out.Aliases == nil {
+			out.Aliases = r.Aliases // likewise
+		}
+	}
+	out.finish()
+	return out
 }
 
 // readTensor reads tensor tp whole and checks it is what the checkpoint listed.
@@ -597,7 +672,39 @@ func quantizeOne(tp *plan.TensorPlan, t *tensor.Tensor, b *quantBuffers, mo meth
 		return TensorReport{}, nil, fmt.Errorf("tensor %q: %w", tp.Name, err)
 	}
 	b.d, b.sc, b.z = data, sc, z
-	return tensorReport(tp, t.DType, st, sig, noise), warns, nil
+	return tensorReport(tp, tp.DType, st, sig, noise), warns, nil
+}
+
+// measureAgainst sets tr's signal, noise and SQNR to those of the stored form b against the
+// tensor orig (the input before pruning).
+func measureAgainst(tr *TensorReport, tp *plan.TensorPlan, orig *tensor.Tensor, b *quantBuffers) error {
+	view := &tensor.Tensor{DType: orig.DType, Shape: tp.QuantShape, Data: orig.Data}
+	sig, noise, err := methodEnergy(view, b.d, tp.Spec, b.sc, b.z)
+	if err != nil {
+		return fmt.Errorf("tensor %q: %w", tp.Name, err)
+	}
+	tr.SignalEnergy, tr.NoiseEnergy, tr.SQNR = sig, noise, Decibels(OverallSQNR(sig, noise))
+	return nil
+}
+
+// pruned returns a float32 copy of t with the weights the rule's prune zeroes set to 0
+// (core/prune; the caller's memory is never written). Quantized, the zeros stay exact.
+func pruned(tp *plan.TensorPlan, t *tensor.Tensor) (*tensor.Tensor, error) {
+	xs, err := t.Float32s()
+	if err != nil {
+		return nil, fmt.Errorf("tensor %q: %w", tp.Name, err)
+	}
+	if t.DType == tensor.F32 {
+		xs = slices.Clone(xs) // Float32s may view the reader's memory
+	}
+	rowLen := len(xs)
+	if len(tp.QuantShape) > 1 && tp.QuantShape[0] > 0 {
+		rowLen = len(xs) / tp.QuantShape[0]
+	}
+	if _, err := prune.Apply(tp.Settings.Prune, xs, rowLen, tp.Settings.Sparsity); err != nil {
+		return nil, fmt.Errorf("tensor %q (layer %q): %w", tp.Name, tp.Layer, err)
+	}
+	return tensor.FromFloat32(xs, t.Shape...), nil
 }
 
 // methodEnergy measures Σx² and Σ(x − x̂)² of a tensor a method quantized (the rtn path

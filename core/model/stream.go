@@ -31,7 +31,8 @@ var (
 func streamable(tp *plan.TensorPlan, r checkpoint.Reader, w checkpoint.Writer) (checkpoint.RangedReader, bool) {
 	if tp.Action != plan.ActionQuantize || entryBytes(tp.DType, tp.Shape) < streamThreshold || !blockable(&tp.Spec, tp.QuantShape) ||
 		len(tp.Outliers) > 0 || // the outlier columns are taken out of a copy of the whole tensor
-		(tp.Method != "" && tp.Method != method.RTN) { // the other methods see the whole tensor
+		(tp.Method != "" && tp.Method != method.RTN) || // the other methods see the whole tensor
+		tp.Settings.Prune != "" { // magnitude pruning ranks the whole tensor
 		return nil, false
 	}
 	if _, ok := w.(checkpoint.PartWriter); !ok {

@@ -42,6 +42,7 @@ import (
 	"strings"
 
 	"github.com/monoquant/monoquant/core/method"
+	"github.com/monoquant/monoquant/core/prune"
 )
 
 // ErrOption is wrapped by every error about an option of a call or a rule.
@@ -176,6 +177,18 @@ type Rule struct {
 	Observer    string `json:"observer,omitempty"`
 	// Method is how weights become integers ("rtn": round to nearest).
 	Method string `json:"method,omitempty"`
+	// Prune zeroes weights before they are quantized (core/prune): "magnitude" (the smallest
+	// |w|, a fraction Sparsity of each tensor) or "2:4" (2 of every 4 consecutive weights of a
+	// row). The stored format is unchanged: a pruned layer is no smaller in the file.
+	Prune    string  `json:"prune,omitempty"`
+	Sparsity float64 `json:"sparsity,omitempty"`
+	// PruneUnits removes this fraction of the layer's output units (its weight rows and bias)
+	// together with the matching inputs of the layer named Into (an FFN's fc1 → fc2): both
+	// layers really shrink (core/prune.Units decides which units). Only a caller that holds the
+	// live layers applies it (Python's quantize); the file pipeline refuses it. Allowed on a
+	// skip rule too (a float layer can lose units).
+	PruneUnits float64 `json:"prune_units,omitempty"`
+	Into       string  `json:"into,omitempty"`
 	// Outliers turns on LLM.int8() outlier handling for INT8 Linear layers with dynamic or
 	// static activations: input features whose magnitude reaches OutlierThreshold go through
 	// the matmul in float, the rest in INT8. OutlierThreshold (> 0) implies Outliers; unset, it
@@ -248,7 +261,7 @@ func jsonMessage(err error) string {
 	msg := err.Error()
 	msg = strings.TrimPrefix(msg, "json: ")
 	if rest, ok := strings.CutPrefix(msg, "unknown field "); ok {
-		return "unknown key " + rest + " (a rule takes match, layers, skip, bits, dtype, group_size, group_fallback, scheme, activations, observer, method, outliers, outlier_threshold)"
+		return "unknown key " + rest + " (a rule takes match, layers, skip, bits, dtype, group_size, group_fallback, scheme, activations, observer, method, outliers, outlier_threshold, prune, sparsity, prune_units, into)"
 	}
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
@@ -307,7 +320,13 @@ func (r *Rule) validate() error {
 			return fmt.Errorf("layers: empty layer type")
 		}
 	}
+	if err := r.validatePruning(); err != nil {
+		return err
+	}
 	if r.Skip {
+		if r.Prune != "" {
+			return fmt.Errorf("prune %q applies to a quantized layer; a skip rule leaves it in float (prune_units may stay)", r.Prune)
+		}
 		if r.Bits != 0 || r.DType != "" || r.GroupSize != 0 || r.GroupFallback != nil || r.Scheme != "" ||
 			r.Activations != "" || r.Observer != "" || r.Method != "" || r.Outliers != nil || r.OutlierThreshold != nil {
 			return fmt.Errorf("a skip rule takes no other option (it leaves the layer in float)")
@@ -315,6 +334,43 @@ func (r *Rule) validate() error {
 		return nil
 	}
 	return r.validateOptions()
+}
+
+// validatePruning checks the pruning keys of a rule (core/prune).
+func (r *Rule) validatePruning() error {
+	switch r.Prune {
+	case "":
+		if r.Sparsity != 0 {
+			return optErr("sparsity", "sparsity %v applies to prune \"magnitude\"", r.Sparsity)
+		}
+	case prune.Magnitude:
+		if err := prune.CheckSparsity(r.Sparsity); err != nil {
+			return optErr("sparsity", "prune magnitude needs a sparsity between 0 and 1 (exclusive), not %v", r.Sparsity)
+		}
+	case prune.TwoFour:
+		if r.Sparsity != 0 {
+			return optErr("sparsity", "sparsity applies to prune \"magnitude\"; 2:4 always removes half")
+		}
+	default:
+		return optErr("prune", "prune %q is not %s", r.Prune, strings.Join(prune.Kinds, " or "))
+	}
+	if r.PruneUnits != 0 || r.Into != "" {
+		if !(r.PruneUnits > 0 && r.PruneUnits < 1) {
+			return optErr("prune_units", "prune_units %v must be between 0 and 1 (exclusive): the fraction of output units removed", r.PruneUnits)
+		}
+		if strings.TrimSpace(r.Into) == "" || strings.ContainsAny(r.Into, "*?[") {
+			return optErr("into", "prune_units needs into: the name of the layer that takes these units as inputs (no wildcard), not %q", r.Into)
+		}
+		if strings.ContainsAny(r.Match, "*?[") {
+			return optErr("prune_units", "prune_units removes units of one layer: match %q must name it exactly", r.Match)
+		}
+	}
+	return nil
+}
+
+// PrunesUnits reports whether any rule of the recipe removes hidden units (prune_units).
+func (r *Recipe) PrunesUnits() bool {
+	return r != nil && slices.ContainsFunc(r.Rules, func(x Rule) bool { return x.PruneUnits != 0 })
 }
 
 // validateOptions checks the option fields (shared by rules and the base).
@@ -419,6 +475,9 @@ type Settings struct {
 	Activations   string `json:"activations"`          // none, dynamic, static
 	Observer      string `json:"observer,omitempty"`   // static
 	Method        string `json:"method"`               // rtn, ...
+	// Prune and Sparsity: weights zeroed before quantization (Rule.Prune); never from the base.
+	Prune    string  `json:"prune,omitempty"`
+	Sparsity float64 `json:"sparsity,omitempty"`
 	// OutlierThreshold > 0: LLM.int8() outlier handling with this threshold (int8, dynamic or
 	// static activations); 0: off.
 	OutlierThreshold float64 `json:"outlier_threshold,omitempty"`
@@ -534,6 +593,7 @@ func Resolve(rule, base *Rule, calibrated bool) (Settings, error) {
 		}
 		s.Method = DefaultMethod // the base's method does not follow a rule to a float format
 	}
+	s.Prune, s.Sparsity = rule.Prune, rule.Sparsity
 	on, t := outliersOf(rule)
 	switch {
 	case on == nil:
@@ -677,13 +737,15 @@ func (r *Resolved) Recipe() *Recipe {
 	out := &Recipe{Layers: slices.Clone(r.Layers)}
 	for _, rr := range r.Rules {
 		if rr.Rule.Skip {
-			out.Rules = append(out.Rules, Rule{Match: rr.Rule.Match, Layers: rr.Rule.Layers, Skip: true})
+			out.Rules = append(out.Rules, Rule{Match: rr.Rule.Match, Layers: rr.Rule.Layers, Skip: true,
+				PruneUnits: rr.Rule.PruneUnits, Into: rr.Rule.Into})
 			continue
 		}
 		s := rr.Settings
 		fb := s.GroupFallback
 		w := Rule{Match: rr.Rule.Match, Layers: rr.Rule.Layers, DType: s.Format, Scheme: s.Scheme,
-			Activations: s.Activations, Observer: s.Observer, Method: s.Method}
+			Activations: s.Activations, Observer: s.Observer, Method: s.Method,
+			Prune: s.Prune, Sparsity: s.Sparsity, PruneUnits: rr.Rule.PruneUnits, Into: rr.Rule.Into}
 		if s.Format == "int4" {
 			w.GroupSize, w.GroupFallback = s.GroupSize, &fb
 		}

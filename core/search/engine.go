@@ -10,12 +10,18 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/monoquant/monoquant/core/prune"
 	"github.com/monoquant/monoquant/core/recipe"
 )
 
-// gene is one layer's choice: indices into its formats and group sizes and the space's schemes
-// and methods. Fields a format does not use are 0, so equal recipes have equal genes.
-type gene struct{ F, G, S, M int }
+// gene is one layer's choice: indices into its formats and group sizes, the space's schemes
+// and methods, and its unstructured (P) and structured (U) pruning choices. Fields a format does
+// not use are 0, so equal recipes have equal genes.
+type gene struct {
+	F, G, S, M int
+	P          int `json:",omitempty"`
+	U          int `json:",omitempty"`
+}
 
 // Trial statuses.
 const (
@@ -121,9 +127,27 @@ func (e *Engine) uniform(bits int) []gene {
 	return g
 }
 
-// initial is the first generation: anchors, sensitivity seeds, then random genomes.
+// smallest is the anchor of the smallest file: every layer at its narrowest format, INT4 in
+// the largest group size it allows, with the space's first scheme (symmetric by default: no
+// zero points to store).
+func (e *Engine) smallest() []gene {
+	g := make([]gene, len(e.choices))
+	for l, c := range e.choices {
+		x := gene{F: e.narrowest(l)}
+		for gi, gs := range c.groupSizes {
+			if gs > c.groupSizes[x.G] {
+				x.G = gi
+			}
+		}
+		g[l] = e.canon(l, x)
+	}
+	return g
+}
+
+// initial is the first generation: anchors (uniform INT8, uniform FP16, the smallest), sensitivity
+// seeds, size seeds, structured-pruning seeds, then random genomes.
 func (e *Engine) initial() [][]gene {
-	gen := [][]gene{e.uniform(8), e.uniform(16)}
+	gen := [][]gene{e.uniform(8), e.uniform(16), e.smallest()}
 	var sens []int
 	for i, l := range e.space.Layers {
 		if l.Sensitivity != nil {
@@ -167,10 +191,15 @@ func (e *Engine) initial() [][]gene {
 		big = append(big, l)
 		acc += float64(max(e.space.Layers[l].Params, 1))
 	}
+	// INT4 takes the engine's INT4 scheme where the space offers it (recipe.DefaultInt4Scheme).
+	s4 := max(0, slices.Index(e.space.Schemes, recipe.DefaultInt4Scheme))
 	for gi := range e.space.GroupSizes {
 		g := e.uniform(8)
 		for _, l := range big {
 			x := gene{F: e.narrowest(l)}
+			if e.choices[l].formats[x.F] == FormatINT4 {
+				x.S = s4
+			}
 			if n := len(e.choices[l].groupSizes); n > 0 {
 				// The gi-th group size of the space, or the nearest this layer allows.
 				x.G = slices.Index(e.choices[l].groupSizes, e.space.GroupSizes[gi])
@@ -182,10 +211,32 @@ func (e *Engine) initial() [][]gene {
 		}
 		gen = append(gen, g)
 	}
+	// Structured-pruning seeds: the last size seed with the largest layer that can lose hidden
+	// units losing the smallest fraction, then the next one (where the most size is won; a
+	// small layer, such as a first convolution, is often the most sensitive to it).
+	if cl := e.largestCoupled(); cl >= 0 {
+		base := gen[len(gen)-1]
+		for u := 1; u < min(3, len(e.choices[cl].units)); u++ {
+			g := slices.Clone(base)
+			g[cl].U = u
+			gen = append(gen, g)
+		}
+	}
 	for len(gen) < e.space.Population {
 		gen = append(gen, e.random())
 	}
 	return gen
+}
+
+// largestCoupled is the layer with a structured-pruning choice and the most weights, -1 if none.
+func (e *Engine) largestCoupled() int {
+	best := -1
+	for l, c := range e.choices {
+		if len(c.units) > 1 && (best < 0 || e.space.Layers[l].Params > e.space.Layers[best].Params) {
+			best = l
+		}
+	}
+	return best
 }
 
 func (e *Engine) random() []gene {
@@ -204,12 +255,20 @@ func (e *Engine) randomGene(l int) gene {
 	}
 	g.S = e.rng.IntN(len(e.space.Schemes))
 	g.M = e.rng.IntN(len(e.space.Methods))
+	// (drawn only when there is a choice, so a space without pruning draws as before)
+	if len(c.prunes) > 1 {
+		g.P = e.rng.IntN(len(c.prunes))
+	}
+	if len(c.units) > 1 {
+		g.U = e.rng.IntN(len(c.units))
+	}
 	return e.canon(l, g)
 }
 
 // repair gives an all-skip genome (nothing to quantize: no engine call would accept it) one
 // quantized layer, drawn at random among those that allow one.
 func (e *Engine) repair(g []gene) []gene {
+	e.fitCoupled(g)
 	var can []int
 	for l, x := range g {
 		if e.choices[l].formats[x.F] != FormatSkip {
@@ -229,6 +288,49 @@ func (e *Engine) repair(g []gene) []gene {
 	}
 }
 
+// fitCoupled keeps a genome valid where a layer loses hidden units: the rows of the layer it
+// feeds (Into) shrink with them, so that layer's INT4 group size must divide the new row (the
+// largest that does is taken) and its 2:4 pruning needs rows of 4s (else none); when nothing
+// fits, the units stay. Deterministic: no draw.
+func (e *Engine) fitCoupled(g []gene) {
+	for l, x := range g {
+		fr, lay := e.choices[l].units[x.U], e.space.Layers[l]
+		if fr == 0 || lay.Units == 0 {
+			continue
+		}
+		j := slices.IndexFunc(e.space.Layers, func(y Layer) bool { return y.Name == lay.Into })
+		if j < 0 || e.space.Layers[j].Row == 0 || e.space.Layers[j].Row%lay.Units != 0 {
+			continue
+		}
+		row := prune.KeptUnits(lay.Units, fr) * (e.space.Layers[j].Row / lay.Units)
+		cj := e.choices[j]
+		ok := true
+		if cj.formats[g[j].F] == FormatINT4 {
+			best := -1
+			for gi, gs := range cj.groupSizes {
+				if row%gs == 0 && (best < 0 || gs > cj.groupSizes[best]) {
+					best = gi
+				}
+			}
+			if best < 0 {
+				ok = false
+			} else {
+				g[j].G = best
+			}
+		}
+		if cj.prunes[g[j].P] == prune.TwoFour && row%4 != 0 {
+			if k := slices.Index(cj.prunes, PruneNone); k >= 0 {
+				g[j].P = k
+			} else {
+				ok = false
+			}
+		}
+		if !ok {
+			g[l].U = 0
+		}
+	}
+}
+
 // canon zeroes the fields the gene's format does not use.
 func (e *Engine) canon(l int, g gene) gene {
 	f := e.choices[l].formats[g.F]
@@ -237,6 +339,9 @@ func (e *Engine) canon(l int, g gene) gene {
 	}
 	if f != FormatINT4 && f != FormatINT8 {
 		g.S, g.M = 0, 0
+	}
+	if f == FormatSkip {
+		g.P = 0 // a float layer is not pruned weight by weight (its units may still go)
 	}
 	return g
 }
@@ -251,6 +356,12 @@ func key(g []gene) string {
 		b.WriteString(strconv.Itoa(x.S))
 		b.WriteByte(',')
 		b.WriteString(strconv.Itoa(x.M))
+		if x.P != 0 || x.U != 0 {
+			b.WriteByte(',')
+			b.WriteString(strconv.Itoa(x.P))
+			b.WriteByte(',')
+			b.WriteString(strconv.Itoa(x.U))
+		}
 		b.WriteByte(';')
 	}
 	return b.String()
@@ -313,6 +424,17 @@ func (e *Engine) offspring() []gene {
 // mutate redraws one field of a gene (the format most often).
 func (e *Engine) mutate(l int, g gene) gene {
 	c := e.choices[l]
+	if np, nu := len(c.prunes), len(c.units); np > 1 || nu > 1 {
+		// A quarter of the mutations of a layer with pruning choices redraw one of them.
+		if e.rng.Float64() < 0.25 {
+			if nu > 1 && (np == 1 || e.rng.IntN(2) == 0) {
+				g.U = e.rng.IntN(nu)
+			} else {
+				g.P = e.rng.IntN(np)
+			}
+			return e.canon(l, g)
+		}
+	}
 	switch r := e.rng.Float64(); {
 	case r < 0.6 || len(c.formats) == 1:
 		if len(c.formats) > 1 {
@@ -344,6 +466,12 @@ func (e *Engine) recipe(g []gene) *recipe.Recipe {
 		name := e.space.Layers[l].Name
 		f := e.choices[l].formats[x.F]
 		rule := recipe.Rule{Match: name}
+		if fr := e.choices[l].units[x.U]; fr > 0 {
+			rule.PruneUnits, rule.Into = fr, e.space.Layers[l].Into
+		}
+		if f != FormatSkip {
+			rule.Prune, rule.Sparsity, _ = parsePrune(e.choices[l].prunes[x.P]) // checked by compile
+		}
 		switch f {
 		case FormatSkip:
 			rule.Skip = true
@@ -368,12 +496,33 @@ func (e *Engine) recipe(g []gene) *recipe.Recipe {
 	return r
 }
 
-// bitsPerWeight is the genome's average storage width, weighted by the layers' Params.
+// bitsPerWeight is the genome's average storage width per weight of the float layers, weighted
+// by the layers' Params: removed hidden units store nothing, so structured pruning lowers it
+// (the layer and its Into layer keep KeptUnits/Units of their weights); zeros of unstructured
+// pruning are stored like any weight.
 func (e *Engine) bitsPerWeight(g []gene) float64 {
+	kept := make([]float64, len(g))
+	for l := range kept {
+		kept[l] = 1
+	}
+	for l, x := range g {
+		fr := e.choices[l].units[x.U]
+		if fr == 0 {
+			continue
+		}
+		k := 1 - fr
+		if u := e.space.Layers[l].Units; u > 0 {
+			k = float64(prune.KeptUnits(u, fr)) / float64(u)
+		}
+		kept[l] *= k
+		if j := slices.IndexFunc(e.space.Layers, func(y Layer) bool { return y.Name == e.space.Layers[l].Into }); j >= 0 {
+			kept[j] *= k
+		}
+	}
 	var bits, n float64
 	for l, x := range g {
 		p := float64(max(e.space.Layers[l].Params, 1))
-		bits += p * float64(FormatBits(e.choices[l].formats[x.F]))
+		bits += p * kept[l] * float64(FormatBits(e.choices[l].formats[x.F]))
 		n += p
 	}
 	return bits / n
@@ -729,7 +878,8 @@ func Load(data []byte) (*Engine, error) {
 		}
 		for l, x := range g {
 			if x.F < 0 || x.F >= len(ch[l].formats) || x.G < 0 || (x.G > 0 && x.G >= len(ch[l].groupSizes)) ||
-				x.S < 0 || x.S >= len(e.space.Schemes) || x.M < 0 || x.M >= len(e.space.Methods) {
+				x.S < 0 || x.S >= len(e.space.Schemes) || x.M < 0 || x.M >= len(e.space.Methods) ||
+				x.P < 0 || x.P >= len(ch[l].prunes) || x.U < 0 || x.U >= len(ch[l].units) {
 				return fmt.Errorf("%w: saved state: gene of layer %q out of range", ErrSpace, e.space.Layers[l].Name)
 			}
 		}

@@ -386,7 +386,14 @@ func TestSeededFirstGeneration(t *testing.T) {
 			t.Fatalf("anchors: rule %d is %q then %q, want int8 then fp16", i, first.Rules[i].DType, second.Rules[i].DType)
 		}
 	}
-	// The third candidate keeps the most sensitive tenth at INT8 and puts the rest in INT4.
+	// The third is the smallest anchor: every layer INT4 in its largest group, symmetric.
+	smallest := e.Ask().Recipe
+	for i := range s.params {
+		if r := smallest.Rules[i]; r.Bits != 4 || r.GroupSize != 128 || r.Scheme != "symmetric" {
+			t.Fatalf("smallest anchor: rule %d is %+v, want INT4 g128 symmetric", i, r)
+		}
+	}
+	// The fourth keeps the most sensitive tenth at INT8 and puts the rest in INT4.
 	third := e.Ask().Recipe
 	most := 0
 	for i, v := range s.sens {

@@ -18,7 +18,9 @@
 // sequence of Ask/Tell calls give the same candidates; Save and Load keep that across processes.
 //
 // A layer's gene is its format (skip, fp16, bf16, int8, int4), INT4 group size, scheme and
-// method. The space is limited per layer by Limits: {"match": "head", "min_bits": 8} keeps the
+// method, and its pruning: unstructured (Space.Prunes: none, 2:4, magnitude:<sparsity>) and, for
+// a layer with Into, the fraction of its hidden units removed together with Into's inputs
+// (Space.UnitFractions; the recipe's prune_units, core/prune). The space is limited per layer by Limits: {"match": "head", "min_bits": 8} keeps the
 // head at INT8 or above, {"match": "*.conv*", "formats": ["int8", "fp16"]} names the formats.
 package search
 
@@ -27,9 +29,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/monoquant/monoquant/core/method"
+	"github.com/monoquant/monoquant/core/prune"
 
 	"github.com/monoquant/monoquant/core/recipe"
 )
@@ -92,6 +96,12 @@ type Layer struct {
 	// Sensitivity is how much the metric suffers when this layer alone is quantized coarsely
 	// (higher: more sensitive); seeds the first generation when given.
 	Sensitivity *float64 `json:"sensitivity,omitempty"`
+	// Into names the layer that takes this layer's outputs as its inputs (an FFN's fc1 → fc2):
+	// the layer then has a structured-pruning gene, the fraction of its hidden units removed
+	// from both (the recipe's prune_units; the space's UnitFractions). Units is the number of
+	// hidden units (for the size estimate; 0: the fraction is taken as is).
+	Into  string `json:"into,omitempty"`
+	Units int    `json:"units,omitempty"`
 }
 
 // Limit restricts the layers a pattern (recipe.Match syntax) selects; the first limit that
@@ -124,6 +134,13 @@ type Space struct {
 	// Methods (default: every method this build knows that needs no calibration data).
 	Methods []string `json:"methods,omitempty"`
 	Limits  []Limit  `json:"limits,omitempty"`
+	// Prunes are the unstructured pruning choices of every quantized layer: "none", "2:4" (only
+	// offered where Row is a multiple of 4) and "magnitude:<sparsity>" (default: none only, as
+	// zeros stored in a dense format make no file smaller).
+	Prunes []string `json:"prunes,omitempty"`
+	// UnitFractions are the structured-pruning choices of a layer with Into (default 0, 0.125,
+	// 0.25, 0.5; 0 must be among them: no pruning).
+	UnitFractions []float64 `json:"unit_fractions,omitempty"`
 	// Population size (default DefaultPopulation).
 	Population int `json:"population,omitempty"`
 }
@@ -132,6 +149,31 @@ type Space struct {
 type layerChoices struct {
 	formats    []string
 	groupSizes []int
+	prunes     []string  // unstructured pruning: "none", "2:4", "magnitude:<s>"
+	units      []float64 // structured: fractions of hidden units removed ([0] without Into)
+}
+
+// PruneNone is the prune choice that prunes nothing.
+const PruneNone = "none"
+
+// parsePrune reads a prune choice: the recipe's prune kind and sparsity ("" for none).
+func parsePrune(p string) (kind string, sparsity float64, err error) {
+	switch {
+	case p == PruneNone:
+		return "", 0, nil
+	case p == prune.TwoFour:
+		return prune.TwoFour, 0, nil
+	case strings.HasPrefix(p, prune.Magnitude+":"):
+		s, err := strconv.ParseFloat(strings.TrimPrefix(p, prune.Magnitude+":"), 64)
+		if err == nil {
+			err = prune.CheckSparsity(s)
+		}
+		if err != nil {
+			return "", 0, fmt.Errorf("prune %q: want magnitude:<sparsity between 0 and 1>", p)
+		}
+		return prune.Magnitude, s, nil
+	}
+	return "", 0, fmt.Errorf("prune %q is not none, 2:4 or magnitude:<sparsity>", p)
 }
 
 // ParseSpace reads and checks a space description (JSON, unknown keys are errors).
@@ -179,6 +221,12 @@ func (s *Space) withDefaults() Space {
 				c.Methods = append(c.Methods, name)
 			}
 		}
+	}
+	if len(c.Prunes) == 0 {
+		c.Prunes = []string{PruneNone}
+	}
+	if len(c.UnitFractions) == 0 && slices.ContainsFunc(c.Layers, func(l Layer) bool { return l.Into != "" }) {
+		c.UnitFractions = []float64{0, 0.125, 0.25, 0.5}
 	}
 	if c.Population == 0 {
 		c.Population = DefaultPopulation
@@ -240,6 +288,22 @@ func (s *Space) compile() ([]layerChoices, error) {
 			return nil, spaceErr("method %q is not one of %s", m, strings.Join(recipe.Methods, ", "))
 		}
 	}
+	if len(d.Prunes) > maxChoices || len(d.UnitFractions) > maxChoices {
+		return nil, spaceErr("more than %d choices for one gene", maxChoices)
+	}
+	for _, p := range d.Prunes {
+		if _, _, err := parsePrune(p); err != nil {
+			return nil, spaceErr("prunes: %v", err)
+		}
+	}
+	for _, f := range d.UnitFractions {
+		if !(f >= 0 && f < 1) {
+			return nil, spaceErr("unit_fractions: %v is not at least 0 and below 1", f)
+		}
+	}
+	if len(d.UnitFractions) > 0 && !slices.Contains(d.UnitFractions, 0) {
+		return nil, spaceErr("unit_fractions %v: 0 (no structured pruning) must be among them", d.UnitFractions)
+	}
 	pats := make([]recipe.Pattern, len(d.Limits))
 	for i, l := range d.Limits {
 		p, err := recipe.Compile(l.Match)
@@ -266,8 +330,11 @@ func (s *Space) compile() ([]layerChoices, error) {
 			return nil, spaceErr("layer %q is listed twice", l.Name)
 		}
 		seen[l.Name] = true
-		if l.Params < 0 || l.Row < 0 {
-			return nil, spaceErr("layer %q: negative params or row", l.Name)
+		if l.Params < 0 || l.Row < 0 || l.Units < 0 {
+			return nil, spaceErr("layer %q: negative params, row or units", l.Name)
+		}
+		if l.Into != "" && (l.Into == l.Name || strings.ContainsAny(l.Into, "*?[")) {
+			return nil, spaceErr("layer %q: into %q must name another layer, without wildcards", l.Name, l.Into)
 		}
 		formats := slices.Clone(d.Formats)
 		for j, lim := range d.Limits {
@@ -292,7 +359,17 @@ func (s *Space) compile() ([]layerChoices, error) {
 			return nil, spaceErr("no valid recipe: layer %q has no format left (formats %s, its limits and its row of %d values allow none)",
 				l.Name, strings.Join(d.Formats, ", "), l.Row)
 		}
-		out[i] = layerChoices{formats: formats, groupSizes: gs}
+		prunes := slices.DeleteFunc(slices.Clone(d.Prunes), func(p string) bool {
+			return p == prune.TwoFour && l.Row%4 != 0 // rows of 0 (unknown) allow it
+		})
+		if len(prunes) == 0 {
+			prunes = []string{PruneNone}
+		}
+		units := []float64{0}
+		if l.Into != "" {
+			units = d.UnitFractions
+		}
+		out[i] = layerChoices{formats: formats, groupSizes: gs, prunes: prunes, units: units}
 	}
 	if !slices.ContainsFunc(out, func(c layerChoices) bool { return len(c.formats) > 1 || c.formats[0] != FormatSkip }) {
 		return nil, spaceErr("no valid recipe: every layer is limited to skip, so no candidate would quantize anything")

@@ -141,6 +141,26 @@ int main(void) {
     CHECK_RC(mq_search_new(SPACE, 0, NULL), MQ_EINVAL);
     CHECK(bad == NULL, "out set on failure");
 
+    /* structured pruning: fc1 [4, 2] -> fc2 [3, 4]; unit 2 carries nothing out, unit 0 little */
+    {
+        const float w1[8] = {1, 0, 0.1f, 0.1f, 5, 5, 1, 1};
+        const float w2[12] = {1, 1, 0, 1, 1, 1, 0, 1, 1, 1, 0, 1};
+        const int64_t s1[2] = {4, 2}, s2[2] = {3, 4}, s3[2] = {3, 5};
+        mq_tensor t1 = {w1, MQ_DTYPE_F32, 2, s1, NULL}, t2 = {w2, MQ_DTYPE_F32, 2, s2, NULL};
+        int64_t keep[4] = {-1, -1, -1, -1};
+        size_t nk = 0;
+        CHECK_RC(mq_prune_units(&t1, NULL, &t2, 0.5, keep, 1, &nk), MQ_EBUFFER);
+        CHECK(nk == 2, "n_keep %zu on MQ_EBUFFER, want 2", nk);
+        CHECK_RC(mq_prune_units(&t1, NULL, &t2, 0.5, keep, 4, &nk), MQ_OK);
+        CHECK(nk == 2 && keep[0] == 0 && keep[1] == 3, "kept %zu units: %lld %lld, want 0 3", nk, (long long)keep[0], (long long)keep[1]);
+        mq_tensor t3 = {w2, MQ_DTYPE_F32, 2, s3, NULL}; /* 5 inputs: not fc1's 4 outputs */
+        CHECK_RC(mq_prune_units(&t1, NULL, &t3, 0.5, keep, 4, &nk), MQ_ESHAPE);
+        CHECK(strstr(mq_last_error(), "not coupled") != NULL, "error: %s", mq_last_error());
+        CHECK_RC(mq_prune_units(&t1, NULL, &t2, 1.0, keep, 4, &nk), MQ_EINVAL);
+        CHECK(strstr(mq_last_error(), "prune_units 1") != NULL, "error: %s", mq_last_error());
+        CHECK_RC(mq_prune_units(&t1, NULL, &t2, 0.5, keep, 4, NULL), MQ_EINVAL);
+    }
+
     /* handles */
     size_t len = 0;
     CHECK_RC(mq_search_front_json((mq_search*)m, NULL, 0, &len), MQ_EHANDLE);

@@ -514,6 +514,17 @@ _fn("mq_quantize_file", [c_char_p, c_char_p, POINTER(mq_model_config), c_char_p,
 #                                 const char* calibration, mq_progress_fn progress, void* user,
 #                                 const volatile int32_t* cancel, mq_report** report);
 _fn("mq_quantize_file_cancelable", [c_char_p, c_char_p, POINTER(mq_model_config), c_char_p, mq_progress_fn, c_void_p, POINTER(c_int32), POINTER(mq_report_p)], c_int)
+# int mq_quantize_shards_begin(const char* src, const char* dst, const mq_model_config* cfg,
+#                              const char* calibration, char* buf, size_t cap, size_t* len);
+_fn("mq_quantize_shards_begin", [c_char_p, c_char_p, POINTER(mq_model_config), c_char_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_quantize_shard(const char* src, const char* dst, const mq_model_config* cfg,
+#                       const char* calibration, size_t k, mq_report** report);
+_fn("mq_quantize_shard", [c_char_p, c_char_p, POINTER(mq_model_config), c_char_p, c_size_t, POINTER(mq_report_p)], c_int)
+# int mq_quantize_shards_finish(const char* src, const char* dst, const mq_model_config* cfg,
+#                               const char* calibration, const char* reports_json, mq_report** report);
+_fn("mq_quantize_shards_finish", [c_char_p, c_char_p, POINTER(mq_model_config), c_char_p, c_char_p, POINTER(mq_report_p)], c_int)
+# int mq_quantize_shards_abort(const char* dst);
+_fn("mq_quantize_shards_abort", [c_char_p], c_int)
 # int mq_report_json(mq_report* r, char* buf, size_t cap, size_t* len);
 _fn("mq_report_json", [mq_report_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
 # int mq_report_free(mq_report* r);
@@ -563,6 +574,10 @@ _fn("mq_search_trials_json", [mq_search_p, c_void_p, c_size_t, POINTER(c_size_t)
 _fn("mq_search_save_json", [mq_search_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
 # int mq_search_free(mq_search* s);
 _fn("mq_search_free", [mq_search_p], c_int)
+
+# int mq_prune_units(const mq_tensor* w1, const mq_tensor* b1, const mq_tensor* w2, double fraction,
+#                    int64_t* keep, size_t cap, size_t* n_keep);
+_fn("mq_prune_units", [POINTER(mq_tensor), POINTER(mq_tensor), POINTER(mq_tensor), c_double, POINTER(c_int64), c_size_t, POINTER(c_size_t)], c_int)
 
 # ------------------------------------------------------------------------------------------------
 # Run log

@@ -160,6 +160,36 @@ def run_interruptible(call, flag):
                 flag.value = 1
         raise
     return out[0]
+def _report(fn, *args):
+    """Calls an mq_ function whose last argument is an mq_report** and returns the report."""
+    rep = ctypes.c_void_p()
+    check(fn(*args, ctypes.byref(rep)), fn.__name__)
+    try:
+        return _json_call(_lib.mq_report_json, (rep,), "mq_report_json")
+    finally:
+        _lib.mq_report_free(rep)
+
+
+def quantize_shards_begin(src, dst, cfg, calibration=None):
+    """mq_quantize_shards_begin: the output shard names ([]: not a sharded model folder)."""
+    cal = None if calibration is None else _b(os.fspath(calibration))
+    return _json_call(lambda *a: _lib.mq_quantize_shards_begin(_b(os.fspath(src)), _b(os.fspath(dst)), cfg.ref, cal, *a), (), "quantize_file")
+
+
+def quantize_shard(src, dst, cfg, k, calibration=None):
+    """mq_quantize_shard: writes shard k; returns its report."""
+    cal = None if calibration is None else _b(os.fspath(calibration))
+    return _report(_lib.mq_quantize_shard, _b(os.fspath(src)), _b(os.fspath(dst)), cfg.ref, cal, k)
+
+
+def quantize_shards_finish(src, dst, cfg, reports, calibration=None):
+    """mq_quantize_shards_finish: index, other files, check, run log; returns the run's report."""
+    cal = None if calibration is None else _b(os.fspath(calibration))
+    return _report(_lib.mq_quantize_shards_finish, _b(os.fspath(src)), _b(os.fspath(dst)), cfg.ref, cal, _b(json.dumps(reports)))
+
+
+def quantize_shards_abort(dst):
+    _lib.mq_quantize_shards_abort(_b(os.fspath(dst)))
 
 
 class ModelHandle(Handle):

@@ -457,7 +457,10 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
         raise ValueError("the model already has quantized layers; quantize the float model (monoquant.dequantize(qmodel) gives one back)")
     if isinstance(calibration_data, torch.Tensor):
         calibration_data = [calibration_data]
+    return _quantize_module(model, cfg, calibration_data, inplace, progress, max_calibration_batches)
 
+
+def _quantize_module(model, cfg, calibration_data, inplace, progress, max_calibration_batches, units_done=False):
     from . import _model
     from .files import build_quantized, stored_names
 
@@ -466,6 +469,18 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
         if calibration_data is not None:
             m.calibrate_begin(cfg)
         plan_dict = m.plan(cfg)
+        units = [r for r in (plan_dict.get("recipe") or {}).get("rules", []) if r.get("prune_units")]
+        if units and not units_done:
+            # Structured pruning (prune_units): the engine picks the hidden units that stay, the
+            # layers are rebuilt smaller here, and the smaller model is what gets quantized.
+            from ._prune import shrink_units
+
+            target = model if inplace else copy.deepcopy(model)
+            kept = shrink_units(target, units)
+            m.close()
+            out = _quantize_module(target, cfg, calibration_data, True, progress, max_calibration_batches, units_done=True)
+            out.__dict__["monoquant_pruned_units"] = kept
+            return out
         _check_runnable(model, plan_dict)
         hessians = _hessians(model, plan_dict, calibration_data)
         if calibration_data is not None:
@@ -501,7 +516,7 @@ def _warn(rep, stacklevel=2):
         warnings.warn(f"{w.get('code')}: {w.get('message')}", MonoquantWarning, stacklevel=stacklevel + 1)
 
 
-def quantize_file(src, dst, recipe=None, calibration=None, progress=None, log=True, validate=False, **options):
+def quantize_file(src, dst, recipe=None, calibration=None, progress=None, log=True, validate=False, executor=None, **options):
     """Quantizes the checkpoint file ``src`` into a new file ``dst`` through the engine's one
     file pipeline — the same as ``monoquant quantize`` and the C ABI's mq_quantize_file, with
     byte-identical output for the same input and options — streaming tensor by tensor.
@@ -522,6 +537,13 @@ def quantize_file(src, dst, recipe=None, calibration=None, progress=None, log=Tr
             recomputed from the file, Linear/Conv2d outputs compared); the report then holds
             ``validation``. An output that fails is removed and the call raises. Costs a second
             read of ``dst``.
+        executor: None, or any ``concurrent.futures.Executor`` (Dask's
+            ``client.get_executor()``, a ProcessPoolExecutor...) whose workers share the
+            filesystem: a sharded model folder (``src`` a folder whose weights are behind a
+            ``*.safetensors.index.json``, ``dst`` a folder) is then converted one output shard per
+            task, the same bytes as without it. The engine says which shards there are and which
+            tensors go in each; the workers need ``monoquant`` importable. Any other input is
+            converted here as without an executor. No progress bar for the shards.
         **options: the options of ``quantize``: bits, dtype, group_size, group_fallback, scheme,
             activations (or dynamic), observer (a name), method, outliers, outlier_threshold, layers,
             skip.
@@ -541,12 +563,73 @@ def quantize_file(src, dst, recipe=None, calibration=None, progress=None, log=Tr
         raise TypeError("quantize_file() takes the observer by name ('minmax', 'moving_average', 'histogram')")
     cfg = _config(recipe=recipe, log=log, **options)
     cfg.struct.validate = 1 if validate else 0
+    if executor is not None:
+        _check_executor(executor, "quantize_file")
+        rep = _quantize_shards(src, dst, cfg, executor, recipe, calibration, options)
+        if rep is not None:
+            _warn(rep)
+            if rep.get("log_warning"):
+                warnings.warn(rep["log_warning"], MonoquantWarning, stacklevel=2)
+            return rep
     with Progress(progress, 0) as bar:
         rep = _model.quantize_file(src, dst, cfg, calibration=calibration, progress=lambda d, t: bar.update(d, t, ""))
     _warn(rep)
     if rep.get("log_warning"):
         warnings.warn(rep["log_warning"], MonoquantWarning, stacklevel=2)
     return rep
+
+
+def _check_executor(executor, what):
+    """Refuses a process pool that forks: the engine's Go runtime does not survive fork (the
+    children hang on their first call into the library), so workers must start fresh."""
+    from concurrent.futures import Executor, ProcessPoolExecutor
+
+    if not isinstance(executor, Executor):
+        raise TypeError(f"{what}: executor must be a concurrent.futures.Executor (e.g. distributed's client.get_executor()), "
+                        f"got {type(executor).__name__}")
+    if isinstance(executor, ProcessPoolExecutor):
+        ctx = getattr(executor, "_mp_context", None)
+        if ctx is not None and ctx.get_start_method() == "fork":
+            raise ValueError(f"{what}: a ProcessPoolExecutor that forks its workers cannot run the engine (its Go runtime "
+                             "does not survive fork: the workers would hang); give it "
+                             "mp_context=multiprocessing.get_context('spawn') or 'forkserver'")
+
+
+def _quantize_shards(src, dst, cfg, executor, recipe, calibration, options):
+    """Fans the shards of a sharded model folder out on executor (None: not one, convert here)."""
+    from . import _model
+
+    shards = _model.quantize_shards_begin(src, dst, cfg, calibration)
+    if not shards:
+        return None
+    src, dst = os.fspath(src), os.fspath(dst)
+    cal = None if calibration is None else os.fspath(calibration)
+    try:
+        futures = [executor.submit(_quantize_one_shard, src, dst, recipe, cal, options, k) for k in range(len(shards))]
+        reports = []
+        for k, f in enumerate(futures):
+            try:
+                reports.append(f.result())
+            except Exception as e:
+                raise RuntimeError(f"quantize_file: shard {k} ({shards[k]}) failed on the executor: {type(e).__name__}: {e}") from e
+        return _model.quantize_shards_finish(src, dst, cfg, reports, cal)
+    except BaseException:
+        for f in futures if "futures" in locals() else ():
+            f.cancel()
+        _model.quantize_shards_abort(dst)
+        raise
+
+
+def _quantize_one_shard(src, dst, recipe, calibration, options, k):
+    """One shard, on a worker: the same config as the caller's (no run log: finish records the run)."""
+    import warnings as _w
+
+    from . import _model
+
+    with _w.catch_warnings():
+        _w.simplefilter("ignore", MonoquantWarning)
+        cfg = _config(recipe=recipe, log=False, **options)
+    return _model.quantize_shard(src, dst, cfg, k, calibration)
 
 
 class Plan:

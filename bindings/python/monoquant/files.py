@@ -300,6 +300,11 @@ def load(path, model=None, strict=True):
             sd = QuantizedStateDict(tensors, config=config)
             sd.handle = h
             return sd
+        if any(r.get("prune_units") for r in (config.get("recipe") or {}).get("rules", [])):
+            from ._prune import shrink_to_file
+
+            model = copy.deepcopy(model)  # the skeleton's pruned layers are rebuilt at the file's sizes
+            shrink_to_file(model, config, tensors)
         out = build_quantized(model, tensors, config, strict=strict)
     except BaseException:
         h.close()

@@ -33,7 +33,7 @@ from ._errors import MonoquantWarning
 from ._lib import check
 from ._model import _json_call
 from . import _runlog
-from .api import plan, quantize
+from .api import _check_executor, plan, quantize
 
 __all__ = ["search", "SearchResult", "SearchResults", "benchmark", "BenchmarkResult", "Search"]
 
@@ -176,6 +176,36 @@ def _space_layers(model):
     return layers
 
 
+def _prune_space(model, prune, layers, space):
+    """Adds the pruning genes ``prune=`` asks for to the space: ``into``/``units`` on the first
+    layer of every coupled pair (torch.fx, or ``prune["couplings"]``), ``unit_fractions`` and the
+    unstructured ``prunes``."""
+    if prune is True:
+        prune = {}
+    if not isinstance(prune, dict):
+        raise TypeError(f"search: prune={prune!r} must be True or a dict (units, unstructured, couplings)")
+    unknown = set(prune) - {"units", "unstructured", "couplings"}
+    if unknown:
+        raise ValueError(f"search: prune keys {sorted(unknown)} are not among units, unstructured, couplings")
+    from ._prune import _pair_ok, coupled_layers
+
+    pairs = prune.get("couplings")
+    pairs = coupled_layers(model) if pairs is None else [tuple(p) for p in pairs]
+    by_name = {l["name"]: l for l in layers}
+    for a, b in pairs:
+        try:
+            ma, mb = model.get_submodule(a), model.get_submodule(b)
+        except AttributeError as e:
+            raise ValueError(f"search: prune couplings: {e}") from None
+        if not _pair_ok(ma, mb):
+            raise ValueError(f"search: prune couplings: {a!r} ({type(ma).__name__}) into {b!r} ({type(mb).__name__}) are not coupled layers")
+        if a in by_name:
+            by_name[a]["into"], by_name[a]["units"] = b, int(ma.weight.shape[0])
+    if prune.get("units") is not None:
+        space["unit_fractions"] = [float(f) for f in prune["units"]]
+    space["prunes"] = list(prune.get("unstructured", ("none", "2:4", "magnitude:0.5")))
+
+
 def _forward(model, data):
     with torch.no_grad():
         if isinstance(data, dict):
@@ -248,7 +278,7 @@ def _check_picklable(model):
 
 def search(model, evaluate, data=None, objectives=None, trials=40, executor=None, seed=0,
            population=None, formats=None, group_sizes=None, schemes=None, limits=None, sensitivity=None,
-           resume=None, state_path=None, latency_repeats=7, max_in_flight=None):
+           resume=None, state_path=None, latency_repeats=7, max_in_flight=None, prune=None):
     """Searches per-layer recipes for the Pareto front of ``objectives``.
 
     Args:
@@ -271,6 +301,11 @@ def search(model, evaluate, data=None, objectives=None, trials=40, executor=None
             last layer at INT8 or above.
         sensitivity: ``{layer name: sensitivity}`` (higher: more sensitive) to seed the first
             generation.
+        prune: None (no pruning genes), True, or a dict: ``units`` (the fractions of hidden units
+            a coupled pair may lose; default 0, 0.125, 0.25, 0.5), ``unstructured`` (choices
+            among "none", "2:4", "magnitude:<sparsity>"; default all three; they never make the
+            model smaller, only the metric can tell whether they cost), ``couplings`` (pairs
+            ``(first, second)``; default: found with torch.fx, ``monoquant._prune.coupled_layers``).
         resume: the ``.state`` of an earlier SearchResults, or a path to it (``state_path``).
         state_path: write the engine state there after every trial (to resume after a stop).
 
@@ -315,6 +350,8 @@ def search(model, evaluate, data=None, objectives=None, trials=40, executor=None
         for k, v in (("population", population), ("formats", formats), ("group_sizes", group_sizes), ("schemes", schemes), ("limits", limits)):
             if v is not None:
                 space[k] = list(v) if k != "population" else v
+        if prune:
+            _prune_space(model, prune, layers, space)
         s = Search(space, seed)
 
     with s:
@@ -365,6 +402,7 @@ class _Runner:
         if executor is None:
             self.width = 1
             return
+        _check_executor(executor, "search")
         if not isinstance(executor, ThreadPoolExecutor):  # threads share the model, others pickle it
             _check_picklable(model)
         client = getattr(executor, "_client", None)  # distributed's ClientExecutor
@@ -372,7 +410,9 @@ class _Runner:
             self._scattered = client.scatter(model, broadcast=True)
             self.model = self._scattered
             workers = client.scheduler_info().get("workers", {})
-            self.width = max_in_flight or max(1, sum(w.get("nthreads", 1) for w in workers.values()))
+            # Two trials per worker thread: the second waits on the worker while the first's
+            # result travels back and the next candidate is asked, so no worker idles between trials.
+            self.width = max_in_flight or 2 * max(1, sum(w.get("nthreads", 1) for w in workers.values()))
         else:
             self.width = max_in_flight or getattr(executor, "_max_workers", None) or os.cpu_count() or 1
 

@@ -45,6 +45,38 @@ def test_search_on_the_cnn(trained):
     assert accuracy(q, xte, yte) == best[2].objectives["metric"]
 
 
+def stored_bits(model, result):
+    """Stored bits per weight of the float model's quantizable layers: the bytes the trial's
+    quantized model stores for those weights (scales and zero points included, float layers at
+    32 bits, removed hidden units at nothing), over the float model's weight count."""
+    layers = {t["layer"]: t for t in monoquant.plan(model).to_dict()["tensors"] if t["action"] == "quantize"}
+    params = sum(math.prod(t["shape"]) for t in layers.values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", monoquant.MonoquantWarning)
+        q = monoquant.quantize(model, recipe=result.recipe, progress=False)
+    stored = {t["name"]: t["bytes_after"] for t in q.monoquant_report["tensors"]}
+    weights = dict(q.named_parameters())
+    total = sum(stored.get(t["name"], weights.get(t["name"], torch.empty(0)).numel() * 4) for t in layers.values())
+    return 8.0 * total / params
+
+
+@pytest.mark.parametrize("prune", [None, True], ids=["quantization", "with-pruning"])
+def test_goal_on_the_cnn(trained, prune):
+    """The issue's goal: within 40 trials, a recipe of <= 5.0 stored bits per weight that loses
+    <= 0.3 points of accuracy (one test image is 0.25 points); with pruning genes, hidden units
+    removed between classifier.1 and classifier.3 (found by torch.fx) take it lower."""
+    model, _, (xte, yte) = trained
+    base = accuracy(model, xte, yte)
+    res = monoquant.search(model, lambda q: accuracy(q, xte, yte), objectives=("metric", "size"), trials=40, seed=0, prune=prune)
+    ok = sorted((stored_bits(model, r), base - r.objectives["metric"], r.trial) for r in res if base - r.objectives["metric"] <= 0.3)
+    print(f"prune={prune}: float {base:.2f}%; best within 0.3 points: {ok[0][0]:.2f} bits/weight, loss {ok[0][1]:.2f}, trial {ok[0][2]}")
+    assert ok and ok[0][0] <= 5.0, ok
+    if prune:
+        best = res.trials[ok[0][2]]
+        assert any(r.get("prune_units") for r in best.recipe["rules"]), best.recipe
+        assert ok[0][0] < 4.5, ok
+
+
 def test_front_is_non_dominated_and_deterministic(trained):
     model, _, (xte, yte) = trained
     ev = lambda q: accuracy(q, xte, yte)  # noqa: E731
@@ -134,7 +166,12 @@ class Unpicklable(DigitsCNN):
 def test_unpicklable_model_names_the_object(trained):
     from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
-    with ProcessPoolExecutor(1) as ex:
+    import multiprocessing
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as ex:
+        with pytest.raises(ValueError, match="forks its workers"):
+            monoquant.search(DigitsCNN(), lambda q: 1.0, objectives=("metric", "size"), trials=2, executor=ex)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
         with pytest.raises(TypeError, match=r"cannot be: the model.hook \(function\)"):
             monoquant.search(Unpicklable(), lambda q: 1.0, objectives=("metric", "size"), trials=2, executor=ex)
     # Threads share the model: no pickling, and trials run two at a time.
@@ -193,9 +230,11 @@ def test_dask_two_workers(trained, tmp_path, monkeypatch):
                 with pytest.warns(monoquant.MonoquantWarning, match="did not run"):
                     res = monoquant.search(m, ev, objectives=("metric", "size"), trials=8, population=4,
                                            executor=client.get_executor())
+    # The dead worker's trials fail (the one it ran, and with allowed-failures 0 the one queued
+    # behind it); every other trial is done.
     failed = [t for t in res.trials if t.status == "failed"]
-    assert len(failed) == 1 and "KilledWorker" in failed[0].error, [t.error for t in failed]
-    assert sum(t.status == "done" for t in res.trials) == 7
+    assert 1 <= len(failed) <= 2 and all("KilledWorker" in t.error for t in failed), [t.error for t in failed]
+    assert sum(t.status == "done" for t in res.trials) == 8 - len(failed)
     assert len(res) > 0
     # The model left this process a bounded number of times (the pickle check, the scatter),
     # not once per trial (the workers' own copies, quantize's deepcopy, are theirs).

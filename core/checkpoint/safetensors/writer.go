@@ -408,27 +408,52 @@ func (sw *ShardedWriter) Commit() error {
 	for i, e := range sw.entries {
 		weightMap[e.Name] = sw.names[sw.owner[i]]
 	}
-	meta := map[string]any{"total_size": sw.total}
-	for k, v := range sw.meta {
+	return writeIndex(sw.IndexPath(), weightMap, sw.total, sw.meta)
+}
+
+// writeIndex writes a sharded checkpoint's index file atomically.
+func writeIndex(path string, weightMap map[string]string, total int64, metadata map[string]string) error {
+	meta := map[string]any{"total_size": total}
+	for k, v := range metadata {
 		meta[k] = v
 	}
 	// Same shape as transformers' save_pretrained: 2-space indent, sorted keys.
 	idx, err := json.MarshalIndent(map[string]any{"metadata": meta, "weight_map": weightMap}, "", "  ")
 	if err != nil {
-		return fmt.Errorf("safetensors %s: encoding index: %w", sw.IndexPath(), err)
+		return fmt.Errorf("safetensors %s: encoding index: %w", path, err)
 	}
-	f, err := atomicfile.Create(sw.IndexPath())
+	f, err := atomicfile.Create(path)
 	if err != nil {
-		return fmt.Errorf("safetensors %s: %w", sw.IndexPath(), err)
+		return fmt.Errorf("safetensors %s: %w", path, err)
 	}
 	if _, err := f.Write(append(idx, '\n')); err != nil {
 		f.Abort()
-		return fmt.Errorf("safetensors %s: %w", sw.IndexPath(), err)
+		return fmt.Errorf("safetensors %s: %w", path, err)
 	}
 	if err := f.Commit(); err != nil {
-		return fmt.Errorf("safetensors %s: %w", sw.IndexPath(), err)
+		return fmt.Errorf("safetensors %s: %w", path, err)
 	}
 	return nil
+}
+
+// WriteIndex writes the index dir/<basename>.safetensors.index.json of the shards that
+// CreateShardedLayout would write for the same arguments, when the shards were written one by
+// one (each with Create, its entries and the same metadata): the same bytes as Commit's index.
+func WriteIndex(dir, basename string, entries []tensor.Info, files []string, metadata map[string]string) error {
+	if len(files) != len(entries) {
+		return fmt.Errorf("safetensors: %w: %d shard names for %d tensors", ErrInvalid, len(files), len(entries))
+	}
+	_, sizes, err := encodeHeader(entries, metadata)
+	if err != nil {
+		return fmt.Errorf("safetensors %s: %w", filepath.Join(dir, basename), err)
+	}
+	weightMap := make(map[string]string, len(entries))
+	var total int64
+	for i, e := range entries {
+		weightMap[e.Name] = files[i]
+		total += sizes[i]
+	}
+	return writeIndex(filepath.Join(dir, basename+IndexSuffix), weightMap, total, maps.Clone(metadata))
 }
 
 // Abort removes the temporary files of shards not yet committed; it does nothing after Commit.
