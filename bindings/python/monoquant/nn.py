@@ -746,9 +746,10 @@ class QuantizedConv2d(_PackedForm, _QuantizedWeights):
         return _kernels._conv_padding(self.padding, self.kernel_size, self.dilation)
 
     def _build_kernel(self):
+        if self._packed is not None:
+            self._unpack_all()
         spec = self._qweights["weight"][0]
         data = self._buffers["weight_q"]
-        self._packed = None
         self.kernel, self.kernel_reason = _kernels.choose_conv2d(spec, self.activation, self.padding, self.kernel_size, self.dilation, data.device)
         if self.kernel == "onednn_static":
             self._packed = _kernels.PackedConv2d(data, self.weight_scale, self.bias, self.stride, self._op_padding(), self.dilation, self.groups,
@@ -896,7 +897,8 @@ class QuantizedLSTM(_PackedForm, _QuantizedWeights):
         return cls(mod, qw, activation, input_qparams)
 
     def _build_kernel(self):
-        self._packed = None
+        if self._packed is not None:
+            self._unpack_all()
         specs = [self._qweights[n][0] for n in self._flat_names if n.startswith("weight")]
         all_q = all(n in self._qweights for n in self._flat_names if n.startswith("weight"))
         dev = next(iter(self._buffers.values())).device
@@ -913,7 +915,8 @@ class QuantizedLSTM(_PackedForm, _QuantizedWeights):
             for n in names[i:i + 2]:
                 spec = self._qweights[n][0]
                 mats.append((self._buffers[n + "_q"], getattr(self, n + "_scale"), getattr(self, n + "_zero_point"), spec.granularity == "per_channel"))
-            layers.append((mats[0], mats[1], getattr(self, names[i + 2]), getattr(self, names[i + 3])))
+            b_ih, b_hh = (getattr(self, n).detach().to(torch.float32) for n in names[i + 2:i + 4])
+            layers.append((mats[0], mats[1], b_ih, b_hh))
         self._packed = _kernels.PackedLSTM(layers)
         self._packed_index = {n: 2 * (i // stride) + (i % stride) for i, n in enumerate(names) if i % stride < 2}
         for n in self._packed_index:
