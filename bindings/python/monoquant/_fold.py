@@ -212,6 +212,8 @@ def apply(model, pairs, tensors):
                 lm._buffers["bias"] = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)
             else:
                 lm.bias = nn.Parameter(torch.zeros(bias.shape, dtype=lm.weight.dtype, device=lm.weight.device))
+        if isinstance(lm, (QuantizedConv2d, QuantizedLinear)):
+            lm.folded_norm = norm  # report() measures it against the folded float weight
         _set(model, norm, nn.Identity())
         if relu is not None and isinstance(lm, QuantizedConv2d):
             lm.relu = True

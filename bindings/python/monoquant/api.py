@@ -823,10 +823,23 @@ def report(model, qmodel, verbose=True):
             raise ValueError(f"report(): the float model has no float layer {name!r}; pass the model qmodel was quantized from")
         before = after = params = 0
         ls, ln = 0.0, 0.0
+        folded = getattr(qmod, "folded_norm", None)
+        engine_rows = {t["name"]: t for t in (getattr(qmodel, "monoquant_report", None) or {}).get("tensors") or []}
         for wname, (spec, shape, _q) in qmod._qweights.items():
             w = getattr(fmod, wname).detach()
             if tuple(w.shape) != shape:
                 raise ValueError(f"report(): {name}.{wname} has shape {list(w.shape)} in the float model but {list(shape)} in the quantized one")
+            if folded:
+                # A folded layer's float weight is the folded one (core/fold): the engine measured
+                # its SQNR when quantizing; a loaded model has no such record (NaN).
+                t = engine_rows.get(f"{name}.{wname}" if name else wname)
+                e = float(t["signal_energy"]) if t else math.nan
+                ls += e
+                ln += float(t["noise_energy"]) if t else math.nan
+                params += w.numel()
+                before += w.numel() * w.element_size()
+                after += qmod.qtensor(wname).nbytes
+                continue
             s = _engine.sqnr(w.reshape(-1), qmod.dequantized(wname).reshape(-1))
             e = float(w.double().pow(2).sum())
             ls += e

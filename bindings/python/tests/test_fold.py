@@ -73,6 +73,8 @@ def test_static_int8_folded_matches_torch_ao_fused_static():
     q = monoquant.quantize(m, bits=8, calibration_data=calib(), observer="minmax", progress=False)
     c0 = q[0]
     assert c0.kernel == "onednn_static" and c0.relu and isinstance(q[2], nn.Identity)
+    rows = {r["name"]: r for r in monoquant.report(m, q).layers}
+    assert rows["0"]["kernel"] == "onednn_static" and rows["0"]["sqnr_db"] > 35  # against the folded weight
     fw = ref[0][0].weight.detach()
     obs = PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
     obs(fw)
