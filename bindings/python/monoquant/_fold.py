@@ -216,7 +216,7 @@ def apply(model, pairs, tensors):
             lm.folded_norm = norm  # report() measures it against the folded float weight
         _set(model, norm, nn.Identity())
         if relu is not None and isinstance(lm, QuantizedConv2d):
-            lm.relu = True
+            lm.relu, lm.folded_relu = True, relu  # dequantize() puts an nn.ReLU back there
             _set(model, relu, nn.Identity())
 
 

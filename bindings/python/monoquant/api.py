@@ -100,6 +100,32 @@ def _options(bits=None, dtype=None, scheme=None, group_size=None, group_fallback
 _OPTION_NAMES = frozenset(inspect.signature(_options).parameters)
 
 
+def _fold_option(model, fold):
+    """The engine's "fold" option for quantize()/plan()'s ``fold`` argument: True finds the
+    pairs in a live module (monoquant/_fold.py), False none, a list names them."""
+    from . import _fold
+
+    if fold is True:
+        triples = _fold.find_pairs(model) if isinstance(model, nn.Module) else []
+    elif fold is False or fold is None:
+        triples = []
+    elif isinstance(fold, (list, tuple)):
+        triples = []
+        for p in fold:
+            e = _fold_entry(p)
+            if isinstance(e, dict):
+                triples.append((e.get("layer"), e.get("norm"), e.get("relu")))
+            elif len(e) in (2, 3):
+                triples.append((e[0], e[1], e[2] if len(e) == 3 else None))
+            else:
+                raise ValueError(f"a fold entry names 2 or 3 modules (layer, norm[, relu]), got {p!r}")
+    else:
+        raise TypeError(f"fold takes True, False or a list of [layer, norm(, relu)] pairs, got {fold!r}")
+    if isinstance(model, nn.Module):
+        return _fold.pairs_option(model, triples)
+    return [[x for x in t if x] for t in triples]
+
+
 def _fold_entry(p):
     """A pair to fold as the engine takes it: [layer, norm(, relu)] or a dict with eps."""
     if isinstance(p, Mapping):
@@ -463,26 +489,7 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
     """
     from . import _fold
 
-    if fold is True:
-        triples = _fold.find_pairs(model) if isinstance(model, nn.Module) else []
-    elif fold is False or fold is None:
-        triples = []
-    elif isinstance(fold, (list, tuple)):
-        triples = []
-        for p in fold:
-            e = _fold_entry(p)
-            if isinstance(e, dict):
-                triples.append((e.get("layer"), e.get("norm"), e.get("relu")))
-            elif len(e) in (2, 3):
-                triples.append((e[0], e[1], e[2] if len(e) == 3 else None))
-            else:
-                raise ValueError(f"a fold entry names 2 or 3 modules (layer, norm[, relu]), got {p!r}")
-    else:
-        raise TypeError(f"fold takes True, False or a list of [layer, norm(, relu)] pairs, got {fold!r}")
-    if isinstance(model, nn.Module):
-        fold_opt = _fold.pairs_option(model, triples)
-    else:
-        fold_opt = [[x for x in t if x] for t in triples]
+    fold_opt = _fold_option(model, fold)
     cfg = _config(recipe=recipe, runtime=isinstance(model, nn.Module), bits=bits, dtype=dtype, scheme=scheme, group_size=group_size,
                   group_fallback=group_fallback, activations=activations, dynamic=dynamic, observer=observer, method=method,
                   layers=layers, skip=skip, log=log, nonfinite=nonfinite, outliers=outliers,
@@ -655,6 +662,7 @@ def plan(model_or_file, recipe=None, calibration_data=None, **options):
     from . import _model
 
     _check_options("plan", options)
+    options["fold"] = _fold_option(model_or_file, options.get("fold", True)) or None
     cfg = _config(recipe=recipe, runtime=isinstance(model_or_file, nn.Module), **options)
     if isinstance(model_or_file, (str, os.PathLike)):
         return Plan(_model.plan_file(model_or_file, cfg))
@@ -705,10 +713,13 @@ def dequantize(qmodel_or_path):
     if isinstance(qmodel_or_path, nn.Module):
         out = copy.deepcopy(qmodel_or_path)
         if isinstance(out, QUANTIZED_TYPES):
-            return _float_module(out)
+            f = _float_module(out)
+            return nn.Sequential(f, nn.ReLU()) if getattr(out, "relu", False) else f
         for name, mod in list(out.named_modules()):
             if isinstance(mod, QUANTIZED_TYPES):
                 _set_module(out, name, _float_module(mod))
+                if getattr(mod, "relu", False) and getattr(mod, "folded_relu", None):
+                    _set_module(out, mod.folded_relu, nn.ReLU())  # the ReLU folding fused, back in its place
         out.__dict__.pop("_monoquant_handle", None)  # a float model has no quantized snapshot
         out.__dict__.pop("monoquant_report", None)
         return out

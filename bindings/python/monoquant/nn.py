@@ -9,8 +9,11 @@ call runs:
   dynamic and static INT8, ``torch._weight_int8pack_mm`` / ``torch._weight_int4pack_mm_for_cpu``
   for weight-only INT8/INT4. The packed form is the only resident copy of the weight.
   docs/kernels.md has the table and the measurements behind it.
-* ``QuantizedConv2d`` and ``QuantizedLSTM`` (``kernel="dequant"``) dequantize their weights
-  inside each call and use ``F.conv2d`` / torch's LSTM kernel.
+* ``QuantizedConv2d`` runs static INT8 on oneDNN's int8 convolution (``onednn_static``:
+  quantize with the calibrated input qparams → int8 conv, ReLU fused when folded → float32), and
+  ``QuantizedLSTM`` runs dynamic INT8 on torch's dynamic quantized LSTM (``fbgemm_dynamic``,
+  what ``torch.ao.nn.quantized.dynamic.LSTM`` runs). Other formats and modes (``dequant``)
+  dequantize their weights inside each call and use ``F.conv2d`` / torch's LSTM kernel.
 
 ``activation`` says what happens to the module's input:
 

@@ -162,6 +162,12 @@ def test_save_and_load_keep_the_folded_structure(tmp_path):
         want = q(x)
     path = tmp_path / "q.safetensors"
     monoquant.save(q, path)
+    # plan() shows the same pairs, found the same way.
+    assert [p["layer"] for p in monoquant.plan(m, calibration_data=calib()).recipe["fold"]] == ["0", "3"]
+    deq = monoquant.dequantize(q)
+    assert isinstance(deq[2], nn.ReLU) and isinstance(deq[0], nn.Conv2d)
+    with torch.no_grad():
+        assert monoquant.sqnr(m(x), deq(x)) > 25
     back = monoquant.load(path, seq_cnn())
     assert isinstance(back[1], nn.Identity) and isinstance(back[4], nn.Identity) and back[0].relu
     with torch.no_grad():
