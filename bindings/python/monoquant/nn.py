@@ -744,9 +744,24 @@ class QuantizedConv2d(_PackedForm, _QuantizedWeights):
         return cls(mod, qt, activation, input_qparams, relu)
 
     def _op_padding(self):
+        """The padding the kernel applies: (0, 0) when forward pads first with F.pad (padding
+        modes other than zeros, and an asymmetric 'same')."""
         if self.padding_mode != "zeros":
-            return (0, 0)  # padded by F.pad before the op
-        return _kernels._conv_padding(self.padding, self.kernel_size, self.dilation)
+            return (0, 0)
+        return _kernels._conv_padding(self.padding, self.kernel_size, self.dilation) or (0, 0)
+
+    def _pad(self, x):
+        """x padded ahead of the kernel where the kernel cannot pad itself."""
+        if self.padding_mode != "zeros":
+            return F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+        if _kernels._conv_padding(self.padding, self.kernel_size, self.dilation) is None:
+            # asymmetric 'same' (an even effective kernel): the extra column/row goes last, as in torch
+            pads = []
+            for k, d in zip(reversed(self.kernel_size), reversed(self.dilation)):
+                total = d * (k - 1)
+                pads += [total // 2, total - total // 2]
+            return F.pad(x, pads)
+        return x
 
     def _build_kernel(self):
         if self._packed is not None:
@@ -777,22 +792,17 @@ class QuantizedConv2d(_PackedForm, _QuantizedWeights):
         return self.dequantized("weight")
 
     def _kernel_forward(self, x):
-        return self._packed.run(x, relu=self.relu).to(x.dtype)
+        """The kernel on an (already padded) [N, C, H, W] input; the result in x's dtype."""
+        if self._packed is not None:
+            return self._packed.run(x, relu=self.relu).to(x.dtype)
+        x = self._quant_input(x)
+        y = F.conv2d(x, _like(x, self.weight), _like(x, self.bias), self.stride, self._op_padding(), self.dilation, self.groups)
+        return F.relu(y) if self.relu else y
 
     def forward(self, x):
         if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:
             raise ValueError(f"QuantizedConv2d: expected a [N, {self.in_channels}, H, W] input, got {list(x.shape)}")
-        if self.kernel == "dequant":
-            x = self._quant_input(x)
-            w, b = _like(x, self.weight), _like(x, self.bias)
-            if self.padding_mode != "zeros":
-                x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-                y = F.conv2d(x, w, b, self.stride, 0, self.dilation, self.groups)
-            else:
-                y = F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
-            return F.relu(y) if self.relu else y
-        if self.padding_mode != "zeros":
-            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+        x = self._pad(x)
         unbatched = x.dim() == 3
         if unbatched:
             x = x.unsqueeze(0)
@@ -827,7 +837,7 @@ def _lstm_op(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, handle: int) -
 def _(x, h0, c0, handle):
     m = _live(handle)
     num_dir = 2 if m.bidirectional else 1
-    return x.new_empty((*x.shape[:-1], num_dir * m.hidden_size)), h0.new_empty(h0.shape), c0.new_empty(c0.shape)
+    return x.new_empty((*x.shape[:-1], num_dir * (m.proj_size or m.hidden_size))), h0.new_empty(h0.shape), c0.new_empty(c0.shape)
 
 
 def _lstm_setup(ctx, inputs, output):
@@ -947,7 +957,9 @@ class QuantizedLSTM(_PackedForm, _QuantizedWeights):
         return out[0], out[1], out[2]
 
     def _kernel_forward(self, input, hx, batch_sizes=None):
-        """The packed LSTM on a float input (any float dtype); results in the input's dtype."""
+        """The kernel on a float input (any float dtype); results in the input's dtype."""
+        if self._packed is None:  # dequant: tensor inputs only (PackedSequence runs in forward)
+            return self._float_lstm(self._quant_input(input), hx)
         dt = input.dtype
         f32 = (input.to(torch.float32), (hx[0].to(torch.float32), hx[1].to(torch.float32)))
         out = self._packed.run(f32[0], f32[1], self.num_layers, self.dropout, self.training, self.bidirectional, self.batch_first, batch_sizes)
@@ -987,18 +999,13 @@ class QuantizedLSTM(_PackedForm, _QuantizedWeights):
             raise ValueError(f"QuantizedLSTM: input has {input.shape[-1]} features, expected {self.input_size}")
         if hx is None:
             hx = self._zeros(num_dir, input.size(batch_dim), real_hidden, input)
-        if self.kernel == "fbgemm_dynamic":
-            plain = all(type(t) is torch.Tensor for t in (input, *hx))
-            grad = torch.is_grad_enabled() and any(t.requires_grad for t in (input, *hx))
-            if plain and not grad and not torch.compiler.is_compiling():
-                output, *h = self._kernel_forward(input, hx)  # plain eager inference
-            else:
-                output, *h = torch.ops.monoquant.lstm(input, hx[0], hx[1], self._handle)
-            h = tuple(h)
+        plain = all(type(t) is torch.Tensor for t in (input, *hx))
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (input, *hx))
+        if plain and not grad and not torch.compiler.is_compiling():
+            output, *h = self._kernel_forward(input, hx)  # plain eager inference
         else:
-            input = self._quant_input(input)
-            output, *h = self._float_lstm(input, hx)
-            h = tuple(h)
+            output, *h = torch.ops.monoquant.lstm(input, hx[0], hx[1], self._handle)
+        h = tuple(h)
         if not batched:
             output = output.squeeze(batch_dim)
             h = (h[0].squeeze(1), h[1].squeeze(1))
