@@ -323,3 +323,25 @@ def test_report_and_repr_show_the_conv_and_lstm_kernels():
     lstm = nn.LSTM(8, 16)
     ql = monoquant.quantize(lstm, bits=8, dynamic=True, progress=False)
     assert monoquant.report(lstm, ql).layers[0]["kernel"] == "fbgemm_dynamic"
+
+
+@pytest.mark.parametrize("make", [
+    lambda: QuantizedConv2d.from_float(nn.Conv2d(8, 16, 3, padding=1), QuantSpec("int4", group_size=24), "none"),
+    lambda: QuantizedConv2d.from_float(nn.Conv2d(8, 16, 2, padding="same"), INT8, "dynamic"),
+    lambda: LSTMOut(QuantizedLSTM.from_float(nn.LSTM(8, 16, proj_size=4), INT8, "dynamic")),
+    lambda: LSTMOut(QuantizedLSTM.from_float(nn.LSTM(8, 16), QuantSpec("fp16"), "none")),
+], ids=["conv-int4", "conv-int8-dynamic-same", "lstm-proj", "lstm-fp16"])
+def test_dequant_paths_compile_export_and_grad(make):
+    """Layers on the dequant path run through the same custom ops: compile, export and
+    gradients work for every format, not only the packed kernels."""
+    torch.manual_seed(8)
+    m = make()
+    x = torch.randn(2, 8, 9, 9) if isinstance(m, QuantizedConv2d) else torch.randn(5, 3, 8)
+    assert (m.kernel if isinstance(m, QuantizedConv2d) else m.lstm.kernel) == "dequant"
+    with torch.no_grad():
+        want = m(x)
+        assert torch.equal(torch.compile(m, backend="eager", fullgraph=True)(x), want)
+        assert torch.equal(torch.export.export(m, (x,)).module()(x), want)
+    xr = x.clone().requires_grad_(True)
+    m(xr).sum().backward()
+    assert xr.grad is not None and xr.grad.abs().sum() > 0
