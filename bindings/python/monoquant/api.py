@@ -579,7 +579,9 @@ def quantize_file(src, dst, recipe=None, calibration=None, progress=None, log=Tr
             read of ``dst``.
         **options: the options of ``quantize``: bits, dtype, group_size, group_fallback, scheme,
             activations (or dynamic), observer (a name), method, outliers, outlier_threshold, layers,
-            skip.
+            skip, and fold: a list of [layer, norm(, relu)] BatchNorms to fold into the layer
+            before them (a file holds no module order, so nothing is found automatically;
+            docs/folding.md).
 
     Returns:
         the engine's report, a dict (sizes, per-tensor SQNR and format, warnings).
