@@ -220,7 +220,7 @@ func Parse(data []byte) (*Recipe, error) {
 		dec := json.NewDecoder(bytes.NewReader(data))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&raw); err != nil {
-			return nil, fmt.Errorf("%w: %s (a recipe is {\"layers\": [...], \"rules\": [...]})", ErrRecipe, jsonMessage(err))
+			return nil, fmt.Errorf("%w: %s (a recipe is {\"layers\": [...], \"rules\": [...], \"fold\": [...]})", ErrRecipe, jsonMessage(err))
 		}
 		if dec.More() {
 			return nil, fmt.Errorf("%w: text after the recipe object", ErrRecipe)
