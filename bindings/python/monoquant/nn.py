@@ -912,8 +912,8 @@ class QuantizedLSTM(_PackedForm, _QuantizedWeights):
     def _build_kernel(self):
         if self._packed is not None:
             self._unpack_all()
-        specs = [self._qweights[n][0] for n in self._flat_names if n.startswith("weight")]
         all_q = all(n in self._qweights for n in self._flat_names if n.startswith("weight"))
+        specs = [self._qweights[n][0] for n in self._flat_names if n in self._qweights]
         dev = next(iter(self._buffers.values())).device
         if not all_q:
             self.kernel, self.kernel_reason = "dequant", "weights left in float"

@@ -133,6 +133,15 @@ def test_lstm_kernel_choice(cfg, kernel):
     assert q.kernel == kernel and f"kernel={kernel}" in repr(q)
 
 
+def test_lstm_with_a_weight_left_in_float_runs_dequant():
+    lstm = nn.LSTM(8, 16, num_layers=2)
+    qw = {n: monoquant.quantize_tensor(getattr(lstm, n).detach(), INT8) for n in lstm._flat_weights_names if n.startswith("weight") and n != "weight_ih_l0"}
+    q = QuantizedLSTM(lstm, qw, "dynamic")
+    assert q.kernel == "dequant" and q.kernel_reason == "weights left in float"
+    with torch.no_grad():
+        assert q(torch.randn(4, 2, 8))[0].shape == (4, 2, 16)
+
+
 def test_conv_kernel_choice():
     conv = nn.Conv2d(4, 8, 3)
     assert QuantizedConv2d.from_float(conv, INT8, "static", (0.1, 128)).kernel == "onednn_static"
