@@ -2,7 +2,8 @@
 #   make test-python    pytest suite against build/libmonoquant.so (includes the wheel install test)
 #   make wheel          build/dist/monoquant-<v>-py3-none-<platform>.whl carrying libmonoquant.so
 #   make bench-python   quantize() vs torch quantize_dynamic, HistogramObserver vs torch's; run-time
-#                       speed and resident memory of quantized models (bench/bench_kernels.py)
+#                       speed and resident memory of quantized models (bench/bench_kernels.py),
+#                       Conv2d/LSTM kernels and the memory goals of issue #13 (bench/bench_conv_lstm.py)
 
 PY_PKG      := bindings/python
 PY_SOURCES  := $(shell find $(PY_PKG)/monoquant -name '*.py' 2>/dev/null) $(PY_PKG)/pyproject.toml $(PY_PKG)/setup.py
@@ -32,6 +33,7 @@ bench-python: venv lib
 	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so $(PY) $(PY_PKG)/bench/bench_python.py
 	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so $(PY) $(PY_PKG)/bench/bench_kernels.py
 	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so $(PY) $(PY_PKG)/bench/bench_zero_copy.py
+	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so $(PY) $(PY_PKG)/bench/bench_conv_lstm.py
 
 # LLM.int8() outliers at run time: a 4096×4096 Linear, INT8 dynamic vs the outlier modes
 # (BENCHMARKS.md, "LLM.int8() outliers"). BENCH_REPS=20, BENCH_THREADS=0 (torch's default).

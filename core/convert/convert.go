@@ -65,6 +65,7 @@ type Conversion struct {
 	in     string // the checkpoint file (a folder's weights file)
 	folder string // the model folder the input came from, "" for a file
 	r      checkpoint.Reader
+	src    checkpoint.Reader // r, or r with the recipe's Conv-BN pairs folded (core/fold)
 	plan   *plan.Plan
 	run    Run
 	cal    *model.Calibration
@@ -100,6 +101,11 @@ func New(r checkpoint.Reader, in string, opts plan.Options, run Run) (*Conversio
 	if run.CalibrationFile != "" || run.Calibration != nil {
 		opts.Calibrated = true
 	}
+	fr, err := plan.FoldReader(r, opts) // the recipe's Conv-BN pairs, folded on the way (core/fold)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", in, err)
+	}
+	r, c.src = fr, fr
 	mc, err := checkpoint.ReadModelConfig(dir)
 	if err != nil {
 		return nil, err
@@ -176,7 +182,7 @@ func (c *Conversion) Write(ctx context.Context, out string) (*Result, error) {
 
 // write quantizes through create into the checkpoint at out (a file, or a folder's weights).
 func (c *Conversion) write(ctx context.Context, out string, create model.CreateFunc) (*Result, error) {
-	rep, err := model.Quantize(ctx, c.r, create, c.plan, model.Run{Progress: c.run.Progress, Calibration: c.cal})
+	rep, err := model.Quantize(ctx, c.src, create, c.plan, model.Run{Progress: c.run.Progress, Calibration: c.cal})
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +196,7 @@ func (c *Conversion) write(ctx context.Context, out string, create model.CreateF
 		c.rec.outHash = runlog.HashFileAsync(out) // beside the validation, which rereads it
 	}
 	if c.run.Validate {
-		v, err := Validate(ctx, c.r, out, c.plan, rep)
+		v, err := Validate(ctx, c.src, out, c.plan, rep)
 		if err != nil {
 			removeOutput(c.r, out)
 			if ctx.Err() != nil {

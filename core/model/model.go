@@ -65,7 +65,11 @@ func (m *Model) Plan(opts plan.Options) (*plan.Plan, error) {
 	if m.cal != nil {
 		opts.Calibrated = true
 	}
-	return plan.NewPlan(m.ck.Entries(), m.ck.moduleTypes, opts)
+	r, err := plan.FoldReader(m.ck, opts)
+	if err != nil {
+		return nil, err
+	}
+	return plan.NewPlan(r.Entries(), m.ck.moduleTypes, opts)
 }
 
 // StartCalibration prepares one activation observer per quantized layer of the static-mode
@@ -137,7 +141,11 @@ func (m *Model) quantize(ctx context.Context, opts plan.Options, progress Progre
 		}
 		return mw, nil
 	}
-	rep, err := Quantize(ctx, m.ck, create, p, run)
+	r, err := plan.FoldReader(m.ck, opts)
+	if err != nil {
+		return nil, err
+	}
+	rep, err := Quantize(ctx, r, create, p, run)
 	if err != nil {
 		return nil, err
 	}

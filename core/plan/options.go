@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
+	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/fold"
 	"github.com/monoquant/monoquant/core/method"
 	"github.com/monoquant/monoquant/core/observer"
 	"github.com/monoquant/monoquant/core/quant"
@@ -117,6 +120,10 @@ type Options struct {
 	// torch file (PlanReader adds those) or a caller holding the live tensors gives them. Each
 	// group is quantized once and stored once (ActionAlias); the config's aliases re-tie it.
 	Tied map[string]string
+	// Fold lists BatchNorms to fold into the layer before them (core/fold) on top of the
+	// recipe's "fold" list (Python passes the pairs it finds in the live module tree); the
+	// merged list is stored in the resolved recipe.
+	Fold []fold.Pair
 }
 
 // normalized is Options after defaults and validation: the resolved recipe and the spec
@@ -237,6 +244,9 @@ func (o *Options) normalize() (*normalized, error) {
 		return nil, err
 	}
 	n.resolved = res
+	if res.Fold, err = mergeFold(o.Fold, res.Fold); err != nil {
+		return nil, err
+	}
 	if res.Layers == nil {
 		for _, t := range DefaultLayerTypes {
 			res.Layers = append(res.Layers, string(t))
@@ -409,6 +419,49 @@ func quantizableNames() []string {
 	return out
 }
 
+// mergeFold joins the call's pairs to fold and the recipe's: a pair given twice counts once; a
+// module in two different pairs is an error.
+func mergeFold(call, rec []fold.Pair) ([]fold.Pair, error) {
+	if len(call) == 0 {
+		return rec, fold.Validate(rec)
+	}
+	out := slices.Clone(call)
+	for _, p := range rec {
+		dup := false
+		for _, q := range call {
+			if q.Layer == p.Layer && q.Norm == p.Norm {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			out = append(out, p)
+		}
+	}
+	if err := fold.Validate(out); err != nil {
+		return nil, OptionErr("fold", "%v", err)
+	}
+	return out, nil
+}
+
+// FoldReader is r with the norms of the options' "fold" pairs (the call's and the recipe's)
+// folded into their layers (core/fold), or r itself when there are none. Every path that
+// plans or quantizes tensors reads through it.
+func FoldReader(r checkpoint.Reader, opts Options) (checkpoint.Reader, error) {
+	n, err := opts.normalize()
+	if err != nil {
+		return nil, err
+	}
+	if len(n.resolved.Fold) == 0 {
+		return r, nil
+	}
+	fr, err := fold.NewReader(r, n.resolved.Fold)
+	if err != nil {
+		return nil, OptionErr("fold", "%v", err)
+	}
+	return fr, nil
+}
+
 // ParseOptions reads a call's options from JSON, by the names every caller shares (the keys of
 // a recipe rule, plus "layers", "skip" and "nonfinite"): {"bits": 4, "group_size": 64,
 // "skip": ["lm_head"], "activations": "none"}. Two keys describe the caller rather than choose:
@@ -437,6 +490,7 @@ func ParseOptions(data []byte) (Options, error) {
 		RuntimeClasses []string `json:"runtime_classes"`
 		// tied: a fact about the caller's tensors, not a choice (see Options.Tied)
 		Tied map[string]string `json:"tied"`
+		Fold []fold.Pair       `json:"fold"`
 	}
 	if len(data) > 1<<20 {
 		return o, OptionErr("options", "%d bytes of options is more than 1 MiB", len(data))
@@ -446,7 +500,7 @@ func ParseOptions(data []byte) (Options, error) {
 	if err := dec.Decode(&raw); err != nil {
 		msg := recipe.JSONMessage(err)
 		if rest, ok := strings.CutPrefix(msg, "unknown key "); ok {
-			msg = "unknown option " + strings.SplitN(rest, " (", 2)[0] + " (options are bits, dtype, group_size, group_fallback, scheme, activations, observer, method, outliers, outlier_threshold, layers, skip, nonfinite)"
+			msg = "unknown option " + strings.SplitN(rest, " (", 2)[0] + " (options are bits, dtype, group_size, group_fallback, scheme, activations, observer, method, outliers, outlier_threshold, layers, skip, nonfinite, fold)"
 		}
 		return o, &recipe.OptionError{Option: "options", Msg: msg}
 	}
@@ -476,6 +530,7 @@ func ParseOptions(data []byte) (Options, error) {
 	if raw.Outliers != nil {
 		o.Outliers = *raw.Outliers
 	}
+	o.Fold = raw.Fold
 	if raw.Layers != nil {
 		o.LayerTypes = []LayerType{}
 		for _, l := range raw.Layers {

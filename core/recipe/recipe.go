@@ -41,6 +41,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/monoquant/monoquant/core/fold"
 	"github.com/monoquant/monoquant/core/method"
 	"github.com/monoquant/monoquant/core/prune"
 )
@@ -203,6 +204,10 @@ type Recipe struct {
 	// Layers are the layer types considered (nil: the caller's, else the default selection).
 	Layers []string `json:"layers,omitempty"`
 	Rules  []Rule   `json:"rules"`
+	// Fold lists BatchNorms to fold into the Conv2d/Linear before them (core/fold), each as
+	// [layer, norm] or [layer, norm, relu], or {"layer", "norm", "relu", "eps"} (eps: the
+	// norm's ε when not torch's default 1e-5).
+	Fold []fold.Pair `json:"fold,omitempty"`
 }
 
 // Parse reads a recipe from JSON: an object {"layers": [...], "rules": [...]} or just the list of
@@ -218,6 +223,7 @@ func Parse(data []byte) (*Recipe, error) {
 	var raw struct {
 		Layers []string          `json:"layers"`
 		Rules  []json.RawMessage `json:"rules"`
+		Fold   []fold.Pair       `json:"fold"`
 	}
 	if data[0] == '[' {
 		if err := json.Unmarshal(data, &raw.Rules); err != nil {
@@ -227,7 +233,7 @@ func Parse(data []byte) (*Recipe, error) {
 		dec := json.NewDecoder(bytes.NewReader(data))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&raw); err != nil {
-			return nil, fmt.Errorf("%w: %s (a recipe is {\"layers\": [...], \"rules\": [...]})", ErrRecipe, jsonMessage(err))
+			return nil, fmt.Errorf("%w: %s (a recipe is {\"layers\": [...], \"rules\": [...], \"fold\": [...]})", ErrRecipe, jsonMessage(err))
 		}
 		if dec.More() {
 			return nil, fmt.Errorf("%w: text after the recipe object", ErrRecipe)
@@ -239,7 +245,7 @@ func Parse(data []byte) (*Recipe, error) {
 	if len(raw.Rules) > maxRules {
 		return nil, fmt.Errorf("%w: %d rules is more than %d", ErrRecipe, len(raw.Rules), maxRules)
 	}
-	r := &Recipe{Layers: raw.Layers, Rules: make([]Rule, len(raw.Rules))}
+	r := &Recipe{Layers: raw.Layers, Rules: make([]Rule, len(raw.Rules)), Fold: raw.Fold}
 	for i, m := range raw.Rules {
 		dec := json.NewDecoder(bytes.NewReader(m))
 		dec.DisallowUnknownFields()
@@ -298,6 +304,9 @@ func Load(path string) (*Recipe, error) {
 // Validate checks every rule on its own (values, combinations); what depends on the tensors (a
 // group size that does not fit, a rule that selects nothing) is checked when a plan is made.
 func (r *Recipe) Validate() error {
+	if err := fold.Validate(r.Fold); err != nil {
+		return fmt.Errorf("%w: %v", ErrRecipe, err)
+	}
 	for i := range r.Rules {
 		if err := r.Rules[i].validate(); err != nil {
 			return fmt.Errorf("%w: %s: %v", ErrRecipe, RuleName(i, &r.Rules[i]), err)
@@ -652,6 +661,8 @@ func firstBool(a, b *bool) *bool {
 type Resolved struct {
 	Layers []string
 	Rules  []ResolvedRule
+	// Fold is the recipe's norms to fold (core/fold), as given.
+	Fold []fold.Pair
 }
 
 // ResolvedRule is one rule with its pattern compiled and its settings resolved.
@@ -674,6 +685,7 @@ func Merge(skip []string, rec *Recipe, base Rule, layers []string, calibrated bo
 		if out.Layers == nil {
 			out.Layers = rec.Layers
 		}
+		out.Fold = slices.Clone(rec.Fold)
 	}
 	for _, p := range skip {
 		cp, err := Compile(p)
@@ -734,7 +746,7 @@ func Merge(skip []string, rec *Recipe, base Rule, layers []string, calibrated bo
 // Recipe writes the resolved recipe back as a plain Recipe with every option filled in: fed to
 // Merge again with no other options, it makes the same decisions.
 func (r *Resolved) Recipe() *Recipe {
-	out := &Recipe{Layers: slices.Clone(r.Layers)}
+	out := &Recipe{Layers: slices.Clone(r.Layers), Fold: slices.Clone(r.Fold)}
 	for _, rr := range r.Rules {
 		if rr.Rule.Skip {
 			out.Rules = append(out.Rules, Rule{Match: rr.Rule.Match, Layers: rr.Rule.Layers, Skip: true,

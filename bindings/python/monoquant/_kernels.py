@@ -43,7 +43,7 @@ import warnings
 
 import torch
 
-__all__ = ["KERNELS", "available", "choose", "PackedInt8", "pack_int4", "unpack_int4", "nibbles_to_uint", "uint_to_nibbles"]
+__all__ = ["KERNELS", "available", "choose", "choose_conv2d", "choose_lstm", "PackedInt8", "PackedConv2d", "PackedLSTM", "pack_int4", "unpack_int4", "nibbles_to_uint", "uint_to_nibbles"]
 
 KERNELS = ("fbgemm_dynamic", "fbgemm_static", "int8pack", "int4pack", "dequant")
 
@@ -237,3 +237,165 @@ def unpack_int4(packed, n, k):
         o[:, src] = blk
         out[lo:hi] = o.reshape(hi - lo, k)
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Conv2d, static INT8: oneDNN's quantized convolution with a float32 output.
+#
+# ``quantized::conv2d`` (fbgemm) returns a quint8 tensor, so it needs the *output's* scale and
+# zero point, which a monoquant file does not hold (it calibrates each layer's input only), and
+# around a float model it costs a quantize, an NCHW→NHWC reorder and a dequantize per call: 3.6×
+# float's time on a 32→64 3×3 conv (docs/kernels.md). ``onednn::qconv2d_pointwise`` is the op
+# torch's own x86 lowering of a static q/dq conv runs (torch.ao.quantization.quantizer
+# .x86_inductor_quantizer): uint8 input with the calibrated (scale, zero point), int8 weights
+# with per-channel scales, the bias and an optional fused ReLU, float32 out. 0.33× float there.
+
+CONV_KERNELS = ("onednn_static", "dequant")
+
+
+def _conv_padding(padding, kernel_size, dilation):
+    """Numeric (ph, pw) for a Conv2d padding, or None when it is asymmetric ('same' with an
+    even effective kernel)."""
+    if padding == "valid":
+        return (0, 0)
+    if padding == "same":
+        out = []
+        for k, d in zip(kernel_size, dilation):
+            total = d * (k - 1)
+            if total % 2:
+                return None
+            out.append(total // 2)
+        return tuple(out)
+    return tuple(padding)
+
+
+@functools.lru_cache(maxsize=None)
+def _probe_onednn_conv():
+    try:
+        w = torch.ones(4, 2, 1, 1, dtype=torch.int8)
+        s = torch.ones(4)
+        p = torch.ops.onednn.qconv_prepack(w, s, 0.1, 1, [1, 1], [0, 0], [1, 1], 1, None)
+        torch.ops.onednn.qconv2d_pointwise(torch.ones(1, 2, 2, 2, dtype=torch.uint8), 0.1, 1, p, s, torch.zeros(4, dtype=torch.int32), None,
+                                           [1, 1], [0, 0], [1, 1], 1, 1.0, 0, torch.float32, "none", [], "")
+        return True
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+
+
+def choose_conv2d(spec, activation, padding, kernel_size, dilation, device):
+    """The kernel for one Conv2d layer, and why: ``onednn_static`` for INT8 symmetric weights
+    (qint8, per channel or per tensor) with static activations on the CPU; ``dequant`` else."""
+    if not ENABLED:
+        return "dequant", "torch kernels disabled"
+    if torch.device(device).type != "cpu":
+        return "dequant", f"no quantized kernel on {torch.device(device).type}"
+    if activation != "static":
+        return "dequant", f"activation {activation} (the int8 conv needs calibrated input qparams)"
+    if spec.format != "int8" or spec.qdtype != "qint8" or spec.scheme != "symmetric":
+        return "dequant", f"{spec.format} {spec.scheme} weights (the int8 conv takes symmetric qint8)"
+    if _conv_padding(padding, kernel_size, dilation) is None:
+        return "dequant", "asymmetric 'same' padding"
+    return ("onednn_static", "") if _probe_onednn_conv() else ("dequant", "onednn conv unavailable")
+
+
+def quantize_u8(x, scale, zero_point, inv=None):
+    """x (float) → uint8 with per-tensor (scale, zero_point), as torch.quantize_per_tensor
+    rounds: times the float32 reciprocal of the scale, half to even, plus the zero point,
+    clamped to 0..255. torch's one fused kernel when it is there (2.2× faster than the
+    plain-op chain on this CPU), else the same arithmetic in plain ops."""
+    x = x.to(torch.float32)
+    try:
+        with _quiet():
+            return torch.quantize_per_tensor(x, scale, zero_point, torch.quint8).int_repr()
+    except (RuntimeError, AttributeError):
+        if inv is None:
+            inv = torch.reciprocal(torch.tensor(scale, dtype=torch.float32))
+        return (x * inv).round_().add_(zero_point).clamp_(0, 255).to(torch.uint8)
+
+
+class PackedConv2d:
+    """An INT8 Conv2d weight packed for oneDNN with the layer's calibrated input qparams.
+
+    ``unpack()`` gives the stored integers back exactly (int8 [O, I/groups, kh, kw]); the
+    packed tensor is the only resident copy.
+    """
+
+    __slots__ = ("packed", "w_scale", "w_zp", "bias", "stride", "padding", "dilation", "groups", "x_scale", "x_zp", "_inv")
+
+    def __init__(self, data, scale, bias, stride, padding, dilation, groups, x_scale, x_zero_point):
+        o = data.shape[0]
+        self.w_scale = scale.reshape(-1).to(torch.float32).expand(o).contiguous()
+        self.w_zp = torch.zeros(o, dtype=torch.int32)
+        self.bias = None if bias is None else bias.detach().to(torch.float32).contiguous()
+        self.stride, self.padding, self.dilation, self.groups = list(stride), list(padding), list(dilation), groups
+        self.x_scale, self.x_zp = float(x_scale), int(x_zero_point)
+        self._inv = torch.reciprocal(torch.tensor(self.x_scale, dtype=torch.float32))
+        self.packed = torch.ops.onednn.qconv_prepack(data.contiguous(), self.w_scale, self.x_scale, self.x_zp, self.stride,
+                                                     self.padding, self.dilation, groups, None)
+
+    def unpack(self):
+        return self.packed.to_dense()
+
+    def run(self, x, relu=False):
+        """x (float, NCHW) → float32 conv output (+ ReLU): x quantized with the calibrated
+        qparams as torch.quantize_per_tensor rounds (times the float32 reciprocal of the scale,
+        half to even, plus the zero point, clamped to 0..255), the int8 convolution, the output in float32, NCHW contiguous unless x was
+        channels-last."""
+        xq = quantize_u8(x, self.x_scale, self.x_zp, self._inv)
+        y = torch.ops.onednn.qconv2d_pointwise(xq, self.x_scale, self.x_zp, self.packed, self.w_scale, self.w_zp, self.bias, self.stride,
+                                               self.padding, self.dilation, self.groups, 1.0, 0, torch.float32,
+                                               "relu" if relu else "none", [None] if relu else [], "")
+        if not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():
+            y = y.contiguous()
+        return y
+
+
+# ------------------------------------------------------------------------------------------------
+# LSTM, dynamic INT8: torch's dynamic quantized LSTM (what torch.ao.nn.quantized.dynamic.LSTM
+# runs): each gate matmul is quantized::linear_dynamic on fbgemm-packed weights, activations
+# (the input and the hidden state of each step) quantized per call with reduce_range.
+
+LSTM_KERNELS = ("fbgemm_dynamic", "dequant")
+
+
+def choose_lstm(specs, activation, proj_size, bias, device):
+    """The kernel for one LSTM, and why: ``fbgemm_dynamic`` when every weight is INT8 qint8,
+    activations are dynamic, and the LSTM has biases and no projection; ``dequant`` else."""
+    if not ENABLED:
+        return "dequant", "torch kernels disabled"
+    if torch.device(device).type != "cpu":
+        return "dequant", f"no quantized kernel on {torch.device(device).type}"
+    if activation != "dynamic":
+        return "dequant", f"activation {activation} (torch's quantized LSTM is dynamic only)"
+    for s in specs:
+        if s.format != "int8" or s.qdtype != "qint8":
+            return "dequant", f"{s.format} weights"
+    if proj_size:
+        return "dequant", "proj_size (torch's quantized LSTM has no projection)"
+    if not bias:
+        return "dequant", "bias=False (torch's quantized LSTM needs biases)"
+    return ("fbgemm_dynamic", "") if _probe("fbgemm") else ("dequant", "fbgemm unavailable")
+
+
+class PackedLSTM:
+    """The packed weights of a whole LSTM for ``torch.quantized_lstm``: one cell-params object
+    per layer and direction over two fbgemm-packed INT8 matrices (the only resident copy)."""
+
+    __slots__ = ("mats", "cells")
+
+    def __init__(self, layers):
+        """layers: [(ih, hh, b_ih, b_hh)] per layer and direction, in nn.LSTM's order, where
+        ih/hh are (data, scale, zero_point, per_channel)."""
+        self.mats, self.cells = [], []
+        for ih, hh, b_ih, b_hh in layers:
+            p_ih, p_hh = PackedInt8(*ih, bias=b_ih), PackedInt8(*hh, bias=b_hh)
+            self.mats += [p_ih, p_hh]
+            self.cells.append(torch.ops.quantized.make_quantized_cell_params_dynamic(p_ih.packed, p_hh.packed, b_ih, b_hh, True))
+
+    def run(self, input, hx, num_layers, dropout, training, bidirectional, batch_first, batch_sizes=None):
+        with _quiet():
+            if batch_sizes is None:
+                return torch.quantized_lstm(input, hx, self.cells, True, num_layers, float(dropout), training, bidirectional, batch_first,
+                                            dtype=torch.qint8, use_dynamic=True)
+            return torch.quantized_lstm(input, batch_sizes, hx, self.cells, True, num_layers, float(dropout), training, bidirectional,
+                                        dtype=torch.qint8, use_dynamic=True)

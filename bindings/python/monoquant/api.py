@@ -59,9 +59,11 @@ def _check_options(fn, options):
 
 def _options(bits=None, dtype=None, scheme=None, group_size=None, group_fallback=None, activations=None,
              dynamic=None, observer=None, method=None, layers=None, skip=None, nonfinite=None,
-             outliers=None, outlier_threshold=None):
+             outliers=None, outlier_threshold=None, fold=None):
     """(options dict for the engine, observer config or None): only what the caller gave."""
     o = {}
+    if fold:
+        o["fold"] = [_fold_entry(p) for p in fold]
     if dynamic is not None:
         if activations is not None:
             raise ValueError(f"give activations= (or its alias dynamic=), not both: activations={activations!r}, dynamic={dynamic!r}")
@@ -96,6 +98,41 @@ def _options(bits=None, dtype=None, scheme=None, group_size=None, group_fallback
 
 
 _OPTION_NAMES = frozenset(inspect.signature(_options).parameters)
+
+
+def _fold_option(model, fold):
+    """The engine's "fold" option for quantize()/plan()'s ``fold`` argument: True finds the
+    pairs in a live module (monoquant/_fold.py), False none, a list names them."""
+    from . import _fold
+
+    if fold is True:
+        triples = _fold.find_pairs(model) if isinstance(model, nn.Module) else []
+    elif fold is False or fold is None:
+        triples = []
+    elif isinstance(fold, (list, tuple)):
+        triples = []
+        for p in fold:
+            e = _fold_entry(p)
+            if isinstance(e, dict):
+                triples.append((e.get("layer"), e.get("norm"), e.get("relu")))
+            elif len(e) in (2, 3):
+                triples.append((e[0], e[1], e[2] if len(e) == 3 else None))
+            else:
+                raise ValueError(f"a fold entry names 2 or 3 modules (layer, norm[, relu]), got {p!r}")
+    else:
+        raise TypeError(f"fold takes True, False or a list of [layer, norm(, relu)] pairs, got {fold!r}")
+    if isinstance(model, nn.Module):
+        return _fold.pairs_option(model, triples)
+    return [[x for x in t if x] for t in triples]
+
+
+def _fold_entry(p):
+    """A pair to fold as the engine takes it: [layer, norm(, relu)] or a dict with eps."""
+    if isinstance(p, Mapping):
+        return dict(p)
+    if isinstance(p, (list, tuple)) and all(isinstance(n, str) or n is None for n in p):
+        return [n for n in p if n is not None]
+    raise TypeError(f"fold takes pairs of module names [layer, norm] or [layer, norm, relu], got {p!r}")
 
 
 def _recipe_args(recipe):
@@ -368,7 +405,7 @@ def _activation_observer_config(observer):
 def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None, observer=None,
              group_size=None, layers=None, skip=None, inplace=False, progress=None, dtype=None,
              max_calibration_batches=None, recipe=None, activations=None, group_fallback=None,
-             method=None, log=True, nonfinite=None, outliers=None, outlier_threshold=None):
+             method=None, log=True, nonfinite=None, outliers=None, outlier_threshold=None, fold=True):
     """Quantizes a model (or a state dict) with the engine.
 
     Every option left as None takes the engine's default (``monoquant.defaults()``); what is
@@ -422,6 +459,14 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
             everywhere.
         nonfinite: NaN/Inf in a weight: "reject" (the default: NonFiniteError naming the
             tensor) or "clamp" (left out of the ranges, with a warning).
+        fold: fold BatchNorm into the Conv2d/Linear before it (docs/folding.md). True (the
+            default) finds the pairs itself: neighbours in an nn.Sequential, and, where
+            torch.fx can trace the model, a norm whose only input is such a layer; a ReLU right
+            after the norm is fused into a static INT8 QuantizedConv2d. False folds only what
+            the recipe's "fold" list names; a list of [layer, norm] or [layer, norm, relu]
+            names folds those (with the recipe's). Folding uses the norm's running statistics,
+            as torch.ao.quantization.fuse_modules does in eval mode; the norms become
+            nn.Identity in the result.
 
     Returns:
         the quantized model (or QuantizedStateDict). The engine's report is in
@@ -442,10 +487,13 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
         TypeError: a model that is neither an nn.Module nor a state dict, bad layer types.
         NonFiniteError: a weight holding NaN or Inf (the message names it).
     """
+    from . import _fold
+
+    fold_opt = _fold_option(model, fold)
     cfg = _config(recipe=recipe, runtime=isinstance(model, nn.Module), bits=bits, dtype=dtype, scheme=scheme, group_size=group_size,
                   group_fallback=group_fallback, activations=activations, dynamic=dynamic, observer=observer, method=method,
                   layers=layers, skip=skip, log=log, nonfinite=nonfinite, outliers=outliers,
-                  outlier_threshold=outlier_threshold)
+                  outlier_threshold=outlier_threshold, fold=fold_opt or None)
     cfg.struct.entry_point = b"python.quantize"  # the run log's entry point (docs/RUNLOG.md)
     if isinstance(model, Mapping):
         from .files import quantize_state_dict
@@ -482,6 +530,8 @@ def _quantize_module(model, cfg, calibration_data, inplace, progress, max_calibr
             out.__dict__["monoquant_pruned_units"] = kept
             return out
         _check_runnable(model, plan_dict)
+        folded = (plan_dict.get("recipe") or {}).get("fold") or []
+        _fold.check_pairs(model, folded)
         hessians = _hessians(model, plan_dict, calibration_data)
         if calibration_data is not None:
             mods = dict(model.named_modules(remove_duplicate=False))
@@ -497,6 +547,11 @@ def _quantize_module(model, cfg, calibration_data, inplace, progress, max_calibr
         config = json.loads(q.metadata()["monoquant"])
         stored = stored_names(config)
         tensors = OrderedDict((k, v) for k, v in outputs.items() if k in stored)
+        # the folded weight and bias of each folded layer (kept in float when the layer is
+        # skipped; a new bias when it had none), from the engine's result if not written out
+        extra = {f"{p['layer']}.{w}" for p in folded for w in ("weight", "bias")} - set(tensors)
+        if extra:
+            tensors.update(q.tensors(extra))
         rep = q.report()
         out = build_quantized(model, tensors, config, strict=False, inplace=inplace)
     except BaseException:
@@ -546,7 +601,9 @@ def quantize_file(src, dst, recipe=None, calibration=None, progress=None, log=Tr
             converted here as without an executor. No progress bar for the shards.
         **options: the options of ``quantize``: bits, dtype, group_size, group_fallback, scheme,
             activations (or dynamic), observer (a name), method, outliers, outlier_threshold, layers,
-            skip.
+            skip, and fold: a list of [layer, norm(, relu)] BatchNorms to fold into the layer
+            before them (a file holds no module order, so nothing is found automatically;
+            docs/folding.md).
 
     Returns:
         the engine's report, a dict (sizes, per-tensor SQNR and format, warnings).
@@ -690,6 +747,7 @@ def plan(model_or_file, recipe=None, calibration_data=None, **options):
     from . import _model
 
     _check_options("plan", options)
+    options["fold"] = _fold_option(model_or_file, options.get("fold", True)) or None
     cfg = _config(recipe=recipe, runtime=isinstance(model_or_file, nn.Module), **options)
     if isinstance(model_or_file, (str, os.PathLike)):
         return Plan(_model.plan_file(model_or_file, cfg))
@@ -740,10 +798,13 @@ def dequantize(qmodel_or_path):
     if isinstance(qmodel_or_path, nn.Module):
         out = copy.deepcopy(qmodel_or_path)
         if isinstance(out, QUANTIZED_TYPES):
-            return _float_module(out)
+            f = _float_module(out)
+            return nn.Sequential(f, nn.ReLU()) if getattr(out, "relu", False) else f
         for name, mod in list(out.named_modules()):
             if isinstance(mod, QUANTIZED_TYPES):
                 _set_module(out, name, _float_module(mod))
+                if getattr(mod, "relu", False) and getattr(mod, "folded_relu", None):
+                    _set_module(out, mod.folded_relu, nn.ReLU())  # the ReLU folding fused, back in its place
         out.__dict__.pop("_monoquant_handle", None)  # a float model has no quantized snapshot
         out.__dict__.pop("monoquant_report", None)
         return out
@@ -858,10 +919,23 @@ def report(model, qmodel, verbose=True):
             raise ValueError(f"report(): the float model has no float layer {name!r}; pass the model qmodel was quantized from")
         before = after = params = 0
         ls, ln = 0.0, 0.0
+        folded = getattr(qmod, "folded_norm", None)
+        engine_rows = {t["name"]: t for t in (getattr(qmodel, "monoquant_report", None) or {}).get("tensors") or []}
         for wname, (spec, shape, _q) in qmod._qweights.items():
             w = getattr(fmod, wname).detach()
             if tuple(w.shape) != shape:
                 raise ValueError(f"report(): {name}.{wname} has shape {list(w.shape)} in the float model but {list(shape)} in the quantized one")
+            if folded:
+                # A folded layer's float weight is the folded one (core/fold): the engine measured
+                # its SQNR when quantizing; a loaded model has no such record (NaN).
+                t = engine_rows.get(f"{name}.{wname}" if name else wname)
+                e = float(t["signal_energy"]) if t else math.nan
+                ls += e
+                ln += float(t["noise_energy"]) if t else math.nan
+                params += w.numel()
+                before += w.numel() * w.element_size()
+                after += qmod.qtensor(wname).nbytes
+                continue
             s = _engine.sqnr(w.reshape(-1), qmod.dequantized(wname).reshape(-1))
             e = float(w.double().pow(2).sum())
             ls += e

@@ -188,6 +188,11 @@ def build_quantized(model, tensors, config, strict=True, inplace=False):
             # The copy takes the quantized layers in place of the float ones instead of copying
             # float weights only to drop them (a large model's weights would briefly double).
             out = copy.deepcopy(model, dict(swap))
+    folded = (config.get("recipe") or {}).get("fold") or []
+    if folded:
+        from . import _fold
+
+        _fold.apply(out, folded, tensors)
     full = OrderedDict(tensors)
     # Tied tensors are stored once (config "aliases": alias → stored name, docs/FORMAT.md): the
     # alias gets the stored tensor's values, dequantized when it is quantized (a float layer

@@ -9,8 +9,11 @@ call runs:
   dynamic and static INT8, ``torch._weight_int8pack_mm`` / ``torch._weight_int4pack_mm_for_cpu``
   for weight-only INT8/INT4. The packed form is the only resident copy of the weight.
   docs/kernels.md has the table and the measurements behind it.
-* ``QuantizedConv2d`` and ``QuantizedLSTM`` (``kernel="dequant"``) dequantize their weights
-  inside each call and use ``F.conv2d`` / torch's LSTM kernel.
+* ``QuantizedConv2d`` runs static INT8 on oneDNN's int8 convolution (``onednn_static``:
+  quantize with the calibrated input qparams → int8 conv, ReLU fused when folded → float32), and
+  ``QuantizedLSTM`` runs dynamic INT8 on torch's dynamic quantized LSTM (``fbgemm_dynamic``,
+  what ``torch.ao.nn.quantized.dynamic.LSTM`` runs). Other formats and modes (``dequant``)
+  dequantize their weights inside each call and use ``F.conv2d`` / torch's LSTM kernel.
 
 ``activation`` says what happens to the module's input:
 
@@ -562,44 +565,252 @@ class QuantizedLinear(_QuantizedWeights):
         return s
 
 
-class QuantizedConv2d(_QuantizedWeights):
+# ------------------------------------------------------------------------------------------------
+# Conv2d and LSTM on torch's quantized kernels (monoquant/_kernels.py): oneDNN's int8 conv for
+# static INT8 Conv2d, torch's dynamic quantized LSTM for dynamic INT8 LSTMs. As for Linear, the
+# kernel's packed form replaces the stored ``<name>_q`` buffers (the only resident copy), and
+# state dicts, pickles and copies carry the stored integers.
+
+_QUANT_BUFFER_SUFFIXES = ("_q", "_scale", "_zero_point")
+
+
+class _PackedForm:
+    """Mixin for QuantizedConv2d and QuantizedLSTM: a kernel that keeps its own form of the stored
+    integers (``self._packed``) in place of the ``<name>_q`` buffers. Subclasses define
+    ``_build_kernel()`` (choose the kernel from the buffers; pack and drop the ``_q`` buffers
+    it packs) and ``_unpack_weight(name)``."""
+
+    _packed = None
+    kernel_reason = ""
+
+    def _register(self):
+        self._handle = id(self)
+        _LIVE[self._handle] = self
+
+    def _stored(self):
+        """{weight name: stored values (docs/FORMAT.md layout)}, unpacked where packed."""
+        return {n: getattr(self, n + "_q") for n in self._qweights}
+
+    def dequantized(self, name="weight"):
+        """The float32 weight, dequantized by the engine on the CPU copy of the stored values,
+        on the weight's own device (meta: an empty tensor of the shape)."""
+        spec, shape, qshape = self._qweights[name]
+        q = getattr(self, name + "_q")
+        if q.device.type == "cpu":
+            return super().dequantized(name)
+        if q.device.type == "meta":
+            return torch.empty(shape, dtype=torch.float32, device="meta")
+        s, z = getattr(self, name + "_scale"), getattr(self, name + "_zero_point")
+        qt = QTensor(q.cpu(), s.cpu(), z.cpu(), qshape, spec)
+        return dequantize_tensor(qt).reshape(shape).to(q.device)
+
+    def _unpack_all(self):
+        """Puts the stored values back into the ``_q`` buffers and drops the packed form."""
+        stored = self._stored()
+        self._packed = None
+        for n, t in stored.items():
+            self._buffers[n + "_q"] = t
+        self.kernel, self.kernel_reason = "dequant", ""
+
+    def __getattr__(self, name):
+        if name.endswith("_q") and self.__dict__.get("_packed") is not None:
+            q = self.__dict__.get("_qweights")
+            if q is not None and name[:-2] in q and name not in self.__dict__["_buffers"]:
+                return self._unpack_weight(name[:-2])
+        return super().__getattr__(name)
+
+    def _apply(self, fn, recurse=True):
+        # The integers and qparams move between devices and keep their dtypes; float buffers
+        # (biases, weights left in float) take whatever fn does (a move and/or a cast).
+        dev = fn(torch.empty(0)).device
+        self._unpack_all()
+        for name, b in list(self._buffers.items()):
+            if b is None:
+                continue
+            if name.endswith(_QUANT_BUFFER_SUFFIXES):
+                if b.device.type == "meta" and dev.type != "meta":
+                    # as to_empty(): no values to copy; defined ones until a state dict is loaded
+                    b = torch.ones_like(b, device=dev) if name.endswith("_scale") else torch.zeros_like(b, device=dev)
+                self._buffers[name] = b.to(dev)
+            else:
+                self._buffers[name] = fn(b)
+        self._build_kernel()
+        return self
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_mq_stored"] = self._stored()
+        state["_packed"] = None
+        return state
+
+    def __setstate__(self, state):
+        stored = state.pop("_mq_stored")
+        super().__setstate__(state)
+        for n, t in stored.items():
+            self._buffers[n + "_q"] = t
+        self._register()
+        self._build_kernel()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        self._unpack_all()
+        try:
+            super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        finally:
+            self._build_kernel()  # repack from the loaded integers (and input qparams)
+
+
+@torch.library.custom_op("monoquant::conv2d", mutates_args=())
+def _conv2d_op(x: torch.Tensor, handle: int) -> torch.Tensor:
+    return _live(handle)._kernel_forward(x)
+
+
+@_conv2d_op.register_fake
+def _(x, handle):
+    return x.new_empty(_live(handle)._out_shape(x.shape))
+
+
+@torch.library.custom_op("monoquant::conv2d_input_grad", mutates_args=())
+def _conv2d_input_grad_op(grad: torch.Tensor, handle: int, input_shape: list[int]) -> torch.Tensor:
+    m = _live(handle)
+    pad = m._op_padding()
+    return torch.nn.grad.conv2d_input(input_shape, m.float_weight(grad.dtype), grad, m.stride, pad, m.dilation, m.groups)
+
+
+@_conv2d_input_grad_op.register_fake
+def _(grad, handle, input_shape):
+    return grad.new_empty(input_shape)
+
+
+def _conv2d_setup(ctx, inputs, output):
+    ctx.handle = inputs[1]
+    ctx.input_shape = list(inputs[0].shape)
+    ctx.relu = _live(inputs[1]).relu
+    ctx.save_for_backward(output if ctx.relu else None)
+
+
+def _conv2d_backward(ctx, grad):
+    # The weight is frozen; input rounding passes straight through; a fused ReLU masks the grad.
+    (out,) = ctx.saved_tensors
+    if ctx.relu:
+        grad = grad * (out > 0).to(grad.dtype)
+    return torch.ops.monoquant.conv2d_input_grad(grad, ctx.handle, ctx.input_shape), None
+
+
+_conv2d_op.register_autograd(_conv2d_backward, setup_context=_conv2d_setup)
+
+
+class QuantizedConv2d(_PackedForm, _QuantizedWeights):
     """nn.Conv2d with a quantized weight; supports stride, padding (numbers, 'same', 'valid'),
     dilation, groups and every padding mode.
 
+    ``kernel`` names what each call runs (docs/kernels.md):
+
+    * ``onednn_static``: INT8 symmetric weights with static activations, on the CPU. The input
+      is quantized with the calibrated ``input_scale``/``input_zero_point`` to uint8, oneDNN's
+      int8 convolution (``onednn::qconv2d_pointwise``, the op torch's own x86 lowering of a
+      static quantized conv uses) runs on the weight packed once from the stored integers, and
+      the output comes back in float32: quantize → int8 conv → float at the layer boundary, so
+      an eager model needs no stubs. A fused ReLU (``relu=True``, set by Conv-BN-ReLU folding,
+      docs/folding.md) runs inside the same op.
+    * ``dequant``: everything else; the weight is dequantized inside each call and F.conv2d runs
+      in the input's dtype.
+
     INT4 groups run along the flattened [in_channels/groups · kh · kw] dimension of each output
     channel (the engine sees the weight as a 2-D [out_channels, rest] matrix).
+    Gradients flow to the input; ``torch.compile`` and ``torch.export`` see one custom op,
+    ``monoquant::conv2d``.
     """
 
-    def __init__(self, conv, qweight, activation="dynamic", input_qparams=None):
+    def __init__(self, conv, qweight, activation="dynamic", input_qparams=None, relu=False):
         super().__init__()
         for k in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "padding_mode"):
             setattr(self, k, getattr(conv, k))
         self._reversed_padding_repeated_twice = list(getattr(conv, "_reversed_padding_repeated_twice", []))
+        self.relu = bool(relu)
         self._init_quant(activation, input_qparams)
         self._add_weight("weight", qweight, tuple(conv.weight.shape))
         _bias_buffer(self, conv.bias)
+        self._register()
+        self._build_kernel()
 
     @classmethod
-    def from_float(cls, mod, spec, activation="dynamic", input_qparams=None):
-        """Quantizes ``mod.weight`` (an nn.Conv2d) with ``spec``."""
+    def from_float(cls, mod, spec, activation="dynamic", input_qparams=None, relu=False):
+        """Quantizes ``mod.weight`` (an nn.Conv2d) with ``spec``; ``relu=True`` fuses a ReLU
+        after the convolution."""
         w = mod.weight.detach()
         if spec.format == "int4":
             w = w.reshape(w.shape[0], -1)
         qt = quantize_tensor(w, spec, what="weight")
-        return cls(mod, qt, activation, input_qparams)
+        return cls(mod, qt, activation, input_qparams, relu)
+
+    def _op_padding(self):
+        """The padding the kernel applies: (0, 0) when forward pads first with F.pad (padding
+        modes other than zeros, and an asymmetric 'same')."""
+        if self.padding_mode != "zeros":
+            return (0, 0)
+        return _kernels._conv_padding(self.padding, self.kernel_size, self.dilation) or (0, 0)
+
+    def _pad(self, x):
+        """x padded ahead of the kernel where the kernel cannot pad itself."""
+        if self.padding_mode != "zeros":
+            return F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+        if _kernels._conv_padding(self.padding, self.kernel_size, self.dilation) is None:
+            # asymmetric 'same' (an even effective kernel): the extra column/row goes last, as in torch
+            pads = []
+            for k, d in zip(reversed(self.kernel_size), reversed(self.dilation)):
+                total = d * (k - 1)
+                pads += [total // 2, total - total // 2]
+            return F.pad(x, pads)
+        return x
+
+    def _build_kernel(self):
+        if self._packed is not None:
+            self._unpack_all()
+        spec = self._qweights["weight"][0]
+        data = self._buffers["weight_q"]
+        self.kernel, self.kernel_reason = _kernels.choose_conv2d(spec, self.activation, self.padding, self.kernel_size, self.dilation, data.device)
+        if self.kernel == "onednn_static":
+            self._packed = _kernels.PackedConv2d(data, self.weight_scale, self.bias, self.stride, self._op_padding(), self.dilation, self.groups,
+                                                 self.input_scale, self.input_zero_point)
+            del self._buffers["weight_q"]
+
+    def _unpack_weight(self, name):
+        return self._packed.unpack()
+
+    def _out_shape(self, shape):
+        pad = self._op_padding()
+        hw = [(shape[-2 + i] + 2 * pad[i] - self.dilation[i] * (self.kernel_size[i] - 1) - 1) // self.stride[i] + 1 for i in range(2)]
+        return (*shape[:-3], self.out_channels, *hw)
+
+    def float_weight(self, dtype=torch.float32):
+        """The dequantized weight [out, in/groups, kh, kw] in ``dtype``, built on each call."""
+        return self.dequantized("weight").to(dtype)
 
     @property
     def weight(self):
         """The dequantized float32 weight [out, in/groups, kh, kw]."""
         return self.dequantized("weight")
 
-    def forward(self, x):
+    def _kernel_forward(self, x):
+        """The kernel on an (already padded) [N, C, H, W] input; the result in x's dtype."""
+        if self._packed is not None:
+            return self._packed.run(x, relu=self.relu).to(x.dtype)
         x = self._quant_input(x)
-        w, b = _like(x, self.weight), _like(x, self.bias)
-        if self.padding_mode != "zeros":
-            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            return F.conv2d(x, w, b, self.stride, 0, self.dilation, self.groups)
-        return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
+        y = F.conv2d(x, _like(x, self.weight), _like(x, self.bias), self.stride, self._op_padding(), self.dilation, self.groups)
+        return F.relu(y) if self.relu else y
+
+    def forward(self, x):
+        if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:
+            raise ValueError(f"QuantizedConv2d: expected a [N, {self.in_channels}, H, W] input, got {list(x.shape)}")
+        x = self._pad(x)
+        unbatched = x.dim() == 3
+        if unbatched:
+            x = x.unsqueeze(0)
+        if type(x) is torch.Tensor and not (x.requires_grad and torch.is_grad_enabled()) and not torch.compiler.is_compiling():
+            y = self._kernel_forward(x)  # plain eager inference: skip the op dispatcher
+        else:
+            y = torch.ops.monoquant.conv2d(x, self._handle)
+        return y.squeeze(0) if unbatched else y
 
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
@@ -611,14 +822,67 @@ class QuantizedConv2d(_QuantizedWeights):
             s += f", groups={self.groups}"
         if self.padding_mode != "zeros":
             s += f", padding_mode={self.padding_mode}"
+        if self.relu:
+            s += ", relu=True"
         return s + ", " + self._format_extra()
 
 
-class QuantizedLSTM(_QuantizedWeights):
+@torch.library.custom_op("monoquant::lstm", mutates_args=())
+def _lstm_op(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, handle: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    out, h, c = _live(handle)._kernel_forward(x, (h0, c0))
+    return out, h, c
+
+
+@_lstm_op.register_fake
+def _(x, h0, c0, handle):
+    m = _live(handle)
+    num_dir = 2 if m.bidirectional else 1
+    return x.new_empty((*x.shape[:-1], num_dir * (m.proj_size or m.hidden_size))), h0.new_empty(h0.shape), c0.new_empty(c0.shape)
+
+
+def _lstm_setup(ctx, inputs, output):
+    ctx.handle = inputs[3]
+    ctx.save_for_backward(inputs[0], inputs[1], inputs[2])
+
+
+def _lstm_backward(ctx, go, gh, gc):
+    # The gradient of the float LSTM with the dequantized (frozen) weights, by recomputing it:
+    # activation rounding passes straight through.
+    x, h0, c0 = ctx.saved_tensors
+    m = _live(ctx.handle)
+    with torch.enable_grad():
+        xs, hs, cs = (t.detach().requires_grad_(True) for t in (x, h0, c0))
+        out, h, c = m._float_lstm(xs, (hs, cs))
+        outs, grads = [], []
+        for o, g in ((out, go), (h, gh), (c, gc)):
+            if g is not None:
+                outs.append(o)
+                grads.append(g)
+        return (*torch.autograd.grad(outs, (xs, hs, cs), grads, allow_unused=True), None)
+
+
+_lstm_op.register_autograd(_lstm_backward, setup_context=_lstm_setup)
+
+
+class QuantizedLSTM(_PackedForm, _QuantizedWeights):
     """nn.LSTM with quantized weights (every ``weight_*`` of every layer and direction; biases
     stay float32). Multi-layer, bidirectional, batch_first, proj_size and PackedSequence inputs
-    work as in nn.LSTM. The input sequence is quantized as a whole (per tensor); the hidden
-    state is not.
+    work as in nn.LSTM.
+
+    ``kernel`` names what each call runs (docs/kernels.md):
+
+    * ``fbgemm_dynamic``: INT8 (qint8) weights with dynamic activations, biases and no
+      projection: torch's dynamic quantized LSTM (``torch.quantized_lstm``, what
+      ``torch.ao.nn.quantized.dynamic.LSTM`` runs) on weights packed once for fbgemm from the
+      stored integers. Every gate matmul quantizes its input — the layer input and the hidden
+      state of each step — per call (quint8, reduce_range), as ``quantize_dynamic`` does.
+    * ``dequant``: everything else; the weights are dequantized inside each call and torch's
+      float LSTM runs. The input sequence is quantized as a whole (per tensor) for "dynamic" and
+      "static"; the hidden state is not.
+
+    Gradients flow to the input and the initial state (the float LSTM's gradient with the
+    dequantized weights); ``torch.compile`` and ``torch.export`` see one custom op,
+    ``monoquant::lstm``, for tensor inputs.
     """
 
     def __init__(self, lstm, qweights, activation="dynamic", input_qparams=None):
@@ -633,6 +897,8 @@ class QuantizedLSTM(_QuantizedWeights):
                 self._add_weight(name, qweights[name], tuple(p.shape))
             else:  # biases, and weights a skip or a rule left in float
                 self.register_buffer(name, p.detach().to(torch.float32).clone())
+        self._register()
+        self._build_kernel()
 
     @classmethod
     def from_float(cls, mod, spec, activation="dynamic", input_qparams=None):
@@ -643,33 +909,79 @@ class QuantizedLSTM(_QuantizedWeights):
                 qw[name] = quantize_tensor(getattr(mod, name).detach(), spec, what=name)
         return cls(mod, qw, activation, input_qparams)
 
+    def _build_kernel(self):
+        if self._packed is not None:
+            self._unpack_all()
+        all_q = all(n in self._qweights for n in self._flat_names if n.startswith("weight"))
+        specs = [self._qweights[n][0] for n in self._flat_names if n in self._qweights]
+        dev = next(iter(self._buffers.values())).device
+        if not all_q:
+            self.kernel, self.kernel_reason = "dequant", "weights left in float"
+        else:
+            self.kernel, self.kernel_reason = _kernels.choose_lstm(specs, self.activation, self.proj_size, self.bias, dev)
+        if self.kernel != "fbgemm_dynamic":
+            return
+        layers, stride = [], 4  # weight_ih, weight_hh, bias_ih, bias_hh per layer and direction
+        names = self._flat_names
+        for i in range(0, len(names), stride):
+            mats = []
+            for n in names[i:i + 2]:
+                spec = self._qweights[n][0]
+                mats.append((self._buffers[n + "_q"], getattr(self, n + "_scale"), getattr(self, n + "_zero_point"), spec.granularity == "per_channel"))
+            b_ih, b_hh = (getattr(self, n).detach().to(torch.float32) for n in names[i + 2:i + 4])
+            layers.append((mats[0], mats[1], b_ih, b_hh))
+        self._packed = _kernels.PackedLSTM(layers)
+        self._packed_index = {n: 2 * (i // stride) + (i % stride) for i, n in enumerate(names) if i % stride < 2}
+        for n in self._packed_index:
+            del self._buffers[n + "_q"]
+
+    def _unpack_weight(self, name):
+        return self._packed.mats[self._packed_index[name]].unpack()
+
     def flat_weights(self):
         """The weights in nn.LSTM's order, dequantized to float32."""
         return [self.dequantized(n) if n in self._qweights else getattr(self, n) for n in self._flat_names]
 
     def __getattr__(self, name):
         # nn.LSTM exposes weight_ih_l0 & co. as attributes; give the dequantized values.
-        if name.startswith("weight_"):
+        if name.startswith("weight_") and not name.endswith(_QUANT_BUFFER_SUFFIXES):
             q = self.__dict__.get("_qweights")
             if q is not None and name in q:
                 return self.dequantized(name)
         return super().__getattr__(name)
 
+    def _float_lstm(self, input, hx):
+        """torch's float LSTM on the dequantized weights (tensor input, hx given)."""
+        weights = [_like(input, w) for w in self.flat_weights()]
+        out = torch._VF.lstm(input, hx, weights, self.bias, self.num_layers, self.dropout, self.training, self.bidirectional, self.batch_first)
+        return out[0], out[1], out[2]
+
+    def _kernel_forward(self, input, hx, batch_sizes=None):
+        """The kernel on a float input (any float dtype); results in the input's dtype."""
+        if self._packed is None:  # dequant: tensor inputs only (PackedSequence runs in forward)
+            return self._float_lstm(self._quant_input(input), hx)
+        dt = input.dtype
+        f32 = (input.to(torch.float32), (hx[0].to(torch.float32), hx[1].to(torch.float32)))
+        out = self._packed.run(f32[0], f32[1], self.num_layers, self.dropout, self.training, self.bidirectional, self.batch_first, batch_sizes)
+        return tuple(t.to(dt) for t in out[:3])
+
     def forward(self, input, hx=None):
         orig = input
         num_dir = 2 if self.bidirectional else 1
         real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
-        weights = self.flat_weights()
         if isinstance(orig, PackedSequence):
             data, batch_sizes, sorted_indices, unsorted_indices = orig
-            data = self._quant_input(data)
-            weights = [_like(data, w) for w in weights]
             max_batch = int(batch_sizes[0])
             if hx is None:
                 hx = self._zeros(num_dir, max_batch, real_hidden, data)
             elif sorted_indices is not None:
                 hx = (hx[0].index_select(1, sorted_indices), hx[1].index_select(1, sorted_indices))
-            out = torch._VF.lstm(data, batch_sizes, hx, weights, self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
+            if self.kernel == "fbgemm_dynamic":
+                out = self._kernel_forward(data, hx, batch_sizes)
+            else:
+                data = self._quant_input(data)
+                weights = [_like(data, w) for w in self.flat_weights()]
+                out = torch._VF.lstm(data, batch_sizes, hx, weights, self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
             output = PackedSequence(out[0], batch_sizes, sorted_indices, unsorted_indices)
             h = out[1:]
             if unsorted_indices is not None:
@@ -683,14 +995,17 @@ class QuantizedLSTM(_QuantizedWeights):
             input = input.unsqueeze(batch_dim)
             if hx is not None:
                 hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
-        input = self._quant_input(input)
         if input.shape[-1] != self.input_size:
             raise ValueError(f"QuantizedLSTM: input has {input.shape[-1]} features, expected {self.input_size}")
         if hx is None:
             hx = self._zeros(num_dir, input.size(batch_dim), real_hidden, input)
-        weights = [_like(input, w) for w in weights]
-        out = torch._VF.lstm(input, hx, weights, self.bias, self.num_layers, self.dropout, self.training, self.bidirectional, self.batch_first)
-        output, h = out[0], (out[1], out[2])
+        plain = all(type(t) is torch.Tensor for t in (input, *hx))
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (input, *hx))
+        if plain and not grad and not torch.compiler.is_compiling():
+            output, *h = self._kernel_forward(input, hx)  # plain eager inference
+        else:
+            output, *h = torch.ops.monoquant.lstm(input, hx[0], hx[1], self._handle)
+        h = tuple(h)
         if not batched:
             output = output.squeeze(batch_dim)
             h = (h[0].squeeze(1), h[1].squeeze(1))

@@ -50,6 +50,25 @@ def ref_act(x, qparams=None, reduce_range=False):
     return torch.quantize_per_tensor(x, float(s), int(z), torch.quint8).dequantize()
 
 
+def torch_ao_lstm_with(q):
+    """torch.ao.nn.quantized.dynamic.LSTM holding the INT8 weights of the QuantizedLSTM ``q``
+    (the same integers, scales and zero points) and its float biases."""
+    ref = torch.ao.nn.quantized.dynamic.LSTM(q.input_size, q.hidden_size, q.num_layers, True, q.batch_first, 0.0, q.bidirectional, dtype=torch.qint8)
+    wb = {}
+    for n in q._flat_names:
+        if n in q._qweights:
+            qt = q.qtensor(n)
+            s, z = qt.scale.reshape(-1), qt.zero_point.reshape(-1)
+            if s.numel() > 1:
+                wb[n] = torch._make_per_channel_quantized_tensor(qt.data, s.double(), z.long(), 0)
+            else:
+                wb[n] = torch._make_per_tensor_quantized_tensor(qt.data, float(s[0]), int(z[0]))
+        else:
+            wb[n] = getattr(q, n)
+    ref.set_weight_bias(wb)
+    return ref
+
+
 SCHEMES = [(8, "symmetric"), (8, "asymmetric"), (4, "symmetric"), (4, "asymmetric"), (16, "fp16"), (16, "bf16")]
 IDS = ["int8-sym", "int8-asym", "int4-sym", "int4-asym", "fp16", "bf16"]
 
@@ -127,6 +146,15 @@ def test_lstm_equals_float_lstm_with_reference_weights(bits, scheme, cfg):
                 getattr(ref, n).copy_(ref_weight(getattr(lstm, n).detach(), bits, scheme, 32, scheme))
         want, (wh, wc) = ref(x if bits == 16 else ref_act(x))
         got, (gh, gc) = q(x)
+    if bits == 8 and not cfg.get("proj_size"):
+        # torch's dynamic quantized LSTM (fbgemm): compare with torch.ao's module holding the
+        # same integers and scales (each step's input and hidden state quantized per call).
+        assert q.kernel == "fbgemm_dynamic"
+        with torch.no_grad():
+            want, (wh, wc) = torch_ao_lstm_with(q)(x)
+        assert torch.allclose(got, want, atol=1e-5), f"{cfg} {scheme}: max diff {(got - want).abs().max()}"
+        assert torch.allclose(gh, wh, atol=1e-5) and torch.allclose(gc, wc, atol=1e-5)
+        return
     assert torch.allclose(got, want, atol=1e-6, rtol=1e-5), f"{cfg} {bits}-bit {scheme}: max diff {(got - want).abs().max()}"
     assert torch.allclose(gh, wh, atol=1e-6) and torch.allclose(gc, wc, atol=1e-6)
 
