@@ -109,7 +109,7 @@ func callerBuffers(call string, outputs *C.mq_coutput, n C.size_t) model.OutputB
 func layoutJSON(entries []checkpoint.Entry) ([]byte, error) {
 	out := make([]layoutEntry, len(entries))
 	for i, en := range entries {
-		out[i] = layoutEntry{Name: en.Name, DType: int32(en.DType), Shape: en.Shape, NBytes: model.LayoutBytes(en)}
+		out[i] = layoutEntry{Name: en.Name, DType: int32(en.DType), Shape: append([]int{}, en.Shape...), NBytes: model.LayoutBytes(en)}
 	}
 	return json.Marshal(out)
 }

@@ -509,7 +509,7 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
 
 
 def _quantize_module(model, cfg, calibration_data, inplace, progress, max_calibration_batches, units_done=False):
-    from . import _model
+    from . import _fold, _model
     from .files import build_quantized, stored_names
 
     with _model.ModelHandle.new() as m:

@@ -121,3 +121,12 @@ def test_quantize_state_dict_peak_rss_is_about_the_output(bits):
     limit = 1.1 * m["out"] + (24 << 20)
     print(f"bits={bits}: peak RSS grew {grew / 2**20:.0f} MiB for {m['out'] / 2**20:.0f} MiB of output")
     assert grew <= limit, f"peak RSS grew {grew / 2**20:.0f} MiB for {m['out'] / 2**20:.0f} MiB of output (limit {limit / 2**20:.0f} MiB)"
+
+
+def test_zero_dimensional_tensors_have_a_layout():
+    # A BatchNorm's num_batches_tracked is 0-d: its layout row has shape [], never null.
+    m = nn.Sequential(nn.BatchNorm1d(16), nn.Linear(16, 8)).eval()
+    q = monoquant.quantize(m, bits=8, progress=False, log=False)
+    assert q[0].num_batches_tracked.shape == ()
+    sd = monoquant.quantize({"fc.weight": torch.randn(8, 16), "bn.num_batches_tracked": torch.tensor(3)}, bits=8, progress=False, log=False)
+    assert sd["bn.num_batches_tracked"].shape == () and int(sd["bn.num_batches_tracked"]) == 3
