@@ -6,7 +6,7 @@ Everything is made here: the corpus (sentences of a small random grammar, seeded
 (monoquant.quantize, bits=4, group_size=128, activations "none": weight-only; gptq's Hessians
 from --calib training sequences). Perplexity is exp(mean cross-entropy) over held-out text.
 
-    python bench/method/bench_perplexity.py [--steps 1500] [--methods rtn,mse,hqq,gptq]
+    python bench/method/bench_perplexity.py [--steps 600] [--methods rtn,mse,hqq,gptq]
 
 `--quick` trains a smaller model for a few seconds: a smoke run, not the measurement.
 """
@@ -116,7 +116,7 @@ def cpu():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--methods", default="rtn,mse,hqq,gptq")
     ap.add_argument("--calib", type=int, default=128, help="training sequences for gptq's Hessians")
     ap.add_argument("--quick", action="store_true")

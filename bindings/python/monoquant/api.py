@@ -328,7 +328,8 @@ def _calibrate(model, selected, data, feed, max_batches, hessians=None):
         raise ValueError("calibration_data yielded no batches; static quantization and method gptq need at least one")
     if samples < MIN_CALIBRATION_SAMPLES:
         what = "static quantization" if static else "gptq's input Hessians"
-        warnings.warn(f"{what} calibrated on only {samples} samples (fewer than {MIN_CALIBRATION_SAMPLES}); activation ranges may not be representative", MonoquantWarning, stacklevel=3)
+        of = "activation ranges" if static else "the Hessians"
+        warnings.warn(f"{what} calibrated on only {samples} samples (fewer than {MIN_CALIBRATION_SAMPLES}); {of} may not be representative", MonoquantWarning, stacklevel=3)
     return seen
 
 
