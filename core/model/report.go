@@ -29,6 +29,9 @@ const (
 	WarnActivationOutliers WarningCode = "activation_outliers"
 	// WarnUnusedRule: a recipe rule or skip pattern selects no layer (likely a typo).
 	WarnUnusedRule WarningCode = "unused_rule"
+	// WarnLeftInFloat: a layer the options select is left in float because the caller cannot
+	// run its quantized form (Options.RuntimeClasses); one per layer, naming its class.
+	WarnLeftInFloat WarningCode = "left_in_float"
 	// WarnArchitecture: layers look like another architecture's than the one they are typed as.
 	WarnArchitecture WarningCode = "architecture_unknown"
 )

@@ -20,7 +20,8 @@ from torch.nn.utils.rnn import PackedSequence
 from . import _engine
 from ._errors import MonoquantWarning
 from ._progress import Progress
-from .nn import QUANTIZED_TYPES, RUNNABLE, QuantizedConv2d, QuantizedLinear, QuantizedLSTM
+from .nn import (QUANTIZED_TYPES, RUNTIME_CLASSES, QuantizedConv1D, QuantizedConv2d, QuantizedEmbedding, QuantizedLinear, QuantizedLSTM,
+                 quantized_class_for)
 from .observers import OBSERVERS
 
 __all__ = ["quantize", "quantize_file", "plan", "Plan", "defaults", "dequantize", "report", "sqnr", "record_activations", "Report"]
@@ -116,7 +117,7 @@ def _config(recipe=None, runtime=False, log=True, **kw):
     opts, obs = _options(**kw)
     if runtime:
         # what this package can run once quantized: its modules stand in for these classes
-        opts["runtime_classes"] = [f"{c.__module__}.{c.__qualname__}" for c in RUNNABLE.values()]
+        opts["runtime_classes"] = list(RUNTIME_CLASSES)
     rj, rf = _recipe_args(recipe)
     return _model.ModelConfig(opts, recipe_json=rj, recipe_file=rf, observer_config=obs, log=log)
 
@@ -150,15 +151,14 @@ def _describe(model, m):
 
 def _check_runnable(model, plan_dict):
     """Every layer the engine chose must be one this package can run (it has quantized module
-    classes for linear, conv2d and lstm layers of torch's classes)."""
+    classes for torch's Linear, Conv2d, LSTM and Embedding, and transformers' Conv1D)."""
     mods = dict(model.named_modules(remove_duplicate=False))
     for ld in plan_dict["layers"]:
-        want = RUNNABLE.get(ld["type"])
         mod = mods.get(ld["name"])
-        if want is None or not isinstance(mod, want):
+        if mod is None or quantized_class_for(mod) is None:
             kind = type(mod).__name__ if mod is not None else "no module"
             raise ValueError(f"the plan quantizes {ld['name']!r} ({kind}, a {ld['type']} layer), and monoquant.nn runs quantized "
-                             f"{', '.join(sorted(RUNNABLE))} layers of torch's classes only: skip it (skip=[{ld['name']!r}]) "
+                             f"Linear, Conv2d, LSTM, Embedding and transformers' Conv1D layers only: skip it (skip=[{ld['name']!r}]) "
                              f"or leave its type out of layers=; quantize_file() stores any layer type")
 
 

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from . import _model
 from ._engine import QTensor, QuantSpec
-from .nn import QUANTIZED_TYPES, RUNNABLE, QuantizedConv2d, QuantizedLinear, QuantizedLSTM
+from .nn import QUANTIZED_TYPES, QuantizedConv1D, QuantizedConv2d, QuantizedEmbedding, QuantizedLinear, QuantizedLSTM, quantized_class_for
 
 __all__ = ["save", "load", "QuantizedStateDict", "quantize_state_dict", "dequantize_file_or_state_dict", "write_tensors"]
 
@@ -91,6 +91,12 @@ def qtensor_from(tensors, name, tc):
     return QTensor(data, scale, zp, tuple(tc["quant_shape"]), spec, orig_dtype=torch.float32)
 
 
+# The engine's layer types each quantized class runs (transformers' Conv1D is a linear layer).
+_LAYER_TYPES_RUN = {QuantizedLinear: ("linear",), QuantizedConv1D: ("linear",), QuantizedConv2d: ("conv2d",),
+                    QuantizedLSTM: ("lstm",), QuantizedEmbedding: ("embedding",)}
+_TYPES_RUN = {t for v in _LAYER_TYPES_RUN.values() for t in v}
+
+
 def _get_module(root, name):
     return root if name == "" else root.get_submodule(name)
 
@@ -111,10 +117,10 @@ def build_quantized(model, tensors, config, strict=True, inplace=False):
         except AttributeError:
             raise ValueError(f"load(): the checkpoint quantizes layer {layer!r} but the model has no such module") from None
         ltype = items[0][1].get("layer_type")
-        want = RUNNABLE.get(ltype)
-        if want is None:
-            raise UnsupportedError(f"load(): layer {layer!r} is quantized as {ltype!r}; monoquant.nn runs linear, conv2d and lstm layers only: load the state dict (model=None) or dequantize the file")
-        if not isinstance(mod, want):
+        want = quantized_class_for(mod)
+        if ltype not in _TYPES_RUN:
+            raise UnsupportedError(f"load(): layer {layer!r} is quantized as {ltype!r}; monoquant.nn runs linear, conv2d, lstm and embedding layers only: load the state dict (model=None) or dequantize the file")
+        if want is None or ltype not in _LAYER_TYPES_RUN[want]:
             raise ValueError(f"load(): layer {layer!r} is a {type(mod).__name__} in the model but {ltype} in the checkpoint")
         qts = {}
         for tname, tc in items:
@@ -139,12 +145,17 @@ def build_quantized(model, tensors, config, strict=True, inplace=False):
                 a = acts[layer]
                 iq = (a["scale"][0], a["zero_point"][0])
         activation = mode
-        if isinstance(mod, nn.LSTM):
+        if want is QuantizedLSTM:
             qmod = QuantizedLSTM(mod, qts, activation, iq)
-        elif isinstance(mod, nn.Conv2d):
+        elif want is QuantizedConv2d:
             qmod = QuantizedConv2d(mod, qts["weight"], activation, iq)
+        elif want is QuantizedConv1D:
+            qmod = QuantizedConv1D(mod.weight.shape[0], mod.nf, qts["weight"], mod.bias, activation, iq)
+        elif want is QuantizedEmbedding:
+            qmod = QuantizedEmbedding(mod, qts["weight"])
         else:
             qmod = QuantizedLinear(mod.in_features, mod.out_features, qts["weight"], mod.bias, activation, iq)
+        qmod._float_class = type(mod)
         replaced[layer] = qmod
     if "" in replaced:
         out = replaced[""]
