@@ -106,6 +106,12 @@ type Options struct {
 	// MultiheadAttention's in_proj_weight under the default layer types), with the reason; a
 	// recipe rule that names it is an error.
 	RuntimeClasses []string
+	// Tied lists groups of tensor names that share one storage (a caller holding live tensors
+	// finds them by identity: the same Parameter, or the same memory). A group is decided once:
+	// when the selection quantizes any member, every member takes the first quantized member's
+	// decision (its spec, method and activations) and the plan warns "tied"; so the tensor is
+	// quantized the same way wherever it is used and can be stored once.
+	Tied [][]string
 }
 
 // normalized is Options after defaults and validation: the resolved recipe and the spec
@@ -119,6 +125,7 @@ type normalized struct {
 	runnable map[LayerType]bool
 	classes  map[string]bool
 	mopts    method.Options
+	tied     [][]string
 }
 
 // SpecForBits returns the spec template for a bit width: 8 → INT8 per-channel symmetric, 4 →
@@ -239,6 +246,7 @@ func (o *Options) normalize() (*normalized, error) {
 			return nil, err
 		}
 	}
+	n.tied = o.Tied
 	if o.RuntimeClasses != nil {
 		n.classes = map[string]bool{}
 		for _, c := range o.RuntimeClasses {
@@ -410,6 +418,8 @@ func ParseOptions(data []byte) (Options, error) {
 		NonFinite     string   `json:"nonfinite"`
 		// runtime_classes: the caller's capability, not a choice (see Options.RuntimeClasses)
 		RuntimeClasses []string `json:"runtime_classes"`
+		// tied: groups of names sharing one storage, found by the caller (see Options.Tied)
+		Tied [][]string `json:"tied"`
 	}
 	if len(data) > 1<<20 {
 		return o, optErr("options", "%d bytes of options is more than 1 MiB", len(data))
@@ -436,7 +446,7 @@ func ParseOptions(data []byte) (Options, error) {
 		o.Spec.GroupSize = *raw.GroupSize
 	}
 	o.DType, o.GroupFallback, o.Scheme, o.Activations, o.Observer, o.Method = raw.DType, raw.GroupFallback, raw.Scheme, raw.Activations, raw.Observer, raw.Method
-	o.Skip, o.RuntimeClasses = raw.Skip, raw.RuntimeClasses
+	o.Skip, o.RuntimeClasses, o.Tied = raw.Skip, raw.RuntimeClasses, raw.Tied
 	if raw.Layers != nil {
 		o.LayerTypes = []LayerType{}
 		for _, l := range raw.Layers {

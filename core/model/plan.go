@@ -286,6 +286,9 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 		}
 		p.Tensors = append(p.Tensors, tp)
 	}
+	if err := p.unifyTied(n.tied); err != nil {
+		return nil, err
+	}
 	q := p.Quantized()
 	if len(q) == 0 {
 		return nil, fmt.Errorf("%w: no tensor of the selected layer types (%s) is left after the skip patterns and rules; the checkpoint has %d tensors", ErrNothingToQuantize, typeList(n.types), len(entries))
@@ -315,6 +318,70 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 	}
 	p.Warnings = append(p.Warnings, firstLastWarnings(p)...)
 	return p, nil
+}
+
+// unifyTied gives every member of a group of tied tensors (Options.Tied) the decision of the
+// group's first quantized member, in file order, so that the one storage is quantized one way.
+func (p *Plan) unifyTied(groups [][]string) error {
+	if len(groups) == 0 {
+		return nil
+	}
+	at := make(map[string]int, len(p.Tensors))
+	for i := range p.Tensors {
+		at[p.Tensors[i].Name] = i
+	}
+	seen := map[string]bool{}
+	for _, g := range groups {
+		var idx []int
+		for _, name := range g {
+			i, ok := at[name]
+			if !ok {
+				return optErr("tied", "tensor %q is not in the model", name)
+			}
+			if seen[name] {
+				return optErr("tied", "tensor %q is in two groups", name)
+			}
+			seen[name] = true
+			idx = append(idx, i)
+		}
+		slices.Sort(idx)
+		donor := -1
+		for _, i := range idx {
+			if p.Tensors[i].Action == ActionQuantize {
+				donor = i
+				break
+			}
+		}
+		if donor < 0 {
+			continue
+		}
+		d := &p.Tensors[donor]
+		var moved []string
+		for _, i := range idx {
+			t := &p.Tensors[i]
+			if i == donor {
+				continue
+			}
+			if !slices.Equal(t.Shape, d.Shape) || t.DType != d.DType {
+				return optErr("tied", "tensors %q %v and %q %v share storage but differ in shape or dtype", d.Name, d.Shape, t.Name, t.Shape)
+			}
+			if t.Action != ActionQuantize {
+				moved = append(moved, t.Name)
+			}
+			t.Action, t.Reason, t.Rule, t.Settings, t.Method = ActionQuantize, "", d.Rule, d.Settings, d.Method
+			t.Spec, t.QuantShape = d.Spec, slices.Clone(d.QuantShape)
+			p.Layers[t.Layer] = t.LayerType
+			p.Activations[t.Layer] = p.Activations[d.Layer]
+			if o, ok := p.Observers[d.Layer]; ok {
+				p.Observers[t.Layer] = o
+			}
+		}
+		if len(moved) > 0 {
+			p.Warnings = append(p.Warnings, Warning{Code: WarnTied, Tensor: d.Name, Layer: d.Layer,
+				Message: fmt.Sprintf("%s share storage with %q, which is quantized: they are quantized with it, the same way (stored once)", shortList(moved, 3), d.Name)})
+		}
+	}
+	return nil
 }
 
 func paramOrName(param, name string) string {

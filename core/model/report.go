@@ -32,6 +32,9 @@ const (
 	// WarnLeftInFloat: a layer the options select is left in float because the caller cannot
 	// run its quantized form (Options.RuntimeClasses); one per layer, naming its class.
 	WarnLeftInFloat WarningCode = "left_in_float"
+	// WarnTied: tensors sharing storage with a quantized tensor (Options.Tied) are quantized
+	// with it although the options alone left them in float.
+	WarnTied WarningCode = "tied"
 	// WarnArchitecture: layers look like another architecture's than the one they are typed as.
 	WarnArchitecture WarningCode = "architecture_unknown"
 )
