@@ -215,6 +215,30 @@ func mq_model_set_metadata(h *C.mq_model, key, value *C.mq_cchar) (rc C.int) {
 	return modelErr(m.SetMetadata(k, v), mqEINVAL)
 }
 
+//export mq_model_set_config
+func mq_model_set_config(h *C.mq_model, configJSON *C.mq_cchar) (rc C.int) {
+	defer guard(&rc)
+	e, s, err := lockModel(h, "mq_model_set_config")
+	if err != nil {
+		return mapErr(err, mqEHANDLE)
+	}
+	defer e.mu.Unlock()
+	m, err := s.floatModel("mq_model_set_config")
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	cfg, err := goString(configJSON, "mq_model_set_config", "config_json")
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	res, err := m.WithConfig(cfg)
+	if err != nil {
+		return modelErr(err, mqEFORMAT)
+	}
+	s.res, s.m = res, nil
+	return mqOK
+}
+
 //export mq_model_save
 func mq_model_save(h *C.mq_model, path *C.mq_cchar) (rc C.int) {
 	defer guard(&rc)

@@ -661,6 +661,15 @@ MQ_API int mq_defaults_json(char* buf, size_t cap, size_t* len);
  * thread. */
 MQ_API int mq_model_free(mq_model* m);
 
+/* Makes the float model m (tensors added with mq_model_add_tensor) a quantized model whose
+ * config is config_json, the value of the "monoquant" metadata key (docs/FORMAT.md): the stored
+ * values and qparams are m's tensors. The config is checked against the tensors as every reader
+ * of a quantized file checks it (dtypes, shapes, scales, zero points, aliases); m is then
+ * read-only, and mq_model_save writes it. A caller holding a quantized model in its own form
+ * (Python's modules, after later changes) saves it this way. MQ_EINVAL for NULL config_json or a
+ * quantized m; MQ_EFORMAT for a config that does not match the tensors (m is unchanged). */
+MQ_API int mq_model_set_config(mq_model* m, const char* config_json);
+
 /* --------------------------------------------------------------------------------------------------
  * Search: evolve per-layer recipes toward the Pareto front of the caller's objectives (an ask/tell
  * NSGA-II engine; docs/SEARCH.md). The caller asks for a candidate recipe, quantizes it (e.g.

@@ -39,6 +39,10 @@ type Config struct {
 	// Recipe is the resolved recipe of the run: feed it back (recipe=..., --recipe) to make the
 	// same decisions again. TensorConfig.Rule indexes its rules.
 	Recipe *recipe.Recipe `json:"recipe,omitempty"`
+	// Aliases names tensors stored once for several names (tied weights: an embedding and the
+	// head that share it): alias → the stored tensor it reads, quantized or not. An alias is
+	// not stored itself; a quantized target's qparams serve the alias too.
+	Aliases map[string]string `json:"aliases,omitempty"`
 }
 
 // TensorConfig records how one tensor was quantized.
@@ -320,6 +324,17 @@ func ReadConfig(entries []checkpoint.Entry, metadata map[string]string) (*Config
 		}
 		if err := checkZeroPoints("activations of layer "+fmt.Sprintf("%q", layer), qd, a.ZeroPoint); err != nil {
 			return nil, err
+		}
+	}
+	for alias, target := range c.Aliases {
+		if _, ok := byName[alias]; ok {
+			return nil, fmt.Errorf("%w: alias %q is also stored as a tensor", ErrFormat, alias)
+		}
+		if _, ok := c.Tensors[alias]; ok {
+			return nil, fmt.Errorf("%w: alias %q is also listed as a quantized tensor", ErrFormat, alias)
+		}
+		if _, ok := byName[target]; !ok {
+			return nil, fmt.Errorf("%w: alias %q reads %q, which the checkpoint does not store", ErrFormat, alias, target)
 		}
 	}
 	return &c, nil

@@ -48,6 +48,25 @@ func (m *Model) SetMetadata(key, value string) error {
 	return nil
 }
 
+// WithConfig makes the model's tensors a quantized result with the config JSON configJSON (the
+// value of the MetadataKey metadata, docs/FORMAT.md), checked as every reader of a quantized
+// file checks it (LoadConfig). A caller that holds a quantized model in its own form (Python's
+// modules, after later changes) writes it this way; the model is left unchanged on error.
+func (m *Model) WithConfig(configJSON string) (*Result, error) {
+	prev, had := m.ck.metadata[MetadataKey]
+	m.ck.metadata[MetadataKey] = configJSON
+	cfg, err := LoadConfig(m.ck)
+	if err != nil {
+		if had {
+			m.ck.metadata[MetadataKey] = prev
+		} else {
+			delete(m.ck.metadata, MetadataKey)
+		}
+		return nil, err
+	}
+	return &Result{Config: cfg, ck: m.ck}, nil
+}
+
 // Entries lists the tensors in order.
 func (m *Model) Entries() []checkpoint.Entry { return m.ck.Entries() }
 

@@ -173,6 +173,11 @@ class ModelHandle(Handle):
     def set_metadata(self, key, value):
         check(_lib.mq_model_set_metadata(self._h, _b(key), _b(value)), "mq_model_set_metadata")
 
+    def set_config(self, config_json):
+        """mq_model_set_config: this model's tensors become a quantized model with that config
+        (checked by the engine as a file's is)."""
+        check(_lib.mq_model_set_config(self._h, _b(config_json)), "mq_model_set_config")
+
     def calibrate_begin(self, cfg):
         check(_lib.mq_model_calibrate_begin(self._h, cfg.ref), "mq_model_calibrate_begin")
 

@@ -111,10 +111,12 @@ def _recipe_args(recipe):
     raise TypeError(f"recipe takes a dict, a list of rules, JSON text or a path, got {type(recipe).__name__}")
 
 
-def _config(recipe=None, runtime=False, log=True, **kw):
+def _config(recipe=None, runtime=False, log=True, tied=None, **kw):
     from . import _model
 
     opts, obs = _options(**kw)
+    if tied:
+        opts["tied"] = [list(g) for g in tied]  # found by identity (files.tied_groups)
     if runtime:
         # what this package can run once quantized: its modules stand in for these classes
         opts["runtime_classes"] = list(RUNTIME_CLASSES)
@@ -298,7 +300,7 @@ def _activation_observer_config(observer):
 def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None, observer=None,
              group_size=None, layers=None, skip=None, inplace=False, progress=None, dtype=None,
              max_calibration_batches=None, recipe=None, activations=None, group_fallback=None,
-             method=None):
+             method=None, validate=None):
     """Quantizes a model (or a state dict) with the engine.
 
     Every option left as None takes the engine's default (``monoquant.defaults()``); what is
@@ -338,6 +340,17 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
         progress: None (a bar on stderr when it is a terminal), True/False, or a callable
             ``progress(done, total, name)``.
         max_calibration_batches: stop calibrating after this many batches.
+        validate: example inputs (a tensor, a tuple of positional arguments, a dict of keyword
+            arguments, or a list of those as batches): the float and the quantized model both
+            run on them and their outputs are compared; ``qmodel.monoquant_report
+            ["model_validation"]`` then holds ``cos`` (cosine similarity of all outputs as one
+            vector), ``sqnr_db`` (the outputs' SQNR, float model as reference), ``batches`` and
+            ``validated: True``. Only then does the model count as validated; the per-layer
+            weight SQNR of the report says nothing about the model's outputs.
+
+    Tied tensors (the same Parameter or memory under several names, e.g. a tied embedding
+    and LM head) are found by identity and handed to the engine as one group: quantized the
+    same way (the engine's ``tied`` rule), held once, saved once.
 
     Returns:
         the quantized model (or QuantizedStateDict). The engine's report is in
@@ -356,17 +369,23 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
         TypeError: a model that is neither an nn.Module nor a state dict, bad layer types.
         NonFiniteError: a weight holding NaN or Inf (the message names it).
     """
-    cfg = _config(recipe=recipe, runtime=isinstance(model, nn.Module), bits=bits, dtype=dtype, scheme=scheme, group_size=group_size,
-                  group_fallback=group_fallback, activations=activations, dynamic=dynamic, observer=observer, method=method,
-                  layers=layers, skip=skip)
+    from .files import tied_groups
+
+    tied = tied_groups(model) if isinstance(model, nn.Module) else []
+    cfg = _config(recipe=recipe, runtime=isinstance(model, nn.Module), tied=tied, bits=bits, dtype=dtype, scheme=scheme,
+                  group_size=group_size, group_fallback=group_fallback, activations=activations, dynamic=dynamic, observer=observer,
+                  method=method, layers=layers, skip=skip)
     if isinstance(model, Mapping):
         from .files import quantize_state_dict
 
         return quantize_state_dict(model, cfg, calibration_data=calibration_data, progress=progress)
     if not isinstance(model, nn.Module):
         raise TypeError(f"quantize() takes an nn.Module or a state dict (a mapping of names to tensors), got {type(model).__name__}")
-    if any(isinstance(mod, QUANTIZED_TYPES) for mod in model.modules()):
-        raise ValueError("the model already has quantized layers; quantize the float model (monoquant.dequantize(qmodel) gives one back)")
+    done = [name for name, mod in model.named_modules() if isinstance(mod, QUANTIZED_TYPES)]
+    if done:
+        raise ValueError(f"the model already has quantized layers ({', '.join(done[:3])}{', ...' if len(done) > 3 else ''}): monoquant does "
+                         "not quantize quantized weights again; quantize the float model, or monoquant.dequantize(qmodel) (each "
+                         "tensor back in its original dtype) and quantize that")
     if isinstance(calibration_data, torch.Tensor):
         calibration_data = [calibration_data]
 
@@ -386,21 +405,108 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
         with Progress(progress, len(sd)) as bar:
             names = list(sd)
             q = m.quantize(cfg, lambda done, total: bar.update(done, total, names[done - 1] if 0 < done <= len(names) else ""))
+    from .files import attach_file_state
+
     try:
-        config = json.loads(q.metadata()["monoquant"])
+        metadata = q.metadata()
+        config = json.loads(metadata["monoquant"])
+        order = [n for n, *_ in q.infos()]
         stored = set()
         for n in config["tensors"]:
             stored.update((n, n + ".scale", n + ".zero_point"))
         tensors = q.tensors(stored)
         rep = q.report()
-        out = build_quantized(model, tensors, config, strict=False, inplace=inplace)
-    except BaseException:
-        q.close()
-        raise
+    finally:
+        q.close()  # the layers hold what they need; save() writes the model as it is then
+    _tie(config, tensors, tied, rep)
+    out = build_quantized(model, tensors, config, strict=False, inplace=inplace)
+    attach_file_state(out, config, metadata, order)
     _warn(rep, stacklevel=3)
     out.__dict__["monoquant_report"] = rep
-    out.__dict__["_monoquant_handle"] = q  # what save() writes
+    if validate is not None:
+        rep["model_validation"] = validate_model(model, out, validate)
     return out
+
+
+def _tie(config, tensors, groups, rep):
+    """Quantized tensors that share one storage in the float model (tied, see
+    ``monoquant.save``) and came out of the engine identical are held once: every name after
+    the first becomes an alias of the first (config ``aliases``), and the report's ``tied``
+    lists the groups."""
+    tcs = config.get("tensors", {})
+    aliases = {}
+    for g in groups:
+        q = [n for n in g if n in tcs]
+        if len(q) < 2:
+            continue
+        first = q[0]
+        for a in q[1:]:
+            if all((a + x in tensors) == (first + x in tensors) and (a + x not in tensors or torch.equal(tensors[a + x], tensors[first + x]))
+                   for x in ("", ".scale", ".zero_point")):
+                aliases[a] = first
+    if groups:
+        rep["tied"] = [list(g) for g in groups]
+    if not aliases:
+        return
+    for a in aliases:
+        del tcs[a]
+        for x in ("", ".scale", ".zero_point"):
+            tensors.pop(a + x, None)
+    config["aliases"] = aliases
+
+
+def _float_outputs(y):
+    """The floating-point tensors of a model's output (a tensor, tuples/lists, dicts and
+    Hugging Face ModelOutputs), in order; other values (caches, ints) are passed over."""
+    if isinstance(y, torch.Tensor):
+        return [y] if y.is_floating_point() else []
+    if isinstance(y, Mapping):
+        return [t for v in y.values() for t in _float_outputs(v)]
+    if isinstance(y, (tuple, list)):
+        return [t for v in y for t in _float_outputs(v)]
+    return []
+
+
+def validate_model(model, qmodel, inputs):
+    """Runs ``model`` and ``qmodel`` on the same inputs (see ``quantize(validate=...)``) and
+    compares every floating-point output: {"validated", "cos", "sqnr_db", "batches",
+    "outputs"}."""
+    if isinstance(inputs, (torch.Tensor, tuple, Mapping)):
+        inputs = [inputs]
+    if not isinstance(inputs, list) or not inputs:
+        raise TypeError(f"validate takes example inputs: a tensor, a tuple of positional arguments, a dict of keyword arguments or a non-empty list of those, got {type(inputs).__name__}")
+    ref, got = [], []
+    modes = (model.training, qmodel.training)
+    try:
+        model.eval()
+        qmodel.eval()
+        with torch.no_grad():
+            for batch in inputs:
+                if isinstance(batch, torch.Tensor):
+                    args, kwargs = (batch,), {}
+                elif isinstance(batch, Mapping):
+                    args, kwargs = (), dict(batch)
+                elif isinstance(batch, tuple):
+                    args, kwargs = batch, {}
+                else:
+                    raise TypeError(f"validate: a batch is a tensor, a tuple or a dict, got {type(batch).__name__}")
+                a, b = _float_outputs(model(*args, **kwargs)), _float_outputs(qmodel(*args, **kwargs))
+                if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b)):
+                    raise ValueError("validate: the quantized model's outputs differ in number or shape from the float model's")
+                ref += [x.detach().reshape(-1).to("cpu", torch.float32) for x in a]
+                got += [y.detach().reshape(-1).to("cpu", torch.float32) for y in b]
+    finally:
+        model.train(modes[0])
+        qmodel.train(modes[1])
+    if not ref:
+        raise ValueError("validate: the model returned no floating-point outputs to compare")
+    r, g = torch.cat(ref), torch.cat(got)
+    if not (torch.isfinite(r).all() and torch.isfinite(g).all()):
+        raise ValueError("validate: the outputs hold NaN or Inf; the comparison cannot be made")
+    rd, gd = r.double(), g.double()
+    den = float(rd.norm() * gd.norm())
+    cos = float(rd @ gd) / den if den > 0 else (1.0 if float((rd - gd).abs().max()) == 0 else 0.0)
+    return {"validated": True, "cos": cos, "sqnr_db": _engine.sqnr(r, g), "batches": len(inputs), "outputs": int(r.numel())}
 
 
 def _warn(rep, stacklevel=2):
@@ -530,7 +636,37 @@ def plan(model_or_file, recipe=None, calibration_data=None, **options):
 # ------------------------------------------------------------------------------------------------
 # dequantize
 
+def _orig_dtype(qmod, name="weight"):
+    """The dtype the float weight had before quantization (its config entry's ``dtype``)."""
+    tc = (getattr(qmod, "_mq_tc", None) or {}).get(name) or {}
+    return {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}.get(tc.get("dtype"), torch.float32)
+
+
 def _float_module(qmod):
+    m = _float_module_f32(qmod)
+    # every tensor back in its original dtype (a BF16 model's weights come back BF16)
+    for name, p in list(m.named_parameters(recurse=False)):
+        dt = _orig_dtype(qmod, name) if name in qmod._qweights else p.dtype
+        if p.dtype != dt:
+            setattr(m, name, nn.Parameter(p.detach().to(dt), requires_grad=p.requires_grad))
+    return m
+
+
+def _float_module_f32(qmod):
+    cls = getattr(qmod, "_float_class", None)
+    if isinstance(qmod, QuantizedConv1D):
+        with torch.device("meta"):
+            m = cls(qmod.nf, qmod.nx) if cls is not None else None
+        if m is None:
+            raise ValueError("dequantize(): this QuantizedConv1D does not know its float class (transformers' Conv1D)")
+        m.weight = nn.Parameter(qmod.dequantized("weight"))
+        m.bias = nn.Parameter(qmod.bias.clone()) if qmod.bias is not None else None
+        return m
+    if isinstance(qmod, QuantizedEmbedding):
+        m = nn.Embedding(qmod.num_embeddings, qmod.embedding_dim, qmod.padding_idx, qmod.max_norm, qmod.norm_type,
+                         qmod.scale_grad_by_freq, qmod.sparse, device="meta")
+        m.weight = nn.Parameter(qmod.dequantized("weight"))
+        return m
     if isinstance(qmod, QuantizedLinear):
         m = nn.Linear(qmod.in_features, qmod.out_features, bias=qmod.bias is not None, device="meta")
         m.weight = nn.Parameter(qmod.dequantized("weight"))
@@ -552,17 +688,26 @@ def _float_module(qmod):
 
 
 def dequantize(qmodel_or_path):
-    """Returns a float32 copy of a quantized model (quantized modules → nn.Linear / nn.Conv2d /
-    nn.LSTM with the dequantized weights), or the float32 state dict of a quantized state dict
+    """Returns a float copy of a quantized model (quantized modules → nn.Linear / nn.Conv2d /
+    nn.LSTM / nn.Embedding / transformers' Conv1D with the dequantized weights, each in the dtype
+    it had before quantization; tied weights tied again), or the float32 state dict of a quantized state dict
     or quantized checkpoint file."""
     if isinstance(qmodel_or_path, nn.Module):
         out = copy.deepcopy(qmodel_or_path)
         if isinstance(out, QUANTIZED_TYPES):
             return _float_module(out)
+        floats = {}
         for name, mod in list(out.named_modules()):
             if isinstance(mod, QUANTIZED_TYPES):
-                _set_module(out, name, _float_module(mod))
-        out.__dict__.pop("_monoquant_handle", None)  # a float model has no quantized snapshot
+                floats[name] = _float_module(mod)
+                _set_module(out, name, floats[name])
+        # tied tensors (the config's aliases) share one Parameter again
+        params = dict(out.named_parameters(remove_duplicate=False))
+        for a, s in (out.__dict__.get("_monoquant_file") or {}).get("aliases", {}).items():
+            if a in params and s in params and params[a] is not params[s] and params[a].shape == params[s].shape:
+                mod_name, _, pname = a.rpartition(".")
+                setattr(out.get_submodule(mod_name) if mod_name else out, pname, params[s])
+        out.__dict__.pop("_monoquant_file", None)  # a float model has no quantization config
         out.__dict__.pop("monoquant_report", None)
         return out
     from .files import dequantize_file_or_state_dict

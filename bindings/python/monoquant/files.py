@@ -106,8 +106,11 @@ def build_quantized(model, tensors, config, strict=True, inplace=False):
     itself) from stored tensors and config."""
     from ._errors import FormatError, UnsupportedError
 
+    tensors = OrderedDict(tensors)
+    tcs = dict(config.get("tensors", {}))
+    _resolve_aliases(model, tensors, tcs, config.get("aliases") or {})
     by_layer = OrderedDict()
-    for tname, tc in config.get("tensors", {}).items():
+    for tname, tc in tcs.items():
         by_layer.setdefault(tc.get("layer", ""), []).append((tname, tc))
     acts = config.get("activations", {}) or {}
     replaced = {}
@@ -156,6 +159,9 @@ def build_quantized(model, tensors, config, strict=True, inplace=False):
         else:
             qmod = QuantizedLinear(mod.in_features, mod.out_features, qts["weight"], mod.bias, activation, iq)
         qmod._float_class = type(mod)
+        # What save() writes for this layer, as the config said it (docs/FORMAT.md)
+        qmod._mq_tc = {(tname[len(layer) + 1:] if layer else tname): {k: v for k, v in tc.items() if k != "layer"} for tname, tc in items}
+        qmod._mq_act = acts.get(layer)
         replaced[layer] = qmod
     if "" in replaced:
         out = replaced[""]
@@ -178,8 +184,41 @@ def build_quantized(model, tensors, config, strict=True, inplace=False):
             p = layer + "." if layer else ""
             full[p + "input_scale"] = replaced[layer].input_scale
             full[p + "input_zero_point"] = replaced[layer].input_zero_point
-    out.load_state_dict(full, strict=strict)
+    out.load_state_dict(full, strict=strict, assign=_has_meta(out))
     return out
+
+
+def _has_meta(model):
+    return any(t.device.type == "meta" for t in model.state_dict(keep_vars=True).values() if isinstance(t, torch.Tensor))
+
+
+_LAYER_TYPE_OF = {QuantizedLinear: "linear", QuantizedConv1D: "linear", QuantizedConv2d: "conv2d", QuantizedLSTM: "lstm",
+                  QuantizedEmbedding: "embedding"}
+
+
+def _resolve_aliases(model, tensors, tcs, aliases):
+    """Gives every alias of a config's ``aliases`` (name → stored name: tied tensors stored
+    once) the stored tensors, and, when the stored one is quantized, its config entry for the
+    alias's own module (its layer type is the module's)."""
+    from ._errors import FormatError
+
+    for alias, stored in aliases.items():
+        if not isinstance(alias, str) or not isinstance(stored, str) or stored not in tensors:
+            raise FormatError(f"load(): alias {alias!r} names {stored!r}, which the checkpoint does not store")
+        tensors[alias] = tensors[stored]
+        tc = tcs.get(stored)
+        if tc is None:
+            continue
+        for suffix in (".scale", ".zero_point"):
+            if stored + suffix in tensors:
+                tensors[alias + suffix] = tensors[stored + suffix]
+        layer = alias.rsplit(".", 1)[0] if "." in alias else ""
+        try:
+            mod = _get_module(model, layer)
+        except AttributeError:
+            raise ValueError(f"load(): the checkpoint ties {alias!r} to {stored!r} but the model has no module {layer!r}") from None
+        want = quantized_class_for(mod)
+        tcs[alias] = dict(tc, layer=layer, layer_type=_LAYER_TYPE_OF.get(want, tc.get("layer_type")))
 
 
 def dequantize_state_dict(sd, config):
@@ -201,31 +240,152 @@ def dequantize_state_dict(sd, config):
 # Public functions
 
 def _handle_of(obj):
-    h = obj.__dict__.get("_monoquant_handle") if isinstance(obj, nn.Module) else getattr(obj, "handle", None)
+    h = getattr(obj, "handle", None)
     if h is None or h.closed:
-        raise ValueError(
-            "save() writes the engine's snapshot of a quantized model, and this object has none: save the model "
-            "returned by monoquant.quantize() or monoquant.load() (a copy made with copy.deepcopy keeps it; one "
-            "rebuilt from torch.save/torch.load does not)"
-        )
+        raise ValueError("save() writes the engine's result of a QuantizedStateDict, and this one has none: save the one "
+                         "returned by monoquant.quantize() or monoquant.load()")
     return h
 
 
-def save(obj, path):
-    """Writes a quantized model (as ``monoquant.quantize``/``load`` returned it) or a
-    QuantizedStateDict to ``path``: ``.safetensors``, or a torch zip file for ``.pt``/``.pth``
-    (readable with ``torch.load(weights_only=True)``), in the format of docs/FORMAT.md. The
-    engine writes a temporary file in the same folder (unnamed until then where the file system
-    supports O_TMPFILE, so a killed process leaves nothing) and renames it into place.
+_DTYPE_NAMES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 
-    What is written is the engine's snapshot of the quantization result: the stored weights and
-    qparams and every other tensor the model had when it was quantized or loaded.
+
+def tied_groups(model):
+    """Groups of state-dict names of ``model`` that share one storage (the same Parameter or
+    the same memory: same data pointer, offset, shape, strides and dtype), each in state-dict
+    order; found by identity, never by value."""
+    seen = OrderedDict()
+    for name, t in model.state_dict(keep_vars=True).items():
+        if not isinstance(t, torch.Tensor) or t.device.type == "meta" or t.numel() == 0:
+            continue
+        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+        seen.setdefault(key, []).append(name)
+    return [names for names in seen.values() if len(names) > 1]
+
+
+def attach_file_state(out, config, metadata, order):
+    """Keeps what save() needs to write ``out`` as it is at save time: the config's fields
+    other than the per-layer ones, the other metadata entries, the tensor order, the tied
+    names."""
+    metadata = dict(metadata)
+    if METADATA_KEY in metadata and json.loads(metadata[METADATA_KEY]) != config:
+        del metadata[METADATA_KEY]  # the config was changed here (tied tensors): written anew
+    out.__dict__["_monoquant_file"] = {"config": config, "metadata": metadata, "order": list(order),
+                                       "aliases": dict(config.get("aliases") or {})}
+
+
+def _same(a, b):
+    return a is b or (a.dtype == b.dtype and a.shape == b.shape and a.device == b.device and torch.equal(a, b))
+
+
+def _still_tied(sd, a, s):
+    if a not in sd or s not in sd:
+        return False
+    for x in ("", ".scale", ".zero_point"):
+        if (a + x in sd) != (s + x in sd) or (a + x in sd and not _same(sd[a + x], sd[s + x])):
+            return False
+    return True
+
+
+def live_checkpoint(model):
+    """(tensors, metadata) of a quantized model as it is now: every quantized layer's stored
+    values and qparams with its config entry, every other tensor of its state dict, tied
+    tensors stored once (config ``aliases``)."""
+    from ._errors import FormatError
+
+    st = model.__dict__.get("_monoquant_file")
+    if st is None:
+        raise ValueError("save() needs a model that monoquant.quantize() or monoquant.load() returned (or a copy of one); "
+                         "this one has quantized layers but no monoquant config")
+    sd = model.state_dict()
+    tcs, acts, modes = {}, {}, set()
+    for name, mod in model.named_modules():
+        if not isinstance(mod, QUANTIZED_TYPES):
+            continue
+        tc_of = getattr(mod, "_mq_tc", None)
+        if tc_of is None:
+            raise ValueError(f"save(): quantized layer {name!r} was not made by monoquant.quantize() or load(), so its config is unknown")
+        p = name + "." if name else ""
+        for wname, tc in tc_of.items():
+            tcs[p + wname] = dict(tc, layer=name)
+            if tc.get("activations"):
+                modes.add(tc["activations"])
+        if mod.activation == "static":
+            a = dict(mod._mq_act or {})
+            s, z = mod.input_scale.reshape(-1), mod.input_zero_point.reshape(-1)
+            if not a.get("scale") or torch.tensor(a["scale"], dtype=torch.float32).reshape(-1).tolist() != s.tolist():
+                a["scale"] = [float(v) for v in s]
+            if a.get("zero_point") != [int(v) for v in z]:
+                a["zero_point"] = [int(v) for v in z]
+            acts[name] = a
+            sd.pop(p + "input_scale", None)
+            sd.pop(p + "input_zero_point", None)
+    if not tcs:
+        raise ValueError("the model has no quantized layers; run monoquant.quantize first")
+    # Tied tensors: the ones quantize()/load() tied that are still equal, and float tensors
+    # that share storage now; each stored once, under its first name.
+    aliases = {}
+    for a, s in st["aliases"].items():
+        if _still_tied(sd, a, s):
+            aliases[a] = s
+    for group in tied_groups(model):
+        for a in group[1:]:
+            if a in sd and group[0] in sd and a not in tcs and group[0] not in tcs:
+                aliases.setdefault(a, group[0])
+    for a in aliases:
+        for x in ("", ".scale", ".zero_point"):
+            sd.pop(a + x, None)
+        tcs.pop(a, None)
+    order = {n: i for i, n in enumerate(st["order"])}
+    names = sorted(sd, key=lambda n: (order.get(n, len(order)), 0))
+    old = st["config"]
+    config = {k: v for k, v in old.items() if k not in ("tensors", "activations", "aliases")}
+    if "mode" in old and modes:
+        config["mode"] = modes.pop() if len(modes) == 1 else "mixed"
+    config["tensors"] = {n: tcs[n] for n in names if n in tcs}
+    if acts or "activations" in old:
+        config["activations"] = acts
+    if aliases:
+        config["aliases"] = aliases
+    config = {k: config[k] for k in list(old) + [k for k in config if k not in old] if k in config}
+    meta = dict(st["metadata"])
+    if config != old or METADATA_KEY not in meta:
+        meta[METADATA_KEY] = json.dumps(config, separators=(",", ":"), ensure_ascii=False)
+    missing = [n for n in config["tensors"] if n not in sd]
+    if missing:
+        raise FormatError(f"save(): quantized tensors {missing[:3]} are not in the model's state dict")
+    return OrderedDict((n, sd[n]) for n in names), meta
+
+
+def save(obj, path):
+    """Writes a quantized model or a QuantizedStateDict to ``path``: ``.safetensors``, or a
+    torch zip file for ``.pt``/``.pth`` (readable with ``torch.load(weights_only=True)``), in
+    the format of docs/FORMAT.md. The engine writes a temporary file in the same folder
+    (unnamed until then where the file system supports O_TMPFILE, so a killed process leaves
+    nothing) and renames it into place.
+
+    A model is written as it is at the time of the call: its quantized layers' stored values,
+    qparams and config, and every other tensor of its state dict, after any change made since
+    quantize()/load() (a layer replaced, a parameter edited, ``.to(dtype)``). Tensors that share
+    storage (tied embeddings and heads) are stored once and named in the config's ``aliases``;
+    ``load`` ties them again. A model quantized by ``monoquant.quantize`` and saved unchanged
+    gives the same bytes as ``quantize_file``/the CLI for the same input and options.
     """
     path = _check_path(path)
     if isinstance(obj, nn.Module):
         if not any(isinstance(m, QUANTIZED_TYPES) for m in obj.modules()):
-            raise ValueError("the model has no quantized layers (QuantizedLinear, QuantizedConv2d, QuantizedLSTM); run monoquant.quantize first")
-    elif isinstance(obj, QuantizedStateDict):
+            raise ValueError("the model has no quantized layers (QuantizedLinear, QuantizedConv1D, QuantizedConv2d, QuantizedLSTM, QuantizedEmbedding); run monoquant.quantize first")
+        tensors, metadata = live_checkpoint(obj)
+        with _model.ModelHandle.new() as h:
+            for name, t in tensors.items():
+                h.add_tensor(name, t)
+            for k, v in metadata.items():
+                if k != METADATA_KEY:
+                    h.set_metadata(k, v)
+            h.set_config(metadata[METADATA_KEY])
+            h.save(path)
+        return
+    if isinstance(obj, QuantizedStateDict):
         pass
     elif isinstance(obj, Mapping):
         raise TypeError("save() takes a quantized model or the QuantizedStateDict that quantize()/load() return; a plain dict has no quantization config")
@@ -234,16 +394,57 @@ def save(obj, path):
     _handle_of(obj).save(path)
 
 
+class _ParamsOnMeta:
+    """Within it, new modules register their parameters on the meta device (no memory) and
+    their buffers where they are made, as accelerate's init_empty_weights does."""
+
+    def __enter__(self):
+        self._orig = nn.Module.register_parameter
+
+        def register(mod, name, param):
+            if param is not None and param.device.type != "meta":
+                param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+            self._orig(mod, name, param)
+
+        nn.Module.register_parameter = register
+        return self
+
+    def __exit__(self, *exc):
+        nn.Module.register_parameter = self._orig
+        return False
+
+
 def load(path, model=None, strict=True):
     """Reads a quantized checkpoint (any file monoquant or its CLI wrote).
 
-    With ``model`` (a float model of the same architecture, e.g. freshly constructed), returns a
-    runnable quantized copy of it whose quantized layers hold the file's values; the float
-    model is left unchanged. Without it, returns a QuantizedStateDict.
+    Args:
+        path: the .safetensors / .pt file.
+        model: the model to load into, as one of
+            * a float model of the same architecture: it is left unchanged, and a runnable
+              quantized copy holding the file's values is returned;
+            * a skeleton on the ``meta`` device (``with torch.device("meta"): model = Net()``,
+              or accelerate's ``init_empty_weights()``): only the file's tensors are
+              materialised — the quantized layers and the float tensors left — and no float
+              weight is ever allocated; buffers that are not in files (non-persistent ones)
+              must be real, as init_empty_weights leaves them;
+            * a module factory (a class or a function taking no arguments): it is called with
+              its parameters created on the meta device and its buffers real, then loaded as a
+              skeleton.
+            Without it, a QuantizedStateDict is returned.
+        strict: every tensor of the model must be in the file and the other way round.
+
+    Tensors the file stores once for several names (``aliases``: tied embeddings and heads)
+    are tied again: the names share the one loaded tensor.
     """
     path = _check_path(path)
     if model is not None and not isinstance(model, nn.Module):
-        raise TypeError(f"load(model=...) takes a float nn.Module skeleton, got {type(model).__name__}")
+        if callable(model):
+            with _ParamsOnMeta():
+                model = model()
+            if not isinstance(model, nn.Module):
+                raise TypeError(f"load(model=...): the factory returned a {type(model).__name__}, not an nn.Module")
+        else:
+            raise TypeError(f"load(model=...) takes a float nn.Module skeleton or a factory of one, got {type(model).__name__}")
     h = _model.ModelHandle.load(path)
     try:
         metadata = h.metadata()
@@ -252,16 +453,26 @@ def load(path, model=None, strict=True):
 
             raise FormatError(f"{path} is not a monoquant quantized checkpoint (no {METADATA_KEY!r} metadata): quantize it first")
         config = json.loads(metadata[METADATA_KEY])
-        tensors = h.tensors()
         if model is None:
-            sd = QuantizedStateDict(tensors, config=config)
+            sd = QuantizedStateDict(h.tensors(), config=config)
             sd.handle = h
             return sd
-        out = build_quantized(model, tensors, config, strict=strict)
-    except BaseException:
-        h.close()
-        raise
-    out.__dict__["_monoquant_handle"] = h
+        infos = h.infos()
+        tensors = OrderedDict()
+        for name, dt, shape, nbytes in infos:
+            tensors[name] = h.read(name, dt, shape, nbytes)
+    finally:
+        if model is not None:
+            h.close()  # every tensor is copied out: the engine's copy goes now
+    out = build_quantized(model, tensors, config, strict=strict)
+    del tensors
+    left = [n for n, t in out.state_dict(keep_vars=True).items() if isinstance(t, torch.Tensor) and t.device.type == "meta"]
+    left += [n for n, b in out.named_buffers() if b.device.type == "meta" and n not in left]
+    if left:
+        raise ValueError(f"load(): {len(left)} tensors of the skeleton are still on the meta device after loading ({', '.join(left[:3])}"
+                         f"{', ...' if len(left) > 3 else ''}): the file does not hold them; build the skeleton with its buffers real "
+                         f"(accelerate's init_empty_weights, or pass a module factory: load(path, MyModel))")
+    attach_file_state(out, config, metadata, [n for n, *_ in infos])
     return out
 
 

@@ -82,6 +82,17 @@ class _QuantizedWeights(nn.Module):
         self.register_buffer(name + "_scale", qt.scale)
         self.register_buffer(name + "_zero_point", qt.zero_point)
 
+    def _apply(self, fn, recurse=True):
+        # .to(dtype)/.half()/.bfloat16()/.float(): the stored values and qparams keep their
+        # dtypes and only move between devices; every other buffer (biases, float weights a
+        # rule left alone) takes whatever fn does. The compute dtype follows the input's.
+        dev = fn(torch.empty(0)).device
+        keep = {n + s for n in self._qweights for s in ("_q", "_scale", "_zero_point")} | {"input_scale", "input_zero_point"}
+        for name, b in list(self._buffers.items()):
+            if b is not None:
+                self._buffers[name] = b.to(dev) if name in keep else fn(b)
+        return self
+
     def qtensor(self, name="weight"):
         """The QTensor of a quantized weight (views of this module's buffers, no copy)."""
         spec, _shape, qshape = self._qweights[name]
@@ -144,6 +155,10 @@ class _QuantizedWeights(nn.Module):
                     continue
                 src = state_dict[prefix + key]
                 cur = getattr(self, attr)
+                if cur.device.type == "meta" and src.dtype == cur.dtype and src.numel() == cur.numel():
+                    if attr in self._buffers:  # a skeleton on the meta device: take the loaded values
+                        self._buffers[attr] = src.detach().reshape(cur.shape).clone()
+                    continue
                 if src.dtype != cur.dtype or src.numel() != cur.numel():
                     error_msgs.append(f"{prefix + key}: got {src.dtype} {list(src.shape)}, expected {cur.dtype} {list(cur.shape)}")
                     continue
@@ -166,6 +181,9 @@ class _QuantizedWeights(nn.Module):
             src = state_dict[key]
             if src.shape != t.shape:
                 error_msgs.append(f"{key}: shape {list(src.shape)} does not match {list(t.shape)}")
+                continue
+            if t.device.type == "meta":  # a skeleton on the meta device: take the loaded values
+                self._buffers[name] = src.detach().clone()
                 continue
             with torch.no_grad():
                 t.copy_(src)
@@ -193,7 +211,8 @@ def _like(x, t):
 
 
 def _bias_buffer(mod, b):
-    mod.register_buffer("bias", None if b is None else b.detach().to(torch.float32).clone())
+    # The bias keeps its dtype (a BF16 model's bias stays BF16, as in its files); the kernels cast.
+    mod.register_buffer("bias", None if b is None else b.detach().clone())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -319,7 +338,7 @@ class QuantizedLinear(_QuantizedWeights):
         scale, zp = self.weight_scale, self.weight_zero_point
         if self.kernel.startswith("fbgemm"):
             # fbgemm adds the bias in its output pass (as torch.ao's layers do): pack it in.
-            b = None if self.bias is None else self.bias.detach().to(torch.float32)
+            b = None if self.bias is None or self.bias.device.type == "meta" else self.bias.detach().to(torch.float32)
             self._packed = _kernels.PackedInt8(data.reshape(n, k), scale, zp, spec.granularity == "per_channel", b)
         elif self.kernel == "int8pack":
             self._kbuf("_stored_q", data.reshape(n, k))
@@ -460,7 +479,9 @@ class QuantizedLinear(_QuantizedWeights):
         if key in state_dict and len(error_msgs) == before:
             spec = self._qweights["weight"][0]
             shape = spec.data_shape((self.out_features, self.in_features))
-            self._set_stored(state_dict[key].detach().reshape(shape).to(self.weight_q.device).clone())
+            dev = self.weight_q.device
+            src = state_dict[key].detach()
+            self._set_stored(src.reshape(shape).to(src.device if dev.type == "meta" else dev).clone())
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
@@ -537,7 +558,7 @@ class QuantizedLSTM(_QuantizedWeights):
             if name in qweights:
                 self._add_weight(name, qweights[name], tuple(p.shape))
             else:  # biases, and weights a skip or a rule left in float
-                self.register_buffer(name, p.detach().to(torch.float32).clone())
+                self.register_buffer(name, p.detach().clone())
 
     @classmethod
     def from_float(cls, mod, spec, activation="dynamic", input_qparams=None):
@@ -687,7 +708,9 @@ class QuantizedConv1D(QuantizedLinear):
     def _file_q(self):
         """The stored values in the file's layout, [in, out]."""
         q = self.weight_q
-        return q.reshape(self.nf, self.nx).t().contiguous() if self._as_linear else q
+        if self._as_linear:
+            return q.reshape(self.nf, self.nx).t().contiguous()
+        return q.reshape(self._file_spec.data_shape((self.nx, self.nf)))
 
     def float_weight(self, dtype=torch.float32):
         """The dequantized weight as the kernel sees it, [out, in], in ``dtype``."""
