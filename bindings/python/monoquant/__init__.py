@@ -35,7 +35,7 @@ from ._errors import (
 from .api import Plan, Report, defaults, dequantize, plan, quantize, quantize_file, record_activations, report, sqnr
 from .files import QuantizedStateDict, load, save
 from .search import BenchmarkResult, SearchResult, SearchResults, benchmark, search
-from .nn import QuantizedConv2d, QuantizedLinear, QuantizedLSTM
+from .nn import QuantizedConv1D, QuantizedConv2d, QuantizedEmbedding, QuantizedLinear, QuantizedLSTM
 from .observers import (
     HistogramObserver,
     MinMaxObserver,
@@ -76,6 +76,8 @@ __all__ = [
     "QuantizedLinear",
     "QuantizedConv2d",
     "QuantizedLSTM",
+    "QuantizedConv1D",
+    "QuantizedEmbedding",
     "MinMaxObserver",
     "MovingAverageMinMaxObserver",
     "HistogramObserver",

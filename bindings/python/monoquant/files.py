@@ -108,7 +108,16 @@ def build_quantized(model, tensors, config, strict=True, inplace=False):
 
     tensors = OrderedDict(tensors)
     tcs = dict(config.get("tensors", {}))
-    _resolve_aliases(model, tensors, tcs, config.get("aliases") or {})
+    aliases = dict(config.get("aliases") or {})
+    # Names the model ties (one Parameter) that the file stores under one of them only, as
+    # Hugging Face's save_pretrained does for a tied head: they read that one.
+    for group in tied_groups(model):
+        present = [n for n in group if n in tensors]
+        if present:
+            for n in group:
+                if n not in tensors and n not in aliases:
+                    aliases[n] = present[0]
+    _resolve_aliases(model, tensors, tcs, aliases)
     by_layer = OrderedDict()
     for tname, tc in tcs.items():
         by_layer.setdefault(tc.get("layer", ""), []).append((tname, tc))
@@ -256,9 +265,12 @@ def tied_groups(model):
     order; found by identity, never by value."""
     seen = OrderedDict()
     for name, t in model.state_dict(keep_vars=True).items():
-        if not isinstance(t, torch.Tensor) or t.device.type == "meta" or t.numel() == 0:
+        if not isinstance(t, torch.Tensor) or t.numel() == 0:
             continue
-        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+        if t.device.type == "meta":
+            key = ("meta", id(t))  # no memory to compare: the same Parameter object
+        else:
+            key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
         seen.setdefault(key, []).append(name)
     return [names for names in seen.values() if len(names) > 1]
 
@@ -328,9 +340,13 @@ def live_checkpoint(model):
     for a, s in st["aliases"].items():
         if _still_tied(sd, a, s):
             aliases[a] = s
+    def qparts(n):  # a quantized tensor or one of its qparams
+        base = n[: -len(".scale")] if n.endswith(".scale") else n[: -len(".zero_point")] if n.endswith(".zero_point") else n
+        return base in tcs or base in aliases
+
     for group in tied_groups(model):
         for a in group[1:]:
-            if a in sd and group[0] in sd and a not in tcs and group[0] not in tcs:
+            if a in sd and group[0] in sd and not qparts(a) and not qparts(group[0]):
                 aliases.setdefault(a, group[0])
     for a in aliases:
         for x in ("", ".scale", ".zero_point"):
