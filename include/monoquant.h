@@ -670,6 +670,14 @@ MQ_API int mq_model_free(mq_model* m);
  * quantized m; MQ_EFORMAT for a config that does not match the tensors (m is unchanged). */
 MQ_API int mq_model_set_config(mq_model* m, const char* config_json);
 
+/* Opens a quantized checkpoint (a file monoquant wrote) as a read-only quantized model without
+ * reading its tensors into memory: the config, scales and zero points are checked as by
+ * mq_model_load, and mq_model_tensor_read then copies each tensor straight from the file into
+ * the caller's buffer (a loader holds the tensors once, in its own memory). The file must stay
+ * as it is until mq_model_free, which closes it; a file truncated meanwhile makes reads fail
+ * with MQ_EIO (never a crash). Errors as mq_model_load; a float checkpoint is MQ_EFORMAT. */
+MQ_API int mq_model_open(mq_model** out, const char* path);
+
 /* --------------------------------------------------------------------------------------------------
  * Search: evolve per-layer recipes toward the Pareto front of the caller's objectives (an ask/tell
  * NSGA-II engine; docs/SEARCH.md). The caller asks for a candidate recipe, quantizes it (e.g.

@@ -3,15 +3,17 @@
 #   make wheel          build/dist/monoquant-<v>-py3-none-<platform>.whl carrying libmonoquant.so
 #   make bench-python   quantize() vs torch quantize_dynamic, HistogramObserver vs torch's; run-time
 #                       speed and resident memory of quantized models (bench/bench_kernels.py)
+#   make bench-load     peak RSS of monoquant.load into a meta skeleton / factory vs the file size
+#                       (bench/bench_load.py; needs transformers, a test-only package)
 
 PY_PKG      := bindings/python
 PY_SOURCES  := $(shell find $(PY_PKG)/monoquant -name '*.py' 2>/dev/null) $(PY_PKG)/pyproject.toml $(PY_PKG)/setup.py
 WHEEL_STAGE := $(BUILD)/wheel-src
 WHEEL_DIR   := $(BUILD)/dist
 
-.PHONY: test-python wheel bench-python
+.PHONY: test-python wheel bench-python bench-load
 TEST_TARGETS  += test-python
-BENCH_TARGETS += bench-python
+BENCH_TARGETS += bench-python bench-load
 
 test-python: venv lib wheel
 	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so MONOQUANT_WHEEL_DIR=$(CURDIR)/$(WHEEL_DIR) \
@@ -31,3 +33,6 @@ wheel: $(BUILD)/libmonoquant.so $(PY_SOURCES) venv
 bench-python: venv lib
 	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so $(PY) $(PY_PKG)/bench/bench_python.py
 	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so $(PY) $(PY_PKG)/bench/bench_kernels.py
+
+bench-load: venv lib
+	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so $(PY) $(PY_PKG)/bench/bench_load.py

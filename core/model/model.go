@@ -160,7 +160,9 @@ func (m *Model) SetHessian(layer string, h *tensor.Tensor) {
 type Result struct {
 	Report *Report
 	Config *Config
-	ck     *memCheckpoint
+	// ck is the in-memory checkpoint of a quantization or LoadResult, or the open file of
+	// OpenResult (closed by Close).
+	ck checkpoint.Reader
 }
 
 // Entries lists the stored tensors in order (<name>, <name>.scale, <name>.zero_point, …).
@@ -170,7 +172,11 @@ func (r *Result) Entries() []checkpoint.Entry { return r.ck.Entries() }
 func (r *Result) Tensor(name string) (*tensor.Tensor, error) { return r.ck.Tensor(name) }
 
 // Metadata returns the metadata a saved file carries, with the config under "monoquant".
-func (r *Result) Metadata() map[string]string { return maps.Clone(r.ck.metadata) }
+func (r *Result) Metadata() map[string]string { return maps.Clone(r.ck.Metadata()) }
+
+// Close releases the file of a result from OpenResult (its tensors cannot be read afterwards);
+// for results in memory it does nothing. Closing twice is harmless.
+func (r *Result) Close() error { return r.ck.Close() }
 
 // Reader views the result as a checkpoint.
 func (r *Result) Reader() checkpoint.Reader { return r.ck }

@@ -154,6 +154,14 @@ class ModelHandle(Handle):
         check(_lib.mq_model_load(ctypes.byref(h._h), _b(os.fspath(path))), "mq_model_load")
         return h
 
+    @classmethod
+    def open(cls, path):
+        """mq_model_open: a quantized checkpoint checked but not read; read() copies each
+        tensor straight from the file."""
+        h = cls()
+        check(_lib.mq_model_open(ctypes.byref(h._h), _b(os.fspath(path))), "mq_model_open")
+        return h
+
     def add_tensor(self, name, t):
         """Adds t by pointer (a dense CPU tensor is borrowed as is; others are copied once here)."""
         if not isinstance(t, torch.Tensor):

@@ -101,12 +101,16 @@ def _get_module(root, name):
     return root if name == "" else root.get_submodule(name)
 
 
-def build_quantized(model, tensors, config, strict=True, inplace=False):
+def build_quantized(model, tensors, config, strict=True, inplace=False, consume=False):
     """A runnable quantized copy of the float skeleton ``model`` (or, with ``inplace``, the model
-    itself) from stored tensors and config."""
+    itself) from stored tensors and config. With ``consume``, ``tensors`` (the caller's dict) is
+    emptied as the layers take their tensors, so a loaded file is held once."""
     from ._errors import FormatError, UnsupportedError
 
+    given = tensors
     tensors = OrderedDict(tensors)
+    if consume:
+        given.clear()
     tcs = dict(config.get("tensors", {}))
     aliases = dict(config.get("aliases") or {})
     # Names the model ties (one Parameter) that the file stores under one of them only, as
@@ -172,6 +176,12 @@ def build_quantized(model, tensors, config, strict=True, inplace=False):
         qmod._mq_tc = {(tname[len(layer) + 1:] if layer else tname): {k: v for k, v in tc.items() if k != "layer"} for tname, tc in items}
         qmod._mq_act = acts.get(layer)
         replaced[layer] = qmod
+        if consume:
+            # the layer holds its own form of these now (the kernel's packing): let go of the file's
+            for tname, _tc in items:
+                for x in ("", ".scale", ".zero_point"):
+                    tensors.pop(tname + x, None)
+            del qts
     if "" in replaced:
         out = replaced[""]
     else:
@@ -187,13 +197,29 @@ def build_quantized(model, tensors, config, strict=True, inplace=False):
             # The copy takes the quantized layers in place of the float ones instead of copying
             # float weights only to drop them (a large model's weights would briefly double).
             out = copy.deepcopy(model, dict(swap))
-    full = OrderedDict(tensors)
+    full = tensors
     for layer in acts:
         if layer in replaced:
             p = layer + "." if layer else ""
             full[p + "input_scale"] = replaced[layer].input_scale
             full[p + "input_zero_point"] = replaced[layer].input_zero_point
-    out.load_state_dict(full, strict=strict, assign=_has_meta(out))
+    if not consume:
+        out.load_state_dict(full, strict=strict, assign=_has_meta(out))
+        return out
+    # The quantized layers were built from the file's tensors: load the rest, then check as
+    # strict loading would, counting the layers' stored tensors as loaded.
+    res = out.load_state_dict(full, strict=False, assign=_has_meta(out))
+    taken = set()
+    for tname, tc in tcs.items():
+        taken.update((tname, tname + ".scale", tname + ".zero_point"))
+    missing = [k for k in res.missing_keys if k not in taken]
+    if strict and (missing or res.unexpected_keys):
+        msg = []
+        if missing:
+            msg.append(f"missing keys {missing[:5]}")
+        if res.unexpected_keys:
+            msg.append(f"unexpected keys {res.unexpected_keys[:5]}")
+        raise RuntimeError(f"load(): the checkpoint does not fit the model: {'; '.join(msg)}")
     return out
 
 
@@ -257,6 +283,13 @@ def _handle_of(obj):
 
 
 _DTYPE_NAMES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+
+
+def _check_quantized(path, metadata):
+    if METADATA_KEY not in metadata:
+        from ._errors import FormatError
+
+        raise FormatError(f"{path} is not a monoquant quantized checkpoint (no {METADATA_KEY!r} metadata): quantize it first")
 
 
 def tied_groups(model):
@@ -461,27 +494,35 @@ def load(path, model=None, strict=True):
                 raise TypeError(f"load(model=...): the factory returned a {type(model).__name__}, not an nn.Module")
         else:
             raise TypeError(f"load(model=...) takes a float nn.Module skeleton or a factory of one, got {type(model).__name__}")
-    h = _model.ModelHandle.load(path)
-    try:
-        metadata = h.metadata()
-        if METADATA_KEY not in metadata:
-            from ._errors import FormatError
+    if model is None:
+        h = _model.ModelHandle.load(path)
+        try:
+            metadata = h.metadata()
+            _check_quantized(path, metadata)
+            sd = QuantizedStateDict(h.tensors(), config=json.loads(metadata[METADATA_KEY]))
+        except BaseException:
+            h.close()
+            raise
+        sd.handle = h
+        return sd
+    # The engine checks the file and hands each tensor straight from it into torch's memory:
+    # the tensors are held once, and each quantized layer's go once it has taken them.
+    from ._errors import FormatError
 
-            raise FormatError(f"{path} is not a monoquant quantized checkpoint (no {METADATA_KEY!r} metadata): quantize it first")
+    try:
+        h = _model.ModelHandle.open(path)
+    except FormatError as e:
+        if "not a monoquant checkpoint" in str(e):
+            raise FormatError(f"{path} is not a monoquant quantized checkpoint (no {METADATA_KEY!r} metadata): quantize it first") from None
+        raise
+    with h:
+        metadata = h.metadata()
         config = json.loads(metadata[METADATA_KEY])
-        if model is None:
-            sd = QuantizedStateDict(h.tensors(), config=config)
-            sd.handle = h
-            return sd
         infos = h.infos()
         tensors = OrderedDict()
         for name, dt, shape, nbytes in infos:
             tensors[name] = h.read(name, dt, shape, nbytes)
-    finally:
-        if model is not None:
-            h.close()  # every tensor is copied out: the engine's copy goes now
-    out = build_quantized(model, tensors, config, strict=strict)
-    del tensors
+    out = build_quantized(model, tensors, config, strict=strict, consume=True)
     left = [n for n, t in out.state_dict(keep_vars=True).items() if isinstance(t, torch.Tensor) and t.device.type == "meta"]
     left += [n for n, b in out.named_buffers() if b.device.type == "meta" and n not in left]
     if left:
