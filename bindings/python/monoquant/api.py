@@ -309,7 +309,9 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
 
     Args:
         model: an ``nn.Module`` (its selected layers are replaced by QuantizedLinear /
-            QuantizedConv2d / QuantizedLSTM) or a state dict (a mapping of names to tensors;
+            QuantizedConv1D (transformers' Conv1D) / QuantizedConv2d / QuantizedLSTM /
+            QuantizedEmbedding; layers the options select that none of these runs stay float,
+            with a ``left_in_float`` warning) or a state dict (a mapping of names to tensors;
             returns a ``QuantizedStateDict``, layers found by the engine from names and shapes).
         bits: 8 → INT8 per-channel weights (the default); 4 → INT4 group-wise (``group_size``
             values per scale along each row); 16 → FP16 (or ``dtype="bf16"``).

@@ -11,6 +11,9 @@ call runs:
   docs/kernels.md has the table and the measurements behind it.
 * ``QuantizedConv2d`` and ``QuantizedLSTM`` (``kernel="dequant"``) dequantize their weights
   inside each call and use ``F.conv2d`` / torch's LSTM kernel.
+* ``QuantizedConv1D`` stands in for transformers' ``Conv1D`` (GPT-2; weight stored [in, out],
+  quantized along axis 1) and runs on QuantizedLinear's kernels from a transposed copy;
+  ``QuantizedEmbedding`` (opt-in) looks up int8 rows and scales them (docs/models.md).
 
 ``activation`` says what happens to the module's input:
 
