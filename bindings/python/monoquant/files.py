@@ -10,7 +10,7 @@ dequantizes; this module converts between that form and live modules.
 import copy
 import json
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 
 import torch
 import torch.nn as nn
@@ -103,14 +103,13 @@ def _get_module(root, name):
 
 def build_quantized(model, tensors, config, strict=True, inplace=False, consume=False):
     """A runnable quantized copy of the float skeleton ``model`` (or, with ``inplace``, the model
-    itself) from stored tensors and config. With ``consume``, ``tensors`` (the caller's dict) is
-    emptied as the layers take their tensors, so a loaded file is held once."""
+    itself) from stored tensors and config. With ``consume``, ``tensors`` (the caller's mapping,
+    e.g. a _FileTensors reading on demand) is emptied as the layers take their tensors, so a
+    loaded file is held once."""
     from ._errors import FormatError, UnsupportedError
 
-    given = tensors
-    tensors = OrderedDict(tensors)
-    if consume:
-        given.clear()
+    if not consume:
+        tensors = OrderedDict(tensors)
     tcs = dict(config.get("tensors", {}))
     aliases = dict(config.get("aliases") or {})
     # Names the model ties (one Parameter) that the file stores under one of them only, as
@@ -223,8 +222,15 @@ def build_quantized(model, tensors, config, strict=True, inplace=False, consume=
     return out
 
 
+def _meta_tensors(model):
+    """Names of the parameters and buffers of ``model`` still on the meta device (without
+    building a state dict: that would unpack every packed quantized weight at once)."""
+    out = [n for n, p in model.named_parameters(remove_duplicate=False) if p.device.type == "meta"]
+    return out + [n for n, b in model.named_buffers(remove_duplicate=False) if b is not None and b.device.type == "meta"]
+
+
 def _has_meta(model):
-    return any(t.device.type == "meta" for t in model.state_dict(keep_vars=True).values() if isinstance(t, torch.Tensor))
+    return bool(_meta_tensors(model))
 
 
 _LAYER_TYPE_OF = {QuantizedLinear: "linear", QuantizedConv1D: "linear", QuantizedConv2d: "conv2d", QuantizedLSTM: "lstm",
@@ -283,6 +289,49 @@ def _handle_of(obj):
 
 
 _DTYPE_NAMES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+
+
+class _FileTensors(MutableMapping):
+    """The tensors of an open quantized file (mq_model_open), read into torch's memory on first
+    access, in file order. Layers pop theirs once built; so only the float tensors kept and one
+    layer's stored tensors are ever held at once, besides what the layers hold."""
+
+    def __init__(self, h):
+        self._h = h
+        self.infos = h.infos()
+        self._where = {name: (dt, shape, nbytes) for name, dt, shape, nbytes in self.infos}
+        self._names = [name for name, *_ in self.infos]
+        self._got = {}
+        self._gone = set()
+
+    def __getitem__(self, name):
+        t = self._got.get(name)
+        if t is None:
+            if name in self._gone or name not in self._where:
+                raise KeyError(name)
+            t = self._got[name] = self._h.read(name, *self._where[name])
+        return t
+
+    def __setitem__(self, name, t):
+        if name not in self._where and name not in self._got:
+            self._names.append(name)
+        self._gone.discard(name)
+        self._got[name] = t
+
+    def __delitem__(self, name):
+        if name not in self:
+            raise KeyError(name)
+        self._got.pop(name, None)
+        self._gone.add(name)
+
+    def __contains__(self, name):
+        return name not in self._gone and (name in self._got or name in self._where)
+
+    def __iter__(self):
+        return (n for n in self._names if n not in self._gone)
+
+    def __len__(self):
+        return sum(1 for _ in self)
 
 
 def _check_quantized(path, metadata):
@@ -518,13 +567,10 @@ def load(path, model=None, strict=True):
     with h:
         metadata = h.metadata()
         config = json.loads(metadata[METADATA_KEY])
-        infos = h.infos()
-        tensors = OrderedDict()
-        for name, dt, shape, nbytes in infos:
-            tensors[name] = h.read(name, dt, shape, nbytes)
-    out = build_quantized(model, tensors, config, strict=strict, consume=True)
-    left = [n for n, t in out.state_dict(keep_vars=True).items() if isinstance(t, torch.Tensor) and t.device.type == "meta"]
-    left += [n for n, b in out.named_buffers() if b.device.type == "meta" and n not in left]
+        tensors = _FileTensors(h)
+        out = build_quantized(model, tensors, config, strict=strict, consume=True)
+        infos = tensors.infos
+    left = _meta_tensors(out)
     if left:
         raise ValueError(f"load(): {len(left)} tensors of the skeleton are still on the meta device after loading ({', '.join(left[:3])}"
                          f"{', ...' if len(left) > 3 else ''}): the file does not hold them; build the skeleton with its buffers real "
