@@ -14,6 +14,7 @@ import (
 
 	"github.com/monoquant/monoquant/core/convert"
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/recipe"
 )
 
@@ -40,7 +41,7 @@ func mq_model_plan_json(h *C.mq_model, cfg *C.mq_cmodel_config, buf *C.char, cap
 	if err != nil {
 		return modelErr(err, mqEINVAL)
 	}
-	js, err := json.Marshal(p.Describe())
+	js, err := json.Marshal(model.Describe(p))
 	if err != nil {
 		return mapErr(fail(mqEINTERNAL, "mq_model_plan_json: %v", err), mqEINTERNAL)
 	}
@@ -65,7 +66,7 @@ func mq_plan_file_json(src *C.mq_cchar, cfg *C.mq_cmodel_config, buf *C.char, ca
 	if err != nil {
 		return modelErr(err, mqEIO)
 	}
-	js, err := json.Marshal(p.Describe())
+	js, err := json.Marshal(model.Describe(p))
 	if err != nil {
 		return mapErr(fail(mqEINTERNAL, "mq_plan_file_json: %v", err), mqEINTERNAL)
 	}
@@ -172,7 +173,7 @@ func mq_defaults_json(buf *C.char, cap C.size_t, length *C.size_t) (rc C.int) {
 	}
 	d := recipe.Defaults()
 	d["version"] = model.ToolVersion
-	d["layers"] = model.DefaultLayerTypes
+	d["layers"] = plan.DefaultLayerTypes
 	d["metadata_key"], d["format_version"] = model.MetadataKey, model.FormatVersion
 	js, err := json.Marshal(d)
 	if err != nil {

@@ -64,9 +64,17 @@ func mapErr(err error, fallback C.int) C.int {
 	default:
 		code = fallback
 	}
-	setLastError(err.Error())
+	msg := err.Error()
+	if code == mqENONFINITE {
+		msg = strings.ReplaceAll(msg, quant.NonFiniteHint, nonFiniteHintC)
+	}
+	setLastError(msg)
 	return code
 }
+
+// nonFiniteHintC is quant.NonFiniteHint in the C interface's words (bindings that wrap the C
+// functions replace it with their own option's name in turn).
+const nonFiniteHintC = `set nonfinite = MQ_NONFINITE_CLAMP in the config, or "nonfinite": "clamp" in options JSON, to quantize anyway`
 
 // setLastError records msg for mq_last_error, bounded to names.MaxMessage bytes and with any
 // NUL shown as \x00 (a C string would end there).

@@ -15,9 +15,10 @@ const (
 	kindModel
 	kindReport
 	kindSearch
+	kindSensitivity
 )
 
-var kindNames = map[handleKind]string{kindObserver: "observer", kindModel: "model", kindReport: "report", kindSearch: "search"}
+var kindNames = map[handleKind]string{kindObserver: "observer", kindModel: "model", kindReport: "report", kindSearch: "search", kindSensitivity: "sensitivity"}
 
 // entry is one live handle. mu serialises calls on it: the engine's objects are not safe for
 // concurrent use, and free must wait for a call in flight.

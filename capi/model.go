@@ -16,6 +16,7 @@ import (
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/checkpoint/mapped"
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/runlog"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
@@ -28,6 +29,11 @@ type modelState struct {
 	// pointer stays valid until mq_model_free, which frees them.
 	names  map[string]*C.char
 	closed bool
+	// cal fingerprints the calibration data of a float model for the run log (nil: not logged);
+	// runID, runLog and logWarning are a quantized model's record there (its report carries them).
+	cal                *runlog.CalibrationHash
+	runID              int64
+	runLog, logWarning string
 }
 
 func (s *modelState) reader() checkpoint.Reader {
@@ -107,6 +113,15 @@ func mq_model_load(out **C.mq_model, path *C.mq_cchar) (rc C.int) {
 	p, err := goString(path, "mq_model_load", "path")
 	if err != nil {
 		return mapErr(err, mqEINVAL)
+	}
+	// A Hugging Face model folder loads its weights (the one file or the index of its shards,
+	// as monoquant quantize wrote them); a folder without them is MQ_EIO.
+	if st, err := os.Stat(p); err == nil && st.IsDir() {
+		w, err := checkpoint.FindWeights(p)
+		if err != nil {
+			return mapErr(fail(mqEIO, "mq_model_load: %v", err), mqEIO)
+		}
+		p = w
 	}
 	// A path that is not a file is the caller's path, not the content's fault: MQ_EIO, as for
 	// a missing file, rather than the MQ_EFORMAT the reader's own check would map to.
@@ -440,7 +455,12 @@ func mq_model_report_json(h *C.mq_model, buf *C.char, cap C.size_t, length *C.si
 	if s.res == nil || s.res.Report == nil {
 		return mapErr(fail(mqEINVAL, "mq_model_report_json: the model has no report (only models made by mq_model_quantize have one)"), mqEINVAL)
 	}
-	js, err := json.Marshal(s.res.Report)
+	js, err := json.Marshal(struct {
+		*model.Report
+		RunID      int64  `json:"run_id"`
+		RunLog     string `json:"run_log,omitempty"`
+		LogWarning string `json:"log_warning,omitempty"`
+	}{s.res.Report, s.runID, s.runLog, s.logWarning})
 	if err != nil {
 		return mapErr(fail(mqEINTERNAL, "mq_model_report_json: %v", err), mqEINTERNAL)
 	}

@@ -17,8 +17,10 @@ import (
 	"github.com/monoquant/monoquant/core/checkpoint/safetensors"
 	"github.com/monoquant/monoquant/core/convert"
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/recipe"
+	"github.com/monoquant/monoquant/core/runlog"
 )
 
 const (
@@ -53,7 +55,7 @@ func modelErr(err error, fallback C.int) C.int {
 		code = mqEIO // the written output failed its check and was removed
 	case errors.Is(err, quant.ErrNonFinite):
 		code = mqENONFINITE
-	case errors.Is(err, model.ErrOption), errors.Is(err, model.ErrNothingToQuantize),
+	case errors.Is(err, plan.ErrOption), errors.Is(err, plan.ErrNothingToQuantize),
 		errors.Is(err, model.ErrCalibration), errors.Is(err, quant.ErrSpec), errors.Is(err, convert.ErrOutput):
 		code = mqEINVAL
 	case errors.Is(err, model.ErrFormat), errors.Is(err, safetensors.ErrInvalid):
@@ -88,28 +90,28 @@ func mq_model_config_init(cfg *C.mq_model_config) (rc C.int) {
 // layerBits lists the mq_layer_type bits in the order of their values.
 var layerBits = []struct {
 	bit uint32
-	t   model.LayerType
+	t   plan.LayerType
 }{
-	{C.MQ_LAYER_LINEAR, model.Linear},
-	{C.MQ_LAYER_CONV1D, model.Conv1d},
-	{C.MQ_LAYER_CONV2D, model.Conv2d},
-	{C.MQ_LAYER_CONV3D, model.Conv3d},
-	{C.MQ_LAYER_LSTM, model.LSTM},
-	{C.MQ_LAYER_GRU, model.GRU},
-	{C.MQ_LAYER_RNN, model.RNN},
-	{C.MQ_LAYER_EMBEDDING, model.Embedding},
+	{C.MQ_LAYER_LINEAR, plan.Linear},
+	{C.MQ_LAYER_CONV1D, plan.Conv1d},
+	{C.MQ_LAYER_CONV2D, plan.Conv2d},
+	{C.MQ_LAYER_CONV3D, plan.Conv3d},
+	{C.MQ_LAYER_LSTM, plan.LSTM},
+	{C.MQ_LAYER_GRU, plan.GRU},
+	{C.MQ_LAYER_RNN, plan.RNN},
+	{C.MQ_LAYER_EMBEDDING, plan.Embedding},
 }
 
-// optionsFromC checks the config's size and version and converts it to model.Options; the
+// optionsFromC checks the config's size and version and converts it to plan.Options; the
 // engine validates the values themselves and names the bad option.
 // modelConfigV1Size is sizeof(mq_model_config) as version 1 laid it out: the struct up to the
 // first field version 2 added. Callers built against the older header pass that size.
 var modelConfigV1Size = unsafe.Offsetof(C.mq_model_config{}.recipe_json)
 
-// optionsFromC checks the config's size and version and converts it to model.Options; the
+// optionsFromC checks the config's size and version and converts it to plan.Options; the
 // engine validates the values themselves and names the bad option.
-func optionsFromC(cfg *C.mq_cmodel_config) (model.Options, error) {
-	var o model.Options
+func optionsFromC(cfg *C.mq_cmodel_config) (plan.Options, error) {
+	var o plan.Options
 	if cfg == nil {
 		return o, fail(mqEINVAL, "model config is NULL")
 	}
@@ -181,7 +183,7 @@ func optionsFromC(cfg *C.mq_cmodel_config) (model.Options, error) {
 	switch cfg.mode {
 	case C.MQ_MODE_WEIGHT_ONLY:
 	case C.MQ_MODE_STATIC:
-		o.Mode = model.Static
+		o.Mode = plan.Static
 	default:
 		return o, fail(mqEINVAL, "model config mode is %d; want MQ_MODE_WEIGHT_ONLY or MQ_MODE_STATIC", int(cfg.mode))
 	}
@@ -223,8 +225,8 @@ func optionsFromC(cfg *C.mq_cmodel_config) (model.Options, error) {
 
 // optionsFromJSON reads a version 2 config whose options come by name (options_json); of the
 // struct, recipe_json and activation_observer still apply.
-func optionsFromJSON(cfg *C.mq_cmodel_config) (model.Options, error) {
-	o, err := model.ParseOptions([]byte(C.GoString(cfg.options_json)))
+func optionsFromJSON(cfg *C.mq_cmodel_config) (plan.Options, error) {
+	o, err := plan.ParseOptions([]byte(C.GoString(cfg.options_json)))
 	if err != nil {
 		return o, fail(mqEINVAL, "%v", err)
 	}
@@ -239,7 +241,7 @@ func optionsFromJSON(cfg *C.mq_cmodel_config) (model.Options, error) {
 }
 
 // recipeFromC reads a version 2 config's recipe, from recipe_json or recipe_file.
-func recipeFromC(cfg *C.mq_cmodel_config, o *model.Options) error {
+func recipeFromC(cfg *C.mq_cmodel_config, o *plan.Options) error {
 	switch {
 	case cfg.recipe_json != nil && cfg.recipe_file != nil:
 		return fail(mqEINVAL, "model config has both recipe_json and recipe_file; give one")
@@ -275,7 +277,28 @@ func mq_model_calibrate_begin(h *C.mq_model, cfg *C.mq_cmodel_config) (rc C.int)
 	if err != nil {
 		return mapErr(err, mqEINVAL)
 	}
-	return modelErr(m.StartCalibration(opts), mqEINVAL)
+	if err := m.StartCalibration(opts); err != nil {
+		return modelErr(err, mqEINVAL)
+	}
+	s.cal = nil // the run log's fingerprint of the calibration data, when the run is recorded
+	if logsRun(cfg) {
+		s.cal = runlog.NewCalibrationHash()
+	}
+	return mqOK
+}
+
+// logsRun says a quantization under cfg is recorded in the run log: a version 2 config without
+// no_log, and MONOQUANT_LOG not 0 in the live environment.
+func logsRun(cfg *C.mq_cmodel_config) bool {
+	return cfg.version >= 2 && cfg.no_log == 0 && runlog.EnabledEnv(liveGetenv)
+}
+
+// entryPoint is the entry point cfg records its runs under.
+func entryPoint(cfg *C.mq_cmodel_config) string {
+	if cfg.version >= 2 && cfg.entry_point != nil {
+		return C.GoString(cfg.entry_point)
+	}
+	return "c"
 }
 
 //export mq_model_calibrate
@@ -301,7 +324,13 @@ func mq_model_calibrate(h *C.mq_model, layer *C.mq_cchar, act *C.mq_ctensor) (rc
 	if !x.DType.IsFloat() {
 		return mapErr(fail(mqEDTYPE, "mq_model_calibrate: activation dtype %v is not F32, F16, BF16 or F64", x.DType), mqEDTYPE)
 	}
-	return modelErr(m.Calibrate(l, x), mqEINVAL)
+	if err := m.Calibrate(l, x); err != nil {
+		return modelErr(err, mqEINVAL)
+	}
+	if s.cal != nil {
+		s.cal.Add(l, x)
+	}
+	return mqOK
 }
 
 //export mq_model_quantize
@@ -343,15 +372,29 @@ func mq_model_quantize(h *C.mq_model, cfg *C.mq_cmodel_config, progress C.mq_pro
 			}
 		}
 	}
+	var rec *runlog.ModelRecording // the run log's record, its fingerprint computed beside
+	if logsRun(cfg) {
+		path, _ := runlog.DefaultPathEnv(liveGetenv)
+		rec = runlog.StartModel(entryPoint(cfg), path, m)
+	}
 	res, err := m.Quantize(ctx, opts, fn)
 	// The engine looks at ctx between tensors, so a stop asked for at the last one would
 	// otherwise go unheard; the caller was promised no model after asking.
+	if canceled || err != nil {
+		if rec != nil {
+			rec.Abandon()
+		}
+	}
 	if canceled {
 		return mapErr(fail(mqECANCELED, "mq_model_quantize: canceled by the progress callback"), mqECANCELED)
 	}
 	if err != nil {
 		return modelErr(err, mqEINVAL)
 	}
-	*out = newModelHandle(&modelState{res: res})
+	ns := &modelState{res: res}
+	if rec != nil {
+		ns.runID, ns.runLog, ns.logWarning = rec.Finish(context.Background(), opts, res, s.cal.Calibration())
+	}
+	*out = newModelHandle(ns)
 	return mqOK
 }

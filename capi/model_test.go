@@ -11,6 +11,7 @@ import (
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/checkpoint/safetensors"
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 )
 
@@ -30,8 +31,8 @@ func TestModelErrClassification(t *testing.T) {
 		{"missing checkpoint via checkpoint.Open", openErr, mqEFORMAT, mqEIO},
 		{"canceled", fmt.Errorf("quantize: %w", context.Canceled), mqEINVAL, mqECANCELED},
 		{"non-finite beats calibration", fmt.Errorf("%w: layer: %w", model.ErrCalibration, quant.ErrNonFinite), mqEINVAL, mqENONFINITE},
-		{"option", fmt.Errorf("%w bits: 7", model.ErrOption), mqEIO, mqEINVAL},
-		{"nothing to quantize", model.ErrNothingToQuantize, mqEIO, mqEINVAL},
+		{"option", fmt.Errorf("%w bits: 7", plan.ErrOption), mqEIO, mqEINVAL},
+		{"nothing to quantize", plan.ErrNothingToQuantize, mqEIO, mqEINVAL},
 		{"calibration", fmt.Errorf("%w: no data", model.ErrCalibration), mqEIO, mqEINVAL},
 		{"spec", fmt.Errorf("x: %w", quant.ErrSpec), mqEIO, mqEINVAL},
 		{"quantized checkpoint format", fmt.Errorf("f: %w", model.ErrFormat), mqEINVAL, mqEFORMAT},
@@ -50,7 +51,7 @@ func TestModelErrClassification(t *testing.T) {
 // Every layer type the engine can quantize must have an MQ_LAYER_* bit, and no two bits may
 // name the same type, or a C caller could not select it.
 func TestLayerBitsCoverQuantizableTypes(t *testing.T) {
-	seen := map[model.LayerType]uint32{}
+	seen := map[plan.LayerType]uint32{}
 	var all uint32
 	for _, lb := range layerBits {
 		if lb.bit == 0 || lb.bit&(lb.bit-1) != 0 {
@@ -69,7 +70,7 @@ func TestLayerBitsCoverQuantizableTypes(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"linear", "conv1d", "conv2d", "conv3d", "lstm", "gru", "rnn", "embedding"} {
-		lt, err := model.ParseLayerType(name)
+		lt, err := plan.ParseLayerType(name)
 		if err != nil {
 			t.Fatalf("ParseLayerType(%q): %v", name, err)
 		}
@@ -77,7 +78,7 @@ func TestLayerBitsCoverQuantizableTypes(t *testing.T) {
 			t.Errorf("quantizable layer type %q has no MQ_LAYER_* bit", lt)
 		}
 	}
-	for _, lt := range model.DefaultLayerTypes {
+	for _, lt := range plan.DefaultLayerTypes {
 		if seen[lt]&uint32(layerDefault) == 0 {
 			t.Errorf("default layer type %q is not in MQ_LAYER_DEFAULT (%#x)", lt, uint32(layerDefault))
 		}

@@ -30,15 +30,15 @@ func mq_config_init(cfg *C.mq_config) (rc C.int) {
 	return mqOK
 }
 
-// plan is what every stateless call starts with: the spec normalized against the input's shape.
-type plan struct {
+// tensorJob is what every stateless call starts with: the spec normalized against the input's shape.
+type tensorJob struct {
 	spec    quant.Spec
 	src     *tensor.Tensor
 	data    int // bytes of quantized values
 	nParams int // scale/zero-point pairs; 0 for the float formats
 }
 
-func newPlan(cfg *C.mq_cconfig, input *C.mq_ctensor, needData bool) (*plan, error) {
+func newTensorJob(cfg *C.mq_cconfig, input *C.mq_ctensor, needData bool) (*tensorJob, error) {
 	spec, err := specFromC(cfg)
 	if err != nil {
 		return nil, err
@@ -53,7 +53,7 @@ func newPlan(cfg *C.mq_cconfig, input *C.mq_ctensor, needData bool) (*plan, erro
 	if _, err := spec.Normalize(src.Shape); err != nil {
 		return nil, err
 	}
-	p := &plan{spec: spec, src: src, data: quant.PackedLen(spec.Format, src.Len())}
+	p := &tensorJob{spec: spec, src: src, data: quant.PackedLen(spec.Format, src.Len())}
 	if spec.Format.IsInteger() {
 		p.nParams = spec.NumParams(src.Shape)
 	}
@@ -62,7 +62,7 @@ func newPlan(cfg *C.mq_cconfig, input *C.mq_ctensor, needData bool) (*plan, erro
 
 // checkBuffers refuses short caller buffers before the engine runs, so the caller gets
 // MQ_EBUFFER with the sizes rather than the engine's generic spec error.
-func (p *plan) checkBuffers(out unsafe.Pointer, outBytes C.size_t, scales *C.float, zps *C.int32_t, nParams C.size_t) error {
+func (p *tensorJob) checkBuffers(out unsafe.Pointer, outBytes C.size_t, scales *C.float, zps *C.int32_t, nParams C.size_t) error {
 	if out == nil && p.data > 0 {
 		return fail(mqEINVAL, "output buffer is NULL")
 	}
@@ -86,7 +86,7 @@ func mq_quantized_size(cfg *C.mq_cconfig, input *C.mq_ctensor, dataBytes *C.size
 	if dataBytes == nil || nParams == nil {
 		return mapErr(fail(mqEINVAL, "mq_quantized_size: data_bytes or n_params is NULL"), mqEINVAL)
 	}
-	p, err := newPlan(cfg, input, false)
+	p, err := newTensorJob(cfg, input, false)
 	if err != nil {
 		return mapErr(err, mqEINVAL)
 	}
@@ -100,7 +100,7 @@ func mq_quantized_layout(cfg *C.mq_cconfig, input *C.mq_ctensor, out *C.mq_layou
 	if out == nil {
 		return mapErr(fail(mqEINVAL, "mq_quantized_layout: out is NULL"), mqEINVAL)
 	}
-	p, err := newPlan(cfg, input, false)
+	p, err := newTensorJob(cfg, input, false)
 	if err != nil {
 		return mapErr(err, mqEINVAL)
 	}
@@ -133,7 +133,7 @@ func mq_quantized_layout(cfg *C.mq_cconfig, input *C.mq_ctensor, out *C.mq_layou
 func mq_quantize_tensor(cfg *C.mq_cconfig, input *C.mq_ctensor, out unsafe.Pointer, outBytes C.size_t,
 	scales *C.float, zps *C.int32_t, nParams C.size_t, stats *C.mq_quant_stats) (rc C.int) {
 	defer guard(&rc)
-	p, err := newPlan(cfg, input, true)
+	p, err := newTensorJob(cfg, input, true)
 	if err == nil {
 		err = p.checkBuffers(out, outBytes, scales, zps, nParams)
 	}
@@ -154,7 +154,7 @@ func mq_quantize_tensor(cfg *C.mq_cconfig, input *C.mq_ctensor, out unsafe.Point
 func mq_quantize_tensor_with_params(cfg *C.mq_cconfig, input *C.mq_ctensor, out unsafe.Pointer, outBytes C.size_t,
 	scales *C.mq_cfloat, zps *C.mq_cint32, nParams C.size_t) (rc C.int) {
 	defer guard(&rc)
-	p, err := newPlan(cfg, input, true)
+	p, err := newTensorJob(cfg, input, true)
 	if err == nil && !p.spec.Format.IsInteger() {
 		err = fail(mqEINVAL, "format %v has no scales or zero points; use mq_quantize_tensor", p.spec.Format)
 	}
@@ -232,7 +232,7 @@ func mq_size_report(cfg *C.mq_cconfig, input *C.mq_ctensor, out *C.mq_size_info)
 	if out == nil {
 		return mapErr(fail(mqEINVAL, "mq_size_report: out is NULL"), mqEINVAL)
 	}
-	p, err := newPlan(cfg, input, false)
+	p, err := newTensorJob(cfg, input, false)
 	if err != nil {
 		return mapErr(err, mqEINVAL)
 	}

@@ -12,8 +12,8 @@
  *    The reason, in words, is then available from mq_last_error() on the same thread.
  *  - Output parameters of constructors come first (mq_observer_new(&obs, &cfg)).
  *  - The caller owns every buffer it passes in; the library reads or writes it only for the
- *    length of the call and never keeps a pointer to it, with one exception: mq_model_add_tensor
- *    borrows contiguous tensor data until mq_model_free. Strings returned by the library are
+ *    length of the call and never keeps a pointer to it, with two exceptions: mq_model_add_tensor
+ *    and mq_model_set_hessian borrow contiguous tensor data until mq_model_free. Strings returned by the library are
  *    owned by the library.
  *  - Handles (mq_observer*, mq_model*) are opaque. Every _new has a _free that accepts NULL and a
  *    stale or already-freed handle without crashing. Any other function given a NULL, stale, freed or
@@ -382,8 +382,8 @@ MQ_API int mq_observer_free(mq_observer* obs);
  * ================================================================================================ */
 
 typedef struct mq_model mq_model;
-/* The report of one mq_quantize_file run (read it with mq_report_json, free it with
- * mq_report_free). */
+/* The report of one mq_quantize_file or mq_run_reproduce run (read it with mq_report_json, free
+ * it with mq_report_free). */
 typedef struct mq_report mq_report;
 
 /* Layer types selected for quantization (a bitmask; values are part of the ABI). */
@@ -464,13 +464,16 @@ typedef struct mq_model_config {
                             that work with names (the Python package): the keys of a recipe rule
                             (bits, dtype, group_size, group_fallback, scheme, activations, observer,
                             method) plus "layers" (["linear", ...]), "skip" (patterns) and
-                            "nonfinite" ("reject" or "clamp"). When set, it replaces bits, bf16,
+                            "nonfinite" ("reject" or "clamp"), and "tied" ({"alias": "name"}
+                            for tensors that are one storage: stored once, docs/HF-FOLDERS.md).
+                            When set, it replaces bits, bf16,
                             spec, layers, skip, mode, observer, activations, method and
                             group_fallback above; absent keys take the engine's defaults. Unknown
                             keys and bad values are MQ_EINVAL naming them. */
     const char* recipe_file; /* NULL, or the path of a recipe file (JSON, at most 4 MiB, a regular
                             file) instead of recipe_json; giving both is MQ_EINVAL */
-    int32_t no_log;          /* non-zero: mq_quantize_file does not record the run in the run log
+    int32_t no_log;          /* non-zero: mq_quantize_file and mq_model_quantize do not record
+                            the run in the run log
                             ($MONOQUANT_HOME/runs.sqlite, docs/RUNLOG.md; MONOQUANT_LOG=0 turns it
                             off for the whole process). A log that cannot be written never fails
                             the call. */
@@ -504,9 +507,11 @@ MQ_API int mq_model_new(mq_model** out);
  * pickled nn.Module, whose module classes are kept for layer detection), chosen by content. The
  * tensors are copied into the model; the file is closed before the call returns. Pickles are
  * never executed: a file that would run code fails with MQ_EFORMAT naming the global. A file
- * monoquant quantized loads as a quantized model (see mq_model_dequantize).
+ * monoquant quantized loads as a quantized model (see mq_model_dequantize). A Hugging Face model
+ * folder loads its weights: model.safetensors, the index of its shards, pytorch_model.bin (or
+ * the folder's one *.safetensors), as mq_quantize_file writes a folder for a folder.
  * Fails with MQ_EINVAL for NULL out/path, MQ_EIO when the file cannot be opened or read (missing,
- * no permission, a folder), MQ_EFORMAT when its content is corrupt, malicious or not a checkpoint, and
+ * no permission, a folder without weights), MQ_EFORMAT when its content is corrupt, malicious or not a checkpoint, and
  * MQ_EUNSUPPORTED for valid content this library does not handle; the message names the file and
  * the problem. */
 MQ_API int mq_model_load(mq_model** out, const char* path);
@@ -551,7 +556,11 @@ MQ_API int mq_model_calibrate(mq_model* m, const char* layer, const mq_tensor* a
  * names it), a quantized m, nothing to quantize (no tensor of the selected layer types left after
  * the skips), static mode without mq_model_calibrate_begin and data for a layer, or a weight that
  * does not fit the spec; MQ_ENONFINITE when a weight holds NaN/Inf (see spec.nonfinite);
- * MQ_ECANCELED when progress returned non-zero. */
+ * MQ_ECANCELED when progress returned non-zero.
+ * The run is recorded in the run log (see "Run log" below; cfg.no_log and MONOQUANT_LOG=0 turn it
+ * off) with the state-dict fingerprint of m as its input identity and, in static mode, the
+ * fingerprint of the activations given to mq_model_calibrate; the new model's report
+ * (mq_model_report_json) holds its "run_id" (0 when not recorded) and "log_warning". */
 MQ_API int mq_model_quantize(mq_model* m, const mq_model_config* cfg, mq_progress_fn progress,
                              void* user, mq_model** out);
 
@@ -661,6 +670,36 @@ MQ_API int mq_defaults_json(char* buf, size_t cap, size_t* len);
  * thread. */
 MQ_API int mq_model_free(mq_model* m);
 
+/* Bump when fields are added; the library accepts structs of any version it knows. */
+#define MQ_HESSIAN_VERSION 1
+
+/* A layer's input Hessian for method "gptq" (docs/methods.md): H = sum over the calibration
+ * inputs x (rows of the layer's input, [K] each) of x^T x, a [K, K] matrix where K is the number
+ * of inputs of the layer's weight viewed as [rows, K] (in_features for a Linear; in_channels/groups
+ * x kernel size for a Conv2d, the columns of its unfolded input). Any overall scale is fine (the
+ * paper averages; a plain sum gives the same result). Fill it with mq_hessian_init. */
+typedef struct mq_hessian {
+    uint32_t size;     /* sizeof(mq_hessian), set by mq_hessian_init; checked */
+    uint32_t version;  /* MQ_HESSIAN_VERSION, set by mq_hessian_init; checked */
+    mq_tensor matrix;  /* [K, K], a float dtype (F32 is read in place; the others are converted
+                          when the layer is quantized) */
+} mq_hessian;
+
+/* Fills *h with an empty matrix and sets size and version. MQ_EINVAL if h is NULL. */
+MQ_API int mq_hessian_init(mq_hessian* h);
+
+/* Gives the input Hessian of `layer` (a module path as in the plan, e.g. "encoder.0.fc1") for
+ * mq_model_quantize with method "gptq"; h NULL removes it. BORROWED like mq_model_add_tensor:
+ * contiguous data is not copied, and the caller's buffer must stay valid and unchanged until
+ * mq_model_free of this model or the next mq_model_set_hessian of the layer; strided data is
+ * copied once. The size is checked against the layer's weight when it is quantized: a gptq layer
+ * without a Hessian, or with one of the wrong size, fails mq_model_quantize with MQ_EINVAL naming
+ * the layer and the [K, K] it needs. A singular Hessian (inputs that never fired, fewer samples
+ * than inputs) is damped as in the paper and reported as a "hessian_damped" warning.
+ * MQ_EINVAL for a NULL/empty layer, a struct of unknown size or version, a matrix that is not
+ * 2-D and square, or a quantized model; MQ_EDTYPE for a non-float matrix. */
+MQ_API int mq_model_set_hessian(mq_model* m, const char* layer, const mq_hessian* h);
+
 /* Makes the float model m (tensors added with mq_model_add_tensor) a quantized model whose
  * config is config_json, the value of the "monoquant" metadata key (docs/FORMAT.md): the stored
  * values and qparams are m's tensors. The config is checked against the tensors as every reader
@@ -733,6 +772,198 @@ MQ_API int mq_search_save_json(mq_search* s, char* buf, size_t cap, size_t* len)
 
 /* Frees the search. Accepts NULL (MQ_OK) and a stale or already-freed handle (MQ_EHANDLE). */
 MQ_API int mq_search_free(mq_search* s);
+
+/* ==================================================================================================
+ * Run log
+ *
+ * Every quantization is recorded in the run log, a SQLite file: $MONOQUANT_HOME/runs.sqlite, else
+ * $XDG_DATA_HOME/monoquant/runs.sqlite, else ~/.local/share/monoquant/runs.sqlite (docs/RUNLOG.md).
+ * mq_quantize_file and mq_model_quantize record their runs unless cfg.no_log is set or the
+ * process environment has MONOQUANT_LOG=0 (also false, off, no); a log that cannot be written
+ * never fails them. The functions below read the log back, compare and reproduce runs and attach
+ * metrics. They take no handle: each call opens the log, works and closes it, so they may run
+ * from any thread and any process at once (writers wait for each other).
+ *
+ * A run is a JSON object, the same `monoquant runs show --json` prints: id, uuid, started,
+ * duration_ns, host, versions (monoquant, go, and what mq_runlog_set_version added), entry_point
+ * ("cli", "c", "python", "python.quantize", "search", ...), settings (what the run was asked:
+ * options, output_format, calibration, recipe: enough to run it again), config (the resolved
+ * per-tensor config it applied), input {path, sha256, bytes} (an in-memory model has no path and
+ * its state-dict fingerprint as sha256: docs/RUNLOG.md), output {path, sha256, bytes},
+ * calibration {path, sha256, count, shapes} or absent, layers (per quantized tensor: name, layer,
+ * layer_type, format, kernel, sqnr_db, bytes_before, bytes_after), results (whole-model numbers),
+ * warnings, peak_rss_bytes and metrics (name -> value).
+ *
+ * Common failures: MQ_EINVAL for a NULL required argument, a bad options struct, a run id the log
+ * does not hold (the message names it); MQ_EIO when there is no log yet (except for
+ * mq_runs_list_json) or it cannot be opened or read: locked past the 10 s busy timeout, corrupt,
+ * not a database, or written by a newer monoquant (the message names the file).
+ * The JSON functions follow the buffer convention of mq_model_metadata_json; another process may
+ * add runs between a sizing call and the real one, so call again while MQ_EBUFFER says the
+ * buffer is short.
+ * ================================================================================================ */
+
+#define MQ_RUNLOG_OPTIONS_VERSION 1
+
+/* Which run log to use and how a reproduction is recorded. Fill it with mq_runlog_options_init.
+ * Every function below also takes NULL for the defaults. The strings are read during the call. */
+typedef struct mq_runlog_options {
+    uint32_t size;           /* sizeof(mq_runlog_options), set by _init; checked by every call */
+    uint32_t version;        /* MQ_RUNLOG_OPTIONS_VERSION, set by _init; checked by every call */
+    const char* path;        /* NULL: the default log above, found from the environment as it is
+                                at the time of the call; else the log file */
+    const char* entry_point; /* NULL ("c"), or the name a binding records reproductions under */
+    int32_t no_log;          /* non-zero: mq_run_reproduce does not record the reproduction as a
+                                new run (MONOQUANT_LOG=0 has the same effect) */
+} mq_runlog_options;
+
+/* Fills *opts with the defaults (the default log, entry point "c", reproductions recorded) and
+ * sets size and version. MQ_EINVAL if opts is NULL. */
+MQ_API int mq_runlog_options_init(mq_runlog_options* opts);
+
+/* The runs, oldest first, as a JSON list of runs. filters_json is NULL or a JSON object of
+ * key -> value strings that every listed run matches, on the flattened keys of `monoquant runs
+ * list --filter` (id, entry_point, host, input, input_sha256, output, output_sha256, versions.*,
+ * options.*, recipe.*, results.*, metrics.*; numbers as they print, e.g. {"options.bits": "4"}).
+ * A log that does not exist yet lists as [] and is not created. MQ_EINVAL for filters that are
+ * not such an object. */
+MQ_API int mq_runs_list_json(const mq_runlog_options* log, const char* filters_json, char* buf,
+                             size_t cap, size_t* len);
+
+/* One run (id >= 1) as a JSON object. */
+MQ_API int mq_run_show_json(const mq_runlog_options* log, int64_t id, char* buf, size_t cap,
+                            size_t* len);
+
+/* The side-by-side comparison of n_ids runs (1 .. 1024), in the order given, as JSON:
+ * {"ids": [...], "settings", "results", "layers" (SQNR in dB and kernel per tensor), "metrics":
+ * lists of {"key", "values" (one string per run, "" where a run has none), "differs"}, "pareto":
+ * one bool per run, true when no other run is at most as big and at least as good (overall
+ * SQNR) with one of the two strictly better}. MQ_EINVAL for NULL ids, n_ids 0 or too large. */
+MQ_API int mq_runs_compare_json(const mq_runlog_options* log, const int64_t* ids, size_t n_ids,
+                                char* buf, size_t cap, size_t* len);
+
+/* Runs run `id` again from its stored settings, through the pipeline of mq_quantize_file: the
+ * input's sha256 (and the calibration file's) is checked against the record first, then the
+ * stored options and resolved recipe are quantized into `output` (NULL: a temporary file,
+ * removed before the call returns), and the output's sha256 is compared with the recorded one.
+ * progress/user as for mq_quantize_file. *result (may be NULL) receives a report handle (read it
+ * with mq_report_json, free it with mq_report_free), NULL on failure:
+ * {"run_id", "identical" (bool), "output_sha256", "recorded_sha256", "output" (kept file, or
+ * absent), "differences" (what differs when not identical: monoquant version, resolved config
+ * per tensor, tensors quantized, SQNR), "new_run_id" (the reproduction's run, 0 when not
+ * recorded), "log_warning", "report" (the quantization report)}.
+ * A reproduction that is not identical still returns MQ_OK. Fails with MQ_EIO when the input or
+ * calibration file cannot be read or has changed since the run (nothing runs; the message gives
+ * both hashes), MQ_EUNSUPPORTED for a run without an input file (an in-memory quantization or a
+ * search trial), MQ_EFORMAT for stored settings this library cannot read (a newer monoquant's),
+ * and otherwise as mq_quantize_file. */
+MQ_API int mq_run_reproduce(const mq_runlog_options* log, int64_t id, const char* output,
+                            mq_progress_fn progress, void* user, mq_report** result);
+
+/* Attaches (or replaces) the user metric `name` = value to run `id` (an accuracy measured
+ * afterwards). MQ_EINVAL for a NULL or empty name or an unknown run; MQ_ENONFINITE for a NaN or
+ * infinite value. */
+MQ_API int mq_run_log_metric(const mq_runlog_options* log, int64_t id, const char* name,
+                             double value);
+
+/* Adds component = version ("torch", "2.5.1") to the versions every run recorded by this process
+ * stores from now on: a binding names its host, which the library cannot know. An empty version
+ * removes the component; "monoquant" and "go" are the library's own and are refused
+ * (MQ_EINVAL, as for a NULL or empty component). */
+MQ_API int mq_runlog_set_version(const char* component, const char* version);
+
+/* Records a told trial of the search s as a run (entry point "search"): its recipe as the
+ * settings, its objectives as metrics and its bits per weight as a result, so `monoquant runs
+ * compare` shows the trials side by side. *run_id (may be NULL) receives the run's id, 0 when
+ * the log could not be written or MONOQUANT_LOG=0: recording never fails the call, the message
+ * of a log that could not be written is then in mq_last_error. MQ_EINVAL for an unknown trial or
+ * one not told yet. */
+MQ_API int mq_search_record_run(mq_search* s, int64_t trial, const mq_runlog_options* log,
+                                int64_t* run_id);
+/* --------------------------------------------------------------------------------------------------
+ * Sensitivity: how much each layer suffers when it alone is quantized to each of a list of
+ * formats, ranked, and a mixed-precision recipe chosen from that table under a size budget
+ * (docs/methods.md, "Sensitivity" and "recipe_for"). The caller runs its model: for every
+ * candidate (layer, format) of mq_sensitivity_candidates_json it quantizes that layer alone
+ * (mq_sensitivity_quantize), runs the model with it on the same inputs as the float model and
+ * hands both outputs to mq_sensitivity_add_output, or its own metric to mq_sensitivity_set_metric.
+ * The bookkeeping (SQNR sums, scores, ranking) and the knapsack are the engine's.
+ *
+ * Formats are JSON: a list of format names ("int8", "int4", "fp16", "bf16") or objects of recipe
+ * rule options with an optional "name" ({"bits": 4, "group_size": 32, "method": "hqq"}, named
+ * "int4-g32-hqq" when "name" is absent). NULL means ["int8", "int4"].
+ *
+ * The table (mq_sensitivity_table_json) is {"metric": "output_sqnr" | "weight_sqnr" | "user",
+ * "baseline" (user metric of the float model), "formats": [{"name", "rule"}], "other_bytes" (the
+ * tensors of no table layer), "layers": [{"name", "type", "params", "bytes", "tensors", "index"
+ * (model order), "rank" (1: most sensitive), "sensitivity" (its score in its smallest format),
+ * "results": [{"format", "bytes_after", "bits_per_weight", "weight_sqnr_db", "output_sqnr_db",
+ * "metric", "score"}]}]}, most sensitive layer first. score is the damage, larger is worse:
+ * 10^(-SQNR/10) for the SQNR metrics, baseline - metric for a user metric (higher is better).
+ * Common failures: MQ_EHANDLE for a NULL, stale, freed or non-sensitivity handle; MQ_EINVAL for a
+ * layer or format not in the table (the message lists them).
+ * ------------------------------------------------------------------------------------------------ */
+
+typedef struct mq_sensitivity mq_sensitivity;
+
+/* Plans a table for the layers cfg quantizes in the float model m (from its tensor list and module
+ * classes; no weight is read, m is not kept) and the formats of formats_json (NULL: the default).
+ * Each candidate's recipe is cfg with one rule for the layer and a skip of everything else.
+ * *out receives the handle (free it with mq_sensitivity_free), NULL on failure. MQ_EINVAL for a
+ * NULL out, a bad config or formats (the message names the option, the format or the layer a
+ * format does not fit), a quantized m or nothing to measure. */
+MQ_API int mq_sensitivity_new(mq_sensitivity** out, mq_model* m, const mq_model_config* cfg,
+                              const char* formats_json);
+
+/* The table's layers, formats and candidates as JSON: {"layers": [...], "formats": [...],
+ * "candidates": [{"layer", "format", "recipe" (usable as mq_model_config.recipe_json),
+ * "bytes_after"}]}, in model order. Buffer convention as mq_model_metadata_json. */
+MQ_API int mq_sensitivity_candidates_json(mq_sensitivity* s, char* buf, size_t cap, size_t* len);
+
+/* Quantizes `layer` of m alone as `format` into a NEW quantized model in *out (NULL on failure):
+ * the stored tensors of that layer only, with the config and report of mq_model_quantize, byte
+ * for byte what quantizing the whole model with the candidate's recipe stores for it. Records
+ * the layer's weight SQNR in the table. m is the model given to mq_sensitivity_new (or one with
+ * the same tensors). Fails like mq_model_quantize, and with MQ_EINVAL for an unknown layer or
+ * format. */
+MQ_API int mq_sensitivity_quantize(mq_sensitivity* s, mq_model* m, const char* layer,
+                                   const char* format, mq_model** out);
+
+/* Adds one batch of outputs of the model with `layer` quantized as `format` (output) and of the
+ * float model on the same input (reference): float tensors of the same shape, read during the
+ * call only. Sums of reference^2 and (reference - output)^2 accumulate in double over every call,
+ * so several outputs of one batch are added one by one. MQ_EINVAL for an unknown layer or format,
+ * different shapes or non-float dtypes; MQ_ENONFINITE when either holds NaN or Inf. */
+MQ_API int mq_sensitivity_add_output(mq_sensitivity* s, const char* layer, const char* format,
+                                     const mq_tensor* reference, const mq_tensor* output);
+
+/* Sets a metric of your own, higher is better: of the float model when layer and format are both
+ * NULL (required before mq_sensitivity_table_json once any metric is set), else of the model with
+ * `layer` quantized as `format`. The table then ranks by it. MQ_ENONFINITE for NaN or Inf. */
+MQ_API int mq_sensitivity_set_metric(mq_sensitivity* s, const char* layer, const char* format,
+                                     double value);
+
+/* The table as JSON (see above): the user metric if any was set, else the output SQNR if any output
+ * was added, else the weight SQNR. Candidates not measured have "score": null. Buffer convention
+ * as mq_model_metadata_json. MQ_EINVAL for a user metric without the float model's value. */
+MQ_API int mq_sensitivity_table_json(mq_sensitivity* s, char* buf, size_t cap, size_t* len);
+
+/* Frees the handle. Accepts NULL (MQ_OK) and a stale or already-freed handle (MQ_EHANDLE). */
+MQ_API int mq_sensitivity_free(mq_sensitivity* s);
+
+/* Chooses a format per layer of a table (mq_sensitivity_table_json's, or `monoquant sensitivity
+ * --json`'s) under a budget, {"max_bits_per_weight": 5} (over the table's layers, scales and zero
+ * points counted) or {"max_size": bytes} (the whole checkpoint), by a greedy multiple-choice
+ * knapsack: every layer starts in its smallest format, then the steps to bigger formats are taken
+ * in order of score removed per byte added while they fit (docs/methods.md). Writes {"recipe":
+ * {"rules": [one per layer, then {"match": "*", "skip": true}]}, "layers": [{"layer", "format",
+ * "bytes_after", "score"}], "bytes", "layer_bytes", "bits_per_weight", "score", "budget"}; the
+ * recipe is usable anywhere (mq_model_config.recipe_json, `monoquant quantize --recipe`). Buffer
+ * convention as mq_model_metadata_json. MQ_EINVAL for NULL or malformed JSON, a layer without any
+ * measured format, or a budget that even the smallest choice exceeds (the message says how small
+ * it gets). */
+MQ_API int mq_recipe_for_json(const char* table_json, const char* budget_json, char* buf,
+                              size_t cap, size_t* len);
 
 #ifdef __cplusplus
 }

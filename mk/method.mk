@@ -5,7 +5,10 @@
 #                       reference GPTQ (core/method/testdata/gen_gptq_golden.py)
 #   make sqnr-method MODEL=…/model.safetensors   mean weight SQNR per method on a real checkpoint
 #                       (bench/method/weight_sqnr.py; MiniLM: see docs/methods.md)
-.PHONY: test-method bench-method golden-method sqnr-method
+#   make bench-sensitivity  monoquant.sensitivity on a MiniLM-sized BERT, 32 samples (goal <= 60 s)
+#   make bench-perplexity   a char-level GPT trained here, INT4 g128 perplexity per method
+#                       (goals: gptq's increase <= 0.6x rtn's, hqq's <= 0.85x)
+.PHONY: test-method bench-method golden-method sqnr-method bench-sensitivity bench-perplexity
 
 test-method:
 	$(GO) test -race -count=1 ./core/method/...
@@ -19,5 +22,11 @@ golden-method: venv
 sqnr-method: cli venv
 	$(PY) bench/method/weight_sqnr.py $(MODEL) --monoquant $(BUILD)/monoquant
 
+bench-sensitivity: lib venv
+	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so PYTHONPATH=bindings/python $(PY) bench/method/bench_sensitivity.py
+
+bench-perplexity: lib venv
+	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so PYTHONPATH=bindings/python $(PY) bench/method/bench_perplexity.py
+
 TEST_TARGETS  += test-method
-BENCH_TARGETS += bench-method
+BENCH_TARGETS += bench-method bench-sensitivity bench-perplexity

@@ -13,7 +13,17 @@ bench-model: venv
 	$(BUILD)/bench-model run -size $(BENCH_MODEL_SIZE) -vocab 128000 -python ''
 
 test-model:
-	$(GO) test -race ./core/model/...
+	$(GO) test -race ./core/plan/... ./core/model/...
 
 # (run by test-go with every other Go package)
 BENCH_TARGETS += bench-model
+
+# Fuzzing the quantized format's config reader (FuzzReadConfig), which every reader of a
+# quantized file runs: 10 s in make test, FUZZ_TIME in make fuzz.
+.PHONY: fuzz-model-short fuzz-model
+test-fuzz-short: fuzz-model-short
+fuzz-model-short:
+	$(GO) test ./core/model -run '^$$' -fuzz '^FuzzReadConfig$$' -fuzztime=10s
+fuzz: fuzz-model
+fuzz-model:
+	$(GO) test ./core/model -run '^$$' -fuzz '^FuzzReadConfig$$' -fuzztime=$(FUZZ_TIME)

@@ -1,29 +1,37 @@
 # The run log (core/runlog, `monoquant runs`). Owner: core/runlog/, cmd/monoquant/cmd_runs.go.
 #   tests: core/runlog and cmd/monoquant run in test-go and test-cli; the MLflow export is read
 #          back by MLflow in test-cli-py (tests/cli/test_runs_mlflow.py)
-#   make demo-runlog   four runs of the bundled example into build/demo/runlog, then
-#                      `monoquant runs compare` of them (text, and build/demo/compare.html)
+#   make demo-runlog   five runs of the bundled example into build/demo/runlog (a log of its
+#                      own, never the user's), `runs list`, `runs reproduce 3`, then
+#                      `monoquant runs compare` of them all (text, and build/demo/compare.html):
+#                      the last thing `make demo` prints
 #   make bench-runlog  quantize a generated checkpoint with and without the log, alternating
 #                      (BENCH_RUNLOG_SIZE=1GiB, BENCH_RUNLOG_PAIRS=5): the log's overhead
+#   make bench-runlog-python  the same for an in-memory monoquant.quantize (the state-dict
+#                      fingerprint): BENCH_RUNLOG_PY_MB=512, BENCH_RUNLOG_PY_PAIRS=5
 
 BENCH_RUNLOG_SIZE  ?= 1GiB
 BENCH_RUNLOG_PAIRS ?= 5
 DEMO_RUNLOG := $(BUILD)/demo/runlog
 
-.PHONY: demo-runlog bench-runlog
+.PHONY: demo-runlog bench-runlog bench-runlog-python
+
+# Every quantization is recorded: the runs of an area's tests (make test-python, test-parity, ...)
+# go to build/test-home as `make test`'s do, never to the user's own run log.
+test-%: export MONOQUANT_HOME := $(CURDIR)/$(BUILD)/test-home
 
 demo-runlog: cli
 	@rm -rf $(DEMO_RUNLOG) && mkdir -p $(DEMO_RUNLOG)
 	@set -e; export MONOQUANT_HOME=$(CURDIR)/$(DEMO_RUNLOG); m=examples/digits_cnn.pt; \
-	for f in "--bits 8" "--bits 8 --scheme asymmetric" "--bits 4 --group-size 32" "--bits 4" "--bits 16"; do \
+	for f in "--bits 8" "--bits 8 --scheme asymmetric" "--bits 4 --group-size 32 --group-fallback" "--bits 4" "--bits 16"; do \
 		o=$(DEMO_RUNLOG)/digits_cnn.$$(echo $$f | tr -d ' -').safetensors; \
 		echo "== monoquant quantize --model $$m $$f --out $$o"; \
-		$(BUILD)/monoquant quantize --model $$m $$f --out $$o --quiet | tail -n 1; \
+		r=$$($(BUILD)/monoquant quantize --model $$m $$f --out $$o --quiet); echo "$$r" | tail -n 1; \
 	done; \
 	echo; echo "== monoquant runs list"; $(BUILD)/monoquant runs list; \
 	echo; echo "== monoquant runs reproduce 3"; $(BUILD)/monoquant runs reproduce 3 --quiet; \
-	echo; echo "== monoquant runs compare 1 2 3 4 5 --html $(BUILD)/demo/compare.html"; \
-	$(BUILD)/monoquant runs compare 1 2 3 4 5 --html $(BUILD)/demo/compare.html | sed -n '/^Results:/,$$p'
+	echo; echo "== monoquant runs compare 1 2 3 4 5 6 --html $(BUILD)/demo/compare.html"; \
+	$(BUILD)/monoquant runs compare 1 2 3 4 5 6 --html $(BUILD)/demo/compare.html | sed -n '/^Results:/,$$p'
 
 bench-runlog: cli
 	@mkdir -p $(BUILD)/bench-runlog
@@ -31,5 +39,8 @@ bench-runlog: cli
 	@test -f $(BUILD)/bench-runlog/model.safetensors || $(BUILD)/bench-model gen -out $(BUILD)/bench-runlog/model.safetensors -size $(BENCH_RUNLOG_SIZE)
 	bench/runlog/overhead.sh $(BUILD)/monoquant $(BUILD)/bench-runlog/model.safetensors $(BENCH_RUNLOG_PAIRS)
 
+bench-runlog-python: venv lib
+	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so PYTHONPATH=bindings/python $(PY) bench/runlog/bench_python.py
+
 DEMO_TARGETS  += demo-runlog
-BENCH_TARGETS += bench-runlog
+BENCH_TARGETS += bench-runlog bench-runlog-python

@@ -29,6 +29,7 @@ import (
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/checkpoint/safetensors"
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
@@ -236,7 +237,7 @@ func quantizeCmd(args []string) error {
 		return err
 	}
 	defer r.Close()
-	p, err := model.NewPlan(r.Entries(), r.ModuleTypes(), model.Options{Bits: *bits})
+	p, err := plan.NewPlan(r.Entries(), r.ModuleTypes(), plan.Options{Bits: *bits})
 	if err != nil {
 		return err
 	}

@@ -82,6 +82,7 @@ type side struct {
 	cfg   *model.Config
 	names []string // logical tensors in file order
 	info  map[string]tensor.Info
+	alias map[string]string // a tied name the file stores once → the stored name (config aliases)
 }
 
 func openSide(what, path string) (*side, error) {
@@ -117,6 +118,24 @@ func openSide(what, path string) (*side, error) {
 		s.names = append(s.names, e.Name)
 		s.info[e.Name] = e
 	}
+	if s.cfg != nil && len(s.cfg.Aliases) > 0 {
+		// Tied names stored once are tensors of the model like any other: each reads as its
+		// stored tensor, listed right after it.
+		s.alias = s.cfg.Aliases
+		after := map[string][]string{}
+		for _, a := range sortedKeys(s.alias) {
+			after[s.alias[a]] = append(after[s.alias[a]], a)
+		}
+		var names []string
+		for _, n := range s.names {
+			names = append(names, n)
+			for _, a := range after[n] {
+				names = append(names, a)
+				s.info[a] = tensor.Info{Name: a, DType: s.info[n].DType, Shape: s.info[n].Shape}
+			}
+		}
+		s.names = names
+	}
 	return s, nil
 }
 
@@ -140,6 +159,9 @@ type sideTensor struct {
 // tensor's scales, zero points and stored length are checked here (NewRowDequantizer), a float
 // tensor's length against its shape.
 func (s *side) open(name string) (*sideTensor, error) {
+	if target, ok := s.alias[name]; ok {
+		name = target
+	}
 	if s.cfg != nil {
 		if _, ok := s.cfg.Tensors[name]; ok {
 			d, err := model.NewRowDequantizer(s.r, s.cfg, name)

@@ -48,8 +48,10 @@ type dequantizeResult struct {
 	OutputFormat    string `json:"output_format"`
 	TensorsRestored int    `json:"tensors_dequantized"`
 	TensorsOut      int    `json:"tensors_written"`
-	FileBytesBefore int64  `json:"file_bytes_before"`
-	FileBytesAfter  int64  `json:"file_bytes_after"`
+	// TensorsRetied: tied names the file stored once (config aliases), written again.
+	TensorsRetied   int   `json:"tensors_retied,omitempty"`
+	FileBytesBefore int64 `json:"file_bytes_before"`
+	FileBytesAfter  int64 `json:"file_bytes_after"`
 }
 
 func runDequantize(ctx context.Context, e *env, in, out, format string, asJSON, quiet bool) error {
@@ -100,7 +102,8 @@ func runDequantize(ctx context.Context, e *env, in, out, format string, asJSON, 
 	}
 	bar.finish()
 	res := &dequantizeResult{Input: in, Output: out, OutputFormat: format, TensorsRestored: len(cfg.Tensors), FileBytesBefore: fileBytes(r, in)}
-	res.TensorsOut = len(r.Entries())
+	res.TensorsOut = len(r.Entries()) + len(cfg.Aliases)
+	res.TensorsRetied = len(cfg.Aliases)
 	for _, tc := range cfg.Tensors {
 		res.TensorsOut-- // .scale
 		if tc.ZeroPoint {
@@ -116,5 +119,8 @@ func runDequantize(ctx context.Context, e *env, in, out, format string, asJSON, 
 	fmt.Fprintf(humanOut(e.stdout), "Dequantized %s → %s: %s back to F32, %s written; file %s → %s\n",
 		in, out, plural(res.TensorsRestored, "tensor", "tensors"), plural(res.TensorsOut, "tensor", "tensors"),
 		humanBytes(res.FileBytesBefore), humanBytes(res.FileBytesAfter))
+	if res.TensorsRetied > 0 {
+		fmt.Fprintf(humanOut(e.stdout), "Tied tensors: %s stored once, written under each name again\n", plural(res.TensorsRetied, "alias", "aliases"))
+	}
 	return nil
 }

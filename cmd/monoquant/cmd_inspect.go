@@ -6,9 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 
+	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/convert"
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
@@ -72,7 +76,13 @@ type inspectResult struct {
 	Tensors     []inspectTensor   `json:"tensors"`
 	Metadata    map[string]string `json:"metadata"`
 	ModuleTypes map[string]string `json:"module_types,omitempty"`
-	Config      *model.Config     `json:"config,omitempty"`
+	// Weights is, for a Hugging Face model folder, the weights file inside it (the index of a
+	// sharded set) and ModelType the model_type its config.json names.
+	Weights   string `json:"weights,omitempty"`
+	ModelType string `json:"model_type,omitempty"`
+	// Aliases: tied tensors, alias → the tensor it shares storage with (quantize stores it once).
+	Aliases map[string]string `json:"aliases,omitempty"`
+	Config  *model.Config     `json:"config,omitempty"`
 	// Note explains an empty default action column (nothing quantizable with default flags).
 	Note string `json:"note,omitempty"`
 }
@@ -85,15 +95,28 @@ func inspectFile(path string) (*inspectResult, error) {
 	defer r.Close()
 	entries := r.Entries()
 	md := r.Metadata()
-	res := &inspectResult{File: path, Format: describeFormat(r, path), FileBytes: fileBytes(r, path),
-		Metadata: map[string]string{}, ModuleTypes: r.ModuleTypes(), Tensors: []inspectTensor{}}
+	weights := path
+	res := &inspectResult{File: path, Metadata: map[string]string{}, ModuleTypes: r.ModuleTypes(), Tensors: []inspectTensor{}}
+	if checkpoint.IsDir(path) {
+		if weights, err = checkpoint.FindWeights(path); err != nil {
+			return nil, inputErr(err)
+		}
+		res.Weights = weights
+		if res.ModelType, _, err = checkpoint.ModelType(path); err != nil {
+			return nil, inputErr(err)
+		}
+	}
+	res.Format, res.FileBytes = describeFormat(r, weights), fileBytes(r, weights)
+	if res.Weights != "" {
+		res.Format = "Hugging Face model folder: " + filepath.Base(weights) + ", " + res.Format
+	}
 	for k, v := range md {
 		if k != model.MetadataKey {
 			res.Metadata[k] = v
 		}
 	}
-	classified := map[string]model.TensorClass{}
-	for _, c := range model.Classify(entries, r.ModuleTypes()) {
+	classified := map[string]plan.TensorClass{}
+	for _, c := range plan.Classify(entries, r.ModuleTypes()) {
 		classified[c.Name] = c
 	}
 	for _, e := range entries {
@@ -139,21 +162,29 @@ func inspectFile(path string) (*inspectResult, error) {
 		return res, nil
 	}
 
-	p, err := model.NewPlan(entries, r.ModuleTypes(), model.Options{})
-	var actions map[string]*model.TensorPlan
+	// What quantize would do: core/convert's planning, with the architecture config.json names
+	// and the tied tensors of the file.
+	p, err := convert.PlanReader(r, path, plan.Options{})
+	var actions map[string]*plan.TensorPlan
 	switch {
 	case err == nil:
-		actions = map[string]*model.TensorPlan{}
+		actions = map[string]*plan.TensorPlan{}
 		for i := range p.Tensors {
 			actions[p.Tensors[i].Name] = &p.Tensors[i]
+			if a := p.Tensors[i].AliasOf; a != "" {
+				if res.Aliases == nil {
+					res.Aliases = map[string]string{}
+				}
+				res.Aliases[p.Tensors[i].Name] = a
+			}
 		}
-	case errors.Is(err, model.ErrNothingToQuantize):
+	case errors.Is(err, plan.ErrNothingToQuantize):
 		res.Note = "nothing to quantize with the default layer types (linear, conv2d, lstm)"
 	default:
 		return nil, classifyCoreErr(fmt.Errorf("%s: %w", path, err))
 	}
 	for _, e := range entries {
-		it := inspectTensor{Name: e.Name, DType: e.DType.String(), Shape: e.Shape, Bytes: int64(tensor.NumElements(e.Shape)) * int64(e.DType.Size()), Action: string(model.ActionKeep)}
+		it := inspectTensor{Name: e.Name, DType: e.DType.String(), Shape: e.Shape, Bytes: int64(tensor.NumElements(e.Shape)) * int64(e.DType.Size()), Action: string(plan.ActionKeep)}
 		if c, ok := classified[e.Name]; ok {
 			it.Layer, it.LayerType = c.Layer, string(c.LayerType)
 		}
@@ -169,6 +200,9 @@ func inspectFile(path string) (*inspectResult, error) {
 func (res *inspectResult) print(w io.Writer) {
 	fmt.Fprintf(w, "File        %s\n", res.File)
 	fmt.Fprintf(w, "Format      %s\n", res.Format)
+	if res.ModelType != "" {
+		fmt.Fprintf(w, "Model type  %s (config.json)\n", res.ModelType)
+	}
 	fmt.Fprintf(w, "Size        %s on disk, %s in %s\n", humanBytes(res.FileBytes), humanBytes(res.TensorBytes), plural(len(res.Tensors), "tensor", "tensors"))
 	if res.Quantized {
 		c := res.Config
@@ -179,6 +213,13 @@ func (res *inspectResult) print(w io.Writer) {
 	}
 	if len(res.ModuleTypes) > 0 {
 		fmt.Fprintf(w, "Modules     %d (classes read from the pickled nn.Module)\n", len(res.ModuleTypes))
+	}
+	tied, how := res.Aliases, "share storage; quantize stores them once"
+	if res.Config != nil {
+		tied, how = res.Config.Aliases, "stored once; readers tie them again"
+	}
+	for _, a := range sortedKeys(tied) {
+		fmt.Fprintf(w, "Tied        %s = %s (%s)\n", a, tied[a], how)
 	}
 	for _, k := range sortedKeys(res.Metadata) {
 		v := res.Metadata[k]

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/monoquant/monoquant/core/convert"
+	"github.com/monoquant/monoquant/core/model"
 )
 
 func init() {
@@ -48,7 +49,7 @@ func runPlan(e *env, a *quantizeArgs, pos []string) error {
 	if err != nil {
 		return classifyCoreErr(err)
 	}
-	d := conv.Plan().Describe()
+	d := model.Describe(conv.Plan())
 	if a.asJSON {
 		return writeJSON(e.stdout, d)
 	}

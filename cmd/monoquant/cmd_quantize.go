@@ -11,6 +11,7 @@ import (
 	"github.com/monoquant/monoquant/core/convert"
 	"github.com/monoquant/monoquant/core/method"
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/recipe"
 	"github.com/monoquant/monoquant/core/runlog"
@@ -42,9 +43,15 @@ row), 16 is FP16 (or BF16 with --dtype bf16). Without --calibration the run is w
 names, or "<layer>.<batch>", to recorded input activations) the activation qparams of each layer
 are computed by --observer and stored in the config (static mode).
 
-After writing, the output is reopened and checked: every tensor and the config, the SQNR of
-every quantized tensor recomputed from the file, and each Linear and Conv2d layer run on a
-random input with the original and the dequantized weights (the "output SQNR" column).
+After writing, the output is reopened and checked ("Weights validated"): every tensor and the
+config, the SQNR of every quantized tensor recomputed from the file, and each Linear and Conv2d
+layer run alone on a random input with the original and the dequantized weights (the "output
+SQNR" column). That checks every weight, not the model: a checkpoint holds no forward pass, so
+the whole model's outputs are compared only where the model runs (quantize it from Python).
+
+Tensors that share one storage in a torch file (tied parameters: GPT-2's embedding and
+lm_head) are quantized once and stored once; the config's "aliases" name the others, and
+dequantize and Python's load tie them again (docs/HF-FOLDERS.md).
 
 Examples:
   monoquant quantize --model model.pt --bits 8
@@ -86,7 +93,7 @@ func optionFlags(fs *flag.FlagSet, a *quantizeArgs) {
 	fs.Var(a.dtype, "dtype", "the format by name: int8, int4, fp16 or bf16 (--bits 16 --dtype bf16 is BF16)")
 	fs.Var(a.scheme, "scheme", fmt.Sprintf("integer `scheme`: symmetric or asymmetric; default %s", recipe.DefaultScheme))
 	fs.IntVar(&a.groupSize, "group-size", 0, fmt.Sprintf("INT4 `values` per scale along a row; default %d, which falls back per tensor where it does not divide a row (a group size you give must divide every row, unless --group-fallback)", recipe.DefaultGroupSize))
-	fs.BoolVar(&a.groupFallback, "group-fallback", false, "let a tensor whose rows the group size does not divide use the largest divisor >= 16, else INT8 per-channel (with a warning)")
+	fs.BoolVar(&a.groupFallback, "group-fallback", false, "let a tensor whose rows the group size does not divide use the largest divisor from min(16, the size) up to it, else INT8 per-channel (with a warning)")
 	fs.Var(&a.layers, "layers", "layer `types` to quantize, comma-separated or repeated: linear, conv2d, lstm, embedding, conv1d, conv3d, gru, rnn (default linear,conv2d,lstm)")
 	fs.Var(&a.skip, "skip", "leave in float what a `pattern` selects: a module (and everything below it) or a tensor by name, or a glob over dotted names ('classifier.*', '*.lm_head'); repeatable")
 	fs.StringVar(&a.recipe, "recipe", "", "a JSON `file` of per-layer rules, first match wins (docs/RECIPES.md); the other flags are the base its rules start from")
@@ -114,7 +121,7 @@ func setupQuantize(fs *flag.FlagSet) func(context.Context, *env, []string) error
 
 func layerChoices() []string {
 	var out []string
-	for _, t := range []model.LayerType{model.Linear, model.Conv2d, model.LSTM, model.Embedding, model.Conv1d, model.Conv3d, model.GRU, model.RNN} {
+	for _, t := range []plan.LayerType{plan.Linear, plan.Conv2d, plan.LSTM, plan.Embedding, plan.Conv1d, plan.Conv3d, plan.GRU, plan.RNN} {
 		out = append(out, string(t))
 	}
 	return out
@@ -122,8 +129,8 @@ func layerChoices() []string {
 
 // options turns the flags that were given into core options; every default and every check of
 // what goes with what is core's.
-func (a *quantizeArgs) options() (model.Options, error) {
-	o := model.Options{Skip: a.skip.values, Scheme: a.scheme.value, DType: a.dtype.value, Activations: a.activations.value,
+func (a *quantizeArgs) options() (plan.Options, error) {
+	o := plan.Options{Skip: a.skip.values, Scheme: a.scheme.value, DType: a.dtype.value, Activations: a.activations.value,
 		Observer: a.observer.value, Calibrated: a.calibration != "", Method: a.method.value}
 	if a.bits.value != "" {
 		o.Bits, _ = strconv.Atoi(a.bits.value)
@@ -142,7 +149,7 @@ func (a *quantizeArgs) options() (model.Options, error) {
 		o.Spec.NonFinite = quant.ClampNonFinite
 	}
 	for _, l := range a.layers.values {
-		t, err := model.ParseLayerType(l)
+		t, err := plan.ParseLayerType(l)
 		if err != nil {
 			return o, usageErr("--layers: %v", err)
 		}
@@ -165,7 +172,7 @@ func (a *quantizeArgs) options() (model.Options, error) {
 // formatTag names the output after what the plan quantizes: the format the options ask for
 // (int8, int4, fp16, bf16), or with a recipe the one format of every quantized tensor, else
 // "mixed".
-func formatTag(p *model.Plan, withRecipe bool) string {
+func formatTag(p *plan.Plan, withRecipe bool) string {
 	if !withRecipe {
 		return p.Recipe.Rules[len(p.Recipe.Rules)-1].DType
 	}
@@ -182,14 +189,14 @@ func formatTag(p *model.Plan, withRecipe bool) string {
 
 // openFloatInput takes the input from --model or the one positional argument, turns the flags
 // into options and opens the input, refusing one monoquant already quantized (quantize, plan).
-func openFloatInput(verb string, a *quantizeArgs, pos []string) (checkpoint.Reader, model.Options, error) {
+func openFloatInput(verb string, a *quantizeArgs, pos []string) (checkpoint.Reader, plan.Options, error) {
 	switch {
 	case len(pos) == 1 && a.model == "":
 		a.model = pos[0]
 	case len(pos) > 0:
-		return nil, model.Options{}, usageErr("%s: unexpected argument %q (the input goes in --model)", verb, pos[0])
+		return nil, plan.Options{}, usageErr("%s: unexpected argument %q (the input goes in --model)", verb, pos[0])
 	case a.model == "":
-		return nil, model.Options{}, usageErr("%s: --model is required (run 'monoquant %s --help')", verb, verb)
+		return nil, plan.Options{}, usageErr("%s: --model is required (run 'monoquant %s --help')", verb, verb)
 	}
 	opts, err := a.options()
 	if err != nil {
@@ -237,7 +244,7 @@ func runQuantize(ctx context.Context, e *env, a *quantizeArgs, pos []string) err
 // reproduce).
 type quantizeJob struct {
 	model, out, format, calibration string
-	opts                            model.Options
+	opts                            plan.Options
 	quiet                           bool
 	log                             bool   // record the run in the run log
 	logPath                         string // "" for runlog.DefaultPath
@@ -267,12 +274,12 @@ func quantizeFile(ctx context.Context, e *env, r checkpoint.Reader, j quantizeJo
 	if err != nil {
 		return nil, classifyCoreErr(err)
 	}
-	plan := conv.Plan()
+	qp := conv.Plan()
 	format := j.format
 	if format == "" && a.out == "" {
 		format = formatSafetensors // the default output: no pickle, opens anywhere
 	}
-	out, format, err := resolveOutput(a.model, a.out, format, formatTag(plan, opts.Recipe != nil))
+	out, format, err := resolveOutput(a.model, a.out, format, formatTag(qp, opts.Recipe != nil))
 	if err != nil {
 		return nil, err
 	}
@@ -290,9 +297,9 @@ func quantizeFile(ctx context.Context, e *env, r checkpoint.Reader, j quantizeJo
 	}
 	bar.finish()
 	res := &quantizeResult{
-		Input: a.model, Output: out, OutputFormat: format, Format: formatTag(plan, opts.Recipe != nil),
-		Mode: plan.Config().Mode, Report: done.Report, Validation: done.Validation, Recipe: plan.Recipe, ShowRules: opts.Recipe != nil,
-		config: plan.Config(), RunID: done.RunID, RunLog: done.RunLog, LogWarning: done.LogWarning,
+		Input: a.model, Output: out, OutputFormat: format, Format: formatTag(qp, opts.Recipe != nil),
+		Mode: model.PlanConfig(qp).Mode, Report: done.Report, Validation: done.Validation, Recipe: qp.Recipe, ShowRules: opts.Recipe != nil,
+		config: model.PlanConfig(qp), RunID: done.RunID, RunLog: done.RunLog, LogWarning: done.LogWarning,
 	}
 	if f := res.Format; f != "mixed" {
 		res.Bits = map[string]int{"int8": 8, "int4": 4, "fp16": 16, "bf16": 16}[f]

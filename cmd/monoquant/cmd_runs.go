@@ -176,7 +176,7 @@ func runsList(ctx context.Context, e *env, a *runsArgs, l *runlog.Log, args []st
 		for _, k := range sortedKeys(r.Metrics) {
 			ms = append(ms, fmt.Sprintf("%s=%g", k, r.Metrics[k]))
 		}
-		t.add(strconv.FormatInt(r.ID, 10), r.Started.UTC().Format("2006-01-02 15:04:05"), r.EntryPoint, filepath.Base(r.Input.Path),
+		t.add(strconv.FormatInt(r.ID, 10), r.Started.UTC().Format("2006-01-02 15:04:05"), r.EntryPoint, inputName(r),
 			runFormat(f), humanBytes(int64(r.Size())), dB(r.Quality()), strings.Join(ms, " "))
 	}
 	t.write(e.stdout)
@@ -186,6 +186,9 @@ func runsList(ctx context.Context, e *env, a *runsArgs, l *runlog.Log, args []st
 
 // runFormat names a run's quantization in a few characters: int8, int4 g128, fp16, ...
 func runFormat(f map[string]string) string {
+	if f["entry_point"] == "search" {
+		return "recipe" // a trial: one rule per layer
+	}
 	s := f["options.spec.format"]
 	if s == "" || s == "default" {
 		switch f["options.bits"] {
@@ -212,23 +215,20 @@ func runFormat(f map[string]string) string {
 	return s
 }
 
-// jsonRuns makes runs JSON-safe: JSON has no Inf/NaN (a lossless tensor has SQNR +Inf).
-func jsonRuns(runs []*runlog.Run) []*runlog.Run {
-	out := make([]*runlog.Run, len(runs))
-	for i, r := range runs {
-		c := *r
-		c.Layers = append([]runlog.Layer{}, r.Layers...)
-		for j := range c.Layers {
-			if math.IsInf(c.Layers[j].SQNR, 1) {
-				c.Layers[j].SQNR = math.MaxFloat64
-			} else if math.IsNaN(c.Layers[j].SQNR) || math.IsInf(c.Layers[j].SQNR, -1) {
-				c.Layers[j].SQNR = 0
-			}
-		}
-		out[i] = &c
+// inputName is the input column of `runs list`: the file's name, or how an in-memory model or a
+// search trial was given.
+func inputName(r *runlog.Run) string {
+	switch {
+	case r.Input.Path != "":
+		return filepath.Base(r.Input.Path)
+	case r.Input.SHA256 != "":
+		return "(in memory)"
 	}
-	return out
+	return "-"
 }
+
+// jsonRuns makes runs JSON-safe (runlog.JSONSafe).
+func jsonRuns(runs []*runlog.Run) []*runlog.Run { return runlog.JSONSafe(runs) }
 
 func runsShow(ctx context.Context, e *env, a *runsArgs, l *runlog.Log, args []string) error {
 	if len(args) != 1 {
@@ -249,8 +249,19 @@ func runsShow(ctx context.Context, e *env, a *runsArgs, l *runlog.Log, args []st
 		vs = append(vs, k+" "+r.Versions[k])
 	}
 	fmt.Fprintf(w, "Versions  %s\n", strings.Join(vs, ", "))
-	fmt.Fprintf(w, "Input     %s (%s, sha256 %s)\n", r.Input.Path, humanBytes(r.Input.Bytes), r.Input.SHA256)
-	fmt.Fprintf(w, "Output    %s (%s, sha256 %s)\n", r.Output.Path, humanBytes(r.Output.Bytes), r.Output.SHA256)
+	switch {
+	case r.Input.Path != "":
+		fmt.Fprintf(w, "Input     %s (%s, sha256 %s)\n", r.Input.Path, humanBytes(r.Input.Bytes), r.Input.SHA256)
+	case r.Input.SHA256 != "":
+		fmt.Fprintf(w, "Input     in memory (%s, state-dict fingerprint %s)\n", humanBytes(r.Input.Bytes), r.Input.SHA256)
+	default:
+		fmt.Fprintf(w, "Input     not recorded (a run known by its results)\n")
+	}
+	if r.Output.Path != "" {
+		fmt.Fprintf(w, "Output    %s (%s, sha256 %s)\n", r.Output.Path, humanBytes(r.Output.Bytes), r.Output.SHA256)
+	} else {
+		fmt.Fprintf(w, "Output    none written (in memory)\n")
+	}
 	if c := r.Calibration; c != nil {
 		fmt.Fprintf(w, "Calibration %s (%d batches, sha256 %s)\n", c.Path, c.Count, c.SHA256)
 	}

@@ -311,3 +311,39 @@ func (s shortReader) Tensor(name string) (*tensor.Tensor, error) {
 	}
 	return t, err
 }
+
+// A quantized file that stores tied tensors once compares whole against its float input: each
+// tied name reads as the stored tensor (config aliases), none is "only in A".
+func TestCompareTiedTensors(t *testing.T) {
+	in := "../../testdata/checkpoints/torch/tied.pt"
+	q := filepath.Join(t.TempDir(), "q.safetensors")
+	r := mustCLI(t, "quantize", "-m", in, "-o", q, "-q", "--no-log")
+	if !strings.Contains(r.stdout, "Tied        emb.weight = head.weight (one storage in the input: stored once") {
+		t.Errorf("the quantize report does not name the tied tensors:\n%s", r.stdout)
+	}
+	res, err := compareFiles(context.Background(), in, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OnlyInA != 0 || res.OnlyInB != 0 || res.Mismatched != 0 || res.Compared != 6 {
+		t.Errorf("compare tied.pt with its quantized file: %d compared, %d only in A, %d only in B, %d mismatched; want 6, 0, 0, 0",
+			res.Compared, res.OnlyInA, res.OnlyInB, res.Mismatched)
+	}
+	// inspect names the tied tensors of both files.
+	for _, f := range []string{in, q} {
+		ir, err := inspectFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf strings.Builder
+		ir.print(&buf)
+		if !strings.Contains(buf.String(), "Tied        emb.weight = head.weight") {
+			t.Errorf("inspect %s does not name the tied tensors:\n%s", f, buf.String())
+		}
+	}
+	for _, row := range res.Tensors {
+		if (row.Name == "emb.weight" || row.Name == "b.weight") && !(float64(row.SQNR) > 30) {
+			t.Errorf("%s: SQNR %v, want the stored tensor's (> 30 dB)", row.Name, row.SQNR)
+		}
+	}
+}

@@ -307,7 +307,10 @@ func TestNonFiniteWeights(t *testing.T) {
 		"fc.bias":   tensor.FromFloat32(ramp(64, 1), 64),
 	}, "fc.bias", "fc.weight")
 	args := []string{"quantize", "--model", in}
-	assertOneLineError(t, args, runCLI(t, args...), exitData, `"fc.weight"`)
+	// The error names the flag that clamps (it used to name an option no caller had).
+	r0 := runCLI(t, args...)
+	assertOneLineError(t, args, r0, exitData, `"fc.weight"`)
+	assertOneLineError(t, args, r0, exitData, "pass --nonfinite clamp to quantize anyway")
 	if got := listDir(t, dir); !slices.Equal(got, []string{"nan.safetensors"}) {
 		t.Errorf("after a refused NaN tensor the folder holds %v", got)
 	}
@@ -370,5 +373,36 @@ func TestShortFlags(t *testing.T) {
 	stderr.Reset()
 	if code := run(context.Background(), e, []string{"quantize", "-m", "../../examples/digits_cnn.pt", "-x"}); code != exitUsage || !strings.Contains(stderr.String(), "unknown flag -x") {
 		t.Errorf("-x: exit %d, %q", code, stderr.String())
+	}
+	// Bundled switches (-qj), attached values (-b4, -oFILE), and the same letters on every
+	// command that has the long flag; unknown words are named as typed (issue 12: "-m" gave
+	// "unknown flag --m").
+	out2 := filepath.Join(dir, "q2.safetensors")
+	stdout.Reset()
+	stderr.Reset()
+	if code := run(context.Background(), e, []string{"quantize", "-m", "../../examples/digits_cnn.pt", "-b4", "-o" + out2, "-qj", "--no-log"}); code != 0 || !json.Valid(stdout.Bytes()) {
+		t.Fatalf("-b4 -oFILE -qj: exit %d, stdout is JSON %v: %s", code, json.Valid(stdout.Bytes()), stderr.String())
+	}
+	if !strings.Contains(stdout.String(), `"format": "int4"`) || stderr.Len() != 0 {
+		t.Errorf("-b4 -qj: want an int4 JSON report and a quiet stderr, got %.200s / %q", stdout.String(), stderr.String())
+	}
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"inspect", "-j", out2}, 0, `"quantized": true`},
+		{[]string{"dequantize", out2, "-o", filepath.Join(dir, "d.pt"), "-q"}, 0, "Dequantized"},
+		{[]string{"plan", "-m", "../../examples/digits_cnn.pt", "-b", "8", "-j"}, 0, `"tensors"`},
+		{[]string{"quantize", "-m", "../../examples/digits_cnn.pt", "-qz"}, exitUsage, "unknown flag -qz"},
+		{[]string{"quantize", "-m", "../../examples/digits_cnn.pt", "--frobnicate"}, exitUsage, "unknown flag --frobnicate"},
+		{[]string{"inspect", "-m", out2}, exitUsage, "unknown flag -m"}, // inspect has no --model
+	} {
+		stdout.Reset()
+		stderr.Reset()
+		code := run(context.Background(), e, c.args)
+		if code != c.code || !strings.Contains(stdout.String()+stderr.String(), c.want) {
+			t.Errorf("monoquant %s: exit %d, want %d and %q in %.300s%s", strings.Join(c.args, " "), code, c.code, c.want, stdout.String(), stderr.String())
+		}
 	}
 }

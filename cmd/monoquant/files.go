@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/monoquant/monoquant/core/convert"
+	"github.com/monoquant/monoquant/core/plan"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/checkpoint/pickle"
@@ -80,6 +81,9 @@ func (r *rangeInputReader) ReleaseRange(name string, off, n int64) {
 type inputReader struct{ checkpoint.Reader }
 
 var _ checkpoint.Reader = (*inputReader)(nil)
+
+// Aliases passes on the input's tied tensors (checkpoint.Aliaser), which embedding hides.
+func (r *inputReader) Aliases() map[string]string { return checkpoint.Aliases(r.Reader) }
 
 func (r *inputReader) Tensor(name string) (*tensor.Tensor, error) {
 	t, err := r.Reader.Tensor(name)
@@ -226,8 +230,16 @@ func checkNotInput(in string, r checkpoint.Reader, out string, others ...string)
 	return nil
 }
 
-// fileBytes is the size on disk of a checkpoint: all shards for a sharded index.
+// fileBytes is the size on disk of a checkpoint: all shards for a sharded index, the weights of
+// a model folder.
 func fileBytes(r checkpoint.Reader, path string) int64 {
+	if checkpoint.IsDir(path) {
+		w, err := checkpoint.FindWeights(path)
+		if err != nil {
+			return 0
+		}
+		path = w
+	}
 	var n int64
 	if sh, ok := unwrapReader(r).(interface{ Shards() []string }); ok {
 		for _, s := range sh.Shards() {
@@ -272,17 +284,19 @@ func classifyCoreErr(err error) error {
 		return nil
 	case errors.As(err, &ee):
 		return err
-	case errors.Is(err, model.ErrNothingToQuantize):
+	case errors.Is(err, plan.ErrNothingToQuantize):
 		return wrapExit(exitNothing, err, "")
 	case errors.Is(err, convert.ErrValidation):
 		return wrapExit(exitValidation, err, "")
 	case errors.Is(err, convert.ErrOutput):
 		return wrapExit(exitOutput, err, "")
-	case errors.Is(err, model.ErrOption):
+	case errors.Is(err, plan.ErrOption):
 		return wrapExit(exitUsage, errors.New(flagWords(err.Error())), "")
 	case errors.Is(err, model.ErrFormat):
 		return wrapExit(exitFormat, err, "")
-	case errors.Is(err, quant.ErrNonFinite), errors.Is(err, model.ErrCalibration), errors.Is(err, quant.ErrSpec):
+	case errors.Is(err, quant.ErrNonFinite):
+		return wrapExit(exitData, errors.New(strings.ReplaceAll(err.Error(), quant.NonFiniteHint, "pass --nonfinite clamp to quantize anyway")), "")
+	case errors.Is(err, model.ErrCalibration), errors.Is(err, quant.ErrSpec):
 		return wrapExit(exitData, err, "")
 	}
 	return wrapExit(exitData, err, "")

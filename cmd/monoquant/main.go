@@ -138,7 +138,7 @@ func dispatch(ctx context.Context, e *env, args []string) error {
 		return nil
 	}
 	if err != nil {
-		return usageErr("%s: %s (run 'monoquant %s --help')", c.name, flagMessage(err), c.name)
+		return usageErr("%s: %s (run 'monoquant %s --help')", c.name, flagMessage(err, args[1:]), c.name)
 	}
 	return runCmd(ctx, e, pos)
 }
@@ -147,24 +147,61 @@ func dispatch(ctx context.Context, e *env, args []string) error {
 // --model model.pt); a command has the short form of each long flag it defines.
 var shortFlags = map[string]string{"m": "model", "o": "out", "b": "bits", "g": "group-size", "s": "skip", "r": "recipe", "q": "quiet", "j": "json", "f": "format"}
 
-// expandShort rewrites -m VALUE / -m=VALUE into --model VALUE / --model=VALUE for the command's
-// flags, before the flag package (which knows only the long names) sees them.
+// expandShort rewrites the GNU short forms into the long ones before the flag package (which
+// knows only the long names) sees them: -m VALUE, -m=VALUE and -mVALUE become --model VALUE /
+// --model=VALUE, and bundled switches -qj become --quiet --json. A single-dash word that names
+// a long flag (-model, as the flag package allows) or no short flag is left alone.
 func expandShort(fs *flag.FlagSet, args []string) []string {
 	out := make([]string, 0, len(args))
+	short := func(c byte) *flag.Flag {
+		if long, ok := shortFlags[string(c)]; ok {
+			return fs.Lookup(long)
+		}
+		return nil
+	}
+	isBool := func(f *flag.Flag) bool {
+		b, ok := f.Value.(interface{ IsBoolFlag() bool })
+		return ok && b.IsBoolFlag()
+	}
 	for i, a := range args {
 		if a == "--" {
 			return append(out, args[i:]...)
 		}
-		if len(a) >= 2 && a[0] == '-' && a[1] != '-' {
-			name, value, hasValue := strings.Cut(a[1:], "=")
-			if long, ok := shortFlags[name]; ok && fs.Lookup(long) != nil {
-				a = "--" + long
-				if hasValue {
-					a += "=" + value
-				}
-			}
+		if len(a) < 2 || a[0] != '-' || a[1] == '-' {
+			out = append(out, a)
+			continue
 		}
-		out = append(out, a)
+		name, value, hasValue := strings.Cut(a[1:], "=")
+		if f := short(name[0]); len(name) == 1 && f != nil {
+			a = "--" + f.Name
+			if hasValue {
+				a += "=" + value
+			}
+			out = append(out, a)
+			continue
+		}
+		if fs.Lookup(name) != nil || short(a[1]) == nil {
+			out = append(out, a)
+			continue
+		}
+		if f := short(a[1]); !isBool(f) {
+			out = append(out, "--"+f.Name+"="+a[2:]) // -b4, -ofile.pt
+			continue
+		}
+		var bundle []string
+		for j := 1; j < len(a); j++ {
+			f := short(a[j])
+			if f == nil || !isBool(f) {
+				bundle = nil
+				break
+			}
+			bundle = append(bundle, "--"+f.Name)
+		}
+		if bundle == nil {
+			out = append(out, a) // not a bundle of switches: the flag package names it
+			continue
+		}
+		out = append(out, bundle...)
 	}
 	return out
 }
@@ -196,12 +233,18 @@ var (
 	reUndefined      = regexp.MustCompile(`^flag provided but not defined: -+(.+)$`)
 )
 
-// flagMessage rewrites the flag package's wording into the --long style the help shows.
-func flagMessage(err error) string {
+// flagMessage rewrites the flag package's wording into the --long style the help shows; an
+// unknown flag is named as the user wrote it (-x, -qz, --frobnicate).
+func flagMessage(err error, args []string) string {
 	msg := err.Error()
 	if m := reUndefined.FindStringSubmatch(msg); m != nil {
-		if len(m[1]) == 1 {
-			return "unknown flag -" + m[1]
+		for _, a := range args {
+			if a == "--" {
+				break
+			}
+			if w, _, _ := strings.Cut(a, "="); w == "-"+m[1] {
+				return "unknown flag " + w
+			}
 		}
 		return "unknown flag --" + m[1]
 	}

@@ -108,7 +108,7 @@ func TestNoProgressBarWhenRedirected(t *testing.T) {
 	if len(logged) != 0 {
 		t.Errorf("stderr redirected to a file got %q, want nothing", logged)
 	}
-	if !strings.Contains(out.String(), "Validated: reopened") {
+	if !strings.Contains(out.String(), "Weights validated: reopened") {
 		t.Errorf("stdout lacks the report:\n%s", out.String())
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/monoquant/monoquant/core/convert"
@@ -51,6 +52,9 @@ func (r *quantizeResult) print(e *env) {
 		plural(rep.TensorsQuantized, "tensor", "tensors"), rep.QuantizedElements,
 		humanBytes(rep.QuantizedBytesBefore), humanBytes(rep.QuantizedBytesAfter), rep.BitsPerWeight,
 		plural(rep.TensorsKept, "tensor", "tensors"))
+	for _, a := range sortedKeys(rep.Aliases) {
+		fmt.Fprintf(w, "Tied        %s = %s (one storage in the input: stored once, loading ties them again)\n", a, rep.Aliases[a])
+	}
 	fmt.Fprintf(w, "SQNR        %s overall (summed signal over summed noise energy of all quantized weights)\n", dB(float64(rep.SQNR)))
 	fmt.Fprintln(w)
 
@@ -119,9 +123,26 @@ func (r *quantizeResult) print(e *env) {
 		}
 	}
 	if v := r.Validation; v != nil {
-		fmt.Fprintf(w, "Validated: reopened %s; %s and the config checked; SQNR of %s recomputed from the file (agrees within %g dB); %s run on a random input\n",
-			r.Output, plural(v.TensorsChecked, "tensor", "tensors"), plural(v.SQNRConfirmed, "quantized tensor", "quantized tensors"),
-			convert.SQNRTolerance, plural(len(v.LayerOutputs), "layer", "layers"))
+		// Say what was compared, and what was not: a checkpoint holds no forward pass, so this is
+		// a check of every weight (and of single layers), never of the model's outputs.
+		tied := ""
+		if v.AliasesChecked > 0 {
+			tied = fmt.Sprintf(" (and %s)", plural(v.AliasesChecked, "tied name", "tied names"))
+		}
+		layers := "no layer run"
+		if n := len(v.LayerOutputs); n > 0 {
+			worst := math.Inf(1)
+			for _, lc := range v.LayerOutputs {
+				if x := float64(lc.OutputSQNR); x < worst { // NaN (all-zero output) is never worst
+					worst = x
+				}
+			}
+			layers = fmt.Sprintf("%s run alone on a random input, worst output SQNR %s", plural(n, "layer", "layers"), dB(worst))
+		}
+		fmt.Fprintf(w, "Weights validated: reopened %s; %s%s and the config checked; SQNR of %s recomputed from the file (agrees within %g dB); %s\n",
+			r.Output, plural(v.TensorsChecked, "tensor", "tensors"), tied, plural(v.SQNRConfirmed, "quantized tensor", "quantized tensors"),
+			convert.SQNRTolerance, layers)
+		fmt.Fprintln(w, "Not validated: the whole model's outputs (a checkpoint holds no forward pass; quantize the model in Python to compare its outputs)")
 	}
 	if r.RunID > 0 {
 		fmt.Fprintf(w, "Recorded as run %d in %s ('monoquant runs show %d')\n", r.RunID, r.RunLog, r.RunID)

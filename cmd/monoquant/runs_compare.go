@@ -56,7 +56,11 @@ func runsCompare(ctx context.Context, e *env, a *runsArgs, l *runlog.Log, args [
 		t.write(w)
 		fmt.Fprintln(w)
 	}
-	fmt.Fprint(w, "Pareto front (smallest output for its SQNR):")
+	front := "smallest output for its SQNR"
+	if c.Front != runlog.SizeQualityFront {
+		front = "search objectives " + c.Front
+	}
+	fmt.Fprintf(w, "Pareto front (%s):", front)
 	for i, on := range c.Pareto {
 		if on {
 			fmt.Fprintf(w, " run %d", c.IDs[i])

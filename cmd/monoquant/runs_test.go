@@ -1,14 +1,20 @@
 package main
 
 import (
+	"context"
 	"database/sql"
+	"encoding/binary"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/runlog"
+	"github.com/monoquant/monoquant/core/tensor"
 )
 
 // logOn turns the run log on for one test, in the test's own folder, and returns the log file.
@@ -215,5 +221,42 @@ func TestRunsReproduceDifferent(t *testing.T) {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("runs reproduce stdout lacks %q:\n%s", want, r.stdout)
 		}
+	}
+}
+
+// Runs the other entry points record without files — an in-memory quantization, a search
+// trial — are listed and shown for what they are, and reproduce refuses them in one line.
+func TestRunsInMemoryAndTrials(t *testing.T) {
+	logPath := logOn(t)
+	ctx := context.Background()
+	m := model.NewModel()
+	w := make([]byte, 16*32*4)
+	for i := 0; i < 16*32; i++ {
+		binary.LittleEndian.PutUint32(w[4*i:], math.Float32bits(float32(math.Sin(float64(i)))))
+	}
+	m.Add("fc.weight", &tensor.Tensor{DType: tensor.F32, Shape: []int{16, 32}, Data: w})
+	m.SetModuleType("fc", "Linear")
+	rec := runlog.StartModel("python.quantize", logPath, m)
+	res, err := m.Quantize(ctx, plan.Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, _, warn := rec.Finish(ctx, plan.Options{}, res, nil); id != 1 {
+		t.Fatalf("in-memory run not recorded: %q", warn)
+	}
+	if id, warn := runlog.RecordTrial(ctx, logPath, runlog.Trial{EntryPoint: "search", Recipe: res.Plan.Recipe,
+		Objectives: map[string]float64{"size": 500}, Goals: map[string]string{"size": "min"}}); id != 2 {
+		t.Fatalf("trial not recorded: %q", warn)
+	}
+	list := mustCLI(t, "runs", "list").stdout
+	if !strings.Contains(list, "python.quantize  (in memory)") || !strings.Contains(list, "search           -            recipe") {
+		t.Errorf("runs list:\n%s", list)
+	}
+	if show := mustCLI(t, "runs", "show", "1").stdout; !strings.Contains(show, "Input     in memory (2.05 kB, state-dict fingerprint ") {
+		t.Errorf("runs show 1:\n%s", show)
+	}
+	for _, id := range []string{"1", "2"} {
+		args := []string{"runs", "reproduce", id, "--quiet"}
+		assertOneLineError(t, args, runCLI(t, args...), exitInput, "cannot be reproduced from a file")
 	}
 }

@@ -73,3 +73,21 @@ type RangedReader interface {
 	RangeReader
 	RangeReleaser
 }
+
+// Aliaser is a Reader whose tensors can share storage (torch files: the tied parameters of a
+// state dict are one storage under two names). Aliases maps each name that views exactly the
+// bytes of an earlier tensor (same storage, offset, dtype, shape and strides) to the first name
+// of its group; nil when none do.
+type Aliaser interface {
+	Aliases() map[string]string
+}
+
+// Aliases returns r's tied names (Aliaser), nil for readers whose tensors never share
+// (safetensors stores each tensor once by construction). Wrappers that embed a Reader pass it
+// on by implementing Aliaser themselves.
+func Aliases(r Reader) map[string]string {
+	if a, ok := r.(Aliaser); ok {
+		return a.Aliases()
+	}
+	return nil
+}

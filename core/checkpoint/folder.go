@@ -72,33 +72,47 @@ func FindWeights(dir string) (string, error) {
 // ModelType reads config.json's "model_type" (and "architectures") of a model folder: "" with
 // no error when there is no config.json.
 func ModelType(dir string) (modelType string, architectures []string, err error) {
+	c, err := ReadModelConfig(dir)
+	return c.ModelType, c.Architectures, err
+}
+
+// ModelConfig is what monoquant reads from a Hugging Face config.json.
+type ModelConfig struct {
+	ModelType     string   `json:"model_type"`
+	Architectures []string `json:"architectures"`
+	// TieWordEmbeddings: the output head is the input embedding (transformers then stores the
+	// embedding only); nil when config.json does not say.
+	TieWordEmbeddings *bool `json:"tie_word_embeddings"`
+	VocabSize         int   `json:"vocab_size"`
+}
+
+// ReadModelConfig reads config.json of a model folder: the zero ModelConfig and no error when
+// there is none; an error for one that is not a regular file, too large or not JSON.
+func ReadModelConfig(dir string) (ModelConfig, error) {
+	var c ModelConfig
 	p := filepath.Join(dir, "config.json")
 	f, err := os.Open(p)
 	if errors.Is(err, os.ErrNotExist) {
-		return "", nil, nil
+		return c, nil
 	}
 	if err != nil {
-		return "", nil, fmt.Errorf("%s: %w", p, err)
+		return c, fmt.Errorf("%s: %w", p, err)
 	}
 	defer f.Close()
 	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
-		return "", nil, fmt.Errorf("%s: not a regular file", p)
+		return c, fmt.Errorf("%s: not a regular file", p)
 	}
 	raw, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
 	if err != nil {
-		return "", nil, fmt.Errorf("%s: %w", p, err)
+		return c, fmt.Errorf("%s: %w", p, err)
 	}
 	if len(raw) > maxConfigBytes {
-		return "", nil, fmt.Errorf("%s: more than %d bytes is not a model config", p, maxConfigBytes)
-	}
-	var c struct {
-		ModelType     string   `json:"model_type"`
-		Architectures []string `json:"architectures"`
+		return c, fmt.Errorf("%s: more than %d bytes is not a model config", p, maxConfigBytes)
 	}
 	if err := json.Unmarshal(raw, &c); err != nil {
-		return "", nil, fmt.Errorf("%s: not a model config: %v", p, err)
+		return ModelConfig{}, fmt.Errorf("%s: not a model config: %v", p, err)
 	}
-	return c.ModelType, c.Architectures, nil
+	return c, nil
 }
 
 // IsDir reports whether path names a folder.

@@ -5,7 +5,7 @@
 // input and options give the same bytes from every caller.
 //
 //	res, err := convert.File(ctx, "model.safetensors", "model.int4.safetensors",
-//		model.Options{Bits: 4}, convert.Run{Validate: true})
+//		plan.Options{Bits: 4}, convert.Run{Validate: true})
 //
 // A caller that needs the plan before choosing the output (the CLI names the output after the
 // format) opens the conversion in two steps: New, then Write.
@@ -21,6 +21,7 @@ import (
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/runlog"
 )
 
@@ -49,7 +50,7 @@ type Run struct {
 
 // Result is what a conversion did.
 type Result struct {
-	Plan       *model.Plan
+	Plan       *plan.Plan
 	Report     *model.Report
 	Validation *Validation // nil unless Run.Validate
 	// RunID is the run's id in the run log (0 when not recorded), RunLog the log's file and
@@ -64,10 +65,10 @@ type Conversion struct {
 	in     string // the checkpoint file (a folder's weights file)
 	folder string // the model folder the input came from, "" for a file
 	r      checkpoint.Reader
-	plan   *model.Plan
+	plan   *plan.Plan
 	run    Run
 	cal    *model.Calibration
-	opts   model.Options
+	opts   plan.Options
 	rec    *recording
 }
 
@@ -77,8 +78,8 @@ type Conversion struct {
 // in may be a Hugging Face model folder (r then reads its weights, checkpoint.FindWeights): the
 // output is then a folder too (Write). The architecture config.json names — of the folder, or
 // beside a checkpoint file — types the layers the file cannot (GPT-2's Conv1D:
-// model.ArchitectureModuleTypes).
-func New(r checkpoint.Reader, in string, opts model.Options, run Run) (*Conversion, error) {
+// plan.ArchitectureModuleTypes).
+func New(r checkpoint.Reader, in string, opts plan.Options, run Run) (*Conversion, error) {
 	c := &Conversion{in: in, r: r, run: run}
 	dir := filepath.Dir(in)
 	if checkpoint.IsDir(in) {
@@ -94,23 +95,26 @@ func New(r checkpoint.Reader, in string, opts model.Options, run Run) (*Conversi
 	if run.CalibrationFile != "" || run.Calibration != nil {
 		opts.Calibrated = true
 	}
-	mt, _, err := checkpoint.ModelType(dir)
+	mc, err := checkpoint.ReadModelConfig(dir)
 	if err != nil {
 		return nil, err
 	}
-	if arch := model.ArchitectureModuleTypes(mt, r.Entries()); arch != nil {
+	if arch := plan.ArchitectureModuleTypes(mc.ModelType, r.Entries()); arch != nil {
 		merged := maps.Clone(arch)
 		maps.Copy(merged, opts.ModuleTypes)
 		opts.ModuleTypes = merged
 	}
-	p, err := model.PlanReader(r, opts)
+	p, err := plan.PlanReader(r, opts)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", in, err)
+	}
+	if mc.TieWordEmbeddings != nil && *mc.TieWordEmbeddings {
+		p.NoteTiedHead(mc.VocabSize)
 	}
 	c.plan, c.opts = p, opts
 	if len(p.StaticLayers()) == 0 {
 		if run.CalibrationFile != "" || run.Calibration != nil {
-			return nil, fmt.Errorf("%w activations: calibration data is for static activations, and the options make none static", model.ErrOption)
+			return nil, fmt.Errorf("%w activations: calibration data is for static activations, and the options make none static", plan.ErrOption)
 		}
 		c.rec = startRecording(run.Log, c.in, run, nil)
 		return c, nil
@@ -138,7 +142,11 @@ func New(r checkpoint.Reader, in string, opts model.Options, run Run) (*Conversi
 }
 
 // Plan is what the conversion will do.
-func (c *Conversion) Plan() *model.Plan { return c.plan }
+func (c *Conversion) Plan() *plan.Plan { return c.plan }
+
+// Options are the options the plan was made with: the caller's, with the module classes the
+// architecture's config.json implies added (what core/sensitivity needs to see the same layers).
+func (c *Conversion) Options() plan.Options { return c.opts }
 
 // Write quantizes into out (atomically: nothing appears there unless the whole run succeeds)
 // and, with Run.Validate, checks what it wrote.
@@ -208,7 +216,7 @@ func removeOutput(_ checkpoint.Reader, out string) {
 }
 
 // File converts the checkpoint at in into out: New and Write in one call.
-func File(ctx context.Context, in, out string, opts model.Options, run Run) (*Result, error) {
+func File(ctx context.Context, in, out string, opts plan.Options, run Run) (*Result, error) {
 	r, err := checkpoint.Open(in)
 	if err != nil {
 		return nil, err
@@ -221,9 +229,19 @@ func File(ctx context.Context, in, out string, opts model.Options, run Run) (*Re
 	return c.Write(ctx, out)
 }
 
+// PlanReader decides what File would do with the open checkpoint r read from in (a file or a
+// model folder): the plan New makes, with config.json's architecture and r's tied tensors.
+func PlanReader(r checkpoint.Reader, in string, opts plan.Options) (*plan.Plan, error) {
+	c, err := New(r, in, opts, Run{})
+	if err != nil {
+		return nil, err
+	}
+	return c.Plan(), nil
+}
+
 // PlanFile decides what File would do with the checkpoint (or model folder) at path, reading
 // only its list of tensors (and module classes, and config.json), not the weights.
-func PlanFile(path string, opts model.Options) (*model.Plan, error) {
+func PlanFile(path string, opts plan.Options) (*plan.Plan, error) {
 	r, err := checkpoint.Open(path)
 	if err != nil {
 		return nil, err

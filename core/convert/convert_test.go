@@ -12,12 +12,13 @@ import (
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
 // quantizeFile is File returning the report.
-func quantizeFile(ctx context.Context, in, out string, opts model.Options, run Run) (*model.Report, error) {
+func quantizeFile(ctx context.Context, in, out string, opts plan.Options, run Run) (*model.Report, error) {
 	res, err := File(ctx, in, out, opts, run)
 	if err != nil {
 		return nil, err
@@ -43,28 +44,28 @@ func batches(seed uint64, n int, shape ...int) []*tensor.Tensor {
 func TestFileErrors(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	if _, err := quantizeFile(ctx, filepath.Join(dir, "missing.safetensors"), filepath.Join(dir, "o.safetensors"), model.Options{}, Run{}); err == nil {
+	if _, err := quantizeFile(ctx, filepath.Join(dir, "missing.safetensors"), filepath.Join(dir, "o.safetensors"), plan.Options{}, Run{}); err == nil {
 		t.Error("File of a missing file succeeded")
 	}
 	junk := filepath.Join(dir, "junk.safetensors")
 	os.WriteFile(junk, []byte("not a checkpoint at all"), 0o644)
-	if _, err := quantizeFile(ctx, junk, filepath.Join(dir, "o.safetensors"), model.Options{}, Run{}); err == nil {
+	if _, err := quantizeFile(ctx, junk, filepath.Join(dir, "o.safetensors"), plan.Options{}, Run{}); err == nil {
 		t.Error("File of a junk file succeeded")
 	}
 	if err := Dequantize(ctx, "../../examples/digits_cnn.safetensors", filepath.Join(dir, "d.safetensors"), nil); !errors.Is(err, model.ErrFormat) {
 		t.Errorf("Dequantize of a float checkpoint: %v, want model.ErrFormat", err)
 	}
 	out := filepath.Join(dir, "o.safetensors")
-	if _, err := quantizeFile(ctx, "../../examples/digits_cnn.safetensors", out, model.Options{Mode: model.Static}, Run{}); !errors.Is(err, model.ErrCalibration) {
+	if _, err := quantizeFile(ctx, "../../examples/digits_cnn.safetensors", out, plan.Options{Mode: plan.Static}, Run{}); !errors.Is(err, model.ErrCalibration) {
 		t.Errorf("static mode without a calibration file: %v, want model.ErrCalibration", err)
 	}
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Errorf("a failed run left %s behind", out)
 	}
-	if _, err := quantizeFile(ctx, "../../examples/digits_cnn.safetensors", out, model.Options{Activations: "dynamic"}, Run{CalibrationFile: "x.pt"}); !errors.Is(err, model.ErrOption) {
+	if _, err := quantizeFile(ctx, "../../examples/digits_cnn.safetensors", out, plan.Options{Activations: "dynamic"}, Run{CalibrationFile: "x.pt"}); !errors.Is(err, plan.ErrOption) {
 		t.Errorf("calibration file with dynamic activations: %v, want ErrOption", err)
 	}
-	if _, err := quantizeFile(ctx, "../../examples/digits_cnn.safetensors", "../../examples/digits_cnn.safetensors", model.Options{}, Run{}); !errors.Is(err, ErrOutput) {
+	if _, err := quantizeFile(ctx, "../../examples/digits_cnn.safetensors", "../../examples/digits_cnn.safetensors", plan.Options{}, Run{}); !errors.Is(err, ErrOutput) {
 		t.Errorf("output = input: %v, want ErrOutput", err)
 	}
 	// A NaN in the middle of a file: the error names the tensor and no output appears.
@@ -78,7 +79,7 @@ func TestFileErrors(t *testing.T) {
 	if err := m.Save(ctx, bad); err != nil {
 		t.Fatal(err)
 	}
-	_, err = quantizeFile(ctx, bad, out, model.Options{}, Run{})
+	_, err = quantizeFile(ctx, bad, out, plan.Options{}, Run{})
 	if err == nil || !strings.Contains(err.Error(), `"classifier.1.weight"`) || !errors.Is(err, quant.ErrNonFinite) {
 		t.Errorf("Inf weight: error %v, want ErrNonFinite naming classifier.1.weight", err)
 	}
@@ -100,7 +101,7 @@ func TestCalibrationFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "q.pt")
-	rep, err := quantizeFile(context.Background(), "../../examples/digits_cnn.safetensors", out, model.Options{Mode: model.Static, Observer: "minmax"}, Run{CalibrationFile: calPath})
+	rep, err := quantizeFile(context.Background(), "../../examples/digits_cnn.safetensors", out, plan.Options{Mode: plan.Static, Observer: "minmax"}, Run{CalibrationFile: calPath})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +126,7 @@ func TestCalibrationFile(t *testing.T) {
 // File measures both files and, asked to, checks what it wrote.
 func TestFileReportsSizesAndValidates(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "q.safetensors")
-	res, err := File(context.Background(), "../../examples/digits_cnn.pt", out, model.Options{Bits: 4}, Run{Validate: true})
+	res, err := File(context.Background(), "../../examples/digits_cnn.pt", out, plan.Options{Bits: 4}, Run{Validate: true})
 	if err != nil {
 		t.Fatal(err)
 	}

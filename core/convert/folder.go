@@ -180,18 +180,26 @@ func (c *Conversion) folderLayout(out string) (string, model.CreateFunc, func() 
 	return filepath.Join(out, base+safetensors.IndexSuffix), create, func() []string { return shards }, nil
 }
 
-// copyFile copies a regular file into a new file dst (written to a temporary name first).
+// copyFile copies a regular file into a new file dst (written to a temporary name first), with
+// the source's permission bits (a temporary file is created 0600).
 func copyFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return err
+	}
 	tmp, err := os.CreateTemp(filepath.Dir(dst), ".monoquant-copy-*")
 	if err != nil {
 		return err
 	}
-	_, err = io.Copy(tmp, in)
+	err = tmp.Chmod(st.Mode().Perm())
+	if err == nil {
+		_, err = io.Copy(tmp, in)
+	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}

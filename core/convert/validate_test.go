@@ -11,7 +11,7 @@ import (
 	"github.com/monoquant/monoquant/core/blocks"
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/checkpoint/checkpointtest"
-	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
 )
@@ -35,7 +35,7 @@ func TestValidationInBlocks(t *testing.T) {
 		"lstm.weight_hh_l0": tf(ramp(36*9, 0.2), 36, 9),
 		"head.weight":       tf(ramp(5*48, 0.05), 5, 48), // no bias
 	}, "conv.weight", "conv.bias", "fc.weight", "fc.bias", "lstm.weight_ih_l0", "lstm.weight_hh_l0", "head.weight")
-	validate := func(block, release int, opts model.Options) *Validation {
+	validate := func(block, release int, opts plan.Options) *Validation {
 		t.Helper()
 		defer func(b, r int) { validateBlock, blocks.ReleaseEvery = b, r }(validateBlock, blocks.ReleaseEvery)
 		validateBlock, blocks.ReleaseEvery = block, release
@@ -49,7 +49,7 @@ func TestValidationInBlocks(t *testing.T) {
 	}
 	close := func(a, b float64) bool { return a == b || math.IsNaN(a) && math.IsNaN(b) || math.Abs(a-b) <= 1e-9 }
 	fb := true
-	for _, opts := range []model.Options{{Bits: 8}, {Bits: 8, Scheme: "asymmetric"}, {Bits: 4, Spec: quant.Spec{GroupSize: 16}, GroupFallback: &fb}, {Bits: 16}} {
+	for _, opts := range []plan.Options{{Bits: 8}, {Bits: 8, Scheme: "asymmetric"}, {Bits: 4, Spec: quant.Spec{GroupSize: 16}, GroupFallback: &fb}, {Bits: 16}} {
 		name := fmt.Sprintf("%+v", opts)
 		whole, inBlocks := validate(validateBlock, blocks.ReleaseEvery, opts), validate(100, 1000, opts)
 		if whole.SQNRConfirmed != 5 || inBlocks.SQNRConfirmed != 5 || len(whole.LayerOutputs) != 3 || len(inBlocks.LayerOutputs) != 3 {

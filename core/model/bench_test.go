@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/monoquant/monoquant/core/method"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
 )
@@ -15,9 +16,9 @@ func BenchmarkQuantizeOne(b *testing.B) {
 	x := randTensor(rand.New(rand.NewPCG(1, 1)), 2048, 5632)
 	for _, c := range []struct {
 		name string
-		opts Options
-	}{{"int8_per_channel", Options{Bits: 8}}, {"int4_g128", Options{Bits: 4}}} {
-		p, err := NewPlan([]tensor.Info{{Name: "fc.weight", DType: tensor.F32, Shape: x.Shape}}, nil, c.opts)
+		opts plan.Options
+	}{{"int8_per_channel", plan.Options{Bits: 8}}, {"int4_g128", plan.Options{Bits: 4}}} {
+		p, err := plan.NewPlan([]tensor.Info{{Name: "fc.weight", DType: tensor.F32, Shape: x.Shape}}, nil, c.opts)
 		if err != nil {
 			b.Fatal(err)
 		}

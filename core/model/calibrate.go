@@ -7,12 +7,14 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/names"
 	"github.com/monoquant/monoquant/core/observer"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/tensor"
+	"github.com/monoquant/monoquant/core/warning"
 )
 
 // ErrCalibration is wrapped by errors about calibration data.
@@ -31,17 +33,17 @@ type Calibration struct {
 }
 
 // NewCalibration prepares observers for the quantized layers of a static-mode plan.
-func NewCalibration(p *Plan) (*Calibration, error) {
-	if p == nil || p.opts == nil {
+func NewCalibration(p *plan.Plan) (*Calibration, error) {
+	if !p.Valid() {
 		return nil, fmt.Errorf("%w: nil plan", ErrCalibration)
 	}
 	layers := p.StaticLayers()
 	if len(layers) == 0 {
-		return nil, optErr("activations", "calibration needs layers with static activations, and this plan has none (give calibration data, or activations static)")
+		return nil, plan.OptionErr("activations", "calibration needs layers with static activations, and this plan has none (give calibration data, or activations static)")
 	}
 	for _, l := range layers {
 		if _, err := observer.New(p.Observers[l]); err != nil {
-			return nil, optErr("observer", "layer %q: %v", l, err)
+			return nil, plan.OptionErr("observer", "layer %q: %v", l, err)
 		}
 	}
 	c := &Calibration{opts: p.Observers, layers: layers, allowed: map[string]bool{},
@@ -58,7 +60,7 @@ func (c *Calibration) Calibrate(layer string, x *tensor.Tensor) error {
 		return fmt.Errorf("%w: nil calibration", ErrCalibration)
 	}
 	if !c.allowed[layer] {
-		return fmt.Errorf("%w: layer %q has no static activations in this plan (static layers: %s)", ErrCalibration, layer, shortList(c.layers, 8))
+		return fmt.Errorf("%w: layer %q has no static activations in this plan (static layers: %s)", ErrCalibration, layer, names.List(c.layers, 8))
 	}
 	if x == nil {
 		return fmt.Errorf("%w: layer %q: nil activation", ErrCalibration, layer)
@@ -94,7 +96,7 @@ func (c *Calibration) Calibrate(layer string, x *tensor.Tensor) error {
 }
 
 // OutlierRatio is the activation outlier threshold: a layer whose input has max |x| above this
-// many times the 99.9th percentile of |x| gets a WarnActivationOutliers warning, since one
+// many times the 99.9th percentile of |x| gets a warning.ActivationOutliers warning, since one
 // per-tensor INT8 scale must then stretch over values the rest of the data never reaches.
 const OutlierRatio = 16
 
@@ -166,12 +168,12 @@ func (c *Calibration) CalibrateReader(r checkpoint.Reader) error {
 			all = append(all, batch{e.Name, e.Name, -1})
 			continue
 		}
-		layer, idx := splitName(e.Name)
+		layer, idx := names.Split(e.Name)
 		if i, err := strconv.Atoi(idx); err == nil && i >= 0 && c.allowed[layer] {
 			all = append(all, batch{e.Name, layer, i})
 			continue
 		}
-		return fmt.Errorf("%w: calibration tensor %q names no quantized layer (want <layer> or <layer>.<batch>; quantized layers: %s)", ErrCalibration, e.Name, shortList(c.layers, 8))
+		return fmt.Errorf("%w: calibration tensor %q names no quantized layer (want <layer> or <layer>.<batch>; quantized layers: %s)", ErrCalibration, e.Name, names.List(c.layers, 8))
 	}
 	if len(all) == 0 {
 		return fmt.Errorf("%w: the calibration file holds no tensors", ErrCalibration)
@@ -207,18 +209,18 @@ func (c *Calibration) CalibrateReader(r checkpoint.Reader) error {
 // Params returns the activation qparams of every layer that saw data, and a warning for each
 // quantized layer that saw none. No data at all is an error: static mode without calibration
 // has nothing to store.
-func (c *Calibration) Params() (map[string]ActivationParams, []Warning, error) {
+func (c *Calibration) Params() (map[string]ActivationParams, []warning.Warning, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.obs) == 0 {
-		return nil, nil, fmt.Errorf("%w: static mode needs calibration data, and no layer has seen any (quantized layers: %s)", ErrCalibration, shortList(c.layers, 8))
+		return nil, nil, fmt.Errorf("%w: static mode needs calibration data, and no layer has seen any (quantized layers: %s)", ErrCalibration, names.List(c.layers, 8))
 	}
 	out := map[string]ActivationParams{}
-	var warns []Warning
+	var warns []warning.Warning
 	for _, l := range c.layers {
 		o, ok := c.obs[l]
 		if !ok {
-			warns = append(warns, Warning{Code: WarnNoCalibration, Layer: l,
+			warns = append(warns, warning.Warning{Code: warning.NoCalibration, Layer: l,
 				Message: fmt.Sprintf("layer %q saw no calibration data; its activations stay float", l)})
 			continue
 		}
@@ -234,16 +236,9 @@ func (c *Calibration) Params() (map[string]ActivationParams, []Warning, error) {
 		}
 		out[l] = a
 		if r, ok := c.spiky[l]; ok {
-			warns = append(warns, Warning{Code: WarnActivationOutliers, Layer: l,
+			warns = append(warns, warning.Warning{Code: warning.ActivationOutliers, Layer: l,
 				Message: fmt.Sprintf("the input of layer %q has heavy outliers (max |x| is %.0f× its 99.9th percentile, above %d×); one per-tensor INT8 activation scale loses precision there: consider skipping the layer or the histogram observer", l, r, OutlierRatio)})
 		}
 	}
 	return out, warns, nil
-}
-
-func shortList(s []string, n int) string {
-	if len(s) <= n {
-		return strings.Join(s, ", ")
-	}
-	return strings.Join(s[:n], ", ") + fmt.Sprintf(", … (%d in all)", len(s))
 }

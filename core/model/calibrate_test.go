@@ -11,7 +11,9 @@ import (
 	"testing"
 
 	"github.com/monoquant/monoquant/core/observer"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/tensor"
+	"github.com/monoquant/monoquant/core/warning"
 )
 
 func batches(seed uint64, n int, shape ...int) []*tensor.Tensor {
@@ -49,7 +51,7 @@ func direct(t *testing.T, opts observer.Options, xs []*tensor.Tensor) ([]float32
 func TestStaticCalibration(t *testing.T) {
 	for _, name := range []string{"minmax", "moving_average", "histogram"} {
 		m := testModel(t)
-		opts := Options{Mode: Static, Observer: name}
+		opts := plan.Options{Mode: plan.Static, Observer: name}
 		if err := m.StartCalibration(opts); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -76,14 +78,14 @@ func TestStaticCalibration(t *testing.T) {
 			t.Errorf("%s: mode %q, want static", name, res.Config.Mode)
 		}
 		for _, layer := range []string{"conv", "lstm", "fc2"} {
-			if !hasLayerWarning(res.Report, WarnNoCalibration, layer) {
-				t.Errorf("%s: no %s warning for uncalibrated layer %s: %v", name, WarnNoCalibration, layer, res.Report.Warnings)
+			if !hasLayerWarning(res.Report, warning.NoCalibration, layer) {
+				t.Errorf("%s: no %s warning for uncalibrated layer %s: %v", name, warning.NoCalibration, layer, res.Report.Warnings)
 			}
 		}
 	}
 }
 
-func hasLayerWarning(r *Report, code WarningCode, layer string) bool {
+func hasLayerWarning(r *Report, code warning.Code, layer string) bool {
 	for _, w := range r.Warnings {
 		if w.Code == code && w.Layer == layer {
 			return true
@@ -97,10 +99,10 @@ func TestCalibrationErrors(t *testing.T) {
 	if err := m.Calibrate("fc1", tensor.New(tensor.F32, 2)); !errors.Is(err, ErrCalibration) {
 		t.Errorf("Calibrate before StartCalibration: %v, want ErrCalibration", err)
 	}
-	if err := m.StartCalibration(Options{Activations: "none"}); !errors.Is(err, ErrOption) || !strings.Contains(err.Error(), "static") {
+	if err := m.StartCalibration(plan.Options{Activations: "none"}); !errors.Is(err, plan.ErrOption) || !strings.Contains(err.Error(), "static") {
 		t.Errorf("StartCalibration with weight-only activations: %v, want ErrOption", err)
 	}
-	opts := Options{Mode: Static, Observer: "minmax"}
+	opts := plan.Options{Mode: plan.Static, Observer: "minmax"}
 	if err := m.StartCalibration(opts); err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +136,7 @@ func nanValue() float64 { var z float64; return z / z }
 // order even when the file lists them as sorted strings.
 func TestCalibrateReader(t *testing.T) {
 	m := testModel(t)
-	opts := Options{Mode: Static, Observer: "moving_average"}
+	opts := plan.Options{Mode: plan.Static, Observer: "moving_average"}
 	p, err := m.Plan(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -220,7 +222,7 @@ func TestOutlierRatio(t *testing.T) {
 func TestActivationOutlierWarning(t *testing.T) {
 	for _, spike := range []bool{false, true} {
 		m := testModel(t)
-		opts := Options{Mode: Static, Observer: "histogram"}
+		opts := plan.Options{Mode: plan.Static, Observer: "histogram"}
 		if err := m.StartCalibration(opts); err != nil {
 			t.Fatal(err)
 		}
@@ -237,8 +239,8 @@ func TestActivationOutlierWarning(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := hasLayerWarning(res.Report, WarnActivationOutliers, "fc1"); got != spike {
-			t.Errorf("spike=%v: %s warning for fc1 = %v; warnings %v", spike, WarnActivationOutliers, got, res.Report.Warnings)
+		if got := hasLayerWarning(res.Report, warning.ActivationOutliers, "fc1"); got != spike {
+			t.Errorf("spike=%v: %s warning for fc1 = %v; warnings %v", spike, warning.ActivationOutliers, got, res.Report.Warnings)
 		}
 	}
 }

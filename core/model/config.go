@@ -10,10 +10,14 @@ import (
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/method"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/recipe"
 	"github.com/monoquant/monoquant/core/tensor"
 )
+
+// ToolVersion is written into every quantized checkpoint's config.
+const ToolVersion = "0.1.0"
 
 // MetadataKey is the metadata key under which a quantized checkpoint stores its Config as JSON.
 const MetadataKey = "monoquant"
@@ -39,9 +43,10 @@ type Config struct {
 	// Recipe is the resolved recipe of the run: feed it back (recipe=..., --recipe) to make the
 	// same decisions again. TensorConfig.Rule indexes its rules.
 	Recipe *recipe.Recipe `json:"recipe,omitempty"`
-	// Aliases names tensors stored once for several names (tied weights: an embedding and the
-	// head that share it): alias → the stored tensor it reads, quantized or not. An alias is
-	// not stored itself; a quantized target's qparams serve the alias too.
+	// Aliases maps each tied tensor the file does not store to the stored tensor it shares
+	// storage with (alias → stored name; absent when nothing was tied). Readers give the alias
+	// the stored tensor's values (dequantized when it is quantized) and re-tie them. Added
+	// after format 1's first files; readers that predate it ignore it.
 	Aliases map[string]string `json:"aliases,omitempty"`
 }
 
@@ -87,7 +92,7 @@ type ActivationParams struct {
 	Batches   int       `json:"batches"`
 }
 
-func tensorConfig(tp *TensorPlan) *TensorConfig {
+func tensorConfig(tp *plan.TensorPlan) *TensorConfig {
 	s := tp.Spec
 	tc := &TensorConfig{
 		Bits: s.Format.Bits(), Format: s.Format.String(), DType: tp.DType.String(),
@@ -311,6 +316,17 @@ func ReadConfig(entries []checkpoint.Entry, metadata map[string]string) (*Config
 			}
 		}
 	}
+	for alias, target := range c.Aliases {
+		if _, stored := byName[alias]; stored {
+			return nil, fmt.Errorf("%w: aliases: %q is stored in the file, so it cannot alias %q", ErrFormat, alias, target)
+		}
+		if _, ok := c.Tensors[alias]; ok {
+			return nil, fmt.Errorf("%w: aliases: %q is a quantized tensor of the config, so it cannot alias %q", ErrFormat, alias, target)
+		}
+		if _, ok := byName[target]; !ok {
+			return nil, fmt.Errorf("%w: aliases: %q aliases %q, which the file does not store", ErrFormat, alias, target)
+		}
+	}
 	for layer, a := range c.Activations {
 		if len(a.Scale) == 0 || len(a.Scale) != len(a.ZeroPoint) {
 			return nil, fmt.Errorf("%w: activations of layer %q: %d scales and %d zero points", ErrFormat, layer, len(a.Scale), len(a.ZeroPoint))
@@ -324,17 +340,6 @@ func ReadConfig(entries []checkpoint.Entry, metadata map[string]string) (*Config
 		}
 		if err := checkZeroPoints("activations of layer "+fmt.Sprintf("%q", layer), qd, a.ZeroPoint); err != nil {
 			return nil, err
-		}
-	}
-	for alias, target := range c.Aliases {
-		if _, ok := byName[alias]; ok {
-			return nil, fmt.Errorf("%w: alias %q is also stored as a tensor", ErrFormat, alias)
-		}
-		if _, ok := c.Tensors[alias]; ok {
-			return nil, fmt.Errorf("%w: alias %q is also listed as a quantized tensor", ErrFormat, alias)
-		}
-		if _, ok := byName[target]; !ok {
-			return nil, fmt.Errorf("%w: alias %q reads %q, which the checkpoint does not store", ErrFormat, alias, target)
 		}
 	}
 	return &c, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"slices"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/tensor"
@@ -15,8 +16,9 @@ import (
 // tensor becomes one tensor of its original shape and dtype (F32, F16, BF16 or F64, as the
 // config records it; (q − zero_point)·scale is computed in float32 and rounded to nearest even
 // into a half type) under its own name (its .scale and .zero_point tensors are dropped); every
-// other tensor is copied as it is; the "monoquant" metadata key is removed and the rest of the
-// metadata kept. The config is validated against the tensors first (ReadConfig).
+// other tensor is copied as it is; a tied tensor the file stores once (Config.Aliases) is written
+// under each of its names again, right after the stored one; the "monoquant" metadata key is
+// removed and the rest of the metadata kept. The config is validated against the tensors first (ReadConfig).
 func Dequantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, progress ProgressFunc) (err error) {
 	if r == nil || create == nil {
 		return fmt.Errorf("model.Dequantize: nil reader or output")
@@ -33,6 +35,13 @@ func Dequantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, pro
 			params[name+".zero_point"] = name
 		}
 	}
+	aliases := map[string][]string{} // stored tensor → the tied names written after it
+	for alias, target := range cfg.Aliases {
+		aliases[target] = append(aliases[target], alias)
+	}
+	for _, a := range aliases {
+		slices.Sort(a)
+	}
 	var out []checkpoint.Entry
 	var total int64
 	for _, e := range entries {
@@ -40,11 +49,14 @@ func Dequantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, pro
 		if _, ok := params[e.Name]; ok {
 			continue
 		}
+		fe := e
 		if tc, ok := cfg.Tensors[e.Name]; ok {
-			out = append(out, checkpoint.Entry{Name: e.Name, DType: originalDType(tc), Shape: append([]int{}, tc.Shape...)})
-			continue
+			fe = checkpoint.Entry{Name: e.Name, DType: originalDType(tc), Shape: append([]int{}, tc.Shape...)}
 		}
-		out = append(out, e)
+		out = append(out, fe)
+		for _, a := range aliases[e.Name] {
+			out = append(out, checkpoint.Entry{Name: a, DType: fe.DType, Shape: append([]int{}, fe.Shape...)})
+		}
 	}
 	md := maps.Clone(r.Metadata())
 	delete(md, MetadataKey)
@@ -70,11 +82,11 @@ func Dequantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, pro
 		done := 1
 		bytes := entryBytes(e.DType, e.Shape)
 		if !quantized {
-			if err := copyTensor(r, w, e.Name); err != nil {
+			if err := copyTensor(r, w, e.Name, aliases[e.Name]...); err != nil {
 				return err
 			}
 		} else {
-			n, b, err := dequantizeOne(r, w, e.Name, tc, &buf)
+			n, b, err := dequantizeOne(r, w, e.Name, tc, &buf, aliases[e.Name]...)
 			if err != nil {
 				return err
 			}
@@ -94,7 +106,7 @@ func Dequantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, pro
 
 // dequantizeOne reads a quantized tensor with its parameters, checks them and writes the
 // float32 values. It returns how many stored tensors and bytes it consumed.
-func dequantizeOne(r checkpoint.Reader, w checkpoint.Writer, name string, tc *TensorConfig, buf *[]float32) (int, int64, error) {
+func dequantizeOne(r checkpoint.Reader, w checkpoint.Writer, name string, tc *TensorConfig, buf *[]float32, aliases ...string) (int, int64, error) {
 	d, err := openRows(r, name, tc)
 	if err != nil {
 		return 0, 0, err
@@ -108,8 +120,11 @@ func dequantizeOne(r checkpoint.Reader, w checkpoint.Writer, name string, tc *Te
 	if err != nil {
 		return 0, 0, err
 	}
-	if err := w.Write(name, asDType(out, originalDType(tc))); err != nil {
-		return 0, 0, fmt.Errorf("writing tensor %q: %w", name, err)
+	data := asDType(out, originalDType(tc))
+	for _, n := range append([]string{name}, aliases...) {
+		if err := w.Write(n, data); err != nil {
+			return 0, 0, fmt.Errorf("writing tensor %q: %w", n, err)
+		}
 	}
 	return d.used, d.bytes, nil
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
 )
@@ -27,7 +28,7 @@ func quantizedCheckpoint(t *testing.T, name string, rng *rand.Rand, shape, qshap
 		t.Fatalf("%s: %v", name, err)
 	}
 	s := q.Spec
-	tc := tensorConfig(&TensorPlan{Name: name, DType: tensor.F32, Shape: shape, QuantShape: qshape, Spec: s, Layer: "layer", LayerType: Linear})
+	tc := tensorConfig(&plan.TensorPlan{Name: name, DType: tensor.F32, Shape: shape, QuantShape: qshape, Spec: s, Layer: "layer", LayerType: plan.Linear})
 	cfg := &Config{FormatVersion: FormatVersion, Tool: "monoquant", ToolVersion: ToolVersion, Mode: "weight_only", Tensors: map[string]*TensorConfig{name: tc}}
 	md, err := cfg.Marshal()
 	if err != nil {

@@ -2,7 +2,9 @@ package model
 
 import (
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/recipe"
+	"github.com/monoquant/monoquant/core/warning"
 )
 
 // PlanDescription is a plan as data: what every caller shows (`monoquant plan`,
@@ -12,8 +14,8 @@ type PlanDescription struct {
 	Tensors []TensorDecision `json:"tensors"`
 	Layers  []LayerDecision  `json:"layers"`
 	// Recipe is the resolved recipe; TensorDecision.Rule indexes its rules.
-	Recipe   *recipe.Recipe `json:"recipe"`
-	Warnings []Warning      `json:"warnings"`
+	Recipe   *recipe.Recipe    `json:"recipe"`
+	Warnings []warning.Warning `json:"warnings"`
 	// BytesBefore and BytesAfter: every tensor's bytes now and once quantized (the projected size).
 	BytesBefore int64 `json:"bytes_before"`
 	BytesAfter  int64 `json:"bytes_after"`
@@ -24,13 +26,15 @@ type PlanDescription struct {
 
 // TensorDecision is what happens to one input tensor.
 type TensorDecision struct {
-	Name      string `json:"name"`
-	DType     string `json:"dtype"`
-	Shape     []int  `json:"shape"`
-	Layer     string `json:"layer"`
-	LayerType string `json:"layer_type"`
-	Action    Action `json:"action"`
-	Reason    string `json:"reason,omitempty"`
+	Name      string      `json:"name"`
+	DType     string      `json:"dtype"`
+	Shape     []int       `json:"shape"`
+	Layer     string      `json:"layer"`
+	LayerType string      `json:"layer_type"`
+	Action    plan.Action `json:"action"`
+	Reason    string      `json:"reason,omitempty"`
+	// AliasOf is, for action "alias", the tensor stored in this one's place (they share storage).
+	AliasOf string `json:"alias_of,omitempty"`
 	// Rule is the index of the deciding rule in Recipe.Rules (-1: none selected the tensor);
 	// RuleText names it in words.
 	Rule     int    `json:"rule"`
@@ -53,26 +57,29 @@ type StoredTensor struct {
 
 // LayerDecision is what happens to one quantized layer.
 type LayerDecision struct {
-	Name        string    `json:"name"`
-	Type        LayerType `json:"type"`
-	Activations string    `json:"activations"`
+	Name        string         `json:"name"`
+	Type        plan.LayerType `json:"type"`
+	Activations string         `json:"activations"`
 	// Observer is the static activation observer's kind ("" unless static).
 	Observer string `json:"observer,omitempty"`
+	// HessianInputs is K when the layer's method (gptq) needs its input Hessian H = XᵀX, a
+	// [K, K] matrix over calibration inputs (Model.SetHessian, Run.Hessians); 0 otherwise.
+	HessianInputs int `json:"hessian_inputs,omitempty"`
 }
 
-// Describe returns the plan as data.
-func (p *Plan) Describe() *PlanDescription {
-	d := &PlanDescription{Recipe: p.Recipe, Warnings: append([]Warning{}, p.Warnings...), Config: p.Config(), Layers: []LayerDecision{}}
+// Describe returns a plan as data.
+func Describe(p *plan.Plan) *PlanDescription {
+	d := &PlanDescription{Recipe: p.Recipe, Warnings: append([]warning.Warning{}, p.Warnings...), Config: PlanConfig(p), Layers: []LayerDecision{}}
 	for i := range p.Tensors {
 		t := &p.Tensors[i]
 		td := TensorDecision{Name: t.Name, DType: t.DType.String(), Shape: append([]int{}, t.Shape...), Layer: t.Layer,
-			LayerType: string(t.LayerType), Action: t.Action, Reason: t.Reason, Rule: t.Rule, RuleText: p.RuleName(t.Rule),
+			LayerType: string(t.LayerType), Action: t.Action, Reason: t.Reason, AliasOf: t.AliasOf, Rule: t.Rule, RuleText: p.RuleName(t.Rule),
 			Bytes: entryBytes(t.DType, t.Shape)}
 		var stored []checkpoint.Entry
-		if t.Action == ActionQuantize {
+		if t.Action == plan.ActionQuantize {
 			td.Config = d.Config.Tensors[t.Name]
 			stored = storedEntries(t.Name, &t.Spec, t.Shape, t.QuantShape)
-		} else {
+		} else if t.Action != plan.ActionAlias { // an alias is stored under the name it aliases
 			stored = []checkpoint.Entry{{Name: t.Name, DType: t.DType, Shape: t.Shape}}
 		}
 		for _, e := range stored {
@@ -83,8 +90,9 @@ func (p *Plan) Describe() *PlanDescription {
 		d.BytesAfter += td.After
 		d.Tensors = append(d.Tensors, td)
 	}
+	hl := p.HessianLayers()
 	for _, l := range p.LayerNames() {
-		ld := LayerDecision{Name: l, Type: p.Layers[l], Activations: p.Activations[l]}
+		ld := LayerDecision{Name: l, Type: p.Layers[l], Activations: p.Activations[l], HessianInputs: hl[l]}
 		if o, ok := p.Observers[l]; ok {
 			ld.Observer = o.Kind.String()
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
@@ -17,7 +18,7 @@ func ExampleModel_Quantize() {
 	m := model.NewModel()
 	m.Add("fc.weight", tensor.FromFloat32(w, 4, 64))
 	m.Add("fc.bias", tensor.FromFloat32(make([]float32, 4), 4))
-	res, err := m.Quantize(context.Background(), model.Options{Bits: 8}, nil)
+	res, err := m.Quantize(context.Background(), plan.Options{Bits: 8}, nil)
 	if err != nil {
 		fmt.Println(err)
 		return

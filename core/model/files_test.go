@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
 )
@@ -17,7 +18,7 @@ import (
 // the SQNR the in-memory report measured.
 func TestSaveLoadDequantize(t *testing.T) {
 	m := testModel(t)
-	for _, opts := range []Options{{Bits: 8, Spec: quant.Spec{Scheme: quant.Asymmetric}}, {Bits: 4, Spec: quant.Spec{GroupSize: 32}, GroupFallback: &yes}, {Bits: 16, BFloat16: true}} {
+	for _, opts := range []plan.Options{{Bits: 8, Spec: quant.Spec{Scheme: quant.Asymmetric}}, {Bits: 4, Spec: quant.Spec{GroupSize: 32}, GroupFallback: &yes}, {Bits: 16, BFloat16: true}} {
 		res, err := m.Quantize(context.Background(), opts, nil)
 		if err != nil {
 			t.Fatal(err)

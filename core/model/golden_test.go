@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
 )
@@ -41,13 +42,13 @@ var goldenModels = []struct {
 	{"recurrent_mix", "../../testdata/golden/model/recurrent_mix.safetensors", "../../testdata/golden/model/recurrent_mix_module.pt"},
 }
 
-var goldenSchemes = map[string]Options{
+var goldenSchemes = map[string]plan.Options{
 	"int8": {Bits: 8},
 	"int4": {Bits: 4, Spec: quant.Spec{GroupSize: 32, Scheme: quant.Symmetric}, GroupFallback: &yes},
 	"fp16": {Bits: 16},
 }
 
-var allQuantizable = []LayerType{Linear, Conv1d, Conv2d, LSTM, GRU, Embedding}
+var allQuantizable = []plan.LayerType{plan.Linear, plan.Conv1d, plan.Conv2d, plan.LSTM, plan.GRU, plan.Embedding}
 
 func loadGolden(t *testing.T, name string) *golden {
 	t.Helper()
@@ -168,7 +169,7 @@ func TestGoldenModuleTypes(t *testing.T) {
 			if strings.HasSuffix(path, "_module.pt") && len(r.ModuleTypes()) == 0 {
 				t.Errorf("%s: no module types read from a pickled module", path)
 			}
-			p, err := NewPlan(r.Entries(), r.ModuleTypes(), Options{LayerTypes: allQuantizable})
+			p, err := plan.NewPlan(r.Entries(), r.ModuleTypes(), plan.Options{LayerTypes: allQuantizable})
 			r.Close()
 			if err != nil {
 				t.Fatal(err)
@@ -179,7 +180,7 @@ func TestGoldenModuleTypes(t *testing.T) {
 					continue // buffers: torch lists parameters only
 				}
 				got := string(tp.LayerType)
-				if want == "other" && tp.Action == ActionKeep {
+				if want == "other" && tp.Action == plan.ActionKeep {
 					continue
 				}
 				if got != want {
@@ -192,17 +193,17 @@ func TestGoldenModuleTypes(t *testing.T) {
 
 // quantizeFile streams a checkpoint file into another through the plan (core/convert's
 // pipeline without its checks, which live above this package).
-func quantizeFile(in, out string, opts Options) (*Report, error) {
+func quantizeFile(in, out string, opts plan.Options) (*Report, error) {
 	return quantizeFileRun(in, out, opts, Run{})
 }
 
-func quantizeFileRun(in, out string, opts Options, run Run) (*Report, error) {
+func quantizeFileRun(in, out string, opts plan.Options, run Run) (*Report, error) {
 	r, err := checkpoint.Open(in)
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
-	p, err := PlanReader(r, opts)
+	p, err := plan.PlanReader(r, opts)
 	if err != nil {
 		return nil, err
 	}

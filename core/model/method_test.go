@@ -7,8 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
+	"github.com/monoquant/monoquant/core/warning"
 )
 
 // methodModel has two Linear layers with heavy-tailed weights, like trained ones.
@@ -44,7 +46,7 @@ func identityHessian(k int) *tensor.Tensor {
 
 func TestQuantizeMethods(t *testing.T) {
 	ctx := context.Background()
-	base, err := methodModel(t).Quantize(ctx, Options{Bits: 4, Spec: quant.Spec{GroupSize: 64}}, nil)
+	base, err := methodModel(t).Quantize(ctx, plan.Options{Bits: 4, Spec: quant.Spec{GroupSize: 64}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +57,7 @@ func TestQuantizeMethods(t *testing.T) {
 		m := methodModel(t)
 		m.SetHessian("fc1", identityHessian(256))
 		m.SetHessian("fc2", identityHessian(64))
-		res, err := m.Quantize(ctx, Options{Bits: 4, Spec: quant.Spec{GroupSize: 64}, Method: tc.method}, nil)
+		res, err := m.Quantize(ctx, plan.Options{Bits: 4, Spec: quant.Spec{GroupSize: 64}, Method: tc.method}, nil)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.method, err)
 		}
@@ -101,16 +103,16 @@ func TestQuantizeMethodErrors(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name string
-		opts Options
+		opts plan.Options
 		hess map[string]*tensor.Tensor
 		want string
 	}{
-		{"unknown", Options{Bits: 4, Method: "awq"}, nil, `method "awq" is not one of gptq, hqq, mse, rtn`},
-		{"hqq symmetric", Options{Bits: 4, Method: "hqq", Spec: quant.Spec{Scheme: quant.Symmetric}}, nil, "needs the asymmetric scheme"},
-		{"fp16", Options{Bits: 16, Method: "mse"}, nil, "method mse applies to the integer formats"},
-		{"no hessian", Options{Bits: 4, Method: "gptq"}, map[string]*tensor.Tensor{"fc1": identityHessian(256)},
+		{"unknown", plan.Options{Bits: 4, Method: "awq"}, nil, `method "awq" is not one of gptq, hqq, mse, rtn`},
+		{"hqq symmetric", plan.Options{Bits: 4, Method: "hqq", Spec: quant.Spec{Scheme: quant.Symmetric}}, nil, "needs the asymmetric scheme"},
+		{"fp16", plan.Options{Bits: 16, Method: "mse"}, nil, "method mse applies to the integer formats"},
+		{"no hessian", plan.Options{Bits: 4, Method: "gptq"}, map[string]*tensor.Tensor{"fc1": identityHessian(256)},
 			`tensor "fc2.weight": method gptq needs the input Hessian H = XᵀX of layer "fc2", a [64, 64] float tensor`},
-		{"wrong size", Options{Bits: 4, Method: "gptq"}, map[string]*tensor.Tensor{"fc1": identityHessian(64), "fc2": identityHessian(64)},
+		{"wrong size", plan.Options{Bits: 4, Method: "gptq"}, map[string]*tensor.Tensor{"fc1": identityHessian(64), "fc2": identityHessian(64)},
 			`tensor "fc1.weight": the Hessian of layer "fc1" is [64 64]; its 256 inputs need [256, 256]`},
 	} {
 		m := methodModel(t)
@@ -130,22 +132,22 @@ func TestQuantizeGPTQSingularWarns(t *testing.T) {
 	tensor.View[float32](h.Data)[5*256+5] = 0 // input 5 never fired
 	m.SetHessian("fc1", h)
 	m.SetHessian("fc2", identityHessian(64))
-	res, err := m.Quantize(context.Background(), Options{Bits: 4, Method: "gptq", Spec: quant.Spec{GroupSize: 64}}, nil)
+	res, err := m.Quantize(context.Background(), plan.Options{Bits: 4, Method: "gptq", Spec: quant.Spec{GroupSize: 64}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	found := false
 	for _, w := range res.Report.Warnings {
-		if w.Code == WarnHessianDamped && w.Tensor == "fc1.weight" {
+		if w.Code == warning.HessianDamped && w.Tensor == "fc1.weight" {
 			found = true
 		}
-		if w.Code == WarnHessianDamped && w.Tensor == "fc2.weight" {
+		if w.Code == warning.HessianDamped && w.Tensor == "fc2.weight" {
 			t.Errorf("full-rank Hessian of fc2 warned: %v", w.Message)
 		}
 	}
 	if !found {
 		b, _ := json.Marshal(res.Report.Warnings)
-		t.Errorf("no %s warning for fc1: %s", WarnHessianDamped, b)
+		t.Errorf("no %s warning for fc1: %s", warning.HessianDamped, b)
 	}
 }
 
@@ -161,7 +163,7 @@ func TestQuantizeGPTQTransposedRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.SetHessian("c_fc", identityHessian(32))
-	_, err := m.Quantize(context.Background(), Options{Bits: 8, Method: "gptq"}, nil)
+	_, err := m.Quantize(context.Background(), plan.Options{Bits: 8, Method: "gptq"}, nil)
 	if want := `tensor "c_fc.weight": method gptq needs the output channels on axis 0`; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("Quantize = %v, want an error containing %q", err, want)
 	}
@@ -171,11 +173,11 @@ func TestQuantizeGPTQTransposedRefused(t *testing.T) {
 // symmetric on heavy-tailed weights (on MiniLM by 1.02 dB, docs/methods.md).
 func TestInt4DefaultIsAsymmetric(t *testing.T) {
 	ctx := context.Background()
-	def, err := methodModel(t).Quantize(ctx, Options{Bits: 4, Spec: quant.Spec{GroupSize: 64}}, nil)
+	def, err := methodModel(t).Quantize(ctx, plan.Options{Bits: 4, Spec: quant.Spec{GroupSize: 64}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sym, err := methodModel(t).Quantize(ctx, Options{Bits: 4, Spec: quant.Spec{GroupSize: 64, Scheme: quant.Symmetric}}, nil)
+	sym, err := methodModel(t).Quantize(ctx, plan.Options{Bits: 4, Spec: quant.Spec{GroupSize: 64, Scheme: quant.Symmetric}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

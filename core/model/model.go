@@ -6,6 +6,8 @@ import (
 	"maps"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/observer"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
@@ -78,20 +80,27 @@ func (m *Model) Reader() checkpoint.Reader { return m.ck }
 
 // Plan decides what Quantize would do with these options (with the calibration the model has:
 // once StartCalibration ran, static activations are the default).
-func (m *Model) Plan(opts Options) (*Plan, error) {
+func (m *Model) Plan(opts plan.Options) (*plan.Plan, error) {
 	if m.cal != nil {
 		opts.Calibrated = true
 	}
-	return NewPlan(m.ck.Entries(), m.ck.moduleTypes, opts)
+	return plan.NewPlan(m.ck.Entries(), m.ck.moduleTypes, opts)
 }
 
 // StartCalibration prepares one activation observer per quantized layer of the static-mode
-// options; Calibrate then feeds them, and Quantize with the same options uses them.
-func (m *Model) StartCalibration(opts Options) error {
+// options; Calibrate then feeds them, and Quantize with the same options uses them. Options
+// without static layers are accepted when a layer's method needs its input Hessian (gptq with
+// activations "none"): the calibration data then serves the Hessians (SetHessian) only.
+func (m *Model) StartCalibration(opts plan.Options) error {
 	opts.Calibrated = true
 	p, err := m.Plan(opts)
 	if err != nil {
 		return err
+	}
+	if len(p.StaticLayers()) == 0 && len(p.HessianLayers()) > 0 {
+		m.cal = &Calibration{opts: p.Observers, allowed: map[string]bool{}, obs: map[string]observer.Observer{},
+			batches: map[string]int{}, spiky: map[string]float32{}}
+		return nil
 	}
 	c, err := NewCalibration(p)
 	if err != nil {
@@ -111,7 +120,7 @@ func (m *Model) Calibrate(layer string, x *tensor.Tensor) error {
 
 // Quantize quantizes the model in memory. In static mode the observers fed by Calibrate give
 // the activation qparams.
-func (m *Model) Quantize(ctx context.Context, opts Options, progress ProgressFunc) (*Result, error) {
+func (m *Model) Quantize(ctx context.Context, opts plan.Options, progress ProgressFunc) (*Result, error) {
 	if m.cal != nil {
 		opts.Calibrated = true
 	}
@@ -139,7 +148,7 @@ func (m *Model) Quantize(ctx context.Context, opts Options, progress ProgressFun
 	if err != nil {
 		return nil, fmt.Errorf("internal: the quantized model does not validate: %w", err)
 	}
-	return &Result{Report: rep, Config: cfg, ck: mw.out}, nil
+	return &Result{Report: rep, Config: cfg, Plan: p, ck: mw.out}, nil
 }
 
 // SetHessian gives a layer's input Hessian H = XᵀX ([K, K] over the inputs of its weight
@@ -160,6 +169,7 @@ func (m *Model) SetHessian(layer string, h *tensor.Tensor) {
 type Result struct {
 	Report *Report
 	Config *Config
+	Plan   *plan.Plan // the plan the quantization applied (the run log stores its resolved config and recipe)
 	// ck is the in-memory checkpoint of a quantization or LoadResult, or the open file of
 	// OpenResult (closed by Close).
 	ck checkpoint.Reader
@@ -221,15 +231,16 @@ func Copy(ctx context.Context, r checkpoint.Reader, create CreateFunc) (err erro
 }
 
 // copyTensor writes one tensor of r unchanged through w and drops it from r's memory.
-func copyTensor(r checkpoint.Reader, w checkpoint.Writer, name string) error {
+func copyTensor(r checkpoint.Reader, w checkpoint.Writer, name string, aliases ...string) error {
 	t, err := r.Tensor(name)
 	if err != nil {
 		return fmt.Errorf("tensor %q: %w", name, err)
 	}
-	err = w.Write(name, t.Data)
-	r.Release(name)
-	if err != nil {
-		return fmt.Errorf("writing tensor %q: %w", name, err)
+	defer r.Release(name)
+	for _, n := range append([]string{name}, aliases...) {
+		if err := w.Write(n, t.Data); err != nil {
+			return fmt.Errorf("writing tensor %q: %w", n, err)
+		}
 	}
 	return nil
 }

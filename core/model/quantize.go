@@ -9,8 +9,10 @@ import (
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/method"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
+	"github.com/monoquant/monoquant/core/warning"
 )
 
 // Progress is reported after every tensor.
@@ -40,7 +42,7 @@ type Run struct {
 
 // checkHessians refuses, before anything is written, a gptq plan whose layers lack a Hessian
 // or carry one of the wrong size.
-func checkHessians(p *Plan, run *Run) error {
+func checkHessians(p *plan.Plan, run *Run) error {
 	for _, t := range p.Quantized() {
 		if !t.Method.NeedsHessian() {
 			continue
@@ -64,24 +66,35 @@ func checkHessians(p *Plan, run *Run) error {
 }
 
 // OutputEntries lists the tensors a plan writes, in order: each input tensor in file order,
-// a quantized one as <name>, <name>.scale and (when the scheme needs it) <name>.zero_point.
-func (p *Plan) OutputEntries() []checkpoint.Entry {
+// a quantized one as <name>, <name>.scale and (when the scheme needs it) <name>.zero_point; a
+// tied tensor that aliases another (ActionAlias) is not stored.
+func OutputEntries(p *plan.Plan) []checkpoint.Entry {
 	var out []checkpoint.Entry
 	for i := range p.Tensors {
 		t := &p.Tensors[i]
-		if t.Action == ActionQuantize {
+		switch t.Action {
+		case plan.ActionAlias: // stored once, under the name it aliases
+		case plan.ActionQuantize:
 			out = append(out, storedEntries(t.Name, &t.Spec, t.Shape, t.QuantShape)...)
-		} else {
+		default:
 			out = append(out, checkpoint.Entry{Name: t.Name, DType: t.DType, Shape: append([]int(nil), t.Shape...)})
 		}
 	}
 	return out
 }
 
-// Config returns the quantization config the plan stores (without activation qparams).
-func (p *Plan) Config() *Config {
+// PlanConfig returns the quantization config a plan stores (without activation qparams).
+func PlanConfig(p *plan.Plan) *Config {
 	c := &Config{FormatVersion: FormatVersion, Tool: "monoquant", ToolVersion: ToolVersion,
 		Tensors: map[string]*TensorConfig{}, Recipe: p.Recipe}
+	for _, t := range p.Tensors {
+		if t.Action == plan.ActionAlias {
+			if c.Aliases == nil {
+				c.Aliases = map[string]string{}
+			}
+			c.Aliases[t.Name] = t.AliasOf
+		}
+	}
 	for _, t := range p.Quantized() {
 		c.Tensors[t.Name] = tensorConfig(t)
 		switch {
@@ -98,8 +111,8 @@ func (p *Plan) Config() *Config {
 // Release, so the peak memory is about one tensor plus its quantized form. The plan must have
 // been made from r's entries. On error or cancellation the output is aborted (nothing appears
 // at a file target). The report's tensors are sorted worst SQNR first.
-func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Plan, run Run) (rep *Report, err error) {
-	if r == nil || create == nil || p == nil || p.opts == nil {
+func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *plan.Plan, run Run) (rep *Report, err error) {
+	if r == nil || create == nil || !p.Valid() {
 		return nil, fmt.Errorf("model.Quantize: nil reader, output or plan")
 	}
 	if err := checkPlanMatches(p, r.Entries()); err != nil {
@@ -111,8 +124,9 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 	if err := checkHessians(p, &run); err != nil {
 		return nil, err
 	}
-	rep = &Report{Warnings: append([]Warning(nil), p.Warnings...)}
-	cfg := p.Config()
+	rep = &Report{Warnings: append([]warning.Warning(nil), p.Warnings...)}
+	cfg := PlanConfig(p)
+	rep.Aliases = maps.Clone(cfg.Aliases)
 	if len(p.StaticLayers()) > 0 {
 		if run.Calibration == nil {
 			return nil, fmt.Errorf("%w: static mode needs calibration data (a Calibration fed with activations)", ErrCalibration)
@@ -133,7 +147,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 		md = map[string]string{}
 	}
 	md[MetadataKey] = js
-	w, err := create(p.OutputEntries(), md)
+	w, err := create(OutputEntries(p), md)
 	if err != nil {
 		return nil, err
 	}
@@ -144,18 +158,22 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 		}
 	}()
 	var total int64
+	stored := 0
 	for _, t := range p.Tensors {
-		total += entryBytes(t.DType, t.Shape)
+		if t.Action != plan.ActionAlias {
+			total += entryBytes(t.DType, t.Shape)
+			stored++
+		}
 	}
 	pl := newPipeline(w)
 	defer pl.stop()
 	var params quantBuffers // a streamed tensor's scales and zero points
-	prog := Progress{TensorsTotal: len(p.Tensors), BytesTotal: total}
+	prog := Progress{TensorsTotal: stored, BytesTotal: total}
 	// finish runs on this goroutine once the writer is done with a tensor: its pages are
 	// released (a kept tensor is written straight from the reader's memory) and progress
 	// is reported in order.
 	finish := func(j *writeJob) error {
-		if j.tp.Action == ActionKeep {
+		if j.tp.Action == plan.ActionKeep {
 			r.Release(j.tp.Name)
 		}
 		if j.out != nil {
@@ -178,7 +196,12 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		for tp.Action == ActionQuantize && len(pl.free) == 0 {
+		if tp.Action == plan.ActionAlias {
+			// Nothing is written: the tensor it aliases holds the bytes, in the input as in the
+			// output, so it counts neither before nor after.
+			continue
+		}
+		for tp.Action == plan.ActionQuantize && len(pl.free) == 0 {
 			if err := finish(pl.wait()); err != nil {
 				return nil, err
 			}
@@ -203,7 +226,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 			continue
 		}
 		j := &writeJob{tp: tp}
-		if tp.Action == ActionKeep {
+		if tp.Action == plan.ActionKeep {
 			in := entryBytes(tp.DType, tp.Shape)
 			if j.ranges = keptStreamable(in, r, w); j.ranges == nil {
 				t, err := readTensor(r, tp)
@@ -217,7 +240,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 			rep.TensorsKept++
 		} else {
 			j.out = pl.buffers()
-			mo := p.opts.mopts
+			mo := p.MethodOptions()
 			mo.Hessian = run.Hessians[tp.Layer]
 			t, err := readTensor(r, tp)
 			if err != nil {
@@ -262,7 +285,7 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *Pl
 }
 
 // readTensor reads tensor tp whole and checks it is what the checkpoint listed.
-func readTensor(r checkpoint.Reader, tp *TensorPlan) (*tensor.Tensor, error) {
+func readTensor(r checkpoint.Reader, tp *plan.TensorPlan) (*tensor.Tensor, error) {
 	t, err := r.Tensor(tp.Name)
 	if err != nil {
 		return nil, fmt.Errorf("tensor %q: %w", tp.Name, err)
@@ -292,7 +315,7 @@ type quantBuffers struct {
 
 // writeJob is one tensor handed to the writer goroutine.
 type writeJob struct {
-	tp   *TensorPlan
+	tp   *plan.TensorPlan
 	data []byte        // a kept tensor's bytes
 	out  *quantBuffers // a quantized tensor's stored form, or one block of it when part
 	// part: out.d is the next block of rows of a streamed tensor's quantized data.
@@ -388,7 +411,7 @@ func writeTensor(w checkpoint.Writer, j *writeJob, keptBuf *[]byte) error {
 }
 
 // writeParams writes a quantized tensor's <name>.scale and <name>.zero_point (as its scheme needs).
-func writeParams(w checkpoint.Writer, tp *TensorPlan, b *quantBuffers) error {
+func writeParams(w checkpoint.Writer, tp *plan.TensorPlan, b *quantBuffers) error {
 	name, s := tp.Name, &tp.Spec
 	if s.Format.IsInteger() {
 		if err := w.Write(name+".scale", tensor.Float32Bytes(b.sc)); err != nil {
@@ -404,7 +427,7 @@ func writeParams(w checkpoint.Writer, tp *TensorPlan, b *quantBuffers) error {
 }
 
 // quantizeOne quantizes one tensor into reused buffers and measures its error.
-func quantizeOne(tp *TensorPlan, t *tensor.Tensor, b *quantBuffers, mo method.Options) (TensorReport, []Warning, error) {
+func quantizeOne(tp *plan.TensorPlan, t *tensor.Tensor, b *quantBuffers, mo method.Options) (TensorReport, []warning.Warning, error) {
 	view := &tensor.Tensor{DType: t.DType, Shape: tp.QuantShape, Data: t.Data}
 	s := tp.Spec
 	n := t.Len()
@@ -425,7 +448,7 @@ func quantizeOne(tp *TensorPlan, t *tensor.Tensor, b *quantBuffers, mo method.Op
 	var st quant.Stats
 	var sig, noise float64
 	var err error
-	var warns []Warning
+	var warns []warning.Warning
 	if tp.Method == "" || tp.Method == method.RTN {
 		st, sig, noise, err = quantizeMeasured(data, view, s, sc, z)
 	} else {
@@ -436,7 +459,7 @@ func quantizeOne(tp *TensorPlan, t *tensor.Tensor, b *quantBuffers, mo method.Op
 			sig, noise, err = methodEnergy(view, data, s, sc, z)
 		}
 		if res.Singular {
-			warns = append(warns, Warning{Code: WarnHessianDamped, Tensor: tp.Name, Layer: tp.Layer,
+			warns = append(warns, warning.Warning{Code: warning.HessianDamped, Tensor: tp.Name, Layer: tp.Layer,
 				Message: fmt.Sprintf("the Hessian of layer %q is singular (%d inputs never fired); quantized with dampening %.3g added to its diagonal", tp.Layer, res.DeadInputs, res.Damp)})
 		}
 	}
@@ -463,7 +486,7 @@ func methodEnergy(src *tensor.Tensor, q []byte, s quant.Spec, sc []float32, z []
 }
 
 // tensorReport is what one tensor's quantization measured.
-func tensorReport(tp *TensorPlan, dt tensor.DType, st quant.Stats, sig, noise float64) TensorReport {
+func tensorReport(tp *plan.TensorPlan, dt tensor.DType, st quant.Stats, sig, noise float64) TensorReport {
 	s := tp.Spec
 	size := quant.SizeOf(tp.QuantShape, dt.Size(), &s)
 	tr := TensorReport{
@@ -485,8 +508,8 @@ func tensorReport(tp *TensorPlan, dt tensor.DType, st quant.Stats, sig, noise fl
 }
 
 // tensorWarnings turns what a tensor's quantization measured into warnings.
-func tensorWarnings(tp *TensorPlan, tr *TensorReport) []Warning {
-	var out []Warning
+func tensorWarnings(tp *plan.TensorPlan, tr *TensorReport) []warning.Warning {
+	var out []warning.Warning
 	if tr.Overflow > 0 {
 		rng, top := "the FP16 range", "±65504"
 		if tp.Spec.Format == quant.BFloat16 {
@@ -496,21 +519,21 @@ func tensorWarnings(tp *TensorPlan, tr *TensorReport) []Warning {
 		if tp.Spec.SaturateFloat16 {
 			became = "were saturated to " + top
 		}
-		out = append(out, Warning{Code: WarnFP16Overflow, Tensor: tp.Name, Layer: tp.Layer,
+		out = append(out, warning.Warning{Code: warning.FP16Overflow, Tensor: tp.Name, Layer: tp.Layer,
 			Message: fmt.Sprintf("layer %q: %d values of %q exceed %s and %s", tp.Layer, tr.Overflow, tp.Name, rng, became)})
 	}
 	if tr.NonFinite > 0 {
-		out = append(out, Warning{Code: WarnNonFiniteClamp, Tensor: tp.Name, Layer: tp.Layer,
+		out = append(out, warning.Warning{Code: warning.NonFiniteClamp, Tensor: tp.Name, Layer: tp.Layer,
 			Message: fmt.Sprintf("%d NaN/Inf values were clamped as the options asked", tr.NonFinite)})
 	}
 	if lim, ok := LowSQNR[tp.Spec.Format]; ok && float64(tr.SQNR) < lim {
-		out = append(out, Warning{Code: WarnLowSQNR, Tensor: tp.Name, Layer: tp.Layer,
+		out = append(out, warning.Warning{Code: warning.LowSQNR, Tensor: tp.Name, Layer: tp.Layer,
 			Message: fmt.Sprintf("SQNR %.1f dB is below %.0f dB, the floor for %v", float64(tr.SQNR), lim, tp.Spec.Format)})
 	}
 	return out
 }
 
-func checkPlanMatches(p *Plan, entries []checkpoint.Entry) error {
+func checkPlanMatches(p *plan.Plan, entries []checkpoint.Entry) error {
 	if len(entries) != len(p.Tensors) {
 		return fmt.Errorf("the plan has %d tensors, the checkpoint %d: make the plan from this checkpoint", len(p.Tensors), len(entries))
 	}

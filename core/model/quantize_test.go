@@ -13,8 +13,10 @@ import (
 	"testing"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
+	"github.com/monoquant/monoquant/core/warning"
 )
 
 func randTensor(rng *rand.Rand, shape ...int) *tensor.Tensor {
@@ -83,7 +85,7 @@ func energyOf(x, y []float32) (float64, float64) {
 
 func TestQuantizeInMemoryReport(t *testing.T) {
 	m := testModel(t)
-	res, err := m.Quantize(context.Background(), Options{Bits: 8}, nil)
+	res, err := m.Quantize(context.Background(), plan.Options{Bits: 8}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,29 +154,29 @@ func TestQuantizeStoredTensors(t *testing.T) {
 	m := testModel(t)
 	tests := []struct {
 		name   string
-		opts   Options
+		opts   plan.Options
 		check  map[string]checkpoint.Entry // stored name → dtype/shape
 		absent []string
 	}{
-		{"int8", Options{Bits: 8}, map[string]checkpoint.Entry{
+		{"int8", plan.Options{Bits: 8}, map[string]checkpoint.Entry{
 			"fc1.weight":       ent("fc1.weight", tensor.I8, 64, 256),
 			"fc1.weight.scale": ent("fc1.weight.scale", tensor.F32, 64),
 			"conv.weight":      ent("conv.weight", tensor.I8, 16, 3, 3, 3),
 			"fc1.bias":         ent("fc1.bias", tensor.F32, 64),
 			"steps":            ent("steps", tensor.I64),
 		}, []string{"fc1.weight.zero_point"}},
-		{"int8 asym quint8", Options{Bits: 8, Spec: quant.Spec{Scheme: quant.Asymmetric, QDType: quant.QUInt8}}, map[string]checkpoint.Entry{
+		{"int8 asym quint8", plan.Options{Bits: 8, Spec: quant.Spec{Scheme: quant.Asymmetric, QDType: quant.QUInt8}}, map[string]checkpoint.Entry{
 			"fc1.weight":            ent("fc1.weight", tensor.U8, 64, 256),
 			"fc1.weight.zero_point": ent("fc1.weight.zero_point", tensor.I32, 64),
 		}, nil},
-		{"int4 g64", Options{Bits: 4, Spec: quant.Spec{GroupSize: 64}, GroupFallback: &yes}, map[string]checkpoint.Entry{
+		{"int4 g64", plan.Options{Bits: 4, Spec: quant.Spec{GroupSize: 64}, GroupFallback: &yes}, map[string]checkpoint.Entry{
 			"fc1.weight":       ent("fc1.weight", tensor.U8, 64, 128),
 			"fc1.weight.scale": ent("fc1.weight.scale", tensor.F32, 64, 4),
 		}, nil},
-		{"fp16", Options{Bits: 16}, map[string]checkpoint.Entry{
+		{"fp16", plan.Options{Bits: 16}, map[string]checkpoint.Entry{
 			"fc1.weight": ent("fc1.weight", tensor.F16, 64, 256),
 		}, []string{"fc1.weight.scale"}},
-		{"bf16", Options{Bits: 16, BFloat16: true}, map[string]checkpoint.Entry{
+		{"bf16", plan.Options{Bits: 16, BFloat16: true}, map[string]checkpoint.Entry{
 			"fc2.weight": ent("fc2.weight", tensor.BF16, 10, 64),
 		}, []string{"fc2.weight.scale"}},
 	}
@@ -216,7 +218,7 @@ func TestQuantizeStoredTensors(t *testing.T) {
 // own quantize → dequantize gives for each tensor.
 func TestDequantizeMatchesKernel(t *testing.T) {
 	m := testModel(t)
-	for _, opts := range []Options{{Bits: 8}, {Bits: 4, Spec: quant.Spec{GroupSize: 32}, GroupFallback: &yes}, {Bits: 8, Spec: quant.Spec{Scheme: quant.Asymmetric}}, {Bits: 16}, {Bits: 16, BFloat16: true}} {
+	for _, opts := range []plan.Options{{Bits: 8}, {Bits: 4, Spec: quant.Spec{GroupSize: 32}, GroupFallback: &yes}, {Bits: 8, Spec: quant.Spec{Scheme: quant.Asymmetric}}, {Bits: 16}, {Bits: 16, BFloat16: true}} {
 		res, err := m.Quantize(context.Background(), opts, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -235,7 +237,7 @@ func TestDequantizeMatchesKernel(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if tp.Action == ActionKeep {
+			if tp.Action == plan.ActionKeep {
 				if got.DType != src.DType || string(got.Data) != string(src.Data) {
 					t.Errorf("bits %d: kept tensor %q changed", opts.Bits, tp.Name)
 				}
@@ -268,17 +270,17 @@ func TestQuantizeErrors(t *testing.T) {
 	nan := []float32{1, 2, float32(math.NaN()), 4}
 	m := NewModel()
 	m.Add("fc.weight", tensor.FromFloat32(nan, 2, 2))
-	_, err := m.Quantize(context.Background(), Options{}, nil)
+	_, err := m.Quantize(context.Background(), plan.Options{}, nil)
 	if err == nil || !errors.Is(err, quant.ErrNonFinite) || !strings.Contains(err.Error(), `"fc.weight"`) {
 		t.Errorf("NaN weight: error %v, want ErrNonFinite naming \"fc.weight\"", err)
 	}
 	// With the clamp option the NaN becomes the zero point and a warning says so.
-	res, err := m.Quantize(context.Background(), Options{Spec: quant.Spec{NonFinite: quant.ClampNonFinite}}, nil)
+	res, err := m.Quantize(context.Background(), plan.Options{Spec: quant.Spec{NonFinite: quant.ClampNonFinite}}, nil)
 	if err != nil {
 		t.Fatalf("NaN weight with clamp: %v", err)
 	}
-	if !hasWarning(res.Report, WarnNonFiniteClamp, "fc.weight") {
-		t.Errorf("NaN weight with clamp: warnings %v, want %s for fc.weight", res.Report.Warnings, WarnNonFiniteClamp)
+	if !hasWarning(res.Report, warning.NonFiniteClamp, "fc.weight") {
+		t.Errorf("NaN weight with clamp: warnings %v, want %s for fc.weight", res.Report.Warnings, warning.NonFiniteClamp)
 	}
 	// The report's SQNR is over the finite values: 1, 2 and 4 (the row [1 2] and the 4 of [NaN 4]).
 	if tr := res.Report.Tensors[0]; tr.NonFinite != 1 || tr.SignalEnergy != 1+4+16 || math.IsNaN(float64(tr.SQNR)) || math.IsNaN(float64(res.Report.SQNR)) {
@@ -287,11 +289,11 @@ func TestQuantizeErrors(t *testing.T) {
 
 	big := NewModel()
 	big.Add("fc.weight", tensor.FromFloat32([]float32{1e5, 1, 2, 3}, 2, 2))
-	res, err = big.Quantize(context.Background(), Options{Bits: 16}, nil)
+	res, err = big.Quantize(context.Background(), plan.Options{Bits: 16}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !hasWarning(res.Report, WarnFP16Overflow, "fc.weight") || res.Report.Tensors[0].Overflow != 1 {
+	if !hasWarning(res.Report, warning.FP16Overflow, "fc.weight") || res.Report.Tensors[0].Overflow != 1 {
 		t.Errorf("FP16 overflow: report %+v, want one overflow and a warning", res.Report)
 	}
 	// One overflow rule: the stored value is the largest finite half, never Inf, and the
@@ -316,12 +318,12 @@ func TestQuantizeErrors(t *testing.T) {
 	if err := dup.Add("x", tensor.New(tensor.F32, 2)); err == nil {
 		t.Error("duplicate Add succeeded")
 	}
-	if _, err := testModel(t).Quantize(context.Background(), Options{Mode: Static}, nil); !errors.Is(err, ErrCalibration) {
+	if _, err := testModel(t).Quantize(context.Background(), plan.Options{Mode: plan.Static}, nil); !errors.Is(err, ErrCalibration) {
 		t.Errorf("static mode without calibration: error %v, want ErrCalibration", err)
 	}
 	// Quantizing a quantized checkpoint is refused.
-	res, _ = testModel(t).Quantize(context.Background(), Options{}, nil)
-	p, err := NewPlan(res.Entries(), nil, Options{LayerTypes: []LayerType{Linear, Conv2d, LSTM}})
+	res, _ = testModel(t).Quantize(context.Background(), plan.Options{}, nil)
+	p, err := plan.NewPlan(res.Entries(), nil, plan.Options{LayerTypes: []plan.LayerType{plan.Linear, plan.Conv2d, plan.LSTM}})
 	if err == nil {
 		_, err = Quantize(context.Background(), res.Reader(), memCreate(new(*memWriter)), p, Run{})
 	}
@@ -330,7 +332,7 @@ func TestQuantizeErrors(t *testing.T) {
 	}
 }
 
-func hasWarning(r *Report, code WarningCode, tensorName string) bool {
+func hasWarning(r *Report, code warning.Code, tensorName string) bool {
 	for _, w := range r.Warnings {
 		if w.Code == code && (tensorName == "" || w.Tensor == tensorName) {
 			return true
@@ -349,7 +351,7 @@ func memCreate(out **memWriter) CreateFunc {
 func TestProgressAndCancel(t *testing.T) {
 	m := testModel(t)
 	var seen []Progress
-	_, err := m.Quantize(context.Background(), Options{}, func(p Progress) { seen = append(seen, p) })
+	_, err := m.Quantize(context.Background(), plan.Options{}, func(p Progress) { seen = append(seen, p) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,7 +370,7 @@ func TestProgressAndCancel(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var mw *memWriter
-	p, _ := m.Plan(Options{})
+	p, _ := m.Plan(plan.Options{})
 	calls := 0
 	_, err = Quantize(ctx, m.Reader(), memCreate(&mw), p, Run{Progress: func(Progress) {
 		calls++
@@ -382,7 +384,7 @@ func TestProgressAndCancel(t *testing.T) {
 }
 
 func TestReadConfigErrors(t *testing.T) {
-	res, err := testModel(t).Quantize(context.Background(), Options{Bits: 8, Spec: quant.Spec{Scheme: quant.Asymmetric}}, nil)
+	res, err := testModel(t).Quantize(context.Background(), plan.Options{Bits: 8, Spec: quant.Spec{Scheme: quant.Asymmetric}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -450,7 +452,7 @@ func TestReadConfigErrors(t *testing.T) {
 // TestDequantizeRejectsBadParams: values that the config cannot catch (a zero scale, a zero
 // point outside the range) are caught while dequantizing, naming the tensor.
 func TestDequantizeRejectsBadParams(t *testing.T) {
-	res, err := testModel(t).Quantize(context.Background(), Options{Bits: 8, Spec: quant.Spec{Scheme: quant.Asymmetric, QDType: quant.QInt8}}, nil)
+	res, err := testModel(t).Quantize(context.Background(), plan.Options{Bits: 8, Spec: quant.Spec{Scheme: quant.Asymmetric, QDType: quant.QInt8}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -588,8 +590,8 @@ func (f *failingWriter) Abort() error  { f.aborted = true; return nil }
 // never commits, whichever tensor (kept or quantized) it hits.
 func TestWriterFailure(t *testing.T) {
 	m := testModel(t)
-	p, _ := m.Plan(Options{})
-	total := len(p.OutputEntries())
+	p, _ := m.Plan(plan.Options{})
+	total := len(OutputEntries(p))
 	for n := 1; n <= total; n++ {
 		fw := &failingWriter{n: n}
 		_, err := Quantize(context.Background(), m.Reader(), func([]checkpoint.Entry, map[string]string) (checkpoint.Writer, error) { return fw, nil }, p, Run{})
@@ -613,7 +615,7 @@ func TestDequantizeKeepsTheOriginalDType(t *testing.T) {
 		if err := m.Add("fc.weight", w); err != nil {
 			t.Fatal(err)
 		}
-		res, err := m.Quantize(context.Background(), Options{Bits: 8}, nil)
+		res, err := m.Quantize(context.Background(), plan.Options{Bits: 8}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

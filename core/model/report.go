@@ -8,48 +8,10 @@ import (
 	"strconv"
 
 	"github.com/monoquant/monoquant/core/quant"
+	"github.com/monoquant/monoquant/core/warning"
 )
 
-// WarningCode names a kind of warning; the Python package raises MonoquantWarning for each.
-type WarningCode string
-
-const (
-	WarnFirstLayer    WarningCode = "first_layer_quantized"
-	WarnLastLayer     WarningCode = "last_layer_quantized"
-	WarnLowSQNR       WarningCode = "low_sqnr"
-	WarnInt4Small     WarningCode = "int4_small_layer"
-	WarnFP16Overflow  WarningCode = "fp16_overflow"
-	WarnGroupFallback WarningCode = "group_size_fallback"
-	// WarnHessianDamped: gptq met a singular Hessian (inputs that never fired, or fewer
-	// independent samples than inputs) and quantized against the damped one.
-	WarnHessianDamped  WarningCode = "hessian_damped"
-	WarnNoCalibration  WarningCode = "no_calibration_data"
-	WarnNonFiniteClamp WarningCode = "non_finite_clamped"
-	// WarnActivationOutliers: a layer's calibration input has heavy outliers (see OutlierRatio).
-	WarnActivationOutliers WarningCode = "activation_outliers"
-	// WarnUnusedRule: a recipe rule or skip pattern selects no layer (likely a typo).
-	WarnUnusedRule WarningCode = "unused_rule"
-	// WarnLeftInFloat: a layer the options select is left in float because the caller cannot
-	// run its quantized form (Options.RuntimeClasses); one per layer, naming its class.
-	WarnLeftInFloat WarningCode = "left_in_float"
-	// WarnTied: tensors sharing storage with a quantized tensor (Options.Tied) are quantized
-	// with it although the options alone left them in float.
-	WarnTied WarningCode = "tied"
-	// WarnArchitecture: layers look like another architecture's than the one they are typed as.
-	WarnArchitecture WarningCode = "architecture_unknown"
-)
-
-// Warning is a fact about a likely accuracy loss, as data.
-type Warning struct {
-	Code    WarningCode `json:"code"`
-	Tensor  string      `json:"tensor,omitempty"`
-	Layer   string      `json:"layer,omitempty"`
-	Message string      `json:"message"`
-}
-
-func (w Warning) String() string { return string(w.Code) + ": " + w.Message }
-
-// LowSQNR is the SQNR (dB) under which a quantized tensor draws a WarnLowSQNR warning, by
+// LowSQNR is the SQNR (dB) under which a quantized tensor draws a warning.LowSQNR warning, by
 // format. INT8 per-channel of trained weights lands near 40 dB; under 20 dB the noise is a tenth
 // of the signal's amplitude. INT4 g128 lands near 20 dB, so its floor is 10 dB. The float formats
 // keep 8 (BF16) or 11 (FP16) significant bits and should reach about 45 and 65 dB.
@@ -141,10 +103,13 @@ type Report struct {
 	// tensor weighs more than a small one.
 	SQNR Decibels `json:"sqnr_db"`
 	// Tensors, worst SQNR first.
-	Tensors  []TensorReport `json:"tensors"`
-	Warnings []Warning      `json:"warnings"`
+	Tensors  []TensorReport    `json:"tensors"`
+	Warnings []warning.Warning `json:"warnings"`
 	// Activations holds the activation qparams per layer in static mode.
 	Activations map[string]ActivationParams `json:"activations,omitempty"`
+	// Aliases names the tensors that shared storage with another (tied parameters): alias →
+	// the name stored once in the output (Config.Aliases).
+	Aliases map[string]string `json:"aliases,omitempty"`
 }
 
 // Ratio is the size after over the size before, for all tensors.
@@ -180,7 +145,7 @@ func (r *Report) finish() {
 	r.SQNR = Decibels(OverallSQNR(sig, noise))
 	sort.SliceStable(r.Tensors, func(i, j int) bool { return worse(r.Tensors[i].SQNR, r.Tensors[j].SQNR) })
 	if r.Warnings == nil {
-		r.Warnings = []Warning{}
+		r.Warnings = []warning.Warning{}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/monoquant/monoquant/core/method"
+	"github.com/monoquant/monoquant/core/plan"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/quant"
@@ -27,8 +28,8 @@ var (
 
 // streamable reports whether tensor tp is quantized in streamed blocks, and the reader's
 // ranges if so.
-func streamable(tp *TensorPlan, r checkpoint.Reader, w checkpoint.Writer) (checkpoint.RangedReader, bool) {
-	if tp.Action != ActionQuantize || entryBytes(tp.DType, tp.Shape) < streamThreshold || !blockable(&tp.Spec, tp.QuantShape) ||
+func streamable(tp *plan.TensorPlan, r checkpoint.Reader, w checkpoint.Writer) (checkpoint.RangedReader, bool) {
+	if tp.Action != plan.ActionQuantize || entryBytes(tp.DType, tp.Shape) < streamThreshold || !blockable(&tp.Spec, tp.QuantShape) ||
 		(tp.Method != "" && tp.Method != method.RTN) { // the other methods see the whole tensor
 		return nil, false
 	}
@@ -80,7 +81,7 @@ func writeKeptParts(w checkpoint.PartWriter, rr checkpoint.RangedReader, name st
 // block's quantized bytes to the writer as a part and releasing its input, then sends the scales
 // and zero points (kept in params, which must not be in flight), checking ctx between blocks.
 // finish takes back a job the writer is done with; r gives the whole tensor for an error message.
-func quantizeStreamed(ctx context.Context, tp *TensorPlan, r checkpoint.Reader, rr checkpoint.RangedReader, pl *pipeline,
+func quantizeStreamed(ctx context.Context, tp *plan.TensorPlan, r checkpoint.Reader, rr checkpoint.RangedReader, pl *pipeline,
 	finish func(*writeJob) error, params *quantBuffers) (TensorReport, error) {
 	s := tp.Spec
 	rows := tp.QuantShape[0]
@@ -172,7 +173,7 @@ func quantizeStreamed(ctx context.Context, tp *TensorPlan, r checkpoint.Reader, 
 
 // streamError is the error the whole tensor gives (its indices count from the tensor's start,
 // not the block's); it runs only for bad input, so reading and quantizing the tensor again is fine.
-func streamError(tp *TensorPlan, r checkpoint.Reader, blockErr error) error {
+func streamError(tp *plan.TensorPlan, r checkpoint.Reader, blockErr error) error {
 	t, err := r.Tensor(tp.Name)
 	if err != nil {
 		return fmt.Errorf("tensor %q: %w", tp.Name, err)

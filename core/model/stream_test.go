@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
 )
@@ -55,26 +56,26 @@ func TestStreamedMatchesWhole(t *testing.T) {
 	}
 	specs := []struct {
 		name     string
-		opts     Options
+		opts     plan.Options
 		streamed string // a tensor that must be streamed
 	}{
-		{"int8", Options{Bits: 8}, "fc1.weight"},
-		{"int8 asym", Options{Bits: 8, Spec: quant.Spec{Scheme: quant.Asymmetric, QDType: quant.QUInt8}}, "fc1.weight"},
-		{"int4 g64", Options{Bits: 4, Spec: quant.Spec{GroupSize: 64}, GroupFallback: &yes}, "fc1.weight"},
+		{"int8", plan.Options{Bits: 8}, "fc1.weight"},
+		{"int8 asym", plan.Options{Bits: 8, Spec: quant.Spec{Scheme: quant.Asymmetric, QDType: quant.QUInt8}}, "fc1.weight"},
+		{"int4 g64", plan.Options{Bits: 4, Spec: quant.Spec{GroupSize: 64}, GroupFallback: &yes}, "fc1.weight"},
 		// conv.weight rows have 27 values: INT4 blocks must start on a byte.
-		{"int4 per-channel", Options{Bits: 4, Spec: quant.Spec{Granularity: quant.PerChannel}}, "conv.weight"},
-		{"fp16", Options{Bits: 16}, "fc1.weight"},
+		{"int4 per-channel", plan.Options{Bits: 4, Spec: quant.Spec{Granularity: quant.PerChannel}}, "conv.weight"},
+		{"fp16", plan.Options{Bits: 16}, "fc1.weight"},
 		// per-tensor is never streamed; the result must not change either
-		{"int8 per-tensor", Options{Spec: quant.Spec{Format: quant.Int8, Scheme: quant.Symmetric, Granularity: quant.PerTensor}}, ""},
+		{"int8 per-tensor", plan.Options{Spec: quant.Spec{Format: quant.Int8, Scheme: quant.Symmetric, Granularity: quant.PerTensor}}, ""},
 	}
-	run := func(t *testing.T, opts Options, out string) (*Report, map[string]int, int) {
+	run := func(t *testing.T, opts plan.Options, out string) (*Report, map[string]int, int) {
 		t.Helper()
 		r, err := checkpoint.Open(in)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer r.Close()
-		p, err := PlanReader(r, opts)
+		p, err := plan.PlanReader(r, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -202,7 +203,7 @@ func TestStreamedBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	whole := filepath.Join(dir, "whole.safetensors")
-	_, werr := quantizeFile(in, whole, Options{Bits: 8})
+	_, werr := quantizeFile(in, whole, plan.Options{Bits: 8})
 	if werr == nil {
 		t.Fatal("a NaN weight quantized without error")
 	}
@@ -210,7 +211,7 @@ func TestStreamedBadInput(t *testing.T) {
 	streamThreshold, streamBlockBytes = 1, 4096
 	defer func() { streamThreshold, streamBlockBytes = oldT, oldB }()
 	streamed := filepath.Join(dir, "streamed.safetensors")
-	_, serr := quantizeFile(in, streamed, Options{Bits: 8})
+	_, serr := quantizeFile(in, streamed, plan.Options{Bits: 8})
 	if serr == nil || serr.Error() != werr.Error() {
 		t.Fatalf("streamed error %v, whole %v", serr, werr)
 	}
@@ -256,7 +257,7 @@ func TestStreamedProgressAndCancel(t *testing.T) {
 	defer func() { streamThreshold, streamBlockBytes = oldT, oldB }()
 	var seen []string
 	out := filepath.Join(dir, "out.safetensors")
-	if _, err := quantizeFileRun(in, out, Options{Bits: 8}, Run{Progress: func(p Progress) {
+	if _, err := quantizeFileRun(in, out, plan.Options{Bits: 8}, Run{Progress: func(p Progress) {
 		seen = append(seen, p.Tensor)
 	}}); err != nil {
 		t.Fatal(err)
@@ -273,7 +274,7 @@ func TestStreamedProgressAndCancel(t *testing.T) {
 	if !slices.Equal(seen, names) {
 		t.Fatalf("progress for %v, want each of %v once in order", seen, names)
 	}
-	p, err := PlanReader(r, Options{Bits: 8})
+	p, err := plan.PlanReader(r, plan.Options{Bits: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,7 +307,7 @@ func TestCancelAtTheLastTensor(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	p, err := PlanReader(r, Options{Bits: 8})
+	p, err := plan.PlanReader(r, plan.Options{Bits: 8})
 	if err != nil {
 		t.Fatal(err)
 	}

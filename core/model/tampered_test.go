@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/tensor"
 )
@@ -23,7 +24,7 @@ func tamperedFile(t *testing.T, edit func(r *Result)) string {
 	}
 	m.Add("fc.weight", tensor.FromFloat32(w, 8, 4))
 	spec := quant.Spec{Format: quant.Int8, Scheme: quant.Asymmetric, Granularity: quant.PerChannel, QDType: quant.QUInt8}
-	res, err := m.Quantize(context.Background(), Options{Spec: spec}, nil)
+	res, err := m.Quantize(context.Background(), plan.Options{Spec: spec}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,13 +6,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/monoquant/monoquant/core/plan"
 )
 
 // TestWithConfigAndOpenResult: a caller's copy of a quantized model's tensors with its config
 // (plus a tied alias) becomes a Result only when the config matches the tensors; saved, the file
 // opens with OpenResult, whose tensors read from the file match, and a bad alias is refused.
 func TestWithConfigAndOpenResult(t *testing.T) {
-	res, err := testModel(t).Quantize(context.Background(), Options{Bits: 8}, nil)
+	res, err := testModel(t).Quantize(context.Background(), plan.Options{Bits: 8}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +51,7 @@ func TestWithConfigAndOpenResult(t *testing.T) {
 	}{
 		{"alias of a stored tensor", with(map[string]string{"tied.weight": first}), ""},
 		{"alias of nothing", with(map[string]string{"tied.weight": "nope.weight"}), "does not store"},
-		{"alias that is stored", with(map[string]string{first: first}), "also stored"},
+		{"alias that is stored", with(map[string]string{first: first}), "is stored in the file"},
 		{"not json", "{", "not valid JSON"},
 	} {
 		m := copyOf()

@@ -107,3 +107,21 @@ func Summarize(s string, max int) string {
 // Message bounds an error message to MaxMessage bytes (see Summarize); entry points apply it
 // to every error they show, after the readers have bounded what they quote.
 func Message(s string) string { return Summarize(s, MaxMessage) }
+
+// List joins names for a message, the first n of them and a count of the rest.
+func List(s []string, n int) string {
+	if len(s) <= n {
+		return strings.Join(s, ", ")
+	}
+	return strings.Join(s[:n], ", ") + fmt.Sprintf(", … (%d in all)", len(s))
+}
+
+// Split splits a dotted tensor name into its module path and its last component
+// ("encoder.fc1.weight" → "encoder.fc1", "weight"; "bias" → "", "bias").
+func Split(name string) (module, last string) {
+	i := strings.LastIndex(name, ".")
+	if i < 0 {
+		return "", name
+	}
+	return name[:i], name[i+1:]
+}

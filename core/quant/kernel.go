@@ -30,9 +30,14 @@ func (s *Stats) merge(o Stats) {
 	s.Overflow += o.Overflow
 }
 
+// NonFiniteHint ends the error of a tensor holding NaN/Inf, in core's option names: each front end
+// replaces it with its own spelling of the option (the CLI's --nonfinite clamp, the C config's
+// MQ_NONFINITE_CLAMP, Python's nonfinite="clamp"), so the error names an option the caller has.
+const NonFiniteHint = `set the option nonfinite to "clamp" to quantize anyway`
+
 func nonFiniteErr(st Stats) error {
-	return fmt.Errorf("%w: %d non-finite values, the first at flat index %d (pass the clamp option to quantize anyway)",
-		ErrNonFinite, st.NonFinite, st.FirstNonFinite)
+	return fmt.Errorf("%w: %d non-finite values, the first at flat index %d (%s)",
+		ErrNonFinite, st.NonFinite, st.FirstNonFinite, NonFiniteHint)
 }
 
 // layout maps a flat element index to its granule (the index of its scale). Elements come in

@@ -1,9 +1,12 @@
 package runlog
 
 import (
+	"encoding/json"
+	"maps"
 	"math"
 	"sort"
 	"strconv"
+	"strings"
 )
 
 // Row is one line of a comparison: a key and its value in each run ("" where a run has none).
@@ -21,10 +24,16 @@ type Comparison struct {
 	Results  []Row   `json:"results"`
 	Layers   []Row   `json:"layers"` // SQNR (dB) per quantized tensor
 	Metrics  []Row   `json:"metrics"`
-	// Pareto[i] says run i is on the size-versus-quality front: no other run is at most as
-	// big and at least as good with one of the two strictly better.
+	// Pareto[i] says run i is on the front: no other run is at least as good on every axis and
+	// strictly better on one. The axes are size (min) and overall SQNR (max), or, when every run
+	// is a trial of one search (the same Settings.Objectives), the search's objectives.
 	Pareto []bool `json:"pareto"`
+	// Front names the front's axes: "size (min), sqnr_db (max)" or the objectives.
+	Front string `json:"front"`
 }
+
+// SizeQualityFront is Comparison.Front for the front of size against overall SQNR.
+const SizeQualityFront = "size (min), sqnr_db (max)"
 
 // Compare builds the side-by-side view of runs, in the order given.
 func Compare(runs []*Run) *Comparison {
@@ -53,8 +62,80 @@ func Compare(runs []*Run) *Comparison {
 		}
 	}
 	c.Settings, c.Results, c.Layers, c.Metrics = rows(settings), rows(results), rows(layers), rows(metrics)
-	c.Pareto = Pareto(runs)
+	c.Pareto, c.Front = Pareto(runs), SizeQualityFront
+	if goals := sharedObjectives(runs); goals != nil {
+		c.Pareto, c.Front = objectivePareto(runs, goals)
+	}
 	return c
+}
+
+// sharedObjectives returns the objectives every run was a trial on, when they are the same
+// for all and each run has a metric for each (nil otherwise).
+func sharedObjectives(runs []*Run) map[string]string {
+	var goals map[string]string
+	for i, r := range runs {
+		var s struct {
+			Objectives map[string]string `json:"objectives"`
+		}
+		if json.Unmarshal(r.Settings, &s) != nil || len(s.Objectives) == 0 {
+			return nil
+		}
+		if i == 0 {
+			goals = s.Objectives
+		} else if !maps.Equal(goals, s.Objectives) {
+			return nil
+		}
+		for k := range s.Objectives {
+			if _, ok := r.Metrics[k]; !ok {
+				return nil
+			}
+		}
+	}
+	return goals
+}
+
+// objectivePareto marks the non-dominated runs on the objectives' metrics (O(n² k): a
+// comparison shows tens of runs, not millions).
+func objectivePareto(runs []*Run, goals map[string]string) ([]bool, string) {
+	names := sortedKeys(goals)
+	pts := make([][]float64, len(runs)) // minimised
+	for i, r := range runs {
+		for _, k := range names {
+			v := r.Metrics[k]
+			if goals[k] == "max" {
+				v = -v
+			}
+			pts[i] = append(pts[i], v)
+		}
+	}
+	on := make([]bool, len(runs))
+	for i := range runs {
+		on[i] = true
+		for j := range runs {
+			if j != i && dominates(pts[j], pts[i]) {
+				on[i] = false
+				break
+			}
+		}
+	}
+	axes := make([]string, len(names))
+	for i, k := range names {
+		axes[i] = k + " (" + goals[k] + ")"
+	}
+	return on, strings.Join(axes, ", ")
+}
+
+func dominates(a, b []float64) bool {
+	better := false
+	for i := range a {
+		if a[i] > b[i] {
+			return false
+		}
+		if a[i] < b[i] {
+			better = true
+		}
+	}
+	return better
 }
 
 func short(h string) string {

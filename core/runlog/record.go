@@ -10,27 +10,50 @@ import (
 	"time"
 
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 )
 
 // Begin starts a run record for an entry point ("cli", "python", "c", "go"): the clock, host
 // and versions. Fill the rest with SetReport and the caller's file identities.
 func Begin(entryPoint string) *Run {
 	host, _ := os.Hostname()
+	v := processVersions() // SetVersion's: the binding's host (torch, python)
+	v["monoquant"], v["go"] = model.ToolVersion, runtime.Version()
 	return &Run{
-		Started: time.Now(), Host: host, EntryPoint: entryPoint,
-		Versions: map[string]string{"monoquant": model.ToolVersion, "go": runtime.Version()},
-		Results:  map[string]float64{}, Metrics: map[string]float64{},
+		Started: time.Now(), Host: host, EntryPoint: entryPoint, Versions: v,
+		Results: map[string]float64{}, Metrics: map[string]float64{},
 	}
+}
+
+// JSONSafe returns copies of runs that encoding/json can write: JSON has no Inf or NaN, so a
+// lossless tensor's SQNR (+Inf) becomes the largest float64 and an undefined one (NaN, -Inf)
+// 0. Every caller that prints runs as JSON (the CLI, the C ABI) goes through it.
+func JSONSafe(runs []*Run) []*Run {
+	out := make([]*Run, len(runs))
+	for i, r := range runs {
+		c := *r
+		c.Layers = append([]Layer{}, r.Layers...)
+		for j := range c.Layers {
+			if math.IsInf(c.Layers[j].SQNR, 1) {
+				c.Layers[j].SQNR = math.MaxFloat64
+			} else if math.IsNaN(c.Layers[j].SQNR) || math.IsInf(c.Layers[j].SQNR, -1) {
+				c.Layers[j].SQNR = 0
+			}
+		}
+		c.Results = finiteMap(r.Results)
+		out[i] = &c
+	}
+	return out
 }
 
 // SetReport fills the run's settings, resolved config, per-layer and whole-model results,
 // warnings, duration and peak RSS from what the quantization produced.
-func (r *Run) SetReport(s Settings, plan *model.Plan, rep *model.Report) error {
+func (r *Run) SetReport(s Settings, p *plan.Plan, rep *model.Report) error {
 	var err error
 	if r.Settings, err = EncodeSettings(s); err != nil {
 		return err
 	}
-	if r.Config, err = json.Marshal(plan.Config()); err != nil {
+	if r.Config, err = json.Marshal(model.PlanConfig(p)); err != nil {
 		return fmt.Errorf("encoding the resolved config: %w", err)
 	}
 	r.Layers = r.Layers[:0]

@@ -102,7 +102,7 @@ type Run struct {
 	EntryPoint string            `json:"entry_point"`
 	// Settings is what EncodeSettings wrote: enough to run the quantization again.
 	Settings json.RawMessage `json:"settings"`
-	// Config is the resolved per-tensor config (model.Plan.Config) the run applied: the
+	// Config is the resolved per-tensor config (plan.Plan.Config) the run applied: the
 	// defaults of the day, written out.
 	Config      json.RawMessage    `json:"config"`
 	Input       FileRef            `json:"input"`

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 )
 
@@ -25,7 +25,7 @@ func sampleRun(t testing.TB, bits int, size int64, sqnr float64) *Run {
 	t.Helper()
 	r := Begin("go")
 	r.Versions["torch"] = "2.15.0"
-	raw, err := EncodeSettings(Settings{Options: model.Options{Bits: bits, Skip: []string{"lm_head"},
+	raw, err := EncodeSettings(Settings{Options: plan.Options{Bits: bits, Skip: []string{"lm_head"},
 		Spec: quant.Spec{Scheme: quant.Asymmetric, GroupSize: 64}}, OutputFormat: "safetensors"})
 	if err != nil {
 		t.Fatal(err)

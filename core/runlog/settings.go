@@ -2,30 +2,34 @@ package runlog
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
 	"strconv"
 	"strings"
 
-	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/observer"
+	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/recipe"
 )
 
 // Settings is everything a run was asked to do, enough to run it again.
 type Settings struct {
-	Options      model.Options `json:"options"`
-	OutputFormat string        `json:"output_format,omitempty"` // "safetensors" or "pt"
-	Calibration  string        `json:"calibration,omitempty"`   // calibration file, static mode
+	Options      plan.Options `json:"options"`
+	OutputFormat string       `json:"output_format,omitempty"` // "safetensors" or "pt"
+	Calibration  string       `json:"calibration,omitempty"`   // calibration file, static mode
 	// Recipe is the resolved recipe the run applied (every default filled in, as the output
 	// file stores it), so that a later change of defaults shows in a comparison.
 	Recipe *recipe.Recipe `json:"recipe,omitempty"`
+	// Objectives are a search trial's objectives and their goals ("max" or "min"): the run's
+	// metrics of those names are what `runs compare` finds the Pareto front on (RecordTrial).
+	Objectives map[string]string `json:"objectives,omitempty"`
 }
 
 // EncodeSettings is the one place that turns a run's settings into the JSON the log stores.
-// model.Options round-trips through encoding/json exactly (plain fields, enums as numbers);
+// plan.Options round-trips through encoding/json exactly (plain fields, enums as numbers);
 // when per-layer recipes replace Options, this function (and DecodeSettings) change alone.
 func EncodeSettings(s Settings) (json.RawMessage, error) {
 	b, err := json.Marshal(s)
@@ -35,6 +39,9 @@ func EncodeSettings(s Settings) (json.RawMessage, error) {
 	return b, nil
 }
 
+// ErrSettings is wrapped by DecodeSettings' errors: stored settings this monoquant cannot read.
+var ErrSettings = errors.New("run settings")
+
 // DecodeSettings reads what EncodeSettings wrote. Unknown fields are an error: a run recorded
 // by a newer monoquant must not be reproduced with part of its settings silently dropped.
 func DecodeSettings(raw json.RawMessage) (Settings, error) {
@@ -42,7 +49,7 @@ func DecodeSettings(raw json.RawMessage) (Settings, error) {
 	dec := json.NewDecoder(strings.NewReader(string(raw)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&s); err != nil {
-		return s, fmt.Errorf("run settings: %w", err)
+		return s, fmt.Errorf("%w: %v", ErrSettings, err)
 	}
 	return s, nil
 }
@@ -98,7 +105,7 @@ func SettingsFields(raw json.RawMessage) map[string]string {
 		"options.spec.scheme":               func(i int) string { return quant.Scheme(i).String() },
 		"options.spec.granularity":          func(i int) string { return quant.Granularity(i).String() },
 		"options.spec.qdtype":               func(i int) string { return quant.QDType(i).String() },
-		"options.mode":                      func(i int) string { return model.Mode(i).String() },
+		"options.mode":                      func(i int) string { return plan.Mode(i).String() },
 		"options.activationobserver.kind":   func(i int) string { return observer.Kind(i).String() },
 		"options.activationobserver.dtype":  func(i int) string { return quant.QDType(i).String() },
 		"options.activationobserver.scheme": func(i int) string { return quant.Scheme(i).String() },

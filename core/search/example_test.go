@@ -22,7 +22,7 @@ func Example() {
 	}
 	for i := 0; i < 12; i++ {
 		c := e.Ask()
-		// Quantize with c.Recipe (model.Options{Recipe: c.Recipe}) and measure; here a stand-in:
+		// Quantize with c.Recipe (plan.Options{Recipe: c.Recipe}) and measure; here a stand-in:
 		size, loss := 0.0, 0.0
 		for k, r := range c.Recipe.Rules[:2] {
 			bits := float64(r.Bits)

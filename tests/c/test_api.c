@@ -272,6 +272,8 @@ static void test_nonfinite(void) {
     int32_t z[4];
     mq_quant_stats st;
     CHECK_RC(mq_quantize_tensor(&c, &x, q, 64, s, z, 4, &st), MQ_ENONFINITE);
+    /* the message names the C option that clamps instead */
+    CHECK(strstr(mq_last_error(), "MQ_NONFINITE_CLAMP") != NULL, "NaN message %s, want it to name MQ_NONFINITE_CLAMP", mq_last_error());
     CHECK(st.nonfinite == 2 && st.first_nonfinite == 37, "stats of NaN at 37, Inf at 50 = %llu first %lld, want 2 first 37", (unsigned long long)st.nonfinite, (long long)st.first_nonfinite);
     CHECK(strstr(mq_last_error(), "37") != NULL, "NaN message %s, want it to name index 37", mq_last_error());
     c.nonfinite = MQ_NONFINITE_CLAMP;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -636,6 +637,72 @@ static void test_recipes(void) {
     CHECK(md && strstr(md, "\\\"recipe\\\"") && strstr(md, "\\\"mode\\\":\\\"none\\\""), "file config lacks the recipe or the weight-only mode: %.400s", md ? md : "");
     free(md);
     mq_model_free(q);
+    /* a Hugging Face model folder in gives a folder out, which mq_model_load reads back */
+    char hf[512], hfq[512], cj[600];
+    snprintf(hf, sizeof hf, "%s/hf", tmpdir);
+    snprintf(hfq, sizeof hfq, "%s/hf-q", tmpdir);
+    CHECK(mkdir(hf, 0755) == 0, "mkdir %s", hf);
+    snprintf(cj, sizeof cj, "%s/model.safetensors", hf);
+    CHECK_RC(mq_model_save(m, cj), MQ_OK);
+    snprintf(cj, sizeof cj, "%s/config.json", hf);
+    FILE* cf = fopen(cj, "w");
+    if (cf) {
+        fputs("{\"model_type\": \"bert\"}", cf);
+        fclose(cf);
+    }
+    cfg.recipe_json = NULL;
+    CHECK_RC(mq_quantize_file(hf, hfq, &cfg, NULL, NULL, NULL, NULL), MQ_OK);
+    snprintf(cj, sizeof cj, "%s/config.json", hfq);
+    CHECK(access(cj, F_OK) == 0, "the output folder lacks config.json");
+    CHECK_RC(mq_model_load(&q, hfq), MQ_OK);
+    md = q ? json_of(q, 0) : NULL;
+    CHECK(md && strstr(md, "format_version"), "folder model has no quantization config: %.300s", md ? md : "");
+    free(md);
+    mq_model_free(q);
+    /* one FP16 overflow rule in files: saturated, never Inf; NaN fails naming the C option and
+     * leaves no output (issue 12) */
+    {
+        static float big[2 * 8];
+        static const int64_t big_shape[2] = {2, 8};
+        for (int i = 0; i < 16; i++) big[i] = 0.01f * (float)i;
+        big[3] = 1e6f;
+        mq_model* bm = NULL;
+        CHECK_RC(mq_model_new(&bm), MQ_OK);
+        mq_tensor bt = tens(big, MQ_DTYPE_F32, 2, big_shape, NULL);
+        CHECK_RC(mq_model_add_tensor(bm, "fc.weight", &bt), MQ_OK);
+        char bsrc[512], bdst[512];
+        snprintf(bsrc, sizeof bsrc, "%s/big.safetensors", tmpdir);
+        snprintf(bdst, sizeof bdst, "%s/big.fp16.safetensors", tmpdir);
+        CHECK_RC(mq_model_save(bm, bsrc), MQ_OK);
+        mq_model_config hc;
+        CHECK_RC(mq_model_config_init(&hc), MQ_OK);
+        hc.bits = 16;
+        CHECK_RC(mq_quantize_file(bsrc, bdst, &hc, NULL, NULL, NULL, &rep), MQ_OK);
+        CHECK_RC(mq_report_json(rep, buf, sizeof buf, &len), MQ_OK);
+        CHECK(strstr(buf, "\"fp16_overflow\"") != NULL, "fp16 report lacks the overflow warning: %.600s", buf);
+        CHECK_RC(mq_report_free(rep), MQ_OK);
+        mq_model* hq = NULL;
+        CHECK_RC(mq_model_load(&hq, bdst), MQ_OK);
+        mq_model* hd = NULL;
+        CHECK_RC(mq_model_dequantize(hq, &hd), MQ_OK);
+        float back[16];
+        CHECK_RC(mq_model_tensor_read(hd, "fc.weight", back, sizeof back), MQ_OK);
+        CHECK(back[3] == 65504.0f, "fp16 file holds %g for 1e6, want 65504 (saturated, never Inf)", (double)back[3]);
+        mq_model_free(hd);
+        mq_model_free(hq);
+        big[5] = NAN;
+        mq_model_free(bm);
+        bm = NULL;
+        CHECK_RC(mq_model_new(&bm), MQ_OK);
+        CHECK_RC(mq_model_add_tensor(bm, "fc.weight", &bt), MQ_OK);
+        CHECK_RC(mq_model_save(bm, bsrc), MQ_OK);
+        mq_model_free(bm);
+        snprintf(bdst, sizeof bdst, "%s/nan.int8.safetensors", tmpdir);
+        hc.bits = 8;
+        CHECK_RC(mq_quantize_file(bsrc, bdst, &hc, NULL, NULL, NULL, NULL), MQ_ENONFINITE);
+        CHECK(strstr(mq_last_error(), "MQ_NONFINITE_CLAMP") != NULL, "NaN message names no C option: %s", mq_last_error());
+        CHECK(access(bdst, F_OK) != 0, "a refused NaN file left %s behind", bdst);
+    }
     /* errors: the output is never the input, a bad source is named, no output appears */
     CHECK_RC(mq_quantize_file(src, src, &cfg, NULL, NULL, NULL, NULL), MQ_EINVAL);
     snprintf(dst, sizeof dst, "%s/never.safetensors", tmpdir);

@@ -174,3 +174,40 @@ def test_a_pattern_is_valid_everywhere_or_nowhere(work):
         r = subprocess.run([str(exe), str(d / "model.pt"), str(d / "pattern.safetensors"), "--skip", pattern], capture_output=True, text=True)
         c_ok = r.returncode == 0
         assert py_ok == cli_ok == c_ok == ok, (pattern, py_ok, cli_ok, c_ok)
+
+
+@pytest.mark.parametrize("src", ["testdata/checkpoints/torch/tied.pt", "folder"])
+def test_file_callers_agree_on_tied_tensors_and_folders(work, tmp_path, src):
+    """Tied tensors stored once and Hugging Face folders (issue 12): Python's quantize_file, the
+    CLI and C write the same bytes (the in-memory path has no file to compare)."""
+    d, model, exe = work
+    if src == "folder":
+        folder = tmp_path / "hf"
+        folder.mkdir()
+        torch.save(model.state_dict(), folder / "pytorch_model.bin")
+        (folder / "config.json").write_text('{"model_type": "custom"}')
+        (folder / "tokenizer.json").write_text("{}")
+        src = folder
+    else:
+        src = os.path.join(ROOT, src)
+    outs = {caller: tmp_path / f"{caller}" for caller in ("quantize_file", "cli", "c")}
+    if src != tmp_path / "hf":
+        outs = {k: v.with_suffix(".safetensors") for k, v in outs.items()}
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", monoquant.MonoquantWarning)
+        monoquant.quantize_file(src, outs["quantize_file"], progress=False, log=False)
+    r = subprocess.run([CLI, "quantize", "--model", str(src), "--out", str(outs["cli"]), "--quiet", "--no-log"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([str(exe), str(src), str(outs["c"])], capture_output=True, text=True, env={**os.environ, "MONOQUANT_LOG": "0"})
+    assert r.returncode == 0, r.stderr
+    files = {k: (v / "model.safetensors" if v.is_dir() else v) for k, v in outs.items()}
+    for caller, p in files.items():
+        assert _sha(p) == _sha(files["quantize_file"]), f"{caller} differs from quantize_file: {_describe_difference(files['quantize_file'], p)}"
+    with safe_open(files["cli"], "pt") as f:
+        cfg = json.loads(f.metadata()["monoquant"])
+    if src == tmp_path / "hf":
+        assert sorted(os.listdir(outs["c"])) == ["config.json", "model.safetensors", "tokenizer.json"]
+    else:
+        assert cfg["aliases"] == {"emb.weight": "head.weight", "b.weight": "a.weight"}

@@ -34,7 +34,9 @@ from ._errors import (
 )
 from .api import Plan, Report, defaults, dequantize, plan, quantize, quantize_file, record_activations, report, sqnr
 from .files import QuantizedStateDict, load, save
+from ._runlog import Reproduction, Run, compare, log_metric, reproduce, run, runs
 from .search import BenchmarkResult, SearchResult, SearchResults, benchmark, search
+from .sensitivity import Recipe, SensitivityTable, recipe_for, sensitivity
 from .nn import QuantizedConv1D, QuantizedConv2d, QuantizedEmbedding, QuantizedLinear, QuantizedLSTM
 from .observers import (
     HistogramObserver,
@@ -52,6 +54,17 @@ __version__ = library_version
 library_path = _lib.LIBRARY_PATH
 
 __all__ = [
+    "runs",
+    "run",
+    "compare",
+    "reproduce",
+    "log_metric",
+    "Run",
+    "Reproduction",
+    "sensitivity",
+    "recipe_for",
+    "SensitivityTable",
+    "Recipe",
     "search",
     "SearchResult",
     "SearchResults",

@@ -125,9 +125,19 @@ _BY_STATUS = {
 }
 
 
+# The C library's advice for NaN/Inf input names its config field (capi/errors.go); in Python
+# the option is QuantSpec(clamp_nonfinite=True) for tensor functions and nonfinite="clamp" for
+# models and files.
+_NONFINITE_HINT_C = 'set nonfinite = MQ_NONFINITE_CLAMP in the config, or "nonfinite": "clamp" in options JSON, to quantize anyway'
+
+
 def error_for_status(status, message, function=None):
     """Returns the exception instance for a negative status code (MonoquantError if unknown)."""
     cls = _BY_STATUS.get(status, MonoquantError)
+    if status == -6 and _NONFINITE_HINT_C in message:
+        tensor_level = (function or "").startswith(("mq_quantize_tensor", "mq_observer"))
+        hint = "pass QuantSpec(..., clamp_nonfinite=True) to quantize anyway" if tensor_level else 'pass nonfinite="clamp" to quantize anyway'
+        message = message.replace(_NONFINITE_HINT_C, hint)
     text = f"{function}: {message}" if function else message
     return cls(text, status=status, function=function)
 

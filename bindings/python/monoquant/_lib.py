@@ -506,6 +506,24 @@ _fn("mq_model_set_config", [mq_model_p, c_char_p], c_int)
 # int mq_model_open(mq_model** out, const char* path);
 _fn("mq_model_open", [POINTER(mq_model_p), c_char_p], c_int)
 
+MQ_HESSIAN_VERSION = 1
+
+
+class mq_hessian(Structure):
+    """typedef struct mq_hessian { uint32_t size; uint32_t version; mq_tensor matrix; } mq_hessian;"""
+
+    _fields_ = [
+        ("size", c_uint32),
+        ("version", c_uint32),
+        ("matrix", mq_tensor),
+    ]
+
+
+# int mq_hessian_init(mq_hessian* h);
+_fn("mq_hessian_init", [POINTER(mq_hessian)], c_int)
+# int mq_model_set_hessian(mq_model* m, const char* layer, const mq_hessian* h);
+_fn("mq_model_set_hessian", [mq_model_p, c_char_p, POINTER(mq_hessian)], c_int)
+
 # ------------------------------------------------------------------------------------------------
 # Search
 
@@ -528,6 +546,63 @@ _fn("mq_search_trials_json", [mq_search_p, c_void_p, c_size_t, POINTER(c_size_t)
 _fn("mq_search_save_json", [mq_search_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
 # int mq_search_free(mq_search* s);
 _fn("mq_search_free", [mq_search_p], c_int)
+
+# ------------------------------------------------------------------------------------------------
+# Run log
+
+MQ_RUNLOG_OPTIONS_VERSION = 1
+
+
+class mq_runlog_options(Structure):
+    """typedef struct mq_runlog_options { uint32_t size; uint32_t version; const char* path;
+    const char* entry_point; int32_t no_log; } mq_runlog_options;"""
+
+    _fields_ = [
+        ("size", c_uint32),
+        ("version", c_uint32),
+        ("path", c_char_p),
+        ("entry_point", c_char_p),
+        ("no_log", c_int32),
+    ]
+
+
+# int mq_runlog_options_init(mq_runlog_options* opts);
+_fn("mq_runlog_options_init", [POINTER(mq_runlog_options)], c_int)
+# int mq_runs_list_json(const mq_runlog_options* log, const char* filters_json, char* buf, size_t cap, size_t* len);
+_fn("mq_runs_list_json", [POINTER(mq_runlog_options), c_char_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_run_show_json(const mq_runlog_options* log, int64_t id, char* buf, size_t cap, size_t* len);
+_fn("mq_run_show_json", [POINTER(mq_runlog_options), c_int64, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_runs_compare_json(const mq_runlog_options* log, const int64_t* ids, size_t n_ids, char* buf, size_t cap, size_t* len);
+_fn("mq_runs_compare_json", [POINTER(mq_runlog_options), POINTER(c_int64), c_size_t, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_run_reproduce(const mq_runlog_options* log, int64_t id, const char* output,
+#                      mq_progress_fn progress, void* user, mq_report** result);
+_fn("mq_run_reproduce", [POINTER(mq_runlog_options), c_int64, c_char_p, mq_progress_fn, c_void_p, POINTER(mq_report_p)], c_int)
+# int mq_run_log_metric(const mq_runlog_options* log, int64_t id, const char* name, double value);
+_fn("mq_run_log_metric", [POINTER(mq_runlog_options), c_int64, c_char_p, c_double], c_int)
+# int mq_runlog_set_version(const char* component, const char* version);
+_fn("mq_runlog_set_version", [c_char_p, c_char_p], c_int)
+# int mq_search_record_run(mq_search* s, int64_t trial, const mq_runlog_options* log, int64_t* run_id);
+_fn("mq_search_record_run", [mq_search_p, c_int64, POINTER(mq_runlog_options), POINTER(c_int64)], c_int)
+# Sensitivity
+
+mq_sensitivity_p = c_void_p
+# int mq_sensitivity_new(mq_sensitivity** out, mq_model* m, const mq_model_config* cfg, const char* formats_json);
+_fn("mq_sensitivity_new", [POINTER(mq_sensitivity_p), mq_model_p, POINTER(mq_model_config), c_char_p], c_int)
+# int mq_sensitivity_candidates_json(mq_sensitivity* s, char* buf, size_t cap, size_t* len);
+_fn("mq_sensitivity_candidates_json", [mq_sensitivity_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_sensitivity_quantize(mq_sensitivity* s, mq_model* m, const char* layer, const char* format, mq_model** out);
+_fn("mq_sensitivity_quantize", [mq_sensitivity_p, mq_model_p, c_char_p, c_char_p, POINTER(mq_model_p)], c_int)
+# int mq_sensitivity_add_output(mq_sensitivity* s, const char* layer, const char* format,
+#                               const mq_tensor* reference, const mq_tensor* output);
+_fn("mq_sensitivity_add_output", [mq_sensitivity_p, c_char_p, c_char_p, POINTER(mq_tensor), POINTER(mq_tensor)], c_int)
+# int mq_sensitivity_set_metric(mq_sensitivity* s, const char* layer, const char* format, double value);
+_fn("mq_sensitivity_set_metric", [mq_sensitivity_p, c_char_p, c_char_p, c_double], c_int)
+# int mq_sensitivity_table_json(mq_sensitivity* s, char* buf, size_t cap, size_t* len);
+_fn("mq_sensitivity_table_json", [mq_sensitivity_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_sensitivity_free(mq_sensitivity* s);
+_fn("mq_sensitivity_free", [mq_sensitivity_p], c_int)
+# int mq_recipe_for_json(const char* table_json, const char* budget_json, char* buf, size_t cap, size_t* len);
+_fn("mq_recipe_for_json", [c_char_p, c_char_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
 
 # ------------------------------------------------------------------------------------------------
 # Debugging and testing (experimental)

@@ -195,6 +195,17 @@ class ModelHandle(Handle):
         ct = c_float_input(x, f"input of {layer}")
         check(_lib.mq_model_calibrate(self._h, _b(layer), ct.ref), "mq_model_calibrate")
 
+    def set_hessian(self, layer, h):
+        """Gives layer's input Hessian XᵀX (a float32 [K, K] tensor) for method gptq, by pointer:
+        the handle keeps h alive until it is freed."""
+        src = _dense_cpu(h, f"Hessian of {layer}")
+        hs = _lib.mq_hessian()
+        check(_lib.mq_hessian_init(ctypes.byref(hs)), "mq_hessian_init")
+        ct = CTensor(src)
+        hs.matrix = ct.struct
+        self._borrowed.append(src)
+        check(_lib.mq_model_set_hessian(self._h, _b(layer), ctypes.byref(hs)), f"mq_model_set_hessian({layer})")
+
     def quantize(self, cfg, progress=None):
         """A new quantized ModelHandle. ``progress(tensors_done, tensors_total)`` is called per
         tensor; an exception in it cancels the run and is re-raised here."""

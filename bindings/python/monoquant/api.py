@@ -116,7 +116,8 @@ def _config(recipe=None, runtime=False, log=True, tied=None, **kw):
 
     opts, obs = _options(**kw)
     if tied:
-        opts["tied"] = [list(g) for g in tied]  # found by identity (files.tied_groups)
+        # found by identity (files.tied_groups): each later name → the group's first name
+        opts["tied"] = {n: g[0] for g in tied for n in g[1:]}
     if runtime:
         # what this package can run once quantized: its modules stand in for these classes
         opts["runtime_classes"] = list(RUNTIME_CLASSES)
@@ -190,16 +191,7 @@ def _run_batches(model, data, max_batches=None):
         for batch in it:
             if max_batches is not None and batches >= max_batches:
                 break
-            if isinstance(batch, torch.Tensor):
-                args, kwargs = (batch,), {}
-            elif isinstance(batch, Mapping):
-                args, kwargs = (), dict(batch)
-            elif isinstance(batch, (tuple, list)):
-                if not batch:
-                    raise ValueError("calibration_data yielded an empty tuple")
-                args, kwargs = tuple(batch[: max(1, npos)]), {}
-            else:
-                raise TypeError(f"calibration_data yielded a {type(batch).__name__}; expected a tensor, a tuple/list of tensors or a dict")
+            args, kwargs = _batch_args(batch, npos)
             model(*args, **kwargs)
             first = args[0] if args else next(iter(kwargs.values()), None)
             if isinstance(first, PackedSequence):
@@ -210,6 +202,20 @@ def _run_batches(model, data, max_batches=None):
                 samples += 1
             batches += 1
     return batches, samples
+
+
+def _batch_args(batch, npos, what="calibration_data"):
+    """(args, kwargs) of one batch: a tensor is model(t), a dict model(**d), a tuple/list
+    model(*batch[:npos]) (npos: the positional arguments forward requires)."""
+    if isinstance(batch, torch.Tensor):
+        return (batch,), {}
+    if isinstance(batch, Mapping):
+        return (), dict(batch)
+    if isinstance(batch, (tuple, list)):
+        if not batch:
+            raise ValueError(f"{what} yielded an empty tuple")
+        return tuple(batch[: max(1, npos)]), {}
+    raise TypeError(f"{what} yielded a {type(batch).__name__}; expected a tensor, a tuple/list of tensors or a dict")
 
 
 def _positional_count(model):
@@ -259,23 +265,85 @@ def _run_with_input_hooks(model, selected, on_input, data, max_batches):
         model.train(was_training)
 
 
-def _calibrate(model, selected, data, feed, max_batches):
+def _calibrate(model, selected, data, feed, max_batches, hessians=None):
     """Runs the data through the float model with a forward pre-hook on every selected layer
-    that hands the layer's input to ``feed(layer, tensor)`` (the engine's observer). Layers
+    that hands the layer's input to ``feed(layer, tensor)`` (the engine's observer), and on
+    every layer of ``hessians`` (a dict layer → _Hessian) that adds the input's XᵀX to it. Layers
     whose input has heavy outliers are flagged by the engine: an ``activation_outliers`` warning
     in the report."""
+    hessians = hessians or {}
+    static = {name for name, _ in selected}
     seen = {name: 0 for name, _ in selected}
+    mods = dict(selected)
+    for name, h in hessians.items():
+        mods.setdefault(name, h.module)
 
     def on_input(name, x):
-        feed(name, x)
-        seen[name] += 1
+        if name in static:
+            feed(name, x)
+            seen[name] += 1
+        h = hessians.get(name)
+        if h is not None:
+            h.add(x)
 
-    batches, samples = _run_with_input_hooks(model, selected, on_input, data, max_batches)
+    batches, samples = _run_with_input_hooks(model, list(mods.items()), on_input, data, max_batches)
     if batches == 0:
-        raise ValueError("calibration_data yielded no batches; static quantization needs at least one")
+        raise ValueError("calibration_data yielded no batches; static quantization and method gptq need at least one")
     if samples < MIN_CALIBRATION_SAMPLES:
-        warnings.warn(f"static quantization calibrated on only {samples} samples (fewer than {MIN_CALIBRATION_SAMPLES}); activation ranges may not be representative", MonoquantWarning, stacklevel=3)
+        what = "static quantization" if static else "gptq's input Hessians"
+        warnings.warn(f"{what} calibrated on only {samples} samples (fewer than {MIN_CALIBRATION_SAMPLES}); activation ranges may not be representative", MonoquantWarning, stacklevel=3)
     return seen
+
+
+class _Hessian:
+    """Accumulates a layer's input Hessian H = Σ xᵀx (float32 [K, K]) for method gptq, from the
+    inputs a forward pre-hook sees: the rows of a Linear's input, the unfolded patches of a
+    Conv2d's (torch.nn.functional.unfold: the columns of its weight viewed as [out, C·kh·kw])."""
+
+    def __init__(self, name, module, k):
+        self.name, self.module, self.k = name, module, k
+        self.h = torch.zeros(k, k, dtype=torch.float32)
+        self.rows = 0
+
+    def add(self, x):
+        m = self.module
+        x = x.detach().to("cpu", torch.float32)
+        if isinstance(m, nn.Conv2d):
+            if x.dim() == 3:
+                x = x.unsqueeze(0)
+            x = torch.nn.functional.unfold(x, m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride)
+            x = x.transpose(1, 2)
+        x = x.reshape(-1, x.shape[-1])
+        if x.shape[1] != self.k:
+            raise ValueError(f"method gptq: the input of layer {self.name!r} has {x.shape[1]} features per row, but the engine expects a [{self.k}, {self.k}] Hessian")
+        self.h.addmm_(x.t(), x)
+        self.rows += x.shape[0]
+
+
+def _hessians(model, plan_dict, calibration_data):
+    """The layers the plan quantizes with a method that needs the input Hessian (gptq), each with
+    an empty _Hessian; a ValueError when there is no calibration data for them, or a layer whose
+    Hessian this package cannot compute."""
+    need = [ld for ld in plan_dict["layers"] if ld.get("hessian_inputs")]
+    if not need:
+        return {}
+    methods = sorted({t["config"]["method"] for t in plan_dict["tensors"] if t.get("config") and t["layer"] in {ld["name"] for ld in need}})
+    names = ", ".join(repr(ld["name"]) for ld in need[:3]) + (", ..." if len(need) > 3 else "")
+    if calibration_data is None:
+        raise ValueError(f"method {'/'.join(methods)} needs each layer's input Hessian XᵀX, accumulated over calibration inputs: "
+                         f"pass calibration_data= (a list of input batches, or a DataLoader; a few hundred rows or tokens of "
+                         f"typical input) to quantize() (layers {names}), or choose method 'rtn', 'mse' or 'hqq', which need no data")
+    mods = dict(model.named_modules(remove_duplicate=False))
+    out = {}
+    for ld in need:
+        mod = mods.get(ld["name"])
+        ok = isinstance(mod, nn.Linear) or (isinstance(mod, nn.Conv2d) and mod.groups == 1 and mod.padding_mode == "zeros" and not isinstance(mod.padding, str))
+        if not ok:
+            raise ValueError(f"method {'/'.join(methods)}: monoquant computes input Hessians for nn.Linear and nn.Conv2d (groups=1, zero padding) "
+                             f"layers; {ld['name']!r} is a {type(mod).__name__}: give it another method with a recipe rule "
+                             f"{{'match': {ld['name']!r}, 'method': 'hqq'}}")
+        out[ld["name"]] = _Hessian(ld["name"], mod, ld["hessian_inputs"])
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -300,7 +368,7 @@ def _activation_observer_config(observer):
 def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None, observer=None,
              group_size=None, layers=None, skip=None, inplace=False, progress=None, dtype=None,
              max_calibration_batches=None, recipe=None, activations=None, group_fallback=None,
-             method=None, validate=None):
+             method=None, log=True, nonfinite=None, validate=None):
     """Quantizes a model (or a state dict) with the engine.
 
     Every option left as None takes the engine's default (``monoquant.defaults()``); what is
@@ -329,7 +397,11 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
         observer: static activation observer: "minmax", "moving_average" or "histogram", or,
             for torch's constructor arguments, an instance or factory of monoquant's per-tensor
             observers: ``monoquant.HistogramObserver.with_args(reduce_range=True, bins=1024)``.
-        method: how weights become integers ("rtn").
+        method: how weights become integers: "rtn" (round to nearest, the default), "mse"
+            (clip search), "hqq" (half-quadratic) or "gptq" (error feedback through each
+            layer's input Hessian XᵀX, accumulated here with forward hooks over
+            ``calibration_data``, which gptq needs; pass ``activations="none"`` for weight-only
+            GPTQ, since calibration data otherwise makes activations static). docs/methods.md.
         recipe: per-layer rules, first match wins: a dict ``{"rules": [...]}``, a list of rules,
             JSON text or a path. A rule takes the option names above plus ``match`` and
             ``skip``; the arguments of this call are the base the rules start from.
@@ -342,6 +414,11 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
         progress: None (a bar on stderr when it is a terminal), True/False, or a callable
             ``progress(done, total, name)``.
         max_calibration_batches: stop calibrating after this many batches.
+        log: record the run in the run log (entry point "python.quantize", the input identified
+            by the state-dict fingerprint; docs/RUNLOG.md). ``MONOQUANT_LOG=0`` turns it off
+            everywhere.
+        nonfinite: NaN/Inf in a weight: "reject" (the default: NonFiniteError naming the
+            tensor) or "clamp" (left out of the ranges, with a warning).
         validate: example inputs (a tensor, a tuple of positional arguments, a dict of keyword
             arguments, or a list of those as batches): the float and the quantized model both
             run on them and their outputs are compared; ``qmodel.monoquant_report
@@ -351,12 +428,14 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
             weight SQNR of the report says nothing about the model's outputs.
 
     Tied tensors (the same Parameter or memory under several names, e.g. a tied embedding
-    and LM head) are found by identity and handed to the engine as one group: quantized the
-    same way (the engine's ``tied`` rule), held once, saved once.
+    and LM head) are found by identity and handed to the engine as one group (option
+    ``tied``): quantized once, held once, saved once (config ``aliases``).
 
     Returns:
         the quantized model (or QuantizedStateDict). The engine's report is in
-        ``qmodel.monoquant_report`` (a dict); ``monoquant.save`` writes the model.
+        ``qmodel.monoquant_report`` (a dict); ``monoquant.save`` writes the model. The run's id
+        in the run log is ``qmodel.monoquant_run_id`` (0 when not recorded; for a state dict
+        ``result.report["run_id"]``), for ``monoquant.log_metric``.
 
     Warns:
         MonoquantWarning for every warning of the engine's report (first/last layer quantized,
@@ -376,7 +455,8 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
     tied = tied_groups(model) if isinstance(model, nn.Module) else []
     cfg = _config(recipe=recipe, runtime=isinstance(model, nn.Module), tied=tied, bits=bits, dtype=dtype, scheme=scheme,
                   group_size=group_size, group_fallback=group_fallback, activations=activations, dynamic=dynamic, observer=observer,
-                  method=method, layers=layers, skip=skip)
+                  method=method, layers=layers, skip=skip, log=log, nonfinite=nonfinite)
+    cfg.struct.entry_point = b"python.quantize"  # the run log's entry point (docs/RUNLOG.md)
     if isinstance(model, Mapping):
         from .files import quantize_state_dict
 
@@ -400,10 +480,13 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
             m.calibrate_begin(cfg)
         plan_dict = m.plan(cfg)
         _check_runnable(model, plan_dict)
+        hessians = _hessians(model, plan_dict, calibration_data)
         if calibration_data is not None:
             mods = dict(model.named_modules(remove_duplicate=False))
             static = [(ld["name"], mods[ld["name"]]) for ld in plan_dict["layers"] if ld["activations"] == "static"]
-            _calibrate(model, static, calibration_data, m.calibrate, max_calibration_batches)
+            _calibrate(model, static, calibration_data, m.calibrate, max_calibration_batches, hessians)
+            for name, h in hessians.items():
+                m.set_hessian(name, h.h)
         with Progress(progress, len(sd)) as bar:
             names = list(sd)
             q = m.quantize(cfg, lambda done, total: bar.update(done, total, names[done - 1] if 0 < done <= len(names) else ""))
@@ -424,6 +507,9 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
     out = build_quantized(model, tensors, config, strict=False, inplace=inplace)
     attach_file_state(out, config, metadata, order)
     _warn(rep, stacklevel=3)
+    if rep.get("log_warning"):
+        warnings.warn(rep["log_warning"], MonoquantWarning, stacklevel=2)
+    out.__dict__["monoquant_run_id"] = rep.get("run_id", 0)
     out.__dict__["monoquant_report"] = rep
     if validate is not None:
         rep["model_validation"] = validate_model(model, out, validate)

@@ -47,14 +47,19 @@ class QuantizedStateDict(OrderedDict):
         return out
 
 
-def _check_path(path):
+def _check_path(path, read=False):
+    """The path as a str. Writes choose the format by suffix; reads (``read=True``) also take a
+    sharded index (``*.index.json``), a torch ``.bin`` and a Hugging Face model folder."""
     import os
 
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     path = os.fspath(path)
+    if read and (os.path.isdir(path) or path.endswith((".index.json", ".bin"))):
+        return path
     if not path.endswith((".pt", ".pth", ".safetensors")):
-        raise ValueError(f"{path}: the format follows the suffix: use .pt, .pth or .safetensors")
+        more = ", a sharded *.index.json, a .bin or a model folder" if read else ""
+        raise ValueError(f"{path}: the format follows the suffix: use .pt, .pth or .safetensors{more}")
     return path
 
 
@@ -204,21 +209,32 @@ def build_quantized(model, tensors, config, strict=True, inplace=False, consume=
             full[p + "input_zero_point"] = replaced[layer].input_zero_point
     if not consume:
         out.load_state_dict(full, strict=strict, assign=_has_meta(out))
-        return out
-    # The quantized layers were built from the file's tensors: load the rest, then check as
-    # strict loading would, counting the layers' stored tensors as loaded.
-    res = out.load_state_dict(full, strict=False, assign=_has_meta(out))
-    taken = set()
-    for tname, tc in tcs.items():
-        taken.update((tname, tname + ".scale", tname + ".zero_point"))
-    missing = [k for k in res.missing_keys if k not in taken]
-    if strict and (missing or res.unexpected_keys):
-        msg = []
-        if missing:
-            msg.append(f"missing keys {missing[:5]}")
-        if res.unexpected_keys:
-            msg.append(f"unexpected keys {res.unexpected_keys[:5]}")
-        raise RuntimeError(f"load(): the checkpoint does not fit the model: {'; '.join(msg)}")
+    else:
+        # The quantized layers were built from the file's tensors: load the rest, then check as
+        # strict loading would, counting the layers' stored tensors as loaded.
+        res = out.load_state_dict(full, strict=False, assign=_has_meta(out))
+        taken = set()
+        for tname, tc in tcs.items():
+            taken.update((tname, tname + ".scale", tname + ".zero_point"))
+        missing = [k for k in res.missing_keys if k not in taken]
+        if strict and (missing or res.unexpected_keys):
+            msg = []
+            if missing:
+                msg.append(f"missing keys {missing[:5]}")
+            if res.unexpected_keys:
+                msg.append(f"unexpected keys {res.unexpected_keys[:5]}")
+            raise RuntimeError(f"load(): the checkpoint does not fit the model: {'; '.join(msg)}")
+    for alias, target in aliases.items():
+        if alias in tcs:
+            continue  # a quantized layer shares the stored tensors
+        amod, _, aname = alias.rpartition(".")
+        tmod, _, tname = target.rpartition(".")
+        try:
+            a, t = _get_module(out, amod), _get_module(out, tmod)
+        except AttributeError:
+            continue
+        if isinstance(t._parameters.get(tname), nn.Parameter) and aname in a._parameters:
+            a._parameters[aname] = t._parameters[tname]  # one Parameter again, as before saving
     return out
 
 
@@ -244,8 +260,10 @@ def _resolve_aliases(model, tensors, tcs, aliases):
     from ._errors import FormatError
 
     for alias, stored in aliases.items():
-        if not isinstance(alias, str) or not isinstance(stored, str) or stored not in tensors:
+        if not isinstance(alias, str) or not isinstance(stored, str) or (stored not in tensors and stored in tcs):
             raise FormatError(f"load(): alias {alias!r} names {stored!r}, which the checkpoint does not store")
+        if stored not in tensors:
+            continue  # a float tensor handed over with the model (quantize()): the model ties it
         tensors[alias] = tensors[stored]
         tc = tcs.get(stored)
         if tc is None:
@@ -259,7 +277,13 @@ def _resolve_aliases(model, tensors, tcs, aliases):
         except AttributeError:
             raise ValueError(f"load(): the checkpoint ties {alias!r} to {stored!r} but the model has no module {layer!r}") from None
         want = quantized_class_for(mod)
-        tcs[alias] = dict(tc, layer=layer, layer_type=_LAYER_TYPE_OF.get(want, tc.get("layer_type")))
+        if want is None:
+            # a layer that cannot run quantized reads the stored tensor dequantized
+            tensors[alias] = qtensor_from(tensors, stored, tc).dequantize().reshape(tc["shape"])
+            for suffix in (".scale", ".zero_point"):
+                tensors.pop(alias + suffix, None)
+            continue
+        tcs[alias] = dict(tc, layer=layer, layer_type=_LAYER_TYPE_OF[want])
 
 
 def dequantize_state_dict(sd, config):
@@ -513,7 +537,8 @@ class _ParamsOnMeta:
 
 
 def load(path, model=None, strict=True):
-    """Reads a quantized checkpoint (any file monoquant or its CLI wrote).
+    """Reads a quantized checkpoint (any file monoquant or its CLI wrote: a file, the index of
+    a sharded one, or a Hugging Face model folder quantized from a folder).
 
     Args:
         path: the .safetensors / .pt file.
@@ -534,7 +559,7 @@ def load(path, model=None, strict=True):
     Tensors the file stores once for several names (``aliases``: tied embeddings and heads)
     are tied again: the names share the one loaded tensor.
     """
-    path = _check_path(path)
+    path = _check_path(path, read=True)
     if model is not None and not isinstance(model, nn.Module):
         if callable(model):
             with _ParamsOnMeta():
@@ -626,7 +651,7 @@ def dequantize_file_or_state_dict(x):
             return f.tensors()
     if isinstance(x, Mapping):
         raise TypeError("dequantize() takes a quantized model, a QuantizedStateDict or a checkpoint path; a plain dict has no quantization config")
-    path = _check_path(x)
+    path = _check_path(x, read=True)
     with _model.ModelHandle.load(path) as h:
         if METADATA_KEY not in h.metadata():
             from ._errors import FormatError

@@ -32,6 +32,7 @@ from . import _lib
 from ._errors import MonoquantWarning
 from ._lib import check
 from ._model import _json_call
+from . import _runlog
 from .api import plan, quantize
 
 __all__ = ["search", "SearchResult", "SearchResults", "benchmark", "BenchmarkResult", "Search"]
@@ -205,7 +206,7 @@ def _run_trial(model, recipe, evaluate, data, objectives, repeats):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MonoquantWarning)
-            q = quantize(model, recipe=recipe, progress=False)
+            q = quantize(model, recipe=recipe, progress=False, log=False)  # the trial is recorded once told
         values = {}
         if "size" in objectives:
             values["size"] = float(q.monoquant_report["total_bytes_after"])
@@ -335,6 +336,7 @@ def search(model, evaluate, data=None, objectives=None, trials=40, executor=None
                     if "metric" in payload:
                         payload["metric"] = _check_metric(trial, payload["metric"])
                     s.tell(trial, payload)
+                    _runlog.record_search_trial(s._h, trial)  # run log (#15): the trial as a run, objectives as metrics
                 else:
                     s.fail(trial, payload)
                     warnings.warn(f"search: trial {trial} failed:\n{payload}", MonoquantWarning, stacklevel=2)

@@ -14,6 +14,13 @@ PKG_ROOT = os.path.dirname(HERE)
 REPO = os.path.dirname(os.path.dirname(PKG_ROOT))
 sys.path.insert(0, PKG_ROOT)
 
+# Every quantization is recorded in the run log: the tests' runs go to a folder of their own,
+# never the user's log (`make test` points MONOQUANT_HOME at build/test-home itself).
+if not os.environ.get("MONOQUANT_HOME"):
+    import tempfile
+
+    os.environ["MONOQUANT_HOME"] = tempfile.mkdtemp(prefix="monoquant-test-home-")
+
 # Two threads for torch as for the engine on this 2-core machine; results do not depend on it.
 torch.set_num_threads(2)
 

@@ -56,7 +56,7 @@ def test_every_status_code_is_the_headers():
         assert code, f"{cls.__name__}.status = {cls.status} is no MQ_E* code of the header"
 
 
-STRUCTS = [_lib.mq_tensor, _lib.mq_config, _lib.mq_quant_stats, _lib.mq_size_info, _lib.mq_observer_config, _lib.mq_model_config, _lib.mq_tensor_info]
+STRUCTS = [_lib.mq_tensor, _lib.mq_config, _lib.mq_quant_stats, _lib.mq_size_info, _lib.mq_observer_config, _lib.mq_model_config, _lib.mq_tensor_info, _lib.mq_runlog_options, _lib.mq_hessian]
 
 
 def test_struct_layouts_are_the_headers(tmp_path):

@@ -552,6 +552,37 @@ func (f *File) Metadata() map[string]string { return f.meta }
 // ModuleTypes maps module paths to class names for a whole pickled nn.Module; nil otherwise.
 func (f *File) ModuleTypes() map[string]string { return f.modules }
 
+// Aliases maps each tensor that views exactly the same bytes as an earlier one — the same
+// storage, offset, dtype, shape and strides, as the two names of a tied parameter do in a
+// torch state dict (GPT-2's lm_head.weight and transformer.wte.weight) — to the first name of
+// its group, in file order; nil when no tensors share. It implements checkpoint.Aliaser.
+func (f *File) Aliases() map[string]string {
+	type key struct {
+		st            *storage
+		offset        int64
+		dtype         tensor.DType
+		shape, stride string
+	}
+	first := map[key]string{}
+	var out map[string]string
+	for _, e := range f.entries {
+		t := f.refs[e.Name]
+		if t == nil || tensor.NumElements(t.shape) == 0 {
+			continue // an empty tensor shares nothing
+		}
+		k := key{t.st, t.offset, t.dtype, fmt.Sprint(t.shape), fmt.Sprint(t.stride)}
+		if name, ok := first[k]; ok {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[e.Name] = name
+			continue
+		}
+		first[k] = e.Name
+	}
+	return out
+}
+
 // Tensor returns one tensor, contiguous and little-endian, in a buffer of its own (a file
 // truncated while it is read gives an error wrapping mapped.ErrChanged).
 func (f *File) Tensor(name string) (*tensor.Tensor, error) {

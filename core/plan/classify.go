@@ -1,4 +1,4 @@
-package model
+package plan
 
 import "github.com/monoquant/monoquant/core/checkpoint"
 

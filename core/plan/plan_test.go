@@ -1,8 +1,9 @@
-package model
+package plan
 
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/recipe"
 	"github.com/monoquant/monoquant/core/tensor"
+	"github.com/monoquant/monoquant/core/warning"
 )
 
 func ent(name string, dt tensor.DType, shape ...int) checkpoint.Entry {
@@ -237,6 +239,13 @@ func TestGroupSizeFallback(t *testing.T) {
 		{[]int{4, 34}, 32, 17, false, 1},
 		{[]int{4, 30}, 32, 30, false, 1},
 		{[]int{4, 15}, 32, 0, true, 1}, // shorter than the smallest fallback group
+		// Groups below 16 (issue 12: a group of 8 used to become INT8 silently): one that
+		// divides the row is used as is, without a warning; one that does not falls back only
+		// to itself, so to INT8, with a warning.
+		{[]int{4, 24}, 8, 8, false, 0},
+		{[]int{4, 24}, 2, 2, false, 0},
+		{[]int{4, 36}, 6, 6, false, 0},
+		{[]int{4, 32}, 6, 0, true, 1},
 	}
 	for _, tt := range tests {
 		entries := []checkpoint.Entry{ent("fc.weight", tensor.F32, tt.shape...)}
@@ -248,7 +257,7 @@ func TestGroupSizeFallback(t *testing.T) {
 		tp := p.Tensors[0]
 		var warns int
 		for _, w := range tp.Warnings {
-			if w.Code == WarnGroupFallback {
+			if w.Code == warning.GroupFallback {
 				warns++
 			}
 		}
@@ -310,25 +319,25 @@ func TestFirstLastWarnings(t *testing.T) {
 		ent("emb.weight", tensor.F32, 100, 8), // embeddings are not the "first layer" here
 		ent("l0.weight", tensor.F32, 8, 8), ent("l1.weight", tensor.F32, 8, 8), ent("l2.weight", tensor.F32, 8, 8),
 	}
-	codes := func(opts Options) map[WarningCode]string {
+	codes := func(opts Options) map[warning.Code]string {
 		p, err := NewPlan(entries, nil, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
-		out := map[WarningCode]string{}
+		out := map[warning.Code]string{}
 		for _, w := range p.Warnings {
 			out[w.Code] = w.Layer
 		}
 		return out
 	}
-	if got := codes(Options{}); got[WarnFirstLayer] != "l0" || got[WarnLastLayer] != "l2" {
+	if got := codes(Options{}); got[warning.FirstLayer] != "l0" || got[warning.LastLayer] != "l2" {
 		t.Errorf("all quantized: warnings %v, want first l0 and last l2", got)
 	}
 	got := codes(Options{Skip: []string{"l0", "l2"}})
-	if _, ok := got[WarnFirstLayer]; ok {
+	if _, ok := got[warning.FirstLayer]; ok {
 		t.Errorf("first and last skipped: warnings %v, want none about them", got)
 	}
-	if _, ok := got[WarnLastLayer]; ok {
+	if _, ok := got[warning.LastLayer]; ok {
 		t.Errorf("first and last skipped: warnings %v, want none about them", got)
 	}
 }
@@ -384,8 +393,21 @@ func TestGroupSizeGivenDoesNotFit(t *testing.T) {
 		t.Errorf("explicit group 64 on rows of 96: %v", err)
 	}
 	p, err := NewPlan(entries, nil, Options{Bits: 4})
-	if err != nil || p.Tensors[0].Spec.GroupSize != 96 || len(p.Warnings) == 0 || p.Warnings[0].Code != WarnGroupFallback {
+	if err != nil || p.Tensors[0].Spec.GroupSize != 96 || len(p.Warnings) == 0 || p.Warnings[0].Code != warning.GroupFallback {
 		t.Errorf("default group on rows of 96: %v, %+v", err, p)
+	}
+	// Every even group size >= 2 that divides the row is accepted as given, with no warning
+	// and no change of format (the old "no divisor in [16, 7]" fallback to INT8 is gone).
+	for _, gs := range []int{2, 4, 6, 8, 12, 16, 24, 32, 48, 96} {
+		p, err := NewPlan(entries, nil, Options{Bits: 4, Spec: quant.Spec{GroupSize: gs}})
+		fellBack := err == nil && slices.ContainsFunc(p.Tensors[0].Warnings, func(w warning.Warning) bool { return w.Code == warning.GroupFallback })
+		if err != nil || p.Tensors[0].Spec.Format != quant.Int4 || p.Tensors[0].Spec.GroupSize != gs || fellBack {
+			t.Errorf("group %d on rows of 96: %v, spec %v group %d, warnings %v", gs, err, p.Tensors[0].Spec.Format, p.Tensors[0].Spec.GroupSize, p.Tensors[0].Warnings)
+		}
+	}
+	// A size that does not divide is an error naming the fallback option, below 16 too.
+	if _, err := NewPlan(entries, nil, Options{Bits: 4, Spec: quant.Spec{GroupSize: 10}}); !errors.Is(err, ErrOption) || !strings.Contains(err.Error(), "allow group_fallback") {
+		t.Errorf("group 10 on rows of 96: %v, want an error naming group_fallback", err)
 	}
 }
 
@@ -444,16 +466,20 @@ func TestPlanRecipe(t *testing.T) {
 	}
 	var unused []string
 	for _, w := range p.Warnings {
-		if w.Code == WarnUnusedRule {
+		if w.Code == warning.UnusedRule {
 			unused = append(unused, w.Message)
 		}
 	}
 	if len(unused) != 2 || !strings.Contains(unused[0], `"blocks.0.fc1.bias"`) || !strings.Contains(unused[1], `rule 6 ("nothing.here")`) {
 		t.Errorf("unused-rule warnings %q", unused)
 	}
-	cfg := p.Config()
-	if cfg.Mode != "mixed" || *cfg.Tensors["blocks.0.fc2.weight"].Rule != 1 || cfg.Tensors["blocks.1.fc1.weight"].Activations != "none" || cfg.Recipe == nil {
-		t.Errorf("config mode %q, tensors %+v", cfg.Mode, cfg.Tensors["blocks.0.fc2.weight"])
+	byName, modes := map[string]*TensorPlan{}, map[string]bool{}
+	for _, tp := range p.Quantized() {
+		byName[tp.Name], modes[tp.Settings.Activations] = tp, true
+	}
+	fc2, fc1 := byName["blocks.0.fc2.weight"], byName["blocks.1.fc1.weight"]
+	if fc2 == nil || fc1 == nil || fc2.Rule != 1 || fc1.Settings.Activations != "none" || len(modes) < 2 || p.Recipe == nil {
+		t.Errorf("activation modes %v; plan of blocks.0.fc2 %+v, blocks.1.fc1 %+v", modes, fc2, fc1)
 	}
 }
 
@@ -484,5 +510,30 @@ func TestPlanRecipeErrors(t *testing.T) {
 		if err == nil || !errors.Is(err, ErrOption) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: error %v, want ErrOption with %q", tt.recipe, err, tt.want)
 		}
+	}
+}
+
+// Callers holding live tensors name tied ones through the options ("tied"): each group is
+// planned once, the alias stored under the quantized member's name.
+func TestTiedOption(t *testing.T) {
+	o, err := ParseOptions([]byte(`{"tied": {"head.weight": "emb.weight"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := []checkpoint.Entry{ent("emb.weight", tensor.F32, 40, 16), ent("fc.weight", tensor.F32, 16, 16), ent("head.weight", tensor.F32, 40, 16)}
+	p, err := NewPlan(entries, nil, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, tp := range p.Tensors {
+		got[tp.Name] = string(tp.Action) + " " + tp.AliasOf
+	}
+	want := map[string]string{"emb.weight": "alias head.weight", "fc.weight": "quantize ", "head.weight": "quantize "}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("plan %v, want %v", got, want)
+	}
+	if _, err := ParseOptions([]byte(`{"tied": ["x"]}`)); err == nil {
+		t.Error(`"tied": ["x"] parsed`)
 	}
 }

@@ -1,9 +1,13 @@
-package model
+package plan
 
 import (
+	"fmt"
 	"strings"
 
+	"github.com/monoquant/monoquant/core/warning"
+
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/names"
 )
 
 // conv1DModules are, for the Hugging Face model types whose linear layers are transformers'
@@ -36,7 +40,7 @@ func ArchitectureModuleTypes(modelType string, entries []checkpoint.Entry) map[s
 	}
 	out := map[string]string{}
 	for _, e := range entries {
-		mod, _ := splitName(e.Name)
+		mod, _ := names.Split(e.Name)
 		for _, s := range suffixes {
 			if mod == s || strings.HasSuffix(mod, "."+s) {
 				out[mod] = "transformers.pytorch_utils.Conv1D"
@@ -55,4 +59,23 @@ func looksConv1D(layer string) bool {
 		}
 	}
 	return false
+}
+
+// NoteTiedHead adds, for a Hugging Face model whose config.json says tie_word_embeddings, a
+// warning on the input embedding that is also the output head (transformers stores it once,
+// under the embedding's name, so the head's Linear is not in the file) when the plan keeps it
+// float because embeddings are not selected: it is then the largest float tensor left, and
+// selecting embeddings (or a recipe rule for it) quantizes it once for both uses. vocab is
+// config.json's vocab_size: the embedding is the [vocab, hidden] one.
+func (p *Plan) NoteTiedHead(vocab int) {
+	if vocab <= 0 {
+		return
+	}
+	for _, t := range p.Tensors {
+		if t.Action == ActionKeep && t.LayerType == Embedding && len(t.Shape) == 2 && t.Shape[0] == vocab && t.Rule < 0 {
+			p.Warnings = append(p.Warnings, warning.Warning{Code: warning.Tied, Tensor: t.Name, Layer: t.Layer,
+				Message: fmt.Sprintf("%q is also the output head (config.json: tie_word_embeddings; the file stores it once) and stays float because embeddings are not selected; add embedding to the layer types (or a recipe rule for %q) to quantize it once for both", t.Name, t.Layer)})
+			return
+		}
+	}
 }

@@ -1,4 +1,4 @@
-package model
+package plan
 
 import (
 	"bytes"
@@ -14,9 +14,6 @@ import (
 	"github.com/monoquant/monoquant/core/recipe"
 )
 
-// ToolVersion is written into every quantized checkpoint's config.
-const ToolVersion = "0.1.0"
-
 // ErrOption is wrapped by every error about invalid Options or a bad recipe; the message names
 // the option (or the rule). It is recipe.ErrOption: one taxonomy for both packages.
 var ErrOption = recipe.ErrOption
@@ -24,7 +21,9 @@ var ErrOption = recipe.ErrOption
 // ErrNothingToQuantize is returned when the selection leaves no tensor to quantize.
 var ErrNothingToQuantize = errors.New("nothing to quantize")
 
-func optErr(option, format string, a ...any) error {
+// OptionErr is an error about one option (a recipe key), wrapping ErrOption: the message starts
+// with the option's name.
+func OptionErr(option, format string, a ...any) error {
 	return &recipe.OptionError{Option: option, Msg: fmt.Sprintf("%s: %s", option, fmt.Sprintf(format, a...))}
 }
 
@@ -106,12 +105,11 @@ type Options struct {
 	// MultiheadAttention's in_proj_weight under the default layer types), with the reason; a
 	// recipe rule that names it is an error.
 	RuntimeClasses []string
-	// Tied lists groups of tensor names that share one storage (a caller holding live tensors
-	// finds them by identity: the same Parameter, or the same memory). A group is decided once:
-	// when the selection quantizes any member, every member takes the first quantized member's
-	// decision (its spec, method and activations) and the plan warns "tied"; so the tensor is
-	// quantized the same way wherever it is used and can be stored once.
-	Tied [][]string
+	// Tied maps a tensor name to the name of an earlier tensor it shares storage with (tied
+	// parameters: the same bytes, shape and strides), as checkpoint.Aliases finds them in a
+	// torch file (PlanReader adds those) or a caller holding the live tensors gives them. Each
+	// group is quantized once and stored once (ActionAlias); the config's aliases re-tie it.
+	Tied map[string]string
 }
 
 // normalized is Options after defaults and validation: the resolved recipe and the spec
@@ -125,7 +123,7 @@ type normalized struct {
 	runnable map[LayerType]bool
 	classes  map[string]bool
 	mopts    method.Options
-	tied     [][]string
+	tied     map[string]string
 }
 
 // SpecForBits returns the spec template for a bit width: 8 → INT8 per-channel symmetric, 4 →
@@ -142,7 +140,7 @@ func SpecForBits(bits int, bf16 bool) (quant.Spec, error) {
 		}
 		return quant.Spec{Format: quant.Float16}, nil
 	}
-	return quant.Spec{}, optErr("bits", "%d is not supported (want 8, 4 or 16)", bits)
+	return quant.Spec{}, OptionErr("bits", "%d is not supported (want 8, 4 or 16)", bits)
 }
 
 // specForFormat is SpecForBits by format name.
@@ -169,26 +167,26 @@ func (o *Options) baseRule() (recipe.Rule, error) {
 	case o.Spec.Format != 0:
 		b.Bits, b.DType = 0, o.Spec.Format.String()
 	case o.BFloat16 && o.DType != "":
-		return b, optErr("dtype", "give BFloat16 or DType, not both")
+		return b, OptionErr("dtype", "give BFloat16 or DType, not both")
 	case o.BFloat16:
 		if o.Bits != 0 && o.Bits != 16 {
-			return b, optErr("dtype", "bf16 applies to bits 16, not %d", o.Bits)
+			return b, OptionErr("dtype", "bf16 applies to bits 16, not %d", o.Bits)
 		}
 		b.Bits, b.DType = 16, "bf16"
 	}
 	if o.Spec.Scheme != 0 && !(o.Spec.Format != 0 && !o.Spec.Format.IsInteger()) {
 		if b.Scheme != "" && b.Scheme != o.Spec.Scheme.String() {
-			return b, optErr("scheme", "%q and Spec.Scheme %v disagree", b.Scheme, o.Spec.Scheme)
+			return b, OptionErr("scheme", "%q and Spec.Scheme %v disagree", b.Scheme, o.Spec.Scheme)
 		}
 		b.Scheme = o.Spec.Scheme.String()
 	}
 	if o.Mode == Static {
 		if b.Activations != "" && b.Activations != recipe.ActivationsStatic {
-			return b, optErr("activations", "%q contradicts Mode Static", b.Activations)
+			return b, OptionErr("activations", "%q contradicts Mode Static", b.Activations)
 		}
 		b.Activations = recipe.ActivationsStatic
 	} else if o.Mode != WeightOnly {
-		return b, optErr("mode", "unknown mode %d", int(o.Mode))
+		return b, OptionErr("mode", "unknown mode %d", int(o.Mode))
 	}
 	if o.ActivationObserver.Kind != 0 {
 		// torch's constructor arguments replace the observer's name whole
@@ -198,7 +196,7 @@ func (o *Options) baseRule() (recipe.Rule, error) {
 }
 
 func (o *Options) normalize() (*normalized, error) {
-	n := &normalized{}
+	n := &normalized{tied: o.Tied}
 	if o.ActivationObserver.Kind != 0 {
 		a, err := activationOptions("", o.ActivationObserver)
 		if err != nil {
@@ -213,7 +211,7 @@ func (o *Options) normalize() (*normalized, error) {
 	var layerNames []string
 	if o.LayerTypes != nil {
 		if len(o.LayerTypes) == 0 {
-			return nil, optErr("layers", "no layer types selected")
+			return nil, OptionErr("layers", "no layer types selected")
 		}
 		for _, t := range o.LayerTypes {
 			layerNames = append(layerNames, string(t))
@@ -246,7 +244,6 @@ func (o *Options) normalize() (*normalized, error) {
 			return nil, err
 		}
 	}
-	n.tied = o.Tied
 	if o.RuntimeClasses != nil {
 		n.classes = map[string]bool{}
 		for _, c := range o.RuntimeClasses {
@@ -281,7 +278,7 @@ func (o *Options) normalize() (*normalized, error) {
 		probeShape = []int{2, 2}
 	}
 	if _, err := probe.Normalize(probeShape); err != nil {
-		return nil, optErr("spec", "%v", err)
+		return nil, OptionErr("spec", "%v", err)
 	}
 	tmpl.Axis = 0
 	n.spec = tmpl
@@ -304,12 +301,12 @@ func layerSet(names []string, what string) (map[LayerType]bool, error) {
 	for _, s := range names {
 		t, err := ParseLayerType(s)
 		if err != nil || !t.Quantizable() {
-			return nil, optErr(what, "%q is not a quantizable layer type (want one of %s)", s, strings.Join(quantizableNames(), ", "))
+			return nil, OptionErr(what, "%q is not a quantizable layer type (want one of %s)", s, strings.Join(quantizableNames(), ", "))
 		}
 		out[t] = true
 	}
 	if len(out) == 0 {
-		return nil, optErr(what, "no layer types selected")
+		return nil, OptionErr(what, "no layer types selected")
 	}
 	return out, nil
 }
@@ -358,11 +355,11 @@ func (n *normalized) observerFor(name string) (observer.Options, error) {
 func activationOptions(name string, tmpl observer.Options) (observer.Options, error) {
 	if tmpl.Kind != 0 {
 		if tmpl.Kind.PerChannel() {
-			return tmpl, optErr("observer", "%v keeps one range per channel; activations need a per-tensor observer", tmpl.Kind)
+			return tmpl, OptionErr("observer", "%v keeps one range per channel; activations need a per-tensor observer", tmpl.Kind)
 		}
 		// Refuse what torch's constructor would refuse now, not at the first calibration batch.
 		if _, err := observer.New(tmpl); err != nil {
-			return tmpl, optErr("observer", "%v", err)
+			return tmpl, OptionErr("observer", "%v", err)
 		}
 		return tmpl, nil
 	}
@@ -371,10 +368,10 @@ func activationOptions(name string, tmpl observer.Options) (observer.Options, er
 	}
 	k, err := observer.ParseKind(name)
 	if err != nil {
-		return tmpl, optErr("observer", "%v", err)
+		return tmpl, OptionErr("observer", "%v", err)
 	}
 	if k.PerChannel() {
-		return tmpl, optErr("observer", "%q keeps one range per channel; activations need minmax, moving_average or histogram", name)
+		return tmpl, OptionErr("observer", "%q keeps one range per channel; activations need minmax, moving_average or histogram", name)
 	}
 	tmpl.Kind = k
 	if tmpl.DType == 0 {
@@ -399,7 +396,10 @@ func quantizableNames() []string {
 
 // ParseOptions reads a call's options from JSON, by the names every caller shares (the keys of
 // a recipe rule, plus "layers", "skip" and "nonfinite"): {"bits": 4, "group_size": 64,
-// "skip": ["lm_head"], "activations": "none"}. Unknown keys are errors. Absent keys leave the
+// "skip": ["lm_head"], "activations": "none"}. Two keys describe the caller rather than choose:
+// "runtime_classes" (Options.RuntimeClasses) and "tied" (Options.Tied: {"lm_head.weight":
+// "transformer.wte.weight"} for tensors that are one storage, as a live model's tied
+// parameters are). Unknown keys are errors. Absent keys leave the
 // choice to the defaults. This is how callers that work with names (Python) pass options
 // without repeating a default or a check.
 func ParseOptions(data []byte) (Options, error) {
@@ -418,11 +418,11 @@ func ParseOptions(data []byte) (Options, error) {
 		NonFinite     string   `json:"nonfinite"`
 		// runtime_classes: the caller's capability, not a choice (see Options.RuntimeClasses)
 		RuntimeClasses []string `json:"runtime_classes"`
-		// tied: groups of names sharing one storage, found by the caller (see Options.Tied)
-		Tied [][]string `json:"tied"`
+		// tied: a fact about the caller's tensors, not a choice (see Options.Tied)
+		Tied map[string]string `json:"tied"`
 	}
 	if len(data) > 1<<20 {
-		return o, optErr("options", "%d bytes of options is more than 1 MiB", len(data))
+		return o, OptionErr("options", "%d bytes of options is more than 1 MiB", len(data))
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -435,7 +435,7 @@ func ParseOptions(data []byte) (Options, error) {
 	}
 	if raw.Bits != nil {
 		if *raw.Bits == 0 {
-			return o, optErr("bits", "0 is not supported (want 8, 4 or 16)")
+			return o, OptionErr("bits", "0 is not supported (want 8, 4 or 16)")
 		}
 		o.Bits = *raw.Bits
 	}
@@ -462,7 +462,7 @@ func ParseOptions(data []byte) (Options, error) {
 	case "clamp":
 		o.Spec.NonFinite = quant.ClampNonFinite
 	default:
-		return o, optErr("nonfinite", "%q is not reject or clamp", raw.NonFinite)
+		return o, OptionErr("nonfinite", "%q is not reject or clamp", raw.NonFinite)
 	}
 	return o, nil
 }

@@ -1,4 +1,4 @@
-package model
+package plan
 
 import (
 	"fmt"
@@ -10,10 +10,12 @@ import (
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/method"
+	"github.com/monoquant/monoquant/core/names"
 	"github.com/monoquant/monoquant/core/observer"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/recipe"
 	"github.com/monoquant/monoquant/core/tensor"
+	"github.com/monoquant/monoquant/core/warning"
 )
 
 // LayerType is what kind of layer a tensor belongs to.
@@ -55,7 +57,7 @@ func ParseLayerType(s string) (LayerType, error) {
 			return t, nil
 		}
 	}
-	return "", optErr("layers", "unknown layer type %q", s)
+	return "", OptionErr("layers", "unknown layer type %q", s)
 }
 
 // Action is what the plan does with one tensor.
@@ -66,6 +68,9 @@ const (
 	ActionQuantize Action = "quantize"
 	// ActionKeep: copied as it is.
 	ActionKeep Action = "keep"
+	// ActionAlias: the tensor shares its storage with another one (a tied parameter); it is not
+	// stored, and the config's aliases map its name to the stored one (TensorPlan.AliasOf).
+	ActionAlias Action = "alias"
 )
 
 // TensorPlan is the decision for one tensor of the input.
@@ -79,15 +84,17 @@ type TensorPlan struct {
 	Reason    string       `json:"reason,omitempty"` // why a tensor is kept
 	// Spec is the normalized spec for quantized tensors; QuantShape the shape the kernel sees
 	// (the tensor viewed as [shape[0], rest] for group-wise quantization).
-	Spec       quant.Spec `json:"-"`
-	QuantShape []int      `json:"-"`
-	Warnings   []Warning  `json:"-"`
+	Spec       quant.Spec        `json:"-"`
+	QuantShape []int             `json:"-"`
+	Warnings   []warning.Warning `json:"-"`
 	// Rule is the index of the rule of the resolved recipe (Plan.Recipe) that decided the
 	// tensor, -1 when none selected it. Settings are that rule's resolved options.
 	Rule     int             `json:"rule"`
 	Settings recipe.Settings `json:"-"`
 	// Method is how the weights become integers (core/method); "rtn" for float casts too.
 	Method method.Method `json:"method,omitempty"`
+	// AliasOf is, for ActionAlias, the tensor stored in its place (they share storage).
+	AliasOf string `json:"alias_of,omitempty"`
 }
 
 // Plan lists every tensor of a checkpoint in file order with what will happen to it.
@@ -102,9 +109,16 @@ type Plan struct {
 	// Recipe is the resolved recipe: the call's skips, the recipe's rules and the call's options
 	// as a final "*" rule, every default filled in. Files store it; TensorPlan.Rule indexes it.
 	Recipe   *recipe.Recipe
-	Warnings []Warning
+	Warnings []warning.Warning
 	opts     *normalized
 }
+
+// Valid reports whether p was made by NewPlan (the zero Plan is not a plan).
+func (p *Plan) Valid() bool { return p != nil && p.opts != nil }
+
+// MethodOptions are the tuning options of the weight methods the plan was made with (without a
+// Hessian: those come per layer).
+func (p *Plan) MethodOptions() method.Options { return p.opts.mopts }
 
 // StaticLayers lists the layers whose activations are calibrated, in file order.
 func (p *Plan) StaticLayers() []string {
@@ -112,6 +126,20 @@ func (p *Plan) StaticLayers() []string {
 	for _, l := range p.LayerNames() {
 		if p.Activations[l] == recipe.ActivationsStatic {
 			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// HessianLayers maps each layer with a tensor whose method needs the layer's input Hessian
+// (gptq) to the K of the [K, K] Hessian it needs (the inputs of the weight viewed as [rows, K]).
+func (p *Plan) HessianLayers() map[string]int {
+	out := map[string]int{}
+	for _, t := range p.Quantized() {
+		if t.Method.NeedsHessian() {
+			if _, ok := out[t.Layer]; !ok {
+				out[t.Layer] = tensor.NumElements(t.QuantShape[1:])
+			}
 		}
 	}
 	return out
@@ -175,10 +203,16 @@ func NewPlan(entries []checkpoint.Entry, moduleTypes map[string]string, opts Opt
 	return newPlan(entries, moduleTypes, n)
 }
 
-// PlanReader is NewPlan for the tensors and module types of an open checkpoint.
+// PlanReader is NewPlan for the tensors, module types and tied tensors (checkpoint.Aliases)
+// of an open checkpoint.
 func PlanReader(r checkpoint.Reader, opts Options) (*Plan, error) {
 	if r == nil {
 		return nil, fmt.Errorf("model.PlanReader: nil reader")
+	}
+	if a := checkpoint.Aliases(r); len(a) > 0 {
+		tied := maps.Clone(a)
+		maps.Copy(tied, opts.Tied)
+		opts.Tied = tied
 	}
 	return NewPlan(r.Entries(), r.ModuleTypes(), opts)
 }
@@ -187,9 +221,9 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 	p := &Plan{Layers: map[string]LayerType{}, Activations: map[string]string{}, Observers: map[string]observer.Options{},
 		Recipe: n.resolved.Recipe(), opts: n}
 	c := newClassifier(entries, moduleTypes)
-	names := make(map[string]bool, len(entries))
+	seen := make(map[string]bool, len(entries))
 	for _, e := range entries {
-		names[e.Name] = true
+		seen[e.Name] = true
 	}
 	rules := n.resolved.Rules
 	used := make([]bool, len(rules))
@@ -235,18 +269,18 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 			}
 			if cls, ok := c.modules[layer]; ok && n.classes != nil && !slices.ContainsFunc(c.chains[layer], func(k string) bool { return n.classes[k] }) {
 				if !rr.FromCall {
-					return nil, optErr("layers", "%s selects %q, a %s, and quantized %s modules cannot run here (this caller runs quantized %s); skip it",
+					return nil, OptionErr("layers", "%s selects %q, a %s, and quantized %s modules cannot run here (this caller runs quantized %s); skip it",
 						p.RuleName(ri), layer, cls, cls, strings.Join(slices.Sorted(maps.Keys(n.classes)), ", "))
 				}
 				tp.Reason = fmt.Sprintf("a quantized %s cannot run here (this caller runs quantized %s); left in float", cls, strings.Join(slices.Sorted(maps.Keys(n.classes)), ", "))
 				if !leftInFloat[layer] {
 					leftInFloat[layer] = true
-					p.Warnings = append(p.Warnings, Warning{Code: WarnLeftInFloat, Layer: layer, Message: fmt.Sprintf("%q (%s) is left in float: %s", layer, cls, tp.Reason)})
+					p.Warnings = append(p.Warnings, warning.Warning{Code: warning.LeftInFloat, Layer: layer, Message: fmt.Sprintf("%q (%s) is left in float: %s", layer, cls, tp.Reason)})
 				}
 				break
 			}
 			if n.runnable != nil && !n.runnable[lt] {
-				return nil, optErr("layers", "%s selects %q, a %s layer, and quantized %s layers cannot run here (this caller runs %s); skip it or leave its type out",
+				return nil, OptionErr("layers", "%s selects %q, a %s layer, and quantized %s layers cannot run here (this caller runs %s); skip it or leave its type out",
 					p.RuleName(ri), layer, lt, lt, typeList(n.runnable))
 			}
 			tp.Settings = rr.Settings
@@ -265,7 +299,7 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 				tp.Method = method.RTN
 			}
 			for _, suffix := range []string{".scale", ".zero_point"} {
-				if names[e.Name+suffix] {
+				if seen[e.Name+suffix] {
 					return nil, fmt.Errorf("tensor %q: the checkpoint already has a tensor %q, which the quantized format needs for itself", e.Name, e.Name+suffix)
 				}
 			}
@@ -286,7 +320,7 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 		}
 		p.Tensors = append(p.Tensors, tp)
 	}
-	if err := p.unifyTied(n.tied); err != nil {
+	if err := p.tie(n.tied); err != nil {
 		return nil, err
 	}
 	q := p.Quantized()
@@ -301,7 +335,7 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 		if rr.FromCall {
 			what = fmt.Sprintf("skip pattern %q selects no layer", rr.Rule.Match)
 		}
-		p.Warnings = append(p.Warnings, Warning{Code: WarnUnusedRule, Message: what + " (of the selected layer types); check the pattern against the layer names"})
+		p.Warnings = append(p.Warnings, warning.Warning{Code: warning.UnusedRule, Message: what + " (of the selected layer types); check the pattern against the layer names"})
 	}
 	for _, t := range q {
 		p.Warnings = append(p.Warnings, t.Warnings...)
@@ -313,75 +347,131 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 		}
 	}
 	if len(guessed) > 0 {
-		p.Warnings = append(p.Warnings, Warning{Code: WarnArchitecture, Layer: guessed[0],
-			Message: fmt.Sprintf("%s (%d in all) are named like GPT-2's Conv1D layers, whose weight is stored [in, out], but nothing says so, so they are quantized as Linear layers [out, in]; give the model folder (its config.json names the architecture) or the module classes", shortList(guessed, 3), len(guessed))})
+		p.Warnings = append(p.Warnings, warning.Warning{Code: warning.Architecture, Layer: guessed[0],
+			Message: fmt.Sprintf("%s are named like GPT-2's Conv1D layers, whose weight is stored [in, out] (output channels on axis 1), but nothing names the architecture, so they are quantized as Linear layers [out, in] (axis 0); to say it, give the model folder or put its config.json (\"model_type\": \"gpt2\") beside the checkpoint, or quantize the live model from Python", names.List(guessed, 3))})
 	}
 	p.Warnings = append(p.Warnings, firstLastWarnings(p)...)
 	return p, nil
 }
 
-// unifyTied gives every member of a group of tied tensors (Options.Tied) the decision of the
-// group's first quantized member, in file order, so that the one storage is quantized one way.
-func (p *Plan) unifyTied(groups [][]string) error {
-	if len(groups) == 0 {
+// tie stores each group of tied tensors (alias → an earlier name, Options.Tied) once: the
+// first member the rules quantize is stored (its layer's decision is the group's: GPT-2's
+// lm_head quantizes the embedding it shares), else the first member is, kept as it is; a
+// member a skip pattern or rule skips keeps the whole group float (a skip is an explicit
+// "leave this float"). Every other member becomes an ActionAlias of the stored one. The
+// warning names the group, so the report says which names share storage.
+func (p *Plan) tie(tied map[string]string) error {
+	if len(tied) == 0 {
 		return nil
 	}
-	at := make(map[string]int, len(p.Tensors))
+	index := make(map[string]int, len(p.Tensors))
 	for i := range p.Tensors {
-		at[p.Tensors[i].Name] = i
+		index[p.Tensors[i].Name] = i
 	}
-	seen := map[string]bool{}
-	for _, g := range groups {
-		var idx []int
-		for _, name := range g {
-			i, ok := at[name]
+	root := func(name string) (string, error) {
+		for range len(tied) + 1 { // a chain longer than the map has a cycle
+			next, ok := tied[name]
 			if !ok {
-				return optErr("tied", "tensor %q is not in the model", name)
+				return name, nil
 			}
-			if seen[name] {
-				return optErr("tied", "tensor %q is in two groups", name)
+			if _, listed := index[next]; !listed {
+				return "", fmt.Errorf("%w: tied: %q is tied to %q, which is not a tensor of the checkpoint", ErrOption, name, next)
 			}
-			seen[name] = true
-			idx = append(idx, i)
+			name = next
 		}
-		slices.Sort(idx)
-		donor := -1
-		for _, i := range idx {
-			if p.Tensors[i].Action == ActionQuantize {
-				donor = i
+		return "", fmt.Errorf("%w: tied: the names tied to %q form a cycle", ErrOption, name)
+	}
+	groups := map[string][]int{}
+	var order []string
+	for i := range p.Tensors {
+		name := p.Tensors[i].Name
+		r, err := root(name)
+		if err != nil {
+			return err
+		}
+		if _, ok := groups[r]; !ok {
+			order = append(order, r)
+		}
+		groups[r] = append(groups[r], i)
+	}
+	changed := false
+	for _, r := range order {
+		g := groups[r]
+		if len(g) < 2 {
+			continue
+		}
+		first := &p.Tensors[g[0]]
+		stored := first
+		skipped := ""
+		for _, i := range g {
+			if r := p.Tensors[i].Rule; r >= 0 && p.opts.resolved.Rules[r].Rule.Skip && skipped == "" {
+				skipped = p.Tensors[i].Name
+			}
+		}
+		for _, i := range g {
+			if p.Tensors[i].Action == ActionQuantize && skipped == "" {
+				stored = &p.Tensors[i]
 				break
 			}
 		}
-		if donor < 0 {
-			continue
-		}
-		d := &p.Tensors[donor]
-		var moved []string
-		for _, i := range idx {
+		var names, notes []string
+		for _, i := range g {
 			t := &p.Tensors[i]
-			if i == donor {
+			names = append(names, strconv.Quote(t.Name))
+			if t.DType != first.DType || !slices.Equal(t.Shape, first.Shape) {
+				return fmt.Errorf("%w: tied: %q (%v %v) and %q (%v %v) cannot share storage", ErrOption, t.Name, t.DType, t.Shape, first.Name, first.DType, first.Shape)
+			}
+			if t == stored {
 				continue
 			}
-			if !slices.Equal(t.Shape, d.Shape) || t.DType != d.DType {
-				return optErr("tied", "tensors %q %v and %q %v share storage but differ in shape or dtype", d.Name, d.Shape, t.Name, t.Shape)
+			switch {
+			case t.Action == ActionKeep && stored.Action == ActionQuantize:
+				notes = append(notes, fmt.Sprintf("%q alone would stay float (%s)", t.Name, t.Reason))
+			case t.Action == ActionQuantize && skipped != "":
+				notes = append(notes, fmt.Sprintf("%q is skipped, so %q stays float with it", skipped, t.Name))
+			case t.Action == ActionQuantize && !sameSpec(&t.Spec, &stored.Spec):
+				notes = append(notes, fmt.Sprintf("%q's own rule (%s) gives way", t.Name, t.Spec.Format))
 			}
-			if t.Action != ActionQuantize {
-				moved = append(moved, t.Name)
-			}
-			t.Action, t.Reason, t.Rule, t.Settings, t.Method = ActionQuantize, "", d.Rule, d.Settings, d.Method
-			t.Spec, t.QuantShape = d.Spec, slices.Clone(d.QuantShape)
-			p.Layers[t.Layer] = t.LayerType
-			p.Activations[t.Layer] = p.Activations[d.Layer]
-			if o, ok := p.Observers[d.Layer]; ok {
-				p.Observers[t.Layer] = o
-			}
+			*t = TensorPlan{Name: t.Name, DType: t.DType, Shape: t.Shape, Layer: t.Layer, LayerType: t.LayerType,
+				Action: ActionAlias, AliasOf: stored.Name, Rule: -1,
+				Reason: fmt.Sprintf("shares storage with %q, stored once under that name", stored.Name)}
+			changed = true
 		}
-		if len(moved) > 0 {
-			p.Warnings = append(p.Warnings, Warning{Code: WarnTied, Tensor: d.Name, Layer: d.Layer,
-				Message: fmt.Sprintf("%s share storage with %q, which is quantized: they are quantized with it, the same way (stored once)", shortList(moved, 3), d.Name)})
+		if stored.Action == ActionQuantize && skipped != "" { // the first member itself was selected
+			notes = append(notes, fmt.Sprintf("%q is skipped, so %q stays float with it", skipped, stored.Name))
+			*stored = TensorPlan{Name: stored.Name, DType: stored.DType, Shape: stored.Shape, Layer: stored.Layer, LayerType: stored.LayerType,
+				Action: ActionKeep, Rule: -1, Reason: fmt.Sprintf("tied to %q, which is skipped", skipped)}
+			changed = true
+		}
+		how := "kept as it is"
+		if stored.Action == ActionQuantize {
+			how = fmt.Sprintf("quantized to %s as the %s layer %q's rule says", stored.Spec.Format, stored.LayerType, stored.Layer)
+		}
+		msg := fmt.Sprintf("%s share one storage: stored once as %q, %s; loading ties them again", strings.Join(names, " and "), stored.Name, how)
+		if len(notes) > 0 {
+			msg += " (" + strings.Join(notes, "; ") + ")"
+		}
+		p.Warnings = append(p.Warnings, warning.Warning{Code: warning.Tied, Tensor: stored.Name, Layer: stored.Layer, Message: msg})
+	}
+	if changed { // a layer whose only quantized tensor is now an alias is no longer quantized
+		live := map[string]bool{}
+		for _, t := range p.Quantized() {
+			live[t.Layer] = true
+		}
+		for l := range p.Layers {
+			if !live[l] {
+				delete(p.Layers, l)
+				delete(p.Activations, l)
+				delete(p.Observers, l)
+			}
 		}
 	}
 	return nil
+}
+
+// sameSpec reports whether two tensors would be quantized the same way.
+func sameSpec(a, b *quant.Spec) bool {
+	return a.Format == b.Format && a.Scheme == b.Scheme && a.Granularity == b.Granularity && a.Axis == b.Axis && a.GroupSize == b.GroupSize && a.QDType == b.QDType
 }
 
 func paramOrName(param, name string) string {
@@ -427,19 +517,25 @@ func planSpec(tp *TensorPlan, tmpl quant.Spec, axis int, fallback bool) error {
 			if !fallback {
 				return fmt.Errorf("group_size %d does not divide the row length %d (give a group size that divides it, or allow group_fallback)", gs, k)
 			}
-			fb := 0
-			for d := min(gs, k); d >= minFallbackGroup; d-- {
+			// The largest divisor of the row not above the group size and not below
+			// minFallbackGroup, or the group size itself when that is smaller (a group of 8
+			// that does not divide the row has no smaller fallback: it goes to INT8).
+			fb, lo := 0, min(minFallbackGroup, gs)
+			for d := min(gs, k); d >= lo; d-- {
 				if k%d == 0 {
 					fb = d
 					break
 				}
 			}
-			w := Warning{Code: WarnGroupFallback, Tensor: tp.Name, Layer: tp.Layer}
+			w := warning.Warning{Code: warning.GroupFallback, Tensor: tp.Name, Layer: tp.Layer}
 			if fb > 0 {
 				w.Message = fmt.Sprintf("group size %d does not divide the row length %d; using group size %d", gs, k, fb)
 				s.GroupSize = fb
 			} else {
-				w.Message = fmt.Sprintf("group size %d does not divide the row length %d and no divisor in [%d, %d] does; using INT8 per-channel", gs, k, minFallbackGroup, gs)
+				w.Message = fmt.Sprintf("group size %d does not divide the row length %d and no group size from %d to %d does; using INT8 per-channel", gs, k, lo, gs)
+				if lo == gs { // a group below 16 has no smaller fallback
+					w.Message = fmt.Sprintf("group size %d does not divide the row length %d; using INT8 per-channel", gs, k)
+				}
 				s = quant.Spec{Format: quant.Int8, Scheme: tmpl.Scheme, Granularity: quant.PerChannel, Axis: axis,
 					Eps: tmpl.Eps, NonFinite: tmpl.NonFinite, ReduceRange: tmpl.ReduceRange, QDType: quant.QInt8}
 				if tmpl.QDType == quant.QUInt4 {
@@ -451,7 +547,7 @@ func planSpec(tp *TensorPlan, tmpl quant.Spec, axis int, fallback bool) error {
 		}
 	}
 	if s.Format == quant.Int4 && tensor.NumElements(shape) < smallInt4Elements {
-		tp.Warnings = append(tp.Warnings, Warning{Code: WarnInt4Small, Tensor: tp.Name, Layer: tp.Layer,
+		tp.Warnings = append(tp.Warnings, warning.Warning{Code: warning.Int4Small, Tensor: tp.Name, Layer: tp.Layer,
 			Message: fmt.Sprintf("INT4 on a small tensor (%d weights < %d): the saving is small and the error large", tensor.NumElements(shape), smallInt4Elements)})
 	}
 	if _, err := s.Normalize(qshape); err != nil {
@@ -463,7 +559,7 @@ func planSpec(tp *TensorPlan, tmpl quant.Spec, axis int, fallback bool) error {
 
 // firstLastWarnings: the first and last layers (the ones touching the input and the output)
 // are the most sensitive to quantization error.
-func firstLastWarnings(p *Plan) []Warning {
+func firstLastWarnings(p *Plan) []warning.Warning {
 	var cand []string
 	seen := map[string]bool{}
 	for _, t := range p.Tensors {
@@ -480,14 +576,14 @@ func firstLastWarnings(p *Plan) []Warning {
 	if inferred {
 		note = "; the file lists its tensors sorted by name, so this order was inferred from the names"
 	}
-	var out []Warning
+	var out []warning.Warning
 	first, last := cand[0], cand[len(cand)-1]
 	if _, ok := p.Layers[first]; ok {
-		out = append(out, Warning{Code: WarnFirstLayer, Layer: first,
+		out = append(out, warning.Warning{Code: warning.FirstLayer, Layer: first,
 			Message: fmt.Sprintf("the first layer %q is quantized; it sees the raw input and is often the most sensitive (skip it if accuracy drops)%s", first, note)})
 	}
 	if _, ok := p.Layers[last]; ok && last != first {
-		out = append(out, Warning{Code: WarnLastLayer, Layer: last,
+		out = append(out, warning.Warning{Code: warning.LastLayer, Layer: last,
 			Message: fmt.Sprintf("the last layer %q is quantized; it produces the output and is often the most sensitive (skip it if accuracy drops)%s", last, note)})
 	}
 	return out
@@ -589,7 +685,7 @@ func newClassifier(entries []checkpoint.Entry, moduleTypes map[string]string) *c
 		c.byName[e.Name] = e
 	}
 	for _, e := range entries {
-		mod, param := splitName(e.Name)
+		mod, param := names.Split(e.Name)
 		m := rnnParam.FindStringSubmatch(param)
 		if m == nil || m[1] != "weight" || len(e.Shape) != 2 {
 			continue
@@ -616,13 +712,6 @@ func prefixed(mod, param string) string {
 }
 
 // splitName splits "a.b.weight" into module "a.b" and parameter "weight".
-func splitName(name string) (string, string) {
-	i := strings.LastIndex(name, ".")
-	if i < 0 {
-		return "", name
-	}
-	return name[:i], name[i+1:]
-}
 
 func isWeightParam(lt LayerType, param string) bool {
 	switch lt {
@@ -670,7 +759,7 @@ func knownClass(v string) string {
 
 // classify returns a tensor's layer (module path), layer type and parameter name.
 func (c *classifier) classify(e checkpoint.Entry) (string, LayerType, string) {
-	mod, param := splitName(e.Name)
+	mod, param := names.Split(e.Name)
 	if c.modules != nil {
 		if cls, ok := c.modules[mod]; ok {
 			if lt, ok := classTypes[cls]; ok {

@@ -1,0 +1,218 @@
+"""Checkpoint files of real architectures (issue 12, the file side): GPT-2's Conv1D quantized on
+its output axis from files and folders, tied tensors stored once, Hugging Face folders in and
+out, one FP16 overflow rule and errors that name Python's options. Models are built from
+``transformers`` configs at small sizes; nothing is downloaded. ``transformers`` is a test-only
+dependency."""
+
+import json
+import os
+import shutil
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import monoquant
+
+transformers = pytest.importorskip("transformers")
+
+CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+
+
+def gpt2(vocab=2000, positions=64):
+    """A GPT-2 LM with tied embeddings, proportioned like the real one (the token table the
+    largest tensor, the position table small)."""
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=vocab, n_positions=positions)
+    return transformers.GPT2LMHeadModel(cfg).eval()
+
+
+def logits_cos(ref, model, ids):
+    with torch.no_grad():
+        a, b = ref(ids).logits.flatten(), model(ids).logits.flatten()
+    return torch.nn.functional.cosine_similarity(a, b, dim=0).item()
+
+
+def dequantized_model(path, ref):
+    """A fresh GPT-2 holding the engine's dequantized weights of path (lm_head is tied, so a
+    file without it is complete)."""
+    m = gpt2()
+    missing, unexpected = m.load_state_dict(monoquant.dequantize(path), strict=False)
+    assert unexpected == [] and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    m.tie_weights()
+    return m
+
+
+def quantize_file(src, dst, **kw):
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        rep = monoquant.quantize_file(src, dst, log=False, **kw)
+    return rep, [str(w.message) for w in rec]
+
+
+def config_of(path):
+    with safe_open(path, "pt") as f:
+        return json.loads(f.metadata()["monoquant"])
+
+
+def test_gpt2_folder_quantized_on_the_output_axis(tmp_path):
+    """config.json names the architecture, so every Conv1D weight ([in, out]) is quantized per
+    output channel (axis 1); the dequantized model's logits stay close to float. Before, the CLI
+    quantized GPT-2's file along the input axis."""
+    ref = gpt2()
+    ref.save_pretrained(tmp_path / "in")
+    (tmp_path / "in" / "tokenizer.json").write_text('{"version": "1.0"}')
+    rep, warns = quantize_file(tmp_path / "in", tmp_path / "out", validate=True)
+    assert not [w for w in warns if "architecture_unknown" in w]
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(os.listdir(tmp_path / "in"))
+    cfg = config_of(tmp_path / "out" / "model.safetensors")
+    conv1d = {n: tc for n, tc in cfg["tensors"].items() if n.endswith(tuple(c + ".weight" for c in CONV1D))}
+    assert len(conv1d) == 8
+    for name, tc in conv1d.items():
+        assert tc["axis"] == 1 and tc["layer_type"] == "linear", (name, tc)
+    with safe_open(tmp_path / "out" / "model.safetensors", "pt") as f:
+        for name, tc in conv1d.items():
+            assert list(f.get_slice(name + ".scale").get_shape()) == [tc["shape"][1]], name
+    ids = torch.randint(0, 2000, (2, 16))
+    assert logits_cos(ref, dequantized_model(tmp_path / "out", ref), ids) >= 0.999
+    # monoquant.load reads the folder back (a state dict here; modules are another test's).
+    sd = monoquant.load(tmp_path / "out")
+    assert sd.config["tensors"].keys() == cfg["tensors"].keys()
+
+
+def test_lone_gpt2_file_is_never_guessed_silently(tmp_path):
+    """A GPT-2 safetensors file with no config.json draws a warning that says how to name the
+    architecture; with config.json beside it, the Conv1D axis is right."""
+    gpt2().save_pretrained(tmp_path / "hf")
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(tmp_path / "hf" / "model.safetensors", lone / "gpt2.safetensors")
+    rep, warns = quantize_file(lone / "gpt2.safetensors", lone / "q.safetensors")
+    arch = [w for w in warns if "architecture_unknown" in w]
+    assert arch and "named like GPT-2's Conv1D" in arch[0] and 'put its config.json ("model_type": "gpt2") beside the checkpoint' in arch[0], warns
+    assert config_of(lone / "q.safetensors")["tensors"]["transformer.h.0.attn.c_attn.weight"]["axis"] == 0
+    shutil.copy(tmp_path / "hf" / "config.json", lone / "config.json")
+    rep, warns = quantize_file(lone / "gpt2.safetensors", lone / "q2.safetensors")
+    assert not [w for w in warns if "architecture_unknown" in w]
+    assert config_of(lone / "q2.safetensors")["tensors"]["transformer.h.0.attn.c_attn.weight"]["axis"] == 1
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_tied_gpt2_state_dict_stored_once(tmp_path, suffix):
+    """torch.save of a tied GPT-2 keeps one storage under two names; the quantized file stores it
+    once (INT8, as lm_head's rule says), names the alias, and is under 0.3x the float file.
+    Before, the tied tensor was stored twice."""
+    ref = gpt2()
+    torch.save(ref.state_dict(), tmp_path / "gpt2.pt")
+    out = tmp_path / ("q" + suffix)
+    rep, warns = quantize_file(tmp_path / "gpt2.pt", out, validate=True)
+    assert rep["aliases"] == {"transformer.wte.weight": "lm_head.weight"}
+    assert [w for w in warns if "tied_tensors" in w and '"transformer.wte.weight" and "lm_head.weight" share one storage' in w]
+    ratio = os.path.getsize(out) / os.path.getsize(tmp_path / "gpt2.pt")
+    assert ratio < 0.3, ratio
+    sd = monoquant.load(out)
+    assert sd.config["aliases"] == {"transformer.wte.weight": "lm_head.weight"}
+    assert "transformer.wte.weight" not in sd and sd["lm_head.weight"].dtype == torch.int8
+    d = monoquant.dequantize(out)
+    assert torch.equal(d["transformer.wte.weight"], d["lm_head.weight"])
+    ids = torch.randint(0, 2000, (2, 16))
+    assert logits_cos(ref, dequantized_model(out, ref), ids) >= 0.999
+
+
+class TiedNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(300, 64)
+        self.fc = nn.Linear(64, 64)
+        self.head = nn.Linear(64, 300, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, x):
+        return self.head(torch.relu(self.fc(self.emb(x))))
+
+
+def test_load_reties_tied_parameters(tmp_path):
+    """monoquant.load(path, model) gives the alias the stored values: dequantized for a float
+    Embedding whose tied head was quantized, and the same Parameter again for a kept pair."""
+    torch.manual_seed(0)
+    ref = TiedNet().eval()
+    torch.save(ref.state_dict(), tmp_path / "tied.pt")
+    x = torch.randint(0, 300, (4, 7))
+    quantize_file(tmp_path / "tied.pt", tmp_path / "q.safetensors")
+    q = monoquant.load(tmp_path / "q.safetensors", TiedNet())
+    cos = torch.nn.functional.cosine_similarity(ref(x).flatten(), q(x).flatten(), dim=0)
+    assert cos >= 0.999
+    quantize_file(tmp_path / "tied.pt", tmp_path / "k.safetensors", skip=["head"])
+    assert config_of(tmp_path / "k.safetensors")["aliases"] == {"head.weight": "emb.weight"}
+    k = monoquant.load(tmp_path / "k.safetensors", TiedNet())
+    assert k.head.weight is k.emb.weight and torch.equal(k.emb.weight, ref.emb.weight)
+
+
+def test_bin_folder_in_safetensors_folder_out(tmp_path):
+    """A folder of pytorch_model.bin (tied, one storage) with tokenizer files gives the same
+    folder with model.safetensors, every other file copied, the tied tensor stored once."""
+    src = tmp_path / "bin"
+    src.mkdir()
+    ref = gpt2()
+    torch.save(ref.state_dict(), src / "pytorch_model.bin")
+    ref.config.to_json_file(src / "config.json")
+    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (src / f).write_text("{}")
+    rep, warns = quantize_file(src, tmp_path / "out", validate=True)
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(["model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"])
+    cfg = config_of(tmp_path / "out" / "model.safetensors")
+    assert cfg["aliases"] == {"transformer.wte.weight": "lm_head.weight"}
+    assert cfg["tensors"]["transformer.h.1.mlp.c_proj.weight"]["axis"] == 1
+    ids = torch.randint(0, 2000, (2, 16))
+    assert logits_cos(ref, dequantized_model(tmp_path / "out", ref), ids) >= 0.999
+
+
+def test_sharded_folder_keeps_its_layout(tmp_path):
+    ref = gpt2()
+    ref.save_pretrained(tmp_path / "in", max_shard_size="200KB")
+    shards = sorted(n for n in os.listdir(tmp_path / "in") if n.endswith(".safetensors"))
+    assert len(shards) > 1
+    rep, _ = quantize_file(tmp_path / "in", tmp_path / "out", bits=4, group_size=32, validate=True)
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(os.listdir(tmp_path / "in"))
+    index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())
+    assert sorted(set(index["weight_map"].values())) == shards
+    assert "monoquant" in index["metadata"]  # the quantization config, recorded with the index
+    sd = monoquant.load(tmp_path / "out" / "model.safetensors.index.json")
+    assert sd.config["tensors"]["transformer.h.0.mlp.c_fc.weight"]["group_size"] == 32
+    ids = torch.randint(0, 2000, (2, 16))
+    assert logits_cos(ref, dequantized_model(tmp_path / "out", ref), ids) >= 0.99  # INT4
+
+
+def test_nonfinite_errors_name_python_options(tmp_path):
+    """The NaN error names the option each Python call has (it used to name one Python lacks)."""
+    m = nn.Sequential(nn.Linear(8, 8))
+    with torch.no_grad():
+        m[0].weight[1, 1] = float("nan")
+    with pytest.raises(monoquant.NonFiniteError, match='pass nonfinite="clamp" to quantize anyway'):
+        monoquant.quantize(m)
+    save_file({"0.weight": m[0].weight.detach().clone()}, tmp_path / "nan.safetensors")
+    with pytest.raises(monoquant.NonFiniteError, match='pass nonfinite="clamp" to quantize anyway'):
+        monoquant.quantize_file(tmp_path / "nan.safetensors", tmp_path / "q.safetensors", log=False)
+    assert not (tmp_path / "q.safetensors").exists()
+    with pytest.raises(monoquant.NonFiniteError, match=r"pass QuantSpec\(\.\.\., clamp_nonfinite=True\) to quantize anyway"):
+        monoquant.quantize_tensor(torch.tensor([[float("nan"), 1.0]]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = monoquant.quantize(m, nonfinite="clamp")  # the option named works
+    assert [w for w in q.monoquant_report["warnings"] if w["code"] == "non_finite_clamped"]
+
+
+def test_quantize_file_fp16_overflow_saturates(tmp_path):
+    """quantize_file: FP16 overflow saturates with a warning naming the layer and count, the
+    file is finite (before: an InternalError for +Inf in the report)."""
+    w = torch.randn(8, 32)
+    w[0, :2] = torch.tensor([1e6, -7e4])
+    save_file({"fc.weight": w}, tmp_path / "big.safetensors")
+    rep, warns = quantize_file(tmp_path / "big.safetensors", tmp_path / "h.safetensors", dtype="fp16", validate=True)
+    assert [x for x in warns if 'fp16_overflow' in x and 'layer "fc": 2 values of "fc.weight"' in x], warns
+    with safe_open(tmp_path / "h.safetensors", "pt") as f:
+        h = f.get_tensor("fc.weight")
+    assert torch.isfinite(h).all() and h[0, 0] == 65504 and h[0, 1] == -65504

@@ -1,0 +1,106 @@
+package reproduce
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/monoquant/monoquant/core/convert"
+	"github.com/monoquant/monoquant/core/plan"
+	"github.com/monoquant/monoquant/core/quant"
+	"github.com/monoquant/monoquant/core/runlog"
+)
+
+// record quantizes a copy of the bundled example with opts and returns the log and the run.
+func record(t *testing.T, opts plan.Options) (*runlog.Log, *runlog.Run, string) {
+	t.Helper()
+	t.Setenv("MONOQUANT_LOG", "1")
+	dir := t.TempDir()
+	b, err := os.ReadFile("../../examples/digits_cnn.safetensors")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := filepath.Join(dir, "m.safetensors")
+	if err := os.WriteFile(in, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(dir, "runs.sqlite")
+	ctx := context.Background()
+	res, err := convert.File(ctx, in, filepath.Join(dir, "q.safetensors"), opts, convert.Run{Log: &convert.Log{Entry: "go", Path: logPath, OutputFormat: "safetensors"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RunID != 1 || res.LogWarning != "" {
+		t.Fatalf("run id %d, warning %q; want 1 and none", res.RunID, res.LogWarning)
+	}
+	l, err := runlog.Open(ctx, logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	r, err := l.Get(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, r, in
+}
+
+func TestIdenticalAndRecorded(t *testing.T) {
+	yes := true
+	for _, opts := range []plan.Options{{}, {Bits: 4, Spec: quant.Spec{GroupSize: 32}, GroupFallback: &yes}} {
+		l, r, _ := record(t, opts)
+		keep := filepath.Join(t.TempDir(), "again.safetensors")
+		res, err := Run(context.Background(), r, Options{Output: keep, Log: &convert.Log{Entry: "go", Path: l.Path()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Identical || res.OutputSHA256 != r.Output.SHA256 || len(res.Differences) != 0 {
+			t.Errorf("Run(%+v) = identical %v, sha %s (recorded %s), differences %q; want identical", opts, res.Identical, res.OutputSHA256, r.Output.SHA256, res.Differences)
+		}
+		if h, _ := runlog.HashFile(keep); h.SHA256 != r.Output.SHA256 || res.Output != keep {
+			t.Errorf("kept output %s sha256 %s, want %s", res.Output, h.SHA256, r.Output.SHA256)
+		}
+		again, err := l.Get(context.Background(), res.NewRunID)
+		if err != nil || res.NewRunID != 2 || again.Output.SHA256 != r.Output.SHA256 || string(again.Settings) != string(r.Settings) {
+			t.Errorf("the reproduction as run %d: %v; want run 2 with the same settings and output hash", res.NewRunID, err)
+		}
+	}
+}
+
+func TestDifferentSaysWhat(t *testing.T) {
+	_, r, _ := record(t, plan.Options{})
+	r.Output.SHA256 = strings.Repeat("0", 64)
+	r.Layers[0].SQNR += 1
+	r.Versions["monoquant"] = "0.0.1"
+	res, err := Run(context.Background(), r, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := strings.Join(res.Differences, "\n")
+	if res.Identical || res.NewRunID != 0 || res.Output != "" || !strings.Contains(d, "monoquant version: recorded 0.0.1") ||
+		!strings.Contains(d, "tensor "+r.Layers[0].Name+": SQNR") {
+		t.Errorf("Run of a tampered record: identical %v, new run %d, output %q, differences:\n%s", res.Identical, res.NewRunID, res.Output, d)
+	}
+}
+
+func TestRefusesWhatCannotBeReproduced(t *testing.T) {
+	_, r, in := record(t, plan.Options{})
+	inMemory := *r
+	inMemory.Input.Path, inMemory.EntryPoint = "", "python.quantize"
+	if _, err := Run(context.Background(), &inMemory, Options{}); !errors.Is(err, ErrNotReproducible) {
+		t.Errorf("in-memory run: %v, want ErrNotReproducible", err)
+	}
+	bad := *r
+	bad.Settings = []byte(`{"options": {}, "from_the_future": 1}`)
+	if _, err := Run(context.Background(), &bad, Options{}); !errors.Is(err, runlog.ErrSettings) {
+		t.Errorf("unknown settings: %v, want ErrSettings", err)
+	}
+	b, _ := os.ReadFile(in)
+	os.WriteFile(in, append(b, 0), 0o644)
+	if _, err := Run(context.Background(), r, Options{}); !errors.Is(err, ErrInputChanged) || !strings.Contains(err.Error(), "nothing reproduced") {
+		t.Errorf("changed input: %v, want ErrInputChanged", err)
+	}
+}
