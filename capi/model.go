@@ -230,6 +230,52 @@ func mq_model_set_metadata(h *C.mq_model, key, value *C.mq_cchar) (rc C.int) {
 	return modelErr(m.SetMetadata(k, v), mqEINVAL)
 }
 
+//export mq_model_open
+func mq_model_open(out **C.mq_model, path *C.mq_cchar) (rc C.int) {
+	defer guard(&rc)
+	if out == nil {
+		return mapErr(fail(mqEINVAL, "mq_model_open: out is NULL"), mqEINVAL)
+	}
+	*out = nil
+	p, err := goString(path, "mq_model_open", "path")
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	if st, err := os.Stat(p); err == nil && !st.Mode().IsRegular() {
+		return mapErr(fail(mqEIO, "mq_model_open: %v", mapped.NotRegular(p, st)), mqEIO)
+	}
+	res, err := model.OpenResult(p)
+	if err != nil {
+		return modelErr(err, mqEFORMAT)
+	}
+	*out = newModelHandle(&modelState{res: res})
+	return mqOK
+}
+
+//export mq_model_set_config
+func mq_model_set_config(h *C.mq_model, configJSON *C.mq_cchar) (rc C.int) {
+	defer guard(&rc)
+	e, s, err := lockModel(h, "mq_model_set_config")
+	if err != nil {
+		return mapErr(err, mqEHANDLE)
+	}
+	defer e.mu.Unlock()
+	m, err := s.floatModel("mq_model_set_config")
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	cfg, err := goString(configJSON, "mq_model_set_config", "config_json")
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	res, err := m.WithConfig(cfg)
+	if err != nil {
+		return modelErr(err, mqEFORMAT)
+	}
+	s.res, s.m = res, nil
+	return mqOK
+}
+
 //export mq_model_save
 func mq_model_save(h *C.mq_model, path *C.mq_cchar) (rc C.int) {
 	defer guard(&rc)
@@ -339,11 +385,21 @@ func mq_model_tensor_read(h *C.mq_model, name *C.mq_cchar, buf unsafe.Pointer, b
 	if buf == nil {
 		return mapErr(fail(mqEINVAL, "mq_model_tensor_read: buf is NULL"), mqEINVAL)
 	}
+	// A model opened on a file (mq_model_open) copies straight from the file into buf and
+	// drops the pages it read: the caller's copy is the only one.
+	if rr, ok := r.(checkpoint.RangedReader); ok {
+		if err := rr.ReadRange(n, 0, bytesOut(buf, int(need))); err != nil {
+			return modelErr(err, mqEIO)
+		}
+		rr.ReleaseRange(n, 0, int64(need))
+		return mqOK
+	}
 	t, err := r.Tensor(n)
 	if err != nil {
 		return modelErr(err, mqEINTERNAL)
 	}
 	copy(bytesOut(buf, int(need)), t.Data)
+	r.Release(n)
 	return mqOK
 }
 
@@ -452,6 +508,9 @@ func mq_model_free(h *C.mq_model) (rc C.int) {
 		C.free(unsafe.Pointer(p))
 	}
 	s.names, s.closed = nil, true
+	if s.res != nil {
+		s.res.Close() // the file of mq_model_open; nothing for models in memory
+	}
 	e.mu.Unlock()
 	return mapErr(removeHandle(modelID(h), kindModel), mqEHANDLE)
 }

@@ -802,6 +802,23 @@ MQ_API int mq_hessian_init(mq_hessian* h);
  * 2-D and square, or a quantized model; MQ_EDTYPE for a non-float matrix. */
 MQ_API int mq_model_set_hessian(mq_model* m, const char* layer, const mq_hessian* h);
 
+/* Makes the float model m (tensors added with mq_model_add_tensor) a quantized model whose
+ * config is config_json, the value of the "monoquant" metadata key (docs/FORMAT.md): the stored
+ * values and qparams are m's tensors. The config is checked against the tensors as every reader
+ * of a quantized file checks it (dtypes, shapes, scales, zero points, aliases); m is then
+ * read-only, and mq_model_save writes it. A caller holding a quantized model in its own form
+ * (Python's modules, after later changes) saves it this way. MQ_EINVAL for NULL config_json or a
+ * quantized m; MQ_EFORMAT for a config that does not match the tensors (m is unchanged). */
+MQ_API int mq_model_set_config(mq_model* m, const char* config_json);
+
+/* Opens a quantized checkpoint (a file monoquant wrote) as a read-only quantized model without
+ * reading its tensors into memory: the config, scales and zero points are checked as by
+ * mq_model_load, and mq_model_tensor_read then copies each tensor straight from the file into
+ * the caller's buffer (a loader holds the tensors once, in its own memory). The file must stay
+ * as it is until mq_model_free, which closes it; a file truncated meanwhile makes reads fail
+ * with MQ_EIO (never a crash). Errors as mq_model_load; a float checkpoint is MQ_EFORMAT. */
+MQ_API int mq_model_open(mq_model** out, const char* path);
+
 /* --------------------------------------------------------------------------------------------------
  * Search: evolve per-layer recipes toward the Pareto front of the caller's objectives (an ask/tell
  * NSGA-II engine; docs/SEARCH.md). The caller asks for a candidate recipe, quantizes it (e.g.

@@ -4,15 +4,17 @@
 #   make bench-python   quantize() vs torch quantize_dynamic, HistogramObserver vs torch's; run-time
 #                       speed and resident memory of quantized models (bench/bench_kernels.py),
 #                       Conv2d/LSTM kernels and the memory goals of issue #13 (bench/bench_conv_lstm.py)
+#   make bench-load     peak RSS of monoquant.load into a meta skeleton / factory vs the file size
+#                       (bench/bench_load.py; needs transformers, a test-only package)
 
 PY_PKG      := bindings/python
 PY_SOURCES  := $(shell find $(PY_PKG)/monoquant -name '*.py' 2>/dev/null) $(PY_PKG)/pyproject.toml $(PY_PKG)/setup.py
 WHEEL_STAGE := $(BUILD)/wheel-src
 WHEEL_DIR   := $(BUILD)/dist
 
-.PHONY: test-python wheel bench-python
+.PHONY: test-python wheel bench-python bench-load
 TEST_TARGETS  += test-python
-BENCH_TARGETS += bench-python
+BENCH_TARGETS += bench-python bench-load
 
 test-python: venv lib wheel
 	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so MONOQUANT_WHEEL_DIR=$(CURDIR)/$(WHEEL_DIR) \
@@ -42,3 +44,6 @@ bench-outliers: venv lib
 	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so PYTHONPATH=$(CURDIR)/bindings/python $(PY) bench/outliers/bench_outliers.py --reps $(or $(BENCH_REPS),20) --threads $(or $(BENCH_THREADS),0)
 
 BENCH_TARGETS += bench-outliers
+
+bench-load: venv lib
+	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so $(PY) $(PY_PKG)/bench/bench_load.py

@@ -54,6 +54,25 @@ func LoadModel(path string) (*Model, error) {
 	return m, nil
 }
 
+// OpenResult opens a quantized checkpoint without reading its tensors into memory: the config
+// is checked as LoadResult checks it (LoadConfig reads only the qparams), and each tensor is
+// read from the file when asked (Tensor, or checkpoint.RangeReader's ReadRange on Reader()).
+// A loader that copies the tensors into its own memory (Python's monoquant.load) so holds
+// them once, not twice. The file must stay as it is while the result is open: a file
+// truncated meanwhile is an error on read, not a crash. Close releases it.
+func OpenResult(path string) (*Result, error) {
+	r, err := checkpoint.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := LoadConfig(r)
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &Result{Config: cfg, ck: r}, nil
+}
+
 // LoadResult reads a quantized checkpoint into memory and validates its config.
 func LoadResult(path string) (*Result, error) {
 	m, err := LoadModel(path)

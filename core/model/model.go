@@ -50,6 +50,25 @@ func (m *Model) SetMetadata(key, value string) error {
 	return nil
 }
 
+// WithConfig makes the model's tensors a quantized result with the config JSON configJSON (the
+// value of the MetadataKey metadata, docs/FORMAT.md), checked as every reader of a quantized
+// file checks it (LoadConfig). A caller that holds a quantized model in its own form (Python's
+// modules, after later changes) writes it this way; the model is left unchanged on error.
+func (m *Model) WithConfig(configJSON string) (*Result, error) {
+	prev, had := m.ck.metadata[MetadataKey]
+	m.ck.metadata[MetadataKey] = configJSON
+	cfg, err := LoadConfig(m.ck)
+	if err != nil {
+		if had {
+			m.ck.metadata[MetadataKey] = prev
+		} else {
+			delete(m.ck.metadata, MetadataKey)
+		}
+		return nil, err
+	}
+	return &Result{Config: cfg, ck: m.ck}, nil
+}
+
 // Entries lists the tensors in order.
 func (m *Model) Entries() []checkpoint.Entry { return m.ck.Entries() }
 
@@ -175,7 +194,9 @@ type Result struct {
 	Report *Report
 	Config *Config
 	Plan   *plan.Plan // the plan the quantization applied (the run log stores its resolved config and recipe)
-	ck     *memCheckpoint
+	// ck is the in-memory checkpoint of a quantization or LoadResult, or the open file of
+	// OpenResult (closed by Close).
+	ck checkpoint.Reader
 }
 
 // Entries lists the stored tensors in order (<name>, <name>.scale, <name>.zero_point, …).
@@ -185,7 +206,11 @@ func (r *Result) Entries() []checkpoint.Entry { return r.ck.Entries() }
 func (r *Result) Tensor(name string) (*tensor.Tensor, error) { return r.ck.Tensor(name) }
 
 // Metadata returns the metadata a saved file carries, with the config under "monoquant".
-func (r *Result) Metadata() map[string]string { return maps.Clone(r.ck.metadata) }
+func (r *Result) Metadata() map[string]string { return maps.Clone(r.ck.Metadata()) }
+
+// Close releases the file of a result from OpenResult (its tensors cannot be read afterwards);
+// for results in memory it does nothing. Closing twice is harmless.
+func (r *Result) Close() error { return r.ck.Close() }
 
 // Reader views the result as a checkpoint.
 func (r *Result) Reader() checkpoint.Reader { return r.ck }

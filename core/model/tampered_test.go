@@ -79,9 +79,9 @@ func TestTamperedQParamsRefusedOnLoad(t *testing.T) {
 
 func TestActivationZeroPointRange(t *testing.T) {
 	p := tamperedFile(t, func(r *Result) {
-		md := r.ck.metadata[MetadataKey]
+		md := r.ck.(*memCheckpoint).metadata[MetadataKey]
 		md = strings.Replace(md, `"format_version":1,`, `"format_version":1,"activations":{"fc":{"observer":"minmax","qdtype":"quint8","scheme":"asymmetric","scale":[0.1],"zero_point":[99999],"min":0,"max":1,"batches":1}},`, 1)
-		r.ck.metadata[MetadataKey] = md
+		r.ck.(*memCheckpoint).metadata[MetadataKey] = md
 	})
 	_, err := LoadResult(p)
 	if !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "zero point 0 is 99999, outside quint8 [0, 255]") {

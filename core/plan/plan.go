@@ -231,7 +231,8 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 	}
 	rules := n.resolved.Rules
 	used := make([]bool, len(rules))
-	actRule := map[string]int{} // layer → the rule that set its activation mode
+	actRule := map[string]int{}      // layer → the rule that set its activation mode
+	leftInFloat := map[string]bool{} // layers a left_in_float warning names
 	for _, e := range entries {
 		layer, lt, param := c.classify(e)
 		tp := TensorPlan{Name: e.Name, DType: e.DType, Shape: append([]int(nil), e.Shape...), Layer: layer, LayerType: lt, Action: ActionKeep, Rule: -1}
@@ -276,6 +277,10 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 						p.RuleName(ri), layer, cls, cls, strings.Join(slices.Sorted(maps.Keys(n.classes)), ", "))
 				}
 				tp.Reason = fmt.Sprintf("a quantized %s cannot run here (this caller runs quantized %s); left in float", cls, strings.Join(slices.Sorted(maps.Keys(n.classes)), ", "))
+				if !leftInFloat[layer] {
+					leftInFloat[layer] = true
+					p.Warnings = append(p.Warnings, warning.Warning{Code: warning.LeftInFloat, Layer: layer, Message: fmt.Sprintf("%q (%s) is left in float: %s", layer, cls, tp.Reason)})
+				}
 				break
 			}
 			if n.runnable != nil && !n.runnable[lt] {

@@ -30,6 +30,9 @@ const (
 	// ManyOutliers: calibration found more than model.MaxOutlierFraction of a layer's input
 	// features at or above its LLM.int8() outlier threshold: the layer runs mostly in float.
 	ManyOutliers Code = "many_outlier_features"
+	// LeftInFloat: a layer the options select is left in float because the caller cannot run
+	// its quantized form (plan.Options.RuntimeClasses); one per layer, naming its class.
+	LeftInFloat Code = "left_in_float"
 )
 
 // Warning is a fact about a likely accuracy loss, or a choice the user should know of, as data.

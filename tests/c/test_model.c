@@ -972,6 +972,51 @@ static void test_quantize_into(void) {
         free(want[i]);
     }
     CHECK_RC(mq_model_free(ref), MQ_OK);
+/* mq_model_open reads a quantized file lazily (the same tensors as mq_model_load), refuses a
+ * float one; mq_model_set_config checks a caller's config against its tensors. */
+static void test_open_and_set_config(void) {
+    char path[512], fpath[512];
+    snprintf(path, sizeof path, "%s/q8.safetensors", tmpdir); /* written by test_quantize(8) */
+    snprintf(fpath, sizeof fpath, "%s/float8.safetensors", tmpdir);
+    mq_model* o = (mq_model*)1;
+    CHECK_RC(mq_model_open(NULL, path), MQ_EINVAL);
+    CHECK_RC(mq_model_open(&o, NULL), MQ_EINVAL);
+    CHECK(o == NULL, "mq_model_open left *out set on error");
+    CHECK_RC(mq_model_open(&o, fpath), MQ_EFORMAT);
+    CHECK_RC(mq_model_open(&o, tmpdir), MQ_EIO);
+    mq_model* l = NULL;
+    CHECK_RC(mq_model_load(&l, path), MQ_OK);
+    CHECK_RC(mq_model_open(&o, path), MQ_OK);
+    size_t ln = 0, on = 0;
+    CHECK_RC(mq_model_tensor_count(l, &ln), MQ_OK);
+    CHECK_RC(mq_model_tensor_count(o, &on), MQ_OK);
+    CHECK(ln == on && on > 0, "mq_model_open: %zu tensors, mq_model_load %zu", on, ln);
+    for (size_t i = 0; i < on; i++) {
+        mq_tensor_info a, b;
+        CHECK_RC(mq_model_tensor_info(l, i, &a), MQ_OK);
+        CHECK_RC(mq_model_tensor_info(o, i, &b), MQ_OK);
+        unsigned char* x = malloc(a.nbytes + 1);
+        unsigned char* y = malloc(b.nbytes + 1);
+        CHECK_RC(mq_model_tensor_read(l, a.name, x, a.nbytes), MQ_OK);
+        CHECK_RC(mq_model_tensor_read(o, b.name, y, b.nbytes), MQ_OK);
+        CHECK(strcmp(a.name, b.name) == 0 && a.nbytes == b.nbytes && memcmp(x, y, a.nbytes) == 0, "tensor %s differs between open and load", a.name);
+        free(x);
+        free(y);
+    }
+    mq_model* d = NULL;
+    CHECK_RC(mq_model_dequantize(o, &d), MQ_OK);
+    CHECK_RC(mq_model_free(d), MQ_OK);
+    CHECK_RC(mq_model_set_config(o, "{}"), MQ_EINVAL); /* quantized: read-only */
+    CHECK_RC(mq_model_free(o), MQ_OK);
+    CHECK_RC(mq_model_free(l), MQ_OK);
+
+    mq_model* m = build();
+    CHECK_RC(mq_model_set_config(m, NULL), MQ_EINVAL);
+    CHECK_RC(mq_model_set_config(m, "{"), MQ_EFORMAT);
+    CHECK_RC(mq_model_set_config(m, "{\"format_version\":1,\"tensors\":{\"fc.weight\":{\"bits\":8,\"format\":\"int8\","
+                                    "\"scheme\":\"symmetric\",\"granularity\":\"per_channel\",\"qdtype\":\"qint8\",\"dtype\":\"F32\","
+                                    "\"shape\":[4,8],\"quant_shape\":[4,8]}}}"), MQ_EFORMAT); /* fc.weight is float, no scale */
+    CHECK_RC(mq_model_save(m, fpath), MQ_OK); /* still a float model after the refusals */
     CHECK_RC(mq_model_free(m), MQ_OK);
 }
 
@@ -991,6 +1036,7 @@ int main(void) {
     test_static();
     test_outliers();
     test_files();
+    test_open_and_set_config();
     test_recipes();
     test_threads();
     CHECK(mq_debug_live_handles() == 0, "live handles at the end = %lld, want 0", (long long)mq_debug_live_handles());

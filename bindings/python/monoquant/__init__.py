@@ -37,7 +37,7 @@ from .files import QuantizedStateDict, load, save
 from ._runlog import Reproduction, Run, compare, log_metric, reproduce, run, runs
 from .search import BenchmarkResult, SearchResult, SearchResults, benchmark, search
 from .sensitivity import Recipe, SensitivityTable, recipe_for, sensitivity
-from .nn import QuantizedConv2d, QuantizedLinear, QuantizedLSTM
+from .nn import QuantizedConv1D, QuantizedConv2d, QuantizedEmbedding, QuantizedLinear, QuantizedLSTM
 from .observers import (
     HistogramObserver,
     MinMaxObserver,
@@ -89,6 +89,8 @@ __all__ = [
     "QuantizedLinear",
     "QuantizedConv2d",
     "QuantizedLSTM",
+    "QuantizedConv1D",
+    "QuantizedEmbedding",
     "MinMaxObserver",
     "MovingAverageMinMaxObserver",
     "HistogramObserver",

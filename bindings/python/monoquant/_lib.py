@@ -533,6 +533,10 @@ _fn("mq_report_free", [mq_report_p], c_int)
 _fn("mq_defaults_json", [c_void_p, c_size_t, POINTER(c_size_t)], c_int)
 # int mq_model_free(mq_model* m);
 _fn("mq_model_free", [mq_model_p], c_int)
+# int mq_model_set_config(mq_model* m, const char* config_json);
+_fn("mq_model_set_config", [mq_model_p, c_char_p], c_int)
+# int mq_model_open(mq_model** out, const char* path);
+_fn("mq_model_open", [POINTER(mq_model_p), c_char_p], c_int)
 
 MQ_HESSIAN_VERSION = 1
 

@@ -228,6 +228,14 @@ class ModelHandle(Handle):
         check(_lib.mq_model_load(ctypes.byref(h._h), _b(os.fspath(path))), "mq_model_load")
         return h
 
+    @classmethod
+    def open(cls, path):
+        """mq_model_open: a quantized checkpoint checked but not read; read() copies each
+        tensor straight from the file."""
+        h = cls()
+        check(_lib.mq_model_open(ctypes.byref(h._h), _b(os.fspath(path))), "mq_model_open")
+        return h
+
     def add_tensor(self, name, t):
         """Adds t by pointer (a dense CPU tensor is borrowed as is; others are copied once here)."""
         if not isinstance(t, torch.Tensor):
@@ -246,6 +254,11 @@ class ModelHandle(Handle):
 
     def set_metadata(self, key, value):
         check(_lib.mq_model_set_metadata(self._h, _b(key), _b(value)), "mq_model_set_metadata")
+
+    def set_config(self, config_json):
+        """mq_model_set_config: this model's tensors become a quantized model with that config
+        (checked by the engine as a file's is)."""
+        check(_lib.mq_model_set_config(self._h, _b(config_json)), "mq_model_set_config")
 
     def calibrate_begin(self, cfg):
         check(_lib.mq_model_calibrate_begin(self._h, cfg.ref), "mq_model_calibrate_begin")

@@ -21,7 +21,8 @@ from torch.nn.utils.rnn import PackedSequence
 from . import _engine
 from ._errors import MonoquantWarning
 from ._progress import Progress
-from .nn import QUANTIZED_TYPES, RUNNABLE, QuantizedConv2d, QuantizedLinear, QuantizedLSTM
+from .nn import (QUANTIZED_TYPES, RUNTIME_CLASSES, QuantizedConv1D, QuantizedConv2d, QuantizedEmbedding, QuantizedLinear, QuantizedLSTM,
+                 quantized_class_for)
 from .observers import OBSERVERS
 
 __all__ = ["quantize", "quantize_file", "plan", "Plan", "defaults", "dequantize", "report", "sqnr", "record_activations", "Report"]
@@ -150,13 +151,16 @@ def _recipe_args(recipe):
     raise TypeError(f"recipe takes a dict, a list of rules, JSON text or a path, got {type(recipe).__name__}")
 
 
-def _config(recipe=None, runtime=False, log=True, **kw):
+def _config(recipe=None, runtime=False, log=True, tied=None, **kw):
     from . import _model
 
     opts, obs = _options(**kw)
+    if tied:
+        # found by identity (files.tied_groups): each later name → the group's first name
+        opts["tied"] = {n: g[0] for g in tied for n in g[1:]}
     if runtime:
         # what this package can run once quantized: its modules stand in for these classes
-        opts["runtime_classes"] = [f"{c.__module__}.{c.__qualname__}" for c in RUNNABLE.values()]
+        opts["runtime_classes"] = list(RUNTIME_CLASSES)
     rj, rf = _recipe_args(recipe)
     return _model.ModelConfig(opts, recipe_json=rj, recipe_file=rf, observer_config=obs, log=log)
 
@@ -190,15 +194,14 @@ def _describe(model, m):
 
 def _check_runnable(model, plan_dict):
     """Every layer the engine chose must be one this package can run (it has quantized module
-    classes for linear, conv2d and lstm layers of torch's classes)."""
+    classes for torch's Linear, Conv2d, LSTM and Embedding, and transformers' Conv1D)."""
     mods = dict(model.named_modules(remove_duplicate=False))
     for ld in plan_dict["layers"]:
-        want = RUNNABLE.get(ld["type"])
         mod = mods.get(ld["name"])
-        if want is None or not isinstance(mod, want):
+        if mod is None or quantized_class_for(mod) is None:
             kind = type(mod).__name__ if mod is not None else "no module"
             raise ValueError(f"the plan quantizes {ld['name']!r} ({kind}, a {ld['type']} layer), and monoquant.nn runs quantized "
-                             f"{', '.join(sorted(RUNNABLE))} layers of torch's classes only: skip it (skip=[{ld['name']!r}]) "
+                             f"Linear, Conv2d, LSTM, Embedding and transformers' Conv1D layers only: skip it (skip=[{ld['name']!r}]) "
                              f"or leave its type out of layers=; quantize_file() stores any layer type")
 
 
@@ -406,7 +409,8 @@ def _activation_observer_config(observer):
 def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None, observer=None,
              group_size=None, layers=None, skip=None, inplace=False, progress=None, dtype=None,
              max_calibration_batches=None, recipe=None, activations=None, group_fallback=None,
-             method=None, log=True, nonfinite=None, outliers=None, outlier_threshold=None, fold=True):
+             method=None, log=True, nonfinite=None, outliers=None, outlier_threshold=None, fold=True,
+             validate=None):
     """Quantizes a model (or a state dict) with the engine.
 
     Every option left as None takes the engine's default (``monoquant.defaults()``); what is
@@ -415,7 +419,9 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
 
     Args:
         model: an ``nn.Module`` (its selected layers are replaced by QuantizedLinear /
-            QuantizedConv2d / QuantizedLSTM) or a state dict (a mapping of names to tensors;
+            QuantizedConv1D (transformers' Conv1D) / QuantizedConv2d / QuantizedLSTM /
+            QuantizedEmbedding; layers the options select that none of these runs stay float,
+            with a ``left_in_float`` warning) or a state dict (a mapping of names to tensors;
             returns a ``QuantizedStateDict``, layers found by the engine from names and shapes).
         bits: 8 → INT8 per-channel weights (the default); 4 → INT4 group-wise (``group_size``
             values per scale along each row); 16 → FP16 (or ``dtype="bf16"``).
@@ -468,6 +474,17 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
             names folds those (with the recipe's). Folding uses the norm's running statistics,
             as torch.ao.quantization.fuse_modules does in eval mode; the norms become
             nn.Identity in the result.
+        validate: example inputs (a tensor, a tuple of positional arguments, a dict of keyword
+            arguments, or a list of those as batches): the float and the quantized model both
+            run on them and their outputs are compared; ``qmodel.monoquant_report
+            ["model_validation"]`` then holds ``cos`` (cosine similarity of all outputs as one
+            vector), ``sqnr_db`` (the outputs' SQNR, float model as reference), ``batches`` and
+            ``validated: True``. Only then does the model count as validated; the per-layer
+            weight SQNR of the report says nothing about the model's outputs.
+
+    Tied tensors (the same Parameter or memory under several names, e.g. a tied embedding
+    and LM head) are found by identity and handed to the engine as one group (option
+    ``tied``): quantized once, held once, saved once (config ``aliases``).
 
     Returns:
         the quantized model (or QuantizedStateDict). The engine's report is in
@@ -489,11 +506,13 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
         NonFiniteError: a weight holding NaN or Inf (the message names it).
     """
     from . import _fold
+    from .files import tied_groups
 
     fold_opt = _fold_option(model, fold)
-    cfg = _config(recipe=recipe, runtime=isinstance(model, nn.Module), bits=bits, dtype=dtype, scheme=scheme, group_size=group_size,
-                  group_fallback=group_fallback, activations=activations, dynamic=dynamic, observer=observer, method=method,
-                  layers=layers, skip=skip, log=log, nonfinite=nonfinite, outliers=outliers,
+    tied = tied_groups(model) if isinstance(model, nn.Module) else []
+    cfg = _config(recipe=recipe, runtime=isinstance(model, nn.Module), tied=tied, bits=bits, dtype=dtype, scheme=scheme,
+                  group_size=group_size, group_fallback=group_fallback, activations=activations, dynamic=dynamic, observer=observer,
+                  method=method, layers=layers, skip=skip, log=log, nonfinite=nonfinite, outliers=outliers,
                   outlier_threshold=outlier_threshold, fold=fold_opt or None)
     cfg.struct.entry_point = b"python.quantize"  # the run log's entry point (docs/RUNLOG.md)
     if isinstance(model, Mapping):
@@ -502,14 +521,17 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
         return quantize_state_dict(model, cfg, calibration_data=calibration_data, progress=progress)
     if not isinstance(model, nn.Module):
         raise TypeError(f"quantize() takes an nn.Module or a state dict (a mapping of names to tensors), got {type(model).__name__}")
-    if any(isinstance(mod, QUANTIZED_TYPES) for mod in model.modules()):
-        raise ValueError("the model already has quantized layers; quantize the float model (monoquant.dequantize(qmodel) gives one back)")
+    done = [name for name, mod in model.named_modules() if isinstance(mod, QUANTIZED_TYPES)]
+    if done:
+        raise ValueError(f"the model already has quantized layers ({', '.join(done[:3])}{', ...' if len(done) > 3 else ''}): monoquant does "
+                         "not quantize quantized weights again; quantize the float model, or monoquant.dequantize(qmodel) (each "
+                         "tensor back in its original dtype) and quantize that")
     if isinstance(calibration_data, torch.Tensor):
         calibration_data = [calibration_data]
-    return _quantize_module(model, cfg, calibration_data, inplace, progress, max_calibration_batches)
+    return _quantize_module(model, cfg, calibration_data, inplace, progress, max_calibration_batches, tied=tied, validate=validate)
 
 
-def _quantize_module(model, cfg, calibration_data, inplace, progress, max_calibration_batches, units_done=False):
+def _quantize_module(model, cfg, calibration_data, inplace, progress, max_calibration_batches, units_done=False, tied=(), validate=None):
     from . import _fold, _model
     from .files import build_quantized, stored_names
 
@@ -527,7 +549,8 @@ def _quantize_module(model, cfg, calibration_data, inplace, progress, max_calibr
             target = model if inplace else copy.deepcopy(model)
             kept = shrink_units(target, units)
             m.close()
-            out = _quantize_module(target, cfg, calibration_data, True, progress, max_calibration_batches, units_done=True)
+            out = _quantize_module(target, cfg, calibration_data, True, progress, max_calibration_batches, units_done=True,
+                                   tied=tied, validate=validate)
             out.__dict__["monoquant_pruned_units"] = kept
             return out
         _check_runnable(model, plan_dict)
@@ -544,8 +567,12 @@ def _quantize_module(model, cfg, calibration_data, inplace, progress, max_calibr
             names = list(sd)
             # The engine writes the results into tensors torch allocated (no copy on the way out).
             q, outputs = m.quantize_into(cfg, lambda done, total: bar.update(done, total, names[done - 1] if 0 < done <= len(names) else ""))
+    from .files import attach_file_state
+
     try:
-        config = json.loads(q.metadata()["monoquant"])
+        metadata = q.metadata()
+        config = json.loads(metadata["monoquant"])
+        order = [n for n, *_ in q.infos()]
         stored = stored_names(config)
         tensors = OrderedDict((k, v) for k, v in outputs.items() if k in stored)
         # the folded weight and bias of each folded layer (kept in float when the layer is
@@ -554,17 +581,100 @@ def _quantize_module(model, cfg, calibration_data, inplace, progress, max_calibr
         if extra:
             tensors.update(q.tensors(extra))
         rep = q.report()
-        out = build_quantized(model, tensors, config, strict=False, inplace=inplace)
-    except BaseException:
-        q.close()
-        raise
+    finally:
+        q.close()  # the layers hold what they need; save() writes the model as it is then
+    _tie(config, tensors, tied, rep)
+    out = build_quantized(model, tensors, config, strict=False, inplace=inplace)
+    attach_file_state(out, config, metadata, order)
     _warn(rep, stacklevel=3)
     if rep.get("log_warning"):
         warnings.warn(rep["log_warning"], MonoquantWarning, stacklevel=2)
     out.__dict__["monoquant_run_id"] = rep.get("run_id", 0)
     out.__dict__["monoquant_report"] = rep
-    out.__dict__["_monoquant_handle"] = q  # what save() writes
+    if validate is not None:
+        rep["model_validation"] = validate_model(model, out, validate)
     return out
+
+
+def _tie(config, tensors, groups, rep):
+    """Quantized tensors that share one storage in the float model (tied, see
+    ``monoquant.save``) and came out of the engine identical are held once: every name after
+    the first becomes an alias of the first (config ``aliases``), and the report's ``tied``
+    lists the groups."""
+    tcs = config.get("tensors", {})
+    aliases = {}
+    for g in groups:
+        q = [n for n in g if n in tcs]
+        if len(q) < 2:
+            continue
+        first = q[0]
+        for a in q[1:]:
+            if all((a + x in tensors) == (first + x in tensors) and (a + x not in tensors or torch.equal(tensors[a + x], tensors[first + x]))
+                   for x in ("", ".scale", ".zero_point")):
+                aliases[a] = first
+    if groups:
+        rep["tied"] = [list(g) for g in groups]
+    if not aliases:
+        return
+    for a in aliases:
+        del tcs[a]
+        for x in ("", ".scale", ".zero_point"):
+            tensors.pop(a + x, None)
+    config["aliases"] = aliases
+
+
+def _float_outputs(y):
+    """The floating-point tensors of a model's output (a tensor, tuples/lists, dicts and
+    Hugging Face ModelOutputs), in order; other values (caches, ints) are passed over."""
+    if isinstance(y, torch.Tensor):
+        return [y] if y.is_floating_point() else []
+    if isinstance(y, Mapping):
+        return [t for v in y.values() for t in _float_outputs(v)]
+    if isinstance(y, (tuple, list)):
+        return [t for v in y for t in _float_outputs(v)]
+    return []
+
+
+def validate_model(model, qmodel, inputs):
+    """Runs ``model`` and ``qmodel`` on the same inputs (see ``quantize(validate=...)``) and
+    compares every floating-point output: {"validated", "cos", "sqnr_db", "batches",
+    "outputs"}."""
+    if isinstance(inputs, (torch.Tensor, tuple, Mapping)):
+        inputs = [inputs]
+    if not isinstance(inputs, list) or not inputs:
+        raise TypeError(f"validate takes example inputs: a tensor, a tuple of positional arguments, a dict of keyword arguments or a non-empty list of those, got {type(inputs).__name__}")
+    ref, got = [], []
+    modes = (model.training, qmodel.training)
+    try:
+        model.eval()
+        qmodel.eval()
+        with torch.no_grad():
+            for batch in inputs:
+                if isinstance(batch, torch.Tensor):
+                    args, kwargs = (batch,), {}
+                elif isinstance(batch, Mapping):
+                    args, kwargs = (), dict(batch)
+                elif isinstance(batch, tuple):
+                    args, kwargs = batch, {}
+                else:
+                    raise TypeError(f"validate: a batch is a tensor, a tuple or a dict, got {type(batch).__name__}")
+                a, b = _float_outputs(model(*args, **kwargs)), _float_outputs(qmodel(*args, **kwargs))
+                if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b)):
+                    raise ValueError("validate: the quantized model's outputs differ in number or shape from the float model's")
+                ref += [x.detach().reshape(-1).to("cpu", torch.float32) for x in a]
+                got += [y.detach().reshape(-1).to("cpu", torch.float32) for y in b]
+    finally:
+        model.train(modes[0])
+        qmodel.train(modes[1])
+    if not ref:
+        raise ValueError("validate: the model returned no floating-point outputs to compare")
+    r, g = torch.cat(ref), torch.cat(got)
+    if not (torch.isfinite(r).all() and torch.isfinite(g).all()):
+        raise ValueError("validate: the outputs hold NaN or Inf; the comparison cannot be made")
+    rd, gd = r.double(), g.double()
+    den = float(rd.norm() * gd.norm())
+    cos = float(rd @ gd) / den if den > 0 else (1.0 if float((rd - gd).abs().max()) == 0 else 0.0)
+    return {"validated": True, "cos": cos, "sqnr_db": _engine.sqnr(r, g), "batches": len(inputs), "outputs": int(r.numel())}
 
 
 def _warn(rep, stacklevel=2):
@@ -771,7 +881,37 @@ def plan(model_or_file, recipe=None, calibration_data=None, **options):
 # ------------------------------------------------------------------------------------------------
 # dequantize
 
+def _orig_dtype(qmod, name="weight"):
+    """The dtype the float weight had before quantization (its config entry's ``dtype``)."""
+    tc = (getattr(qmod, "_mq_tc", None) or {}).get(name) or {}
+    return {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}.get(tc.get("dtype"), torch.float32)
+
+
 def _float_module(qmod):
+    m = _float_module_f32(qmod)
+    # every tensor back in its original dtype (a BF16 model's weights come back BF16)
+    for name, p in list(m.named_parameters(recurse=False)):
+        dt = _orig_dtype(qmod, name) if name in qmod._qweights else p.dtype
+        if p.dtype != dt:
+            setattr(m, name, nn.Parameter(p.detach().to(dt), requires_grad=p.requires_grad))
+    return m
+
+
+def _float_module_f32(qmod):
+    cls = getattr(qmod, "_float_class", None)
+    if isinstance(qmod, QuantizedConv1D):
+        with torch.device("meta"):
+            m = cls(qmod.nf, qmod.nx) if cls is not None else None
+        if m is None:
+            raise ValueError("dequantize(): this QuantizedConv1D does not know its float class (transformers' Conv1D)")
+        m.weight = nn.Parameter(qmod.dequantized("weight"))
+        m.bias = nn.Parameter(qmod.bias.clone()) if qmod.bias is not None else None
+        return m
+    if isinstance(qmod, QuantizedEmbedding):
+        m = nn.Embedding(qmod.num_embeddings, qmod.embedding_dim, qmod.padding_idx, qmod.max_norm, qmod.norm_type,
+                         qmod.scale_grad_by_freq, qmod.sparse, device="meta")
+        m.weight = nn.Parameter(qmod.dequantized("weight"))
+        return m
     if isinstance(qmod, QuantizedLinear):
         m = nn.Linear(qmod.in_features, qmod.out_features, bias=qmod.bias is not None, device="meta")
         m.weight = nn.Parameter(qmod.dequantized("weight"))
@@ -793,8 +933,9 @@ def _float_module(qmod):
 
 
 def dequantize(qmodel_or_path):
-    """Returns a float32 copy of a quantized model (quantized modules → nn.Linear / nn.Conv2d /
-    nn.LSTM with the dequantized weights), or the float32 state dict of a quantized state dict
+    """Returns a float copy of a quantized model (quantized modules → nn.Linear / nn.Conv2d /
+    nn.LSTM / nn.Embedding / transformers' Conv1D with the dequantized weights, each in the dtype
+    it had before quantization; tied weights tied again), or the float32 state dict of a quantized state dict
     or quantized checkpoint file."""
     if isinstance(qmodel_or_path, nn.Module):
         out = copy.deepcopy(qmodel_or_path)
@@ -806,7 +947,13 @@ def dequantize(qmodel_or_path):
                 _set_module(out, name, _float_module(mod))
                 if getattr(mod, "relu", False) and getattr(mod, "folded_relu", None):
                     _set_module(out, mod.folded_relu, nn.ReLU())  # the ReLU folding fused, back in its place
-        out.__dict__.pop("_monoquant_handle", None)  # a float model has no quantized snapshot
+        # tied tensors (the config's aliases) share one Parameter again
+        params = dict(out.named_parameters(remove_duplicate=False))
+        for a, s in (out.__dict__.get("_monoquant_file") or {}).get("aliases", {}).items():
+            if a in params and s in params and params[a] is not params[s] and params[a].shape == params[s].shape:
+                mod_name, _, pname = a.rpartition(".")
+                setattr(out.get_submodule(mod_name) if mod_name else out, pname, params[s])
+        out.__dict__.pop("_monoquant_file", None)  # a float model has no quantization config
         out.__dict__.pop("monoquant_report", None)
         return out
     from .files import dequantize_file_or_state_dict

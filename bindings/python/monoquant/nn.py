@@ -14,6 +14,9 @@ call runs:
   ``QuantizedLSTM`` runs dynamic INT8 on torch's dynamic quantized LSTM (``fbgemm_dynamic``,
   what ``torch.ao.nn.quantized.dynamic.LSTM`` runs). Other formats and modes (``dequant``)
   dequantize their weights inside each call and use ``F.conv2d`` / torch's LSTM kernel.
+* ``QuantizedConv1D`` stands in for transformers' ``Conv1D`` (GPT-2; weight stored [in, out],
+  quantized along axis 1) and runs on QuantizedLinear's kernels from a transposed copy;
+  ``QuantizedEmbedding`` (opt-in) looks up int8 rows and scales them (docs/models.md).
 
 ``activation`` says what happens to the module's input:
 
@@ -49,7 +52,7 @@ from torch.nn.utils.rnn import PackedSequence
 from . import _kernels
 from ._engine import QTensor, QuantSpec, dequantize_tensor, quantize_tensor, quantize_with_params
 
-__all__ = ["QuantizedLinear", "QuantizedConv2d", "QuantizedLSTM", "ACTIVATION_SPEC"]
+__all__ = ["QuantizedLinear", "QuantizedConv2d", "QuantizedLSTM", "QuantizedConv1D", "QuantizedEmbedding", "ACTIVATION_SPEC"]
 
 # Activations: quint8 per tensor, affine (torch's default activation dtype and scheme).
 ACTIVATION_SPEC = QuantSpec("int8", scheme="asymmetric", granularity="per_tensor", qdtype="quint8")
@@ -84,6 +87,17 @@ class _QuantizedWeights(nn.Module):
         self.register_buffer(name + "_q", qt.data.reshape(qt.spec.data_shape(tuple(shape))))
         self.register_buffer(name + "_scale", qt.scale)
         self.register_buffer(name + "_zero_point", qt.zero_point)
+
+    def _apply(self, fn, recurse=True):
+        # .to(dtype)/.half()/.bfloat16()/.float(): the stored values and qparams keep their
+        # dtypes and only move between devices; every other buffer (biases, float weights a
+        # rule left alone) takes whatever fn does. The compute dtype follows the input's.
+        dev = fn(torch.empty(0)).device
+        keep = {n + s for n in self._qweights for s in ("_q", "_scale", "_zero_point")} | {"input_scale", "input_zero_point"}
+        for name, b in list(self._buffers.items()):
+            if b is not None:
+                self._buffers[name] = b.to(dev) if name in keep else fn(b)
+        return self
 
     def qtensor(self, name="weight"):
         """The QTensor of a quantized weight (views of this module's buffers, no copy)."""
@@ -147,6 +161,10 @@ class _QuantizedWeights(nn.Module):
                     continue
                 src = state_dict[prefix + key]
                 cur = getattr(self, attr)
+                if cur.device.type == "meta" and src.dtype == cur.dtype and src.numel() == cur.numel():
+                    if attr in self._buffers:  # a skeleton on the meta device: take the loaded values
+                        self._buffers[attr] = src.detach().reshape(cur.shape).clone()
+                    continue
                 if src.dtype != cur.dtype or src.numel() != cur.numel():
                     error_msgs.append(f"{prefix + key}: got {src.dtype} {list(src.shape)}, expected {cur.dtype} {list(cur.shape)}")
                     continue
@@ -169,6 +187,9 @@ class _QuantizedWeights(nn.Module):
             src = state_dict[key]
             if src.shape != t.shape:
                 error_msgs.append(f"{key}: shape {list(src.shape)} does not match {list(t.shape)}")
+                continue
+            if t.device.type == "meta":  # a skeleton on the meta device: take the loaded values
+                self._buffers[name] = src.detach().clone()
                 continue
             with torch.no_grad():
                 t.copy_(src)
@@ -201,7 +222,8 @@ def _like(x, t):
 
 
 def _bias_buffer(mod, b):
-    mod.register_buffer("bias", None if b is None else b.detach().to(torch.float32).clone())
+    # The bias keeps its dtype (a BF16 model's bias stays BF16, as in its files); the kernels cast.
+    mod.register_buffer("bias", None if b is None else b.detach().clone())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -400,7 +422,7 @@ class QuantizedLinear(_QuantizedWeights):
         scale, zp = self.weight_scale, self.weight_zero_point
         if self.kernel.startswith("fbgemm"):
             # fbgemm adds the bias in its output pass (as torch.ao's layers do): pack it in.
-            b = None if self.bias is None else self.bias.detach().to(torch.float32)
+            b = None if self.bias is None or self.bias.device.type == "meta" else self.bias.detach().to(torch.float32)
             self._packed = _kernels.PackedInt8(data.reshape(n, k), scale, zp, spec.granularity == "per_channel", b)
         elif self.kernel == "int8pack":
             self._kbuf("_stored_q", data.reshape(n, k))
@@ -553,7 +575,9 @@ class QuantizedLinear(_QuantizedWeights):
         if key in state_dict and len(error_msgs) == before:
             spec = self._qweights["weight"][0]
             shape = spec.data_shape((self.out_features, self.in_features))
-            self._set_stored(state_dict[key].detach().reshape(shape).to(self.weight_q.device).clone())
+            dev = self.weight_q.device
+            src = state_dict[key].detach()
+            self._set_stored(src.reshape(shape).to(src.device if dev.type == "meta" else dev).clone())
 
     def extra_repr(self):
         s = (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
@@ -896,7 +920,7 @@ class QuantizedLSTM(_PackedForm, _QuantizedWeights):
             if name in qweights:
                 self._add_weight(name, qweights[name], tuple(p.shape))
             else:  # biases, and weights a skip or a rule left in float
-                self.register_buffer(name, p.detach().to(torch.float32).clone())
+                self.register_buffer(name, p.detach().clone())
         self._register()
         self._build_kernel()
 
@@ -1027,6 +1051,202 @@ class QuantizedLSTM(_PackedForm, _QuantizedWeights):
         return s + ", " + self._format_extra()
 
 
-QUANTIZED_TYPES = (QuantizedLinear, QuantizedConv2d, QuantizedLSTM)
+# ------------------------------------------------------------------------------------------------
+# Hugging Face's Conv1D (GPT-2) and nn.Embedding.
+
+def is_hf_conv1d(mod):
+    """Whether ``mod`` is transformers' ``Conv1D`` (GPT-2 family: ``y = x @ weight + bias`` with
+    ``weight`` stored [in, out]), told by its class name and structure so that transformers is
+    never imported."""
+    return (any(c.__name__ == "Conv1D" for c in type(mod).__mro__) and isinstance(getattr(mod, "nf", None), int)
+            and isinstance(getattr(mod, "weight", None), torch.Tensor) and mod.weight.dim() == 2
+            and tuple(mod.weight.shape)[1] == mod.nf)
+
+
+def _transposable(spec):
+    """Whether a weight stored [in, out] with this spec is, transposed, a weight [out, in] of the
+    same spec along axis 0 (so QuantizedLinear's kernels run it as is)."""
+    if not spec.is_integer:
+        return True
+    if spec.format != "int8":
+        return False
+    return spec.granularity == "per_tensor" or (spec.granularity == "per_channel" and spec.axis in (1, -1))
+
+
+def _axis0(spec):
+    if not spec.is_integer:
+        return spec
+    return QuantSpec(spec.format, spec.scheme, spec.granularity, axis=0, qdtype=spec.qdtype,
+                     reduce_range=spec.reduce_range, quant_range=spec.quant_range)
+
+
+class QuantizedConv1D(QuantizedLinear):
+    """transformers' ``Conv1D`` (GPT-2's attention and MLP layers) with a quantized weight.
+
+    The weight is stored ``[in, out]`` as in the float module, so the engine quantizes it along
+    axis 1, the true output channel (docs/FORMAT.md); ``state_dict`` and files keep that layout.
+    In memory an INT8 per-channel, per-tensor or FP16/BF16 weight is held transposed,
+    ``[out, in]`` along axis 0, and runs on QuantizedLinear's kernels (fbgemm, int8pack): the
+    transpose of a per-output-channel quantization is exact. Other layouts (group-wise INT4,
+    whose groups the engine lays along the stored rows) run with ``kernel="dequant"``.
+    ``weight`` is the dequantized float32 weight ``[in, out]``, as ``Conv1D.weight`` is.
+    """
+
+    def __init__(self, nx, nf, qweight, bias=None, activation="dynamic", input_qparams=None):
+        self.nx, self.nf = nx, nf
+        spec = qweight.spec
+        self._file_spec = spec
+        self._file_qshape = tuple(qweight.shape)
+        self._as_linear = _transposable(spec)
+        if self._as_linear:
+            data = qweight.data.reshape(nx, nf).t().contiguous()
+            qweight = QTensor(data, qweight.scale, qweight.zero_point, (nf, nx), _axis0(spec))
+        super().__init__(nx, nf, qweight, bias, activation, input_qparams)
+        if not self._as_linear:
+            self._qweights["weight"] = (spec, (nx, nf), self._file_qshape)
+
+    @classmethod
+    def from_float(cls, mod, spec, activation="dynamic", input_qparams=None):
+        """Quantizes ``mod.weight`` ([in, out]) with ``spec`` along the output axis (1)."""
+        qt = quantize_tensor(mod.weight.detach(), spec, what="weight")
+        return cls(mod.weight.shape[0], mod.nf, qt, mod.bias, activation, input_qparams)
+
+    def _set_stored(self, data):
+        if self._as_linear:
+            return super()._set_stored(data)
+        self._clear_kernel()
+        self.kernel, self.kernel_reason = "dequant", f"{self._file_spec.format} {self._file_spec.granularity} weight stored [in, out]"
+        self._kbuf("_stored_q", data)
+
+    def _file_q(self):
+        """The stored values in the file's layout, [in, out]."""
+        q = self.weight_q
+        if self._as_linear:
+            return q.reshape(self.nf, self.nx).t().contiguous()
+        return q.reshape(self._file_spec.data_shape((self.nx, self.nf)))
+
+    def float_weight(self, dtype=torch.float32):
+        """The dequantized weight as the kernel sees it, [out, in], in ``dtype``."""
+        if self._as_linear:
+            return super().float_weight(dtype)
+        qt = QTensor(self._stored_q.cpu(), self.weight_scale.cpu(), self.weight_zero_point.cpu(), self._file_qshape, self._file_spec)
+        return dequantize_tensor(qt).reshape(self.nx, self.nf).t().to(device=self._stored_q.device, dtype=dtype)
+
+    def dequantized(self, name="weight"):
+        """The float32 weight [in, out], dequantized by the engine (CPU) or by torch ops."""
+        if self.weight_q.device.type != "cpu":
+            return self.float_weight().t().contiguous()
+        return dequantize_tensor(self.qtensor()).reshape(self.nx, self.nf)
+
+    def qtensor(self, name="weight"):
+        """The QTensor of the weight as stored in files, [in, out] along axis 1."""
+        return QTensor(self._file_q(), self.weight_scale, self.weight_zero_point, self._file_qshape, self._file_spec)
+
+    def weight_spec(self, name="weight"):
+        return self._file_spec
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "weight"] = self._file_q()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        key = prefix + "weight"
+        src = state_dict.get(key) if self._as_linear else None
+        if src is None:
+            return super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        if src.numel() != self.nx * self.nf:
+            error_msgs.append(f"{key}: got {src.dtype} {list(src.shape)}, expected {self._file_spec.storage_dtype()} {[self.nx, self.nf]}")
+            return None
+        state_dict[key] = src.reshape(self.nx, self.nf).t().contiguous()  # the kernel's layout, [out, in]
+        try:
+            return super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        finally:
+            state_dict[key] = src
+
+    @property
+    def weight(self):
+        """The dequantized float32 weight [in, out] (built on each access), as Conv1D's."""
+        return self.dequantized("weight")
+
+    def extra_repr(self):
+        return f"nf={self.nf}, nx={self.nx}, bias={self.bias is not None}, " + self._format_extra()
+
+    def _format_extra(self):
+        s = super()._format_extra()
+        return s if self._as_linear else s.replace(f"weights={self._qweights['weight'][0].format}", f"weights={self._file_spec.format}")
+
+
+class QuantizedEmbedding(_QuantizedWeights):
+    """nn.Embedding with a quantized table (opt-in: ``layers=[nn.Linear, nn.Embedding]`` or a
+    recipe rule naming the layer). INT8 per-row tables (per channel along axis 0, the engine's
+    choice for embeddings) look up the int8 rows and scale only those; other formats dequantize
+    the table inside the call. ``max_norm`` renormalizes the looked-up rows without writing
+    back into the table. The output is float32 (the table's original dtype after ``.to``)."""
+
+    kernel = "rows"
+
+    def __init__(self, emb, qweight, activation="none", input_qparams=None):
+        super().__init__()
+        for k in ("num_embeddings", "embedding_dim", "padding_idx", "max_norm", "norm_type", "scale_grad_by_freq", "sparse"):
+            setattr(self, k, getattr(emb, k))
+        self._init_quant("none")
+        self._add_weight("weight", qweight, tuple(emb.weight.shape))
+        spec = qweight.spec
+        self.kernel = "rows" if spec.format == "int8" and spec.granularity == "per_channel" and spec.axis == 0 else "dequant"
+        self.out_dtype = torch.float32
+
+    @classmethod
+    def from_float(cls, mod, spec, activation="none", input_qparams=None):
+        return cls(mod, quantize_tensor(mod.weight.detach(), spec, what="weight"))
+
+    @property
+    def weight(self):
+        """The dequantized float32 table [num_embeddings, embedding_dim]."""
+        return self.dequantized("weight")
+
+    def forward(self, idx):
+        if self.kernel == "rows":
+            q = self.weight_q.index_select(0, idx.reshape(-1)).to(torch.float32)
+            s = self.weight_scale.index_select(0, idx.reshape(-1)).unsqueeze(1)
+            z = self.weight_zero_point.index_select(0, idx.reshape(-1)).unsqueeze(1)
+            out = ((q - z) * s).reshape(*idx.shape, self.embedding_dim)
+        else:
+            out = F.embedding(idx, self.dequantized("weight").to(self.weight_q.device))
+        if self.max_norm is not None:
+            n = out.norm(p=self.norm_type, dim=-1, keepdim=True)
+            out = out * torch.where(n > self.max_norm, self.max_norm / (n + 1e-7), torch.ones_like(n))
+        return out.to(self.out_dtype)
+
+    def _apply(self, fn, recurse=True):
+        # Integers and qparams keep their dtypes; a float cast moves the output dtype only.
+        probe = fn(torch.empty(0))
+        for name, b in list(self._buffers.items()):
+            if b is not None:
+                self._buffers[name] = b.to(probe.device)
+        if probe.is_floating_point():
+            self.out_dtype = probe.dtype
+        return self
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}, " + self._format_extra()
+
+
+QUANTIZED_TYPES = (QuantizedLinear, QuantizedConv2d, QuantizedLSTM, QuantizedEmbedding)
 # The engine's layer types this package runs, and the torch class whose modules it replaces.
 RUNNABLE = {"linear": nn.Linear, "conv2d": nn.Conv2d, "lstm": nn.LSTM}
+# The module classes this package runs once quantized, as the engine's runtime_classes option
+# names them (the last dotted component is the class; transformers is never imported).
+RUNTIME_CLASSES = ("torch.nn.modules.linear.Linear", "torch.nn.modules.conv.Conv2d", "torch.nn.modules.rnn.LSTM",
+                   "torch.nn.modules.sparse.Embedding", "transformers.pytorch_utils.Conv1D")
+
+
+def quantized_class_for(mod):
+    """The quantized module class that stands in for ``mod`` (None when there is none)."""
+    if is_hf_conv1d(mod):
+        return QuantizedConv1D
+    if isinstance(mod, nn.Embedding):
+        return QuantizedEmbedding
+    for cls, q in ((nn.Linear, QuantizedLinear), (nn.Conv2d, QuantizedConv2d), (nn.LSTM, QuantizedLSTM)):
+        if isinstance(mod, cls):
+            return q
+    return None

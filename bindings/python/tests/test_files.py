@@ -209,16 +209,16 @@ def test_bad_files_and_paths(tmp_path):
     assert not os.path.exists(tmp_path / "no")
 
 
-def test_closed_engine_snapshot_and_freed_handles_give_clear_errors(tmp_path, no_leaks):
+def test_save_needs_no_engine_snapshot_and_freed_handles_give_clear_errors(tmp_path, no_leaks):
     from monoquant._model import ModelHandle
 
     _, q = quantized(dict(bits=8))
-    q._monoquant_handle.close()
-    q._monoquant_handle.close()  # twice is fine
-    with pytest.raises(ValueError, match="has none"):
-        monoquant.save(q, tmp_path / "m.pt")
-    with torch.no_grad():
-        q(torch.randn(1, 3, 4, 4))  # the module itself does not need the snapshot to run
+    assert "_monoquant_handle" not in q.__dict__  # the engine's result is freed once the layers hold it
+    monoquant.save(q, tmp_path / "m.pt")  # written from the model as it is
+    plain = fresh()
+    plain.fc = nn.Linear(32, 5)
+    with pytest.raises(ValueError, match="no quantized layers"):
+        monoquant.save(plain, tmp_path / "p.pt")
     h = ModelHandle.new()
     h.close()
     with pytest.raises(monoquant.InvalidHandleError):
@@ -292,7 +292,7 @@ def test_copies_and_pickles_of_a_quantized_model(tmp_path):
 
     _, q = quantized(dict(bits=8, calibration=True))
     x = torch.randn(2, 3, 4, 4)
-    c = copy.deepcopy(q)  # shares the engine snapshot: save still works
+    c = copy.deepcopy(q)  # carries the config: save still works
     monoquant.save(c, tmp_path / "c.safetensors")
     buf = io.BytesIO()
     torch.save(q, buf)  # the whole module, pickled
@@ -301,8 +301,8 @@ def test_copies_and_pickles_of_a_quantized_model(tmp_path):
     with torch.no_grad():
         assert torch.equal(r(x), q(x))
         assert torch.equal(monoquant.load(tmp_path / "c.safetensors", model=fresh())(x), q(x))
-    with pytest.raises(ValueError, match="has none"):
-        monoquant.save(r, tmp_path / "r.pt")
+    monoquant.save(r, tmp_path / "r.safetensors")  # the unpickled model saves as it is: the same bytes
+    assert (tmp_path / "r.safetensors").read_bytes() == (tmp_path / "c.safetensors").read_bytes()
     sd = monoquant.load(tmp_path / "c.safetensors")
     buf = io.BytesIO()
     torch.save(sd, buf)
