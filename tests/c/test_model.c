@@ -972,6 +972,9 @@ static void test_quantize_into(void) {
         free(want[i]);
     }
     CHECK_RC(mq_model_free(ref), MQ_OK);
+    CHECK_RC(mq_model_free(m), MQ_OK);
+}
+
 /* mq_model_open reads a quantized file lazily (the same tensors as mq_model_load), refuses a
  * float one; mq_model_set_config checks a caller's config against its tensors. */
 static void test_open_and_set_config(void) {
