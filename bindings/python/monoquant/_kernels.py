@@ -43,7 +43,7 @@ import warnings
 
 import torch
 
-__all__ = ["KERNELS", "available", "choose", "choose_conv2d", "choose_lstm", "PackedInt8", "PackedConv2d", "PackedLSTM", "pack_int4", "unpack_int4", "nibbles_to_uint", "uint_to_nibbles"]
+__all__ = ["KERNELS", "available", "choose", "choose_conv2d", "choose_lstm", "PackedInt8", "PackedConv2d", "PackedLSTM", "pack_int4", "pack_stored_int4", "unpack_int4", "nibbles_to_uint", "uint_to_nibbles"]
 
 KERNELS = ("fbgemm_dynamic", "fbgemm_static", "int8pack", "int4pack", "dequant")
 
@@ -201,6 +201,25 @@ def int4_scales_and_zeros(scale, zero_point, signed, dtype=torch.bfloat16):
 def pack_int4(u):
     """int32 [n, k] values 0..15 → torch's CPU int4pack tensor."""
     return torch._convert_weight_to_int4pack_for_cpu(u.contiguous(), 1)
+
+
+def pack_stored_int4(data, n, k, signed, rows=4096):
+    """Stored INT4 bytes of an [n, k] weight → torch's CPU int4pack tensor, a block of ``rows``
+    rows at a time. The packed layout is per block of 64 rows (_BLOCK), so blocks of a multiple
+    of 64 rows pack to slices of the whole, and the int32 values the packing op takes are never
+    held for the whole weight (4 bytes per value: 8× the stored INT4 bytes)."""
+    if k % 2 or n <= rows:
+        return pack_int4(nibbles_to_uint(data, n, k, signed))
+    assert rows % _BLOCK == 0
+    d = data.reshape(n, k // 2)
+    out = None
+    for r0 in range(0, n, rows):
+        r1 = min(n, r0 + rows)
+        part = pack_int4(nibbles_to_uint(d[r0:r1], r1 - r0, k, signed))
+        if out is None:
+            out = torch.empty((n,) + tuple(part.shape[1:]), dtype=part.dtype)
+        out[r0:r1] = part
+    return out
 
 
 _BLOCK = 64  # a multiple of every CPU int4pack block (64 AVX-512, 32 AVX2/scalar)

@@ -428,8 +428,7 @@ class QuantizedLinear(_QuantizedWeights):
             self._kbuf("_stored_q", data.reshape(n, k))
             self._kbuf("_kernel_scales", scale.reshape(-1).to(torch.bfloat16))
         elif self.kernel == "int4pack":
-            u = _kernels.nibbles_to_uint(data, n, k, spec.qdtype == "qint4")
-            self._kbuf("_int4_packed", _kernels.pack_int4(u))
+            self._kbuf("_int4_packed", _kernels.pack_stored_int4(data, n, k, spec.qdtype == "qint4"))
             self._kbuf("_kernel_scales", _kernels.int4_scales_and_zeros(scale.reshape(n, -1), zp.reshape(n, -1), spec.qdtype == "qint4"))
         else:
             self._kbuf("_stored_q", data)

@@ -99,6 +99,16 @@ def test_int4_unpack_inverts_the_cpu_packing():
         assert torch.equal(_kernels.unpack_int4(_kernels.pack_int4(u), n, k), u), (n, k)
 
 
+@pytest.mark.parametrize("n,signed", [(336, True), (256, False), (400, True)])  # the op takes n % 16 == 0
+def test_int4_packing_by_row_blocks_equals_the_whole(n, signed):
+    # pack_stored_int4 packs 128 rows at a time here: the same bytes as one pack of the weight.
+    k = 256
+    data = torch.randint(0, 256, (n, k // 2), dtype=torch.uint8)
+    whole = _kernels.pack_int4(_kernels.nibbles_to_uint(data, n, k, signed))
+    blocked = _kernels.pack_stored_int4(data, n, k, signed, rows=128)
+    assert blocked.shape == whole.shape and torch.equal(blocked, whole)
+
+
 @pytest.mark.parametrize("scheme", ["symmetric", "asymmetric"])
 def test_dynamic_int8_matches_torch_ao_quantize_dynamic_per_channel(scheme):
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
