@@ -46,4 +46,4 @@ bench-outliers: venv lib
 BENCH_TARGETS += bench-outliers
 
 bench-load: venv lib
-	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so $(PY) $(PY_PKG)/bench/bench_load.py
+	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so PYTHONPATH=$(CURDIR)/$(PY_PKG) $(PY) $(PY_PKG)/bench/bench_load.py
