@@ -583,7 +583,9 @@ def _quantize_module(model, cfg, calibration_data, inplace, progress, max_calibr
         rep = q.report()
     finally:
         q.close()  # the layers hold what they need; save() writes the model as it is then
-    _tie(config, tensors, tied, rep)
+    if tied:
+        # the engine stored each group once (config "aliases", its decision); name the groups too
+        rep["tied"] = [list(g) for g in tied]
     out = build_quantized(model, tensors, config, strict=False, inplace=inplace)
     attach_file_state(out, config, metadata, order)
     _warn(rep, stacklevel=3)
@@ -594,33 +596,6 @@ def _quantize_module(model, cfg, calibration_data, inplace, progress, max_calibr
     if validate is not None:
         rep["model_validation"] = validate_model(model, out, validate)
     return out
-
-
-def _tie(config, tensors, groups, rep):
-    """Quantized tensors that share one storage in the float model (tied, see
-    ``monoquant.save``) and came out of the engine identical are held once: every name after
-    the first becomes an alias of the first (config ``aliases``), and the report's ``tied``
-    lists the groups."""
-    tcs = config.get("tensors", {})
-    aliases = {}
-    for g in groups:
-        q = [n for n in g if n in tcs]
-        if len(q) < 2:
-            continue
-        first = q[0]
-        for a in q[1:]:
-            if all((a + x in tensors) == (first + x in tensors) and (a + x not in tensors or torch.equal(tensors[a + x], tensors[first + x]))
-                   for x in ("", ".scale", ".zero_point")):
-                aliases[a] = first
-    if groups:
-        rep["tied"] = [list(g) for g in groups]
-    if not aliases:
-        return
-    for a in aliases:
-        del tcs[a]
-        for x in ("", ".scale", ".zero_point"):
-            tensors.pop(a + x, None)
-    config["aliases"] = aliases
 
 
 def _float_outputs(y):
