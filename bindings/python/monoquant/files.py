@@ -25,6 +25,8 @@ __all__ = ["save", "load", "QuantizedStateDict", "quantize_state_dict", "dequant
 METADATA_KEY = _model.defaults()["metadata_key"]
 # The entries of a weight's calibrated LLM.int8() outlier columns, after its name (docs/FORMAT.md).
 OUTLIER_COLUMNS, OUTLIER_WEIGHT = ".outlier_columns", ".outlier_weight"
+# Every entry a quantized tensor <name> can be stored as: <name> + each of these (docs/FORMAT.md).
+STORED_SUFFIXES = ("", ".scale", ".zero_point", OUTLIER_COLUMNS, OUTLIER_WEIGHT)
 
 
 def stored_names(config):
@@ -205,7 +207,7 @@ def build_quantized(model, tensors, config, strict=True, inplace=False, consume=
         if consume:
             # the layer holds its own form of these now (the kernel's packing): let go of the file's
             for tname, _tc in items:
-                for x in ("", ".scale", ".zero_point", OUTLIER_COLUMNS, OUTLIER_WEIGHT):
+                for x in STORED_SUFFIXES:
                     tensors.pop(tname + x, None)
             del qts
     if "" in replaced:
@@ -242,7 +244,7 @@ def build_quantized(model, tensors, config, strict=True, inplace=False, consume=
         res = out.load_state_dict(full, strict=False, assign=_has_meta(out))
         taken = set()
         for tname, tc in tcs.items():
-            taken.update((tname, tname + ".scale", tname + ".zero_point", tname + OUTLIER_COLUMNS, tname + OUTLIER_WEIGHT))
+            taken.update(tname + x for x in STORED_SUFFIXES)
         missing = [k for k in res.missing_keys if k not in taken]
         if strict and (missing or res.unexpected_keys):
             msg = []
@@ -325,7 +327,7 @@ def dequantize_state_dict(sd, config):
                 # the calibrated outlier columns, stored in float, go back in place
                 w[:, sd[name + OUTLIER_COLUMNS].long()] = sd[name + OUTLIER_WEIGHT].to(w.dtype)
             out[name] = w
-        elif any(name.endswith(s) and name[: -len(s)] in tcs for s in (".scale", ".zero_point", OUTLIER_COLUMNS, OUTLIER_WEIGHT)):
+        elif any(s and name.endswith(s) and name[: -len(s)] in tcs for s in STORED_SUFFIXES):
             continue
         else:
             out[name] = t
