@@ -180,7 +180,7 @@ func quantizeFile(src, dst *C.mq_cchar, cfg *C.mq_cmodel_config, calibration *C.
 			}
 		}
 	}
-	res, err := convert.File(ctx, in, out, opts, run)
+	res, err := offThread(func() (*convert.Result, error) { return convert.File(ctx, in, out, opts, run) })
 	stopWatch()
 	if canceled {
 		return mapErr(fail(mqECANCELED, "mq_quantize_file: canceled by the progress callback; %s was not written", out), mqECANCELED)

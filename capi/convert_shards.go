@@ -102,7 +102,7 @@ func mq_quantize_shard(src, dst *C.mq_cchar, cfg *C.mq_cmodel_config, calibratio
 		return modelErr(err, mqEIO)
 	}
 	defer closeIn()
-	rep, err := c.WriteShard(context.Background(), out, int(shard))
+	rep, err := offThread(func() (*model.Report, error) { return c.WriteShard(context.Background(), out, int(shard)) })
 	if err != nil {
 		return modelErr(err, mqEIO)
 	}
@@ -128,7 +128,7 @@ func mq_quantize_shards_finish(src, dst *C.mq_cchar, cfg *C.mq_cmodel_config, ca
 		return modelErr(err, mqEIO)
 	}
 	defer closeIn()
-	res, err := c.FinishShards(context.Background(), out, reps)
+	res, err := offThread(func() (*convert.Result, error) { return c.FinishShards(context.Background(), out, reps) })
 	if err != nil {
 		return modelErr(err, mqEIO)
 	}

@@ -484,7 +484,7 @@ func mq_model_dequantize(h *C.mq_model, out **C.mq_model) (rc C.int) {
 	if s.res == nil {
 		return mapErr(fail(mqEINVAL, "mq_model_dequantize: the model is not quantized"), mqEINVAL)
 	}
-	m, err := s.res.Dequantize(context.Background())
+	m, err := offThread(func() (*model.Model, error) { return s.res.Dequantize(context.Background()) })
 	if err != nil {
 		// The config was validated when the result was made or loaded, so what remains is
 		// stored data that does not agree with it.

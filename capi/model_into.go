@@ -160,7 +160,8 @@ func mq_model_dequantize_into(h *C.mq_model, outputs *C.mq_coutput, n C.size_t, 
 	if s.res == nil {
 		return mapErr(fail(mqEINVAL, "mq_model_dequantize_into: the model is not quantized"), mqEINVAL)
 	}
-	m, err := model.DequantizeInto(context.Background(), s.res.Reader(), callerBuffers("mq_model_dequantize_into", outputs, n))
+	bufs := callerBuffers("mq_model_dequantize_into", outputs, n)
+	m, err := offThread(func() (*model.Model, error) { return model.DequantizeInto(context.Background(), s.res.Reader(), bufs) })
 	if err != nil {
 		return modelErr(err, mqEFORMAT)
 	}

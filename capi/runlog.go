@@ -241,7 +241,7 @@ func mq_run_reproduce(lo *C.mq_crunlog_options, id C.int64_t, output *C.mq_cchar
 			}
 		}
 	}
-	res, err := reproduce.Run(ctx, r, opts)
+	res, err := offThread(func() (*reproduce.Result, error) { return reproduce.Run(ctx, r, opts) })
 	if canceled {
 		return mapErr(fail(mqECANCELED, "%s: canceled by the progress callback", call), mqECANCELED)
 	}

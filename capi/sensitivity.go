@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/sensitivity"
 )
 
@@ -121,7 +122,7 @@ func mq_sensitivity_quantize(h *C.mq_sensitivity, hm *C.mq_model, layer, format 
 	if err != nil {
 		return mapErr(err, mqEINVAL)
 	}
-	res, err := s.Quantize(context.Background(), m.Reader(), l, f)
+	res, err := offThread(func() (*model.Result, error) { return s.Quantize(context.Background(), m.Reader(), l, f) })
 	if err != nil {
 		return sensitivityErr(err)
 	}
