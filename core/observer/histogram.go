@@ -33,6 +33,7 @@ type HistogramObserver struct {
 	edges  []float32  // linspace edges of the new range
 	counts [][]uint32 // one integer histogram per worker
 	spec   quant.Spec
+	job    histJob // a large batch's work shared with the helper goroutine (histpar.go)
 }
 
 func newHistogram(o Options, r quant.Range) *HistogramObserver {
@@ -58,6 +59,9 @@ func (h *HistogramObserver) Observe(x *tensor.Tensor) error {
 		return nil
 	}
 	xs := h.float32s(x)
+	if n >= splitMin && h.observeSplit(xs) {
+		return nil
+	}
 	xt := x
 	if x.DType != tensor.F32 {
 		xt = &tensor.Tensor{DType: tensor.F32, Shape: x.Shape, Data: tensor.Float32Bytes(xs)}
