@@ -42,7 +42,7 @@ type histJob struct {
 	mn, mx float32
 	// The range for histc (set by the caller before the go signal).
 	left, right, nb, width float32
-	counts             []uint32 // the helper's histc counts, bins+1 (cleared by the helper)
+	counts                 []uint32 // the helper's histc counts, bins+1 (cleared by the helper)
 
 	start chan bool     // caller → helper: true = count the chunks, false = stop (batch done)
 	phase chan struct{} // helper → caller: one signal per finished phase
