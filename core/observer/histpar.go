@@ -154,14 +154,20 @@ func (j *histJob) chunk(c int) []float32 {
 	return j.xs[lo:min(lo+parChunk, len(j.xs))]
 }
 
-// waitDone waits until every chunk of phase p is done: only chunks the other side has claimed
-// can still be running, and each is a few µs of work; the wait yields, and sleeps if the other
-// side's thread was descheduled mid-chunk.
+// waitDone waits until every chunk of phase p is done. Only chunks the helper has claimed can
+// still be running, each a few µs of work on the other core, so the wait spins; it does not
+// yield, because a caller from C (Python through ctypes) runs on a goroutine locked to its
+// thread, and a yield then hands the thread's P over and back, which costs more than the wait.
+// If the helper's thread was descheduled mid-chunk, the wait sleeps after 100 µs of spinning.
 func (j *histJob) waitDone(p int) {
+	var start time.Time
 	for i := 0; j.done[p].Load() < int64(j.n); i++ {
-		if i < 2000 {
-			runtime.Gosched()
-		} else {
+		if i&255 != 0 {
+			continue
+		}
+		if i == 0 {
+			start = time.Now()
+		} else if time.Since(start) > 100*time.Microsecond {
 			time.Sleep(20 * time.Microsecond)
 		}
 	}
