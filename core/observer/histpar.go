@@ -91,37 +91,44 @@ func offerHelper(job *histJob) {
 }
 
 // helperSpin is how long the helper polls for the next batch before it parks. A caller feeding
-// batches back to back (calibration from Python: ~10 µs between calls) hands the next one over
-// within it, and the helper starts on it at once: waking a parked thread takes longer than a
-// 64×4096 batch's min/max pass (~50 µs on the benchmark machine), which then ran on one core.
-// The cost is at most this much of one core's time after the last batch of a run.
-const helperSpin = 30 * time.Microsecond
+// batches back to back (calibration from Python: tens of µs between calls) hands the next one
+// over within it, and the helper starts on it at once: waking a parked thread takes longer than
+// a 64×4096 batch's min/max pass (~50 µs on the benchmark machine), which then ran on one core.
+// The poll lasts helperSpin, or up to helperSpinMax when the last gap between batches was short
+// (twice that gap); a caller whose batches come further apart (a model's forward in between)
+// costs at most helperSpin of one core per batch.
+const (
+	helperSpin    = 30 * time.Microsecond
+	helperSpinMax = 100 * time.Microsecond
+)
 
 func helperLoop() {
+	var lastGap time.Duration
 	for {
-		o, ok := pollOffer()
+		spin := helperSpin
+		if lastGap < helperSpinMax {
+			spin = min(max(2*lastGap, helperSpin), helperSpinMax)
+		}
+		end := time.Now()
+		o, ok := pollOffer(end, spin)
 		if !ok {
 			o = <-helperCh
 		}
+		lastGap = time.Since(end)
 		o.job.help(o.gen)
 	}
 }
 
-// pollOffer polls helperCh for up to helperSpin.
-func pollOffer() (helperOffer, bool) {
-	var start time.Time
-	for i := 0; ; i++ {
+// pollOffer polls helperCh until spin has passed since start.
+func pollOffer(start time.Time, spin time.Duration) (helperOffer, bool) {
+	for i := 1; ; i++ {
 		select {
 		case o := <-helperCh:
 			return o, true
 		default:
 		}
-		if i&63 == 0 {
-			if i == 0 {
-				start = time.Now()
-			} else if time.Since(start) > helperSpin {
-				return helperOffer{}, false
-			}
+		if i&63 == 0 && time.Since(start) > spin {
+			return helperOffer{}, false
 		}
 	}
 }
