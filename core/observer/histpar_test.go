@@ -1,6 +1,7 @@
 package observer
 
 import (
+	"encoding/binary"
 	"errors"
 	"math"
 	"math/rand/v2"
@@ -127,5 +128,47 @@ func TestSplitPathConcurrentObservers(t *testing.T) {
 		if !sameHistState(g, want) {
 			t.Errorf("observer %d differs from the sequential run", i)
 		}
+	}
+}
+
+// TestSplitPathConvertedInput sends BF16 and F64 batches (converted to float32 first, as torch's
+// x.to(float32)) down both paths.
+func TestSplitPathConvertedInput(t *testing.T) {
+	defer func(m int) { splitMin = m }(splitMin)
+	rng := rand.New(rand.NewPCG(21, 22))
+	n := 5*parChunk + 7
+	var batches []*tensor.Tensor
+	for b := range 4 {
+		bf := make([]byte, 2*n)
+		f64 := make([]byte, 8*n)
+		for i := range n {
+			v := float32(rng.NormFloat64() * float64(1+b))
+			h := tensor.Float32ToBF16(v)
+			bf[2*i], bf[2*i+1] = byte(h), byte(h>>8)
+			binary.LittleEndian.PutUint64(f64[8*i:], math.Float64bits(rng.NormFloat64()*1e-3*float64(b+1)))
+		}
+		batches = append(batches, &tensor.Tensor{DType: tensor.BF16, Shape: []int{n}, Data: bf},
+			&tensor.Tensor{DType: tensor.F64, Shape: []int{n}, Data: f64})
+	}
+	run := func() ([]float32, []float32, []int32) {
+		obs, _ := New(Options{Kind: Histogram})
+		for _, b := range batches {
+			if err := obs.Observe(b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s, z, err := obs.QParams()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return obs.(*HistogramObserver).Histogram(), s, z
+	}
+	splitMin = math.MaxInt
+	wh, ws, wz := run()
+	splitMin = 4 * parChunk
+	gh, gs, gz := run()
+	f32eq := func(x, y float32) bool { return math.Float32bits(x) == math.Float32bits(y) }
+	if !slices.EqualFunc(gh, wh, f32eq) || !slices.EqualFunc(gs, ws, f32eq) || !slices.Equal(gz, wz) {
+		t.Fatalf("converted input: the split path differs (qparams %v %v vs %v %v)", gs, gz, ws, wz)
 	}
 }
