@@ -2,7 +2,10 @@
 
 package observer
 
-const haveHistcAVX2 = false
+// haveHistcAVX2 is false off amd64 (a variable so that tests can set it on every platform).
+var haveHistcAVX2 = false
+
+const histcAVX2Available = false
 
 // histcAVX2 is never called off amd64 (haveHistcAVX2 is false); it exists so that countBins
 // compiles everywhere.

@@ -33,6 +33,8 @@ type HistogramObserver struct {
 	edges  []float32  // linspace edges of the new range
 	counts [][]uint32 // one integer histogram per worker
 	spec   quant.Spec
+	job    histJob   // a large batch's work shared with the helper goroutine (histpar.go)
+	mids   midSource // the upscale's mid-points
 }
 
 func newHistogram(o Options, r quant.Range) *HistogramObserver {
@@ -58,6 +60,9 @@ func (h *HistogramObserver) Observe(x *tensor.Tensor) error {
 		return nil
 	}
 	xs := h.float32s(x)
+	if n >= splitMin && h.observeSplit(xs) {
+		return nil
+	}
 	xt := x
 	if x.DType != tensor.F32 {
 		xt = &tensor.Tensor{DType: tensor.F32, Shape: x.Shape, Data: tensor.Float32Bytes(xs)}
@@ -249,10 +254,10 @@ func (h *HistogramObserver) upscale(newMin, newMax float32) {
 	out, edges := h.tmp[:bins], h.edges[:bins+1]
 	clear(out)
 	stepE := linspaceStep(newMin, newMax, bins+1)
+	linspaceAdd(edges, newMin, newMax, stepE, negZero, bins+1, 0) // x + -0 is x, -0 included
 	sorted := true
-	for i := range edges {
-		edges[i] = linspaceAt(newMin, newMax, stepE, bins+1, i)
-		if i > 0 && edges[i] < edges[i-1] {
+	for i := 1; i < len(edges); i++ {
+		if edges[i] < edges[i-1] {
 			sorted = false
 		}
 	}
@@ -260,7 +265,10 @@ func (h *HistogramObserver) upscale(newMin, newMax float32) {
 	binSize := (h.max - h.min) / float32(nu)
 	half := float32(0.5) * binSize
 	stepM := linspaceStep(h.min, h.max, nu+1)
-	k := 0 // edges[:k] are <= the current mid-point
+	ms := &h.mids
+	ms.reset(h.min, h.max, stepM, half, nu+1)
+	invStep := 1 / float64(stepM) // for estimates only: the exact split is stepped to below
+	k := 0                        // edges[:k] are <= the current mid-point
 	// out[cur] lives in acc while consecutive mid-points land in the same bin: the additions
 	// into each bin stay one float32 rounding each, in torch's order, without a store and reload
 	// per mid-point.
@@ -270,14 +278,15 @@ func (h *HistogramObserver) upscale(newMin, newMax float32) {
 			continue // adding zero leaves every (non-negative) bin as it is
 		}
 		w := c / upsampleRate
+		ms.cover(i * upsampleRate)
 		if sorted {
 			// An old bin's 16 mid-points rise (its indices lie in one half of the linspace,
 			// where each value is one correctly rounded fma of a rising index), so when the
 			// first and the last land in the same new bin, all of them do: the bin then gets
 			// 16 additions of w, done at once when none of them rounds.
 			j := i * upsampleRate
-			first := linspaceAt(h.min, h.max, stepM, nu+1, j) + half
-			last := linspaceAt(h.min, h.max, stepM, nu+1, j+upsampleRate-1) + half
+			first := ms.get(j)
+			last := ms.get(j + upsampleRate - 1)
 			k = seekUpper(edges, k, first)
 			b0 := min(max(k-1, 0), bins-1)
 			k = seekUpper(edges, k, last)
@@ -297,16 +306,16 @@ func (h *HistogramObserver) upscale(newMin, newMax float32) {
 				edge := edges[b1]
 				lo := 1
 				if stepM > 0 {
-					if est := float64(edge-first) / float64(stepM); est > 1 && est < upsampleRate-1 {
+					if est := float64(edge-first) * invStep; est > 1 && est < upsampleRate-1 {
 						lo = int(math.Ceil(est))
 					} else if est >= upsampleRate-1 {
 						lo = upsampleRate - 1
 					}
 				}
-				for lo > 1 && linspaceAt(h.min, h.max, stepM, nu+1, j+lo-1)+half >= edge {
+				for lo > 1 && ms.get(j+lo-1) >= edge {
 					lo--
 				}
-				for lo < upsampleRate-1 && linspaceAt(h.min, h.max, stepM, nu+1, j+lo)+half < edge {
+				for lo < upsampleRate-1 && ms.get(j+lo) < edge {
 					lo++
 				}
 				if b0 != cur {
@@ -318,10 +327,8 @@ func (h *HistogramObserver) upscale(newMin, newMax float32) {
 				continue
 			}
 		}
-		var mids [upsampleRate]float32
-		linspaceFill(mids[:], h.min, h.max, stepM, nu+1, i*upsampleRate)
-		for _, m := range mids {
-			mid := m + half
+		for t := range upsampleRate {
+			mid := ms.get(i*upsampleRate + t)
 			if sorted {
 				// Mid-points rise, so the count of edges <= mid moves a step or two at a time;
 				// the two loops give exactly upper_bound's answer on a sorted array, whichever
@@ -342,6 +349,81 @@ func (h *HistogramObserver) upscale(newMin, newMax float32) {
 		}
 	}
 	out[cur] = acc
+}
+
+// midBlock is how many upscale mid-points the vector kernel computes at a time (16 KiB).
+const midBlock = 4096
+
+var negZero = float32(math.Copysign(0, -1))
+
+// midSource hands out the upscale's mid-points, linspace(min, max, steps)[j] + half: from a block
+// of them computed by the vector kernel where the machine has one (the loop then reads them as
+// an array), else one at a time with fmaF32 (the portable path evaluates only the 2-3 of an old
+// bin's 16 that it needs).
+type midSource struct {
+	lo, hi, step, half float32
+	steps              int
+	vec                bool
+	base               int
+	buf                []float32 // mid-points base..base+len(buf)-1 (always empty without vec)
+}
+
+func (m *midSource) reset(lo, hi, step, half float32, steps int) {
+	m.lo, m.hi, m.step, m.half, m.steps = lo, hi, step, half, steps
+	m.vec = haveMidsFMA
+	if m.vec && cap(m.buf) < midBlock {
+		m.buf = make([]float32, midBlock)
+	}
+	m.buf, m.base = m.buf[:0], 0
+}
+
+// cover makes get(j..j+15) cheap: with the vector kernel, it computes the block holding them
+// (j is a multiple of 16, so they lie in one block).
+func (m *midSource) cover(j int) {
+	if m.vec && uint(j-m.base) >= uint(len(m.buf)) {
+		m.fill(j)
+	}
+}
+
+func (m *midSource) fill(j int) {
+	m.base = j &^ (midBlock - 1)
+	m.buf = m.buf[:min(midBlock, m.steps-1-m.base)]
+	linspaceAdd(m.buf, m.lo, m.hi, m.step, m.half, m.steps, m.base)
+}
+
+// get is mid-point j; with the vector kernel, cover must have been called for j's old bin.
+func (m *midSource) get(j int) float32 {
+	if !m.vec {
+		return m.one(j)
+	}
+	return m.buf[j-m.base]
+}
+
+// one is kept out of line so that get, which the upscale loop calls several times per old bin,
+// stays small enough to inline.
+//
+//go:noinline
+func (m *midSource) one(j int) float32 { return linspaceAt(m.lo, m.hi, m.step, m.steps, j) + m.half }
+
+// linspaceAdd sets dst[t] to linspaceAt(start, end, step, steps, from+t) + add: with the vector
+// kernel for whole runs of eight within each half of the linspace, else with fmaF32.
+func linspaceAdd(dst []float32, start, end, step, add float32, steps, from int) {
+	a := min(max(steps/2-from, 0), len(dst)) // how many lie in the first half
+	linspaceRun(dst[:a], start, step, add, from, 1)
+	linspaceRun(dst[a:], end, -step, add, steps-1-(from+a), -1)
+}
+
+// linspaceRun sets dst[t] to fma(s, float32(i0+t*di), c) + add.
+func linspaceRun(dst []float32, c, s, add float32, i0, di int) {
+	n8 := 0
+	if haveMidsFMA {
+		if n8 = len(dst) &^ 7; n8 > 0 {
+			midsFMA(&dst[0], n8, c, s, add, int32(i0), int32(di))
+		}
+	}
+	for t := n8; t < len(dst); t++ {
+		dst[t] = fmaF32(s, float32(i0+t*di), c) + add
+	}
 }
 
 // seekUpper moves k, a count of the edges <= some earlier value, to the count of the sorted
