@@ -3,6 +3,8 @@ package model
 import (
 	"fmt"
 	"maps"
+	"sync"
+	"sync/atomic"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/tensor"
@@ -16,6 +18,26 @@ type memCheckpoint struct {
 	data        [][]byte
 	metadata    map[string]string
 	moduleTypes map[string]string
+	// releases, when set, counts the Release calls per tensor (Model.CountReleases).
+	releases atomic.Pointer[releaseCount]
+}
+
+// releaseCount counts the Release calls of each tensor of a memCheckpoint; a tensor that has had
+// readers of them is given back: none of the readers reads it again, so its memory may go.
+type releaseCount struct {
+	readers int32
+	counts  []atomic.Int32
+	mu      sync.Mutex
+	back    []string // given back and not yet taken
+}
+
+// take returns the tensors given back since the last take.
+func (rc *releaseCount) take() []string {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	out := rc.back
+	rc.back = nil
+	return out
 }
 
 func newMemCheckpoint() *memCheckpoint {
@@ -52,7 +74,22 @@ func (m *memCheckpoint) Tensor(name string) (*tensor.Tensor, error) {
 	return &tensor.Tensor{DType: e.DType, Shape: append([]int(nil), e.Shape...), Data: m.data[i]}, nil
 }
 
-func (m *memCheckpoint) Release(string)                 {}
+// Release counts the call when the model counts releases (CountReleases); the memory itself is
+// the caller's.
+func (m *memCheckpoint) Release(name string) {
+	rc := m.releases.Load()
+	if rc == nil {
+		return
+	}
+	i, ok := m.index[name]
+	if !ok || rc.counts[i].Add(1) != rc.readers {
+		return
+	}
+	rc.mu.Lock()
+	rc.back = append(rc.back, name)
+	rc.mu.Unlock()
+}
+
 func (m *memCheckpoint) Metadata() map[string]string    { return m.metadata }
 func (m *memCheckpoint) ModuleTypes() map[string]string { return m.moduleTypes }
 func (m *memCheckpoint) Close() error                   { return nil }

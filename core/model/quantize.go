@@ -46,6 +46,10 @@ type Run struct {
 	// file's metadata is the whole plan's, so a shard of a sharded output written alone is the
 	// same bytes as when the whole set is written (core/convert's parallel shards).
 	Only map[string]bool
+	// Written, when not nil, is told each input tensor once every output it has is complete
+	// in the writer (in the plan's order, after Progress, on the quantizing goroutine); an
+	// error from it stops the run with that error.
+	Written func(name string) error
 }
 
 // checkHessians refuses, before anything is written, a gptq plan whose layers lack a Hessian
@@ -181,6 +185,9 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *pl
 		prog.Tensor, prog.TensorsDone, prog.BytesDone = j.tp.Name, prog.TensorsDone+1, prog.BytesDone+entryBytes(j.tp.DType, j.tp.Shape)
 		if run.Progress != nil {
 			run.Progress(prog)
+		}
+		if run.Written != nil {
+			return run.Written(j.tp.Name)
 		}
 		return nil
 	}

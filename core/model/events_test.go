@@ -1,0 +1,114 @@
+package model
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/plan"
+)
+
+// TestQuantizeStreamEvents: QuantizeStream writes the same bytes as QuantizeInto and tells
+// Written for every input tensor in order, each once its outputs are in the buffers, and
+// Released for a tensor only once every counted reader (here the quantization and a second
+// reader standing for the run log's fingerprint) has released it.
+func TestQuantizeStreamEvents(t *testing.T) {
+	opts := plan.Options{Bits: 8}
+	want, err := testModel(t).Quantize(context.Background(), opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, other := range []string{"none", "before", "after"} {
+		t.Run("other reader "+other, func(t *testing.T) {
+			m := testModel(t)
+			readers := 1
+			if other != "none" {
+				readers = 2
+			}
+			m.CountReleases(readers)
+			r := m.Reader()
+			if other == "before" { // the other reader is done with every tensor first
+				for _, e := range r.Entries() {
+					r.Release(e.Name)
+				}
+			}
+			var bufs [][]byte
+			var entries []checkpoint.Entry
+			var written, released []string
+			res, err := m.QuantizeStream(context.Background(), opts, nil, func(es []checkpoint.Entry) ([][]byte, error) {
+				entries = es
+				for _, e := range es {
+					bufs = append(bufs, make([]byte, LayoutBytes(e)))
+				}
+				return bufs, nil
+			}, StreamEvents{
+				Written: func(name string) error {
+					// every output of name is final when it is told
+					for i, e := range entries {
+						if e.Name == name || (len(e.Name) > len(name) && e.Name[:len(name)+1] == name+".") && want.Config.Tensors[name] != nil {
+							w, _ := want.Tensor(e.Name)
+							if !bytes.Equal(bufs[i], w.Data) {
+								t.Errorf("Written(%q): output %q is not final yet", name, e.Name)
+							}
+						}
+					}
+					written = append(written, name)
+					return nil
+				},
+				Released: func(name string) error {
+					if other == "after" {
+						t.Errorf("Released(%q) before the other reader released it", name)
+					}
+					released = append(released, name)
+					return nil
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, e := range m.Entries() {
+				names = append(names, e.Name)
+			}
+			if !slices.Equal(written, names) {
+				t.Errorf("Written told %q, want every tensor in order %q", written, names)
+			}
+			for _, e := range want.Entries() {
+				w, _ := want.Tensor(e.Name)
+				g, err := res.Tensor(e.Name)
+				if err != nil || !bytes.Equal(g.Data, w.Data) {
+					t.Errorf("tensor %q differs from Quantize's", e.Name)
+				}
+			}
+			// Released comes with the next Written after the quantization let go of a tensor
+			// (a quantized one once read, a kept one once written): every tensor by the end.
+			slices.Sort(released)
+			sorted := slices.Sorted(slices.Values(names))
+			if other != "after" && !slices.Equal(released, sorted) {
+				t.Errorf("Released told %q, want every tensor once: %q", released, sorted)
+			}
+		})
+	}
+}
+
+// TestQuantizeStreamStops: an error from an event stops the run with that error.
+func TestQuantizeStreamStops(t *testing.T) {
+	m := testModel(t)
+	stop := errors.New("stop")
+	n := 0
+	_, err := m.QuantizeStream(context.Background(), plan.Options{Bits: 8}, nil, func(es []checkpoint.Entry) ([][]byte, error) {
+		return make([][]byte, len(es)), nil
+	}, StreamEvents{Written: func(string) error {
+		n++
+		if n == 2 {
+			return stop
+		}
+		return nil
+	}})
+	if !errors.Is(err, stop) || n != 2 {
+		t.Fatalf("QuantizeStream = %v after %d events, want the event's error after 2", err, n)
+	}
+}
