@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/plan"
@@ -30,11 +31,17 @@ type StreamEvents struct {
 // after its last read (the run log's fingerprint, runlog.StartModel). Call it before starting
 // those readers. A model whose tensors were given back must not be quantized or read again.
 func (m *Model) CountReleases(readers int) {
-	rc := &releaseCount{readers: int32(max(readers, 1)), counts: make([]atomic.Int32, len(m.ck.entries))}
+	rc := &releaseCount{readers: int32(max(readers, 1)), counts: make([]atomic.Int32, len(m.ck.entries)), tick: make(chan struct{}, 1)}
 	m.ck.releases.Store(rc)
 }
 
-// QuantizeStream is QuantizeInto telling ev as it goes. A folding recipe reads a layer's
+// readerPatience is how long QuantizeStream waits for another reader that releases nothing
+// before it takes that reader to have stopped and waits no more.
+var readerPatience = 2 * time.Second
+
+// QuantizeStream is QuantizeInto telling ev as it goes. When other readers release the model's
+// tensors too (CountReleases with more than one reader), it waits after each tensor until
+// they have released it, so that Released comes for every tensor before the next is quantized. A folding recipe reads a layer's
 // tensors through the folded view, which releases nothing early: no tensor is told Released.
 func (m *Model) QuantizeStream(ctx context.Context, opts plan.Options, progress ProgressFunc, outputs OutputBuffers, ev StreamEvents) (*Result, error) {
 	if outputs == nil {
@@ -54,6 +61,12 @@ func (m *Model) QuantizeStream(ctx context.Context, opts plan.Options, progress 
 		rc := m.ck.releases.Load()
 		if rc == nil || ev.Released == nil || folds {
 			return nil
+		}
+		if i, ok := m.ck.index[name]; ok && rc.readers > 1 {
+			// The other readers (the run log's fingerprint) may lag: wait for this tensor,
+			// so the caller frees each input before the next is quantized and the outputs
+			// never run more than a tensor ahead of the inputs freed.
+			rc.waitBack(ctx, i, readerPatience)
 		}
 		for _, n := range rc.take() {
 			if err := ev.Released(n); err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/plan"
@@ -21,7 +22,10 @@ func TestQuantizeStreamEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, other := range []string{"none", "before", "after"} {
+	old := readerPatience
+	readerPatience = 100 * time.Millisecond // the "after" reader releases nothing during the call
+	defer func() { readerPatience = old }()
+	for _, other := range []string{"none", "before", "after", "alongside"} {
 		t.Run("other reader "+other, func(t *testing.T) {
 			m := testModel(t)
 			readers := 1
@@ -34,6 +38,14 @@ func TestQuantizeStreamEvents(t *testing.T) {
 				for _, e := range r.Entries() {
 					r.Release(e.Name)
 				}
+			}
+			if other == "alongside" { // a slower reader at the same time, as the fingerprint
+				go func() {
+					for _, e := range r.Entries() {
+						time.Sleep(5 * time.Millisecond)
+						r.Release(e.Name)
+					}
+				}()
 			}
 			var bufs [][]byte
 			var entries []checkpoint.Entry
@@ -54,6 +66,9 @@ func TestQuantizeStreamEvents(t *testing.T) {
 								t.Errorf("Written(%q): output %q is not final yet", name, e.Name)
 							}
 						}
+					}
+					if other == "alongside" && len(written) > 0 && !slices.Contains(released, written[len(written)-1]) {
+						t.Errorf("Written(%q) before Released(%q): the run went on without waiting for the other reader", name, written[len(written)-1])
 					}
 					written = append(written, name)
 					return nil

@@ -1,10 +1,12 @@
 package model
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/tensor"
@@ -28,7 +30,34 @@ type releaseCount struct {
 	readers int32
 	counts  []atomic.Int32
 	mu      sync.Mutex
-	back    []string // given back and not yet taken
+	back    []string      // given back and not yet taken
+	tick    chan struct{} // a Release happened (capacity 1: a wake-up, not a count)
+	stalled bool          // a wait gave up: the other readers stopped releasing
+}
+
+// waitBack waits until tensor i is given back, as long as the other readers keep releasing:
+// a reader that releases nothing for patience is taken to have stopped, and no later call
+// waits. It returns early when ctx is done.
+func (rc *releaseCount) waitBack(ctx context.Context, i int, patience time.Duration) {
+	if rc.stalled {
+		return
+	}
+	t := time.NewTimer(patience)
+	defer t.Stop()
+	for rc.counts[i].Load() < rc.readers {
+		select {
+		case <-rc.tick:
+			if !t.Stop() {
+				<-t.C
+			}
+			t.Reset(patience)
+		case <-t.C:
+			rc.stalled = true
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // take returns the tensors given back since the last take.
@@ -82,12 +111,18 @@ func (m *memCheckpoint) Release(name string) {
 		return
 	}
 	i, ok := m.index[name]
-	if !ok || rc.counts[i].Add(1) != rc.readers {
+	if !ok {
 		return
 	}
-	rc.mu.Lock()
-	rc.back = append(rc.back, name)
-	rc.mu.Unlock()
+	if rc.counts[i].Add(1) == rc.readers {
+		rc.mu.Lock()
+		rc.back = append(rc.back, name)
+		rc.mu.Unlock()
+	}
+	select {
+	case rc.tick <- struct{}{}:
+	default:
+	}
 }
 
 func (m *memCheckpoint) Metadata() map[string]string    { return m.metadata }
