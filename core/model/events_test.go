@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/monoquant/monoquant/core/tensor"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/plan"
@@ -125,5 +128,96 @@ func TestQuantizeStreamStops(t *testing.T) {
 	}})
 	if !errors.Is(err, stop) || n != 2 {
 		t.Fatalf("QuantizeStream = %v after %d events, want the event's error after 2", err, n)
+	}
+}
+
+// TestKeptTensorsInPlace: a caller that gives a kept input tensor as its own output buffer gets
+// it back untouched (the write finds the bytes in place), whole or as a large streamed tensor,
+// and the quantized tensors are Quantize's.
+func TestKeptTensorsInPlace(t *testing.T) {
+	want, err := testModel(t).Quantize(context.Background(), plan.Options{Bits: 8}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, streamed := range []bool{false, true} {
+		if streamed {
+			oldT, oldB := streamThreshold, streamBlockBytes
+			streamThreshold, streamBlockBytes = 1, 64
+			defer func() { streamThreshold, streamBlockBytes = oldT, oldB }()
+		}
+		m := testModel(t)
+		res, err := m.QuantizeInto(context.Background(), plan.Options{Bits: 8}, nil, func(es []checkpoint.Entry) ([][]byte, error) {
+			bufs := make([][]byte, len(es))
+			for i, e := range es {
+				if in, err := m.Tensor(e.Name); err == nil && LayoutBytes(e) == int64(len(in.Data)) {
+					bufs[i] = in.Data // a kept tensor: its own memory
+				} else {
+					bufs[i] = make([]byte, LayoutBytes(e))
+				}
+			}
+			return bufs, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range want.Entries() {
+			w, _ := want.Tensor(e.Name)
+			g, _ := res.Tensor(e.Name)
+			if !bytes.Equal(g.Data, w.Data) {
+				t.Errorf("streamed=%v: tensor %q differs from Quantize's", streamed, e.Name)
+			}
+			if in, err := m.Tensor(e.Name); err == nil && want.Config.Tensors[e.Name] == nil && !sameMemory(g.Data, in.Data) {
+				t.Errorf("streamed=%v: kept tensor %q is not the input's memory", streamed, e.Name)
+			}
+		}
+	}
+}
+
+// TestKeptTensorInPlaceIsNotWritten: the engine does not even write the same bytes over a kept
+// input given as its own output (the run log's fingerprint may be reading it): the input here
+// is read-only memory, where any write would crash the test.
+func TestKeptTensorInPlaceIsNotWritten(t *testing.T) {
+	oldT, oldB := streamThreshold, streamBlockBytes
+	streamThreshold, streamBlockBytes = 1, 64 // the kept tensor goes the block-copy way
+	defer func() { streamThreshold, streamBlockBytes = oldT, oldB }()
+	ro, err := syscall.Mmap(-1, 0, 4096, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	if err != nil {
+		t.Skip("no anonymous mmap:", err)
+	}
+	defer syscall.Munmap(ro)
+	for i := range ro {
+		ro[i] = byte(i % 61)
+	}
+	if err := syscall.Mprotect(ro, syscall.PROT_READ); err != nil {
+		t.Skip("no mprotect:", err)
+	}
+	m := NewModel()
+	xs := make([]float32, 64*32)
+	for i := range xs {
+		xs[i] = float32(i%17) - 8
+	}
+	if err := m.Add("fc.weight", tensor.FromFloat32(xs, 64, 32)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Add("table", &tensor.Tensor{DType: tensor.F32, Shape: []int{1024}, Data: ro}); err != nil {
+		t.Fatal(err)
+	}
+	_ = m.SetModuleType("fc", "Linear")
+	res, err := m.QuantizeInto(context.Background(), plan.Options{Bits: 8}, nil, func(es []checkpoint.Entry) ([][]byte, error) {
+		bufs := make([][]byte, len(es))
+		for i, e := range es {
+			if e.Name == "table" {
+				bufs[i] = ro
+			} else {
+				bufs[i] = make([]byte, LayoutBytes(e))
+			}
+		}
+		return bufs, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := res.Tensor("table"); !sameMemory(g.Data, ro) {
+		t.Errorf("the kept tensor is not the input's memory")
 	}
 }

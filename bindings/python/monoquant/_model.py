@@ -335,15 +335,17 @@ class ModelHandle(Handle):
         out._borrowed = list(outs.values())
         return out, outs
 
-    def quantize_stream(self, cfg, progress=None, written=None, released=None, on_outputs=None):
+    def quantize_stream(self, cfg, progress=None, written=None, released=None, on_outputs=None, in_place=()):
         """quantize_into() telling, as it goes (mq_model_quantize_stream), ``written(name)``
         once every output of input tensor ``name`` is in its tensor, and ``released(name)`` once
         the engine reads that input no more (forget() may then let go of it). An exception in
         either cancels the run and is re-raised here. ``on_outputs(outputs)`` is given the
-        output tensors (name → tensor, written as the run goes) before it starts. This handle is
+        output tensors (name → tensor, written as the run goes) before it starts. The tensors
+        named in ``in_place`` (kept ones: the engine writes them unchanged) are their own
+        output, so the engine finds their bytes in place and copies nothing. This handle is
         spent afterwards: only close() is left."""
         layout = self.output_layout(cfg)
-        arr, outs, keep = _outputs(layout)
+        arr, outs, keep = _outputs(layout, {n: self._named[n] for n in in_place if n in self._named})
         if on_outputs is not None:
             on_outputs(outs)
         out = ModelHandle()
@@ -430,14 +432,19 @@ class ModelHandle(Handle):
         return self._json(_lib.mq_model_report_json, "mq_model_report_json")
 
 
-def _outputs(layout):
+def _outputs(layout, reuse=None):
     """(mq_output array, OrderedDict name → new torch tensor, the name bytes to keep alive) for
-    a layout [(name, dtype, shape, nbytes)]."""
+    a layout [(name, dtype, shape, nbytes)]. ``reuse`` (name → tensor) gives tensors to use as
+    they are where they have the layout's dtype, shape and bytes (dense, on the CPU)."""
     outs = OrderedDict()
     arr = (_lib.mq_output * max(len(layout), 1))()
     names = []
+    reuse = reuse or {}
     for i, (name, dt, shape, nbytes) in enumerate(layout):
-        t = _empty_for(dt, shape, nbytes)
+        t = reuse.get(name)
+        if t is None or t.dtype != dt or tuple(t.shape) != tuple(shape) or t.numel() * t.element_size() != nbytes \
+                or t.device.type != "cpu" or not t.is_contiguous():
+            t = _empty_for(dt, shape, nbytes)
         outs[name] = t
         names.append(_b(name))
         arr[i].name = names[-1]

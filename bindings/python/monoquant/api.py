@@ -458,6 +458,11 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
             name selects that module and everything below it; "*", "?" and "[...]" match whole
             dotted names ("classifier.*", "*.lm_head").
         inplace: replace the layers of ``model`` itself instead of returning a quantized copy.
+            The layers are replaced one by one during the run and each float weight is freed
+            as soon as the engine is done with it, so the run adds about one layer's quantized
+            form to the model's memory (docs/STREAMING.md). Runs with calibration data, folding
+            or tied weights build every layer at the end instead. If such a run fails part way,
+            the layers written so far stay quantized.
         progress: None (a bar on stderr when it is a terminal), True/False, or a callable
             ``progress(done, total, name)``.
         max_calibration_batches: stop calibrating after this many batches.
@@ -567,7 +572,8 @@ def _quantize_module(model, cfg, calibration_data, inplace, progress, max_calibr
             names = list(sd)
             tick = lambda done, total: bar.update(done, total, names[done - 1] if 0 < done <= len(names) else "")  # noqa: E731
             # The engine writes the results into tensors torch allocated (no copy on the way out).
-            if inplace and calibration_data is None and not folded and not tied and not hessians:
+            root = any(ld["name"] == "" for ld in plan_dict["layers"])  # the model is the layer: nothing to swap into
+            if inplace and calibration_data is None and not folded and not tied and not hessians and not root:
                 # Layer by layer: each quantized layer is swapped in as soon as its tensors are
                 # written, and its float weight let go of as soon as the engine gives it back.
                 q, outputs, built = _quantize_streaming(model, m, cfg, plan_dict, sd, tick)
@@ -660,7 +666,9 @@ def _quantize_streaming(model, m, cfg, plan_dict, sd, progress):
     def layout_ready(outputs):
         state["outputs"] = outputs
 
-    q, outputs = m.quantize_stream(cfg, progress, written, released, on_outputs=layout_ready)
+    # The tensors kept as they are go out as themselves: the engine copies none of them.
+    kept = [t["name"] for t in plan_dict.get("tensors", []) if t.get("action") == "keep"]
+    q, outputs = m.quantize_stream(cfg, progress, written, released, on_outputs=layout_ready, in_place=kept)
     return q, outputs, built
 
 

@@ -132,13 +132,20 @@ def test_an_exception_in_progress_cancels_the_streamed_run():
         monoquant.quantize(m, bits=8, inplace=True, progress=progress, log=False)
 
 
-@pytest.mark.parametrize("case", ["tied", "static", "not-inplace"])
+@pytest.mark.parametrize("case", ["tied", "static", "not-inplace", "root"])
 def test_the_whole_model_path_still_serves_what_streaming_leaves_out(case, tmp_path):
     """Tied weights, calibration and copies take the whole-model path; the result is the same
     as before (and the float model of a copy is untouched)."""
     torch.manual_seed(0)
     m = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16))
     kw = dict(bits=8, progress=False)
+    if case == "root":  # the model is the one layer: quantize() returns the new layer
+        lin = nn.Linear(16, 16)
+        q = monoquant.quantize(lin, inplace=True, **kw)
+        assert type(q).__name__ == "QuantizedLinear"
+        x = torch.randn(2, 16)
+        assert torch.allclose(q(x), lin(x), atol=0.05)
+        return
     if case == "tied":
         m[2].weight = m[0].weight
     if case == "static":
@@ -157,3 +164,28 @@ def test_the_whole_model_path_still_serves_what_streaming_leaves_out(case, tmp_p
         assert torch.equal(back(x), q(x))
     if case == "not-inplace":
         assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+
+
+def test_kept_tensors_are_not_copied():
+    """A tensor the run keeps as it is (an embedding outside layers=, a norm, a bias) is handed
+    to the engine as its own output: the layer-by-layer run copies none of them."""
+    torch.manual_seed(0)
+    m = model()
+    ptrs = {k: v.data_ptr() for k, v in m.state_dict().items()}
+    seen = {}
+    orig = _model.ModelHandle.quantize_stream
+
+    def spy(self, *a, **kw):
+        q, outs = orig(self, *a, **kw)
+        seen.update(outs)
+        return q, outs
+
+    _model.ModelHandle.quantize_stream = spy
+    try:
+        q = monoquant.quantize(m, bits=8, inplace=True, progress=False)
+    finally:
+        _model.ModelHandle.quantize_stream = orig
+    kept = [k for k in ("0.emb.weight", "0.norm.weight", "1.up.bias")]
+    assert all(seen[k].data_ptr() == ptrs[k] for k in kept), {k: (seen[k].data_ptr(), ptrs[k]) for k in kept}
+    assert seen["0.up.weight"].data_ptr() != ptrs["0.up.weight"]
+    assert q[0].emb.weight.data_ptr() == ptrs["0.emb.weight"]
