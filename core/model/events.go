@@ -35,9 +35,10 @@ func (m *Model) CountReleases(readers int) {
 	m.ck.releases.Store(rc)
 }
 
-// readerPatience is how long QuantizeStream waits for another reader that releases nothing
-// before it takes that reader to have stopped and waits no more.
-var readerPatience = 2 * time.Second
+// readerPatience is the least QuantizeStream waits for another reader that releases nothing
+// before it takes that reader to have stopped and waits no more (8 times the tensor's own
+// quantization time when that is longer).
+var readerPatience = 50 * time.Millisecond
 
 // QuantizeStream is QuantizeInto telling ev as it goes. When other readers release the model's
 // tensors too (CountReleases with more than one reader), it waits after each tensor until
@@ -52,6 +53,7 @@ func (m *Model) QuantizeStream(ctx context.Context, opts plan.Options, progress 
 		return nil, err
 	}
 	folds := r != checkpoint.Reader(m.ck)
+	last := time.Now() // when the quantization last went on after a tensor
 	written := func(name string) error {
 		if ev.Written != nil {
 			if err := ev.Written(name); err != nil {
@@ -62,12 +64,15 @@ func (m *Model) QuantizeStream(ctx context.Context, opts plan.Options, progress 
 		if rc == nil || ev.Released == nil || folds {
 			return nil
 		}
+		// The other readers (the run log's fingerprint) may lag: wait for this tensor, so the
+		// caller frees each input before the next is quantized and the outputs never run more
+		// than a tensor ahead of the inputs freed. A reader that releases nothing for several
+		// times what this tensor took to quantize (at least readerPatience) is taken to have
+		// stopped, or to read nothing (a fingerprint from a cache): no later tensor waits.
 		if i, ok := m.ck.index[name]; ok && rc.readers > 1 {
-			// The other readers (the run log's fingerprint) may lag: wait for this tensor,
-			// so the caller frees each input before the next is quantized and the outputs
-			// never run more than a tensor ahead of the inputs freed.
-			rc.waitBack(ctx, i, readerPatience)
+			rc.waitBack(ctx, i, max(readerPatience, 8*time.Since(last)))
 		}
+		last = time.Now()
 		for _, n := range rc.take() {
 			if err := ev.Released(n); err != nil {
 				return err

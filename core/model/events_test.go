@@ -26,7 +26,7 @@ func TestQuantizeStreamEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := readerPatience
-	readerPatience = 100 * time.Millisecond // the "after" reader releases nothing during the call
+	readerPatience = time.Second // the "after" reader releases nothing during the call: one wait, then none
 	defer func() { readerPatience = old }()
 	for _, other := range []string{"none", "before", "after", "alongside"} {
 		t.Run("other reader "+other, func(t *testing.T) {
