@@ -29,6 +29,9 @@ type modelState struct {
 	// pointer stays valid until mq_model_free, which frees them.
 	names  map[string]*C.char
 	closed bool
+	// spent: mq_model_quantize_stream may have let the caller free the tensors; only
+	// mq_model_free is left.
+	spent bool
 	// cal fingerprints the calibration data of a float model for the run log (nil: not logged);
 	// runID, runLog and logWarning are a quantized model's record there (its report carries them).
 	cal                *runlog.CalibrationHash
@@ -77,6 +80,10 @@ func lockModel(h *C.mq_model, call string) (*entry, *modelState, error) {
 	if s.closed {
 		e.mu.Unlock()
 		return nil, nil, fail(mqEHANDLE, "%s: model handle %#x was freed", call, id)
+	}
+	if s.spent && call != "mq_model_free" {
+		e.mu.Unlock()
+		return nil, nil, fail(mqEINVAL, "%s: the model's tensors were given back to the caller by mq_model_quantize_stream; only mq_model_free is left", call)
 	}
 	return e, s, nil
 }

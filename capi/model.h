@@ -20,6 +20,9 @@ static inline int mq__call_progress(mq_progress_fn fn, uint64_t td, uint64_t tt,
                                     uint64_t bt, void* user) {
     return fn(td, tt, bd, bt, user);
 }
+static inline int mq__call_stream(mq_stream_fn fn, int32_t event, const char* name, void* user) {
+    return fn(event, name, user);
+}
 /* The calling OS thread, to recognise a call made from inside a progress callback. */
 static inline uint64_t mq__thread_id(void) { return (uint64_t)pthread_self(); }
 #endif

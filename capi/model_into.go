@@ -64,7 +64,23 @@ func mq_model_quantize_into(h *C.mq_model, cfg *C.mq_cmodel_config, progress C.m
 	if uint64(n) > maxOutputs {
 		return mapErr(fail(mqEINVAL, "mq_model_quantize_into: %d outputs is more than any model has", uint64(n)), mqEINVAL)
 	}
-	return modelQuantize("mq_model_quantize_into", h, cfg, progress, user, out, callerBuffers("mq_model_quantize_into", outputs, n))
+	return modelQuantize("mq_model_quantize_into", h, cfg, progress, user, out, callerBuffers("mq_model_quantize_into", outputs, n), nil)
+}
+
+//export mq_model_quantize_stream
+func mq_model_quantize_stream(h *C.mq_model, cfg *C.mq_cmodel_config, progress C.mq_progress_fn, user unsafe.Pointer, outputs *C.mq_coutput, n C.size_t, onEvent C.mq_stream_fn, out **C.mq_model) (rc C.int) {
+	defer guard(&rc)
+	if outputs == nil && n > 0 {
+		return mapErr(fail(mqEINVAL, "mq_model_quantize_stream: outputs is NULL for %d outputs", uint64(n)), mqEINVAL)
+	}
+	if uint64(n) > maxOutputs {
+		return mapErr(fail(mqEINVAL, "mq_model_quantize_stream: %d outputs is more than any model has", uint64(n)), mqEINVAL)
+	}
+	bufs := callerBuffers("mq_model_quantize_stream", outputs, n)
+	if onEvent == nil {
+		return modelQuantize("mq_model_quantize_stream", h, cfg, progress, user, out, bufs, nil)
+	}
+	return modelQuantize("mq_model_quantize_stream", h, cfg, progress, user, out, bufs, onEvent)
 }
 
 // callerBuffers turns the caller's mq_output array into the engine's OutputBuffers: one per

@@ -343,12 +343,15 @@ func mq_model_calibrate(h *C.mq_model, layer *C.mq_cchar, act *C.mq_ctensor) (rc
 //export mq_model_quantize
 func mq_model_quantize(h *C.mq_model, cfg *C.mq_cmodel_config, progress C.mq_progress_fn, user unsafe.Pointer, out **C.mq_model) (rc C.int) {
 	defer guard(&rc)
-	return modelQuantize("mq_model_quantize", h, cfg, progress, user, out, nil)
+	return modelQuantize("mq_model_quantize", h, cfg, progress, user, out, nil, nil)
 }
 
 // modelQuantize is mq_model_quantize (outputs nil) and mq_model_quantize_into (the caller's
 // buffers, asked for once the plan is made).
-func modelQuantize(call string, h *C.mq_model, cfg *C.mq_cmodel_config, progress C.mq_progress_fn, user unsafe.Pointer, out **C.mq_model, outputs model.OutputBuffers) C.int {
+//
+// onEvent, when not nil, makes it mq_model_quantize_stream: the model counts the releases of
+// its tensors (by the quantization and the run log's fingerprint), and is spent afterwards.
+func modelQuantize(call string, h *C.mq_model, cfg *C.mq_cmodel_config, progress C.mq_progress_fn, user unsafe.Pointer, out **C.mq_model, outputs model.OutputBuffers, onEvent C.mq_stream_fn) C.int {
 	if out == nil {
 		return mapErr(fail(mqEINVAL, "%s: out is NULL", call), mqEINVAL)
 	}
@@ -385,15 +388,49 @@ func modelQuantize(call string, h *C.mq_model, cfg *C.mq_cmodel_config, progress
 			}
 		}
 	}
+	logs := logsRun(cfg)
+	var ev model.StreamEvents
+	if onEvent != nil {
+		readers := 1 // the quantization; the run log's fingerprint releases each tensor too
+		if logs {
+			readers = 2
+		}
+		m.CountReleases(readers)
+		s.spent = true
+		tell := func(event C.int32_t) func(string) error {
+			return func(name string) error {
+				if canceled {
+					return context.Canceled
+				}
+				cs := C.CString(name)
+				defer C.free(unsafe.Pointer(cs))
+				if C.mq__call_stream(onEvent, event, cs, user) != 0 {
+					canceled = true
+					cancel()
+					return context.Canceled
+				}
+				return nil
+			}
+		}
+		ev = model.StreamEvents{Written: tell(C.MQ_STREAM_WRITTEN), Released: tell(C.MQ_STREAM_RELEASED)}
+		if progress == nil {
+			id := modelID(h)
+			inCallback.Store(id, C.mq__thread_id())
+			defer inCallback.Delete(id)
+		}
+	}
 	var rec *runlog.ModelRecording // the run log's record, its fingerprint computed beside
-	if logsRun(cfg) {
+	if logs {
 		path, _ := runlog.DefaultPathEnv(liveGetenv)
 		rec = runlog.StartModel(entryPoint(cfg), path, m)
 	}
 	var res *model.Result
-	if outputs != nil {
+	switch {
+	case onEvent != nil:
+		res, err = m.QuantizeStream(ctx, opts, fn, outputs, ev)
+	case outputs != nil:
 		res, err = m.QuantizeInto(ctx, opts, fn, outputs)
-	} else {
+	default:
 		res, err = m.Quantize(ctx, opts, fn)
 	}
 	// The engine looks at ctx between tensors, so a stop asked for at the last one would

@@ -602,6 +602,33 @@ MQ_API int mq_model_quantize_into(mq_model* m, const mq_model_config* cfg, mq_pr
                                   void* user, const mq_output* outputs, size_t n_outputs,
                                   mq_model** out);
 
+/* What mq_model_quantize_stream tells its caller about an input tensor of m. */
+typedef enum mq_stream_event {
+    MQ_STREAM_WRITTEN = 1,  /* every output of the tensor is complete in its caller buffer */
+    MQ_STREAM_RELEASED = 2  /* the engine reads the tensor no more: its memory may be freed */
+} mq_stream_event;
+
+/* Called by mq_model_quantize_stream on the calling thread with an mq_stream_event, the input
+ * tensor's name (valid during the call only) and the user pointer; non-zero stops the run
+ * (MQ_ECANCELED). */
+typedef int (*mq_stream_fn)(int32_t event, const char* name, void* user);
+
+/* mq_model_quantize_into telling on_event, as it goes, about each input tensor of m, so a caller
+ * can use each layer as soon as its outputs are written and free each input as soon as the
+ * engine is done with it (Python's quantize(inplace=True) swaps in every quantized layer and
+ * frees its float weight during the call, so the peak stays near the quantized size):
+ * MQ_STREAM_WRITTEN once every output of the tensor is complete (tied aliases, which store
+ * nothing, are not told), in the layout's order; MQ_STREAM_RELEASED once neither the
+ * quantization nor the run log's fingerprint of m will read the tensor again (tensors still held
+ * when the call returns are not told: they may all be freed after it). With a recipe that folds
+ * (BatchNorm into the layer before it), no tensor is told RELEASED. on_event may be NULL (then
+ * this is mq_model_quantize_into). Once the call is made, m's tensors may have been freed: any
+ * later call on m but mq_model_free fails with MQ_EINVAL. Fails like mq_model_quantize_into;
+ * MQ_ECANCELED when on_event returned non-zero. */
+MQ_API int mq_model_quantize_stream(mq_model* m, const mq_model_config* cfg, mq_progress_fn progress,
+                                    void* user, const mq_output* outputs, size_t n_outputs,
+                                    mq_stream_fn on_event, mq_model** out);
+
 /* Writes every tensor and the metadata to `path`, the format chosen by its suffix: .safetensors,
  * or .pt/.pth/.bin (torch.save's zip format, loadable with torch.load(weights_only=True)).
  * Atomic: the data goes to a temporary file in the same folder, is fsynced and renamed over

@@ -1,8 +1,12 @@
 package model
 
 import (
+	"context"
 	"fmt"
 	"maps"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/tensor"
@@ -16,6 +20,53 @@ type memCheckpoint struct {
 	data        [][]byte
 	metadata    map[string]string
 	moduleTypes map[string]string
+	// releases, when set, counts the Release calls per tensor (Model.CountReleases).
+	releases atomic.Pointer[releaseCount]
+}
+
+// releaseCount counts the Release calls of each tensor of a memCheckpoint; a tensor that has had
+// readers of them is given back: none of the readers reads it again, so its memory may go.
+type releaseCount struct {
+	readers int32
+	counts  []atomic.Int32
+	mu      sync.Mutex
+	back    []string      // given back and not yet taken
+	tick    chan struct{} // a Release happened (capacity 1: a wake-up, not a count)
+	stalled bool          // a wait gave up: the other readers stopped releasing
+}
+
+// waitBack waits until tensor i is given back, as long as the other readers keep releasing:
+// a reader that releases nothing for patience is taken to have stopped, and no later call
+// waits. It returns early when ctx is done.
+func (rc *releaseCount) waitBack(ctx context.Context, i int, patience time.Duration) {
+	if rc.stalled {
+		return
+	}
+	t := time.NewTimer(patience)
+	defer t.Stop()
+	for rc.counts[i].Load() < rc.readers {
+		select {
+		case <-rc.tick:
+			if !t.Stop() {
+				<-t.C
+			}
+			t.Reset(patience)
+		case <-t.C:
+			rc.stalled = true
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// take returns the tensors given back since the last take.
+func (rc *releaseCount) take() []string {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	out := rc.back
+	rc.back = nil
+	return out
 }
 
 func newMemCheckpoint() *memCheckpoint {
@@ -52,7 +103,28 @@ func (m *memCheckpoint) Tensor(name string) (*tensor.Tensor, error) {
 	return &tensor.Tensor{DType: e.DType, Shape: append([]int(nil), e.Shape...), Data: m.data[i]}, nil
 }
 
-func (m *memCheckpoint) Release(string)                 {}
+// Release counts the call when the model counts releases (CountReleases); the memory itself is
+// the caller's.
+func (m *memCheckpoint) Release(name string) {
+	rc := m.releases.Load()
+	if rc == nil {
+		return
+	}
+	i, ok := m.index[name]
+	if !ok {
+		return
+	}
+	if rc.counts[i].Add(1) == rc.readers {
+		rc.mu.Lock()
+		rc.back = append(rc.back, name)
+		rc.mu.Unlock()
+	}
+	select {
+	case rc.tick <- struct{}{}:
+	default:
+	}
+}
+
 func (m *memCheckpoint) Metadata() map[string]string    { return m.metadata }
 func (m *memCheckpoint) ModuleTypes() map[string]string { return m.moduleTypes }
 func (m *memCheckpoint) Close() error                   { return nil }

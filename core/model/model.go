@@ -132,6 +132,11 @@ func (m *Model) Quantize(ctx context.Context, opts plan.Options, progress Progre
 // quantize is Quantize; outputs, when not nil, gives the output buffers once the plan is made
 // (see QuantizeInto).
 func (m *Model) quantize(ctx context.Context, opts plan.Options, progress ProgressFunc, outputs OutputBuffers) (*Result, error) {
+	return m.quantizeRun(ctx, opts, progress, outputs, nil)
+}
+
+// quantizeRun is quantize telling written each tensor written (Run.Written), when not nil.
+func (m *Model) quantizeRun(ctx context.Context, opts plan.Options, progress ProgressFunc, outputs OutputBuffers, written func(string) error) (*Result, error) {
 	if m.cal != nil {
 		opts.Calibrated = true
 	}
@@ -139,7 +144,7 @@ func (m *Model) quantize(ctx context.Context, opts plan.Options, progress Progre
 	if err != nil {
 		return nil, err
 	}
-	run := Run{Progress: progress, Hessians: m.hessians}
+	run := Run{Progress: progress, Hessians: m.hessians, Written: written}
 	if len(p.StaticLayers()) > 0 {
 		if m.cal == nil {
 			return nil, fmt.Errorf("%w: static mode needs calibration data: call StartCalibration and Calibrate first", ErrCalibration)

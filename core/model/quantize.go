@@ -46,6 +46,10 @@ type Run struct {
 	// file's metadata is the whole plan's, so a shard of a sharded output written alone is the
 	// same bytes as when the whole set is written (core/convert's parallel shards).
 	Only map[string]bool
+	// Written, when not nil, is told each input tensor once every output it has is complete
+	// in the writer (in the plan's order, after Progress, on the quantizing goroutine); an
+	// error from it stops the run with that error.
+	Written func(name string) error
 }
 
 // checkHessians refuses, before anything is written, a gptq plan whose layers lack a Hessian
@@ -179,6 +183,9 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *pl
 		if run.Progress != nil {
 			run.Progress(prog)
 		}
+		if run.Written != nil {
+			return run.Written(j.tp.Name)
+		}
 		return nil
 	}
 	for i := range p.Tensors {
@@ -221,7 +228,8 @@ func Quantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, p *pl
 		j := &writeJob{tp: tp}
 		if tp.Action == plan.ActionKeep {
 			in := entryBytes(tp.DType, tp.Shape)
-			if j.ranges = keptStreamable(in, r, w); j.ranges == nil {
+			if j.ranges = keptStreamable(in, r, w); j.ranges == nil || keptInPlace(r, w, tp.Name) {
+				j.ranges = nil
 				t, err := readTensor(r, tp)
 				if err != nil {
 					return nil, err
@@ -421,6 +429,19 @@ func readTensorReusing(r checkpoint.Reader, tp *plan.TensorPlan, buf *[]byte) (*
 		return nil, fmt.Errorf("tensor %q: %w", tp.Name, err)
 	}
 	return &tensor.Tensor{DType: tp.DType, Shape: append([]int(nil), tp.Shape...), Data: data}, nil
+}
+
+// keptInPlace reports whether the writer's memory for kept tensor name is the in-memory
+// reader's own (a caller that gives its input tensor as that output: Python's layer-by-layer
+// quantize()): the write then finds the bytes in place and copies nothing.
+func keptInPlace(r checkpoint.Reader, w checkpoint.Writer, name string) bool {
+	mc, ok := r.(*memCheckpoint)
+	mem, ok2 := w.(outputMemory)
+	if !ok || !ok2 {
+		return false
+	}
+	i, ok := mc.index[name]
+	return ok && sameMemory(mem.memory(name), mc.data[i])
 }
 
 // maxInflight is how many tensors may wait for the writer.

@@ -3,7 +3,11 @@ package quant
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
+	"runtime"
 	"sync"
+
+	"github.com/x448/float16"
 
 	"github.com/monoquant/monoquant/core/tensor"
 )
@@ -12,55 +16,100 @@ import (
 // nearest even like torch's .to(). Finite values that overflow are counted in Stats.Overflow and
 // become ±Inf, or with SaturateFloat16 the largest finite value (±65504, BF16 ±3.3895e38).
 func castFloat(dst []byte, src *tensor.Tensor, spec *Spec) (Stats, error) {
+	st, _, err := castFloatMeasured(dst, src, spec, false)
+	return st, err
+}
+
+// castFloatMeasured is castFloat that, with measure, also returns the Energy of src against the
+// cast values (non-finite inputs left out, as measure does), in the same pass.
+func castFloatMeasured(dst []byte, src *tensor.Tensor, spec *Spec, measure bool) (Stats, Energy, error) {
 	n := src.Len()
 	if len(dst) < 2*n {
-		return Stats{}, errShortOutput(len(dst), 2*n)
+		return Stats{}, Energy{}, errShortOutput(len(dst), 2*n)
 	}
 	st := Stats{FirstNonFinite: -1}
 	var mu sync.Mutex
 	bf16 := spec.Format == BFloat16
-	parallel(n, func(_, a, b int) {
+	shares := make([]Energy, runtime.GOMAXPROCS(0))
+	parallel(n, func(w, a, b int) {
 		local := Stats{FirstNonFinite: -1}
+		var acc normAcc
 		floats(src, a, b, func(base int, xs []float32) {
 			out := dst[2*base : 2*(base+len(xs))]
-			for i, x := range xs {
-				var h uint16
-				if bf16 {
-					h = tensor.Float32ToBF16(x)
-				} else {
-					h = tensor.Float32ToF16(x)
-				}
-				// An all-ones exponent in the output is the only sign of trouble: the input
-				// was NaN or ±Inf, or a finite value overflowed. Everything else needs no check.
-				if (bf16 && h&0x7F80 == 0x7F80) || (!bf16 && h&0x7C00 == 0x7C00) {
-					switch {
-					case !isFinite(x):
-						if local.NonFinite == 0 {
-							local.FirstNonFinite = base + i
-						}
-						local.NonFinite++
-					case spec.SaturateFloat16:
-						local.Overflow++
-						if bf16 {
-							h = h&0x8000 | 0x7F7F // ±3.3895314e38
-						} else {
-							h = h&0x8000 | 0x7BFF // ±65504
-						}
-					default:
-						local.Overflow++
+			i := 0
+			if haveHalfAVX2 && measure {
+				// Blocks of 8 in the vector kernel; a block with a NaN, an Inf or an overflow,
+				// and the tail, by the scalar rules below.
+				for whole := len(xs) &^ 7; i < whole; {
+					done, sig, noise := castMeasureHalfAVX2(&out[2*i], &xs[i], whole-i, bf16)
+					acc.ps += sig
+					acc.pn += noise
+					i += done
+					if i < whole {
+						castScalar(out[2*i:2*(i+8)], base+i, xs[i:i+8], bf16, spec.SaturateFloat16, &local, &acc, measure)
+						i += 8
 					}
 				}
-				binary.LittleEndian.PutUint16(out[2*i:], h)
 			}
+			castScalar(out[2*i:], base+i, xs[i:], bf16, spec.SaturateFloat16, &local, &acc, measure)
 		})
 		mu.Lock()
 		st.merge(local)
+		shares[w] = Energy{acc.ps, acc.pn}
 		mu.Unlock()
 	})
 	if st.NonFinite > 0 && spec.NonFinite != ClampNonFinite {
-		return st, nonFiniteErr(st)
+		return st, Energy{}, nonFiniteErr(st)
 	}
-	return st, nil
+	var en Energy
+	for _, s := range shares {
+		en.Signal += s.Signal
+		en.Noise += s.Noise
+	}
+	return st, en, nil
+}
+
+// castScalar casts xs (the values from index base on) into out, two bytes each, counting
+// non-finite inputs and overflows in local and, with measure, adding the error to acc.
+func castScalar(out []byte, base int, xs []float32, bf16, saturate bool, local *Stats, acc *normAcc, measure bool) {
+	for i, x := range xs {
+		var h uint16
+		if bf16 {
+			h = tensor.Float32ToBF16(x)
+		} else {
+			h = tensor.Float32ToF16(x)
+		}
+		// An all-ones exponent in the output is the only sign of trouble: the input
+		// was NaN or ±Inf, or a finite value overflowed. Everything else needs no check.
+		if (bf16 && h&0x7F80 == 0x7F80) || (!bf16 && h&0x7C00 == 0x7C00) {
+			switch {
+			case !isFinite(x):
+				if local.NonFinite == 0 {
+					local.FirstNonFinite = base + i
+				}
+				local.NonFinite++
+			case saturate:
+				local.Overflow++
+				if bf16 {
+					h = h&0x8000 | 0x7F7F // ±3.3895314e38
+				} else {
+					h = h&0x8000 | 0x7BFF // ±65504
+				}
+			default:
+				local.Overflow++
+			}
+		}
+		binary.LittleEndian.PutUint16(out[2*i:], h)
+		if measure {
+			var y float32
+			if bf16 {
+				y = math.Float32frombits(uint32(h) << 16)
+			} else {
+				y = float16.Frombits(h).Float32()
+			}
+			acc.add(base+i, x, y)
+		}
+	}
 }
 
 func errShortOutput(have, need int) error {

@@ -419,6 +419,11 @@ func quantize(dst []byte, src *tensor.Tensor, spec Spec, scale []float32, zp []i
 	}
 	var st Stats
 	if !spec.Format.IsInteger() {
+		if en != nil {
+			// One pass: the error is measured as each value is cast.
+			st, *en, err = castFloatMeasured(dst, src, &spec, true)
+			return st, err
+		}
 		st, err = castFloat(dst, src, &spec)
 	} else {
 		np := spec.NumParams(src.Shape)

@@ -15,3 +15,10 @@ func quantMeasure4AVX2(dst *byte, xs *float32, n int, inv, scale float32, loB, h
 //
 //go:noescape
 func energyAVX2(x, y *float32, n int) (sig, noise float64)
+
+// castMeasureHalfAVX2 casts xs[:n] (n a positive multiple of 8) to Float16 (or BFloat16) and
+// measures the error, stopping before the first block of 8 with a non-finite or overflowing
+// value: it returns how many it did; see quantrun_amd64.s.
+//
+//go:noescape
+func castMeasureHalfAVX2(dst *byte, xs *float32, n int, bf16 bool) (done int, sig, noise float64)

@@ -168,3 +168,82 @@ loope:
 
 	RESULT(sig+24(FP), noise+32(FP))
 	RET
+
+// func castMeasureHalfAVX2(dst *byte, xs *float32, n int, bf16 bool) (done int, sig, noise float64)
+//
+// Casts xs[:n] (n a positive multiple of 8) to IEEE half (VCVTPS2PH, round to nearest even,
+// as tensor.Float32ToF16) or, with bf16, to bfloat16 (x + 0x7FFF + bit 16 of x, the top half,
+// as tensor.Float32ToBF16), two little-endian bytes each, and measures Σx² and Σ(x − y)² in
+// float64 (y the half's value) as MEASURE does. It stops before the first block of 8 whose
+// output has an all-ones exponent (a NaN or ±Inf input, or a finite value that overflows) and
+// returns how many values it did, for the caller to cast that block with the scalar rules.
+TEXT ·castMeasureHalfAVX2(SB), NOSPLIT, $0-56
+	MOVQ dst+0(FP), DI
+	MOVQ xs+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVBQZX bf16+24(FP), R12
+	XORQ DX, DX
+	VXORPD Y6, Y6, Y6
+	VXORPD Y5, Y5, Y5
+	TESTQ R12, R12
+	JNZ  bfsetup
+	// X13: 0x7C00 in every word (the half exponent)
+	MOVL $0x7C00, AX
+	VMOVD AX, X13
+	VPBROADCASTW X13, X13
+
+loophalf:
+	CMPQ DX, CX
+	JGE  donehalf
+	VMOVUPS (SI)(DX*4), Y0
+	VCVTPS2PH $0, Y0, X1
+	VPAND X13, X1, X3
+	VPCMPEQW X13, X3, X3
+	VPTEST X3, X3
+	JNZ  donehalf
+	VMOVDQU X1, (DI)(DX*2)
+	VCVTPH2PS X1, Y2
+	MEASURE
+	ADDQ $8, DX
+	JMP  loophalf
+
+bfsetup:
+	// Y12: 1, Y11: 0x7FFF, Y10: 0xFFFF0000, Y9: 0x7F800000, in every int32
+	MOVL $1, AX
+	VMOVD AX, X12
+	VPBROADCASTD X12, Y12
+	MOVL $0x7FFF, AX
+	VMOVD AX, X11
+	VPBROADCASTD X11, Y11
+	MOVL $0xFFFF0000, AX
+	VMOVD AX, X10
+	VPBROADCASTD X10, Y10
+	MOVL $0x7F800000, AX
+	VMOVD AX, X9
+	VPBROADCASTD X9, Y9
+
+loopbf:
+	CMPQ DX, CX
+	JGE  donehalf
+	VMOVDQU (SI)(DX*4), Y0
+	VPSRLD $16, Y0, Y1
+	VPAND Y12, Y1, Y1
+	VPADDD Y11, Y1, Y1
+	VPADDD Y0, Y1, Y1
+	VPAND Y10, Y1, Y2
+	VPAND Y9, Y2, Y3
+	VPCMPEQD Y9, Y3, Y3
+	VPTEST Y3, Y3
+	JNZ  donehalf
+	VPSRLD $16, Y2, Y1
+	VEXTRACTI128 $1, Y1, X3
+	VPACKUSDW X3, X1, X1
+	VMOVDQU X1, (DI)(DX*2)
+	MEASURE
+	ADDQ $8, DX
+	JMP  loopbf
+
+donehalf:
+	MOVQ DX, done+32(FP)
+	RESULT(sig+40(FP), noise+48(FP))
+	RET

@@ -8,3 +8,8 @@ import "golang.org/x/sys/cpu"
 // multiply and add and the same integer clamp as grid.q, so the bytes they store are the scalar
 // loop's; their sums differ from a sequential float64 loop only in the order of additions.
 var haveQuantAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+
+// haveHalfAVX2 selects the vector Float16/BFloat16 cast-and-measure kernel (F16C's
+// round-to-nearest-even conversion, the same bits as tensor.Float32ToF16 for every finite value
+// that does not overflow; the rest goes through the scalar rules).
+var haveHalfAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C

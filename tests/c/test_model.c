@@ -975,6 +975,75 @@ static void test_quantize_into(void) {
     CHECK_RC(mq_model_free(m), MQ_OK);
 }
 
+/* mq_model_quantize_stream: the same bytes as mq_model_quantize, MQ_STREAM_WRITTEN for every
+ * input tensor in order (each output final when told), MQ_STREAM_RELEASED for each input once;
+ * the model is spent afterwards; a non-zero return cancels. */
+struct stream_seen {
+    int written, released, stop_at;
+    char order[16][64];
+};
+
+static int on_stream(int32_t event, const char* name, void* user) {
+    struct stream_seen* s = user;
+    if (event == MQ_STREAM_WRITTEN) {
+        if (s->written < 16) snprintf(s->order[s->written], sizeof s->order[0], "%s", name);
+        s->written++;
+    } else if (event == MQ_STREAM_RELEASED) {
+        s->released++;
+    }
+    return s->stop_at > 0 && s->written >= s->stop_at;
+}
+
+static void test_quantize_stream(void) {
+    mq_model_config cfg;
+    CHECK_RC(mq_model_config_init(&cfg), MQ_OK);
+    cfg.no_log = 1; /* the quantization is then the only reader: every tensor is given back during the call */
+    mq_model* m = build();
+    mq_model* ref = NULL;
+    CHECK_RC(mq_model_quantize(m, &cfg, NULL, NULL, &ref), MQ_OK);
+    size_t n = 0, nin = 0;
+    CHECK_RC(mq_model_tensor_count(ref, &n), MQ_OK);
+    CHECK_RC(mq_model_tensor_count(m, &nin), MQ_OK);
+    mq_output outs[16];
+    CHECK(n <= 16 && nin <= 16, "%zu outputs, %zu inputs", n, nin);
+    for (size_t i = 0; i < n && i < 16; i++) {
+        mq_tensor_info info;
+        CHECK_RC(mq_model_tensor_info(ref, i, &info), MQ_OK);
+        outs[i].name = info.name;
+        outs[i].nbytes = info.nbytes;
+        outs[i].data = calloc(1, info.nbytes ? info.nbytes : 1);
+    }
+    struct stream_seen seen = {0};
+    mq_model* q = NULL;
+    CHECK_RC(mq_model_quantize_stream(m, &cfg, NULL, &seen, outs, n, on_stream, &q), MQ_OK);
+    CHECK(seen.written == (int)nin, "MQ_STREAM_WRITTEN told %d tensors, the model has %zu", seen.written, nin);
+    CHECK(seen.released == (int)nin, "MQ_STREAM_RELEASED told %d tensors, the model has %zu", seen.released, nin);
+    mq_tensor_info info;
+    CHECK(seen.written > 0 && strcmp(seen.order[0], "fc.weight") == 0, "first tensor told: %s", seen.order[0]);
+    for (size_t i = 0; i < n && i < 16; i++) {
+        size_t got = 0;
+        void* want = read_tensor(ref, outs[i].name, &got);
+        CHECK(want && memcmp(outs[i].data, want, outs[i].nbytes) == 0, "stream output %s differs from mq_model_quantize's", outs[i].name);
+        free(want);
+    }
+    /* the float model may have been freed by the caller: only mq_model_free is left */
+    CHECK_RC(mq_model_tensor_info(m, 0, &info), MQ_EINVAL);
+    CHECK(strstr(mq_last_error(), "mq_model_quantize_stream") != NULL, "message: %s", mq_last_error());
+    CHECK_RC(mq_model_free(q), MQ_OK);
+    CHECK_RC(mq_model_free(m), MQ_OK);
+
+    /* a callback that says stop cancels the run: no model */
+    m = build();
+    struct stream_seen stop = {0};
+    stop.stop_at = 1;
+    q = (mq_model*)1;
+    CHECK_RC(mq_model_quantize_stream(m, &cfg, NULL, &stop, outs, n, on_stream, &q), MQ_ECANCELED);
+    CHECK(q == NULL && stop.written == 1, "canceled stream: model %p after %d events", (void*)q, stop.written);
+    CHECK_RC(mq_model_free(m), MQ_OK);
+    for (size_t i = 0; i < n && i < 16; i++) free(outs[i].data);
+    CHECK_RC(mq_model_free(ref), MQ_OK);
+}
+
 /* mq_model_open reads a quantized file lazily (the same tensors as mq_model_load), refuses a
  * float one; mq_model_set_config checks a caller's config against its tensors. */
 static void test_open_and_set_config(void) {
@@ -1035,6 +1104,7 @@ int main(void) {
     test_quantize(8);
     test_quantize(4);
     test_quantize_into();
+    test_quantize_stream();
     test_other_formats();
     test_static();
     test_outliers();

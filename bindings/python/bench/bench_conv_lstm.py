@@ -181,10 +181,10 @@ def peak_child(kind):
             m.half()
         elif kind == "bfloat16":
             m.bfloat16()
-        elif kind == "bits16":
-            q = monoquant.quantize(m, bits=16, progress=False, inplace=True)
-        elif kind == "bf16":
-            q = monoquant.quantize(m, dtype="bf16", progress=False, inplace=True)
+        elif kind in ("bits16", "bits16-nolog"):
+            q = monoquant.quantize(m, bits=16, progress=False, inplace=True, log=kind == "bits16")
+        elif kind in ("bf16", "bf16-nolog"):
+            q = monoquant.quantize(m, dtype="bf16", progress=False, inplace=True, log=kind == "bf16")
         elif kind in ("int8", "int8-inplace"):
             q = monoquant.quantize(m, bits=8, activations="none", progress=False, inplace=kind == "int8-inplace")
         elif kind in ("int8-layerwise", "fp16-layerwise"):

@@ -9,6 +9,11 @@
    weight-only; prefill (64 tokens) float vs INT8 dynamic vs torch.ao.
 3. Resident memory: RSS growth of a fresh process holding the Llama MLP in float, INT8
    weight-only and INT4 g128 weight-only (built layer by layer, float freed as it goes).
+4. Quantize-time peak and bits=16: time and peak RSS above the float Llama MLP of
+   monoquant.quantize() (INT8 weight-only, a copy and inplace; bits=16 and dtype=bf16 inplace,
+   with and without the run log) against model.half() / model.bfloat16(), each in a fresh
+   process (bench_conv_lstm.py --peak KIND), the reference and ours in turn, three rounds:
+   medians of the times, the largest peak.
 
 Times are medians over repeated calls after warm-up, the variants of a case interleaved call by call, with torch.set_num_threads(BENCH_THREADS).
 Prints a markdown table (pasted into BENCHMARKS.md, section "Quantized models at run time").
@@ -135,6 +140,7 @@ def main():
         rss_child(sys.argv[2])
         return
     rows = []
+    load0 = os.getloadavg()[0]
     torch.manual_seed(0)
 
     # 1. MiniLM-shaped encoder
@@ -186,8 +192,20 @@ def main():
         mem[kind] = json.loads(out.stdout.strip().splitlines()[-1])
     fb = mem["float"]["bytes"]
 
+    # 4. Quantize-time peak and bits=16, each in a fresh process, in turn, three rounds
+    peak_script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_conv_lstm.py")
+    kinds = ("int8", "int8-inplace", "half", "bits16", "bits16-nolog", "bfloat16", "bf16", "bf16-nolog")
+    runs = {k: [] for k in kinds}
+    for _ in range(3):
+        for kind in kinds:
+            out = subprocess.run([sys.executable, peak_script, "--peak", kind], capture_output=True, text=True, check=True)
+            runs[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    peak = {k: {"s": statistics.median(r["s"] for r in v), "peak": max(r["peak"] for r in v), "qbytes": v[0]["qbytes"]}
+            for k, v in runs.items()}
+
     print(f"torch {torch.__version__}, {THREADS} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-          f"quantized engine {torch.backends.quantized.engine}, {platform.machine()}")
+          f"quantized engine {torch.backends.quantized.engine}, {platform.machine()}, load average at the start {load0:.1f}, "
+          f"at the end {os.getloadavg()[0]:.1f}")
     print()
     print("| case | path | ms | x float | vs torch.ao | output |")
     print("|---|---|---|---|---|---|")
@@ -199,6 +217,21 @@ def main():
     for kind in ("float", "int8", "int4"):
         b = mem[kind]["bytes"]
         print(f"| {kind} | {b / 2**20:.0f} | {b / fb:.3f} | {mem[kind]['kernel']} |")
+    print()
+    print("| quantizing the Llama MLP (517 MiB float) | s | peak MiB above the float model | ratio | goal |")
+    print("|---|---|---|---|---|")
+    for k, label in (("int8", "quantize(bits=8, activations='none')"), ("int8-inplace", "the same, inplace=True")):
+        r = peak[k]
+        print(f"| {label} | {r['s']:.2f} | {r['peak'] / 2**20:.0f} | peak {r['peak'] / r['qbytes']:.2f}x the quantized size "
+              f"({r['qbytes'] / 2**20:.0f} MiB) | <= 1.2x |")
+    for ref, ours in (("half", "bits16"), ("half", "bits16-nolog"), ("bfloat16", "bf16"), ("bfloat16", "bf16-nolog")):
+        r, o = peak[ref], peak[ours]
+        label = ("quantize(bits=16, inplace=True)" if ours.startswith("bits16") else "quantize(dtype='bf16', inplace=True)") + \
+            (", log=False" if ours.endswith("nolog") else "")
+        if ours in ("bits16", "bf16"):
+            print(f"| model.{ref}() | {r['s']:.2f} | {r['peak'] / 2**20:.0f} | | |")
+        print(f"| {label} | {o['s']:.2f} | {o['peak'] / 2**20:.0f} | time {o['s'] / r['s']:.2f}x, peak {o['peak'] / max(r['peak'], 1):.2f}x "
+              f"model.{ref}() | <= 1.5x time, <= 1.2x memory |")
 
 
 if __name__ == "__main__":

@@ -487,6 +487,12 @@ _fn("mq_model_output_layout_json", [mq_model_p, POINTER(mq_model_config), c_void
 # int mq_model_quantize_into(mq_model* m, const mq_model_config* cfg, mq_progress_fn progress, void* user,
 #                            const mq_output* outputs, size_t n_outputs, mq_model** out);
 _fn("mq_model_quantize_into", [mq_model_p, POINTER(mq_model_config), mq_progress_fn, c_void_p, POINTER(mq_output), c_size_t, POINTER(mq_model_p)], c_int)
+# typedef int (*mq_stream_fn)(int32_t event, const char* name, void* user);
+mq_stream_fn = CFUNCTYPE(c_int, ctypes.c_int32, ctypes.c_char_p, c_void_p)
+MQ_STREAM_WRITTEN, MQ_STREAM_RELEASED = 1, 2
+# int mq_model_quantize_stream(mq_model* m, const mq_model_config* cfg, mq_progress_fn progress, void* user,
+#                              const mq_output* outputs, size_t n_outputs, mq_stream_fn on_event, mq_model** out);
+_fn("mq_model_quantize_stream", [mq_model_p, POINTER(mq_model_config), mq_progress_fn, c_void_p, POINTER(mq_output), c_size_t, mq_stream_fn, POINTER(mq_model_p)], c_int)
 # int mq_model_dequantize_layout_json(mq_model* m, char* buf, size_t cap, size_t* len);
 _fn("mq_model_dequantize_layout_json", [mq_model_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
 # int mq_model_dequantize_into(mq_model* m, const mq_output* outputs, size_t n_outputs, mq_model** out);

@@ -201,11 +201,18 @@ class ModelHandle(Handle):
     def __init__(self):
         super().__init__()
         self._borrowed = []  # tensors whose memory the native model points at
+        self._named = {}  # those added by add_tensor, by name (forget() lets go of one)
 
     def close(self):
         """Frees the native model, then lets go of the borrowed tensors. Safe twice."""
         super().close()
         self._borrowed = []
+        self._named = {}
+
+    def forget(self, name):
+        """Lets go of the tensor added as ``name``: only after the engine gave it back
+        (quantize_stream's "released"), since the native model points at its memory."""
+        self._named.pop(name, None)
 
     def __deepcopy__(self, memo):
         # Quantized models are read-only: copies of a module tree may share the snapshot.
@@ -246,7 +253,7 @@ class ModelHandle(Handle):
         if src.dtype not in _DTYPES.values():
             raise TypeError(f"{name}: dtype {src.dtype} cannot be stored (float, int8/16/32/64, uint8 and bool can)")
         ct = CTensor(src)
-        self._borrowed.append(src)
+        self._named[name] = src
         check(_lib.mq_model_add_tensor(self._h, _b(name), ct.ref), f"mq_model_add_tensor({name})")
 
     def set_module_type(self, path, class_name):
@@ -328,6 +335,43 @@ class ModelHandle(Handle):
         out._borrowed = list(outs.values())
         return out, outs
 
+    def quantize_stream(self, cfg, progress=None, written=None, released=None, on_outputs=None, in_place=()):
+        """quantize_into() telling, as it goes (mq_model_quantize_stream), ``written(name)``
+        once every output of input tensor ``name`` is in its tensor, and ``released(name)`` once
+        the engine reads that input no more (forget() may then let go of it). An exception in
+        either cancels the run and is re-raised here. ``on_outputs(outputs)`` is given the
+        output tensors (name → tensor, written as the run goes) before it starts. The tensors
+        named in ``in_place`` (kept ones: the engine writes them unchanged) are their own
+        output, so the engine finds their bytes in place and copies nothing. This handle is
+        spent afterwards: only close() is left."""
+        layout = self.output_layout(cfg)
+        arr, outs, keep = _outputs(layout, {n: self._named[n] for n in in_place if n in self._named})
+        if on_outputs is not None:
+            on_outputs(outs)
+        out = ModelHandle()
+        err = []
+        c_cb = progress_callback(progress, err)
+        calls = {_lib.MQ_STREAM_WRITTEN: written, _lib.MQ_STREAM_RELEASED: released}
+
+        def on_event(event, name, _user):
+            try:
+                fn = calls.get(event)
+                if fn is not None:
+                    fn(name.decode("utf-8"))
+                return 0
+            except BaseException as e:  # noqa: B902 (KeyboardInterrupt too: cancel cleanly)
+                err.append(e)
+                return 1
+
+        c_ev = _lib.mq_stream_fn(on_event)
+        st = _lib.mq_model_quantize_stream(self._h, cfg.ref, c_cb, None, arr, len(layout), c_ev, ctypes.byref(out._h))
+        if err:
+            out.close()
+            raise err[0]
+        check(st, "mq_model_quantize_stream")
+        out._borrowed = list(outs.values())
+        return out, outs
+
     def dequantize(self):
         out = ModelHandle()
         check(_lib.mq_model_dequantize(self._h, ctypes.byref(out._h)), "mq_model_dequantize")
@@ -388,14 +432,19 @@ class ModelHandle(Handle):
         return self._json(_lib.mq_model_report_json, "mq_model_report_json")
 
 
-def _outputs(layout):
+def _outputs(layout, reuse=None):
     """(mq_output array, OrderedDict name → new torch tensor, the name bytes to keep alive) for
-    a layout [(name, dtype, shape, nbytes)]."""
+    a layout [(name, dtype, shape, nbytes)]. ``reuse`` (name → tensor) gives tensors to use as
+    they are where they have the layout's dtype, shape and bytes (dense, on the CPU)."""
     outs = OrderedDict()
     arr = (_lib.mq_output * max(len(layout), 1))()
     names = []
+    reuse = reuse or {}
     for i, (name, dt, shape, nbytes) in enumerate(layout):
-        t = _empty_for(dt, shape, nbytes)
+        t = reuse.get(name)
+        if t is None or t.dtype != dt or tuple(t.shape) != tuple(shape) or t.numel() * t.element_size() != nbytes \
+                or t.device.type != "cpu" or not t.is_contiguous():
+            t = _empty_for(dt, shape, nbytes)
         outs[name] = t
         names.append(_b(name))
         arr[i].name = names[-1]

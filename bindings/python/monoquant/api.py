@@ -458,6 +458,11 @@ def quantize(model, bits=None, dynamic=None, calibration_data=None, scheme=None,
             name selects that module and everything below it; "*", "?" and "[...]" match whole
             dotted names ("classifier.*", "*.lm_head").
         inplace: replace the layers of ``model`` itself instead of returning a quantized copy.
+            The layers are replaced one by one during the run and each float weight is freed
+            as soon as the engine is done with it, so the run adds about one layer's quantized
+            form to the model's memory (docs/STREAMING.md). Runs with calibration data, folding
+            or tied weights build every layer at the end instead. If such a run fails part way,
+            the layers written so far stay quantized.
         progress: None (a bar on stderr when it is a terminal), True/False, or a callable
             ``progress(done, total, name)``.
         max_calibration_batches: stop calibrating after this many batches.
@@ -565,15 +570,26 @@ def _quantize_module(model, cfg, calibration_data, inplace, progress, max_calibr
                 m.set_hessian(name, h.h)
         with Progress(progress, len(sd)) as bar:
             names = list(sd)
+            tick = lambda done, total: bar.update(done, total, names[done - 1] if 0 < done <= len(names) else "")  # noqa: E731
             # The engine writes the results into tensors torch allocated (no copy on the way out).
-            q, outputs = m.quantize_into(cfg, lambda done, total: bar.update(done, total, names[done - 1] if 0 < done <= len(names) else ""))
+            root = any(ld["name"] == "" for ld in plan_dict["layers"])  # the model is the layer: nothing to swap into
+            if inplace and calibration_data is None and not folded and not tied and not hessians and not root:
+                # Layer by layer: each quantized layer is swapped in as soon as its tensors are
+                # written, and its float weight let go of as soon as the engine gives it back.
+                q, outputs, built = _quantize_streaming(model, m, cfg, plan_dict, sd, tick)
+            else:
+                q, outputs = m.quantize_into(cfg, tick)
+                built = set()
+        del sd
     from .files import attach_file_state
 
     try:
         metadata = q.metadata()
         config = json.loads(metadata["monoquant"])
         order = [n for n, *_ in q.infos()]
-        stored = stored_names(config)
+        # the stored tensors of the layers not built yet (the streamed ones hold theirs)
+        rest = dict(config, tensors={k: v for k, v in config.get("tensors", {}).items() if v.get("layer", "") not in built})
+        stored = stored_names(rest)
         tensors = OrderedDict((k, v) for k, v in outputs.items() if k in stored)
         # the folded weight and bias of each folded layer (kept in float when the layer is
         # skipped; a new bias when it had none), from the engine's result if not written out
@@ -586,7 +602,8 @@ def _quantize_module(model, cfg, calibration_data, inplace, progress, max_calibr
     if tied:
         # the engine stored each group once (config "aliases", its decision); name the groups too
         rep["tied"] = [list(g) for g in tied]
-    out = build_quantized(model, tensors, config, strict=False, inplace=inplace)
+    del outputs  # the layers take their tensors from `tensors` (consume): nothing else holds them
+    out = build_quantized(model, tensors, rest, strict=False, inplace=inplace, consume=True)
     attach_file_state(out, config, metadata, order)
     _warn(rep, stacklevel=3)
     if rep.get("log_warning"):
@@ -596,6 +613,63 @@ def _quantize_module(model, cfg, calibration_data, inplace, progress, max_calibr
     if validate is not None:
         rep["model_validation"] = validate_model(model, out, validate)
     return out
+
+
+def _quantize_streaming(model, m, cfg, plan_dict, sd, progress):
+    """quantize(inplace=True) without holding the whole model twice: the engine
+    (mq_model_quantize_stream) tells when a tensor's outputs are written and when it gives a
+    float tensor back; each layer is built and swapped into ``model`` once its quantized
+    tensors are written, and each float weight is let go of (here and by the engine's handle)
+    once the engine gave it back and its layer is replaced, so it is freed then. The layers
+    are built from the plan's config entries (without calibration the run stores the same).
+    Returns (the engine's quantized handle, its outputs, the layers built)."""
+    import gc
+
+    from .files import build_quantized, stored_names
+
+    # Cyclic garbage can hold layers of the model (a torch.fx trace of it, as fold=True makes,
+    # keeps them in a cycle with its tracer): collect it, or their float weights outlive them.
+    gc.collect(1)  # young objects only: what this call made (a full collection can take 0.3 s)
+    tcs = (plan_dict.get("config") or {}).get("tensors", {})
+    layers = {}
+    for name, tc in tcs.items():
+        layers.setdefault(tc.get("layer", ""), set()).add(name)
+    waiting = {layer: set(names) for layer, names in layers.items()}
+    built, given_back = set(), set()
+    state = {}
+
+    def let_go(name):
+        sd.pop(name, None)
+        m.forget(name)
+
+    def written(name):
+        layer = tcs.get(name, {}).get("layer", "")
+        if name not in tcs or layer not in waiting:
+            return
+        waiting[layer].discard(name)
+        if waiting[layer]:
+            return
+        del waiting[layer]
+        part = {n: tcs[n] for n in layers[layer]}
+        outs = state["outputs"]
+        build_quantized(model, {k: outs[k] for k in stored_names({"tensors": part}) if k in outs}, {"tensors": part},
+                        strict=False, inplace=True, consume=True)
+        built.add(layer)
+        for n in layers[layer] & given_back:
+            let_go(n)
+
+    def released(name):
+        given_back.add(name)
+        if name in tcs and tcs[name].get("layer", "") in built:
+            let_go(name)
+
+    def layout_ready(outputs):
+        state["outputs"] = outputs
+
+    # The tensors kept as they are go out as themselves: the engine copies none of them.
+    kept = [t["name"] for t in plan_dict.get("tensors", []) if t.get("action") == "keep"]
+    q, outputs = m.quantize_stream(cfg, progress, written, released, on_outputs=layout_ready, in_place=kept)
+    return q, outputs, built
 
 
 def _float_outputs(y):
