@@ -13,6 +13,8 @@ other options, and the engine quantizes the folded weights. What needs the live 
   too when the layer is a QuantizedConv2d (it then runs the ReLU inside its int8 convolution).
 """
 
+import threading
+
 import torch
 import torch.nn as nn
 
@@ -58,9 +60,16 @@ def _sequential_pairs(model, uses):
     return out
 
 
+# torch.fx patches nn.Module.__call__ and __getattr__ class-wide while it traces, so two traces
+# at once in one process (quantize() called from several threads) break each other: monoquant
+# traces one model at a time.
+TRACE_LOCK = threading.Lock()
+
+
 def _trace(model):
     try:
-        return torch.fx.symbolic_trace(model)
+        with TRACE_LOCK:
+            return torch.fx.symbolic_trace(model)
     except Exception:  # noqa: BLE001 - models fx cannot trace are folded by nn.Sequential only
         return None
 
@@ -92,6 +101,9 @@ def _fx_edges(gm):
 def find_pairs(model):
     """The Conv-BN(-ReLU) triples of ``model`` found automatically: [(layer, norm, relu or
     None)], module names as in ``named_modules()``."""
+    norms = tuple(n for _, n in _NORM_OF)
+    if not any(isinstance(m, norms) for m in model.modules()):
+        return []  # nothing to fold: no need to trace the model
     uses = _uses(model)
     found = {(l, n): r for l, n, r in _sequential_pairs(model, uses)}
     gm = _trace(model)

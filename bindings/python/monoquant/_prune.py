@@ -33,8 +33,11 @@ def coupled_layers(model):
     """The pairs (first, second) of layer names whose hidden units can be removed together:
     the first layer's output reaches only the second layer, through element-wise activations
     (found by tracing the model with torch.fx). A model fx cannot trace has none (returns [])."""
+    from ._fold import TRACE_LOCK
+
     try:
-        gm = torch.fx.symbolic_trace(model)
+        with TRACE_LOCK:
+            gm = torch.fx.symbolic_trace(model)
     except Exception:
         return []
     mods = dict(gm.named_modules())
