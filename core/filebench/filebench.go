@@ -48,11 +48,18 @@ const (
 	LoadTime   = "load_seconds"
 )
 
-// ErrBench marks a bad request or files that cannot be compared (the message says why).
-var ErrBench = errors.New("bench")
+// ErrBench marks files that cannot be compared, ErrOption a bad option (the message says why).
+var (
+	ErrBench  = errors.New("bench")
+	ErrOption = errors.New("bench option")
+)
 
 func fail(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrBench, fmt.Sprintf(format, args...))
+}
+
+func badOption(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrOption, fmt.Sprintf(format, args...))
 }
 
 // Candidate is a quantized checkpoint to compare, under a name.
@@ -139,20 +146,20 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	switch {
 	case o.Objective != OutputSQNR && o.Objective != LoadTime:
-		return nil, fail("objective %q is not %s or %s", o.Objective, OutputSQNR, LoadTime)
+		return nil, badOption("objective %q is not %s or %s", o.Objective, OutputSQNR, LoadTime)
 	case len(o.Candidates) < 2:
-		return nil, fail("want at least two candidates, got %d", len(o.Candidates))
+		return nil, badOption("want at least two candidates, got %d", len(o.Candidates))
 	case len(o.Candidates) > MaxCandidates:
-		return nil, fail("%d candidates, at most %d", len(o.Candidates), MaxCandidates)
+		return nil, badOption("%d candidates, at most %d", len(o.Candidates), MaxCandidates)
 	case o.Samples < 2 || o.Samples > MaxSamples:
-		return nil, fail("samples %d is not in [2, %d]", o.Samples, MaxSamples)
+		return nil, badOption("samples %d is not in [2, %d]", o.Samples, MaxSamples)
 	case o.Repeats < 3 || o.Repeats > MaxRepeats:
-		return nil, fail("repeats %d is not in [3, %d]", o.Repeats, MaxRepeats)
+		return nil, badOption("repeats %d is not in [3, %d]", o.Repeats, MaxRepeats)
 	}
 	seen := map[string]bool{}
 	for _, c := range o.Candidates {
 		if seen[c.Name] {
-			return nil, fail("two candidates are named %q", c.Name)
+			return nil, badOption("two candidates are named %q", c.Name)
 		}
 		seen[c.Name] = true
 	}
@@ -522,6 +529,9 @@ func decide(o Options, res *Result) error {
 		return out
 	}
 	var err error
+	if o.Boot != 0 && (o.Boot < 100 || o.Boot > abtest.MaxBoot) {
+		return badOption("boot %d is not in [100, %d]", o.Boot, abtest.MaxBoot)
+	}
 	res.Load, err = abtest.Compare(abtest.Request{Objective: "load time", Stat: abtest.Median, Goal: abtest.Min, Seed: o.Seed, Boot: o.Boot,
 		Samples: samples(func(c *CandidateResult) []float64 { return c.LoadSeconds })})
 	if err != nil {
