@@ -905,6 +905,14 @@ MQ_API int mq_prune_units(const mq_tensor* w1, const mq_tensor* b1, const mq_ten
  * same answer. Buffer convention as mq_model_metadata_json. MQ_EINVAL for a NULL request or len,
  * or a request that cannot be decided (the message names the key or candidate). */
 MQ_API int mq_abtest_json(const char* request_json, char* buf, size_t cap, size_t* len);
+
+/* The layers of a search space for a plan (plan_json: a plan as mq_model_plan_json or
+ * mq_plan_file_json gives it): one per layer with a tensor the plan quantizes, in plan order,
+ * {"name", "params" (its quantized weights' count), "row" (the greatest common divisor of their
+ * row lengths)} — the "layers" of mq_search_new's space. Buffer convention as
+ * mq_model_metadata_json. MQ_EINVAL for NULL arguments, a plan that is not JSON or one that
+ * quantizes nothing. */
+MQ_API int mq_search_layers_json(const char* plan_json, char* buf, size_t cap, size_t* len);
 /* ==================================================================================================
  * Run log
  *

@@ -158,22 +158,13 @@ class SearchResults(list):
 
 
 def _space_layers(model):
-    """The layers the engine would quantize by default, with their weight counts and row lengths."""
+    """The layers the engine would quantize by default, with their weight counts and row lengths
+    (the engine's rule: mq_search_layers_json over the plan)."""
     p = plan(model).to_dict()
-    layers = {}
-    for t in p["tensors"]:
-        if t.get("action") != "quantize":
-            continue
-        shape = t["shape"]
-        row = int(math.prod(shape[1:]))
-        l = layers.setdefault(t["layer"], {"name": t["layer"], "params": 0, "row": 0})
-        # A layer of several weights (an LSTM's): a group size must divide every row.
-        l["params"] += int(math.prod(shape))
-        l["row"] = math.gcd(l["row"], row)
-    layers = list(layers.values())
-    if not layers:
-        raise ValueError("search: the engine finds no layer to quantize in this model")
-    return layers
+    try:
+        return _json_call(_lib.mq_search_layers_json, (json.dumps(p).encode(),), "search")
+    except ValueError as e:
+        raise ValueError("search: the engine finds no layer to quantize in this model") from e
 
 
 def _prune_space(model, prune, layers, space):
