@@ -82,6 +82,16 @@ type Options struct {
 	Seed      uint64 // random inputs, the order of the rounds, the bootstrap
 	Boot      int    // 0: abtest's default
 	Objective string // OutputSQNR (default) or LoadTime
+	// Tensors compared besides those a candidate quantized (a candidate that keeps one in
+	// float compares its stored values): a search scores every candidate over the same layers.
+	Tensors []Tensor
+}
+
+// Tensor names a weight and its layer.
+type Tensor struct {
+	Name      string `json:"name"`
+	Layer     string `json:"layer"`
+	LayerType string `json:"layer_type"`
 }
 
 // Layer is one quantized tensor of a candidate, against the reference.
@@ -135,9 +145,6 @@ type side struct {
 
 // Run measures the candidates and decides. ctx stops it between blocks.
 func Run(ctx context.Context, o Options) (*Result, error) {
-	if o.Samples == 0 {
-		o.Samples = DefaultSamples
-	}
 	if o.Repeats == 0 {
 		o.Repeats = DefaultRepeats
 	}
@@ -149,12 +156,41 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, badOption("objective %q is not %s or %s", o.Objective, OutputSQNR, LoadTime)
 	case len(o.Candidates) < 2:
 		return nil, badOption("want at least two candidates, got %d", len(o.Candidates))
+	case o.Repeats < 3 || o.Repeats > MaxRepeats:
+		return nil, badOption("repeats %d is not in [3, %d]", o.Repeats, MaxRepeats)
+	}
+	res, err := measure(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := timeLoads(ctx, o, res, rand.New(rand.NewPCG(o.Seed, 0x74696d65))); err != nil { // "time"
+		return nil, err
+	}
+	return res, decide(o, res)
+}
+
+// Measure measures one or more candidates (size, weight and output SQNR; no timing, no
+// decision): what a search scores a candidate by.
+func Measure(ctx context.Context, o Options) ([]CandidateResult, error) {
+	if len(o.Candidates) < 1 {
+		return nil, badOption("no candidate to measure")
+	}
+	res, err := measure(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	return res.Candidates, nil
+}
+
+func measure(ctx context.Context, o Options) (*Result, error) {
+	if o.Samples == 0 {
+		o.Samples = DefaultSamples
+	}
+	switch {
 	case len(o.Candidates) > MaxCandidates:
 		return nil, badOption("%d candidates, at most %d", len(o.Candidates), MaxCandidates)
 	case o.Samples < 2 || o.Samples > MaxSamples:
 		return nil, badOption("samples %d is not in [2, %d]", o.Samples, MaxSamples)
-	case o.Repeats < 3 || o.Repeats > MaxRepeats:
-		return nil, badOption("repeats %d is not in [3, %d]", o.Repeats, MaxRepeats)
 	}
 	seen := map[string]bool{}
 	for _, c := range o.Candidates {
@@ -184,8 +220,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}()
 	res := &Result{Reference: o.Reference, Inputs: "random", Samples: o.Samples, Repeats: o.Repeats, Seed: o.Seed, Objective: o.Objective}
-	// The tensors in play: every tensor some candidate quantized, in the reference's order.
-	inPlay := map[string]*model.TensorConfig{}
+	// The tensors in play: every tensor some candidate quantized, and those asked for, in the
+	// reference's order.
+	inPlay := map[string]Tensor{}
+	for _, t := range o.Tensors {
+		inPlay[t.Name] = t
+	}
 	for i, c := range o.Candidates {
 		s, err := openSide(c)
 		if err != nil {
@@ -194,7 +234,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		sides[i] = s
 		for name, tc := range s.cfg.Tensors {
 			if _, ok := inPlay[name]; !ok {
-				inPlay[name] = tc
+				inPlay[name] = Tensor{Name: name, Layer: tc.Layer, LayerType: tc.LayerType}
 			}
 		}
 		cr := CandidateResult{Name: c.Name, Path: c.Path, Layers: []Layer{}}
@@ -204,10 +244,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		cr.FileBytes = convert.FileBytes(s.r, c.Path)
 		res.Candidates = append(res.Candidates, cr)
 	}
-	var names []string
+	var names []Tensor
 	for _, e := range ref.Entries() {
-		if _, ok := inPlay[e.Name]; ok {
-			names = append(names, e.Name)
+		if t, ok := inPlay[e.Name]; ok {
+			names = append(names, t)
 			delete(inPlay, e.Name)
 		}
 	}
@@ -234,8 +274,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	weight := make([]blocks.Energy, k)
 	output := make([]blocks.Energy, k)
-	for _, name := range names {
-		ran, err := benchTensor(ctx, ref, refEnt[name], sides, inputs, res, rng, weight, output, sig, noise)
+	for _, t := range names {
+		ran, err := benchTensor(ctx, ref, refEnt[t.Name], t, sides, inputs, res, rng, weight, output, sig, noise)
 		if err != nil {
 			return nil, err
 		}
@@ -255,10 +295,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			}
 		}
 	}
-	if err := timeLoads(ctx, o, res, rng); err != nil {
-		return nil, err
-	}
-	return res, decide(o, res)
+	return res, nil
 }
 
 func capped(db float64) float64 {
@@ -358,18 +395,11 @@ var block = 1 << 20
 
 // benchTensor measures one tensor of every candidate: the weight SQNR and, for a Linear or
 // Conv2d weight with an input, the layer's outputs per sample. It reports whether it ran.
-func benchTensor(ctx context.Context, ref checkpoint.Reader, info tensor.Info, sides []*side, inputs checkpoint.Reader, res *Result,
+func benchTensor(ctx context.Context, ref checkpoint.Reader, info tensor.Info, tc Tensor, sides []*side, inputs checkpoint.Reader, res *Result,
 	rng *rand.Rand, weight, output []blocks.Energy, sig, noise [][]float64) (bool, error) {
 	name := info.Name
 	if !info.DType.IsFloat() {
 		return false, fail("reference tensor %q is %v, not a float tensor", name, info.DType)
-	}
-	var tc *model.TensorConfig
-	for _, s := range sides {
-		if t, ok := s.cfg.Tensors[name]; ok {
-			tc = t
-			break
-		}
 	}
 	src, err := blocks.Open(ref, info)
 	if err != nil {
@@ -398,7 +428,13 @@ func benchTensor(ctx context.Context, ref checkpoint.Reader, info tensor.Info, s
 	if len(info.Shape) > 0 {
 		rows, rowLen = info.Shape[0], tensor.NumElements(info.Shape[1:])
 	}
-	lr, err := newLayerRun(ref, inputs, info, tc, res.Samples, rng)
+	axis1 := false // GPT-2's Conv1D: the weight stored [in, out]
+	for _, s := range sides {
+		if t, ok := s.cfg.Tensors[name]; ok && t.Axis == 1 && t.LayerType == "linear" {
+			axis1 = true
+		}
+	}
+	lr, err := newLayerRun(ref, inputs, info, tc, res.Samples, axis1, rng)
 	if err != nil {
 		return false, err
 	}
@@ -568,7 +604,7 @@ type layerRun struct {
 	bias   []float32
 }
 
-func newLayerRun(ref, inputs checkpoint.Reader, info tensor.Info, tc *model.TensorConfig, samples int, rng *rand.Rand) (*layerRun, error) {
+func newLayerRun(ref, inputs checkpoint.Reader, info tensor.Info, tc Tensor, samples int, axis1 bool, rng *rand.Rand) (*layerRun, error) {
 	l := &layerRun{}
 	switch {
 	case tc.LayerType == "linear" && len(info.Shape) == 2:
@@ -587,7 +623,7 @@ func newLayerRun(ref, inputs checkpoint.Reader, info tensor.Info, tc *model.Tens
 			l.x = randn(rng, tensor.NumElements(l.xs[:]))
 		}
 	} else {
-		if l.linear && tc.Axis == 1 {
+		if l.linear && axis1 {
 			return nil, nil // GPT-2's Conv1D stores [in, out]: its input is not the file's row length
 		}
 		key := ""

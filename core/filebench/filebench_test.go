@@ -184,3 +184,34 @@ func TestBenchBadInput(t *testing.T) {
 		t.Errorf("canceled: %v", err)
 	}
 }
+
+// Measure over a fixed set of tensors: a candidate that keeps three of the four layers in float
+// is scored over all four (their stored weights, no noise), as a search compares candidates.
+func TestMeasureOverGivenTensors(t *testing.T) {
+	dir := t.TempDir()
+	one := quantized(t, dir, "one", `{"rules": [{"match": "classifier.1", "bits": 4, "group_size": 32}, {"match": "*", "skip": true}]}`)
+	alone, err := Measure(context.Background(), Options{Reference: digits, Candidates: []Candidate{{"one", one}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []Tensor
+	for _, l := range []struct{ n, typ string }{{"features.0", "conv2d"}, {"features.2", "conv2d"}, {"classifier.1", "linear"}, {"classifier.3", "linear"}} {
+		all = append(all, Tensor{Name: l.n + ".weight", Layer: l.n, LayerType: l.typ})
+	}
+	over, err := Measure(context.Background(), Options{Reference: digits, Candidates: []Candidate{{"one", one}}, Tensors: all})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(alone[0].Layers) != 1 || len(over[0].Layers) != 4 {
+		t.Fatalf("layers %d and %d, want 1 and 4", len(alone[0].Layers), len(over[0].Layers))
+	}
+	// Same noise, more signal: a higher SQNR; the float layers are exact.
+	if !(over[0].WeightSQNR > alone[0].WeightSQNR && over[0].OutputSQNR > alone[0].OutputSQNR) {
+		t.Errorf("over all layers weight %v / output %v, alone %v / %v: want higher", over[0].WeightSQNR, over[0].OutputSQNR, alone[0].WeightSQNR, alone[0].OutputSQNR)
+	}
+	for _, l := range over[0].Layers {
+		if (l.Format == "float") != (l.Layer != "classifier.1") || (l.Format == "float" && !math.IsInf(float64(l.WeightSQNR), 1)) {
+			t.Errorf("layer %+v", l)
+		}
+	}
+}
