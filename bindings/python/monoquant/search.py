@@ -478,8 +478,11 @@ def benchmark(model, candidates, data, metric=None, repeats=30, seed=0, n_boot=2
 
     Args:
         model: the float model.
-        candidates: ``{name: recipe}`` (a recipe as ``quantize`` takes it, a SearchResult, or
-            None for the float model itself), or a list (named "A", "B", ...).
+        candidates: ``{name: recipe}`` (a recipe as ``quantize`` takes it, a SearchResult, a
+            logged run — a ``Run`` from ``monoquant.run(id)`` or the string "run:ID": the
+            resolved recipe it applied, every default filled in (``run.settings["recipe"]``),
+            quantized from ``model`` — or None for the float model itself), or a list (named
+            "A", "B", ...).
         data: the input (tensor, tuple of positional arguments or dict).
         metric: optional ``metric(qmodel)`` -> a number, or a 1-D tensor/list of per-sample
             scores (then its mean gets a bootstrap CI). Per-sample scores of the same length are
@@ -520,6 +523,7 @@ def benchmark(model, candidates, data, metric=None, repeats=30, seed=0, n_boot=2
     for name, rec in candidates.items():
         if isinstance(rec, SearchResult):
             rec = rec.recipe
+        rec = _run_recipe(name, rec)
         if rec is None:
             models[name] = model
             sizes[name] = sum(t.numel() * t.element_size() for t in model.state_dict().values())
@@ -578,6 +582,23 @@ def benchmark(model, candidates, data, metric=None, repeats=30, seed=0, n_boot=2
         rows.append(row)
     d = latency if objective == "latency" else metric_d
     return BenchmarkResult(rows, d["winner"] or None, d["verdict"], decision=d, memory_method=method)
+
+
+def _run_recipe(name, rec):
+    """A logged run (a ``Run`` or "run:ID") as the resolved recipe it applied; anything else as
+    it is."""
+    if isinstance(rec, str) and rec.startswith("run:"):
+        try:
+            run_id = int(rec[4:])
+        except ValueError:
+            raise ValueError(f"benchmark: candidate {name!r}: {rec!r} is not run:ID") from None
+        rec = _runlog.run(run_id)
+    if isinstance(rec, _runlog.Run):
+        recipe = (rec.settings or {}).get("recipe")
+        if not recipe:
+            raise ValueError(f"benchmark: candidate {name!r}: run {rec.id} ({rec.entry_point}) stores no recipe")
+        return recipe
+    return rec
 
 
 #: Forward runs of each candidate while its peak memory is measured.

@@ -338,3 +338,29 @@ def test_benchmark_memory_needs_an_importable_model():
     model = Local()
     with pytest.raises((TypeError, RuntimeError), match="peak memory .* fresh process"):
         monoquant.benchmark(model, {"float": None, "int8": {"rules": [{"match": "*", "bits": 8}]}}, torch.randn(2, 64), repeats=3)
+
+
+def test_benchmark_logged_runs(tmp_path, monkeypatch):
+    """A logged run is a candidate: the resolved recipe it applied, quantized again from the
+    model, gives the run's size and outputs; "run:ID" names one; a run id the log lacks is an
+    error naming it."""
+    monkeypatch.setenv("MONOQUANT_HOME", str(tmp_path))
+    monkeypatch.setenv("MONOQUANT_LOG", "1")
+    torch.manual_seed(0)
+    model = Wide().eval()
+    mixed = {"rules": [{"match": "fc1", "bits": 4, "group_size": 64}, {"match": "*", "bits": 8}]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", monoquant.MonoquantWarning)
+        q = monoquant.quantize(model, recipe=mixed, progress=False)
+    run = monoquant.runs()[-1]
+    x = torch.randn(8, 1024)
+    same = lambda m: (m(x) - q(x)).abs().flatten()  # noqa: E731: 0 for q's own recipe, per output
+    r = monoquant.benchmark(model, {"recipe": mixed, "run": run, "by id": f"run:{run.id}", "int8": {"rules": [{"match": "*", "bits": 8}]}},
+                            x, metric=same, repeats=3, memory=False)
+    rows = {row["name"]: row for row in r.rows}
+    assert rows["run"]["size"] == rows["recipe"]["size"] == rows["by id"]["size"] == run.results["total_bytes_after"]
+    assert rows["run"]["metric"] == rows["by id"]["metric"] == 0.0 and rows["int8"]["metric"] > 0
+    with pytest.raises(ValueError, match="run 999"):
+        monoquant.benchmark(model, {"a": "run:999", "b": None}, x, repeats=3, memory=False)
+    with pytest.raises(ValueError, match="is not run:ID"):
+        monoquant.benchmark(model, {"a": "run:x", "b": None}, x, repeats=3, memory=False)
