@@ -5,11 +5,7 @@ package main
 */
 import "C"
 
-import (
-	"encoding/json"
-
-	"github.com/monoquant/monoquant/core/abtest"
-)
+import "github.com/monoquant/monoquant/core/abtest"
 
 //export mq_abtest_json
 func mq_abtest_json(request *C.mq_cchar, buf *C.char, cap C.size_t, length *C.size_t) (rc C.int) {
@@ -29,9 +25,5 @@ func mq_abtest_json(request *C.mq_cchar, buf *C.char, cap C.size_t, length *C.si
 	if err != nil {
 		return mapErr(fail(mqEINVAL, "mq_abtest_json: %v", err), mqEINVAL)
 	}
-	out, err := json.Marshal(d)
-	if err != nil {
-		return mapErr(fail(mqEINTERNAL, "mq_abtest_json: %v", err), mqEINTERNAL)
-	}
-	return mapErr(copyJSON(out, buf, cap, length), mqEINVAL)
+	return writeJSON("mq_abtest_json", d, buf, cap, length)
 }

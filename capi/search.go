@@ -216,9 +216,5 @@ func mq_search_layers_json(planJSON *C.mq_cchar, buf *C.char, cap C.size_t, leng
 	if err != nil {
 		return searchErr(err)
 	}
-	out, err := json.Marshal(layers)
-	if err != nil {
-		return mapErr(fail(mqEINTERNAL, "mq_search_layers_json: %v", err), mqEINTERNAL)
-	}
-	return mapErr(copyJSON(out, buf, cap, length), mqEINVAL)
+	return writeJSON("mq_search_layers_json", layers, buf, cap, length)
 }
