@@ -2,13 +2,17 @@
 
 Run as ``python -m monoquant._memory MODEL DATA RUNS THREADS``: it loads the inputs (``DATA``,
 ``torch.save``d) and a first copy of the model (``torch.save``d, the candidate as ``benchmark``
-built it), runs that copy once and keeps it, reads the process's resident set size
-(``VmRSS``: the baseline), loads a second copy, resets the kernel's resident high-water mark
-(``/proc/self/clear_refs`` ← 5, Linux), runs the second copy ``RUNS`` times on the inputs and
-prints one JSON line: ``{"peak": VmHWM - baseline, "resident": VmRSS after loading - baseline,
-"method": ...}`` in bytes. The peak is what one more instance of the candidate costs a process
-that already runs one: its weights as it holds them, plus its forward's activations and
-workspaces; the once-per-process costs (imports, kernel initialisation) are in the baseline.
+built it), runs that copy once and keeps it, reads the process's anonymous resident memory
+(``RssAnon``: the baseline), loads a second copy and reads it again (``resident``: what the
+copy holds), resets the kernel's resident high-water mark (``/proc/self/clear_refs`` ← 5,
+Linux), runs the second copy ``RUNS`` times on the inputs and prints one JSON line:
+``{"peak": resident + (VmHWM - VmRSS at the reset), "resident": ..., "method": ...}`` in bytes.
+The peak is what one more instance of the candidate costs a process that already runs one: its
+weights as it holds them, plus its forward's activations and workspaces; the once-per-process
+costs (imports, kernel initialisation) are in the baseline. The held part counts anonymous
+pages only: file pages (the libraries' code) that the kernel drops and maps again under another
+process's memory pressure would otherwise move the difference; the rise during the runs is
+measured over the runs alone.
 
 Why a fresh process and the kernel's counters: torch's CPU allocator takes large blocks from
 ``mmap`` and gives them back when freed, small ones from malloc arenas that keep them; a process
@@ -82,22 +86,27 @@ def main(argv):
     _forward(warm, data)
     gc.collect()
     _trim()
-    base = _status("VmRSS")
-    method = "VmHWM while running a second copy (reset after loading it), minus VmRSS before loading it"
-    if base is None:
-        base, method = _maxrss(), "ru_maxrss (loading included) minus the one before"
+    base = _status("RssAnon")
+    if base is None:  # not Linux: the process's maximum resident size, loading included
+        base = _maxrss()
+        model = torch.load(model_path, weights_only=False)
+        model.eval()
+        for _ in range(runs):
+            _forward(model, data)
+        print(json.dumps({"peak": _maxrss() - base, "resident": None, "method": "ru_maxrss (loading included) minus the one before"}))
+        return
     model = torch.load(model_path, weights_only=False)
     model.eval()
     gc.collect()
-    resident = _status("VmRSS")
-    if resident is not None and not _reset_high_water():
-        method = "VmHWM (loading included) minus VmRSS before loading a second copy"
+    resident = _status("RssAnon") - base
+    method = "RssAnon held after loading a second copy, plus the rise of VmHWM (reset then) while it runs"
+    if not _reset_high_water():
+        method = "RssAnon held after loading a second copy, plus the rise of VmHWM while it runs (not reset: loading included)"
+    start = _status("VmRSS")
     for _ in range(runs):
         _forward(model, data)
-    peak = _status("VmHWM")
-    if peak is None:
-        peak = _maxrss()
-    print(json.dumps({"peak": peak - base, "resident": None if resident is None else resident - base, "method": method}))
+    rise = max(0, _status("VmHWM") - start)
+    print(json.dumps({"peak": resident + rise, "resident": resident, "method": method}))
 
 
 if __name__ == "__main__":

@@ -494,15 +494,15 @@ def benchmark(model, candidates, data, metric=None, repeats=30, seed=0, n_boot=2
             per-sample scores).
         memory: measure each candidate's peak memory (below); False skips it.
 
-    Peak memory: each candidate is saved (``torch.save``) and loaded in a fresh Python process,
-    which runs it three times on ``data``; ``peak_memory`` is the process's resident high-water
-    mark then (Linux ``VmHWM``, reset after loading) minus its resident size before loading the
-    candidate (with torch, monoquant and ``data`` already loaded): the candidate's weights as they
-    sit in memory when it runs, plus the activations and workspaces of its forward.
-    ``resident_memory`` is the part held after loading, before any run. A fresh process, because
-    torch's allocator keeps freed pages of earlier candidates for reuse in the process that made
-    them. The model's class must be importable there (a module on ``sys.path``, not
-    ``__main__`` of a script).
+    Peak memory: each candidate is saved (``torch.save``) and measured in a fresh Python
+    process, which loads a first copy and runs it once (the once-per-process costs: imports,
+    kernel initialisation), then loads a second copy — ``resident_memory`` is the anonymous
+    memory it holds (Linux ``RssAnon``) — and runs it three times on ``data``: ``peak_memory``
+    is that plus the rise of the resident high-water mark (``VmHWM``, reset after loading) over
+    the runs. That is the candidate's weights as they sit in memory when it runs, plus the
+    activations and workspaces of its forward. A fresh process, because torch's allocator keeps
+    freed pages of earlier candidates for reuse in the process that made them. The model's class
+    must be importable there (a module on ``sys.path``, not ``__main__`` of a script).
 
     Returns:
         BenchmarkResult. The decision is the engine's (core/abtest, the same as ``monoquant
