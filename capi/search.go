@@ -201,3 +201,20 @@ func mq_search_free(h *C.mq_search) (rc C.int) {
 	}
 	return mapErr(removeHandle(searchID(h), kindSearch), mqEHANDLE)
 }
+
+//export mq_search_layers_json
+func mq_search_layers_json(planJSON *C.mq_cchar, buf *C.char, cap C.size_t, length *C.size_t) (rc C.int) {
+	defer guard(&rc)
+	if length == nil {
+		return mapErr(fail(mqEINVAL, "mq_search_layers_json: len is NULL"), mqEINVAL)
+	}
+	js, err := goString(planJSON, "mq_search_layers_json", "plan_json")
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	layers, err := search.LayersOfPlanJSON([]byte(js))
+	if err != nil {
+		return searchErr(err)
+	}
+	return writeJSON("mq_search_layers_json", layers, buf, cap, length)
+}

@@ -918,6 +918,28 @@ MQ_API int mq_search_free(mq_search* s);
  * of range, a non-finite weight or NULL arguments. */
 MQ_API int mq_prune_units(const mq_tensor* w1, const mq_tensor* b1, const mq_tensor* w2, double fraction,
                           int64_t* keep, size_t cap, size_t* n_keep);
+
+/* A/B/n decision (core/abtest; docs/SEARCH.md): given each candidate's repeated measurements, the
+ * bootstrap confidence interval of each one's statistic and a winner only when the interval of
+ * its difference with every other candidate excludes 0 — the one rule behind Python's
+ * monoquant.benchmark and `monoquant bench`. request_json: {"objective": "latency" (for the
+ * verdict), "stat": "median"|"mean", "goal": "min"|"max", "samples": [{"name", "values": [...]},
+ * ...] (at least two candidates of at least two finite values), "seed", "boot" (default 2000),
+ * "alpha" (default 0.05), "paired" (value i of every candidate measured on the same input i)}.
+ * buf receives {"objective", "stat", "goal", "confidence", "paired", "estimates": [{"name", "n",
+ * "value", "ci_low", "ci_high", "p90"}], "best", "differences": [{"other", "value", "ci_low",
+ * "ci_high", "significant"}], "winner" ("" when none), "verdict"}. The same request gives the
+ * same answer. Buffer convention as mq_model_metadata_json. MQ_EINVAL for a NULL request or len,
+ * or a request that cannot be decided (the message names the key or candidate). */
+MQ_API int mq_abtest_json(const char* request_json, char* buf, size_t cap, size_t* len);
+
+/* The layers of a search space for a plan (plan_json: a plan as mq_model_plan_json or
+ * mq_plan_file_json gives it): one per layer with a tensor the plan quantizes, in plan order,
+ * {"name", "params" (its quantized weights' count), "row" (the greatest common divisor of their
+ * row lengths)} — the "layers" of mq_search_new's space. Buffer convention as
+ * mq_model_metadata_json. MQ_EINVAL for NULL arguments, a plan that is not JSON or one that
+ * quantizes nothing. */
+MQ_API int mq_search_layers_json(const char* plan_json, char* buf, size_t cap, size_t* len);
 /* ==================================================================================================
  * Run log
  *

@@ -9,6 +9,8 @@
 //	monoquant inspect    FILE [--json]
 //	monoquant dequantize IN [--out OUT]
 //	monoquant compare    A B [--json]
+//	monoquant bench      --reference FLOAT CANDIDATE... [--input FILE] [--json]
+//	monoquant search     --reference FLOAT [--trials N] [--recipes-out DIR] [--json]
 //	monoquant runs       list|show|compare|reproduce|metric|export ...
 //	monoquant version    [--json]
 //

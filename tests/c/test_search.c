@@ -161,6 +161,29 @@ int main(void) {
         CHECK_RC(mq_prune_units(&t1, NULL, &t2, 0.5, keep, 4, NULL), MQ_EINVAL);
     }
 
+    /* the A/B/n decision (mq_abtest_json): a clear latency gap names a winner, equal samples do not */
+    {
+        const char* gap =
+            "{\"objective\": \"latency\", \"samples\": ["
+            "{\"name\": \"slow\", \"values\": [10.1, 9.8, 10.3, 10.0, 9.9, 10.2, 10.1, 9.7]},"
+            "{\"name\": \"fast\", \"values\": [5.1, 4.9, 5.2, 5.0, 4.8, 5.3, 5.0, 5.1]}]}";
+        size_t n = 0;
+        CHECK_RC(mq_abtest_json(gap, NULL, 0, &n), MQ_EBUFFER);
+        char* out = malloc(n + 1);
+        CHECK_RC(mq_abtest_json(gap, out, n + 1, &n), MQ_OK);
+        CHECK(strstr(out, "\"winner\":\"fast\"") != NULL, "decision: %s", out);
+        free(out);
+        const char* same =
+            "{\"objective\": \"latency\", \"samples\": ["
+            "{\"name\": \"A\", \"values\": [1, 2, 3, 4, 5, 6]}, {\"name\": \"B\", \"values\": [6, 5, 4, 3, 2, 1]}]}";
+        char small[4096];
+        CHECK_RC(mq_abtest_json(same, small, sizeof small, &n), MQ_OK);
+        CHECK(strstr(small, "\"winner\":\"\"") != NULL && strstr(small, "no significant difference in latency") != NULL, "decision: %s", small);
+        CHECK_RC(mq_abtest_json("{\"samples\": [{\"name\": \"A\", \"values\": [1, 2]}]}", small, sizeof small, &n), MQ_EINVAL);
+        CHECK(strstr(mq_last_error(), "at least two candidates") != NULL, "error: %s", mq_last_error());
+        CHECK_RC(mq_abtest_json(NULL, small, sizeof small, &n), MQ_EINVAL);
+    }
+
     /* handles */
     size_t len = 0;
     CHECK_RC(mq_search_front_json((mq_search*)m, NULL, 0, &len), MQ_EHANDLE);

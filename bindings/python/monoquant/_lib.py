@@ -589,6 +589,11 @@ _fn("mq_search_free", [mq_search_p], c_int)
 #                    int64_t* keep, size_t cap, size_t* n_keep);
 _fn("mq_prune_units", [POINTER(mq_tensor), POINTER(mq_tensor), POINTER(mq_tensor), c_double, POINTER(c_int64), c_size_t, POINTER(c_size_t)], c_int)
 
+# int mq_abtest_json(const char* request_json, char* buf, size_t cap, size_t* len);
+_fn("mq_abtest_json", [c_char_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+# int mq_search_layers_json(const char* plan_json, char* buf, size_t cap, size_t* len);
+_fn("mq_search_layers_json", [c_char_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
+
 # ------------------------------------------------------------------------------------------------
 # Run log
 

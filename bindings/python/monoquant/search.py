@@ -158,22 +158,13 @@ class SearchResults(list):
 
 
 def _space_layers(model):
-    """The layers the engine would quantize by default, with their weight counts and row lengths."""
+    """The layers the engine would quantize by default, with their weight counts and row lengths
+    (the engine's rule: mq_search_layers_json over the plan)."""
     p = plan(model).to_dict()
-    layers = {}
-    for t in p["tensors"]:
-        if t.get("action") != "quantize":
-            continue
-        shape = t["shape"]
-        row = int(math.prod(shape[1:]))
-        l = layers.setdefault(t["layer"], {"name": t["layer"], "params": 0, "row": 0})
-        # A layer of several weights (an LSTM's): a group size must divide every row.
-        l["params"] += int(math.prod(shape))
-        l["row"] = math.gcd(l["row"], row)
-    layers = list(layers.values())
-    if not layers:
-        raise ValueError("search: the engine finds no layer to quantize in this model")
-    return layers
+    try:
+        return _json_call(_lib.mq_search_layers_json, (json.dumps(p).encode(),), "search")
+    except ValueError as e:
+        raise ValueError("search: the engine finds no layer to quantize in this model") from e
 
 
 def _prune_space(model, prune, layers, space):
@@ -257,7 +248,7 @@ def _check_metric(trial, value):
     return float(value)
 
 
-def _check_picklable(model):
+def _check_picklable(model, why="search: the executor needs the model pickled"):
     try:
         pickle.dumps(model)
     except Exception as e:
@@ -273,7 +264,7 @@ def _check_picklable(model):
                     break
             if culprit:
                 break
-        raise TypeError(f"search: the executor needs the model pickled, and it cannot be: {culprit or type(model).__name__}: {e}") from e
+        raise TypeError(f"{why}, and it cannot be: {culprit or type(model).__name__}: {e}") from e
 
 
 def search(model, evaluate, data=None, objectives=None, trials=40, executor=None, seed=0,
@@ -450,48 +441,73 @@ class _Done:
 # benchmark
 
 
-def _bootstrap_ci(samples, stat, n_boot, rng, alpha=0.05):
-    vals = sorted(stat([samples[rng.randrange(len(samples))] for _ in samples]) for _ in range(n_boot))
-    return vals[int(alpha / 2 * n_boot)], vals[min(n_boot - 1, int((1 - alpha / 2) * n_boot))]
+def _decide(objective, stat, goal, samples, seed, n_boot, paired=False):
+    """The engine's A/B/n decision (core/abtest through mq_abtest_json) on ``{name: values}``."""
+    req = {"objective": objective, "stat": stat, "goal": goal, "seed": int(seed) & (2**64 - 1), "boot": int(n_boot),
+           "paired": bool(paired), "samples": [{"name": n, "values": [float(v) for v in vs]} for n, vs in samples.items()]}
+    return _json_call(_lib.mq_abtest_json, (json.dumps(req).encode(),), "benchmark")
 
 
 class BenchmarkResult:
     """What ``benchmark`` measured: ``.rows`` (one dict per candidate: name, latency_median,
     latency_p90, latency_ci (95% bootstrap CI of the median, seconds), size (bytes), metric,
-    metric_ci), ``.winner`` (the name, or None) and ``.verdict`` (a sentence)."""
+    metric_ci, peak_memory and resident_memory (bytes, or None with ``memory=False``)),
+    ``.winner`` (the name, or None), ``.verdict`` (a sentence), ``.decision`` (the engine's
+    decision: estimates, differences with their CIs) and ``.memory_method`` (how peak memory was
+    measured)."""
 
-    def __init__(self, rows, winner, verdict):
+    def __init__(self, rows, winner, verdict, decision=None, memory_method=None):
         self.rows, self.winner, self.verdict = rows, winner, verdict
+        self.decision, self.memory_method = decision, memory_method
 
     def __str__(self):
-        lines = [f"{'candidate':<20} {'latency median':>15} {'p90':>12} {'95% CI':>25} {'size':>12} {'metric':>10}"]
+        lines = [f"{'candidate':<20} {'latency median':>15} {'p90':>12} {'95% CI':>25} {'size':>12} {'peak memory':>12} {'metric':>10}"]
         for r in self.rows:
             ci = f"[{r['latency_ci'][0] * 1e3:.3f}, {r['latency_ci'][1] * 1e3:.3f}] ms"
             m = "-" if r["metric"] is None else f"{r['metric']:.4g}"
-            lines.append(f"{r['name']:<20} {r['latency_median'] * 1e3:>12.3f} ms {r['latency_p90'] * 1e3:>9.3f} ms {ci:>25} {r['size']:>12} {m:>10}")
+            pm = "-" if r.get("peak_memory") is None else f"{r['peak_memory'] / 2**20:.1f} MiB"
+            lines.append(f"{r['name']:<20} {r['latency_median'] * 1e3:>12.3f} ms {r['latency_p90'] * 1e3:>9.3f} ms {ci:>25} {r['size']:>12} {pm:>12} {m:>10}")
         lines.append(self.verdict)
         return "\n".join(lines)
 
     __repr__ = __str__
 
 
-def benchmark(model, candidates, data, metric=None, repeats=30, seed=0, n_boot=2000, objective="latency"):
+def benchmark(model, candidates, data, metric=None, repeats=30, seed=0, n_boot=2000, objective="latency", memory=True):
     """A/B/n comparison of recipes on ``data``, measured in interleaved (shuffled) order.
 
     Args:
         model: the float model.
-        candidates: ``{name: recipe}`` (a recipe as ``quantize`` takes it, a SearchResult, or
-            None for the float model itself), or a list (named "A", "B", ...).
+        candidates: ``{name: recipe}`` (a recipe as ``quantize`` takes it, a SearchResult, a
+            logged run — a ``Run`` from ``monoquant.run(id)`` or the string "run:ID": the
+            resolved recipe it applied, every default filled in (``run.settings["recipe"]``),
+            quantized from ``model`` — or None for the float model itself), or a list (named
+            "A", "B", ...).
         data: the input (tensor, tuple of positional arguments or dict).
         metric: optional ``metric(qmodel)`` -> a number, or a 1-D tensor/list of per-sample
-            scores (then its mean gets a bootstrap CI).
+            scores (then its mean gets a bootstrap CI). Per-sample scores of the same length are
+            taken as scores of the same samples, in the same order, for every candidate: their
+            differences are resampled paired.
         repeats: timed runs of each candidate; each round runs every candidate once, in a
             shuffled order.
-        objective: "latency" (lower wins) or "metric" (higher wins, needs per-sample scores).
+        objective: "latency" (lower median wins) or "metric" (higher mean wins, needs
+            per-sample scores).
+        memory: measure each candidate's peak memory (below); False skips it.
+
+    Peak memory: each candidate is saved (``torch.save``) and measured in a fresh Python
+    process, which loads a first copy and runs it once (the once-per-process costs: imports,
+    kernel initialisation), then loads a second copy — ``resident_memory`` is the anonymous
+    memory it holds (Linux ``RssAnon``) — and runs it three times on ``data``: ``peak_memory``
+    is that plus the rise of the resident high-water mark (``VmHWM``, reset after loading) over
+    the runs. That is the candidate's weights as they sit in memory when it runs, plus the
+    activations and workspaces of its forward. A fresh process, because torch's allocator keeps
+    freed pages of earlier candidates for reuse in the process that made them. The model's class
+    must be importable there (a module on ``sys.path``, not ``__main__`` of a script).
 
     Returns:
-        BenchmarkResult. A winner is named only when its 95% bootstrap CI of the difference with
-        every other candidate excludes 0; else the verdict says "no significant difference".
+        BenchmarkResult. The decision is the engine's (core/abtest, the same as ``monoquant
+        bench``): a winner is named only when its 95% bootstrap CI of the difference with every
+        other candidate excludes 0; else the verdict says "no significant difference".
     """
     if isinstance(candidates, (list, tuple)):
         candidates = {chr(ord("A") + i) if i < 26 else f"C{i}": c for i, c in enumerate(candidates)}
@@ -507,6 +523,7 @@ def benchmark(model, candidates, data, metric=None, repeats=30, seed=0, n_boot=2
     for name, rec in candidates.items():
         if isinstance(rec, SearchResult):
             rec = rec.recipe
+        rec = _run_recipe(name, rec)
         if rec is None:
             models[name] = model
             sizes[name] = sum(t.numel() * t.element_size() for t in model.state_dict().values())
@@ -540,47 +557,87 @@ def benchmark(model, candidates, data, metric=None, repeats=30, seed=0, n_boot=2
         else:
             v = _check_metric(n, v)
         scores[n] = v
+    peaks, method = {n: (None, None) for n in models}, None
+    if memory:
+        peaks, method = _peak_memories(models, data)
+
+    latency = _decide("latency", "median", "min", times, seed, n_boot)
+    per_sample = metric is not None and all(isinstance(scores[n], list) and len(scores[n]) > 1 for n in models)
+    metric_d = None
+    if per_sample:
+        paired = len({len(scores[n]) for n in models}) == 1
+        metric_d = _decide("metric", "mean", "max", scores, seed, n_boot, paired=paired)
+    elif objective == "metric":
+        raise ValueError("benchmark: objective='metric' needs per-sample scores from metric (a list or 1-D tensor)")
     rows = []
-    for n in models:
-        ts = sorted(times[n])
+    for i, n in enumerate(models):
+        est = latency["estimates"][i]
         s = scores[n]
-        row = {"name": n, "latency_median": statistics.median(ts), "latency_p90": ts[min(len(ts) - 1, int(0.9 * len(ts)))],
-               "latency_ci": _bootstrap_ci(times[n], statistics.median, n_boot, rng), "size": sizes[n],
-               "metric": None if s is None else (statistics.fmean(s) if isinstance(s, list) else s), "metric_ci": None}
-        if isinstance(s, list) and len(s) > 1:
-            row["metric_ci"] = _bootstrap_ci(s, statistics.fmean, n_boot, rng)
+        row = {"name": n, "latency_median": est["value"], "latency_p90": est["p90"],
+               "latency_ci": (est["ci_low"], est["ci_high"]), "size": sizes[n],
+               "metric": None if s is None else (statistics.fmean(s) if isinstance(s, list) else s), "metric_ci": None,
+               "peak_memory": peaks[n][0], "resident_memory": peaks[n][1]}
+        if metric_d is not None:
+            row["metric_ci"] = (metric_d["estimates"][i]["ci_low"], metric_d["estimates"][i]["ci_high"])
         rows.append(row)
-
-    # The best by the point estimate, and whether it is significantly better than each other.
-    if objective == "latency":
-        best = min(rows, key=lambda r: r["latency_median"])["name"]
-        samples, stat, lower_is_better = times, statistics.median, True
-    else:
-        if not all(isinstance(scores[n], list) for n in models):
-            raise ValueError("benchmark: objective='metric' needs per-sample scores from metric (a list or 1-D tensor)")
-        best = max(rows, key=lambda r: r["metric"])["name"]
-        samples, stat, lower_is_better = scores, statistics.fmean, False
-    significant = True
-    worst_p = []
-    for n in models:
-        if n == best:
-            continue
-        lo, hi = _bootstrap_diff_ci(samples[best], samples[n], stat, n_boot, rng)
-        # The CI of best - other must lie wholly on the better side of 0.
-        better = hi < 0 if lower_is_better else lo > 0
-        if not better:
-            significant = False
-            worst_p.append(n)
-    if significant:
-        verdict = f"winner: {best} ({objective}; its 95% bootstrap CI of the difference with every other candidate excludes 0)"
-        winner = best
-    else:
-        verdict = f"no significant difference in {objective} between {best} and {', '.join(worst_p)} (95% bootstrap CIs of the difference include 0)"
-        winner = None
-    return BenchmarkResult(rows, winner, verdict)
+    d = latency if objective == "latency" else metric_d
+    return BenchmarkResult(rows, d["winner"] or None, d["verdict"], decision=d, memory_method=method)
 
 
-def _bootstrap_diff_ci(a, b, stat, n_boot, rng, alpha=0.05):
-    """95% bootstrap CI of stat(a) - stat(b), resampling each independently."""
-    diffs = sorted(stat([a[rng.randrange(len(a))] for _ in a]) - stat([b[rng.randrange(len(b))] for _ in b]) for _ in range(n_boot))
-    return diffs[int(alpha / 2 * n_boot)], diffs[min(n_boot - 1, int((1 - alpha / 2) * n_boot))]
+def _run_recipe(name, rec):
+    """A logged run (a ``Run`` or "run:ID") as the resolved recipe it applied; anything else as
+    it is."""
+    if isinstance(rec, str) and rec.startswith("run:"):
+        try:
+            run_id = int(rec[4:])
+        except ValueError:
+            raise ValueError(f"benchmark: candidate {name!r}: {rec!r} is not run:ID") from None
+        rec = _runlog.run(run_id)
+    if isinstance(rec, _runlog.Run):
+        recipe = (rec.settings or {}).get("recipe")
+        if not recipe:
+            raise ValueError(f"benchmark: candidate {name!r}: run {rec.id} ({rec.entry_point}) stores no recipe")
+        return recipe
+    return rec
+
+
+#: Forward runs of each candidate while its peak memory is measured.
+_MEMORY_RUNS = 3
+
+
+def _peak_memories(models, data):
+    """{name: (peak, resident)} in bytes, each candidate measured in a fresh process (see
+    ``monoquant._memory``), and the method."""
+    import subprocess
+    import sys
+    import tempfile
+
+    out, method = {}, None
+    env = dict(os.environ)
+    path = [os.getcwd() if p == "" else p for p in sys.path]
+    env["PYTHONPATH"] = os.pathsep.join(path)
+    # glibc: every block of 128 KiB or more its own mapping, unmapped when freed (no dynamic
+    # threshold that would serve a tensor from pages an earlier one freed): each tensor the
+    # candidate allocates is counted, whatever ran before it.
+    env["MALLOC_MMAP_THRESHOLD_"] = str(128 * 1024)
+    with tempfile.TemporaryDirectory(prefix="monoquant-bench-") as tmp:
+        data_path = os.path.join(tmp, "data.pt")
+        torch.save(data, data_path)
+        for n, m in models.items():
+            mp = os.path.join(tmp, "candidate.pt")
+            try:
+                torch.save(m, mp)
+            except Exception:
+                _check_picklable(m, f"benchmark: peak memory is measured in a fresh process, which needs candidate {n!r} pickled (memory=False skips it)")
+                raise
+            r = subprocess.run([sys.executable, "-m", "monoquant._memory", mp, data_path, str(_MEMORY_RUNS), str(torch.get_num_threads())],
+                               env=env, capture_output=True, text=True)
+            if r.returncode != 0:
+                last = (r.stderr.strip().splitlines() or ["no message"])[-1]
+                raise RuntimeError(f"benchmark: measuring the peak memory of {n!r} in a fresh process failed: {last} "
+                                   "(the model's class must be importable there, from a module on sys.path, not __main__; "
+                                   "memory=False skips the measurement)")
+            got = json.loads(r.stdout.strip().splitlines()[-1])
+            out[n] = (int(got["peak"]), None if got["resident"] is None else int(got["resident"]))
+            method = got["method"]
+    return out, method

@@ -250,10 +250,10 @@ def test_benchmark(trained):
     int8 = {"rules": [{"match": "*", "bits": 8}]}
     per_sample = lambda q: (q(xte).argmax(1) == yte).float()  # noqa: E731
     # The same recipe twice: the same per-sample scores, never a significant difference.
-    r = monoquant.benchmark(model, {"A": int8, "A again": int8}, xte[:64], metric=per_sample, repeats=10, objective="metric")
+    r = monoquant.benchmark(model, {"A": int8, "A again": int8}, xte[:64], metric=per_sample, repeats=10, objective="metric", memory=False)
     assert r.winner is None and "no significant difference in metric" in r.verdict
     # Latency (the default objective): the figures are consistent whoever wins.
-    r = monoquant.benchmark(model, {"A": int8, "A again": int8}, xte[:64], metric=per_sample, repeats=10)
+    r = monoquant.benchmark(model, {"A": int8, "A again": int8}, xte[:64], metric=per_sample, repeats=10, memory=False)
     assert (r.winner is None) == r.verdict.startswith("no significant difference")
     assert [row["name"] for row in r.rows] == ["A", "A again"]
     for row in r.rows:
@@ -264,7 +264,7 @@ def test_benchmark(trained):
 
     # A metric that tells the float model apart from any quantized one: significant.
     float_wins = lambda q: torch.ones(200) if q is model else torch.cat([torch.ones(100), torch.zeros(100)])  # noqa: E731
-    r = monoquant.benchmark(model, {"float": None, "int8": int8}, xte[:64], metric=float_wins, repeats=5, objective="metric")
+    r = monoquant.benchmark(model, {"float": None, "int8": int8}, xte[:64], metric=float_wins, repeats=5, objective="metric", memory=False)
     assert r.winner == "float" and r.verdict.startswith("winner: float")
     with pytest.raises(ValueError, match="at least two"):
         monoquant.benchmark(model, [int8], xte[:8])
@@ -289,3 +289,78 @@ def test_a_layer_of_several_weights_is_one_gene():
     for t in res.trials:
         lstm = t.recipe["rules"][0]
         assert lstm.get("group_size") in (None, 32), lstm  # 64 does not divide the input rows
+
+
+class Wide(torch.nn.Module):
+    """Two 1024-wide layers: 4.2 MB of float32 weights, 1.05 MB in INT8, ~0.6 MB in INT4."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(1024, 1024)
+        self.fc2 = torch.nn.Linear(1024, 8)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def test_benchmark_peak_memory():
+    """Peak memory is measured per candidate in a fresh process: the float model holds 4 bytes a
+    weight, INT8 about 1 and INT4 about half of one; each reports at least what its stored
+    tensors take, and a larger candidate more than a smaller one, by about the weights'
+    difference (not noise)."""
+    torch.manual_seed(0)
+    model = Wide().eval()
+    cands = {"float": None, "int8": {"rules": [{"match": "*", "bits": 8}]},
+             "int4": {"rules": [{"match": "*", "bits": 4, "group_size": 64}]}}
+    r = monoquant.benchmark(model, cands, torch.randn(8, 1024), repeats=3)
+    rows = {row["name"]: row for row in r.rows}
+    print({n: (row["size"], row["resident_memory"], row["peak_memory"]) for n, row in rows.items()}, r.memory_method)
+    for row in rows.values():
+        assert row["peak_memory"] >= row["resident_memory"] >= 0.9 * row["size"], row
+    f, q8, q4 = rows["float"], rows["int8"], rows["int4"]
+    assert f["peak_memory"] - q8["peak_memory"] >= 0.5 * (f["size"] - q8["size"]), (f, q8)
+    assert f["peak_memory"] - q4["peak_memory"] >= 0.5 * (f["size"] - q4["size"]), (f, q4)
+    assert "VmHWM" in r.memory_method and "MiB" in str(r)
+    # memory=False skips it.
+    r = monoquant.benchmark(model, cands, torch.randn(8, 1024), repeats=3, memory=False)
+    assert all(row["peak_memory"] is None for row in r.rows)
+
+
+def test_benchmark_memory_needs_an_importable_model():
+    class Local(torch.nn.Module):  # a class the fresh process cannot import
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(64, 64)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    model = Local()
+    with pytest.raises((TypeError, RuntimeError), match="peak memory .* fresh process"):
+        monoquant.benchmark(model, {"float": None, "int8": {"rules": [{"match": "*", "bits": 8}]}}, torch.randn(2, 64), repeats=3)
+
+
+def test_benchmark_logged_runs(tmp_path, monkeypatch):
+    """A logged run is a candidate: the resolved recipe it applied, quantized again from the
+    model, gives the run's size and outputs; "run:ID" names one; a run id the log lacks is an
+    error naming it."""
+    monkeypatch.setenv("MONOQUANT_HOME", str(tmp_path))
+    monkeypatch.setenv("MONOQUANT_LOG", "1")
+    torch.manual_seed(0)
+    model = Wide().eval()
+    mixed = {"rules": [{"match": "fc1", "bits": 4, "group_size": 64}, {"match": "*", "bits": 8}]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", monoquant.MonoquantWarning)
+        q = monoquant.quantize(model, recipe=mixed, progress=False)
+    run = monoquant.runs()[-1]
+    x = torch.randn(8, 1024)
+    same = lambda m: (m(x) - q(x)).abs().flatten()  # noqa: E731: 0 for q's own recipe, per output
+    r = monoquant.benchmark(model, {"recipe": mixed, "run": run, "by id": f"run:{run.id}", "int8": {"rules": [{"match": "*", "bits": 8}]}},
+                            x, metric=same, repeats=3, memory=False)
+    rows = {row["name"]: row for row in r.rows}
+    assert rows["run"]["size"] == rows["recipe"]["size"] == rows["by id"]["size"] == run.results["total_bytes_after"]
+    assert rows["run"]["metric"] == rows["by id"]["metric"] == 0.0 and rows["int8"]["metric"] > 0
+    with pytest.raises(ValueError, match="run 999"):
+        monoquant.benchmark(model, {"a": "run:999", "b": None}, x, repeats=3, memory=False)
+    with pytest.raises(ValueError, match="is not run:ID"):
+        monoquant.benchmark(model, {"a": "run:x", "b": None}, x, repeats=3, memory=False)
