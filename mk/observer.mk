@@ -20,15 +20,15 @@ BENCH_TARGETS += bench-observer
 
 # HistogramObserver against torch (issue 17): the Go benchmark and its floors, then each library
 # alone in a fresh process from Python, then both alternating in one process (bench_python.py's
-# histogram part); every step through bench/observer/prio.sh (its own autogroup at nice -20 when
+# histogram part); every step through bench/prio.sh (its own autogroup at nice -20 when
 # run as root, so a shared machine's load takes little of the cores). BENCHMARKS.md, issue 17.
 .PHONY: bench-histogram
 bench-histogram: venv lib
 	@uptime
-	bench/observer/prio.sh $(GO) test -run '^$$' -bench 'Histogram100|HistogramFloor' -benchtime 20x -count 3 ./core/observer/
-	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so bench/observer/prio.sh $(PY) $(PY_PKG)/bench/bench_histogram_alone.py mq 15
-	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so bench/observer/prio.sh $(PY) $(PY_PKG)/bench/bench_histogram_alone.py torch 15
-	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so BENCH_ONLY=histogram BENCH_HIST_REPS=15 bench/observer/prio.sh $(PY) $(PY_PKG)/bench/bench_python.py
+	bench/prio.sh $(GO) test -run '^$$' -bench 'Histogram100|HistogramFloor' -benchtime 20x -count 3 ./core/observer/
+	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so bench/prio.sh $(PY) $(PY_PKG)/bench/bench_histogram_alone.py mq 15
+	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so bench/prio.sh $(PY) $(PY_PKG)/bench/bench_histogram_alone.py torch 15
+	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so BENCH_ONLY=histogram BENCH_HIST_REPS=15 bench/prio.sh $(PY) $(PY_PKG)/bench/bench_python.py
 	@uptime
 
 BENCH_TARGETS += bench-histogram

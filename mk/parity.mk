@@ -14,6 +14,6 @@ TEST_TARGETS += test-parity
 BENCH_REPS ?= 3
 .PHONY: bench-callers
 bench-callers: lib cli venv
-	$(PY) bench/callers/bench_callers.py --gb $(BENCH_GB) --reps $(BENCH_REPS)
+	bench/prio.sh $(PY) bench/callers/bench_callers.py --gb $(BENCH_GB) --reps $(BENCH_REPS)
 
 BENCH_TARGETS += bench-callers
