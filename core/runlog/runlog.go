@@ -510,9 +510,14 @@ func RecordOrWarn(ctx context.Context, path string, run *Run, opts ...Option) (i
 		l.Close()
 	}
 	if err != nil {
-		return 0, "run not recorded: " + oneLine(err.Error()) + " (the quantization itself succeeded; MONOQUANT_LOG=0 turns the log off)"
+		return 0, notRecorded(err)
 	}
 	return id, ""
+}
+
+// notRecorded is the one warning of a run the log could not take.
+func notRecorded(err error) string {
+	return "run not recorded: " + oneLine(err.Error()) + " (the quantization itself succeeded; MONOQUANT_LOG=0 turns the log off)"
 }
 
 func oneLine(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ") }
