@@ -127,7 +127,7 @@ func New(r checkpoint.Reader, in string, opts plan.Options, run Run) (*Conversio
 		if run.CalibrationFile != "" || run.Calibration != nil {
 			return nil, fmt.Errorf("%w activations: calibration data is for static activations, and the options make none static", plan.ErrOption)
 		}
-		c.rec = startRecording(run.Log, c.in, run, nil)
+		c.rec = startRecording(run.Log, c.recordedInput(), run, nil)
 		return c, nil
 	}
 	cal, err := model.NewCalibration(p)
@@ -148,7 +148,7 @@ func New(r checkpoint.Reader, in string, opts plan.Options, run Run) (*Conversio
 		return nil, err
 	}
 	c.cal = cal
-	c.rec = startRecording(run.Log, c.in, run, cr)
+	c.rec = startRecording(run.Log, c.recordedInput(), run, cr)
 	return c, nil
 }
 
@@ -178,6 +178,15 @@ func (c *Conversion) Write(ctx context.Context, out string) (*Result, error) {
 		create = c.run.Create(out)
 	}
 	return c.write(ctx, out, create)
+}
+
+// recordedInput is what the run log records as the input: the model folder (all of its files
+// are its identity, and `runs reproduce` converts the folder again), else the checkpoint.
+func (c *Conversion) recordedInput() string {
+	if c.folder != "" {
+		return c.folder
+	}
+	return c.in
 }
 
 // write quantizes through create into the checkpoint at out (a file, or a folder's weights).
