@@ -180,6 +180,14 @@ func (c *Conversion) Write(ctx context.Context, out string) (*Result, error) {
 	return c.write(ctx, out, create)
 }
 
+// digestOf is the sha256 and size a DigestWriter computed ("" for none).
+func digestOf(d checkpoint.DigestWriter) (string, int64) {
+	if d == nil {
+		return "", 0
+	}
+	return d.SHA256()
+}
+
 // recordedInput is what the run log records as the input: the model folder (all of its files
 // are its identity, and `runs reproduce` converts the folder again), else the checkpoint.
 func (c *Conversion) recordedInput() string {
@@ -191,6 +199,19 @@ func (c *Conversion) recordedInput() string {
 
 // write quantizes through create into the checkpoint at out (a file, or a folder's weights).
 func (c *Conversion) write(ctx context.Context, out string, create model.CreateFunc) (*Result, error) {
+	var digest checkpoint.DigestWriter
+	if c.rec != nil {
+		// the output's sha256 for the run log, computed while it is written (the writer's
+		// goroutine, beside the quantization) when the writer can: no second read of the file
+		inner := create
+		create = func(entries []checkpoint.Entry, md map[string]string) (checkpoint.Writer, error) {
+			w, err := inner(entries, md)
+			if d := checkpoint.AsDigestWriter(w); err == nil && d != nil && d.HashSHA256() {
+				digest = d
+			}
+			return w, err
+		}
+	}
 	rep, err := model.Quantize(ctx, c.src, create, c.plan, model.Run{Progress: c.run.Progress, Calibration: c.cal})
 	if err != nil {
 		return nil, err
@@ -202,7 +223,11 @@ func (c *Conversion) write(ctx context.Context, out string, create model.CreateF
 	}
 	res := &Result{Plan: c.plan, Report: rep}
 	if c.rec != nil {
-		c.rec.outHash = runlog.HashFileAsync(out) // beside the validation, which rereads it
+		if sum, n := digestOf(digest); sum != "" {
+			c.rec.outHash = runlog.Hashed(runlog.FileRef{Path: out, SHA256: sum, Bytes: n})
+		} else {
+			c.rec.outHash = runlog.HashFileAsync(out) // beside the validation, which rereads it
+		}
 	}
 	if c.run.Validate {
 		v, err := Validate(ctx, c.src, out, c.plan, rep)

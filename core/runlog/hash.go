@@ -67,6 +67,13 @@ func HashFileAsync(path string) *Hashing {
 	return h
 }
 
+// Hashed is a Hashing already done: a hash computed elsewhere (while the file was written).
+func Hashed(ref FileRef) *Hashing {
+	h := &Hashing{done: make(chan struct{}), ref: ref}
+	close(h.done)
+	return h
+}
+
 // Wait returns the hash once it is computed.
 func (h *Hashing) Wait() (FileRef, error) {
 	<-h.done
