@@ -5,16 +5,17 @@
 #                      own, never the user's), `runs list`, `runs reproduce 3`, then
 #                      `monoquant runs compare` of them all (text, and build/demo/compare.html):
 #                      the last thing `make demo` prints
-#   make bench-runlog  quantize a generated checkpoint with and without the log, alternating
-#                      (BENCH_RUNLOG_SIZE=1GiB, BENCH_RUNLOG_PAIRS=5): the log's overhead
-#   make bench-runlog-python  the same for an in-memory monoquant.quantize (the state-dict
-#                      fingerprint): BENCH_RUNLOG_PY_MB=512, BENCH_RUNLOG_PY_PAIRS=5
+#   make bench-runlog  the log's overhead from every entry point in one run: the CLI and
+#                      quantize_file on a generated checkpoint (BENCH_RUNLOG_SIZE=1GiB), and
+#                      an in-memory monoquant.quantize of the same size, each with the log on
+#                      and off, interleaved, BENCH_RUNLOG_REPS=9 repetitions, medians
+#                      (bench/runlog/bench_overhead.py)
 
 BENCH_RUNLOG_SIZE  ?= 1GiB
-BENCH_RUNLOG_PAIRS ?= 5
+BENCH_RUNLOG_REPS  ?= 9
 DEMO_RUNLOG := $(BUILD)/demo/runlog
 
-.PHONY: demo-runlog bench-runlog bench-runlog-python
+.PHONY: demo-runlog bench-runlog
 
 # Every quantization is recorded: the runs of an area's tests (make test-python, test-parity, ...)
 # go to build/test-home as `make test`'s do, never to the user's own run log.
@@ -33,14 +34,12 @@ demo-runlog: cli
 	echo; echo "== monoquant runs compare 1 2 3 4 5 6 --html $(BUILD)/demo/compare.html"; \
 	$(BUILD)/monoquant runs compare 1 2 3 4 5 6 --html $(BUILD)/demo/compare.html | sed -n '/^Results:/,$$p'
 
-bench-runlog: cli
+bench-runlog: cli lib venv
 	@mkdir -p $(BUILD)/bench-runlog
 	$(GO) build -o $(BUILD)/bench-model ./bench/model
 	@test -f $(BUILD)/bench-runlog/model.safetensors || $(BUILD)/bench-model gen -out $(BUILD)/bench-runlog/model.safetensors -size $(BENCH_RUNLOG_SIZE)
-	bench/runlog/overhead.sh $(BUILD)/monoquant $(BUILD)/bench-runlog/model.safetensors $(BENCH_RUNLOG_PAIRS)
-
-bench-runlog-python: venv lib
-	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so PYTHONPATH=bindings/python $(PY) bench/runlog/bench_python.py
+	MONOQUANT_LIBRARY=$(CURDIR)/$(BUILD)/libmonoquant.so PYTHONPATH=bindings/python $(PY) bench/runlog/bench_overhead.py \
+		$(BUILD)/monoquant $(BUILD)/bench-runlog/model.safetensors $(BENCH_RUNLOG_REPS)
 
 DEMO_TARGETS  += demo-runlog
-BENCH_TARGETS += bench-runlog bench-runlog-python
+BENCH_TARGETS += bench-runlog

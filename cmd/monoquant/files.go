@@ -104,6 +104,10 @@ func (w *outputWriter) Commit() error {
 	return wrapExit(exitOutput, w.Writer.Commit(), "")
 }
 
+// Unwrap is the checkpoint's own writer (checkpoint.WrappedWriter): the run log asks it for the
+// output's sha256, computed while writing.
+func (w *outputWriter) Unwrap() checkpoint.Writer { return w.Writer }
+
 // createOutput returns the model.CreateFunc for a file target.
 func createOutput(path string) model.CreateFunc {
 	return func(entries []checkpoint.Entry, md map[string]string) (checkpoint.Writer, error) {

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/runlog"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
@@ -52,5 +53,28 @@ func TestWrappersKeepStreaming(t *testing.T) {
 	defer p.Close()
 	if _, ok := p.(checkpoint.RangedReader); ok {
 		t.Errorf("a .pt reader (%T) claims to read ranges", p)
+	}
+}
+
+// The CLI's output writer keeps the checkpoint writer reachable, so the run log takes the
+// output's sha256 as it is written instead of reading the file again.
+func TestOutputWriterKeepsTheDigest(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "o.safetensors")
+	w, err := createOutput(path)([]checkpoint.Entry{{Name: "a", DType: tensor.F32, Shape: []int{2}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	d := checkpoint.AsDigestWriter(w)
+	if d == nil || !d.HashSHA256() {
+		t.Fatalf("createOutput's writer %T offers no sha256 while writing", w)
+	}
+	w.Write("a", make([]byte, 8))
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := d.SHA256()
+	if want, _ := runlog.HashFile(path); got == "" || got != want.SHA256 {
+		t.Errorf("sha256 while writing %q, of the file %q", got, want.SHA256)
 	}
 }

@@ -41,6 +41,38 @@ type Writer interface {
 	Abort() error
 }
 
+// DigestWriter is a Writer that can compute the sha256 of the file it writes while writing it
+// (the safetensors writer): HashSHA256 asks for it before the first tensor (false when too late),
+// SHA256 returns the hex digest and size of the committed file ("" otherwise). The run log
+// records an output's identity this way without reading the file again.
+type DigestWriter interface {
+	Writer
+	HashSHA256() bool
+	SHA256() (string, int64)
+}
+
+// WrappedWriter is a Writer that adds to another (a caller's error marking): Unwrap returns it,
+// so that what the inner Writer can do (DigestWriter) stays reachable.
+type WrappedWriter interface {
+	Writer
+	Unwrap() Writer
+}
+
+// AsDigestWriter finds the DigestWriter in w or the Writers it wraps (nil when there is none).
+func AsDigestWriter(w Writer) DigestWriter {
+	for w != nil {
+		if d, ok := w.(DigestWriter); ok {
+			return d
+		}
+		u, ok := w.(WrappedWriter)
+		if !ok {
+			return nil
+		}
+		w = u.Unwrap()
+	}
+	return nil
+}
+
 // PartWriter is a Writer that can also take one tensor's bytes in consecutive parts, so that a
 // large tensor can be produced and written a block at a time without ever being whole in
 // memory. WritePart appends part to the next declared tensor; the tensor is complete once its

@@ -127,7 +127,7 @@ func New(r checkpoint.Reader, in string, opts plan.Options, run Run) (*Conversio
 		if run.CalibrationFile != "" || run.Calibration != nil {
 			return nil, fmt.Errorf("%w activations: calibration data is for static activations, and the options make none static", plan.ErrOption)
 		}
-		c.rec = startRecording(run.Log, c.in, run, nil)
+		c.rec = startRecording(run.Log, c.recordedInput(), run, nil)
 		return c, nil
 	}
 	cal, err := model.NewCalibration(p)
@@ -148,7 +148,7 @@ func New(r checkpoint.Reader, in string, opts plan.Options, run Run) (*Conversio
 		return nil, err
 	}
 	c.cal = cal
-	c.rec = startRecording(run.Log, c.in, run, cr)
+	c.rec = startRecording(run.Log, c.recordedInput(), run, cr)
 	return c, nil
 }
 
@@ -180,8 +180,38 @@ func (c *Conversion) Write(ctx context.Context, out string) (*Result, error) {
 	return c.write(ctx, out, create)
 }
 
+// digestOf is the sha256 and size a DigestWriter computed ("" for none).
+func digestOf(d checkpoint.DigestWriter) (string, int64) {
+	if d == nil {
+		return "", 0
+	}
+	return d.SHA256()
+}
+
+// recordedInput is what the run log records as the input: the model folder (all of its files
+// are its identity, and `runs reproduce` converts the folder again), else the checkpoint.
+func (c *Conversion) recordedInput() string {
+	if c.folder != "" {
+		return c.folder
+	}
+	return c.in
+}
+
 // write quantizes through create into the checkpoint at out (a file, or a folder's weights).
 func (c *Conversion) write(ctx context.Context, out string, create model.CreateFunc) (*Result, error) {
+	var digest checkpoint.DigestWriter
+	if c.rec != nil {
+		// the output's sha256 for the run log, computed while it is written (the writer's
+		// goroutine, beside the quantization) when the writer can: no second read of the file
+		inner := create
+		create = func(entries []checkpoint.Entry, md map[string]string) (checkpoint.Writer, error) {
+			w, err := inner(entries, md)
+			if d := checkpoint.AsDigestWriter(w); err == nil && d != nil && d.HashSHA256() {
+				digest = d
+			}
+			return w, err
+		}
+	}
 	rep, err := model.Quantize(ctx, c.src, create, c.plan, model.Run{Progress: c.run.Progress, Calibration: c.cal})
 	if err != nil {
 		return nil, err
@@ -193,7 +223,11 @@ func (c *Conversion) write(ctx context.Context, out string, create model.CreateF
 	}
 	res := &Result{Plan: c.plan, Report: rep}
 	if c.rec != nil {
-		c.rec.outHash = runlog.HashFileAsync(out) // beside the validation, which rereads it
+		if sum, n := digestOf(digest); sum != "" {
+			c.rec.outHash = runlog.Hashed(runlog.FileRef{Path: out, SHA256: sum, Bytes: n})
+		} else {
+			c.rec.outHash = runlog.HashFileAsync(out) // beside the validation, which rereads it
+		}
 	}
 	if c.run.Validate {
 		v, err := Validate(ctx, c.src, out, c.plan, rep)

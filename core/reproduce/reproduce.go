@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/convert"
 	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/runlog"
@@ -91,6 +92,7 @@ func Run(ctx context.Context, r *runlog.Run, o Options) (*Result, error) {
 			return nil, err
 		}
 	}
+	folder := checkpoint.IsDir(r.Input.Path) // a model folder's run: its output is a folder too
 	out := o.Output
 	if out == "" {
 		dir, err := os.MkdirTemp("", "monoquant-reproduce-")
@@ -103,6 +105,9 @@ func Run(ctx context.Context, r *runlog.Run, o Options) (*Result, error) {
 			ext = ".safetensors"
 		}
 		out = filepath.Join(dir, "reproduced"+ext)
+		if folder {
+			out = filepath.Join(dir, "reproduced")
+		}
 	}
 	run := convert.Run{Validate: true, CalibrationFile: s.Calibration, Progress: o.Progress, Create: o.Create}
 	if o.Log != nil {
@@ -114,7 +119,12 @@ func Run(ctx context.Context, r *runlog.Run, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	got, err := runlog.HashFile(out)
+	hashed := out
+	if folder {
+		// a folder's run records its weights (the file, or the index and its shards) as the output
+		hashed = filepath.Join(out, filepath.Base(r.Output.Path))
+	}
+	got, err := runlog.HashFile(hashed)
 	if err != nil {
 		return nil, err
 	}

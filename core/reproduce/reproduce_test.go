@@ -104,3 +104,55 @@ func TestRefusesWhatCannotBeReproduced(t *testing.T) {
 		t.Errorf("changed input: %v, want ErrInputChanged", err)
 	}
 }
+
+// A model folder of shards (index, shards, config.json) is recorded as the folder with the
+// identity of all its files; it reproduces into a folder with the recorded output hash (the
+// output index and its shards), and a changed shard, not only a changed index, stops it.
+func TestShardedFolder(t *testing.T) {
+	t.Setenv("MONOQUANT_LOG", "1")
+	src := "../../testdata/checkpoints/safetensors/sharded"
+	dir := t.TempDir()
+	in := filepath.Join(dir, "model")
+	os.Mkdir(in, 0o755)
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		b, _ := os.ReadFile(filepath.Join(src, e.Name()))
+		os.WriteFile(filepath.Join(in, e.Name()), b, 0o644)
+	}
+	os.WriteFile(filepath.Join(in, "config.json"), []byte(`{"model_type": "llama"}`), 0o644)
+	logPath := filepath.Join(dir, "runs.sqlite")
+	ctx := context.Background()
+	res, err := convert.File(ctx, in, filepath.Join(dir, "q"), plan.Options{}, convert.Run{Log: &convert.Log{Entry: "go", Path: logPath, OutputFormat: "safetensors"}})
+	if err != nil || res.RunID != 1 {
+		t.Fatalf("convert.File(folder) = run %v, %v, warning %q", res.RunID, err, res.LogWarning)
+	}
+	l, err := runlog.Open(ctx, logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	r, err := l.Get(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole, _ := runlog.HashFile(in)
+	outIdx := filepath.Join(dir, "q", "model.safetensors.index.json")
+	out, _ := runlog.HashFile(outIdx)
+	if r.Input.Path != in || r.Input.SHA256 != whole.SHA256 || r.Output.Path != outIdx || r.Output.SHA256 != out.SHA256 {
+		t.Fatalf("recorded input %+v output %+v; want the folder %s and the output index %s with their shards' identities", r.Input, r.Output, whole.SHA256, out.SHA256)
+	}
+	got, err := Run(ctx, r, Options{})
+	if err != nil || !got.Identical || got.OutputSHA256 != r.Output.SHA256 {
+		t.Fatalf("Run(folder run) = %+v, %v; want identical", got, err)
+	}
+	shard := filepath.Join(in, "model-00002-of-00003.safetensors")
+	b, _ := os.ReadFile(shard)
+	b[len(b)-1] ^= 1
+	os.WriteFile(shard, b, 0o644)
+	if _, err := Run(ctx, r, Options{}); !errors.Is(err, ErrInputChanged) {
+		t.Errorf("a changed shard: %v, want ErrInputChanged", err)
+	}
+}

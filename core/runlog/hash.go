@@ -6,10 +6,35 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 )
 
-// HashFile returns the sha256 (hex) and size of a file, streamed in 1 MiB reads.
+// HashFile returns the identity of a checkpoint: the sha256 (hex) and size of a file, streamed
+// in 1 MiB reads. A sharded checkpoint's index (*.index.json) or a model folder is more than one
+// file: its sha256 is that of the lines "<name>\t<sha256 of the file>\n" for the index and
+// every shard it names, or every file of the folder, sorted by name, and its size their sum.
 func HashFile(path string) (FileRef, error) {
+	base, names, err := members(path)
+	if err != nil {
+		return FileRef{Path: path}, fmt.Errorf("hashing %s: %w", path, err)
+	}
+	if names == nil {
+		return hashOne(path)
+	}
+	sums := make([]string, len(names))
+	var n int64
+	for i, name := range names {
+		ref, err := hashOne(filepath.Join(base, name))
+		if err != nil {
+			return FileRef{Path: path}, err
+		}
+		sums[i], n = ref.SHA256, n+ref.Bytes
+	}
+	return FileRef{Path: path, SHA256: combine(names, sums), Bytes: n}, nil
+}
+
+// hashOne is the sha256 and size of one file.
+func hashOne(path string) (FileRef, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return FileRef{Path: path}, fmt.Errorf("hashing %s: %w", path, err)
@@ -29,7 +54,7 @@ type Hashing struct {
 	done  chan struct{}
 	ref   FileRef
 	err   error
-	cache *fileID // set when Record may remember this hash (HashInputAsync)
+	cache []cachedFile // the file hashes Record may remember (HashInputAsync)
 }
 
 // HashFileAsync starts hashing path; Wait returns the result.
@@ -39,6 +64,13 @@ func HashFileAsync(path string) *Hashing {
 		defer close(h.done)
 		h.ref, h.err = HashFile(path)
 	}()
+	return h
+}
+
+// Hashed is a Hashing already done: a hash computed elsewhere (while the file was written).
+func Hashed(ref FileRef) *Hashing {
+	h := &Hashing{done: make(chan struct{}), ref: ref}
+	close(h.done)
 	return h
 }
 
@@ -55,6 +87,6 @@ func (h *Hashing) SetInput(r *Run) error {
 	if err != nil {
 		return err
 	}
-	r.Input, r.inputID = ref, h.cache
+	r.Input, r.inputCache = ref, h.cache
 	return nil
 }

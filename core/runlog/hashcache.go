@@ -3,8 +3,10 @@ package runlog
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -22,61 +24,118 @@ var racyWindow = 2 * time.Second
 // HashInputAsync returns the sha256 of an input file: from the run log's cache when the file
 // is the one hashed before (same device, inode, size, mtime and ctime), else hashed in the
 // background; Record then stores the new hash. logPath "" is DefaultPath. A log that cannot be
-// read only means the file is hashed.
+// read only means the file is hashed. A sharded checkpoint's index or a model folder gets the
+// identity of all its files (HashFile), each file cached on its own.
 func HashInputAsync(ctx context.Context, logPath, path string) *Hashing {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		abs = path
 	}
-	id, ok := statID(abs)
-	if ok {
-		if sum := cachedHash(ctx, logPath, abs, id); sum != "" {
-			h := &Hashing{done: make(chan struct{}), ref: FileRef{Path: abs, SHA256: sum, Bytes: id.size}}
-			close(h.done)
-			return h
+	h := &Hashing{done: make(chan struct{})}
+	base, names, err := members(abs)
+	if err != nil {
+		h.ref, h.err = FileRef{Path: abs}, fmt.Errorf("hashing %s: %w", abs, err)
+		close(h.done)
+		return h
+	}
+	files := []string{abs}
+	if names != nil {
+		files = make([]string, len(names))
+		for i, n := range names {
+			files[i] = filepath.Join(base, n)
 		}
 	}
-	h := &Hashing{done: make(chan struct{})}
+	ids := make([]fileID, len(files))
+	oks := make([]bool, len(files))
+	for i, f := range files {
+		ids[i], oks[i] = statID(f)
+	}
+	sums := cachedHashes(ctx, logPath, files, ids, oks)
+	result := func() {
+		var n int64
+		for i := range files {
+			n += ids[i].size
+		}
+		h.ref = FileRef{Path: abs, SHA256: sums[0], Bytes: n}
+		if names != nil {
+			h.ref.SHA256 = combine(names, sums)
+		}
+	}
+	if !slices.Contains(sums, "") {
+		result()
+		close(h.done)
+		return h
+	}
 	go func() {
 		defer close(h.done)
-		h.ref, h.err = HashFile(abs)
-		if h.err == nil && ok {
-			if after, ok2 := statID(abs); ok2 && after == id && time.Now().UnixNano()-id.ctime > racyWindow.Nanoseconds() {
-				h.cache = &id // unchanged while hashed: safe to remember
+		for i, f := range files {
+			if sums[i] != "" {
+				continue
+			}
+			ref, err := hashOne(f)
+			if err != nil {
+				h.ref, h.err = FileRef{Path: abs}, err
+				return
+			}
+			sums[i] = ref.SHA256
+			if !oks[i] {
+				ids[i].size = ref.Bytes
+				continue
+			}
+			if after, ok := statID(f); ok && after == ids[i] && time.Now().UnixNano()-ids[i].ctime > racyWindow.Nanoseconds() {
+				h.cache = append(h.cache, cachedFile{ref: ref, id: ids[i]}) // unchanged while hashed: safe to remember
 			}
 		}
+		result()
 	}()
 	return h
 }
 
-func cachedHash(ctx context.Context, logPath, path string, id fileID) string {
+// cachedFile is a file hash Record may remember in the log's cache.
+type cachedFile struct {
+	ref FileRef
+	id  fileID
+}
+
+// cachedHashes looks files up in the log's hash cache (one open of the log): the cached sha256
+// of each file whose identity matches (oks[i]: its stat worked), "" for the others.
+func cachedHashes(ctx context.Context, logPath string, files []string, ids []fileID, oks []bool) []string {
+	sums := make([]string, len(files))
+	if !slices.Contains(oks, true) {
+		return sums
+	}
 	if logPath == "" {
 		p, err := DefaultPath()
 		if err != nil {
-			return ""
+			return sums
 		}
 		logPath = p
 	}
 	if _, err := os.Stat(logPath); err != nil {
-		return "" // no log yet: nothing cached, and reading must not create one
+		return sums // no log yet: nothing cached, and reading must not create one
 	}
 	// A busy log must not hold up the quantization: the hash is then simply computed.
 	l, err := Open(ctx, logPath, BusyTimeout(100*time.Millisecond))
 	if err != nil {
-		return ""
+		return sums
 	}
 	defer l.Close()
-	var sum string
-	err = l.db.QueryRowContext(ctx, `SELECT sha256 FROM file_hashes WHERE path = ? AND dev = ? AND ino = ? AND size = ?
-		AND mtime_ns = ? AND ctime_ns = ?`, path, id.dev, id.ino, id.size, id.mtime, id.ctime).Scan(&sum)
-	if err != nil {
-		return ""
+	for i, f := range files {
+		if !oks[i] {
+			continue
+		}
+		id := ids[i]
+		var sum string
+		if l.db.QueryRowContext(ctx, `SELECT sha256 FROM file_hashes WHERE path = ? AND dev = ? AND ino = ? AND size = ?
+			AND mtime_ns = ? AND ctime_ns = ?`, f, id.dev, id.ino, id.size, id.mtime, id.ctime).Scan(&sum) == nil {
+			sums[i] = sum
+		}
 	}
-	return sum
+	return sums
 }
 
-func storeHash(ctx context.Context, tx *sql.Tx, ref FileRef, id *fileID) error {
-	if id == nil || ref.SHA256 == "" {
+func storeHash(ctx context.Context, tx *sql.Tx, ref FileRef, id fileID) error {
+	if ref.SHA256 == "" {
 		return nil
 	}
 	_, err := tx.ExecContext(ctx, `INSERT INTO file_hashes (path, dev, ino, size, mtime_ns, ctime_ns, sha256) VALUES (?,?,?,?,?,?,?)

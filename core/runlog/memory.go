@@ -3,15 +3,17 @@ package runlog
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"hash"
+	"io"
 	"maps"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/zeebo/xxh3"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/model"
@@ -25,13 +27,24 @@ type TensorDigest struct {
 	Name   string
 	DType  string // tensor.DType's name: "F32", "BF16", "I64", ...
 	Shape  []int
-	SHA256 string // hex sha256 of the data, row-major and little-endian
+	Digest string // TensorDigestOf the data: hex XXH3-128, row-major and little-endian
+}
+
+// TensorDigestOf is a tensor's digest in a state-dict fingerprint: the XXH3-128 of its bytes
+// (seed 0) in xxHash's canonical form, 32 hex digits, high half first, as `xxhsum -H2` prints
+// it. Not sha256: XXH3 hashes at memory speed (about 15x sha256 with SHA-NI here), so an
+// in-memory run's input identity costs no more than ~2% of a quantization; it is not a
+// cryptographic hash (the identity guards against mistakes, not adversaries), but any change
+// of the bytes changes it but with probability 2^-128.
+func TensorDigestOf(data []byte) string {
+	b := xxh3.Hash128(data).Bytes()
+	return hex.EncodeToString(b[:])
 }
 
 // StateDictFingerprint is the input identity of an in-memory model (Python's quantize of an
 // nn.Module or a state dict, mq_model_quantize of a built model): the hex sha256 of the lines
 //
-//	<name>\t<dtype>\t<d0,d1,...>\t<sha256 of the data>\n
+//	<name>\t<dtype>\t<d0,d1,...>\t<TensorDigestOf the data>\n
 //
 // one per tensor, sorted by name. It depends on the tensors only (not their order, not where
 // they came from), so the weights of a file fingerprint the same as the module they were saved
@@ -45,7 +58,7 @@ func StateDictFingerprint(ts []TensorDigest) string {
 		for i, d := range t.Shape {
 			dims[i] = strconv.Itoa(d)
 		}
-		fmt.Fprintf(h, "%s\t%s\t%s\t%s\n", t.Name, t.DType, strings.Join(dims, ","), t.SHA256)
+		fmt.Fprintf(h, "%s\t%s\t%s\t%s\n", t.Name, t.DType, strings.Join(dims, ","), t.Digest)
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
@@ -63,8 +76,7 @@ func FingerprintReader(ctx context.Context, r checkpoint.Reader) (string, int64,
 		if err != nil {
 			return "", 0, fmt.Errorf("fingerprint: %w", err)
 		}
-		sum := sha256.Sum256(t.Data)
-		ds = append(ds, TensorDigest{Name: e.Name, DType: t.DType.String(), Shape: t.Shape, SHA256: hex.EncodeToString(sum[:])})
+		ds = append(ds, TensorDigest{Name: e.Name, DType: t.DType.String(), Shape: t.Shape, Digest: TensorDigestOf(t.Data)})
 		n += int64(len(t.Data))
 		r.Release(e.Name)
 	}
@@ -74,8 +86,8 @@ func FingerprintReader(ctx context.Context, r checkpoint.Reader) (string, int64,
 // CalibrationHash fingerprints the calibration data of an in-memory run as the engine sees
 // it: Count is the number of activation batches fed (one per layer and batch, as a
 // calibration file's entries), Shapes their shapes (the first MaxShapes), SHA256 the sha256
-// of, per batch in the order fed, "<layer>\t<dtype>\t<shape>\n" and the data. Safe for
-// concurrent use.
+// of the lines "<layer>\t<dtype>\t<d0,d1,...>\t<TensorDigestOf the data>\n", one per batch in
+// the order fed. Safe for concurrent use.
 type CalibrationHash struct {
 	mu sync.Mutex
 	h  hash.Hash
@@ -89,17 +101,14 @@ func NewCalibrationHash() *CalibrationHash {
 
 // Add feeds one batch of a layer's activations.
 func (c *CalibrationHash) Add(layer string, x *tensor.Tensor) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	dims := make([]string, len(x.Shape))
 	for i, d := range x.Shape {
 		dims[i] = strconv.Itoa(d)
 	}
-	fmt.Fprintf(c.h, "%s\t%s\t%s\n", layer, x.DType, strings.Join(dims, ","))
-	var n [8]byte
-	binary.LittleEndian.PutUint64(n[:], uint64(len(x.Data)))
-	c.h.Write(n[:])
-	c.h.Write(x.Data)
+	line := fmt.Sprintf("%s\t%s\t%s\t%s\n", layer, x.DType, strings.Join(dims, ","), TensorDigestOf(x.Data))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	io.WriteString(c.h, line)
 	c.c.Count++
 	if len(c.c.Shapes) < MaxShapes {
 		c.c.Shapes = append(c.c.Shapes, append([]int{}, x.Shape...))
@@ -147,8 +156,8 @@ func processVersions() map[string]string {
 }
 
 // ModelRecording records an in-memory quantization (model.Model.Quantize): StartModel before
-// quantizing (the state-dict fingerprint is computed beside the quantization, which reads the
-// same tensors), Finish with the result.
+// quantizing (the state-dict fingerprint is computed, and the log opened, beside the
+// quantization, which reads the same tensors), Finish with the result.
 type ModelRecording struct {
 	rec  *Run
 	path string
@@ -156,10 +165,14 @@ type ModelRecording struct {
 	stop context.CancelFunc
 }
 
+// fingerprint is what StartModel's goroutine found: the input identity and the open log.
 type fingerprint struct {
-	sha   string
-	bytes int64
-	err   error
+	sha    string
+	bytes  int64
+	err    error
+	path   string // the log's file
+	log    *Log   // nil when it could not be opened (logErr)
+	logErr error
 }
 
 // StartModel starts the record of quantizing m for entryPoint, to go into the log at path
@@ -168,8 +181,17 @@ func StartModel(entryPoint, path string, m *model.Model) *ModelRecording {
 	ctx, stop := context.WithCancel(context.Background())
 	r := &ModelRecording{rec: Begin(entryPoint), path: path, fp: make(chan fingerprint, 1), stop: stop}
 	go func() {
-		sha, n, err := FingerprintReader(ctx, m.Reader())
-		r.fp <- fingerprint{sha, n, err}
+		var f fingerprint
+		f.sha, f.bytes, f.err = FingerprintReader(ctx, m.Reader())
+		if f.path = path; f.path == "" {
+			f.path, f.logErr = DefaultPath()
+		}
+		if f.err == nil && f.logErr == nil {
+			// opening (and on first use creating and migrating) the log takes milliseconds:
+			// here they overlap the quantization instead of following it
+			f.log, f.logErr = Open(ctx, f.path)
+		}
+		r.fp <- f
 	}()
 	return r
 }
@@ -177,33 +199,32 @@ func StartModel(entryPoint, path string, m *model.Model) *ModelRecording {
 // Abandon stops the fingerprint of a quantization that failed; nothing is recorded.
 func (r *ModelRecording) Abandon() {
 	r.stop()
-	<-r.fp
+	f := <-r.fp
+	f.log.Close()
 }
 
 // Finish fills the record from the quantization's result and stores it. It never fails:
 // a run that cannot be recorded gives id 0 and a warning. logPath is the log's file.
 func (r *ModelRecording) Finish(ctx context.Context, opts plan.Options, res *model.Result, cal *Calibration) (id int64, logPath, warning string) {
-	fp := <-r.fp
-	r.stop()
-	path := r.path
-	if path == "" {
-		p, err := DefaultPath()
-		if err != nil {
-			return 0, "", "run not recorded: " + err.Error()
-		}
-		path = p
-	}
-	if fp.err != nil {
-		return 0, path, "run not recorded: " + fp.err.Error()
+	f := <-r.fp
+	defer r.stop()
+	defer f.log.Close()
+	if f.logErr == nil && f.err != nil {
+		f.logErr = f.err
 	}
 	rec := r.rec
-	rec.Input = FileRef{SHA256: fp.sha, Bytes: fp.bytes}
-	rec.Calibration = cal
-	if err := rec.SetReport(Settings{Options: opts, Recipe: res.Plan.Recipe}, res.Plan, res.Report); err != nil {
-		return 0, path, "run not recorded: " + err.Error()
+	if f.logErr == nil {
+		rec.Input = FileRef{SHA256: f.sha, Bytes: f.bytes}
+		rec.Calibration = cal
+		f.logErr = rec.SetReport(Settings{Options: opts, Recipe: res.Plan.Recipe}, res.Plan, res.Report)
 	}
-	id, warning = RecordOrWarn(ctx, path, rec)
-	return id, path, warning
+	if f.logErr == nil {
+		id, f.logErr = f.log.Record(ctx, rec)
+	}
+	if f.logErr != nil {
+		return 0, f.path, notRecorded(f.logErr)
+	}
+	return id, f.path, ""
 }
 
 // Trial is a run known by its results only: a search trial the caller quantized and measured

@@ -29,13 +29,12 @@ func f32(vals ...float32) []byte {
 // tensor's name, dtype, shape or data.
 func TestStateDictFingerprint(t *testing.T) {
 	d := func(name, dt string, shape []int, data []byte) TensorDigest {
-		s := sha256.Sum256(data)
-		return TensorDigest{Name: name, DType: dt, Shape: shape, SHA256: hex.EncodeToString(s[:])}
+		return TensorDigest{Name: name, DType: dt, Shape: shape, Digest: TensorDigestOf(data)}
 	}
 	a, b := d("fc.weight", "F32", []int{2, 3}, f32(1, 2, 3, 4, 5, 6)), d("fc.bias", "F32", []int{2}, f32(0, 1))
 	got := StateDictFingerprint([]TensorDigest{a, b})
 	line := func(x TensorDigest, shape string) string {
-		return x.Name + "\t" + x.DType + "\t" + shape + "\t" + x.SHA256 + "\n"
+		return x.Name + "\t" + x.DType + "\t" + shape + "\t" + x.Digest + "\n"
 	}
 	want := sha256.Sum256([]byte(line(b, "2") + line(a, "2,3")))
 	if got != hex.EncodeToString(want[:]) {
@@ -53,6 +52,58 @@ func TestStateDictFingerprint(t *testing.T) {
 	} {
 		if StateDictFingerprint(other) == got {
 			t.Errorf("%+v fingerprints like the original", other)
+		}
+	}
+}
+
+// A tensor's digest is XXH3-128 in xxHash's canonical form: the values of the reference C
+// library (libxxhash 0.8.1's XXH3_128bits, as `xxhsum -H2` prints them), on each of XXH3's
+// input-length paths (0, 1-3, 4-8, 9-16, 17-128, 129-240 and long inputs), and one changed
+// weight changes it.
+func TestTensorDigestOf(t *testing.T) {
+	seq := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i*7 + i>>8)
+		}
+		return b
+	}
+	for _, c := range []struct {
+		n    int
+		want string
+	}{
+		{0, "99aa06d3014798d86001c324468d497f"},
+		{1, "a6cd5e9392000f6ac44bdff4074eecdb"},
+		{3, "656e81c56e41fe02c3489259e968ad9e"},
+		{4, "ab5c3e7474d809db81a65295de8e7dde"},
+		{8, "e4b9dd0b66ff3c50ebabbd0695002ff6"},
+		{9, "82ddc95bc76007671c69c3f04aaed08c"},
+		{16, "ddf6c1254d70f76794eaa17b20756f46"},
+		{17, "263f67af63088041735fe434ded90c3c"},
+		{100, "858be3b5082c7eb73dc31a0ba04530cd"},
+		{128, "dd9e5aa9bd51cc9cc6bd21ecc865f29f"},
+		{129, "00433635cf8d872e7f4accb76587485b"},
+		{240, "89e3a0a2ee355d25d10beb4e0599e4b3"},
+		{241, "75f4da43f23cce5a541b19226f0052e8"},
+		{1000, "bae798f9321bda6cd1db6a0afea2cc82"},
+		{1024, "a3da96fbd688736171bee625238addb4"},
+		{4096, "08ef8fc6d37a71915c722d9ceb6f9064"},
+		{100003, "1f54492de8a6ea06a9b717cb7935c575"},
+	} {
+		if got := TensorDigestOf(seq(c.n)); got != c.want {
+			t.Errorf("TensorDigestOf(%d bytes) = %s, want %s", c.n, got, c.want)
+		}
+	}
+	w := make([]float32, 1<<16)
+	for i := range w {
+		w[i] = float32(math.Sin(float64(i)))
+	}
+	a := TensorDigestOf(f32(w...))
+	for _, i := range []int{0, 12345, len(w) - 1} {
+		v := append([]float32{}, w...)
+		v[i] = math.Nextafter32(v[i], 2)
+		if TensorDigestOf(f32(v...)) == a {
+			t.Errorf("weight %d one ulp up digests like the original", i)
 		}
 	}
 }
@@ -95,6 +146,10 @@ func TestCalibrationHash(t *testing.T) {
 	a := feed([]float32{1, 2}, []float32{3})
 	if a.Count != 2 || len(a.Shapes) != 2 || a.Shapes[1][1] != 1 || len(a.SHA256) != 64 {
 		t.Errorf("Calibration = %+v, want count 2, shapes [1 2] [1 1]", a)
+	}
+	want := sha256.Sum256([]byte("fc\tF32\t1,2\t" + TensorDigestOf(f32(1, 2)) + "\nfc\tF32\t1,1\t" + TensorDigestOf(f32(3)) + "\n"))
+	if a.SHA256 != hex.EncodeToString(want[:]) {
+		t.Errorf("calibration fingerprint %s, want the sha256 of the batches' lines %x", a.SHA256, want)
 	}
 	if b := feed([]float32{1, 2}, []float32{3}); b.SHA256 != a.SHA256 {
 		t.Error("the same data fingerprints differently")

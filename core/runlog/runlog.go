@@ -114,7 +114,7 @@ type Run struct {
 	PeakRSS     int64              `json:"peak_rss_bytes"`
 	Metrics     map[string]float64 `json:"metrics"` // attached later by AddMetric
 
-	inputID *fileID // the input's identity when its hash was computed for this run
+	inputCache []cachedFile // the input's file hashes computed for this run, for the cache
 }
 
 // Log is an open run log. It is safe for concurrent use.
@@ -295,8 +295,10 @@ func (l *Log) Record(ctx context.Context, run *Run) (int64, error) {
 				return err
 			}
 		}
-		if err := storeHash(ctx, tx, run.Input, run.inputID); err != nil {
-			return err
+		for _, c := range run.inputCache {
+			if err := storeHash(ctx, tx, c.ref, c.id); err != nil {
+				return err
+			}
 		}
 		for k, v := range run.Metrics {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO metrics (run_id, key, value, logged) VALUES (?,?,?,?)`,
@@ -510,9 +512,14 @@ func RecordOrWarn(ctx context.Context, path string, run *Run, opts ...Option) (i
 		l.Close()
 	}
 	if err != nil {
-		return 0, "run not recorded: " + oneLine(err.Error()) + " (the quantization itself succeeded; MONOQUANT_LOG=0 turns the log off)"
+		return 0, notRecorded(err)
 	}
 	return id, ""
+}
+
+// notRecorded is the one warning of a run the log could not take.
+func notRecorded(err error) string {
+	return "run not recorded: " + oneLine(err.Error()) + " (the quantization itself succeeded; MONOQUANT_LOG=0 turns the log off)"
 }
 
 func oneLine(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "\n", "; ") }

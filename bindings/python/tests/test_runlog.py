@@ -52,13 +52,30 @@ def cli(*args, env=None):
     return subprocess.run([CLI, *args], capture_output=True, text=True, env=dict(os.environ, **(env or {})))
 
 
+class _XXH128(ctypes.Structure):
+    _fields_ = [("low64", ctypes.c_uint64), ("high64", ctypes.c_uint64)]
+
+
+def xxh3_128(data):
+    """XXH3-128 of data in xxHash's canonical hex (as `xxhsum -H2` prints it), from the reference
+    C library: libxxhash.so.0, which every Debian/Ubuntu system has (libapt-pkg depends on it)."""
+    try:
+        lib = ctypes.CDLL("libxxhash.so.0")
+    except OSError:
+        pytest.skip("libxxhash.so.0 (the reference XXH3) is not installed: apt-get install libxxhash0")
+    lib.XXH3_128bits.restype = _XXH128
+    lib.XXH3_128bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    h = lib.XXH3_128bits(data, len(data))
+    return f"{h.high64:016x}{h.low64:016x}"
+
+
 def fingerprint(state_dict):
     """docs/RUNLOG.md's state-dict fingerprint, computed here without the engine."""
     names = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64", torch.int64: "I64"}
     lines = []
     for name in sorted(state_dict):
         t = state_dict[name].detach().contiguous().cpu()
-        data = hashlib.sha256(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"").hexdigest()
+        data = xxh3_128(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
         lines.append(f"{name}\t{names[t.dtype]}\t{','.join(map(str, t.shape))}\t{data}\n")
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
@@ -76,12 +93,21 @@ def test_in_memory_quantize_is_recorded(home):
     # the same weights in another module: the same input identity
     assert quiet_quantize(net(), bits=4).monoquant_run_id == 2
     assert monoquant.run(2).input["sha256"] == r.input["sha256"]
+    # the state dict itself (quantize's other caller path): the same identity
+    sd = quiet_quantize(m.state_dict(), bits=8)
+    assert monoquant.run(sd.report["run_id"]).input["sha256"] == r.input["sha256"]
+    # one weight one ulp up: another identity, still the documented formula
+    m2 = net()
+    with torch.no_grad():
+        m2[2].weight[5, 7] = torch.nextafter(m2[2].weight[5, 7], torch.tensor(2.0))
+    changed = monoquant.run(quiet_quantize(m2, bits=8).monoquant_run_id).input["sha256"]
+    assert changed != r.input["sha256"] and changed == fingerprint(m2.state_dict())
     # log=False and MONOQUANT_LOG=0 record nothing
     assert quiet_quantize(m, log=False).monoquant_run_id == 0
     os.environ["MONOQUANT_LOG"] = "0"
     assert quiet_quantize(m).monoquant_run_id == 0
     os.environ["MONOQUANT_LOG"] = "1"
-    assert [x.id for x in monoquant.runs()] == [1, 2]
+    assert [x.id for x in monoquant.runs()] == [1, 2, 3, 4]
 
 
 def test_static_quantize_records_the_calibration_fingerprint(home):

@@ -3,9 +3,12 @@ package safetensors
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"maps"
 	"math"
 	"path/filepath"
@@ -31,6 +34,12 @@ type Writer struct {
 	partial int64 // bytes of entries[next] written so far by WritePart
 	err     error // a failed write leaves the file unusable; every later call reports it
 	done    bool
+	// hdr is the header as written, kept until the first tensor for HashSHA256; h the file's
+	// sha256 while it is written (HashSHA256), n its bytes, committed whether Commit succeeded.
+	hdr       []byte
+	h         hash.Hash
+	n         int64
+	committed bool
 }
 
 // Create validates the entries, writes the header to a temporary file beside path and returns a
@@ -55,7 +64,43 @@ func Create(path string, entries []tensor.Info, metadata map[string]string) (*Wr
 		f.Abort()
 		return nil, fmt.Errorf("safetensors %s: writing header: %w", path, err)
 	}
+	w.hdr = hdr
 	return w, nil
+}
+
+// HashSHA256 makes the Writer compute the sha256 of the file while writing it (the header and
+// every tensor byte, as they go to the file), for SHA256: no second read of the file, and the
+// hash runs on the goroutine that writes, beside the one that quantizes. It must come before
+// the first tensor; it returns false when it is too late.
+func (w *Writer) HashSHA256() bool {
+	if w.h != nil {
+		return true
+	}
+	if w.hdr == nil || w.done {
+		return false
+	}
+	w.h = sha256.New()
+	w.h.Write(w.hdr)
+	w.n = int64(len(w.hdr))
+	return true
+}
+
+// SHA256 is the hex sha256 and size of the committed file when HashSHA256 asked for it; "" and
+// 0 before a successful Commit or when not asked.
+func (w *Writer) SHA256() (string, int64) {
+	if w.h == nil || !w.committed {
+		return "", 0
+	}
+	return hex.EncodeToString(w.h.Sum(nil)), w.n
+}
+
+// written feeds what was just written to the file's hash, when asked for.
+func (w *Writer) written(b []byte) {
+	w.hdr = nil // no longer needed: HashSHA256 is too late from here
+	if w.h != nil {
+		w.h.Write(b)
+		w.n += int64(len(b))
+	}
 }
 
 // encodeHeader builds the length prefix and JSON header, padded with spaces to a multiple of 8
@@ -180,6 +225,7 @@ func (w *Writer) Write(name string, data []byte) error {
 		w.err = fmt.Errorf("safetensors %s: writing %q: %w", w.path, name, err)
 		return w.err
 	}
+	w.written(data)
 	w.next++
 	return nil
 }
@@ -200,6 +246,7 @@ func (w *Writer) WritePart(name string, part []byte) error {
 		w.err = fmt.Errorf("safetensors %s: writing %q: %w", w.path, name, err)
 		return w.err
 	}
+	w.written(part)
 	w.partial += int64(len(part))
 	if w.partial == size {
 		w.next++
@@ -234,6 +281,7 @@ func (w *Writer) Commit() error {
 	if err := w.f.Commit(); err != nil {
 		return fmt.Errorf("safetensors %s: %w", w.path, err)
 	}
+	w.committed = true
 	return nil
 }
 
