@@ -20,7 +20,7 @@ const (
 // asymmetric RTN). Here the quadratic sub-problem is solved for both the scale and the zero
 // point, the zero rounded at every step, and the start is the mse clip search's result:
 //
-//	start: (s, z) from mseParams (so never worse than mse)
+//	start: (s, z) from mseParams
 //	repeat: q = clamp(round(x/s) + z)                      // the kernel's rounding
 //	        e = shrink_lp(x − (q − z)·s, β)                // sign(d)·max(|d| − |d|^(p−1)/β, 0), p = 0.7
 //	        (s, z') = least squares of x − e on (q − z'):  // the quadratic half
