@@ -1,17 +1,30 @@
 """Perplexity of a small character-level GPT after INT4 g128 weight quantization with each method
 (issue #14's goal: the perplexity increase with gptq <= 0.6x that of rtn, with hqq <= 0.85x).
 
-Everything is made here: the corpus (sentences of a small random grammar, seeded), the model (a
-4-layer GPT, 128 wide, trained for --steps Adam steps on 2 threads), the quantized copies
-(monoquant.quantize, bits=4, group_size=128, activations "none": weight-only; gptq's Hessians
-from --calib training sequences). Perplexity is exp(mean cross-entropy) over held-out text.
+Everything is made here, nothing is downloaded: the corpus is the documentation text that ships
+with CPython (pydoc_data.topics: about 465,000 characters of English prose and code examples),
+cut into 1,000-character chunks of which every tenth is held out (the held-out text comes from
+the same distribution as the training text); the model is a 2-layer GPT, 128 wide, trained for
+--steps AdamW steps (no weight decay, one-cycle schedule) on 2 threads; the quantized copies come
+from monoquant.quantize (bits=4, group_size=128, activations "none": weight-only; gptq's Hessians
+from --calib training sequences, sequential). Perplexity is exp(mean cross-entropy) over the
+held-out text.
 
-    python bench/method/bench_perplexity.py [--steps 600] [--methods rtn,mse,hqq,gptq]
+Besides the increase, each method's *mirrored* increase is printed: the perplexity with the
+weights moved by the opposite error (w - (q(w) - w)). A small model sits near, not at, a minimum
+of the held-out loss, so a weight error e changes the loss by g.e (first order, its sign set by
+the direction of e) plus a quadratic term; the mean of the two increases cancels the first-order
+part. When the two columns differ a lot, the first-order part dominates and a single increase
+says little about the method (see BENCHMARKS.md).
 
-`--quick` trains a smaller model for a few seconds: a smoke run, not the measurement.
+    python bench/method/bench_perplexity.py [--steps 300] [--methods rtn,mse,hqq,gptq]
+
+`--corpus grammar` uses the earlier generated-grammar corpus; `--quick` trains a smaller model
+for a few seconds: a smoke run, not the measurement.
 """
 
 import argparse
+import copy
 import math
 import os
 import random
@@ -92,6 +105,31 @@ class GPT(nn.Module):
         return self.head(self.ln(self.blocks(x)))
 
 
+def pydoc_corpus():
+    import pydoc_data.topics as topics
+
+    return "".join(topics.topics[k] for k in sorted(topics.topics))
+
+
+def split(data, chunk=1000, every=10):
+    """Every ``every``-th chunk of ``chunk`` tokens is held out."""
+    n = len(data) // chunk
+    chunks = data[: n * chunk].view(n, chunk)
+    held = torch.arange(n) % every == every - 1
+    return chunks[~held].reshape(-1), chunks[held].reshape(-1)
+
+
+@torch.no_grad()
+def mirrored(model, q, data, ctx):
+    """Perplexity with every quantized Linear's weight moved by the opposite of its error."""
+    m = copy.deepcopy(model)
+    qmods = dict(q.named_modules())
+    for name, mod in m.named_modules():
+        if isinstance(mod, nn.Linear) and hasattr(qmods.get(name), "dequantized"):
+            mod.weight.copy_(2 * mod.weight - qmods[name].weight)
+    return perplexity(m, data, ctx)
+
+
 def batches(data, n, ctx, g):
     ix = torch.randint(0, len(data) - ctx - 1, (n,), generator=g)
     return torch.stack([data[i:i + ctx] for i in ix]), torch.stack([data[i + 1:i + ctx + 1] for i in ix])
@@ -116,22 +154,26 @@ def cpu():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--methods", default="rtn,mse,hqq,gptq")
     ap.add_argument("--calib", type=int, default=128, help="training sequences for gptq's Hessians")
+    ap.add_argument("--corpus", choices=("pydoc", "grammar"), default="pydoc")
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    d, layers, steps = (64, 2, 150) if a.quick else (128, 4, a.steps)
+    d, layers, steps = (64, 2, 60) if a.quick else (a.width, a.layers, a.steps)
     ctx = 64
-    text = corpus(400_000, seed=1)
+    text = pydoc_corpus() if a.corpus == "pydoc" else corpus(400_000, seed=1)
     chars = sorted(set(text))
     stoi = {c: i for i, c in enumerate(chars)}
     data = torch.tensor([stoi[c] for c in text], dtype=torch.long)
-    train, val = data[:360_000], data[360_000:]
+    train, val = split(data)
     model = GPT(len(chars), d=d, layers=layers, ctx=ctx)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=a.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
     g = torch.Generator().manual_seed(0)
     load0 = os.getloadavg()[0]
@@ -147,10 +189,11 @@ def main():
     model.eval()
     train_wall, train_cpu = time.perf_counter() - t0, cpu() - c0
     base = perplexity(model, val, ctx)
-    print(f"char GPT: {layers} layers x {d}, vocab {len(chars)}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; "
+    print(f"char GPT on the {a.corpus} corpus ({len(train):,} training, {len(val):,} held-out chars): {layers} layers x {d}, "
+          f"vocab {len(chars)}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; "
           f"trained {steps} steps of 32x{ctx} chars in {train_wall:.0f} s wall, {train_cpu:.0f} s CPU "
           f"(load average {load0:.1f} at the start; goal: under 3 minutes on 2 cores); final loss {loss.item():.3f}")
-    print(f"float perplexity on {len(val):,} held-out chars: {base:.4f}")
+    print(f"float perplexity on the held-out chars: {base:.4f}")
     calib = [batches(train, 16, ctx, torch.Generator().manual_seed(1))[0] for _ in range(a.calib // 16)]
     inc = {}
     rows = []
@@ -163,11 +206,11 @@ def main():
         qt = time.perf_counter() - t
         p = perplexity(q, val, ctx)
         inc[m] = p - base
-        rows.append((m, p, p - base, q.monoquant_report["sqnr_db"], qt))
-    print(f"{'method':8} {'perplexity':>10} {'increase':>9} {'vs rtn':>7} {'weight SQNR':>12} {'quantize':>9}")
-    for m, p, dp, sq, qt in rows:
+        rows.append((m, p, p - base, mirrored(model, q, val, ctx) - base, q.monoquant_report["sqnr_db"], qt))
+    print(f"{'method':8} {'perplexity':>10} {'increase':>9} {'vs rtn':>7} {'mirrored':>9} {'weight SQNR':>12} {'quantize':>9}")
+    for m, p, dp, dm, sq, qt in rows:
         ratio = dp / inc["rtn"] if "rtn" in inc and inc["rtn"] > 0 else float("nan")
-        print(f"{m:8} {p:10.4f} {dp:9.4f} {ratio:7.2f} {sq:9.2f} dB {qt:8.1f}s")
+        print(f"{m:8} {p:10.4f} {dp:9.4f} {ratio:7.2f} {dm:9.4f} {sq:9.2f} dB {qt:8.1f}s")
     if "rtn" in inc:
         for m, goal in (("gptq", 0.6), ("hqq", 0.85)):
             if m in inc:

@@ -18,8 +18,12 @@
 //	      (lp, p = 0.7) error term with a closed-form quadratic step for the qparams. The hqq
 //	      package optimises a float zero point; the stored zero points here are integers, so
 //	      the quadratic step fits scale and zero point and rounds the zero at every step,
-//	      starting from the mse result and keeping the best (see hqqParams). Needs the
-//	      asymmetric scheme. Cost: mse plus up to HQQIters (20) passes of two sweeps.
+//	      starting from the mse result and keeping the best (see hqqParams); then, with the
+//	      integers kept, the step is rescaled so that each group's error is orthogonal to its
+//	      weights (unshrink: a least-squares fit pulls every group toward its zero point, which
+//	      the paper's min/max step does not, and a trained network's loss feels that shrink).
+//	      Needs the asymmetric scheme. Cost: mse plus up to HQQIters (20) passes of two sweeps,
+//	      plus five passes.
 //	gptq  GPTQ (Frantar et al. 2022, "GPTQ: Accurate Post-Training Quantization for
 //	      Generative Pre-trained Transformers"): quantizes the columns (inputs) one by one and
 //	      spreads each column's error over the columns not yet quantized through the inverse

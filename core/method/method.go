@@ -201,7 +201,17 @@ func Quantize(m Method, dst []byte, src *tensor.Tensor, spec quant.Spec, scale [
 	case MSE:
 		err = mseParams(g.gather(xs), g, &spec, r, opts, scale[:np], zp[:np])
 	case HQQ:
-		err = hqqParams(g.gather(xs), g, &spec, r, opts, scale[:np], zp[:np])
+		// hqq chooses the integers too (unshrink keeps them under a rescaled step): the
+		// kernel quantizes its dequantized values, which map back to them
+		buf := g.gather(xs)
+		if !g.strided {
+			buf = append([]float32(nil), xs...)
+		}
+		if err = hqqParams(buf, g, &spec, r, opts, scale[:np], zp[:np]); err != nil {
+			return res, err
+		}
+		res.Stats = quant.Stats{FirstNonFinite: -1}
+		return res, quant.QuantizeWithParams(dst, &tensor.Tensor{DType: tensor.F32, Shape: src.Shape, Data: tensor.Float32Bytes(g.scatter(buf))}, spec, scale, zp)
 	case GPTQ:
 		var q []float32
 		q, res, err = gptq(xs, src.Shape, &spec, r, opts, scale[:np], zp[:np])
@@ -263,6 +273,23 @@ func (g granules) gather(xs []float32) []float32 {
 		for o := 0; o < g.outer; o++ {
 			base := (o*g.count + c) * g.inner
 			j += copy(out[j:], xs[base:base+g.inner])
+		}
+	}
+	return out
+}
+
+// scatter is gather's inverse: granule-major values back in the tensor's order (the same
+// slice when granules are contiguous).
+func (g granules) scatter(buf []float32) []float32 {
+	if !g.strided {
+		return buf
+	}
+	out := make([]float32, len(buf))
+	j := 0
+	for c := 0; c < g.count; c++ {
+		for o := 0; o < g.outer; o++ {
+			base := (o*g.count + c) * g.inner
+			j += copy(out[base:base+g.inner], buf[j:j+g.inner])
 		}
 	}
 	return out

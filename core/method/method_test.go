@@ -242,3 +242,49 @@ func TestPowNeg03(t *testing.T) {
 		}
 	}
 }
+
+// TestHQQDoesNotShrink: hqq's error has no component along the weights (Σ x·x̂ = Σ x² per
+// group, to the rounding of a few values), where a least-squares fit, and mse's clip search,
+// pull every group toward its zero point by about 1/SQNR.
+func TestHQQDoesNotShrink(t *testing.T) {
+	w := heavyWeights(64, 512, 4)
+	shape := []int{64, 512}
+	spec := quant.Spec{Format: quant.Int4, GroupSize: 128, Scheme: quant.Asymmetric}
+	rel := func(q []float32) (worst, mean float64) {
+		n := 0
+		for g := 0; g < len(w); g += 128 {
+			var xx, xq float64
+			for i := g; i < g+128; i++ {
+				xx += float64(w[i]) * float64(w[i])
+				xq += float64(w[i]) * float64(q[i])
+			}
+			r := xq/xx - 1
+			worst = max(worst, math.Abs(r))
+			mean += r
+			n++
+		}
+		return worst, mean / float64(n)
+	}
+	hqq, _ := run(t, HQQ, w, shape, spec, Options{})
+	mse, _ := run(t, MSE, w, shape, spec, Options{})
+	hw, hm := rel(hqq)
+	_, mm := rel(mse)
+	t.Logf("Σx·x̂/Σx² − 1 per group: hqq mean %.2e (worst %.2e), mse mean %.2e", hm, hw, mm)
+	if hw > 1e-5 {
+		t.Errorf("hqq: a group's Σx·x̂ is %.2e off Σx²; want the error orthogonal to the weights", hw)
+	}
+	if !(mm < -5*math.Abs(hm)) {
+		t.Errorf("the test cannot tell: mse shrinks by %.2e on average, hqq by %.2e", mm, hm)
+	}
+}
+
+func TestHQQStridedChannels(t *testing.T) {
+	// per channel on axis 1: hqq's values go back to each column (scatter of gather)
+	w := heavyWeights(96, 32, 5)
+	spec := quant.Spec{Format: quant.Int8, Granularity: quant.PerChannel, Axis: 1, Scheme: quant.Asymmetric}
+	rtn, _ := run(t, RTN, w, []int{96, 32}, spec, Options{})
+	got, _ := run(t, HQQ, w, []int{96, 32}, spec, Options{})
+	if quant.SQNR(w, got) < quant.SQNR(w, rtn) {
+		t.Errorf("hqq axis 1: %.2f dB < rtn %.2f dB", quant.SQNR(w, got), quant.SQNR(w, rtn))
+	}
+}

@@ -4,7 +4,8 @@ hqq: parity with the `hqq` package (test-only dependency) on the same matrices. 
 optimises a float zero point; our files store integer zero points (docs/FORMAT.md), so the
 test holds monoquant's hqq to more than the package's result once its zero is rounded to an
 integer (the same stored form), and to the package's SQNR with float zeros (what torchao's HQQ
-stores): at least it at group size 128, within 0.25 dB of it at 64.
+stores): at least it at group size 128, within 0.3 dB of it at 64; and its error is orthogonal
+to the weights in every group (no shrink).
 mse: never below round-to-nearest with the same scheme. Every file is dequantized by torch with
 the format's rule, (q - zero_point) * scale, not by monoquant.
 """
@@ -30,7 +31,9 @@ def matrices():
     g = torch.Generator().manual_seed(14)
     out = {}
     for i, (r, k) in enumerate([(256, 512), (384, 256), (128, 1024)]):
-        chi = torch.distributions.Chi2(4.0).sample((r, k))
+        # chi-square with 4 degrees of freedom from the seeded generator (Chi2.sample would
+        # draw from the global one: other matrices on every run)
+        chi = torch.randn(4, r, k, generator=g).pow(2).sum(0)
         t = torch.randn(r, k, generator=g) / torch.sqrt(chi / 4)
         out[f"l{i}.weight"] = (0.02 * t).float().contiguous()
     return out
@@ -81,9 +84,16 @@ def test_hqq_parity_with_hqq_package(tmp_path, group):
         pkg_int = sqnr(x, hqq_package(x, group, True))
         print(f"{name} g{group}: monoquant hqq {got:.3f} dB, hqq package {pkg_float:.3f} dB (float zero), {pkg_int:.3f} dB (integer zero)")
         # g128: at least the package's float zeros; g64, where a float zero per 64 values
-        # carries more, within 0.25 dB of them (measured: 0.18 dB below on l0)
-        assert got >= pkg_float - (0.02 if group == 128 else 0.25), (name, got, pkg_float)
+        # carries more, within 0.3 dB of them (measured: 0.27 dB below on l0; 0.19-0.21 dB
+        # before hqq kept its error orthogonal to the weights, which costs 0.05-0.09 dB here)
+        assert got >= pkg_float - (0.02 if group == 128 else 0.3), (name, got, pkg_float)
         assert got > pkg_int, (name, got, pkg_int)
+        # no shrink (core/method unshrink): Σ x·x̂ = Σ x² in every group, as the package's
+        # min/max step with a float zero gives on average; a least-squares fit would pull every
+        # group toward its zero point by about 1/SQNR (2 % at 17 dB)
+        xg, qg = x.double().reshape(-1, group), ours[name].double().reshape(-1, group)
+        rel = ((xg * qg).sum(1) / (xg * xg).sum(1) - 1).abs().max().item()
+        assert rel < 1e-5, (name, rel)
     # the report's SQNR is the error of the stored integers, as torch computes it
     by_name = {t["name"]: t["sqnr_db"] for t in report["report"]["tensors"]}
     for name, x in w.items():

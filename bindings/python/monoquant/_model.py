@@ -62,6 +62,16 @@ class ModelConfig:
     def ref(self):
         return ctypes.byref(self.struct)
 
+    def replace(self, log):
+        """The same options, recipe and observer with the run log on or off."""
+        c = ModelConfig(log=log)
+        for k in ("_options", "_recipe", "_recipe_file", "_obs_config"):
+            if hasattr(self, k):
+                setattr(c, k, getattr(self, k))
+        s, d = self.struct, c.struct
+        d.options_json, d.recipe_json, d.recipe_file, d.activation_observer = s.options_json, s.recipe_json, s.recipe_file, s.activation_observer
+        return c
+
 
 def _json_call(fn, args, what):
     """Calls a buffer-convention JSON function of the ABI (sizing call, then the real one)."""

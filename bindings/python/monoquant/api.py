@@ -360,6 +360,10 @@ class _Hessian:
         self.h.addmm_(x.t(), x)
         self.rows += x.shape[0]
 
+    def reset(self):
+        self.h.zero_()
+        self.rows = 0
+
 
 def _hessians(model, plan_dict, calibration_data):
     """The layers the plan quantizes with a method that needs the input Hessian (gptq), each with
@@ -384,6 +388,176 @@ def _hessians(model, plan_dict, calibration_data):
                              f"layers; {ld['name']!r} is a {type(mod).__name__}: give it another method with a recipe rule "
                              f"{{'match': {ld['name']!r}, 'method': 'hqq'}}")
         out[ld["name"]] = _Hessian(ld["name"], mod, ld["hessian_inputs"])
+    return out
+
+
+class _StopForward(Exception):
+    """Raised by a calibration hook to end a forward pass once the layers it waits for have had
+    their input (GPTQ's sequential passes need nothing after them)."""
+
+
+def _gptq_sequential(model, cfg, plan_dict, hessians, data, max_batches):
+    """GPTQ's sequential calibration (Frantar et al. 2022, section 4, as AutoGPTQ and GPTQModel do
+    it): every layer's Hessian is accumulated from the inputs the model produces once the layers
+    that run before it are quantized, so each layer's error feedback also corrects what the
+    earlier layers' quantization did to its inputs.
+
+    1. One pass over the calibration data on the float model, with a hook on every layer of
+       ``hessians``, records the order the layers run in (first batch) and which layers read the
+       very same input tensor (q/k/v, gate/up: one group, as GPTQModel's true-sequential groups),
+       and accumulates the first group's Hessians.
+    2. Per group, in that order: the engine quantizes the group's layers alone with their
+       Hessians (a model of just their tensors, the call's options, no run-log entry: the same
+       decisions it takes for them in the whole model), and their dequantized weights stand in
+       for the float ones; the next group's Hessians are then accumulated over the data again,
+       each forward stopped once the group has had its inputs (unless one of its layers runs
+       more than once per forward).
+
+    The float weights are put back before returning (also on error or Ctrl-C); the caller hands
+    the Hessians to the engine, which quantizes the whole model with them. Costs one partial
+    forward pass of the calibration data per group, and each gptq layer quantized twice.
+    ``data`` must give the same batches every time it is iterated (see _replayable). Returns
+    (batches, samples) of the first pass."""
+    from . import _model
+
+    mods = {name: h.module for name, h in hessians.items()}
+    static = {ld["name"] for ld in plan_dict["layers"] if ld["activations"] == "static"}
+    first, calls, source = {}, {}, {}
+    state = {"batch": 0}
+
+    def record(name, x):
+        if state["batch"] == 0:
+            first.setdefault(name, len(first))
+            calls[name] = calls.get(name, 0) + 1
+            source.setdefault(name, x)
+        hessians[name].add(x)
+
+    def run(names, on_input):
+        """One pass with hooks on ``names``; each batch stops once all of them have had their
+        input, unless one of them runs more than once per forward."""
+        wait = set(names)
+        stop = all(calls.get(n) == 1 for n in names)
+        seen = set()
+
+        def make_hook(name):
+            def hook(_mod, args):
+                x = _layer_input(args)
+                if isinstance(x, torch.Tensor) and x.is_floating_point():
+                    on_input(name, x)
+                seen.add(name)
+                if stop and seen >= wait:
+                    raise _StopForward
+
+            return hook
+
+        npos = _positional_count(model)
+        hooks = [mods[n].register_forward_pre_hook(make_hook(n)) for n in names]
+        was_training = model.training
+        try:
+            model.eval()
+            with torch.no_grad():
+                for i, batch in enumerate(data):
+                    if max_batches is not None and i >= max_batches:
+                        break
+                    seen.clear()
+                    args, kwargs = _batch_args(batch, npos)
+                    try:
+                        model(*args, **kwargs)
+                    except _StopForward:
+                        pass
+        finally:
+            for h in hooks:
+                h.remove()
+            model.train(was_training)
+
+    def next_batch(*_):
+        state["batch"] += 1
+
+    # pass 1: order, groups, the first group's Hessians (the others are accumulated again below)
+    h = model.register_forward_hook(next_batch)
+    try:
+        batches, samples = _run_with_input_hooks(model, list(mods.items()), record, data, max_batches)
+    finally:
+        h.remove()
+    order = sorted(mods, key=lambda n: first.get(n, len(first)))
+    groups = []
+    for n in order:
+        if groups and n in first and source.get(n) is not None and any(source.get(p) is source[n] for p in groups[-1]):
+            groups[-1].append(n)
+        else:
+            groups.append([n])
+    source.clear()
+    for g in groups[1:]:
+        for n in g:
+            hessians[n].reset()
+    if batches == 0:
+        raise ValueError("calibration_data yielded no batches; method gptq needs at least one")
+    if samples < MIN_CALIBRATION_SAMPLES:
+        warnings.warn(f"gptq's input Hessians calibrated on only {samples} samples (fewer than {MIN_CALIBRATION_SAMPLES}); "
+                      "the Hessians may not be representative", MonoquantWarning, stacklevel=4)
+    if len(groups) < 2:
+        return batches, samples
+    solo = cfg.replace(log=False)
+    originals = {}
+    try:
+        for gi, group in enumerate(groups):
+            if gi > 0:
+                run(group, lambda name, x: hessians[name].add(x))
+            if gi == len(groups) - 1:
+                break
+            with _model.ModelHandle.new() as t:
+                # the group's layers alone, as the whole model describes them
+                kept = []
+                for n in group:
+                    for pn, p in mods[n].named_parameters(recurse=False):
+                        kept.append(p.detach())
+                        t.add_tensor(f"{n}.{pn}", kept[-1])
+                    t.set_module_type(n, _mro(mods[n]))
+                t.set_module_type("", _mro(model))
+                if static & set(group):
+                    # static layers need activation ranges to be quantized at all; their own
+                    # ranges come from the whole model's calibration afterwards
+                    t.calibrate_begin(solo)
+                    run([n for n in group if n in static], t.calibrate)
+                for n in group:
+                    t.set_hessian(n, hessians[n].h)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", MonoquantWarning)
+                    q = t.quantize(solo)
+                try:
+                    d = q.dequantize()
+                    try:
+                        deq = d.tensors([f"{n}.weight" for n in group])
+                    finally:
+                        d.close()
+                finally:
+                    q.close()
+            for n in group:
+                w = mods[n].weight
+                new = deq.get(f"{n}.weight")
+                if new is not None:
+                    originals.setdefault(n, w.data)
+                    w.data = new.reshape(w.shape).to(w.dtype)
+    finally:
+        for n, w in originals.items():
+            mods[n].weight.data = w
+    return batches, samples
+
+
+def _replayable(data, max_batches):
+    """``data`` as something that gives the same batches each time it is iterated: a one-shot
+    iterator (a generator) is read once into a list (at most ``max_batches`` batches)."""
+    try:
+        it = iter(data)
+    except TypeError:
+        raise TypeError(f"calibration_data must be an iterable of tensors, tuples or dicts (a list or a DataLoader), got {type(data).__name__}") from None
+    if it is not data:
+        return data
+    out = []
+    for batch in it:
+        if max_batches is not None and len(out) >= max_batches:
+            break
+        out.append(batch)
     return out
 
 
@@ -565,7 +739,11 @@ def _quantize_module(model, cfg, calibration_data, inplace, progress, max_calibr
         if calibration_data is not None:
             mods = dict(model.named_modules(remove_duplicate=False))
             static = [(ld["name"], mods[ld["name"]]) for ld in plan_dict["layers"] if ld["activations"] == "static"]
-            _calibrate(model, static, calibration_data, m.calibrate, max_calibration_batches, hessians)
+            if hessians:
+                calibration_data = _replayable(calibration_data, max_calibration_batches)
+                _gptq_sequential(model, cfg, plan_dict, hessians, calibration_data, max_calibration_batches)
+            if static or not hessians:
+                _calibrate(model, static, calibration_data, m.calibrate, max_calibration_batches)
             for name, h in hessians.items():
                 m.set_hessian(name, h.h)
         with Progress(progress, len(sd)) as bar:

@@ -8,6 +8,7 @@ import warnings
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import monoquant
 from monoquant import _lib, _model
@@ -44,8 +45,7 @@ def test_gptq_beats_rtn_on_the_layer_output(group):
     s_rtn, s_gptq = layer_sqnr(model[0], rtn[0], x), layer_sqnr(model[0], gptq[0], x)
     # measured: 24.0 dB vs 31.9 dB at group 32
     assert s_gptq > s_rtn + 3, (s_rtn, s_gptq)
-    # the whole model's output too (the second layer's Hessian comes from the float model's
-    # activations, as in the paper's sequential-free variant)
+    # the whole model's output too
     with torch.no_grad():
         ref = model(x)
         assert monoquant.sqnr(ref, gptq(x)) > monoquant.sqnr(ref, rtn(x))
@@ -118,7 +118,7 @@ def test_a_singular_hessian_is_damped_and_reported():
                            calibration_data=[correlated_inputs(16, 64)], progress=False)
 
 
-def test_gptq_with_static_activations_calibrates_both_in_one_pass():
+def test_gptq_with_static_activations():
     torch.manual_seed(4)
     model = nn.Sequential(nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 32)).eval()
     x = correlated_inputs(256, 128)
@@ -153,3 +153,68 @@ def test_set_hessian_checks_the_struct_and_the_size(no_leaks):
         assert _lib.mq_model_set_hessian(m._h, b"fc", None) == 0
         with pytest.raises(ValueError, match="needs the input Hessian"):
             m.quantize(cfg).close()
+
+
+def gptq_alone(layer, inputs, group):
+    """The layer quantized by itself, its Hessian from ``inputs``."""
+    return quiet(monoquant.quantize, nn.Sequential(layer), bits=4, group_size=group, method="gptq", activations="none",
+                 calibration_data=inputs, progress=False)[0]
+
+
+def test_gptq_is_sequential():
+    # each layer's Hessian comes from the inputs the already-quantized layers before it produce
+    # (the paper's sequential calibration): the second layer of the model comes out exactly as
+    # that layer quantized alone on relu(quantized first layer(x)), not as on the float
+    # model's activations
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 64)).eval()
+    x = correlated_inputs(512, 128)
+    batches = list(x.split(128))
+    before = [p.clone() for p in model.parameters()]
+    q = quiet(monoquant.quantize, model, bits=4, group_size=32, method="gptq", activations="none",
+              calibration_data=batches, progress=False)
+    with torch.no_grad():
+        # the dequantized weights in float, as the reference runs its quantized layers (the
+        # INT4 kernel computes in lower precision)
+        seq = [torch.relu(F.linear(b, q[0].weight, model[0].bias)) for b in batches]
+        flt = [torch.relu(model[0](b)) for b in batches]
+    want, other = gptq_alone(model[2], seq, 32), gptq_alone(model[2], flt, 32)
+    assert torch.equal(q[2].weight, want.weight)
+    assert not torch.equal(want.weight, other.weight)
+    # the first layer sees the raw input either way
+    assert torch.equal(q[0].weight, gptq_alone(model[0], batches, 32).weight)
+    # a one-shot iterator of batches gives the same result (read once, replayed per layer)
+    again = quiet(monoquant.quantize, model, bits=4, group_size=32, method="gptq", activations="none",
+                  calibration_data=(b for b in batches), progress=False)
+    assert torch.equal(again[2].weight, want.weight)
+    # the float model is left as it was
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+class TwoHeads(nn.Module):
+    """q and k read the same tensor (one group, one pass); ``mix`` runs twice per forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k = nn.Linear(64, 64), nn.Linear(64, 64)
+        self.mix = nn.Linear(64, 64)
+
+    def forward(self, x):
+        a, b = self.q(x), self.k(x)
+        return self.mix(torch.relu(a)) + self.mix(torch.tanh(b))
+
+
+def test_gptq_groups_layers_reading_one_input_and_layers_called_twice():
+    torch.manual_seed(6)
+    model = TwoHeads().eval()
+    x = correlated_inputs(256, 64)
+    batches = list(x.split(64))
+    q = quiet(monoquant.quantize, model, bits=4, group_size=32, method="gptq", activations="none",
+              calibration_data=batches, progress=False)
+    # q and k: both from the raw input
+    assert torch.equal(q.q.weight, gptq_alone(model.q, batches, 32).weight)
+    assert torch.equal(q.k.weight, gptq_alone(model.k, batches, 32).weight)
+    # mix: both of its calls per forward, on the quantized q and k outputs
+    with torch.no_grad():
+        seen = [t for b in batches for t in (torch.relu(F.linear(b, q.q.weight, model.q.bias)), torch.tanh(F.linear(b, q.k.weight, model.k.bias)))]
+    assert torch.equal(q.mix.weight, gptq_alone(model.mix, seen, 32).weight)
