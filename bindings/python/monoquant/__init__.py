@@ -32,7 +32,7 @@ from ._errors import (
     ShapeError,
     UnsupportedError,
 )
-from .api import Plan, Report, defaults, dequantize, plan, quantize, quantize_file, record_activations, report, sqnr
+from .api import Plan, Report, defaults, dequantize, dequantize_file, plan, quantize, quantize_file, record_activations, report, sqnr
 from .files import QuantizedStateDict, load, save
 from ._runlog import Reproduction, Run, compare, log_metric, reproduce, run, runs
 from .search import BenchmarkResult, SearchResult, SearchResults, benchmark, search
@@ -76,6 +76,7 @@ __all__ = [
     "Plan",
     "defaults",
     "dequantize",
+    "dequantize_file",
     "save",
     "load",
     "report",

@@ -216,3 +216,51 @@ def test_quantize_file_fp16_overflow_saturates(tmp_path):
     with safe_open(tmp_path / "h.safetensors", "pt") as f:
         h = f.get_tensor("fc.weight")
     assert torch.isfinite(h).all() and h[0, 0] == 65504 and h[0, 1] == -65504
+
+
+def test_dequantize_file_of_a_folder_writes_a_folder_like_the_input(tmp_path):
+    """dequantize_file of a quantized sharded folder writes a folder laid out as the float one
+    (the same shard files and weight_map, config.json and tokenizer files copied) that
+    transformers loads with from_pretrained, its logits close to float's (issue 12). Before, a
+    folder gave one file."""
+    ref = gpt2()
+    ref.save_pretrained(tmp_path / "in", max_shard_size="200KB")
+    (tmp_path / "in" / "tokenizer.json").write_text('{"version": "1.0"}')
+    names = sorted(os.listdir(tmp_path / "in"))
+    assert len([n for n in names if n.endswith(".safetensors")]) > 1
+    quantize_file(tmp_path / "in", tmp_path / "q")
+    calls = []
+    monoquant.dequantize_file(tmp_path / "q", tmp_path / "dq", progress=lambda done, total, name: calls.append((done, total)))
+    assert calls and calls[-1][0] == calls[-1][1]
+    assert sorted(os.listdir(tmp_path / "dq")) == names
+    index_in = json.loads((tmp_path / "in" / "model.safetensors.index.json").read_text())
+    index_out = json.loads((tmp_path / "dq" / "model.safetensors.index.json").read_text())
+    assert index_out["weight_map"] == index_in["weight_map"]
+    assert "monoquant" not in index_out.get("metadata", {})
+    for n in ("config.json", "tokenizer.json"):
+        assert (tmp_path / "dq" / n).read_bytes() == (tmp_path / "in" / n).read_bytes()
+    for shard in set(index_out["weight_map"].values()):
+        with safe_open(tmp_path / "dq" / shard, "pt") as f:
+            assert "monoquant" not in (f.metadata() or {})
+            for k in f.keys():
+                assert f.get_slice(k).get_dtype() == "F32", k
+    back = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "dq").eval()
+    ids = torch.randint(0, 2000, (2, 16))
+    assert logits_cos(ref, back, ids) >= 0.999
+
+
+def test_dequantize_file_errors(tmp_path):
+    """A non-empty output folder, the input itself and a float folder are refused by name."""
+    ref = gpt2()
+    ref.save_pretrained(tmp_path / "in")
+    quantize_file(tmp_path / "in", tmp_path / "q")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    with pytest.raises(monoquant.InvalidArgumentError, match="not empty"):
+        monoquant.dequantize_file(tmp_path / "q", tmp_path / "full", progress=False)
+    with pytest.raises(monoquant.InvalidArgumentError, match="input folder"):
+        monoquant.dequantize_file(tmp_path / "q", tmp_path / "q", progress=False)
+    with pytest.raises(monoquant.FormatError, match="not monoquant quantized"):
+        monoquant.dequantize_file(tmp_path / "in", tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()
+    assert os.listdir(tmp_path / "full") == ["x"]
