@@ -343,22 +343,20 @@ def _resolve_aliases(model, tensors, tcs, aliases):
 
 
 def dequantize_state_dict(sd, config):
-    """Float32 state dict of a quantized one, every value dequantized by the engine."""
-    tcs = config.get("tensors", {})
-    out = OrderedDict()
-    for name, t in sd.items():
-        if name in tcs:
-            tc = tcs[name]
-            w = qtensor_from(sd, name, tc).dequantize().reshape(tc["shape"])
-            if tc.get("outlier_columns", 0) > 0:
-                # the calibrated outlier columns, stored in float, go back in place
-                w[:, sd[name + OUTLIER_COLUMNS].long()] = sd[name + OUTLIER_WEIGHT].to(w.dtype)
-            out[name] = w
-        elif any(s and name.endswith(s) and name[: -len(s)] in tcs for s in STORED_SUFFIXES):
-            continue
-        else:
-            out[name] = t
-    return out
+    """Float state dict of a quantized one (its tensors and config), dequantized by the engine:
+    which entries are a quantized tensor's stored parts, the original dtypes and the outlier
+    columns put back are the engine's rules (mq_model_dequantize), as for a file."""
+    from ._errors import FormatError
+
+    try:
+        text = json.dumps(config, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise FormatError(f"dequantize(): the state dict's config is not JSON: {e}") from None
+    with _model.ModelHandle.new() as h:
+        for name, t in sd.items():
+            h.add_tensor(name, t)
+        h.set_config(text)
+        return _dequantized_tensors(h)
 
 
 # ------------------------------------------------------------------------------------------------
