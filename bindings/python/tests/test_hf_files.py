@@ -4,6 +4,7 @@ out, one FP16 overflow rule and errors that name Python's options. Models are bu
 ``transformers`` configs at small sizes; nothing is downloaded. ``transformers`` is a test-only
 dependency."""
 
+import copy
 import json
 import os
 import shutil
@@ -264,3 +265,40 @@ def test_dequantize_file_errors(tmp_path):
         monoquant.dequantize_file(tmp_path / "in", tmp_path / "o", progress=False)
     assert not (tmp_path / "o").exists()
     assert os.listdir(tmp_path / "full") == ["x"]
+
+
+def test_tied_int4_table_is_held_once_by_the_packed_head(tmp_path):
+    """A tied INT4 embedding and head (GPT-2) loaded into a meta skeleton hold the table once:
+    the embedding reads its rows from the head's int4pack tensor (issue 12's load memory). Rows,
+    logits, state dict and saved bytes are those of a model holding its own table."""
+    from monoquant import _kernels
+
+    if not _kernels.available()["int4pack"]:
+        pytest.skip("no int4pack kernel here")
+    ref = gpt2(vocab=2048)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        monoquant.save(monoquant.quantize(ref, bits=4, group_size=32, progress=False), tmp_path / "q.safetensors")
+    with torch.device("meta"):
+        skel = transformers.GPT2LMHeadModel(ref.config)
+    m = monoquant.load(tmp_path / "q.safetensors", skel).eval()
+    emb, head = m.transformer.wte, m.lm_head
+    assert head.kernel == "int4pack" and "weight_q" not in emb._buffers
+    own = copy.deepcopy(m)
+    own.transformer.wte._unshare()
+    assert "weight_q" in own.transformer.wte._buffers
+    ids = torch.randint(0, 2048, (3, 40))
+    ids[0, :4] = torch.tensor([0, 63, 64, 2047])  # block edges
+    table = monoquant.dequantize(tmp_path / "q.safetensors")["transformer.wte.weight"]
+    assert torch.equal(emb(ids), torch.nn.functional.embedding(ids, table))
+    with torch.no_grad():
+        assert torch.equal(m(ids).logits, own(ids).logits)
+    assert torch.equal(m.state_dict()["transformer.wte.weight"], own.state_dict()["transformer.wte.weight"])
+    monoquant.save(m, tmp_path / "again.safetensors")
+    assert (tmp_path / "again.safetensors").read_bytes() == (tmp_path / "q.safetensors").read_bytes()
+    # new values for the table make it the embedding's own again
+    sd = {k: v for k, v in emb.state_dict().items()}
+    sd["weight"] = torch.zeros_like(sd["weight"])
+    emb.load_state_dict(sd)
+    assert "weight_q" in emb._buffers and torch.equal(emb.weight_q, sd["weight"])
+    assert not torch.equal(head.weight_q, sd["weight"])
