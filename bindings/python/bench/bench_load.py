@@ -82,9 +82,9 @@ def child(path, how, small):
     # (the embedding's rows beside the head's packing) hold it twice: counted apart.
     emb, head = m.transformer.wte, m.lm_head
     tied = 0
-    if isinstance(emb, monoquant.QuantizedEmbedding) and isinstance(head, monoquant.QuantizedLinear):
+    if isinstance(emb, monoquant.QuantizedEmbedding) and isinstance(head, monoquant.QuantizedLinear) and "weight_q" in emb._buffers:
         head_ptrs = {b.untyped_storage().data_ptr() for b in head.buffers()}
-        if emb.weight_q.untyped_storage().data_ptr() not in head_ptrs:
+        if emb.weight_q.untyped_storage().data_ptr() not in head_ptrs:  # not the head's own int8pack operand
             tied = emb.weight_q.untyped_storage().nbytes()
     with torch.no_grad():
         y = m(torch.randint(0, c.vocab_size, (1, 8))).logits
@@ -127,7 +127,8 @@ def main():
         print(f"{label:>16} {how:>8} {size / 1e6:8.1f} {took / 1e6:13.1f} {held / 1e6:14.1f} {took / size:11.2f} {took / max(held, 1):11.2f}"
               f" {r['tied'] / 1e6:11.1f} {(took - r['tied']) / size:20.2f} {r['wall']:7.2f}")
     print("held after = what the loaded model keeps resident; tied 2nd = the tied embedding's own table, held beside the head's"
-          " packed form of the same stored tensor (fbgemm's and int4pack's layouts cannot be looked up by row)")
+          " packed form of the same stored tensor (fbgemm's layout cannot be looked up by row; a tied INT4 embedding reads the"
+          " head's int4pack blocks)")
     print("peak / file with the meta skeleton: " + ", ".join(f"{label} {(r['peak'] - r['before']) / size:.2f}" for label, how, size, r in rows if how == "meta")
           + f"  (goal <= 1.3; load average {os.getloadavg()[0]:.1f})")
 

@@ -1180,7 +1180,11 @@ class QuantizedEmbedding(_QuantizedWeights):
     recipe rule naming the layer). INT8 per-row tables (per channel along axis 0, the engine's
     choice for embeddings) look up the int8 rows and scale only those; other formats dequantize
     the table inside the call. ``max_norm`` renormalizes the looked-up rows without writing
-    back into the table. The output is float32 (the table's original dtype after ``.to``)."""
+    back into the table. The output is float32 (the table's original dtype after ``.to``).
+
+    An INT4 table tied to a head on the int4pack kernel (GPT-2's wte and lm_head) is held once:
+    ``monoquant.load``/``quantize`` let the embedding read its rows from the head's packed tensor
+    (``_share_rows_with``); ``weight_q`` then unpacks the whole table on demand."""
 
     kernel = "rows"
 
