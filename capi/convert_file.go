@@ -43,11 +43,7 @@ func mq_model_plan_json(h *C.mq_model, cfg *C.mq_cmodel_config, buf *C.char, cap
 	if err != nil {
 		return modelErr(err, mqEINVAL)
 	}
-	js, err := json.Marshal(model.Describe(p))
-	if err != nil {
-		return mapErr(fail(mqEINTERNAL, "mq_model_plan_json: %v", err), mqEINTERNAL)
-	}
-	return mapErr(copyJSON(js, buf, cap, length), mqEINVAL)
+	return writeJSON("mq_model_plan_json", model.Describe(p), buf, cap, length)
 }
 
 //export mq_plan_file_json
@@ -68,11 +64,7 @@ func mq_plan_file_json(src *C.mq_cchar, cfg *C.mq_cmodel_config, buf *C.char, ca
 	if err != nil {
 		return modelErr(err, mqEIO)
 	}
-	js, err := json.Marshal(model.Describe(p))
-	if err != nil {
-		return mapErr(fail(mqEINTERNAL, "mq_plan_file_json: %v", err), mqEINTERNAL)
-	}
-	return mapErr(copyJSON(js, buf, cap, length), mqEINVAL)
+	return writeJSON("mq_plan_file_json", model.Describe(p), buf, cap, length)
 }
 
 // reportState is what a report handle holds: the report as JSON.
@@ -249,11 +241,7 @@ func mq_defaults_json(buf *C.char, cap C.size_t, length *C.size_t) (rc C.int) {
 	d["version"] = model.ToolVersion
 	d["layers"] = plan.DefaultLayerTypes
 	d["metadata_key"], d["format_version"] = model.MetadataKey, model.FormatVersion
-	js, err := json.Marshal(d)
-	if err != nil {
-		return mapErr(fail(mqEINTERNAL, "mq_defaults_json: %v", err), mqEINTERNAL)
-	}
-	return mapErr(copyJSON(js, buf, cap, length), mqEINVAL)
+	return writeJSON("mq_defaults_json", d, buf, cap, length)
 }
 
 func outputFormat(out string) string {

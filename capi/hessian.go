@@ -7,7 +7,10 @@ typedef const mq_hessian mq_chessian;
 import "C"
 
 import (
+	"errors"
 	"unsafe"
+
+	"github.com/monoquant/monoquant/core/model"
 )
 
 //export mq_hessian_init
@@ -38,12 +41,8 @@ func mq_model_set_hessian(hm *C.mq_model, layer *C.mq_cchar, h *C.mq_chessian) (
 	if err != nil {
 		return mapErr(err, mqEINVAL)
 	}
-	if l == "" {
-		return mapErr(fail(mqEINVAL, "mq_model_set_hessian: layer is empty"), mqEINVAL)
-	}
 	if h == nil {
-		m.SetHessian(l, nil)
-		return mqOK
+		return hessianErr(m.SetHessian(l, nil))
 	}
 	if h.size != C.uint32_t(unsafe.Sizeof(C.mq_hessian{})) || h.version < 1 || h.version > C.MQ_HESSIAN_VERSION {
 		return mapErr(fail(mqEINVAL, "mq_model_set_hessian: the mq_hessian has size %d and version %d; this library knows size %d, versions 1..%d (fill it with mq_hessian_init)",
@@ -54,12 +53,17 @@ func mq_model_set_hessian(hm *C.mq_model, layer *C.mq_cchar, h *C.mq_chessian) (
 	if err != nil {
 		return mapErr(err, mqEINVAL)
 	}
-	if !t.DType.IsFloat() {
-		return mapErr(fail(mqEDTYPE, "mq_model_set_hessian: the Hessian of layer %q is %v; it must be a float matrix", l, t.DType), mqEDTYPE)
+	return hessianErr(m.SetHessian(l, t))
+}
+
+// hessianErr maps Model.SetHessian's refusals: a non-float matrix is MQ_EDTYPE, the rest
+// MQ_EINVAL.
+func hessianErr(err error) C.int {
+	switch {
+	case err == nil:
+		return mqOK
+	case errors.Is(err, model.ErrHessianDType):
+		return mapErr(fail(mqEDTYPE, "mq_model_set_hessian: %v", err), mqEDTYPE)
 	}
-	if len(t.Shape) != 2 || t.Shape[0] != t.Shape[1] {
-		return mapErr(fail(mqEINVAL, "mq_model_set_hessian: the Hessian of layer %q has shape %v; it must be a square [K, K] matrix", l, t.Shape), mqEINVAL)
-	}
-	m.SetHessian(l, t)
-	return mqOK
+	return mapErr(fail(mqEINVAL, "mq_model_set_hessian: %v", err), mqEINVAL)
 }

@@ -418,6 +418,16 @@ func copyJSON(js []byte, buf *C.char, cap C.size_t, length *C.size_t) error {
 	return nil
 }
 
+// writeJSON marshals v and hands it to the caller's buffer (copyJSON), mapping the failures
+// to status codes; call names the C function in messages.
+func writeJSON(call string, v any, buf *C.char, cap C.size_t, length *C.size_t) C.int {
+	js, err := json.Marshal(v)
+	if err != nil {
+		return mapErr(fail(mqEINTERNAL, "%s: %v", call, err), mqEINTERNAL)
+	}
+	return mapErr(copyJSON(js, buf, cap, length), mqEINVAL)
+}
+
 //export mq_model_metadata_json
 func mq_model_metadata_json(h *C.mq_model, buf *C.char, cap C.size_t, length *C.size_t) (rc C.int) {
 	defer guard(&rc)
@@ -433,11 +443,7 @@ func mq_model_metadata_json(h *C.mq_model, buf *C.char, cap C.size_t, length *C.
 	if md == nil {
 		md = map[string]string{}
 	}
-	js, err := json.Marshal(md)
-	if err != nil {
-		return mapErr(fail(mqEINTERNAL, "mq_model_metadata_json: %v", err), mqEINTERNAL)
-	}
-	return mapErr(copyJSON(js, buf, cap, length), mqEINVAL)
+	return writeJSON("mq_model_metadata_json", md, buf, cap, length)
 }
 
 //export mq_model_report_json
@@ -454,16 +460,12 @@ func mq_model_report_json(h *C.mq_model, buf *C.char, cap C.size_t, length *C.si
 	if s.res == nil || s.res.Report == nil {
 		return mapErr(fail(mqEINVAL, "mq_model_report_json: the model has no report (only models made by mq_model_quantize have one)"), mqEINVAL)
 	}
-	js, err := json.Marshal(struct {
+	return writeJSON("mq_model_report_json", struct {
 		*model.Report
 		RunID      int64  `json:"run_id"`
 		RunLog     string `json:"run_log,omitempty"`
 		LogWarning string `json:"log_warning,omitempty"`
-	}{s.res.Report, s.runID, s.runLog, s.logWarning})
-	if err != nil {
-		return mapErr(fail(mqEINTERNAL, "mq_model_report_json: %v", err), mqEINTERNAL)
-	}
-	return mapErr(copyJSON(js, buf, cap, length), mqEINVAL)
+	}{s.res.Report, s.runID, s.runLog, s.logWarning}, buf, cap, length)
 }
 
 //export mq_model_dequantize

@@ -87,14 +87,6 @@ func runlogErr(call string, err error) C.int {
 	return modelErr(err, mqEIO)
 }
 
-func runlogJSON(call string, v any, buf *C.char, cap C.size_t, length *C.size_t) C.int {
-	js, err := json.Marshal(v)
-	if err != nil {
-		return mapErr(fail(mqEINTERNAL, "%s: %v", call, err), mqEINTERNAL)
-	}
-	return mapErr(copyJSON(js, buf, cap, length), mqEINVAL)
-}
-
 //export mq_runlog_options_init
 func mq_runlog_options_init(o *C.mq_runlog_options) (rc C.int) {
 	defer guard(&rc)
@@ -127,7 +119,7 @@ func mq_runs_list_json(lo *C.mq_crunlog_options, filters *C.mq_cchar, buf *C.cha
 	if err != nil {
 		var se *statusError
 		if errors.As(err, &se) && se.code == mqEIO && noLogYet(o) {
-			return runlogJSON(call, []any{}, buf, cap, length)
+			return writeJSON(call, []any{}, buf, cap, length)
 		}
 		return mapErr(err, mqEIO)
 	}
@@ -139,7 +131,7 @@ func mq_runs_list_json(lo *C.mq_crunlog_options, filters *C.mq_cchar, buf *C.cha
 	if runs == nil {
 		runs = []*runlog.Run{}
 	}
-	return runlogJSON(call, runlog.JSONSafe(runs), buf, cap, length)
+	return writeJSON(call, runlog.JSONSafe(runs), buf, cap, length)
 }
 
 // noLogYet says the log the options name does not exist (list shows it as empty).
@@ -173,7 +165,7 @@ func mq_run_show_json(lo *C.mq_crunlog_options, id C.int64_t, buf *C.char, cap C
 	if err != nil {
 		return runlogErr(call, err)
 	}
-	return runlogJSON(call, runlog.JSONSafe([]*runlog.Run{r})[0], buf, cap, length)
+	return writeJSON(call, runlog.JSONSafe([]*runlog.Run{r})[0], buf, cap, length)
 }
 
 // maxCompare bounds the runs one comparison takes.
@@ -207,7 +199,7 @@ func mq_runs_compare_json(lo *C.mq_crunlog_options, ids *C.mq_cint64, n C.size_t
 		}
 		runs = append(runs, r)
 	}
-	return runlogJSON(call, runlog.Compare(runs), buf, cap, length)
+	return writeJSON(call, runlog.Compare(runs), buf, cap, length)
 }
 
 //export mq_run_reproduce

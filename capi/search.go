@@ -163,13 +163,10 @@ func searchJSON(h *C.mq_search, call string, get func(*search.Engine) (any, erro
 	if err != nil {
 		return mapErr(fail(mqEINTERNAL, "%s: %v", call, err), mqEINTERNAL)
 	}
-	js, ok := v.([]byte)
-	if !ok {
-		if js, err = json.Marshal(v); err != nil {
-			return mapErr(fail(mqEINTERNAL, "%s: %v", call, err), mqEINTERNAL)
-		}
+	if js, ok := v.([]byte); ok {
+		v = json.RawMessage(js)
 	}
-	return mapErr(copyJSON(js, buf, cap, length), mqEINVAL)
+	return writeJSON(call, v, buf, cap, length)
 }
 
 //export mq_search_front_json

@@ -8,7 +8,6 @@ import "C"
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 
 	"github.com/monoquant/monoquant/core/sensitivity"
@@ -90,11 +89,7 @@ func mq_sensitivity_candidates_json(h *C.mq_sensitivity, buf *C.char, cap C.size
 		return mapErr(err, mqEHANDLE)
 	}
 	defer e.mu.Unlock()
-	js, err := json.Marshal(map[string]any{"layers": s.Layers(), "formats": s.Formats(), "candidates": s.Candidates()})
-	if err != nil {
-		return mapErr(fail(mqEINTERNAL, "mq_sensitivity_candidates_json: %v", err), mqEINTERNAL)
-	}
-	return mapErr(copyJSON(js, buf, cap, length), mqEINVAL)
+	return writeJSON("mq_sensitivity_candidates_json", map[string]any{"layers": s.Layers(), "formats": s.Formats(), "candidates": s.Candidates()}, buf, cap, length)
 }
 
 //export mq_sensitivity_quantize
@@ -205,11 +200,7 @@ func mq_sensitivity_table_json(h *C.mq_sensitivity, buf *C.char, cap C.size_t, l
 	if err != nil {
 		return sensitivityErr(err)
 	}
-	js, err := json.Marshal(t)
-	if err != nil {
-		return mapErr(fail(mqEINTERNAL, "mq_sensitivity_table_json: %v", err), mqEINTERNAL)
-	}
-	return mapErr(copyJSON(js, buf, cap, length), mqEINVAL)
+	return writeJSON("mq_sensitivity_table_json", t, buf, cap, length)
 }
 
 //export mq_sensitivity_free
@@ -247,9 +238,5 @@ func mq_recipe_for_json(table, budget *C.mq_cchar, buf *C.char, cap C.size_t, le
 	if err != nil {
 		return sensitivityErr(err)
 	}
-	js, err := json.Marshal(ch)
-	if err != nil {
-		return mapErr(fail(mqEINTERNAL, "mq_recipe_for_json: %v", err), mqEINTERNAL)
-	}
-	return mapErr(copyJSON(js, buf, cap, length), mqEINVAL)
+	return writeJSON("mq_recipe_for_json", ch, buf, cap, length)
 }

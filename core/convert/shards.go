@@ -58,18 +58,24 @@ func (c *Conversion) Shards() ([]string, error) {
 	return order, err
 }
 
+// shardFiles is the output layout of a sharded conversion: the output entries, the shard file
+// of each and the shard files in order (ErrNotSharded for any other input).
+func (c *Conversion) shardFiles() (l *shardLayout, entries []checkpoint.Entry, files, order []string, err error) {
+	if l, err = c.shardLayout(); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	if l == nil {
+		return nil, nil, nil, nil, ErrNotSharded
+	}
+	entries = model.OutputEntries(c.plan)
+	files, order, err = l.files(entries)
+	return l, entries, files, order, err
+}
+
 // WriteShard quantizes the tensors of output shard k (of BeginShards' list) into its file in
 // out, atomically, and returns their report.
 func (c *Conversion) WriteShard(ctx context.Context, out string, k int) (*model.Report, error) {
-	l, err := c.shardLayout()
-	if err != nil {
-		return nil, err
-	}
-	if l == nil {
-		return nil, ErrNotSharded
-	}
-	entries := model.OutputEntries(c.plan)
-	files, order, err := l.files(entries)
+	l, entries, files, order, err := c.shardFiles()
 	if err != nil {
 		return nil, err
 	}
@@ -99,15 +105,7 @@ func (c *Conversion) WriteShard(ctx context.Context, out string, k int) (*model.
 // index, copies the input folder's other files, checks the output when Run.Validate is set and
 // records the run; reps are the shards' reports (merged into the result's).
 func (c *Conversion) FinishShards(ctx context.Context, out string, reps []*model.Report) (res *Result, err error) {
-	l, err := c.shardLayout()
-	if err != nil {
-		return nil, err
-	}
-	if l == nil {
-		return nil, ErrNotSharded
-	}
-	entries := model.OutputEntries(c.plan)
-	files, order, err := l.files(entries)
+	l, entries, files, order, err := c.shardFiles()
 	if err != nil {
 		return nil, err
 	}

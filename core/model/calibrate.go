@@ -3,6 +3,7 @@ package model
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -35,6 +36,14 @@ type Calibration struct {
 	// features (the last dimension of its input) found so far with some |x| >= threshold.
 	thresh  map[string]float64
 	outlier map[string][]bool
+	// params memoises Params (the histogram observer's range search is not free) until the
+	// next accepted batch.
+	params *calParams
+}
+
+type calParams struct {
+	acts  map[string]ActivationParams
+	warns []warning.Warning
 }
 
 // NewCalibration prepares observers for the quantized layers of a static-mode plan.
@@ -106,6 +115,7 @@ func (c *Calibration) Calibrate(layer string, x *tensor.Tensor) error {
 	}
 	c.obs[layer] = o
 	c.batches[layer]++
+	c.params = nil
 	if found != nil {
 		c.outlier[layer] = found
 	}
@@ -300,6 +310,9 @@ func (c *Calibration) CalibrateReader(r checkpoint.Reader) error {
 func (c *Calibration) Params() (map[string]ActivationParams, []warning.Warning, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.params != nil {
+		return maps.Clone(c.params.acts), slices.Clone(c.params.warns), nil
+	}
 	if len(c.obs) == 0 {
 		return nil, nil, fmt.Errorf("%w: static mode needs calibration data, and no layer has seen any (quantized layers: %s)", ErrCalibration, names.List(c.layers, 8))
 	}
@@ -336,5 +349,6 @@ func (c *Calibration) Params() (map[string]ActivationParams, []warning.Warning, 
 				Message: fmt.Sprintf("the input of layer %q has heavy outliers (max |x| is %.0f× its 99.9th percentile, above %d×); one per-tensor INT8 activation scale loses precision there: consider skipping the layer or the histogram observer", l, r, OutlierRatio)})
 		}
 	}
-	return out, warns, nil
+	c.params = &calParams{acts: out, warns: warns}
+	return maps.Clone(out), slices.Clone(warns), nil
 }

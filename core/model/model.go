@@ -2,6 +2,7 @@ package model
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 
@@ -175,17 +176,33 @@ func (m *Model) quantize(ctx context.Context, opts plan.Options, progress Progre
 	return &Result{Report: rep, Config: cfg, Plan: p, ck: mw.out}, nil
 }
 
+// ErrHessianDType marks a Hessian whose element type is not a float type (C callers get
+// MQ_EDTYPE for it).
+var ErrHessianDType = errors.New("the Hessian must be a float matrix")
+
 // SetHessian gives a layer's input Hessian H = XᵀX ([K, K] over the inputs of its weight
-// viewed as [rows, K]), which method gptq needs; a nil h removes it.
-func (m *Model) SetHessian(layer string, h *tensor.Tensor) {
+// viewed as [rows, K]), which method gptq needs; a nil h removes it. A Hessian that is not a
+// square float matrix is refused here; whether K fits the layer's weight is checked when the
+// plan is known (Quantize).
+func (m *Model) SetHessian(layer string, h *tensor.Tensor) error {
+	if layer == "" {
+		return fmt.Errorf("%w: the layer name of a Hessian is empty", ErrCalibration)
+	}
 	if h == nil {
 		delete(m.hessians, layer)
-		return
+		return nil
+	}
+	if !h.DType.IsFloat() {
+		return fmt.Errorf("%w: the Hessian of layer %q is %v", ErrHessianDType, layer, h.DType)
+	}
+	if len(h.Shape) != 2 || h.Shape[0] != h.Shape[1] {
+		return fmt.Errorf("%w: the Hessian of layer %q has shape %v; it must be a square [K, K] matrix", ErrCalibration, layer, h.Shape)
 	}
 	if m.hessians == nil {
 		m.hessians = map[string]*tensor.Tensor{}
 	}
 	m.hessians[layer] = h
+	return nil
 }
 
 // Result is a quantized model in memory: the stored tensors of the quantized checkpoint format

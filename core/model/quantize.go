@@ -66,9 +66,6 @@ func checkHessians(p *plan.Plan, run *Run) error {
 		if len(h.Shape) != 2 || h.Shape[0] != k || h.Shape[1] != k {
 			return fmt.Errorf("%w: tensor %q: the Hessian of layer %q is %v; its %d inputs need [%d, %d]", ErrCalibration, t.Name, t.Layer, h.Shape, k, k, k)
 		}
-		if !h.DType.IsFloat() {
-			return fmt.Errorf("%w: tensor %q: the Hessian of layer %q is %v; it must be a float tensor", ErrCalibration, t.Name, t.Layer, h.DType)
-		}
 	}
 	return nil
 }

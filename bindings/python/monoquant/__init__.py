@@ -16,22 +16,8 @@ made contiguous on the CPU once. See ``monoquant.quantize`` for the options.
 
 from . import _lib
 from ._engine import QTensor, QuantSpec, dequantize_tensor, live_handles, quantize_tensor
-from ._errors import (
-    BufferTooSmallError,
-    CanceledError,
-    DTypeError,
-    EnginePanicError,
-    FormatError,
-    InternalError,
-    InvalidArgumentError,
-    InvalidHandleError,
-    MonoquantError,
-    MonoquantIOError,
-    MonoquantWarning,
-    NonFiniteError,
-    ShapeError,
-    UnsupportedError,
-)
+from . import _errors
+from ._errors import *  # noqa: F401,F403 (the exceptions, listed once in _errors.__all__)
 from .api import Plan, Report, defaults, dequantize, dequantize_file, plan, quantize, quantize_file, record_activations, report, sqnr
 from .files import QuantizedStateDict, load, save
 from ._runlog import Reproduction, Run, compare, log_metric, reproduce, run, runs
@@ -97,22 +83,9 @@ __all__ = [
     "HistogramObserver",
     "PerChannelMinMaxObserver",
     "MovingAveragePerChannelMinMaxObserver",
-    "MonoquantWarning",
-    "MonoquantError",
-    "InvalidArgumentError",
-    "InvalidHandleError",
-    "DTypeError",
-    "ShapeError",
-    "BufferTooSmallError",
-    "NonFiniteError",
-    "MonoquantIOError",
-    "FormatError",
-    "UnsupportedError",
-    "InternalError",
-    "EnginePanicError",
     "QuantizedStateDict",
-    "CanceledError",
     "live_handles",
     "library_version",
     "library_path",
+    *_errors.__all__,
 ]
