@@ -261,3 +261,34 @@ func liveGetenv(name string) string {
 	}
 	return ""
 }
+
+//export mq_dequantize_file
+func mq_dequantize_file(src, dst *C.mq_cchar, progress C.mq_progress_fn, user unsafe.Pointer) (rc C.int) {
+	defer guard(&rc)
+	in, err := goString(src, "mq_dequantize_file", "src")
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	out, err := goString(dst, "mq_dequantize_file", "dst")
+	if err != nil {
+		return mapErr(err, mqEINVAL)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	canceled := false
+	var fn model.ProgressFunc
+	if progress != nil {
+		fn = func(p model.Progress) {
+			if !canceled && C.mq__call_progress(progress, C.uint64_t(p.TensorsDone), C.uint64_t(p.TensorsTotal),
+				C.uint64_t(p.BytesDone), C.uint64_t(p.BytesTotal), user) != 0 {
+				canceled = true
+				cancel()
+			}
+		}
+	}
+	err = convert.Dequantize(ctx, in, out, fn)
+	if canceled {
+		return mapErr(fail(mqECANCELED, "mq_dequantize_file: canceled by the progress callback; %s was not written", out), mqECANCELED)
+	}
+	return modelErr(err, mqEIO)
+}

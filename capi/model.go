@@ -393,12 +393,11 @@ func mq_model_tensor_read(h *C.mq_model, name *C.mq_cchar, buf unsafe.Pointer, b
 		return mapErr(fail(mqEINVAL, "mq_model_tensor_read: buf is NULL"), mqEINVAL)
 	}
 	// A model opened on a file (mq_model_open) copies straight from the file into buf and
-	// drops the pages it read: the caller's copy is the only one.
+	// drops the pages it read as it goes: the caller's copy is the only one.
 	if rr, ok := r.(checkpoint.RangedReader); ok {
-		if err := rr.ReadRange(n, 0, bytesOut(buf, int(need))); err != nil {
+		if err := checkpoint.ReadReleasing(rr, n, 0, bytesOut(buf, int(need))); err != nil {
 			return modelErr(err, mqEIO)
 		}
-		rr.ReleaseRange(n, 0, int64(need))
 		return mqOK
 	}
 	t, err := r.Tensor(n)

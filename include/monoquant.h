@@ -787,6 +787,22 @@ MQ_API int mq_quantize_shards_finish(const char* src, const char* dst, const mq_
  * when it is then empty. MQ_EINVAL for a NULL dst. */
 MQ_API int mq_quantize_shards_abort(const char* dst);
 
+/* Dequantizes the quantized checkpoint `src` (a file, a sharded *.safetensors.index.json, or a
+ * model folder that mq_quantize_file wrote) into `dst`: the same pipeline, and the same bytes, as
+ * `monoquant dequantize` and Python's monoquant.dequantize_file. Every quantized tensor becomes
+ * one tensor of its original shape and dtype under its own name (its .scale / .zero_point go),
+ * tied names the file stores once are written again, the other tensors are copied, and the
+ * "monoquant" metadata is dropped. For a file, dst's suffix picks the format (.safetensors, or
+ * .pt/.pth/.bin) and dst is written atomically. For a model folder, dst is a folder (made if
+ * missing; an existing one must be empty) laid out as src: the same weight file names (the same
+ * shard files and index, each tensor in the shard its stored tensor was in) and every other file
+ * (config.json, tokenizer files, ...) copied; nothing is left there on failure. dst may not be
+ * src or one of its files. progress/user as for mq_model_quantize (one call per input tensor).
+ * Fails like mq_model_load for src, with MQ_EFORMAT for a checkpoint monoquant did not quantize,
+ * MQ_EINVAL when dst is src (or one of its files) or a folder that is not empty, MQ_EIO when dst
+ * cannot be written, and MQ_ECANCELED when progress returned non-zero. */
+MQ_API int mq_dequantize_file(const char* src, const char* dst, mq_progress_fn progress, void* user);
+
 /* The engine's defaults as JSON: bits, group_size, scheme, observer, method, the default
  * activation mode per format, the default layer types, the methods and observers this library
  * knows, its version, and the quantized format's metadata key and format version. Callers show

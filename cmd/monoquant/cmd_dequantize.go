@@ -5,8 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
+	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/convert"
 	"github.com/monoquant/monoquant/core/model"
 )
 
@@ -23,11 +26,18 @@ loads like the original checkpoint (a state_dict of plain tensors).
 OUT defaults to the input's name with the format suffix replaced by "dequantized", next to it
 (model.int8.safetensors → model.dequantized.safetensors).
 
+A quantized model folder (what 'monoquant quantize' writes for a Hugging Face folder) gives a
+model folder laid out the same way: the weights under the same file names (the same shard
+files and index for a sharded folder, each tensor in its shard), safetensors only, and every
+other file (config.json, tokenizer files, ...) copied as it is. OUT is a new or empty folder,
+by default the input's name with its format tag replaced (my-model.int8 → my-model.dequantized).
+
 Examples:
   monoquant dequantize model.int8.safetensors
-  monoquant dequantize model.int4.pt --out restored.safetensors`,
+  monoquant dequantize model.int4.pt --out restored.safetensors
+  monoquant dequantize my-model.int8 --out my-model-restored`,
 		setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
-			out := fs.String("out", "", "output `file` (.safetensors, .pt, .pth or .bin)")
+			out := fs.String("out", "", "output `file` (.safetensors, .pt, .pth or .bin), or folder for a model folder")
 			format := newChoice("", formatPT, formatSafetensors)
 			fs.Var(format, "format", "output `format`: pt or safetensors (default: OUT's extension, else IN's format)")
 			asJSON := fs.Bool("json", false, "print a summary as one JSON document on stdout")
@@ -59,19 +69,27 @@ func runDequantize(ctx context.Context, e *env, in, out, format string, asJSON, 
 		return err
 	}
 	// "model.int8.safetensors" → "model.dequantized.safetensors", not "model.int8.dequantized…".
+	folder := checkpoint.IsDir(in)
 	base := in
+	if folder {
+		base = strings.TrimRight(in, string(filepath.Separator))
+	}
 	for _, tag := range []string{"int8", "int4", "fp16", "bf16"} {
-		ext := in[len(stem(in)):]
-		if s := stem(in); strings.HasSuffix(s, "."+tag) {
+		ext := base[len(stem(base)):]
+		if s := stem(base); strings.HasSuffix(s, "."+tag) {
 			base = strings.TrimSuffix(s, "."+tag) + ext
 			break
 		}
 	}
 	if out == "" {
-		if format == "" {
-			format = formatOf(in)
+		if folder {
+			out = base + ".dequantized" // a model folder gives a model folder
+		} else {
+			if format == "" {
+				format = formatOf(in)
+			}
+			out = stem(base) + ".dequantized" + extension(format)
 		}
-		out = stem(base) + ".dequantized" + extension(format)
 	}
 	out, format, err := resolveOutput(in, out, format, "dequantized")
 	if err != nil {
@@ -82,8 +100,10 @@ func runDequantize(ctx context.Context, e *env, in, out, format string, asJSON, 
 		return err
 	}
 	defer r.Close()
-	if err := checkNotInput(in, r, out); err != nil {
-		return err
+	if !folder {
+		if err := checkNotInput(in, r, out); err != nil {
+			return err
+		}
 	}
 	if !model.IsQuantized(r.Metadata()) {
 		return fail(exitFormat, "input %s is not a monoquant quantized checkpoint (no %q metadata); nothing to dequantize", in, model.MetadataKey)
@@ -93,9 +113,15 @@ func runDequantize(ctx context.Context, e *env, in, out, format string, asJSON, 
 		return classifyCoreErr(fmt.Errorf("%s: %w", in, err))
 	}
 	bar := newProgress(e, quiet, "dequantizing")
-	err = model.Dequantize(ctx, r, createOutput(out), func(p model.Progress) {
+	progress := func(p model.Progress) {
 		bar.update(p.TensorsDone, p.TensorsTotal, p.BytesDone, p.BytesTotal)
-	})
+	}
+	if folder {
+		// the same shard files and index, the other files copied (core/convert)
+		err = convert.DequantizeFolder(ctx, r, in, out, progress)
+	} else {
+		err = model.Dequantize(ctx, r, createOutput(out), progress)
+	}
 	if err != nil {
 		bar.abort()
 		return classifyCoreErr(err)
@@ -110,7 +136,12 @@ func runDequantize(ctx context.Context, e *env, in, out, format string, asJSON, 
 			res.TensorsOut--
 		}
 	}
-	if st, err := os.Stat(out); err == nil {
+	if folder {
+		if ow, err := checkpoint.Open(out); err == nil {
+			res.FileBytesAfter = fileBytes(ow, out)
+			ow.Close()
+		}
+	} else if st, err := os.Stat(out); err == nil {
 		res.FileBytesAfter = st.Size()
 	}
 	if asJSON {

@@ -123,3 +123,23 @@ func Aliases(r Reader) map[string]string {
 	}
 	return nil
 }
+
+// ReleasingWindow is how many bytes ReadReleasing copies before it drops their pages.
+const ReleasingWindow = 4 << 20
+
+// ReadReleasing copies the bytes of tensor name from offset off into dst, ReleasingWindow bytes
+// at a time, dropping the pages of each window once copied: a mapped file's pages of the tensor
+// are never all resident beside the copy, so the caller's buffer is the only copy of a large
+// tensor (the read peaks at len(dst) + one window, not twice len(dst)).
+func ReadReleasing(rr RangedReader, name string, off int64, dst []byte) error {
+	for len(dst) > 0 {
+		n := min(len(dst), ReleasingWindow)
+		if err := rr.ReadRange(name, off, dst[:n]); err != nil {
+			return err
+		}
+		rr.ReleaseRange(name, off, int64(n))
+		off += int64(n)
+		dst = dst[n:]
+	}
+	return nil
+}

@@ -299,19 +299,6 @@ func PlanFile(path string, opts plan.Options) (*plan.Plan, error) {
 	return c.Plan(), nil
 }
 
-// Dequantize writes the float checkpoint of the quantized checkpoint at in to out.
-func Dequantize(ctx context.Context, in, out string, progress model.ProgressFunc) error {
-	r, err := checkpoint.Open(in)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	if err := CheckNotInput(in, r, out); err != nil {
-		return err
-	}
-	return model.Dequantize(ctx, r, model.CreateFile(out), progress)
-}
-
 // CheckNotInput refuses an output path that is one of the files the input is read from: the
 // input itself, the shards of a sharded checkpoint (r), or any of others (a calibration file).
 // Every file-to-file path runs it: monoquant never overwrites its input.

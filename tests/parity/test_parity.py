@@ -214,3 +214,35 @@ def test_file_callers_agree_on_tied_tensors_and_folders(work, tmp_path, src):
         assert sorted(os.listdir(outs["c"])) == ["config.json", "model.safetensors", "tokenizer.json"]
     else:
         assert cfg["aliases"] == {"emb.weight": "head.weight", "b.weight": "a.weight"}
+
+
+def test_dequantize_callers_write_the_same_folder(work, tmp_path):
+    """monoquant.dequantize_file, `monoquant dequantize` and C's mq_dequantize_file turn a
+    quantized sharded Hugging Face folder into the same folder, file for file and byte for byte,
+    laid out as the float folder was (issue 12)."""
+    transformers = pytest.importorskip("transformers")
+    d, _model, _exe = work
+    exe = d / "dequantize_file"
+    subprocess.run(["cc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-I", os.path.join(ROOT, "include"), "-I", os.path.join(ROOT, "capi"),
+                    os.path.join(ROOT, "tests", "parity", "dequantize_file.c"), "-o", str(exe),
+                    "-L", os.path.join(ROOT, "build"), "-lmonoquant", "-Wl,-rpath," + os.path.join(ROOT, "build")], check=True)
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=1000, n_positions=32)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "hf", max_shard_size="150KB")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", monoquant.MonoquantWarning)
+        monoquant.quantize_file(tmp_path / "hf", tmp_path / "q", progress=False, log=False)
+    outs = {caller: tmp_path / f"dq-{caller}" for caller in ("python", "cli", "c")}
+    monoquant.dequantize_file(tmp_path / "q", outs["python"], progress=False)
+    r = subprocess.run([CLI, "dequantize", str(tmp_path / "q"), "--out", str(outs["cli"]), "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([str(exe), str(tmp_path / "q"), str(outs["c"])], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    names = sorted(os.listdir(tmp_path / "hf"))
+    assert len([n for n in names if n.endswith(".safetensors")]) > 1
+    for caller, out in outs.items():
+        assert sorted(os.listdir(out)) == names, caller
+        for n in names:
+            assert _sha(out / n) == _sha(outs["python"] / n), f"{caller}: {n} differs from dequantize_file's"

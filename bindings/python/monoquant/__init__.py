@@ -18,7 +18,7 @@ from . import _lib
 from ._engine import QTensor, QuantSpec, dequantize_tensor, live_handles, quantize_tensor
 from . import _errors
 from ._errors import *  # noqa: F401,F403 (the exceptions, listed once in _errors.__all__)
-from .api import Plan, Report, defaults, dequantize, plan, quantize, quantize_file, record_activations, report, sqnr
+from .api import Plan, Report, defaults, dequantize, dequantize_file, plan, quantize, quantize_file, record_activations, report, sqnr
 from .files import QuantizedStateDict, load, save
 from ._runlog import Reproduction, Run, compare, log_metric, reproduce, run, runs
 from .search import BenchmarkResult, SearchResult, SearchResults, benchmark, search
@@ -62,6 +62,7 @@ __all__ = [
     "Plan",
     "defaults",
     "dequantize",
+    "dequantize_file",
     "save",
     "load",
     "report",

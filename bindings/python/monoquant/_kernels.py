@@ -178,7 +178,7 @@ def nibbles_to_uint(data, n, k, signed):
     0..15 as the int4pack kernel reads them: a qint4 value v is v + 8 (the sign bit flipped)."""
     d = data.reshape(-1)
     u = torch.stack((d & 15, d >> 4), dim=-1).reshape(-1)[: n * k].reshape(n, k).to(torch.int32)
-    return u ^ 8 if signed else u
+    return u.bitwise_xor_(8) if signed else u
 
 
 def uint_to_nibbles(u, signed, shape):
@@ -203,11 +203,18 @@ def pack_int4(u):
     return torch._convert_weight_to_int4pack_for_cpu(u.contiguous(), 1)
 
 
-def pack_stored_int4(data, n, k, signed, rows=4096):
+# The int32 values pack_stored_int4 widens at once (4 bytes per value, 8x the stored bytes).
+PACK_BLOCK_BYTES = 2 << 20
+
+
+def pack_stored_int4(data, n, k, signed, rows=None):
     """Stored INT4 bytes of an [n, k] weight → torch's CPU int4pack tensor, a block of ``rows``
-    rows at a time. The packed layout is per block of 64 rows (_BLOCK), so blocks of a multiple
-    of 64 rows pack to slices of the whole, and the int32 values the packing op takes are never
-    held for the whole weight (4 bytes per value: 8× the stored INT4 bytes)."""
+    rows at a time (by default as many multiples of 64 rows as widen to PACK_BLOCK_BYTES of
+    int32). The packed layout is per block of 64 rows (_BLOCK), so blocks of a multiple of 64
+    rows pack to slices of the whole, and the int32 values the packing op takes are never held
+    for more than one block (4 bytes per value: 8× the stored INT4 bytes)."""
+    if rows is None:
+        rows = max(_BLOCK, PACK_BLOCK_BYTES // (4 * max(k, 1)) // _BLOCK * _BLOCK)
     if k % 2 or n <= rows:
         return pack_int4(nibbles_to_uint(data, n, k, signed))
     assert rows % _BLOCK == 0

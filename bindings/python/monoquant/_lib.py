@@ -531,6 +531,8 @@ _fn("mq_quantize_shard", [c_char_p, c_char_p, POINTER(mq_model_config), c_char_p
 _fn("mq_quantize_shards_finish", [c_char_p, c_char_p, POINTER(mq_model_config), c_char_p, c_char_p, POINTER(mq_report_p)], c_int)
 # int mq_quantize_shards_abort(const char* dst);
 _fn("mq_quantize_shards_abort", [c_char_p], c_int)
+# int mq_dequantize_file(const char* src, const char* dst, mq_progress_fn progress, void* user);
+_fn("mq_dequantize_file", [c_char_p, c_char_p, mq_progress_fn, c_void_p], c_int)
 # int mq_report_json(mq_report* r, char* buf, size_t cap, size_t* len);
 _fn("mq_report_json", [mq_report_p, c_void_p, c_size_t, POINTER(c_size_t)], c_int)
 # int mq_report_free(mq_report* r);

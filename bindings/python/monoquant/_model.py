@@ -137,6 +137,17 @@ def quantize_file(src, dst, cfg, calibration=None, progress=None, cancel=None):
         _lib.mq_report_free(rep)
 
 
+def dequantize_file(src, dst, progress=None):
+    """mq_dequantize_file: a quantized checkpoint (file, sharded index or model folder) to its
+    float form, through the engine's one pipeline (the CLI's `monoquant dequantize`)."""
+    err = []
+    c_cb = progress_callback(progress, err)
+    st = _lib.mq_dequantize_file(_b(os.fspath(src)), _b(os.fspath(dst)), c_cb, None)
+    if err:
+        raise err[0]
+    check(st, "dequantize_file")
+
+
 def run_interruptible(call, flag):
     """Runs ``call()`` (an engine call that stops once the ctypes.c_int32 ``flag`` is non-zero)
     on a worker thread while this thread waits, so that Ctrl-C, or any exception a signal

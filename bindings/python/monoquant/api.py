@@ -25,7 +25,7 @@ from .nn import (QUANTIZED_TYPES, RUNTIME_CLASSES, QuantizedConv1D, QuantizedCon
                  quantized_class_for)
 from .observers import OBSERVERS
 
-__all__ = ["quantize", "quantize_file", "plan", "Plan", "defaults", "dequantize", "report", "sqnr", "record_activations", "Report"]
+__all__ = ["quantize", "quantize_file", "plan", "Plan", "defaults", "dequantize", "dequantize_file", "report", "sqnr", "record_activations", "Report"]
 
 # Static calibration over fewer samples (rows of the first input) than this draws a warning.
 MIN_CALIBRATION_SAMPLES = 32
@@ -1186,6 +1186,39 @@ def dequantize(qmodel_or_path):
     from .files import dequantize_file_or_state_dict
 
     return dequantize_file_or_state_dict(qmodel_or_path)
+
+
+def dequantize_file(src, dst, progress=None):
+    """Writes the float form of the quantized checkpoint ``src`` to ``dst`` through the engine's
+    one pipeline — the same bytes as ``monoquant dequantize`` and the C ABI's
+    mq_dequantize_file — streaming tensor by tensor.
+
+    Every quantized tensor comes back in its original shape and dtype under its own name (its
+    ``.scale``/``.zero_point`` entries go), tensors a file stores once for several tied names are
+    written under each name again, the other tensors are copied, and the ``monoquant`` metadata
+    is dropped: the result loads like the original checkpoint (``safetensors``,
+    ``torch.load``, transformers' ``from_pretrained`` for a folder).
+
+    Args:
+        src: a quantized file (.safetensors, .pt/.pth/.bin), a sharded ``*.safetensors.index.json``,
+            or a model folder that ``quantize_file`` (or the CLI) wrote from a Hugging Face folder.
+        dst: for a file, the output file (.safetensors or .pt/.pth/.bin by suffix; written
+            atomically). For a folder, a new or empty folder, laid out as ``src``: the same
+            weight file names (the same shard files and index, each tensor in its shard) and
+            every other file (config.json, tokenizer files, ...) copied. Never ``src`` itself.
+        progress: None (a bar on stderr when it is a terminal), True/False, or a callable
+            ``progress(done, total, name)``.
+
+    Example::
+
+        monoquant.quantize_file("my-model", "my-model.int8")
+        monoquant.dequantize_file("my-model.int8", "my-model.restored")
+        model = transformers.AutoModelForCausalLM.from_pretrained("my-model.restored")
+    """
+    from . import _model
+
+    with Progress(progress, 0) as bar:
+        _model.dequantize_file(src, dst, progress=lambda d, t: bar.update(d, t, ""))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -140,9 +140,18 @@ def build_quantized(model, tensors, config, strict=True, inplace=False, consume=
                 if n not in tensors and n not in aliases:
                     aliases[n] = present[0]
     _resolve_aliases(model, tensors, tcs, aliases)
-    by_layer = OrderedDict()
-    for tname, tc in tcs.items():
-        by_layer.setdefault(tc.get("layer", ""), []).append((tname, tc))
+    tied_with = {}  # stored name <-> its aliases, both ways
+    for a, t in aliases.items():
+        tied_with.setdefault(a, []).append(t)
+        tied_with.setdefault(t, []).append(a)
+    # Layers in config order, each tied layer right after the first of its group: the stored
+    # tensor they share is freed once both are built, not held until the last layer.
+    by_layer, placed = OrderedDict(), set()
+    for tname in tcs:
+        for n in [tname] + tied_with.get(tname, []):
+            if n in tcs and n not in placed:
+                placed.add(n)
+                by_layer.setdefault(tcs[n].get("layer", ""), []).append((n, tcs[n]))
     acts = config.get("activations", {}) or {}
     replaced = {}
     for layer, items in by_layer.items():
@@ -204,12 +213,19 @@ def build_quantized(model, tensors, config, strict=True, inplace=False, consume=
         qmod._mq_tc = {(tname[len(layer) + 1:] if layer else tname): {k: v for k, v in tc.items() if k != "layer"} for tname, tc in items}
         qmod._mq_act = acts.get(layer)
         replaced[layer] = qmod
+        for tname, _tc in items:
+            # a tied table whose other layer is built already: held once where the kernels allow
+            for other in tied_with.get(tname, ()):
+                olayer = tcs.get(other, {}).get("layer")
+                if olayer in replaced and olayer != layer:
+                    _share_tied_table(qmod, replaced[olayer])
         if consume:
             # the layer holds its own form of these now (the kernel's packing): let go of the file's
             for tname, _tc in items:
                 for x in STORED_SUFFIXES:
                     tensors.pop(tname + x, None)
             del qts
+            _return_freed_memory()
     if "" in replaced:
         out = replaced[""]
     else:
@@ -264,7 +280,52 @@ def build_quantized(model, tensors, config, strict=True, inplace=False, consume=
             continue
         if isinstance(t._parameters.get(tname), nn.Parameter) and aname in a._parameters:
             a._parameters[aname] = t._parameters[tname]  # one Parameter again, as before saving
+    if not consume:
+        # (a load shares as it builds; here the state dict loaded above gave each its values)
+        for alias, target in aliases.items():
+            la, lt = tcs.get(alias, {}).get("layer"), tcs.get(target, {}).get("layer")
+            if la in replaced and lt in replaced and la != lt:
+                _share_tied_table(replaced[la], replaced[lt])
     return out
+
+
+def _share_tied_table(a, b):
+    """Two quantized layers built from one stored tensor (a tied embedding and head): when the
+    head runs int4pack and the embedding would keep the nibbles only to look rows up, the
+    embedding reads its rows from the head's packed tensor instead (docs/kernels.md)."""
+    emb, head = (a, b) if isinstance(a, QuantizedEmbedding) else (b, a)
+    if not isinstance(emb, QuantizedEmbedding) or type(head) is not QuantizedLinear or head.kernel != "int4pack" or emb.kernel != "dequant":
+        return
+    es, hs = emb._qweights["weight"][0], head._qweights["weight"][0]
+    if es != hs or (emb.num_embeddings, emb.embedding_dim) != (head.out_features, head.in_features):
+        return
+    emb._share_rows_with(head)
+
+
+def _malloc_trim():
+    """glibc's malloc_trim, or None (another C library, or no C library to ask)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def _return_freed_memory():
+    """Hands the memory a layer's build freed (the file's copy, the packing's temporaries) back
+    to the OS. glibc's malloc raises its mmap threshold to the largest block freed so far, so
+    after the first large tensor is freed every smaller temporary comes from the heap, and the
+    heap keeps the freed pages resident between the packed weights that outlive them: a loaded
+    GPT-2 held 1.6x what its layers hold. malloc_trim(0) releases the free pages inside the
+    heap (not only at its top), so the process holds what the layers hold plus one layer's
+    temporaries. A no-op where the C library has no malloc_trim."""
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 def _meta_tensors(model):
@@ -316,22 +377,20 @@ def _resolve_aliases(model, tensors, tcs, aliases):
 
 
 def dequantize_state_dict(sd, config):
-    """Float32 state dict of a quantized one, every value dequantized by the engine."""
-    tcs = config.get("tensors", {})
-    out = OrderedDict()
-    for name, t in sd.items():
-        if name in tcs:
-            tc = tcs[name]
-            w = qtensor_from(sd, name, tc).dequantize().reshape(tc["shape"])
-            if tc.get("outlier_columns", 0) > 0:
-                # the calibrated outlier columns, stored in float, go back in place
-                w[:, sd[name + OUTLIER_COLUMNS].long()] = sd[name + OUTLIER_WEIGHT].to(w.dtype)
-            out[name] = w
-        elif any(s and name.endswith(s) and name[: -len(s)] in tcs for s in STORED_SUFFIXES):
-            continue
-        else:
-            out[name] = t
-    return out
+    """Float state dict of a quantized one (its tensors and config), dequantized by the engine:
+    which entries are a quantized tensor's stored parts, the original dtypes and the outlier
+    columns put back are the engine's rules (mq_model_dequantize), as for a file."""
+    from ._errors import FormatError
+
+    try:
+        text = json.dumps(config, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise FormatError(f"dequantize(): the state dict's config is not JSON: {e}") from None
+    with _model.ModelHandle.new() as h:
+        for name, t in sd.items():
+            h.add_tensor(name, t)
+        h.set_config(text)
+        return _dequantized_tensors(h)
 
 
 # ------------------------------------------------------------------------------------------------

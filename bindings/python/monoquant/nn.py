@@ -1180,7 +1180,11 @@ class QuantizedEmbedding(_QuantizedWeights):
     recipe rule naming the layer). INT8 per-row tables (per channel along axis 0, the engine's
     choice for embeddings) look up the int8 rows and scale only those; other formats dequantize
     the table inside the call. ``max_norm`` renormalizes the looked-up rows without writing
-    back into the table. The output is float32 (the table's original dtype after ``.to``)."""
+    back into the table. The output is float32 (the table's original dtype after ``.to``).
+
+    An INT4 table tied to a head on the int4pack kernel (GPT-2's wte and lm_head) is held once:
+    ``monoquant.load``/``quantize`` let the embedding read its rows from the head's packed tensor
+    (``_share_rows_with``); ``weight_q`` then unpacks the whole table on demand."""
 
     kernel = "rows"
 
@@ -1203,8 +1207,59 @@ class QuantizedEmbedding(_QuantizedWeights):
         """The dequantized float32 table [num_embeddings, embedding_dim]."""
         return self.dequantized("weight")
 
+    # -- a tied INT4 head's packed table read by rows (the table held once) ----------------------
+
+    def _share_rows_with(self, head):
+        """Drops this table's own stored nibbles and reads them from ``head`` (a QuantizedLinear
+        on the int4pack kernel holding the same stored tensor: a tied embedding and head): the
+        table is then resident once, in the head's packed form. Rows are looked up by unpacking
+        only the 64-row blocks of the packed tensor that the indices touch; ``weight_q`` (state
+        dicts, save) unpacks the whole table on demand."""
+        self._buffers.pop("weight_q", None)
+        self.__dict__["_rows_from"] = head
+
+    def _unshare(self):
+        """Takes back a table of its own (before a state dict is loaded into it, or a move)."""
+        head = self.__dict__.pop("_rows_from", None)
+        if head is not None:
+            self._buffers["weight_q"] = head.weight_q.reshape(self._qweights["weight"][0].data_shape(self._qweights["weight"][1]))
+
+    def __getattr__(self, name):
+        if name == "weight_q":
+            head = self.__dict__.get("_rows_from")
+            if head is not None:
+                return head.weight_q.reshape(self._qweights["weight"][0].data_shape(self._qweights["weight"][1]))
+        return super().__getattr__(name)
+
+    def _shared_rows(self, idx):
+        """Float32 rows idx of the table from the head's int4pack tensor (64-row blocks)."""
+        head = self.__dict__["_rows_from"]
+        spec = self._qweights["weight"][0]
+        n, k = self.num_embeddings, self.embedding_dim
+        flat = idx.reshape(-1)
+        blocks, where = torch.unique(flat // _kernels._BLOCK, return_inverse=True)
+        u = torch.empty(blocks.numel(), _kernels._BLOCK, k, dtype=torch.int32)
+        for i, b in enumerate(blocks.tolist()):
+            r0 = b * _kernels._BLOCK
+            r1 = min(n, r0 + _kernels._BLOCK)
+            u[i, : r1 - r0] = _kernels.unpack_int4(head._int4_packed[r0:r1], r1 - r0, k)
+        v = u[where, flat % _kernels._BLOCK].to(torch.float32)
+        if spec.qdtype == "qint4":
+            v -= 8
+        s = self.weight_scale.reshape(n, -1).index_select(0, flat)
+        z = self.weight_zero_point.reshape(n, -1).index_select(0, flat).to(torch.float32)
+        g = k // s.shape[1]
+        return ((v.reshape(-1, s.shape[1], g) - z.unsqueeze(-1)) * s.unsqueeze(-1)).reshape(*idx.shape, k)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kw):
+        if prefix + "weight" in state_dict:
+            self._unshare()  # new values for this table: it is its own again
+        return super()._load_from_state_dict(state_dict, prefix, *args, **kw)
+
     def forward(self, idx):
-        if self.kernel == "rows":
+        if "_rows_from" in self.__dict__ and self.__dict__["_rows_from"].kernel == "int4pack" and idx.device.type == "cpu":
+            out = self._shared_rows(idx)
+        elif self.kernel == "rows":
             q = self.weight_q.index_select(0, idx.reshape(-1)).to(torch.float32)
             s = self.weight_scale.index_select(0, idx.reshape(-1)).unsqueeze(1)
             z = self.weight_zero_point.index_select(0, idx.reshape(-1)).unsqueeze(1)
@@ -1219,6 +1274,8 @@ class QuantizedEmbedding(_QuantizedWeights):
     def _apply(self, fn, recurse=True):
         # Integers and qparams keep their dtypes; a float cast moves the output dtype only.
         probe = fn(torch.empty(0))
+        if probe.device != self.weight_scale.device:
+            self._unshare()
         for name, b in list(self._buffers.items()):
             if b is not None:
                 self._buffers[name] = b.to(probe.device)

@@ -309,3 +309,23 @@ def test_copies_and_pickles_of_a_quantized_model(tmp_path):
     buf.seek(0)
     plain = torch.load(buf, weights_only=True)
     assert set(plain) == set(sd) and all(torch.equal(plain[k], sd[k]) for k in sd)
+
+
+@pytest.mark.parametrize("opts", [dict(bits=8), dict(bits=4, group_size=32, scheme="asymmetric"), dict(bits=16)], ids=["int8", "int4-asym", "fp16"])
+def test_dequantize_of_a_state_dict_without_its_engine_handle_is_the_engines(opts):
+    """A QuantizedStateDict whose engine handle is gone dequantizes through the engine too (the
+    stored parts, original dtypes and names are the engine's rules, not repeated in Python):
+    the same tensors as with the handle."""
+    torch.manual_seed(0)
+    sd = {"a.weight": torch.randn(64, 64).to(torch.bfloat16), "a.bias": torch.randn(64), "b.weight": torch.randn(32, 64)}
+    q = monoquant.quantize(sd, **opts)
+    want = monoquant.dequantize(q)
+    q.handle.close()
+    got = monoquant.dequantize(q)
+    assert list(got) == list(want)
+    for name in want:
+        assert got[name].dtype == want[name].dtype and torch.equal(got[name], want[name]), name
+    assert got["a.weight"].dtype == torch.bfloat16  # the original dtype, as the config says
+    bad = monoquant.QuantizedStateDict(q, config=dict(q.config, tensors={"a.weight": dict(q.config["tensors"]["a.weight"], shape=[3, 3])}))
+    with pytest.raises(monoquant.MonoquantError):
+        monoquant.dequantize(bad)

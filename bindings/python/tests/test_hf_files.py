@@ -4,6 +4,7 @@ out, one FP16 overflow rule and errors that name Python's options. Models are bu
 ``transformers`` configs at small sizes; nothing is downloaded. ``transformers`` is a test-only
 dependency."""
 
+import copy
 import json
 import os
 import shutil
@@ -216,3 +217,88 @@ def test_quantize_file_fp16_overflow_saturates(tmp_path):
     with safe_open(tmp_path / "h.safetensors", "pt") as f:
         h = f.get_tensor("fc.weight")
     assert torch.isfinite(h).all() and h[0, 0] == 65504 and h[0, 1] == -65504
+
+
+def test_dequantize_file_of_a_folder_writes_a_folder_like_the_input(tmp_path):
+    """dequantize_file of a quantized sharded folder writes a folder laid out as the float one
+    (the same shard files and weight_map, config.json and tokenizer files copied) that
+    transformers loads with from_pretrained, its logits close to float's (issue 12). Before, a
+    folder gave one file."""
+    ref = gpt2()
+    ref.save_pretrained(tmp_path / "in", max_shard_size="200KB")
+    (tmp_path / "in" / "tokenizer.json").write_text('{"version": "1.0"}')
+    names = sorted(os.listdir(tmp_path / "in"))
+    assert len([n for n in names if n.endswith(".safetensors")]) > 1
+    quantize_file(tmp_path / "in", tmp_path / "q")
+    calls = []
+    monoquant.dequantize_file(tmp_path / "q", tmp_path / "dq", progress=lambda done, total, name: calls.append((done, total)))
+    assert calls and calls[-1][0] == calls[-1][1]
+    assert sorted(os.listdir(tmp_path / "dq")) == names
+    index_in = json.loads((tmp_path / "in" / "model.safetensors.index.json").read_text())
+    index_out = json.loads((tmp_path / "dq" / "model.safetensors.index.json").read_text())
+    assert index_out["weight_map"] == index_in["weight_map"]
+    assert "monoquant" not in index_out.get("metadata", {})
+    for n in ("config.json", "tokenizer.json"):
+        assert (tmp_path / "dq" / n).read_bytes() == (tmp_path / "in" / n).read_bytes()
+    for shard in set(index_out["weight_map"].values()):
+        with safe_open(tmp_path / "dq" / shard, "pt") as f:
+            assert "monoquant" not in (f.metadata() or {})
+            for k in f.keys():
+                assert f.get_slice(k).get_dtype() == "F32", k
+    back = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "dq").eval()
+    ids = torch.randint(0, 2000, (2, 16))
+    assert logits_cos(ref, back, ids) >= 0.999
+
+
+def test_dequantize_file_errors(tmp_path):
+    """A non-empty output folder, the input itself and a float folder are refused by name."""
+    ref = gpt2()
+    ref.save_pretrained(tmp_path / "in")
+    quantize_file(tmp_path / "in", tmp_path / "q")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    with pytest.raises(monoquant.InvalidArgumentError, match="not empty"):
+        monoquant.dequantize_file(tmp_path / "q", tmp_path / "full", progress=False)
+    with pytest.raises(monoquant.InvalidArgumentError, match="input folder"):
+        monoquant.dequantize_file(tmp_path / "q", tmp_path / "q", progress=False)
+    with pytest.raises(monoquant.FormatError, match="not monoquant quantized"):
+        monoquant.dequantize_file(tmp_path / "in", tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()
+    assert os.listdir(tmp_path / "full") == ["x"]
+
+
+def test_tied_int4_table_is_held_once_by_the_packed_head(tmp_path):
+    """A tied INT4 embedding and head (GPT-2) loaded into a meta skeleton hold the table once:
+    the embedding reads its rows from the head's int4pack tensor (issue 12's load memory). Rows,
+    logits, state dict and saved bytes are those of a model holding its own table."""
+    from monoquant import _kernels
+
+    if not _kernels.available()["int4pack"]:
+        pytest.skip("no int4pack kernel here")
+    ref = gpt2(vocab=2048)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        monoquant.save(monoquant.quantize(ref, bits=4, group_size=32, progress=False), tmp_path / "q.safetensors")
+    with torch.device("meta"):
+        skel = transformers.GPT2LMHeadModel(ref.config)
+    m = monoquant.load(tmp_path / "q.safetensors", skel).eval()
+    emb, head = m.transformer.wte, m.lm_head
+    assert head.kernel == "int4pack" and "weight_q" not in emb._buffers
+    own = copy.deepcopy(m)
+    own.transformer.wte._unshare()
+    assert "weight_q" in own.transformer.wte._buffers
+    ids = torch.randint(0, 2048, (3, 40))
+    ids[0, :4] = torch.tensor([0, 63, 64, 2047])  # block edges
+    table = monoquant.dequantize(tmp_path / "q.safetensors")["transformer.wte.weight"]
+    assert torch.equal(emb(ids), torch.nn.functional.embedding(ids, table))
+    with torch.no_grad():
+        assert torch.equal(m(ids).logits, own(ids).logits)
+    assert torch.equal(m.state_dict()["transformer.wte.weight"], own.state_dict()["transformer.wte.weight"])
+    monoquant.save(m, tmp_path / "again.safetensors")
+    assert (tmp_path / "again.safetensors").read_bytes() == (tmp_path / "q.safetensors").read_bytes()
+    # new values for the table make it the embedding's own again
+    sd = {k: v for k, v in emb.state_dict().items()}
+    sd["weight"] = torch.zeros_like(sd["weight"])
+    emb.load_state_dict(sd)
+    assert "weight_q" in emb._buffers and torch.equal(emb.weight_q, sd["weight"])
+    assert not torch.equal(head.weight_q, sd["weight"])

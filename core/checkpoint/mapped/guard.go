@@ -3,6 +3,7 @@ package mapped
 import (
 	"errors"
 	"fmt"
+	"io"
 	"runtime/debug"
 )
 
@@ -31,24 +32,35 @@ func Guard(path string, fn func() error) (err error) {
 	return fn()
 }
 
-// Copy returns a heap copy of n bytes at off, read under Guard.
+// Copy returns a heap copy of n bytes at off (see CopyTo).
 func (m *File) Copy(path string, off, n int64) ([]byte, error) {
-	src, err := m.Slice(off, n)
-	if err != nil {
+	if _, err := m.Slice(off, n); err != nil {
 		return nil, err
 	}
-	dst := make([]byte, len(src))
-	if err := Guard(path, func() error { copy(dst, src); return nil }); err != nil {
+	dst := make([]byte, n)
+	if err := m.CopyTo(path, off, dst); err != nil {
 		return nil, err
 	}
 	return dst, nil
 }
 
-// CopyTo copies len(dst) bytes at off into dst, under Guard.
+// CopyTo copies len(dst) bytes at off into dst: read from the file (pread) where it is open,
+// else from the mapping under Guard. A file cut short meanwhile gives an error wrapping
+// ErrChanged either way.
 func (m *File) CopyTo(path string, off int64, dst []byte) error {
 	src, err := m.Slice(off, int64(len(dst)))
 	if err != nil {
 		return err
+	}
+	if m.f != nil {
+		n, err := m.f.ReadAt(dst, off)
+		if n == len(dst) {
+			return nil
+		}
+		if err == nil || errors.Is(err, io.EOF) {
+			return fmt.Errorf("%s: %w", path, ErrChanged)
+		}
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	return Guard(path, func() error { copy(dst, src); return nil })
 }
