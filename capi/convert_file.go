@@ -286,7 +286,7 @@ func mq_dequantize_file(src, dst *C.mq_cchar, progress C.mq_progress_fn, user un
 			}
 		}
 	}
-	err = convert.Dequantize(ctx, in, out, fn)
+	_, err = offThread(func() (struct{}, error) { return struct{}{}, convert.Dequantize(ctx, in, out, fn) })
 	if canceled {
 		return mapErr(fail(mqECANCELED, "mq_dequantize_file: canceled by the progress callback; %s was not written", out), mqECANCELED)
 	}
