@@ -144,6 +144,20 @@ func (m *memCheckpoint) ReadRange(name string, off int64, dst []byte) error {
 	return nil
 }
 
+// ViewRange returns the bytes [off, off+n) of a tensor without copying them (rangeViewer): the
+// memory is the caller's and the quantization only reads it, as it reads Tensor's Data.
+func (m *memCheckpoint) ViewRange(name string, off, n int64) ([]byte, error) {
+	i, ok := m.index[name]
+	if !ok {
+		return nil, fmt.Errorf("no tensor %q", name)
+	}
+	d := m.data[i]
+	if off < 0 || n < 0 || off > int64(len(d)) || n > int64(len(d))-off {
+		return nil, fmt.Errorf("range [%d, %d) is outside the %d bytes of tensor %q", off, off+n, len(d), name)
+	}
+	return d[off : off+n : off+n], nil
+}
+
 // ReleaseRange does nothing: the memory is the caller's (checkpoint.RangeReleaser).
 func (m *memCheckpoint) ReleaseRange(string, int64, int64) {}
 

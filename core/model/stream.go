@@ -155,11 +155,8 @@ func quantizeStreamed(ctx context.Context, tp *plan.TensorPlan, r checkpoint.Rea
 			}
 			b.d = b.data[:need]
 		}
-		if cap(params.in) < es*(e1-e0) {
-			params.in = make([]byte, es*(e1-e0))
-		}
-		in := params.in[:es*(e1-e0)]
-		if err := rr.ReadRange(tp.Name, int64(es*e0), in); err != nil {
+		in, err := readBlock(rr, tp.Name, int64(es*e0), es*(e1-e0), &params.in)
+		if err != nil {
 			pl.free = append(pl.free, b)
 			return TensorReport{}, fmt.Errorf("tensor %q: %w", tp.Name, err)
 		}
@@ -220,4 +217,23 @@ func streamError(tp *plan.TensorPlan, r checkpoint.Reader, blockErr error) error
 		return fmt.Errorf("tensor %q: %w", tp.Name, err)
 	}
 	return fmt.Errorf("tensor %q: %w", tp.Name, blockErr)
+}
+
+// rangeViewer is a checkpoint.RangedReader whose tensors are in memory already (an in-memory
+// model): a block is read where it is, not copied.
+type rangeViewer interface {
+	ViewRange(name string, off, n int64) ([]byte, error)
+}
+
+// readBlock returns n bytes of tensor name from off: a view when rr holds them in memory, else
+// a copy into *buf (grown as needed and reused).
+func readBlock(rr checkpoint.RangedReader, name string, off int64, n int, buf *[]byte) ([]byte, error) {
+	if v, ok := rr.(rangeViewer); ok {
+		return v.ViewRange(name, off, int64(n))
+	}
+	if cap(*buf) < n {
+		*buf = make([]byte, n)
+	}
+	in := (*buf)[:n]
+	return in, rr.ReadRange(name, off, in)
 }
