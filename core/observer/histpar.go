@@ -49,10 +49,16 @@ type histJob struct {
 	xs         []float32
 	n          int       // nChunks, for the caller
 	mins, maxs []float32 // per-chunk min/max (phase 1)
-	// The range for histc (written before the state says phaseHistc).
+	// The range for histc (written before the state says phaseHistc, or, for a speculative
+	// batch, before it says phaseMinMax).
 	left, right, nb, width float32
 	counts                 []uint32      // the helper's histc counts, bins+1
-	counted                atomic.Uint64 // the generation whose histc the helper's counts hold
+	counted                atomic.Uint64 // gen<<1 | (0 speculative, 1 histc): what counts hold
+
+	// spec: phase 1 also counts each chunk over the current range (speculative batch), until
+	// some chunk holds a value outside it (abort).
+	spec  bool
+	abort atomic.Bool
 }
 
 type helperOffer struct {
@@ -191,7 +197,11 @@ func (j *histJob) help(gen uint64) {
 		switch st & 3 {
 		case phaseMinMax:
 			if c, ok := j.claim(0, gen, true); ok {
-				j.mins[c], j.maxs[c] = quant.MinMaxF32(j.chunk(c))
+				if j.spec && j.counted.Load() != gen<<1 {
+					clear(j.counts)
+					j.counted.Store(gen << 1)
+				}
+				j.readChunk(c, j.counts)
 				j.done[0].Add(1)
 				i = 0
 				continue
@@ -206,9 +216,9 @@ func (j *histJob) help(gen uint64) {
 			if !ok {
 				return
 			}
-			if j.counted.Load() != gen {
+			if j.counted.Load() != gen<<1|1 {
 				clear(j.counts)
-				j.counted.Store(gen)
+				j.counted.Store(gen<<1 | 1)
 			}
 			countBins(j.counts, j.chunk(c), j.left, j.right, j.nb, j.width)
 			j.done[1].Add(1)
@@ -216,6 +226,19 @@ func (j *histJob) help(gen uint64) {
 			return
 		}
 	}
+}
+
+// readChunk is phase 1's work on chunk c: its min/max, and, in a speculative batch that no chunk
+// has yet shown to leave the current range, first its histc over that range into counts (the
+// min/max pass then reads the chunk from the cache).
+func (j *histJob) readChunk(c int, counts []uint32) {
+	xs := j.chunk(c)
+	if j.spec && !j.abort.Load() {
+		if countBins(counts, xs, j.left, j.right, j.nb, j.width) > 0 {
+			j.abort.Store(true)
+		}
+	}
+	j.mins[c], j.maxs[c] = quant.MinMaxF32(xs)
 }
 
 // observeSplit is Observe for a large float32 batch (see the comment at the top of this file).
@@ -237,6 +260,18 @@ func (h *HistogramObserver) observeSplit(xs []float32) (handled bool) {
 	j.gen++
 	gen := j.gen
 	j.xs, j.n, j.counts, j.mins, j.maxs = xs, n, j.counts[:bins+1], j.mins[:n], j.maxs[:n]
+	first := math.IsInf(float64(h.min), 1) || math.IsInf(float64(h.max), -1)
+	// Speculation: torch adds histc over the unchanged range when the batch lies inside it (the
+	// common case once calibration has seen a few batches), so phase 1 counts over [min, max]
+	// as it reads. A range of one value is left out: histc widens it, so a batch inside the
+	// widened range can still widen the running one.
+	j.spec = !first && h.min < h.max
+	j.abort.Store(false)
+	var own []uint32
+	if j.spec {
+		j.left, j.right, j.nb, j.width = h.min, h.max, float32(bins), h.max-h.min // = histBounds
+		own = h.ownCounts(bins)
+	}
 	j.nChunks.Store(int64(n))
 	for p := range j.claims {
 		j.claims[p].Store((gen & 0xffffffff) << 32)
@@ -251,10 +286,19 @@ func (h *HistogramObserver) observeSplit(xs []float32) (handled bool) {
 		if !ok {
 			break
 		}
-		j.mins[c], j.maxs[c] = quant.MinMaxF32(j.chunk(c))
+		j.readChunk(c, own)
 		j.done[0].Add(1)
 	}
 	j.waitDone(0)
+	if j.spec && !j.abort.Load() {
+		// Every value lay in [min, max] (so none is NaN or ±Inf, and the range stays): the
+		// counts are the batch's histc over the unchanged range, torch's case of adding it.
+		h.sumCounts(h.upd, own, gen<<1)
+		for i, v := range h.upd {
+			h.hist[i] += v
+		}
+		return true
+	}
 	mn, mx := float32(math.Inf(1)), float32(math.Inf(-1))
 	for c := range j.mins {
 		mn, mx = minKey(mn, j.mins[c]), maxKey(mx, j.maxs[c])
@@ -263,7 +307,6 @@ func (h *HistogramObserver) observeSplit(xs []float32) (handled bool) {
 		return false
 	}
 
-	first := math.IsInf(float64(h.min), 1) || math.IsInf(float64(h.max), -1)
 	newMin, newMax := mn, mx
 	if !first {
 		newMin, newMax = min(h.min, mn), max(h.max, mx)
@@ -275,7 +318,7 @@ func (h *HistogramObserver) observeSplit(xs []float32) (handled bool) {
 	if !first && widened && h.min != h.max {
 		h.upscale(newMin, newMax)
 	}
-	own := h.ownCounts(bins)
+	own = h.ownCounts(bins)
 	for {
 		c, ok := j.claim(1, gen, false)
 		if !ok {
@@ -289,15 +332,7 @@ func (h *HistogramObserver) observeSplit(xs []float32) (handled bool) {
 	if first {
 		dst = h.hist
 	}
-	if j.counted.Load() == gen {
-		for i := range dst {
-			dst[i] = float32(uint64(own[i]) + uint64(j.counts[i]))
-		}
-	} else {
-		for i := range dst {
-			dst[i] = float32(own[i])
-		}
-	}
+	h.sumCounts(dst, own, gen<<1|1)
 	switch {
 	case first:
 		h.min, h.max = newMin, newMax
@@ -310,6 +345,20 @@ func (h *HistogramObserver) observeSplit(xs []float32) (handled bool) {
 		h.min, h.max = newMin, newMax
 	}
 	return true
+}
+
+// sumCounts sets dst to the caller's counts own plus the helper's when they hold counted.
+func (h *HistogramObserver) sumCounts(dst []float32, own []uint32, counted uint64) {
+	j := &h.job
+	if j.counted.Load() == counted {
+		for i := range dst {
+			dst[i] = float32(uint64(own[i]) + uint64(j.counts[i]))
+		}
+		return
+	}
+	for i := range dst {
+		dst[i] = float32(own[i])
+	}
 }
 
 // minKey and maxKey combine two MinMaxF32 results the way one pass over both would: NaN wins

@@ -41,7 +41,28 @@ func adversarialBatches(n int) map[string][][]float32 {
 		"infinities":       {with(with(gauss(1), 3, inf), n-2, -inf), fill(func(i int) float32 { return [2]float32{inf, -inf}[i%2] }), with(gauss(4), n/2, inf)},
 		"nan late":         {gauss(1), with(gauss(5), n-1, nan), gauss(2)},
 		"nan first chunk":  {with(gauss(1), 0, nan), gauss(1)},
+		// Speculative batches (histc over the current range while reading the min/max):
+		// inside the range, widening it at the first or the last value only, hitting both
+		// edges exactly, and NaN or ±Inf inside an otherwise speculative batch.
+		"widen at first":  {gauss(1), with(gauss(0.5), 0, 9), gauss(0.5), with(gauss(0.5), 0, -9)},
+		"widen at last":   {gauss(1), with(gauss(0.5), n-1, -9), gauss(0.5), with(gauss(0.5), n-1, 9)},
+		"edges exactly":   edgesExactly(gauss(1), gauss(0.5)),
+		"nan in fused":    {gauss(2), with(gauss(0.5), 0, nan), with(gauss(0.5), n-1, nan), gauss(0.5)},
+		"inf in fused":    {gauss(2), with(gauss(0.5), 0, inf), with(gauss(0.5), n-1, -inf), with(gauss(0.5), n/3, inf), gauss(0.5)},
+		"zero edge fused": {with(fill(func(int) float32 { return float32(math.Abs(rng.NormFloat64())) }), 5, 0), with(fill(func(int) float32 { return float32(math.Abs(rng.NormFloat64()) * 0.5) }), 9, negZero), with(with(gauss(0.1), 3, negZero), n-1, 100)},
 	}
+}
+
+// edgesExactly is a first batch and a second one inside its range that holds its min at the
+// first value and its max at the last.
+func edgesExactly(first, second []float32) [][]float32 {
+	mn, mx := slices.Min(first), slices.Max(first)
+	second = slices.Clone(second)
+	for i, v := range second {
+		second[i] = min(max(v, mn), mx)
+	}
+	second[0], second[len(second)-1] = mn, mx
+	return [][]float32{first, second, second}
 }
 
 type histState struct {
