@@ -228,17 +228,31 @@ func (j *histJob) help(gen uint64) {
 	}
 }
 
-// readChunk is phase 1's work on chunk c: its min/max, and, in a speculative batch that no chunk
-// has yet shown to leave the current range, first its histc over that range into counts (the
-// min/max pass then reads the chunk from the cache).
+// readChunk is phase 1's work on chunk c: its min/max, or, in a speculative batch that no chunk
+// has yet shown to leave the current range, its histc over that range into counts. A chunk whose
+// every value the histc counted lies in the range, so its min/max matter only if another chunk
+// aborts the speculation: it is marked pending (+Inf, -Inf), for minMaxPending. A chunk with a
+// value left out aborts the speculation and gets its min/max (NaN and ±Inf included).
 func (j *histJob) readChunk(c int, counts []uint32) {
 	xs := j.chunk(c)
 	if j.spec && !j.abort.Load() {
-		if countBins(counts, xs, j.left, j.right, j.nb, j.width) > 0 {
-			j.abort.Store(true)
+		if countBins(counts, xs, j.left, j.right, j.nb, j.width) == 0 {
+			j.mins[c], j.maxs[c] = float32(math.Inf(1)), float32(math.Inf(-1))
+			return
 		}
+		j.abort.Store(true)
 	}
 	j.mins[c], j.maxs[c] = quant.MinMaxF32(xs)
+}
+
+// minMaxPending computes the min/max of the chunks readChunk left pending (a speculative batch
+// that was aborted). MinMaxF32 never returns min +Inf with max -Inf for a non-empty chunk.
+func (j *histJob) minMaxPending() {
+	for c := range j.mins {
+		if math.IsInf(float64(j.mins[c]), 1) && math.IsInf(float64(j.maxs[c]), -1) {
+			j.mins[c], j.maxs[c] = quant.MinMaxF32(j.chunk(c))
+		}
+	}
 }
 
 // observeSplit is Observe for a large float32 batch (see the comment at the top of this file).
@@ -298,6 +312,9 @@ func (h *HistogramObserver) observeSplit(xs []float32) (handled bool) {
 			h.hist[i] += v
 		}
 		return true
+	}
+	if j.spec {
+		j.minMaxPending()
 	}
 	mn, mx := float32(math.Inf(1)), float32(math.Inf(-1))
 	for c := range j.mins {
