@@ -313,7 +313,9 @@ func (h *HistogramObserver) observeSplit(xs []float32) (handled bool) {
 		}
 		return true
 	}
-	if j.spec {
+	if j.spec && (h.min == 0 || h.max == 0) {
+		// A pending chunk's values lie in [h.min, h.max], so they cannot move the combined
+		// range, except for the sign of a zero end: min(+0, -0) is -0.
 		j.minMaxPending()
 	}
 	mn, mx := float32(math.Inf(1)), float32(math.Inf(-1))
