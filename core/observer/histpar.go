@@ -19,6 +19,13 @@ import (
 // helper has claimed, never for a helper that has not started (a busy machine): a late helper
 // just takes fewer chunks. The helper is one package-level goroutine that lives for the process,
 // so a batch allocates nothing and starts no goroutine.
+//
+// Once the range is set (and is not a single value), the first phase is speculative: torch adds
+// histc over the unchanged range when a batch lies inside it, so each chunk is counted over the
+// current range as it is read, and the histc kernel reports the values it left out. A batch with
+// none is done after one pass and no min/max; the first chunk with one stops the speculation
+// (the remaining chunks get only their min/max) and the batch takes the two phases above, its
+// speculative counts thrown away.
 
 // parChunk is how many values one claim covers: 64 KiB of float32, 16 chunks per 64×4096 batch.
 const parChunk = 1 << 14
