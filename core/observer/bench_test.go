@@ -27,7 +27,35 @@ func benchBatches(n, rows, cols int) []*tensor.Tensor {
 // BenchmarkHistogram100x64x4096 is the calibration the Python package is measured on against
 // torch: 100 batches of 64×4096 float32 through a HistogramObserver, then calculate_qparams.
 func BenchmarkHistogram100x64x4096(b *testing.B) {
-	batches := benchBatches(100, 64, 4096)
+	benchCalibration(b, benchBatches(100, 64, 4096))
+}
+
+// steadyBatches returns n batches of rows×cols gaussian float32 of one spread, the first holding
+// ±6 (so the range settles after it: every later batch lies inside, torch's case of adding
+// histc over the unchanged range).
+func steadyBatches(n, rows, cols int) []*tensor.Tensor {
+	rng := rand.New(rand.NewPCG(9, 10))
+	out := make([]*tensor.Tensor, n)
+	for b := range out {
+		v := make([]float32, rows*cols)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64())
+		}
+		if b == 0 {
+			v[0], v[1] = -6, 6
+		}
+		out[b] = tensor.FromFloat32(v, rows, cols)
+	}
+	return out
+}
+
+// BenchmarkHistogramSteady100x64x4096 is BenchmarkHistogram100x64x4096 on steadyBatches: the
+// range no longer grows after the first batch.
+func BenchmarkHistogramSteady100x64x4096(b *testing.B) {
+	benchCalibration(b, steadyBatches(100, 64, 4096))
+}
+
+func benchCalibration(b *testing.B, batches []*tensor.Tensor) {
 	b.SetBytes(int64(100 * 64 * 4096 * 4))
 	b.ResetTimer()
 	cpu0 := processCPU()

@@ -212,24 +212,28 @@ func (h *HistogramObserver) combine(newMin, newMax float32) {
 	}
 }
 
-// countBins adds xs's histc bins (see histc) into c[:len(c)-1]; c[len(c)-1] is scratch.
-func countBins(c []uint32, xs []float32, left, right, nb, width float32) {
+// countBins adds xs's histc bins (see histc) into c[:len(c)-1]; c[len(c)-1] is scratch. It
+// returns how many values it left out (outside [left, right]: out of range, ±Inf or NaN).
+func countBins(c []uint32, xs []float32, left, right, nb, width float32) (out int) {
 	bins := len(c) - 1
 	if haveHistcAVX2 {
 		n8 := len(xs) &^ 7
 		if n8 > 0 {
+			before := c[bins]
 			histcAVX2(&c[0], &xs[0], n8, left, right, nb, width, float32(bins-1), uint32(bins))
+			out = int(c[bins] - before) // a chunk holds far fewer than 2^32 values
 		}
 		xs = xs[n8:]
 	}
-	countBinsScalar(c[:bins], xs, left, right, nb, width)
+	return out + countBinsScalar(c[:bins], xs, left, right, nb, width)
 }
 
 // countBinsScalar is countBins one value at a time.
-func countBinsScalar(c []uint32, xs []float32, left, right, nb, width float32) {
+func countBinsScalar(c []uint32, xs []float32, left, right, nb, width float32) (out int) {
 	last := len(c) - 1
 	for _, e := range xs {
 		if !(e >= left && e <= right) {
+			out++
 			continue
 		}
 		q := float32(float32(e-left)*nb) / width
@@ -241,6 +245,7 @@ func countBinsScalar(c []uint32, xs []float32, left, right, nb, width float32) {
 			c[last]++
 		}
 	}
+	return out
 }
 
 // upscale is torch's _upscale_histogram: every old bin is split into 16 equal parts whose

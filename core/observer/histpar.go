@@ -19,6 +19,13 @@ import (
 // helper has claimed, never for a helper that has not started (a busy machine): a late helper
 // just takes fewer chunks. The helper is one package-level goroutine that lives for the process,
 // so a batch allocates nothing and starts no goroutine.
+//
+// Once the range is set (and is not a single value), the first phase is speculative: torch adds
+// histc over the unchanged range when a batch lies inside it, so each chunk is counted over the
+// current range as it is read, and the histc kernel reports the values it left out. A batch with
+// none is done after one pass and no min/max; the first chunk with one stops the speculation
+// (the remaining chunks get only their min/max) and the batch takes the two phases above, its
+// speculative counts thrown away.
 
 // parChunk is how many values one claim covers: 64 KiB of float32, 16 chunks per 64×4096 batch.
 const parChunk = 1 << 14
@@ -49,10 +56,16 @@ type histJob struct {
 	xs         []float32
 	n          int       // nChunks, for the caller
 	mins, maxs []float32 // per-chunk min/max (phase 1)
-	// The range for histc (written before the state says phaseHistc).
+	// The range for histc (written before the state says phaseHistc, or, for a speculative
+	// batch, before it says phaseMinMax).
 	left, right, nb, width float32
 	counts                 []uint32      // the helper's histc counts, bins+1
-	counted                atomic.Uint64 // the generation whose histc the helper's counts hold
+	counted                atomic.Uint64 // gen<<1 | (0 speculative, 1 histc): what counts hold
+
+	// spec: phase 1 also counts each chunk over the current range (speculative batch), until
+	// some chunk holds a value outside it (abort).
+	spec  bool
+	abort atomic.Bool
 }
 
 type helperOffer struct {
@@ -191,7 +204,11 @@ func (j *histJob) help(gen uint64) {
 		switch st & 3 {
 		case phaseMinMax:
 			if c, ok := j.claim(0, gen, true); ok {
-				j.mins[c], j.maxs[c] = quant.MinMaxF32(j.chunk(c))
+				if j.spec && j.counted.Load() != gen<<1 {
+					clear(j.counts)
+					j.counted.Store(gen << 1)
+				}
+				j.readChunk(c, j.counts)
 				j.done[0].Add(1)
 				i = 0
 				continue
@@ -206,14 +223,41 @@ func (j *histJob) help(gen uint64) {
 			if !ok {
 				return
 			}
-			if j.counted.Load() != gen {
+			if j.counted.Load() != gen<<1|1 {
 				clear(j.counts)
-				j.counted.Store(gen)
+				j.counted.Store(gen<<1 | 1)
 			}
 			countBins(j.counts, j.chunk(c), j.left, j.right, j.nb, j.width)
 			j.done[1].Add(1)
 		default:
 			return
+		}
+	}
+}
+
+// readChunk is phase 1's work on chunk c: its min/max, or, in a speculative batch that no chunk
+// has yet shown to leave the current range, its histc over that range into counts. A chunk whose
+// every value the histc counted lies in the range, so its min/max matter only if another chunk
+// aborts the speculation: it is marked pending (+Inf, -Inf), for minMaxPending. A chunk with a
+// value left out aborts the speculation and gets its min/max (NaN and ±Inf included).
+func (j *histJob) readChunk(c int, counts []uint32) {
+	xs := j.chunk(c)
+	if j.spec && !j.abort.Load() {
+		if countBins(counts, xs, j.left, j.right, j.nb, j.width) == 0 {
+			j.mins[c], j.maxs[c] = float32(math.Inf(1)), float32(math.Inf(-1))
+			return
+		}
+		j.abort.Store(true)
+	}
+	j.mins[c], j.maxs[c] = quant.MinMaxF32(xs)
+}
+
+// minMaxPending computes the min/max of the chunks readChunk left pending (a speculative batch
+// that was aborted). MinMaxF32 never returns min +Inf with max -Inf for a non-empty chunk.
+func (j *histJob) minMaxPending() {
+	for c := range j.mins {
+		if math.IsInf(float64(j.mins[c]), 1) && math.IsInf(float64(j.maxs[c]), -1) {
+			j.mins[c], j.maxs[c] = quant.MinMaxF32(j.chunk(c))
 		}
 	}
 }
@@ -237,6 +281,18 @@ func (h *HistogramObserver) observeSplit(xs []float32) (handled bool) {
 	j.gen++
 	gen := j.gen
 	j.xs, j.n, j.counts, j.mins, j.maxs = xs, n, j.counts[:bins+1], j.mins[:n], j.maxs[:n]
+	first := math.IsInf(float64(h.min), 1) || math.IsInf(float64(h.max), -1)
+	// Speculation: torch adds histc over the unchanged range when the batch lies inside it (the
+	// common case once calibration has seen a few batches), so phase 1 counts over [min, max]
+	// as it reads. A range of one value is left out: histc widens it, so a batch inside the
+	// widened range can still widen the running one.
+	j.spec = !first && h.min < h.max
+	j.abort.Store(false)
+	var own []uint32
+	if j.spec {
+		j.left, j.right, j.nb, j.width = h.min, h.max, float32(bins), h.max-h.min // = histBounds
+		own = h.ownCounts(bins)
+	}
 	j.nChunks.Store(int64(n))
 	for p := range j.claims {
 		j.claims[p].Store((gen & 0xffffffff) << 32)
@@ -251,10 +307,24 @@ func (h *HistogramObserver) observeSplit(xs []float32) (handled bool) {
 		if !ok {
 			break
 		}
-		j.mins[c], j.maxs[c] = quant.MinMaxF32(j.chunk(c))
+		j.readChunk(c, own)
 		j.done[0].Add(1)
 	}
 	j.waitDone(0)
+	if j.spec && !j.abort.Load() {
+		// Every value lay in [min, max] (so none is NaN or ±Inf, and the range stays): the
+		// counts are the batch's histc over the unchanged range, torch's case of adding it.
+		h.sumCounts(h.upd, own, gen<<1)
+		for i, v := range h.upd {
+			h.hist[i] += v
+		}
+		return true
+	}
+	if j.spec && (h.min == 0 || h.max == 0) {
+		// A pending chunk's values lie in [h.min, h.max], so they cannot move the combined
+		// range, except for the sign of a zero end: min(+0, -0) is -0.
+		j.minMaxPending()
+	}
 	mn, mx := float32(math.Inf(1)), float32(math.Inf(-1))
 	for c := range j.mins {
 		mn, mx = minKey(mn, j.mins[c]), maxKey(mx, j.maxs[c])
@@ -263,7 +333,6 @@ func (h *HistogramObserver) observeSplit(xs []float32) (handled bool) {
 		return false
 	}
 
-	first := math.IsInf(float64(h.min), 1) || math.IsInf(float64(h.max), -1)
 	newMin, newMax := mn, mx
 	if !first {
 		newMin, newMax = min(h.min, mn), max(h.max, mx)
@@ -275,7 +344,7 @@ func (h *HistogramObserver) observeSplit(xs []float32) (handled bool) {
 	if !first && widened && h.min != h.max {
 		h.upscale(newMin, newMax)
 	}
-	own := h.ownCounts(bins)
+	own = h.ownCounts(bins)
 	for {
 		c, ok := j.claim(1, gen, false)
 		if !ok {
@@ -289,15 +358,7 @@ func (h *HistogramObserver) observeSplit(xs []float32) (handled bool) {
 	if first {
 		dst = h.hist
 	}
-	if j.counted.Load() == gen {
-		for i := range dst {
-			dst[i] = float32(uint64(own[i]) + uint64(j.counts[i]))
-		}
-	} else {
-		for i := range dst {
-			dst[i] = float32(own[i])
-		}
-	}
+	h.sumCounts(dst, own, gen<<1|1)
 	switch {
 	case first:
 		h.min, h.max = newMin, newMax
@@ -310,6 +371,20 @@ func (h *HistogramObserver) observeSplit(xs []float32) (handled bool) {
 		h.min, h.max = newMin, newMax
 	}
 	return true
+}
+
+// sumCounts sets dst to the caller's counts own plus the helper's when they hold counted.
+func (h *HistogramObserver) sumCounts(dst []float32, own []uint32, counted uint64) {
+	j := &h.job
+	if j.counted.Load() == counted {
+		for i := range dst {
+			dst[i] = float32(uint64(own[i]) + uint64(j.counts[i]))
+		}
+		return
+	}
+	for i := range dst {
+		dst[i] = float32(own[i])
+	}
 }
 
 // minKey and maxKey combine two MinMaxF32 results the way one pass over both would: NaN wins

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"testing"
 
@@ -41,7 +42,28 @@ func adversarialBatches(n int) map[string][][]float32 {
 		"infinities":       {with(with(gauss(1), 3, inf), n-2, -inf), fill(func(i int) float32 { return [2]float32{inf, -inf}[i%2] }), with(gauss(4), n/2, inf)},
 		"nan late":         {gauss(1), with(gauss(5), n-1, nan), gauss(2)},
 		"nan first chunk":  {with(gauss(1), 0, nan), gauss(1)},
+		// Speculative batches (histc over the current range while reading the min/max):
+		// inside the range, widening it at the first or the last value only, hitting both
+		// edges exactly, and NaN or ±Inf inside an otherwise speculative batch.
+		"widen at first":  {gauss(1), with(gauss(0.5), 0, 9), gauss(0.5), with(gauss(0.5), 0, -9)},
+		"widen at last":   {gauss(1), with(gauss(0.5), n-1, -9), gauss(0.5), with(gauss(0.5), n-1, 9)},
+		"edges exactly":   edgesExactly(gauss(1), gauss(0.5)),
+		"nan in fused":    {gauss(2), with(gauss(0.5), 0, nan), with(gauss(0.5), n-1, nan), gauss(0.5)},
+		"inf in fused":    {gauss(2), with(gauss(0.5), 0, inf), with(gauss(0.5), n-1, -inf), with(gauss(0.5), n/3, inf), gauss(0.5)},
+		"zero edge fused": {with(fill(func(int) float32 { return float32(math.Abs(rng.NormFloat64())) }), 5, 0), with(fill(func(int) float32 { return float32(math.Abs(rng.NormFloat64()) * 0.5) }), 9, negZero), with(with(fill(func(int) float32 { return float32(math.Abs(rng.NormFloat64()) * 0.1) }), 3, negZero), n-1, 100)},
 	}
+}
+
+// edgesExactly is a first batch and a second one inside its range that holds its min at the
+// first value and its max at the last.
+func edgesExactly(first, second []float32) [][]float32 {
+	mn, mx := slices.Min(first), slices.Max(first)
+	second = slices.Clone(second)
+	for i, v := range second {
+		second[i] = min(max(v, mn), mx)
+	}
+	second[0], second[len(second)-1] = mn, mx
+	return [][]float32{first, second, second}
 }
 
 type histState struct {
@@ -88,9 +110,18 @@ func sameHistState(a, b histState) bool {
 // TestSplitPathMatchesGeneral holds the two-goroutine path for large float32 batches
 // (histpar.go) to the general one, bit for bit (histogram, range, qparams and errors), on
 // adversarial sequences, with the vector histc kernel and with the portable one. Batch sizes
-// cover a whole number of chunks and a ragged last chunk.
+// cover a whole number of chunks and a ragged last chunk. With GOMAXPROCS 1 the caller takes
+// the chunks in order alone, so a speculative batch's early chunks are left pending before a
+// later one aborts it (their min/max then computed afterwards) on every run.
 func TestSplitPathMatchesGeneral(t *testing.T) {
 	defer func(m int, v bool) { splitMin, haveHistcAVX2 = m, v }(splitMin, haveHistcAVX2)
+	for _, procs := range []int{1, runtime.GOMAXPROCS(0)} {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+		testSplitPath(t)
+	}
+}
+
+func testSplitPath(t *testing.T) {
 	for _, n := range []int{4 * parChunk, 5*parChunk + 13} {
 		for name, batches := range adversarialBatches(n) {
 			splitMin, haveHistcAVX2 = math.MaxInt, false
@@ -99,8 +130,8 @@ func TestSplitPathMatchesGeneral(t *testing.T) {
 				splitMin, haveHistcAVX2 = 4*parChunk, vec && histcAVX2Available
 				got := runHistogram(t, batches)
 				if !sameHistState(got, want) {
-					t.Errorf("%s, n=%d, vector kernel %v: split path differs: min/max %v/%v vs %v/%v, qparams %v %v vs %v %v, errs %q vs %q",
-						name, n, haveHistcAVX2, got.min, got.max, want.min, want.max, got.scale, got.zp, want.scale, want.zp, got.errs, want.errs)
+					t.Errorf("%s, n=%d, GOMAXPROCS %d, vector kernel %v: split path differs: min/max %v/%v vs %v/%v, qparams %v %v vs %v %v, errs %q vs %q",
+						name, n, runtime.GOMAXPROCS(0), haveHistcAVX2, got.min, got.max, want.min, want.max, got.scale, got.zp, want.scale, want.zp, got.errs, want.errs)
 				}
 			}
 		}
