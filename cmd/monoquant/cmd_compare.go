@@ -149,11 +149,7 @@ var compareBlock = 1 << 20
 // sideTensor is one side's tensor, open for compare: a quantized tensor read through a
 // RowDequantizer, or a stored tensor through a stream (read as float32 a block at a time when
 // it is a float tensor, compared byte for byte otherwise).
-type sideTensor struct {
-	deq *model.RowDequantizer
-	st  *blocks.Stream
-	buf []float32 // one block as float32, when it cannot be a view of the stored bytes
-}
+type sideTensor struct{ *model.FloatRows }
 
 // open opens a tensor of the side. Errors are those the whole-tensor read gave: a quantized
 // tensor's scales, zero points and stored length are checked here (NewRowDequantizer), a float
@@ -168,54 +164,23 @@ func (s *side) open(name string) (*sideTensor, error) {
 			if err != nil {
 				return nil, classifyCoreErr(err)
 			}
-			return &sideTensor{deq: d}, nil
+			return &sideTensor{&model.FloatRows{Dequantizer: d}}, nil
 		}
 	}
 	st, err := blocks.Open(s.r, s.info[name])
 	if err != nil {
 		return nil, wrapExit(exitFormat, err, "")
 	}
-	return &sideTensor{st: st}, nil
+	return &sideTensor{&model.FloatRows{Stream: st}}, nil
 }
 
-// float reports whether the tensor is read as float32 values (quantized or a float dtype).
-func (t *sideTensor) float() bool { return t.deq != nil || t.st.DType.IsFloat() }
-
-// len is the number of values.
-func (t *sideTensor) len() int {
-	if t.deq != nil {
-		return t.deq.NumRows() * t.deq.RowLen()
-	}
-	return t.st.Len()
-}
-
-// rows returns rows [r0, r1) of rowLen values each as float32, valid until the next call; r0
-// must not decrease from call to call.
+// rows is FloatRows.Rows with the engine's errors given their exit codes.
 func (t *sideTensor) rows(r0, r1, rowLen int) ([]float32, error) {
-	n := (r1 - r0) * rowLen
-	if t.deq != nil {
-		if cap(t.buf) < n {
-			t.buf = make([]float32, n)
-		}
-		if err := t.deq.Dequantize(r0, r1, t.buf[:n]); err != nil {
-			return nil, classifyCoreErr(err)
-		}
-		return t.buf[:n], nil
+	x, err := t.Rows(r0, r1, rowLen)
+	if err != nil && t.Dequantizer != nil {
+		return nil, classifyCoreErr(err)
 	}
-	dt := t.st.DType
-	raw, err := t.st.Bytes(r0*rowLen*dt.Size(), r1*rowLen*dt.Size())
-	if err != nil {
-		return nil, err
-	}
-	return blocks.Floats(raw, dt, &t.buf), nil
-}
-
-func (t *sideTensor) close() {
-	if t.deq != nil {
-		t.deq.Close()
-	} else {
-		t.st.Close()
-	}
+	return x, err
 }
 
 func compareFiles(ctx context.Context, pa, pb string) (*compareResult, error) {
@@ -282,17 +247,17 @@ func compareOne(ctx context.Context, a, b *side, name string, shape []int, row *
 	if err != nil {
 		return wrapExit(exitFormat, err, "A %s", name)
 	}
-	defer ta.close()
+	defer ta.Close()
 	tb, err := b.open(name)
 	if err != nil {
 		return wrapExit(exitFormat, err, "B %s", name)
 	}
-	defer tb.close()
-	if !ta.float() || !tb.float() {
+	defer tb.Close()
+	if !ta.IsFloat() || !tb.IsFloat() {
 		// Integer, bool or mixed float/non-float: only equality is meaningful.
 		row.Status = "different"
-		if ta.st != nil && tb.st != nil && ta.st.DType == tb.st.DType {
-			same, err := blocks.Equal(ta.st, tb.st, func(err error) error {
+		if ta.Stream != nil && tb.Stream != nil && ta.Stream.DType == tb.Stream.DType {
+			same, err := blocks.Equal(ta.Stream, tb.Stream, func(err error) error {
 				return wrapExit(exitFormat, err, "A %s", name)
 			}, func(err error) error {
 				return wrapExit(exitFormat, err, "B %s", name)
@@ -306,7 +271,7 @@ func compareOne(ctx context.Context, a, b *side, name string, shape []int, row *
 		}
 		return nil
 	}
-	if n, na, nb := tensor.NumElements(shape), ta.len(), tb.len(); na != n || nb != n {
+	if n, na, nb := tensor.NumElements(shape), ta.Len(), tb.Len(); na != n || nb != n {
 		return fail(exitFormat, "tensor %q has %d values in A and %d in B, its shape %v has %d", name, na, nb, shape, n)
 	}
 	rows, rowLen := 1, 1

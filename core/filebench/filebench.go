@@ -326,15 +326,9 @@ func openSide(c Candidate) (*side, error) {
 	return s, nil
 }
 
-// rows reads rows [r0, r1) of a tensor of the candidate as float32: dequantized when it is a
-// quantized tensor, else its stored (float) values.
-type rowReader struct {
-	deq *model.RowDequantizer
-	st  *blocks.Stream
-	buf []float32
-}
-
-func (s *side) open(name string, info tensor.Info, cand string) (*rowReader, string, error) {
+// open opens a tensor of the candidate as float32 rows, with its format ("float" for a stored
+// float tensor).
+func (s *side) open(name string, info tensor.Info, cand string) (*model.FloatRows, string, error) {
 	if tc, ok := s.cfg.Tensors[name]; ok {
 		if !slices.Equal(tc.Shape, info.Shape) {
 			return nil, "", fail("candidate %s: tensor %q has shape %v, the reference's is %v", cand, name, tc.Shape, info.Shape)
@@ -343,7 +337,7 @@ func (s *side) open(name string, info tensor.Info, cand string) (*rowReader, str
 		if err != nil {
 			return nil, "", fmt.Errorf("candidate %s: %w", cand, err)
 		}
-		return &rowReader{deq: d}, tc.Format, nil
+		return &model.FloatRows{Dequantizer: d}, tc.Format, nil
 	}
 	stored := name
 	if a, ok := s.cfg.Aliases[name]; ok {
@@ -360,34 +354,7 @@ func (s *side) open(name string, info tensor.Info, cand string) (*rowReader, str
 	if err != nil {
 		return nil, "", fmt.Errorf("candidate %s: %w", cand, err)
 	}
-	return &rowReader{st: st}, "float", nil
-}
-
-func (t *rowReader) rows(r0, r1, rowLen int) ([]float32, error) {
-	n := (r1 - r0) * rowLen
-	if t.deq != nil {
-		if cap(t.buf) < n {
-			t.buf = make([]float32, n)
-		}
-		if err := t.deq.Dequantize(r0, r1, t.buf[:n]); err != nil {
-			return nil, err
-		}
-		return t.buf[:n], nil
-	}
-	dt := t.st.DType
-	raw, err := t.st.Bytes(r0*rowLen*dt.Size(), r1*rowLen*dt.Size())
-	if err != nil {
-		return nil, err
-	}
-	return blocks.Floats(raw, dt, &t.buf), nil
-}
-
-func (t *rowReader) close() {
-	if t.deq != nil {
-		t.deq.Close()
-	} else {
-		t.st.Close()
-	}
+	return &model.FloatRows{Stream: st}, "float", nil
 }
 
 // block is how many values of a tensor are read at a time (4 MB of float32).
@@ -407,11 +374,11 @@ func benchTensor(ctx context.Context, ref checkpoint.Reader, info tensor.Info, t
 	}
 	defer src.Close()
 	k := len(sides)
-	readers := make([]*rowReader, k)
+	readers := make([]*model.FloatRows, k)
 	defer func() {
 		for _, r := range readers {
 			if r != nil {
-				r.close()
+				r.Close()
 			}
 		}
 	}()
@@ -461,7 +428,7 @@ func benchTensor(ctx context.Context, ref checkpoint.Reader, info tensor.Info, t
 			yRef = slices.Clone(yRef)
 		}
 		for i, rd := range readers {
-			w, err := rd.rows(r0, r1, rowLen)
+			w, err := rd.Rows(r0, r1, rowLen)
 			if err != nil {
 				return false, fmt.Errorf("candidate %s: tensor %q: %w", res.Candidates[i].Name, name, err)
 			}
