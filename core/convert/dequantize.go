@@ -64,17 +64,7 @@ func DequantizeFolder(ctx context.Context, r checkpoint.Reader, folder, out stri
 		return err
 	}
 	var written []string
-	defer func() {
-		if err == nil {
-			return
-		}
-		for _, p := range written {
-			os.Remove(p)
-		}
-		if made {
-			os.Remove(out)
-		}
-	}()
+	defer removeOnError(&err, out, made, &written)
 	skip := map[string]bool{filepath.Base(weights): true}
 	var create model.CreateFunc
 	outWeights := filepath.Join(out, filepath.Base(weights))

@@ -31,17 +31,7 @@ func (c *Conversion) writeFolder(ctx context.Context, out string) (res *Result, 
 		return nil, err
 	}
 	var written []string
-	defer func() {
-		if err == nil {
-			return
-		}
-		for _, p := range written {
-			os.Remove(p)
-		}
-		if made {
-			os.Remove(out)
-		}
-	}()
+	defer removeOnError(&err, out, made, &written)
 	weights, create, shardNames, err := c.folderLayout(out)
 	if err != nil {
 		return nil, err
@@ -274,4 +264,18 @@ func copyFile(src, dst string) error {
 		return fmt.Errorf("copying %s: %w", src, err)
 	}
 	return nil
+}
+
+// removeOnError, deferred by a folder conversion, removes the files it wrote and the folder
+// when it made it, once it returns an error: a failed conversion leaves nothing behind.
+func removeOnError(err *error, out string, made bool, written *[]string) {
+	if *err == nil {
+		return
+	}
+	for _, p := range *written {
+		os.Remove(p)
+	}
+	if made {
+		os.Remove(out)
+	}
 }
