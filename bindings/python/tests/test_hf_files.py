@@ -338,6 +338,8 @@ def test_tied_int8_dynamic_table_is_held_once(tmp_path):
     for model in (q, m):
         emb, head = model.transformer.wte, model.lm_head
         assert head.kernel == "intmm_dynamic" and "kernel=intmm_dynamic" in repr(head)
+        # (report() on the whole GPT-2 trips over Conv1D's transposed shape: the head alone)
+        assert [r["kernel"] for r in monoquant.report(ref.lm_head, head, verbose=False).layers] == ["intmm_dynamic"]
         assert model.transformer.h[0].mlp.c_fc.kernel == "fbgemm_dynamic"  # untied layers keep fbgemm
         assert "weight_q" not in emb._buffers and emb.weight_q.data_ptr() == head._stored_q.data_ptr()
         own = _fbgemm_head_twin(model)
