@@ -6,8 +6,10 @@ int32 zero points; for FP16/BF16 it is the float16/bfloat16 values. ``kernel`` s
 call runs:
 
 * ``QuantizedLinear`` uses torch's quantized CPU kernels, one per layer: fbgemm's int8 GEMM for
-  dynamic and static INT8, ``torch._weight_int8pack_mm`` / ``torch._weight_int4pack_mm_for_cpu``
-  for weight-only INT8/INT4. The packed form is the only resident copy of the weight.
+  dynamic and static INT8 (``torch._int_mm`` on the stored integers for a dynamic head tied to
+  an embedding, ``intmm_dynamic``, so the table is held once), ``torch._weight_int8pack_mm`` /
+  ``torch._weight_int4pack_mm_for_cpu`` for weight-only INT8/INT4. The packed form is the only
+  resident copy of the weight.
   docs/kernels.md has the table and the measurements behind it.
 * ``QuantizedConv2d`` runs static INT8 on oneDNN's int8 convolution (``onednn_static``:
   quantize with the calibrated input qparams → int8 conv, ReLU fused when folded → float32), and
