@@ -14,6 +14,9 @@
    with and without the run log) against model.half() / model.bfloat16(), each in a fresh
    process (bench_conv_lstm.py --peak KIND), the reference and ours in turn, three rounds:
    medians of the times, the largest peak.
+5. ``--tied-head`` (run alone): a tied GPT-2 head (vocabulary 32000, 768 wide, as bench_load.py)
+   on INT8 dynamic: ``intmm_dynamic`` (what a tied head runs, sharing the embedding's int8 table)
+   against ``fbgemm_dynamic`` (the same layer untied) and float, for 1 token (decode), 8 and 128.
 
 Times are medians over repeated calls after warm-up, the variants of a case interleaved call by call, with torch.set_num_threads(BENCH_THREADS).
 Prints a markdown table (pasted into BENCHMARKS.md, section "Quantized models at run time").
@@ -135,9 +138,33 @@ def rss_child(kind):
     print(json.dumps({"kind": kind, "bytes": rss() - base, "kernel": getattr(layers[0], "kernel", "float")}))
 
 
+def tied_head():
+    """Section 5: the tied head's kernel against fbgemm's and float, side by side."""
+    torch.manual_seed(0)
+    lin = nn.Linear(768, 32000, bias=False).eval()
+    spec = QuantSpec("int8")
+    tied = QuantizedLinear.from_float(lin, spec, activation="dynamic")
+    tied._tie_table()
+    fb = QuantizedLinear.from_float(lin, spec, activation="dynamic")
+    assert tied.kernel == "intmm_dynamic" and fb.kernel == "fbgemm_dynamic"
+    load0 = os.getloadavg()[0]
+    print(f"| tokens | float ms | fbgemm_dynamic ms | intmm_dynamic ms | intmm / fbgemm | max abs diff |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for m in (1, 8, 128):
+        x = torch.randn(m, 768)
+        t = interleaved_ms({"float": lambda: lin(x), "fbgemm": lambda: fb(x), "intmm": lambda: tied(x)}, 30 if m < 128 else 10)
+        with torch.inference_mode():
+            d = (fb(x) - tied(x)).abs().max().item()
+        print(f"| {m} | {t['float']:.2f} | {t['fbgemm']:.2f} | {t['intmm']:.2f} | {t['intmm'] / t['fbgemm']:.2f} | {d:.1e} |")
+    print(f"threads {THREADS}; load average {load0:.1f} before, {os.getloadavg()[0]:.1f} after")
+
+
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "--rss":
         rss_child(sys.argv[2])
+        return
+    if sys.argv[1:] == ["--tied-head"]:
+        tied_head()
         return
     rows = []
     load0 = os.getloadavg()[0]

@@ -127,8 +127,8 @@ def main():
         print(f"{label:>16} {how:>8} {size / 1e6:8.1f} {took / 1e6:13.1f} {held / 1e6:14.1f} {took / size:11.2f} {took / max(held, 1):11.2f}"
               f" {r['tied'] / 1e6:11.1f} {(took - r['tied']) / size:20.2f} {r['wall']:7.2f}")
     print("held after = what the loaded model keeps resident; tied 2nd = the tied embedding's own table, held beside the head's"
-          " packed form of the same stored tensor (fbgemm's layout cannot be looked up by row; a tied INT4 embedding reads the"
-          " head's int4pack blocks)")
+          " packed form of the same stored tensor (0 when shared: a tied INT4 embedding reads the head's int4pack blocks, a tied"
+          " INT8 one the head's int8 operand of int8pack / intmm_dynamic)")
     print("peak / file with the meta skeleton: " + ", ".join(f"{label} {(r['peak'] - r['before']) / size:.2f}" for label, how, size, r in rows if how == "meta")
           + f"  (goal <= 1.3; load average {os.getloadavg()[0]:.1f})")
 

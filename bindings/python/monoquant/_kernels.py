@@ -15,6 +15,15 @@ mode, weight format and shape (the table is docs/kernels.md, with the measuremen
     ``torch.ao.quantization.quantize_dynamic``'s Linear does on x86 (fbgemm's AVX2/AVX-512
     u8×s8 pairwise products are summed in int16, which 7-bit activations keep from
     saturating); qnnpack ignores the flag.
+``intmm_dynamic``
+    INT8 weights (qint8, any granularity or zero point), ``activation="dynamic"``, when the
+    weight is also a tied embedding's table (GPT-2's wte and lm_head): ``torch._int_mm`` on the
+    stored int8 matrix as it is, so the embedding looks its rows up in the same tensor and the
+    table is held once (fbgemm's packed layout can only be unpacked whole). The input is
+    quantized per batch exactly as ``fbgemm_dynamic`` does it (``torch._choose_qparams_per_tensor``
+    with reduce_range, then ``torch.quantize_per_tensor``, both fbgemm's own rule and rounding);
+    the int8 × int8 products are summed in int32 and rescaled in float32, so the output equals
+    fbgemm's up to float rounding.
 ``fbgemm_static``
     INT8 weights, ``activation="static"``: the same packed weight, and
     ``quantized::linear_with_input_q_dq_qweight_dq_output_fp32`` with the calibrated input
@@ -43,9 +52,9 @@ import warnings
 
 import torch
 
-__all__ = ["KERNELS", "available", "choose", "choose_conv2d", "choose_lstm", "PackedInt8", "PackedConv2d", "PackedLSTM", "pack_int4", "pack_stored_int4", "unpack_int4", "nibbles_to_uint", "uint_to_nibbles"]
+__all__ = ["KERNELS", "available", "choose", "choose_conv2d", "choose_lstm", "intmm_dynamic", "PackedInt8", "PackedConv2d", "PackedLSTM", "pack_int4", "pack_stored_int4", "unpack_int4", "nibbles_to_uint", "uint_to_nibbles"]
 
-KERNELS = ("fbgemm_dynamic", "fbgemm_static", "int8pack", "int4pack", "dequant")
+KERNELS = ("fbgemm_dynamic", "intmm_dynamic", "fbgemm_static", "int8pack", "int4pack", "dequant")
 
 INT4_GROUPS = (32, 64, 128, 256)
 
@@ -79,6 +88,10 @@ def _probe(name):
         if name == "int8pack":
             torch._weight_int8pack_mm(torch.ones(1, 32, dtype=torch.bfloat16), torch.ones(16, 32, dtype=torch.int8), torch.ones(16, dtype=torch.bfloat16))
             return True
+        if name == "intmm":
+            torch._int_mm(torch.ones(1, 32, dtype=torch.int8), torch.ones(16, 32, dtype=torch.int8).t())
+            torch._choose_qparams_per_tensor(torch.ones(1, 32), True)
+            return True
         if name == "int4pack":
             p = torch._convert_weight_to_int4pack_for_cpu(torch.zeros(16, 64, dtype=torch.int32), 1)
             torch._weight_int4pack_mm_for_cpu(torch.ones(1, 64, dtype=torch.bfloat16), p, 32, torch.zeros(2, 16, 2, dtype=torch.bfloat16))
@@ -93,12 +106,14 @@ def available():
     return {k: ENABLED and _probe(k) for k in ("fbgemm", "int8pack", "int4pack")}
 
 
-def choose(spec, activation, out_features, in_features, device):
+def choose(spec, activation, out_features, in_features, device, tied_table=False):
     """The kernel for one Linear layer, and why (a short phrase for the docs and repr).
 
     Args:
         spec: the weight's QuantSpec; activation: "none", "dynamic" or "static";
-        out_features, in_features: the weight shape; device: where the weight lives.
+        out_features, in_features: the weight shape; device: where the weight lives;
+        tied_table: the weight is also a tied embedding's table (dynamic INT8 then runs
+            ``intmm_dynamic`` on the stored integers, so the table is held once).
     """
     if not ENABLED:
         return "dequant", "torch kernels disabled"
@@ -107,6 +122,8 @@ def choose(spec, activation, out_features, in_features, device):
     if spec.format == "int8":
         if spec.qdtype != "qint8":
             return "dequant", "quint8 weights (fbgemm takes qint8)"
+        if activation == "dynamic" and tied_table and _probe("intmm"):
+            return "intmm_dynamic", ""
         if activation in ("dynamic", "static"):
             return ("fbgemm_" + activation, "") if _probe("fbgemm") else ("dequant", "fbgemm unavailable")
         if spec.granularity == "per_channel" and spec.scheme == "symmetric" and _probe("int8pack"):
@@ -168,6 +185,25 @@ class PackedInt8:
     def static(self, x, scale, zero_point):
         """x quantized with the calibrated (scale, zero_point), int8 GEMM, float32 out."""
         return torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(x, float(scale), int(zero_point), self.packed)
+
+
+def intmm_dynamic(x, q, scale, zero_point):
+    """x (float32, [M, K]) @ ((q − zero_point)·scale).t() with x quantized per batch as
+    ``quantized::linear_dynamic(x, w, reduce_range=True)`` quantizes it: fbgemm's qparams rule
+    (``torch._choose_qparams_per_tensor``; qnnpack drops reduce_range there as it does in the
+    op) and rounding (``torch.quantize_per_tensor``). q is the stored int8 [N, K] matrix, read
+    in place (no copy is kept); scale/zero_point are per channel [N] or per tensor. The
+    products are summed exactly in int32 (``torch._int_mm``), then rescaled in float32."""
+    if x.shape[0] == 0:
+        return x.new_zeros(0, q.shape[0])
+    xs, xz = torch._choose_qparams_per_tensor(x, True)
+    # 7-bit quint8 (0..127) minus a zero point in 0..127: the int8 range, exactly
+    xi = (quantize_u8(x, xs, xz).to(torch.int16) - xz).to(torch.int8)
+    acc = torch._int_mm(xi, q.t())
+    s = scale.reshape(-1).to(torch.float32) * xs
+    if bool((zero_point != 0).any()):
+        acc = acc - zero_point.reshape(-1).to(torch.int32) * xi.sum(dim=1, dtype=torch.int32, keepdim=True)
+    return acc.to(torch.float32).mul_(s)
 
 
 # ------------------------------------------------------------------------------------------------

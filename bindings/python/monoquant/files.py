@@ -206,8 +206,11 @@ def build_quantized(model, tensors, config, strict=True, inplace=False, consume=
                     if wn + suffix not in tensors:
                         raise FormatError(f"load(): the checkpoint has no tensor {wn + suffix!r}")
                 outl = (tensors[wn + OUTLIER_COLUMNS], tensors[wn + OUTLIER_WEIGHT])
+            # the weight is also a tied embedding's table: told before the kernel packs it
+            tied = any(isinstance(_module_or_none(model, tcs.get(o, {}).get("layer")), nn.Embedding)
+                       for tname, _tc in items for o in tied_with.get(tname, ()))
             qmod = QuantizedLinear(mod.in_features, mod.out_features, qts["weight"], mod.bias, activation, iq,
-                                   outlier_threshold=thr, outliers=outl)
+                                   outlier_threshold=thr, outliers=outl, tied_table=tied)
         qmod._float_class = type(mod)
         # What save() writes for this layer, as the config said it (docs/FORMAT.md)
         qmod._mq_tc = {(tname[len(layer) + 1:] if layer else tname): {k: v for k, v in tc.items() if k != "layer"} for tname, tc in items}
@@ -289,17 +292,33 @@ def build_quantized(model, tensors, config, strict=True, inplace=False, consume=
     return out
 
 
+def _module_or_none(model, name):
+    if name is None:
+        return None
+    try:
+        return _get_module(model, name)
+    except AttributeError:
+        return None
+
+
 def _share_tied_table(a, b):
     """Two quantized layers built from one stored tensor (a tied embedding and head): when the
     head runs int4pack and the embedding would keep the nibbles only to look rows up, the
-    embedding reads its rows from the head's packed tensor instead (docs/kernels.md)."""
+    embedding reads its rows from the head's packed tensor instead; when the head is dynamic
+    INT8, it runs intmm_dynamic on the stored int8 matrix and the embedding looks its rows up
+    in that same tensor (docs/kernels.md)."""
     emb, head = (a, b) if isinstance(a, QuantizedEmbedding) else (b, a)
-    if not isinstance(emb, QuantizedEmbedding) or type(head) is not QuantizedLinear or head.kernel != "int4pack" or emb.kernel != "dequant":
+    if not isinstance(emb, QuantizedEmbedding) or type(head) is not QuantizedLinear:
         return
     es, hs = emb._qweights["weight"][0], head._qweights["weight"][0]
     if es != hs or (emb.num_embeddings, emb.embedding_dim) != (head.out_features, head.in_features):
         return
-    emb._share_rows_with(head)
+    if emb.kernel == "rows" and head.activation == "dynamic" and hs.format == "int8":
+        head._tie_table()
+        if head.kernel == "intmm_dynamic":
+            emb._share_rows_with(head)
+    elif head.kernel == "int4pack" and emb.kernel == "dequant":
+        emb._share_rows_with(head)
 
 
 def _malloc_trim():

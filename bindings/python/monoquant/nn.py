@@ -6,8 +6,10 @@ int32 zero points; for FP16/BF16 it is the float16/bfloat16 values. ``kernel`` s
 call runs:
 
 * ``QuantizedLinear`` uses torch's quantized CPU kernels, one per layer: fbgemm's int8 GEMM for
-  dynamic and static INT8, ``torch._weight_int8pack_mm`` / ``torch._weight_int4pack_mm_for_cpu``
-  for weight-only INT8/INT4. The packed form is the only resident copy of the weight.
+  dynamic and static INT8 (``torch._int_mm`` on the stored integers for a dynamic head tied to
+  an embedding, ``intmm_dynamic``, so the table is held once), ``torch._weight_int8pack_mm`` /
+  ``torch._weight_int4pack_mm_for_cpu`` for weight-only INT8/INT4. The packed form is the only
+  resident copy of the weight.
   docs/kernels.md has the table and the measurements behind it.
 * ``QuantizedConv2d`` runs static INT8 on oneDNN's int8 convolution (``onednn_static``:
   quantize with the calibrated input qparams → int8 conv, ReLU fused when folded → float32), and
@@ -291,6 +293,9 @@ class QuantizedLinear(_QuantizedWeights):
 
     ``kernel`` names what each call runs (docs/kernels.md has the table):
     ``fbgemm_dynamic`` (INT8, activation "dynamic", as torch.ao ``quantize_dynamic``),
+    ``intmm_dynamic`` (INT8, "dynamic", when the weight is also a tied embedding's table:
+    ``torch._int_mm`` on the stored integers with the input quantized as fbgemm does, so the
+    embedding shares the one int8 table; ``tied_table``),
     ``fbgemm_static`` (INT8, "static": quantize with the calibrated qparams → int8 GEMM → float),
     ``int8pack`` (INT8 symmetric, "none": ``torch._weight_int8pack_mm``, bfloat16 activations),
     ``int4pack`` (INT4 g32–256: ``torch._weight_int4pack_mm_for_cpu``, bfloat16 activations;
@@ -317,8 +322,11 @@ class QuantizedLinear(_QuantizedWeights):
     """
 
     def __init__(self, in_features, out_features, qweight, bias=None, activation="dynamic", input_qparams=None,
-                 outlier_threshold=None, outliers=None):
+                 outlier_threshold=None, outliers=None, tied_table=False):
         super().__init__()
+        #: The weight is also a tied embedding's table (set by load/quantize, or _tie_table):
+        #: dynamic INT8 then runs ``intmm_dynamic`` on the stored integers (docs/kernels.md).
+        self.tied_table = bool(tied_table)
         self.in_features = in_features
         self.out_features = out_features
         self._init_quant(activation, input_qparams)
@@ -418,12 +426,14 @@ class QuantizedLinear(_QuantizedWeights):
         spec = self._qweights["weight"][0]
         n, k = self.out_features, self.in_features
         self._clear_kernel()
-        self.kernel, self.kernel_reason = _kernels.choose(spec, self.activation, n, k, data.device)
+        self.kernel, self.kernel_reason = _kernels.choose(spec, self.activation, n, k, data.device, getattr(self, "tied_table", False))
         scale, zp = self.weight_scale, self.weight_zero_point
         if self.kernel.startswith("fbgemm"):
             # fbgemm adds the bias in its output pass (as torch.ao's layers do): pack it in.
             b = None if self.bias is None or self.bias.device.type == "meta" else self.bias.detach().to(torch.float32)
             self._packed = _kernels.PackedInt8(data.reshape(n, k), scale, zp, spec.granularity == "per_channel", b)
+        elif self.kernel == "intmm_dynamic":
+            self._kbuf("_stored_q", data.reshape(n, k))  # the kernel's operand as stored
         elif self.kernel == "int8pack":
             self._kbuf("_stored_q", data.reshape(n, k))
             self._kbuf("_kernel_scales", scale.reshape(-1).to(torch.bfloat16))
@@ -432,6 +442,14 @@ class QuantizedLinear(_QuantizedWeights):
             self._kbuf("_kernel_scales", _kernels.int4_scales_and_zeros(scale.reshape(n, -1), zp.reshape(n, -1), spec.qdtype == "qint4"))
         else:
             self._kbuf("_stored_q", data)
+
+    def _tie_table(self):
+        """Marks the weight as a tied embedding's table and rebuilds the kernel's form when that
+        changes the kernel (dynamic INT8: fbgemm's packing → the stored integers)."""
+        if not self.tied_table:
+            data = self.weight_q
+            self.tied_table = True
+            self._set_stored(data)
 
     @property
     def weight_q(self):
@@ -492,6 +510,8 @@ class QuantizedLinear(_QuantizedWeights):
         k = self.kernel
         if k == "fbgemm_dynamic":
             y = self._packed.dynamic(x2.to(torch.float32).contiguous())
+        elif k == "intmm_dynamic":
+            y = _kernels.intmm_dynamic(x2.to(torch.float32).contiguous(), self._stored_q, self.weight_scale, self.weight_zero_point)
         elif k == "fbgemm_static":
             y = self._packed.static(x2.to(torch.float32).contiguous(), self.input_scale, self.input_zero_point)
         elif k == "int8pack":
@@ -1182,9 +1202,11 @@ class QuantizedEmbedding(_QuantizedWeights):
     the table inside the call. ``max_norm`` renormalizes the looked-up rows without writing
     back into the table. The output is float32 (the table's original dtype after ``.to``).
 
-    An INT4 table tied to a head on the int4pack kernel (GPT-2's wte and lm_head) is held once:
-    ``monoquant.load``/``quantize`` let the embedding read its rows from the head's packed tensor
-    (``_share_rows_with``); ``weight_q`` then unpacks the whole table on demand."""
+    A table tied to a head (GPT-2's wte and lm_head) is held once when the head's kernel keeps
+    the table in a form rows can be read from: ``monoquant.load``/``quantize`` let the embedding
+    read its rows from the head (``_share_rows_with``). INT4 on int4pack: from the head's packed
+    tensor (``weight_q`` unpacks the whole table on demand). Dynamic INT8 on ``intmm_dynamic``:
+    from the head's stored int8 matrix itself (one tensor, one ``data_ptr``)."""
 
     kernel = "rows"
 
@@ -1210,11 +1232,11 @@ class QuantizedEmbedding(_QuantizedWeights):
     # -- a tied INT4 head's packed table read by rows (the table held once) ----------------------
 
     def _share_rows_with(self, head):
-        """Drops this table's own stored nibbles and reads them from ``head`` (a QuantizedLinear
-        on the int4pack kernel holding the same stored tensor: a tied embedding and head): the
-        table is then resident once, in the head's packed form. Rows are looked up by unpacking
-        only the 64-row blocks of the packed tensor that the indices touch; ``weight_q`` (state
-        dicts, save) unpacks the whole table on demand."""
+        """Drops this table's own stored values and reads them from ``head`` (a QuantizedLinear
+        holding the same stored tensor: a tied embedding and head): the table is then resident
+        once. On int4pack, rows are looked up by unpacking only the 64-row blocks of the packed
+        tensor that the indices touch, and ``weight_q`` (state dicts, save) unpacks the whole
+        table on demand; on intmm_dynamic, ``weight_q`` is the head's int8 matrix itself."""
         self._buffers.pop("weight_q", None)
         self.__dict__["_rows_from"] = head
 
@@ -1222,7 +1244,8 @@ class QuantizedEmbedding(_QuantizedWeights):
         """Takes back a table of its own (before a state dict is loaded into it, or a move)."""
         head = self.__dict__.pop("_rows_from", None)
         if head is not None:
-            self._buffers["weight_q"] = head.weight_q.reshape(self._qweights["weight"][0].data_shape(self._qweights["weight"][1]))
+            # a copy: a state dict loaded into this table must not write into the head's
+            self._buffers["weight_q"] = head.weight_q.reshape(self._qweights["weight"][0].data_shape(self._qweights["weight"][1])).clone()
 
     def __getattr__(self, name):
         if name == "weight_q":

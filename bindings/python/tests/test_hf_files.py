@@ -302,3 +302,94 @@ def test_tied_int4_table_is_held_once_by_the_packed_head(tmp_path):
     emb.load_state_dict(sd)
     assert "weight_q" in emb._buffers and torch.equal(emb.weight_q, sd["weight"])
     assert not torch.equal(head.weight_q, sd["weight"])
+
+
+def _fbgemm_head_twin(m):
+    """A copy of m whose tied head runs fbgemm's packed weight and whose embedding holds its own
+    int8 table: the layout before tied dynamic INT8 tables were shared."""
+    own = copy.deepcopy(m)
+    own.transformer.wte._unshare()
+    head = own.lm_head
+    head.tied_table = False
+    head._set_stored(head.weight_q.clone())
+    assert head.kernel == "fbgemm_dynamic" and "weight_q" in own.transformer.wte._buffers
+    return own
+
+
+def test_tied_int8_dynamic_table_is_held_once(tmp_path):
+    """A tied GPT-2 quantized INT8 dynamic holds its table once: the head runs intmm_dynamic
+    on the stored int8 matrix and the embedding looks its rows up in that same tensor, after
+    quantize and after a meta-skeleton load (issue 12's load memory). Logits equal those of the
+    fbgemm head (the same per-batch quint8 qparams, exact int32 sums) and of torch.ao's
+    dynamic Linear on the same weight; state dict and saved bytes do not change."""
+    from monoquant import _kernels
+
+    if not _kernels.available()["fbgemm"]:
+        pytest.skip("no fbgemm here (torch's dynamic Linear is the reference)")
+    ref = gpt2(vocab=2048)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = monoquant.quantize(ref, bits=8, progress=False)
+    monoquant.save(q, tmp_path / "q.safetensors")
+    with torch.device("meta"):
+        skel = transformers.GPT2LMHeadModel(ref.config)
+    m = monoquant.load(tmp_path / "q.safetensors", skel).eval()
+    ids = torch.randint(0, 2048, (3, 40))
+    for model in (q, m):
+        emb, head = model.transformer.wte, model.lm_head
+        assert head.kernel == "intmm_dynamic" and "kernel=intmm_dynamic" in repr(head)
+        # (report() on the whole GPT-2 trips over Conv1D's transposed shape: the head alone)
+        assert [r["kernel"] for r in monoquant.report(ref.lm_head, head, verbose=False).layers] == ["intmm_dynamic"]
+        assert model.transformer.h[0].mlp.c_fc.kernel == "fbgemm_dynamic"  # untied layers keep fbgemm
+        assert "weight_q" not in emb._buffers and emb.weight_q.data_ptr() == head._stored_q.data_ptr()
+        own = _fbgemm_head_twin(model)
+        assert emb.weight_q.data_ptr() != own.transformer.wte.weight_q.data_ptr()
+        table = monoquant.dequantize(tmp_path / "q.safetensors")["transformer.wte.weight"]
+        assert torch.equal(emb(ids), torch.nn.functional.embedding(ids, table))
+        with torch.no_grad():
+            a, b = model(ids).logits, own(ids).logits
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        assert logits_cos(ref, model, ids) > 0.99
+        # the head alone against torch.ao's dynamic Linear (quantize_dynamic's module) on the same int8 weight
+        x = torch.randn(5, 7, head.in_features) * 3
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            qw = torch._make_per_channel_quantized_tensor(head.weight_q.clone(), head.weight_scale.double(),
+                                                          torch.zeros(head.out_features, dtype=torch.int64), 0)
+            ao = torch.ao.nn.quantized.dynamic.Linear(head.in_features, head.out_features, bias_=False)
+            ao.set_weight_bias(qw, None)
+            torch.testing.assert_close(head(x), ao(x), rtol=1e-5, atol=1e-5)
+        assert torch.equal(model.state_dict()["transformer.wte.weight"], own.state_dict()["transformer.wte.weight"])
+        monoquant.save(model, tmp_path / "again.safetensors")
+        assert (tmp_path / "again.safetensors").read_bytes() == (tmp_path / "q.safetensors").read_bytes()
+        monoquant.save(own, tmp_path / "own.safetensors")
+        assert (tmp_path / "own.safetensors").read_bytes() == (tmp_path / "q.safetensors").read_bytes()
+    # sharing survives a dtype cast; new values for the table make it the embedding's own again
+    m.half()
+    assert m.transformer.wte.weight_q.data_ptr() == m.lm_head._stored_q.data_ptr()
+    emb, head = m.transformer.wte, m.lm_head
+    sd = dict(emb.state_dict())
+    sd["weight"] = torch.zeros_like(sd["weight"])
+    emb.load_state_dict(sd)
+    assert "weight_q" in emb._buffers and torch.equal(emb.weight_q, sd["weight"])
+    assert not torch.equal(head.weight_q, sd["weight"])
+
+
+def test_intmm_dynamic_matches_fbgemm_with_zero_points_and_empty_batches():
+    """The intmm_dynamic kernel alone: per-channel and per-tensor weights with non-zero zero
+    points, inputs of any sign and an empty batch, against fbgemm's linear_dynamic on the same
+    integers (the same qparams rule and rounding: equal up to float rounding)."""
+    from monoquant import _kernels
+
+    if not (_kernels.available()["fbgemm"] and _kernels._probe("intmm")):
+        pytest.skip("no fbgemm/_int_mm here")
+    torch.manual_seed(1)
+    n, k = 48, 40
+    q = torch.randint(-128, 128, (n, k), dtype=torch.int8)
+    for per_channel in (True, False):
+        scale = torch.rand(n) * 0.02 + 1e-3 if per_channel else torch.tensor([0.01])
+        zp = torch.randint(-5, 6, (n,), dtype=torch.int32) if per_channel else torch.tensor([3], dtype=torch.int32)
+        packed = _kernels.PackedInt8(q, scale, zp, per_channel)
+        for x in (torch.randn(6, k) * 4, torch.rand(3, k) + 0.5, -torch.rand(2, k)):
+            torch.testing.assert_close(_kernels.intmm_dynamic(x, q, scale, zp), packed.dynamic(x), rtol=1e-5, atol=1e-5)
+        assert _kernels.intmm_dynamic(torch.empty(0, k), q, scale, zp).shape == (0, n)
