@@ -1331,6 +1331,8 @@ def report(model, qmodel, verbose=True):
         engine_rows = {t["name"]: t for t in (getattr(qmodel, "monoquant_report", None) or {}).get("tensors") or []}
         for wname, (spec, shape, _q) in qmod._qweights.items():
             w = getattr(fmod, wname).detach()
+            if isinstance(qmod, QuantizedConv1D) and w.dim() == 2 and tuple(w.shape)[::-1] == tuple(shape):
+                shape = tuple(w.shape)  # held [out, in] for the kernels; dequantized() gives Conv1D's [in, out]
             if tuple(w.shape) != shape:
                 raise ValueError(f"report(): {name}.{wname} has shape {list(w.shape)} in the float model but {list(shape)} in the quantized one")
             if folded:

@@ -335,3 +335,17 @@ def test_validate_argument_is_checked():
     model = build("gpt2")
     with pytest.raises(TypeError, match="validate takes example inputs"):
         monoquant.quantize(model, progress=False, validate=3)
+
+
+@pytest.mark.parametrize("options", [dict(bits=8), dict(bits=8, activations="none"), dict(bits=4)], ids=["int8", "int8-wo", "int4"])
+def test_report_of_gpt2_matches_its_conv1d_weights_to_the_engines_sqnr(options):
+    # Conv1D keeps its weight [in, out]; the quantized layer may hold it transposed in memory:
+    # report() must still pair each value with its own, as the engine did when quantizing.
+    model = build("gpt2")
+    q = monoquant.quantize(model, progress=False, **options)
+    rep = monoquant.report(model, q)
+    engine = {t["name"]: t["sqnr_db"] for t in q.monoquant_report["tensors"]}
+    rows = {r["name"]: r for r in rep.layers}
+    name = "transformer.h.0.attn.c_attn"
+    assert isinstance(q.get_submodule(name), monoquant.QuantizedConv1D)
+    assert rows[name]["sqnr_db"] == pytest.approx(engine[name + ".weight"], abs=0.05)
