@@ -28,6 +28,15 @@ mode, weight format and shape (the table is docs/kernels.md, with the measuremen
     INT8 weights, ``activation="static"``: the same packed weight, and
     ``quantized::linear_with_input_q_dq_qweight_dq_output_fp32`` with the calibrated input
     scale and zero point: quantize → int8 GEMM → float32 output, so no stubs are needed.
+``intmm_static``
+    INT8 weights (qint8, any granularity or zero point), ``activation="static"``, when the
+    weight is also a tied embedding's table: what ``fbgemm_static`` computes, on the stored
+    int8 matrix shared with the embedding. The input is quantized to quint8 with the calibrated
+    scale and zero point (``torch.quantize_per_tensor``, fbgemm's own rounding), shifted by 128
+    into int8 for ``torch._int_mm``; the shift and the zero points are taken off the int32 sums
+    exactly (with the table's row sums, [N] int32, computed once), and the result is rescaled
+    in float32 by input scale × weight scale as fbgemm's float output pass does (no output
+    requantization: the fbgemm op returns float32 too).
 ``int8pack``
     INT8 symmetric per-channel weights (no zero points), ``activation="none"``:
     ``torch._weight_int8pack_mm`` on bfloat16 activations (the stored int8 matrix is the
@@ -52,9 +61,9 @@ import warnings
 
 import torch
 
-__all__ = ["KERNELS", "available", "choose", "choose_conv2d", "choose_lstm", "intmm_dynamic", "PackedInt8", "PackedConv2d", "PackedLSTM", "pack_int4", "pack_stored_int4", "unpack_int4", "nibbles_to_uint", "uint_to_nibbles"]
+__all__ = ["KERNELS", "available", "choose", "choose_conv2d", "choose_lstm", "intmm_dynamic", "intmm_static", "PackedInt8", "PackedConv2d", "PackedLSTM", "pack_int4", "pack_stored_int4", "unpack_int4", "nibbles_to_uint", "uint_to_nibbles"]
 
-KERNELS = ("fbgemm_dynamic", "intmm_dynamic", "fbgemm_static", "int8pack", "int4pack", "dequant")
+KERNELS = ("fbgemm_dynamic", "intmm_dynamic", "fbgemm_static", "intmm_static", "int8pack", "int4pack", "dequant")
 
 INT4_GROUPS = (32, 64, 128, 256)
 
@@ -112,8 +121,8 @@ def choose(spec, activation, out_features, in_features, device, tied_table=False
     Args:
         spec: the weight's QuantSpec; activation: "none", "dynamic" or "static";
         out_features, in_features: the weight shape; device: where the weight lives;
-        tied_table: the weight is also a tied embedding's table (dynamic INT8 then runs
-            ``intmm_dynamic`` on the stored integers, so the table is held once).
+        tied_table: the weight is also a tied embedding's table (dynamic/static INT8 then runs
+            ``intmm_dynamic``/``intmm_static`` on the stored integers, so the table is held once).
     """
     if not ENABLED:
         return "dequant", "torch kernels disabled"
@@ -122,8 +131,8 @@ def choose(spec, activation, out_features, in_features, device, tied_table=False
     if spec.format == "int8":
         if spec.qdtype != "qint8":
             return "dequant", "quint8 weights (fbgemm takes qint8)"
-        if activation == "dynamic" and tied_table and _probe("intmm"):
-            return "intmm_dynamic", ""
+        if activation in ("dynamic", "static") and tied_table and _probe("intmm"):
+            return "intmm_" + activation, ""
         if activation in ("dynamic", "static"):
             return ("fbgemm_" + activation, "") if _probe("fbgemm") else ("dequant", "fbgemm unavailable")
         if spec.granularity == "per_channel" and spec.scheme == "symmetric" and _probe("int8pack"):
@@ -204,6 +213,35 @@ def intmm_dynamic(x, q, scale, zero_point):
     if bool((zero_point != 0).any()):
         acc = acc - zero_point.reshape(-1).to(torch.int32) * xi.sum(dim=1, dtype=torch.int32, keepdim=True)
     return acc.to(torch.float32).mul_(s)
+
+
+def intmm_static(x, q, scale, zero_point, x_scale, x_zero_point, row_sums):
+    """x (float32, [M, K]) @ ((q − zero_point)·scale).t() with x quantized with the calibrated
+    (x_scale, x_zero_point) as ``quantized::linear_with_input_q_dq_qweight_dq_output_fp32``
+    quantizes it (quint8, 0..255, fbgemm's rounding through ``torch.quantize_per_tensor``), and
+    the float32 output it returns: Σ_k (x_q − x_zp)(q − w_zp) summed exactly in int32, times
+    x_scale·scale in float32. q is the stored int8 [N, K] matrix, read in place; row_sums is
+    ``q.sum(1)`` in int32 ([N], see :func:`row_sums`). x_q − 128 is the int8 operand of
+    ``torch._int_mm``, so Σ(x_q − x_zp)(q − w_zp) = acc + d·Σq − w_zp·(Σ(x_q − 128) + d·K)
+    with d = 128 − x_zp."""
+    n, k = q.shape
+    if x.shape[0] == 0:
+        return x.new_zeros(0, n)
+    xz = int(x_zero_point)
+    xi = quantize_u8(x, float(x_scale), xz).view(torch.int8).bitwise_xor_(-128)  # x_q − 128
+    acc = torch._int_mm(xi, q.t())
+    d = 128 - xz
+    if d:
+        acc += d * row_sums.reshape(1, n)
+    if bool((zero_point != 0).any()):
+        acc -= zero_point.reshape(-1).to(torch.int32) * (xi.sum(dim=1, dtype=torch.int32, keepdim=True) + d * k)
+    s = scale.reshape(-1).to(torch.float32) * torch.tensor(float(x_scale), dtype=torch.float32)
+    return acc.to(torch.float32).mul_(s)
+
+
+def row_sums(q):
+    """Σ_k q[n, k] of a stored int8 [N, K] matrix, int32 [N] (intmm_static's zero-point term)."""
+    return q.sum(dim=1, dtype=torch.int32)
 
 
 # ------------------------------------------------------------------------------------------------

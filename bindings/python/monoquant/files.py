@@ -305,17 +305,17 @@ def _share_tied_table(a, b):
     """Two quantized layers built from one stored tensor (a tied embedding and head): when the
     head runs int4pack and the embedding would keep the nibbles only to look rows up, the
     embedding reads its rows from the head's packed tensor instead; when the head is dynamic
-    INT8, it runs intmm_dynamic on the stored int8 matrix and the embedding looks its rows up
-    in that same tensor (docs/kernels.md)."""
+    or static INT8, it runs intmm_dynamic/intmm_static on the stored int8 matrix and the
+    embedding looks its rows up in that same tensor (docs/kernels.md)."""
     emb, head = (a, b) if isinstance(a, QuantizedEmbedding) else (b, a)
     if not isinstance(emb, QuantizedEmbedding) or type(head) is not QuantizedLinear:
         return
     es, hs = emb._qweights["weight"][0], head._qweights["weight"][0]
     if es != hs or (emb.num_embeddings, emb.embedding_dim) != (head.out_features, head.in_features):
         return
-    if emb.kernel == "rows" and head.activation == "dynamic" and hs.format == "int8":
+    if emb.kernel == "rows" and head.activation in ("dynamic", "static") and hs.format == "int8":
         head._tie_table()
-        if head.kernel == "intmm_dynamic":
+        if head.kernel in ("intmm_dynamic", "intmm_static"):
             emb._share_rows_with(head)
     elif head.kernel == "int4pack" and emb.kernel == "dequant":
         emb._share_rows_with(head)

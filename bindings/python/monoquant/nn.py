@@ -6,8 +6,8 @@ int32 zero points; for FP16/BF16 it is the float16/bfloat16 values. ``kernel`` s
 call runs:
 
 * ``QuantizedLinear`` uses torch's quantized CPU kernels, one per layer: fbgemm's int8 GEMM for
-  dynamic and static INT8 (``torch._int_mm`` on the stored integers for a dynamic head tied to
-  an embedding, ``intmm_dynamic``, so the table is held once), ``torch._weight_int8pack_mm`` /
+  dynamic and static INT8 (``torch._int_mm`` on the stored integers for a head tied to an
+  embedding, ``intmm_dynamic``/``intmm_static``, so the table is held once), ``torch._weight_int8pack_mm`` /
   ``torch._weight_int4pack_mm_for_cpu`` for weight-only INT8/INT4. The packed form is the only
   resident copy of the weight.
   docs/kernels.md has the table and the measurements behind it.
@@ -281,7 +281,7 @@ def _linear_backward(ctx, grad):
 _linear_op.register_autograd(_linear_backward, setup_context=_linear_setup)
 
 # Buffers that hold a kernel's working form; rebuilt from the stored integers, never saved.
-_KERNEL_BUFFERS = ("_stored_q", "_int4_packed", "_kernel_scales")
+_KERNEL_BUFFERS = ("_stored_q", "_int4_packed", "_kernel_scales", "_kernel_row_sums")
 
 
 class QuantizedLinear(_QuantizedWeights):
@@ -297,6 +297,8 @@ class QuantizedLinear(_QuantizedWeights):
     ``torch._int_mm`` on the stored integers with the input quantized as fbgemm does, so the
     embedding shares the one int8 table; ``tied_table``),
     ``fbgemm_static`` (INT8, "static": quantize with the calibrated qparams → int8 GEMM → float),
+    ``intmm_static`` (INT8, "static", when the weight is also a tied embedding's table: the same
+    numbers from ``torch._int_mm`` on the stored integers, so the embedding shares the table),
     ``int8pack`` (INT8 symmetric, "none": ``torch._weight_int8pack_mm``, bfloat16 activations),
     ``int4pack`` (INT4 g32–256: ``torch._weight_int4pack_mm_for_cpu``, bfloat16 activations;
     with "dynamic"/"static" the input is first rounded to quint8 levels as those modes say —
@@ -325,7 +327,8 @@ class QuantizedLinear(_QuantizedWeights):
                  outlier_threshold=None, outliers=None, tied_table=False):
         super().__init__()
         #: The weight is also a tied embedding's table (set by load/quantize, or _tie_table):
-        #: dynamic INT8 then runs ``intmm_dynamic`` on the stored integers (docs/kernels.md).
+        #: dynamic/static INT8 then runs ``intmm_dynamic``/``intmm_static`` on the stored
+        #: integers (docs/kernels.md).
         self.tied_table = bool(tied_table)
         self.in_features = in_features
         self.out_features = out_features
@@ -434,6 +437,9 @@ class QuantizedLinear(_QuantizedWeights):
             self._packed = _kernels.PackedInt8(data.reshape(n, k), scale, zp, spec.granularity == "per_channel", b)
         elif self.kernel == "intmm_dynamic":
             self._kbuf("_stored_q", data.reshape(n, k))  # the kernel's operand as stored
+        elif self.kernel == "intmm_static":
+            self._kbuf("_stored_q", data.reshape(n, k))
+            self._kbuf("_kernel_row_sums", _kernels.row_sums(self._stored_q))  # [n] int32
         elif self.kernel == "int8pack":
             self._kbuf("_stored_q", data.reshape(n, k))
             self._kbuf("_kernel_scales", scale.reshape(-1).to(torch.bfloat16))
@@ -512,6 +518,9 @@ class QuantizedLinear(_QuantizedWeights):
             y = self._packed.dynamic(x2.to(torch.float32).contiguous())
         elif k == "intmm_dynamic":
             y = _kernels.intmm_dynamic(x2.to(torch.float32).contiguous(), self._stored_q, self.weight_scale, self.weight_zero_point)
+        elif k == "intmm_static":
+            y = _kernels.intmm_static(x2.to(torch.float32).contiguous(), self._stored_q, self.weight_scale, self.weight_zero_point,
+                                      self.input_scale, self.input_zero_point, self._kernel_row_sums)
         elif k == "fbgemm_static":
             y = self._packed.static(x2.to(torch.float32).contiguous(), self.input_scale, self.input_zero_point)
         elif k == "int8pack":
@@ -1205,8 +1214,9 @@ class QuantizedEmbedding(_QuantizedWeights):
     A table tied to a head (GPT-2's wte and lm_head) is held once when the head's kernel keeps
     the table in a form rows can be read from: ``monoquant.load``/``quantize`` let the embedding
     read its rows from the head (``_share_rows_with``). INT4 on int4pack: from the head's packed
-    tensor (``weight_q`` unpacks the whole table on demand). Dynamic INT8 on ``intmm_dynamic``:
-    from the head's stored int8 matrix itself (one tensor, one ``data_ptr``)."""
+    tensor (``weight_q`` unpacks the whole table on demand). Dynamic or static INT8 on
+    ``intmm_dynamic``/``intmm_static``: from the head's stored int8 matrix itself (one tensor,
+    one ``data_ptr``)."""
 
     kernel = "rows"
 
@@ -1236,7 +1246,7 @@ class QuantizedEmbedding(_QuantizedWeights):
         holding the same stored tensor: a tied embedding and head): the table is then resident
         once. On int4pack, rows are looked up by unpacking only the 64-row blocks of the packed
         tensor that the indices touch, and ``weight_q`` (state dicts, save) unpacks the whole
-        table on demand; on intmm_dynamic, ``weight_q`` is the head's int8 matrix itself."""
+        table on demand; on intmm_dynamic/intmm_static, ``weight_q`` is the head's int8 matrix itself."""
         self._buffers.pop("weight_q", None)
         self.__dict__["_rows_from"] = head
 

@@ -304,15 +304,15 @@ def test_tied_int4_table_is_held_once_by_the_packed_head(tmp_path):
     assert not torch.equal(head.weight_q, sd["weight"])
 
 
-def _fbgemm_head_twin(m):
+def _fbgemm_head_twin(m, kernel="fbgemm_dynamic"):
     """A copy of m whose tied head runs fbgemm's packed weight and whose embedding holds its own
-    int8 table: the layout before tied dynamic INT8 tables were shared."""
+    int8 table: the layout before tied dynamic (static) INT8 tables were shared."""
     own = copy.deepcopy(m)
     own.transformer.wte._unshare()
     head = own.lm_head
     head.tied_table = False
     head._set_stored(head.weight_q.clone())
-    assert head.kernel == "fbgemm_dynamic" and "weight_q" in own.transformer.wte._buffers
+    assert head.kernel == kernel and "weight_q" in own.transformer.wte._buffers
     return own
 
 
@@ -373,6 +373,75 @@ def test_tied_int8_dynamic_table_is_held_once(tmp_path):
     emb.load_state_dict(sd)
     assert "weight_q" in emb._buffers and torch.equal(emb.weight_q, sd["weight"])
     assert not torch.equal(head.weight_q, sd["weight"])
+
+
+def test_tied_int8_static_table_is_held_once(tmp_path):
+    """A tied GPT-2 quantized INT8 with static (calibrated) activations holds its table once:
+    the head runs intmm_static on the stored int8 matrix, the embedding looks its rows up in
+    that same tensor, after quantize and after a meta-skeleton load. Logits equal those of the
+    fbgemm_static head (the same calibrated input qparams and rounding, exact int32 sums, the
+    same float32 output pass); state dict and saved bytes do not change."""
+    from monoquant import _kernels
+
+    if not (_kernels.available()["fbgemm"] and _kernels._probe("intmm")):
+        pytest.skip("no fbgemm/_int_mm here (fbgemm's static Linear is the reference)")
+    ref = gpt2(vocab=2048)
+    torch.manual_seed(3)
+    calib = [torch.randint(0, 2048, (2, 24)) for _ in range(4)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = monoquant.quantize(ref, bits=8, activations="static", calibration_data=calib, progress=False)
+    monoquant.save(q, tmp_path / "q.safetensors")
+    with torch.device("meta"):
+        skel = transformers.GPT2LMHeadModel(ref.config)
+    m = monoquant.load(tmp_path / "q.safetensors", skel).eval()
+    ids = torch.randint(0, 2048, (3, 40))
+    for model in (q, m):
+        emb, head = model.transformer.wte, model.lm_head
+        assert head.activation == "static" and head.kernel == "intmm_static" and "kernel=intmm_static" in repr(head)
+        assert [r["kernel"] for r in monoquant.report(ref.lm_head, head, verbose=False).layers] == ["intmm_static"]
+        assert model.transformer.h[0].mlp.c_fc.kernel == "fbgemm_static"  # untied layers keep fbgemm
+        assert "weight_q" not in emb._buffers and emb.weight_q.data_ptr() == head._stored_q.data_ptr()
+        own = _fbgemm_head_twin(model, "fbgemm_static")
+        assert emb.weight_q.data_ptr() != own.transformer.wte.weight_q.data_ptr()
+        table = monoquant.dequantize(tmp_path / "q.safetensors")["transformer.wte.weight"]
+        assert torch.equal(emb(ids), torch.nn.functional.embedding(ids, table))
+        with torch.no_grad():
+            a, b = model(ids).logits, own(ids).logits
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        assert logits_cos(ref, model, ids) > 0.99
+        # the head alone on inputs that clamp at both ends of quint8, against the fbgemm head
+        x = torch.randn(5, 7, head.in_features) * 40
+        torch.testing.assert_close(head(x), own.lm_head(x), rtol=1e-5, atol=1e-5)
+        assert torch.equal(model.state_dict()["transformer.wte.weight"], own.state_dict()["transformer.wte.weight"])
+        assert model.state_dict().keys() == own.state_dict().keys()
+        monoquant.save(model, tmp_path / "again.safetensors")
+        assert (tmp_path / "again.safetensors").read_bytes() == (tmp_path / "q.safetensors").read_bytes()
+        monoquant.save(own, tmp_path / "own.safetensors")
+        assert (tmp_path / "own.safetensors").read_bytes() == (tmp_path / "q.safetensors").read_bytes()
+
+
+def test_intmm_static_matches_fbgemm_with_zero_points_and_empty_batches():
+    """The intmm_static kernel alone: per-channel and per-tensor weights with and without zero
+    points, input zero points 0, 128 and 255 (the shift into int8 taken off exactly), inputs
+    that clamp, and an empty batch, against fbgemm's static linear on the same integers."""
+    from monoquant import _kernels
+
+    if not (_kernels.available()["fbgemm"] and _kernels._probe("intmm")):
+        pytest.skip("no fbgemm/_int_mm here")
+    torch.manual_seed(2)
+    n, k = 48, 40
+    q = torch.randint(-128, 128, (n, k), dtype=torch.int8)
+    rs = _kernels.row_sums(q)
+    for per_channel in (True, False):
+        scale = torch.rand(n) * 0.02 + 1e-3 if per_channel else torch.tensor([0.01])
+        for zp in (torch.zeros(n if per_channel else 1, dtype=torch.int32),
+                   torch.randint(-5, 6, (n,), dtype=torch.int32) if per_channel else torch.tensor([3], dtype=torch.int32)):
+            packed = _kernels.PackedInt8(q, scale, zp, per_channel)
+            for xs, xz in ((0.03, 0), (0.02, 128), (0.05, 255), (0.01, 37)):
+                for x in (torch.randn(6, k) * 4, torch.rand(3, k) + 0.5, -torch.rand(2, k)):
+                    torch.testing.assert_close(_kernels.intmm_static(x, q, scale, zp, xs, xz, rs), packed.static(x, xs, xz), rtol=1e-5, atol=1e-5)
+            assert _kernels.intmm_static(torch.empty(0, k), q, scale, zp, 0.1, 7, rs).shape == (0, n)
 
 
 def test_intmm_dynamic_matches_fbgemm_with_zero_points_and_empty_batches():
