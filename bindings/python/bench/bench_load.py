@@ -21,7 +21,9 @@ import time
 
 
 # (label, quantize options): the kernels differ in what a loaded layer keeps (docs/kernels.md)
-VARIANTS = (("INT8 dynamic", {"bits": 8}), ("INT8 weight-only", {"bits": 8, "activations": "none"}), ("INT4 g128", {"bits": 4}))
+# (INT8 static is calibrated on a few batches of random token ids, made in main())
+VARIANTS = (("INT8 dynamic", {"bits": 8}), ("INT8 static", {"bits": 8, "activations": "static"}),
+            ("INT8 weight-only", {"bits": 8, "activations": "none"}), ("INT4 g128", {"bits": 4}))
 
 
 def cfg(small):
@@ -111,6 +113,8 @@ def main():
         rows = []
         for label, kw in VARIANTS:
             path = os.path.join(d, f"gpt2.{label.replace(' ', '_')}.safetensors")
+            if kw.get("activations") == "static":
+                kw = dict(kw, calibration_data=[torch.randint(0, model.config.vocab_size, (2, 32)) for _ in range(4)])
             monoquant.save(monoquant.quantize(model, progress=False, **kw), path)
             size = os.path.getsize(path)
             for how in skeletons:
@@ -128,7 +132,7 @@ def main():
               f" {r['tied'] / 1e6:11.1f} {(took - r['tied']) / size:20.2f} {r['wall']:7.2f}")
     print("held after = what the loaded model keeps resident; tied 2nd = the tied embedding's own table, held beside the head's"
           " packed form of the same stored tensor (0 when shared: a tied INT4 embedding reads the head's int4pack blocks, a tied"
-          " INT8 one the head's int8 operand of int8pack / intmm_dynamic)")
+          " INT8 one the head's int8 operand of int8pack / intmm_dynamic / intmm_static)")
     print("peak / file with the meta skeleton: " + ", ".join(f"{label} {(r['peak'] - r['before']) / size:.2f}" for label, how, size, r in rows if how == "meta")
           + f"  (goal <= 1.3; load average {os.getloadavg()[0]:.1f})")
 
