@@ -15,8 +15,9 @@
    process (bench_conv_lstm.py --peak KIND), the reference and ours in turn, three rounds:
    medians of the times, the largest peak.
 5. ``--tied-head`` (run alone): a tied GPT-2 head (vocabulary 32000, 768 wide, as bench_load.py)
-   on INT8 dynamic: ``intmm_dynamic`` (what a tied head runs, sharing the embedding's int8 table)
-   against ``fbgemm_dynamic`` (the same layer untied) and float, for 1 token (decode), 8 and 128.
+   on INT8 dynamic and static: ``intmm_dynamic``/``intmm_static`` (what a tied head runs, sharing
+   the embedding's int8 table) against ``fbgemm_dynamic``/``fbgemm_static`` (the same layer
+   untied) and float, for 1 token (decode), 8 and 128.
 
 Times are medians over repeated calls after warm-up, the variants of a case interleaved call by call, with torch.set_num_threads(BENCH_THREADS).
 Prints a markdown table (pasted into BENCHMARKS.md, section "Quantized models at run time").
@@ -139,23 +140,27 @@ def rss_child(kind):
 
 
 def tied_head():
-    """Section 5: the tied head's kernel against fbgemm's and float, side by side."""
+    """Section 5: the tied head's kernel against fbgemm's and float, side by side, for dynamic
+    and static (calibrated: input scale 0.05, zero point 128 -- the shift into int8 is then 0;
+    and zero point 100, where intmm_static adds the row-sum term) activations."""
     torch.manual_seed(0)
     lin = nn.Linear(768, 32000, bias=False).eval()
     spec = QuantSpec("int8")
-    tied = QuantizedLinear.from_float(lin, spec, activation="dynamic")
-    tied._tie_table()
-    fb = QuantizedLinear.from_float(lin, spec, activation="dynamic")
-    assert tied.kernel == "intmm_dynamic" and fb.kernel == "fbgemm_dynamic"
     load0 = os.getloadavg()[0]
-    print(f"| tokens | float ms | fbgemm_dynamic ms | intmm_dynamic ms | intmm / fbgemm | max abs diff |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for m in (1, 8, 128):
-        x = torch.randn(m, 768)
-        t = interleaved_ms({"float": lambda: lin(x), "fbgemm": lambda: fb(x), "intmm": lambda: tied(x)}, 30 if m < 128 else 10)
-        with torch.inference_mode():
-            d = (fb(x) - tied(x)).abs().max().item()
-        print(f"| {m} | {t['float']:.2f} | {t['fbgemm']:.2f} | {t['intmm']:.2f} | {t['intmm'] / t['fbgemm']:.2f} | {d:.1e} |")
+    print("| activation | tokens | float ms | fbgemm ms | intmm ms | intmm / fbgemm | max abs diff |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for act, qp in (("dynamic", None), ("static", (0.05, 128)), ("static", (0.05, 100))):
+        tied = QuantizedLinear.from_float(lin, spec, activation=act, input_qparams=qp)
+        tied._tie_table()
+        fb = QuantizedLinear.from_float(lin, spec, activation=act, input_qparams=qp)
+        assert tied.kernel == "intmm_" + act and fb.kernel == "fbgemm_" + act
+        label = act if qp is None else f"static zp {qp[1]}"
+        for m in (1, 8, 128):
+            x = torch.randn(m, 768)
+            t = interleaved_ms({"float": lambda: lin(x), "fbgemm": lambda: fb(x), "intmm": lambda: tied(x)}, 30 if m < 128 else 10)
+            with torch.inference_mode():
+                d = (fb(x) - tied(x)).abs().max().item()
+            print(f"| {label} | {m} | {t['float']:.2f} | {t['fbgemm']:.2f} | {t['intmm']:.2f} | {t['intmm'] / t['fbgemm']:.2f} | {d:.1e} |")
     print(f"threads {THREADS}; load average {load0:.1f} before, {os.getloadavg()[0]:.1f} after")
 
 

@@ -419,6 +419,9 @@ def test_tied_int8_static_table_is_held_once(tmp_path):
         assert (tmp_path / "again.safetensors").read_bytes() == (tmp_path / "q.safetensors").read_bytes()
         monoquant.save(own, tmp_path / "own.safetensors")
         assert (tmp_path / "own.safetensors").read_bytes() == (tmp_path / "q.safetensors").read_bytes()
+    # sharing (and the kernel) survive a dtype cast
+    m.half()
+    assert m.lm_head.kernel == "intmm_static" and m.transformer.wte.weight_q.data_ptr() == m.lm_head._stored_q.data_ptr()
 
 
 def test_intmm_static_matches_fbgemm_with_zero_points_and_empty_batches():
