@@ -140,8 +140,8 @@ func readIndex(index string) (map[string]string, error) {
 	return weightMap, nil
 }
 
-// copyOthersTracked is copyOthers, adding each file it writes to written (for the cleanup of a
-// failed run).
+// copyOthersTracked is copyOthers, adding each file it writes to written (when not nil: for the
+// cleanup of a failed run).
 func copyOthersTracked(ctx context.Context, folder, out string, skip map[string]bool, written *[]string) error {
 	ents, err := os.ReadDir(folder)
 	if err != nil {
@@ -158,7 +158,9 @@ func copyOthersTracked(ctx context.Context, folder, out string, skip map[string]
 		if err := copyFile(filepath.Join(folder, e.Name()), dst); err != nil {
 			return err
 		}
-		*written = append(*written, dst)
+		if written != nil {
+			*written = append(*written, dst)
+		}
 	}
 	return nil
 }

@@ -76,22 +76,7 @@ func (c *Conversion) writeFolder(ctx context.Context, out string) (res *Result, 
 
 // copyOthers copies every regular file of folder not in skip into out.
 func copyOthers(ctx context.Context, folder, out string, skip map[string]bool) error {
-	ents, err := os.ReadDir(folder)
-	if err != nil {
-		return fmt.Errorf("model folder %s: %w", folder, err)
-	}
-	for _, e := range ents {
-		if !e.Type().IsRegular() || skip[e.Name()] {
-			continue
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := copyFile(filepath.Join(folder, e.Name()), filepath.Join(out, e.Name())); err != nil {
-			return err
-		}
-	}
-	return nil
+	return copyOthersTracked(ctx, folder, out, skip, nil)
 }
 
 // prepareFolder makes out, or checks that the existing folder is empty (monoquant never mixes
