@@ -87,6 +87,20 @@ func runlogErr(call string, err error) C.int {
 	return modelErr(err, mqEIO)
 }
 
+// openRunlog opens the run log an existing-runs call reads (mq_run_show_json, compare,
+// reproduce, log_metric): MQ_EINVAL for bad options, MQ_EIO when it cannot be opened.
+func openRunlog(ctx context.Context, lo *C.mq_crunlog_options, call string) (runlogOptions, *runlog.Log, C.int) {
+	o, err := runlogOptionsFromC(lo, call)
+	if err != nil {
+		return o, nil, mapErr(err, mqEINVAL)
+	}
+	l, err := o.open(ctx, call, false)
+	if err != nil {
+		return o, nil, mapErr(err, mqEIO)
+	}
+	return o, l, mqOK
+}
+
 //export mq_runlog_options_init
 func mq_runlog_options_init(o *C.mq_runlog_options) (rc C.int) {
 	defer guard(&rc)
@@ -151,14 +165,10 @@ func mq_run_show_json(lo *C.mq_crunlog_options, id C.int64_t, buf *C.char, cap C
 	if length == nil {
 		return mapErr(fail(mqEINVAL, "%s: len is NULL", call), mqEINVAL)
 	}
-	o, err := runlogOptionsFromC(lo, call)
-	if err != nil {
-		return mapErr(err, mqEINVAL)
-	}
 	ctx := context.Background()
-	l, err := o.open(ctx, call, false)
-	if err != nil {
-		return mapErr(err, mqEIO)
+	_, l, rc := openRunlog(ctx, lo, call)
+	if rc != mqOK {
+		return rc
 	}
 	defer l.Close()
 	r, err := l.Get(ctx, int64(id))
@@ -181,14 +191,10 @@ func mq_runs_compare_json(lo *C.mq_crunlog_options, ids *C.mq_cint64, n C.size_t
 	if ids == nil || n == 0 || uint64(n) > maxCompare {
 		return mapErr(fail(mqEINVAL, "%s: want 1 to %d run ids, got %d (ids %p)", call, maxCompare, uint64(n), ids), mqEINVAL)
 	}
-	o, err := runlogOptionsFromC(lo, call)
-	if err != nil {
-		return mapErr(err, mqEINVAL)
-	}
 	ctx := context.Background()
-	l, err := o.open(ctx, call, false)
-	if err != nil {
-		return mapErr(err, mqEIO)
+	_, l, rc := openRunlog(ctx, lo, call)
+	if rc != mqOK {
+		return rc
 	}
 	defer l.Close()
 	var runs []*runlog.Run
@@ -209,15 +215,11 @@ func mq_run_reproduce(lo *C.mq_crunlog_options, id C.int64_t, output *C.mq_cchar
 	if result != nil {
 		*result = nil
 	}
-	o, err := runlogOptionsFromC(lo, call)
-	if err != nil {
-		return mapErr(err, mqEINVAL)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	l, err := o.open(ctx, call, false)
-	if err != nil {
-		return mapErr(err, mqEIO)
+	o, l, rc := openRunlog(ctx, lo, call)
+	if rc != mqOK {
+		return rc
 	}
 	defer l.Close()
 	r, err := l.Get(ctx, int64(id))
@@ -276,14 +278,10 @@ func mq_run_log_metric(lo *C.mq_crunlog_options, id C.int64_t, name *C.mq_cchar,
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return mapErr(fail(mqENONFINITE, "%s: metric %q: value %v is not a finite number", call, key, v), mqENONFINITE)
 	}
-	o, err := runlogOptionsFromC(lo, call)
-	if err != nil {
-		return mapErr(err, mqEINVAL)
-	}
 	ctx := context.Background()
-	l, err := o.open(ctx, call, false)
-	if err != nil {
-		return mapErr(err, mqEIO)
+	_, l, rc := openRunlog(ctx, lo, call)
+	if rc != mqOK {
+		return rc
 	}
 	defer l.Close()
 	return runlogErr(call, l.AddMetric(ctx, int64(id), key, v))
