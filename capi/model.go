@@ -100,6 +100,16 @@ func goString(p *C.mq_cchar, call, arg string) (string, error) {
 	return s, nil
 }
 
+// goStringPair is goString of two arguments of one call, the first error first.
+func goStringPair(call string, a *C.mq_cchar, aName string, b *C.mq_cchar, bName string) (string, string, error) {
+	x, err := goString(a, call, aName)
+	if err != nil {
+		return "", "", err
+	}
+	y, err := goString(b, call, bName)
+	return x, y, err
+}
+
 //export mq_model_new
 func mq_model_new(out **C.mq_model) (rc C.int) {
 	defer guard(&rc)

@@ -100,11 +100,7 @@ func mq_sensitivity_quantize(h *C.mq_sensitivity, hm *C.mq_model, layer, format 
 		return mapErr(fail(mqEINVAL, "mq_sensitivity_quantize: out is NULL"), mqEINVAL)
 	}
 	*out = nil
-	l, err := goString(layer, "mq_sensitivity_quantize", "layer")
-	if err != nil {
-		return mapErr(err, mqEINVAL)
-	}
-	f, err := goString(format, "mq_sensitivity_quantize", "format")
+	l, f, err := goStringPair("mq_sensitivity_quantize", layer, "layer", format, "format")
 	if err != nil {
 		return mapErr(err, mqEINVAL)
 	}
@@ -133,11 +129,7 @@ func mq_sensitivity_quantize(h *C.mq_sensitivity, hm *C.mq_model, layer, format 
 //export mq_sensitivity_add_output
 func mq_sensitivity_add_output(h *C.mq_sensitivity, layer, format *C.mq_cchar, ref, output *C.mq_ctensor) (rc C.int) {
 	defer guard(&rc)
-	l, err := goString(layer, "mq_sensitivity_add_output", "layer")
-	if err != nil {
-		return mapErr(err, mqEINVAL)
-	}
-	f, err := goString(format, "mq_sensitivity_add_output", "format")
+	l, f, err := goStringPair("mq_sensitivity_add_output", layer, "layer", format, "format")
 	if err != nil {
 		return mapErr(err, mqEINVAL)
 	}
@@ -175,11 +167,7 @@ func mq_sensitivity_set_metric(h *C.mq_sensitivity, layer, format *C.mq_cchar, v
 	if layer == nil && format == nil {
 		return sensitivityErr2(s.SetBaseline(float64(value)))
 	}
-	l, err := goString(layer, "mq_sensitivity_set_metric", "layer")
-	if err != nil {
-		return mapErr(err, mqEINVAL)
-	}
-	f, err := goString(format, "mq_sensitivity_set_metric", "format")
+	l, f, err := goStringPair("mq_sensitivity_set_metric", layer, "layer", format, "format")
 	if err != nil {
 		return mapErr(err, mqEINVAL)
 	}
@@ -219,11 +207,7 @@ func mq_recipe_for_json(table, budget *C.mq_cchar, buf *C.char, cap C.size_t, le
 	if length == nil {
 		return mapErr(fail(mqEINVAL, "mq_recipe_for_json: len is NULL"), mqEINVAL)
 	}
-	tj, err := goString(table, "mq_recipe_for_json", "table_json")
-	if err != nil {
-		return mapErr(err, mqEINVAL)
-	}
-	bj, err := goString(budget, "mq_recipe_for_json", "budget_json")
+	tj, bj, err := goStringPair("mq_recipe_for_json", table, "table_json", budget, "budget_json")
 	if err != nil {
 		return mapErr(err, mqEINVAL)
 	}
