@@ -316,6 +316,29 @@ def _fbgemm_head_twin(m, kernel="fbgemm_dynamic"):
     return own
 
 
+def _check_table_held_once(ref, model, activation, ids, tmp_path):
+    """What the tied INT8 dynamic and static tests share, for a quantized or loaded GPT-2
+    `model` of float `ref` (saved at tmp_path / "q.safetensors"): the head runs intmm_<activation>
+    (repr and report), untied layers keep fbgemm, the embedding reads its rows from the head's
+    table (one data_ptr), and logits equal those of a twin whose head runs fbgemm on its own
+    copy. Returns that twin."""
+    emb, head = model.transformer.wte, model.lm_head
+    kernel = f"intmm_{activation}"
+    assert head.kernel == kernel and f"kernel={kernel}" in repr(head)
+    assert {r["name"]: r["kernel"] for r in monoquant.report(ref, model, verbose=False).layers}["lm_head"] == kernel
+    assert model.transformer.h[0].mlp.c_fc.kernel == f"fbgemm_{activation}"  # untied layers keep fbgemm
+    assert "weight_q" not in emb._buffers and emb.weight_q.data_ptr() == head._stored_q.data_ptr()
+    own = _fbgemm_head_twin(model, f"fbgemm_{activation}")
+    assert emb.weight_q.data_ptr() != own.transformer.wte.weight_q.data_ptr()
+    table = monoquant.dequantize(tmp_path / "q.safetensors")["transformer.wte.weight"]
+    assert torch.equal(emb(ids), torch.nn.functional.embedding(ids, table))
+    with torch.no_grad():
+        a, b = model(ids).logits, own(ids).logits
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert logits_cos(ref, model, ids) > 0.99
+    return own
+
+
 def test_tied_int8_dynamic_table_is_held_once(tmp_path):
     """A tied GPT-2 quantized INT8 dynamic holds its table once: the head runs intmm_dynamic
     on the stored int8 matrix and the embedding looks its rows up in that same tensor, after
@@ -336,20 +359,7 @@ def test_tied_int8_dynamic_table_is_held_once(tmp_path):
     m = monoquant.load(tmp_path / "q.safetensors", skel).eval()
     ids = torch.randint(0, 2048, (3, 40))
     for model in (q, m):
-        emb, head = model.transformer.wte, model.lm_head
-        assert head.kernel == "intmm_dynamic" and "kernel=intmm_dynamic" in repr(head)
-        # (report() on the whole GPT-2 trips over Conv1D's transposed shape: the head alone)
-        assert [r["kernel"] for r in monoquant.report(ref.lm_head, head, verbose=False).layers] == ["intmm_dynamic"]
-        assert model.transformer.h[0].mlp.c_fc.kernel == "fbgemm_dynamic"  # untied layers keep fbgemm
-        assert "weight_q" not in emb._buffers and emb.weight_q.data_ptr() == head._stored_q.data_ptr()
-        own = _fbgemm_head_twin(model)
-        assert emb.weight_q.data_ptr() != own.transformer.wte.weight_q.data_ptr()
-        table = monoquant.dequantize(tmp_path / "q.safetensors")["transformer.wte.weight"]
-        assert torch.equal(emb(ids), torch.nn.functional.embedding(ids, table))
-        with torch.no_grad():
-            a, b = model(ids).logits, own(ids).logits
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-        assert logits_cos(ref, model, ids) > 0.99
+        head, own = model.lm_head, _check_table_held_once(ref, model, "dynamic", ids, tmp_path)
         # the head alone against torch.ao's dynamic Linear (quantize_dynamic's module) on the same int8 weight
         x = torch.randn(5, 7, head.in_features) * 3
         with warnings.catch_warnings():
@@ -397,19 +407,8 @@ def test_tied_int8_static_table_is_held_once(tmp_path):
     m = monoquant.load(tmp_path / "q.safetensors", skel).eval()
     ids = torch.randint(0, 2048, (3, 40))
     for model in (q, m):
-        emb, head = model.transformer.wte, model.lm_head
-        assert head.activation == "static" and head.kernel == "intmm_static" and "kernel=intmm_static" in repr(head)
-        assert [r["kernel"] for r in monoquant.report(ref.lm_head, head, verbose=False).layers] == ["intmm_static"]
-        assert model.transformer.h[0].mlp.c_fc.kernel == "fbgemm_static"  # untied layers keep fbgemm
-        assert "weight_q" not in emb._buffers and emb.weight_q.data_ptr() == head._stored_q.data_ptr()
-        own = _fbgemm_head_twin(model, "fbgemm_static")
-        assert emb.weight_q.data_ptr() != own.transformer.wte.weight_q.data_ptr()
-        table = monoquant.dequantize(tmp_path / "q.safetensors")["transformer.wte.weight"]
-        assert torch.equal(emb(ids), torch.nn.functional.embedding(ids, table))
-        with torch.no_grad():
-            a, b = model(ids).logits, own(ids).logits
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-        assert logits_cos(ref, model, ids) > 0.99
+        head, own = model.lm_head, _check_table_held_once(ref, model, "static", ids, tmp_path)
+        assert head.activation == "static"
         # the head alone on inputs that clamp at both ends of quint8, against the fbgemm head
         x = torch.randn(5, 7, head.in_features) * 40
         torch.testing.assert_close(head(x), own.lm_head(x), rtol=1e-5, atol=1e-5)
