@@ -449,7 +449,7 @@ const maxInflight = 1
 
 // quantBuffers hold one tensor's quantized form; the pipeline reuses two sets.
 type quantBuffers struct {
-	in []byte // a streamed tensor's block of input
+	in []byte // a streamed tensor's block of input, when the reader cannot view it in place
 
 	data  []byte
 	scale []float32
