@@ -20,7 +20,8 @@ puts the checkpoint's sha256 in the log's cache (as any second run of a model fi
 
     python bench/runlog/bench_overhead.py CLI CHECKPOINT [REPS]
 
-Environment: BENCH_RUNLOG_PY_MB (size of the in-memory model, default: the checkpoint's size),
+Environment: BENCH_RUNLOG_ONLY (comma-separated entry points to measure, default all),
+BENCH_RUNLOG_PY_MB (size of the in-memory model, default: the checkpoint's size),
 OUT_DIR, MONOQUANT_HOME (default: a fresh temporary folder, never the user's log)."""
 
 import os
@@ -98,6 +99,8 @@ def run_memory(log):
 
 
 entries = [("cli", run_cli), ("file", run_file), ("memory", run_memory)]
+only = [x for x in os.environ.get("BENCH_RUNLOG_ONLY", "").split(",") if x]
+entries = [e for e in entries if not only or e[0] in only] or sys.exit(f"BENCH_RUNLOG_ONLY={only}: no such entry point (cli, file, memory)")
 cases = [(name, fn, log) for name, fn in entries for log in (True, False)]
 
 # The input's ctime must be older than the hash cache's racy window (2 s) before a logged run
@@ -117,13 +120,13 @@ for i in range(reps):
         res[(name, log)].append(fn(log))
 load1 = os.getloadavg()
 
-print(f"Run log overhead, {t0}: {reps} repetitions of 6 cases interleaved (order rotated each repetition)")
+print(f"Run log overhead, {t0}: {reps} repetitions of {len(cases)} cases interleaved (order rotated each repetition)")
 print(f"machine: {os.cpu_count()} cores; load average at start {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, "
       f"at end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
 print(f"file entry points: {ckpt} ({os.path.getsize(ckpt) / 1e9:.2f} GB) to INT8, outputs in {out_dir}")
 print(f"memory: monoquant.quantize of {layers} x Linear({n},{n}) F32 ({model_bytes / 1e9:.2f} GB) to INT8")
 print(f"first logged run (hashes the file once; later runs find it in the log's cache): "
-      + ", ".join(f"{name} {first[name][0]:.2f} s" for name, _ in entries[:2]))
+      + ", ".join(f"{name} {first[name][0]:.2f} s" for name, _ in entries if name != "memory"))
 print()
 print("| entry point | log off: wall / CPU (median) | log on: wall / CPU (median) | overhead, ratio of medians: wall / CPU | overhead, median of paired ratios: wall / CPU |")
 print("|---|---|---|---|---|")
