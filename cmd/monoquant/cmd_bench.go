@@ -29,7 +29,7 @@ so it measures what a file can tell.
 
 A candidate is a quantized checkpoint, a recipe (.json: quantized from the reference first, into
 a temporary file, not recorded in the run log) or run:ID (the output file of a run in the run
-log, checked against its recorded sha256). NAME= names it (default: the file's name without its extension; run:ID).
+log, checked against its recorded digest). NAME= names it (default: the file's name without its extension; run:ID).
 
 For every candidate:
   - its stored tensor bytes and file bytes;
@@ -190,12 +190,12 @@ func (a *benchArgs) runOutput(ctx context.Context, id string) (string, error) {
 	if r.Output.Path == "" {
 		return "", fail(exitInput, "run:%d wrote no file (an in-memory quantization or a search trial): give its recipe instead", n)
 	}
-	got, err := runlog.HashFile(r.Output.Path)
+	got, err := runlog.HashLike(r.Output.Path, r.Output)
 	if err != nil {
 		return "", wrapExit(exitInput, err, "run:%d's output", n)
 	}
-	if got.SHA256 != r.Output.SHA256 {
-		return "", fail(exitInput, "run:%d's output %s has changed since the run (sha256 %s, recorded %s)", n, r.Output.Path, got.SHA256, r.Output.SHA256)
+	if same, _ := runlog.SameContent(got, r.Output); !same {
+		return "", fail(exitInput, "run:%d's output %s has changed since the run (now %s, recorded %s)", n, r.Output.Path, got.Identity(), r.Output.Identity())
 	}
 	return r.Output.Path, nil
 }

@@ -27,13 +27,16 @@ SQLite tool opens it). 'quantize --no-log' or MONOQUANT_LOG=0 leaves a run out.
   runs list [--json] [--filter key=value]...   one line per run; keys as 'runs show --json' flattens
                                                them: entry_point, host, input, options.bits,
                                                options.spec.format, results.sqnr_db, metrics.NAME, ...
-  runs show ID [--json]                        everything recorded about one run
+  runs show ID [--json] [--sha256]             everything recorded about one run; files are
+                                               known by their XXH3-128 (xxhsum -H2), --sha256
+                                               adds their sha256 to the record (one read each,
+                                               checked against the recorded XXH3)
   runs compare ID ID... [--html out.html]      side by side: settings, sizes, SQNR per layer,
                                                metrics; differences marked with *. --html adds a
                                                size-versus-quality scatter with the Pareto front
   runs reproduce ID [--output OUT]             run the stored settings again through the same
-                                               pipeline after checking the input's sha256; says
-                                               "identical" when the output's sha256 matches
+                                               pipeline after checking the input's digest; says
+                                               "identical" when the output's digest matches
   runs metric ID NAME VALUE                    attach a metric measured later (e.g. accuracy)
   runs export --format csv|jsonl|mlflow DIR    csv and jsonl write DIR/runs.csv or DIR/runs.jsonl;
                                                mlflow writes MLflow's file store into DIR
@@ -52,6 +55,7 @@ Examples:
 
 type runsArgs struct {
 	asJSON       bool
+	sha256       bool
 	filters      listFlag
 	html, output string
 	format       *choiceFlag
@@ -62,6 +66,7 @@ type runsArgs struct {
 func setupRuns(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 	a := &runsArgs{format: newChoice("", "csv", "jsonl", "mlflow")}
 	fs.BoolVar(&a.asJSON, "json", false, "list, show, compare: print JSON")
+	fs.BoolVar(&a.sha256, "sha256", false, "show: compute the sha256 of the run's files and add it to the record")
 	fs.Var(&a.filters, "filter", "list, export: keep the runs whose `key=value` matches; repeatable (all must match)")
 	fs.StringVar(&a.html, "html", "", "compare: also write an HTML report with a size-versus-quality scatter to `file`")
 	fs.StringVar(&a.output, "output", "", "reproduce: keep the reproduced checkpoint at `file` (default: a temporary file, removed)")
@@ -227,6 +232,21 @@ func inputName(r *runlog.Run) string {
 	return "-"
 }
 
+// digests names a file's recorded digests: "xxh3 X, sha256 S"; a sha256 not computed yet says
+// how to get it.
+func digests(xxh3, sha string) string {
+	var d []string
+	if xxh3 != "" {
+		d = append(d, "xxh3 "+xxh3)
+	}
+	if sha != "" {
+		d = append(d, "sha256 "+sha)
+	} else {
+		d = append(d, "sha256 on request: runs show --sha256")
+	}
+	return strings.Join(d, ", ")
+}
+
 // jsonRuns makes runs JSON-safe (runlog.JSONSafe).
 func jsonRuns(runs []*runlog.Run) []*runlog.Run { return runlog.JSONSafe(runs) }
 
@@ -237,6 +257,11 @@ func runsShow(ctx context.Context, e *env, a *runsArgs, l *runlog.Log, args []st
 	r, err := getRun(ctx, l, args[0])
 	if err != nil {
 		return err
+	}
+	if a.sha256 {
+		if r, err = l.AddSHA256(ctx, r.ID); err != nil {
+			return wrapExit(exitInput, err, "")
+		}
 	}
 	if a.asJSON {
 		return writeJSON(e.stdout, jsonRuns([]*runlog.Run{r})[0])
@@ -251,19 +276,23 @@ func runsShow(ctx context.Context, e *env, a *runsArgs, l *runlog.Log, args []st
 	fmt.Fprintf(w, "Versions  %s\n", strings.Join(vs, ", "))
 	switch {
 	case r.Input.Path != "":
-		fmt.Fprintf(w, "Input     %s (%s, sha256 %s)\n", r.Input.Path, humanBytes(r.Input.Bytes), r.Input.SHA256)
+		fmt.Fprintf(w, "Input     %s (%s, %s)\n", r.Input.Path, humanBytes(r.Input.Bytes), digests(r.Input.XXH3, r.Input.SHA256))
 	case r.Input.SHA256 != "":
 		fmt.Fprintf(w, "Input     in memory (%s, state-dict fingerprint %s)\n", humanBytes(r.Input.Bytes), r.Input.SHA256)
 	default:
 		fmt.Fprintf(w, "Input     not recorded (a run known by its results)\n")
 	}
 	if r.Output.Path != "" {
-		fmt.Fprintf(w, "Output    %s (%s, sha256 %s)\n", r.Output.Path, humanBytes(r.Output.Bytes), r.Output.SHA256)
+		fmt.Fprintf(w, "Output    %s (%s, %s)\n", r.Output.Path, humanBytes(r.Output.Bytes), digests(r.Output.XXH3, r.Output.SHA256))
 	} else {
 		fmt.Fprintf(w, "Output    none written (in memory)\n")
 	}
 	if c := r.Calibration; c != nil {
-		fmt.Fprintf(w, "Calibration %s (%d batches, sha256 %s)\n", c.Path, c.Count, c.SHA256)
+		d := digests(c.XXH3, c.SHA256)
+		if c.Path == "" {
+			d = "fingerprint " + c.SHA256
+		}
+		fmt.Fprintf(w, "Calibration %s (%d batches, %s)\n", c.Path, c.Count, d)
 	}
 	fmt.Fprintf(w, "Peak RSS  %s\n\nSettings:\n", humanBytes(r.PeakRSS))
 	sf := runlog.SettingsFields(r.Settings)

@@ -43,7 +43,7 @@
 //	6    nothing to quantize: no tensor matches the selected layer types and skip patterns
 //	7    data cannot be quantized: NaN/Inf in a weight, calibration data that fits no layer
 //	8    the written output failed validation (it is removed)
-//	9    runs reproduce: the output's sha256 differs from the recorded run's
+//	9    runs reproduce: the output's digest differs from the recorded run's
 //	130  interrupted (SIGINT/SIGTERM); no output is left behind
 //
 // Every failure prints one line on stderr, "monoquant: <cause>", and never a Go stack trace.

@@ -105,7 +105,7 @@ func (w *outputWriter) Commit() error {
 }
 
 // Unwrap is the checkpoint's own writer (checkpoint.WrappedWriter): the run log asks it for the
-// output's sha256, computed while writing.
+// output's XXH3, computed while writing.
 func (w *outputWriter) Unwrap() checkpoint.Writer { return w.Writer }
 
 // createOutput returns the model.CreateFunc for a file target.

@@ -57,7 +57,7 @@ func TestWrappersKeepStreaming(t *testing.T) {
 }
 
 // The CLI's output writer keeps the checkpoint writer reachable, so the run log takes the
-// output's sha256 as it is written instead of reading the file again.
+// output's XXH3 as it is written instead of reading the file again.
 func TestOutputWriterKeepsTheDigest(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "o.safetensors")
 	w, err := createOutput(path)([]checkpoint.Entry{{Name: "a", DType: tensor.F32, Shape: []int{2}}}, nil)
@@ -66,15 +66,15 @@ func TestOutputWriterKeepsTheDigest(t *testing.T) {
 	}
 	defer w.Abort()
 	d := checkpoint.AsDigestWriter(w)
-	if d == nil || !d.HashSHA256() {
-		t.Fatalf("createOutput's writer %T offers no sha256 while writing", w)
+	if d == nil || !d.HashXXH3() {
+		t.Fatalf("createOutput's writer %T offers no digest while writing", w)
 	}
 	w.Write("a", make([]byte, 8))
 	if err := w.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	got, _ := d.SHA256()
-	if want, _ := runlog.HashFile(path); got == "" || got != want.SHA256 {
-		t.Errorf("sha256 while writing %q, of the file %q", got, want.SHA256)
+	got, _ := d.XXH3()
+	if want, _ := runlog.HashFile(path); got == "" || got != want.XXH3 {
+		t.Errorf("XXH3 while writing %q, of the file %q", got, want.XXH3)
 	}
 }

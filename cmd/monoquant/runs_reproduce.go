@@ -54,9 +54,9 @@ func runsReproduce(ctx context.Context, e *env, a *runsArgs, l *runlog.Log, args
 		newID = fmt.Sprintf(" (recorded as run %d)", res.NewRunID)
 	}
 	if res.Identical {
-		fmt.Fprintf(w, "identical: run %d reproduced%s; output sha256 %s\n", r.ID, newID, res.OutputSHA256)
+		fmt.Fprintf(w, "identical: run %d reproduced%s; output %s\n", r.ID, newID, res.OutputDigest)
 	} else {
-		fmt.Fprintf(w, "different: run %d reproduced%s, but the output sha256 is %s, recorded %s\n", r.ID, newID, res.OutputSHA256, res.RecordedSHA256)
+		fmt.Fprintf(w, "different: run %d reproduced%s, but the output is %s, recorded %s\n", r.ID, newID, res.OutputDigest, res.RecordedDigest)
 		for _, d := range res.Differences {
 			fmt.Fprintf(w, "  - %s\n", d)
 		}

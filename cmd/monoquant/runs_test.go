@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"math"
 	"os"
@@ -64,8 +66,9 @@ func TestRunsWorkflow(t *testing.T) {
 		t.Fatal(err)
 	}
 	out4, _ := runlog.HashFile(q4.Output)
-	if listed[1].Input.SHA256 != sum.SHA256 || listed[1].Output.SHA256 != out4.SHA256 || listed[1].Input.Path != in {
-		t.Errorf("run 2 input %+v output %+v; want the files' sha256 %s and %s", listed[1].Input, listed[1].Output, sum.SHA256, out4.SHA256)
+	if listed[1].Input.XXH3 != sum.XXH3 || listed[1].Output.XXH3 != out4.XXH3 || listed[1].Input.Path != in ||
+		listed[1].Input.SHA256 != "" || listed[1].Output.SHA256 != "" || sum.XXH3 == "" {
+		t.Errorf("run 2 input %+v output %+v; want the files' xxh3 %s and %s, no sha256", listed[1].Input, listed[1].Output, sum.XXH3, out4.XXH3)
 	}
 	if len(listed[1].Layers) != len(q4.Report.Tensors) || listed[1].PeakRSS <= 0 || listed[1].Results["sqnr_db"] != float64(q4.Report.SQNR) {
 		t.Errorf("run 2 layers %d (want %d), peak RSS %d, sqnr %v (want %v)", len(listed[1].Layers), len(q4.Report.Tensors),
@@ -78,10 +81,20 @@ func TestRunsWorkflow(t *testing.T) {
 	// metric, show, compare.
 	mustCLI(t, "runs", "metric", "2", "accuracy", "0.91")
 	show := mustCLI(t, "runs", "show", "2").stdout
-	for _, want := range []string{"Run 2 ", "accuracy", "0.91", sum.SHA256, "int4/per_group/asymmetric/g32", "options.bits"} {
+	for _, want := range []string{"Run 2 ", "accuracy", "0.91", "xxh3 " + sum.XXH3, "sha256 on request", "int4/per_group/asymmetric/g32", "options.bits"} {
 		if !strings.Contains(show, want) {
 			t.Errorf("runs show 2 lacks %q:\n%s", want, show)
 		}
+	}
+	// --sha256 adds the files' sha256 to the record, as sha256sum computes it
+	inSHA, outSHA := fileSHA256(t, in), fileSHA256(t, q4.Output)
+	if show := mustCLI(t, "runs", "show", "2", "--sha256").stdout; !strings.Contains(show, "sha256 "+inSHA) || !strings.Contains(show, "sha256 "+outSHA) {
+		t.Errorf("runs show 2 --sha256 lacks the input's %s or the output's %s:\n%s", inSHA, outSHA, show)
+	}
+	var shown runlog.Run
+	if err := json.Unmarshal([]byte(mustCLI(t, "runs", "show", "2", "--json").stdout), &shown); err != nil ||
+		shown.Input.SHA256 != inSHA || shown.Output.SHA256 != outSHA || shown.Output.XXH3 != out4.XXH3 {
+		t.Errorf("after --sha256 the record holds %+v %+v (%v); want sha256 %s and %s", shown.Input, shown.Output, err, inSHA, outSHA)
 	}
 	html := filepath.Join(dir, "cmp.html")
 	cmp := mustCLI(t, "runs", "compare", "1", "2", "--html", html).stdout
@@ -102,13 +115,13 @@ func TestRunsWorkflow(t *testing.T) {
 
 	// reproduce: identical, and recorded as a new run.
 	rep := mustCLI(t, "runs", "reproduce", "2", "--quiet").stdout
-	if !strings.HasPrefix(rep, "identical: run 2 reproduced (recorded as run 3); output sha256 "+out4.SHA256) {
+	if !strings.HasPrefix(rep, "identical: run 2 reproduced (recorded as run 3); output xxh3 "+out4.XXH3) {
 		t.Errorf("runs reproduce 2 = %q", rep)
 	}
 	keep := filepath.Join(dir, "again.safetensors")
 	mustCLI(t, "runs", "reproduce", "1", "--output", keep, "--quiet")
-	if h, _ := runlog.HashFile(keep); h.SHA256 != listed[0].Output.SHA256 {
-		t.Errorf("reproduce --output wrote sha256 %s, want %s", h.SHA256, listed[0].Output.SHA256)
+	if h, _ := runlog.HashFile(keep); h.XXH3 != listed[0].Output.XXH3 {
+		t.Errorf("reproduce --output wrote xxh3 %s, want %s", h.XXH3, listed[0].Output.XXH3)
 	}
 
 	// A changed input is refused before anything runs.
@@ -205,7 +218,7 @@ func TestRunsReproduceDifferent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Exec(`UPDATE runs SET output_sha256 = 'abc', config = replace(config, '"group_size":128', '"group_size":16')`); err != nil {
+	if _, err := db.Exec(`UPDATE runs SET output_xxh3 = 'abc', config = replace(config, '"group_size":128', '"group_size":16')`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.Exec(`UPDATE layers SET sqnr_db = 99 WHERE name = 'classifier.1.weight'`); err != nil {
@@ -216,7 +229,7 @@ func TestRunsReproduceDifferent(t *testing.T) {
 	if r.code != exitNotRepro || !strings.Contains(r.stderr, "run 1 did not reproduce byte for byte") {
 		t.Errorf("exit %d stderr %q, want %d and 'did not reproduce'", r.code, r.stderr, exitNotRepro)
 	}
-	for _, want := range []string{"different: run 1 reproduced (recorded as run 2)", "recorded abc",
+	for _, want := range []string{"different: run 1 reproduced (recorded as run 2)", "recorded xxh3 abc",
 		`resolved config {"bits":4`, `"group_size":16`, "tensor classifier.1.weight: SQNR", "99.000 dB recorded"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("runs reproduce stdout lacks %q:\n%s", want, r.stdout)
@@ -259,4 +272,14 @@ func TestRunsInMemoryAndTrials(t *testing.T) {
 		args := []string{"runs", "reproduce", id, "--quiet"}
 		assertOneLineError(t, args, runCLI(t, args...), exitInput, "cannot be reproduced from a file")
 	}
+}
+
+// fileSHA256 is the hex sha256 of a file, as sha256sum prints it.
+func fileSHA256(t *testing.T, path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
 }

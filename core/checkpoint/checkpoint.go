@@ -41,14 +41,15 @@ type Writer interface {
 	Abort() error
 }
 
-// DigestWriter is a Writer that can compute the sha256 of the file it writes while writing it
-// (the safetensors writer): HashSHA256 asks for it before the first tensor (false when too late),
-// SHA256 returns the hex digest and size of the committed file ("" otherwise). The run log
-// records an output's identity this way without reading the file again.
+// DigestWriter is a Writer that can compute the XXH3-128 of the file it writes while writing
+// it (the safetensors writer): HashXXH3 asks for it before the first tensor (false when too
+// late), XXH3 returns the digest (canonical hex, 32 digits, as `xxhsum -H2` prints it) and size
+// of the committed file ("" otherwise). The run log records an output's identity this way
+// without reading the file again.
 type DigestWriter interface {
 	Writer
-	HashSHA256() bool
-	SHA256() (string, int64)
+	HashXXH3() bool
+	XXH3() (string, int64)
 }
 
 // WrappedWriter is a Writer that adds to another (a caller's error marking): Unwrap returns it,

@@ -180,12 +180,12 @@ func (c *Conversion) Write(ctx context.Context, out string) (*Result, error) {
 	return c.write(ctx, out, create)
 }
 
-// digestOf is the sha256 and size a DigestWriter computed ("" for none).
+// digestOf is the XXH3 and size a DigestWriter computed ("" for none).
 func digestOf(d checkpoint.DigestWriter) (string, int64) {
 	if d == nil {
 		return "", 0
 	}
-	return d.SHA256()
+	return d.XXH3()
 }
 
 // recordedInput is what the run log records as the input: the model folder (all of its files
@@ -201,12 +201,12 @@ func (c *Conversion) recordedInput() string {
 func (c *Conversion) write(ctx context.Context, out string, create model.CreateFunc) (*Result, error) {
 	var digest checkpoint.DigestWriter
 	if c.rec != nil {
-		// the output's sha256 for the run log, computed while it is written (the writer's
-		// goroutine, beside the quantization) when the writer can: no second read of the file
+		// the output's identity (XXH3) for the run log, computed while it is written (the
+		// writer's goroutine, beside the quantization) when the writer can: no second read
 		inner := create
 		create = func(entries []checkpoint.Entry, md map[string]string) (checkpoint.Writer, error) {
 			w, err := inner(entries, md)
-			if d := checkpoint.AsDigestWriter(w); err == nil && d != nil && d.HashSHA256() {
+			if d := checkpoint.AsDigestWriter(w); err == nil && d != nil && d.HashXXH3() {
 				digest = d
 			}
 			return w, err
@@ -224,7 +224,7 @@ func (c *Conversion) write(ctx context.Context, out string, create model.CreateF
 	res := &Result{Plan: c.plan, Report: rep}
 	if c.rec != nil {
 		if sum, n := digestOf(digest); sum != "" {
-			c.rec.outHash = runlog.Hashed(runlog.FileRef{Path: out, SHA256: sum, Bytes: n})
+			c.rec.outHash = runlog.Hashed(runlog.FileRef{Path: out, XXH3: sum, Bytes: n})
 		} else {
 			c.rec.outHash = runlog.HashFileAsync(out) // beside the validation, which rereads it
 		}

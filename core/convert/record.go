@@ -98,7 +98,7 @@ func (r *recording) finish(ctx context.Context, c *Conversion, res *Result) {
 			fail(err)
 			return
 		}
-		rec.Calibration.Path, rec.Calibration.SHA256 = absPath(ref.Path), ref.SHA256
+		rec.Calibration.Path, rec.Calibration.SHA256, rec.Calibration.XXH3 = absPath(ref.Path), ref.SHA256, ref.XXH3
 		s.Calibration = rec.Calibration.Path
 	}
 	if err := rec.SetReport(s, c.plan, res.Report); err != nil {

@@ -9,11 +9,12 @@
 //	// res.Identical, or res.Differences says how the output differs
 //
 // The steps: the settings are decoded (a run recorded by a newer monoquant, with settings this
-// one does not know, is refused rather than half reproduced); the input's sha256 is checked
+// one does not know, is refused rather than half reproduced); the input's digest is checked
 // against the record, and the calibration file's for static runs (ErrInputChanged: nothing
 // runs); the stored settings — options, resolved recipe, output format, calibration file — go
 // through the same file pipeline as the first run (core/convert, output validated); the new
-// output's sha256 is compared with the recorded one.
+// output's digest is compared with the recorded one. The digest is the one the run recorded:
+// XXH3-128 (runlog.HashFile), or the sha256 of runs recorded before the log's schema 2.
 package reproduce
 
 import (
@@ -32,7 +33,7 @@ import (
 )
 
 // ErrInputChanged is wrapped by the error of a run whose input (or calibration file) no longer
-// has the sha256 recorded: nothing is run.
+// has the digest recorded: nothing is run.
 var ErrInputChanged = errors.New("changed since the run")
 
 // ErrNotReproducible is wrapped by the error of a run that has no input file to run again: an
@@ -55,10 +56,13 @@ type Options struct {
 
 // Result is what a reproduction found.
 type Result struct {
-	Run            int64  `json:"run_id"`          // the run reproduced
-	Identical      bool   `json:"identical"`       // the output's sha256 is the recorded one
-	OutputSHA256   string `json:"output_sha256"`   // of the reproduction
-	RecordedSHA256 string `json:"recorded_sha256"` // of the run's output, as recorded
+	Run       int64 `json:"run_id"`    // the run reproduced
+	Identical bool  `json:"identical"` // the output's digest is the recorded one
+	// OutputDigest is the reproduction's, RecordedDigest the run's output's as recorded, each
+	// named by its algorithm: "xxh3 <32 hex digits>" (or "sha256 <64 hex digits>" for a run
+	// recorded before XXH3).
+	OutputDigest   string `json:"output_digest"`
+	RecordedDigest string `json:"recorded_digest"`
 	// Output is the reproduced file when Options.Output kept it ("" when it was removed).
 	Output string `json:"output,omitempty"`
 	// Differences says how a non-identical output differs (empty when identical): the
@@ -77,18 +81,18 @@ type Result struct {
 // or its input changed (ErrInputChanged); a quantization error is returned as convert returns
 // it. A reproduction whose bytes differ is not an error: Result.Identical is false.
 func Run(ctx context.Context, r *runlog.Run, o Options) (*Result, error) {
-	if r.Input.Path == "" || r.Output.SHA256 == "" {
+	if r.Input.Path == "" || r.Output.Identity() == "" {
 		return nil, fmt.Errorf("run %d (entry point %s): %w: it recorded no input file and output (an in-memory or search run; quantize the same model again with its recipe)", r.ID, r.EntryPoint, ErrNotReproducible)
 	}
 	s, err := runlog.DecodeSettings(r.Settings)
 	if err != nil {
 		return nil, fmt.Errorf("run %d: %w", r.ID, err)
 	}
-	if err := checkHash("input", r.Input.Path, r.Input.SHA256, r.ID); err != nil {
+	if err := checkHash("input", r.Input.Path, r.Input, r.ID); err != nil {
 		return nil, err
 	}
-	if s.Calibration != "" && r.Calibration != nil && r.Calibration.SHA256 != "" {
-		if err := checkHash("calibration file", s.Calibration, r.Calibration.SHA256, r.ID); err != nil {
+	if c := r.Calibration; s.Calibration != "" && c != nil && (c.SHA256 != "" || c.XXH3 != "") {
+		if err := checkHash("calibration file", s.Calibration, runlog.FileRef{SHA256: c.SHA256, XXH3: c.XXH3}, r.ID); err != nil {
 			return nil, err
 		}
 	}
@@ -124,29 +128,36 @@ func Run(ctx context.Context, r *runlog.Run, o Options) (*Result, error) {
 		// a folder's run records its weights (the file, or the index and its shards) as the output
 		hashed = filepath.Join(out, filepath.Base(r.Output.Path))
 	}
-	got, err := runlog.HashFile(hashed)
+	got, err := runlog.HashLike(hashed, r.Output)
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Run: r.ID, OutputSHA256: got.SHA256, RecordedSHA256: r.Output.SHA256, Differences: []string{},
+	if r.Output.XXH3 == "" {
+		got.XXH3 = "" // named by the digest compared
+	}
+	res := &Result{Run: r.ID, OutputDigest: got.Identity(), RecordedDigest: r.Output.Identity(), Differences: []string{},
 		NewRunID: done.RunID, LogWarning: done.LogWarning, Report: done.Report}
 	if o.Output != "" {
 		res.Output = out
 	}
-	res.Identical = got.SHA256 == r.Output.SHA256
+	res.Identical, _ = runlog.SameContent(got, r.Output)
 	if !res.Identical {
 		res.Differences = Differences(r, model.PlanConfig(done.Plan), done.Report)
 	}
 	return res, nil
 }
 
-func checkHash(what, path, want string, id int64) error {
-	ref, err := runlog.HashFile(path)
+// checkHash checks that path holds the content want records (by the digest it has).
+func checkHash(what, path string, want runlog.FileRef, id int64) error {
+	ref, err := runlog.HashLike(path, want)
 	if err != nil {
 		return fmt.Errorf("run %d: %s: %w", id, what, err)
 	}
-	if ref.SHA256 != want {
-		return fmt.Errorf("run %d: %s %s %w (sha256 %s, recorded %s): nothing reproduced", id, what, path, ErrInputChanged, ref.SHA256, want)
+	if want.XXH3 == "" {
+		ref.XXH3 = "" // named by the digest compared
+	}
+	if same, _ := runlog.SameContent(ref, want); !same {
+		return fmt.Errorf("run %d: %s %s %w (%s, recorded %s): nothing reproduced", id, what, path, ErrInputChanged, ref.Identity(), want.Identity())
 	}
 	return nil
 }

@@ -57,14 +57,14 @@ func TestIdenticalAndRecorded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !res.Identical || res.OutputSHA256 != r.Output.SHA256 || len(res.Differences) != 0 {
-			t.Errorf("Run(%+v) = identical %v, sha %s (recorded %s), differences %q; want identical", opts, res.Identical, res.OutputSHA256, r.Output.SHA256, res.Differences)
+		if !res.Identical || res.OutputDigest != "xxh3 "+r.Output.XXH3 || res.RecordedDigest != res.OutputDigest || len(res.Differences) != 0 {
+			t.Errorf("Run(%+v) = identical %v, digest %s (recorded %s), differences %q; want identical", opts, res.Identical, res.OutputDigest, r.Output.XXH3, res.Differences)
 		}
-		if h, _ := runlog.HashFile(keep); h.SHA256 != r.Output.SHA256 || res.Output != keep {
-			t.Errorf("kept output %s sha256 %s, want %s", res.Output, h.SHA256, r.Output.SHA256)
+		if h, _ := runlog.HashFile(keep); h.XXH3 == "" || h.XXH3 != r.Output.XXH3 || res.Output != keep {
+			t.Errorf("kept output %s xxh3 %s, want %s", res.Output, h.XXH3, r.Output.XXH3)
 		}
 		again, err := l.Get(context.Background(), res.NewRunID)
-		if err != nil || res.NewRunID != 2 || again.Output.SHA256 != r.Output.SHA256 || string(again.Settings) != string(r.Settings) {
+		if err != nil || res.NewRunID != 2 || again.Output.XXH3 != r.Output.XXH3 || string(again.Settings) != string(r.Settings) {
 			t.Errorf("the reproduction as run %d: %v; want run 2 with the same settings and output hash", res.NewRunID, err)
 		}
 	}
@@ -72,7 +72,7 @@ func TestIdenticalAndRecorded(t *testing.T) {
 
 func TestDifferentSaysWhat(t *testing.T) {
 	_, r, _ := record(t, plan.Options{})
-	r.Output.SHA256 = strings.Repeat("0", 64)
+	r.Output.XXH3 = strings.Repeat("0", 32)
 	r.Layers[0].SQNR += 1
 	r.Versions["monoquant"] = "0.0.1"
 	res, err := Run(context.Background(), r, Options{})
@@ -83,6 +83,37 @@ func TestDifferentSaysWhat(t *testing.T) {
 	if res.Identical || res.NewRunID != 0 || res.Output != "" || !strings.Contains(d, "monoquant version: recorded 0.0.1") ||
 		!strings.Contains(d, "tensor "+r.Layers[0].Name+": SQNR") {
 		t.Errorf("Run of a tampered record: identical %v, new run %d, output %q, differences:\n%s", res.Identical, res.NewRunID, res.Output, d)
+	}
+}
+
+// A run recorded before the log knew XXH3 has only sha256s: its input is checked and its output
+// compared by sha256, and a tampered one is found different.
+func TestRunRecordedBySHA256(t *testing.T) {
+	_, r, _ := record(t, plan.Options{})
+	in, err := runlog.HashFileSHA256(r.Input.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep := filepath.Join(t.TempDir(), "first.safetensors")
+	first, err := Run(context.Background(), r, Options{Output: keep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := runlog.HashFileSHA256(first.Output)
+	old := *r
+	old.Input = runlog.FileRef{Path: r.Input.Path, SHA256: in.SHA256, Bytes: in.Bytes}
+	old.Output = runlog.FileRef{Path: r.Output.Path, SHA256: out.SHA256, Bytes: out.Bytes}
+	res, err := Run(context.Background(), &old, Options{})
+	if err != nil || !res.Identical || res.OutputDigest != "sha256 "+out.SHA256 || res.RecordedDigest != res.OutputDigest {
+		t.Fatalf("Run(sha256 record) = %+v, %v; want identical by sha256 %s", res, err, out.SHA256)
+	}
+	old.Output.SHA256 = strings.Repeat("0", 64)
+	if res, err := Run(context.Background(), &old, Options{}); err != nil || res.Identical {
+		t.Errorf("Run(tampered sha256 record) = %+v, %v; want different", res, err)
+	}
+	old.Input.SHA256 = strings.Repeat("1", 64)
+	if _, err := Run(context.Background(), &old, Options{}); !errors.Is(err, ErrInputChanged) || !strings.Contains(err.Error(), "sha256 "+in.SHA256) {
+		t.Errorf("Run(record with another input sha256) = %v; want ErrInputChanged giving the file's sha256", err)
 	}
 }
 
@@ -145,7 +176,7 @@ func TestShardedFolder(t *testing.T) {
 		t.Fatalf("recorded input %+v output %+v; want the folder %s and the output index %s with their shards' identities", r.Input, r.Output, whole.SHA256, out.SHA256)
 	}
 	got, err := Run(ctx, r, Options{})
-	if err != nil || !got.Identical || got.OutputSHA256 != r.Output.SHA256 {
+	if err != nil || !got.Identical || got.OutputDigest != "xxh3 "+r.Output.XXH3 {
 		t.Fatalf("Run(folder run) = %+v, %v; want identical", got, err)
 	}
 	shard := filepath.Join(in, "model-00002-of-00003.safetensors")

@@ -46,9 +46,9 @@ func Compare(runs []*Run) *Comparison {
 		c.IDs = append(c.IDs, r.ID)
 		settings[i] = SettingsFields(r.Settings)
 		settings[i]["input"] = r.Input.Path
-		settings[i]["input_sha256"] = short(r.Input.SHA256)
-		// Six significant digits and the hash's first 16: what tells runs apart on a screen.
-		results[i] = map[string]string{"output_bytes": formatFloat(float64(r.Output.Bytes)), "output_sha256": short(r.Output.SHA256)}
+		settings[i]["input_digest"] = shortID(r.Input)
+		// Six significant digits and the digest's first 16: what tells runs apart on a screen.
+		results[i] = map[string]string{"output_bytes": formatFloat(float64(r.Output.Bytes)), "output_digest": shortID(r.Output)}
 		for k, v := range r.Results {
 			results[i][k] = formatShort(v)
 		}
@@ -136,6 +136,15 @@ func dominates(a, b []float64) bool {
 		}
 	}
 	return better
+}
+
+// shortID is a file's identity (FileRef.Identity) with the digest cut to 16 hex digits.
+func shortID(f FileRef) string {
+	alg, h, ok := strings.Cut(f.Identity(), " ")
+	if !ok {
+		return ""
+	}
+	return alg + " " + short(h)
 }
 
 func short(h string) string {

@@ -149,12 +149,16 @@ func WriteMLflow(dir string, runs []*Run) error {
 			"mlflow.runName": fmt.Sprintf("run-%d", r.ID), "mlflow.source.name": "monoquant " + r.EntryPoint,
 			"monoquant.run_id": strconv.FormatInt(r.ID, 10), "monoquant.host": r.Host, "monoquant.entry_point": r.EntryPoint,
 			"monoquant.input_sha256": r.Input.SHA256, "monoquant.output_sha256": r.Output.SHA256,
+			"monoquant.input_xxh3": r.Input.XXH3, "monoquant.output_xxh3": r.Output.XXH3,
 			"monoquant.warnings": strings.Join(r.Warnings, "\n"),
 		}
 		for k, v := range r.Versions {
 			tags["monoquant.version."+k] = v
 		}
 		for k, v := range tags {
+			if v == "" && (strings.HasSuffix(k, "_sha256") || strings.HasSuffix(k, "_xxh3")) {
+				continue // a digest not computed (a file's sha256 until runs show --sha256)
+			}
 			if err := writeNested(filepath.Join(rd, "tags"), k, v); err != nil {
 				return err
 			}

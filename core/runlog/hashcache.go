@@ -21,7 +21,7 @@ type fileID struct {
 // git's index has the same rule ("racy git").
 var racyWindow = 2 * time.Second
 
-// HashInputAsync returns the sha256 of an input file: from the run log's cache when the file
+// HashInputAsync returns the identity (HashFile: XXH3-128) of an input file: from the run log's cache when the file
 // is the one hashed before (same device, inode, size, mtime and ctime), else hashed in the
 // background; Record then stores the new hash. logPath "" is DefaultPath. A log that cannot be
 // read only means the file is hashed. A sharded checkpoint's index or a model folder gets the
@@ -56,9 +56,9 @@ func HashInputAsync(ctx context.Context, logPath, path string) *Hashing {
 		for i := range files {
 			n += ids[i].size
 		}
-		h.ref = FileRef{Path: abs, SHA256: sums[0], Bytes: n}
+		h.ref = FileRef{Path: abs, XXH3: sums[0], Bytes: n}
 		if names != nil {
-			h.ref.SHA256 = combine(names, sums)
+			h.ref.XXH3 = combine(names, sums)
 		}
 	}
 	if !slices.Contains(sums, "") {
@@ -72,12 +72,12 @@ func HashInputAsync(ctx context.Context, logPath, path string) *Hashing {
 			if sums[i] != "" {
 				continue
 			}
-			ref, err := hashOne(f)
+			ref, err := hashOne(ctx, f, false)
 			if err != nil {
 				h.ref, h.err = FileRef{Path: abs}, err
 				return
 			}
-			sums[i] = ref.SHA256
+			sums[i] = ref.XXH3
 			if !oks[i] {
 				ids[i].size = ref.Bytes
 				continue
@@ -97,7 +97,7 @@ type cachedFile struct {
 	id  fileID
 }
 
-// cachedHashes looks files up in the log's hash cache (one open of the log): the cached sha256
+// cachedHashes looks files up in the log's hash cache (one open of the log): the cached XXH3
 // of each file whose identity matches (oks[i]: its stat worked), "" for the others.
 func cachedHashes(ctx context.Context, logPath string, files []string, ids []fileID, oks []bool) []string {
 	sums := make([]string, len(files))
@@ -126,21 +126,29 @@ func cachedHashes(ctx context.Context, logPath string, files []string, ids []fil
 		}
 		id := ids[i]
 		var sum string
-		if l.db.QueryRowContext(ctx, `SELECT sha256 FROM file_hashes WHERE path = ? AND dev = ? AND ino = ? AND size = ?
-			AND mtime_ns = ? AND ctime_ns = ?`, f, id.dev, id.ino, id.size, id.mtime, id.ctime).Scan(&sum) == nil {
+		if l.db.QueryRowContext(ctx, `SELECT xxh3 FROM file_hashes WHERE path = ? AND dev = ? AND ino = ? AND size = ?
+			AND mtime_ns = ? AND ctime_ns = ? AND xxh3 != ''`, f, id.dev, id.ino, id.size, id.mtime, id.ctime).Scan(&sum) == nil {
 			sums[i] = sum
 		}
 	}
 	return sums
 }
 
+// storeHash remembers a file's digests by its identity; a digest not given ("") keeps the one
+// cached for the same unchanged file.
 func storeHash(ctx context.Context, tx *sql.Tx, ref FileRef, id fileID) error {
-	if ref.SHA256 == "" {
+	if ref.SHA256 == "" && ref.XXH3 == "" {
 		return nil
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO file_hashes (path, dev, ino, size, mtime_ns, ctime_ns, sha256) VALUES (?,?,?,?,?,?,?)
-		ON CONFLICT (path) DO UPDATE SET dev = excluded.dev, ino = excluded.ino, size = excluded.size,
-		mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns, sha256 = excluded.sha256`,
-		ref.Path, id.dev, id.ino, id.size, id.mtime, id.ctime, ref.SHA256)
+	_, err := tx.ExecContext(ctx, `INSERT INTO file_hashes (path, dev, ino, size, mtime_ns, ctime_ns, sha256, xxh3) VALUES (?,?,?,?,?,?,?,?)
+		ON CONFLICT (path) DO UPDATE SET
+		sha256 = CASE WHEN excluded.sha256 != '' THEN excluded.sha256 WHEN `+sameFile+` THEN file_hashes.sha256 ELSE '' END,
+		xxh3 = CASE WHEN excluded.xxh3 != '' THEN excluded.xxh3 WHEN `+sameFile+` THEN file_hashes.xxh3 ELSE '' END,
+		dev = excluded.dev, ino = excluded.ino, size = excluded.size, mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns`,
+		ref.Path, id.dev, id.ino, id.size, id.mtime, id.ctime, ref.SHA256, ref.XXH3)
 	return err
 }
+
+// sameFile: the cached row is the file being stored, unchanged (SQL, in an upsert).
+const sameFile = `file_hashes.dev = excluded.dev AND file_hashes.ino = excluded.ino AND file_hashes.size = excluded.size
+		AND file_hashes.mtime_ns = excluded.mtime_ns AND file_hashes.ctime_ns = excluded.ctime_ns`

@@ -39,15 +39,15 @@ func TestHashInputCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	marker := strings.Repeat("f", 64)
-	if res, err := l.db.Exec(`UPDATE file_hashes SET sha256 = ? WHERE path = ?`, marker, in); err != nil {
+	marker := strings.Repeat("f", 32)
+	if res, err := l.db.Exec(`UPDATE file_hashes SET xxh3 = ? WHERE path = ?`, marker, in); err != nil {
 		t.Fatal(err)
 	} else if n, _ := res.RowsAffected(); n != 1 {
 		t.Fatalf("%d cached hashes for %s, want 1", n, in)
 	}
 	l.Close()
-	if ref, _ := HashInputAsync(ctx, logPath, in).Wait(); ref.SHA256 != marker {
-		t.Errorf("unchanged file: sha256 %s, want the cached %s", ref.SHA256, marker)
+	if ref, _ := HashInputAsync(ctx, logPath, in).Wait(); ref.XXH3 != marker {
+		t.Errorf("unchanged file: xxh3 %s, want the cached %s", ref.XXH3, marker)
 	}
 	// Any write makes it another file: hashed again, even with the same size and mtime.
 	st, _ := os.Stat(in)
@@ -55,8 +55,8 @@ func TestHashInputCache(t *testing.T) {
 	os.WriteFile(in, []byte("weights v2"), 0o644)
 	os.Chtimes(in, st.ModTime(), st.ModTime())
 	want2, _ := HashFile(in)
-	if ref, _ := HashInputAsync(ctx, logPath, in).Wait(); ref.SHA256 != want2.SHA256 || ref.SHA256 == marker {
-		t.Errorf("rewritten file: sha256 %s, want %s", ref.SHA256, want2.SHA256)
+	if ref, _ := HashInputAsync(ctx, logPath, in).Wait(); ref.XXH3 != want2.XXH3 || ref.XXH3 == marker {
+		t.Errorf("rewritten file: xxh3 %s, want %s", ref.XXH3, want2.XXH3)
 	}
 }
 

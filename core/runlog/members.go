@@ -17,7 +17,7 @@ import (
 const maxIndexBytes = 256 << 20
 
 // members lists the files whose content is a checkpoint's identity, by name relative to base:
-// nil for a single file (its own sha256 is the identity); for a sharded checkpoint's index
+// nil for a single file (its own digest is the identity); for a sharded checkpoint's index
 // (*.index.json), the index and every shard its weight_map names; for a model folder, every
 // regular file in it (weights, shards, index, config.json and the rest the conversion copies).
 func members(path string) (base string, names []string, err error) {
@@ -63,9 +63,10 @@ func members(path string) (base string, names []string, err error) {
 	return filepath.Dir(path), slices.Compact(names), nil
 }
 
-// combine is the identity of a multi-file checkpoint from its members' sha256s: the sha256 of
-// the lines "<name>\t<sha256 of the file>\n", one per member sorted by name (names relative
-// to the folder, or to the index's folder), so that `sha256sum` of the members can check it.
+// combine is the identity of a multi-file checkpoint from its members' digests (XXH3-128 or
+// sha256): the sha256 of the lines "<name>\t<digest of the file>\n", one per member sorted by
+// name (names relative to the folder, or to the index's folder), so that `xxhsum -H2` or
+// `sha256sum` of the members can check it.
 func combine(names, sums []string) string {
 	h := sha256.New()
 	for i, n := range names {

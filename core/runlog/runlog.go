@@ -61,19 +61,54 @@ func EnabledEnv(getenv func(string) string) bool {
 	return true
 }
 
-// FileRef names a file and its content.
+// FileRef names a file and its content. A file's identity is recorded as its XXH3 (HashFile:
+// fast enough to cost a quantization nothing); its sha256 is added on request (HashFileSHA256,
+// Log.AddSHA256) and was the identity of runs recorded before schema version 2. SameContent
+// compares two FileRefs by whichever digest both have.
 type FileRef struct {
-	Path   string `json:"path"`
-	SHA256 string `json:"sha256"` // hex; for in-memory inputs, the caller's state-dict fingerprint
-	Bytes  int64  `json:"bytes"`
+	Path string `json:"path"`
+	// SHA256 is the hex sha256 of the file (or, for several files, of the lines naming each
+	// file's sha256: HashFile); "" until asked for. For in-memory inputs it is the caller's
+	// state-dict fingerprint (StateDictFingerprint), and Path is "".
+	SHA256 string `json:"sha256"`
+	// XXH3 is the file's XXH3-128 in xxHash's canonical form, 32 hex digits as `xxhsum -H2`
+	// prints them (or, for several files, the sha256 of the lines naming each file's XXH3-128).
+	XXH3  string `json:"xxh3,omitempty"`
+	Bytes int64  `json:"bytes"`
+}
+
+// SameContent reports whether a and b name the same content, by the XXH3 when both have one,
+// else by the sha256; comparable is false when they share no digest.
+func SameContent(a, b FileRef) (same, comparable bool) {
+	switch {
+	case a.XXH3 != "" && b.XXH3 != "":
+		return a.XXH3 == b.XXH3, true
+	case a.SHA256 != "" && b.SHA256 != "":
+		return a.SHA256 == b.SHA256, true
+	}
+	return false, false
+}
+
+// Identity is the digest SameContent would compare, named: "xxh3 HEX" or "sha256 HEX" ("" for none).
+func (f FileRef) Identity() string {
+	switch {
+	case f.XXH3 != "":
+		return "xxh3 " + f.XXH3
+	case f.SHA256 != "":
+		return "sha256 " + f.SHA256
+	}
+	return ""
 }
 
 // Calibration identifies the calibration data of a static run.
 type Calibration struct {
-	Path   string  `json:"path,omitempty"`
+	Path string `json:"path,omitempty"`
+	// SHA256: of a calibration file, "" until asked for (Log.AddSHA256); of in-memory batches,
+	// their fingerprint (CalibrationHash).
 	SHA256 string  `json:"sha256,omitempty"`
-	Count  int     `json:"count"`  // batches
-	Shapes [][]int `json:"shapes"` // one per batch, in the order they were given (bounded: see MaxShapes)
+	XXH3   string  `json:"xxh3,omitempty"` // of a calibration file (HashFile)
+	Count  int     `json:"count"`          // batches
+	Shapes [][]int `json:"shapes"`         // one per batch, in the order they were given (bounded: see MaxShapes)
 }
 
 // MaxShapes bounds the shapes kept in a Calibration fingerprint: the count and hash still cover all.
@@ -272,11 +307,12 @@ func (l *Log) Record(ctx context.Context, run *Run) (int64, error) {
 		defer tx.Rollback()
 		res, err := tx.ExecContext(ctx, `INSERT INTO runs (uuid, started, duration_ms, host, versions, entry_point,
 			settings, config, input_path, input_sha256, input_bytes, output_path, output_sha256, output_bytes,
-			calibration, results, warnings, peak_rss) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+			calibration, results, warnings, peak_rss, input_xxh3, output_xxh3) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 			run.UUID, run.Started.UTC().Format(time.RFC3339Nano), float64(run.Duration)/1e6, run.Host,
 			jsonText(orEmptyMap(run.Versions)), run.EntryPoint, rawOrNull(run.Settings), rawOrNull(run.Config),
 			run.Input.Path, run.Input.SHA256, run.Input.Bytes, run.Output.Path, run.Output.SHA256, run.Output.Bytes,
-			jsonText(run.Calibration), jsonText(finiteMap(run.Results)), jsonText(orEmpty(run.Warnings)), run.PeakRSS)
+			jsonText(run.Calibration), jsonText(finiteMap(run.Results)), jsonText(orEmpty(run.Warnings)), run.PeakRSS,
+			run.Input.XXH3, run.Output.XXH3)
 		if err != nil {
 			return err
 		}
@@ -418,7 +454,7 @@ func (l *Log) List(ctx context.Context, filters map[string]string) ([]*Run, erro
 func (l *Log) query(ctx context.Context, where string, args ...any) ([]*Run, error) {
 	rows, err := l.db.QueryContext(ctx, `SELECT id, uuid, started, duration_ms, host, versions, entry_point, settings,
 		config, input_path, input_sha256, input_bytes, output_path, output_sha256, output_bytes, calibration, results,
-		warnings, peak_rss FROM runs `+where+` ORDER BY id`, args...)
+		warnings, peak_rss, input_xxh3, output_xxh3 FROM runs `+where+` ORDER BY id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("run log %s: %w", l.path, err)
 	}
@@ -431,7 +467,7 @@ func (l *Log) query(ctx context.Context, where string, args ...any) ([]*Run, err
 		var durMS float64
 		if err := rows.Scan(&r.ID, &r.UUID, &started, &durMS, &r.Host, &versions, &r.EntryPoint, &settings, &config,
 			&r.Input.Path, &r.Input.SHA256, &r.Input.Bytes, &r.Output.Path, &r.Output.SHA256, &r.Output.Bytes,
-			&calib, &results, &warnings, &r.PeakRSS); err != nil {
+			&calib, &results, &warnings, &r.PeakRSS, &r.Input.XXH3, &r.Output.XXH3); err != nil {
 			return nil, fmt.Errorf("run log %s: %w", l.path, err)
 		}
 		r.Started, _ = time.Parse(time.RFC3339Nano, started)

@@ -32,8 +32,8 @@ func sampleRun(t testing.TB, bits int, size int64, sqnr float64) *Run {
 	}
 	r.Settings = raw
 	r.Config = []byte(`{"format_version":1}`)
-	r.Input = FileRef{Path: "/data/in.pt", SHA256: strings.Repeat("a", 64), Bytes: 1000}
-	r.Output = FileRef{Path: "/data/out.safetensors", SHA256: strings.Repeat("b", 64), Bytes: size}
+	r.Input = FileRef{Path: "/data/in.pt", SHA256: strings.Repeat("a", 64), XXH3: strings.Repeat("e", 32), Bytes: 1000}
+	r.Output = FileRef{Path: "/data/out.safetensors", XXH3: strings.Repeat("b", 32), Bytes: size}
 	r.Calibration = &Calibration{Path: "/data/acts.pt", SHA256: strings.Repeat("c", 64), Count: 2, Shapes: [][]int{{4, 8}, {4, 8}}}
 	r.Layers = []Layer{
 		{Name: "fc.weight", Layer: "fc", LayerType: "linear", Format: "int8", Kernel: "int8/per_channel/asymmetric", SQNR: sqnr, BytesBefore: 400, BytesAfter: 110},

@@ -62,6 +62,12 @@ var migrations = []string{
 		ctime_ns INTEGER NOT NULL,
 		sha256   TEXT NOT NULL
 	);`,
+	// 1 → 2: files are identified by their XXH3-128 when recorded (sha256 on request): runs
+	// keep both digests of their input and output (a digest not known is ''), and the hash
+	// cache keeps the XXH3 beside the sha256.
+	`ALTER TABLE runs ADD COLUMN input_xxh3 TEXT NOT NULL DEFAULT '';
+	ALTER TABLE runs ADD COLUMN output_xxh3 TEXT NOT NULL DEFAULT '';
+	ALTER TABLE file_hashes ADD COLUMN xxh3 TEXT NOT NULL DEFAULT '';`,
 }
 
 // SchemaVersion is the schema version this package writes.

@@ -81,7 +81,9 @@ func TestSchemaFixtures(t *testing.T) {
 			}
 			for i, r := range runs {
 				if r.Quality() != want[i].Quality() || r.Output.Bytes != want[i].Output.Bytes || len(r.Layers) != 2 ||
-					r.Metrics["accuracy"] != want[i].Metrics["accuracy"] || r.Input.SHA256 != want[i].Input.SHA256 {
+					r.Metrics["accuracy"] != want[i].Metrics["accuracy"] || r.Input.SHA256 != want[i].Input.SHA256 ||
+					(v >= 2 && (r.Input.XXH3 != want[i].Input.XXH3 || r.Output.XXH3 != want[i].Output.XXH3)) ||
+					(v < 2 && (r.Input.XXH3 != "" || r.Output.XXH3 != "")) {
 					t.Errorf("run %d after migrating from v%d = %+v", r.ID, v, r)
 				}
 				if _, err := DecodeSettings(r.Settings); err != nil {

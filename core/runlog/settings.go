@@ -55,13 +55,15 @@ func DecodeSettings(raw json.RawMessage) (Settings, error) {
 }
 
 // Fields flattens a run into key → text, the keys `runs list --filter` and `runs compare`
-// use: id, entry_point, host, input, input_sha256, output, output_sha256, versions.*, the
+// use: id, entry_point, host, input, input_xxh3, input_sha256, output, output_xxh3, output_sha256,
+// versions.*, the
 // settings ("options.bits", "options.spec.format", …, enums by name), results.* and metrics.*.
 func Fields(r *Run) map[string]string {
 	f := map[string]string{
 		"id": strconv.FormatInt(r.ID, 10), "uuid": r.UUID, "entry_point": r.EntryPoint, "host": r.Host,
 		"started": r.Started.UTC().Format("2006-01-02T15:04:05Z"),
 		"input":   r.Input.Path, "input_sha256": r.Input.SHA256, "output": r.Output.Path, "output_sha256": r.Output.SHA256,
+		"input_xxh3": r.Input.XXH3, "output_xxh3": r.Output.XXH3,
 	}
 	for k, v := range r.Versions {
 		f["versions."+k] = v

@@ -141,9 +141,9 @@ int main(void) {
     /* show, metric */
     char sha[80], insha[80];
     JSON(mq_run_show_json(NULL, 1, buf, sizeof buf, &len_));
-    str_field(strstr(buf, "\"output\""), "sha256", sha, sizeof sha);
-    str_field(strstr(buf, "\"input\""), "sha256", insha, sizeof insha);
-    CHECK(strlen(sha) == 64 && strlen(insha) == 64, "run 1 hashes: %s %s", sha, insha);
+    str_field(strstr(buf, "\"output\""), "xxh3", sha, sizeof sha);
+    str_field(strstr(buf, "\"input\""), "xxh3", insha, sizeof insha);
+    CHECK(strlen(sha) == 32 && strlen(insha) == 32, "run 1 digests (XXH3-128): %s %s", sha, insha);
     CHECK_RC(mq_run_show_json(NULL, 99, buf, sizeof buf, &len), MQ_EINVAL);
     CHECK(strstr(mq_last_error(), "run 99") != NULL, "error: %s", mq_last_error());
     CHECK_RC(mq_run_log_metric(NULL, 1, "accuracy", 0.91), MQ_OK);
@@ -167,10 +167,11 @@ int main(void) {
     lo.entry_point = "c.reproduce";
     CHECK_RC(mq_run_reproduce(&lo, 1, again, NULL, NULL, &rep), MQ_OK);
     CHECK_RC(mq_report_json(rep, buf, sizeof buf, &len), MQ_OK);
-    char got[80];
-    str_field(buf, "output_sha256", got, sizeof got);
-    CHECK(strstr(buf, "\"identical\":true") && strcmp(got, sha) == 0 && int_field(buf, "new_run_id") == 3,
-          "reproduce 1: %.300s (recorded sha256 %s)", buf, sha);
+    char got[80], want[90];
+    str_field(buf, "output_digest", got, sizeof got);
+    snprintf(want, sizeof want, "xxh3 %s", sha);
+    CHECK(strstr(buf, "\"identical\":true") && strcmp(got, want) == 0 && int_field(buf, "new_run_id") == 3,
+          "reproduce 1: %.300s (recorded xxh3 %s)", buf, sha);
     mq_report_free(rep);
     JSON(mq_run_show_json(NULL, 3, buf, sizeof buf, &len_));
     CHECK(strstr(buf, "\"entry_point\":\"c.reproduce\"") != NULL, "reproduction's run: %.200s", buf);

@@ -52,7 +52,8 @@ def test_mlflow_reads_the_export(tmp_path, logged, monkeypatch):
         assert m.data.metrics["total_bytes_after"] == r["results"]["total_bytes_after"]
         for layer in r["layers"]:
             assert m.data.metrics["layer_sqnr_db/" + layer["name"]] == pytest.approx(layer["sqnr_db"])
-        assert m.data.tags["monoquant.output_sha256"] == r["output"]["sha256"]
+        assert m.data.tags["monoquant.output_xxh3"] == r["output"]["xxh3"] and len(r["output"]["xxh3"]) == 32
+        assert "monoquant.output_sha256" not in m.data.tags  # not computed: runs show --sha256
         assert m.data.tags["monoquant.entry_point"] == "cli"
     assert got[runs[1]["uuid"]].data.metrics["user/accuracy"] == pytest.approx(0.91)
     assert "user/accuracy" not in got[runs[0]["uuid"]].data.metrics
@@ -74,4 +75,4 @@ def test_csv_and_jsonl_exports_read_back(tmp_path, logged):
     assert float(rows[0]["results.sqnr_db"]) == pytest.approx(runs[0]["results"]["sqnr_db"])
     with open(tmp_path / "x" / "runs.jsonl") as f:
         lines = [json.loads(line) for line in f]
-    assert [r["output"]["sha256"] for r in lines] == [r["output"]["sha256"] for r in runs]
+    assert [r["output"]["xxh3"] for r in lines] == [r["output"]["xxh3"] for r in runs]

@@ -56,9 +56,10 @@ class Run:
     id, uuid, started (ISO time, UTC), duration_ns, host, versions (monoquant, go, torch, python),
     entry_point ("cli", "c", "python", "python.quantize", "search"), settings (what the run was
     asked: options, output_format, calibration, recipe), config (the resolved per-tensor config
-    it applied), input (path, sha256, bytes: an in-memory model has no path and its state-dict
-    fingerprint as sha256), output (path, sha256, bytes), calibration (path, sha256, count,
-    shapes; None when not static), layers (per quantized tensor: name, layer, layer_type,
+    it applied), input (path, xxh3, sha256, bytes: a file is known by its XXH3-128, its sha256 is
+    "" until ``monoquant runs show --sha256 ID`` adds it; an in-memory model has no path and its
+    state-dict fingerprint as sha256), output (path, xxh3, sha256, bytes), calibration (path,
+    xxh3 or sha256, count, shapes; None when not static), layers (per quantized tensor: name, layer, layer_type,
     format, kernel, sqnr_db, bytes_before, bytes_after), results (whole-model numbers: sizes,
     sqnr_db, bits_per_weight, ...), warnings, peak_rss_bytes and metrics (name -> value).
     ``to_dict()`` gives the JSON object.
@@ -104,7 +105,7 @@ def runs(log_file=None, **filters):
     Args:
         log_file: the log (default: the one every entry point writes, see the module doc).
         **filters: ``key=value`` that every run returned matches, on the keys of ``monoquant runs
-            list --filter``: entry_point, host, input, input_sha256, output, versions.torch,
+            list --filter``: entry_point, host, input, input_xxh3, output, output_xxh3, versions.torch,
             options.bits, recipe.rule_1.bits, results.sqnr_db, metrics.accuracy, ... Keys with
             dots go through a dict: ``runs(**{"options.bits": 4})``.
 
@@ -134,7 +135,8 @@ def compare(ids, log_file=None):
 
 class Reproduction(dict):
     """What ``reproduce`` found (a dict, keys also as attributes): run_id, identical (the output's
-    sha256 is the recorded one), output_sha256, recorded_sha256, output (the kept file, when
+    digest is the recorded one), output_digest and recorded_digest (``"xxh3 <32 hex digits>"``,
+    or ``"sha256 <64 hex digits>"`` for a run recorded before XXH3), output (the kept file, when
     ``output`` was given), differences (how a non-identical output differs), new_run_id (the
     reproduction's own run), log_warning, report (the quantization report)."""
 

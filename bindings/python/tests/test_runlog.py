@@ -141,11 +141,17 @@ def test_every_entry_point_records_and_every_caller_reproduces_identically(home,
     assert [(x.id, x.entry_point) for x in monoquant.runs()] == [(1, "cli"), (2, "c"), (3, "python"), (4, "python.quantize")]
 
     for rid in (1, 2, 3):
-        recorded = monoquant.run(rid).output["sha256"]
+        first = monoquant.run(rid).output
+        recorded = "xxh3 " + first["xxh3"]
+        assert len(first["xxh3"]) == 32 and first["sha256"] == ""  # the sha256 is computed on request
         # Python
         py = monoquant.reproduce(rid, output=tmp_path / f"again{rid}.safetensors")
-        assert py.identical and py.output_sha256 == recorded and py.differences == []
-        assert hashlib.sha256((tmp_path / f"again{rid}.safetensors").read_bytes()).hexdigest() == recorded
+        assert py.identical and py.output_digest == recorded == py.recorded_digest and py.differences == []
+        # the CLI's `runs show --sha256` adds the sha256 of the recorded output, as hashlib computes it
+        r = cli("runs", "show", str(rid), "--sha256")
+        assert r.returncode == 0, r.stderr
+        sha = hashlib.sha256(open(first["path"], "rb").read()).hexdigest()
+        assert monoquant.run(rid).output["sha256"] == sha == hashlib.sha256((tmp_path / f"again{rid}.safetensors").read_bytes()).hexdigest()
         assert monoquant.run(py.new_run_id).entry_point == "python"
         # the CLI
         r = cli("runs", "reproduce", str(rid), "--quiet")
@@ -161,7 +167,7 @@ def test_every_entry_point_records_and_every_caller_reproduces_identically(home,
         assert _lib.mq_report_json(res, buf, n.value + 1, ctypes.byref(n)) == 0
         _lib.mq_report_free(res)
         c = json.loads(buf.value)
-        assert c["identical"] is True and c["output_sha256"] == recorded
+        assert c["identical"] is True and c["output_digest"] == recorded
         assert monoquant.run(c["new_run_id"]).entry_point == "c"
 
 

@@ -3,12 +3,10 @@ package safetensors
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"hash"
 	"maps"
 	"math"
 	"path/filepath"
@@ -16,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/zeebo/xxh3"
 
 	"github.com/monoquant/monoquant/core/checkpoint/atomicfile"
 	"github.com/monoquant/monoquant/core/tensor"
@@ -34,10 +34,10 @@ type Writer struct {
 	partial int64 // bytes of entries[next] written so far by WritePart
 	err     error // a failed write leaves the file unusable; every later call reports it
 	done    bool
-	// hdr is the header as written, kept until the first tensor for HashSHA256; h the file's
-	// sha256 while it is written (HashSHA256), n its bytes, committed whether Commit succeeded.
+	// hdr is the header as written, kept until the first tensor for HashXXH3; h the file's
+	// XXH3-128 while it is written (HashXXH3), n its bytes, committed whether Commit succeeded.
 	hdr       []byte
-	h         hash.Hash
+	h         *xxh3.Hasher
 	n         int64
 	committed bool
 }
@@ -68,35 +68,36 @@ func Create(path string, entries []tensor.Info, metadata map[string]string) (*Wr
 	return w, nil
 }
 
-// HashSHA256 makes the Writer compute the sha256 of the file while writing it (the header and
-// every tensor byte, as they go to the file), for SHA256: no second read of the file, and the
-// hash runs on the goroutine that writes, beside the one that quantizes. It must come before
+// HashXXH3 makes the Writer compute the XXH3-128 of the file while writing it (the header and
+// every tensor byte, as they go to the file), for XXH3: no second read of the file, and the
+// hash runs on the goroutine that writes, beside the ones that quantize. It must come before
 // the first tensor; it returns false when it is too late.
-func (w *Writer) HashSHA256() bool {
+func (w *Writer) HashXXH3() bool {
 	if w.h != nil {
 		return true
 	}
 	if w.hdr == nil || w.done {
 		return false
 	}
-	w.h = sha256.New()
+	w.h = xxh3.New()
 	w.h.Write(w.hdr)
 	w.n = int64(len(w.hdr))
 	return true
 }
 
-// SHA256 is the hex sha256 and size of the committed file when HashSHA256 asked for it; "" and
-// 0 before a successful Commit or when not asked.
-func (w *Writer) SHA256() (string, int64) {
+// XXH3 is the XXH3-128 (canonical hex, 32 digits) and size of the committed file when HashXXH3
+// asked for it; "" and 0 before a successful Commit or when not asked.
+func (w *Writer) XXH3() (string, int64) {
 	if w.h == nil || !w.committed {
 		return "", 0
 	}
-	return hex.EncodeToString(w.h.Sum(nil)), w.n
+	b := w.h.Sum128().Bytes()
+	return hex.EncodeToString(b[:]), w.n
 }
 
 // written feeds what was just written to the file's hash, when asked for.
 func (w *Writer) written(b []byte) {
-	w.hdr = nil // no longer needed: HashSHA256 is too late from here
+	w.hdr = nil // no longer needed: HashXXH3 is too late from here
 	if w.h != nil {
 		w.h.Write(b)
 		w.n += int64(len(b))

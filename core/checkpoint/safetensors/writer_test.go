@@ -2,7 +2,7 @@ package safetensors
 
 import (
 	"bytes"
-	"crypto/sha256"
+
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/monoquant/monoquant/core/tensor"
+	"github.com/zeebo/xxh3"
 )
 
 // testTensors returns entries and deterministic data of every dtype, including a scalar and an
@@ -335,9 +336,9 @@ func writeShard(t *testing.T, path string, names ...string) {
 	}
 }
 
-// HashSHA256 gives the sha256 of the committed file as written, header included, with whole
+// HashXXH3 gives the XXH3-128 of the committed file as written, header included, with whole
 // tensors and parts alike; asked too late, or before Commit, it gives nothing.
-func TestWriterSHA256WhileWriting(t *testing.T) {
+func TestWriterXXH3WhileWriting(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "m.safetensors")
 	entries := []tensor.Info{{Name: "a", DType: tensor.F32, Shape: []int{2, 3}}, {Name: "b", DType: tensor.U8, Shape: []int{5}}}
 	w, err := Create(path, entries, map[string]string{"k": "v"})
@@ -345,8 +346,8 @@ func TestWriterSHA256WhileWriting(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Abort()
-	if !w.HashSHA256() || !w.HashSHA256() {
-		t.Fatal("HashSHA256 before the first tensor = false")
+	if !w.HashXXH3() || !w.HashXXH3() {
+		t.Fatal("HashXXH3 before the first tensor = false")
 	}
 	if err := w.Write("a", make([]byte, 24)); err != nil {
 		t.Fatal(err)
@@ -357,16 +358,16 @@ func TestWriterSHA256WhileWriting(t *testing.T) {
 	if err := w.WritePart("b", []byte{3, 4, 5}); err != nil {
 		t.Fatal(err)
 	}
-	if sum, n := w.SHA256(); sum != "" || n != 0 {
-		t.Errorf("SHA256 before Commit = %q, %d", sum, n)
+	if sum, n := w.XXH3(); sum != "" || n != 0 {
+		t.Errorf("XXH3 before Commit = %q, %d", sum, n)
 	}
 	if err := w.Commit(); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(path)
-	want := sha256.Sum256(b)
-	if sum, n := w.SHA256(); sum != hex.EncodeToString(want[:]) || n != int64(len(b)) {
-		t.Errorf("SHA256 = %s, %d; want the file's %x, %d", sum, n, want, len(b))
+	want := xxh3.Hash128(b).Bytes() // one shot over the file's bytes, against the streamed hash
+	if sum, n := w.XXH3(); sum != hex.EncodeToString(want[:]) || n != int64(len(b)) {
+		t.Errorf("XXH3 = %s, %d; want the file's %x, %d", sum, n, want, len(b))
 	}
 
 	late, err := Create(filepath.Join(t.TempDir(), "late.safetensors"), entries[:1], nil)
@@ -375,11 +376,11 @@ func TestWriterSHA256WhileWriting(t *testing.T) {
 	}
 	defer late.Abort()
 	late.Write("a", make([]byte, 24))
-	if late.HashSHA256() {
-		t.Error("HashSHA256 after a tensor = true; the header and tensor are no longer hashable")
+	if late.HashXXH3() {
+		t.Error("HashXXH3 after a tensor = true; the header and tensor are no longer hashable")
 	}
 	late.Commit()
-	if sum, _ := late.SHA256(); sum != "" {
-		t.Errorf("SHA256 not asked for = %q", sum)
+	if sum, _ := late.XXH3(); sum != "" {
+		t.Errorf("XXH3 not asked for = %q", sum)
 	}
 }
