@@ -971,9 +971,12 @@ MQ_API int mq_search_layers_json(const char* plan_json, char* buf, size_t cap, s
  * duration_ns, host, versions (monoquant, go, and what mq_runlog_set_version added), entry_point
  * ("cli", "c", "python", "python.quantize", "search", ...), settings (what the run was asked:
  * options, output_format, calibration, recipe: enough to run it again), config (the resolved
- * per-tensor config it applied), input {path, sha256, bytes} (an in-memory model has no path and
- * its state-dict fingerprint as sha256: docs/RUNLOG.md), output {path, sha256, bytes},
- * calibration {path, sha256, count, shapes} or absent, layers (per quantized tensor: name, layer,
+ * per-tensor config it applied), input {path, xxh3, sha256, bytes}, output {path, xxh3, sha256,
+ * bytes}, calibration {path, xxh3 or sha256, count, shapes} or absent: a file is identified by
+ * its XXH3-128 (32 hex digits, as `xxhsum -H2` prints it), and its sha256 is "" until
+ * `monoquant runs show --sha256 ID` adds it (runs recorded before the log's schema 2 have only
+ * the sha256); an in-memory model has no path and its state-dict fingerprint as sha256
+ * (docs/RUNLOG.md); layers (per quantized tensor: name, layer,
  * layer_type, format, kernel, sqnr_db, bytes_before, bytes_after), results (whole-model numbers),
  * warnings, peak_rss_bytes and metrics (name -> value).
  *
@@ -1006,7 +1009,8 @@ MQ_API int mq_runlog_options_init(mq_runlog_options* opts);
 
 /* The runs, oldest first, as a JSON list of runs. filters_json is NULL or a JSON object of
  * key -> value strings that every listed run matches, on the flattened keys of `monoquant runs
- * list --filter` (id, entry_point, host, input, input_sha256, output, output_sha256, versions.*,
+ * list --filter` (id, entry_point, host, input, input_xxh3, input_sha256, output, output_xxh3,
+ * output_sha256, versions.*,
  * options.*, recipe.*, results.*, metrics.*; numbers as they print, e.g. {"options.bits": "4"}).
  * A log that does not exist yet lists as [] and is not created. MQ_EINVAL for filters that are
  * not such an object. */
@@ -1026,12 +1030,14 @@ MQ_API int mq_runs_compare_json(const mq_runlog_options* log, const int64_t* ids
                                 char* buf, size_t cap, size_t* len);
 
 /* Runs run `id` again from its stored settings, through the pipeline of mq_quantize_file: the
- * input's sha256 (and the calibration file's) is checked against the record first, then the
+ * input's digest (and the calibration file's) is checked against the record first, then the
  * stored options and resolved recipe are quantized into `output` (NULL: a temporary file,
- * removed before the call returns), and the output's sha256 is compared with the recorded one.
+ * removed before the call returns), and the output's digest is compared with the recorded one
+ * (the XXH3-128, or the sha256 of a run recorded before the log's schema 2).
  * progress/user as for mq_quantize_file. *result (may be NULL) receives a report handle (read it
  * with mq_report_json, free it with mq_report_free), NULL on failure:
- * {"run_id", "identical" (bool), "output_sha256", "recorded_sha256", "output" (kept file, or
+ * {"run_id", "identical" (bool), "output_digest", "recorded_digest" (each "xxh3 <hex>" or
+ * "sha256 <hex>", the digest compared), "output" (kept file, or
  * absent), "differences" (what differs when not identical: monoquant version, resolved config
  * per tensor, tensors quantized, SQNR), "new_run_id" (the reproduction's run, 0 when not
  * recorded), "log_warning", "report" (the quantization report)}.
