@@ -95,13 +95,31 @@ func (w *Writer) XXH3() (string, int64) {
 	return hex.EncodeToString(b[:]), w.n
 }
 
-// written feeds what was just written to the file's hash, when asked for.
-func (w *Writer) written(b []byte) {
+// hashBeside: a write at least this large is hashed on a goroutine of its own while the write
+// copies it to the file, so that the writer takes the longer of the two, not their sum.
+const hashBeside = 1 << 20
+
+// put writes tensor bytes to the file and, when asked for (HashXXH3), to its hash.
+func (w *Writer) put(b []byte) error {
 	w.hdr = nil // no longer needed: HashXXH3 is too late from here
-	if w.h != nil {
-		w.h.Write(b)
-		w.n += int64(len(b))
+	if w.h == nil {
+		_, err := w.bw.Write(b)
+		return err
 	}
+	w.n += int64(len(b))
+	if len(b) < hashBeside {
+		w.h.Write(b)
+		_, err := w.bw.Write(b)
+		return err
+	}
+	hashed := make(chan struct{})
+	go func() {
+		defer close(hashed)
+		w.h.Write(b) // b is the caller's until put returns, and put waits for this
+	}()
+	_, err := w.bw.Write(b)
+	<-hashed
+	return err
 }
 
 // encodeHeader builds the length prefix and JSON header, padded with spaces to a multiple of 8
@@ -222,11 +240,10 @@ func (w *Writer) Write(name string, data []byte) error {
 	if int64(len(data)) != w.sizes[w.next] {
 		return fmt.Errorf("safetensors %s: tensor %q: shape %v of %v needs %d bytes, got %d", w.path, name, e.Shape, e.DType, w.sizes[w.next], len(data))
 	}
-	if _, err := w.bw.Write(data); err != nil {
+	if err := w.put(data); err != nil {
 		w.err = fmt.Errorf("safetensors %s: writing %q: %w", w.path, name, err)
 		return w.err
 	}
-	w.written(data)
 	w.next++
 	return nil
 }
@@ -243,11 +260,10 @@ func (w *Writer) WritePart(name string, part []byte) error {
 	if int64(len(part)) > size-w.partial {
 		return fmt.Errorf("safetensors %s: tensor %q: shape %v of %v needs %d bytes; a part of %d after %d overruns it", w.path, name, e.Shape, e.DType, size, len(part), w.partial)
 	}
-	if _, err := w.bw.Write(part); err != nil {
+	if err := w.put(part); err != nil {
 		w.err = fmt.Errorf("safetensors %s: writing %q: %w", w.path, name, err)
 		return w.err
 	}
-	w.written(part)
 	w.partial += int64(len(part))
 	if w.partial == size {
 		w.next++
