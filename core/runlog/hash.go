@@ -6,11 +6,11 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
-	"io"
-	"os"
 	"path/filepath"
 
 	"github.com/zeebo/xxh3"
+
+	"github.com/monoquant/monoquant/core/checkpoint/mapped"
 )
 
 // HashFile returns the identity of a checkpoint as the run log records it: the XXH3-128 (hex,
@@ -66,42 +66,45 @@ func XXH3Hex(h *xxh3.Hasher) string {
 	return hex.EncodeToString(b[:])
 }
 
-// hashOne is the XXH3-128 (and with withSHA the sha256) and size of one file.
+// hashOne is the XXH3-128 (and with withSHA the sha256) and size of one file, read from a
+// mapping of it (no copy into a buffer), a 4 MiB window at a time whose pages are dropped once
+// hashed, so that the resident memory stays one window. Only regular files are hashed (a FIFO
+// would block), and a file cut short while it is read gives an error (mapped.ErrChanged).
 func hashOne(ctx context.Context, path string, withSHA bool) (FileRef, error) {
-	f, err := os.Open(path)
+	m, err := mapped.Open(path)
 	if err != nil {
 		return FileRef{Path: path}, fmt.Errorf("hashing %s: %w", path, err)
 	}
-	defer f.Close()
+	defer m.Close()
 	x := xxh3.New()
-	var w io.Writer = x
 	var s hash.Hash
 	if withSHA {
 		s = sha256.New()
-		w = io.MultiWriter(x, s)
 	}
-	n, err := io.CopyBuffer(w, ctxReader{ctx, f}, make([]byte, 1<<20))
+	const window = 4 << 20
+	err = mapped.Guard(path, func() error {
+		data := m.Bytes()
+		for off := 0; off < len(data); off += window {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			w := data[off:min(off+window, len(data))]
+			x.Write(w)
+			if s != nil {
+				s.Write(w)
+			}
+			m.Release(int64(off), int64(len(w)))
+		}
+		return nil
+	})
 	if err != nil {
 		return FileRef{Path: path}, fmt.Errorf("hashing %s: %w", path, err)
 	}
-	ref := FileRef{Path: path, XXH3: XXH3Hex(x), Bytes: n}
+	ref := FileRef{Path: path, XXH3: XXH3Hex(x), Bytes: m.Size()}
 	if withSHA {
 		ref.SHA256 = hex.EncodeToString(s.Sum(nil))
 	}
 	return ref, nil
-}
-
-// ctxReader stops a long read (a hash of a large file) when its context is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // Hashing is a file hash computed in the background, beside the quantization that reads the

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -86,4 +87,19 @@ func sampleRunWith(t *testing.T, r *Run) *Run {
 	c := *r
 	c.ID, c.UUID = 0, ""
 	return &c
+}
+
+// Only regular files are hashed: a FIFO named as an input must be an error, not a read that
+// waits forever for a writer (a hang is go test's -timeout to catch).
+func TestHashFileRefusesFIFO(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "model.safetensors")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Skip("no FIFOs here:", err)
+	}
+	if _, err := HashFile(fifo); err == nil {
+		t.Error("HashFile(FIFO) = nil error")
+	}
+	if ref, err := HashInputAsync(context.Background(), filepath.Join(t.TempDir(), FileName), fifo).Wait(); err == nil {
+		t.Errorf("HashInputAsync(FIFO) = %+v, nil error", ref)
+	}
 }
