@@ -6,6 +6,8 @@ Three ways in, each with the log on and off:
          child's CPU (user+sys) from os.wait4
   file   monoquant.quantize_file(CHECKPOINT, ...) (and log=False), in this process (the C ABI's
          mq_quantize_file)
+  cli-first  the CLI with the log in a fresh folder each time: the first run of a checkpoint,
+         whose input is hashed too (its log-off case is the CLI's)
   memory monoquant.quantize(model) of an nn.Module of about the same size (and log=False): the
          input identity is the state-dict fingerprint (mq_model_quantize_into, as C's
          mq_model_quantize)
@@ -20,7 +22,8 @@ puts the checkpoint's sha256 in the log's cache (as any second run of a model fi
 
     python bench/runlog/bench_overhead.py CLI CHECKPOINT [REPS]
 
-Environment: BENCH_RUNLOG_ONLY (comma-separated entry points to measure, default all),
+Environment: BENCH_RUNLOG_ONLY (comma-separated entry points to measure: cli, cli-first, file, memory;
+default all),
 BENCH_RUNLOG_PY_MB (size of the in-memory model, default: the checkpoint's size),
 OUT_DIR, MONOQUANT_HOME (default: a fresh temporary folder, never the user's log)."""
 
@@ -63,11 +66,11 @@ def self_cpu():
     return r.ru_utime + r.ru_stime
 
 
-def run_cli(log):
+def run_cli(log, env=None):
     out = os.path.join(out_dir, "cli.safetensors")
     args = [cli, "quantize", "--model", ckpt, "--out", out, "--quiet"] + ([] if log else ["--no-log"])
     w0 = time.perf_counter()
-    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, ru = os.wait4(p.pid, 0)
     w = time.perf_counter() - w0
     err = p.stderr.read().decode()
@@ -77,6 +80,17 @@ def run_cli(log):
         sys.exit(f"{' '.join(args)}: exit {p.returncode}: {err}")
     os.remove(out)
     return w, ru.ru_utime + ru.ru_stime
+
+
+def run_cli_first(log):
+    """The CLI's first run of this checkpoint: a fresh run log, so the input is hashed too."""
+    if not log:
+        return run_cli(False)
+    fresh = tempfile.mkdtemp(prefix="monoquant-bench-runlog-first-")
+    try:
+        return run_cli(True, dict(os.environ, MONOQUANT_HOME=fresh))
+    finally:
+        shutil.rmtree(fresh)
 
 
 def run_file(log):
@@ -98,9 +112,9 @@ def run_memory(log):
     return w, c
 
 
-entries = [("cli", run_cli), ("file", run_file), ("memory", run_memory)]
+entries = [("cli", run_cli), ("cli-first", run_cli_first), ("file", run_file), ("memory", run_memory)]
 only = [x for x in os.environ.get("BENCH_RUNLOG_ONLY", "").split(",") if x]
-entries = [e for e in entries if not only or e[0] in only] or sys.exit(f"BENCH_RUNLOG_ONLY={only}: no such entry point (cli, file, memory)")
+entries = [e for e in entries if not only or e[0] in only] or sys.exit(f"BENCH_RUNLOG_ONLY={only}: no such entry point (cli, cli-first, file, memory)")
 cases = [(name, fn, log) for name, fn in entries for log in (True, False)]
 
 # The input's ctime must be older than the hash cache's racy window (2 s) before a logged run
@@ -126,7 +140,7 @@ print(f"machine: {os.cpu_count()} cores; load average at start {load0[0]:.2f} {l
 print(f"file entry points: {ckpt} ({os.path.getsize(ckpt) / 1e9:.2f} GB) to INT8, outputs in {out_dir}")
 print(f"memory: monoquant.quantize of {layers} x Linear({n},{n}) F32 ({model_bytes / 1e9:.2f} GB) to INT8")
 print(f"first logged run (hashes the file once; later runs find it in the log's cache): "
-      + ", ".join(f"{name} {first[name][0]:.2f} s" for name, _ in entries if name != "memory"))
+      + ", ".join(f"{name} {first[name][0]:.2f} s" for name, _ in entries if name in ("cli", "file")))
 print()
 print("| entry point | log off: wall / CPU (median) | log on: wall / CPU (median) | overhead, ratio of medians: wall / CPU | overhead, median of paired ratios: wall / CPU |")
 print("|---|---|---|---|---|")
