@@ -37,7 +37,39 @@ type modelState struct {
 	cal                *runlog.CalibrationHash
 	runID              int64
 	runLog, logWarning string
+	// entries and index cache reader().Entries() (which copies every entry) for the per-tensor
+	// calls, so that walking a model of n tensors costs O(n), not O(n²); built on first use and
+	// dropped by every change of the model's tensors (changed).
+	entries []checkpoint.Entry
+	index   map[string]int
 }
+
+// entryList is the model's tensors in order (cached: see entries).
+func (s *modelState) entryList() []checkpoint.Entry {
+	if s.entries == nil {
+		s.entries = s.reader().Entries()
+		s.index = make(map[string]int, len(s.entries))
+		for i, e := range s.entries {
+			if _, dup := s.index[e.Name]; !dup {
+				s.index[e.Name] = i
+			}
+		}
+	}
+	return s.entries
+}
+
+// entryNamed finds a tensor by name (cached: see entries).
+func (s *modelState) entryNamed(name string) (checkpoint.Entry, bool) {
+	es := s.entryList()
+	i, ok := s.index[name]
+	if !ok {
+		return checkpoint.Entry{}, false
+	}
+	return es[i], true
+}
+
+// changed drops the cached entries after the model's tensors changed.
+func (s *modelState) changed() { s.entries, s.index = nil, nil }
 
 func (s *modelState) reader() checkpoint.Reader {
 	if s.res != nil {
@@ -195,6 +227,7 @@ func mq_model_add_tensor(h *C.mq_model, name *C.mq_cchar, t *C.mq_ctensor) (rc C
 	if err != nil {
 		return mapErr(err, mqEINVAL)
 	}
+	s.changed()
 	if err := m.Add(n, src); err != nil {
 		return modelErr(err, mqEINVAL)
 	}
@@ -290,6 +323,7 @@ func mq_model_set_config(h *C.mq_model, configJSON *C.mq_cchar) (rc C.int) {
 		return modelErr(err, mqEFORMAT)
 	}
 	s.res, s.m = res, nil
+	s.changed()
 	return mqOK
 }
 
@@ -324,7 +358,7 @@ func mq_model_tensor_count(h *C.mq_model, count *C.size_t) (rc C.int) {
 		return mapErr(err, mqEHANDLE)
 	}
 	defer e.mu.Unlock()
-	*count = C.size_t(len(s.reader().Entries()))
+	*count = C.size_t(len(s.entryList()))
 	return mqOK
 }
 
@@ -339,7 +373,7 @@ func mq_model_tensor_info(h *C.mq_model, i C.size_t, info *C.mq_tensor_info) (rc
 		return mapErr(err, mqEHANDLE)
 	}
 	defer e.mu.Unlock()
-	entries := s.reader().Entries()
+	entries := s.entryList()
 	if uint64(i) >= uint64(len(entries)) {
 		return mapErr(fail(mqEINVAL, "mq_model_tensor_info: index %d is out of range (the model has %d tensors)", uint64(i), len(entries)), mqEINVAL)
 	}
@@ -382,17 +416,11 @@ func mq_model_tensor_read(h *C.mq_model, name *C.mq_cchar, buf unsafe.Pointer, b
 		return mapErr(err, mqEINVAL)
 	}
 	r := s.reader()
-	var en *checkpoint.Entry
-	for _, x := range r.Entries() {
-		if x.Name == n {
-			en = &x
-			break
-		}
-	}
-	if en == nil {
+	en, ok := s.entryNamed(n)
+	if !ok {
 		return mapErr(fail(mqEINVAL, "mq_model_tensor_read: the model has no tensor named %q", n), mqEINVAL)
 	}
-	need := entryBytes(*en)
+	need := entryBytes(en)
 	if uint64(bytes) < uint64(need) {
 		return mapErr(fail(mqEBUFFER, "mq_model_tensor_read: buffer has %d bytes, tensor %q needs %d", uint64(bytes), n, need), mqEBUFFER)
 	}

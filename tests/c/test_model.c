@@ -202,6 +202,21 @@ static void test_build_and_errors(void) {
     const char* first_name = info.name;
     CHECK_RC(mq_model_tensor_info(m, 2, &info), MQ_OK);
     CHECK(info.name == first_name, "tensor name pointer changed between calls (%p, %p)", (const void*)first_name, (const void*)info.name);
+    /* a tensor added after the listing shows in the next one (the engine caches the listing) */
+    {
+        float extra[3] = {1, 2, 3};
+        int64_t ex_shape[1] = {3};
+        mq_tensor ex = {extra, MQ_DTYPE_F32, 1, ex_shape, NULL};
+        CHECK_RC(mq_model_add_tensor(m, "extra", &ex), MQ_OK);
+        CHECK_RC(mq_model_tensor_count(m, &n), MQ_OK);
+        CHECK(n == 5, "tensor count after adding one = %zu, want 5", n);
+        CHECK_RC(mq_model_tensor_info(m, 4, &info), MQ_OK);
+        CHECK(strcmp(info.name, "extra") == 0 && info.nbytes == sizeof extra, "info(4) = %s, want extra", info.name);
+        size_t enb = 0;
+        float* eg = read_tensor(m, "extra", &enb);
+        CHECK(eg && enb == sizeof extra && eg[2] == 3.0f, "extra read back differs");
+        free(eg);
+    }
 
     /* strided input was gathered into row-major order */
     size_t nb = 0;
