@@ -7,14 +7,7 @@ var haveHistcAVX2 = false
 
 const histcAVX2Available = false
 
-var useHistcAVX512 = false
-
-const histcAVX512Available = false
-
-// histcAVX2 and histcAVX512 are never called off amd64 (haveHistcAVX2 is false); they exist so
-// that countBins compiles everywhere.
+// histcAVX2 is never called off amd64 (haveHistcAVX2 is false); it exists so that countBins
+// compiles everywhere.
 func histcAVX2(counts *uint32, xs *float32, n int, left, right, nb, width, lastBin float32, dump uint32, buf *uint32) {
-}
-
-func histcAVX512(counts *uint32, xs *float32, n int, left, right, nb, width, lastBin float32, dump uint32, buf *uint32) {
 }

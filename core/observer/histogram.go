@@ -212,8 +212,8 @@ func (h *HistogramObserver) combine(newMin, newMax float32) {
 	}
 }
 
-// histcBlock is how many values the vector histc kernels bin before they count them (their
-// scratch buffer, 1 KiB, stays in the L1 cache).
+// histcBlock is the size of the vector histc kernel's ring buffer of bins, in values (1 KiB,
+// which stays in the L1 cache; histc_amd64.s).
 const histcBlock = 256
 
 // countBins adds xs's histc bins (see histc) into c[:len(c)-1]; c[len(c)-1] is scratch. It
@@ -221,22 +221,14 @@ const histcBlock = 256
 func countBins(c []uint32, xs []float32, left, right, nb, width float32) (out int) {
 	bins := len(c) - 1
 	if haveHistcAVX2 {
-		var buf [histcBlock]uint32 // the kernels' bins of one block of values
-		lanes := 8
-		if useHistcAVX512 {
-			lanes = 16
-		}
-		nv := len(xs) &^ (lanes - 1)
-		if nv > 0 {
+		n8 := len(xs) &^ 7
+		if n8 > 0 {
+			var ring [histcBlock]uint32 // the kernel's bins in flight
 			before := c[bins]
-			if lanes == 16 {
-				histcAVX512(&c[0], &xs[0], nv, left, right, nb, width, float32(bins-1), uint32(bins), &buf[0])
-			} else {
-				histcAVX2(&c[0], &xs[0], nv, left, right, nb, width, float32(bins-1), uint32(bins), &buf[0])
-			}
+			histcAVX2(&c[0], &xs[0], n8, left, right, nb, width, float32(bins-1), uint32(bins), &ring[0])
 			out = int(c[bins] - before) // a chunk holds far fewer than 2^32 values
 		}
-		xs = xs[nv:]
+		xs = xs[n8:]
 	}
 	return out + countBinsScalar(c[:bins], xs, left, right, nb, width)
 }

@@ -114,7 +114,7 @@ func sameHistState(a, b histState) bool {
 // the chunks in order alone, so a speculative batch's early chunks are left pending before a
 // later one aborts it (their min/max then computed afterwards) on every run.
 func TestSplitPathMatchesGeneral(t *testing.T) {
-	defer func(m int, v, z bool) { splitMin, haveHistcAVX2, useHistcAVX512 = m, v, z }(splitMin, haveHistcAVX2, useHistcAVX512)
+	defer func(m int, v bool) { splitMin, haveHistcAVX2 = m, v }(splitMin, haveHistcAVX2)
 	for _, procs := range []int{1, runtime.GOMAXPROCS(0)} {
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
 		testSplitPath(t)
