@@ -46,7 +46,7 @@ func histcKernels() []histcKernel {
 // TestCountBinsKernelsAgree holds the vector histc kernel to the scalar one, bin for bin and in
 // the count of values left out, on ranges from subnormal to overflowing widths, on every length
 // remainder modulo 16 and on lengths around the kernel's pipeline (128 values in flight) and ring
-// buffer (histcBlock values). The inputs
+// buffer (histcRing values). The inputs
 // hold every bin edge and its float32 neighbours, where a wrong rounding moves a value to the
 // next bin.
 func TestCountBinsKernelsAgree(t *testing.T) {
@@ -61,8 +61,8 @@ func TestCountBinsKernelsAgree(t *testing.T) {
 		{5, 5}, {-3e38, 3e38}, {-math.MaxFloat32, math.MaxFloat32}, {1e30, 3e38}, {-7, -6.999},
 		{math.SmallestNonzeroFloat32, 5 * math.SmallestNonzeroFloat32}, {-0.1, 0.30000001},
 	}
-	lengths := []int{0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 120, 127, 128, 136, 144, histcBlock - 1,
-		histcBlock, histcBlock + 8, histcBlock + 16, 2*histcBlock + 24, 3*histcBlock + 7}
+	lengths := []int{0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 120, 127, 128, 136, 144, histcRing - 1,
+		histcRing, histcRing + 8, histcRing + 16, 2*histcRing + 24, 3*histcRing + 7}
 	for _, r := range ranges {
 		for _, bins := range []int{1, 3, 256, 2048} {
 			left, right := histBounds(r.lo, r.hi)
