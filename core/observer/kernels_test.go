@@ -46,9 +46,8 @@ func histcKernels() []histcKernel {
 // TestCountBinsKernelsAgree holds the vector histc kernel to the scalar one, bin for bin and in
 // the count of values left out, on ranges from subnormal to overflowing widths, on every length
 // remainder modulo 16 and on lengths around the kernel's pipeline (128 values in flight) and ring
-// buffer (histcRing values). The inputs
-// hold every bin edge and its float32 neighbours, where a wrong rounding moves a value to the
-// next bin.
+// buffer (histcRing values). The inputs hold every bin edge and its float32 neighbours, where a
+// wrong rounding moves a value to the next bin.
 func TestCountBinsKernelsAgree(t *testing.T) {
 	defer func(v bool) { haveHistcAVX2 = v }(haveHistcAVX2)
 	ks := histcKernels()[1:]
