@@ -12,4 +12,4 @@ var haveHistcAVX2 = histcAVX2Available
 var histcAVX2Available = cpu.X86.HasAVX2
 
 //go:noescape
-func histcAVX2(counts *uint32, xs *float32, n int, left, right, nb, width, lastBin float32, dump uint32)
+func histcAVX2(counts *uint32, xs *float32, n int, left, right, nb, width, lastBin float32, dump uint32, buf *uint32)

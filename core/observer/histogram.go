@@ -212,6 +212,10 @@ func (h *HistogramObserver) combine(newMin, newMax float32) {
 	}
 }
 
+// histcRing is the size of the vector histc kernel's ring buffer of bins, in values (1 KiB,
+// which stays in the L1 cache; histc_amd64.s).
+const histcRing = 256
+
 // countBins adds xs's histc bins (see histc) into c[:len(c)-1]; c[len(c)-1] is scratch. It
 // returns how many values it left out (outside [left, right]: out of range, ±Inf or NaN).
 func countBins(c []uint32, xs []float32, left, right, nb, width float32) (out int) {
@@ -219,8 +223,9 @@ func countBins(c []uint32, xs []float32, left, right, nb, width float32) (out in
 	if haveHistcAVX2 {
 		n8 := len(xs) &^ 7
 		if n8 > 0 {
+			var ring [histcRing]uint32 // the kernel's bins in flight
 			before := c[bins]
-			histcAVX2(&c[0], &xs[0], n8, left, right, nb, width, float32(bins-1), uint32(bins))
+			histcAVX2(&c[0], &xs[0], n8, left, right, nb, width, float32(bins-1), uint32(bins), &ring[0])
 			out = int(c[bins] - before) // a chunk holds far fewer than 2^32 values
 		}
 		xs = xs[n8:]

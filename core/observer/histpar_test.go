@@ -109,7 +109,7 @@ func sameHistState(a, b histState) bool {
 
 // TestSplitPathMatchesGeneral holds the two-goroutine path for large float32 batches
 // (histpar.go) to the general one, bit for bit (histogram, range, qparams and errors), on
-// adversarial sequences, with the vector histc kernel and with the portable one. Batch sizes
+// adversarial sequences, with each vector histc kernel the machine runs and with the portable one. Batch sizes
 // cover a whole number of chunks and a ragged last chunk. With GOMAXPROCS 1 the caller takes
 // the chunks in order alone, so a speculative batch's early chunks are left pending before a
 // later one aborts it (their min/max then computed afterwards) on every run.
@@ -126,12 +126,13 @@ func testSplitPath(t *testing.T) {
 		for name, batches := range adversarialBatches(n) {
 			splitMin, haveHistcAVX2 = math.MaxInt, false
 			want := runHistogram(t, batches) // general path, scalar histc: the reference
-			for _, vec := range []bool{false, true} {
-				splitMin, haveHistcAVX2 = 4*parChunk, vec && histcAVX2Available
+			for _, k := range histcKernels() {
+				splitMin = 4 * parChunk
+				k.use()
 				got := runHistogram(t, batches)
 				if !sameHistState(got, want) {
-					t.Errorf("%s, n=%d, GOMAXPROCS %d, vector kernel %v: split path differs: min/max %v/%v vs %v/%v, qparams %v %v vs %v %v, errs %q vs %q",
-						name, n, runtime.GOMAXPROCS(0), haveHistcAVX2, got.min, got.max, want.min, want.max, got.scale, got.zp, want.scale, want.zp, got.errs, want.errs)
+					t.Errorf("%s, n=%d, GOMAXPROCS %d, %s histc kernel: split path differs: min/max %v/%v vs %v/%v, qparams %v %v vs %v %v, errs %q vs %q",
+						name, n, runtime.GOMAXPROCS(0), k.name, got.min, got.max, want.min, want.max, got.scale, got.zp, want.scale, want.zp, got.errs, want.errs)
 				}
 			}
 		}

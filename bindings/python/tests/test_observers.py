@@ -219,3 +219,21 @@ def test_one_dimensional_input_to_per_channel_is_refused_like_torch():
     with pytest.raises(ValueError, match="dimensions"):
         a(torch.randn(5))
     a.close()
+
+
+def test_per_channel_results_follow_the_channel_count_after_reset():
+    # The results are read into buffers sized for the most values seen so far (one call into the
+    # engine, not a size query first): more channels than before, then fewer after a reset, must
+    # give torch's shapes and values each time, and none before any data.
+    ours, theirs = monoquant.PerChannelMinMaxObserver(), tq.PerChannelMinMaxObserver()
+    assert ours.min_val.shape == theirs.min_val.shape == (0,)
+    for channels in (1, 7, 3):
+        g = torch.Generator().manual_seed(channels)
+        x = torch.randn(channels, 5, generator=g)
+        ours(x)
+        theirs(x)
+        assert_same_qparams(ours, theirs, f"{channels} channels")
+        assert torch.equal(ours.min_val, theirs.min_val) and torch.equal(ours.max_val, theirs.max_val)
+        ours.reset_min_max_vals()
+        theirs.reset_min_max_vals()
+    ours.close()
