@@ -27,16 +27,25 @@ var racyWindow = 2 * time.Second
 // read only means the file is hashed. A sharded checkpoint's index or a model folder gets the
 // identity of all its files (HashFile), each file cached on its own.
 func HashInputAsync(ctx context.Context, logPath, path string) *Hashing {
+	h := &Hashing{done: make(chan struct{})}
+	// All of it, the cache lookup (an open of the log: milliseconds) included, runs beside the
+	// quantization, which starts at once.
+	go func() {
+		defer close(h.done)
+		h.ref, h.cache, h.err = hashInput(ctx, logPath, path)
+	}()
+	return h
+}
+
+// hashInput is HashInputAsync's work: the identity of path and the file hashes to cache.
+func hashInput(ctx context.Context, logPath, path string) (FileRef, []cachedFile, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		abs = path
 	}
-	h := &Hashing{done: make(chan struct{})}
 	base, names, err := members(abs)
 	if err != nil {
-		h.ref, h.err = FileRef{Path: abs}, fmt.Errorf("hashing %s: %w", abs, err)
-		close(h.done)
-		return h
+		return FileRef{Path: abs}, nil, fmt.Errorf("hashing %s: %w", abs, err)
 	}
 	files := []string{abs}
 	if names != nil {
@@ -51,44 +60,33 @@ func HashInputAsync(ctx context.Context, logPath, path string) *Hashing {
 		ids[i], oks[i] = statID(f)
 	}
 	sums := cachedHashes(ctx, logPath, files, ids, oks)
-	result := func() {
-		var n int64
-		for i := range files {
-			n += ids[i].size
+	var cache []cachedFile
+	for i, f := range files {
+		if sums[i] != "" {
+			continue
 		}
-		h.ref = FileRef{Path: abs, XXH3: sums[0], Bytes: n}
-		if names != nil {
-			h.ref.XXH3 = combine(names, sums)
+		ref, err := hashOne(ctx, f, false)
+		if err != nil {
+			return FileRef{Path: abs}, nil, err
+		}
+		sums[i] = ref.XXH3
+		if !oks[i] {
+			ids[i].size = ref.Bytes
+			continue
+		}
+		if after, ok := statID(f); ok && after == ids[i] && time.Now().UnixNano()-ids[i].ctime > racyWindow.Nanoseconds() {
+			cache = append(cache, cachedFile{ref: ref, id: ids[i]}) // unchanged while hashed: safe to remember
 		}
 	}
-	if !slices.Contains(sums, "") {
-		result()
-		close(h.done)
-		return h
+	var n int64
+	for i := range files {
+		n += ids[i].size
 	}
-	go func() {
-		defer close(h.done)
-		for i, f := range files {
-			if sums[i] != "" {
-				continue
-			}
-			ref, err := hashOne(ctx, f, false)
-			if err != nil {
-				h.ref, h.err = FileRef{Path: abs}, err
-				return
-			}
-			sums[i] = ref.XXH3
-			if !oks[i] {
-				ids[i].size = ref.Bytes
-				continue
-			}
-			if after, ok := statID(f); ok && after == ids[i] && time.Now().UnixNano()-ids[i].ctime > racyWindow.Nanoseconds() {
-				h.cache = append(h.cache, cachedFile{ref: ref, id: ids[i]}) // unchanged while hashed: safe to remember
-			}
-		}
-		result()
-	}()
-	return h
+	ref := FileRef{Path: abs, XXH3: sums[0], Bytes: n}
+	if names != nil {
+		ref.XXH3 = combine(names, sums)
+	}
+	return ref, cache, nil
 }
 
 // cachedFile is a file hash Record may remember in the log's cache.

@@ -54,7 +54,7 @@ func CheckMaterialize(what string, n int, elemSize int, span int64) error {
 		return nil
 	}
 	logical := int64(n) * int64(elemSize) // n*elemSize fits: NumElements and its callers checked it
-	if n > math.MaxInt64/elemSize {
+	if int64(n) > math.MaxInt64/int64(elemSize) {
 		logical = math.MaxInt64
 	}
 	limit := int64(ViewExpansion)*span*int64(elemSize) + ViewSlack
