@@ -1,8 +1,10 @@
 package quant
 
 import (
+	"errors"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/monoquant/monoquant/core/tensor"
@@ -91,6 +93,45 @@ func checkCastMatchesScalar(t *testing.T, xs []float32) {
 			plain := make([]byte, 2*n)
 			if _, err := castFloat(plain, src, &spec); err != nil || string(plain) != string(want) {
 				t.Errorf("%v saturate=%v n=%d: castFloat differs from the measured cast (err %v)", f, sat, n, err)
+			}
+		}
+	}
+}
+
+// TestHalfCastRejectsWideNaN: a NaN whose bfloat16 rounding carries out of the exponent
+// (0xFFFFFFFF, as bitwise all-ones memory reads) inside a block the vector kernel takes is
+// still a non-finite input: rejected with its index, by the measured cast quantize() uses and by
+// the plain one. (The AVX2 kernel once stored it as +0 and counted nothing.)
+func TestHalfCastRejectsWideNaN(t *testing.T) {
+	for _, k := range append([]halfKernel{{name: "scalar"}}, halfKernels()...) {
+		t.Run(k.name, func(t *testing.T) {
+			old := halfVector
+			halfVector = k
+			defer func() { halfVector = old }()
+			checkWideNaNRejected(t)
+		})
+	}
+}
+
+func checkWideNaNRejected(t *testing.T) {
+	for _, bits := range []uint32{0xFFFFFFFF, 0x7FFFFFFF} {
+		xs := make([]float32, 64)
+		for i := range xs {
+			xs[i] = float32(i) * 0.25
+		}
+		xs[21] = math.Float32frombits(bits)
+		src := tensor.FromFloat32(xs, 4, 16)
+		for _, f := range []Format{Float16, BFloat16} {
+			spec := Spec{Format: f}
+			if _, err := spec.Normalize(src.Shape); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err := QuantizeMeasured(make([]byte, 128), src, spec, nil, nil)
+			if !errors.Is(err, ErrNonFinite) || !strings.Contains(err.Error(), "flat index 21") {
+				t.Errorf("QuantizeMeasured(%#08x at 21, %v) error = %v, want ErrNonFinite at flat index 21", bits, f, err)
+			}
+			if _, err := QuantizeTensor(src, spec); !errors.Is(err, ErrNonFinite) || !strings.Contains(err.Error(), "flat index 21") {
+				t.Errorf("QuantizeTensor(%#08x at 21, %v) error = %v, want ErrNonFinite at flat index 21", bits, f, err)
 			}
 		}
 	}
