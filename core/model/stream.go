@@ -27,8 +27,8 @@ import (
 // bound: its input is read where it is and its blocks are written where they stay. It goes in
 // blocks of inPlaceBlockBytes, as large as keeps a cancel prompt (tens of milliseconds). Every
 // block is a fork and a join of the worker goroutines (quantizeMeasured), and on a busy machine
-// a worker's wake-up can cost as much as its share: in 8 MiB blocks the FP16 cast of a
-// 4096×11008 weight took about 1.6× its time in one block (BENCHMARKS.md).
+// a worker's wake-up can cost as much as its share: in 8 MiB blocks the engine's FP16 cast of
+// a Llama MLP's three 4096×11008 weights took 1.5× as long as in one block each (BENCHMARKS.md).
 var (
 	streamThreshold   int64 = 32 << 20
 	streamBlockBytes  int64 = 8 << 20
