@@ -141,9 +141,9 @@ func TestKeptTensorsInPlace(t *testing.T) {
 	}
 	for _, streamed := range []bool{false, true} {
 		if streamed {
-			oldT, oldB := streamThreshold, streamBlockBytes
-			streamThreshold, streamBlockBytes = 1, 64
-			defer func() { streamThreshold, streamBlockBytes = oldT, oldB }()
+			oldT, oldB, oldP := streamThreshold, streamBlockBytes, inPlaceBlockBytes
+			streamThreshold, streamBlockBytes, inPlaceBlockBytes = 1, 64, 64
+			defer func() { streamThreshold, streamBlockBytes, inPlaceBlockBytes = oldT, oldB, oldP }()
 		}
 		m := testModel(t)
 		res, err := m.QuantizeInto(context.Background(), plan.Options{Bits: 8}, nil, func(es []checkpoint.Entry) ([][]byte, error) {

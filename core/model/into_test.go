@@ -34,9 +34,9 @@ func TestQuantizeIntoCallerBuffers(t *testing.T) {
 		for _, streamed := range []bool{false, true} {
 			t.Run(tc.name, func(t *testing.T) {
 				if streamed {
-					oldT, oldB := streamThreshold, streamBlockBytes
-					streamThreshold, streamBlockBytes = 1, 700
-					defer func() { streamThreshold, streamBlockBytes = oldT, oldB }()
+					oldT, oldB, oldP := streamThreshold, streamBlockBytes, inPlaceBlockBytes
+					streamThreshold, streamBlockBytes, inPlaceBlockBytes = 1, 700, 700
+					defer func() { streamThreshold, streamBlockBytes, inPlaceBlockBytes = oldT, oldB, oldP }()
 				}
 				layout, err := m.OutputLayout(tc.opts)
 				if err != nil {

@@ -21,9 +21,18 @@ import (
 // neither the input nor the quantized tensor is ever resident whole, nor copied whole.
 // The bytes written and the qparams are the same as without streaming. Per-tensor granularity,
 // and per-channel on another axis, need the whole tensor's range first and are not streamed.
+//
+// A tensor quantized from memory into its output's own memory (an in-memory model into the
+// caller's buffers: quantize(inplace=True) and the other in-memory calls) has no buffer to
+// bound: its input is read where it is and its blocks are written where they stay. It goes in
+// blocks of inPlaceBlockBytes, as large as keeps a cancel prompt (tens of milliseconds). Every
+// block is a fork and a join of the worker goroutines (quantizeMeasured), and on a busy machine
+// a worker's wake-up can cost as much as its share: in 8 MiB blocks the engine's FP16 cast of
+// a Llama MLP's three 4096×11008 weights took 1.5× as long as in one block each (BENCHMARKS.md).
 var (
-	streamThreshold  int64 = 32 << 20
-	streamBlockBytes int64 = 8 << 20
+	streamThreshold   int64 = 32 << 20
+	streamBlockBytes  int64 = 8 << 20
+	inPlaceBlockBytes int64 = 256 << 20
 )
 
 // streamable reports whether tensor tp is quantized in streamed blocks, and the reader's
@@ -98,7 +107,11 @@ func quantizeStreamed(ctx context.Context, tp *plan.TensorPlan, r checkpoint.Rea
 	n := tensor.NumElements(tp.Shape)
 	rowLen := n / rows
 	es := tp.DType.Size()
-	step := max(1, int(streamBlockBytes/int64(max(rowLen*es, 1))))
+	block := streamBlockBytes
+	if _, view := rr.(rangeViewer); view && pl.mem != nil && pl.mem.memory(tp.Name) != nil {
+		block = inPlaceBlockBytes // in memory and in place: no buffer to bound
+	}
+	step := max(1, int(block/int64(max(rowLen*es, 1))))
 	if s.Format == quant.Int4 && rowLen%2 == 1 && step%2 == 1 {
 		step++ // blocks start on a byte of the packed output
 	}

@@ -37,17 +37,19 @@ func castFloatMeasured(dst []byte, src *tensor.Tensor, spec *Spec, measure bool)
 		floats(src, a, b, func(base int, xs []float32) {
 			out := dst[2*base : 2*(base+len(xs))]
 			i := 0
-			if haveHalfAVX2 && measure {
-				// Blocks of 8 in the vector kernel; a block with a NaN, an Inf or an overflow,
-				// and the tail, by the scalar rules below.
-				for whole := len(xs) &^ 7; i < whole; {
-					done, sig, noise := castMeasureHalfAVX2(&out[2*i], &xs[i], whole-i, bf16)
-					acc.ps += sig
-					acc.pn += noise
+			if k := halfVector; k.fn != nil {
+				// Blocks of k.block values in the vector kernel; a block with a NaN, an Inf or
+				// an overflow, and the tail, by the scalar rules below.
+				for whole := len(xs) / k.block * k.block; i < whole; {
+					done, sig, noise := k.fn(&out[2*i], &xs[i], whole-i, bf16)
+					if measure {
+						acc.ps += sig
+						acc.pn += noise
+					}
 					i += done
 					if i < whole {
-						castScalar(out[2*i:2*(i+8)], base+i, xs[i:i+8], bf16, spec.SaturateFloat16, &local, &acc, measure)
-						i += 8
+						castScalar(out[2*i:2*(i+k.block)], base+i, xs[i:i+k.block], bf16, spec.SaturateFloat16, &local, &acc, measure)
+						i += k.block
 					}
 				}
 			}
@@ -68,6 +70,36 @@ func castFloatMeasured(dst []byte, src *tensor.Tensor, spec *Spec, measure bool)
 	}
 	return st, en, nil
 }
+
+// halfKernel is a vector cast-and-measure kernel: fn casts xs[:n] (n a positive multiple of
+// block) to Float16 or BFloat16 and returns Σx² and Σ(x − y)², stopping before the first block
+// of block values that holds a NaN or ±Inf input or a value that overflows; it returns how many
+// values it did (see castMeasureHalfAVX2).
+type halfKernel struct {
+	name  string
+	fn    func(dst *byte, xs *float32, n int, bf16 bool) (done int, sig, noise float64)
+	block int
+}
+
+// halfKernels lists the vector kernels this CPU runs, the fastest first.
+func halfKernels() []halfKernel {
+	var ks []halfKernel
+	if haveHalfAVX512 {
+		ks = append(ks, halfKernel{"avx512", castMeasureHalfAVX512, 16})
+	}
+	if haveHalfAVX2 {
+		ks = append(ks, halfKernel{"avx2", castMeasureHalfAVX2, 8})
+	}
+	return ks
+}
+
+// halfVector is the kernel castFloatMeasured uses (none: fn nil, the scalar loop only).
+var halfVector = func() halfKernel {
+	if ks := halfKernels(); len(ks) > 0 {
+		return ks[0]
+	}
+	return halfKernel{}
+}()
 
 // castScalar casts xs (the values from index base on) into out, two bytes each, counting
 // non-finite inputs and overflows in local and, with measure, adding the error to acc.

@@ -22,3 +22,9 @@ func energyAVX2(x, y *float32, n int) (sig, noise float64)
 //
 //go:noescape
 func castMeasureHalfAVX2(dst *byte, xs *float32, n int, bf16 bool) (done int, sig, noise float64)
+
+// castMeasureHalfAVX512 is castMeasureHalfAVX2 sixteen values at a time (n a positive multiple
+// of 16, blocks of 16); see quantrun_amd64.s.
+//
+//go:noescape
+func castMeasureHalfAVX512(dst *byte, xs *float32, n int, bf16 bool) (done int, sig, noise float64)

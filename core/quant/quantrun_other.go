@@ -2,7 +2,7 @@
 
 package quant
 
-const haveQuantAVX2, haveHalfAVX2 = false, false
+const haveQuantAVX2, haveHalfAVX2, haveHalfAVX512 = false, false, false
 
 // The vector kernels are never called off amd64 (haveQuantAVX2 is false); these exist so that
 // the callers compile everywhere.
@@ -17,5 +17,9 @@ func quantMeasure4AVX2(dst *byte, xs *float32, n int, inv, scale float32, loB, h
 func energyAVX2(x, y *float32, n int) (sig, noise float64) { return 0, 0 }
 
 func castMeasureHalfAVX2(dst *byte, xs *float32, n int, bf16 bool) (done int, sig, noise float64) {
+	return 0, 0, 0
+}
+
+func castMeasureHalfAVX512(dst *byte, xs *float32, n int, bf16 bool) (done int, sig, noise float64) {
 	return 0, 0, 0
 }
