@@ -82,6 +82,10 @@ type inputReader struct{ checkpoint.Reader }
 
 var _ checkpoint.Reader = (*inputReader)(nil)
 
+// Unwrap is the checkpoint's own reader: the run log asks it to hash the input from the
+// quantization's reads (safetensors), which embedding hides.
+func (r *inputReader) Unwrap() checkpoint.Reader { return r.Reader }
+
 // Aliases passes on the input's tied tensors (checkpoint.Aliaser), which embedding hides.
 func (r *inputReader) Aliases() map[string]string { return checkpoint.Aliases(r.Reader) }
 

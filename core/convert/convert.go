@@ -127,7 +127,7 @@ func New(r checkpoint.Reader, in string, opts plan.Options, run Run) (*Conversio
 		if run.CalibrationFile != "" || run.Calibration != nil {
 			return nil, fmt.Errorf("%w activations: calibration data is for static activations, and the options make none static", plan.ErrOption)
 		}
-		c.rec = startRecording(run.Log, c.recordedInput(), run, nil)
+		c.rec = startRecording(run.Log, c.recordedInput(), run, nil, c.fileReader())
 		return c, nil
 	}
 	cal, err := model.NewCalibration(p)
@@ -148,7 +148,7 @@ func New(r checkpoint.Reader, in string, opts plan.Options, run Run) (*Conversio
 		return nil, err
 	}
 	c.cal = cal
-	c.rec = startRecording(run.Log, c.recordedInput(), run, cr)
+	c.rec = startRecording(run.Log, c.recordedInput(), run, cr, c.fileReader())
 	return c, nil
 }
 
@@ -186,6 +186,22 @@ func digestOf(d checkpoint.DigestWriter) (string, int64) {
 		return "", 0
 	}
 	return d.XXH3()
+}
+
+// fileReader is the reader of the recorded input when that is the one file it reads (nil for a
+// model folder, whose identity covers all of its files).
+func (c *Conversion) fileReader() checkpoint.Reader {
+	if c.folder != "" {
+		return nil
+	}
+	r := c.r
+	for {
+		u, ok := r.(interface{ Unwrap() checkpoint.Reader }) // a caller's wrapper (error marking)
+		if !ok {
+			return r
+		}
+		r = u.Unwrap()
+	}
 }
 
 // recordedInput is what the run log records as the input: the model folder (all of its files

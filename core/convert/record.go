@@ -37,9 +37,17 @@ type recording struct {
 	inHash, outHash, calHash *runlog.Hashing
 }
 
-// startRecording starts the record and the input's hash (in the background, or from the log's
-// cache); nil when there is no Log or MONOQUANT_LOG=0.
-func startRecording(l *Log, in string, run Run, cal checkpoint.Reader) *recording {
+// streamedReader is a reader that can hash its whole file from its own reads (safetensors).
+type streamedReader interface {
+	HashWhileReading() error
+	runlog.StreamedDigest
+}
+
+// startRecording starts the record and the input's identity: from the log's cache, else from
+// the reads the quantization makes of src when src can hash them (one safetensors file), else
+// hashed in the background; nil when there is no Log or MONOQUANT_LOG=0. src is nil when the
+// input is more than the file it reads (a model folder).
+func startRecording(l *Log, in string, run Run, cal, src checkpoint.Reader) *recording {
 	if l == nil || !runlog.EnabledEnv(l.getenv()) {
 		return nil
 	}
@@ -47,7 +55,11 @@ func startRecording(l *Log, in string, run Run, cal checkpoint.Reader) *recordin
 	if l.Path == "" {
 		l.Path, _ = runlog.DefaultPathEnv(l.getenv()) // "" when there is none: finish says why
 	}
-	r.inHash = runlog.HashInputAsync(context.Background(), l.Path, in)
+	if s, ok := src.(streamedReader); ok && s.HashWhileReading() == nil {
+		r.inHash = runlog.HashInputStreamed(context.Background(), l.Path, in, s)
+	} else {
+		r.inHash = runlog.HashInputAsync(context.Background(), l.Path, in)
+	}
 	if run.CalibrationFile != "" {
 		r.calHash = runlog.HashFileAsync(run.CalibrationFile)
 	}

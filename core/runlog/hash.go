@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash"
 	"path/filepath"
+	"sync"
 
 	"github.com/zeebo/xxh3"
 
@@ -114,6 +115,10 @@ type Hashing struct {
 	ref   FileRef
 	err   error
 	cache []cachedFile // the file hashes Record may remember (HashInputAsync)
+	// finish, when set once done is closed, completes the hash at the first Wait (a digest
+	// the quantization's own reads computed: HashInputStreamed).
+	finish func()
+	once   sync.Once
 }
 
 // HashFileAsync starts hashing path; Wait returns the result.
@@ -136,6 +141,11 @@ func Hashed(ref FileRef) *Hashing {
 // Wait returns the hash once it is computed.
 func (h *Hashing) Wait() (FileRef, error) {
 	<-h.done
+	h.once.Do(func() {
+		if h.finish != nil {
+			h.finish()
+		}
+	})
 	return h.ref, h.err
 }
 

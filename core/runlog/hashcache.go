@@ -37,6 +37,54 @@ func HashInputAsync(ctx context.Context, logPath, path string) *Hashing {
 	return h
 }
 
+// StreamedDigest is a reader that computes the XXH3-128 of its whole file from the reads a
+// quantization makes of it (safetensors.File after HashWhileReading): ContentXXH3 gives it
+// once the reads are done, reading only what they did not cover; StopHashing ends the hashing
+// when the digest is known otherwise (the log's cache).
+type StreamedDigest interface {
+	ContentXXH3() (sum string, size int64, err error)
+	StopHashing()
+}
+
+// HashInputStreamed is HashInputAsync for one file that the quantization reads through s: the
+// log's cache is looked up beside the quantization as there, but on a miss the identity is
+// taken from s when Wait (SetInput) asks for it, after the quantization, instead of from a
+// second read of the file. A sharded checkpoint or a folder goes as in HashInputAsync.
+func HashInputStreamed(ctx context.Context, logPath, path string, s StreamedDigest) *Hashing {
+	h := &Hashing{done: make(chan struct{})}
+	go func() {
+		defer close(h.done)
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			abs = path
+		}
+		_, names, err := members(abs)
+		if err != nil || names != nil {
+			s.StopHashing()
+			h.ref, h.cache, h.err = hashInput(ctx, logPath, path)
+			return
+		}
+		id, ok := statID(abs)
+		if sums := cachedHashes(ctx, logPath, []string{abs}, []fileID{id}, []bool{ok}); sums[0] != "" {
+			s.StopHashing() // the reads made so far hashed a little for nothing; the rest will not
+			h.ref = FileRef{Path: abs, XXH3: sums[0], Bytes: id.size}
+			return
+		}
+		h.finish = func() {
+			sum, n, err := s.ContentXXH3()
+			if err != nil {
+				h.ref, h.err = FileRef{Path: abs}, fmt.Errorf("hashing %s: %w", abs, err)
+				return
+			}
+			h.ref = FileRef{Path: abs, XXH3: sum, Bytes: n}
+			if after, same := statID(abs); ok && same && after == id && after.size == n && time.Now().UnixNano()-id.ctime > racyWindow.Nanoseconds() {
+				h.cache = []cachedFile{{ref: h.ref, id: id}} // unchanged while read: safe to remember
+			}
+		}
+	}()
+	return h
+}
+
 // hashInput is HashInputAsync's work: the identity of path and the file hashes to cache.
 func hashInput(ctx context.Context, logPath, path string) (FileRef, []cachedFile, error) {
 	abs, err := filepath.Abs(path)

@@ -74,3 +74,45 @@ func TestHashInputCacheSkipsFreshFiles(t *testing.T) {
 		t.Error("a file written a moment ago was marked for the cache")
 	}
 }
+
+// fakeStream counts how often the quantization's digest is asked for.
+type fakeStream struct {
+	sum     string
+	size    int64
+	calls   int
+	stopped bool
+}
+
+func (f *fakeStream) ContentXXH3() (string, int64, error) { f.calls++; return f.sum, f.size, nil }
+func (f *fakeStream) StopHashing()                        { f.stopped = true }
+
+// HashInputStreamed takes the digest from the reads on a cache miss, remembers it like a hash,
+// and on the next run finds it in the cache without asking the reads.
+func TestHashInputStreamed(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("file identities are read on Linux only")
+	}
+	defer func(w time.Duration) { racyWindow = w }(racyWindow)
+	racyWindow = 0
+	ctx := context.Background()
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, FileName)
+	in := filepath.Join(dir, "model.safetensors")
+	os.WriteFile(in, []byte("weights"), 0o644)
+	want, _ := HashFile(in)
+	s := &fakeStream{sum: want.XXH3, size: want.Bytes}
+	r := sampleRun(t, 8, 1, 1)
+	if err := HashInputStreamed(ctx, logPath, in, s).SetInput(r); err != nil || r.Input.XXH3 != want.XXH3 || r.Input.Bytes != want.Bytes || s.calls != 1 {
+		t.Fatalf("streamed input %+v, %v after %d calls; want %+v from one call", r.Input, err, s.calls, want)
+	}
+	if _, w := RecordOrWarn(ctx, logPath, r); w != "" {
+		t.Fatal(w)
+	}
+	again := &fakeStream{sum: "not asked", size: 1}
+	if ref, err := HashInputStreamed(ctx, logPath, in, again).Wait(); err != nil || ref.XXH3 != want.XXH3 || again.calls != 0 || !again.stopped {
+		t.Errorf("second run: %+v, %v, %d calls, stopped %v; want the cached %s, no call, the hashing stopped", ref, err, again.calls, again.stopped, want.XXH3)
+	}
+	if s.stopped {
+		t.Error("the first run (a cache miss) stopped the hashing it needed")
+	}
+}

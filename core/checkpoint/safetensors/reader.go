@@ -18,6 +18,7 @@ type File struct {
 	index map[string]int
 	mu    sync.RWMutex
 	m     *mapped.File // nil once closed
+	seq   *seqHash     // the file's XXH3 from its reads (HashWhileReading), nil when not asked
 }
 
 // Open maps path and validates its header. The tensor data is not read until used.
@@ -76,6 +77,9 @@ func (f *File) Tensor(name string) (*tensor.Tensor, error) {
 	// A checked copy, not a slice of the mapping: a file truncated under the mapping must end
 	// in an error here (mapped.ErrChanged), not in a SIGBUS wherever the caller later reads.
 	data, err := f.m.Copy(f.path, f.hdr.DataStart+off[0], off[1]-off[0])
+	if err == nil {
+		err = f.seq.saw(f, f.hdr.DataStart+off[0], data)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("safetensors %s: tensor %s: %w", f.path, names.Quote(name), err)
 	}
@@ -133,7 +137,11 @@ func (f *File) ReadRange(name string, off int64, dst []byte) error {
 	if off < 0 || off > o[1]-o[0] || int64(len(dst)) > o[1]-o[0]-off {
 		return fmt.Errorf("safetensors %s: tensor %s: bytes [%d, %d) are outside its %d", f.path, names.Quote(name), off, off+int64(len(dst)), o[1]-o[0])
 	}
-	if err := f.m.CopyTo(f.path, f.hdr.DataStart+o[0]+off, dst); err != nil {
+	err := f.m.CopyTo(f.path, f.hdr.DataStart+o[0]+off, dst)
+	if err == nil {
+		err = f.seq.saw(f, f.hdr.DataStart+o[0]+off, dst)
+	}
+	if err != nil {
 		return fmt.Errorf("safetensors %s: tensor %s: %w", f.path, names.Quote(name), err)
 	}
 	return nil
