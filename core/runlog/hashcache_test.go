@@ -10,15 +10,22 @@ import (
 	"time"
 )
 
-func TestHashInputCache(t *testing.T) {
+// cacheTest sets up a test of the log's hash cache: Linux (file identities), no racy window (the
+// test's files are seconds old at most), a folder and the log's path in it.
+func cacheTest(t *testing.T) (ctx context.Context, dir, logPath string) {
+	t.Helper()
 	if runtime.GOOS != "linux" {
 		t.Skip("file identities are read on Linux only")
 	}
-	defer func(w time.Duration) { racyWindow = w }(racyWindow)
-	racyWindow = 0 // the test's files are seconds old at most
-	ctx := context.Background()
-	dir := t.TempDir()
-	logPath := filepath.Join(dir, FileName)
+	old := racyWindow
+	racyWindow = 0
+	t.Cleanup(func() { racyWindow = old })
+	dir = t.TempDir()
+	return context.Background(), dir, filepath.Join(dir, FileName)
+}
+
+func TestHashInputCache(t *testing.T) {
+	ctx, dir, logPath := cacheTest(t)
 	in := filepath.Join(dir, "model.pt")
 	os.WriteFile(in, []byte("weights v1"), 0o644)
 	want, _ := HashFile(in)
@@ -89,14 +96,7 @@ func (f *fakeStream) StopHashing()                        { f.stopped = true }
 // HashInputStreamed takes the digest from the reads on a cache miss, remembers it like a hash,
 // and on the next run finds it in the cache without asking the reads.
 func TestHashInputStreamed(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("file identities are read on Linux only")
-	}
-	defer func(w time.Duration) { racyWindow = w }(racyWindow)
-	racyWindow = 0
-	ctx := context.Background()
-	dir := t.TempDir()
-	logPath := filepath.Join(dir, FileName)
+	ctx, dir, logPath := cacheTest(t)
 	in := filepath.Join(dir, "model.safetensors")
 	os.WriteFile(in, []byte("weights"), 0o644)
 	want, _ := HashFile(in)
