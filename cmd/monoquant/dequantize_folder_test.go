@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
-	"github.com/monoquant/monoquant/core/checkpoint/safetensors"
+	"github.com/monoquant/monoquant/core/checkpoint/checkpointtest"
 	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/tensor"
 )
@@ -37,34 +37,8 @@ func shardedFolder(t *testing.T) string {
 		add("layers."+l+".fc.weight", 64, 64)
 		add("layers."+l+".fc.bias", 64)
 	}
-	w, err := safetensors.CreateSharded(dir, "model", infos, map[string]string{"format": "pt"}, 20000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range infos {
-		if err := w.Write(e.Name, data[e.Name]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(dir, "config.json"), []byte(`{"model_type": "bert"}`), 0o644)
-	os.WriteFile(filepath.Join(dir, "tokenizer.json"), []byte(`{"version": "1.0"}`), 0o644)
+	checkpointtest.WriteShardedFolder(t, dir, infos, data, `{"model_type": "bert"}`)
 	return dir
-}
-
-func weightMapOf(t *testing.T, dir string) map[string]string {
-	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(dir, "model"+safetensors.IndexSuffix))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, _, err := safetensors.ParseIndex(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
 }
 
 // TestDequantizeFolder: `monoquant dequantize FOLDER` writes a folder laid out as the float
@@ -88,7 +62,7 @@ func TestDequantizeFolder(t *testing.T) {
 	if dr.Output != out || dr.TensorsRestored != 3 || dr.TensorsOut != 6 || dr.FileBytesAfter == 0 {
 		t.Errorf("dequantize --json = %+v; want output %s, 3 dequantized, 6 written, a size", dr, out)
 	}
-	inMap, outMap := weightMapOf(t, in), weightMapOf(t, out)
+	inMap, outMap := checkpointtest.IndexWeightMap(t, in), checkpointtest.IndexWeightMap(t, out)
 	if len(inMap) != len(outMap) {
 		t.Errorf("output index lists %d tensors, the float folder's %d", len(outMap), len(inMap))
 	}

@@ -7,27 +7,16 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/checkpoint/checkpointtest"
 	"github.com/monoquant/monoquant/core/checkpoint/safetensors"
 	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/tensor"
 )
-
-func indexMap(t *testing.T, dir string) map[string]string {
-	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(dir, "model"+safetensors.IndexSuffix))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, _, err := safetensors.ParseIndex(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
 
 // TestDequantizeFolderKeepsTheLayout: a quantized sharded folder dequantizes into a folder laid
 // out as the float folder it came from: the same shard files, every tensor in its shard, in its
@@ -46,7 +35,7 @@ func TestDequantizeFolderKeepsTheLayout(t *testing.T) {
 	if calls == 0 {
 		t.Error("no progress reported")
 	}
-	inMap, outMap := indexMap(t, in), indexMap(t, out)
+	inMap, outMap := checkpointtest.IndexWeightMap(t, in), checkpointtest.IndexWeightMap(t, out)
 	if len(inMap) != len(outMap) {
 		t.Errorf("the output index lists %d tensors, the float folder's %d", len(outMap), len(inMap))
 	}
@@ -89,7 +78,7 @@ func TestDequantizeFolderKeepsTheLayout(t *testing.T) {
 		if err != nil {
 			t.Fatalf("the dequantized folder lacks %s: %v", e.Name, err)
 		}
-		if b.DType != tensor.F32 || !equalInts(a.Shape, b.Shape) {
+		if b.DType != tensor.F32 || !slices.Equal(a.Shape, b.Shape) {
 			t.Errorf("%s: %v %v, want %v %v", e.Name, b.DType, b.Shape, a.DType, a.Shape)
 			continue
 		}
@@ -110,18 +99,6 @@ func TestDequantizeFolderKeepsTheLayout(t *testing.T) {
 			t.Errorf("%s: dequantized values off by up to %g (values up to %g)", e.Name, maxErr, maxAbs)
 		}
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestDequantizeFolderSingleFile: a folder whose weights are one model.safetensors gives a

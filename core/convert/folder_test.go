@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
-	"github.com/monoquant/monoquant/core/checkpoint/safetensors"
+	"github.com/monoquant/monoquant/core/checkpoint/checkpointtest"
 	"github.com/monoquant/monoquant/core/model"
 	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/tensor"
@@ -36,20 +36,7 @@ func gpt2Folder(t *testing.T, modelType string) string {
 		add("transformer.h."+l+".mlp.c_fc.weight", 32, 128)
 		add("transformer.h."+l+".mlp.c_proj.weight", 128, 32)
 	}
-	w, err := safetensors.CreateSharded(dir, "model", infos, map[string]string{"format": "pt"}, 20000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range infos {
-		if err := w.Write(e.Name, data[e.Name]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(dir, "config.json"), []byte(`{"model_type": "`+modelType+`", "architectures": ["GPT2LMHeadModel"]}`), 0o644)
-	os.WriteFile(filepath.Join(dir, "tokenizer.json"), []byte(`{"version": "1.0"}`), 0o644)
+	checkpointtest.WriteShardedFolder(t, dir, infos, data, `{"model_type": "`+modelType+`", "architectures": ["GPT2LMHeadModel"]}`)
 	return dir
 }
 
@@ -184,18 +171,7 @@ func TestFolderShardLayoutAndCopies(t *testing.T) {
 	if _, err := File(context.Background(), in, out, plan.Options{}, Run{Validate: true}); err != nil {
 		t.Fatal(err)
 	}
-	readIndex := func(dir string) map[string]string {
-		raw, err := os.ReadFile(filepath.Join(dir, "model"+safetensors.IndexSuffix))
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, _, err := safetensors.ParseIndex(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return m
-	}
-	inMap, outMap := readIndex(in), readIndex(out)
+	inMap, outMap := checkpointtest.IndexWeightMap(t, in), checkpointtest.IndexWeightMap(t, out)
 	for name, shard := range outMap {
 		owner := strings.TrimSuffix(strings.TrimSuffix(name, ".scale"), ".zero_point")
 		if _, ok := inMap[owner]; !ok {

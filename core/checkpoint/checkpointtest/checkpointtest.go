@@ -2,6 +2,8 @@
 package checkpointtest
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
@@ -30,6 +32,46 @@ func WriteSafetensors(t testing.TB, path string, tensors map[string]*tensor.Tens
 	if err := w.Commit(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// WriteShardedFolder writes a Hugging Face-style model folder into dir: the tensors (infos in
+// order, their bytes in data) as safetensors shards of at most 20000 bytes behind
+// model.safetensors.index.json, config.json holding config, and a tokenizer.json; or fails the
+// test.
+func WriteShardedFolder(t testing.TB, dir string, infos []tensor.Info, data map[string][]byte, config string) {
+	t.Helper()
+	w, err := safetensors.CreateSharded(dir, "model", infos, map[string]string{"format": "pt"}, 20000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range infos {
+		if err := w.Write(e.Name, data[e.Name]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range map[string]string{"config.json": config, "tokenizer.json": `{"version": "1.0"}`} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// IndexWeightMap is the weight map (tensor → shard file) of dir/model.safetensors.index.json,
+// or fails the test.
+func IndexWeightMap(t testing.TB, dir string) map[string]string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, "model"+safetensors.IndexSuffix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _, err := safetensors.ParseIndex(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 // CountingReader counts a reader's Tensor and Release calls; with Copies set it returns a new
