@@ -3,11 +3,8 @@ package quant
 import (
 	"encoding/binary"
 	"fmt"
-	"math"
 	"runtime"
 	"sync"
-
-	"github.com/x448/float16"
 
 	"github.com/monoquant/monoquant/core/tensor"
 )
@@ -133,13 +130,7 @@ func castScalar(out []byte, base int, xs []float32, bf16, saturate bool, local *
 		}
 		binary.LittleEndian.PutUint16(out[2*i:], h)
 		if measure {
-			var y float32
-			if bf16 {
-				y = math.Float32frombits(uint32(h) << 16)
-			} else {
-				y = float16.Frombits(h).Float32()
-			}
-			acc.add(base+i, x, y)
+			acc.add(base+i, x, halfValue(h, bf16))
 		}
 	}
 }

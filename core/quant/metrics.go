@@ -124,15 +124,16 @@ func (a *normAcc) add(i int, x, y float32) {
 
 func (a *normAcc) halves(base int, xs []float32, h []byte, bf16 bool) {
 	for i, x := range xs {
-		b := binary.LittleEndian.Uint16(h[2*i:])
-		var y float32
-		if bf16 {
-			y = math.Float32frombits(uint32(b) << 16)
-		} else {
-			y = float16.Frombits(b).Float32()
-		}
-		a.add(base+i, x, y)
+		a.add(base+i, x, halfValue(binary.LittleEndian.Uint16(h[2*i:]), bf16))
 	}
+}
+
+// halfValue is the float32 value of a Float16 (or, with bf16, BFloat16) bit pattern.
+func halfValue(h uint16, bf16 bool) float32 {
+	if bf16 {
+		return math.Float32frombits(uint32(h) << 16)
+	}
+	return float16.Frombits(h).Float32()
 }
 
 // sqnrChunk is how many dequantized values a worker holds at a time (on its stack).
