@@ -61,8 +61,8 @@ func hashFile(ctx context.Context, path string, withSHA bool) (FileRef, error) {
 	return ref, nil
 }
 
-// XXH3Hex is the canonical hex form of a finished XXH3-128 hash (32 digits, high half first).
-func XXH3Hex(h *xxh3.Hasher) string {
+// xxh3Hex is the canonical hex form of a finished XXH3-128 hash (32 digits, high half first).
+func xxh3Hex(h *xxh3.Hasher) string {
 	b := h.Sum128().Bytes()
 	return hex.EncodeToString(b[:])
 }
@@ -101,7 +101,7 @@ func hashOne(ctx context.Context, path string, withSHA bool) (FileRef, error) {
 	if err != nil {
 		return FileRef{Path: path}, fmt.Errorf("hashing %s: %w", path, err)
 	}
-	ref := FileRef{Path: path, XXH3: XXH3Hex(x), Bytes: m.Size()}
+	ref := FileRef{Path: path, XXH3: xxh3Hex(x), Bytes: m.Size()}
 	if withSHA {
 		ref.SHA256 = hex.EncodeToString(s.Sum(nil))
 	}

@@ -66,8 +66,14 @@ func (f *File) ContentXXH3() (string, int64, error) {
 	if err := s.upTo(f, f.m.Size()); err != nil {
 		return "", 0, fmt.Errorf("safetensors %s: %w", f.path, err)
 	}
-	b := s.h.Sum128().Bytes()
-	return hex.EncodeToString(b[:]), s.next, nil
+	return xxh3Hex(s.h), s.next, nil
+}
+
+// xxh3Hex is the canonical hex form of an XXH3-128 hash so far (32 digits, high half first, as
+// `xxhsum -H2` prints it).
+func xxh3Hex(h *xxh3.Hasher) string {
+	b := h.Sum128().Bytes()
+	return hex.EncodeToString(b[:])
 }
 
 // StopHashing ends HashWhileReading: the reads from now on are not hashed (the run log found

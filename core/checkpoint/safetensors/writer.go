@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -91,8 +90,7 @@ func (w *Writer) XXH3() (string, int64) {
 	if w.h == nil || !w.committed {
 		return "", 0
 	}
-	b := w.h.Sum128().Bytes()
-	return hex.EncodeToString(b[:]), w.n
+	return xxh3Hex(w.h), w.n
 }
 
 // hashBeside: a write at least this large is hashed on a goroutine of its own while the write
