@@ -287,6 +287,24 @@ func mq_run_log_metric(lo *C.mq_crunlog_options, id C.int64_t, name *C.mq_cchar,
 	return runlogErr(call, l.AddMetric(ctx, int64(id), key, v))
 }
 
+//export mq_run_add_sha256
+func mq_run_add_sha256(lo *C.mq_crunlog_options, id C.int64_t) (rc C.int) {
+	defer guard(&rc)
+	const call = "mq_run_add_sha256"
+	ctx := context.Background()
+	_, l, rc := openRunlog(ctx, lo, call)
+	if rc != mqOK {
+		return rc
+	}
+	defer l.Close()
+	// reads whole files: on a goroutine of its own, as the other long calls (offThread)
+	_, err := offThread(func() (*runlog.Run, error) { return l.AddSHA256(ctx, int64(id)) })
+	if errors.Is(err, runlog.ErrFileChanged) {
+		return mapErr(fail(mqEIO, "%s: %v", call, err), mqEIO)
+	}
+	return runlogErr(call, err)
+}
+
 //export mq_runlog_set_version
 func mq_runlog_set_version(component, version *C.mq_cchar) (rc C.int) {
 	defer guard(&rc)

@@ -1055,6 +1055,14 @@ MQ_API int mq_run_reproduce(const mq_runlog_options* log, int64_t id, const char
 MQ_API int mq_run_log_metric(const mq_runlog_options* log, int64_t id, const char* name,
                              double value);
 
+/* Adds the sha256 of run `id`'s input, output and calibration files to its record (runs record
+ * files by their XXH3-128; the sha256 is computed on request, as `monoquant runs show ID
+ * --sha256`): each file is read once and checked against the recorded XXH3 in the same read; a
+ * digest already recorded is kept. Read the result with mq_run_show_json. MQ_EINVAL for an
+ * unknown run; MQ_EIO when a file has changed since the run or is gone (the message names it;
+ * nothing is stored) or the log cannot be written. */
+MQ_API int mq_run_add_sha256(const mq_runlog_options* log, int64_t id);
+
 /* Adds component = version ("torch", "2.5.1") to the versions every run recorded by this process
  * stores from now on: a binding names its host, which the library cannot know. An empty version
  * removes the component; "monoquant" and "go" are the library's own and are refused

@@ -144,6 +144,13 @@ int main(void) {
     str_field(strstr(buf, "\"output\""), "xxh3", sha, sizeof sha);
     str_field(strstr(buf, "\"input\""), "xxh3", insha, sizeof insha);
     CHECK(strlen(sha) == 32 && strlen(insha) == 32, "run 1 digests (XXH3-128): %s %s", sha, insha);
+    CHECK(strstr(buf, "\"sha256\":\"\"") != NULL, "run 1 has a sha256 before asked: %.600s", buf);
+    CHECK_RC(mq_run_add_sha256(NULL, 1), MQ_OK);
+    JSON(mq_run_show_json(NULL, 1, buf, sizeof buf, &len_));
+    char osha[80];
+    str_field(strstr(buf, "\"output\""), "sha256", osha, sizeof osha);
+    CHECK(strlen(osha) == 64, "run 1's output sha256 after mq_run_add_sha256: %s", osha);
+    CHECK_RC(mq_run_add_sha256(NULL, 99), MQ_EINVAL);
     CHECK_RC(mq_run_show_json(NULL, 99, buf, sizeof buf, &len), MQ_EINVAL);
     CHECK(strstr(mq_last_error(), "run 99") != NULL, "error: %s", mq_last_error());
     CHECK_RC(mq_run_log_metric(NULL, 1, "accuracy", 0.91), MQ_OK);

@@ -626,6 +626,8 @@ _fn("mq_runs_compare_json", [POINTER(mq_runlog_options), POINTER(c_int64), c_siz
 # int mq_run_reproduce(const mq_runlog_options* log, int64_t id, const char* output,
 #                      mq_progress_fn progress, void* user, mq_report** result);
 _fn("mq_run_reproduce", [POINTER(mq_runlog_options), c_int64, c_char_p, mq_progress_fn, c_void_p, POINTER(mq_report_p)], c_int)
+# int mq_run_add_sha256(const mq_runlog_options* log, int64_t id);
+_fn("mq_run_add_sha256", [POINTER(mq_runlog_options), c_int64], c_int)
 # int mq_run_log_metric(const mq_runlog_options* log, int64_t id, const char* name, double value);
 _fn("mq_run_log_metric", [POINTER(mq_runlog_options), c_int64, c_char_p, c_double], c_int)
 # int mq_runlog_set_version(const char* component, const char* version);

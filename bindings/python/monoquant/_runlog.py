@@ -57,7 +57,7 @@ class Run:
     entry_point ("cli", "c", "python", "python.quantize", "search"), settings (what the run was
     asked: options, output_format, calibration, recipe), config (the resolved per-tensor config
     it applied), input (path, xxh3, sha256, bytes: a file is known by its XXH3-128, its sha256 is
-    "" until ``monoquant runs show --sha256 ID`` adds it; an in-memory model has no path and its
+    "" until ``run(id, sha256=True)`` or ``monoquant runs show --sha256 ID`` adds it; an in-memory model has no path and its
     state-dict fingerprint as sha256), output (path, xxh3, sha256, bytes), calibration (path,
     xxh3 or sha256, count, shapes; None when not static), layers (per quantized tensor: name, layer, layer_type,
     format, kernel, sqnr_db, bytes_before, bytes_after), results (whole-model numbers: sizes,
@@ -116,9 +116,17 @@ def runs(log_file=None, **filters):
     return [Run(d) for d in _json(_lib.mq_runs_list_json, (ctypes.byref(o), f), "runs")]
 
 
-def run(run_id, log_file=None):
-    """One run by id, as a ``Run``. Raises InvalidArgumentError for an id the log lacks."""
+def run(run_id, log_file=None, sha256=False):
+    """One run by id, as a ``Run``. Raises InvalidArgumentError for an id the log lacks.
+
+    Runs record their files by XXH3-128 (``input["xxh3"]``, ``output["xxh3"]``); with
+    ``sha256=True`` the sha256 of the input, output and calibration files is computed first and
+    added to the record for good (as ``monoquant runs show ID --sha256``): each file is read once
+    and checked against its recorded XXH3. Raises MonoquantIOError when a file has changed since
+    the run or is gone (nothing is stored)."""
     o = _options(log_file)
+    if sha256:
+        check(_lib.mq_run_add_sha256(ctypes.byref(o), int(run_id)), f"sha256 of run {run_id}'s files")
     return Run(_json(_lib.mq_run_show_json, (ctypes.byref(o), int(run_id)), f"run {run_id}"))
 
 

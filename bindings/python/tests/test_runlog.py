@@ -147,11 +147,17 @@ def test_every_entry_point_records_and_every_caller_reproduces_identically(home,
         # Python
         py = monoquant.reproduce(rid, output=tmp_path / f"again{rid}.safetensors")
         assert py.identical and py.output_digest == recorded == py.recorded_digest and py.differences == []
-        # the CLI's `runs show --sha256` adds the sha256 of the recorded output, as hashlib computes it
-        r = cli("runs", "show", str(rid), "--sha256")
-        assert r.returncode == 0, r.stderr
+        # the sha256 of the recorded files on request, as hashlib computes it: from the CLI
+        # (`runs show --sha256`) for run 1, from Python (the C ABI's mq_run_add_sha256) for the rest
+        if rid == 1:
+            r = cli("runs", "show", str(rid), "--sha256")
+            assert r.returncode == 0, r.stderr
+            rec = monoquant.run(rid)
+        else:
+            rec = monoquant.run(rid, sha256=True)
         sha = hashlib.sha256(open(first["path"], "rb").read()).hexdigest()
-        assert monoquant.run(rid).output["sha256"] == sha == hashlib.sha256((tmp_path / f"again{rid}.safetensors").read_bytes()).hexdigest()
+        assert rec.output["sha256"] == sha == hashlib.sha256((tmp_path / f"again{rid}.safetensors").read_bytes()).hexdigest()
+        assert rec.input["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
         assert monoquant.run(py.new_run_id).entry_point == "python"
         # the CLI
         r = cli("runs", "reproduce", str(rid), "--quiet")
@@ -210,6 +216,12 @@ def test_reproduce_refusals(home, tmp_path):
     with pytest.raises(monoquant.MonoquantIOError, match="changed since the run"):
         monoquant.reproduce(1)
     assert len(monoquant.runs()) == 2  # nothing ran, nothing recorded
+    # no sha256 for a file that is no longer what the run read: an error naming it, nothing stored
+    with pytest.raises(monoquant.MonoquantIOError, match="input .*m.safetensors no longer holds the recorded content"):
+        monoquant.run(1, sha256=True)
+    assert monoquant.run(1).input["sha256"] == "" and monoquant.run(1).output["sha256"] == ""
+    with pytest.raises(monoquant.InvalidArgumentError, match="run 42"):
+        monoquant.run(42, sha256=True)
 
 
 def test_search_records_each_trial_once(home):
