@@ -11,7 +11,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"math"
 	"os"
 	"unsafe"
 
@@ -75,7 +74,9 @@ func (o runlogOptions) open(ctx context.Context, call string, create bool) (*run
 
 func runlogErr(call string, err error) C.int {
 	switch {
-	case errors.Is(err, runlog.ErrNotFound):
+	case errors.Is(err, runlog.ErrMetricValue):
+		return mapErr(fail(mqENONFINITE, "%s: %v", call, err), mqENONFINITE)
+	case errors.Is(err, runlog.ErrNotFound), errors.Is(err, runlog.ErrMetricName):
 		return mapErr(fail(mqEINVAL, "%s: %v", call, err), mqEINVAL)
 	case errors.Is(err, reproduce.ErrInputChanged):
 		return mapErr(fail(mqEIO, "%s: %v", call, err), mqEIO)
@@ -271,20 +272,13 @@ func mq_run_log_metric(lo *C.mq_crunlog_options, id C.int64_t, name *C.mq_cchar,
 	if err != nil {
 		return mapErr(err, mqEINVAL)
 	}
-	if key == "" {
-		return mapErr(fail(mqEINVAL, "%s: the metric name is empty", call), mqEINVAL)
-	}
-	v := float64(value)
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return mapErr(fail(mqENONFINITE, "%s: metric %q: value %v is not a finite number", call, key, v), mqENONFINITE)
-	}
 	ctx := context.Background()
 	_, l, rc := openRunlog(ctx, lo, call)
 	if rc != mqOK {
 		return rc
 	}
 	defer l.Close()
-	return runlogErr(call, l.AddMetric(ctx, int64(id), key, v))
+	return runlogErr(call, l.AddMetric(ctx, int64(id), key, float64(value)))
 }
 
 //export mq_run_add_sha256

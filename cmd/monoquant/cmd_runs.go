@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -333,12 +332,15 @@ func runsMetric(ctx context.Context, e *env, l *runlog.Log, args []string) error
 		return err
 	}
 	v, err := strconv.ParseFloat(args[2], 64)
-	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-		return usageErr("runs metric: value %q is not a finite number", args[2])
+	if err != nil {
+		return usageErr("runs metric: value %q is not a number", args[2])
 	}
 	if err := l.AddMetric(ctx, id, args[1], v); err != nil {
-		if errors.Is(err, runlog.ErrNotFound) {
+		switch {
+		case errors.Is(err, runlog.ErrNotFound):
 			return fail(exitInput, "%v", err)
+		case errors.Is(err, runlog.ErrMetricName), errors.Is(err, runlog.ErrMetricValue):
+			return usageErr("runs metric: %v", err) // the log's rule for a metric
 		}
 		return wrapExit(exitOutput, err, "")
 	}

@@ -163,7 +163,7 @@ func TestRunsErrors(t *testing.T) {
 		{[]string{"runs", "list"}, exitInput, "no run log at"},
 		{[]string{"runs", "metric", "7", "acc", "1"}, exitInput, "run 7: no such run"}, // creates the log
 		{[]string{"runs", "show", "x"}, exitUsage, `"x" is not a run id`},
-		{[]string{"runs", "metric", "1", "acc", "nan"}, exitUsage, "not a finite number"},
+		{[]string{"runs", "metric", "1", "acc", "nan"}, exitUsage, "value NaN is not a finite number"},
 		{[]string{"runs", "show", "7"}, exitInput, "run 7: no such run"},
 		{[]string{"runs", "compare", "1"}, exitUsage, "two or more run ids"},
 		{[]string{"runs", "list", "--filter", "bits"}, exitUsage, "want key=value"},

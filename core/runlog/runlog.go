@@ -24,6 +24,13 @@ const FileName = "runs.sqlite"
 // ErrNotFound is returned by Get and AddMetric for a run id the log does not hold.
 var ErrNotFound = errors.New("no such run")
 
+// ErrMetricName and ErrMetricValue: a metric without a name, or whose value is NaN or infinite
+// (AddMetric).
+var (
+	ErrMetricName  = errors.New("the metric name is empty")
+	ErrMetricValue = errors.New("not a finite number")
+)
+
 // DefaultPath is where the run log lives: $MONOQUANT_HOME/runs.sqlite, else
 // $XDG_DATA_HOME/monoquant/runs.sqlite, else ~/.local/share/monoquant/runs.sqlite.
 func DefaultPath() (string, error) { return DefaultPathEnv(os.Getenv) }
@@ -386,10 +393,10 @@ func finiteMap(m map[string]float64) map[string]float64 {
 // AddMetric attaches (or replaces) a user metric, e.g. an accuracy measured after the run.
 func (l *Log) AddMetric(ctx context.Context, id int64, key string, value float64) error {
 	if key == "" {
-		return fmt.Errorf("metric name is empty")
+		return ErrMetricName
 	}
 	if math.IsNaN(value) || math.IsInf(value, 0) {
-		return fmt.Errorf("metric %q: value %v is not a finite number", key, value)
+		return fmt.Errorf("metric %q: value %v is %w", key, value, ErrMetricValue)
 	}
 	return retry(ctx, l.busy, func() error {
 		tx, err := l.db.BeginTx(ctx, nil)
