@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,14 +12,14 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/monoquant/monoquant/core/checkpoint/atomicfile"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
 // The helper process: when this env var names a target path, TestHelperSlowWriter writes a large
-// file there, reporting each tensor on stdout, so the parent can SIGKILL it mid-stream.
+// file there, reporting each tensor on stdout; after half of them it waits for its stdin to
+// close, so the parent's SIGKILL lands mid-stream however busy the machine is.
 const helperEnv = "MONOQUANT_ST_HELPER_TARGET"
 
 const (
@@ -51,8 +52,9 @@ func TestHelperSlowWriter(t *testing.T) {
 			os.Exit(2)
 		}
 		fmt.Println("wrote", i+1)
-		// Slow enough that the parent's kill lands long before Commit.
-		time.Sleep(25 * time.Millisecond)
+		if i+1 == helperTensors/2 {
+			io.Copy(io.Discard, os.Stdin) // the parent kills it here, or closes stdin to go on
+		}
 	}
 	if err := w.Commit(); err != nil {
 		fmt.Println("ERR", err)
@@ -62,8 +64,9 @@ func TestHelperSlowWriter(t *testing.T) {
 	os.Exit(0)
 }
 
-// startHelper runs the helper writing target and returns it with a line reader on its stdout.
-func startHelper(t *testing.T, target string) (*exec.Cmd, *bufio.Scanner) {
+// startHelper runs the helper writing target and returns it with a line reader on its stdout
+// and its stdin (closing it lets the helper go on past the middle; Wait closes it too).
+func startHelper(t *testing.T, target string) (*exec.Cmd, *bufio.Scanner, io.Closer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperSlowWriter$")
 	cmd.Env = append(os.Environ(), helperEnv+"="+target)
@@ -71,11 +74,15 @@ func startHelper(t *testing.T, target string) (*exec.Cmd, *bufio.Scanner) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	return cmd, bufio.NewScanner(out)
+	return cmd, bufio.NewScanner(out), in
 }
 
 // TestKillDuringWrite SIGKILLs a process halfway through writing a ~100 MB file: the target must
@@ -93,7 +100,7 @@ func TestKillDuringWrite(t *testing.T) {
 				writeShard(t, target, "old.tensor")
 				old, _ = os.ReadFile(target)
 			}
-			cmd, lines := startHelper(t, target)
+			cmd, lines, _ := startHelper(t, target) // stdin stays open: the helper waits mid-stream
 			killAfter := helperTensors / 2
 			for lines.Scan() {
 				line := lines.Text()
@@ -152,7 +159,8 @@ func TestKillDuringWrite(t *testing.T) {
 	// Without a kill the same helper replaces the file completely.
 	t.Run("no_kill", func(t *testing.T) {
 		target := filepath.Join(t.TempDir(), "model.safetensors")
-		cmd, lines := startHelper(t, target)
+		cmd, lines, stdin := startHelper(t, target)
+		stdin.Close()
 		var last string
 		for lines.Scan() {
 			last = lines.Text()

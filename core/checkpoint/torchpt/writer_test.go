@@ -15,7 +15,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/monoquant/monoquant/core/checkpoint/atomicfile"
 	"github.com/monoquant/monoquant/core/tensor"
@@ -298,8 +297,8 @@ func TestHelperSlowWriter(t *testing.T) {
 		}
 		if i == 5 {
 			os.Stdout.WriteString("writing\n")
+			io.Copy(io.Discard, os.Stdin) // the parent kills it here, however busy the machine
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 	w.Commit()
 	os.Exit(0)
@@ -321,6 +320,9 @@ func TestKillMidWrite(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if _, err := cmd.StdinPipe(); err != nil { // held open: the child waits mid-write
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -334,6 +336,9 @@ func TestKillMidWrite(t *testing.T) {
 			t.Fatal(err)
 		}
 		cmd.Wait()
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
+			t.Fatalf("the child was not killed mid-write (%v): the test did not exercise a torn write", cmd.ProcessState)
+		}
 		if withOld {
 			checkRoundTrip(t, target, old, map[string]string{"old": "yes"})
 		} else if _, err := os.Stat(target); !os.IsNotExist(err) {
