@@ -152,15 +152,56 @@ func TestSignalInterruptsCleanly(t *testing.T) {
 	}
 	in := filepath.Join(dir, "big.safetensors")
 	writeSafetensors(t, in, tensors, order...)
+	// stderr on a terminal, so the run draws its bar: the first bar says the quantization runs,
+	// and main has put its signal handler in place long before. A signal sent at a fixed time
+	// after the start instead could come, on a busy machine, while the process is still
+	// starting, and kill it outright (exit by signal, not 130).
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Skipf("no pseudo-terminal available: %v", err)
+	}
+	defer ptmx.Close()
+	pty.Setsize(ptmx, &pty.Winsize{Rows: 40, Cols: 160})
 	cmd := exec.Command(binPath, "quantize", "--model", in)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
+	cmd.Stderr = tty
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	tty.Close()
+	var term bytes.Buffer
+	running, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 4096)
+		for told := false; ; {
+			n, err := ptmx.Read(buf)
+			term.Write(buf[:n])
+			if !told && bytes.Contains(term.Bytes(), []byte("quantizing [")) {
+				close(running)
+				told = true
+			}
+			if err != nil { // EIO once the child's side closes
+				return
+			}
+		}
+	}()
+	select {
+	case <-running:
+	case <-done:
+		cmd.Wait()
+		t.Fatalf("quantize ended without drawing its bar; terminal %q", term.String())
+	case <-time.After(time.Minute):
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatal("quantize drew no bar in a minute")
+	}
 	cmd.Process.Signal(syscall.SIGINT)
-	err := cmd.Wait()
+	err = cmd.Wait()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("reading the terminal did not end")
+	}
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
@@ -169,13 +210,15 @@ func TestSignalInterruptsCleanly(t *testing.T) {
 			t.Errorf("exit 0 but no output: %v", err)
 		}
 	case errors.As(err, &ee) && ee.ExitCode() == exitInterrupted:
-		if got := strings.TrimSpace(errb.String()); got != "monoquant: interrupted; no output was written" {
-			t.Errorf("interrupted run: stderr %q", got)
+		// The bar is cleared, then one line says so.
+		const msg = "monoquant: interrupted; no output was written"
+		if got := term.String(); strings.Count(got, msg) != 1 || !strings.HasSuffix(strings.TrimRight(got, "\r\n"), msg) {
+			t.Errorf("interrupted run: terminal %q, want it to end with %q once", got, msg)
 		}
 		if got := listDir(t, dir); len(got) != 1 || got[0] != "big.safetensors" {
 			t.Errorf("after SIGINT the folder holds %v, want only the input", got)
 		}
 	default:
-		t.Errorf("SIGINT during quantize: %v (stderr %q), want exit %d", err, errb.String(), exitInterrupted)
+		t.Errorf("SIGINT during quantize: %v (terminal %q), want exit %d", err, term.String(), exitInterrupted)
 	}
 }
