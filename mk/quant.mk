@@ -3,8 +3,8 @@
 #   make bench-quant    4096×4096 float32 quantize/dequantize throughput
 #   make golden-quant   regenerate testdata/golden/quant from the torch in .venv
 #   fuzzing: the AVX2 quantize kernels against the scalar loops (FuzzQuantRunMeasured) and
-#   Quantize on arbitrary shapes and specs (FuzzQuantize), 10 s each in make test (through
-#   test-fuzz-short), FUZZ_TIME each in make fuzz
+#   Quantize on arbitrary shapes and specs (FuzzQuantize), 50000 inputs each in make test (through
+#   test-fuzz-short; a count, not seconds: mk/checkpoint.mk says why), FUZZ_TIME each in make fuzz
 .PHONY: test-quant bench-quant golden-quant fuzz-quant-short fuzz-quant
 QUANT_FUZZ := FuzzQuantRunMeasured FuzzQuantize
 
@@ -20,8 +20,8 @@ golden-quant:
 test-fuzz-short: fuzz-quant-short
 fuzz-quant-short:
 	@set -e; for f in $(QUANT_FUZZ); do \
-		echo "$(GO) test ./core/quant -run '^$$' -fuzz ^$$f\$$ -fuzztime=10s"; \
-		$(GO) test ./core/quant -run '^$$' -fuzz "^$$f\$$" -fuzztime=10s; done
+		echo "$(GO) test ./core/quant -run '^$$' -fuzz ^$$f\$$ -fuzztime=50000x"; \
+		$(GO) test ./core/quant -run '^$$' -fuzz "^$$f\$$" -fuzztime=50000x; done
 
 fuzz: fuzz-quant
 fuzz-quant:
