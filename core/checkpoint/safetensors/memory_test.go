@@ -15,9 +15,10 @@ import (
 // rssBytes reads VmRSS from /proc/self/status (0 when unavailable).
 func rssBytes() int64 { return statusBytes("VmRSS:") }
 
-// rssFileBytes reads RssFile (the resident pages backed by files: a mapping's pages, not the
-// heap) from /proc/self/status (0 when unavailable).
-func rssFileBytes() int64 { return statusBytes("RssFile:") }
+// rssFileBytes reads the resident pages backed by files (a mapping's pages, not the heap) from
+// /proc/self/status: RssFile, plus RssShmem, where the mapped pages of a file on tmpfs count
+// (a TMPDIR on tmpfs); 0 when unavailable.
+func rssFileBytes() int64 { return statusBytes("RssFile:") + statusBytes("RssShmem:") }
 
 // statusBytes reads a "kB" field of /proc/self/status (0 when unavailable).
 func statusBytes(field string) int64 {
@@ -110,9 +111,9 @@ func passOverFile(tb testing.TB, path string, release, mapping bool) (peakGrowth
 // near one tensor.
 //
 // Tensor's heap copies are garbage the collector frees on its own schedule, and freed heap
-// returns to the OS later still, so the total RSS of a pass through Tensor moves with GC
-// timing (from 10 to 21 MB on the same machine); it is logged, and the bound is asserted on the
-// file-backed part, which is what pread versus mapping decides.
+// returns to the OS later still, so the total RSS of every pass moves with GC timing (from 10
+// to 21 MB for a pass through Tensor on the same machine); it is logged, and the bounds are
+// asserted on the file-backed part, which is what pread versus mapping decides.
 func TestReleaseBoundsResidentMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes 64 MB")
@@ -127,7 +128,7 @@ func TestReleaseBoundsResidentMemory(t *testing.T) {
 		t.Fatalf("checksums differ between passes: %d, %d, %d, %d", sum1, sum2, sum3, sum4)
 	}
 	if rssBytes() == 0 || rssFileBytes() == 0 {
-		t.Skip("no VmRSS/RssFile in /proc/self/status")
+		t.Skip("no VmRSS/RssFile/RssShmem in /proc/self/status")
 	}
 	if raceEnabled {
 		t.Skip("the race detector's shadow memory dominates RSS; make test-go-memory runs this without -race")
@@ -147,12 +148,15 @@ func TestReleaseBoundsResidentMemory(t *testing.T) {
 			t.Errorf("%s: the file-backed RSS grew by %d bytes, more than one %d-byte tensor of a %d-byte file: Tensor's reads map the file", c.what, c.got, size, file)
 		}
 	}
-	// The mapping with Release allocates nothing: its total growth is the released window.
-	if mappedRelease > file/4+size {
-		t.Errorf("the mapping with Release: the RSS grew by %d bytes, more than 25%% of the %d-byte file plus one %d-byte tensor", mappedRelease, file, size)
+	// The mapping with Release keeps no more of the file resident than the released window. The
+	// total RSS of the mapping passes moves with GC timing too (the earlier passes' garbage is
+	// returned to the OS meanwhile: 9 MB less on a 64 MB file here), so both bounds are on the
+	// file-backed part.
+	if mappedReleaseFile > file/4+size {
+		t.Errorf("the mapping with Release: the file-backed RSS grew by %d bytes, more than 25%% of the %d-byte file plus one %d-byte tensor", mappedReleaseFile, file, size)
 	}
-	if mappedAllFile < file/2 || mappedAll < file/2 {
-		t.Errorf("reading the mapping without Release grew the RSS by only %d bytes (%d file-backed) of a %d-byte file: the measurement does not see mapped pages", mappedAll, mappedAllFile, file)
+	if mappedAllFile < file/2 {
+		t.Errorf("reading the mapping without Release grew the file-backed RSS by only %d bytes of a %d-byte file: the measurement does not see mapped pages", mappedAllFile, file)
 	}
 }
 
