@@ -44,7 +44,7 @@
 //	7    data cannot be quantized: NaN/Inf in a weight, calibration data that fits no layer
 //	8    the written output failed validation (it is removed)
 //	9    runs reproduce: the output's digest differs from the recorded run's
-//	130  interrupted (SIGINT/SIGTERM); no output is left behind
+//	130  interrupted (SIGINT/SIGTERM); no half-written output is left behind
 //
 // Every failure prints one line on stderr, "monoquant: <cause>", and never a Go stack trace.
 package main

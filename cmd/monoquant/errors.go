@@ -36,7 +36,7 @@ const exitCodesHelp = `Exit codes:
   7    data cannot be quantized: NaN/Inf in a weight, calibration data that fits no layer
   8    the written output failed validation (it is removed)
   9    runs reproduce: the output differs from the recorded run's
-  130  interrupted; no output is left behind
+  130  interrupted; no half-written output is left behind
 `
 
 // exitError carries the exit code chosen where the failure's meaning is known: only the

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/monoquant/monoquant/core/checkpoint/checkpointtest"
@@ -404,5 +406,36 @@ func TestShortFlags(t *testing.T) {
 		if code != c.code || !strings.Contains(stdout.String()+stderr.String(), c.want) {
 			t.Errorf("monoquant %s: exit %d, want %d and %q in %.300s%s", strings.Join(c.args, " "), code, c.code, c.want, stdout.String(), stderr.String())
 		}
+	}
+}
+
+// TestOutcomeClaimedOnce: the command's report and the stop timer claim the end of a run; only
+// the first claim wins, however many goroutines race for it (no outcome: every claim wins).
+func TestOutcomeClaimedOnce(t *testing.T) {
+	var o outcome
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if o.claim() {
+				wins.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Errorf("%d claims won, want 1", wins.Load())
+	}
+	var none *outcome
+	if !none.claim() || !none.claim() {
+		t.Error("without an outcome to share, a claim must always win")
+	}
+	if got := interruptedMessage(0); got != "interrupted; no output was written" {
+		t.Errorf("interruptedMessage(0) = %q", got)
+	}
+	if got := interruptedMessage(2); !strings.Contains(got, "2 output file(s) had already been written") {
+		t.Errorf("interruptedMessage(2) = %q", got)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -26,6 +27,40 @@ type env struct {
 	// stderrTTY: the progress bar is drawn only on a terminal; redirected stderr (a log file,
 	// a CI runner) must stay free of carriage-return noise.
 	stderrTTY bool
+	// outcome, when set, is shared with main's stop timer: whichever of the two reports the
+	// end of the run first is the only one that does.
+	outcome *outcome
+}
+
+// outcome decides once who reports how a run ended: the command itself, or the timer that
+// stops a process which did not notice Ctrl-C or SIGTERM within stopGrace.
+type outcome struct {
+	mu      sync.Mutex
+	decided bool
+}
+
+// claim reports whether the caller is the first to claim the outcome (nil: always).
+func (o *outcome) claim() bool {
+	if o == nil {
+		return true
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.decided {
+		return false
+	}
+	o.decided = true
+	return true
+}
+
+// interruptedMessage is what an interrupted run says, given how many output files it had put
+// in place before it stopped (zero unless it was stopped after a commit, as while recording
+// the run).
+func interruptedMessage(written int64) string {
+	if written == 0 {
+		return "interrupted; no output was written"
+	}
+	return fmt.Sprintf("interrupted; %d output file(s) had already been written", written)
 }
 
 // command is one verb. setup registers the verb's flags and returns the function that runs it
@@ -45,12 +80,14 @@ func register(c *command) { commands[c.name] = c }
 // stopGrace is how long a command may take to notice Ctrl-C or SIGTERM itself (quantizing and
 // writing check for it between tensors) before the process stops anyway: opening a large
 // checkpoint does not poll for it. Outputs are only ever put in place by an atomic rename, so
-// stopping leaves no output; atomicfile.RemovePending drops a temporary name if one exists.
+// stopping leaves no temporary file; atomicfile.Stop drops a temporary name if one exists, lets
+// a rename under way finish and says how many files were put in place.
 const stopGrace = 700 * time.Millisecond
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	e := &env{stdout: os.Stdout, stderr: os.Stderr, stderrTTY: term.IsTerminal(int(os.Stderr.Fd()))}
+	e := &env{stdout: os.Stdout, stderr: os.Stderr, stderrTTY: term.IsTerminal(int(os.Stderr.Fd())), outcome: &outcome{}}
+	commitsBefore := atomicfile.Commits()
 	finished := make(chan struct{})
 	go func() {
 		select {
@@ -61,8 +98,11 @@ func main() {
 		select {
 		case <-finished:
 		case <-time.After(stopGrace):
-			atomicfile.RemovePending()
-			fmt.Fprintln(os.Stderr, "monoquant: interrupted; no output was written")
+			if !e.outcome.claim() {
+				return // run is reporting its own end; main exits right after
+			}
+			written := atomicfile.Stop() - commitsBefore
+			fmt.Fprintf(os.Stderr, "monoquant: %s\n", interruptedMessage(written))
 			os.Exit(exitInterrupted)
 		}
 	}()
@@ -75,14 +115,21 @@ func main() {
 // run executes one command line and returns the exit code. Every failure is reported here, as
 // one line, so commands only return errors.
 func run(ctx context.Context, e *env, args []string) (code int) {
+	commitsBefore := atomicfile.Commits()
 	defer func() {
 		if r := recover(); r != nil {
+			if !e.outcome.claim() {
+				select {} // the stop timer reports the end and exits
+			}
 			// A panic is a bug in monoquant; the user gets one line, not a stack trace.
 			fmt.Fprintf(e.stderr, "monoquant: internal error: %s\n", names.Escape(oneLine(names.Message(fmt.Sprint(r)))))
 			code = exitInternal
 		}
 	}()
 	err := dispatch(ctx, e, args)
+	if !e.outcome.claim() {
+		select {} // the stop timer claimed the outcome first: it reports it and exits
+	}
 	if err != nil && ctx.Err() != nil {
 		// Stopped by Ctrl-C or SIGTERM: whatever the command was doing when it noticed (or
 		// when a long read that does not poll for it returned), the outcome is the interruption.
@@ -95,7 +142,7 @@ func run(ctx context.Context, e *env, args []string) (code int) {
 			msg = "internal error: " + msg
 		}
 		if code == exitInterrupted {
-			msg = "interrupted; no output was written"
+			msg = interruptedMessage(atomicfile.Commits() - commitsBefore)
 		}
 		fmt.Fprintf(e.stderr, "monoquant: %s\n", names.Escape(oneLine(names.Message(msg))))
 	}

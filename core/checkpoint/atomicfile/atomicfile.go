@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 )
 
 // File is a file being written. Use it as an io.Writer, then Commit or Abort.
@@ -111,6 +112,11 @@ func (f *File) Commit() error {
 		f.discard()
 		return err
 	}
+	// Naming the file, the rename and the folder's sync run under the gate, so Stop either
+	// waits for them or keeps them from starting (a Commit kept out blocks until the process
+	// exits, having left no name behind).
+	gate.RLock()
+	defer gate.RUnlock()
 	tmp := f.Name()
 	if f.unnamed {
 		var err error
@@ -118,19 +124,18 @@ func (f *File) Commit() error {
 			f.Close()
 			return err
 		}
+		pending.Store(tmp, struct{}{})
 	}
+	defer pending.Delete(tmp)
 	if err := f.Close(); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("close %s: %w", f.target, err)
 	}
-	if f.unnamed {
-		pending.Store(tmp, struct{}{})
-	}
-	defer pending.Delete(tmp)
 	if err := os.Rename(tmp, f.target); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("rename into %s: %w", f.target, err)
 	}
+	commits.Add(1)
 	if d, err := os.Open(filepath.Dir(f.target)); err == nil {
 		d.Sync()
 		d.Close()
@@ -161,14 +166,29 @@ func (f *File) discard() error {
 // ones vanish with the process).
 var pending sync.Map
 
-// RemovePending removes the temporary file of every write still in progress. A process that
-// must stop at once (a second Ctrl-C, or a read that does not return promptly after SIGTERM)
-// calls it just before exiting, so that stopping never leaves output behind: a target is only
-// ever replaced by Commit's rename.
-func RemovePending() {
+var (
+	// gate is held shared by each Commit's rename and for good by Stop.
+	gate sync.RWMutex
+	// commits counts the Commits whose rename put a file in place, in this process.
+	commits atomic.Int64
+)
+
+// Commits returns how many files Commit has put in place in this process so far; a caller
+// compares two readings to tell whether an interrupted job left any output.
+func Commits() int64 { return commits.Load() }
+
+// Stop is for a process that must exit at once (a second Ctrl-C, or a job that did not notice
+// SIGTERM in time): it waits for a rename already under way, keeps every later Commit from
+// renaming (they block until the process exits), removes the temporary file of every write
+// still in progress, and returns Commits(). Stopping therefore never leaves a temporary file
+// behind, and the count says truthfully whether any output was put in place. Call it once,
+// just before os.Exit; nothing in the process can commit afterwards.
+func Stop() int64 {
+	gate.Lock()
 	pending.Range(func(k, _ any) bool {
 		os.Remove(k.(string))
 		pending.Delete(k)
 		return true
 	})
+	return commits.Load()
 }
