@@ -28,6 +28,8 @@ mode, weight format and shape (the table is docs/kernels.md, with the measuremen
     INT8 weights, ``activation="static"``: the same packed weight, and
     ``quantized::linear_with_input_q_dq_qweight_dq_output_fp32`` with the calibrated input
     scale and zero point: quantize → int8 GEMM → float32 output, so no stubs are needed.
+    Only where fbgemm sums full-range quint8 inputs exactly (CPUs with VNNI); ``dequant``
+    elsewhere (see :func:`_fbgemm_static_exact`).
 ``intmm_static``
     INT8 weights (qint8, any granularity or zero point), ``activation="static"``, when the
     weight is also a tied embedding's table: what ``fbgemm_static`` computes, on the stored
@@ -94,6 +96,8 @@ def _probe(name):
                 torch.ops.quantized.linear_dynamic(torch.ones(1, 32), p, True)
                 torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(torch.ones(1, 32), 0.1, 0, p)
             return True
+        if name == "fbgemm_static":
+            return _probe("fbgemm") and _fbgemm_static_exact()
         if name == "int8pack":
             torch._weight_int8pack_mm(torch.ones(1, 32, dtype=torch.bfloat16), torch.ones(16, 32, dtype=torch.int8), torch.ones(16, dtype=torch.bfloat16))
             return True
@@ -107,6 +111,23 @@ def _probe(name):
     except (RuntimeError, AttributeError, NotImplementedError):
         return False
     raise ValueError(name)
+
+
+def _fbgemm_static_exact():
+    """Whether fbgemm's static Linear sums full-range quint8 × qint8 exactly on this CPU. Without
+    VNNI (AVX2, AVX-512 before VNNI) fbgemm adds each pair of u8 × s8 products in int16
+    (``vpmaddubsw``), which saturates for inputs near 255 against weights near ±127 (torch.ao's
+    x86 configs use 7-bit activations for that; the dynamic kernel's reduce_range does the same,
+    and stays exact). A static layer's calibrated qparams use all 8 bits, so it then runs
+    ``dequant``."""
+    with _quiet():
+        for v in (127, -128):
+            w = torch._make_per_channel_quantized_tensor(torch.full((16, 64), v, dtype=torch.int8), torch.ones(16, dtype=torch.float64), torch.zeros(16, dtype=torch.int64), 0)
+            p = torch.ops.quantized.linear_prepack(w, None)
+            y = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(torch.full((2, 64), 255.0), 1.0, 0, p)
+            if not torch.equal(y, torch.full((2, 16), 255.0 * v * 64)):
+                return False
+    return True
 
 
 def _intmm_exact():
@@ -142,6 +163,8 @@ def choose(spec, activation, out_features, in_features, device, tied_table=False
             return "dequant", "quint8 weights (fbgemm takes qint8)"
         if activation in ("dynamic", "static") and tied_table and _probe("intmm"):
             return "intmm_" + activation, ""
+        if activation == "static" and _probe("fbgemm") and not _probe("fbgemm_static"):
+            return "dequant", "fbgemm's static int8 sums saturate on this CPU (no VNNI)"
         if activation in ("dynamic", "static"):
             return ("fbgemm_" + activation, "") if _probe("fbgemm") else ("dequant", "fbgemm unavailable")
         if spec.granularity == "per_channel" and spec.scheme == "symmetric" and _probe("int8pack"):

@@ -397,3 +397,38 @@ def test_inexact_onednn_is_not_used():
     assert got["conv"] is False and got["intmm"] is False, got
     assert got["kernel"] == "dequant" and "VNNI" in got["reason"], got
     assert got["err"] < 1e-4, got
+
+
+INEXACT_FBGEMM = r"""
+import json, torch, torch.nn as nn, monoquant
+from monoquant import _kernels
+torch.manual_seed(0)
+m = nn.Sequential(nn.Linear(64, 32))
+calib = [torch.randn(16, 64) * 3 for _ in range(4)]
+q = monoquant.quantize(m, bits=8, calibration_data=calib, observer="minmax", progress=False)
+x = torch.randn(5, 64) * 3
+s, z = float(q[0].input_scale), int(q[0].input_zero_point)
+xd = torch.quantize_per_tensor(x, s, z, torch.quint8).dequantize()
+with torch.no_grad():
+    err = (q(x) - torch.nn.functional.linear(xd, q[0].weight, q[0].bias)).abs().max().item()
+print(json.dumps({"static": _kernels._probe("fbgemm_static"), "kernel": q[0].kernel, "reason": q[0].kernel_reason, "err": err}))
+"""
+
+
+def test_inexact_fbgemm_static_is_not_used():
+    """fbgemm without VNNI (FBGEMM_ENABLE_INSTRUCTIONS=AVX2 here, as on an AVX2-only CPU) adds
+    pairs of u8 × s8 products in int16 and saturates on full-range static inputs: the probe
+    must say so, and a static INT8 Linear then runs the dequantizing path, equal to the q/dq
+    reference."""
+    import json
+    import platform
+
+    from conftest import run_python
+
+    if platform.machine() not in ("x86_64", "AMD64") or not _kernels.available()["fbgemm"]:
+        pytest.skip("FBGEMM_ENABLE_INSTRUCTIONS=AVX2 caps fbgemm on x86 CPUs only")
+    r = run_python(INEXACT_FBGEMM, env={"FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"})
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["static"] is False and got["kernel"] == "dequant" and "VNNI" in got["reason"], got
+    assert got["err"] < 1e-4, got
