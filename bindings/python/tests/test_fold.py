@@ -223,14 +223,14 @@ def test_static_int8_accuracy_with_folding_at_least_without():
     x, y = x[perm], y[perm]
     xtr, ytr, xte, yte = x[:1400], y[:1400], x[1400:], y[1400:]
     torch.manual_seed(0)
-    model = DigitsBN()
+    model = DigitsBN().double()  # trained in float64: the same float32 model on every CPU (test_accuracy)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(6):
         for i in range(0, len(xtr), 64):
             opt.zero_grad()
-            F.cross_entropy(model(xtr[i:i + 64]), ytr[i:i + 64]).backward()
+            F.cross_entropy(model(xtr[i:i + 64].double()), ytr[i:i + 64]).backward()
             opt.step()
-    model.eval()
+    model.float().eval()
 
     def acc(m):
         with torch.no_grad():
