@@ -236,7 +236,7 @@ def class3_endless(c):
 
 def class3_interrupt(c):
     # 60 MB of NONE/POP opcodes: a valid pickle that takes seconds to read. run_corpus.py sends
-    # SIGTERM 0.3 s into a quantize of it (kind "interrupt").
+    # SIGTERM once the CLI has it open, during a quantize of it (kind "interrupt").
     if c.full:
         torch_zip(c.p("slow_pickle.pt"), b"\x80\x02" + b"N0" * 30_000_000 + b"}.")
     c.add("SIGTERM during a long read", 3, "slow_pickle.pt", expect="interrupt", fast=False,

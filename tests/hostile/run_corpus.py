@@ -124,6 +124,23 @@ def spawn(cmd, env=None, during=None):
     return Run(code if code >= 0 else None, -code if code < 0 else None, so, se, ru.ru_maxrss * 1024, seconds, hung)
 
 
+def wait_until_open(pid, path, limit=HANG_GUARD):
+    """Waits (at most limit seconds) until process pid has path open (Linux /proc; elsewhere it
+    waits 0.1 s)."""
+    fds, want = f"/proc/{pid}/fd", os.path.realpath(path)
+    if not os.path.isdir(fds):
+        time.sleep(0.1)
+        return
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            if any(os.path.realpath(os.path.join(fds, fd)) == want for fd in os.listdir(fds)):
+                return
+        except OSError:
+            return  # the process is gone
+        time.sleep(0.005)
+
+
 class Runner:
     def __init__(self, corpus, cli, lib, python=sys.executable):
         self.corpus, self.cli, self.lib, self.python = corpus, cli, lib, python
@@ -224,7 +241,10 @@ class Runner:
         sent = []
         try:
             def term(p):
-                time.sleep(0.1)
+                # SIGTERM once the CLI is reading the file: its handler is installed first thing in
+                # main, so the signal cannot land before it (a fixed 0.1 s could, on a loaded
+                # machine, and the default action would kill the process without exit 130).
+                wait_until_open(p.pid, path)
                 sent.append(time.monotonic())
                 p.send_signal(signal.SIGTERM)
             r = spawn(self.command("cli-quantize", path, out), env=self.env, during=term)

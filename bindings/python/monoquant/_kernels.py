@@ -28,6 +28,8 @@ mode, weight format and shape (the table is docs/kernels.md, with the measuremen
     INT8 weights, ``activation="static"``: the same packed weight, and
     ``quantized::linear_with_input_q_dq_qweight_dq_output_fp32`` with the calibrated input
     scale and zero point: quantize → int8 GEMM → float32 output, so no stubs are needed.
+    Only where fbgemm sums full-range quint8 inputs exactly (CPUs with VNNI); ``dequant``
+    elsewhere (see :func:`_fbgemm_static_exact`).
 ``intmm_static``
     INT8 weights (qint8, any granularity or zero point), ``activation="static"``, when the
     weight is also a tied embedding's table: what ``fbgemm_static`` computes, on the stored
@@ -94,13 +96,14 @@ def _probe(name):
                 torch.ops.quantized.linear_dynamic(torch.ones(1, 32), p, True)
                 torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(torch.ones(1, 32), 0.1, 0, p)
             return True
+        if name == "fbgemm_static":
+            return _probe("fbgemm") and _fbgemm_static_exact()
         if name == "int8pack":
             torch._weight_int8pack_mm(torch.ones(1, 32, dtype=torch.bfloat16), torch.ones(16, 32, dtype=torch.int8), torch.ones(16, dtype=torch.bfloat16))
             return True
         if name == "intmm":
-            torch._int_mm(torch.ones(1, 32, dtype=torch.int8), torch.ones(16, 32, dtype=torch.int8).t())
             torch._choose_qparams_per_tensor(torch.ones(1, 32), True)
-            return True
+            return _intmm_exact()
         if name == "int4pack":
             p = torch._convert_weight_to_int4pack_for_cpu(torch.zeros(16, 64, dtype=torch.int32), 1)
             torch._weight_int4pack_mm_for_cpu(torch.ones(1, 64, dtype=torch.bfloat16), p, 32, torch.zeros(2, 16, 2, dtype=torch.bfloat16))
@@ -108,6 +111,33 @@ def _probe(name):
     except (RuntimeError, AttributeError, NotImplementedError):
         return False
     raise ValueError(name)
+
+
+def _fbgemm_static_exact():
+    """Whether fbgemm's static Linear sums full-range quint8 × qint8 exactly on this CPU. Without
+    VNNI (AVX2, AVX-512 before VNNI) fbgemm adds each pair of u8 × s8 products in int16
+    (``vpmaddubsw``), which saturates for inputs near 255 against weights near ±127 (torch.ao's
+    x86 configs use 7-bit activations for that; the dynamic kernel's reduce_range does the same,
+    and stays exact). A static layer's calibrated qparams use all 8 bits, so it then runs
+    ``dequant``."""
+    with _quiet():
+        for v in (127, -128):
+            w = torch._make_per_channel_quantized_tensor(torch.full((16, 64), v, dtype=torch.int8), torch.ones(16, dtype=torch.float64), torch.zeros(16, dtype=torch.int64), 0)
+            p = torch.ops.quantized.linear_prepack(w, None)
+            y = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(torch.full((2, 64), 255.0), 1.0, 0, p)
+            if not torch.equal(y, torch.full((2, 16), 255.0 * v * 64)):
+                return False
+    return True
+
+
+def _intmm_exact():
+    """Whether ``torch._int_mm`` sums int8 × int8 exactly in int32 on this CPU. oneDNN, which
+    runs it, adds each pair of u8 × s8 products in int16 (``vpmaddubsw``) on CPUs without VNNI
+    (AVX2, AVX-512 before VNNI): rows of ±127/−128 saturate there, and the kernel is not used."""
+    a = torch.tensor([[127] * 64, [-128] * 64, [127, -128] * 32, [-128, 127] * 32], dtype=torch.int8)
+    b = torch.tensor([[127] * 16, [-128] * 16] * 32, dtype=torch.int8)
+    return all(torch.equal(torch._int_mm(a, w).to(torch.float64), a.to(torch.float64) @ w.to(torch.float64))
+               for w in (b, torch.full((64, 16), 127, dtype=torch.int8), torch.full((64, 16), -128, dtype=torch.int8)))
 
 
 def available():
@@ -133,6 +163,8 @@ def choose(spec, activation, out_features, in_features, device, tied_table=False
             return "dequant", "quint8 weights (fbgemm takes qint8)"
         if activation in ("dynamic", "static") and tied_table and _probe("intmm"):
             return "intmm_" + activation, ""
+        if activation == "static" and _probe("fbgemm") and not _probe("fbgemm_static"):
+            return "dequant", "fbgemm's static int8 sums saturate on this CPU (no VNNI)"
         if activation in ("dynamic", "static"):
             return ("fbgemm_" + activation, "") if _probe("fbgemm") else ("dequant", "fbgemm unavailable")
         if spec.granularity == "per_channel" and spec.scheme == "symmetric" and _probe("int8pack"):
@@ -373,13 +405,19 @@ def _conv_padding(padding, kernel_size, dilation):
 
 @functools.lru_cache(maxsize=None)
 def _probe_onednn_conv():
+    """Whether oneDNN's int8 convolution works here and sums exactly: on CPUs without VNNI it
+    adds pairs of u8 × s8 products in int16 (``vpmaddubsw``), which saturates for the full 0..255
+    inputs the calibrated qparams give (torch.ao's x86 configs use 7-bit activations there), so
+    a uint8 input of 255 against weights of 127 and −128 must give the exact sums."""
     try:
-        w = torch.ones(4, 2, 1, 1, dtype=torch.int8)
+        w = torch.full((4, 8, 3, 3), 127, dtype=torch.int8)
+        w[1] = -128
         s = torch.ones(4)
-        p = torch.ops.onednn.qconv_prepack(w, s, 0.1, 1, [1, 1], [0, 0], [1, 1], 1, None)
-        torch.ops.onednn.qconv2d_pointwise(torch.ones(1, 2, 2, 2, dtype=torch.uint8), 0.1, 1, p, s, torch.zeros(4, dtype=torch.int32), None,
-                                           [1, 1], [0, 0], [1, 1], 1, 1.0, 0, torch.float32, "none", [], "")
-        return True
+        p = torch.ops.onednn.qconv_prepack(w, s, 1.0, 0, [1, 1], [0, 0], [1, 1], 1, None)
+        x = torch.full((1, 8, 3, 3), 255, dtype=torch.uint8)
+        y = torch.ops.onednn.qconv2d_pointwise(x, 1.0, 0, p, s, torch.zeros(4, dtype=torch.int32), None,
+                                               [1, 1], [0, 0], [1, 1], 1, 1.0, 0, torch.float32, "none", [], "")
+        return torch.equal(y.to(torch.float64), torch.nn.functional.conv2d(x.to(torch.float64), w.to(torch.float64)))
     except (RuntimeError, AttributeError, NotImplementedError):
         return False
 
@@ -397,7 +435,7 @@ def choose_conv2d(spec, activation, padding, kernel_size, dilation, device):
         return "dequant", f"{spec.format} {spec.scheme} weights (the int8 conv takes symmetric qint8)"
     if _conv_padding(padding, kernel_size, dilation) is None:
         return "dequant", "asymmetric 'same' padding"
-    return ("onednn_static", "") if _probe_onednn_conv() else ("dequant", "onednn conv unavailable")
+    return ("onednn_static", "") if _probe_onednn_conv() else ("dequant", "onednn int8 conv unavailable or inexact on this CPU (no VNNI)")
 
 
 def quantize_u8(x, scale, zero_point, inv=None):

@@ -32,14 +32,19 @@ def trained():
     x, y = x[perm], y[perm]
     xtr, ytr, xte, yte = x[:1400], y[:1400], x[1400:], y[1400:]
     torch.manual_seed(0)
-    model = DigitsCNN()
+    # Trained in float64, then used in float32: float32 training takes another path through
+    # each CPU's kernels (AVX-512, AVX2, oneDNN's ISA) and ends in another model on each, so the
+    # accuracies and the searches' fronts here would move with the CPU; float64's rounding
+    # differences stay below float32's step (the same float32 model on AVX-512, AVX2 and AVX2
+    # oneDNN).
+    model = DigitsCNN().double()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(8):
         for i in range(0, len(xtr), 64):
             opt.zero_grad()
-            F.cross_entropy(model(xtr[i:i + 64]), ytr[i:i + 64]).backward()
+            F.cross_entropy(model(xtr[i:i + 64].double()), ytr[i:i + 64]).backward()
             opt.step()
-    model.eval()
+    model.float().eval()
     return model, (xtr, ytr), (xte, yte)
 
 

@@ -20,6 +20,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::Deprecat
 INT8 = QuantSpec("int8")
 CONVS = [dict(), dict(stride=2, padding=1), dict(groups=4, dilation=2, padding=2), dict(padding=1, padding_mode="reflect"), dict(padding="same")]
 CONV_IDS = ["plain", "strided", "groups-dilation", "reflect", "same"]
+# oneDNN's int8 conv where it sums exactly (CPUs with VNNI); the dequantizing path elsewhere
+# (test_inexact_onednn_is_not_used covers that choice on every x86 CPU).
+CONV_KERNEL = "onednn_static" if _kernels._probe_onednn_conv() else "dequant"
 
 
 def static_conv(seed=0, relu=False, **kw):
@@ -45,7 +48,7 @@ def qdq_conv_reference(q, x):
 @pytest.mark.parametrize("relu", [False, True], ids=["conv", "conv-relu"])
 def test_static_conv_runs_onednn_and_equals_the_qdq_reference(kw, relu):
     _conv, q, x = static_conv(relu=relu, **kw)
-    assert q.kernel == "onednn_static", q.kernel_reason
+    assert q.kernel == CONV_KERNEL, q.kernel_reason
     with torch.no_grad():
         got = q(x)
     want = qdq_conv_reference(q, x)
@@ -59,6 +62,8 @@ def test_static_conv_runs_onednn_and_equals_the_qdq_reference(kw, relu):
 def test_static_conv_matches_torch_ao_static(relu):
     """torch.ao static (same observers) requantizes its output; ours stays float32. Fed the same
     input qparams and weights, the two agree to within torch's output step."""
+    if CONV_KERNEL != "onednn_static":
+        pytest.skip("torch's int8 conv saturates without VNNI on the full-range activations used here")
     from torch.ao.quantization import DeQuantStub, QConfig, QuantStub, convert, fuse_modules, prepare
     from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
 
@@ -86,7 +91,7 @@ def test_static_conv_matches_torch_ao_static(relu):
     ours = monoquant.quantize(body, bits=8, calibration_data=calib, observer="minmax", progress=False)
     if relu:
         ours[0].relu, ours[1] = True, nn.Identity()  # what Conv-BN-ReLU folding does
-    assert ours[0].kernel == "onednn_static"
+    assert ours[0].kernel == CONV_KERNEL
     assert float(ours[0].input_scale) == pytest.approx(float(m.quant.scale)) and int(ours[0].input_zero_point) == int(m.quant.zero_point)
     x = torch.randn(5, 3, 12, 12)
     with torch.no_grad():
@@ -144,7 +149,7 @@ def test_lstm_with_a_weight_left_in_float_runs_dequant():
 
 def test_conv_kernel_choice():
     conv = nn.Conv2d(4, 8, 3)
-    assert QuantizedConv2d.from_float(conv, INT8, "static", (0.1, 128)).kernel == "onednn_static"
+    assert QuantizedConv2d.from_float(conv, INT8, "static", (0.1, 128)).kernel == CONV_KERNEL
     assert QuantizedConv2d.from_float(conv, INT8, "dynamic").kernel == "dequant"
     assert QuantizedConv2d.from_float(conv, QuantSpec("int8", scheme="asymmetric"), "static", (0.1, 128)).kernel == "dequant"
     assert QuantizedConv2d.from_float(conv, QuantSpec("int4", group_size=36), "static", (0.1, 128)).kernel == "dequant"
@@ -154,7 +159,8 @@ def test_conv_kernel_choice():
 
 def test_packed_form_is_the_only_resident_copy():
     _c, q, _x = static_conv()
-    assert "weight_q" not in q._buffers and not any(b.numel() >= 16 * 8 * 9 for b in q.buffers())
+    if q.kernel == "onednn_static":  # (the dequantizing path holds the stored integers as a buffer)
+        assert "weight_q" not in q._buffers and not any(b.numel() >= 16 * 8 * 9 for b in q.buffers())
     assert torch.equal(q.weight_q, q.state_dict()["weight"]) and q.weight_q.dtype == torch.int8
     ql = QuantizedLSTM.from_float(nn.LSTM(32, 64), INT8, "dynamic")
     assert not any(b.numel() >= 32 * 64 for b in ql.buffers())  # only biases and scales are buffers
@@ -242,7 +248,7 @@ def modules():
     _c, qc, x = static_conv(padding=1)
     torch.manual_seed(6)
     ql = QuantizedLSTM.from_float(nn.LSTM(8, 12, num_layers=2, bidirectional=True), INT8, "dynamic")
-    return [(qc, x, "onednn_static"), (ql, torch.randn(5, 3, 8), "fbgemm_dynamic")]
+    return [(qc, x, CONV_KERNEL), (ql, torch.randn(5, 3, 8), "fbgemm_dynamic")]
 
 
 def out(m, x):
@@ -282,12 +288,12 @@ def test_load_state_dict_repacks_with_new_input_qparams():
     sd = q.state_dict()
     q2.load_state_dict(sd)
     assert float(q2.input_scale) == float(q.input_scale)
-    assert q2.kernel == "onednn_static" and torch.equal(out(q2, x), out(q, x))
+    assert q2.kernel == CONV_KERNEL and torch.equal(out(q2, x), out(q, x))
     bad = dict(sd)
     bad["weight"] = sd["weight"][:8]
     with pytest.raises(RuntimeError, match="weight"):
         q2.load_state_dict(bad)
-    assert q2.kernel == "onednn_static" and torch.equal(out(q2, x), out(q, x))  # still runs
+    assert q2.kernel == CONV_KERNEL and torch.equal(out(q2, x), out(q, x))  # still runs
 
 
 def test_device_and_dtype_moves_keep_the_integers():
@@ -327,8 +333,8 @@ def test_report_and_repr_show_the_conv_and_lstm_kernels():
     calib = [torch.randn(8, 3, 10, 10) for _ in range(4)]
     q = monoquant.quantize(model, bits=8, calibration_data=calib, progress=False)
     r = monoquant.report(model, q)
-    assert {row["name"]: row["kernel"] for row in r.layers} == {"0": "onednn_static", "2": "onednn_static"}
-    assert "kernel=onednn_static" in repr(q) and "onednn_static" in str(r)
+    assert {row["name"]: row["kernel"] for row in r.layers} == {"0": CONV_KERNEL, "2": CONV_KERNEL}
+    assert f"kernel={CONV_KERNEL}" in repr(q) and CONV_KERNEL in str(r)
     lstm = nn.LSTM(8, 16)
     ql = monoquant.quantize(lstm, bits=8, dynamic=True, progress=False)
     assert monoquant.report(lstm, ql).layers[0]["kernel"] == "fbgemm_dynamic"
@@ -354,3 +360,75 @@ def test_dequant_paths_compile_export_and_grad(make):
     xr = x.clone().requires_grad_(True)
     m(xr).sum().backward()
     assert xr.grad is not None and xr.grad.abs().sum() > 0
+
+
+INEXACT_ONEDNN = r"""
+import json, torch, torch.nn as nn, monoquant
+from monoquant import _kernels
+from monoquant.nn import QuantizedConv2d
+torch.manual_seed(0)
+conv = nn.Conv2d(8, 16, 3, padding=1)
+x = torch.randn(2, 8, 10, 10) * 4
+s = float(x.abs().max() / 127.5)
+q = QuantizedConv2d.from_float(conv, monoquant.QuantSpec("int8"), activation="static", input_qparams=(s, 128))
+xd = torch.quantize_per_tensor(x, s, 128, torch.quint8).dequantize()
+with torch.no_grad():
+    err = (q(x) - torch.nn.functional.conv2d(xd, q.weight, q.bias, 1, 1)).abs().max().item()
+print(json.dumps({"conv": _kernels._probe_onednn_conv(), "intmm": _kernels._probe("intmm"), "kernel": q.kernel,
+                  "reason": q.kernel_reason, "err": err}))
+"""
+
+
+def test_inexact_onednn_is_not_used():
+    """oneDNN without VNNI (capped here to AVX2 by ONEDNN_MAX_CPU_ISA, as on an AVX2-only CPU)
+    adds pairs of u8 × s8 products in int16 and saturates on full-range uint8 inputs: the probes
+    must say so, and a static INT8 conv then runs the dequantizing path, still equal to the
+    q/dq reference."""
+    import json
+    import platform
+
+    from conftest import run_python
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("ONEDNN_MAX_CPU_ISA=AVX2 caps x86 CPUs only")
+    r = run_python(INEXACT_ONEDNN, env={"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["conv"] is False and got["intmm"] is False, got
+    assert got["kernel"] == "dequant" and "VNNI" in got["reason"], got
+    assert got["err"] < 1e-4, got
+
+
+INEXACT_FBGEMM = r"""
+import json, torch, torch.nn as nn, monoquant
+from monoquant import _kernels
+torch.manual_seed(0)
+m = nn.Sequential(nn.Linear(64, 32))
+calib = [torch.randn(16, 64) * 3 for _ in range(4)]
+q = monoquant.quantize(m, bits=8, calibration_data=calib, observer="minmax", progress=False)
+x = torch.randn(5, 64) * 3
+s, z = float(q[0].input_scale), int(q[0].input_zero_point)
+xd = torch.quantize_per_tensor(x, s, z, torch.quint8).dequantize()
+with torch.no_grad():
+    err = (q(x) - torch.nn.functional.linear(xd, q[0].weight, q[0].bias)).abs().max().item()
+print(json.dumps({"static": _kernels._probe("fbgemm_static"), "kernel": q[0].kernel, "reason": q[0].kernel_reason, "err": err}))
+"""
+
+
+def test_inexact_fbgemm_static_is_not_used():
+    """fbgemm without VNNI (FBGEMM_ENABLE_INSTRUCTIONS=AVX2 here, as on an AVX2-only CPU) adds
+    pairs of u8 × s8 products in int16 and saturates on full-range static inputs: the probe
+    must say so, and a static INT8 Linear then runs the dequantizing path, equal to the q/dq
+    reference."""
+    import json
+    import platform
+
+    from conftest import run_python
+
+    if platform.machine() not in ("x86_64", "AMD64") or not _kernels.available()["fbgemm"]:
+        pytest.skip("FBGEMM_ENABLE_INSTRUCTIONS=AVX2 caps fbgemm on x86 CPUs only")
+    r = run_python(INEXACT_FBGEMM, env={"FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"})
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["static"] is False and got["kernel"] == "dequant" and "VNNI" in got["reason"], got
+    assert got["err"] < 1e-4, got

@@ -133,6 +133,8 @@ def test_dynamic_int8_matches_torch_ao_quantize_dynamic_per_channel(scheme):
 def test_static_int8_matches_torch_ao_static():
     """torch.ao static (fbgemm qconfig with the same observers) quantizes the output too; ours
     stays float32. Fed the same input qparams, the two agree to within torch's output step."""
+    if not _kernels._probe("fbgemm_static"):
+        pytest.skip("fbgemm's static int8 sums saturate on this CPU (no VNNI): the torch.ao reference is inexact")
     from torch.ao.quantization import DeQuantStub, QConfig, QuantStub, convert, prepare
     from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
 
