@@ -16,6 +16,7 @@ import (
 
 	"github.com/monoquant/monoquant/core/convert"
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/names"
 	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/recipe"
 )
@@ -241,6 +242,7 @@ func mq_defaults_json(buf *C.char, cap C.size_t, length *C.size_t) (rc C.int) {
 	d["version"] = model.ToolVersion
 	d["layers"] = plan.DefaultLayerTypes
 	d["metadata_key"], d["format_version"] = model.MetadataKey, model.FormatVersion
+	d["suffixes"] = names.StoredSuffixes()
 	return writeJSON("mq_defaults_json", d, buf, cap, length)
 }
 

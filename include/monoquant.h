@@ -805,8 +805,10 @@ MQ_API int mq_dequantize_file(const char* src, const char* dst, mq_progress_fn p
 
 /* The engine's defaults as JSON: bits, group_size, scheme, observer, method, the default
  * activation mode per format, the default layer types, the methods and observers this library
- * knows, its version, and the quantized format's metadata key and format version. Callers show
- * these; they never repeat them. Buffer convention as mq_model_metadata_json. */
+ * knows, its version, the quantized format's metadata key and format version, and "suffixes":
+ * the names a quantized tensor <name> stores its parts under, after <name> ({"scale": ".scale",
+ * "zero_point": ".zero_point", "outlier_columns": ..., "outlier_weight": ...}; docs/FORMAT.md).
+ * Callers show these; they never repeat them. Buffer convention as mq_model_metadata_json. */
 MQ_API int mq_defaults_json(char* buf, size_t cap, size_t* len);
 
 /* Frees the model and everything it owns (tensor names included). Accepts NULL (MQ_OK, no-op) and

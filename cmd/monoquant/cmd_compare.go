@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/monoquant/monoquant/core/blocks"
+	"github.com/monoquant/monoquant/core/names"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/model"
@@ -99,9 +100,9 @@ func openSide(what, path string) (*side, error) {
 			return nil, classifyCoreErr(fmt.Errorf("%s: %w", path, err))
 		}
 		for name, tc := range s.cfg.Tensors {
-			params[name+".scale"] = true
+			params[name+names.ScaleSuffix] = true
 			if tc.ZeroPoint {
-				params[name+".zero_point"] = true
+				params[name+names.ZeroPointSuffix] = true
 			}
 		}
 	}

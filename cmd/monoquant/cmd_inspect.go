@@ -12,6 +12,7 @@ import (
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/convert"
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/names"
 	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/tensor"
 )
@@ -138,7 +139,7 @@ func inspectFile(path string) (*inspectResult, error) {
 		for _, e := range entries {
 			it := inspectTensor{Name: e.Name, DType: e.DType.String(), Shape: e.Shape, Bytes: int64(tensor.NumElements(e.Shape)) * int64(e.DType.Size()), Role: "kept"}
 			base, suffix := e.Name, ""
-			for _, s := range []string{".scale", ".zero_point", model.OutlierColumnsSuffix, model.OutlierWeightSuffix} {
+			for _, s := range []string{names.ScaleSuffix, names.ZeroPointSuffix, names.OutlierColumnsSuffix, names.OutlierWeightSuffix} {
 				if b := strings.TrimSuffix(e.Name, s); b != e.Name {
 					if _, ok := cfg.Tensors[b]; ok {
 						base, suffix = b, s[1:]

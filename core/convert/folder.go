@@ -14,6 +14,7 @@ import (
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/checkpoint/safetensors"
 	"github.com/monoquant/monoquant/core/model"
+	"github.com/monoquant/monoquant/core/names"
 )
 
 // maxIndexBytes bounds an index file read into memory (as core/checkpoint does).
@@ -183,7 +184,7 @@ func (c *Conversion) shardLayout() (*shardLayout, error) {
 
 // owner is the input tensor an output entry comes from.
 func (l *shardLayout) owner(name string) string {
-	for _, suf := range []string{".scale", ".zero_point"} {
+	for _, suf := range []string{names.ScaleSuffix, names.ZeroPointSuffix} {
 		if b, ok := strings.CutSuffix(name, suf); ok && l.quantized[b] {
 			return b
 		}

@@ -4,12 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
-	"sort"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/method"
+	"github.com/monoquant/monoquant/core/names"
 	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 	"github.com/monoquant/monoquant/core/recipe"
@@ -87,13 +88,6 @@ type TensorConfig struct {
 	OutlierThreshold float64 `json:"outlier_threshold,omitempty"`
 	OutlierColumns   int     `json:"outlier_columns,omitempty"`
 }
-
-// Suffixes of the tensors that hold a layer's calibrated LLM.int8() outliers, after the
-// weight's name (docs/FORMAT.md).
-const (
-	OutlierColumnsSuffix = ".outlier_columns"
-	OutlierWeightSuffix  = ".outlier_weight"
-)
 
 // ActivationParams are the input qparams of one layer in static mode.
 type ActivationParams struct {
@@ -253,9 +247,9 @@ func storedEntries(name string, s *quant.Spec, shape, qshape []int) []checkpoint
 	out := []checkpoint.Entry{{Name: name, DType: storedDType(s), Shape: packedShape(s.Format, shape)}}
 	if s.Format.IsInteger() {
 		ps := s.ParamShape(qshape)
-		out = append(out, checkpoint.Entry{Name: name + ".scale", DType: tensor.F32, Shape: ps})
+		out = append(out, checkpoint.Entry{Name: name + names.ScaleSuffix, DType: tensor.F32, Shape: ps})
 		if s.StoresZeroPoint() {
-			out = append(out, checkpoint.Entry{Name: name + ".zero_point", DType: tensor.I32, Shape: append([]int{}, ps...)})
+			out = append(out, checkpoint.Entry{Name: name + names.ZeroPointSuffix, DType: tensor.I32, Shape: append([]int{}, ps...)})
 		}
 	}
 	return out
@@ -267,8 +261,8 @@ func outlierEntries(name string, dt tensor.DType, shape []int, k int) []checkpoi
 	if k == 0 || len(shape) != 2 {
 		return nil
 	}
-	return []checkpoint.Entry{{Name: name + OutlierColumnsSuffix, DType: tensor.I64, Shape: []int{k}},
-		{Name: name + OutlierWeightSuffix, DType: dt, Shape: []int{shape[0], k}}}
+	return []checkpoint.Entry{{Name: name + names.OutlierColumnsSuffix, DType: tensor.I64, Shape: []int{k}},
+		{Name: name + names.OutlierWeightSuffix, DType: dt, Shape: []int{shape[0], k}}}
 }
 
 // Marshal encodes the config as the JSON stored under MetadataKey.
@@ -309,12 +303,7 @@ func ReadConfig(entries []checkpoint.Entry, metadata map[string]string) (*Config
 	for _, e := range entries {
 		byName[e.Name] = e
 	}
-	names := make([]string, 0, len(c.Tensors))
-	for n := range c.Tensors {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(c.Tensors)) {
 		tc := c.Tensors[name]
 		if tc == nil {
 			return nil, fmt.Errorf("%w: tensor %q: null config", ErrFormat, name)
@@ -348,7 +337,7 @@ func ReadConfig(entries []checkpoint.Entry, metadata map[string]string) (*Config
 			}
 		}
 		if !s.StoresZeroPoint() {
-			if _, ok := byName[name+".zero_point"]; ok && s.Format.IsInteger() {
+			if _, ok := byName[name+names.ZeroPointSuffix]; ok && s.Format.IsInteger() {
 				return nil, fmt.Errorf("%w: tensor %q has a zero_point tensor but its %s %s scheme stores none", ErrFormat, name, tc.Scheme, tc.QDType)
 			}
 		}
@@ -422,12 +411,7 @@ func LoadConfig(r checkpoint.Reader) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	names := make([]string, 0, len(c.Tensors))
-	for n := range c.Tensors {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(c.Tensors)) {
 		if _, _, err := readQParams(r, name, c.Tensors[name]); err != nil {
 			return nil, err
 		}
@@ -447,39 +431,39 @@ func readOutliers(r checkpoint.Reader, name string, tc *TensorConfig) (cols []in
 		return nil, nil, nil
 	}
 	in := tc.Shape[1]
-	ct, err := r.Tensor(name + OutlierColumnsSuffix)
+	ct, err := r.Tensor(name + names.OutlierColumnsSuffix)
 	if err != nil {
-		return nil, nil, fmt.Errorf("tensor %q: %w", name+OutlierColumnsSuffix, err)
+		return nil, nil, fmt.Errorf("tensor %q: %w", name+names.OutlierColumnsSuffix, err)
 	}
 	if ct.DType != tensor.I64 || len(ct.Data) != 8*k {
-		r.Release(name + OutlierColumnsSuffix)
-		return nil, nil, fmt.Errorf("%w: tensor %q is %v with %d bytes, its config needs %d int64 indices", ErrFormat, name+OutlierColumnsSuffix, ct.DType, len(ct.Data), k)
+		r.Release(name + names.OutlierColumnsSuffix)
+		return nil, nil, fmt.Errorf("%w: tensor %q is %v with %d bytes, its config needs %d int64 indices", ErrFormat, name+names.OutlierColumnsSuffix, ct.DType, len(ct.Data), k)
 	}
 	cols = make([]int, k)
 	for i, v := range tensor.View[int64](ct.Data) {
 		if v < 0 || v >= int64(in) || (i > 0 && int(v) <= cols[i-1]) {
-			r.Release(name + OutlierColumnsSuffix)
-			return nil, nil, fmt.Errorf("%w: tensor %q: index %d is %d; outlier columns must be strictly ascending inside the %d inputs", ErrFormat, name+OutlierColumnsSuffix, i, v, in)
+			r.Release(name + names.OutlierColumnsSuffix)
+			return nil, nil, fmt.Errorf("%w: tensor %q: index %d is %d; outlier columns must be strictly ascending inside the %d inputs", ErrFormat, name+names.OutlierColumnsSuffix, i, v, in)
 		}
 		cols[i] = int(v)
 	}
-	r.Release(name + OutlierColumnsSuffix)
-	wt, err := r.Tensor(name + OutlierWeightSuffix)
+	r.Release(name + names.OutlierColumnsSuffix)
+	wt, err := r.Tensor(name + names.OutlierWeightSuffix)
 	if err != nil {
-		return nil, nil, fmt.Errorf("tensor %q: %w", name+OutlierWeightSuffix, err)
+		return nil, nil, fmt.Errorf("tensor %q: %w", name+names.OutlierWeightSuffix, err)
 	}
-	defer r.Release(name + OutlierWeightSuffix)
+	defer r.Release(name + names.OutlierWeightSuffix)
 	if !wt.DType.IsFloat() || wt.Len() != tc.Shape[0]*k {
-		return nil, nil, fmt.Errorf("%w: tensor %q is %v %v, its config needs [%d, %d] floats", ErrFormat, name+OutlierWeightSuffix, wt.DType, wt.Shape, tc.Shape[0], k)
+		return nil, nil, fmt.Errorf("%w: tensor %q is %v %v, its config needs [%d, %d] floats", ErrFormat, name+names.OutlierWeightSuffix, wt.DType, wt.Shape, tc.Shape[0], k)
 	}
 	vals, err := wt.Float32s()
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: tensor %q: %v", ErrFormat, name+OutlierWeightSuffix, err)
+		return nil, nil, fmt.Errorf("%w: tensor %q: %v", ErrFormat, name+names.OutlierWeightSuffix, err)
 	}
 	w = slices.Clone(vals)
 	for i, v := range w {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return nil, nil, fmt.Errorf("%w: tensor %q: value %d is %v; outlier weights must be finite", ErrFormat, name+OutlierWeightSuffix, i, v)
+			return nil, nil, fmt.Errorf("%w: tensor %q: value %d is %v; outlier weights must be finite", ErrFormat, name+names.OutlierWeightSuffix, i, v)
 		}
 	}
 	return cols, w, nil
@@ -496,30 +480,30 @@ func readQParams(r checkpoint.Reader, name string, tc *TensorConfig) (scale []fl
 		return nil, nil, nil
 	}
 	np := s.NumParams(tc.QuantShape)
-	st, err := r.Tensor(name + ".scale")
+	st, err := r.Tensor(name + names.ScaleSuffix)
 	if err != nil {
-		return nil, nil, fmt.Errorf("tensor %q: %w", name+".scale", err)
+		return nil, nil, fmt.Errorf("tensor %q: %w", name+names.ScaleSuffix, err)
 	}
 	scale = append([]float32(nil), tensor.View[float32](st.Data)...)
-	r.Release(name + ".scale")
+	r.Release(name + names.ScaleSuffix)
 	if len(scale) != np {
-		return nil, nil, fmt.Errorf("%w: tensor %q has %d scales, its config needs %d", ErrFormat, name+".scale", len(scale), np)
+		return nil, nil, fmt.Errorf("%w: tensor %q has %d scales, its config needs %d", ErrFormat, name+names.ScaleSuffix, len(scale), np)
 	}
-	if err := checkScales(fmt.Sprintf("tensor %q", name+".scale"), s.QDType, scale); err != nil {
+	if err := checkScales(fmt.Sprintf("tensor %q", name+names.ScaleSuffix), s.QDType, scale); err != nil {
 		return nil, nil, err
 	}
 	zp = make([]int32, np)
 	if s.StoresZeroPoint() {
-		zt, err := r.Tensor(name + ".zero_point")
+		zt, err := r.Tensor(name + names.ZeroPointSuffix)
 		if err != nil {
-			return nil, nil, fmt.Errorf("tensor %q: %w", name+".zero_point", err)
+			return nil, nil, fmt.Errorf("tensor %q: %w", name+names.ZeroPointSuffix, err)
 		}
 		if len(zt.Data)/4 != np {
-			return nil, nil, fmt.Errorf("%w: tensor %q has %d zero points, its config needs %d", ErrFormat, name+".zero_point", len(zt.Data)/4, np)
+			return nil, nil, fmt.Errorf("%w: tensor %q has %d zero points, its config needs %d", ErrFormat, name+names.ZeroPointSuffix, len(zt.Data)/4, np)
 		}
 		copy(zp, tensor.View[int32](zt.Data))
-		r.Release(name + ".zero_point")
-		if err := checkZeroPoints(fmt.Sprintf("tensor %q", name+".zero_point"), s.QDType, zp); err != nil {
+		r.Release(name + names.ZeroPointSuffix)
+		if err := checkZeroPoints(fmt.Sprintf("tensor %q", name+names.ZeroPointSuffix), s.QDType, zp); err != nil {
 			return nil, nil, err
 		}
 	}

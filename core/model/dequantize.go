@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/names"
 	"github.com/monoquant/monoquant/core/tensor"
 )
 
@@ -86,12 +87,12 @@ func Dequantize(ctx context.Context, r checkpoint.Reader, create CreateFunc, pro
 func dequantizedEntries(entries []checkpoint.Entry, cfg *Config) ([]checkpoint.Entry, map[string]string, map[string][]string) {
 	params := map[string]string{} // .scale / .zero_point / outlier entry → its tensor
 	for name, tc := range cfg.Tensors {
-		params[name+".scale"] = name
+		params[name+names.ScaleSuffix] = name
 		if tc.ZeroPoint {
-			params[name+".zero_point"] = name
+			params[name+names.ZeroPointSuffix] = name
 		}
 		if tc.OutlierColumns > 0 {
-			params[name+OutlierColumnsSuffix], params[name+OutlierWeightSuffix] = name, name
+			params[name+names.OutlierColumnsSuffix], params[name+names.OutlierWeightSuffix] = name, name
 		}
 	}
 	aliases := map[string][]string{} // stored tensor → the tied names written after it

@@ -6,6 +6,7 @@ import (
 	"unsafe"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/names"
 	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/quant"
 )
@@ -108,9 +109,9 @@ func (pl *pipeline) setOutput(b *quantBuffers, tp *plan.TensorPlan, e0, e1 int) 
 		}
 	}
 	if s.Format.IsInteger() {
-		b.outSc = floats32(pl.mem.memory(tp.Name + ".scale"))
+		b.outSc = floats32(pl.mem.memory(tp.Name + names.ScaleSuffix))
 		if s.StoresZeroPoint() {
-			b.outZ = ints32(pl.mem.memory(tp.Name + ".zero_point"))
+			b.outZ = ints32(pl.mem.memory(tp.Name + names.ZeroPointSuffix))
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/monoquant/monoquant/core/checkpoint"
+	"github.com/monoquant/monoquant/core/names"
 	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/recipe"
 	"github.com/monoquant/monoquant/core/tensor"
@@ -91,7 +92,7 @@ func TestOutliersStatic(t *testing.T) {
 	if a.Scale[0] > pa.Scale[0]/20 {
 		t.Errorf("activation scale %v with outliers, %v without: want at least 20x finer", a.Scale[0], pa.Scale[0])
 	}
-	ci, err := res.Tensor("fc.weight" + OutlierColumnsSuffix)
+	ci, err := res.Tensor("fc.weight" + names.OutlierColumnsSuffix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +101,7 @@ func TestOutliersStatic(t *testing.T) {
 	}
 	w, _ := outlierModel(t).Tensor("fc.weight")
 	wv := tensor.View[float32](w.Data)
-	ow, err := res.Tensor("fc.weight" + OutlierWeightSuffix)
+	ow, err := res.Tensor("fc.weight" + names.OutlierWeightSuffix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +231,7 @@ func TestOutliersTamperedColumns(t *testing.T) {
 		for i, v := range idx {
 			binary.LittleEndian.PutUint64(b[8*i:], uint64(v))
 		}
-		_, err := LoadConfig(tamperedReader{res.Reader(), "fc.weight" + OutlierColumnsSuffix, b})
+		_, err := LoadConfig(tamperedReader{res.Reader(), "fc.weight" + names.OutlierColumnsSuffix, b})
 		if !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "strictly ascending") {
 			t.Errorf("outlier columns %v: LoadConfig = %v, want a format error", idx, err)
 		}

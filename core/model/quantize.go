@@ -10,6 +10,7 @@ import (
 
 	"github.com/monoquant/monoquant/core/checkpoint"
 	"github.com/monoquant/monoquant/core/method"
+	"github.com/monoquant/monoquant/core/names"
 	"github.com/monoquant/monoquant/core/plan"
 	"github.com/monoquant/monoquant/core/prune"
 	"github.com/monoquant/monoquant/core/quant"
@@ -584,12 +585,12 @@ func writeTensor(ctx context.Context, w checkpoint.Writer, j *writeJob, keptBuf 
 func writeParams(w checkpoint.Writer, tp *plan.TensorPlan, b *quantBuffers) error {
 	name, s := tp.Name, &tp.Spec
 	if s.Format.IsInteger() {
-		if err := w.Write(name+".scale", tensor.Float32Bytes(b.sc)); err != nil {
-			return fmt.Errorf("writing tensor %q: %w", name+".scale", err)
+		if err := w.Write(name+names.ScaleSuffix, tensor.Float32Bytes(b.sc)); err != nil {
+			return fmt.Errorf("writing tensor %q: %w", name+names.ScaleSuffix, err)
 		}
 		if s.StoresZeroPoint() {
-			if err := w.Write(name+".zero_point", int32Bytes(b.z)); err != nil {
-				return fmt.Errorf("writing tensor %q: %w", name+".zero_point", err)
+			if err := w.Write(name+names.ZeroPointSuffix, int32Bytes(b.z)); err != nil {
+				return fmt.Errorf("writing tensor %q: %w", name+names.ZeroPointSuffix, err)
 			}
 		}
 	}
@@ -637,7 +638,7 @@ func splitOutliers(tp *plan.TensorPlan, t *tensor.Tensor) (*tensor.Tensor, *outl
 		energy += float64(v) * float64(v)
 	}
 	out := &tensor.Tensor{DType: t.DType, Shape: t.Shape, Data: data}
-	return out, &outlierSplit{energy: energy, entries: []namedBytes{{tp.Name + OutlierColumnsSuffix, idx}, {tp.Name + OutlierWeightSuffix, ow}}}, nil
+	return out, &outlierSplit{energy: energy, entries: []namedBytes{{tp.Name + names.OutlierColumnsSuffix, idx}, {tp.Name + names.OutlierWeightSuffix, ow}}}, nil
 }
 
 // quantizeOne quantizes one tensor into reused buffers and measures its error.

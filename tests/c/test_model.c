@@ -767,6 +767,9 @@ static void test_recipes(void) {
 
     CHECK_RC(mq_defaults_json(buf, sizeof buf, &len), MQ_OK);
     CHECK(strstr(buf, "\"group_size\":128") && strstr(buf, "\"version\":\"" MQ_VERSION_STRING "\""), "defaults: %s", buf);
+    /* the names of a quantized tensor's stored parts (docs/FORMAT.md) */
+    CHECK(strstr(buf, "\"suffixes\":{\"outlier_columns\":\".outlier_columns\",\"outlier_weight\":\".outlier_weight\",\"scale\":\".scale\",\"zero_point\":\".zero_point\"}"),
+          "defaults' suffixes: %s", buf);
     mq_model_free(m);
 }
 

@@ -107,6 +107,13 @@ def defaults():
     return _json_call(_lib.mq_defaults_json, (), "mq_defaults_json")
 
 
+# The names a quantized tensor <name> stores its parts under, after <name>, as the engine writes
+# them (mq_defaults_json "suffixes"; docs/FORMAT.md): never spelled out anywhere else.
+SUFFIXES = defaults()["suffixes"]
+SCALE, ZERO_POINT = SUFFIXES["scale"], SUFFIXES["zero_point"]
+OUTLIER_COLUMNS, OUTLIER_WEIGHT = SUFFIXES["outlier_columns"], SUFFIXES["outlier_weight"]
+
+
 def plan_file(src, cfg):
     """mq_plan_file_json: the plan for a checkpoint file, from its list of tensors only."""
     return _json_call(lambda *a: _lib.mq_plan_file_json(_b(os.fspath(src)), cfg.ref, *a), (), "plan")

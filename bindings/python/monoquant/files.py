@@ -23,17 +23,17 @@ __all__ = ["save", "load", "QuantizedStateDict", "quantize_state_dict", "dequant
 
 # The metadata key of the config, as the engine names it (docs/FORMAT.md).
 METADATA_KEY = _model.defaults()["metadata_key"]
-# The entries of a weight's calibrated LLM.int8() outlier columns, after its name (docs/FORMAT.md).
-OUTLIER_COLUMNS, OUTLIER_WEIGHT = ".outlier_columns", ".outlier_weight"
-# Every entry a quantized tensor <name> can be stored as: <name> + each of these (docs/FORMAT.md).
-STORED_SUFFIXES = ("", ".scale", ".zero_point", OUTLIER_COLUMNS, OUTLIER_WEIGHT)
+# The engine's names of a quantized tensor's stored parts, after its name (docs/FORMAT.md).
+SCALE, ZERO_POINT, OUTLIER_COLUMNS, OUTLIER_WEIGHT = _model.SCALE, _model.ZERO_POINT, _model.OUTLIER_COLUMNS, _model.OUTLIER_WEIGHT
+# Every entry a quantized tensor <name> can be stored as: <name> + each of these.
+STORED_SUFFIXES = ("", SCALE, ZERO_POINT, OUTLIER_COLUMNS, OUTLIER_WEIGHT)
 
 
 def stored_names(config):
     """Every stored entry of the quantized tensors a config lists (values, qparams, outliers)."""
     out = set()
     for n, tc in config.get("tensors", {}).items():
-        out.update((n, n + ".scale", n + ".zero_point"))
+        out.update((n, n + SCALE, n + ZERO_POINT))
         if tc.get("outlier_columns", 0) > 0:
             out.update((n + OUTLIER_COLUMNS, n + OUTLIER_WEIGHT))
     return out
@@ -103,8 +103,8 @@ def qtensor_from(tensors, name, tc):
     data = tensors[name]
     scale = zp = None
     if spec.is_integer:
-        scale = tensors[name + ".scale"]
-        zp = tensors.get(name + ".zero_point")
+        scale = tensors[name + SCALE]
+        zp = tensors.get(name + ZERO_POINT)
         if zp is None:
             zp = torch.zeros(scale.shape, dtype=torch.int32)
     return QTensor(data, scale, zp, tuple(tc["quant_shape"]), spec, orig_dtype=torch.float32)
@@ -168,7 +168,7 @@ def build_quantized(model, tensors, config, strict=True, inplace=False, consume=
         qts = {}
         for tname, tc in items:
             wname = tname[len(layer) + 1:] if layer else tname
-            for needed in [tname] + ([tname + ".scale"] if tc.get("format") in ("int8", "int4") else []):
+            for needed in [tname] + ([tname + SCALE] if tc.get("format") in ("int8", "int4") else []):
                 if needed not in tensors:
                     raise FormatError(f"load(): the checkpoint has no tensor {needed!r}")
             expect = tuple(getattr(mod, wname).shape) if hasattr(mod, wname) else None
@@ -377,7 +377,7 @@ def _resolve_aliases(model, tensors, tcs, aliases):
         tc = tcs.get(stored)
         if tc is None:
             continue
-        for suffix in (".scale", ".zero_point"):
+        for suffix in (SCALE, ZERO_POINT):
             if stored + suffix in tensors:
                 tensors[alias + suffix] = tensors[stored + suffix]
         layer = alias.rsplit(".", 1)[0] if "." in alias else ""
@@ -389,7 +389,7 @@ def _resolve_aliases(model, tensors, tcs, aliases):
         if want is None:
             # a layer that cannot run quantized reads the stored tensor dequantized
             tensors[alias] = qtensor_from(tensors, stored, tc).dequantize().reshape(tc["shape"])
-            for suffix in (".scale", ".zero_point"):
+            for suffix in (SCALE, ZERO_POINT):
                 tensors.pop(alias + suffix, None)
             continue
         tcs[alias] = dict(tc, layer=layer, layer_type=_LAYER_TYPE_OF[want])
@@ -510,7 +510,7 @@ def _same(a, b):
 def _still_tied(sd, a, s):
     if a not in sd or s not in sd:
         return False
-    for x in ("", ".scale", ".zero_point"):
+    for x in ("", SCALE, ZERO_POINT):
         if (a + x in sd) != (s + x in sd) or (a + x in sd and not _same(sd[a + x], sd[s + x])):
             return False
     return True
@@ -558,7 +558,7 @@ def live_checkpoint(model):
         if _still_tied(sd, a, s):
             aliases[a] = s
     def qparts(n):  # a quantized tensor or one of its qparams
-        base = n[: -len(".scale")] if n.endswith(".scale") else n[: -len(".zero_point")] if n.endswith(".zero_point") else n
+        base = n[: -len(SCALE)] if n.endswith(SCALE) else n[: -len(ZERO_POINT)] if n.endswith(ZERO_POINT) else n
         return base in tcs or base in aliases
 
     for group in tied_groups(model):
@@ -566,7 +566,7 @@ def live_checkpoint(model):
             if a in sd and group[0] in sd and not qparts(a) and not qparts(group[0]):
                 aliases.setdefault(a, group[0])
     for a in aliases:
-        for x in ("", ".scale", ".zero_point"):
+        for x in ("", SCALE, ZERO_POINT):
             sd.pop(a + x, None)
         tcs.pop(a, None)
     order = {n: i for i, n in enumerate(st["order"])}

@@ -51,7 +51,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence
 
-from . import _kernels
+from . import _kernels, _model
 from ._engine import QTensor, QuantSpec, dequantize_tensor, quantize_tensor, quantize_with_params
 
 __all__ = ["QuantizedLinear", "QuantizedConv2d", "QuantizedLSTM", "QuantizedConv1D", "QuantizedEmbedding", "ACTIVATION_SPEC"]
@@ -137,9 +137,9 @@ class _QuantizedWeights(nn.Module):
         for name, (spec, _shape, _q) in self._qweights.items():
             destination[prefix + name] = getattr(self, name + "_q")
             if spec.is_integer:
-                destination[prefix + name + ".scale"] = getattr(self, name + "_scale")
+                destination[prefix + name + _model.SCALE] = getattr(self, name + "_scale")
                 if spec.stores_zero_point:
-                    destination[prefix + name + ".zero_point"] = getattr(self, name + "_zero_point")
+                    destination[prefix + name + _model.ZERO_POINT] = getattr(self, name + "_zero_point")
         skip = {n + s for n in self._qweights for s in ("_q", "_scale", "_zero_point")}
         for name, buf in self._buffers.items():
             if buf is not None and name not in skip and name not in self._non_persistent_buffers_set:
@@ -153,9 +153,9 @@ class _QuantizedWeights(nn.Module):
         for name, (spec, shape, _q) in self._qweights.items():
             pairs = [(name, name + "_q")]
             if spec.is_integer:
-                pairs.append((name + ".scale", name + "_scale"))
+                pairs.append((name + _model.SCALE, name + "_scale"))
                 if spec.stores_zero_point:
-                    pairs.append((name + ".zero_point", name + "_zero_point"))
+                    pairs.append((name + _model.ZERO_POINT, name + "_zero_point"))
             for key, attr in pairs:
                 expected.add(prefix + key)
                 if prefix + key not in state_dict:
@@ -212,7 +212,7 @@ class _QuantizedWeights(nn.Module):
 
 # Buffers stored under another name in the checkpoint format (docs/FORMAT.md): a Linear's
 # calibrated LLM.int8() outlier columns.
-_STATE_KEYS = {"weight_outlier_columns": "weight.outlier_columns", "weight_outlier_weight": "weight.outlier_weight"}
+_STATE_KEYS = {"weight_outlier_columns": "weight" + _model.OUTLIER_COLUMNS, "weight_outlier_weight": "weight" + _model.OUTLIER_WEIGHT}
 
 
 def _like(x, t):

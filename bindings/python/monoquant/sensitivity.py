@@ -95,14 +95,11 @@ def _run(model, batch, npos):
 def _quantized_module(fmod, layer, q):
     """The runnable quantized module of ``layer`` from the engine's result ``q`` (that layer's
     stored tensors and config), built by files.build_quantized on the float module alone."""
-    from .files import build_quantized
+    from .files import METADATA_KEY, build_quantized, stored_names
 
-    config = json.loads(q.metadata()["monoquant"])
+    config = json.loads(q.metadata()[METADATA_KEY])
     p = layer + "."
-    stored = set()
-    for n in config["tensors"]:
-        stored.update((n, n + ".scale", n + ".zero_point"))
-    tensors = {k[len(p):]: v for k, v in q.tensors(stored).items()}
+    tensors = {k[len(p):]: v for k, v in q.tensors(stored_names(config)).items()}
     local = dict(config)
     local["tensors"] = {}
     for n, tc in config["tensors"].items():

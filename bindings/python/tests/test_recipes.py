@@ -89,6 +89,11 @@ def test_defaults_come_from_the_engine():
     d = monoquant.defaults()
     assert d["bits"] == 8 and d["group_size"] == 128 and d["activations"]["int8"] == "dynamic" and "rtn" in d["methods"]
     assert d["version"] == monoquant.__version__
+    # the stored parts' names (docs/FORMAT.md), which Python takes from here and never spells out
+    assert d["suffixes"] == {"scale": ".scale", "zero_point": ".zero_point",
+                             "outlier_columns": ".outlier_columns", "outlier_weight": ".outlier_weight"}
+    from monoquant import files
+    assert files.STORED_SUFFIXES == ("", ".scale", ".zero_point", ".outlier_columns", ".outlier_weight")
 
 
 @pytest.mark.parametrize("recipe,message", [
