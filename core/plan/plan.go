@@ -309,7 +309,11 @@ func newPlan(entries []checkpoint.Entry, moduleTypes map[string]string, n *norma
 			if !tp.Spec.Format.IsInteger() {
 				tp.Method = method.RTN
 			}
-			for _, suffix := range []string{names.ScaleSuffix, names.ZeroPointSuffix} {
+			claimed := []string{names.ScaleSuffix, names.ZeroPointSuffix}
+			if tp.Settings.OutlierThreshold > 0 {
+				claimed = append(claimed, names.OutlierColumnsSuffix, names.OutlierWeightSuffix)
+			}
+			for _, suffix := range claimed {
 				if seen[e.Name+suffix] {
 					return nil, fmt.Errorf("tensor %q: the checkpoint already has a tensor %q, which the quantized format needs for itself", e.Name, e.Name+suffix)
 				}

@@ -298,6 +298,8 @@ func TestPlanErrors(t *testing.T) {
 		{"all skipped", entries, Options{Skip: []string{"fc"}}, ErrNothingToQuantize, "no tensor"},
 		{"only biases", []checkpoint.Entry{ent("fc.bias", tensor.F32, 8)}, Options{}, ErrNothingToQuantize, "no tensor"},
 		{"name clash", []checkpoint.Entry{ent("fc.weight", tensor.F32, 8, 8), ent("fc.weight.scale", tensor.F32, 8)}, Options{}, nil, "fc.weight.scale"},
+		{"outlier name clash", []checkpoint.Entry{ent("fc.weight", tensor.F32, 8, 8), ent("fc.weight.outlier_weight", tensor.F32, 8, 1)},
+			Options{Mode: Static, OutlierThreshold: 6}, nil, "fc.weight.outlier_weight"},
 	}
 	for _, tt := range tests {
 		_, err := NewPlan(tt.entries, nil, tt.opts)
