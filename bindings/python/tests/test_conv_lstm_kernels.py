@@ -432,3 +432,23 @@ def test_inexact_fbgemm_static_is_not_used():
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["static"] is False and got["kernel"] == "dequant" and "VNNI" in got["reason"], got
     assert got["err"] < 1e-4, got
+
+
+def test_exact_kernels_are_used_where_the_cpu_has_avx512_vnni():
+    """The tests above take the kernel the probes allow; this keeps a probe that wrongly says
+    "inexact" from sending every CPU down the dequantizing path unnoticed: with AVX-512 VNNI
+    (vpdpbusd sums u8 × s8 in int32), fbgemm's static Linear, torch._int_mm and oneDNN's int8
+    conv are exact, and the probes must say so."""
+    import os
+
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    if "avx512_vnni" not in flags:
+        pytest.skip("no AVX-512 VNNI on this CPU")
+    if any(os.environ.get(k) for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "FBGEMM_ENABLE_INSTRUCTIONS", "DNNL_MAX_CPU_ISA")):
+        pytest.skip("the CPU's instruction set is capped by the environment")
+    assert _kernels._probe_onednn_conv() and _kernels._probe("intmm")
+    if _kernels.available()["fbgemm"]:
+        assert _kernels._probe("fbgemm_static")
