@@ -78,7 +78,7 @@ func runlogErr(call string, err error) C.int {
 		return mapErr(fail(mqENONFINITE, "%s: %v", call, err), mqENONFINITE)
 	case errors.Is(err, runlog.ErrNotFound), errors.Is(err, runlog.ErrMetricName):
 		return mapErr(fail(mqEINVAL, "%s: %v", call, err), mqEINVAL)
-	case errors.Is(err, reproduce.ErrInputChanged):
+	case errors.Is(err, reproduce.ErrInputChanged), errors.Is(err, runlog.ErrFileChanged):
 		return mapErr(fail(mqEIO, "%s: %v", call, err), mqEIO)
 	case errors.Is(err, reproduce.ErrNotReproducible):
 		return mapErr(fail(mqEUNSUPPORTED, "%s: %v", call, err), mqEUNSUPPORTED)
@@ -293,9 +293,6 @@ func mq_run_add_sha256(lo *C.mq_crunlog_options, id C.int64_t) (rc C.int) {
 	defer l.Close()
 	// reads whole files: on a goroutine of its own, as the other long calls (offThread)
 	_, err := offThread(func() (*runlog.Run, error) { return l.AddSHA256(ctx, int64(id)) })
-	if errors.Is(err, runlog.ErrFileChanged) {
-		return mapErr(fail(mqEIO, "%s: %v", call, err), mqEIO)
-	}
 	return runlogErr(call, err)
 }
 

@@ -87,7 +87,6 @@ const stopGrace = 700 * time.Millisecond
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	e := &env{stdout: os.Stdout, stderr: os.Stderr, stderrTTY: term.IsTerminal(int(os.Stderr.Fd())), outcome: &outcome{}}
-	commitsBefore := atomicfile.Commits()
 	finished := make(chan struct{})
 	go func() {
 		select {
@@ -101,8 +100,8 @@ func main() {
 			if !e.outcome.claim() {
 				return // run is reporting its own end; main exits right after
 			}
-			written := atomicfile.Stop() - commitsBefore
-			fmt.Fprintf(os.Stderr, "monoquant: %s\n", interruptedMessage(written))
+			// the process's own commits: this run's, as nothing ran before it
+			fmt.Fprintf(os.Stderr, "monoquant: %s\n", interruptedMessage(atomicfile.Stop()))
 			os.Exit(exitInterrupted)
 		}
 	}()
